@@ -1,0 +1,40 @@
+#include "core/logging.h"
+
+#include <mutex>
+
+#include "spdlog/sinks/stdout_color_sinks.h"
+
+namespace bitfleet {
+namespace {
+
+std::mutex& LoggerMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+spdlog::level::level_enum& DefaultLevel() {
+  static spdlog::level::level_enum level = spdlog::level::info;
+  return level;
+}
+
+}  // namespace
+
+std::shared_ptr<spdlog::logger> Logger(const std::string& module) {
+  std::lock_guard<std::mutex> lock(LoggerMutex());
+  if (auto existing = spdlog::get(module)) return existing;
+  auto logger = spdlog::stderr_color_mt(module);
+  logger->set_level(DefaultLevel());
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  return logger;
+}
+
+bool SetLogLevel(const std::string& level) {
+  auto parsed = spdlog::level::from_str(level);
+  if (parsed == spdlog::level::off && level != "off") return false;
+  std::lock_guard<std::mutex> lock(LoggerMutex());
+  DefaultLevel() = parsed;
+  spdlog::set_level(parsed);
+  return true;
+}
+
+}  // namespace bitfleet

@@ -1,0 +1,19 @@
+// Structured logging through spdlog: one named logger per module ("gguf", "tokenizer", ...).
+// Loggers write to stderr so stdout stays clean for command output (ids, JSON, text).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "spdlog/spdlog.h"
+
+namespace bitfleet {
+
+// Returns the logger called `module`, creating it on first use. Thread-safe.
+std::shared_ptr<spdlog::logger> Logger(const std::string& module);
+
+// Sets the level of every current and future logger ("trace", "debug", "info", "warn",
+// "error", "off"). Unknown names leave the level unchanged and return false.
+bool SetLogLevel(const std::string& level);
+
+}  // namespace bitfleet
