@@ -19,6 +19,15 @@ int main(int argc, char** argv) {
 
   int exit_code = 0;
   (void)exit_code;
+  bitfleet::tools::RegisterInspect(app, &exit_code);
+  bitfleet::tools::RegisterConvert(app, &exit_code);
+  bitfleet::tools::RegisterSynth(app, &exit_code);
+  bitfleet::tools::RegisterQuantize(app, &exit_code);
+  bitfleet::tools::RegisterRun(app, &exit_code);
+  bitfleet::tools::RegisterLogits(app, &exit_code);
+  bitfleet::tools::RegisterEval(app, &exit_code);
+  bitfleet::tools::RegisterBench(app, &exit_code);
+  bitfleet::tools::RegisterTokenize(app, &exit_code);
 
   try {
     app.parse(argc, argv);

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "core/dtype.h"
 #include "core/mapped_file.h"
 #include "core/status.h"
@@ -22,6 +23,10 @@ inline constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 inline constexpr uint32_t kVersion = 3;
 inline constexpr uint64_t kDefaultAlignment = 32;
 inline constexpr int kMaxDims = 4;
+// llama.cpp stores tensor names in a 64-byte field (GGML_MAX_NAME) with a terminating NUL, so
+// the writer refuses longer names. The reader accepts any name within ReadLimits.
+inline constexpr size_t kMaxTensorNameBytes = 63;
+inline constexpr std::string_view kAlignmentKey = "general.alignment";
 
 // Metadata value types, numbered as in the GGUF spec.
 enum class ValueType : uint32_t {
@@ -42,6 +47,7 @@ enum class ValueType : uint32_t {
 std::string_view ValueTypeName(ValueType type);
 
 class Value;
+class ByteSink;  // where GgufWriter's bytes go (internal, model/gguf/gguf_sink.h)
 
 // A typed array; every element has `element_type` (arrays may nest).
 struct Array {
@@ -108,6 +114,7 @@ struct TensorInfo {
   uint64_t offset = 0;      // relative to the start of the data section
   uint64_t size_bytes = 0;  // computed from type and shape, tail included (I2_S)
 
+  // Product of `shape` (0 for an empty shape). Parsed and written tensors never overflow.
   uint64_t elements() const;
   uint64_t rows() const { return shape.empty() ? 0 : elements() / shape[0]; }
 };
@@ -117,10 +124,12 @@ struct TensorInfo {
 struct ReadLimits {
   uint64_t max_kv_count = 1u << 16;
   uint64_t max_tensor_count = 1u << 20;
-  uint64_t max_string_bytes = 1u << 20;      // one key or string value
+  uint64_t max_string_bytes = 1u << 20;      // one key, tensor name or string value
   uint64_t max_array_elements = 1u << 24;    // one array (a 256k vocab fits)
   uint32_t max_array_depth = 4;              // nested arrays
-  uint64_t max_metadata_bytes = 1ull << 30;  // total decoded metadata
+  // Approximate memory the decoded header may occupy: every value, key, string, tensor name
+  // and directory entry is charged with its in-memory size.
+  uint64_t max_metadata_bytes = 1ull << 30;
 };
 
 // A parsed GGUF file. Tensor data stays in the mapped file (or caller's buffer) and is
@@ -133,7 +142,7 @@ class GgufFile {
   // Parses a buffer the caller keeps alive (tests, fuzzing).
   static StatusOr<std::unique_ptr<GgufFile>> Parse(std::span<const uint8_t> bytes, const ReadLimits& limits = {});
 
-  uint32_t version() const { return version_; }
+  uint32_t version() const { return version_; }  // 2 or 3 (same layout)
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
   uint64_t file_size() const { return bytes_.size(); }
@@ -146,6 +155,8 @@ class GgufFile {
   const TensorInfo* FindTensor(std::string_view name) const;
 
   // Typed look-ups: NotFound when absent, InvalidArgument (naming the key) on a type mismatch.
+  // They follow Value's coercions; array getters convert element by element (GetF32Array
+  // takes any numeric elements, GetI32Array integers that fit int32) and name the element.
   StatusOr<std::string> GetString(std::string_view key) const;
   StatusOr<uint32_t> GetU32(std::string_view key) const;
   StatusOr<uint64_t> GetU64(std::string_view key) const;
@@ -155,24 +166,33 @@ class GgufFile {
   StatusOr<std::vector<float>> GetF32Array(std::string_view key) const;
   StatusOr<std::vector<int32_t>> GetI32Array(std::string_view key) const;
 
-  // Bytes of a tensor of this file (offset and size were validated at parse time).
+  // Bytes of a tensor of this file (offset and size were validated at parse time). A
+  // TensorInfo that does not fit this file (e.g. from another file) gives an empty span.
   std::span<const uint8_t> TensorData(const TensorInfo& tensor) const;
 
  private:
   GgufFile() = default;
   friend class Parser;
+  // Finds `key` or returns NotFound naming it.
+  StatusOr<const Value*> Require(std::string_view key) const;
+
   std::unique_ptr<MappedFile> mapping_;  // null when parsing a caller's buffer
   std::span<const uint8_t> bytes_;
   uint32_t version_ = 0;
   uint64_t alignment_ = kDefaultAlignment;
-  uint64_t data_offset_ = 0;
+  uint64_t data_offset_ = 0;  // may exceed file_size() only when there are no tensors
   std::vector<KeyValue> metadata_;
   std::vector<TensorInfo> tensors_;
+  absl::flat_hash_map<std::string, size_t> key_index_;     // key -> metadata_ index
+  absl::flat_hash_map<std::string, size_t> tensor_index_;  // name -> tensors_ index
 };
 
-// Builds a GGUF v3 file. Tensors are laid out in the order added, each at an offset aligned
-// to `general.alignment` (default 32). Data is either owned bytes or produced on demand by a
-// filler at write time, so multi-GB models need not sit in memory twice.
+// Builds a GGUF v3 file the way llama.cpp's gguf writer lays it out: header, metadata in
+// insertion order, tensor directory, zero padding to `general.alignment` (default 32; set it
+// with Set(kAlignmentKey, Value::U32(n))), then each tensor's data in the order added,
+// followed by zero padding to the alignment (the last one too). Data is either owned bytes or
+// produced on demand by a filler at write time, one tensor at a time, so multi-GB models need
+// not sit in memory. Not thread-safe; WriteFile/WriteBuffer may be called repeatedly.
 class GgufWriter {
  public:
   // Fills `out` (exactly the tensor's size in bytes).
@@ -185,8 +205,9 @@ class GgufWriter {
   void SetF32(std::string key, float v) { Set(std::move(key), Value::F32(v)); }
   void SetBool(std::string key, bool v) { Set(std::move(key), Value::Bool(v)); }
 
-  // Adds a tensor; errors on a duplicate name, bad shape, or a data size that does not match
-  // the type and shape.
+  // Adds a tensor; errors on a duplicate or over-long name, a shape that is not 1 to 4
+  // nonzero dims, a row that is not whole blocks of `type`, or a data size that does not
+  // match the type and shape.
   Status AddTensor(std::string name, DType type, std::vector<uint64_t> shape, std::vector<uint8_t> data);
   Status AddTensor(std::string name, DType type, std::vector<uint64_t> shape, Filler filler);
 
@@ -198,7 +219,13 @@ class GgufWriter {
   // Serializes into memory (tests, small files).
   StatusOr<std::vector<uint8_t>> WriteBuffer() const;
 
+  size_t tensor_count() const { return tensors_.size(); }
+
  private:
+  // Streams the whole file into `sink`; shared by WriteFile and WriteBuffer.
+  Status WriteTo(ByteSink& sink, const std::function<void(size_t, size_t)>& progress) const;
+  StatusOr<uint64_t> Alignment() const;
+
   struct PendingTensor {
     std::string name;
     DType type;
@@ -209,6 +236,7 @@ class GgufWriter {
   };
   std::vector<KeyValue> metadata_;
   std::vector<PendingTensor> tensors_;
+  absl::flat_hash_map<std::string, size_t> tensor_index_;  // name -> tensors_ index
 };
 
 }  // namespace bitfleet::gguf

@@ -7,5 +7,21 @@
 namespace bitfleet::tools {
 
 void RegisterInspect(CLI::App& app, int* exit_code);
+void RegisterConvert(CLI::App& app, int* exit_code);
+void RegisterSynth(CLI::App& app, int* exit_code);
+void RegisterQuantize(CLI::App& app, int* exit_code);
+void RegisterRun(CLI::App& app, int* exit_code);
+void RegisterLogits(CLI::App& app, int* exit_code);
+void RegisterEval(CLI::App& app, int* exit_code);
+// `bench decode`, added under the `bench` subcommand by RegisterBench.
+void RegisterBenchDecode(CLI::App& bench, int* exit_code);
+// `bench kernels` (tools/commands/bench_kernels.cc).
+void RegisterBenchKernels(CLI::App& bench, int* exit_code);
+// `bench tokenizer` (tools/commands/bench_tokenizer.cc).
+void RegisterBenchTokenizer(CLI::App& bench, int* exit_code);
+// `tokenize` (tools/commands/tokenize.cc).
+void RegisterTokenize(CLI::App& app, int* exit_code);
+// `bench`, with the benchmarks above as its subcommands (tools/commands/bench.cc).
+void RegisterBench(CLI::App& app, int* exit_code);
 
 }  // namespace bitfleet::tools

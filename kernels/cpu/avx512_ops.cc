@@ -1,0 +1,210 @@
+// AVX-512 activation quantization and elementwise helpers (same flags as avx512_matmul.cc;
+// only intrinsics and internal-linkage helpers, see kernels/cpu/kernel_table.h).
+#include <immintrin.h>
+
+#include "kernels/cpu/variant_fns.h"
+
+namespace bitfleet::kernels::cpu::avx512 {
+namespace {
+
+inline __mmask16 TailMask(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// q = clamp(round_half_even(x * inv), ±127) as int32 lanes; NaN -> 0. cvtps_epi32 rounds with
+// the MXCSR mode, which is round-to-nearest-even unless someone changed it (nobody does).
+inline __m512i Quantize16(__m512 x, __m512 inv) {
+  __m512 v = _mm512_mul_ps(x, inv);
+  v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+  return _mm512_cvtps_epi32(v);
+}
+
+// exp(x), relative error about 2e-7: x = n ln2 + r with |r| <= ln2/2, a degree-7 Taylor
+// polynomial for e^r, and scalef for 2^n (which underflows to 0 and overflows to inf cleanly).
+inline __m512 Exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+}  // namespace
+
+float AbsMax(const float* x, uint64_t n) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  __m512 m = _mm512_setzero_ps();
+  for (uint64_t i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(TailMask(static_cast<int64_t>(n - i)), x + i);
+    m = _mm512_max_ps(m, _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask)));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+void QuantizeRow(const float* x, uint64_t n, float inv_scale, int8_t* q, int32_t* sums) {
+  const __m512 inv = _mm512_set1_ps(inv_scale);
+  for (uint64_t i = 0; i < n; i += 32) {
+    const int64_t left = static_cast<int64_t>(n - i);
+    const __mmask16 m0 = TailMask(left);
+    const __mmask16 m1 = TailMask(left - 16 > 0 ? left - 16 : 0);
+    const __m512i q0 = Quantize16(_mm512_maskz_loadu_ps(m0, x + i), inv);
+    const __m512i q1 = Quantize16(_mm512_maskz_loadu_ps(m1, x + i + 16), inv);
+    _mm_mask_storeu_epi8(q + i, m0, _mm512_cvtsepi32_epi8(q0));
+    _mm_mask_storeu_epi8(q + i + 16, m1, _mm512_cvtsepi32_epi8(q1));
+    sums[i / 32] = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  }
+}
+
+float SumSquares(const float* x, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps();
+  __m512 a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 v0 = _mm512_loadu_ps(x + i);
+    const __m512 v1 = _mm512_loadu_ps(x + i + 16);
+    a0 = _mm512_fmadd_ps(v0, v0, a0);
+    a1 = _mm512_fmadd_ps(v1, v1, a1);
+  }
+  for (; i < n; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(TailMask(n - i), x + i);
+    a0 = _mm512_fmadd_ps(v, v, a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+void ScaleMul(const float* x, const float* w, float s, int64_t n, float* y) {
+  const __m512 sv = _mm512_set1_ps(s);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sv), _mm512_maskz_loadu_ps(m, w + i));
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+
+namespace {
+
+// Up to four query heads against each key: the key row is converted once per pass.
+template <int NQ>
+inline void QkPass(const float* q, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s,
+                   int s_stride) {
+  for (int j = 0; j < n_keys; ++j) {
+    const uint16_t* kj = k + j * k_stride;
+    __m512 acc[NQ];
+    for (int i = 0; i < NQ; ++i) acc[i] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
+      const __mmask16 m = TailMask(hd - d);
+      const __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kj + d));
+      for (int i = 0; i < NQ; ++i) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i * hd + d), kv, acc[i]);
+    }
+    for (int i = 0; i < NQ; ++i) s[i * s_stride + j] = scale * _mm512_reduce_add_ps(acc[i]);
+  }
+}
+
+// Up to four heads' accumulators for 16 dims stay in registers across the keys.
+template <int NQ>
+inline void PvPass(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
+  for (int d = 0; d < hd; d += 16) {
+    const __mmask16 m = TailMask(hd - d);
+    __m512 a[NQ];
+    for (int i = 0; i < NQ; ++i) a[i] = _mm512_maskz_loadu_ps(m, acc + i * hd + d);
+    for (int j = 0; j < n_keys; ++j) {
+      const __m512 vv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v + j * v_stride + d));
+      for (int i = 0; i < NQ; ++i) a[i] = _mm512_fmadd_ps(_mm512_set1_ps(p[i * p_stride + j]), vv, a[i]);
+    }
+    for (int i = 0; i < NQ; ++i) _mm512_mask_storeu_ps(acc + i * hd + d, m, a[i]);
+  }
+}
+
+}  // namespace
+
+void QkF16(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* qi = q + i0 * hd;
+    float* si = s + i0 * n_keys;
+    switch (nq - i0 >= 4 ? 4 : nq - i0) {
+      case 4:
+        QkPass<4>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
+        break;
+      case 3:
+        QkPass<3>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
+        break;
+      case 2:
+        QkPass<2>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
+        break;
+      default:
+        QkPass<1>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
+        break;
+    }
+  }
+}
+
+void PvF16(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* pi = p + i0 * n_keys;
+    float* ai = acc + i0 * hd;
+    switch (nq - i0 >= 4 ? 4 : nq - i0) {
+      case 4:
+        PvPass<4>(pi, n_keys, n_keys, v, v_stride, hd, ai);
+        break;
+      case 3:
+        PvPass<3>(pi, n_keys, n_keys, v, v_stride, hd, ai);
+        break;
+      case 2:
+        PvPass<2>(pi, n_keys, n_keys, v, v_stride, hd, ai);
+        break;
+      default:
+        PvPass<1>(pi, n_keys, n_keys, v, v_stride, hd, ai);
+        break;
+    }
+  }
+}
+
+void F32ToF16(const float* x, int64_t n, uint16_t* y) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(y + i, m, h);
+  }
+}
+
+float ExpShiftSum(float* x, int64_t n, float max) {
+  const __m512 mv = _mm512_set1_ps(max);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    sum = _mm512_mask_add_ps(sum, m, sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, Exp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
+void Relu2Mul(const float* gate, const float* up, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 r = _mm512_max_ps(_mm512_maskz_loadu_ps(m, gate + i), _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(r, r), _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+
+}  // namespace bitfleet::kernels::cpu::avx512

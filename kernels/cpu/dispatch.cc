@@ -1,0 +1,128 @@
+// Variant tables and the one-time choice among them (compiled without ISA flags).
+#include "kernels/cpu/dispatch.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "core/logging.h"
+#include "kernels/cpu/variant_fns.h"
+#include "kernels/matmul.h"
+
+namespace bitfleet::kernels::cpu {
+namespace {
+
+#define BITFLEET_CPU_TABLE(ns, variant, name)                                                                      \
+  CpuKernels {                                                                                                     \
+    variant, name, ns::AbsMax, ns::QuantizeRow, ns::MatMulTernary, ns::MatMulQ4_0, ns::MatMulQ4_1, ns::MatMulQ8_0, \
+        ns::MatMulF32, ns::MatMulF16, ns::MatMulBf16, ns::SumSquares, ns::ScaleMul, ns::QkF16, ns::PvF16,          \
+        ns::F32ToF16, ns::ExpShiftSum, ns::SiluMul, ns::Relu2Mul                                                   \
+  }
+
+const CpuKernels kScalarTable = BITFLEET_CPU_TABLE(scalar, CpuVariant::kScalar, "scalar");
+#if defined(BITFLEET_KERNELS_X86)
+const CpuKernels kAvx2Table = BITFLEET_CPU_TABLE(avx2, CpuVariant::kAvx2, "avx2");
+const CpuKernels kAvx512Table = BITFLEET_CPU_TABLE(avx512, CpuVariant::kAvx512Vnni, "avx512vnni");
+#endif
+
+const CpuKernels& ChooseOnce() {
+  const CpuVariant best = BestSupportedVariant();
+  std::string note;
+  const CpuVariant chosen = ChooseCpuVariant(best, std::getenv("BITFLEET_CPU_VARIANT"), &note);
+  if (!note.empty()) Logger("kernels")->warn("{}", note);
+  Logger("kernels")->debug("CPU kernel variant: {}", CpuVariantString(chosen));
+  const CpuKernels* table = KernelsFor(chosen);
+  return table != nullptr ? *table : kScalarTable;
+}
+
+}  // namespace
+
+const char* CpuVariantString(CpuVariant variant) {
+  switch (variant) {
+    case CpuVariant::kAvx2:
+      return "avx2";
+    case CpuVariant::kAvx512Vnni:
+      return "avx512vnni";
+    case CpuVariant::kScalar:
+      break;
+  }
+  return "scalar";
+}
+
+std::optional<CpuVariant> ParseCpuVariant(std::string_view name) {
+  for (CpuVariant v : {CpuVariant::kScalar, CpuVariant::kAvx2, CpuVariant::kAvx512Vnni}) {
+    if (name == CpuVariantString(v)) return v;
+  }
+  return std::nullopt;
+}
+
+bool CpuSupports(CpuVariant variant) {
+  switch (variant) {
+    case CpuVariant::kScalar:
+      return true;
+#if defined(BITFLEET_KERNELS_X86)
+    case CpuVariant::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case CpuVariant::kAvx512Vnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c");
+#endif
+    default:
+      return false;
+  }
+}
+
+CpuVariant BestSupportedVariant() {
+  if (CpuSupports(CpuVariant::kAvx512Vnni)) return CpuVariant::kAvx512Vnni;
+  if (CpuSupports(CpuVariant::kAvx2)) return CpuVariant::kAvx2;
+  return CpuVariant::kScalar;
+}
+
+CpuVariant ChooseCpuVariant(CpuVariant best, const char* override_value, std::string* note) {
+  if (override_value == nullptr || *override_value == '\0') return best;
+  const std::optional<CpuVariant> requested = ParseCpuVariant(override_value);
+  if (!requested) {
+    if (note) {
+      *note = absl::StrCat("BITFLEET_CPU_VARIANT='", override_value, "' is not one of scalar|avx2|avx512vnni; using ",
+                           CpuVariantString(best));
+    }
+    return best;
+  }
+  if (static_cast<int>(*requested) > static_cast<int>(best)) {
+    if (note) {
+      *note = absl::StrCat("BITFLEET_CPU_VARIANT=", override_value, " is not supported by this CPU; using ",
+                           CpuVariantString(best));
+    }
+    return best;
+  }
+  return *requested;
+}
+
+const CpuKernels& ScalarKernels() { return kScalarTable; }
+
+const CpuKernels* KernelsFor(CpuVariant variant) {
+  if (!CpuSupports(variant)) return nullptr;
+  switch (variant) {
+    case CpuVariant::kScalar:
+      return &kScalarTable;
+#if defined(BITFLEET_KERNELS_X86)
+    case CpuVariant::kAvx2:
+      return &kAvx2Table;
+    case CpuVariant::kAvx512Vnni:
+      return &kAvx512Table;
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+const CpuKernels& ActiveKernels() {
+  static const CpuKernels& chosen = ChooseOnce();
+  return chosen;
+}
+
+}  // namespace bitfleet::kernels::cpu
+
+namespace bitfleet::kernels {
+std::string CpuVariantName() { return cpu::ActiveKernels().name; }
+}  // namespace bitfleet::kernels

@@ -1,0 +1,85 @@
+// The function table one CPU variant (scalar, AVX2, AVX-512 VNNI) provides, and the plain views
+// its kernels read. Internal to kernels/.
+//
+// Why plain views: the SIMD translation units are compiled with ISA flags (-mavx2, -mavx512f...).
+// Any inline function or template they instantiate from a shared header (std::unique_ptr::get,
+// std::min, a header inline) becomes a COMDAT symbol that the linker may pick for the whole
+// binary, putting AVX instructions into the scalar path. So SIMD files include only this header
+// and <immintrin.h>, use internal-linkage helpers, and take raw pointers.
+#pragma once
+
+#include <cstdint>
+
+namespace bitfleet::kernels::cpu {
+
+enum class CpuVariant : int { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2 };
+
+// A packed weight, read-only (layouts: kernels/cpu/packed_weight.h, docs/kernels.md).
+struct WeightView {
+  const uint8_t* data = nullptr;     // codes: `row_bytes` per row, rows 64-byte aligned
+  const float* scales = nullptr;     // ternary: rows × blocks float scale per 256-block
+  const uint16_t* half_d = nullptr;  // Q4_0/Q4_1/Q8_0: rows × blocks fp16 scale per 32-block
+  const uint16_t* half_m = nullptr;  // Q4_1: rows × blocks fp16 min per 32-block
+  uint64_t rows = 0;
+  uint64_t cols = 0;       // logical columns
+  uint64_t row_bytes = 0;  // bytes between rows of `data`
+  uint64_t blocks = 0;     // scale blocks per row (padded; padded blocks have scale 0)
+};
+
+// Quantized activations, read-only (see QuantizedActivations in kernels/matmul.h).
+struct ActView {
+  const int8_t* q = nullptr;       // n_tokens × stride, zero past cols
+  const float* absmax = nullptr;   // per token; the dequantization step is absmax / 127.0f
+  const int32_t* sums = nullptr;   // n_tokens × (stride / 32)
+  const float* sums256 = nullptr;  // n_tokens × (stride / 256)
+  uint64_t stride = 0;
+  int n_tokens = 0;
+};
+
+// out[t * out_stride + r] for r in [row_begin, row_end), every token. out_stride = w.rows.
+using QuantMatMulFn = void (*)(const WeightView& w, int64_t row_begin, int64_t row_end, const ActView& x, float* out);
+// Float activations x: n_tokens × w.cols dense.
+using FloatMatMulFn = void (*)(const WeightView& w, int64_t row_begin, int64_t row_end, const float* x, int n_tokens,
+                               float* out);
+
+struct CpuKernels {
+  CpuVariant variant;
+  const char* name;
+  // ---- activations ----
+  float (*abs_max)(const float* x, uint64_t n);
+  // q[i] = clamp(round_half_even(x[i] * inv_scale), ±127) (NaN -> 0) for i < n, and
+  // sums[b] = sum of q over [32b, 32b + 32) ∩ [0, n) for b < ceil(n / 32).
+  void (*quantize_row)(const float* x, uint64_t n, float inv_scale, int8_t* q, int32_t* sums);
+  // ---- matmuls per runtime layout ----
+  QuantMatMulFn ternary;
+  QuantMatMulFn q4_0;
+  QuantMatMulFn q4_1;
+  QuantMatMulFn q8_0;
+  FloatMatMulFn f32;
+  FloatMatMulFn f16;
+  FloatMatMulFn bf16;
+  // ---- elementwise and attention helpers ----
+  float (*sum_squares)(const float* x, int64_t n);
+  void (*scale_mul)(const float* x, const float* w, float s, int64_t n, float* y);  // y = x * s * w
+  // Attention over a run of n_keys cached positions (f16 rows `*_stride` elements apart) for nq
+  // query heads that share the KV head (q: nq × hd, contiguous):
+  // s[i * n_keys + j] = scale * dot(q_i, k_j).
+  void (*qk_f16)(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale,
+                 float* s);
+  // acc[i * hd + d] += sum_j p[i * n_keys + j] * v_j[d].
+  void (*pv_f16)(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc);
+  void (*f32_to_f16)(const float* x, int64_t n, uint16_t* y);  // round to nearest even
+  // x[i] = exp(x[i] - max) in place; returns the sum (float).
+  float (*exp_shift_sum)(float* x, int64_t n, float max);
+  void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
+  void (*relu2_mul)(const float* gate, const float* up, int64_t n, float* out);
+};
+
+// Tables, defined in kernels/cpu/dispatch.cc.
+const CpuKernels& ScalarKernels();
+// nullptr when the build has no such variant or this CPU cannot run it.
+const CpuKernels* KernelsFor(CpuVariant variant);
+// The variant chosen once at start-up (best supported, lowered by BITFLEET_CPU_VARIANT).
+const CpuKernels& ActiveKernels();
+
+}  // namespace bitfleet::kernels::cpu

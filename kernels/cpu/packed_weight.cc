@@ -1,0 +1,191 @@
+// PackWeight: GGUF bytes -> the CPU runtime layouts of packed_weight.h.
+#include "kernels/cpu/packed_weight.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/checked_math.h"
+#include "kernels/ref/matmul_ref.h"
+#include "kernels/ref/quant.h"
+
+namespace bitfleet::kernels {
+namespace cpu {
+namespace {
+
+// Columns and rows beyond this are rejected (no real model comes close; keeps every product
+// below in 64 bits and row offsets in int64).
+constexpr uint64_t kMaxDim = uint64_t{1} << 31;
+
+uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+uint16_t LoadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Ternary: decode each GGUF block to integers and write codes w + 1 into the runtime blocks.
+Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view,
+                   AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
+  float i2s_scale = 0.0f;
+  if (type == DType::kI2_S) {
+    BF_ASSIGN_OR_RETURN(i2s_scale, ref::ReadI2sScale(bytes));
+  }
+  const uint64_t blocks = CeilDiv(cols, kTernaryBlock);
+  view.blocks = blocks;
+  view.row_bytes = blocks * kTernaryBlockBytes;
+  data = AllocateAligned<uint8_t>(rows * view.row_bytes);
+  scales = AllocateAligned<float>(rows * blocks);
+  const uint32_t src_block = ref::IntBlockElems(type);  // 256, or 128 for I2_S
+  const uint64_t src_blocks_per_row = cols / src_block;
+  ref::IntBlock block;
+  for (uint64_t r = 0; r < rows; ++r) {
+    uint8_t* row = data.get() + r * view.row_bytes;
+    for (uint64_t sb = 0; sb < src_blocks_per_row; ++sb) {
+      ref::DecodeIntBlock(type, bytes.data(), r * src_blocks_per_row + sb, i2s_scale, &block);
+      for (uint32_t i = 0; i < src_block; ++i) {
+        const uint64_t e = sb * src_block + i;      // element within the row
+        const uint64_t within = e % kTernaryBlock;  // element within the runtime block
+        const uint8_t code = static_cast<uint8_t>(block.w[i] + 1);
+        row[(e / kTernaryBlock) * kTernaryBlockBytes + within % 64] |=
+            static_cast<uint8_t>(code << (2 * (within / 64)));
+      }
+      scales[r * blocks + (sb * src_block) / kTernaryBlock] = block.d;
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Q4_0 / Q4_1: nibbles regrouped into 128-element groups; scales (and mins) kept as fp16 bits.
+void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view,
+            AlignedArray<uint8_t>& data, AlignedArray<uint16_t>& half_d, AlignedArray<uint16_t>& half_m) {
+  const bool q4_1 = type == DType::kQ4_1;
+  const uint64_t src_blocks = cols / 32;
+  const uint64_t groups = CeilDiv(cols, kQ4Group);
+  view.blocks = groups * 4;
+  view.row_bytes = groups * kQ4GroupBytes;
+  data = AllocateAligned<uint8_t>(rows * view.row_bytes);
+  half_d = AllocateAligned<uint16_t>(rows * view.blocks);
+  if (q4_1) half_m = AllocateAligned<uint16_t>(rows * view.blocks);
+  const uint32_t block_bytes = Info(type).block_bytes;
+  const int zero_point = q4_1 ? 0 : 8;
+  ref::IntBlock block;
+  for (uint64_t r = 0; r < rows; ++r) {
+    uint8_t* row = data.get() + r * view.row_bytes;
+    for (uint64_t b = 0; b < src_blocks; ++b) {
+      const uint64_t index = r * src_blocks + b;
+      ref::DecodeIntBlock(type, bytes.data(), index, 0.0f, &block);
+      for (uint32_t i = 0; i < 32; ++i) {
+        const uint64_t e = b * 32 + i;
+        const uint64_t within = e % kQ4Group;
+        const uint8_t nibble = static_cast<uint8_t>(block.w[i] + zero_point);
+        row[(e / kQ4Group) * kQ4GroupBytes + within % 64] |= static_cast<uint8_t>(nibble << (4 * (within / 64)));
+      }
+      const uint8_t* src = bytes.data() + index * block_bytes;
+      half_d[r * view.blocks + b] = LoadU16(src);
+      if (q4_1) half_m[r * view.blocks + b] = LoadU16(src + 2);
+    }
+  }
+}
+
+void PackQ8(std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view, AlignedArray<uint8_t>& data,
+            AlignedArray<uint16_t>& half_d) {
+  const uint64_t src_blocks = cols / 32;
+  view.blocks = CeilDiv(src_blocks, 2) * 2;
+  view.row_bytes = view.blocks * 32;
+  data = AllocateAligned<uint8_t>(rows * view.row_bytes);
+  half_d = AllocateAligned<uint16_t>(rows * view.blocks);
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t b = 0; b < src_blocks; ++b) {
+      const uint8_t* src = bytes.data() + (r * src_blocks + b) * 34;
+      half_d[r * view.blocks + b] = LoadU16(src);
+      std::memcpy(data.get() + r * view.row_bytes + b * 32, src + 2, 32);
+    }
+  }
+}
+
+}  // namespace
+
+const CpuPackedWeight* AsCpuPacked(const PackedWeight& w) { return dynamic_cast<const CpuPackedWeight*>(&w); }
+
+}  // namespace cpu
+
+StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, uint64_t rows,
+                                                   std::span<const uint8_t> bytes) {
+  using cpu::LayoutKind;
+  if (cols == 0 || rows == 0 || cols > cpu::kMaxDim || rows > cpu::kMaxDim) {
+    return absl::InvalidArgumentError(absl::StrCat("PackWeight: bad shape ", rows, "x", cols));
+  }
+  LayoutKind kind;
+  switch (type) {
+    case DType::kTQ1_0:
+    case DType::kTQ2_0:
+    case DType::kI2_S:
+      kind = LayoutKind::kTernary;
+      break;
+    case DType::kQ4_0:
+      kind = LayoutKind::kQ4_0;
+      break;
+    case DType::kQ4_1:
+      kind = LayoutKind::kQ4_1;
+      break;
+    case DType::kQ8_0:
+      kind = LayoutKind::kQ8_0;
+      break;
+    case DType::kF32:
+      kind = LayoutKind::kF32;
+      break;
+    case DType::kF16:
+      kind = LayoutKind::kF16;
+      break;
+    case DType::kBF16:
+      kind = LayoutKind::kBF16;
+      break;
+    default:
+      return absl::UnimplementedError(absl::StrCat("PackWeight: no CPU kernel for type ", DTypeName(type)));
+  }
+  BF_ASSIGN_OR_RETURN(uint64_t expected, TensorBytes(type, cols, rows * cols));
+  if (bytes.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("PackWeight: ", DTypeName(type), " ", rows, "x", cols, " needs ",
+                                                   expected, " bytes, got ", bytes.size()));
+  }
+  auto packed = std::unique_ptr<cpu::CpuPackedWeight>(new cpu::CpuPackedWeight());
+  packed->type_ = type;
+  packed->kind_ = kind;
+  packed->stream_bytes_ = expected;
+  cpu::WeightView& view = packed->view_;
+  view.rows = rows;
+  view.cols = cols;
+  switch (kind) {
+    case LayoutKind::kTernary:
+      BF_RETURN_IF_ERROR(cpu::PackTernary(type, bytes, cols, rows, view, packed->data_, packed->scales_));
+      break;
+    case LayoutKind::kQ4_0:
+    case LayoutKind::kQ4_1:
+      cpu::PackQ4(type, bytes, cols, rows, view, packed->data_, packed->half_d_, packed->half_m_);
+      break;
+    case LayoutKind::kQ8_0:
+      cpu::PackQ8(bytes, cols, rows, view, packed->data_, packed->half_d_);
+      break;
+    case LayoutKind::kF32:
+    case LayoutKind::kF16:
+    case LayoutKind::kBF16:
+      view.blocks = 0;
+      view.row_bytes = cols * Info(type).block_bytes;
+      packed->data_ = AllocateAligned<uint8_t>(bytes.size());
+      std::memcpy(packed->data_.get(), bytes.data(), bytes.size());
+      break;
+  }
+  view.data = packed->data_.get();
+  view.scales = packed->scales_.get();
+  view.half_d = packed->half_d_.get();
+  view.half_m = packed->half_m_.get();
+  uint64_t resident = rows * view.row_bytes;
+  if (view.scales) resident += rows * view.blocks * sizeof(float);
+  if (view.half_d) resident += rows * view.blocks * sizeof(uint16_t);
+  if (view.half_m) resident += rows * view.blocks * sizeof(uint16_t);
+  packed->resident_bytes_ = resident;
+  return std::unique_ptr<PackedWeight>(std::move(packed));
+}
+
+}  // namespace bitfleet::kernels

@@ -1,0 +1,34 @@
+// Declarations of the functions each variant file defines, one namespace per variant
+// (scalar / avx2 / avx512), so dispatch.cc can assemble the tables. Internal to kernels/cpu.
+#pragma once
+
+#include "kernels/cpu/kernel_table.h"
+
+#define BITFLEET_DECLARE_CPU_VARIANT(ns)                                                                              \
+  namespace ns {                                                                                                      \
+  float AbsMax(const float* x, uint64_t n);                                                                           \
+  void QuantizeRow(const float* x, uint64_t n, float inv_scale, int8_t* q, int32_t* sums);                            \
+  void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);                      \
+  void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);                         \
+  void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);                         \
+  void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);                         \
+  void MatMulF32(const WeightView& w, int64_t r0, int64_t r1, const float* x, int n, float* out);                     \
+  void MatMulF16(const WeightView& w, int64_t r0, int64_t r1, const float* x, int n, float* out);                     \
+  void MatMulBf16(const WeightView& w, int64_t r0, int64_t r1, const float* x, int n, float* out);                    \
+  float SumSquares(const float* x, int64_t n);                                                                        \
+  void ScaleMul(const float* x, const float* w, float s, int64_t n, float* y);                                        \
+  void QkF16(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s); \
+  void PvF16(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc);            \
+  void F32ToF16(const float* x, int64_t n, uint16_t* y);                                                              \
+  float ExpShiftSum(float* x, int64_t n, float max);                                                                  \
+  void SiluMul(const float* gate, const float* up, int64_t n, float* out);                                            \
+  void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);                                           \
+  }
+
+namespace bitfleet::kernels::cpu {
+BITFLEET_DECLARE_CPU_VARIANT(scalar)
+#if defined(BITFLEET_KERNELS_X86)
+BITFLEET_DECLARE_CPU_VARIANT(avx2)
+BITFLEET_DECLARE_CPU_VARIANT(avx512)
+#endif
+}  // namespace bitfleet::kernels::cpu

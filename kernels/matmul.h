@@ -1,0 +1,112 @@
+// Weight-matrix products for every weight type, in the runtime layout the CPU kernels prefer.
+//
+// Contract (DESIGN.md §4, §5; docs/kernels.md has layouts and error budgets):
+// - A PackedWeight is built once at load time from a tensor's GGUF bytes (repacking allowed)
+//   and is immutable afterwards, so many threads may read it.
+// - Quantized types (Q8_0, Q4_0, Q4_1, TQ1_0, TQ2_0, I2_S) multiply against activations
+//   quantized per token to int8 with a symmetric absmax scale (W8A8, W4A8, W2A8). The absmax is
+//   an explicit input so a row-parallel (K-split) matmul under tensor parallelism can use the
+//   all-reduced absmax of the full row and reproduce TP=1 exactly.
+// - F32/F16/BF16 weights multiply against float activations (no activation quantization).
+// - Every variant (scalar, AVX2, AVX-512/VNNI) computes the same function within a per-type
+//   error budget; the references live in kernels/ref/matmul_ref.h.
+// - The per-token path does not allocate once QuantizedActivations::Reserve was called with
+//   the largest shape.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+
+namespace bitfleet::kernels {
+
+// Owning pointer to a 64-byte aligned array from AllocateAligned (freed with std::free).
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+template <typename T>
+using AlignedArray = std::unique_ptr<T[], AlignedFree>;
+
+// `count` elements of T (trivial types), 64-byte aligned and zero-filled. Aborts on
+// out-of-memory, as operator new would.
+template <typename T>
+AlignedArray<T> AllocateAligned(uint64_t count) {
+  const uint64_t bytes = ((count == 0 ? 1 : count) * sizeof(T) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (p == nullptr) std::abort();
+  std::memset(p, 0, bytes);
+  return AlignedArray<T>(static_cast<T*>(p));
+}
+
+// A weight matrix W of `rows` output features × `cols` input features (GGUF shape
+// [cols, rows]), stored in a kernel layout. Opaque to callers.
+class PackedWeight {
+ public:
+  virtual ~PackedWeight() = default;
+  virtual DType type() const = 0;
+  virtual uint64_t rows() const = 0;
+  virtual uint64_t cols() const = 0;
+  // Resident bytes of the packed form (for memory reports).
+  virtual uint64_t bytes() const = 0;
+  // Bytes of the original GGUF encoding (what a decode step reads per token, for GB/s).
+  virtual uint64_t stream_bytes() const = 0;
+};
+
+// Repacks `rows` rows of `cols` weights given in GGUF bytes. `bytes` holds exactly the tensor,
+// TensorBytes(type, cols, rows * cols) bytes, including the I2_S 32-byte tail (a tensor-parallel
+// shard of an I2_S tensor passes its rows' codes followed by the tensor's tail). The bytes are
+// copied; the span need not outlive the call. Errors: InvalidArgument for a size mismatch or
+// zero/oversized dims, Unimplemented for types without a kernel (I8, I16, I32, F64).
+StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, uint64_t rows,
+                                                   std::span<const uint8_t> bytes);
+
+// Activations of `n_tokens` tokens × `cols`, quantized per token: q = round_half_even(x * (127 /
+// absmax)), clamped to [-127, 127]; dequantized value = q * (absmax / 127). absmax == 0 gives
+// q == 0. Rows of q are `stride` bytes apart (cols rounded up to 256, the tail zero-filled so
+// kernels may read whole 256-blocks). Owned scratch: QuantizeActivations grows it when needed,
+// Reserve sizes it up front so the per-token path does not allocate.
+struct QuantizedActivations {
+  int n_tokens = 0;
+  uint64_t cols = 0;
+  uint64_t stride = 0;          // bytes between token rows of q; multiple of 256
+  AlignedArray<int8_t> q;       // n_tokens × stride
+  AlignedArray<float> absmax;   // n_tokens
+  AlignedArray<int32_t> sums;   // n_tokens × (stride / 32): per-32 block sums of q
+  AlignedArray<float> sums256;  // n_tokens × (stride / 256): per-256 block sums of q
+  uint64_t capacity = 0;        // bytes of q
+  int token_capacity = 0;
+  void Reserve(int max_tokens, uint64_t max_cols);
+
+  // Row stride used for `cols` columns.
+  static uint64_t StrideFor(uint64_t cols) { return (cols + 255) / 256 * 256; }
+};
+
+// absmax[t] = max_c |x[t*cols + c]| for each token.
+void ComputeAbsMax(const float* x, int n_tokens, uint64_t cols, float* absmax);
+
+// Quantizes x (n_tokens × cols, dense) with the given per-token absmax (which may come from an
+// all-reduce and may exceed the local max), filling q, absmax, sums and sums256 of `out`.
+void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out);
+
+// out[t*rows + r] = sum_c W[r, c] * x[t, c] for quantized W, using the int8 activations.
+// Parallel over rows on `pool`. out must hold n_tokens × rows floats. Precondition: x.cols ==
+// w.cols() and W is a quantized type; a violation is logged and writes NaN to out.
+void MatMulQuantized(const PackedWeight& w, const QuantizedActivations& x, float* out, ThreadPool& pool);
+
+// The same for float activations x (n_tokens × cols, dense). For quantized W this quantizes x
+// into `scratch` first (per-token absmax of x itself); scratch may be null for float W, and
+// for quantized W a null scratch uses a per-thread buffer (which allocates on growth).
+void MatMul(const PackedWeight& w, const float* x, int n_tokens, float* out, ThreadPool& pool,
+            QuantizedActivations* scratch);
+
+// Name of the variant the dispatcher chose for this CPU ("avx512vnni", "avx2", "scalar").
+std::string CpuVariantName();
+
+}  // namespace bitfleet::kernels

@@ -1,0 +1,63 @@
+// Elementwise and attention ops of the transformer forward pass (float activations).
+// Each has a scalar reference in kernels/ref/ and may have SIMD variants chosen at start-up.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+
+namespace bitfleet::kernels {
+
+// y = x / sqrt(mean(x^2) + eps) * weight, for n_tokens rows of `dim`. In-place allowed.
+void RmsNorm(const float* x, const float* weight, int n_tokens, int dim, float eps, float* y);
+
+// Sum of squares per token (the partial that tensor parallelism all-reduces for BitNet's
+// sub-norms), then the normalisation given the full-row mean square.
+void SumSquares(const float* x, int n_tokens, int dim, float* sum_sq);
+void RmsNormWithSumSquares(const float* x, const float* weight, int n_tokens, int dim, const float* sum_sq,
+                           int full_dim, float eps, float* y);
+
+// Rotary embedding in place on `n_tokens` × `n_heads` × `head_dim` (row-major), rotating the
+// first `rot_dim` dims of every head. neox=false rotates consecutive pairs (2i, 2i+1);
+// neox=true rotates (i, i + rot_dim/2). theta_i = pos * base^(-2i/rot_dim).
+void Rope(float* x, const int32_t* positions, int n_tokens, int n_heads, int head_dim, int rot_dim, float freq_base,
+          bool neox);
+
+// In place: x = softmax(x) over `n` values.
+void Softmax(float* x, int n);
+
+// FFN gates: out = act(gate) * up, act = SiLU or squared ReLU.
+void SiluMul(const float* gate, const float* up, int64_t n, float* out);
+void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);
+
+// One layer's paged KV storage: `num_blocks` blocks, each block_size tokens × n_kv_heads ×
+// head_dim, f16 (IEEE bits), K and V in separate pools. Block ids index into the pools: the
+// element (block b, slot s, kv head g, dim d) is at ((b * block_size + s) * n_kv_heads + g) *
+// head_dim + d. Block ids in a block table are trusted (validated by the cache module).
+struct PagedKv {
+  uint16_t* k = nullptr;
+  uint16_t* v = nullptr;
+  int block_size = 16;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int num_blocks = 0;
+};
+
+// Writes `n_tokens` K/V rows (float, n_tokens × n_kv_heads × head_dim) at positions
+// pos0..pos0+n_tokens-1 of a sequence whose blocks are `block_table`.
+void WriteKv(const PagedKv& kv, const int32_t* block_table, int pos0, int n_tokens, const float* k, const float* v);
+
+// Causal attention for one sequence: q is n_tokens × n_heads × head_dim for positions
+// pos0..pos0+n_tokens-1; keys/values for positions 0..pos0+n_tokens-1 are read from the paged
+// cache. GQA: head h uses KV head h / (n_heads / n_kv_heads). out has q's shape and must not
+// alias q. `scratch` holds at least AttentionScratchFloats(pos0, n_tokens) floats per thread.
+// scale = 1/sqrt(head_dim) normally. Scores and softmax are computed in float.
+inline int64_t AttentionScratchFloats(int pos0, int n_tokens) { return int64_t{pos0} + n_tokens; }
+void AttentionPaged(const float* q, int n_tokens, int n_heads, const PagedKv& kv, const int32_t* block_table, int pos0,
+                    float scale, float* out, float* scratch);
+// The same, parallel over (token, head) pairs on `pool`; scratch holds pool.size() ×
+// AttentionScratchFloats(pos0, n_tokens) floats.
+void AttentionPaged(const float* q, int n_tokens, int n_heads, const PagedKv& kv, const int32_t* block_table, int pos0,
+                    float scale, float* out, float* scratch, ThreadPool& pool);
+
+}  // namespace bitfleet::kernels

@@ -1,0 +1,219 @@
+// Every matmul variant against the references of kernels/ref/matmul_ref.h, on random shapes
+// (odd row counts, column tails, batch 1..64) with sentinel-guarded outputs. The budgets are
+// those of docs/kernels.md; the observed worst case per type and variant is printed.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/matmul_cpu.h"
+#include "kernels/matmul.h"
+#include "kernels/ref/matmul_ref.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace bitfleet::kernels {
+namespace {
+
+using testing::GuardedFloats;
+
+// Budgets (docs/kernels.md, "Error budgets"), all relative to the magnitude M = sum_c |w x| of
+// the dot product (x as the kernel sees it):
+// - kernel vs the exact int8 path (quantized types) and vs the double product (float types):
+//   float accumulation only.
+constexpr double kAccumRel = 1e-5;
+// - int8 integer-view reference vs the dequantizing reference: both exact up to double rounding.
+constexpr double kInt8RefRel = 1e-9;
+constexpr int kShapesPerType = 60;
+constexpr uint64_t kMaxWork = 3'000'000;  // rows × cols × tokens per shape, keeps CI fast
+
+struct Shape {
+  uint64_t rows;
+  uint64_t cols;
+  int n_tokens;
+};
+
+Shape RandomShape(DType type, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> pct(0, 99);
+  const uint64_t mult = testing::ColsMultiple(type);
+  Shape s;
+  const int p = pct(rng);
+  s.n_tokens = p < 35 ? 1 : p < 60 ? 2 + pct(rng) % 7 : 9 + pct(rng) % 56;
+  if (mult == 1) {
+    s.cols = 1 + std::uniform_int_distribution<uint64_t>(0, 1600)(rng);
+  } else {
+    const uint64_t max_k = std::max<uint64_t>(1, 4096 / mult);
+    s.cols = mult * std::uniform_int_distribution<uint64_t>(1, max_k)(rng);
+  }
+  s.rows = 1 + std::uniform_int_distribution<uint64_t>(0, 200)(rng);
+  if (pct(rng) < 50) s.rows |= 1;  // odd row counts
+  while (s.rows * s.cols * s.n_tokens > kMaxWork) {
+    if (s.rows > 8) {
+      s.rows = s.rows / 2 + 1;
+    } else if (s.n_tokens > 1) {
+      s.n_tokens /= 2;
+    } else {
+      s.cols = std::max(mult, s.cols / 2 / mult * mult);
+    }
+  }
+  return s;
+}
+
+// Worst observed |error| / budget per variant.
+using Worst = std::map<std::string, double>;
+
+void CheckOutputs(const char* what, const std::string& variant, const GuardedFloats& out, std::span<const double> ref,
+                  std::span<const double> budget, Worst* worst, const Shape& s) {
+  ASSERT_TRUE(out.Intact()) << what << " " << variant << " wrote outside its output";
+  ASSERT_TRUE(out.Written()) << what << " " << variant << " left outputs unwritten";
+  double& w = (*worst)[variant];
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(out.data()[i]) - ref[i]);
+    ASSERT_LE(err, budget[i]) << what << " " << variant << " output " << i << " (token " << i / s.rows << ", row "
+                              << i % s.rows << ") of " << s.rows << "x" << s.cols << " batch " << s.n_tokens << ": got "
+                              << out.data()[i] << " want " << ref[i];
+    if (budget[i] > 0) w = std::max(w, err / budget[i]);
+  }
+}
+
+class MatMulEquivalence : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MatMulEquivalence, RandomShapesAllVariants) {
+  const DType type = GetParam();
+  const bool quantized = IsQuantized(type);
+  std::mt19937_64 rng(0xb17f1ee7u + static_cast<uint32_t>(type));
+  ThreadPool pool1(1);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  ThreadPool* pools[] = {&pool1, &pool2, &pool3};
+  const auto variants = testing::VariantsToTest();
+  Worst worst_accum;
+  Worst worst_act;
+  for (int shape_index = 0; shape_index < kShapesPerType; ++shape_index) {
+    const Shape s = RandomShape(type, rng);
+    SCOPED_TRACE(::testing::Message() << DTypeName(type) << " shape " << shape_index << ": " << s.rows << "x" << s.cols
+                                      << " batch " << s.n_tokens);
+    const std::vector<uint8_t> bytes = testing::RandomTensor(type, s.cols, s.rows, rng);
+    auto packed = PackWeight(type, s.cols, s.rows, bytes);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    ASSERT_EQ((*packed)->stream_bytes(), bytes.size());
+    const std::vector<float> x = testing::RandomActivations(s.n_tokens, s.cols, rng);
+    const size_t n_out = static_cast<size_t>(s.n_tokens) * s.rows;
+
+    // Per-token absmax; sometimes larger than the local max, as after a TP all-reduce.
+    std::vector<float> absmax(s.n_tokens);
+    ref::ComputeAbsMaxRef(x.data(), s.n_tokens, s.cols, absmax.data());
+    const bool inflated = quantized && (shape_index % 5 == 4);
+    if (inflated) {
+      for (float& a : absmax) a *= 1.5f;
+    }
+
+    // References: the float product (x as given), and for quantized types the exact int8 path.
+    std::vector<double> ref_float(n_out), mag_float(n_out), abs_w(s.rows);
+    ASSERT_TRUE(
+        ref::MatMulDequantRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, nullptr, ref_float, mag_float, abs_w)
+            .ok());
+    std::vector<double> ref_exact = ref_float, mag_exact = mag_float;
+    if (quantized) {
+      ASSERT_TRUE(
+          ref::MatMulDequantRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, absmax.data(), ref_exact, mag_exact)
+              .ok());
+      std::vector<int8_t> q(x.size());
+      ref::QuantizeActivationsRef(x.data(), s.n_tokens, s.cols, absmax.data(), q.data());
+      std::vector<double> ref_int8(n_out);
+      ASSERT_TRUE(ref::MatMulInt8Ref(type, s.cols, s.rows, bytes, q.data(), absmax.data(), s.n_tokens, ref_int8).ok());
+      for (size_t i = 0; i < n_out; ++i) {
+        ASSERT_NEAR(ref_int8[i], ref_exact[i], kInt8RefRel * mag_exact[i] + 1e-30) << "int8 reference, output " << i;
+      }
+    }
+    std::vector<double> budget_accum(n_out), budget_act(n_out);
+    for (size_t i = 0; i < n_out; ++i) {
+      budget_accum[i] = kAccumRel * mag_exact[i] + 1e-30;
+      // Activation rounding moves each x by at most absmax / 254: |error| <= absmax/254 * sum|w|.
+      const int t = static_cast<int>(i / s.rows);
+      budget_act[i] = (quantized ? absmax[t] / 254.0 * abs_w[i % s.rows] : 0.0) + kAccumRel * mag_float[i] +
+                      kAccumRel * mag_exact[i] + 1e-30;
+    }
+
+    for (const cpu::CpuKernels* k : variants) {
+      ThreadPool& pool = *pools[(shape_index + static_cast<int>(k->variant)) % 3];
+      GuardedFloats out(n_out);
+      if (quantized && (inflated || shape_index % 2 == 0)) {
+        QuantizedActivations act;
+        if (shape_index % 4 == 0) act.Reserve(64, 4096);  // reserved up front vs grown on demand
+        cpu::QuantizeActivationsWith(*k, x.data(), s.n_tokens, s.cols, absmax.data(), &act);
+        cpu::MatMulQuantizedWith(*k, **packed, act, out.data(), pool);
+      } else {
+        QuantizedActivations scratch;
+        cpu::MatMulWith(*k, **packed, x.data(), s.n_tokens, out.data(), pool, &scratch);
+      }
+      CheckOutputs("matmul (accumulation budget)", k->name, out, ref_exact, budget_accum, &worst_accum, s);
+      CheckOutputs("matmul (activation budget)", k->name, out, ref_float, budget_act, &worst_act, s);
+    }
+  }
+  for (const auto& [variant, w] : worst_accum) {
+    std::printf("[kernels] %-6s %-10s worst error / budget: accumulation %.3g, vs float activations %.3g\n",
+                DTypeName(type), variant.c_str(), w, worst_act[variant]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulEquivalence,
+                         ::testing::Values(DType::kTQ2_0, DType::kTQ1_0, DType::kI2_S, DType::kQ4_0, DType::kQ4_1,
+                                           DType::kQ8_0, DType::kF16, DType::kBF16, DType::kF32),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(DTypeName(info.param));
+                         });
+
+TEST(QuantizeActivations, AllVariantsMatchReferenceExactly) {
+  std::mt19937_64 rng(42);
+  for (int iter = 0; iter < 60; ++iter) {
+    const int n_tokens = 1 + static_cast<int>(rng() % 9);
+    const uint64_t cols = 1 + rng() % 3000;  // any length, tails included
+    std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
+    if (iter % 10 == 3) {  // non-finite inputs: NaN -> 0, ±inf -> ±127 (or 0 with absmax 0/inf)
+      x[0] = NAN;
+      x[x.size() - 1] = INFINITY;
+      x[x.size() / 2] = -INFINITY;
+    }
+    std::vector<float> absmax(n_tokens);
+    ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, absmax.data());
+    if (iter % 10 == 3) absmax[0] = 3.0f;  // a finite scale for token 0 despite the infinities
+    std::vector<int8_t> q_ref(x.size());
+    ref::QuantizeActivationsRef(x.data(), n_tokens, cols, absmax.data(), q_ref.data());
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " iter " << iter << " cols " << cols);
+      std::vector<float> got_absmax(n_tokens);
+      cpu::ComputeAbsMaxWith(*k, x.data(), n_tokens, cols, got_absmax.data());
+      if (iter % 10 != 3) {
+        for (int t = 0; t < n_tokens; ++t) ASSERT_EQ(got_absmax[t], absmax[t]);
+      }
+      QuantizedActivations act;
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act);
+      ASSERT_EQ(act.stride, QuantizedActivations::StrideFor(cols));
+      ASSERT_EQ(act.stride % 256, 0u);
+      for (int t = 0; t < n_tokens; ++t) {
+        ASSERT_EQ(act.absmax[t], absmax[t]);
+        for (uint64_t c = 0; c < act.stride; ++c) {
+          const int want = c < cols ? q_ref[t * cols + c] : 0;
+          ASSERT_EQ(act.q[t * act.stride + c], want) << "token " << t << " col " << c;
+        }
+        for (uint64_t b = 0; b < act.stride / 32; ++b) {
+          int32_t s = 0;
+          for (uint64_t c = b * 32; c < b * 32 + 32; ++c) s += act.q[t * act.stride + c];
+          ASSERT_EQ(act.sums[t * (act.stride / 32) + b], s);
+        }
+        for (uint64_t b = 0; b < act.stride / 256; ++b) {
+          float s = 0;
+          for (int i = 0; i < 8; ++i) s += static_cast<float>(act.sums[t * (act.stride / 32) + b * 8 + i]);
+          ASSERT_EQ(act.sums256[t * (act.stride / 256) + b], s);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bitfleet::kernels

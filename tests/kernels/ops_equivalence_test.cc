@@ -1,0 +1,227 @@
+// Every op variant against kernels/ref/ops_ref.h on random shapes, outputs sentinel-guarded.
+// Budgets as in docs/kernels.md ("Error budgets").
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/fp16.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/matmul_cpu.h"
+#include "kernels/ops.h"
+#include "kernels/ref/ops_ref.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace bitfleet::kernels {
+namespace {
+
+using testing::GuardedFloats;
+using testing::GuardedHalves;
+
+constexpr int kShapes = 60;
+constexpr double kNormRel = 2e-6;  // RmsNorm family, relative to |y|, plus kNormAbs
+constexpr double kNormAbs = 1e-30;
+constexpr double kSumSqRel = 2e-6;  // sum of squares, relative
+constexpr double kExpRel = 2e-6;    // SiLU outputs, relative (vector exp ~2e-7)
+// Softmax p_i, relative: x_i - max is rounded to float (0.5 ulp of |x_i - max|, which the exp
+// turns into a relative error), plus the float sum over up to 7000 terms.
+constexpr double kSoftmaxRelPerUnit = 2e-7;
+constexpr double kSoftmaxRel = 5e-6;
+constexpr double kAttnRel = 2e-5;  // attention output, relative to max |V|
+
+std::vector<float> Normal(size_t n, std::mt19937_64& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& f : v) f = d(rng);
+  return v;
+}
+
+int RandInt(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+TEST(OpsEquivalence, RmsNormFamily) {
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < kShapes; ++i) {
+    const int n_tokens = RandInt(rng, 1, 9);
+    const int dim = RandInt(rng, 1, 3000);
+    const float eps = i % 2 ? 1e-5f : 1e-6f;
+    const std::vector<float> x = Normal(size_t{1} * n_tokens * dim, rng, std::exp(RandInt(rng, -3, 3) * 1.0f));
+    const std::vector<float> w = Normal(dim, rng);
+    std::vector<float> want(x.size()), want_ss(n_tokens), want_sub(x.size());
+    ref::RmsNormRef(x.data(), w.data(), n_tokens, dim, eps, want.data());
+    ref::SumSquaresRef(x.data(), n_tokens, dim, want_ss.data());
+    const int full_dim = dim * 3;  // a shard of a 3-way split
+    ref::RmsNormWithSumSquaresRef(x.data(), w.data(), n_tokens, dim, want_ss.data(), full_dim, eps, want_sub.data());
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " dim " << dim);
+      GuardedFloats y(x.size()), ss(n_tokens), sub(x.size());
+      cpu::RmsNormWith(*k, x.data(), w.data(), n_tokens, dim, eps, y.data());
+      cpu::SumSquaresWith(*k, x.data(), n_tokens, dim, ss.data());
+      cpu::RmsNormWithSumSquaresWith(*k, x.data(), w.data(), n_tokens, dim, want_ss.data(), full_dim, eps, sub.data());
+      ASSERT_TRUE(y.Intact() && ss.Intact() && sub.Intact());
+      for (size_t j = 0; j < x.size(); ++j) {
+        ASSERT_NEAR(y.data()[j], want[j], kNormRel * std::fabs(want[j]) + kNormAbs) << j;
+        ASSERT_NEAR(sub.data()[j], want_sub[j], kNormRel * std::fabs(want_sub[j]) + kNormAbs) << j;
+      }
+      for (int t = 0; t < n_tokens; ++t) ASSERT_NEAR(ss.data()[t], want_ss[t], kSumSqRel * want_ss[t]);
+      // In place is allowed.
+      std::vector<float> inplace = x;
+      cpu::RmsNormWith(*k, inplace.data(), w.data(), n_tokens, dim, eps, inplace.data());
+      for (size_t j = 0; j < x.size(); ++j) ASSERT_EQ(inplace[j], y.data()[j]);
+    }
+  }
+}
+
+TEST(OpsEquivalence, GatesAndSoftmax) {
+  std::mt19937_64 rng(2);
+  for (int i = 0; i < kShapes; ++i) {
+    const int64_t n = RandInt(rng, 1, 7000);
+    std::vector<float> gate = Normal(n, rng, 4.0f);
+    if (i == 0) gate[0] = 120.0f, gate[n - 1] = -120.0f;  // exp overflow / underflow edges
+    const std::vector<float> up = Normal(n, rng);
+    std::vector<float> want_silu(n), want_relu2(n);
+    ref::SiluMulRef(gate.data(), up.data(), n, want_silu.data());
+    ref::Relu2MulRef(gate.data(), up.data(), n, want_relu2.data());
+    std::vector<float> logits = Normal(n, rng, 5.0f);
+    const float max_logit = *std::max_element(logits.begin(), logits.end());
+    std::vector<float> want_soft = logits;
+    ref::SoftmaxRef(want_soft.data(), static_cast<int>(n));
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " n " << n);
+      GuardedFloats silu(n), relu2(n), soft(n);
+      cpu::SiluMulWith(*k, gate.data(), up.data(), n, silu.data());
+      cpu::Relu2MulWith(*k, gate.data(), up.data(), n, relu2.data());
+      std::copy(logits.begin(), logits.end(), soft.data());
+      cpu::SoftmaxWith(*k, soft.data(), static_cast<int>(n));
+      ASSERT_TRUE(silu.Intact() && relu2.Intact() && soft.Intact());
+      for (int64_t j = 0; j < n; ++j) {
+        ASSERT_NEAR(silu.data()[j], want_silu[j], kExpRel * std::fabs(want_silu[j]) + 1e-30) << j;
+        ASSERT_EQ(relu2.data()[j], want_relu2[j]) << j;
+        const double spread = std::fabs(logits[j] - max_logit);
+        ASSERT_NEAR(soft.data()[j], want_soft[j], want_soft[j] * (kSoftmaxRelPerUnit * spread + kSoftmaxRel) + 1e-37)
+            << j;
+      }
+    }
+  }
+}
+
+TEST(OpsEquivalence, Rope) {
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < kShapes; ++i) {
+    const int n_tokens = RandInt(rng, 1, 8);
+    const int n_heads = RandInt(rng, 1, 6);
+    const int head_dim = 2 * RandInt(rng, 1, 80);
+    const int rot_dim = 2 * RandInt(rng, 1, head_dim / 2);  // partial rotation included
+    const bool neox = i % 2 == 1;
+    std::vector<int32_t> pos(n_tokens);
+    for (int32_t& p : pos) p = RandInt(rng, 0, i < 30 ? 4096 : 131072);
+    const std::vector<float> x = Normal(size_t{1} * n_tokens * n_heads * head_dim, rng);
+    std::vector<float> want = x;
+    ref::RopeRef(want.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, 10000.0f, neox);
+    std::vector<float> got = x;
+    Rope(got.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, 10000.0f, neox);
+    for (size_t j = 0; j < x.size(); ++j) {
+      const int d = static_cast<int>(j % head_dim);
+      if (d >= rot_dim) {
+        ASSERT_EQ(got[j], x[j]) << "dims past rot_dim stay";
+      } else {
+        ASSERT_NEAR(got[j], want[j], 1e-6 * (std::fabs(x[j]) + 1.0)) << j;
+      }
+    }
+  }
+}
+
+// A paged KV cache with shuffled block ids and guards around both pools.
+struct KvFixture {
+  KvFixture(int n_kv_heads, int head_dim, int block_size, int n_pos, std::mt19937_64& rng)
+      : blocks((n_pos + block_size - 1) / block_size + 2),
+        k(static_cast<size_t>(blocks) * block_size * n_kv_heads * head_dim),
+        v(static_cast<size_t>(blocks) * block_size * n_kv_heads * head_dim) {
+    kv = PagedKv{k.data(), v.data(), block_size, n_kv_heads, head_dim, blocks};
+    for (int b = 0; b < blocks; ++b) table.push_back(b);
+    std::shuffle(table.begin(), table.end(), rng);
+  }
+  int blocks;
+  GuardedHalves k;
+  GuardedHalves v;
+  PagedKv kv;
+  std::vector<int32_t> table;
+};
+
+TEST(OpsEquivalence, WriteKvAndAttention) {
+  std::mt19937_64 rng(4);
+  ThreadPool pool(2);
+  for (int i = 0; i < kShapes; ++i) {
+    const int n_kv_heads = RandInt(rng, 1, 4);
+    const int group = RandInt(rng, 1, 4);
+    const int n_heads = n_kv_heads * group;
+    const int head_dim = i % 3 == 0 ? RandInt(rng, 1, 150) : 64 * RandInt(rng, 1, 2);
+    const int block_size = i % 4 == 0 ? 1 + RandInt(rng, 0, 31) : 16;
+    const int pos0 = i % 3 == 1 ? 0 : RandInt(rng, 0, 300);
+    const int n_tokens = RandInt(rng, 1, i % 2 ? 24 : 3);
+    const int n_pos = pos0 + n_tokens;
+    const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
+    const std::vector<float> keys = Normal(n_pos * kv_row, rng);
+    const std::vector<float> values = Normal(n_pos * kv_row, rng, 2.0f);
+    const std::vector<float> q = Normal(static_cast<size_t>(n_tokens) * n_heads * head_dim, rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    float max_v = 0.0f;
+    for (float f : values) max_v = std::max(max_v, std::fabs(f));
+
+    KvFixture want_kv(n_kv_heads, head_dim, block_size, n_pos, rng);
+    ref::WriteKvRef(want_kv.kv, want_kv.table.data(), 0, n_pos, keys.data(), values.data());
+    std::vector<float> want(q.size());
+    ref::AttentionPagedRef(q.data(), n_tokens, n_heads, want_kv.kv, want_kv.table.data(), pos0, scale, want.data());
+
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " heads " << n_heads << "/" << n_kv_heads
+                                        << " hd " << head_dim << " pos0 " << pos0 << " n " << n_tokens);
+      KvFixture got_kv(n_kv_heads, head_dim, block_size, n_pos, rng);
+      got_kv.table = want_kv.table;
+      // Written in two calls: the prompt, then the new tokens (as prefill + decode do).
+      cpu::WriteKvWith(*k, got_kv.kv, got_kv.table.data(), 0, pos0, keys.data(), values.data());
+      cpu::WriteKvWith(*k, got_kv.kv, got_kv.table.data(), pos0, n_tokens, keys.data() + pos0 * kv_row,
+                       values.data() + pos0 * kv_row);
+      ASSERT_TRUE(got_kv.k.Intact() && got_kv.v.Intact());
+      for (int p = 0; p < n_pos; ++p) {
+        for (int g = 0; g < n_kv_heads; ++g) {
+          const uint64_t off = ref::PagedKvOffset(got_kv.kv, got_kv.table.data(), p, g);
+          for (int d = 0; d < head_dim; ++d) {
+            ASSERT_EQ(got_kv.kv.k[off + d], want_kv.kv.k[off + d]);
+            ASSERT_EQ(got_kv.kv.v[off + d], want_kv.kv.v[off + d]);
+          }
+        }
+      }
+      const bool threaded = i % 2 == 0;
+      const int64_t per_thread = AttentionScratchFloats(pos0, n_tokens);
+      GuardedFloats scratch(per_thread * (threaded ? pool.size() : 1));
+      GuardedFloats out(q.size());
+      cpu::AttentionPagedWith(*k, q.data(), n_tokens, n_heads, got_kv.kv, got_kv.table.data(), pos0, scale, out.data(),
+                              scratch.data(), threaded ? &pool : nullptr);
+      ASSERT_TRUE(out.Intact() && scratch.Intact());
+      for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
+    }
+  }
+}
+
+TEST(OpsEquivalence, F16ConversionIsBitExact) {
+  std::mt19937_64 rng(5);
+  std::vector<float> x;
+  for (int e = -30; e <= 17; ++e) {  // subnormal, normal and overflowing halves, ties included
+    for (int i = 0; i < 200; ++i) {
+      const float m = 1.0f + static_cast<float>(rng() % 8192) / 8192.0f;
+      x.push_back((i % 2 ? -1.0f : 1.0f) * std::ldexp(m, e));
+    }
+  }
+  x.push_back(65520.0f);  // rounds to inf
+  x.push_back(65519.0f);
+  x.push_back(0.0f);
+  x.push_back(-0.0f);
+  for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+    std::vector<uint16_t> got(x.size());
+    k->f32_to_f16(x.data(), static_cast<int64_t>(x.size()), got.data());
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], FloatToHalf(x[i])) << k->name << " " << x[i];
+  }
+}
+
+}  // namespace
+}  // namespace bitfleet::kernels

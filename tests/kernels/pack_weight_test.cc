@@ -1,0 +1,94 @@
+// PackWeight input validation, sizes, and the I2_S/TQ2_0 code-3 conventions on hand-built bytes.
+#include <cstring>
+#include <vector>
+
+#include "core/fp16.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/kernel_table.h"
+#include "kernels/cpu/matmul_cpu.h"
+#include "kernels/matmul.h"
+
+namespace bitfleet::kernels {
+namespace {
+
+TEST(PackWeight, RejectsBadSizesAndTypes) {
+  std::vector<uint8_t> bytes(66 * 2);
+  EXPECT_TRUE(PackWeight(DType::kTQ2_0, 256, 2, bytes).ok());
+  EXPECT_EQ(PackWeight(DType::kTQ2_0, 256, 3, bytes).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackWeight(DType::kTQ2_0, 128, 2, bytes).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackWeight(DType::kTQ2_0, 0, 2, bytes).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackWeight(DType::kTQ2_0, 256, 0, bytes).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackWeight(DType::kI8, 4, 1, std::vector<uint8_t>(4)).status().code(), absl::StatusCode::kUnimplemented);
+  // I2_S needs its 32-byte tail.
+  EXPECT_FALSE(PackWeight(DType::kI2_S, 128, 1, std::vector<uint8_t>(32)).ok());
+  EXPECT_TRUE(PackWeight(DType::kI2_S, 128, 1, std::vector<uint8_t>(64)).ok());
+  // Overflowing shapes are rejected, not wrapped.
+  EXPECT_FALSE(PackWeight(DType::kF32, uint64_t{1} << 40, uint64_t{1} << 40, bytes).ok());
+}
+
+TEST(PackWeight, ReportsStreamAndResidentBytes) {
+  auto w = PackWeight(DType::kQ4_0, 96, 3, std::vector<uint8_t>(18 * 3 * 3));
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ((*w)->stream_bytes(), 18u * 9);
+  EXPECT_EQ((*w)->rows(), 3u);
+  EXPECT_EQ((*w)->cols(), 96u);
+  EXPECT_EQ((*w)->type(), DType::kQ4_0);
+  // One 128-element group per row (64 bytes) plus 4 fp16 scales.
+  EXPECT_EQ((*w)->bytes(), 3u * (64 + 8));
+}
+
+// out = sum of a row's weights against all-ones activations (q = 127, absmax = 1).
+float RowSumWithOnes(DType type, uint64_t cols, const std::vector<uint8_t>& bytes) {
+  auto w = PackWeight(type, cols, 1, bytes);
+  EXPECT_TRUE(w.ok()) << w.status();
+  std::vector<float> x(cols, 1.0f);
+  std::vector<float> absmax = {1.0f};
+  ThreadPool pool(1);
+  float out = 0.0f;
+  QuantizedActivations act;
+  QuantizeActivations(x.data(), 1, cols, absmax.data(), &act);
+  MatMulQuantized(**w, act, &out, pool);
+  return out;
+}
+
+TEST(PackWeight, TernaryCodeThreeConventions) {
+  // TQ2_0: code 3 decodes as +2 (ggml), so 256 codes of 3 with d = 1 sum to 512.
+  std::vector<uint8_t> tq2(66, 0xff);
+  const uint16_t one = FloatToHalf(1.0f);
+  std::memcpy(&tq2[64], &one, 2);
+  EXPECT_NEAR(RowSumWithOnes(DType::kTQ2_0, 256, tq2), 512.0f, 1e-3);
+  // I2_S: code 3 decodes as 0 (bitnet.cpp); code 2 is +1. Scale 0.5 in the tail.
+  std::vector<uint8_t> i2s(32 + 32, 0xff);
+  for (int j = 0; j < 16; ++j) i2s[j] = 0xaa;  // 16 bytes × 4 elements of +1
+  const float half = 0.5f;
+  std::memcpy(&i2s[32], &half, 4);
+  EXPECT_NEAR(RowSumWithOnes(DType::kI2_S, 128, i2s), 32.0f, 1e-4);
+}
+
+TEST(MatMul, MismatchedActivationsGiveNaNNotACrash) {
+  auto w = PackWeight(DType::kQ8_0, 64, 2, std::vector<uint8_t>(34 * 4));
+  ASSERT_TRUE(w.ok());
+  std::vector<float> x(32, 1.0f);
+  std::vector<float> absmax = {1.0f};
+  QuantizedActivations act;
+  QuantizeActivations(x.data(), 1, 32, absmax.data(), &act);
+  ThreadPool pool(1);
+  float out[2] = {0.0f, 0.0f};
+  MatMulQuantized(**w, act, out, pool);
+  EXPECT_TRUE(std::isnan(out[0]) && std::isnan(out[1]));
+}
+
+TEST(MatMul, NoAllocationGrowthAfterReserve) {
+  QuantizedActivations act;
+  act.Reserve(8, 1000);
+  const int8_t* q = act.q.get();
+  std::vector<float> x(8 * 1000, 0.5f);
+  std::vector<float> absmax(8, 1.0f);
+  QuantizeActivations(x.data(), 8, 1000, absmax.data(), &act);
+  QuantizeActivations(x.data(), 3, 640, absmax.data(), &act);
+  EXPECT_EQ(act.q.get(), q) << "reserved buffers are reused";
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(act.q.get()) % 64, 0u);
+}
+
+}  // namespace
+}  // namespace bitfleet::kernels

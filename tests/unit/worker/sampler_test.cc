@@ -1,0 +1,223 @@
+#include "worker/sampler.h"
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/rng.h"
+
+namespace bitfleet::worker {
+namespace {
+
+// Logits whose softmax is exactly `probs` (up to float rounding).
+std::vector<float> LogitsOf(const std::vector<double>& probs) {
+  std::vector<float> logits;
+  for (double p : probs) logits.push_back(static_cast<float>(std::log(p)));
+  return logits;
+}
+
+SamplingParams Neutral(float temperature = 1.0f) {
+  SamplingParams p;
+  p.temperature = temperature;
+  return p;
+}
+
+TEST(RngTest, SequenceIsFixedForASeed) {
+  // Reference values computed independently (SplitMix64 seeding, xoshiro256**), seed 42.
+  Rng rng(42);
+  EXPECT_EQ(rng.Next(), 0x15780b2e0c2ec716ull);
+  EXPECT_EQ(rng.Next(), 0x6104d9866d113a7eull);
+  EXPECT_EQ(rng.Next(), 0xae17533239e499a1ull);
+  Rng other(43);
+  EXPECT_NE(other.Next(), 0x15780b2e0c2ec716ull);
+  for (int i = 0; i < 1000; ++i) {
+    const double u = rng.Uniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+}
+
+TEST(SamplerTest, ValidationNamesTheBadField) {
+  EXPECT_TRUE(ValidateSamplingParams(SamplingParams{}).ok());
+  auto bad = [](auto mutate) {
+    SamplingParams p;
+    mutate(p);
+    return ValidateSamplingParams(p);
+  };
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.temperature = -1; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.temperature = NAN; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.top_k = -2; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.top_p = 0; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.top_p = 1.5f; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.min_p = -0.1f; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.repeat_penalty = 0; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.presence_penalty = INFINITY; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.frequency_penalty = 3; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.penalty_last_n = -2; }).ok());
+  const Status s = bad([](SamplingParams& p) { p.top_p = 2; });
+  EXPECT_NE(std::string(s.message()).find("top_p"), std::string::npos);
+}
+
+TEST(SamplerTest, GreedyTakesTheHighestLogitAndTheLowestIdOnTies) {
+  Sampler sampler(5);
+  Rng rng(1);
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+  EXPECT_EQ(sampler.Sample(logits, {}, Neutral(0.0f), rng), 1);
+  const auto dist = sampler.Distribution(logits, {}, Neutral(0.0f));
+  ASSERT_EQ(dist.size(), 1u);
+  EXPECT_EQ(dist[0].first, 1);
+}
+
+TEST(SamplerTest, TemperatureScalesTheSoftmax) {
+  Sampler sampler(4);
+  const std::vector<float> logits = {1.0f, 2.0f, 0.0f, -1.0f};
+  for (float temp : {0.5f, 1.0f, 2.0f}) {
+    const auto dist = sampler.Distribution(logits, {}, Neutral(temp));
+    ASSERT_EQ(dist.size(), 4u);
+    double z = 0;
+    for (float l : logits) z += std::exp(l / temp);
+    for (const auto& [token, p] : dist) EXPECT_NEAR(p, std::exp(logits[token] / temp) / z, 1e-6) << temp;
+  }
+}
+
+TEST(SamplerTest, TopKKeepsTheKBestRenormalized) {
+  Sampler sampler(5);
+  const std::vector<float> logits = LogitsOf({0.1, 0.4, 0.2, 0.25, 0.05});
+  SamplingParams p = Neutral();
+  p.top_k = 2;
+  const auto dist = sampler.Distribution(logits, {}, p);
+  ASSERT_EQ(dist.size(), 2u);
+  EXPECT_EQ(dist[0].first, 1);
+  EXPECT_EQ(dist[1].first, 3);
+  EXPECT_NEAR(dist[0].second, 0.4 / 0.65, 1e-6);
+  // top_k = 1 is greedy whatever the seed.
+  p.top_k = 1;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    Rng rng(seed);
+    EXPECT_EQ(sampler.Sample(logits, {}, p, rng), 1);
+  }
+}
+
+TEST(SamplerTest, TopPKeepsTheSmallestPrefixReachingTheMass) {
+  Sampler sampler(4);
+  const std::vector<float> logits = LogitsOf({0.5, 0.3, 0.15, 0.05});
+  SamplingParams p = Neutral();
+  p.top_p = 0.75f;
+  EXPECT_EQ(sampler.Distribution(logits, {}, p).size(), 2u);
+  p.top_p = 0.85f;
+  const auto dist = sampler.Distribution(logits, {}, p);
+  ASSERT_EQ(dist.size(), 3u);
+  EXPECT_NEAR(dist[2].second, 0.15 / 0.95, 1e-6);
+  p.top_p = 0.1f;
+  EXPECT_EQ(sampler.Distribution(logits, {}, p).size(), 1u);  // at least one token
+}
+
+TEST(SamplerTest, MinPDropsTokensBelowAFractionOfTheTop) {
+  Sampler sampler(4);
+  const std::vector<float> logits = LogitsOf({0.5, 0.3, 0.15, 0.05});
+  SamplingParams p = Neutral();
+  p.min_p = 0.5f;  // threshold 0.25
+  auto dist = sampler.Distribution(logits, {}, p);
+  ASSERT_EQ(dist.size(), 2u);
+  EXPECT_NEAR(dist[0].second, 0.5 / 0.8, 1e-6);
+  p.min_p = 0.09f;  // threshold 0.045: all four
+  EXPECT_EQ(sampler.Distribution(logits, {}, p).size(), 4u);
+}
+
+TEST(SamplerTest, FiltersUseUntemperedProbabilitiesThenTemperatureApplies) {
+  Sampler sampler(4);
+  const std::vector<float> logits = LogitsOf({0.5, 0.3, 0.15, 0.05});
+  SamplingParams p = Neutral(2.0f);
+  p.top_k = 2;
+  const auto dist = sampler.Distribution(logits, {}, p);
+  ASSERT_EQ(dist.size(), 2u);
+  const double a = std::sqrt(0.5), b = std::sqrt(0.3);
+  EXPECT_NEAR(dist[0].second, a / (a + b), 1e-6);
+}
+
+TEST(SamplerTest, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
+  Sampler sampler(4);
+  const std::vector<float> logits = {2.0f, -1.0f, 1.0f, 0.0f};
+  SamplingParams p = Neutral(0.0f);
+  p.repeat_penalty = 4.0f;
+  const std::vector<int32_t> history = {0, 0, 1};
+  // 2.0 -> 0.5 so token 2 (1.0) now wins under greedy.
+  Rng rng(0);
+  EXPECT_EQ(sampler.Sample(logits, history, p, rng), 2);
+  // Penalized logits are observable through the distribution at temperature 1.
+  p.temperature = 1.0f;
+  auto dist = sampler.Distribution(logits, history, p);
+  std::map<int32_t, float> prob(dist.begin(), dist.end());
+  const double z = std::exp(0.5) + std::exp(-4.0) + std::exp(1.0) + std::exp(0.0);
+  EXPECT_NEAR(prob[0], std::exp(0.5) / z, 1e-6);
+  EXPECT_NEAR(prob[1], std::exp(-4.0) / z, 1e-6);
+  // A window of 1 sees only the last token (1).
+  p.penalty_last_n = 1;
+  dist = sampler.Distribution(logits, history, p);
+  prob = std::map<int32_t, float>(dist.begin(), dist.end());
+  const double z1 = std::exp(2.0) + std::exp(-4.0) + std::exp(1.0) + std::exp(0.0);
+  EXPECT_NEAR(prob[0], std::exp(2.0) / z1, 1e-6);
+  // penalty_last_n = 0 turns penalties off.
+  p.penalty_last_n = 0;
+  EXPECT_EQ(sampler.Sample(logits, history, p, rng), 0);
+}
+
+TEST(SamplerTest, PresenceAndFrequencyPenaltiesSubtract) {
+  Sampler sampler(3);
+  const std::vector<float> logits = {1.0f, 1.0f, 1.0f};
+  SamplingParams p = Neutral();
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  const std::vector<int32_t> history = {0, 0, 0, 1, 7 /* ignored: outside the vocabulary */};
+  const auto dist = sampler.Distribution(logits, history, p);
+  std::map<int32_t, float> prob(dist.begin(), dist.end());
+  const double l0 = 1.0 - 0.5 - 0.75, l1 = 1.0 - 0.5 - 0.25, l2 = 1.0;
+  const double z = std::exp(l0) + std::exp(l1) + std::exp(l2);
+  EXPECT_NEAR(prob[0], std::exp(l0) / z, 1e-6);
+  EXPECT_NEAR(prob[1], std::exp(l1) / z, 1e-6);
+  EXPECT_NEAR(prob[2], std::exp(l2) / z, 1e-6);
+}
+
+TEST(SamplerTest, SameSeedSameTokensDifferentSeedDifferentTokens) {
+  Sampler sampler(64);
+  std::vector<float> logits(64);
+  for (int i = 0; i < 64; ++i) logits[i] = static_cast<float>((i * 37) % 11) * 0.3f;
+  SamplingParams p = Neutral(1.0f);
+  p.top_k = 40;
+  p.top_p = 0.95f;
+  p.min_p = 0.01f;
+  auto draw = [&](uint64_t seed) {
+    Rng rng(seed);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 50; ++i) out.push_back(sampler.Sample(logits, out, p, rng));
+    return out;
+  };
+  EXPECT_EQ(draw(7), draw(7));
+  EXPECT_NE(draw(7), draw(8));
+}
+
+TEST(SamplerTest, EmpiricalFrequenciesMatchTheDistribution) {
+  Sampler sampler(5);
+  const std::vector<double> probs = {0.05, 0.4, 0.1, 0.3, 0.15};
+  const std::vector<float> logits = LogitsOf(probs);
+  Rng rng(12345);
+  const int n = 40000;
+  std::vector<int> counts(5, 0);
+  for (int i = 0; i < n; ++i) ++counts[sampler.Sample(logits, {}, Neutral(), rng)];
+  for (int t = 0; t < 5; ++t) {
+    const double expected = n * probs[t];
+    const double sigma = std::sqrt(n * probs[t] * (1 - probs[t]));
+    EXPECT_NEAR(counts[t], expected, 5 * sigma) << "token " << t;
+  }
+}
+
+TEST(SamplerTest, ShortLogitRowNeverPicksAMissingToken) {
+  Sampler sampler(4);
+  Rng rng(3);
+  const std::vector<float> logits = {0.0f, 1.0f};
+  for (int i = 0; i < 100; ++i) EXPECT_LT(sampler.Sample(logits, {}, Neutral(), rng), 2);
+}
+
+}  // namespace
+}  // namespace bitfleet::worker

@@ -1,0 +1,292 @@
+// `bitfleet bench kernels`: throughput of the CPU kernels per variant, weight type, shape and
+// batch, as JSON, next to the machine's memory roofline (a multi-threaded streaming read).
+//
+// Matmul GB/s counts the GGUF byte stream of the weight (what a decode step must read per token)
+// and packed_gb_s the resident packed bytes actually read; roofline_fraction = packed_gb_s /
+// read_gb_s. By default each call uses a different copy of the weight, cycling through enough
+// copies to exceed the last-level cache (a model's layers do not fit in cache either); --hot
+// reuses one copy.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "core/logging.h"
+#include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/matmul_cpu.h"
+#include "kernels/matmul.h"
+#include "kernels/ref/quant.h"
+#include "nlohmann/json.hpp"
+#include "tools/commands/commands.h"
+
+namespace bitfleet::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+struct BenchKernelsFlags {
+  int threads = 0;
+  std::vector<std::string> types = {"tq2_0", "tq1_0", "i2_s", "q4_0", "q4_1", "q8_0", "f16", "bf16", "f32"};
+  std::vector<std::string> shapes = {"2560x2560", "6912x2560", "2560x6912"};  // rows x cols
+  std::vector<int> batches = {1, 32};
+  std::vector<std::string> variants;  // default: every supported variant
+  double min_time = 0.3;              // seconds per measurement
+  bool hot = false;
+  bool json_document = false;
+};
+
+constexpr uint64_t kColdBytes = uint64_t{512} << 20;  // weight copies per measurement exceed this
+
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Seconds per call of fn(): the best of kTrials trials of at least min_time / kTrials seconds
+// each (after one warm-up call). The best trial, not the mean, so a shared machine's noise
+// (other processes, frequency ramps) does not hide what the kernel can do.
+template <typename Fn>
+double TimePerCall(double min_time, Fn fn) {
+  constexpr int kTrials = 5;
+  fn();
+  double best = 1e300;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    int64_t calls = 0;
+    const Clock::time_point start = Clock::now();
+    double elapsed = 0.0;
+    do {
+      fn();
+      ++calls;
+      elapsed = Seconds(start, Clock::now());
+    } while (elapsed < min_time / kTrials);
+    best = std::min(best, elapsed / static_cast<double>(calls));
+  }
+  return best;
+}
+
+// Streaming read bandwidth (GB/s), all threads: each call reads the next kSlice bytes of a
+// buffer far larger than any cache, so calls are as short as matmul calls and TimePerCall's
+// best-trial rule treats both alike.
+double MeasureReadBandwidth(ThreadPool& pool, double min_time) {
+  constexpr uint64_t kSlice = uint64_t{16} << 20;
+  const uint64_t words = kColdBytes / sizeof(uint64_t);
+  const uint64_t slice_words = kSlice / sizeof(uint64_t);
+  std::vector<uint64_t> buf(words);
+  for (uint64_t i = 0; i < words; ++i) buf[i] = i;
+  std::vector<uint64_t> sink(pool.size() * 8);
+  uint64_t next = 0;
+  const double s = TimePerCall(min_time, [&] {
+    const uint64_t* base = buf.data() + next;
+    pool.Run([&](int index, int count) {
+      const uint64_t begin = slice_words * index / count;
+      const uint64_t end = slice_words * (index + 1) / count;
+      uint64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (uint64_t i = begin; i + 8 <= end; i += 8) {
+        for (int j = 0; j < 8; ++j) acc[j] += base[i + j];
+      }
+      for (int j = 0; j < 8; ++j) sink[index * 8 + j] += acc[j];
+    });
+    next = (next + slice_words) % words;
+  });
+  return static_cast<double>(kSlice) / s / 1e9;
+}
+
+// memcpy bandwidth (GB/s counting bytes read plus bytes written), all threads.
+double MeasureCopyBandwidth(ThreadPool& pool, double min_time) {
+  const uint64_t bytes = kColdBytes / 2;
+  std::vector<uint8_t> src(bytes, 1), dst(bytes, 0);
+  const double s = TimePerCall(min_time, [&] {
+    pool.Run([&](int index, int count) {
+      const uint64_t begin = bytes * index / count;
+      const uint64_t end = bytes * (index + 1) / count;
+      std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+    });
+  });
+  return 2.0 * static_cast<double>(bytes) / s / 1e9;
+}
+
+StatusOr<std::pair<uint64_t, uint64_t>> ParseShape(const std::string& s) {
+  uint64_t rows = 0, cols = 0;
+  char x = 0;
+  std::istringstream in(s);
+  if (!(in >> rows >> x >> cols) || x != 'x' || rows == 0 || cols == 0 || !in.eof()) {
+    return absl::InvalidArgumentError("shape '" + s + "' is not ROWSxCOLS");
+  }
+  return std::make_pair(rows, cols);
+}
+
+// Random weights of `type` in GGUF bytes (through the reference quantizer).
+StatusOr<std::vector<uint8_t>> RandomWeights(DType type, uint64_t rows, uint64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::uniform_int_distribution<int> trit(-1, 1);
+  std::vector<float> values(rows * cols);
+  for (float& v : values) v = IsTernary(type) ? 0.05f * static_cast<float>(trit(rng)) : normal(rng);
+  BF_ASSIGN_OR_RETURN(uint64_t size, TensorBytes(type, cols, rows * cols));
+  std::vector<uint8_t> bytes(size);
+  BF_RETURN_IF_ERROR(kernels::ref::QuantizeTensor(type, values, cols, bytes));
+  return bytes;
+}
+
+void Emit(const BenchKernelsFlags& flags, json& document, const json& record) {
+  if (flags.json_document) {
+    document["results"].push_back(record);
+  } else {
+    std::printf("%s\n", record.dump().c_str());
+    std::fflush(stdout);
+  }
+}
+
+Status RunBenchKernels(const BenchKernelsFlags& flags) {
+  const int threads = flags.threads > 0 ? flags.threads : std::max(1u, std::thread::hardware_concurrency());
+  ThreadPool pool(threads);
+  std::vector<const kernels::cpu::CpuKernels*> variants;
+  if (flags.variants.empty()) {
+    for (auto v :
+         {kernels::cpu::CpuVariant::kAvx512Vnni, kernels::cpu::CpuVariant::kAvx2, kernels::cpu::CpuVariant::kScalar}) {
+      if (const auto* k = kernels::cpu::KernelsFor(v)) variants.push_back(k);
+    }
+  } else {
+    for (const std::string& name : flags.variants) {
+      const auto v = kernels::cpu::ParseCpuVariant(name);
+      if (!v) return absl::InvalidArgumentError("unknown variant '" + name + "' (scalar|avx2|avx512vnni)");
+      const auto* k = kernels::cpu::KernelsFor(*v);
+      if (k == nullptr) return absl::FailedPreconditionError("this CPU cannot run variant " + name);
+      variants.push_back(k);
+    }
+  }
+  std::vector<DType> types;
+  for (const std::string& name : flags.types) {
+    const DTypeInfo* info = FindDTypeByName(name);
+    if (info == nullptr) return absl::InvalidArgumentError("unknown type '" + name + "'");
+    types.push_back(info->type);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> shapes;
+  for (const std::string& s : flags.shapes) {
+    BF_ASSIGN_OR_RETURN(auto shape, ParseShape(s));
+    shapes.push_back(shape);
+  }
+  for (int b : flags.batches) {
+    if (b < 1 || b > 4096) return absl::InvalidArgumentError("--batch values must be in 1..4096");
+  }
+
+  json document = {{"threads", threads}, {"dispatch", kernels::CpuVariantName()}, {"results", json::array()}};
+  const double read_gb_s = MeasureReadBandwidth(pool, flags.min_time);
+  const double copy_gb_s = MeasureCopyBandwidth(pool, flags.min_time);
+  json roofline = {{"kernel", "roofline"}, {"threads", threads}, {"read_gb_s", read_gb_s}, {"copy_gb_s", copy_gb_s}};
+  if (flags.json_document) {
+    document["roofline"] = roofline;
+  } else {
+    std::printf("%s\n", roofline.dump().c_str());
+  }
+
+  std::mt19937 rng(7);
+  const int max_batch = *std::max_element(flags.batches.begin(), flags.batches.end());
+  for (DType type : types) {
+    for (const auto& [rows, cols] : shapes) {
+      auto bytes = RandomWeights(type, rows, cols, rng);
+      if (!bytes.ok()) {
+        Logger("bench")->warn("skipping {} {}x{}: {}", DTypeName(type), rows, cols, bytes.status().ToString());
+        continue;
+      }
+      std::vector<std::unique_ptr<kernels::PackedWeight>> copies;
+      BF_ASSIGN_OR_RETURN(auto first, kernels::PackWeight(type, cols, rows, *bytes));
+      const uint64_t packed_bytes = first->bytes();
+      const uint64_t n_copies = flags.hot ? 1 : std::clamp<uint64_t>(kColdBytes / packed_bytes + 1, 1, 256);
+      copies.push_back(std::move(first));
+      while (copies.size() < n_copies) {
+        BF_ASSIGN_OR_RETURN(auto copy, kernels::PackWeight(type, cols, rows, *bytes));
+        copies.push_back(std::move(copy));
+      }
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(max_batch) * cols);
+      for (float& v : x) v = normal(rng);
+      std::vector<float> out(static_cast<size_t>(max_batch) * rows);
+      kernels::QuantizedActivations scratch;
+      scratch.Reserve(max_batch, cols);
+      for (const auto* k : variants) {
+        for (int batch : flags.batches) {
+          size_t next = 0;
+          const double s = TimePerCall(flags.min_time, [&] {
+            kernels::cpu::MatMulWith(*k, *copies[next], x.data(), batch, out.data(), pool, &scratch);
+            next = (next + 1) % copies.size();
+          });
+          const double packed_gb_s = static_cast<double>(packed_bytes) / s / 1e9;
+          Emit(flags, document,
+               {{"kernel", "matmul"},
+                {"variant", k->name},
+                {"type", DTypeName(type)},
+                {"rows", rows},
+                {"cols", cols},
+                {"batch", batch},
+                {"threads", threads},
+                {"cold", !flags.hot},
+                {"us_per_call", s * 1e6},
+                {"gb_s", static_cast<double>(copies[0]->stream_bytes()) / s / 1e9},
+                {"packed_gb_s", packed_gb_s},
+                {"gop_s", 2.0 * static_cast<double>(rows * cols) * batch / s / 1e9},
+                {"roofline_fraction", packed_gb_s / read_gb_s}});
+        }
+      }
+    }
+  }
+
+  // Decode attention of the 2B model's shape (20 heads, 5 KV heads, head_dim 128) over 1024
+  // cached positions: GB/s of f16 K and V read.
+  constexpr int kHeads = 20, kKvHeads = 5, kHeadDim = 128, kCtx = 1024, kBlock = 16;
+  std::vector<uint16_t> k_pool(static_cast<size_t>(kCtx) * kKvHeads * kHeadDim, 0x3c00);
+  std::vector<uint16_t> v_pool(k_pool.size(), 0x3c00);
+  std::vector<int32_t> table(kCtx / kBlock);
+  for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+  const kernels::PagedKv kv{k_pool.data(), v_pool.data(), kBlock, kKvHeads, kHeadDim, kCtx / kBlock};
+  std::vector<float> q(kHeads * kHeadDim, 0.01f), att(kHeads * kHeadDim);
+  std::vector<float> scratch(static_cast<size_t>(pool.size()) * kernels::AttentionScratchFloats(kCtx - 1, 1));
+  for (const auto* k : variants) {
+    const double s = TimePerCall(flags.min_time, [&] {
+      kernels::cpu::AttentionPagedWith(*k, q.data(), 1, kHeads, kv, table.data(), kCtx - 1, 0.088f, att.data(),
+                                       scratch.data(), &pool);
+    });
+    const double kv_bytes = 2.0 * static_cast<double>(k_pool.size()) * sizeof(uint16_t);
+    Emit(flags, document,
+         {{"kernel", "attention_decode"},
+          {"variant", k->name},
+          {"heads", kHeads},
+          {"kv_heads", kKvHeads},
+          {"head_dim", kHeadDim},
+          {"context", kCtx},
+          {"threads", threads},
+          {"us_per_call", s * 1e6},
+          {"gb_s", kv_bytes * kHeads / kKvHeads / s / 1e9},
+          {"kv_gb_s", kv_bytes / s / 1e9}});
+  }
+  if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterBenchKernels(CLI::App& bench, int* exit_code) {
+  auto flags = std::make_shared<BenchKernelsFlags>();
+  CLI::App* cmd = bench.add_subcommand(
+      "kernels", "CPU kernel throughput per variant, type, shape and batch (JSON: GB/s, GOP/s, roofline fraction)");
+  cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
+  cmd->add_option("--types", flags->types, "Weight types")->delimiter(',')->capture_default_str();
+  cmd->add_option("--shapes", flags->shapes, "Matrix shapes ROWSxCOLS")->delimiter(',')->capture_default_str();
+  cmd->add_option("--batch", flags->batches, "Tokens per call")->delimiter(',')->capture_default_str();
+  cmd->add_option("--variants", flags->variants, "scalar|avx2|avx512vnni (default: all this CPU runs)")->delimiter(',');
+  cmd->add_option("--min-time", flags->min_time, "Seconds per measurement")->capture_default_str();
+  cmd->add_flag("--hot", flags->hot, "Reuse one weight copy (cache-resident) instead of cycling cold copies");
+  cmd->add_flag("--json", flags->json_document, "Print one JSON document at the end instead of JSON lines");
+  cmd->callback([flags, exit_code] {
+    const Status status = RunBenchKernels(*flags);
+    if (!status.ok()) Logger("bench")->error("{}", status.ToString());
+    *exit_code = status.ok() ? 0 : 1;
+  });
+}
+
+}  // namespace bitfleet::tools

@@ -1,0 +1,93 @@
+#include "tools/commands/engine_setup.h"
+
+#include <charconv>
+#include <thread>
+
+#include "core/logging.h"
+#include "model/tokenizer/gguf_vocab_loader.h"
+
+namespace bitfleet::tools {
+
+int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& options, bool with_tokenizer) {
+  LoadedModel model;
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));
+  model.file = std::move(file);
+  if (with_tokenizer) {
+    BF_ASSIGN_OR_RETURN(tokenizer::Vocab vocab, tokenizer::LoadVocabFromGguf(*model.file));
+    BF_ASSIGN_OR_RETURN(model.tokenizer, tokenizer::Tokenizer::Create(std::move(vocab)));
+  }
+  BF_ASSIGN_OR_RETURN(model.runner, worker::ModelRunner::Create(model.file, options));
+  if (model.tokenizer && model.tokenizer->size() > static_cast<size_t>(model.runner->n_vocab())) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", model.tokenizer->size(),
+                                                   " tokens but the model only ", model.runner->n_vocab()));
+  }
+  return model;
+}
+
+int ReportError(const std::string& module, const Status& status) {
+  Logger(module)->error("{}", std::string(status.message()));
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
+StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text) {
+  std::vector<int32_t> ids;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    if (*p == ',' || std::isspace(static_cast<unsigned char>(*p))) {
+      ++p;
+      continue;
+    }
+    int32_t value = 0;
+    auto [next, ec] = std::from_chars(p, end, value);
+    if (ec != std::errc() || (next < end && *next != ',' && !std::isspace(static_cast<unsigned char>(*next)))) {
+      const size_t offset = static_cast<size_t>(p - text.data());
+      return absl::InvalidArgumentError(
+          absl::StrCat("token list: not an int32 at byte ", offset, ": '", text.substr(offset, 16), "'"));
+    }
+    ids.push_back(value);
+    p = next;
+  }
+  return ids;
+}
+
+StatusOr<std::string> RenderChatMl(const std::string& chat_template, const std::string& system,
+                                   const std::string& user) {
+  constexpr std::string_view kStart = "<|im_start|>";
+  constexpr std::string_view kEnd = "<|im_end|>";
+  if (chat_template.find(kStart) == std::string::npos) {
+    return absl::FailedPreconditionError("the model's chat template is not ChatML (no <|im_start|>)");
+  }
+  std::string system_text = system;
+  if (system_text.empty()) {
+    // Templates such as SmolLM2's insert a literal default: '<|im_start|>system\n...<|im_end|>'.
+    // (In the GGUF string the newline may be written as the two characters \n.)
+    for (std::string_view newline : {"\n", "\\n"}) {
+      const std::string head = absl::StrCat(std::string(kStart), "system", std::string(newline));
+      const size_t begin = chat_template.find(head);
+      if (begin == std::string::npos) continue;
+      const size_t text_begin = begin + head.size();
+      const size_t text_end = chat_template.find(kEnd, text_begin);
+      if (text_end != std::string::npos) system_text = chat_template.substr(text_begin, text_end - text_begin);
+      break;
+    }
+  }
+  std::string out;
+  if (!system_text.empty()) {
+    absl::StrAppend(&out, std::string(kStart), "system\n", system_text, std::string(kEnd), "\n");
+  }
+  absl::StrAppend(&out, std::string(kStart), "user\n", user, std::string(kEnd), "\n");
+  absl::StrAppend(&out, std::string(kStart), "assistant\n");
+  return out;
+}
+
+}  // namespace bitfleet::tools

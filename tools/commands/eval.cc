@@ -1,0 +1,119 @@
+// `bitfleet eval`: perplexity of a model on a text file, and with --reference the KL
+// divergence and top-1 agreement against a reference model (e.g. the f16 original of a
+// quantized file), as llama.cpp's perplexity tool defines them (worker/perplexity.h).
+// Prints one JSON object on stdout; progress goes to stderr.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "core/logging.h"
+#include "nlohmann/json.hpp"
+#include "tools/commands/commands.h"
+#include "tools/commands/engine_setup.h"
+#include "worker/perplexity.h"
+
+namespace bitfleet::tools {
+namespace {
+
+struct EvalFlags {
+  std::string model;
+  std::string reference;
+  std::string text_file;
+  int ctx = 512;
+  int chunks = 0;
+  int threads = 0;
+  bool score_all = false;
+};
+
+StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+Status RunEval(const EvalFlags& flags) {
+  auto log = Logger("eval");
+  BF_ASSIGN_OR_RETURN(std::string text, ReadText(flags.text_file));
+  worker::RunnerOptions options;
+  options.threads = flags.threads > 0 ? flags.threads : DefaultThreads();
+  options.max_context = flags.ctx;
+  options.max_step_sequences = 1;
+  options.max_step_tokens = std::min(flags.ctx, 512);
+  options.max_logit_rows = options.max_step_tokens;
+  if (flags.ctx < 2) return absl::InvalidArgumentError("--ctx must be >= 2");
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true));
+  LoadedModel reference;
+  if (!flags.reference.empty()) {
+    BF_ASSIGN_OR_RETURN(reference, LoadModel(flags.reference, options, /*with_tokenizer=*/false));
+  }
+  tokenizer::EncodeOptions encode;
+  encode.max_input_bytes = tokenizer::kMaxEncodeBytesLimit;
+  BF_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, model.tokenizer->Encode(text, encode));
+
+  worker::PerplexityOptions ppl;
+  ppl.ctx = flags.ctx;
+  ppl.score_all = flags.score_all;
+  ppl.max_chunks = flags.chunks;
+  if (model.tokenizer->vocab().add_bos) ppl.bos = model.tokenizer->bos();
+  log->info("{} tokens, {} chunks of {}, scoring {} of each chunk", tokens.size(), tokens.size() / flags.ctx,
+            flags.ctx, flags.score_all ? "every prediction" : "the second half");
+  auto progress = [&log](int done, int total, const worker::EvalSummary& s) {
+    if (s.has_reference) {
+      log->info("chunk {}/{}: ppl {:.4f}, mean KLD {:.6f}, top-1 {:.2f}%", done, total, s.perplexity, s.kld_mean,
+                100 * s.top1_agreement);
+    } else {
+      log->info("chunk {}/{}: ppl {:.4f}", done, total, s.perplexity);
+    }
+  };
+  BF_ASSIGN_OR_RETURN(worker::EvalSummary s, worker::EvaluatePerplexity(*model.runner, reference.runner.get(),
+                                                                           tokens, ppl, progress));
+  nlohmann::json out = {
+      {"model", flags.model},
+      {"text", flags.text_file},
+      {"ctx", flags.ctx},
+      {"chunks", static_cast<int64_t>(flags.chunks > 0 ? std::min<size_t>(flags.chunks, tokens.size() / flags.ctx)
+                                                        : tokens.size() / flags.ctx)},
+      {"scored_tokens", s.tokens},
+      {"scoring", flags.score_all ? "all" : "second_half"},
+      {"perplexity", s.perplexity},
+      {"nll_mean", s.nll_mean},
+  };
+  if (s.has_reference) {
+    out["reference"] = flags.reference;
+    out["reference_perplexity"] = s.reference_perplexity;
+    out["kld_mean"] = s.kld_mean;
+    out["kld_median"] = s.kld_median;
+    out["kld_p99"] = s.kld_p99;
+    out["kld_max"] = s.kld_max;
+    out["top1_agreement"] = s.top1_agreement;
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterEval(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<EvalFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Perplexity on a text file; with --reference also KL divergence and top-1 agreement (JSON on stdout)");
+  cmd->add_option("-m,--model", flags->model, "GGUF model file")->required();
+  cmd->add_option("--text", flags->text_file, "Text file to score")->required();
+  cmd->add_option("--reference", flags->reference, "Reference GGUF model (same vocabulary) for KL divergence");
+  cmd->add_option("-c,--ctx", flags->ctx, "Tokens per chunk")->capture_default_str();
+  cmd->add_option("--chunks", flags->chunks, "Evaluate at most this many chunks (0: all)")->capture_default_str();
+  cmd->add_flag("--score-all", flags->score_all,
+                "Score every prediction of a chunk (default: the second half, as llama.cpp)");
+  cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
+  cmd->callback([flags, exit_code] {
+    const Status status = RunEval(*flags);
+    *exit_code = status.ok() ? 0 : ReportError("eval", status);
+  });
+}
+
+}  // namespace bitfleet::tools

@@ -1,0 +1,178 @@
+// `bitfleet run`: generate text from a prompt on this machine (one process, CPU kernels).
+// Streams the completion to stdout as it is produced (whole UTF-8 characters only) and prints
+// prompt and generation speed to stderr.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "cache/block_pool.h"
+#include "core/logging.h"
+#include "model/tokenizer/incremental_decoder.h"
+#include "tools/commands/commands.h"
+#include "tools/commands/engine_setup.h"
+#include "worker/sampler.h"
+#include "worker/sequence_session.h"
+
+namespace bitfleet::tools {
+namespace {
+
+struct RunFlags {
+  std::string model;
+  std::string prompt;
+  std::string system;
+  int n_predict = 128;
+  int threads = 0;
+  int ctx = 0;
+  bool chat = false;
+  bool echo = false;
+  bool ignore_eos = false;
+  worker::SamplingParams sampling;
+};
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+StatusOr<std::vector<int32_t>> EncodePrompt(const RunFlags& flags, const LoadedModel& model) {
+  tokenizer::EncodeOptions encode;
+  std::string text = flags.prompt;
+  if (flags.chat) {
+    auto chat_template = model.file->GetString("tokenizer.chat_template");
+    if (!chat_template.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--chat needs the model's chat template: ", std::string(chat_template.status().message())));
+    }
+    BF_ASSIGN_OR_RETURN(text, RenderChatMl(*chat_template, flags.system, flags.prompt));
+    // The rendered template's control tokens (<|im_start|>, ...) must become tokens, as
+    // llama.cpp tokenizes templates; the prompt comes from the operator running this command.
+    encode.special_tokens = tokenizer::SpecialTokenParsing::kAll;
+  }
+  BF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, model.tokenizer->Encode(text, encode));
+  if (ids.empty()) {
+    if (model.tokenizer->bos() == tokenizer::kNoToken) {
+      return absl::InvalidArgumentError("empty prompt and the vocabulary has no BOS token to start from");
+    }
+    ids.push_back(model.tokenizer->bos());
+  }
+  return ids;
+}
+
+Status Run(const RunFlags& flags) {
+  auto log = Logger("run");
+  BF_RETURN_IF_ERROR(worker::ValidateSamplingParams(flags.sampling));
+  if (flags.n_predict < 0) return absl::InvalidArgumentError("-n must be >= 0");
+  worker::RunnerOptions options;
+  options.threads = flags.threads > 0 ? flags.threads : DefaultThreads();
+  options.max_context = flags.ctx;
+  options.max_step_sequences = 1;
+  options.max_logit_rows = 1;
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true));
+  worker::ModelRunner& runner = *model.runner;
+  const int ctx = runner.options().max_context;
+  BF_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, EncodePrompt(flags, model));
+  if (static_cast<int>(prompt.size()) >= ctx) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt has ", prompt.size(), " tokens; the context holds ", ctx, " (raise --ctx)"));
+  }
+  if (static_cast<int>(prompt.size()) + flags.n_predict > ctx) {
+    log->warn("prompt ({} tokens) + -n {} exceeds the context of {}: generation stops when it is full", prompt.size(),
+              flags.n_predict, ctx);
+  }
+
+  cache::BlockPool pool(runner.kv_blocks());
+  worker::SequenceSession session(runner, pool);
+  worker::Sampler sampler(runner.n_vocab());
+  worker::Rng rng(flags.sampling.seed);
+  // A continuation keeps its leading space; from an empty prompt the vocab's rule applies.
+  tokenizer::DecodeOptions decode;
+  if (!flags.prompt.empty() || flags.chat) decode.strip_leading_space = false;
+  tokenizer::IncrementalDecoder stream(*model.tokenizer, decode);
+  if (flags.echo) {
+    std::fputs(flags.prompt.c_str(), stdout);
+    std::fflush(stdout);
+  }
+
+  const Clock::time_point t0 = Clock::now();
+  BF_ASSIGN_OR_RETURN(std::span<const float> logits, session.Append(prompt));
+  const Clock::time_point t1 = Clock::now();
+  std::vector<int32_t> history = prompt;
+  history.reserve(prompt.size() + flags.n_predict);
+  int generated = 0;
+  int decode_steps = 0;
+  const char* stop = "length";
+  while (generated < flags.n_predict) {
+    const int32_t token = sampler.Sample(logits, history, flags.sampling, rng);
+    if (!flags.ignore_eos && model.tokenizer->IsEndOfGeneration(token)) {
+      stop = "end of generation";
+      break;
+    }
+    history.push_back(token);
+    ++generated;
+    BF_ASSIGN_OR_RETURN(std::string piece, stream.Push(token));
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    if (generated == flags.n_predict) break;
+    if (session.position() >= ctx) {
+      stop = "context full";
+      break;
+    }
+    BF_ASSIGN_OR_RETURN(logits, session.Append(std::span<const int32_t>(&token, 1)));
+    ++decode_steps;
+  }
+  const Clock::time_point t2 = Clock::now();
+  const std::string tail = stream.Finish();
+  std::fwrite(tail.data(), 1, tail.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+
+  const double prompt_s = Seconds(t0, t1);
+  const double gen_s = Seconds(t1, t2);
+  std::fprintf(stderr, "\nprompt: %zu tokens in %.3f s (%.2f tok/s)\n", prompt.size(), prompt_s,
+               prompt_s > 0 ? prompt.size() / prompt_s : 0.0);
+  std::fprintf(stderr, "generation: %d tokens, %d decode steps in %.3f s (%.2f tok/s); stop: %s; %d threads, %s\n",
+               generated, decode_steps, gen_s, gen_s > 0 ? decode_steps / gen_s : 0.0, stop, options.threads,
+               runner.kernel_variant().c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterRun(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<RunFlags>();
+  // Interactive defaults as llama.cpp's: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05.
+  flags->sampling.temperature = 0.8f;
+  flags->sampling.top_k = 40;
+  flags->sampling.top_p = 0.95f;
+  flags->sampling.min_p = 0.05f;
+  CLI::App* cmd = app.add_subcommand("run", "Generate text from a prompt on this machine (streams to stdout)");
+  cmd->add_option("-m,--model", flags->model, "GGUF model file")->required();
+  cmd->add_option("-p,--prompt", flags->prompt, "Prompt text (empty: start from BOS)");
+  cmd->add_option("-n,--n-predict", flags->n_predict, "Tokens to generate")->capture_default_str();
+  cmd->add_flag("--chat", flags->chat, "Wrap the prompt in the model's ChatML chat template (tokenizer.chat_template)");
+  cmd->add_option("--system", flags->system, "System message for --chat (default: the template's own, if any)");
+  cmd->add_option("--temp", flags->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
+  cmd->add_option("--top-k", flags->sampling.top_k, "Top-k (0: off)")->capture_default_str();
+  cmd->add_option("--top-p", flags->sampling.top_p, "Top-p (1: off)")->capture_default_str();
+  cmd->add_option("--min-p", flags->sampling.min_p, "Min-p (0: off)")->capture_default_str();
+  cmd->add_option("--repeat-penalty", flags->sampling.repeat_penalty, "Repetition penalty (1: off)")
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", flags->sampling.presence_penalty, "Presence penalty (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", flags->sampling.frequency_penalty, "Frequency penalty (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--repeat-last-n", flags->sampling.penalty_last_n, "Penalty window in tokens (0: off, -1: all)")
+      ->capture_default_str();
+  cmd->add_option("-s,--seed", flags->sampling.seed, "Sampling seed (same seed, same text)")->capture_default_str();
+  cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
+  cmd->add_option("-c,--ctx", flags->ctx, "Context length in tokens (default: the model's)");
+  cmd->add_flag("--echo", flags->echo, "Print the prompt before the completion");
+  cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
+  cmd->callback([flags, exit_code] {
+    const Status status = Run(*flags);
+    *exit_code = status.ok() ? 0 : ReportError("run", status);
+  });
+}
+
+}  // namespace bitfleet::tools

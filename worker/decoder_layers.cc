@@ -1,0 +1,49 @@
+#include "worker/decoder_layers.h"
+
+namespace bitfleet::worker {
+namespace {
+
+uint64_t StreamBytes(const Projection& p) { return p.weight ? p.weight->stream_bytes() : 0; }
+uint64_t ResidentBytes(const Projection& p) { return p.weight ? p.weight->bytes() : 0; }
+
+}  // namespace
+
+uint64_t LayerWeights::stream_bytes() const {
+  return StreamBytes(wq) + StreamBytes(wk) + StreamBytes(wv) + StreamBytes(wo) + StreamBytes(w_gate) +
+         StreamBytes(w_up) + StreamBytes(w_down);
+}
+
+uint64_t LayerWeights::resident_bytes() const {
+  return ResidentBytes(wq) + ResidentBytes(wk) + ResidentBytes(wv) + ResidentBytes(wo) + ResidentBytes(w_gate) +
+         ResidentBytes(w_up) + ResidentBytes(w_down);
+}
+
+uint64_t DecoderLayers::stream_bytes() const {
+  uint64_t total = 0;
+  for (const LayerWeights& w : layers_) total += w.stream_bytes();
+  return total;
+}
+
+uint64_t DecoderLayers::resident_bytes() const {
+  uint64_t total = 0;
+  for (const LayerWeights& w : layers_) total += w.resident_bytes();
+  return total;
+}
+
+StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const ModelDims& d, uint32_t layer) {
+  using model::tensor_names::Layer;
+  const uint64_t e = d.n_embd;
+  LayerWeights w;
+  BF_ASSIGN_OR_RETURN(w.attn_norm, LoadVector(file, Layer(layer, "attn_norm.weight"), e));
+  BF_ASSIGN_OR_RETURN(w.ffn_norm, LoadVector(file, Layer(layer, "ffn_norm.weight"), e));
+  BF_ASSIGN_OR_RETURN(w.wq, LoadProjection(file, Layer(layer, "attn_q.weight"), e, d.q_dim()));
+  BF_ASSIGN_OR_RETURN(w.wk, LoadProjection(file, Layer(layer, "attn_k.weight"), e, d.kv_dim()));
+  BF_ASSIGN_OR_RETURN(w.wv, LoadProjection(file, Layer(layer, "attn_v.weight"), e, d.kv_dim()));
+  BF_ASSIGN_OR_RETURN(w.wo, LoadProjection(file, Layer(layer, "attn_output.weight"), d.q_dim(), e));
+  BF_ASSIGN_OR_RETURN(w.w_gate, LoadProjection(file, Layer(layer, "ffn_gate.weight"), e, d.n_ff));
+  BF_ASSIGN_OR_RETURN(w.w_up, LoadProjection(file, Layer(layer, "ffn_up.weight"), e, d.n_ff));
+  BF_ASSIGN_OR_RETURN(w.w_down, LoadProjection(file, Layer(layer, "ffn_down.weight"), d.n_ff, e));
+  return w;
+}
+
+}  // namespace bitfleet::worker

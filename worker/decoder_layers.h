@@ -1,0 +1,55 @@
+// Internal to the worker: the decoder stack of one architecture. Each architecture has its own
+// file (llama_model.cc, bitnet_model.cc) that loads its layer tensors and runs its layer; the
+// shared pieces (projections, attention over the paged cache, norms) are in layer_ops.h.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "model/arch/model_config.h"
+#include "model/gguf/gguf.h"
+#include "worker/model_weights.h"
+#include "worker/step_context.h"
+
+namespace bitfleet::worker {
+
+// The tensors of one decoder layer. Sub-norms are empty for architectures without them.
+struct LayerWeights {
+  std::vector<float> attn_norm;
+  std::vector<float> ffn_norm;
+  std::vector<float> attn_sub_norm;  // BitNet: RMSNorm over the attention output (q_dim)
+  std::vector<float> ffn_sub_norm;   // BitNet: RMSNorm over the FFN hidden state (n_ff)
+  Projection wq, wk, wv, wo;
+  Projection w_gate, w_up, w_down;
+
+  uint64_t stream_bytes() const;
+  uint64_t resident_bytes() const;
+};
+
+// Loads the tensors every llama-style layer has (norms and the seven projections).
+StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const ModelDims& dims, uint32_t layer);
+
+// The layers of one architecture; subclasses implement Forward.
+class DecoderLayers {
+ public:
+  explicit DecoderLayers(std::vector<LayerWeights> layers) : layers_(std::move(layers)) {}
+  virtual ~DecoderLayers() = default;
+  // Runs layer `layer` over ctx.s.x (tokens × n_embd) in place.
+  virtual Status Forward(int layer, StepContext& ctx) const = 0;
+
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+  uint64_t stream_bytes() const;
+  uint64_t resident_bytes() const;
+
+ protected:
+  std::vector<LayerWeights> layers_;
+};
+
+StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
+                                                         const ModelDims& dims);
+StatusOr<std::unique_ptr<DecoderLayers>> LoadBitnetLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
+                                                          const ModelDims& dims);
+
+}  // namespace bitfleet::worker

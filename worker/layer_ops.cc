@@ -1,0 +1,144 @@
+#include "worker/layer_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace bitfleet::worker {
+namespace {
+
+void ApplyScale(const Projection& w, float* out, int n_tokens) {
+  if (!w.has_scale) return;
+  const size_t n = static_cast<size_t>(n_tokens) * w.rows();
+  for (size_t i = 0; i < n; ++i) out[i] *= w.scale;
+}
+
+// Attention of every sequence of the step, split over the pool by token ranges: a prefill
+// chunk is divided between threads (its K/V are already in the cache, so each token range is
+// independent), decode tokens of different sequences run in parallel.
+struct AttentionJob {
+  StepContext* ctx;
+  kernels::PagedKv kv;
+  float scale;
+
+  void Run(int thread, int n_threads) const {
+    const StepScratch& s = ctx->s;
+    const int n_tokens = ctx->n_tokens;
+    int t = static_cast<int>(static_cast<int64_t>(n_tokens) * thread / n_threads);
+    const int t_end = static_cast<int>(static_cast<int64_t>(n_tokens) * (thread + 1) / n_threads);
+    if (t >= t_end) return;
+    float* scratch = ctx->s.attn_scratch.data() + static_cast<size_t>(thread) * s.attn_scratch_stride;
+    const int q_dim = ctx->dims.q_dim();
+    const int n_seqs = static_cast<int>(ctx->batch.size());
+    // The sequence holding token t: the last seq_begin <= t.
+    int seq = static_cast<int>(std::upper_bound(s.seq_begin.begin(), s.seq_begin.begin() + n_seqs + 1, t) -
+                               s.seq_begin.begin()) - 1;
+    while (t < t_end) {
+      const int seq_end = s.seq_begin[seq + 1];
+      const int run_end = std::min(t_end, seq_end);
+      const SequenceStep& step = ctx->batch[seq];
+      const int pos0 = step.start_pos + (t - s.seq_begin[seq]);
+      kernels::AttentionPaged(s.q.data() + static_cast<size_t>(t) * q_dim, run_end - t, ctx->dims.n_head, kv,
+                              step.block_table.data(), pos0, scale,
+                              ctx->s.attn.data() + static_cast<size_t>(t) * q_dim, scratch);
+      t = run_end;
+      ++seq;
+    }
+  }
+};
+
+}  // namespace
+
+void NormalizeInput(StepContext& ctx, const std::vector<float>& weight) {
+  kernels::RmsNorm(ctx.s.x.data(), weight.data(), ctx.n_tokens, ctx.dims.n_embd, ctx.dims.rms_eps, ctx.s.xn.data());
+}
+
+void QuantizeInput(StepContext& ctx) {
+  float* absmax = ctx.s.per_token.data();
+  kernels::ComputeAbsMax(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax);
+  kernels::QuantizeActivations(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax, &ctx.s.qa_in);
+}
+
+void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out) {
+  // A quantized weight reads the shared int8 copy of xn made by QuantizeInput.
+  if (w.quantized() && x == ctx.s.xn.data()) {
+    kernels::MatMulQuantized(*w.weight, ctx.s.qa_in, out, ctx.pool);
+  } else {
+    kernels::MatMul(*w.weight, x, ctx.n_tokens, out, ctx.pool, &ctx.s.qa_row);
+  }
+  ApplyScale(w, out, ctx.n_tokens);
+}
+
+Status ProjectRow(StepContext& ctx, const Projection& w, const float* x, float* out) {
+  const uint64_t cols = w.cols();
+  if (w.quantized()) {
+    float* absmax = ctx.s.per_token.data();
+    kernels::ComputeAbsMax(x, ctx.n_tokens, cols, absmax);
+    BF_RETURN_IF_ERROR(ctx.comm.AllReduceMax(absmax, ctx.n_tokens));
+    kernels::QuantizeActivations(x, ctx.n_tokens, cols, absmax, &ctx.s.qa_row);
+    kernels::MatMulQuantized(*w.weight, ctx.s.qa_row, out, ctx.pool);
+  } else {
+    kernels::MatMul(*w.weight, x, ctx.n_tokens, out, ctx.pool, &ctx.s.qa_row);
+  }
+  ApplyScale(w, out, ctx.n_tokens);
+  return ctx.comm.AllReduceSum(out, static_cast<size_t>(ctx.n_tokens) * w.rows());
+}
+
+Status SubNorm(StepContext& ctx, const std::vector<float>& weight, const float* x, float* out, int dim,
+               int full_dim) {
+  float* sum_sq = ctx.s.per_token.data();
+  kernels::SumSquares(x, ctx.n_tokens, dim, sum_sq);
+  BF_RETURN_IF_ERROR(ctx.comm.AllReduceSum(sum_sq, ctx.n_tokens));
+  kernels::RmsNormWithSumSquares(x, weight.data(), ctx.n_tokens, dim, sum_sq, full_dim, ctx.dims.rms_eps, out);
+  return absl::OkStatus();
+}
+
+void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
+  const ModelDims& d = ctx.dims;
+  StepScratch& s = ctx.s;
+  if (w.wq.quantized() || w.wk.quantized() || w.wv.quantized()) QuantizeInput(ctx);
+  ProjectColumn(ctx, w.wq, s.xn.data(), s.q.data());
+  ProjectColumn(ctx, w.wk, s.xn.data(), s.k.data());
+  ProjectColumn(ctx, w.wv, s.xn.data(), s.v.data());
+  kernels::Rope(s.q.data(), s.positions.data(), ctx.n_tokens, d.n_head, d.head_dim, d.rope_dim, d.rope_freq_base,
+                d.rope_neox);
+  kernels::Rope(s.k.data(), s.positions.data(), ctx.n_tokens, d.n_head_kv, d.head_dim, d.rope_dim,
+                d.rope_freq_base, d.rope_neox);
+
+  const kernels::PagedKv kv = ctx.kv.Layer(layer);
+  const size_t kv_dim = d.kv_dim();
+  for (size_t i = 0; i < ctx.batch.size(); ++i) {
+    const SequenceStep& step = ctx.batch[i];
+    const size_t begin = s.seq_begin[i];
+    kernels::WriteKv(kv, step.block_table.data(), step.start_pos, static_cast<int>(step.tokens.size()),
+                     s.k.data() + begin * kv_dim, s.v.data() + begin * kv_dim);
+  }
+
+  AttentionJob job{&ctx, kv, 1.0f / std::sqrt(static_cast<float>(d.head_dim))};
+  if (ctx.n_tokens == 1) {
+    job.Run(0, 1);  // one decode token is one unit of work: skip waking the pool
+  } else {
+    ctx.pool.Run([&job](int thread, int n_threads) { job.Run(thread, n_threads); });
+  }
+}
+
+void GatedFeedForward(StepContext& ctx, const LayerWeights& w) {
+  StepScratch& s = ctx.s;
+  if (w.w_gate.quantized() || w.w_up.quantized()) QuantizeInput(ctx);
+  ProjectColumn(ctx, w.w_gate, s.xn.data(), s.gate.data());
+  ProjectColumn(ctx, w.w_up, s.xn.data(), s.up.data());
+  const int64_t n = static_cast<int64_t>(ctx.n_tokens) * ctx.dims.n_ff;
+  if (ctx.dims.activation == model::Activation::kRelu2) {
+    kernels::Relu2Mul(s.gate.data(), s.up.data(), n, s.hidden.data());
+  } else {
+    kernels::SiluMul(s.gate.data(), s.up.data(), n, s.hidden.data());
+  }
+}
+
+void AddInPlace(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace bitfleet::worker

@@ -1,0 +1,45 @@
+// Internal to the worker: building blocks of a decoder layer shared by every architecture.
+// Each works on all tokens of the step at once; the Communicator calls are where tensor
+// parallelism all-reduces (no-ops at TP=1).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/status.h"
+#include "worker/decoder_layers.h"
+#include "worker/step_context.h"
+
+namespace bitfleet::worker {
+
+// ctx.s.xn = RmsNorm(ctx.s.x) with `weight` (n_embd).
+void NormalizeInput(StepContext& ctx, const std::vector<float>& weight);
+
+// Column-parallel projections (input replicated on every rank, so its absmax is local).
+// QuantizeInput quantizes ctx.s.xn once into ctx.s.qa_in; ProjectColumn of a quantized weight
+// with x == ctx.s.xn reads that copy (call QuantizeInput after every change of xn), any
+// other input is quantized inside the matmul. out = scale * (W x), tokens × w.rows().
+void QuantizeInput(StepContext& ctx);
+void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out);
+
+// Row-parallel projection of `x` (tokens × w.cols(), this rank's slice of the input): the
+// per-token absmax is all-reduced (max) before quantizing and the output all-reduced (sum).
+Status ProjectRow(StepContext& ctx, const Projection& w, const float* x, float* out);
+
+// BitNet sub-norm on the sharded dimension: out = RmsNorm(x) * weight where the per-token sum
+// of squares over the local `dim` values is all-reduced (sum) and divided by `full_dim`.
+// x (tokens × dim) and out must not overlap.
+Status SubNorm(StepContext& ctx, const std::vector<float>& weight, const float* x, float* out, int dim,
+               int full_dim);
+
+// Q/K/V of ctx.s.xn, RoPE, K/V appended to the paged cache of `layer`, causal attention of
+// every sequence over its cached positions; result in ctx.s.attn (tokens × q_dim).
+void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer);
+
+// ctx.s.hidden = act(gate(xn)) * up(xn), the activation from ctx.dims.
+void GatedFeedForward(StepContext& ctx, const LayerWeights& w);
+
+// x += y over n floats.
+void AddInPlace(float* x, const float* y, size_t n);
+
+}  // namespace bitfleet::worker

@@ -1,0 +1,244 @@
+#include "worker/model_runner.h"
+
+#include <algorithm>
+
+#include "cache/block_table.h"
+#include "core/logging.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "worker/decoder_layers.h"
+#include "worker/model_weights.h"
+#include "worker/step_context.h"
+
+namespace bitfleet::worker {
+
+class ModelRunnerImpl {
+ public:
+  static StatusOr<std::unique_ptr<ModelRunnerImpl>> Create(std::shared_ptr<const gguf::GgufFile> file,
+                                                           const RunnerOptions& options);
+  StatusOr<StepLogits> Step(std::span<const SequenceStep> batch);
+
+  std::shared_ptr<const gguf::GgufFile> file_;
+  model::ModelConfig config_;
+  RunnerOptions options_;
+  ModelDims dims_;
+  TokenEmbedding embedding_;
+  std::vector<float> output_norm_;
+  Projection lm_head_;
+  std::unique_ptr<DecoderLayers> layers_;
+  std::unique_ptr<cache::KvStorage> kv_;
+  std::unique_ptr<ThreadPool> pool_;
+  sharding::SingleRankCommunicator single_rank_;
+  sharding::Communicator* comm_ = nullptr;
+  StepScratch scratch_;
+
+ private:
+  Status ValidateBatch(std::span<const SequenceStep> batch, int* n_tokens, int* n_rows) const;
+};
+
+namespace {
+
+Status ResolveOptions(const model::ModelConfig& config, RunnerOptions* o) {
+  if (o->threads < 1 || o->threads > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 1024], got ", o->threads));
+  }
+  if (o->max_step_tokens < 1 || o->max_step_sequences < 1 || o->max_logit_rows < 1) {
+    return absl::InvalidArgumentError("max_step_tokens, max_step_sequences and max_logit_rows must be >= 1");
+  }
+  if (o->kv_block_size < 1 || o->kv_block_size > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("KV block size must be in [1, 4096], got ", o->kv_block_size));
+  }
+  if (o->max_context < 0 || o->kv_blocks < 0) {
+    return absl::InvalidArgumentError("max_context and kv_blocks must be >= 0");
+  }
+  if (o->max_context == 0) o->max_context = config.n_ctx_train > 0 ? static_cast<int>(config.n_ctx_train) : 4096;
+  if (o->kv_blocks == 0) o->kv_blocks = static_cast<int>(cache::BlocksForTokens(o->max_context, o->kv_block_size));
+  return absl::OkStatus();
+}
+
+Status CheckShapes(const model::ModelConfig& c) {
+  if (c.n_embd == 0 || c.n_head == 0 || c.n_head_kv == 0 || c.head_dim == 0 || c.n_ff == 0 || c.n_vocab == 0 ||
+      c.n_layer == 0) {
+    return absl::InvalidArgumentError("model config has a zero dimension");
+  }
+  if (c.n_head % c.n_head_kv != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_head ", c.n_head, " is not a multiple of n_head_kv ", c.n_head_kv));
+  }
+  const uint32_t rope_dim = c.rope_dim ? c.rope_dim : c.head_dim;
+  if (rope_dim > c.head_dim || rope_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("rope dimension ", rope_dim, " invalid for head_dim ", c.head_dim));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_ptr<const gguf::GgufFile> file,
+                                                                   const RunnerOptions& options) {
+  auto impl = std::make_unique<ModelRunnerImpl>();
+  impl->file_ = std::move(file);
+  const gguf::GgufFile& f = *impl->file_;
+  BF_ASSIGN_OR_RETURN(impl->config_, model::ReadModelConfig(f));
+  const model::ModelConfig& c = impl->config_;
+  BF_RETURN_IF_ERROR(model::ValidateTensors(c, f));
+  BF_RETURN_IF_ERROR(CheckShapes(c));
+  impl->options_ = options;
+  BF_RETURN_IF_ERROR(ResolveOptions(c, &impl->options_));
+  const RunnerOptions& o = impl->options_;
+  impl->dims_ = ModelDims::FromConfig(c);
+
+  namespace names = model::tensor_names;
+  BF_ASSIGN_OR_RETURN(impl->embedding_, TokenEmbedding::Load(f, names::kTokenEmbd, c.n_embd, c.n_vocab));
+  BF_ASSIGN_OR_RETURN(impl->output_norm_, LoadVector(f, names::kOutputNorm, c.n_embd));
+  // Tied embeddings: no output.weight, the LM head is the embedding matrix.
+  const char* head_name = f.FindTensor(names::kOutput) != nullptr ? names::kOutput : names::kTokenEmbd;
+  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadProjection(f, head_name, c.n_embd, c.n_vocab));
+  if (c.arch == model::Arch::kBitnet || c.has_sub_norms) {
+    BF_ASSIGN_OR_RETURN(impl->layers_, LoadBitnetLayers(f, c, impl->dims_));
+  } else {
+    BF_ASSIGN_OR_RETURN(impl->layers_, LoadLlamaLayers(f, c, impl->dims_));
+  }
+
+  cache::KvStorageOptions kv;
+  kv.num_layers = static_cast<int>(c.n_layer);
+  kv.n_kv_heads = impl->dims_.n_head_kv;
+  kv.head_dim = impl->dims_.head_dim;
+  kv.num_blocks = o.kv_blocks;
+  kv.block_size = o.kv_block_size;
+  kv.type = o.kv_type;
+  BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorage::Create(kv));
+
+  impl->pool_ = std::make_unique<ThreadPool>(o.threads);
+  impl->comm_ = o.communicator != nullptr ? o.communicator : &impl->single_rank_;
+  impl->scratch_.Allocate(impl->dims_, o, static_cast<int>(c.n_vocab), o.threads);
+  Logger("worker")->info("loaded {} ({}): {} layers, n_embd {}, vocab {}, weights {:.1f} MiB, "
+                         "KV {} blocks x {} ({:.1f} MiB), {} threads, kernels {}",
+                         c.name, c.arch_name, c.n_layer, c.n_embd, c.n_vocab,
+                         (impl->layers_->resident_bytes() + impl->lm_head_.weight->bytes()) / 1048576.0, o.kv_blocks,
+                         o.kv_block_size, impl->kv_->bytes() / 1048576.0, o.threads, kernels::CpuVariantName());
+  return impl;
+}
+
+Status ModelRunnerImpl::ValidateBatch(std::span<const SequenceStep> batch, int* n_tokens, int* n_rows) const {
+  const RunnerOptions& o = options_;
+  if (batch.size() > static_cast<size_t>(o.max_step_sequences)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("step has ", batch.size(), " sequences, limit ", o.max_step_sequences));
+  }
+  int64_t tokens = 0;
+  int64_t rows = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const SequenceStep& step = batch[i];
+    const int64_t n = static_cast<int64_t>(step.tokens.size());
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has no new tokens"));
+    if (step.start_pos < 0 || step.start_pos + n > o.max_context) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, ": positions [", step.start_pos, ", ",
+                                                     step.start_pos + n, ") outside the context of ", o.max_context));
+    }
+    const int64_t blocks = cache::BlocksForTokens(step.start_pos + n, o.kv_block_size);
+    if (static_cast<int64_t>(step.block_table.size()) < blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, ": block table has ", step.block_table.size(),
+                                                     " blocks, ", blocks, " needed"));
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int32_t id = step.block_table[b];
+      if (id < 0 || id >= o.kv_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", i, ": KV block id ", id, " outside [0, ",
+                                                       o.kv_blocks, ")"));
+      }
+    }
+    for (int32_t token : step.tokens) {
+      if (token < 0 || token >= static_cast<int32_t>(config_.n_vocab)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", i, ": token id ", token, " outside the vocabulary of ", config_.n_vocab));
+      }
+    }
+    tokens += n;
+    rows += step.all_logits ? n : 1;
+  }
+  if (tokens > o.max_step_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat("step has ", tokens, " tokens, limit ", o.max_step_tokens));
+  }
+  if (rows > o.max_logit_rows) {
+    return absl::ResourceExhaustedError(absl::StrCat("step asks for ", rows, " logit rows, limit ", o.max_logit_rows));
+  }
+  *n_tokens = static_cast<int>(tokens);
+  *n_rows = static_cast<int>(rows);
+  return absl::OkStatus();
+}
+
+StatusOr<StepLogits> ModelRunnerImpl::Step(std::span<const SequenceStep> batch) {
+  int n_tokens = 0;
+  int n_rows = 0;
+  BF_RETURN_IF_ERROR(ValidateBatch(batch, &n_tokens, &n_rows));
+  StepScratch& s = scratch_;
+  const int n_embd = dims_.n_embd;
+  const int n_seqs = static_cast<int>(batch.size());
+  if (n_seqs == 0) return StepLogits(s.logits.data(), s.logit_begin.data(), 0, static_cast<int>(config_.n_vocab));
+
+  // Token layout: the sequences' new tokens back to back; logit rows likewise.
+  int t = 0;
+  int row = 0;
+  for (int i = 0; i < n_seqs; ++i) {
+    const SequenceStep& step = batch[i];
+    const int n = static_cast<int>(step.tokens.size());
+    s.seq_begin[i] = t;
+    s.logit_begin[i] = row;
+    for (int j = 0; j < n; ++j) {
+      s.positions[t + j] = step.start_pos + j;
+      BF_RETURN_IF_ERROR(embedding_.Lookup(step.tokens[j], s.x.data() + static_cast<size_t>(t + j) * n_embd));
+      if (step.all_logits || j == n - 1) s.logit_src[row++] = t + j;
+    }
+    t += n;
+  }
+  s.seq_begin[n_seqs] = t;
+  s.logit_begin[n_seqs] = row;
+
+  StepContext ctx{dims_, *pool_, *comm_, *kv_, s, batch, n_tokens};
+  for (int layer = 0; layer < layers_->num_layers(); ++layer) BF_RETURN_IF_ERROR(layers_->Forward(layer, ctx));
+
+  // Final norm and LM head on the rows that need logits only.
+  for (int r = 0; r < n_rows; ++r) {
+    std::copy_n(s.x.data() + static_cast<size_t>(s.logit_src[r]) * n_embd, n_embd,
+                s.head_in.data() + static_cast<size_t>(r) * n_embd);
+  }
+  kernels::RmsNorm(s.head_in.data(), output_norm_.data(), n_rows, n_embd, dims_.rms_eps, s.head_in.data());
+  kernels::MatMul(*lm_head_.weight, s.head_in.data(), n_rows, s.logits.data(), *pool_, &s.qa_row);
+  if (lm_head_.has_scale) {
+    const size_t n = static_cast<size_t>(n_rows) * config_.n_vocab;
+    for (size_t i = 0; i < n; ++i) s.logits[i] *= lm_head_.scale;
+  }
+  return StepLogits(s.logits.data(), s.logit_begin.data(), n_seqs, static_cast<int>(config_.n_vocab));
+}
+
+// ---- ModelRunner: thin forwarding shell over the implementation. ----
+
+StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(std::shared_ptr<const gguf::GgufFile> file,
+                                                           const RunnerOptions& options) {
+  if (!file) return absl::InvalidArgumentError("no model file");
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunnerImpl> impl, ModelRunnerImpl::Create(std::move(file), options));
+  return std::unique_ptr<ModelRunner>(new ModelRunner(std::move(impl)));
+}
+
+ModelRunner::ModelRunner(std::unique_ptr<ModelRunnerImpl> impl) : impl_(std::move(impl)) {}
+ModelRunner::~ModelRunner() = default;
+
+StatusOr<StepLogits> ModelRunner::Step(std::span<const SequenceStep> batch) { return impl_->Step(batch); }
+const model::ModelConfig& ModelRunner::config() const { return impl_->config_; }
+const RunnerOptions& ModelRunner::options() const { return impl_->options_; }
+int ModelRunner::n_vocab() const { return static_cast<int>(impl_->config_.n_vocab); }
+int ModelRunner::kv_block_size() const { return impl_->options_.kv_block_size; }
+int ModelRunner::kv_blocks() const { return impl_->options_.kv_blocks; }
+const cache::KvStorage& ModelRunner::kv_storage() const { return *impl_->kv_; }
+std::string ModelRunner::kernel_variant() const { return kernels::CpuVariantName(); }
+
+uint64_t ModelRunner::weight_stream_bytes_per_token() const {
+  return impl_->layers_->stream_bytes() + impl_->lm_head_.weight->stream_bytes() + impl_->embedding_.row_bytes();
+}
+
+uint64_t ModelRunner::weight_resident_bytes() const {
+  return impl_->layers_->resident_bytes() + impl_->lm_head_.weight->bytes();
+}
+
+}  // namespace bitfleet::worker

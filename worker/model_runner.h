@@ -1,0 +1,122 @@
+// The forward pass of one model shard over a batch of sequences (DESIGN.md §3-§6).
+//
+// A Step takes any mix of sequences, each bringing new tokens: a prefill chunk or a single
+// decode token, the position of its first new token, and its KV block table. The runner
+// embeds the tokens, runs every decoder layer over the whole batch at once (one weight pass
+// per step: all tokens share each matmul), writes the new K/V into the paged cache and attends
+// over each sequence's cached positions, then returns logits for the last token of every
+// sequence (or for all its tokens when asked, for teacher-forced scoring).
+//
+// Memory: every scratch buffer is sized at Create from RunnerOptions (max tokens, sequences
+// and logit rows per step), so Step does not allocate. The KV storage is owned by the runner;
+// block ids come from a cache::BlockPool of kv_blocks() blocks that the caller (scheduler,
+// command, test) owns.
+//
+// Tensor parallelism seam: the runner talks to its peers only through the Communicator given
+// in RunnerOptions (the single-rank identity when absent). The per-token absmax feeding a
+// row-parallel quantized matmul is all-reduced (max), BitNet's sub-norm sum of squares is
+// all-reduced (sum) before normalizing, and row-parallel outputs are all-reduced (sum); at
+// TP=1 these are no-ops. Sharded weight loading arrives with the shard plan (issue 5).
+//
+// Thread-safety: one Step at a time (the runner's ThreadPool and scratch are shared).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "cache/kv_storage.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "model/arch/model_config.h"
+#include "model/gguf/gguf.h"
+#include "sharding/communicator.h"
+
+namespace bitfleet::worker {
+
+struct RunnerOptions {
+  int threads = 1;               // ThreadPool size, including the calling thread
+  int max_step_tokens = 512;     // new tokens per Step, summed over sequences
+  int max_step_sequences = 64;   // sequences per Step
+  int max_logit_rows = 64;       // logit rows one Step may return (all_logits rows count each)
+  int max_context = 0;           // positions per sequence; 0: the model's training context
+  int kv_block_size = 16;        // tokens per KV block
+  int kv_blocks = 0;             // KV blocks to allocate; 0: one full max_context sequence
+  cache::KvType kv_type = cache::KvType::kF16;
+  // Peers of a tensor-parallel group; null: single rank. Not owned; must outlive the runner.
+  sharding::Communicator* communicator = nullptr;
+};
+
+// One sequence's part of a Step. Spans are read during Step only.
+struct SequenceStep {
+  std::span<const int32_t> tokens;       // new tokens, at least one
+  int32_t start_pos = 0;                 // position of tokens[0]; the cache holds [0, start_pos)
+  std::span<const int32_t> block_table;  // covers positions [0, start_pos + tokens.size())
+  bool all_logits = false;               // logits for every new token, not only the last
+};
+
+// Logits of one Step, in the runner's buffer: valid until the next Step or the runner dies.
+class StepLogits {
+ public:
+  StepLogits() = default;
+  StepLogits(const float* data, const int32_t* row_begin, int n_sequences, int n_vocab)
+      : data_(data), row_begin_(row_begin), n_sequences_(n_sequences), n_vocab_(n_vocab) {}
+
+  int n_sequences() const { return n_sequences_; }
+  int n_vocab() const { return n_vocab_; }
+  // Rows of sequence `seq`: one (its last token) or one per new token when all_logits.
+  int rows(int seq) const { return row_begin_[seq + 1] - row_begin_[seq]; }
+  // Row `row` of sequence `seq`, n_vocab floats.
+  std::span<const float> Row(int seq, int row) const {
+    return {data_ + static_cast<size_t>(row_begin_[seq] + row) * n_vocab_, static_cast<size_t>(n_vocab_)};
+  }
+  // The logits after the sequence's last new token (what sampling needs).
+  std::span<const float> Last(int seq) const { return Row(seq, rows(seq) - 1); }
+
+ private:
+  const float* data_ = nullptr;
+  const int32_t* row_begin_ = nullptr;  // n_sequences + 1 entries
+  int n_sequences_ = 0;
+  int n_vocab_ = 0;
+};
+
+class ModelRunnerImpl;
+
+class ModelRunner {
+ public:
+  // Loads (and repacks) the weights of `file` for its architecture (llama, bitnet,
+  // bitnet-b1.58) and allocates the KV storage and scratch. The file must outlive the runner
+  // (weights may stay in its mapping). Errors name the offending tensor or option.
+  static StatusOr<std::unique_ptr<ModelRunner>> Create(std::shared_ptr<const gguf::GgufFile> file,
+                                                       const RunnerOptions& options);
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
+
+  // Runs one step. INVALID_ARGUMENT for a malformed batch (empty token list, token id outside
+  // the vocabulary, position beyond max_context, block table too short or holding an id
+  // outside the storage), RESOURCE_EXHAUSTED when the batch exceeds the step limits. A failed
+  // validation changes nothing; the KV cache is written only by a successful step.
+  StatusOr<StepLogits> Step(std::span<const SequenceStep> batch);
+
+  const model::ModelConfig& config() const;
+  const RunnerOptions& options() const;  // with defaults resolved (max_context, kv_blocks)
+  int n_vocab() const;
+  int kv_block_size() const;
+  int kv_blocks() const;
+  const cache::KvStorage& kv_storage() const;
+  // Bytes of weights one decode step streams from memory (every matmul weight in its file
+  // encoding once, plus one embedding row): the numerator of effective GB/s.
+  uint64_t weight_stream_bytes_per_token() const;
+  // Resident bytes of the packed weights.
+  uint64_t weight_resident_bytes() const;
+  // The kernel variant in use ("avx2", "scalar", ...).
+  std::string kernel_variant() const;
+
+ private:
+  explicit ModelRunner(std::unique_ptr<ModelRunnerImpl> impl);
+  std::unique_ptr<ModelRunnerImpl> impl_;
+};
+
+}  // namespace bitfleet::worker

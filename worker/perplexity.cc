@@ -1,0 +1,63 @@
+#include "worker/perplexity.h"
+
+#include <vector>
+
+#include "cache/block_pool.h"
+#include "worker/sequence_session.h"
+
+namespace bitfleet::worker {
+namespace {
+
+Status ChunkLogits(ModelRunner& runner, std::span<const int32_t> chunk, std::vector<float>* logits) {
+  cache::BlockPool pool(runner.kv_blocks());
+  SequenceSession session(runner, pool);
+  return session.AppendAll(chunk, logits);
+}
+
+}  // namespace
+
+StatusOr<EvalSummary> EvaluatePerplexity(ModelRunner& model, ModelRunner* reference, std::span<const int32_t> tokens,
+                                         const PerplexityOptions& options,
+                                         const std::function<void(int, int, const EvalSummary&)>& progress) {
+  const int ctx = options.ctx;
+  if (ctx < 2) return absl::InvalidArgumentError(absl::StrCat("context must be >= 2 tokens, got ", ctx));
+  if (static_cast<int64_t>(tokens.size()) < ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("the text has ", tokens.size(),
+                                                   " tokens, fewer than one chunk of ", ctx, " (lower --ctx)"));
+  }
+  for (ModelRunner* r : {&model, reference}) {
+    if (r != nullptr && r->options().max_context < ctx) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("runner context ", r->options().max_context, " is shorter than the chunk of ", ctx));
+    }
+  }
+  if (reference != nullptr && reference->n_vocab() != model.n_vocab()) {
+    return absl::InvalidArgumentError(absl::StrCat("reference vocabulary has ", reference->n_vocab(),
+                                                   " tokens, the model ", model.n_vocab()));
+  }
+  int n_chunks = static_cast<int>(tokens.size() / ctx);
+  if (options.max_chunks > 0) n_chunks = std::min(n_chunks, options.max_chunks);
+  const int first = options.score_all ? 0 : ctx / 2;
+  const size_t n_vocab = static_cast<size_t>(model.n_vocab());
+
+  EvalAccumulator acc;
+  std::vector<int32_t> chunk(ctx);
+  std::vector<float> logits, ref_logits;
+  for (int c = 0; c < n_chunks; ++c) {
+    std::copy_n(tokens.begin() + static_cast<size_t>(c) * ctx, ctx, chunk.begin());
+    if (options.bos >= 0) chunk[0] = options.bos;
+    BF_RETURN_IF_ERROR(ChunkLogits(model, chunk, &logits));
+    if (reference != nullptr) BF_RETURN_IF_ERROR(ChunkLogits(*reference, chunk, &ref_logits));
+    // The scored targets are the text's tokens (chunk[0] may be BOS but is never a target).
+    for (int j = first; j < ctx - 1; ++j) {
+      std::span<const float> row(logits.data() + j * n_vocab, n_vocab);
+      std::span<const float> ref_row;
+      if (reference != nullptr) ref_row = std::span<const float>(ref_logits.data() + j * n_vocab, n_vocab);
+      acc.Add(row, chunk[j + 1], ref_row);
+    }
+    if (progress) progress(c + 1, n_chunks, acc.Summary());
+  }
+  return acc.Summary();
+}
+
+}  // namespace bitfleet::worker

@@ -1,0 +1,85 @@
+// Next-token sampling from one row of logits.
+//
+// Semantics (applied in this order, as llama.cpp's default sampler chain does):
+//  1. Penalties over the last `penalty_last_n` tokens of `history` (0: off, -1: all of it):
+//     repetition (CTRL): a seen token's logit is divided by repeat_penalty when positive and
+//     multiplied by it when negative; frequency: logit -= count * frequency_penalty;
+//     presence: logit -= presence_penalty once per seen token.
+//  2. temperature <= 0: greedy — the highest logit wins (ties: the lowest token id). Stop.
+//  3. top_k (> 0): keep the k highest logits (ties broken by lower token id).
+//  4. top_p (< 1): keep the smallest most-probable prefix whose probability mass, computed
+//     from the untempered logits of the survivors, reaches top_p (always at least one token).
+//  5. min_p (> 0): drop tokens whose probability is below min_p × the top probability.
+//  6. Sample from softmax(logit / temperature) over the survivors with the caller's Rng.
+// All choices are deterministic functions of (logits, history, params, rng state), so the
+// same seed reproduces the same tokens on every platform.
+//
+// Thread-safety: a Sampler owns scratch sized for the vocabulary; use one per thread. The RNG
+// state lives in the caller's Rng (one per sequence), so one Sampler serves many sequences.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+#include "worker/rng.h"
+
+namespace bitfleet::worker {
+
+struct SamplingParams {
+  float temperature = 1.0f;        // 0: greedy
+  int32_t top_k = 0;               // 0: off
+  float top_p = 1.0f;              // 1: off
+  float min_p = 0.0f;              // 0: off
+  float repeat_penalty = 1.0f;     // 1: off
+  float presence_penalty = 0.0f;   // 0: off
+  float frequency_penalty = 0.0f;  // 0: off
+  int32_t penalty_last_n = 64;     // history window for the penalties; 0: off, -1: all
+  uint64_t seed = 0;
+
+  bool greedy() const { return temperature <= 0.0f; }
+};
+
+// INVALID_ARGUMENT naming the first bad field: non-finite values, temperature outside
+// [0, 100], top_k < 0, top_p outside (0, 1], min_p outside [0, 1], repeat_penalty outside
+// (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1.
+Status ValidateSamplingParams(const SamplingParams& params);
+
+class Sampler {
+ public:
+  explicit Sampler(int32_t n_vocab);
+
+  int32_t n_vocab() const { return n_vocab_; }
+
+  // Picks the next token from `logits` (n_vocab values). `history` is the sequence so far
+  // (prompt and generated tokens) for the penalties. `params` must have been validated.
+  // Does not allocate.
+  int32_t Sample(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& params,
+                 Rng& rng);
+
+  // The distribution Sample draws from after filtering (token, probability), highest first;
+  // for tests and debugging. Greedy gives the single winner with probability 1.
+  std::vector<std::pair<int32_t, float>> Distribution(std::span<const float> logits,
+                                                      std::span<const int32_t> history,
+                                                      const SamplingParams& params);
+
+ private:
+  // Copies logits into work_ and applies the penalties.
+  void ApplyPenalties(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& params);
+  int32_t ArgMax() const;
+  // Fills candidates_/probs_ with the survivors of top-k/top-p/min-p, sorted best first
+  // (or all tokens in id order when no filter is active), probs_ tempered and normalized.
+  void Filter(const SamplingParams& params);
+
+  int32_t n_vocab_;
+  std::vector<float> work_;            // penalized logits
+  std::vector<int32_t> candidates_;    // surviving token ids
+  std::vector<float> probs_;           // their probabilities (parallel to candidates_)
+  size_t n_candidates_ = 0;
+  std::vector<uint32_t> counts_;       // occurrences per token inside the penalty window
+  std::vector<int32_t> touched_;       // tokens with counts_ > 0 (to reset them cheaply)
+};
+
+}  // namespace bitfleet::worker
