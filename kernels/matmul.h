@@ -82,6 +82,17 @@ struct QuantizedActivations {
   AlignedArray<float> sums256;  // n_tokens × (stride / 256): per-256 block sums of q
   uint64_t capacity = 0;        // bytes of q
   int token_capacity = 0;
+  // A second copy of q in the operand order of AMX tile multiplies, with block sums per token
+  // tile, made by QuantizeActivations for batches on CPUs with AMX (internal to the kernels;
+  // `tiled` says whether the copy matches q).
+  AlignedArray<int8_t> tiles;
+  AlignedArray<int32_t> tile_sums;
+  AlignedArray<int32_t> token_sums;
+  uint64_t tiles_capacity = 0;  // bytes of tiles
+  int tile_token_capacity = 0;
+  bool tiled = false;
+  // Sizes every buffer for up to max_tokens × max_cols, including the AMX copy when the
+  // chosen CPU variant makes one.
   void Reserve(int max_tokens, uint64_t max_cols);
 
   // Row stride used for `cols` columns.

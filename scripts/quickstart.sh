@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main command: installs what is missing, builds bitfleet, picks the default model
-# (SmolLM2-135M-Instruct when the PyPI package is available, else a synthesized tiny BitNet)
-# and answers a real prompt with it.
+# (SmolLM2-135M-Instruct when the PyPI package is available, else a synthesized tiny BitNet),
+# starts a local cluster on it (`bitfleet serve`: a coordinator plus its worker processes) and
+# answers a real request over gRPC with `bitfleet generate`, then drains and stops the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -9,5 +10,15 @@ bash scripts/install-test-tools.sh
 bash scripts/build.sh
 model=$(bash scripts/default-model.sh)
 prompt=${BITFLEET_PROMPT:-"What is the capital of France?"}
+port=${BITFLEET_PORT:-50051}
+tp=${BITFLEET_TP:-1}
+
+echo "bitfleet: starting a local cluster (tp=$tp) on 127.0.0.1:$port" >&2
+build/bin/bitfleet serve --model "$model" --tp "$tp" --port "$port" &
+serve_pid=$!
+trap 'kill -TERM "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
+
 echo "bitfleet: prompt: $prompt" >&2
-build/bin/bitfleet run --model "$model" --chat --prompt "$prompt" -n 48 --temp 0
+chat=()
+if build/bin/bitfleet inspect "$model" 2>/dev/null | grep -q "tokenizer.chat_template"; then chat=(--chat); fi
+build/bin/bitfleet generate --target "127.0.0.1:$port" "${chat[@]}" -p "$prompt" -n 48 --temp 0 --wait-ready 120

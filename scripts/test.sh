@@ -9,6 +9,11 @@ bash scripts/install-deps.sh
 bash scripts/install-test-tools.sh
 
 bash scripts/build.sh
+# Tests cache synthesized models in GoogleTest's TempDir: give every run a fresh one so files
+# from an older build can never be picked up.
+TEST_TMPDIR=$(mktemp -d -t bitfleet-tests.XXXXXX)
+export TEST_TMPDIR
+trap 'rm -rf "$TEST_TMPDIR"' EXIT
 (cd build && ctest --output-on-failure -j"$(nproc)" --timeout 1200 -LE fuzz)
 
 # Fuzzing needs clang's libFuzzer: a separate, sanitized build of the parsers only.

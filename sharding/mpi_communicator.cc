@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -27,9 +28,15 @@ Status MpiError(int code, const char* what) {
   return absl::InternalError(absl::StrCat(what, " failed: ", std::string(text, len)));
 }
 
-// Finalizes MPI at process exit if this module initialised it.
+// Set once a collective timed out: a peer is dead, hung or unreachable. MPI_Finalize would
+// then wait forever for that peer, so the process must leave without it (mpirun reports the
+// missing finalize and tears the job down, which is what a failed TP group needs).
+std::atomic<bool> g_group_broken{false};
+
+// Finalizes MPI at process exit if this module initialised it and the group is intact.
 struct MpiFinalizer {
   ~MpiFinalizer() {
+    if (g_group_broken.load()) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
@@ -37,6 +44,9 @@ struct MpiFinalizer {
 };
 
 }  // namespace
+
+bool MpiGroupBroken() { return g_group_broken.load(); }
+void ResetMpiGroupBrokenForTesting() { g_group_broken.store(false); }
 
 bool LaunchedUnderMpi() {
   return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
@@ -73,6 +83,7 @@ MpiCommunicator::MpiCommunicator(std::unique_ptr<Impl> impl, int rank, int size,
     : impl_(std::move(impl)), rank_(rank), size_(size), timeout_(timeout) {}
 
 MpiCommunicator::~MpiCommunicator() {
+  if (g_group_broken.load()) return;  // freeing a communicator with a lost peer can block too
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && impl_->comm != MPI_COMM_NULL) MPI_Comm_free(&impl_->comm);
@@ -94,6 +105,7 @@ Status MpiCommunicator::Wait(void* request_ptr, const char* what) {
       std::this_thread::yield();
     } else {
       if (std::chrono::steady_clock::now() > deadline) {
+        g_group_broken.store(true);
         return absl::DeadlineExceededError(absl::StrCat("rank ", rank_, ": ", what, " did not complete within ",
                                                         timeout_.count(), " ms (a peer rank died, hung or is unreachable)"));
       }

@@ -14,6 +14,12 @@ namespace bitfleet::sharding {
 // True when this process was started by mpirun/srun (OMPI_COMM_WORLD_SIZE or PMI env set).
 bool LaunchedUnderMpi();
 
+// True once any collective of this process timed out. The process then skips MPI_Finalize at
+// exit (it would wait forever for the lost peer), so mpirun ends the whole job non-zero.
+bool MpiGroupBroken();
+// Tests that deliberately time out and then let the peer catch up call this to exit normally.
+void ResetMpiGroupBrokenForTesting();
+
 class MpiCommunicator final : public Communicator {
  public:
   // Initialises MPI once per process (thread level FUNNELED) and duplicates COMM_WORLD.

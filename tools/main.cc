@@ -28,6 +28,11 @@ int main(int argc, char** argv) {
   bitfleet::tools::RegisterEval(app, &exit_code);
   bitfleet::tools::RegisterBench(app, &exit_code);
   bitfleet::tools::RegisterTokenize(app, &exit_code);
+  bitfleet::tools::RegisterServe(app, &exit_code);
+  bitfleet::tools::RegisterCoordinator(app, &exit_code);
+  bitfleet::tools::RegisterWorker(app, &exit_code);
+  bitfleet::tools::RegisterGenerate(app, &exit_code);
+  bitfleet::tools::RegisterHealth(app, &exit_code);
 
   try {
     app.parse(argc, argv);

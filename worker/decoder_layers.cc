@@ -1,5 +1,7 @@
 #include "worker/decoder_layers.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace bitfleet::worker {
 namespace {
 
@@ -30,19 +32,43 @@ uint64_t DecoderLayers::resident_bytes() const {
   return total;
 }
 
-StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const ModelDims& d, uint32_t layer) {
+StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,
+                                         const std::string& name, uint64_t cols, uint64_t rows) {
+  const sharding::TensorSlice* slice = shard.Find(name);
+  if (slice == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", name));
+  if (slice->local_cols() != cols || slice->local_rows() != rows) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": rank ", shard.rank, " slice is ",
+                                                   slice->local_rows(), " x ", slice->local_cols(), ", expected ",
+                                                   rows, " x ", cols));
+  }
+  return LoadProjection(file, *slice);
+}
+
+StatusOr<std::vector<float>> LoadShardVector(const gguf::GgufFile& file, const sharding::RankShard& shard,
+                                             const std::string& name, uint64_t n) {
+  const sharding::TensorSlice* slice = shard.Find(name);
+  if (slice == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", name));
+  if (slice->local_cols() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": rank ", shard.rank, " slice holds ",
+                                                   slice->local_cols(), " elements, expected ", n));
+  }
+  return LoadVector(file, *slice);
+}
+
+StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const sharding::RankShard& shard,
+                                              const ModelDims& d, uint32_t layer) {
   using model::tensor_names::Layer;
   const uint64_t e = d.n_embd;
   LayerWeights w;
-  BF_ASSIGN_OR_RETURN(w.attn_norm, LoadVector(file, Layer(layer, "attn_norm.weight"), e));
-  BF_ASSIGN_OR_RETURN(w.ffn_norm, LoadVector(file, Layer(layer, "ffn_norm.weight"), e));
-  BF_ASSIGN_OR_RETURN(w.wq, LoadProjection(file, Layer(layer, "attn_q.weight"), e, d.q_dim()));
-  BF_ASSIGN_OR_RETURN(w.wk, LoadProjection(file, Layer(layer, "attn_k.weight"), e, d.kv_dim()));
-  BF_ASSIGN_OR_RETURN(w.wv, LoadProjection(file, Layer(layer, "attn_v.weight"), e, d.kv_dim()));
-  BF_ASSIGN_OR_RETURN(w.wo, LoadProjection(file, Layer(layer, "attn_output.weight"), d.q_dim(), e));
-  BF_ASSIGN_OR_RETURN(w.w_gate, LoadProjection(file, Layer(layer, "ffn_gate.weight"), e, d.n_ff));
-  BF_ASSIGN_OR_RETURN(w.w_up, LoadProjection(file, Layer(layer, "ffn_up.weight"), e, d.n_ff));
-  BF_ASSIGN_OR_RETURN(w.w_down, LoadProjection(file, Layer(layer, "ffn_down.weight"), d.n_ff, e));
+  BF_ASSIGN_OR_RETURN(w.attn_norm, LoadShardVector(file, shard, Layer(layer, "attn_norm.weight"), e));
+  BF_ASSIGN_OR_RETURN(w.ffn_norm, LoadShardVector(file, shard, Layer(layer, "ffn_norm.weight"), e));
+  BF_ASSIGN_OR_RETURN(w.wq, LoadShardProjection(file, shard, Layer(layer, "attn_q.weight"), e, d.q_dim()));
+  BF_ASSIGN_OR_RETURN(w.wk, LoadShardProjection(file, shard, Layer(layer, "attn_k.weight"), e, d.kv_dim()));
+  BF_ASSIGN_OR_RETURN(w.wv, LoadShardProjection(file, shard, Layer(layer, "attn_v.weight"), e, d.kv_dim()));
+  BF_ASSIGN_OR_RETURN(w.wo, LoadShardProjection(file, shard, Layer(layer, "attn_output.weight"), d.q_dim(), e));
+  BF_ASSIGN_OR_RETURN(w.w_gate, LoadShardProjection(file, shard, Layer(layer, "ffn_gate.weight"), e, d.n_ff));
+  BF_ASSIGN_OR_RETURN(w.w_up, LoadShardProjection(file, shard, Layer(layer, "ffn_up.weight"), e, d.n_ff));
+  BF_ASSIGN_OR_RETURN(w.w_down, LoadShardProjection(file, shard, Layer(layer, "ffn_down.weight"), d.n_ff, e));
   return w;
 }
 

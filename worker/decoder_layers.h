@@ -10,6 +10,7 @@
 #include "core/status.h"
 #include "model/arch/model_config.h"
 #include "model/gguf/gguf.h"
+#include "sharding/shard_plan.h"
 #include "worker/model_weights.h"
 #include "worker/step_context.h"
 
@@ -28,8 +29,18 @@ struct LayerWeights {
   uint64_t resident_bytes() const;
 };
 
-// Loads the tensors every llama-style layer has (norms and the seven projections).
-StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const ModelDims& dims, uint32_t layer);
+// Loads this rank's slices (`shard`, from the shard plan) of the tensors every llama-style layer
+// has (norms and the seven projections). `dims` are the rank's shapes; a slice whose local shape
+// differs from them is INVALID_ARGUMENT naming the tensor.
+StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const sharding::RankShard& shard,
+                                              const ModelDims& dims, uint32_t layer);
+
+// The rank's slice of matrix `name`, checked to be `cols` × `rows` locally (GGUF [cols, rows]).
+StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,
+                                         const std::string& name, uint64_t cols, uint64_t rows);
+// The rank's slice of vector `name`, checked to hold `n` elements locally.
+StatusOr<std::vector<float>> LoadShardVector(const gguf::GgufFile& file, const sharding::RankShard& shard,
+                                             const std::string& name, uint64_t n);
 
 // The layers of one architecture; subclasses implement Forward.
 class DecoderLayers {
@@ -48,8 +59,8 @@ class DecoderLayers {
 };
 
 StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                         const ModelDims& dims);
+                                                         const sharding::RankShard& shard, const ModelDims& dims);
 StatusOr<std::unique_ptr<DecoderLayers>> LoadBitnetLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                          const ModelDims& dims);
+                                                          const sharding::RankShard& shard, const ModelDims& dims);
 
 }  // namespace bitfleet::worker

@@ -117,8 +117,14 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
   }
 
   AttentionJob job{&ctx, kv, 1.0f / std::sqrt(static_cast<float>(d.head_dim))};
-  if (ctx.n_tokens == 1) {
-    job.Run(0, 1);  // one decode token is one unit of work: skip waking the pool
+  if (ctx.batch.size() == 1) {
+    // One sequence (a decode token or a prefill chunk): the kernel's pooled overload splits
+    // (token, head group) units over the threads, interleaved so later tokens' longer
+    // contexts spread evenly; splitting by token ranges would leave a single decode token
+    // on one thread.
+    const SequenceStep& step = ctx.batch[0];
+    kernels::AttentionPaged(s.q.data(), ctx.n_tokens, d.n_head, kv, step.block_table.data(), step.start_pos,
+                            job.scale, s.attn.data(), s.attn_scratch.data(), ctx.pool);
   } else {
     ctx.pool.Run([&job](int thread, int n_threads) { job.Run(thread, n_threads); });
   }

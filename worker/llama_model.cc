@@ -34,11 +34,11 @@ class LlamaLayers final : public DecoderLayers {
 }  // namespace
 
 StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                         const ModelDims& dims) {
+                                                         const sharding::RankShard& shard, const ModelDims& dims) {
   std::vector<LayerWeights> layers;
   layers.reserve(config.n_layer);
   for (uint32_t i = 0; i < config.n_layer; ++i) {
-    BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, dims, i));
+    BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i));
     layers.push_back(std::move(w));
   }
   return std::unique_ptr<DecoderLayers>(new LlamaLayers(std::move(layers)));

@@ -7,6 +7,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "worker/decoder_layers.h"
+#include "worker/fault_injection.h"
 #include "worker/model_weights.h"
 #include "worker/step_context.h"
 
@@ -21,6 +22,8 @@ class ModelRunnerImpl {
   std::shared_ptr<const gguf::GgufFile> file_;
   model::ModelConfig config_;
   RunnerOptions options_;
+  sharding::ShardPlan plan_;
+  const sharding::RankShard* shard_ = nullptr;  // plan_'s entry for this rank
   ModelDims dims_;
   TokenEmbedding embedding_;
   std::vector<float> output_norm_;
@@ -31,9 +34,19 @@ class ModelRunnerImpl {
   sharding::SingleRankCommunicator single_rank_;
   sharding::Communicator* comm_ = nullptr;
   StepScratch scratch_;
+  FaultInjector faults_;
+  // Whole-row logits under TP>1 (gather_logits): this rank's rows padded to the widest slice,
+  // and every rank's padded rows as gathered.
+  bool gather_ = false;
+  std::vector<float> local_logits_;
+  std::vector<float> gathered_;
+
+  bool whole_rows() const { return comm_->size() == 1 || gather_; }
 
  private:
   Status ValidateBatch(std::span<const SequenceStep> batch, int* n_tokens, int* n_rows) const;
+  // Final norm and LM head of the n_rows rows gathered in s.head_in; logits into s.logits.
+  Status ComputeLogits(int n_rows);
 };
 
 namespace {
@@ -86,18 +99,30 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   impl->options_ = options;
   BF_RETURN_IF_ERROR(ResolveOptions(c, &impl->options_));
   const RunnerOptions& o = impl->options_;
+  impl->comm_ = o.communicator != nullptr ? o.communicator : &impl->single_rank_;
+  const int rank = impl->comm_->rank();
+  const int tp = impl->comm_->size();
+  BF_ASSIGN_OR_RETURN(impl->plan_, sharding::ShardPlan::Create(c, f, tp));
+  impl->shard_ = &impl->plan_.rank(rank);
+  const sharding::RankShard& shard = *impl->shard_;
+  BF_ASSIGN_OR_RETURN(impl->faults_, FaultInjector::FromEnv(rank));
+  // This rank's shapes: its query heads, KV slots and FFN units; the *_full sizes stay whole.
   impl->dims_ = ModelDims::FromConfig(c);
+  impl->dims_.n_head = static_cast<int>(shard.heads.size());
+  impl->dims_.n_head_kv = static_cast<int>(shard.kv_heads.size());
+  impl->dims_.n_ff = static_cast<int>(shard.ffn.size());
 
   namespace names = model::tensor_names;
-  BF_ASSIGN_OR_RETURN(impl->embedding_, TokenEmbedding::Load(f, names::kTokenEmbd, c.n_embd, c.n_vocab));
-  BF_ASSIGN_OR_RETURN(impl->output_norm_, LoadVector(f, names::kOutputNorm, c.n_embd));
+  const uint64_t local_vocab = shard.vocab.size();
+  BF_ASSIGN_OR_RETURN(impl->embedding_, TokenEmbedding::Load(f, *shard.Find(names::kTokenEmbd)));
+  BF_ASSIGN_OR_RETURN(impl->output_norm_, LoadShardVector(f, shard, names::kOutputNorm, c.n_embd));
   // Tied embeddings: no output.weight, the LM head is the embedding matrix.
   const char* head_name = f.FindTensor(names::kOutput) != nullptr ? names::kOutput : names::kTokenEmbd;
-  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadProjection(f, head_name, c.n_embd, c.n_vocab));
+  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadShardProjection(f, shard, head_name, c.n_embd, local_vocab));
   if (c.arch == model::Arch::kBitnet || c.has_sub_norms) {
-    BF_ASSIGN_OR_RETURN(impl->layers_, LoadBitnetLayers(f, c, impl->dims_));
+    BF_ASSIGN_OR_RETURN(impl->layers_, LoadBitnetLayers(f, c, shard, impl->dims_));
   } else {
-    BF_ASSIGN_OR_RETURN(impl->layers_, LoadLlamaLayers(f, c, impl->dims_));
+    BF_ASSIGN_OR_RETURN(impl->layers_, LoadLlamaLayers(f, c, shard, impl->dims_));
   }
 
   cache::KvStorageOptions kv;
@@ -110,13 +135,29 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorage::Create(kv));
 
   impl->pool_ = std::make_unique<ThreadPool>(o.threads);
-  impl->comm_ = o.communicator != nullptr ? o.communicator : &impl->single_rank_;
-  impl->scratch_.Allocate(impl->dims_, o, static_cast<int>(c.n_vocab), o.threads);
+  impl->gather_ = o.gather_logits && tp > 1;
+  const int row_width = impl->whole_rows() ? static_cast<int>(c.n_vocab) : static_cast<int>(local_vocab);
+  impl->scratch_.Allocate(impl->dims_, o, row_width, o.threads);
+  if (impl->gather_) {
+    const size_t padded = static_cast<size_t>(o.max_logit_rows) * impl->plan_.max_vocab_slice();
+    impl->local_logits_.assign(padded, 0.0f);
+    impl->gathered_.assign(padded * tp, 0.0f);
+  }
+  const double mib = 1048576.0;
   Logger("worker")->info("loaded {} ({}): {} layers, n_embd {}, vocab {}, weights {:.1f} MiB, "
                          "KV {} blocks x {} ({:.1f} MiB), {} threads, kernels {}",
                          c.name, c.arch_name, c.n_layer, c.n_embd, c.n_vocab,
-                         (impl->layers_->resident_bytes() + impl->lm_head_.weight->bytes()) / 1048576.0, o.kv_blocks,
-                         o.kv_block_size, impl->kv_->bytes() / 1048576.0, o.threads, kernels::CpuVariantName());
+                         (impl->layers_->resident_bytes() + impl->lm_head_.weight->bytes()) / mib, o.kv_blocks,
+                         o.kv_block_size, impl->kv_->bytes() / mib, o.threads, kernels::CpuVariantName());
+  if (tp > 1) {
+    Logger("worker")->info(
+        "rank {}/{} ({}): heads [{}, {}), {} KV heads ({}), FFN [{}, {}), vocab [{}, {}); resident weights "
+        "{:.1f} MiB packed + {:.1f} MiB mapped embedding rows; file slices {:.1f} MiB split + {:.1f} MiB replicated",
+        rank, tp, impl->comm_->backend(), shard.heads.begin, shard.heads.end, shard.kv_heads.size(),
+        shard.kv_split ? "split" : "replicated", shard.ffn.begin, shard.ffn.end, shard.vocab.begin, shard.vocab.end,
+        (impl->layers_->resident_bytes() + impl->lm_head_.weight->bytes()) / mib,
+        impl->embedding_.mapped_bytes() / mib, shard.split_bytes() / mib, shard.replicated_bytes() / mib);
+  }
   return impl;
 }
 
@@ -172,10 +213,13 @@ StatusOr<StepLogits> ModelRunnerImpl::Step(std::span<const SequenceStep> batch) 
   int n_tokens = 0;
   int n_rows = 0;
   BF_RETURN_IF_ERROR(ValidateBatch(batch, &n_tokens, &n_rows));
+  faults_.BeforeStep();
   StepScratch& s = scratch_;
   const int n_embd = dims_.n_embd;
   const int n_seqs = static_cast<int>(batch.size());
-  if (n_seqs == 0) return StepLogits(s.logits.data(), s.logit_begin.data(), 0, static_cast<int>(config_.n_vocab));
+  const int row_width = whole_rows() ? static_cast<int>(config_.n_vocab) : static_cast<int>(shard_->vocab.size());
+  const int row_begin = whole_rows() ? 0 : static_cast<int>(shard_->vocab.begin);
+  if (n_seqs == 0) return StepLogits(s.logits.data(), s.logit_begin.data(), 0, row_width, row_begin);
 
   // Token layout: the sequences' new tokens back to back; logit rows likewise.
   int t = 0;
@@ -194,6 +238,8 @@ StatusOr<StepLogits> ModelRunnerImpl::Step(std::span<const SequenceStep> batch) 
   }
   s.seq_begin[n_seqs] = t;
   s.logit_begin[n_seqs] = row;
+  // Vocab-parallel embedding: each token's row came from one rank, zeros from the others.
+  if (comm_->size() > 1) BF_RETURN_IF_ERROR(comm_->AllReduceSum(s.x.data(), static_cast<size_t>(t) * n_embd));
 
   StepContext ctx{dims_, *pool_, *comm_, *kv_, s, batch, n_tokens};
   for (int layer = 0; layer < layers_->num_layers(); ++layer) BF_RETURN_IF_ERROR(layers_->Forward(layer, ctx));
@@ -203,13 +249,41 @@ StatusOr<StepLogits> ModelRunnerImpl::Step(std::span<const SequenceStep> batch) 
     std::copy_n(s.x.data() + static_cast<size_t>(s.logit_src[r]) * n_embd, n_embd,
                 s.head_in.data() + static_cast<size_t>(r) * n_embd);
   }
+  BF_RETURN_IF_ERROR(ComputeLogits(n_rows));
+  return StepLogits(s.logits.data(), s.logit_begin.data(), n_seqs, row_width, row_begin);
+}
+
+Status ModelRunnerImpl::ComputeLogits(int n_rows) {
+  StepScratch& s = scratch_;
+  const int n_embd = dims_.n_embd;
   kernels::RmsNorm(s.head_in.data(), output_norm_.data(), n_rows, n_embd, dims_.rms_eps, s.head_in.data());
-  kernels::MatMul(*lm_head_.weight, s.head_in.data(), n_rows, s.logits.data(), *pool_, &s.qa_row);
+  const size_t local = lm_head_.rows();
+  float* out = gather_ ? local_logits_.data() : s.logits.data();
+  kernels::MatMul(*lm_head_.weight, s.head_in.data(), n_rows, out, *pool_, &s.qa_row);
   if (lm_head_.has_scale) {
-    const size_t n = static_cast<size_t>(n_rows) * config_.n_vocab;
-    for (size_t i = 0; i < n; ++i) s.logits[i] *= lm_head_.scale;
+    const size_t n = static_cast<size_t>(n_rows) * local;
+    for (size_t i = 0; i < n; ++i) out[i] *= lm_head_.scale;
   }
-  return StepLogits(s.logits.data(), s.logit_begin.data(), n_seqs, static_cast<int>(config_.n_vocab));
+  if (!gather_) return absl::OkStatus();
+
+  // Whole rows: every rank sends its rows padded to the widest slice, then each rank's part is
+  // copied to its vocabulary offset. Rows are padded back to front so the in-place move never
+  // overwrites a row not yet moved.
+  const size_t width = plan_.max_vocab_slice();
+  for (int r = n_rows - 1; r >= 0; --r) {
+    std::copy_backward(out + r * local, out + (r + 1) * local, out + r * width + local);
+  }
+  const size_t rank_floats = static_cast<size_t>(n_rows) * width;
+  BF_RETURN_IF_ERROR(comm_->AllGather(out, rank_floats * sizeof(float), gathered_.data()));
+  const size_t n_vocab = config_.n_vocab;
+  for (int rank = 0; rank < plan_.size(); ++rank) {
+    const sharding::Range vocab = plan_.rank(rank).vocab;
+    for (int r = 0; r < n_rows; ++r) {
+      const float* src = gathered_.data() + rank * rank_floats + static_cast<size_t>(r) * width;
+      std::copy_n(src, vocab.size(), s.logits.data() + r * n_vocab + vocab.begin);
+    }
+  }
+  return absl::OkStatus();
 }
 
 // ---- ModelRunner: thin forwarding shell over the implementation. ----
@@ -240,5 +314,13 @@ uint64_t ModelRunner::weight_stream_bytes_per_token() const {
 uint64_t ModelRunner::weight_resident_bytes() const {
   return impl_->layers_->resident_bytes() + impl_->lm_head_.weight->bytes();
 }
+
+uint64_t ModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
+int ModelRunner::tp_rank() const { return impl_->comm_->rank(); }
+int ModelRunner::tp_size() const { return impl_->comm_->size(); }
+const sharding::RankShard& ModelRunner::shard() const { return *impl_->shard_; }
+sharding::Communicator& ModelRunner::communicator() const { return *impl_->comm_; }
+sharding::Range ModelRunner::vocab_slice() const { return impl_->shard_->vocab; }
+bool ModelRunner::logits_whole() const { return impl_->whole_rows(); }
 
 }  // namespace bitfleet::worker

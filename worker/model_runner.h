@@ -12,11 +12,20 @@
 // block ids come from a cache::BlockPool of kv_blocks() blocks that the caller (scheduler,
 // command, test) owns.
 //
-// Tensor parallelism seam: the runner talks to its peers only through the Communicator given
-// in RunnerOptions (the single-rank identity when absent). The per-token absmax feeding a
-// row-parallel quantized matmul is all-reduced (max), BitNet's sub-norm sum of squares is
-// all-reduced (sum) before normalizing, and row-parallel outputs are all-reduced (sum); at
-// TP=1 these are no-ops. Sharded weight loading arrives with the shard plan (issue 5).
+// Tensor parallelism (DESIGN.md §4, docs/sharding.md): the runner talks to its peers only
+// through the Communicator given in RunnerOptions (the single-rank identity when absent). With a
+// group of N, Create computes the sharding::ShardPlan for N ranks and loads only this rank's
+// slices: query heads, KV heads and FFN units are split (column-parallel Q/K/V/gate/up,
+// row-parallel attention output and down), the embedding and LM head are vocab-parallel. A Step
+// all-reduces the embedding rows (each rank holds part of the vocabulary), the per-token absmax
+// feeding a row-parallel quantized matmul (max), BitNet's sub-norm sum of squares (sum) and the
+// row-parallel outputs (sum), so TP=N computes what TP=1 computes up to float summation order.
+// Every rank must call Step with the same batch, in the same order (a Step is collective).
+//
+// Logits under TP=N: each rank computes the rows of its vocabulary slice. By default StepLogits
+// holds that slice (StepLogits::vocab_begin(), n_vocab() = slice width); sample from it with
+// worker/distributed_sampling.h without gathering whole rows. RunnerOptions::gather_logits
+// all-gathers full rows on every rank instead (teacher-forced scoring, logit dumps, tests).
 //
 // Thread-safety: one Step at a time (the runner's ThreadPool and scratch are shared).
 #pragma once
@@ -32,6 +41,7 @@
 #include "model/arch/model_config.h"
 #include "model/gguf/gguf.h"
 #include "sharding/communicator.h"
+#include "sharding/shard_plan.h"
 
 namespace bitfleet::worker {
 
@@ -46,6 +56,9 @@ struct RunnerOptions {
   cache::KvType kv_type = cache::KvType::kF16;
   // Peers of a tensor-parallel group; null: single rank. Not owned; must outlive the runner.
   sharding::Communicator* communicator = nullptr;
+  // Under TP>1: all-gather whole logit rows (n_vocab wide) on every rank instead of returning
+  // this rank's vocabulary slice. No effect at TP=1 (rows are always whole there).
+  bool gather_logits = false;
 };
 
 // One sequence's part of a Step. Spans are read during Step only.
@@ -60,11 +73,14 @@ struct SequenceStep {
 class StepLogits {
  public:
   StepLogits() = default;
-  StepLogits(const float* data, const int32_t* row_begin, int n_sequences, int n_vocab)
-      : data_(data), row_begin_(row_begin), n_sequences_(n_sequences), n_vocab_(n_vocab) {}
+  StepLogits(const float* data, const int32_t* row_begin, int n_sequences, int n_vocab, int vocab_begin = 0)
+      : data_(data), row_begin_(row_begin), n_sequences_(n_sequences), n_vocab_(n_vocab), vocab_begin_(vocab_begin) {}
 
   int n_sequences() const { return n_sequences_; }
+  // Values per row: the whole vocabulary, or this rank's vocabulary slice under TP>1 without
+  // gather_logits. Value j of a row is the logit of token vocab_begin() + j.
   int n_vocab() const { return n_vocab_; }
+  int vocab_begin() const { return vocab_begin_; }
   // Rows of sequence `seq`: one (its last token) or one per new token when all_logits.
   int rows(int seq) const { return row_begin_[seq + 1] - row_begin_[seq]; }
   // Row `row` of sequence `seq`, n_vocab floats.
@@ -79,6 +95,7 @@ class StepLogits {
   const int32_t* row_begin_ = nullptr;  // n_sequences + 1 entries
   int n_sequences_ = 0;
   int n_vocab_ = 0;
+  int vocab_begin_ = 0;
 };
 
 class ModelRunnerImpl;
@@ -102,15 +119,29 @@ class ModelRunner {
 
   const model::ModelConfig& config() const;
   const RunnerOptions& options() const;  // with defaults resolved (max_context, kv_blocks)
+  // The model's whole vocabulary (token ids a Step accepts).
   int n_vocab() const;
+  // Tensor parallelism: this rank's place in the group, its slices (the shard plan's entry for
+  // this rank) and the group's communicator (the single-rank identity at TP=1).
+  int tp_rank() const;
+  int tp_size() const;
+  const sharding::RankShard& shard() const;
+  sharding::Communicator& communicator() const;
+  // The vocabulary slice this rank's logit rows cover when they are not gathered.
+  sharding::Range vocab_slice() const;
+  // True when Step returns whole rows (TP=1, or gather_logits).
+  bool logits_whole() const;
   int kv_block_size() const;
   int kv_blocks() const;
   const cache::KvStorage& kv_storage() const;
   // Bytes of weights one decode step streams from memory (every matmul weight in its file
   // encoding once, plus one embedding row): the numerator of effective GB/s.
   uint64_t weight_stream_bytes_per_token() const;
-  // Resident bytes of the packed weights.
+  // Resident bytes of the packed weights (this rank's slices).
   uint64_t weight_resident_bytes() const;
+  // Bytes of this rank's embedding rows, read in place from the file mapping (paged in as
+  // tokens are looked up; not included in weight_resident_bytes).
+  uint64_t weight_mapped_bytes() const;
   // The kernel variant in use ("avx2", "scalar", ...).
   std::string kernel_variant() const;
 

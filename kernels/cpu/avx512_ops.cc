@@ -93,35 +93,98 @@ void ScaleMul(const float* x, const float* w, float s, int64_t n, float* y) {
 
 namespace {
 
-// Up to four query heads against each key: the key row is converted once per pass.
-template <int NQ>
-inline void QkPass(const float* q, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s,
+// Scores of NQ query heads against KJ consecutive keys: the KJ × NQ dot products are
+// independent accumulator chains (a single chain per key would wait on FMA latency), and each
+// key row is converted once for all NQ heads.
+template <int NQ, int KJ>
+inline void QkTile(const float* q, int hd, const uint16_t* k, int64_t k_stride, int j, float scale, float* s,
                    int s_stride) {
-  for (int j = 0; j < n_keys; ++j) {
-    const uint16_t* kj = k + j * k_stride;
-    __m512 acc[NQ];
-    for (int i = 0; i < NQ; ++i) acc[i] = _mm512_setzero_ps();
-    for (int d = 0; d < hd; d += 16) {
-      const __mmask16 m = TailMask(hd - d);
-      const __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, kj + d));
-      for (int i = 0; i < NQ; ++i) acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i * hd + d), kv, acc[i]);
+  __m512 acc[KJ][NQ];
+  for (int jj = 0; jj < KJ; ++jj) {
+    for (int i = 0; i < NQ; ++i) acc[jj][i] = _mm512_setzero_ps();
+  }
+  for (int d = 0; d < hd; d += 16) {
+    const __mmask16 m = TailMask(hd - d);
+    __m512 qv[NQ];
+    for (int i = 0; i < NQ; ++i) qv[i] = _mm512_maskz_loadu_ps(m, q + i * hd + d);
+    for (int jj = 0; jj < KJ; ++jj) {
+      const __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + (j + jj) * k_stride + d));
+      for (int i = 0; i < NQ; ++i) acc[jj][i] = _mm512_fmadd_ps(qv[i], kv, acc[jj][i]);
     }
-    for (int i = 0; i < NQ; ++i) s[i * s_stride + j] = scale * _mm512_reduce_add_ps(acc[i]);
+  }
+  for (int jj = 0; jj < KJ; ++jj) {
+    for (int i = 0; i < NQ; ++i) s[i * s_stride + j + jj] = scale * _mm512_reduce_add_ps(acc[jj][i]);
   }
 }
 
-// Up to four heads' accumulators for 16 dims stay in registers across the keys.
+// NQ heads' scores against all n_keys keys, four keys at a time (two for 3-4 heads: register
+// budget), then the leftover keys one by one.
+template <int NQ>
+inline void QkPass(const float* q, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s,
+                   int s_stride) {
+  constexpr int kKeys = NQ <= 2 ? 4 : 2;
+  int j = 0;
+  for (; j + kKeys <= n_keys; j += kKeys) QkTile<NQ, kKeys>(q, hd, k, k_stride, j, scale, s, s_stride);
+  for (; j < n_keys; ++j) QkTile<NQ, 1>(q, hd, k, k_stride, j, scale, s, s_stride);
+}
+
+// acc (NQ heads × hd) += p × V over dims [d0, d0 + 16 D): the NQ × D accumulators stay in
+// registers across all keys, each V row slice is converted once for the NQ heads, and the
+// NQ × D FMAs per key are independent chains. `m` masks the last vector (head_dim tails).
+template <int NQ, int D>
+inline void PvSlab(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, int d0,
+                   __mmask16 m, float* acc) {
+  __m512 a[NQ][D];
+  for (int i = 0; i < NQ; ++i) {
+    for (int x = 0; x < D; ++x) {
+      const __mmask16 mx = x == D - 1 ? m : static_cast<__mmask16>(0xffff);
+      a[i][x] = _mm512_maskz_loadu_ps(mx, acc + i * hd + d0 + 16 * x);
+    }
+  }
+  for (int j = 0; j < n_keys; ++j) {
+    const uint16_t* vj = v + j * v_stride + d0;
+    __m512 vv[D];
+    for (int x = 0; x < D; ++x) {
+      const __mmask16 mx = x == D - 1 ? m : static_cast<__mmask16>(0xffff);
+      vv[x] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mx, vj + 16 * x));
+    }
+    for (int i = 0; i < NQ; ++i) {
+      const __m512 pj = _mm512_set1_ps(p[i * p_stride + j]);
+      for (int x = 0; x < D; ++x) a[i][x] = _mm512_fmadd_ps(pj, vv[x], a[i][x]);
+    }
+  }
+  for (int i = 0; i < NQ; ++i) {
+    for (int x = 0; x < D; ++x) {
+      const __mmask16 mx = x == D - 1 ? m : static_cast<__mmask16>(0xffff);
+      _mm512_mask_storeu_ps(acc + i * hd + d0 + 16 * x, mx, a[i][x]);
+    }
+  }
+}
+
+// All of head_dim for NQ heads, in slabs of up to 64 dims (4 vectors: NQ × 4 accumulators and
+// 4 V vectors fit the 32 registers for NQ <= 4).
 template <int NQ>
 inline void PvPass(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
-  for (int d = 0; d < hd; d += 16) {
-    const __mmask16 m = TailMask(hd - d);
-    __m512 a[NQ];
-    for (int i = 0; i < NQ; ++i) a[i] = _mm512_maskz_loadu_ps(m, acc + i * hd + d);
-    for (int j = 0; j < n_keys; ++j) {
-      const __m512 vv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v + j * v_stride + d));
-      for (int i = 0; i < NQ; ++i) a[i] = _mm512_fmadd_ps(_mm512_set1_ps(p[i * p_stride + j]), vv, a[i]);
-    }
-    for (int i = 0; i < NQ; ++i) _mm512_mask_storeu_ps(acc + i * hd + d, m, a[i]);
+  int d0 = 0;
+  for (; d0 + 64 <= hd; d0 += 64) {
+    PvSlab<NQ, 4>(p, p_stride, n_keys, v, v_stride, hd, d0, static_cast<__mmask16>(0xffff), acc);
+  }
+  const int left = hd - d0;
+  if (left <= 0) return;
+  const __mmask16 m = TailMask(left - (left - 1) / 16 * 16);
+  switch ((left + 15) / 16) {
+    case 4:
+      PvSlab<NQ, 4>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      break;
+    case 3:
+      PvSlab<NQ, 3>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      break;
+    case 2:
+      PvSlab<NQ, 2>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      break;
+    default:
+      PvSlab<NQ, 1>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      break;
   }
 }
 

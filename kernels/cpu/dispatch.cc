@@ -3,6 +3,11 @@
 
 #include <cstdlib>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "kernels/cpu/variant_fns.h"
@@ -11,17 +16,45 @@
 namespace bitfleet::kernels::cpu {
 namespace {
 
-#define BITFLEET_CPU_TABLE(ns, variant, name)                                                                      \
-  CpuKernels {                                                                                                     \
-    variant, name, ns::AbsMax, ns::QuantizeRow, ns::MatMulTernary, ns::MatMulQ4_0, ns::MatMulQ4_1, ns::MatMulQ8_0, \
-        ns::MatMulF32, ns::MatMulF16, ns::MatMulBf16, ns::SumSquares, ns::ScaleMul, ns::QkF16, ns::PvF16,          \
-        ns::F32ToF16, ns::ExpShiftSum, ns::SiluMul, ns::Relu2Mul                                                   \
+// `ns` supplies every function, except the quantized matmuls, which come from `qns`, and the
+// AMX tile copy `tile` (nullptr without AMX). Aggregate initialization keeps the tables
+// constant-initialized (usable from any static initializer).
+#define BITFLEET_CPU_TABLE_FROM(ns, qns, tile, variant, name)                                                   \
+  CpuKernels {                                                                                                 \
+    variant, name, ns::AbsMax, ns::QuantizeRow, qns::MatMulTernary, qns::MatMulQ4_0, qns::MatMulQ4_1,          \
+        qns::MatMulQ8_0, ns::MatMulF32, ns::MatMulF16, ns::MatMulBf16, ns::SumSquares, ns::ScaleMul, ns::QkF16, \
+        ns::PvF16, ns::F32ToF16, ns::ExpShiftSum, ns::SiluMul, ns::Relu2Mul, tile                              \
   }
+#define BITFLEET_CPU_TABLE(ns, variant, name) BITFLEET_CPU_TABLE_FROM(ns, ns, nullptr, variant, name)
 
 const CpuKernels kScalarTable = BITFLEET_CPU_TABLE(scalar, CpuVariant::kScalar, "scalar");
 #if defined(BITFLEET_KERNELS_X86)
 const CpuKernels kAvx2Table = BITFLEET_CPU_TABLE(avx2, CpuVariant::kAvx2, "avx2");
 const CpuKernels kAvx512Table = BITFLEET_CPU_TABLE(avx512, CpuVariant::kAvx512Vnni, "avx512vnni");
+// avx512vnni plus the AMX batch matmuls.
+const CpuKernels kAmxTable =
+    BITFLEET_CPU_TABLE_FROM(avx512, amx, amx::TileActivations, CpuVariant::kAmx, "amx");
+
+// AMX needs the CPU features, the OS enabling the tile state in XCR0, and (Linux) this process
+// asking for permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM; the kernel then grows each
+// thread's signal/context-switch state on first use). Asked once, for the whole process.
+bool AmxUsable() {
+#if defined(__linux__)
+  static const bool usable = [] {
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+    constexpr long kArchGetXcompPerm = 0x1022;
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+    unsigned long permitted = 0;
+    if (syscall(SYS_arch_prctl, kArchGetXcompPerm, &permitted) != 0) return false;
+    return (permitted & (1ul << kXfeatureXtiledata)) != 0;
+  }();
+  return usable;
+#else
+  return false;
+#endif
+}
 #endif
 
 const CpuKernels& ChooseOnce() {
@@ -42,6 +75,8 @@ const char* CpuVariantString(CpuVariant variant) {
       return "avx2";
     case CpuVariant::kAvx512Vnni:
       return "avx512vnni";
+    case CpuVariant::kAmx:
+      return "amx";
     case CpuVariant::kScalar:
       break;
   }
@@ -49,7 +84,7 @@ const char* CpuVariantString(CpuVariant variant) {
 }
 
 std::optional<CpuVariant> ParseCpuVariant(std::string_view name) {
-  for (CpuVariant v : {CpuVariant::kScalar, CpuVariant::kAvx2, CpuVariant::kAvx512Vnni}) {
+  for (CpuVariant v : {CpuVariant::kScalar, CpuVariant::kAvx2, CpuVariant::kAvx512Vnni, CpuVariant::kAmx}) {
     if (name == CpuVariantString(v)) return v;
   }
   return std::nullopt;
@@ -66,6 +101,8 @@ bool CpuSupports(CpuVariant variant) {
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c");
+    case CpuVariant::kAmx:
+      return CpuSupports(CpuVariant::kAvx512Vnni) && AmxUsable();
 #endif
     default:
       return false;
@@ -73,6 +110,7 @@ bool CpuSupports(CpuVariant variant) {
 }
 
 CpuVariant BestSupportedVariant() {
+  if (CpuSupports(CpuVariant::kAmx)) return CpuVariant::kAmx;
   if (CpuSupports(CpuVariant::kAvx512Vnni)) return CpuVariant::kAvx512Vnni;
   if (CpuSupports(CpuVariant::kAvx2)) return CpuVariant::kAvx2;
   return CpuVariant::kScalar;
@@ -83,7 +121,7 @@ CpuVariant ChooseCpuVariant(CpuVariant best, const char* override_value, std::st
   const std::optional<CpuVariant> requested = ParseCpuVariant(override_value);
   if (!requested) {
     if (note) {
-      *note = absl::StrCat("BITFLEET_CPU_VARIANT='", override_value, "' is not one of scalar|avx2|avx512vnni; using ",
+      *note = absl::StrCat("BITFLEET_CPU_VARIANT='", override_value, "' is not one of scalar|avx2|avx512vnni|amx; using ",
                            CpuVariantString(best));
     }
     return best;
@@ -110,6 +148,8 @@ const CpuKernels* KernelsFor(CpuVariant variant) {
       return &kAvx2Table;
     case CpuVariant::kAvx512Vnni:
       return &kAvx512Table;
+    case CpuVariant::kAmx:
+      return &kAmxTable;
 #endif
     default:
       return nullptr;

@@ -10,12 +10,13 @@
 
 namespace bitfleet::kernels::cpu {
 
-// "scalar", "avx2", "avx512vnni".
+// "scalar", "avx2", "avx512vnni", "amx".
 const char* CpuVariantString(CpuVariant variant);
 std::optional<CpuVariant> ParseCpuVariant(std::string_view name);
 
 // Whether this binary contains `variant` and this CPU (and OS) can run it. avx2 needs AVX2, FMA
-// and F16C; avx512vnni needs AVX-512 F/BW/VL/DQ/VNNI and F16C.
+// and F16C; avx512vnni needs AVX-512 F/BW/VL/DQ/VNNI and F16C; amx needs avx512vnni, AMX-TILE
+// and AMX-INT8, and the OS granting this process the tile state (asked for on first call).
 bool CpuSupports(CpuVariant variant);
 // The best variant CpuSupports.
 CpuVariant BestSupportedVariant();

@@ -12,7 +12,7 @@
 
 namespace bitfleet::kernels::cpu {
 
-enum class CpuVariant : int { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2 };
+enum class CpuVariant : int { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2, kAmx = 3 };
 
 // A packed weight, read-only (layouts: kernels/cpu/packed_weight.h, docs/kernels.md).
 struct WeightView {
@@ -24,6 +24,11 @@ struct WeightView {
   uint64_t cols = 0;       // logical columns
   uint64_t row_bytes = 0;  // bytes between rows of `data`
   uint64_t blocks = 0;     // scale blocks per row (padded; padded blocks have scale 0)
+  // Ternary only: one scale per row when every block of the row that holds a nonzero weight has
+  // the same scale (BitNet models: one scale per tensor), else null. A block of zero weights
+  // (codes 1) adds the same to the code sum and to the zero-point correction, so it may take
+  // any scale. With it a kernel may sum codes × activations over the whole row in integers.
+  const float* row_scales = nullptr;
 };
 
 // Quantized activations, read-only (see QuantizedActivations in kernels/matmul.h).
@@ -34,7 +39,18 @@ struct ActView {
   const float* sums256 = nullptr;  // n_tokens × (stride / 256)
   uint64_t stride = 0;
   int n_tokens = 0;
+  // AMX operand copy (kAmxTileTokens-token tiles, see tile_activations below), or null when the
+  // activations were not tiled (then the variant's non-AMX path runs).
+  const int8_t* tiles = nullptr;
+  const int32_t* tile_sums = nullptr;   // per token tile: (stride / 32) × 16 block sums
+  const int32_t* token_sums = nullptr;  // per token (tiles × 16, zero past n_tokens): sum of q
 };
+
+// Tokens per AMX tile (the N dimension of one tile multiply).
+inline constexpr int kAmxTileTokens = 16;
+// Batches of at least this many tokens take the AMX path where the variant has one: below it,
+// most of a 16-token tile would be padding and the VNNI path is as fast.
+inline constexpr int kAmxMinTokens = 8;
 
 // out[t * out_stride + r] for r in [row_begin, row_end), every token. out_stride = w.rows.
 using QuantMatMulFn = void (*)(const WeightView& w, int64_t row_begin, int64_t row_end, const ActView& x, float* out);
@@ -73,6 +89,15 @@ struct CpuKernels {
   float (*exp_shift_sum)(float* x, int64_t n, float max);
   void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
   void (*relu2_mul)(const float* gate, const float* up, int64_t n, float* out);
+  // ---- AMX operands (null in variants without AMX) ----
+  // Copies q (n_tokens × stride, stride a multiple of 256) into tile order: for token tile tt
+  // (tokens 16 tt .. 16 tt + 15, missing tokens zero) and 64-column chunk kc, a 16 × 64-byte
+  // tile at tiles + (tt * stride / 64 + kc) * 1024 whose row r holds, for each token n, the
+  // four bytes q[16 tt + n][64 kc + 4 r .. + 3] (the B operand layout of tdpbusd). Also writes
+  // per tile the 32-block sums transposed (tile_sums + (tt * stride / 32 + b) * 16 + n) and
+  // each token's total (token_sums[16 tt + n]).
+  void (*tile_activations)(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
+                           int32_t* tile_sums, int32_t* token_sums);
 };
 
 // Tables, defined in kernels/cpu/dispatch.cc.

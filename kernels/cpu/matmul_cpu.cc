@@ -8,15 +8,29 @@
 
 #include "core/logging.h"
 #include "kernels/cpu/packed_weight.h"
+#include "kernels/cpu/variant_fns.h"
 #include "kernels/ref/matmul_ref.h"
 
 namespace bitfleet::kernels {
 namespace cpu {
 namespace {
 
-// Rows per ParallelFor unit: enough work per unit to amortize the split, few enough that
-// both threads of a small matrix get some.
+// Rows per work chunk of a matmul. Threads take chunks from a shared counter
+// (ThreadPool::ParallelForDynamic), so a thread slowed down by another process on its core
+// takes fewer, instead of everyone waiting for its fixed half. A chunk holds about
+// kChunkBytes of packed weights: small enough for a few chunks per thread on the smallest
+// decode matrix, large enough that the per-chunk cost (a counter increment, a restart of the
+// hardware prefetch stream) stays well under 1% of the chunk's time. Batches use larger
+// chunks: the kernels block their rows for L2 within a chunk, and a chunk's compute is long.
+constexpr uint64_t kDecodeChunkBytes = 32 * 1024;
+constexpr uint64_t kBatchChunkBytes = 192 * 1024;
 constexpr int64_t kRowGrain = 16;
+
+int64_t ChunkRows(uint64_t row_bytes, int n_tokens) {
+  const uint64_t target = n_tokens == 1 ? kDecodeChunkBytes : kBatchChunkBytes;
+  const int64_t rows = static_cast<int64_t>(target / std::max<uint64_t>(1, row_bytes));
+  return std::max(kRowGrain, rows / kRowGrain * kRowGrain);
+}
 
 void FillNaN(float* out, uint64_t n) { std::fill(out, out + n, std::numeric_limits<float>::quiet_NaN()); }
 
@@ -28,10 +42,40 @@ ActView ViewOf(const QuantizedActivations& x) {
   v.sums256 = x.sums256.get();
   v.stride = x.stride;
   v.n_tokens = x.n_tokens;
+  if (x.tiled) {
+    v.tiles = x.tiles.get();
+    v.tile_sums = x.tile_sums.get();
+    v.token_sums = x.token_sums.get();
+  }
   return v;
 }
 
+// Grows the AMX copy of `out` to n_tokens × stride (allocates only on growth).
+void ReserveTiles(QuantizedActivations* out, int n_tokens, uint64_t stride) {
+  const int tiles_tokens = (n_tokens + kAmxTileTokens - 1) / kAmxTileTokens * kAmxTileTokens;
+  const uint64_t need = static_cast<uint64_t>(tiles_tokens) * stride;
+  if (need > out->tiles_capacity) {
+    out->tiles = AllocateAligned<int8_t>(need);
+    out->tile_sums = AllocateAligned<int32_t>(need / 32);
+    out->tiles_capacity = need;
+  }
+  if (tiles_tokens > out->tile_token_capacity) {
+    out->token_sums = AllocateAligned<int32_t>(tiles_tokens);
+    out->tile_token_capacity = tiles_tokens;
+  }
+}
+
 }  // namespace
+
+uint8_t* AmxScratch(uint64_t bytes) {
+  thread_local AlignedArray<uint8_t> buffer;
+  thread_local uint64_t capacity = 0;
+  if (bytes > capacity) {
+    buffer = AllocateAligned<uint8_t>(bytes);
+    capacity = bytes;
+  }
+  return buffer.get();
+}
 
 void ComputeAbsMaxWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, float* absmax) {
   for (int t = 0; t < n_tokens; ++t) absmax[t] = k.abs_max(x + t * cols, cols);
@@ -63,6 +107,13 @@ void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, 
       for (int i = 0; i < 8; ++i) s += sums[b * 8 + i];
       s256[b] = static_cast<float>(s);
     }
+  }
+  out->tiled = false;
+  if (k.tile_activations != nullptr && n_tokens >= kAmxMinTokens) {
+    ReserveTiles(out, n_tokens, stride);
+    k.tile_activations(out->q.get(), out->sums.get(), n_tokens, stride, out->tiles.get(), out->tile_sums.get(),
+                       out->token_sums.get());
+    out->tiled = true;
   }
 }
 
@@ -98,8 +149,8 @@ void MatMulQuantizedWith(const CpuKernels& k, const PackedWeight& w, const Quant
   if (x.n_tokens <= 0) return;
   const ActView act = ViewOf(x);
   const WeightView& view = packed->view();
-  pool.ParallelFor(static_cast<int64_t>(view.rows), kRowGrain,
-                   [&](int64_t begin, int64_t end) { fn(view, begin, end, act, out); });
+  pool.ParallelForDynamic(static_cast<int64_t>(view.rows), ChunkRows(view.row_bytes, x.n_tokens),
+                          [&](int64_t begin, int64_t end) { fn(view, begin, end, act, out); });
 }
 
 void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int n_tokens, float* out, ThreadPool& pool,
@@ -126,8 +177,8 @@ void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int 
   }
   if (fn != nullptr) {
     const WeightView& view = packed->view();
-    pool.ParallelFor(static_cast<int64_t>(view.rows), kRowGrain,
-                     [&](int64_t begin, int64_t end) { fn(view, begin, end, x, n_tokens, out); });
+    pool.ParallelForDynamic(static_cast<int64_t>(view.rows), ChunkRows(view.row_bytes, n_tokens),
+                            [&](int64_t begin, int64_t end) { fn(view, begin, end, x, n_tokens, out); });
     return;
   }
   thread_local QuantizedActivations fallback;
@@ -155,6 +206,9 @@ void QuantizedActivations::Reserve(int max_tokens, uint64_t max_cols) {
     sums = AllocateAligned<int32_t>(need / 32);
     sums256 = AllocateAligned<float>(need / 256);
     capacity = need;
+  }
+  if (cpu::ActiveKernels().tile_activations != nullptr && max_tokens >= cpu::kAmxMinTokens) {
+    cpu::ReserveTiles(this, max_tokens, StrideFor(max_cols));
   }
 }
 

@@ -14,44 +14,84 @@ namespace {
 constexpr int kAttnFloats = 4096;
 constexpr int kMaxHeadsPerUnit = 64;
 
-// Attention of one query token for the nq query heads that share KV head `kv_head` (q and out:
-// nq × head_dim, contiguous), over positions 0..n_ctx-1. Online softmax (running max and sum
-// per head, accumulators rescaled when the max grows), one paged block's run of keys at a
-// time, so every K and V row is converted once for all nq heads and no score buffer of the
-// context length is needed.
-void AttendGroup(const CpuKernels& k, const float* q, int nq, const PagedKv& kv, const int32_t* block_table,
-                 int kv_head, int n_ctx, float scale, float* out) {
+// One unit of attention work: query token `t`, KV heads [g0, g1), and of each KV head's
+// query group the heads [i0, i1) (the whole group unless the group had to be split to give
+// every thread work).
+struct AttnUnit {
+  int t;
+  int g0, g1;
+  int i0, i1;
+};
+
+// Pulls the K and V rows of positions [j0, j1), KV heads [g0, g1), towards L1. The heads of one
+// position are contiguous, but the positions of a block are n_kv_heads * head_dim apart and the
+// blocks anywhere: too irregular for the hardware prefetchers, so without this every K/V row
+// is a full memory latency (measured: BitNet-700M decode attention 4x slower).
+void PrefetchKv(const PagedKv& kv, const int32_t* block_table, int j0, int j1, int g0, int g1) {
+  const uint64_t bytes = static_cast<uint64_t>(g1 - g0) * kv.head_dim * sizeof(uint16_t);
+  for (int j = j0; j < j1; ++j) {
+    const uint64_t off = ref::PagedKvOffset(kv, block_table, j, g0);
+    const char* k = reinterpret_cast<const char*>(kv.k + off);
+    const char* v = reinterpret_cast<const char*>(kv.v + off);
+    for (uint64_t b = 0; b < bytes; b += 64) {
+      __builtin_prefetch(k + b, 0, 3);
+      __builtin_prefetch(v + b, 0, 3);
+    }
+  }
+}
+
+// Attention of one unit over positions 0..n_ctx-1 (q and out: the token's n_heads × head_dim
+// rows). Online softmax (running max and sum per head, accumulators rescaled when the max
+// grows), one paged block's run of keys at a time for all the unit's heads, so every K and V
+// row is converted once for its query group and no score buffer of the context length is
+// needed. The next run's rows are prefetched while this one is computed.
+void AttendUnit(const CpuKernels& k, const float* q, const AttnUnit& u, int group, const PagedKv& kv,
+                const int32_t* block_table, int n_ctx, float scale, float* out) {
   const int hd = kv.head_dim;
+  const int nq = u.i1 - u.i0;
+  const int n_heads_unit = (u.g1 - u.g0) * nq;
   float acc[kAttnFloats];
   float s[kAttnFloats];
   float m[kMaxHeadsPerUnit];
   float l[kMaxHeadsPerUnit];
-  std::fill(acc, acc + nq * hd, 0.0f);
-  std::fill(m, m + nq, -INFINITY);
-  std::fill(l, l + nq, 0.0f);
+  std::fill(acc, acc + n_heads_unit * hd, 0.0f);
+  std::fill(m, m + n_heads_unit, -INFINITY);
+  std::fill(l, l + n_heads_unit, 0.0f);
   const int chunk_cap = std::max(1, kAttnFloats / nq);
   const int64_t stride = int64_t{kv.n_kv_heads} * hd;
+  auto chunk_end = [&](int j0) { return j0 + std::min({kv.block_size - j0 % kv.block_size, n_ctx - j0, chunk_cap}); };
+  PrefetchKv(kv, block_table, 0, chunk_end(0), u.g0, u.g1);
   for (int j0 = 0; j0 < n_ctx;) {
-    const int n = std::min({kv.block_size - j0 % kv.block_size, n_ctx - j0, chunk_cap});
-    const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, kv_head);
-    k.qk_f16(q, nq, hd, kv.k + off, stride, n, scale, s);
-    for (int i = 0; i < nq; ++i) {
-      float* si = s + i * n;
-      const float chunk_max = *std::max_element(si, si + n);
-      if (chunk_max > m[i]) {
-        const float f = std::exp(m[i] - chunk_max);  // 0 on the first chunk
-        l[i] *= f;
-        for (int d = 0; d < hd; ++d) acc[i * hd + d] *= f;
-        m[i] = chunk_max;
+    const int j1 = chunk_end(j0);
+    const int n = j1 - j0;
+    if (j1 < n_ctx) PrefetchKv(kv, block_table, j1, chunk_end(j1), u.g0, u.g1);
+    for (int g = u.g0; g < u.g1; ++g) {
+      const int h = (g - u.g0) * nq;  // first of this KV head's heads within the unit
+      const float* qg = q + (int64_t{g} * group + u.i0) * hd;
+      const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, g);
+      k.qk_f16(qg, nq, hd, kv.k + off, stride, n, scale, s);
+      for (int i = 0; i < nq; ++i) {
+        float* si = s + i * n;
+        const float chunk_max = *std::max_element(si, si + n);
+        if (chunk_max > m[h + i]) {
+          const float f = std::exp(m[h + i] - chunk_max);  // 0 on the first chunk
+          l[h + i] *= f;
+          for (int d = 0; d < hd; ++d) acc[(h + i) * hd + d] *= f;
+          m[h + i] = chunk_max;
+        }
+        l[h + i] += k.exp_shift_sum(si, n, m[h + i]);
       }
-      l[i] += k.exp_shift_sum(si, n, m[i]);
+      k.pv_f16(s, nq, n, kv.v + off, stride, hd, acc + h * hd);
     }
-    k.pv_f16(s, nq, n, kv.v + off, stride, hd, acc);
-    j0 += n;
+    j0 = j1;
   }
-  for (int i = 0; i < nq; ++i) {
-    const float inv = 1.0f / l[i];
-    for (int d = 0; d < hd; ++d) out[i * hd + d] = acc[i * hd + d] * inv;
+  for (int g = u.g0; g < u.g1; ++g) {
+    for (int i = 0; i < nq; ++i) {
+      const int h = (g - u.g0) * nq + i;
+      const float inv = 1.0f / l[h];
+      float* o = out + (int64_t{g} * group + u.i0 + i) * hd;
+      for (int d = 0; d < hd; ++d) o[d] = acc[h * hd + d] * inv;
+    }
   }
 }
 
@@ -115,27 +155,45 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
     if (n_tokens > 0) ref::AttentionPagedRef(q, n_tokens, n_heads, kv, block_table, pos0, scale, out);
     return;
   }
-  const int group = n_heads / kv.n_kv_heads;
+  const int n_kv = kv.n_kv_heads;
+  const int group = n_heads / n_kv;
   const int threads = pool != nullptr ? pool->size() : 1;
-  // Query heads per unit: the whole GQA group (shares K/V conversion) unless that leaves
-  // threads idle or overflows the stack buffers; always a divisor of the group.
-  int per_unit = group;
-  auto fits = [&](int nq) { return nq <= kMaxHeadsPerUnit && nq * hd <= kAttnFloats; };
-  while (per_unit > 1 && (!fits(per_unit) || int64_t{n_tokens} * n_heads / per_unit < threads)) {
-    int next = per_unit - 1;
+  auto fits = [&](int heads) { return heads <= kMaxHeadsPerUnit && heads * hd <= kAttnFloats; };
+  // Aim for two units per thread (so work sharing can even out a slow thread), each covering
+  // as many KV heads as the buffers hold: a unit reads its heads' rows contiguously.
+  const int64_t want_units = threads == 1 ? 1 : 2 * int64_t{threads};
+  // Query heads per unit and KV head: the whole group (shares K/V conversion) unless even one
+  // KV head per unit leaves threads idle or overflows the buffers; always a divisor of group.
+  int per_group = group;
+  while (per_group > 1 && (!fits(per_group) || int64_t{n_tokens} * n_kv * (group / per_group) < threads)) {
+    int next = per_group - 1;
     while (group % next != 0) --next;
-    per_unit = next;
+    per_group = next;
   }
-  const int units_per_token = n_heads / per_unit;
+  int kv_per_unit = 1;
+  if (per_group == group) {
+    const int64_t ranges_wanted = (want_units + n_tokens - 1) / n_tokens;  // per token
+    kv_per_unit = static_cast<int>(std::max<int64_t>(1, n_kv / std::max<int64_t>(1, ranges_wanted)));
+    while (kv_per_unit > 1 && !fits(kv_per_unit * group)) --kv_per_unit;
+  }
+  const int ranges = (n_kv + kv_per_unit - 1) / kv_per_unit;
+  const int splits = group / per_group;
+  const int units_per_token = ranges * splits;
   const int64_t units = int64_t{n_tokens} * units_per_token;
   auto run = [&](int index, int count) {
     // Units interleave over threads: later tokens attend to more keys, so contiguous ranges
     // would leave the last thread with most of the work.
     for (int64_t u = index; u < units; u += count) {
       const int t = static_cast<int>(u / units_per_token);
-      const int h0 = static_cast<int>(u % units_per_token) * per_unit;
-      const int64_t off = (int64_t{t} * n_heads + h0) * hd;
-      AttendGroup(k, q + off, per_unit, kv, block_table, h0 / group, pos0 + t + 1, scale, out + off);
+      const int r = static_cast<int>(u % units_per_token);
+      AttnUnit unit;
+      unit.t = t;
+      unit.g0 = (r / splits) * kv_per_unit;
+      unit.g1 = std::min(n_kv, unit.g0 + kv_per_unit);
+      unit.i0 = (r % splits) * per_group;
+      unit.i1 = unit.i0 + per_group;
+      const int64_t off = int64_t{t} * n_heads * hd;
+      AttendUnit(k, q + off, unit, group, kv, block_table, pos0 + t + 1, scale, out + off);
     }
   };
   if (pool == nullptr || threads == 1 || units == 1) {
@@ -160,24 +218,61 @@ void RmsNormWithSumSquares(const float* x, const float* weight, int n_tokens, in
   cpu::RmsNormWithSumSquaresWith(cpu::ActiveKernels(), x, weight, n_tokens, dim, sum_sq, full_dim, eps, y);
 }
 
+namespace {
+
+// cos/sin of every (token, pair) angle of the last Rope call on this thread. A step rotates Q
+// and K of every layer at the same positions (48 calls per step for a 24-layer model), and the
+// angles are computed in double (pow, sin, cos: ~100 ns per pair), so they are computed once
+// per step and reused. Grows on demand (allocates while warming up only).
+struct RopeAngles {
+  float freq_base = 0.0f;
+  int rot_dim = -1;
+  int n_tokens = 0;
+  int token_capacity = 0;
+  int pair_capacity = 0;
+  AlignedArray<int32_t> positions;
+  AlignedArray<float> cos_t;  // n_tokens × rot_dim / 2
+  AlignedArray<float> sin_t;
+
+  void Update(const int32_t* pos, int n, int rot, float base) {
+    const int half = rot / 2;
+    if (base == freq_base && rot == rot_dim && n == n_tokens && std::equal(pos, pos + n, positions.get())) return;
+    if (n > token_capacity) {
+      positions = AllocateAligned<int32_t>(n);
+      token_capacity = n;
+    }
+    if (int64_t{n} * half > pair_capacity) {
+      pair_capacity = n * half;
+      cos_t = AllocateAligned<float>(pair_capacity);
+      sin_t = AllocateAligned<float>(pair_capacity);
+    }
+    for (int t = 0; t < n; ++t) {
+      positions[t] = pos[t];
+      for (int i = 0; i < half; ++i) {
+        const double theta = pos[t] * std::pow(static_cast<double>(base), -2.0 * i / static_cast<double>(rot));
+        cos_t[t * half + i] = static_cast<float>(std::cos(theta));
+        sin_t[t * half + i] = static_cast<float>(std::sin(theta));
+      }
+    }
+    freq_base = base;
+    rot_dim = rot;
+    n_tokens = n;
+  }
+};
+
+}  // namespace
+
 void Rope(float* x, const int32_t* positions, int n_tokens, int n_heads, int head_dim, int rot_dim, float freq_base,
           bool neox) {
-  // cos/sin once per token (shared by every head), angles in double as in the reference.
-  constexpr int kMaxPairs = 512;
+  // cos/sin per token (shared by every head and, through the cache, by every layer), angles in
+  // double as in the reference.
   const int half = rot_dim / 2;
-  if (half > kMaxPairs) {
-    ref::RopeRef(x, positions, n_tokens, n_heads, head_dim, rot_dim, freq_base, neox);
-    return;
-  }
-  float cos_t[kMaxPairs];
-  float sin_t[kMaxPairs];
+  if (n_tokens <= 0) return;
+  thread_local RopeAngles angles;
+  angles.Update(positions, n_tokens, rot_dim, freq_base);
   for (int t = 0; t < n_tokens; ++t) {
-    for (int i = 0; i < half; ++i) {
-      const double theta =
-          positions[t] * std::pow(static_cast<double>(freq_base), -2.0 * i / static_cast<double>(rot_dim));
-      cos_t[i] = static_cast<float>(std::cos(theta));
-      sin_t[i] = static_cast<float>(std::sin(theta));
-    }
+    const float* cos_t = angles.cos_t.get() + int64_t{t} * half;
+    const float* sin_t = angles.sin_t.get() + int64_t{t} * half;
     for (int h = 0; h < n_heads; ++h) {
       float* xh = x + (int64_t{t} * n_heads + h) * head_dim;
       for (int i = 0; i < half; ++i) {

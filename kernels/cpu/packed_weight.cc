@@ -56,6 +56,32 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
   return absl::OkStatus();
 }
 
+// The per-row scale of WeightView::row_scales, or false when some row's nonzero blocks
+// disagree. A block whose 64 code bytes are all 0x55 (four codes 1: weights 0) is ignored.
+// I2_S rows always agree (one tensor scale); a row of zero weights takes scale 0.
+bool UniformRowScales(const WeightView& view, const float* scales, float* row_scales) {
+  for (uint64_t r = 0; r < view.rows; ++r) {
+    const uint8_t* row = view.data + r * view.row_bytes;
+    bool have = false;
+    float scale = 0.0f;
+    for (uint64_t b = 0; b < view.blocks; ++b) {
+      const uint8_t* codes = row + b * kTernaryBlockBytes;
+      bool zero_block = true;
+      for (uint64_t i = 0; i < kTernaryBlockBytes && zero_block; ++i) zero_block = codes[i] == 0x55;
+      if (zero_block) continue;
+      const float d = scales[r * view.blocks + b];
+      if (!have) {
+        scale = d;
+        have = true;
+      } else if (std::memcmp(&d, &scale, sizeof(d)) != 0) {
+        return false;
+      }
+    }
+    row_scales[r] = scale;
+  }
+  return true;
+}
+
 // Q4_0 / Q4_1: nibbles regrouped into 128-element groups; scales (and mins) kept as fp16 bits.
 void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view,
             AlignedArray<uint8_t>& data, AlignedArray<uint16_t>& half_d, AlignedArray<uint16_t>& half_m) {
@@ -159,6 +185,9 @@ StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, ui
   switch (kind) {
     case LayoutKind::kTernary:
       BF_RETURN_IF_ERROR(cpu::PackTernary(type, bytes, cols, rows, view, packed->data_, packed->scales_));
+      view.data = packed->data_.get();
+      packed->row_scales_ = AllocateAligned<float>(rows);
+      if (!cpu::UniformRowScales(view, packed->scales_.get(), packed->row_scales_.get())) packed->row_scales_.reset();
       break;
     case LayoutKind::kQ4_0:
     case LayoutKind::kQ4_1:
@@ -180,7 +209,9 @@ StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, ui
   view.scales = packed->scales_.get();
   view.half_d = packed->half_d_.get();
   view.half_m = packed->half_m_.get();
+  view.row_scales = packed->row_scales_.get();
   uint64_t resident = rows * view.row_bytes;
+  if (view.row_scales) resident += rows * sizeof(float);
   if (view.scales) resident += rows * view.blocks * sizeof(float);
   if (view.half_d) resident += rows * view.blocks * sizeof(uint16_t);
   if (view.half_m) resident += rows * view.blocks * sizeof(uint16_t);

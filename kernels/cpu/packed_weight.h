@@ -5,7 +5,8 @@
 //   k of a block holds elements k, k+64, k+128, k+192 at bits 0, 2, 4, 6, so one 512-bit load
 //   unpacks with shift+mask into four vectors of consecutive elements. One float scale per
 //   (row, block): the TQ block scale, or I2_S's tensor scale. Rows are padded to whole blocks
-//   with code 0 (activations are zero there, so padding adds nothing).
+//   with code 0 (activations are zero there, so padding adds nothing). When every row's
+//   nonzero blocks share one scale (BitNet), also that scale per row (WeightView::row_scales).
 // - Q4_0 / Q4_1: 4-bit codes (Q4_0: w + 8, Q4_1: the nibble) in 128-element groups of 64 bytes;
 //   byte k holds element k (low nibble) and k+64 (high nibble). fp16 d (and m) per 32-block in
 //   separate arrays; rows padded to whole groups with scale 0.
@@ -54,6 +55,7 @@ class CpuPackedWeight final : public PackedWeight {
   uint64_t stream_bytes_ = 0;
   AlignedArray<uint8_t> data_;
   AlignedArray<float> scales_;
+  AlignedArray<float> row_scales_;  // ternary with uniform row scales only
   AlignedArray<uint16_t> half_d_;
   AlignedArray<uint16_t> half_m_;
 };

@@ -29,6 +29,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(BITFLEET_AVX512_FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c)
   set_source_files_properties(${BITFLEET_KERNELS_AVX512_SRCS}
     PROPERTIES COMPILE_OPTIONS "${BITFLEET_AVX512_FLAGS};${BITFLEET_AVX512_NOWARN}")
-  set_source_files_properties(cpu/dispatch.cc PROPERTIES COMPILE_DEFINITIONS BITFLEET_KERNELS_X86=1)
-  list(APPEND BITFLEET_KERNELS_CPU_SRCS ${BITFLEET_KERNELS_AVX2_SRCS} ${BITFLEET_KERNELS_AVX512_SRCS})
+  # AMX batch matmuls: the AVX-512 flags plus the tile instructions (GCC >= 11).
+  set_source_files_properties(cpu/amx_matmul.cc
+    PROPERTIES COMPILE_OPTIONS "${BITFLEET_AVX512_FLAGS};-mamx-tile;-mamx-int8;${BITFLEET_AVX512_NOWARN}")
+  set_source_files_properties(cpu/dispatch.cc cpu/amx_matmul.cc PROPERTIES COMPILE_DEFINITIONS BITFLEET_KERNELS_X86=1)
+  list(APPEND BITFLEET_KERNELS_CPU_SRCS ${BITFLEET_KERNELS_AVX2_SRCS} ${BITFLEET_KERNELS_AVX512_SRCS}
+    cpu/amx_matmul.cc)
 endif()

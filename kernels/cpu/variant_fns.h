@@ -30,5 +30,19 @@ BITFLEET_DECLARE_CPU_VARIANT(scalar)
 #if defined(BITFLEET_KERNELS_X86)
 BITFLEET_DECLARE_CPU_VARIANT(avx2)
 BITFLEET_DECLARE_CPU_VARIANT(avx512)
+// The amx variant: avx512's functions except these batch matmuls and the tile copy.
+namespace amx {
+void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
+                     int32_t* tile_sums, int32_t* token_sums);
+}  // namespace amx
 #endif
+
+// A per-thread scratch buffer of at least `bytes` bytes, 64-byte aligned, reused by every call
+// on the thread (it grows on first use and when a larger one is asked for, so the per-token
+// path allocates only while warming up). Defined in matmul_cpu.cc.
+uint8_t* AmxScratch(uint64_t bytes);
 }  // namespace bitfleet::kernels::cpu

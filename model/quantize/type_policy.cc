@@ -36,7 +36,7 @@ std::string WeightTypeList() {
   return absl::StrJoin(names, ", ");
 }
 
-DType DefaultEmbeddingType(DType type) { return IsTernary(type) ? DType::kF16 : type; }
+DType DefaultEmbeddingType(DType type) { return IsTernary(type) ? DType::kQ8_0 : type; }
 
 TypeChoice ChooseType(const TypePolicy& policy, TensorRole role, uint64_t row_elems) {
   DType wanted = policy.type;

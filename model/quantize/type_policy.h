@@ -2,8 +2,14 @@
 // for both commands, so a synthesized model and a requantized one agree (docs/tools.md):
 //   - 1-D tensors (norm weights): F32, always.
 //   - Token embedding and LM head (token_embd.weight, output.weight): the requested type, except
-//     that ternary types give F16 — BitNet keeps these full precision, and ternarizing a
-//     lookup table or the logit projection destroys it. --embedding-type overrides.
+//     that ternary types give Q8_0 — ternarizing a lookup table or the logit projection destroys
+//     it, so these stay high precision, but not F16: with tied embeddings this one matrix is
+//     what a decode step reads most of after the ternary layers (BitNet-700M: 98 MB in F16 next
+//     to 175 MB of TQ2_0 layers; 52 MB in Q8_0), and decode is bound by bytes read. Q8_0 costs
+//     ~1e-3 relative error per logit (8-bit codes, a scale per 32). llama.cpp's quantize makes
+//     the same trade with Q6_K for the output/tied embedding of TQ1_0/TQ2_0 files; bitfleet has
+//     no K-quants, and Q8_0 is the closest type at or above that precision (docs/perf.md).
+//     --embedding-type overrides (f16 restores full precision).
 //   - Every other 2-D matrix: the requested type.
 //   - A row length that is not a whole number of the chosen type's blocks falls back to F16
 //     (any row length; holds ternary weights with fp16 scales exactly, so a later ternary
@@ -45,7 +51,7 @@ struct TypePolicy {
   std::optional<DType> embedding_type;  // token_embd / output; unset: DefaultEmbeddingType
 };
 
-// The embedding / LM head type when none is requested: `type`, or F16 for ternary types.
+// The embedding / LM head type when none is requested: `type`, or Q8_0 for ternary types.
 DType DefaultEmbeddingType(DType type);
 
 struct TypeChoice {

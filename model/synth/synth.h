@@ -9,7 +9,7 @@
 //     projections that add into the residual stream (attn_output, ffn_down);
 //   - bitnet matrices: ternary {-s, 0, +s} (P = 1/3 each) with one fp16 scale s per tensor,
 //     sized like the llama std, so TQ1_0, TQ2_0 and I2_S hold them exactly.
-// Types follow model/quantize/type_policy.h (norms F32, embedding F16 for ternary types,
+// Types follow model/quantize/type_policy.h (norms F32, embedding Q8_0 for ternary types,
 // per-tensor F16 fallback for rows that are not whole blocks).
 #pragma once
 

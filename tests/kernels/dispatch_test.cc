@@ -15,6 +15,7 @@ TEST(Dispatch, ParsesNames) {
   EXPECT_EQ(ParseCpuVariant("scalar"), CpuVariant::kScalar);
   EXPECT_EQ(ParseCpuVariant("avx2"), CpuVariant::kAvx2);
   EXPECT_EQ(ParseCpuVariant("avx512vnni"), CpuVariant::kAvx512Vnni);
+  EXPECT_EQ(ParseCpuVariant("amx"), CpuVariant::kAmx);
   EXPECT_EQ(ParseCpuVariant("AVX2"), std::nullopt);
   EXPECT_EQ(ParseCpuVariant(""), std::nullopt);
 }
@@ -27,6 +28,12 @@ TEST(Dispatch, ChooseRule) {
   EXPECT_EQ(ChooseCpuVariant(CpuVariant::kAvx512Vnni, "scalar", &note), CpuVariant::kScalar);
   EXPECT_EQ(ChooseCpuVariant(CpuVariant::kAvx512Vnni, "avx2", &note), CpuVariant::kAvx2);
   EXPECT_TRUE(note.empty());
+  EXPECT_EQ(ChooseCpuVariant(CpuVariant::kAmx, "avx512vnni", &note), CpuVariant::kAvx512Vnni);
+  EXPECT_EQ(ChooseCpuVariant(CpuVariant::kAmx, nullptr, &note), CpuVariant::kAmx);
+  EXPECT_TRUE(note.empty());
+  EXPECT_EQ(ChooseCpuVariant(CpuVariant::kAvx512Vnni, "amx", &note), CpuVariant::kAvx512Vnni);
+  EXPECT_NE(note.find("not supported"), std::string::npos);
+  note.clear();
   // Higher than the CPU supports: keep the best, and say so.
   EXPECT_EQ(ChooseCpuVariant(CpuVariant::kAvx2, "avx512vnni", &note), CpuVariant::kAvx2);
   EXPECT_NE(note.find("not supported"), std::string::npos);
@@ -60,7 +67,7 @@ TEST(Dispatch, EnvOverrideApplies) {
 #if defined(__x86_64__)
 TEST(Dispatch, ReportsCpuFeatures) {
   // Not an assertion on the machine, a record in the log of what ran.
-  for (CpuVariant v : {CpuVariant::kScalar, CpuVariant::kAvx2, CpuVariant::kAvx512Vnni}) {
+  for (CpuVariant v : {CpuVariant::kScalar, CpuVariant::kAvx2, CpuVariant::kAvx512Vnni, CpuVariant::kAmx}) {
     std::printf("[kernels] variant %-10s %s\n", CpuVariantString(v), CpuSupports(v) ? "supported" : "not supported");
   }
 }

@@ -9,7 +9,8 @@ namespace bitfleet::kernels::testing {
 
 std::vector<const cpu::CpuKernels*> VariantsToTest() {
   std::vector<const cpu::CpuKernels*> out;
-  for (cpu::CpuVariant v : {cpu::CpuVariant::kScalar, cpu::CpuVariant::kAvx2, cpu::CpuVariant::kAvx512Vnni}) {
+  for (cpu::CpuVariant v :
+       {cpu::CpuVariant::kScalar, cpu::CpuVariant::kAvx2, cpu::CpuVariant::kAvx512Vnni, cpu::CpuVariant::kAmx}) {
     const cpu::CpuKernels* k = cpu::KernelsFor(v);
     if (k != nullptr) {
       out.push_back(k);
@@ -46,11 +47,23 @@ std::vector<uint8_t> RandomTensor(DType type, uint64_t cols, uint64_t rows, std:
   const uint64_t n = rows * cols;
   std::vector<float> values(n);
   if (IsTernary(type)) {
-    // Ternary values times a per-row scale, with some all-zero rows.
+    // Ternary values times a per-row scale, with some all-zero rows. A quarter of the tensors
+    // also have all-zero 256-blocks inside rows (their block scale is 0: a kernel that relies on
+    // one scale per row must ignore them), and another quarter a scale per 256-block (rows
+    // whose blocks disagree: no per-row scale).
+    const int mode = byte(rng) % 4;
     for (uint64_t r = 0; r < rows; ++r) {
       const float s = std::exp(normal(rng)) * 0.05f;
       const bool zero_row = byte(rng) < 4;
-      for (uint64_t c = 0; c < cols; ++c) values[r * cols + c] = zero_row ? 0.0f : trit(rng) * s;
+      float block_scale = s;
+      bool zero_block = false;
+      for (uint64_t c = 0; c < cols; ++c) {
+        if (c % 256 == 0) {
+          zero_block = mode == 1 && byte(rng) < 64;
+          if (mode == 2) block_scale = s * (1.0f + static_cast<float>(byte(rng)) / 64.0f);
+        }
+        values[r * cols + c] = zero_row || zero_block ? 0.0f : trit(rng) * block_scale;
+      }
     }
   } else {
     for (uint64_t i = 0; i < n; ++i) values[i] = normal(rng) * 0.1f + (type == DType::kQ4_1 ? 0.05f : 0.0f);

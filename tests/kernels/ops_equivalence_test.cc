@@ -106,25 +106,35 @@ TEST(OpsEquivalence, GatesAndSoftmax) {
 
 TEST(OpsEquivalence, Rope) {
   std::mt19937_64 rng(3);
+  std::vector<int32_t> pos;
   for (int i = 0; i < kShapes; ++i) {
     const int n_tokens = RandInt(rng, 1, 8);
-    const int n_heads = RandInt(rng, 1, 6);
     const int head_dim = 2 * RandInt(rng, 1, 80);
     const int rot_dim = 2 * RandInt(rng, 1, head_dim / 2);  // partial rotation included
     const bool neox = i % 2 == 1;
-    std::vector<int32_t> pos(n_tokens);
-    for (int32_t& p : pos) p = RandInt(rng, 0, i < 30 ? 4096 : 131072);
-    const std::vector<float> x = Normal(size_t{1} * n_tokens * n_heads * head_dim, rng);
-    std::vector<float> want = x;
-    ref::RopeRef(want.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, 10000.0f, neox);
-    std::vector<float> got = x;
-    Rope(got.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, 10000.0f, neox);
-    for (size_t j = 0; j < x.size(); ++j) {
-      const int d = static_cast<int>(j % head_dim);
-      if (d >= rot_dim) {
-        ASSERT_EQ(got[j], x[j]) << "dims past rot_dim stay";
-      } else {
-        ASSERT_NEAR(got[j], want[j], 1e-6 * (std::fabs(x[j]) + 1.0)) << j;
+    const float base = i % 7 == 3 ? 500000.0f : 10000.0f;
+    // Rope caches the angles of its last positions: keep them (same length or not) now and
+    // then, as consecutive layers of a step do, and change one position in place sometimes.
+    if (i % 3 != 2 || static_cast<int>(pos.size()) != n_tokens) {
+      pos.resize(n_tokens);
+      for (int32_t& p : pos) p = RandInt(rng, 0, i < 30 ? 4096 : 131072);
+    } else if (i % 2 == 0) {
+      pos[n_tokens - 1] += 1;
+    }
+    // Q-like and K-like tensors (different head counts) at the same positions, one after the other.
+    for (int n_heads : {RandInt(rng, 1, 6), RandInt(rng, 1, 3)}) {
+      const std::vector<float> x = Normal(size_t{1} * n_tokens * n_heads * head_dim, rng);
+      std::vector<float> want = x;
+      ref::RopeRef(want.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, base, neox);
+      std::vector<float> got = x;
+      Rope(got.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, base, neox);
+      for (size_t j = 0; j < x.size(); ++j) {
+        const int d = static_cast<int>(j % head_dim);
+        if (d >= rot_dim) {
+          ASSERT_EQ(got[j], x[j]) << "dims past rot_dim stay";
+        } else {
+          ASSERT_NEAR(got[j], want[j], 1e-6 * (std::fabs(x[j]) + 1.0)) << "shape " << i << " element " << j;
+        }
       }
     }
   }
@@ -149,10 +159,14 @@ struct KvFixture {
 
 TEST(OpsEquivalence, WriteKvAndAttention) {
   std::mt19937_64 rng(4);
-  ThreadPool pool(2);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
   for (int i = 0; i < kShapes; ++i) {
-    const int n_kv_heads = RandInt(rng, 1, 4);
-    const int group = RandInt(rng, 1, 4);
+    ThreadPool& pool = i % 4 == 2 ? pool3 : pool2;
+    // Every fifth shape has many KV heads (BitNet-700M: 16 × 1), so units cover ranges of
+    // several KV heads.
+    const int n_kv_heads = i % 5 == 4 ? RandInt(rng, 5, 20) : RandInt(rng, 1, 4);
+    const int group = i % 5 == 4 ? RandInt(rng, 1, 2) : RandInt(rng, 1, 4);
     const int n_heads = n_kv_heads * group;
     const int head_dim = i % 3 == 0 ? RandInt(rng, 1, 150) : 64 * RandInt(rng, 1, 2);
     const int block_size = i % 4 == 0 ? 1 + RandInt(rng, 0, 31) : 16;
@@ -199,6 +213,54 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
                               scratch.data(), threaded ? &pool : nullptr);
       ASSERT_TRUE(out.Intact() && scratch.Intact());
       for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
+    }
+  }
+}
+
+// The attention helpers directly, against double sums: every (heads, head_dim, keys) tiling
+// path, strided rows, outputs sentinel-guarded.
+TEST(OpsEquivalence, AttentionScoreAndValueHelpers) {
+  std::mt19937_64 rng(6);
+  for (int i = 0; i < 3 * kShapes; ++i) {
+    const int nq = RandInt(rng, 1, 9);
+    const int hd = i % 3 == 0 ? RandInt(rng, 1, 160) : 16 * RandInt(rng, 1, 9);
+    const int n_keys = RandInt(rng, 1, 40);
+    const int64_t stride = hd + RandInt(rng, 0, 3) * 32;
+    const std::vector<float> q = Normal(static_cast<size_t>(nq) * hd, rng);
+    std::vector<uint16_t> kh(static_cast<size_t>(n_keys) * stride), vh(kh.size());
+    for (uint16_t& h : kh) h = FloatToHalf(Normal(1, rng)[0]);
+    for (uint16_t& h : vh) h = FloatToHalf(Normal(1, rng)[0]);
+    const std::vector<float> p = Normal(static_cast<size_t>(nq) * n_keys, rng);
+    const std::vector<float> acc0 = Normal(static_cast<size_t>(nq) * hd, rng);
+    const float scale = 0.125f;
+    std::vector<double> want_s(static_cast<size_t>(nq) * n_keys), want_acc(acc0.begin(), acc0.end());
+    std::vector<double> mag_s(want_s.size()), mag_acc(want_acc.size());
+    for (int h = 0; h < nq; ++h) {
+      for (int j = 0; j < n_keys; ++j) {
+        for (int d = 0; d < hd; ++d) {
+          const double qk = double{q[h * hd + d]} * HalfToFloat(kh[j * stride + d]);
+          want_s[h * n_keys + j] += scale * qk;
+          mag_s[h * n_keys + j] += std::fabs(scale * qk);
+          const double pv = double{p[h * n_keys + j]} * HalfToFloat(vh[j * stride + d]);
+          want_acc[h * hd + d] += pv;
+          mag_acc[h * hd + d] += std::fabs(pv);
+        }
+      }
+    }
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " nq " << nq << " hd " << hd << " keys "
+                                        << n_keys);
+      GuardedFloats s(want_s.size());
+      k->qk_f16(q.data(), nq, hd, kh.data(), stride, n_keys, scale, s.data());
+      ASSERT_TRUE(s.Intact() && s.Written());
+      for (size_t j = 0; j < want_s.size(); ++j) ASSERT_NEAR(s.data()[j], want_s[j], 1e-6 * (mag_s[j] + 1e-3)) << j;
+      GuardedFloats acc(acc0.size());
+      std::copy(acc0.begin(), acc0.end(), acc.data());
+      k->pv_f16(p.data(), nq, n_keys, vh.data(), stride, hd, acc.data());
+      ASSERT_TRUE(acc.Intact());
+      for (size_t j = 0; j < want_acc.size(); ++j) {
+        ASSERT_NEAR(acc.data()[j], want_acc[j], 1e-6 * (mag_acc[j] + std::fabs(acc0[j]) + 1e-3)) << j;
+      }
     }
   }
 }

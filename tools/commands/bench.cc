@@ -11,6 +11,7 @@ void RegisterBench(CLI::App& app, int* exit_code) {
   RegisterBenchDecode(*bench, exit_code);
   RegisterBenchKernels(*bench, exit_code);
   RegisterBenchTokenizer(*bench, exit_code);
+  RegisterBenchServe(*bench, exit_code);
 }
 
 }  // namespace bitfleet::tools

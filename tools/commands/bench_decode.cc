@@ -2,6 +2,11 @@
 // the CPU engine, as JSON: prompt tok/s, generation tok/s, weight bytes a decode step reads,
 // and the effective memory bandwidth that implies (bytes per token × tokens per second).
 // The prompt is synthetic token ids, so any model file works, tokenizer or not.
+//
+// Under `mpirun -np N` the ranks run as one tensor-parallel group (greedy tokens chosen by
+// DistributedSampler) and rank 0 prints; the JSON adds the TP degree and the fraction of each
+// phase's wall time every rank spent inside collectives (all-reduces, all-gathers: the
+// communication cost of the split, including waiting for slower peers).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
+#include "worker/distributed_sampling.h"
 #include "worker/sampler.h"
 #include "worker/sequence_session.h"
 
@@ -27,6 +33,7 @@ struct BenchDecodeFlags {
   int prompt = 128;
   int gen = 64;
   int repeat = 3;
+  TpFlags tp;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -34,6 +41,8 @@ using Clock = std::chrono::steady_clock;
 struct Timing {
   double prompt_s = 0;
   double gen_s = 0;
+  double prompt_comm_s = 0;  // of which inside collectives
+  double gen_comm_s = 0;
 };
 
 // One prefill of `prompt` and `gen` greedy decode steps from an empty cache.
@@ -41,21 +50,42 @@ StatusOr<Timing> RunOnce(worker::ModelRunner& runner, const std::vector<int32_t>
   cache::BlockPool pool(runner.kv_blocks());
   worker::SequenceSession session(runner, pool);
   worker::Sampler sampler(runner.n_vocab());
+  const sharding::Range slice = runner.vocab_slice();
+  worker::DistributedSampler distributed(runner.communicator(), runner.n_vocab(), static_cast<int32_t>(slice.begin),
+                                         static_cast<int32_t>(slice.size()));
+  sharding::Communicator& comm = runner.communicator();
   worker::SamplingParams greedy;
   greedy.temperature = 0;
   worker::Rng rng(0);
   Timing t;
+  const double c0 = comm.seconds_in_collectives();
   const Clock::time_point t0 = Clock::now();
   BF_ASSIGN_OR_RETURN(std::span<const float> logits, session.Append(prompt));
   const Clock::time_point t1 = Clock::now();
+  const double c1 = comm.seconds_in_collectives();
   for (int i = 0; i < gen; ++i) {
-    const int32_t token = sampler.Sample(logits, {}, greedy, rng);
+    int32_t token = 0;
+    if (runner.logits_whole()) {
+      token = sampler.Sample(logits, {}, greedy, rng);
+    } else {
+      BF_ASSIGN_OR_RETURN(token, distributed.Sample(logits, {}, greedy, rng));
+    }
     BF_ASSIGN_OR_RETURN(logits, session.Append(std::span<const int32_t>(&token, 1)));
   }
   const Clock::time_point t2 = Clock::now();
   t.prompt_s = std::chrono::duration<double>(t1 - t0).count();
   t.gen_s = std::chrono::duration<double>(t2 - t1).count();
+  t.prompt_comm_s = c1 - c0;
+  t.gen_comm_s = comm.seconds_in_collectives() - c1;
   return t;
+}
+
+// Every rank's value of `mine`, in rank order.
+template <typename T>
+StatusOr<std::vector<T>> GatherFromRanks(sharding::Communicator& comm, T mine) {
+  std::vector<T> all(comm.size());
+  BF_RETURN_IF_ERROR(comm.AllGather(&mine, sizeof(T), all.data()));
+  return all;
 }
 
 double Median(std::vector<double> v) {
@@ -73,7 +103,7 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
   options.max_step_sequences = 1;
   options.max_step_tokens = flags.prompt;
   options.max_logit_rows = 1;
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false));
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false, flags.tp));
   worker::ModelRunner& runner = *model.runner;
   // Deterministic ids spread over the vocabulary (avoiding the low special ids).
   std::vector<int32_t> prompt(flags.prompt);
@@ -83,13 +113,20 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
   // Warm-up: page the weights in and spin up the pool.
   BF_RETURN_IF_ERROR(RunOnce(runner, std::vector<int32_t>(prompt.begin(), prompt.begin() + std::min(8, flags.prompt)),
                              2).status());
-  std::vector<double> prompt_tps, gen_tps;
+  std::vector<double> prompt_tps, gen_tps, prompt_comm, gen_comm;
   for (int r = 0; r < flags.repeat; ++r) {
     BF_ASSIGN_OR_RETURN(Timing t, RunOnce(runner, prompt, flags.gen));
     prompt_tps.push_back(flags.prompt / t.prompt_s);
     gen_tps.push_back(flags.gen / t.gen_s);
+    prompt_comm.push_back(t.prompt_comm_s / t.prompt_s);
+    gen_comm.push_back(t.gen_comm_s / t.gen_s);
   }
   const double gen = Median(gen_tps);
+  sharding::Communicator& comm = runner.communicator();
+  BF_ASSIGN_OR_RETURN(std::vector<double> prompt_comm_by_rank, GatherFromRanks(comm, Median(prompt_comm)));
+  BF_ASSIGN_OR_RETURN(std::vector<double> gen_comm_by_rank, GatherFromRanks(comm, Median(gen_comm)));
+  BF_ASSIGN_OR_RETURN(std::vector<uint64_t> resident_by_rank, GatherFromRanks(comm, runner.weight_resident_bytes()));
+  if (!IsPrimaryRank()) return absl::OkStatus();
   const uint64_t bytes_per_token = runner.weight_stream_bytes_per_token();
   const model::ModelConfig& c = runner.config();
   nlohmann::json out = {
@@ -106,6 +143,12 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
       {"weight_bytes_per_token", bytes_per_token},
       {"effective_gb_s", bytes_per_token * gen / 1e9},
       {"weight_resident_bytes", runner.weight_resident_bytes()},
+      {"tp", runner.tp_size()},
+      {"comm_backend", comm.backend()},
+      // Fraction of each phase's wall time spent inside collectives, per rank (medians).
+      {"comm_fraction_prompt", prompt_comm_by_rank},
+      {"comm_fraction_gen", gen_comm_by_rank},
+      {"weight_resident_bytes_by_rank", resident_by_rank},
   };
   std::printf("%s\n", out.dump(2).c_str());
   return absl::OkStatus();
@@ -122,6 +165,7 @@ void RegisterBenchDecode(CLI::App& bench, int* exit_code) {
   cmd->add_option("--prompt", flags->prompt, "Prompt tokens (one prefill step)")->capture_default_str();
   cmd->add_option("--gen", flags->gen, "Generated tokens (greedy decode steps)")->capture_default_str();
   cmd->add_option("--repeat", flags->repeat, "Measured runs; the median is reported")->capture_default_str();
+  AddTpFlags(cmd, &flags->tp);
   cmd->callback([flags, exit_code] {
     const Status status = RunBenchDecode(*flags);
     *exit_code = status.ok() ? 0 : ReportError("bench", status);

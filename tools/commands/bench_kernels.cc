@@ -40,6 +40,8 @@ struct BenchKernelsFlags {
   std::vector<int> batches = {1, 32};
   std::vector<std::string> variants;  // default: every supported variant
   double min_time = 0.3;              // seconds per measurement
+  // Decode attention shapes HEADSxKV_HEADSxHEAD_DIMxCONTEXT: the 2B model's, BitNet-700M's.
+  std::vector<std::string> attention = {"20x5x128x1024", "16x16x96x256"};
   bool hot = false;
   bool json_document = false;
 };
@@ -142,19 +144,74 @@ void Emit(const BenchKernelsFlags& flags, json& document, const json& record) {
   }
 }
 
+// Decode attention (one query token) over `context` cached positions in 16-position blocks, as
+// the engine lays them out (kernels/ops.h). Each call uses the next of several layers' caches,
+// together larger than the cold-bytes bound unless --hot, as the decode step does (it visits 24
+// or more layers between two visits of one cache). gb_s: f16 K and V bytes read per second.
+Status BenchAttention(const BenchKernelsFlags& flags, const std::string& shape,
+                      const std::vector<const kernels::cpu::CpuKernels*>& variants, ThreadPool& pool, json& document) {
+  int heads = 0, kv_heads = 0, head_dim = 0, ctx = 0;
+  char x1 = 0, x2 = 0, x3 = 0;
+  std::istringstream in(shape);
+  if (!(in >> heads >> x1 >> kv_heads >> x2 >> head_dim >> x3 >> ctx) || x1 != 'x' || x2 != 'x' || x3 != 'x' ||
+      !in.eof() || heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || head_dim < 1 || head_dim > 1024 ||
+      ctx < 1 || ctx > (1 << 20)) {
+    return absl::InvalidArgumentError("attention shape '" + shape + "' is not HEADSxKV_HEADSxHEAD_DIMxCONTEXT");
+  }
+  constexpr int kBlock = 16;
+  const int blocks = (ctx + kBlock - 1) / kBlock;
+  const uint64_t layer_elems = static_cast<uint64_t>(blocks) * kBlock * kv_heads * head_dim;
+  const uint64_t layer_bytes = 2 * layer_elems * sizeof(uint16_t);
+  const uint64_t n_layers = flags.hot ? 1 : std::clamp<uint64_t>(kColdBytes / 4 / layer_bytes + 1, 1, 256);
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> bits(0x3000, 0x3c00);  // halves in [0.125, 1]
+  std::vector<uint16_t> k_pool(layer_elems * n_layers), v_pool(layer_elems * n_layers);
+  for (uint16_t& h : k_pool) h = static_cast<uint16_t>(bits(rng));
+  for (uint16_t& h : v_pool) h = static_cast<uint16_t>(bits(rng));
+  std::vector<int32_t> table(blocks);
+  // Blocks in a shuffled order, as a long-running pool hands them out.
+  for (int i = 0; i < blocks; ++i) table[i] = i;
+  std::shuffle(table.begin(), table.end(), rng);
+  std::vector<float> q(static_cast<size_t>(heads) * head_dim, 0.01f), att(q.size());
+  std::vector<float> scratch(static_cast<size_t>(pool.size()) * kernels::AttentionScratchFloats(ctx - 1, 1));
+  for (const auto* k : variants) {
+    uint64_t layer = 0;
+    const double s = TimePerCall(flags.min_time, [&] {
+      const kernels::PagedKv kv{k_pool.data() + layer * layer_elems, v_pool.data() + layer * layer_elems, kBlock,
+                                kv_heads, head_dim, blocks};
+      kernels::cpu::AttentionPagedWith(*k, q.data(), 1, heads, kv, table.data(), ctx - 1, 0.088f, att.data(),
+                                       scratch.data(), &pool);
+      layer = (layer + 1) % n_layers;
+    });
+    const double kv_bytes = 2.0 * static_cast<double>(ctx) * kv_heads * head_dim * sizeof(uint16_t);
+    Emit(flags, document,
+         {{"kernel", "attention_decode"},
+          {"variant", k->name},
+          {"heads", heads},
+          {"kv_heads", kv_heads},
+          {"head_dim", head_dim},
+          {"context", ctx},
+          {"threads", pool.size()},
+          {"cold", !flags.hot},
+          {"us_per_call", s * 1e6},
+          {"gb_s", kv_bytes / s / 1e9}});
+  }
+  return absl::OkStatus();
+}
+
 Status RunBenchKernels(const BenchKernelsFlags& flags) {
   const int threads = flags.threads > 0 ? flags.threads : std::max(1u, std::thread::hardware_concurrency());
   ThreadPool pool(threads);
   std::vector<const kernels::cpu::CpuKernels*> variants;
   if (flags.variants.empty()) {
-    for (auto v :
-         {kernels::cpu::CpuVariant::kAvx512Vnni, kernels::cpu::CpuVariant::kAvx2, kernels::cpu::CpuVariant::kScalar}) {
+    for (auto v : {kernels::cpu::CpuVariant::kAmx, kernels::cpu::CpuVariant::kAvx512Vnni, kernels::cpu::CpuVariant::kAvx2,
+                   kernels::cpu::CpuVariant::kScalar}) {
       if (const auto* k = kernels::cpu::KernelsFor(v)) variants.push_back(k);
     }
   } else {
     for (const std::string& name : flags.variants) {
       const auto v = kernels::cpu::ParseCpuVariant(name);
-      if (!v) return absl::InvalidArgumentError("unknown variant '" + name + "' (scalar|avx2|avx512vnni)");
+      if (!v) return absl::InvalidArgumentError("unknown variant '" + name + "' (scalar|avx2|avx512vnni|amx)");
       const auto* k = kernels::cpu::KernelsFor(*v);
       if (k == nullptr) return absl::FailedPreconditionError("this CPU cannot run variant " + name);
       variants.push_back(k);
@@ -162,6 +219,7 @@ Status RunBenchKernels(const BenchKernelsFlags& flags) {
   }
   std::vector<DType> types;
   for (const std::string& name : flags.types) {
+    if (name == "none") continue;  // attention only
     const DTypeInfo* info = FindDTypeByName(name);
     if (info == nullptr) return absl::InvalidArgumentError("unknown type '" + name + "'");
     types.push_back(info->type);
@@ -236,33 +294,8 @@ Status RunBenchKernels(const BenchKernelsFlags& flags) {
     }
   }
 
-  // Decode attention of the 2B model's shape (20 heads, 5 KV heads, head_dim 128) over 1024
-  // cached positions: GB/s of f16 K and V read.
-  constexpr int kHeads = 20, kKvHeads = 5, kHeadDim = 128, kCtx = 1024, kBlock = 16;
-  std::vector<uint16_t> k_pool(static_cast<size_t>(kCtx) * kKvHeads * kHeadDim, 0x3c00);
-  std::vector<uint16_t> v_pool(k_pool.size(), 0x3c00);
-  std::vector<int32_t> table(kCtx / kBlock);
-  for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
-  const kernels::PagedKv kv{k_pool.data(), v_pool.data(), kBlock, kKvHeads, kHeadDim, kCtx / kBlock};
-  std::vector<float> q(kHeads * kHeadDim, 0.01f), att(kHeads * kHeadDim);
-  std::vector<float> scratch(static_cast<size_t>(pool.size()) * kernels::AttentionScratchFloats(kCtx - 1, 1));
-  for (const auto* k : variants) {
-    const double s = TimePerCall(flags.min_time, [&] {
-      kernels::cpu::AttentionPagedWith(*k, q.data(), 1, kHeads, kv, table.data(), kCtx - 1, 0.088f, att.data(),
-                                       scratch.data(), &pool);
-    });
-    const double kv_bytes = 2.0 * static_cast<double>(k_pool.size()) * sizeof(uint16_t);
-    Emit(flags, document,
-         {{"kernel", "attention_decode"},
-          {"variant", k->name},
-          {"heads", kHeads},
-          {"kv_heads", kKvHeads},
-          {"head_dim", kHeadDim},
-          {"context", kCtx},
-          {"threads", threads},
-          {"us_per_call", s * 1e6},
-          {"gb_s", kv_bytes * kHeads / kKvHeads / s / 1e9},
-          {"kv_gb_s", kv_bytes / s / 1e9}});
+  for (const std::string& shape : flags.attention) {
+    BF_RETURN_IF_ERROR(BenchAttention(flags, shape, variants, pool, document));
   }
   if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
   return absl::OkStatus();
@@ -275,11 +308,14 @@ void RegisterBenchKernels(CLI::App& bench, int* exit_code) {
   CLI::App* cmd = bench.add_subcommand(
       "kernels", "CPU kernel throughput per variant, type, shape and batch (JSON: GB/s, GOP/s, roofline fraction)");
   cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
-  cmd->add_option("--types", flags->types, "Weight types")->delimiter(',')->capture_default_str();
+  cmd->add_option("--types", flags->types, "Weight types (none: no matmuls)")->delimiter(',')->capture_default_str();
   cmd->add_option("--shapes", flags->shapes, "Matrix shapes ROWSxCOLS")->delimiter(',')->capture_default_str();
   cmd->add_option("--batch", flags->batches, "Tokens per call")->delimiter(',')->capture_default_str();
-  cmd->add_option("--variants", flags->variants, "scalar|avx2|avx512vnni (default: all this CPU runs)")->delimiter(',');
+  cmd->add_option("--variants", flags->variants, "scalar|avx2|avx512vnni|amx (default: all this CPU runs)")->delimiter(',');
   cmd->add_option("--min-time", flags->min_time, "Seconds per measurement")->capture_default_str();
+  cmd->add_option("--attention", flags->attention, "Decode attention shapes HEADSxKV_HEADSxHEAD_DIMxCONTEXT")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_flag("--hot", flags->hot, "Reuse one weight copy (cache-resident) instead of cycling cold copies");
   cmd->add_flag("--json", flags->json_document, "Print one JSON document at the end instead of JSON lines");
   cmd->callback([flags, exit_code] {

@@ -19,9 +19,21 @@ void RegisterBenchDecode(CLI::App& bench, int* exit_code);
 void RegisterBenchKernels(CLI::App& bench, int* exit_code);
 // `bench tokenizer` (tools/commands/bench_tokenizer.cc).
 void RegisterBenchTokenizer(CLI::App& bench, int* exit_code);
+// `bench serve`: load generator against a running server (gRPC client).
+void RegisterBenchServe(CLI::App& bench, int* exit_code);
 // `tokenize` (tools/commands/tokenize.cc).
 void RegisterTokenize(CLI::App& app, int* exit_code);
+// `bench gpu` (tools/commands/bench_gpu.cc; CUDA builds, standalone binary bitfleet-bench-gpu).
+void RegisterBenchGpu(CLI::App& bench, int* exit_code);
 // `bench`, with the benchmarks above as its subcommands (tools/commands/bench.cc).
 void RegisterBench(CLI::App& app, int* exit_code);
+// Serving (issue 6): `serve` (coordinator + mpirun workers on one box), `coordinator`,
+// `worker` (one rank), `generate` (streaming gRPC client).
+void RegisterServe(CLI::App& app, int* exit_code);
+void RegisterCoordinator(CLI::App& app, int* exit_code);
+void RegisterWorker(CLI::App& app, int* exit_code);
+void RegisterGenerate(CLI::App& app, int* exit_code);
+// `health`: grpc.health.v1 client for probes and scripts (tools/commands/health.cc).
+void RegisterHealth(CLI::App& app, int* exit_code);
 
 }  // namespace bitfleet::tools

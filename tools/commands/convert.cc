@@ -11,6 +11,7 @@
 #include "core/dtype.h"
 #include "model/convert/llama2c.h"
 #include "tools/commands/commands.h"
+#include "tools/commands/progress.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -24,22 +25,12 @@ struct ConvertFlags {
   std::string name;
 };
 
-// "\rconvert: 12/48 tensors" on a terminal; nothing when stderr is redirected.
-std::function<void(size_t, size_t)> TerminalProgress() {
-  if (isatty(STDERR_FILENO) == 0) return nullptr;
-  return [](size_t done, size_t total) {
-    std::fprintf(stderr, "\rconvert: %zu/%zu tensors", done, total);
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  };
-}
-
 int RunConvert(const ConvertFlags& flags) {
   convert::Llama2cOptions options;
   options.weight_type = flags.type == "f16" ? DType::kF16 : DType::kF32;
   options.name = flags.name;
   Status status = convert::ConvertLlama2cFile(flags.checkpoint, flags.tokenizer, flags.output, options,
-                                              TerminalProgress());
+                                              TerminalProgress("convert"));
   if (!status.ok()) {
     std::fprintf(stderr, "bitfleet convert: %s\n", std::string(status.message()).c_str());
     return 1;

@@ -5,12 +5,61 @@
 
 #include "core/logging.h"
 #include "model/tokenizer/gguf_vocab_loader.h"
+#ifdef BITFLEET_HAVE_MPI
+#include "sharding/mpi_communicator.h"
+#endif
 
 namespace bitfleet::tools {
+namespace {
+
+#ifdef BITFLEET_HAVE_MPI
+// The process's group (set once by TpGroup); outlives every runner, freed before MPI_Finalize.
+std::unique_ptr<sharding::MpiCommunicator>& Group() {
+  static std::unique_ptr<sharding::MpiCommunicator> group;
+  return group;
+}
+#endif
+
+}  // namespace
 
 int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& options, bool with_tokenizer) {
+void AddTpFlags(CLI::App* cmd, TpFlags* flags) {
+  cmd->add_option("--tp-timeout", flags->timeout_s,
+                  "Under mpirun: seconds a collective may wait for the other ranks before the job fails")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 86400.0));
+}
+
+StatusOr<sharding::Communicator*> TpGroup(const TpFlags& flags) {
+#ifdef BITFLEET_HAVE_MPI
+  if (!sharding::LaunchedUnderMpi()) return nullptr;
+  auto& group = Group();
+  if (group == nullptr) {
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_s * 1000));
+    BF_ASSIGN_OR_RETURN(group, sharding::MpiCommunicator::Create(timeout));
+  }
+  return group->size() > 1 ? group.get() : nullptr;
+#else
+  (void)flags;
+  return nullptr;
+#endif
+}
+
+bool IsPrimaryRank() {
+#ifdef BITFLEET_HAVE_MPI
+  return Group() == nullptr || Group()->rank() == 0;
+#else
+  return true;
+#endif
+}
+
+StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& runner_options,
+                                bool with_tokenizer, const TpFlags& tp) {
+  worker::RunnerOptions options = runner_options;
+  if (options.communicator == nullptr) {
+    BF_ASSIGN_OR_RETURN(options.communicator, TpGroup(tp));
+  }
   LoadedModel model;
   BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));
   model.file = std::move(file);
@@ -27,15 +76,25 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOpt
 }
 
 int ReportError(const std::string& module, const Status& status) {
-  Logger(module)->error("{}", std::string(status.message()));
+  int code = 1;
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kOutOfRange:
-      return 2;
+      code = 2;
+      break;
     default:
-      return 1;
+      break;
   }
+#ifdef BITFLEET_HAVE_MPI
+  if (auto& group = Group(); group != nullptr && group->size() > 1) {
+    Logger(module)->error("rank {}/{}: {}", group->rank(), group->size(), std::string(status.message()));
+    Logger(module)->flush();
+    group->Abort(code);
+  }
+#endif
+  Logger(module)->error("{}", std::string(status.message()));
+  return code;
 }
 
 StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text) {

@@ -1,22 +1,45 @@
 // Shared plumbing of the engine commands (run, logits, eval, bench decode): loading a model
 // file into a ModelRunner (and its tokenizer), exit codes for Status errors, token-list
 // parsing and the ChatML prompt rendering used by `run --chat`.
+//
+// Tensor parallelism: started by mpirun with N > 1 processes (`mpirun -np N bitfleet run ...`),
+// every process is one rank of a TP group of N over Open MPI; LoadModel gives each runner its
+// rank's shard and the group's communicator. All ranks run the same command in lockstep; only
+// rank 0 (IsPrimaryRank) prints results or writes files. A failure on any rank ends the whole
+// job (ReportError aborts the MPI job), so a dead or hung peer never leaves the others hanging:
+// collectives give up after --tp-timeout seconds.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "CLI/CLI.hpp"
 #include "core/status.h"
 #include "model/gguf/gguf.h"
 #include "model/tokenizer/tokenizer.h"
+#include "sharding/communicator.h"
 #include "worker/model_runner.h"
 
 namespace bitfleet::tools {
 
 // Default --threads: the machine's hardware threads (at least 1).
 int DefaultThreads();
+
+// Tensor-parallel flags shared by the engine commands.
+struct TpFlags {
+  double timeout_s = 60;  // a collective that waits longer than this fails the whole group
+};
+void AddTpFlags(CLI::App* cmd, TpFlags* flags);
+
+// The tensor-parallel group of this process: an Open MPI communicator over all processes when
+// started by mpirun with more than one process (created on first call, lives until exit); null
+// for a single process (TP=1) or a build without MPI.
+StatusOr<sharding::Communicator*> TpGroup(const TpFlags& flags);
+// True on rank 0 of the group, or without one: the process that prints and writes.
+bool IsPrimaryRank();
 
 struct LoadedModel {
   std::shared_ptr<const gguf::GgufFile> file;
@@ -25,11 +48,15 @@ struct LoadedModel {
 };
 
 // Opens `path`, builds a runner with `options` (max_context 0: the model's context) and,
-// when `with_tokenizer`, the tokenizer from the same file's metadata.
-StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& options, bool with_tokenizer);
+// when `with_tokenizer`, the tokenizer from the same file's metadata. Under mpirun the runner
+// is this rank's shard of the TP group (TpGroup) unless options.communicator is already set.
+StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& options, bool with_tokenizer,
+                                const TpFlags& tp = {});
 
 // Exit code for a failed command: 2 for bad input (INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE),
-// 1 otherwise. Logs the message under `module`.
+// 1 otherwise. Logs the message under `module`. In a TP group of more than one process it then
+// aborts the whole MPI job with that code (MPI_Abort): the peers may be blocked in a collective
+// this rank will never join.
 int ReportError(const std::string& module, const Status& status);
 
 // Parses "1,2, 3\n4" (commas and/or whitespace) into token ids; INVALID_ARGUMENT on anything

@@ -1,7 +1,8 @@
 // `bitfleet eval`: perplexity of a model on a text file, and with --reference the KL
 // divergence and top-1 agreement against a reference model (e.g. the f16 original of a
 // quantized file), as llama.cpp's perplexity tool defines them (worker/perplexity.h).
-// Prints one JSON object on stdout; progress goes to stderr.
+// Prints one JSON object on stdout; progress goes to stderr. Under `mpirun -np N` the ranks
+// score as one tensor-parallel group (whole logit rows gathered) and rank 0 prints.
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -26,6 +27,7 @@ struct EvalFlags {
   int chunks = 0;
   int threads = 0;
   bool score_all = false;
+  TpFlags tp;
 };
 
 StatusOr<std::string> ReadText(const std::string& path) {
@@ -45,12 +47,14 @@ Status RunEval(const EvalFlags& flags) {
   options.max_step_sequences = 1;
   options.max_step_tokens = std::min(flags.ctx, 512);
   options.max_logit_rows = options.max_step_tokens;
+  options.gather_logits = true;  // whole rows on every rank (TP)
   if (flags.ctx < 2) return absl::InvalidArgumentError("--ctx must be >= 2");
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true));
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.tp));
   LoadedModel reference;
   if (!flags.reference.empty()) {
-    BF_ASSIGN_OR_RETURN(reference, LoadModel(flags.reference, options, /*with_tokenizer=*/false));
+    BF_ASSIGN_OR_RETURN(reference, LoadModel(flags.reference, options, /*with_tokenizer=*/false, flags.tp));
   }
+  const bool primary = IsPrimaryRank();
   tokenizer::EncodeOptions encode;
   encode.max_input_bytes = tokenizer::kMaxEncodeBytesLimit;
   BF_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, model.tokenizer->Encode(text, encode));
@@ -62,7 +66,8 @@ Status RunEval(const EvalFlags& flags) {
   if (model.tokenizer->vocab().add_bos) ppl.bos = model.tokenizer->bos();
   log->info("{} tokens, {} chunks of {}, scoring {} of each chunk", tokens.size(), tokens.size() / flags.ctx,
             flags.ctx, flags.score_all ? "every prediction" : "the second half");
-  auto progress = [&log](int done, int total, const worker::EvalSummary& s) {
+  auto progress = [&log, primary](int done, int total, const worker::EvalSummary& s) {
+    if (!primary) return;
     if (s.has_reference) {
       log->info("chunk {}/{}: ppl {:.4f}, mean KLD {:.6f}, top-1 {:.2f}%", done, total, s.perplexity, s.kld_mean,
                 100 * s.top1_agreement);
@@ -72,9 +77,11 @@ Status RunEval(const EvalFlags& flags) {
   };
   BF_ASSIGN_OR_RETURN(worker::EvalSummary s, worker::EvaluatePerplexity(*model.runner, reference.runner.get(),
                                                                            tokens, ppl, progress));
+  if (!primary) return absl::OkStatus();
   nlohmann::json out = {
       {"model", flags.model},
       {"text", flags.text_file},
+      {"tp", model.runner->tp_size()},
       {"ctx", flags.ctx},
       {"chunks", static_cast<int64_t>(flags.chunks > 0 ? std::min<size_t>(flags.chunks, tokens.size() / flags.ctx)
                                                         : tokens.size() / flags.ctx)},
@@ -110,6 +117,7 @@ void RegisterEval(CLI::App& app, int* exit_code) {
   cmd->add_flag("--score-all", flags->score_all,
                 "Score every prediction of a chunk (default: the second half, as llama.cpp)");
   cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
+  AddTpFlags(cmd, &flags->tp);
   cmd->callback([flags, exit_code] {
     const Status status = RunEval(*flags);
     *exit_code = status.ok() ? 0 : ReportError("eval", status);

@@ -16,7 +16,10 @@
 #include "model/arch/model_config.h"
 #include "model/gguf/gguf.h"
 #include "nlohmann/json.hpp"
+#include "sharding/detached_communicator.h"
+#include "sharding/shard_plan.h"
 #include "tools/commands/commands.h"
+#include "worker/model_runner.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -26,6 +29,8 @@ using Json = nlohmann::ordered_json;
 struct InspectFlags {
   std::string path;
   bool json = false;
+  int tp = 0;         // 0: no shard plan
+  bool load = false;  // with tp: build each rank's shard to measure packed bytes
 };
 
 // Arrays longer than this are summarized (element type and length) instead of listed.
@@ -184,6 +189,100 @@ Json BuildReport(const std::string& path, const gguf::GgufFile& file, bool* vali
   return report;
 }
 
+Json RangeJson(const sharding::Range& r) { return Json::array({r.begin, r.end}); }
+
+// The packed and mapped bytes of rank `rank`'s shard, by building it (no peers needed).
+StatusOr<std::pair<uint64_t, uint64_t>> MeasureShard(std::shared_ptr<const gguf::GgufFile> file, int rank, int tp) {
+  sharding::DetachedRankCommunicator comm(rank, tp);
+  worker::RunnerOptions options;
+  options.max_step_tokens = 1;
+  options.max_step_sequences = 1;
+  options.max_logit_rows = 1;
+  options.max_context = 1;
+  options.kv_blocks = 1;
+  options.communicator = &comm;
+  BF_ASSIGN_OR_RETURN(auto runner, worker::ModelRunner::Create(std::move(file), options));
+  return std::make_pair(runner->weight_resident_bytes(), runner->weight_mapped_bytes());
+}
+
+// Fills report["tensor_parallel"]; false when the plan cannot be made.
+bool AddShardPlan(std::shared_ptr<const gguf::GgufFile> file, const InspectFlags& flags, Json& report) {
+  Json tp = {{"tp", flags.tp}};
+  StatusOr<model::ModelConfig> config = model::ReadModelConfig(*file);
+  if (!config.ok()) {
+    tp["error"] = std::string(config.status().message());
+    report["tensor_parallel"] = std::move(tp);
+    return false;
+  }
+  StatusOr<sharding::ShardPlan> plan = sharding::ShardPlan::Create(*config, *file, flags.tp);
+  if (!plan.ok()) {
+    tp["error"] = std::string(plan.status().message());
+    report["tensor_parallel"] = std::move(tp);
+    return false;
+  }
+  tp["ffn_granule"] = plan->ffn_granule();
+  Json ranks = Json::array();
+  bool ok = true;
+  for (int r = 0; r < plan->size(); ++r) {
+    const sharding::RankShard& s = plan->rank(r);
+    Json rank = {{"rank", r},
+                 {"heads", RangeJson(s.heads)},
+                 {"kv_heads", s.kv_heads},
+                 {"kv_split", s.kv_split},
+                 {"ffn", RangeJson(s.ffn)},
+                 {"vocab", RangeJson(s.vocab)},
+                 {"split_bytes", s.split_bytes()},
+                 {"replicated_bytes", s.replicated_bytes()},
+                 {"file_bytes", s.split_bytes() + s.replicated_bytes()}};
+    if (flags.load) {
+      StatusOr<std::pair<uint64_t, uint64_t>> measured = MeasureShard(file, r, flags.tp);
+      if (measured.ok()) {
+        rank["packed_resident_bytes"] = measured->first;
+        rank["mapped_embedding_bytes"] = measured->second;
+      } else {
+        rank["load_error"] = std::string(measured.status().message());
+        ok = false;
+      }
+    }
+    ranks.push_back(std::move(rank));
+  }
+  tp["ranks"] = std::move(ranks);
+  report["tensor_parallel"] = std::move(tp);
+  return ok;
+}
+
+void PrintShardPlan(const Json& tp) {
+  std::printf("\ntensor parallel %d ranks\n", tp["tp"].get<int>());
+  if (tp.contains("error")) {
+    std::printf("  cannot split: %s\n", tp["error"].get<std::string>().c_str());
+    return;
+  }
+  const double mib = 1048576.0;
+  for (const Json& r : tp["ranks"]) {
+    std::string kv;
+    for (const Json& k : r["kv_heads"]) {
+      if (!kv.empty()) kv.push_back(',');
+      kv.append(std::to_string(k.get<uint32_t>()));
+    }
+    std::printf("  rank %d: heads [%llu, %llu), KV heads {%s} (%s), FFN [%llu, %llu), vocab [%llu, %llu)\n",
+                r["rank"].get<int>(), static_cast<unsigned long long>(r["heads"][0].get<uint64_t>()),
+                static_cast<unsigned long long>(r["heads"][1].get<uint64_t>()), kv.c_str(),
+                r["kv_split"].get<bool>() ? "split" : "replicated",
+                static_cast<unsigned long long>(r["ffn"][0].get<uint64_t>()),
+                static_cast<unsigned long long>(r["ffn"][1].get<uint64_t>()),
+                static_cast<unsigned long long>(r["vocab"][0].get<uint64_t>()),
+                static_cast<unsigned long long>(r["vocab"][1].get<uint64_t>()));
+    std::printf("          file slices %.2f MiB (split %.2f + replicated %.2f)", r["file_bytes"].get<uint64_t>() / mib,
+                r["split_bytes"].get<uint64_t>() / mib, r["replicated_bytes"].get<uint64_t>() / mib);
+    if (r.contains("packed_resident_bytes")) {
+      std::printf("; resident %.2f MiB packed + %.2f MiB mapped embedding rows",
+                  r["packed_resident_bytes"].get<uint64_t>() / mib, r["mapped_embedding_bytes"].get<uint64_t>() / mib);
+    }
+    if (r.contains("load_error")) std::printf("; load failed: %s", r["load_error"].get<std::string>().c_str());
+    std::printf("\n");
+  }
+}
+
 // One-line rendering of a metadata value; long strings are cut for the terminal.
 std::string Short(const Json& value) {
   std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -261,19 +360,29 @@ int RunInspect(const InspectFlags& flags) {
     return 1;
   }
   bool valid = true;
-  const Json report = BuildReport(flags.path, **file, &valid);
+  std::shared_ptr<const gguf::GgufFile> shared(std::move(file).value());
+  Json report = BuildReport(flags.path, *shared, &valid);
+  bool plan_ok = true;
+  if (flags.tp > 0 && valid) plan_ok = AddShardPlan(shared, flags, report);
   if (flags.json) {
     // Metadata strings are not guaranteed UTF-8; invalid bytes print as U+FFFD.
     std::cout << report.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   } else {
     PrintText(report);
+    if (report.contains("tensor_parallel")) PrintShardPlan(report["tensor_parallel"]);
   }
   if (!valid) {
     const std::string why = report["model"].is_null() ? report["model_error"].get<std::string>()
                                                       : report["tensor_check"].get<std::string>();
     std::fprintf(stderr, "bitfleet inspect: %s: not a valid model: %s\n", flags.path.c_str(), why.c_str());
   }
-  return valid ? 0 : 1;
+  if (!plan_ok) {
+    const Json& tp = report["tensor_parallel"];
+    const std::string why = tp.contains("error") ? ": " + tp["error"].get<std::string>() : "";
+    std::fprintf(stderr, "bitfleet inspect: %s: no tensor-parallel plan for %d ranks%s\n", flags.path.c_str(), flags.tp,
+                 why.c_str());
+  }
+  return valid && plan_ok ? 0 : 1;
 }
 
 }  // namespace
@@ -283,6 +392,9 @@ void RegisterInspect(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("inspect", "Show what a GGUF file holds: config, tokenizer, tensors, bits/weight");
   cmd->add_option("file", flags->path, "GGUF file")->required();
   cmd->add_flag("--json", flags->json, "Print the report as JSON");
+  cmd->add_option("--tp", flags->tp, "Also show the tensor-parallel shard plan for this many ranks")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_flag("--load", flags->load, "With --tp: build each rank's shard to measure its packed resident bytes");
   cmd->callback([flags, exit_code] { *exit_code = RunInspect(*flags); });
 }
 

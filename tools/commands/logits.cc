@@ -1,6 +1,7 @@
 // `bitfleet logits`: one teacher-forced pass over given token ids, writing the raw float32
 // logits of every position (n_tokens × n_vocab, row-major, little-endian) — the format other
-// tools compare against (e.g. logits dumped from llama.cpp or a Python reference).
+// tools compare against (e.g. logits dumped from llama.cpp or a Python reference). Under
+// `mpirun -np N` the ranks compute their vocabulary slices, gather whole rows, and rank 0 writes.
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -25,6 +26,7 @@ struct LogitsFlags {
   std::string out;
   int threads = 0;
   int chunk = 0;
+  TpFlags tp;
 };
 
 StatusOr<std::vector<int32_t>> ReadTokens(const LogitsFlags& flags) {
@@ -55,11 +57,13 @@ Status RunLogits(const LogitsFlags& flags) {
   const int chunk = flags.chunk > 0 ? flags.chunk : 512;
   options.max_step_tokens = std::min(chunk, options.max_context);
   options.max_logit_rows = options.max_step_tokens;
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false));
+  options.gather_logits = true;  // whole rows on every rank (TP)
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false, flags.tp));
   cache::BlockPool pool(model.runner->kv_blocks());
   worker::SequenceSession session(*model.runner, pool);
   std::vector<float> logits;
   BF_RETURN_IF_ERROR(session.AppendAll(tokens, &logits));
+  if (!IsPrimaryRank()) return absl::OkStatus();
   BF_RETURN_IF_ERROR(WriteLogits(flags.out, logits));
   Logger("logits")->info("wrote {} x {} float32 logits to {}", tokens.size(), model.runner->n_vocab(), flags.out);
   return absl::OkStatus();
@@ -78,6 +82,7 @@ void RegisterLogits(CLI::App& app, int* exit_code) {
   cmd->add_option("-o,--out", flags->out, "Output file (.f32)")->required();
   cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
   cmd->add_option("--chunk", flags->chunk, "Tokens per forward step (default 512)");
+  AddTpFlags(cmd, &flags->tp);
   cmd->callback([flags, exit_code, tokens, file] {
     if (tokens->count() == 0 && file->count() == 0) {
       *exit_code = ReportError("logits", absl::InvalidArgumentError("give --tokens or --tokens-file"));

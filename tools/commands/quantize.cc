@@ -10,6 +10,7 @@
 #include "model/quantize/quantize_model.h"
 #include "model/quantize/type_policy.h"
 #include "tools/commands/commands.h"
+#include "tools/commands/progress.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -20,16 +21,6 @@ struct QuantizeFlags {
   std::string type;
   std::string embedding_type;  // a type, "keep", or empty (policy default)
 };
-
-// "\rquantize: 12/300 tensors" on a terminal; nothing when stderr is redirected.
-std::function<void(size_t, size_t)> TerminalProgress(const char* what) {
-  if (isatty(STDERR_FILENO) == 0) return nullptr;
-  return [what](size_t done, size_t total) {
-    std::fprintf(stderr, "\r%s: %zu/%zu tensors (%zu%%)", what, done, total, total ? done * 100 / total : 100);
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  };
-}
 
 int RunQuantize(const QuantizeFlags& flags) {
   auto log = Logger("quantize");
@@ -67,7 +58,7 @@ void RegisterQuantize(CLI::App& app, int* exit_code) {
       ->required()
       ->check(type_check);
   cmd->add_option("--embedding-type", flags->embedding_type,
-                  "token_embd/output: a type, or 'keep' for the input's (default: --type, or f16 when --type is "
+                  "token_embd/output: a type, or 'keep' for the input's (default: --type, or q8_0 when --type is "
                   "ternary)")
       ->check(CLI::Validator(
           [type_check](std::string& s) -> std::string { return s == "keep" ? std::string() : type_check(s); },

@@ -1,6 +1,7 @@
-// `bitfleet run`: generate text from a prompt on this machine (one process, CPU kernels).
-// Streams the completion to stdout as it is produced (whole UTF-8 characters only) and prints
-// prompt and generation speed to stderr.
+// `bitfleet run`: generate text from a prompt on this machine (CPU kernels). Streams the
+// completion to stdout as it is produced (whole UTF-8 characters only) and prints prompt and
+// generation speed to stderr. Under `mpirun -np N` the N processes are one tensor-parallel
+// group: each holds a shard, all step and sample together (DistributedSampler), rank 0 prints.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "model/tokenizer/incremental_decoder.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
+#include "worker/distributed_sampling.h"
 #include "worker/sampler.h"
 #include "worker/sequence_session.h"
 
@@ -30,6 +32,7 @@ struct RunFlags {
   bool echo = false;
   bool ignore_eos = false;
   worker::SamplingParams sampling;
+  TpFlags tp;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -68,7 +71,7 @@ Status Run(const RunFlags& flags) {
   options.max_context = flags.ctx;
   options.max_step_sequences = 1;
   options.max_logit_rows = 1;
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true));
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.tp));
   worker::ModelRunner& runner = *model.runner;
   const int ctx = runner.options().max_context;
   BF_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, EncodePrompt(flags, model));
@@ -81,15 +84,24 @@ Status Run(const RunFlags& flags) {
               flags.n_predict, ctx);
   }
 
+  const bool primary = IsPrimaryRank();
   cache::BlockPool pool(runner.kv_blocks());
   worker::SequenceSession session(runner, pool);
   worker::Sampler sampler(runner.n_vocab());
+  // Under TP each rank holds its vocabulary slice of the logits: sample collectively. Every
+  // rank seeds the same Rng, so all draw the same numbers and pick the same tokens.
+  std::unique_ptr<worker::DistributedSampler> distributed;
+  if (!runner.logits_whole()) {
+    const sharding::Range slice = runner.vocab_slice();
+    distributed = std::make_unique<worker::DistributedSampler>(
+        runner.communicator(), runner.n_vocab(), static_cast<int32_t>(slice.begin), static_cast<int32_t>(slice.size()));
+  }
   worker::Rng rng(flags.sampling.seed);
   // A continuation keeps its leading space; from an empty prompt the vocab's rule applies.
   tokenizer::DecodeOptions decode;
   if (!flags.prompt.empty() || flags.chat) decode.strip_leading_space = false;
   tokenizer::IncrementalDecoder stream(*model.tokenizer, decode);
-  if (flags.echo) {
+  if (flags.echo && primary) {
     std::fputs(flags.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
@@ -103,7 +115,12 @@ Status Run(const RunFlags& flags) {
   int decode_steps = 0;
   const char* stop = "length";
   while (generated < flags.n_predict) {
-    const int32_t token = sampler.Sample(logits, history, flags.sampling, rng);
+    int32_t token = 0;
+    if (distributed != nullptr) {
+      BF_ASSIGN_OR_RETURN(token, distributed->Sample(logits, history, flags.sampling, rng));
+    } else {
+      token = sampler.Sample(logits, history, flags.sampling, rng);
+    }
     if (!flags.ignore_eos && model.tokenizer->IsEndOfGeneration(token)) {
       stop = "end of generation";
       break;
@@ -111,8 +128,10 @@ Status Run(const RunFlags& flags) {
     history.push_back(token);
     ++generated;
     BF_ASSIGN_OR_RETURN(std::string piece, stream.Push(token));
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);
+    if (primary) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
     if (generated == flags.n_predict) break;
     if (session.position() >= ctx) {
       stop = "context full";
@@ -123,6 +142,7 @@ Status Run(const RunFlags& flags) {
   }
   const Clock::time_point t2 = Clock::now();
   const std::string tail = stream.Finish();
+  if (!primary) return absl::OkStatus();
   std::fwrite(tail.data(), 1, tail.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -134,6 +154,10 @@ Status Run(const RunFlags& flags) {
   std::fprintf(stderr, "generation: %d tokens, %d decode steps in %.3f s (%.2f tok/s); stop: %s; %d threads, %s\n",
                generated, decode_steps, gen_s, gen_s > 0 ? decode_steps / gen_s : 0.0, stop, options.threads,
                runner.kernel_variant().c_str());
+  if (runner.tp_size() > 1) {
+    std::fprintf(stderr, "tensor parallel: %d ranks (%s), %.3f s of rank 0's time in collectives\n",
+                 runner.tp_size(), runner.communicator().backend(), runner.communicator().seconds_in_collectives());
+  }
   return absl::OkStatus();
 }
 
@@ -169,6 +193,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("-c,--ctx", flags->ctx, "Context length in tokens (default: the model's)");
   cmd->add_flag("--echo", flags->echo, "Print the prompt before the completion");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
+  AddTpFlags(cmd, &flags->tp);
   cmd->callback([flags, exit_code] {
     const Status status = Run(*flags);
     *exit_code = status.ok() ? 0 : ReportError("run", status);

@@ -12,6 +12,7 @@
 #include "model/synth/presets.h"
 #include "model/synth/synth.h"
 #include "tools/commands/commands.h"
+#include "tools/commands/progress.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -38,16 +39,6 @@ CLI::Validator StatusValidator(Parse parse, const std::string& name) {
         return parsed.ok() ? std::string() : std::string(parsed.status().message());
       },
       name);
-}
-
-// "\rsynth: 12/300 tensors" on a terminal; nothing when stderr is redirected.
-std::function<void(size_t, size_t)> TerminalProgress(const char* what) {
-  if (isatty(STDERR_FILENO) == 0) return nullptr;
-  return [what](size_t done, size_t total) {
-    std::fprintf(stderr, "\r%s: %zu/%zu tensors (%zu%%)", what, done, total, total ? done * 100 / total : 100);
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
-  };
 }
 
 int RunSynth(const SynthFlags& flags) {
@@ -115,7 +106,7 @@ void RegisterSynth(CLI::App& app, int* exit_code) {
                   "Weight matrix type: " + quantize::WeightTypeList() + " (default: tq2_0 for bitnet, f16 for llama)")
       ->check(StatusValidator([](const std::string& s) { return quantize::ParseWeightType(s); }, "TYPE"));
   cmd->add_option("--embedding-type", flags->embedding_type,
-                  "Type of token_embd/output (default: --type, or f16 when --type is ternary)")
+                  "Type of token_embd/output (default: --type, or q8_0 when --type is ternary)")
       ->check(StatusValidator([](const std::string& s) { return quantize::ParseWeightType(s); }, "TYPE"));
   cmd->add_option("--seed", flags->seed, "Random seed")->capture_default_str();
   cmd->add_option("--n-embd", flags->n_embd, "Override: embedding width");

@@ -285,11 +285,11 @@ TEST(ModelRunnerTest, ReportsWeightBytes) {
   auto runner = MakeRunner(*path, 1);
   ASSERT_TRUE(runner.ok());
   const model::ModelConfig& c = (*runner)->config();
-  // Seven ternary matrices per layer at 66 bytes per 256 weights, the f16 tied LM head, one
-  // f16 embedding row.
+  // Seven ternary matrices per layer at 66 bytes per 256 weights, the Q8_0 tied LM head (34
+  // bytes per 32 weights; type_policy.h), one Q8_0 embedding row.
   const uint64_t per_layer = (2ull * c.n_embd * c.n_head * c.head_dim + 2ull * c.n_embd * c.n_head_kv * c.head_dim +
                               3ull * c.n_embd * c.n_ff) / 256 * 66;
-  const uint64_t expected = c.n_layer * per_layer + 2ull * c.n_embd * c.n_vocab + 2ull * c.n_embd;
+  const uint64_t expected = c.n_layer * per_layer + 1ull * c.n_embd * c.n_vocab / 32 * 34 + 1ull * c.n_embd / 32 * 34;
   EXPECT_EQ((*runner)->weight_stream_bytes_per_token(), expected);
 }
 

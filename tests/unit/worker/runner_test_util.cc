@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+
+#include <unistd.h>
 
 #include "gtest/gtest.h"
 #include "model/synth/presets.h"
@@ -10,9 +13,28 @@
 
 namespace bitfleet::worker::testing {
 
+namespace {
+
+// Models are cached for the life of one test process only: a directory left by an earlier
+// build could hold files from an older synth and make tests pass or fail for stale reasons.
+const std::string& ProcessModelDir() {
+  static const std::string dir = [] {
+    std::string d = ::testing::TempDir() + "/bitfleet-engine-" + std::to_string(::getpid());
+    std::filesystem::create_directories(d);
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(ProcessModelDir(), ignored);
+    });
+    return d;
+  }();
+  return dir;
+}
+
+}  // namespace
+
 StatusOr<std::string> SynthTinyModel(const std::string& arch, DType type, uint64_t seed) {
-  const std::string path = ::testing::TempDir() + "/bitfleet-engine-" + arch + "-" + DTypeName(type) + "-" +
-                           std::to_string(seed) + ".gguf";
+  const std::string path =
+      ProcessModelDir() + "/" + arch + "-" + DTypeName(type) + "-" + std::to_string(seed) + ".gguf";
   if (std::filesystem::exists(path)) return path;
   BF_ASSIGN_OR_RETURN(synth::ArchChoice choice, synth::ParseSynthArch(arch));
   synth::SynthOptions options;

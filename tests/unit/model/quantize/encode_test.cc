@@ -85,7 +85,14 @@ TEST(TypePolicyTest, RolesAndFallbacks) {
   const TypePolicy tq{DType::kTQ2_0, std::nullopt};
   EXPECT_EQ(ChooseType(tq, TensorRole::kVector, 256).type, DType::kF32);
   EXPECT_EQ(ChooseType(tq, TensorRole::kMatrix, 512).type, DType::kTQ2_0);
-  EXPECT_EQ(ChooseType(tq, TensorRole::kEmbedding, 512).type, DType::kF16);
+  EXPECT_EQ(ChooseType(tq, TensorRole::kEmbedding, 512).type, DType::kQ8_0);
+  EXPECT_EQ(ChooseType(tq, TensorRole::kOutput, 512).type, DType::kQ8_0);
+  EXPECT_EQ(ChooseType({DType::kTQ2_0, DType::kF16}, TensorRole::kOutput, 512).type, DType::kF16);
+  EXPECT_EQ(DefaultEmbeddingType(DType::kTQ1_0), DType::kQ8_0);
+  EXPECT_EQ(DefaultEmbeddingType(DType::kI2_S), DType::kQ8_0);
+  EXPECT_EQ(DefaultEmbeddingType(DType::kQ4_0), DType::kQ4_0);
+  // A row that is not whole Q8_0 blocks falls back to F16 like any other.
+  EXPECT_EQ(ChooseType(tq, TensorRole::kEmbedding, 48).type, DType::kF16);
   const TypeChoice fallback = ChooseType(tq, TensorRole::kMatrix, 96);
   EXPECT_EQ(fallback.type, DType::kF16);
   EXPECT_EQ(fallback.fallback_reason, "row of 96 elements is not a multiple of the tq2_0 block (256)");

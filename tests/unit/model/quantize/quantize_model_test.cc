@@ -149,8 +149,10 @@ TEST(QuantizeModelTest, TernarizingANonTernaryModelUsesAbsmean) {
       EXPECT_EQ(t.to, DType::kTQ2_0);
       EXPECT_GT(SingleTernaryScale(Decode(*tq->file, *info)).value_or(0.0f), 0.0f) << t.name;
     } else if (info->shape.size() == 2) {
-      EXPECT_EQ(t.to, DType::kF16) << t.name;  // embedding and LM head are not ternarized
-      EXPECT_TRUE(t.copied) << t.name;
+      // Embedding and LM head are not ternarized: Q8_0 (type_policy.h), quantized from F16.
+      EXPECT_EQ(t.to, DType::kQ8_0) << t.name;
+      EXPECT_FALSE(t.copied) << t.name;
+      EXPECT_FALSE(t.absmean_ternarized) << t.name;
     } else {
       EXPECT_EQ(t.to, DType::kF32) << t.name;
     }
@@ -181,7 +183,10 @@ TEST(QuantizeModelTest, RowsThatAreNotWholeBlocksFallBackToF16) {
       EXPECT_EQ(t.to, DType::kTQ2_0);
     }
     // Ternary matrices and norms are exact either way: the values survive F16 and TQ2_0.
-    if (t.name == "token_embd.weight") continue;  // Gaussian F32 -> F16
+    if (t.name == "token_embd.weight") {  // Gaussian F32 -> Q8_0 (type_policy.h)
+      EXPECT_EQ(t.to, DType::kQ8_0);
+      continue;
+    }
     EXPECT_TRUE(BitwiseEqual(Decode(*tq->file, t.name), Decode(*original->file, t.name))) << t.name;
   }
   EXPECT_EQ(fallbacks, 12u);  // q, k, v, output, gate, up in 2 layers
@@ -200,12 +205,17 @@ TEST(QuantizeModelTest, EmbeddingTypeCanBeChosenOrKept) {
   EXPECT_EQ(kept->file->FindTensor("output.weight")->type, DType::kF32);
   EXPECT_EQ(kept->file->FindTensor("blk.0.attn_q.weight")->type, DType::kQ8_0);
 
+  // Ternary weights default to Q8_0 embeddings; a choice overrides that.
+  auto by_default = Convert(*original->file, To(DType::kTQ2_0));
+  ASSERT_TRUE(by_default.ok());
+  EXPECT_EQ(by_default->file->FindTensor("token_embd.weight")->type, DType::kQ8_0);
+  EXPECT_EQ(by_default->file->FindTensor("output.weight")->type, DType::kQ8_0);
   QuantizeOptions chosen = To(DType::kTQ2_0);
-  chosen.embedding_type = DType::kQ8_0;
-  auto q8 = Convert(*original->file, chosen);
-  ASSERT_TRUE(q8.ok());
-  EXPECT_EQ(q8->file->FindTensor("token_embd.weight")->type, DType::kQ8_0);
-  EXPECT_EQ(q8->file->FindTensor("output.weight")->type, DType::kQ8_0);
+  chosen.embedding_type = DType::kF16;
+  auto f16 = Convert(*original->file, chosen);
+  ASSERT_TRUE(f16.ok());
+  EXPECT_EQ(f16->file->FindTensor("token_embd.weight")->type, DType::kF16);
+  EXPECT_EQ(f16->file->FindTensor("output.weight")->type, DType::kF16);
 }
 
 class QuantizeFileTest : public ::testing::Test {

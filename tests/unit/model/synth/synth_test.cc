@@ -60,7 +60,7 @@ TEST(SynthTest, TinyModelsOfEveryArchAndTypeLoad) {
       EXPECT_EQ(*file.GetU32("general.file_type"), quantize::FileTypeFor(type));
       EXPECT_EQ(file.GetStringArray("tokenizer.ggml.tokens")->size(), want.n_vocab);
 
-      const DType embedding_type = IsTernary(type) ? DType::kF16 : type;
+      const DType embedding_type = IsTernary(type) ? DType::kQ8_0 : type;
       for (const gguf::TensorInfo& t : file.tensors()) {
         if (t.shape.size() == 1) {
           EXPECT_EQ(t.type, DType::kF32) << t.name;

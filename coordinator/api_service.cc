@@ -1,0 +1,232 @@
+#include "coordinator/api_service.h"
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "coordinator/step_codec.h"
+#include "coordinator/stop_matcher.h"
+#include "core/logging.h"
+#include "model/tokenizer/incremental_decoder.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+// After a cancel, how long Generate waits for the scheduler's final event before giving up.
+constexpr std::chrono::seconds kCancelGrace{10};
+
+// A request's events, handed from the scheduler's sink (which must not block) to the call's
+// thread.
+struct EventQueue {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<RequestEvent> events;
+
+  void Push(const RequestEvent& event) {
+    {
+      std::lock_guard lock(mu);
+      events.push_back(event);
+    }
+    cv.notify_one();
+  }
+  // Waits up to `timeout` for events and takes them all.
+  std::vector<RequestEvent> Take(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, timeout, [this] { return !events.empty(); });
+    return std::exchange(events, {});
+  }
+};
+
+// The request's deadline on the steady clock (gRPC reports it on the system clock).
+Clock::time_point DeadlineOf(const grpc::ServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return Clock::time_point::max();
+  const auto left = deadline - std::chrono::system_clock::now();
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
+}
+
+v1::FinishReason ToProto(FinishReason reason, bool stop_string) {
+  if (stop_string) return v1::FINISH_REASON_STOP_STRING;
+  return reason == FinishReason::kStop ? v1::FINISH_REASON_END_OF_SEQUENCE : v1::FINISH_REASON_LENGTH;
+}
+
+uint64_t RandomU64() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+}  // namespace
+
+ApiService::ApiService(ApiServiceOptions options, const tokenizer::Tokenizer& tokenizer, Scheduler& scheduler,
+                       MetricsRegistry& metrics, std::function<int()> ready_replicas)
+    : options_(std::move(options)),
+      tokenizer_(tokenizer),
+      scheduler_(scheduler),
+      metrics_(metrics),
+      ready_replicas_(std::move(ready_replicas)),
+      chat_(ChatPrompt::FromTemplate(options_.chat_template)),
+      id_prefix_(RandomU64() & 0xffffffu) {}
+
+std::string ApiService::NewRequestId() { return absl::StrFormat("req-%06x-%d", id_prefix_, next_id_.fetch_add(1)); }
+
+void ApiService::CountGenerate(const Status& status) {
+  metrics_
+      .AddCounter("bitfleet_api_generate_total", "Generate calls by final status code",
+                  {{"code", absl::StatusCodeToString(status.code())}})
+      ->Increment();
+}
+
+grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                                  grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  StatusOr<ParsedGenerate> parsed =
+      ParseGenerateRequest(*request, options_.limits, tokenizer_, chat_.get(), RandomU64());
+  if (!parsed.ok()) {
+    Logger("api")->debug("rejected Generate from {}: {}", context->peer(), parsed.status().ToString());
+    CountGenerate(parsed.status());
+    return ToGrpcStatus(parsed.status());
+  }
+  const std::string request_id = NewRequestId();
+  const Status status = Stream(context, *std::move(parsed), request_id, writer);
+  CountGenerate(status);
+  return ToGrpcStatus(status);
+}
+
+Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, const std::string& request_id,
+                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  auto log = Logger("api");
+  const Clock::time_point start = Clock::now();
+  auto queue = std::make_shared<EventQueue>();
+  GenerateRequest& request = parsed.request;
+  const size_t prompt_tokens = request.prompt.size();
+  const uint64_t seed = request.sampling.seed;
+  request.request_id = request_id;
+  // No authentication yet: every client is the anonymous tenant, whose requests share prefix
+  // blocks with each other only (DESIGN.md §6).
+  request.tenant_id = "anonymous";
+  request.deadline = DeadlineOf(*context);
+  request.sink = [queue](const RequestEvent& event) { queue->Push(event); };
+  StatusOr<RequestId> id = scheduler_.Submit(std::move(request));
+  if (!id.ok()) {
+    log->debug("{}: not accepted: {}", request_id, id.status().ToString());
+    return id.status();
+  }
+
+  tokenizer::DecodeOptions decode;
+  decode.strip_leading_space = false;  // the completion continues the prompt
+  tokenizer::IncrementalDecoder decoder(tokenizer_, decode);
+  StopMatcher stop(std::move(parsed.stop));
+  bool first_message = true;
+  bool client_gone = false;
+  std::optional<Clock::time_point> cancelled_at;
+  auto cancel = [&](FinishReason reason) {
+    if (cancelled_at) return;
+    cancelled_at = Clock::now();
+    scheduler_.Cancel(*id, reason).IgnoreError();  // NOT_FOUND: it finished meanwhile
+  };
+  auto send = [&](v1::GenerateResponse& message) {
+    if (client_gone) return;
+    if (first_message) {
+      message.set_request_id(request_id);
+      first_message = false;
+    }
+    if (!writer->Write(message)) {
+      client_gone = true;
+      cancel(FinishReason::kCancelled);
+    }
+  };
+
+  while (true) {
+    std::vector<RequestEvent> events = queue->Take(options_.cancel_poll);
+    if (!cancelled_at && context->IsCancelled()) {
+      client_gone = true;
+      cancel(FinishReason::kCancelled);
+    }
+    v1::GenerateResponse message;
+    const RequestEvent* finished = nullptr;
+    for (const RequestEvent& event : events) {
+      if (event.kind == RequestEvent::Kind::kFinished) {
+        finished = &event;
+        break;
+      }
+      if (stop.matched()) continue;  // tokens already in flight when the stop string appeared
+      message.add_token_ids(event.token);
+      StatusOr<std::string> piece = decoder.Push(event.token);
+      if (piece.ok()) message.mutable_text()->append(stop.Push(*piece));
+      if (stop.matched()) cancel(FinishReason::kStop);
+    }
+    if (finished == nullptr) {
+      if (message.token_ids_size() > 0) send(message);
+      if (cancelled_at && Clock::now() - *cancelled_at > kCancelGrace) {
+        log->error("{}: the scheduler did not finish the request {} s after its cancel", request_id,
+                   kCancelGrace.count());
+        return absl::CancelledError("request cancelled");
+      }
+      continue;
+    }
+
+    const RequestEvent& end = *finished;
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (!stop.matched() && !end.status.ok()) {
+      if (message.token_ids_size() > 0) send(message);
+      log->debug("{}: {} after {} tokens in {:.3f} s", request_id, end.status.ToString(), end.usage.completion_tokens,
+                 seconds);
+      return end.status;
+    }
+    if (!stop.matched()) {
+      message.mutable_text()->append(stop.Push(decoder.Finish()));
+      message.mutable_text()->append(stop.Flush());
+    }
+    message.set_finish_reason(ToProto(end.finish_reason, stop.matched()));
+    v1::Usage* usage = message.mutable_usage();
+    usage->set_prompt_tokens(static_cast<uint32_t>(prompt_tokens));
+    usage->set_completion_tokens(static_cast<uint32_t>(end.usage.completion_tokens));
+    usage->set_cached_prompt_tokens(static_cast<uint32_t>(end.usage.cached_prompt_tokens));
+    usage->set_seed(seed);
+    send(message);
+    log->debug("{}: {} prompt + {} generated tokens in {:.3f} s, finish {}", request_id, prompt_tokens,
+               end.usage.completion_tokens, seconds, v1::FinishReason_Name(message.finish_reason()));
+    return client_gone ? absl::CancelledError("the client went away") : absl::OkStatus();
+  }
+}
+
+grpc::Status ApiService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
+                                  v1::TokenizeResponse* response) {
+  if (request->text().size() > options_.limits.max_prompt_bytes) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("text has ", request->text().size(), " bytes, limit ", options_.limits.max_prompt_bytes));
+  }
+  tokenizer::EncodeOptions encode;
+  encode.add_special = request->has_add_special() ? request->add_special() : true;
+  encode.max_input_bytes = options_.limits.max_prompt_bytes;
+  StatusOr<std::vector<tokenizer::TokenId>> ids = tokenizer_.Encode(request->text(), encode);
+  if (!ids.ok()) return ToGrpcStatus(ids.status());
+  response->mutable_token_ids()->Add(ids->begin(), ids->end());
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
+                                    v1::DetokenizeResponse* response) {
+  const auto& ids = request->token_ids();
+  StatusOr<std::string> text = tokenizer_.Decode(std::span<const int32_t>(ids.data(), ids.size()));
+  if (!text.ok()) return ToGrpcStatus(absl::InvalidArgumentError(std::string(text.status().message())));
+  response->set_text(*std::move(text));
+  return grpc::Status::OK;
+}
+
+grpc::Status ApiService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
+  response->set_name(options_.limits.model_name);
+  response->set_architecture(options_.architecture);
+  response->set_vocab_size(static_cast<uint32_t>(options_.limits.n_vocab));
+  response->set_context_length(static_cast<uint32_t>(options_.limits.max_context));
+  response->set_tensor_parallel(static_cast<uint32_t>(options_.tensor_parallel));
+  response->set_replicas(static_cast<uint32_t>(options_.replicas));
+  response->set_ready_replicas(static_cast<uint32_t>(ready_replicas_ ? ready_replicas_() : 0));
+  for (tokenizer::TokenId id : tokenizer_.end_of_generation()) response->add_end_of_generation_ids(id);
+  return grpc::Status::OK;
+}
+
+}  // namespace bitfleet::coordinator

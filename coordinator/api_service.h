@@ -1,0 +1,79 @@
+// bitfleet.v1.Inference (inference.proto): the client API in front of the Scheduler
+// (DESIGN.md §3, §8, §9).
+//
+// Generate: validates everything first (api_request.h), submits token ids to the scheduler and
+// streams its events back: token ids as they are sampled, text deltas from an incremental
+// decoder (whole characters only), stop strings matched on that text (the match calls
+// Scheduler::Cancel with finish reason stop, and the stop string is not returned), then one
+// last message with the finish reason and usage. Status codes are the scheduler's, 1:1
+// (DESIGN.md §9). The call's deadline becomes the request's deadline; a client that cancels or
+// disconnects cancels the request, which leaves the batch and frees its KV blocks at the next
+// iteration.
+//
+// Threading: gRPC's synchronous server runs each call on its own thread; Generate waits on its
+// request's event queue (filled by the scheduler's sink, which never blocks) and polls the
+// call's cancellation between events. Nothing here throws.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/api_request.h"
+#include "coordinator/chat_prompt.h"
+#include "coordinator/metrics.h"
+#include "coordinator/scheduler.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace bitfleet::coordinator {
+
+struct ApiServiceOptions {
+  ApiLimits limits;
+  std::string architecture;   // for GetModelInfo
+  std::string chat_template;  // tokenizer.chat_template ("" when the model has none)
+  int tensor_parallel = 1;
+  int replicas = 1;
+  // How often a waiting Generate checks whether its client went away.
+  std::chrono::milliseconds cancel_poll{20};
+};
+
+class ApiService final : public v1::Inference::Service {
+ public:
+  // `ready_replicas` answers GetModelInfo.ready_replicas. The tokenizer, scheduler and metrics
+  // registry must outlive the service.
+  ApiService(ApiServiceOptions options, const tokenizer::Tokenizer& tokenizer, Scheduler& scheduler,
+             MetricsRegistry& metrics, std::function<int()> ready_replicas);
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
+                        v1::TokenizeResponse* response) override;
+  grpc::Status Detokenize(grpc::ServerContext* context, const v1::DetokenizeRequest* request,
+                          v1::DetokenizeResponse* response) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
+                            v1::ModelInfo* response) override;
+
+ private:
+  // Runs an accepted request to its end; returns the call's final status.
+  Status Stream(grpc::ServerContext* context, ParsedGenerate parsed, const std::string& request_id,
+                grpc::ServerWriter<v1::GenerateResponse>* writer);
+  // Counts a finished Generate by status code.
+  void CountGenerate(const Status& status);
+  std::string NewRequestId();
+
+  const ApiServiceOptions options_;
+  const tokenizer::Tokenizer& tokenizer_;
+  Scheduler& scheduler_;
+  MetricsRegistry& metrics_;
+  const std::function<int()> ready_replicas_;
+  const std::unique_ptr<ChatPrompt> chat_;  // null: no ChatML template
+  const uint64_t id_prefix_;                // random per process, so ids differ across restarts
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace bitfleet::coordinator

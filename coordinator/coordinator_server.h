@@ -1,0 +1,74 @@
+// The coordinator process, assembled (DESIGN.md §1, §7): the model's tokenizer and config (no
+// weights), the Scheduler over one RemoteReplica per replica slot, and three listeners:
+//   - the client API (gRPC): bitfleet.v1.Inference, grpc.health.v1.Health, server reflection;
+//   - the control endpoint (gRPC, internal): bitfleet.v1.Control for the workers;
+//   - optionally the HTTP side port: Prometheus /metrics and /health.
+// `bitfleet coordinator` runs it on its own; `bitfleet serve` runs it in-process beside the
+// workers it launches.
+//
+// Health (grpc.health.v1): the overall service "" and "bitfleet.v1.Inference" are SERVING
+// while at least one replica is healthy and the server is not draining; each replica slot also
+// reports as "bitfleet.v1.Inference/replica-K".
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "coordinator/grpc_executor.h"
+#include "coordinator/request.h"
+#include "core/status.h"
+
+namespace bitfleet::coordinator {
+
+struct CoordinatorServerOptions {
+  std::string model;                        // GGUF file: tokenizer and config are read, no weights
+  std::string listen = "0.0.0.0:50051";     // client API; port 0 picks a free port
+  std::string control = "127.0.0.1:50052";  // worker control endpoint; port 0 picks a free port
+  int metrics_port = -1;                    // HTTP /metrics and /health; -1: off, 0: any free port
+  std::string metrics_host = "0.0.0.0";
+  int tensor_parallel = 1;
+  int replicas = 1;
+  int max_context = 0;            // 0: the model's training context
+  int kv_block_size = 16;         // workers must use the same
+  int max_queued_requests = 256;  // admission queue; beyond: RESOURCE_EXHAUSTED
+  int max_step_tokens = 0;        // per-step token budget; 0: the workers' limit
+  bool prefix_caching = true;
+  ControlTiming timing;
+};
+
+class CoordinatorServer {
+ public:
+  // Loads the tokenizer and config, binds every listener and starts serving (health
+  // NOT_SERVING until a replica's workers have registered).
+  static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const CoordinatorServerOptions& options);
+  ~CoordinatorServer();  // Shutdown()
+
+  int api_port() const;
+  int control_port() const;
+  int metrics_port() const;  // -1 when off
+  const std::string& model_name() const;
+  int32_t max_context() const;
+  bool serving() const;
+  int healthy_replicas() const;
+  bool replica_healthy(int replica) const;
+  // How many times all ranks of `replica` have registered (one per incarnation) so far.
+  int replica_registrations(int replica) const;
+
+  // Stops admitting (health NOT_SERVING; Generate answers UNAVAILABLE), lets in-flight requests
+  // finish until `deadline` (those still running then end UNAVAILABLE), then asks the workers
+  // to exit. OK when everything finished in time.
+  Status Drain(Clock::time_point deadline);
+  // Stops the listeners and the scheduler. Idempotent.
+  void Shutdown();
+
+ private:
+  struct State;
+  explicit CoordinatorServer(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace bitfleet::coordinator

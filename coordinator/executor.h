@@ -1,0 +1,99 @@
+// The boundary between the scheduler and the ranks that run the model (DESIGN.md §3, §7).
+//
+// Every iteration the scheduler builds one StepPlan per replica and hands it to that
+// replica's Executor; every rank of the replica runs the same plan on its shard and the
+// replica answers one StepResult with one sampled token per sequence (sampling is reduced
+// across ranks, so only token ids come back). Implementations: an in-process executor over a
+// worker::ModelRunner (tests, one-box), and the gRPC executor client that streams plans to the
+// worker processes of a replica (control.proto mirrors these structs field by field).
+//
+// These structs are plain C++ so the scheduler and its tests need neither gRPC nor kernels.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace bitfleet::coordinator {
+
+// Sampling parameters as the workers apply them (see worker/sampler.h for the semantics).
+struct StepSampling {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repeat_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t penalty_last_n = 64;
+  uint64_t seed = 0;
+};
+
+struct SequencePlan {
+  uint64_t sequence_id = 0;            // stable for the life of the request (RNG stream key)
+  std::vector<int32_t> tokens;         // new tokens: a prefill chunk or one decode token
+  int32_t start_pos = 0;               // position of tokens[0]
+  std::vector<int32_t> block_table;    // covers [0, start_pos + tokens.size())
+  bool sample = true;                  // false for a prefill chunk that is not the last one
+  StepSampling sampling;
+  // Penalty history the sampler needs beyond this step's tokens: the last penalty_last_n
+  // tokens of the sequence before `tokens` (prompt and generated; all of them when
+  // penalty_last_n is -1). Empty when sample is false or no penalty is active.
+  std::vector<int32_t> history;
+  // How many tokens this sequence sampled before (RNG offset). A sequence's n-th sample uses
+  // the n-th draw of the stream Rng(sampling.seed), so the same seed reproduces the same text
+  // whatever the batch, and after a preemption or on another replica.
+  uint64_t sample_index = 0;
+};
+
+struct StepPlan {
+  uint64_t step_id = 0;
+  std::vector<SequencePlan> sequences;
+  // Sequences that finished or were preempted since the previous plan: ranks may drop their
+  // per-sequence state (RNG streams). Advisory: state is always rebuildable from the plan.
+  std::vector<uint64_t> released_sequences;
+};
+
+struct SequenceResult {
+  uint64_t sequence_id = 0;
+  int32_t token = -1;                  // sampled token, -1 when the plan said sample=false
+};
+
+struct StepResult {
+  uint64_t step_id = 0;
+  std::vector<SequenceResult> sequences;  // same order as the plan
+};
+
+// Runs plans on one replica.
+//
+// Threading: Execute is called by one thread at a time (the scheduler's dispatch thread for
+// this replica; not necessarily the same thread every call) and may block for the step's
+// duration. The other methods may be called from any thread and must be thread-safe, cheap and
+// non-blocking (the scheduler polls healthy() under its lock).
+//
+// Errors: INVALID_ARGUMENT or RESOURCE_EXHAUSTED mean the plan was rejected before any KV was
+// written: the scheduler fails the plan's sequences and keeps the replica. Any other error
+// (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, ...) means the replica failed: the scheduler
+// fails every sequence on it and forgets its KV metadata (the storage may be gone).
+//
+// Capacity: read when the replica turns healthy, and again when incarnation() changes; it may
+// change across a restart. kv_block_size must equal the scheduler's block size.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual StatusOr<StepResult> Execute(const StepPlan& plan) = 0;
+  // Capacity the replica registered with.
+  virtual int32_t kv_blocks() const = 0;
+  virtual int32_t kv_block_size() const = 0;
+  virtual int32_t max_step_tokens() const = 0;      // new tokens per plan, summed over sequences
+  virtual int32_t max_step_sequences() const = 0;   // sequences per plan (each gets one logit row)
+  virtual bool healthy() const = 0;
+  // Changes whenever the replica's KV storage may have been lost (its group restarted and
+  // registered again). The scheduler then forgets the replica's KV metadata and fails its
+  // requests. The default suits executors that never restart in place.
+  virtual uint64_t incarnation() const { return 0; }
+};
+
+}  // namespace bitfleet::coordinator

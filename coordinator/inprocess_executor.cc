@@ -1,0 +1,40 @@
+#include "coordinator/inprocess_executor.h"
+
+#include <algorithm>
+
+namespace bitfleet::coordinator {
+
+InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::ModelRunner> runner)
+    : runner_(std::move(runner)),
+      step_executor_(*runner_),
+      kv_blocks_(runner_->kv_blocks()),
+      kv_block_size_(runner_->kv_block_size()),
+      max_step_tokens_(runner_->options().max_step_tokens),
+      max_step_sequences_(std::min(runner_->options().max_step_sequences, runner_->options().max_logit_rows)) {}
+
+void InProcessExecutor::FailNextSteps(int n, Status status) {
+  std::lock_guard<std::mutex> lock(fault_mu_);
+  failures_left_ = n;
+  failure_ = std::move(status);
+}
+
+StatusOr<StepResult> InProcessExecutor::Execute(const StepPlan& plan) {
+  {
+    std::lock_guard<std::mutex> lock(fault_mu_);
+    if (failures_left_ > 0) {
+      --failures_left_;
+      return failure_;
+    }
+  }
+  if (!healthy_.load()) return absl::UnavailableError("in-process replica is marked unhealthy");
+  StatusOr<StepResult> result = step_executor_.Execute(plan);
+  if (result.ok()) {
+    steps_.fetch_add(1);
+    int64_t tokens = 0;
+    for (const SequencePlan& seq : plan.sequences) tokens += static_cast<int64_t>(seq.tokens.size());
+    tokens_.fetch_add(tokens);
+  }
+  return result;
+}
+
+}  // namespace bitfleet::coordinator

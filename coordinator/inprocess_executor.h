@@ -1,0 +1,61 @@
+// An Executor over a ModelRunner in this process: one replica of TP=1 (or one rank driving a
+// runner whose peers are threads in this process). Used by the scheduler's tests and by a
+// one-process serving mode. Links the worker (kernels), so it is a separate library from
+// bitfleet_coordinator.
+//
+// Fault injection for tests: set_healthy(false) takes the replica out of service (the scheduler
+// fails its requests with UNAVAILABLE); FailNextSteps(n, status) makes the next n Execute calls
+// return `status` without running.
+//
+// Thread-safety: Execute from one thread at a time; everything else from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "coordinator/executor.h"
+#include "core/status.h"
+#include "worker/model_runner.h"
+#include "worker/step_executor.h"
+
+namespace bitfleet::coordinator {
+
+class InProcessExecutor final : public Executor {
+ public:
+  // Takes ownership of the runner.
+  explicit InProcessExecutor(std::unique_ptr<worker::ModelRunner> runner);
+
+  StatusOr<StepResult> Execute(const StepPlan& plan) override;
+  int32_t kv_blocks() const override { return kv_blocks_; }
+  int32_t kv_block_size() const override { return kv_block_size_; }
+  int32_t max_step_tokens() const override { return max_step_tokens_; }
+  // The runner's sequence limit, capped by its logit rows (every sequence gets one row).
+  int32_t max_step_sequences() const override { return max_step_sequences_; }
+  bool healthy() const override { return healthy_.load(); }
+
+  void set_healthy(bool healthy) { healthy_.store(healthy); }
+  void FailNextSteps(int n, Status status);
+
+  worker::ModelRunner& runner() { return *runner_; }
+  // Work done so far (read between steps).
+  int64_t steps_executed() const { return steps_.load(); }
+  int64_t tokens_executed() const { return tokens_.load(); }
+
+ private:
+  std::unique_ptr<worker::ModelRunner> runner_;
+  worker::StepExecutor step_executor_;
+  const int32_t kv_blocks_;
+  const int32_t kv_block_size_;
+  const int32_t max_step_tokens_;
+  const int32_t max_step_sequences_;
+  std::atomic<bool> healthy_{true};
+  std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> tokens_{0};
+  std::mutex fault_mu_;
+  int failures_left_ = 0;
+  Status failure_;
+};
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,340 @@
+#include "coordinator/replica_scheduler.h"
+
+#include <algorithm>
+
+#include "cache/block_table.h"
+#include "coordinator/request_validation.h"
+#include "core/logging.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+bool RejectedPlan(const Status& status) {
+  return status.code() == absl::StatusCode::kInvalidArgument || status.code() == absl::StatusCode::kResourceExhausted;
+}
+
+}  // namespace
+
+ReplicaScheduler::ReplicaScheduler(int index, const ReplicaConfig& config, SequenceObserver& observer)
+    : index_(index),
+      config_(config),
+      end_of_generation_(config.end_of_generation.begin(), config.end_of_generation.end()),
+      observer_(observer),
+      blocks_(0, config.block_size) {}
+
+void ReplicaScheduler::Configure(const ReplicaCapacity& capacity) {
+  capacity_ = capacity;
+  blocks_ = cache::BlockManager(capacity.kv_blocks, config_.block_size);
+  released_.clear();
+}
+
+void ReplicaScheduler::Enqueue(std::unique_ptr<Sequence> seq) {
+  seq->replica = index_;
+  const RequestId id = seq->id;
+  waiting_.emplace(id, std::move(seq));
+}
+
+void ReplicaScheduler::Reap(Clock::time_point now) {
+  std::vector<std::pair<Sequence*, FinishReason>> done;
+  for (auto* queue : {&running_, &waiting_}) {
+    for (auto& [id, seq] : *queue) {
+      if (seq->cancel_reason != FinishReason::kNone) {
+        done.emplace_back(seq.get(), seq->cancel_reason);
+      } else if (now >= seq->deadline) {
+        done.emplace_back(seq.get(), FinishReason::kDeadline);
+      }
+    }
+  }
+  for (auto [seq, reason] : done) {
+    Status status;
+    if (reason == FinishReason::kCancelled) status = absl::CancelledError("request cancelled");
+    if (reason == FinishReason::kDeadline) status = absl::DeadlineExceededError("request deadline exceeded");
+    Finish(seq, reason, status);
+  }
+}
+
+int32_t ReplicaScheduler::ChunkFor(const Sequence& seq, int32_t budget) const {
+  int32_t n = std::min(seq.pending(), budget);
+  if (config_.max_prefill_chunk > 0) n = std::min(n, config_.max_prefill_chunk);
+  return n;
+}
+
+StepPlan ReplicaScheduler::BuildPlan() {
+  StepPlan plan;
+  scheduled_.clear();
+  for (auto& [id, seq] : waiting_) seq->preempted_this_step = false;
+  int32_t budget = capacity_.max_step_tokens;
+  if (budget > 0 && capacity_.max_step_sequences > 0) {
+    // Decodes first (one token each keeps inter-token latency flat), then prefill chunks of
+    // running sequences; both oldest first.
+    std::vector<Sequence*> decodes;
+    std::vector<Sequence*> prefills;
+    for (auto& [id, seq] : running_) {
+      (seq->pending() == 1 && seq->generated() > 0 ? decodes : prefills).push_back(seq.get());
+    }
+    for (const std::vector<Sequence*>* group : {&decodes, &prefills}) {
+      for (Sequence* seq : *group) {
+        if (!running_.contains(seq->id)) continue;  // preempted earlier in this pass
+        if (budget <= 0 || static_cast<int32_t>(scheduled_.size()) >= capacity_.max_step_sequences) break;
+        const int32_t n = ChunkFor(*seq, budget);
+        const bool decode = group == &decodes;
+        if (!ReserveOrPreempt(seq, n, &budget)) continue;
+        scheduled_.push_back({seq, n, decode});
+        budget -= n;
+      }
+    }
+    Admit(&budget);
+  }
+  if (scheduled_.empty()) return plan;  // keeps released_ for the next real plan
+  plan.step_id = next_step_id_++;
+  for (const Scheduled& entry : scheduled_) plan.sequences.push_back(MakeSequencePlan(entry));
+  plan.released_sequences = std::move(released_);
+  released_.clear();
+  return plan;
+}
+
+bool ReplicaScheduler::ReserveOrPreempt(Sequence* seq, int32_t n, int32_t* budget) {
+  while (true) {
+    const Status grown = blocks_.Grow(seq->id, static_cast<int64_t>(seq->num_computed) + n);
+    if (grown.ok()) return true;
+    if (grown.code() != absl::StatusCode::kResourceExhausted) {
+      Finish(seq, FinishReason::kError, grown);
+      return false;
+    }
+    Sequence* victim = running_.rbegin()->second.get();
+    if (victim == seq) {
+      Preempt(seq);
+      return false;
+    }
+    auto it = std::find_if(scheduled_.begin(), scheduled_.end(), [&](const Scheduled& s) { return s.seq == victim; });
+    if (it != scheduled_.end()) {
+      *budget += it->n_tokens;
+      scheduled_.erase(it);
+    }
+    Preempt(victim);
+  }
+}
+
+void ReplicaScheduler::Preempt(Sequence* seq) {
+  // Its full computed blocks are registered already (ApplyResult), so they stay cached and the
+  // recompute finds them unless they get evicted first.
+  blocks_.Free(seq->id).IgnoreError();  // only this sequence's own references
+  seq->num_computed = 0;
+  seq->preempted_this_step = true;
+  ++seq->usage.preemptions;
+  released_.push_back(seq->id);
+  auto node = running_.extract(seq->id);
+  observer_.OnPreempted(*seq);
+  waiting_.insert(std::move(node));
+}
+
+int32_t ReplicaScheduler::WatermarkBlocks() const {
+  // While others run, admission leaves ~1% of the pool for their decode growth, so a fresh
+  // admission is not preempted again at the very next step.
+  if (running_.empty()) return 0;
+  return std::max<int32_t>(1, blocks_.num_blocks() / 100);
+}
+
+void ReplicaScheduler::Admit(int32_t* budget) {
+  const int32_t bs = config_.block_size;
+  while (!waiting_.empty() && *budget > 0 &&
+         static_cast<int32_t>(scheduled_.size()) < capacity_.max_step_sequences &&
+         num_running() < capacity_.max_step_sequences) {
+    Sequence* seq = waiting_.begin()->second.get();
+    // Strict submission order: a head that cannot start now blocks the ones behind it, so a
+    // large request is never starved by a stream of small ones.
+    if (seq->preempted_this_step) break;
+    int32_t max_cached_blocks = 0;
+    if (config_.prefix_caching) {
+      // At least the last token is always computed: its logits are what the step samples from.
+      max_cached_blocks = (static_cast<int32_t>(seq->tokens.size()) - 1) / bs;
+      if (static_cast<int32_t>(seq->block_hashes.size()) < max_cached_blocks) {
+        const Status hashed = cache::ExtendBlockHashes(seq->hash_scope, seq->tokens, bs, &seq->block_hashes);
+        if (!hashed.ok()) {
+          Finish(seq, FinishReason::kError, hashed);
+          continue;
+        }
+      }
+    }
+    const cache::CachedPrefix prefix = blocks_.PlanCachedPrefix(seq->block_hashes, max_cached_blocks);
+    const int32_t cached_tokens = prefix.blocks * bs;
+    int32_t n = std::min<int32_t>(static_cast<int32_t>(seq->tokens.size()) - cached_tokens, *budget);
+    if (config_.max_prefill_chunk > 0) n = std::min(n, config_.max_prefill_chunk);
+    const int64_t needed = cache::BlocksForTokens(cached_tokens + n, bs) - prefix.blocks;
+    if (needed > blocks_.num_allocatable() - prefix.revived - WatermarkBlocks()) break;
+
+    const bool first = !seq->admitted_once;
+    auto node = waiting_.extract(seq->id);
+    StatusOr<int32_t> attached = blocks_.AttachCachedPrefix(seq->id, seq->block_hashes, max_cached_blocks);
+    Status status = attached.ok() ? blocks_.Grow(seq->id, cached_tokens + n) : attached.status();
+    running_.insert(std::move(node));
+    if (!status.ok()) {  // cannot happen after the checks above; never leave blocks behind
+      Finish(seq, FinishReason::kError, status);
+      continue;
+    }
+    seq->num_computed = cached_tokens;
+    seq->admitted_once = true;
+    if (first) seq->usage.cached_prompt_tokens = std::min(cached_tokens, seq->prompt_len);
+    observer_.OnAdmitted(*seq, first, cached_tokens);
+    scheduled_.push_back({seq, n, false});
+    *budget -= n;
+  }
+}
+
+SequencePlan ReplicaScheduler::MakeSequencePlan(const Scheduled& entry) const {
+  const Sequence& seq = *entry.seq;
+  SequencePlan plan;
+  plan.sequence_id = seq.id;
+  plan.start_pos = seq.num_computed;
+  plan.tokens.assign(seq.tokens.begin() + seq.num_computed, seq.tokens.begin() + seq.num_computed + entry.n_tokens);
+  std::span<const int32_t> table = blocks_.Table(seq.id);
+  plan.block_table.assign(table.begin(), table.end());
+  plan.sample = seq.num_computed + entry.n_tokens == static_cast<int32_t>(seq.tokens.size());
+  plan.sampling = seq.sampling;
+  plan.sample_index = static_cast<uint64_t>(seq.generated());
+  if (plan.sample && PenaltiesActive(seq.sampling)) {
+    const int32_t before = seq.num_computed;  // tokens before this step's
+    const int32_t window = seq.sampling.penalty_last_n < 0 ? before : std::min(before, seq.sampling.penalty_last_n);
+    plan.history.assign(seq.tokens.begin() + (before - window), seq.tokens.begin() + before);
+  }
+  return plan;
+}
+
+Status ReplicaScheduler::CheckResult(const StepResult& result) const {
+  if (result.sequences.size() != scheduled_.size()) {
+    return absl::InternalError(absl::StrCat("replica ", index_, " answered ", result.sequences.size(),
+                                            " sequences for a plan of ", scheduled_.size()));
+  }
+  for (size_t i = 0; i < scheduled_.size(); ++i) {
+    const SequenceResult& r = result.sequences[i];
+    const Sequence& seq = *scheduled_[i].seq;
+    if (r.sequence_id != seq.id) {
+      return absl::InternalError(
+          absl::StrCat("replica ", index_, " answered sequence ", r.sequence_id, " in the place of ", seq.id));
+    }
+    const bool sampled = seq.num_computed + scheduled_[i].n_tokens == static_cast<int32_t>(seq.tokens.size());
+    if (sampled && (r.token < 0 || r.token >= config_.n_vocab)) {
+      return absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", r.token, " for sequence ", seq.id,
+                                              ", outside the vocabulary of ", config_.n_vocab));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
+  Status status = result.ok() ? CheckResult(*result) : result.status();
+  if (!status.ok()) {
+    std::vector<Scheduled> plan = std::move(scheduled_);
+    scheduled_.clear();
+    if (RejectedPlan(status)) {
+      Logger("scheduler")->error("replica {} rejected a plan of {} sequences: {}", index_, plan.size(),
+                                 std::string(status.message()));
+      for (const Scheduled& entry : plan) Finish(entry.seq, FinishReason::kError, status);
+    } else {
+      Logger("scheduler")->error("replica {} failed: {}", index_, std::string(status.message()));
+      FailAll(absl::UnavailableError(absl::StrCat("replica ", index_, " failed: ", std::string(status.message()))));
+    }
+    return;
+  }
+  std::vector<Scheduled> plan = std::move(scheduled_);
+  scheduled_.clear();
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Sequence* seq = plan[i].seq;
+    const bool sampled = seq->num_computed + plan[i].n_tokens == static_cast<int32_t>(seq->tokens.size());
+    seq->num_computed += plan[i].n_tokens;
+    if (!plan[i].decode) {
+      seq->usage.prefilled_tokens += plan[i].n_tokens;
+      prefill_tokens_total_ += plan[i].n_tokens;
+    }
+    RegisterComputedBlocks(*seq);
+    if (sampled) HandleSample(seq, result->sequences[i].token);
+  }
+}
+
+void ReplicaScheduler::RegisterComputedBlocks(Sequence& seq) {
+  if (!config_.prefix_caching) return;
+  const int32_t bs = config_.block_size;
+  const size_t full = static_cast<size_t>(seq.num_computed / bs);
+  if (seq.block_hashes.size() < full) {
+    std::span<const int32_t> computed(seq.tokens.data(), full * bs);
+    const Status hashed = cache::ExtendBlockHashes(seq.hash_scope, computed, bs, &seq.block_hashes);
+    if (!hashed.ok()) {
+      Logger("scheduler")->warn("sequence {}: block hashing failed, its blocks stay private: {}", seq.id,
+                                std::string(hashed.message()));
+      return;
+    }
+  }
+  const Status registered =
+      blocks_.RegisterFullBlocks(seq.id, std::span<const cache::BlockHash>(seq.block_hashes).first(full));
+  if (!registered.ok()) {
+    Logger("scheduler")->warn("sequence {}: block registration failed: {}", seq.id, std::string(registered.message()));
+  }
+}
+
+void ReplicaScheduler::HandleSample(Sequence* seq, int32_t token) {
+  if (!seq->ignore_eos && end_of_generation_.contains(token)) {
+    Finish(seq, FinishReason::kStop, absl::OkStatus());
+    return;
+  }
+  seq->tokens.push_back(token);
+  observer_.OnToken(*seq, token);
+  if (seq->generated() >= seq->max_tokens) Finish(seq, FinishReason::kLength, absl::OkStatus());
+}
+
+void ReplicaScheduler::Finish(Sequence* seq, FinishReason reason, Status status) {
+  const RequestId id = seq->id;
+  blocks_.Free(id).IgnoreError();  // only this sequence's own references
+  auto node = running_.extract(id);
+  if (!node) {
+    node = waiting_.extract(id);
+  } else {
+    released_.push_back(id);
+  }
+  if (!node) return;
+  observer_.OnFinished(std::move(node.mapped()), reason, std::move(status));
+}
+
+void ReplicaScheduler::FinishAll(FinishReason reason, const Status& status) {
+  std::vector<Sequence*> all;
+  for (auto* queue : {&running_, &waiting_}) {
+    for (auto& [id, seq] : *queue) all.push_back(seq.get());
+  }
+  scheduled_.clear();
+  for (Sequence* seq : all) Finish(seq, reason, status);
+}
+
+void ReplicaScheduler::FailAll(const Status& status) {
+  FinishAll(FinishReason::kError, status);
+  blocks_.Reset();
+  released_.clear();
+}
+
+int64_t ReplicaScheduler::PendingPrefillTokens() const {
+  int64_t total = 0;
+  for (const auto* queue : {&running_, &waiting_}) {
+    for (const auto& [id, seq] : *queue) {
+      if (seq->pending() > 1 || seq->generated() == 0) total += seq->pending();
+    }
+  }
+  return total;
+}
+
+Status ReplicaScheduler::CheckInvariants() const {
+  BF_RETURN_IF_ERROR(blocks_.CheckInvariants());
+  for (const auto& [id, seq] : running_) {
+    const int64_t capacity = static_cast<int64_t>(blocks_.Table(id).size()) * config_.block_size;
+    if (!blocks_.HasSequence(id) || capacity < seq->num_computed) {
+      return absl::InternalError(absl::StrCat("running sequence ", id, " has ", seq->num_computed,
+                                              " computed tokens but a table of ", capacity, " positions"));
+    }
+    if (seq->pending() < 1) {
+      return absl::InternalError(absl::StrCat("running sequence ", id, " has nothing to feed"));
+    }
+  }
+  for (const auto& [id, seq] : waiting_) {
+    if (blocks_.HasSequence(id)) return absl::InternalError(absl::StrCat("waiting sequence ", id, " holds blocks"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,126 @@
+// The scheduling of one replica, one iteration at a time (docs/scheduler.md): which sequences
+// run in the next step and with how many tokens, KV block allocation, prefix reuse, preemption,
+// and applying the step's sampled tokens. No threads and no I/O: the Scheduler calls it under
+// its lock, hands the plan to the replica's Executor and brings the result back.
+//
+// Iteration contract: BuildPlan → (the executor runs the plan) → ApplyResult, then Reap and
+// BuildPlan again. Between BuildPlan and ApplyResult the sequences of the plan are in flight and
+// nothing but ApplyResult may touch the replica's sequences; Enqueue is always allowed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <unordered_set>
+#include <vector>
+
+#include "cache/block_manager.h"
+#include "coordinator/executor.h"
+#include "coordinator/sequence.h"
+#include "core/status.h"
+
+namespace bitfleet::coordinator {
+
+// What happens to sequences, reported in order as it happens (the Scheduler turns it into
+// request events and metrics).
+class SequenceObserver {
+ public:
+  virtual ~SequenceObserver() = default;
+  // `first`: the sequence's first admission (not a readmission after preemption).
+  virtual void OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) = 0;
+  virtual void OnPreempted(Sequence& seq) = 0;
+  virtual void OnToken(Sequence& seq, int32_t token) = 0;
+  virtual void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) = 0;
+};
+
+struct ReplicaConfig {
+  int32_t block_size = 16;
+  int32_t n_vocab = 0;
+  std::vector<int32_t> end_of_generation;
+  bool prefix_caching = true;
+  int32_t max_prefill_chunk = 0;  // 0: the step budget
+};
+
+struct ReplicaCapacity {
+  int32_t kv_blocks = 0;
+  int32_t max_step_tokens = 0;
+  int32_t max_step_sequences = 0;
+  bool operator==(const ReplicaCapacity&) const = default;
+};
+
+class ReplicaScheduler {
+ public:
+  ReplicaScheduler(int index, const ReplicaConfig& config, SequenceObserver& observer);
+
+  int index() const { return index_; }
+  // (Re)starts with a fresh block pool of the given capacity. Requires no sequences.
+  void Configure(const ReplicaCapacity& capacity);
+  const ReplicaCapacity& capacity() const { return capacity_; }
+
+  // Queues a routed sequence (new, or moved here); it runs when blocks and budget allow.
+  void Enqueue(std::unique_ptr<Sequence> seq);
+  // Finishes cancelled and expired sequences (frees their blocks). Not while in flight.
+  void Reap(Clock::time_point now);
+  // The next step: running decodes first, then running prefills (chunked), then admissions
+  // from the waiting queue in submission order, within the token budget; preempts the newest
+  // running sequence when blocks run out. An empty plan when there is nothing to run.
+  StepPlan BuildPlan();
+  bool in_flight() const { return !scheduled_.empty(); }
+  // Applies the step's result to the sequences of the last plan. A rejected plan
+  // (INVALID_ARGUMENT, RESOURCE_EXHAUSTED) fails its sequences; any other error, or a result
+  // that does not match the plan, fails the replica (FailAll).
+  void ApplyResult(const StatusOr<StepResult>& result);
+  // Finishes every sequence with `reason` and `status`, freeing blocks normally.
+  void FinishAll(FinishReason reason, const Status& status);
+  // The replica failed: finishes everything with kError and `status` and forgets all KV
+  // metadata (the storage is gone).
+  void FailAll(const Status& status);
+
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  // Prefill tokens queued or in progress here (routing load).
+  int64_t PendingPrefillTokens() const;
+  const cache::BlockManager& blocks() const { return blocks_; }
+  // Tokens fed as prefill (prompt chunks and recomputes) since construction.
+  int64_t prefill_tokens_total() const { return prefill_tokens_total_; }
+
+  // The block manager's invariants, plus: every running sequence has a table covering its
+  // computed tokens, no waiting sequence holds blocks.
+  Status CheckInvariants() const;
+
+ private:
+  struct Scheduled {
+    Sequence* seq;
+    int32_t n_tokens;
+    bool decode;  // one generated token (not a prefill or recompute chunk)
+  };
+
+  int32_t ChunkFor(const Sequence& seq, int32_t budget) const;
+  // Grows `seq`'s table for `n` more tokens, preempting the newest running sequences as
+  // needed. False when `seq` itself was preempted (or failed).
+  bool ReserveOrPreempt(Sequence* seq, int32_t n, int32_t* budget);
+  void Preempt(Sequence* seq);
+  void Admit(int32_t* budget);
+  int32_t WatermarkBlocks() const;
+  void RegisterComputedBlocks(Sequence& seq);
+  void HandleSample(Sequence* seq, int32_t token);
+  void Finish(Sequence* seq, FinishReason reason, Status status);
+  SequencePlan MakeSequencePlan(const Scheduled& entry) const;
+  Status CheckResult(const StepResult& result) const;
+
+  const int index_;
+  const ReplicaConfig config_;
+  const std::unordered_set<int32_t> end_of_generation_;
+  SequenceObserver& observer_;
+  ReplicaCapacity capacity_;
+  cache::BlockManager blocks_;
+  // Owned sequences by id (= age): the newest running sequence is running_.rbegin().
+  std::map<RequestId, std::unique_ptr<Sequence>> running_;
+  std::map<RequestId, std::unique_ptr<Sequence>> waiting_;
+  std::vector<Scheduled> scheduled_;       // the plan in flight
+  std::vector<uint64_t> released_;         // for the next plan's released_sequences
+  uint64_t next_step_id_ = 1;
+  int64_t prefill_tokens_total_ = 0;
+};
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,53 @@
+// The scheduler's record of one request while it lives (internal to coordinator/).
+//
+// A sequence's state is its token list (prompt, then generated tokens) and how many of those
+// have KV in its replica's cache (num_computed). Everything else derives from those two: the
+// next tokens to feed are tokens[num_computed, size), a step samples when it feeds the last
+// one, and a preempted sequence simply restarts with num_computed = 0 (its cached blocks make
+// the recompute cheap).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cache/block_hash.h"
+#include "coordinator/request.h"
+
+namespace bitfleet::coordinator {
+
+struct Sequence {
+  RequestId id = 0;  // submission order: lower is older (preemption takes the newest)
+  std::shared_ptr<const RequestSink> sink;
+  StepSampling sampling;
+  int32_t max_tokens = 0;
+  bool ignore_eos = false;
+  Clock::time_point deadline = Clock::time_point::max();
+  std::string tenant_id;
+  std::string request_id;
+  cache::BlockHashScope hash_scope;  // tenant salt + model id of every block hash
+
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
+  int32_t prompt_len = 0;
+  // Chained hashes of the full blocks of `tokens` computed so far (the prompt's at submission,
+  // generated blocks as they fill).
+  std::vector<cache::BlockHash> block_hashes;
+  int32_t num_computed = 0;     // tokens[0, num_computed) have KV in the replica's cache
+
+  int replica = -1;
+  bool admitted_once = false;
+  bool preempted_this_step = false;  // not readmitted in the step that preempted it
+  // Set by Cancel; the scheduler finishes the sequence at the next iteration.
+  FinishReason cancel_reason = FinishReason::kNone;
+
+  RequestUsage usage;
+  Clock::time_point arrival;
+  Clock::time_point last_token_time;
+
+  int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
+  // Tokens still to feed (1 for a sequence in decode).
+  int32_t pending() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
+};
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,231 @@
+// AMX matmul kernels for batches (compiled with the AVX-512 VNNI flags plus -mamx-tile
+// -mamx-int8). Only intrinsics and internal-linkage helpers: see the note in
+// kernels/cpu/kernel_table.h. The `amx` variant is `avx512vnni` with these batch paths; one
+// token (decode) and small batches keep the VNNI kernels, which stream the weights at memory
+// speed already.
+//
+// tdpbusd multiplies a 16 × 64 u8 tile A by a 64 × 16 s8 tile B (stored as 16 rows of 16 × 4
+// bytes) into a 16 × 16 int32 tile C: 16384 multiply-adds per instruction, ~16x a 512-bit
+// vpdpbusd. Here A is the weight codes (rows × 64 columns, unpacked to one byte per weight),
+// B the activations (the tile copy QuantizedActivations keeps, 16 tokens per tile), and C the
+// rows × tokens integer sums. Tiles: tmm0-3 accumulate 32 rows × 32 tokens, tmm4-5 hold A for
+// rows 0-15 / 16-31, tmm6-7 B for tokens 0-15 / 16-31.
+#include <immintrin.h>
+
+#include "kernels/cpu/variant_fns.h"
+
+namespace bitfleet::kernels::cpu::amx {
+namespace {
+
+constexpr int kTileBytes = 1024;  // 16 rows × 64 bytes
+
+// The LDTILECFG operand (Intel SDM, "TILECFG"): palette 1, per tile its rows and bytes per row.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// All eight tiles 16 rows × 64 bytes.
+inline void ConfigureFullTiles() {
+  TileConfig cfg;
+  __builtin_memset(&cfg, 0, sizeof(cfg));
+  cfg.palette_id = 1;
+  for (int i = 0; i < 8; ++i) {
+    cfg.rows[i] = 16;
+    cfg.colsb[i] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// In place: r[i] lane j <- r[j] lane i, for 16 vectors of 16 int32 (three stages: 32-bit and
+// 64-bit interleaves within 128-bit lanes, then a 4 × 4 transpose of the lanes).
+inline void Transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  // u[c * 4 + g]: lane L holds column 4L + c of rows 4g .. 4g + 3.
+  __m512i u[16];
+  for (int g = 0; g < 4; ++g) {
+    u[0 * 4 + g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[1 * 4 + g] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[2 * 4 + g] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[3 * 4 + g] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i* v = u + c * 4;
+    const __m512i v0 = _mm512_shuffle_i32x4(v[0], v[1], 0x88);
+    const __m512i v1 = _mm512_shuffle_i32x4(v[0], v[1], 0xDD);
+    const __m512i v2 = _mm512_shuffle_i32x4(v[2], v[3], 0x88);
+    const __m512i v3 = _mm512_shuffle_i32x4(v[2], v[3], 0xDD);
+    r[0 * 4 + c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[2 * 4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    r[1 * 4 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[3 * 4 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+inline __mmask16 FirstN(int n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1); }
+
+// ---- ternary rows with one scale per row ----
+//
+// y[t, r] = s_r * (absmax_t / 127) * (sum_c c_rc q_tc - sum_c q_tc): codes are w + 1, so the
+// integer sum over the whole row, minus the token's activation sum, is exactly sum w q.
+
+// Row stride of an unpacked block: the row length plus one cache line, so the 16 rows a tile
+// load reads do not all map to the same L1 set when the row length is a multiple of 4 KiB.
+inline uint64_t UnpackedStride(uint64_t k_bytes) { return k_bytes + 64; }
+
+// Unpacks rows [rb, rb + nr) of 2-bit codes into one byte per weight: `dst` row i at i * ld.
+// Rows nr .. 31 become zero (their sums are computed and dropped).
+inline void UnpackTernaryRows(const WeightView& w, int64_t rb, int nr, uint64_t k_bytes, uint64_t ld, uint8_t* dst) {
+  const __m512i mask = _mm512_set1_epi8(3);
+  for (int i = 0; i < 32; ++i) {
+    uint8_t* d = dst + i * ld;
+    if (i >= nr) {
+      for (uint64_t c = 0; c < k_bytes; c += 64) _mm512_store_si512(d + c, _mm512_setzero_si512());
+      continue;
+    }
+    const uint8_t* src = w.data + (rb + i) * w.row_bytes;
+    for (uint64_t b = 0; b < w.blocks; ++b) {
+      _mm_prefetch(reinterpret_cast<const char*>(src + 32 * w.row_bytes + b * 64), _MM_HINT_T0);
+      const __m512i v = _mm512_load_si512(src + b * 64);
+      _mm512_store_si512(d + b * 256, _mm512_and_si512(v, mask));
+      _mm512_store_si512(d + b * 256 + 64, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
+      _mm512_store_si512(d + b * 256 + 128, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+      _mm512_store_si512(d + b * 256 + 192, _mm512_and_si512(_mm512_srli_epi16(v, 6), mask));
+    }
+  }
+}
+
+// The epilogue of one C tile (16 rows from `row0` × 16 tokens from `t0`, int32 row-major in
+// `c`): transposed to tokens × rows, then scaled and stored for the rows and tokens that exist.
+inline void StoreTernaryTile(const int32_t* c, const WeightView& w, int64_t row0, int rows_left, const ActView& x,
+                             int t0, float* out) {
+  if (rows_left <= 0) return;
+  __m512i v[16];
+  for (int i = 0; i < 16; ++i) v[i] = _mm512_load_si512(c + 16 * i);
+  Transpose16(v);
+  const __mmask16 m = FirstN(rows_left);
+  const __m512 s = _mm512_maskz_loadu_ps(m, w.row_scales + row0);
+  const int tokens = x.n_tokens - t0 < 16 ? x.n_tokens - t0 : 16;
+  for (int n = 0; n < tokens; ++n) {
+    const int t = t0 + n;
+    const __m512i d = _mm512_sub_epi32(v[n], _mm512_set1_epi32(x.token_sums[t]));
+    const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), s), _mm512_set1_ps(x.absmax[t] / 127.0f));
+    _mm512_mask_storeu_ps(out + static_cast<int64_t>(t) * w.rows + row0, m, y);
+  }
+}
+
+// One block of 32 rows (unpacked at `a`, row stride ld) against token tiles tt, tt + 1.
+template <bool kTwoTokenTiles>
+inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, const WeightView& w, int64_t rb,
+                            int nr, const ActView& x, int tt, float* out) {
+  const uint64_t n_kc = k_bytes / 64;
+  const int8_t* b0 = x.tiles + static_cast<uint64_t>(tt) * n_kc * kTileBytes;
+  const int8_t* b1 = b0 + n_kc * kTileBytes;
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (uint64_t kc = 0; kc < n_kc; ++kc) {
+    _tile_loadd(4, a + kc * 64, ld);
+    _tile_loadd(5, a + 16 * ld + kc * 64, ld);
+    _tile_loadd(6, b0 + kc * kTileBytes, 64);
+    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(2, 5, 6);
+    if (kTwoTokenTiles) {
+      _tile_loadd(7, b1 + kc * kTileBytes, 64);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(3, 5, 7);
+    }
+  }
+  alignas(64) int32_t c[4][256];
+  _tile_stored(0, c[0], 64);
+  _tile_stored(2, c[2], 64);
+  StoreTernaryTile(c[0], w, rb, nr, x, 16 * tt, out);
+  StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, 16 * tt, out);
+  if (kTwoTokenTiles) {
+    _tile_stored(1, c[1], 64);
+    _tile_stored(3, c[3], 64);
+    StoreTernaryTile(c[1], w, rb, nr, x, 16 * (tt + 1), out);
+    StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, 16 * (tt + 1), out);
+  }
+}
+
+void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  const uint64_t k_bytes = w.blocks * 256;  // == x.stride
+  const uint64_t ld = UnpackedStride(k_bytes);
+  uint8_t* a = AmxScratch(32 * ld);
+  const int n_tt = (x.n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
+  ConfigureFullTiles();
+  for (int64_t rb = r0; rb < r1; rb += 32) {
+    const int nr = r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32;
+    UnpackTernaryRows(w, rb, nr, k_bytes, ld, a);
+    int tt = 0;
+    for (; tt + 2 <= n_tt; tt += 2) TernaryRowBlock<true>(a, k_bytes, ld, w, rb, nr, x, tt, out);
+    if (tt < n_tt) TernaryRowBlock<false>(a, k_bytes, ld, w, rb, nr, x, tt, out);
+  }
+  _tile_release();
+}
+
+}  // namespace
+
+void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
+                     int32_t* tile_sums, int32_t* token_sums) {
+  const int n_tt = (n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
+  const uint64_t n_kc = stride / 64;
+  const uint64_t n32 = stride / 32;
+  for (int tt = 0; tt < n_tt; ++tt) {
+    const int t0 = tt * kAmxTileTokens;
+    const int tokens = n_tokens - t0 < 16 ? n_tokens - t0 : 16;
+    for (uint64_t kc = 0; kc < n_kc; ++kc) {
+      // Row n of v: token t0 + n's 64 bytes as 16 dwords; transposed, row r holds dword r of
+      // every token, which is tile row r.
+      __m512i v[16];
+      for (int n = 0; n < 16; ++n) {
+        v[n] = n < tokens ? _mm512_loadu_si512(q + (t0 + n) * stride + kc * 64) : _mm512_setzero_si512();
+      }
+      Transpose16(v);
+      int8_t* tile = tiles + (tt * n_kc + kc) * kTileBytes;
+      for (int r = 0; r < 16; ++r) _mm512_store_si512(tile + r * 64, v[r]);
+    }
+    int32_t* ts = tile_sums + tt * n32 * 16;
+    for (uint64_t b = 0; b < n32; ++b) {
+      for (int n = 0; n < 16; ++n) ts[b * 16 + n] = n < tokens ? sums[(t0 + n) * n32 + b] : 0;
+    }
+    for (int n = 0; n < 16; ++n) {
+      int32_t total = 0;
+      if (n < tokens) {
+        for (uint64_t b = 0; b < n32; ++b) total += sums[(t0 + n) * n32 + b];
+      }
+      token_sums[t0 + n] = total;
+    }
+  }
+}
+
+void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  if (x.tiles != nullptr && w.row_scales != nullptr && x.n_tokens >= kAmxMinTokens) {
+    AmxTernaryUniform(w, r0, r1, x, out);
+  } else {
+    avx512::MatMulTernary(w, r0, r1, x, out);
+  }
+}
+
+void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  avx512::MatMulQ4_0(w, r0, r1, x, out);
+}
+
+void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  avx512::MatMulQ4_1(w, r0, r1, x, out);
+}
+
+void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  avx512::MatMulQ8_0(w, r0, r1, x, out);
+}
+
+}  // namespace bitfleet::kernels::cpu::amx

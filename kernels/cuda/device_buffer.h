@@ -1,0 +1,43 @@
+// An owned device allocation (cudaMalloc / cudaFree) on the device current at allocation time.
+// Move-only. Not thread-safe; the buffer itself may be used from any stream.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "core/status.h"
+
+namespace bitfleet::kernels::cuda {
+
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(DeviceBuffer&& other) noexcept { *this = std::move(other); }
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { Free(); }
+
+  // `bytes` of device memory (at least 256-byte aligned), zero-filled. Zero bytes gives an
+  // empty buffer. RESOURCE_EXHAUSTED when the device is out of memory.
+  static StatusOr<DeviceBuffer> Allocate(uint64_t bytes);
+
+  void* get() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  uint64_t bytes() const { return bytes_; }
+
+  // Synchronous copies between host memory and [offset, offset + size) of this buffer;
+  // INVALID_ARGUMENT when the range is outside the buffer.
+  Status Upload(const void* src, uint64_t size, uint64_t offset = 0);
+  Status Download(void* dst, uint64_t size, uint64_t offset = 0) const;
+
+ private:
+  void Free();
+  void* ptr_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace bitfleet::kernels::cuda

@@ -1,0 +1,91 @@
+// Launchers of the CUDA weight-matrix products and of the int8 activation quantization they
+// consume: the GPU counterparts of kernels/matmul.h. Plain C++ over the CUDA runtime API (no
+// abseil), so nvcc-compiled kernels and host code share it; kernels/cuda/cuda_matmul.h wraps
+// them with owned buffers and Status.
+//
+// Contracts, common to every launcher here:
+// - All pointers are device pointers; work is queued on `stream` and nothing synchronizes.
+// - The return value is the launch status (cudaGetLastError after the launch), or
+//   cudaErrorInvalidValue for shapes a kernel does not support. Execution errors surface at the
+//   next synchronizing call, as usual in CUDA.
+// - Results match the CPU references of kernels/ref/ within docs/cuda.md's budgets:
+//   activation quantization bit for bit, matmuls within 1e-5 of the dot product's magnitude.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/weight_layout.h"
+
+namespace bitfleet::kernels::cuda {
+
+// A quantized weight in the layout of kernels/cuda/weight_layout.h.
+struct QuantWeightView {
+  QuantFormat format = QuantFormat::kTernary;
+  const uint8_t* codes = nullptr;   // n_groups × n_steps × 512 bytes, 16-byte aligned
+  const float* scales = nullptr;    // ternary: float per (row, 256-block)
+  const uint16_t* half_d = nullptr; // Q4_0/Q4_1/Q8_0: fp16 d per (row, 32-block)
+  const uint16_t* half_m = nullptr; // Q4_1: fp16 m per (row, 32-block)
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t n_groups = 0;  // ceil(rows / 8)
+  int64_t n_steps = 0;   // ceil(cols / StepElems)
+  int64_t n_blocks = 0;  // n_steps * BlocksPerStep
+};
+
+// Per-token int8 activations (kernels/matmul.h QuantizedActivations, on the device).
+struct ActivationView {
+  const int8_t* q = nullptr;      // n_tokens × stride; zero past cols; 16-byte aligned rows
+  const float* absmax = nullptr;  // n_tokens; dequantization step absmax / 127
+  const int32_t* sums = nullptr;  // n_tokens × stride / 32: per-32 block sums of q
+  int64_t cols = 0;
+  int64_t stride = 0;             // multiple of 256
+  int n_tokens = 0;
+};
+
+enum class FloatFormat : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+// A float weight: rows of `cols` values, `row_stride` elements apart (a multiple of 8, the
+// padding zero-filled), 16-byte aligned.
+struct FloatWeightView {
+  FloatFormat format = FloatFormat::kF16;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_stride = 0;
+};
+
+// Row stride of ActivationView for `cols` columns.
+inline int64_t ActivationStride(int64_t cols) { return (cols + 255) / 256 * 256; }
+
+// Quantizes x (n_tokens × cols, dense floats) per token: q = clamp(round_half_even(x * (127 /
+// absmax)), ±127), NaN -> 0, zero-filling q up to `stride`, and writes absmax and the per-32
+// block sums. absmax_in null: each token's own max |x| (written to absmax_out); otherwise the
+// given values (for example all-reduced across tensor-parallel ranks), copied to absmax_out.
+cudaError_t LaunchQuantizeActivations(const float* x, int n_tokens, int64_t cols, const float* absmax_in,
+                                      int64_t stride, int8_t* q, float* absmax_out, int32_t* sums,
+                                      cudaStream_t stream);
+
+// Tokens up to which LaunchQuantMatMul takes the dp4a mat-vec path (memory-bound decode); larger
+// batches take the int8 tensor-core path.
+inline constexpr int kMatVecMaxTokens = 4;
+
+// out[t * w.rows + r] = sum_c W[r, c] * x̂[t, c] for every token of x (x.cols == w.cols).
+// Chooses the mat-vec kernel (n_tokens <= kMatVecMaxTokens) or the tensor-core kernel.
+cudaError_t LaunchQuantMatMul(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
+// The two paths, callable directly (tests and benchmarks compare them).
+cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
+cudaError_t LaunchQuantMatMulMma(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
+
+// Tokens up to which LaunchFloatMatMul takes the CUDA-core mat-vec path; F16/BF16 weights with
+// more tokens take the TF32 tensor-core path (activations split in two TF32 halves, so the
+// result stays within float-accumulation accuracy). F32 weights always take the mat-vec path.
+inline constexpr int kFloatMatVecMaxTokens = 4;
+
+// out[t * w.rows + r] = sum_c W[r, c] * x[t * w.cols + c] with float activations (F32/F16/BF16
+// weights; float accumulation).
+cudaError_t LaunchFloatMatMul(const FloatWeightView& w, const float* x, int n_tokens, float* out,
+                              cudaStream_t stream);
+
+}  // namespace bitfleet::kernels::cuda

@@ -1,0 +1,36 @@
+// Launchers of the CUDA elementwise ops of the forward pass: the GPU counterparts of
+// kernels/ops.h (same shapes and semantics). Contracts as in kernels/cuda/matmul_launch.h:
+// device pointers, queued on `stream`, launch status returned, budgets in docs/cuda.md.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace bitfleet::kernels::cuda {
+
+// y = x / sqrt(mean(x^2) + eps) * weight for n_tokens rows of `dim` (sums in double). In place
+// allowed.
+cudaError_t LaunchRmsNorm(const float* x, const float* weight, int n_tokens, int dim, float eps, float* y,
+                          cudaStream_t stream);
+// sum_sq[t] = sum_i x[t, i]^2: the partial that tensor parallelism all-reduces for BitNet's
+// sub-norms.
+cudaError_t LaunchSumSquares(const float* x, int n_tokens, int dim, float* sum_sq, cudaStream_t stream);
+// y = x / sqrt(sum_sq / full_dim + eps) * weight, given the full row's (all-reduced) sum.
+cudaError_t LaunchRmsNormWithSumSquares(const float* x, const float* weight, int n_tokens, int dim,
+                                        const float* sum_sq, int full_dim, float eps, float* y,
+                                        cudaStream_t stream);
+
+// Rotary embedding in place on n_tokens × n_heads × head_dim, rotating the first rot_dim dims of
+// each head; positions[t] per token (device). neox=false: pairs (2i, 2i+1); neox=true: (i, i +
+// rot_dim/2). theta_i = pos * base^(-2i/rot_dim), evaluated in double.
+cudaError_t LaunchRope(float* x, const int32_t* positions, int n_tokens, int n_heads, int head_dim, int rot_dim,
+                       float freq_base, bool neox, cudaStream_t stream);
+
+// out = silu(gate) * up; out = relu(gate)^2 * up (bit-exact with the reference); out = a + b.
+// Any of the outputs may alias an input.
+cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+cudaError_t LaunchRelu2Mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+cudaError_t LaunchAdd(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
+
+}  // namespace bitfleet::kernels::cuda

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# The one-run GPU check (docs/cuda.md): runs the `gpu` tests and the GPU benchmark on a machine
+# with an NVIDIA GPU and writes a report into a folder.
+#
+#   scripts/gpu-check.sh --prepare        on the build machine (Debian, bitfleet's dependencies):
+#                                         builds the CUDA tests and bitfleet-bench-gpu and stages
+#                                         them, with the few shared libraries they need that a
+#                                         bare CUDA machine lacks (abseil, spdlog, fmt), in
+#                                         build-gpu-check/carry (ignored by git, ~20 MiB).
+#   scripts/gpu-check.sh OUT_DIR          on the GPU machine: runs the staged set (or, where
+#                                         bitfleet's dependencies are installed, builds it first),
+#                                         and writes OUT_DIR/summary.json, OUT_DIR/table.txt,
+#                                         OUT_DIR/bench.jsonl and OUT_DIR/run.log.
+#
+# The GPU machine needs the NVIDIA driver, and libnccl.so.2 for the NCCL test (found in the
+# CUDA toolkit, the system paths or PyTorch's nvidia-nccl wheel); nothing is downloaded. The
+# whole run takes about 2-3 minutes on an H100 (limit: 8). Exit status: 0 when every test
+# passed and the benchmark ran, 1 otherwise (the report is written either way).
+#
+# Environment: BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
+# BITFLEET_GPU_ARCHS (CUDA architectures for --prepare, default 90: H100/H200; "80;90" for A100
+# too), BITFLEET_GPU_BENCH_ARGS (extra bitfleet-bench-gpu options).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+carry=${BITFLEET_GPU_CARRY:-build-gpu-check/carry}
+targets=(gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu)
+
+# In a subshell, so its `set -e` stays inside.
+prepare() (
+  build=build-gpu-check
+  set -e
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITFLEET_CUDA=ON -DBITFLEET_MPI=OFF \
+    -DBITFLEET_CUDA_ARCHITECTURES="${BITFLEET_GPU_ARCHS:-90}" >/dev/null
+  cmake --build "$build" -j"${BITFLEET_JOBS:-$(nproc)}" --target "${targets[@]}"
+  rm -rf "$carry"
+  mkdir -p "$carry/bin" "$carry/lib"
+  for t in "${targets[@]}"; do
+    f=$(find "$build/tests" "$build/bin" -maxdepth 1 -type f -name "$t" 2>/dev/null | head -1)
+    if [[ -z $f ]]; then
+      echo "gpu-check: $t was not built (no NCCL?); the check will report it missing" >&2
+      continue
+    fi
+    cp "$f" "$carry/bin/"
+    # Bitfleet's Debian libraries; glibc, libstdc++ and the CUDA/NCCL libraries stay the target's.
+    ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libabsl_|libspdlog|libfmt|libgtest|libgmock' |
+      xargs -r -I{} cp -L -n {} "$carry/lib/" || true
+  done
+  {
+    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | wc -l) changed files"
+    echo "built: $(date -u +%FT%TZ) on $(uname -srm)"
+    echo "nvcc: $(nvcc --version 2>/dev/null | tail -1 || /usr/local/cuda/bin/nvcc --version | tail -1)"
+    echo "archs: ${BITFLEET_GPU_ARCHS:-90}"
+  } >"$carry/manifest.txt"
+  du -sh "$carry"
+  echo "gpu-check: staged in $carry; on the GPU machine carry it and run: scripts/gpu-check.sh OUT_DIR"
+)
+
+if [[ ${1:-} == --prepare ]]; then
+  prepare
+  exit $?
+fi
+if [[ $# -ne 1 ]]; then
+  echo "usage: scripts/gpu-check.sh --prepare | scripts/gpu-check.sh OUT_DIR" >&2
+  exit 2
+fi
+out=$1
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+log=$out/run.log
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+: >"$log"
+say() { echo "$*" | tee -a "$log"; }
+start=$(date +%s)
+
+if [[ ! -x $carry/bin/gpu_kernels_test ]]; then
+  say "gpu-check: no staged binaries in $carry: building them here"
+  if ! prepare >>"$log" 2>&1; then
+    say "gpu-check: the build failed (a bare GPU machine lacks bitfleet's libraries: run"
+    say "  scripts/gpu-check.sh --prepare on the build machine and carry $carry)"
+  fi
+fi
+[[ -f $carry/manifest.txt ]] && sed 's/^/carry: /' "$carry/manifest.txt" | tee -a "$log"
+
+# Shared libraries: the carried ones, then NCCL wherever it lives on this machine.
+lib_path=$root/$carry/lib
+nccl_dir=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/lib/x86_64-linux-gnu; do
+  [[ -e $d/libnccl.so.2 ]] && nccl_dir=$d && break
+done
+if [[ -z $nccl_dir ]] && command -v python3 >/dev/null; then
+  nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+  [[ -e $nccl_dir/libnccl.so.2 ]] || nccl_dir=""
+fi
+[[ -n $nccl_dir ]] && lib_path=$lib_path:$nccl_dir
+export LD_LIBRARY_PATH=$lib_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+say "libnccl.so.2: ${nccl_dir:-not found}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 |
+  sed 's/^/gpu: /' | tee -a "$log"
+
+# Tests: each binary with a time limit; gtest writes its JSON report into $work.
+declare -A limits=([gpu_kernels_test]=300 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120 [cuda_host_test]=60)
+status=0
+for t in gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test; do
+  bin=$carry/bin/$t
+  if [[ ! -x $bin ]]; then
+    say "test $t: MISSING"
+    echo "missing" >"$work/$t.rc"
+    status=1
+    continue
+  fi
+  missing=$(ldd "$bin" 2>&1 | grep "not found" | awk '{print $1}' | tr '\n' ' ')
+  [[ -n $missing ]] && say "test $t: unresolved libraries: $missing"
+  t0=$(date +%s)
+  timeout "${limits[$t]}" "$bin" --gtest_output="json:$work/$t.json" >>"$log" 2>&1
+  rc=$?
+  echo "$rc" >"$work/$t.rc"
+  say "test $t: exit $rc ($(( $(date +%s) - t0 )) s)"
+  [[ $rc -ne 0 ]] && status=1
+done
+
+# Benchmark: JSON lines.
+bench=$carry/bin/bitfleet-bench-gpu
+if [[ -x $bench ]]; then
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout 300 "$bench" ${BITFLEET_GPU_BENCH_ARGS:-} >"$out/bench.jsonl" 2>>"$log"
+  rc=$?
+  say "bench: exit $rc ($(( $(date +%s) - t0 )) s)"
+  [[ $rc -ne 0 ]] && status=1
+else
+  say "bench: MISSING"
+  status=1
+fi
+
+# Summary: tests per binary, the headline figures against their targets, and a short table.
+python3 - "$work" "$out" "$(( $(date +%s) - start ))" <<'EOF' 2>>"$log" || say "summary: python3 failed; raw files only"
+import json, os, sys
+work, out, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+summary = {"seconds": seconds, "tests": {}, "bench": [], "figures": {}}
+for name in ["gpu_kernels_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test"]:
+    entry = {"exit": open(os.path.join(work, name + ".rc")).read().strip() if os.path.exists(os.path.join(work, name + ".rc")) else "not run"}
+    path = os.path.join(work, name + ".json")
+    if os.path.exists(path):
+        doc = json.load(open(path))
+        entry.update({k: doc.get(k) for k in ("tests", "failures", "disabled", "errors", "time")})
+        entry["failed"] = [s["name"] + "." + t["name"] for s in doc.get("testsuites", []) for t in s.get("testsuite", []) if t.get("failures")]
+        entry["skipped"] = [s["name"] + "." + t["name"] for s in doc.get("testsuites", []) for t in s.get("testsuite", []) if t.get("result") == "SKIPPED"]
+    summary["tests"][name] = entry
+bench_path = os.path.join(out, "bench.jsonl")
+if os.path.exists(bench_path):
+    for line in open(bench_path):
+        line = line.strip()
+        if line.startswith("{"):
+            summary["bench"].append(json.loads(line))
+b = summary["bench"]
+dev = next((r for r in b if r["kernel"] == "device"), {})
+f = summary["figures"]
+f["device"] = dev.get("name")
+f["copy_gb_s"] = dev.get("copy_gb_s")
+def layer(t, fused):
+    return next((r for r in b if r["kernel"] == "matvec_2b_layers" and r["type"] == t and r["fused"] == fused), None)
+for t, target, key in [("tq2_0", 0.75, "ternary"), ("q4_0", 0.70, "int4")]:
+    for fused in (True, False):
+        r = layer(t, fused)
+        if r:
+            f[f"{key}_matvec_2b_{'fused' if fused else 'separate'}_fraction"] = r["roofline_fraction"]
+    best = max([r["roofline_fraction"] for r in b if r["kernel"] == "matvec_2b_layers" and r["type"] == t] or [0])
+    f[f"{key}_matvec_target"] = target
+    f[f"{key}_matvec_meets_target"] = best >= target
+for r in b:
+    if r["kernel"] == "decode_step":
+        f[f"decode_b{r['batch']}_tok_s"] = r["tok_s"]
+        f[f"decode_b{r['batch']}_roofline_tok_s"] = r["roofline_tok_s"]
+f["all_tests_passed"] = all(v.get("exit") == "0" for v in summary["tests"].values())
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
+
+rows = [f"device: {dev.get('name')}  copy {dev.get('copy_gb_s', 0):.0f} GB/s  run {seconds} s", ""]
+for name, e in summary["tests"].items():
+    rows.append(f"{name:22s} exit {e['exit']:>4s}  tests {e.get('tests')}  failures {e.get('failures', 0) or 0}  "
+                + (f"FAILED: {', '.join(e['failed'][:4])}" if e.get("failed") else ""))
+rows += ["", f"{'matmul':10s} {'shape':>11s} {'batch':>5s} {'path':12s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
+for r in b:
+    if r["kernel"] == "matmul":
+        rows.append(f"{r['type']:10s} {str(r['rows'])+'x'+str(r['cols']):>11s} {r['batch']:5d} {r['path']:12s} "
+                    f"{r['us_per_call']:8.2f} {r['packed_gb_s']:7.0f} {r['roofline_fraction']:7.2f}")
+rows.append("")
+for r in b:
+    if r["kernel"] == "matvec_2b_layers":
+        rows.append(f"2B layer stream {r['type']:6s} {'fused' if r['fused'] else 'separate':8s} {r['ms']:7.3f} ms "
+                    f"{r['packed_gb_s']:6.0f} GB/s = {r['roofline_fraction']:.2f} of copy")
+for r in b:
+    if r["kernel"] == "decode_step":
+        rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}: "
+                    f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
+                    f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
+rows.append("")
+rows.append(f"targets: ternary mat-vec >= 0.75 of copy: {f.get('ternary_matvec_meets_target')}, "
+            f"int4 >= 0.70: {f.get('int4_matvec_meets_target')}, all tests passed: {f['all_tests_passed']}")
+open(os.path.join(out, "table.txt"), "w").write("\n".join(rows) + "\n")
+print("\n".join(rows))
+EOF
+say "gpu-check: report in $out ($(( $(date +%s) - start )) s)"
+exit $status

@@ -1,0 +1,221 @@
+// Serving under failure and load, end to end, on a slower synthesized model (llama "small",
+// q4_0: about 10 ms per token on one thread, so requests stay in flight long enough to act on):
+// client cancel and deadline free the sequence; SIGTERM drains in-flight requests and exits 0;
+// a full admission queue answers RESOURCE_EXHAUSTED and the server keeps serving; health stays
+// NOT_SERVING until the workers register; killing a worker rank ends in-flight requests with
+// UNAVAILABLE within seconds while the coordinator keeps answering health; serve relaunches a
+// replica whose workers died.
+#include <signal.h>
+
+#include <atomic>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/e2e/engine_test_assets.h"
+#include "tests/e2e/serving_harness.h"
+
+namespace bitfleet::e2e {
+namespace {
+
+using namespace std::chrono_literals;
+using Health = grpc::health::v1::HealthCheckResponse;
+using Clock = std::chrono::steady_clock;
+
+// The slow model, under a name private to the calling test (so WorkerPids finds only its
+// workers).
+StatusOr<std::string> SlowModel() {
+  BF_ASSIGN_OR_RETURN(std::string shared, SynthModel(::testing::TempDir(), "llama", "small", "q4_0", 5));
+  return PrivateCopy(shared, ::testing::UnitTest::GetInstance()->current_test_info()->name());
+}
+
+#define SLOW_MODEL_OR_SKIP(var)                                               \
+  auto var##_or = SlowModel();                                                \
+  if (absl::IsNotFound(var##_or.status())) GTEST_SKIP() << var##_or.status(); \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                            \
+  const std::string var = *var##_or
+
+#define SERVE_OR_SKIP(var, ...)                                               \
+  auto var##_or = StartServe(__VA_ARGS__);                                    \
+  if (absl::IsNotFound(var##_or.status())) GTEST_SKIP() << var##_or.status(); \
+  ASSERT_TRUE(var##_or.ok()) << var##_or.status();                            \
+  Served& var = **var##_or
+
+// Starts a long greedy request on its own thread; `first_token` is set once a token arrived.
+std::future<GenerateOutcome> LongRequest(Client& client, std::atomic<bool>& first_token, uint32_t tokens = 400) {
+  return std::async(std::launch::async, [&client, &first_token, tokens] {
+    return client.Generate(GreedyRequest({1, 2, 3, 4}, tokens), 120s, [&](const v1::GenerateResponse& m) {
+      if (m.token_ids_size() > 0) first_token = true;
+      return true;
+    });
+  });
+}
+
+TEST(ServeFailureTest, ClientCancelAndDeadlineFreeTheSequence) {
+  SLOW_MODEL_OR_SKIP(model);
+  SERVE_OR_SKIP(served, model, 1, "serve-cancel");
+  auto baseline = MetricValue(served.Metrics(), "bitfleet_running_sequences");
+  ASSERT_TRUE(baseline.ok()) << served.Metrics();
+  EXPECT_EQ(*baseline, 0.0);
+  int messages = 0;
+  const GenerateOutcome cancelled = served.client->Generate(
+      GreedyRequest({1, 2, 3}, 400), 60s, [&](const v1::GenerateResponse&) { return ++messages < 3; });
+  EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED) << cancelled.status.error_message();
+  EXPECT_LT(cancelled.tokens.size(), 400u);
+  const GenerateOutcome expired = served.client->Generate(GreedyRequest({1, 2, 4}, 400), 500ms);
+  EXPECT_EQ(expired.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << expired.status.error_message();
+  EXPECT_LT(expired.tokens.size(), 400u);
+  // Both sequences leave the batch and give their blocks back: the metrics return to baseline.
+  const bool freed = WaitUntil(
+      [&] {
+        const std::string text = served.Metrics();
+        auto running = MetricValue(text, "bitfleet_running_sequences");
+        auto used = MetricValue(text, "bitfleet_kv_blocks{replica=\"0\",state=\"used\"}");
+        return running.ok() && *running == 0 && used.ok() && *used == 0;
+      },
+      10s);
+  EXPECT_TRUE(freed) << served.Metrics();
+  EXPECT_TRUE(served.client->Generate(GreedyRequest({1, 2}, 4), 30s).status.ok());
+  served.process->Signal(SIGTERM);
+  EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0);
+}
+
+TEST(ServeFailureTest, SigtermDrainsInFlightRequestsAndExitsZero) {
+  SLOW_MODEL_OR_SKIP(model);
+  SERVE_OR_SKIP(served, model, 1, "serve-drain");
+  std::atomic<bool> first{false};
+  auto in_flight = LongRequest(*served.client, first, 60);
+  ASSERT_TRUE(WaitUntil([&] { return first.load(); }, 30s));
+  served.process->Signal(SIGTERM);
+  // Draining: health turns NOT_SERVING at once, but the request in flight finishes normally.
+  const GenerateOutcome out = in_flight.get();
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.tokens.size(), 60u);
+  EXPECT_EQ(out.finish, v1::FINISH_REASON_LENGTH);
+  auto code = served.process->Wait(30s);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << served.process->Log();
+  EXPECT_TRUE(WorkerPids(model).empty()) << "workers left behind";
+}
+
+TEST(ServeFailureTest, FullQueueGivesResourceExhaustedAndTheServerKeepsServing) {
+  SLOW_MODEL_OR_SKIP(model);
+  SERVE_OR_SKIP(served, model, 1, "serve-overload", {"--max-queue", "2", "--max-step-sequences", "2"});
+  constexpr int kRequests = 12;
+  std::vector<std::future<GenerateOutcome>> outcomes;
+  for (int i = 0; i < kRequests; ++i) {
+    outcomes.push_back(std::async(std::launch::async, [&, i] {
+      return served.client->Generate(GreedyRequest({1, 5 + i, 7}, 40), 120s);
+    }));
+  }
+  int ok = 0, exhausted = 0;
+  for (auto& f : outcomes) {
+    const GenerateOutcome out = f.get();
+    if (out.status.ok()) {
+      ++ok;
+      EXPECT_EQ(out.tokens.size(), 40u);
+    } else {
+      EXPECT_EQ(out.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << out.status.error_message();
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_TRUE(served.client->Generate(GreedyRequest({1, 2}, 8), 60s).status.ok());
+  EXPECT_EQ(served.client->Health(), Health::SERVING);
+  served.process->Signal(SIGTERM);
+  EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0);
+}
+
+// Coordinator and workers as separate processes (workers under mpirun at TP=2).
+class WorkerFailureTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(WorkerFailureTest, HealthWaitsForWorkersAndAKilledRankFailsItsReplica) {
+  const int tp = GetParam();
+  if (tp > 1 && !HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
+  SLOW_MODEL_OR_SKIP(model);
+  auto bin = BitfleetBinary();
+  if (!bin.ok()) GTEST_SKIP() << bin.status();
+  const int port = FreePort();
+  const int control = FreePort();
+  const std::string log = ::testing::TempDir() + "/worker-failure-tp" + std::to_string(tp);
+  auto coordinator =
+      Process::Start({*bin, "coordinator", "--model", model, "--listen", "127.0.0.1:" + std::to_string(port),
+                      "--control", "127.0.0.1:" + std::to_string(control), "--tp", std::to_string(tp), "--ctx", "512",
+                      "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "2000"},
+                     log + "-coordinator.log");
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  ASSERT_TRUE(WaitUntil([&] { return PortListening(port) || (*coordinator)->Exited(); }, 30s));
+  Client client("ipv4:127.0.0.1:" + std::to_string(port));
+  grpc::Status health_call;
+  ASSERT_TRUE(
+      WaitUntil([&] { return client.Health("", &health_call) != Health::UNKNOWN || (*coordinator)->Exited(); }, 30s))
+      << health_call.error_message();
+  // No workers yet: NOT_SERVING, and a request is refused with UNAVAILABLE.
+  EXPECT_EQ(client.Health(), Health::NOT_SERVING);
+  EXPECT_EQ(client.Generate(GreedyRequest({1, 2}, 4), 10s).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  std::vector<std::string> argv = tp > 1 ? MpirunPrefix(tp) : std::vector<std::string>{};
+  for (const std::string& a : {*bin, std::string("worker"), std::string("--coordinator"),
+                               "127.0.0.1:" + std::to_string(control), std::string("--model"), model,
+                               std::string("--threads"), std::string("1"), std::string("--ctx"), std::string("512")}) {
+    argv.push_back(a);
+  }
+  auto workers = Process::Start(argv, log + "-workers.log");
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_TRUE(client.WaitHealth(Health::SERVING, 90s)) << (*workers)->Log() << (*coordinator)->Log();
+  auto expected = GreedyReference(model, {1, 9, 8}, 6, /*stop_at_eog=*/false);
+  ASSERT_TRUE(expected.ok());
+  const GenerateOutcome short_one = client.Generate(GreedyRequest({1, 9, 8}, 6), 60s);
+  ASSERT_TRUE(short_one.status.ok()) << short_one.status.error_message();
+  EXPECT_EQ(short_one.tokens, *expected);
+
+  // Kill the last rank while a long request streams.
+  std::atomic<bool> first{false};
+  auto in_flight = LongRequest(client, first);
+  ASSERT_TRUE(WaitUntil([&] { return first.load(); }, 30s));
+  std::vector<pid_t> ranks = WorkerPids(model);
+  ASSERT_EQ(ranks.size(), static_cast<size_t>(tp));
+  const auto killed_at = Clock::now();
+  kill(ranks.back(), SIGKILL);
+  const GenerateOutcome failed = in_flight.get();
+  const auto took = Clock::now() - killed_at;
+  EXPECT_EQ(failed.status.error_code(), grpc::StatusCode::UNAVAILABLE) << failed.status.error_message();
+  EXPECT_LT(took, 10s);
+  EXPECT_GT(failed.tokens.size(), 0u);
+  // The coordinator keeps answering: NOT_SERVING, and new requests are UNAVAILABLE.
+  EXPECT_TRUE(client.WaitHealth(Health::NOT_SERVING, 5s));
+  EXPECT_EQ(client.Health("bitfleet.v1.Inference/replica-0"), Health::NOT_SERVING);
+  EXPECT_EQ(client.Generate(GreedyRequest({1, 2}, 4), 10s).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  // The rest of the group goes away too (mpirun tears the job down).
+  EXPECT_TRUE((*workers)->Wait(30s).ok()) << (*workers)->Log();
+
+  (*coordinator)->Signal(SIGTERM);
+  auto code = (*coordinator)->Wait(30s);
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << (*coordinator)->Log();
+}
+
+INSTANTIATE_TEST_SUITE_P(TensorParallel, WorkerFailureTest, ::testing::Values(1, 2),
+                         [](const auto& info) { return absl::StrCat("tp", info.param); });
+
+TEST(ServeFailureTest, ServeRelaunchesAReplicaWhoseWorkersDied) {
+  SLOW_MODEL_OR_SKIP(model);
+  SERVE_OR_SKIP(served, model, 1, "serve-restart", {"--max-restarts", "1", "--restart-delay", "0.5"});
+  std::vector<pid_t> ranks = WorkerPids(model);
+  ASSERT_EQ(ranks.size(), 1u);
+  kill(ranks[0], SIGKILL);
+  EXPECT_TRUE(served.client->WaitHealth(Health::NOT_SERVING, 10s));
+  EXPECT_TRUE(served.client->WaitHealth(Health::SERVING, 90s)) << served.process->Log();
+  const GenerateOutcome out = served.client->Generate(GreedyRequest({1, 2, 3}, 5), 60s);
+  EXPECT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.tokens.size(), 5u);
+  served.process->Signal(SIGTERM);
+  EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0) << served.process->Log();
+}
+
+}  // namespace
+}  // namespace bitfleet::e2e

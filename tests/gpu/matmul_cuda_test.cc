@@ -1,0 +1,235 @@
+// The CUDA matmuls and activation quantization against the CPU references of
+// kernels/ref/matmul_ref.h, on random shapes (odd row counts, every column multiple the type
+// allows, batches on both sides of the mat-vec / tensor-core switch, absmax inflated as after a
+// tensor-parallel all-reduce) with sentinel-guarded outputs. Budgets: docs/cuda.md (the CPU
+// kernels' budgets).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_matmul.h"
+#include "kernels/cuda/cuda_weight.h"
+#include "kernels/ref/matmul_ref.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace bitfleet::kernels::cuda {
+namespace {
+
+using gputest::DeviceArray;
+using gputest::GuardedDeviceFloats;
+
+constexpr double kAccumRel = 1e-5;  // float accumulation, relative to M = sum |w x|
+constexpr int kShapesPerType = 40;
+constexpr uint64_t kMaxWork = 20'000'000;  // rows × cols × tokens per shape (the double reference)
+
+struct Shape {
+  uint64_t rows;
+  uint64_t cols;
+  int n_tokens;
+};
+
+Shape RandomShape(DType type, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> pct(0, 99);
+  const uint64_t mult = kernels::testing::ColsMultiple(type);
+  Shape s;
+  const int p = pct(rng);
+  s.n_tokens = p < 30 ? 1 : p < 50 ? 2 + pct(rng) % 3 : 5 + pct(rng) % 76;  // mat-vec and mma paths
+  s.cols = mult == 1 ? 1 + std::uniform_int_distribution<uint64_t>(0, 3000)(rng)
+                     : mult * std::uniform_int_distribution<uint64_t>(1, std::max<uint64_t>(1, 7000 / mult))(rng);
+  s.rows = 1 + std::uniform_int_distribution<uint64_t>(0, 400)(rng);
+  if (pct(rng) < 50) s.rows |= 1;
+  while (s.rows * s.cols * s.n_tokens > kMaxWork) {
+    if (s.rows > 16) {
+      s.rows = s.rows / 2 + 1;
+    } else {
+      s.n_tokens = std::max(1, s.n_tokens / 2);
+    }
+  }
+  return s;
+}
+
+// Per-32 block sums of q (dense n_tokens × stride), as the GPU quantizer writes them.
+std::vector<int32_t> BlockSums(const std::vector<int8_t>& q, int n_tokens, int64_t stride) {
+  std::vector<int32_t> sums(static_cast<size_t>(n_tokens) * (stride / 32), 0);
+  for (int t = 0; t < n_tokens; ++t) {
+    for (int64_t c = 0; c < stride; ++c) sums[t * (stride / 32) + c / 32] += q[t * stride + c];
+  }
+  return sums;
+}
+
+void CheckAgainst(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
+                  const std::vector<double>& magnitude, const Shape& s, double* worst) {
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double budget = kAccumRel * magnitude[i] + 1e-30;
+    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    ASSERT_LE(err, budget) << what << " output " << i << " (token " << i / s.rows << ", row " << i % s.rows << ") of "
+                           << s.rows << "x" << s.cols << " batch " << s.n_tokens << ": got " << got[i] << " want "
+                           << ref[i];
+    *worst = std::max(*worst, err / budget);
+  }
+}
+
+class QuantMatMulCudaTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(QuantMatMulCudaTest, MatchesIntegerReferenceOnRandomShapes) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0xC0DA + static_cast<int>(type));
+  double worst_vec = 0.0;
+  double worst_mma = 0.0;
+  for (int iter = 0; iter < kShapesPerType; ++iter) {
+    const Shape s = RandomShape(type, rng);
+    SCOPED_TRACE(::testing::Message() << DTypeName(type) << " " << s.rows << "x" << s.cols << " batch " << s.n_tokens);
+    const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, s.cols, s.rows, rng);
+    const std::vector<float> x = kernels::testing::RandomActivations(s.n_tokens, s.cols, rng);
+    std::vector<float> absmax(s.n_tokens);
+    ref::ComputeAbsMaxRef(x.data(), s.n_tokens, s.cols, absmax.data());
+    for (float& a : absmax) {
+      if (rng() % 4 == 0) a *= 1.5f;  // as after an all-reduce-max across ranks
+    }
+
+    // Activation quantization: bit-exact q, absmax and block sums.
+    const int64_t stride = ActivationStride(static_cast<int64_t>(s.cols));
+    DeviceArray<float> x_dev(x);
+    DeviceArray<float> absmax_dev(absmax);
+    DeviceArray<int8_t> q_dev(static_cast<size_t>(s.n_tokens) * stride);
+    DeviceArray<float> absmax_out(s.n_tokens);
+    DeviceArray<int32_t> sums_dev(static_cast<size_t>(s.n_tokens) * (stride / 32));
+    BF_ASSERT_LAUNCH(LaunchQuantizeActivations(x_dev.get(), s.n_tokens, static_cast<int64_t>(s.cols),
+                                               absmax_dev.get(), stride, q_dev.get(), absmax_out.get(),
+                                               sums_dev.get(), nullptr));
+    std::vector<int8_t> q_dense(static_cast<size_t>(s.n_tokens) * s.cols);
+    ref::QuantizeActivationsRef(x.data(), s.n_tokens, s.cols, absmax.data(), q_dense.data());
+    std::vector<int8_t> q_want(static_cast<size_t>(s.n_tokens) * stride, 0);
+    for (int t = 0; t < s.n_tokens; ++t) {
+      std::copy_n(q_dense.begin() + t * s.cols, s.cols, q_want.begin() + t * stride);
+    }
+    ASSERT_EQ(q_dev.ToHost(), q_want);
+    ASSERT_EQ(absmax_out.ToHost(), absmax);
+    ASSERT_EQ(sums_dev.ToHost(), BlockSums(q_want, s.n_tokens, stride));
+
+    // References: the exact integer path, and the magnitudes from the dequantizing one.
+    const size_t n_out = static_cast<size_t>(s.n_tokens) * s.rows;
+    std::vector<double> ref_out(n_out), ref_deq(n_out), magnitude(n_out);
+    ASSERT_TRUE(ref::MatMulInt8Ref(type, s.cols, s.rows, bytes, q_dense.data(), absmax.data(), s.n_tokens, ref_out).ok());
+    ASSERT_TRUE(ref::MatMulDequantRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, absmax.data(), ref_deq,
+                                      magnitude)
+                    .ok());
+
+    StatusOr<std::unique_ptr<CudaWeight>> w = CudaWeight::Create(type, s.cols, s.rows, bytes);
+    ASSERT_TRUE(w.ok()) << w.status();
+    ActivationView view;
+    view.q = q_dev.get();
+    view.absmax = absmax_out.get();
+    view.sums = sums_dev.get();
+    view.cols = static_cast<int64_t>(s.cols);
+    view.stride = stride;
+    view.n_tokens = s.n_tokens;
+
+    GuardedDeviceFloats out(n_out);
+    std::string error;
+    if (s.n_tokens <= kMatVecMaxTokens) {
+      BF_ASSERT_LAUNCH(LaunchQuantMatVec((*w)->quant_view(), view, out.data(), nullptr));
+      const std::vector<float> got = out.Check(&error);
+      ASSERT_EQ(error, "") << "mat-vec";
+      CheckAgainst("mat-vec", got, ref_out, magnitude, s, &worst_vec);
+      out.Reset();
+    }
+    BF_ASSERT_LAUNCH(LaunchQuantMatMulMma((*w)->quant_view(), view, out.data(), nullptr));
+    const std::vector<float> got = out.Check(&error);
+    ASSERT_EQ(error, "") << "mma";
+    CheckAgainst("mma", got, ref_out, magnitude, s, &worst_mma);
+
+    // The Status-level entry point from float activations (own absmax, dispatching by batch).
+    StatusOr<std::unique_ptr<CudaActivations>> scratch = CudaActivations::Create(s.n_tokens, s.cols);
+    ASSERT_TRUE(scratch.ok()) << scratch.status();
+    out.Reset();
+    ASSERT_TRUE(MatMulCuda(**w, x_dev.get(), s.n_tokens, out.data(), scratch->get(), nullptr).ok());
+    BF_ASSERT_CUDA(cudaDeviceSynchronize());
+    out.Check(&error);
+    ASSERT_EQ(error, "") << "MatMulCuda";
+  }
+  std::printf("[gpu] %s worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), worst_vec, worst_mma);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantMatMulCudaTest,
+                         ::testing::Values(DType::kTQ2_0, DType::kTQ1_0, DType::kI2_S, DType::kQ4_0, DType::kQ4_1,
+                                           DType::kQ8_0),
+                         [](const ::testing::TestParamInfo<DType>& info) { return std::string(DTypeName(info.param)); });
+
+class FloatMatMulCudaTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(FloatMatMulCudaTest, MatchesDoubleReferenceOnRandomShapes) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0xF10A7 + static_cast<int>(type));
+  double worst = 0.0;
+  for (int iter = 0; iter < kShapesPerType; ++iter) {
+    Shape s = RandomShape(type, rng);
+    SCOPED_TRACE(::testing::Message() << DTypeName(type) << " " << s.rows << "x" << s.cols << " batch " << s.n_tokens);
+    const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, s.cols, s.rows, rng);
+    const std::vector<float> x = kernels::testing::RandomActivations(s.n_tokens, s.cols, rng);
+    const size_t n_out = static_cast<size_t>(s.n_tokens) * s.rows;
+    std::vector<double> ref_out(n_out), magnitude(n_out);
+    ASSERT_TRUE(
+        ref::MatMulDequantRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, nullptr, ref_out, magnitude).ok());
+    StatusOr<std::unique_ptr<CudaWeight>> w = CudaWeight::Create(type, s.cols, s.rows, bytes);
+    ASSERT_TRUE(w.ok()) << w.status();
+    DeviceArray<float> x_dev(x);
+    GuardedDeviceFloats out(n_out);
+    ASSERT_TRUE(MatMulCuda(**w, x_dev.get(), s.n_tokens, out.data(), nullptr, nullptr).ok());
+    BF_ASSERT_CUDA(cudaDeviceSynchronize());
+    std::string error;
+    const std::vector<float> got = out.Check(&error);
+    ASSERT_EQ(error, "");
+    CheckAgainst("float matmul", got, ref_out, magnitude, s, &worst);
+  }
+  std::printf("[gpu] %s worst error / budget: %.3f\n", DTypeName(type), worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, FloatMatMulCudaTest, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& info) { return std::string(DTypeName(info.param)); });
+
+TEST(QuantizeActivationsCudaTest, BitExactOnEdgeValuesAndOwnAbsmax) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(77);
+  for (int iter = 0; iter < 30; ++iter) {
+    const int n_tokens = 1 + static_cast<int>(rng() % 9);
+    const int64_t cols = 1 + static_cast<int64_t>(rng() % 3000);
+    std::vector<float> x = kernels::testing::RandomActivations(n_tokens, cols, rng);
+    for (float& v : x) {
+      const uint64_t r = rng() % 1000;
+      if (r == 0) v = NAN;
+      if (r == 1) v = INFINITY;
+      if (r == 2) v = -INFINITY;
+      if (r == 3) v = 0.5f;  // repeated exact values: equal codes across tokens
+    }
+    const int64_t stride = ActivationStride(cols);
+    DeviceArray<float> x_dev(x);
+    DeviceArray<int8_t> q_dev(static_cast<size_t>(n_tokens) * stride);
+    DeviceArray<float> absmax_dev(n_tokens);
+    DeviceArray<int32_t> sums_dev(static_cast<size_t>(n_tokens) * (stride / 32));
+    BF_ASSERT_LAUNCH(LaunchQuantizeActivations(x_dev.get(), n_tokens, cols, nullptr, stride, q_dev.get(),
+                                               absmax_dev.get(), sums_dev.get(), nullptr));
+    std::vector<float> absmax(n_tokens);
+    ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, absmax.data());
+    const std::vector<float> absmax_got = absmax_dev.ToHost();
+    for (int t = 0; t < n_tokens; ++t) {
+      ASSERT_EQ(std::memcmp(&absmax_got[t], &absmax[t], sizeof(float)), 0) << "token " << t;
+    }
+    std::vector<int8_t> q_dense(static_cast<size_t>(n_tokens) * cols);
+    ref::QuantizeActivationsRef(x.data(), n_tokens, cols, absmax.data(), q_dense.data());
+    std::vector<int8_t> q_want(static_cast<size_t>(n_tokens) * stride, 0);
+    for (int t = 0; t < n_tokens; ++t) std::copy_n(q_dense.begin() + t * cols, cols, q_want.begin() + t * stride);
+    ASSERT_EQ(q_dev.ToHost(), q_want) << "iteration " << iter;
+    ASSERT_EQ(sums_dev.ToHost(), BlockSums(q_want, n_tokens, stride));
+  }
+}
+
+}  // namespace
+}  // namespace bitfleet::kernels::cuda

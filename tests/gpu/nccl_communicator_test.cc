@@ -1,0 +1,95 @@
+// The NCCL communicator on one GPU: every collective at TP=1 on device and host buffers, the
+// bootstrap over another communicator, and failure detection: a group whose second rank never
+// joins times out and aborts instead of hanging, and an aborted communicator reports UNAVAILABLE.
+#include <chrono>
+#include <vector>
+
+#include "sharding/nccl_communicator.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace bitfleet::sharding {
+namespace {
+
+using gputest::DeviceArray;
+
+std::unique_ptr<NcclCommunicator> SingleRank() {
+  NcclOptions o;
+  o.unique_id = NewNcclUniqueId().value();
+  o.device = 0;
+  o.timeout = std::chrono::seconds(30);
+  StatusOr<std::unique_ptr<NcclCommunicator>> c = NcclCommunicator::Create(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+TEST(NcclCommunicatorTest, CollectivesAtTp1OnDeviceAndHostBuffers) {
+  BF_REQUIRE_GPU();
+  std::unique_ptr<NcclCommunicator> c = SingleRank();
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->rank(), 0);
+  EXPECT_EQ(c->size(), 1);
+  EXPECT_STREQ(c->backend(), "nccl");
+
+  const std::vector<float> values = {1.5f, -2.0f, 3.25f, 1e30f, -0.0f};
+  DeviceArray<float> dev(values);
+  ASSERT_TRUE(c->AllReduceSum(dev.get(), values.size()).ok());
+  EXPECT_EQ(dev.ToHost(), values);
+  ASSERT_TRUE(c->AllReduceMax(dev.get(), values.size()).ok());
+  EXPECT_EQ(dev.ToHost(), values);
+
+  std::vector<float> host = values;  // staged through the device
+  ASSERT_TRUE(c->AllReduceSum(host.data(), host.size()).ok());
+  EXPECT_EQ(host, values);
+
+  DeviceArray<float> gathered(values.size());
+  ASSERT_TRUE(c->AllGather(dev.get(), values.size() * sizeof(float), gathered.get()).ok());
+  EXPECT_EQ(gathered.ToHost(), values);
+  std::vector<float> host_gathered(values.size());
+  ASSERT_TRUE(c->AllGather(values.data(), values.size() * sizeof(float), host_gathered.data()).ok());
+  EXPECT_EQ(host_gathered, values);
+
+  ASSERT_TRUE(c->Broadcast(dev.get(), values.size() * sizeof(float), 0).ok());
+  EXPECT_EQ(dev.ToHost(), values);
+  EXPECT_EQ(c->Broadcast(dev.get(), 4, 1).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(c->Barrier().ok());
+  EXPECT_GT(c->seconds_in_collectives(), 0.0);
+}
+
+TEST(NcclCommunicatorTest, BootstrapsOverAnotherCommunicator) {
+  BF_REQUIRE_GPU();
+  SingleRankCommunicator bootstrap;
+  StatusOr<std::unique_ptr<NcclCommunicator>> c = NcclCommunicator::CreateOver(bootstrap, 0);
+  ASSERT_TRUE(c.ok()) << c.status();
+  float x = 4.0f;
+  ASSERT_TRUE((*c)->AllReduceSum(&x, 1).ok());
+  EXPECT_EQ(x, 4.0f);
+}
+
+TEST(NcclCommunicatorTest, InitTimesOutWhenAPeerNeverJoins) {
+  BF_REQUIRE_GPU();
+  NcclOptions o;
+  o.rank = 0;
+  o.size = 2;  // rank 1 never comes
+  o.device = 0;
+  o.unique_id = NewNcclUniqueId().value();
+  o.timeout = std::chrono::seconds(3);
+  const auto start = std::chrono::steady_clock::now();
+  StatusOr<std::unique_ptr<NcclCommunicator>> c = NcclCommunicator::Create(o);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kDeadlineExceeded) << c.status();
+  EXPECT_LT(seconds, 30.0) << "detection must be bounded by the timeout";
+}
+
+TEST(NcclCommunicatorTest, AbortedCommunicatorIsUnavailable) {
+  BF_REQUIRE_GPU();
+  std::unique_ptr<NcclCommunicator> c = SingleRank();
+  ASSERT_NE(c, nullptr);
+  c->Abort();
+  EXPECT_TRUE(c->failed());
+  float x = 1.0f;
+  EXPECT_EQ(c->AllReduceSum(&x, 1).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(c->Barrier().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace bitfleet::sharding

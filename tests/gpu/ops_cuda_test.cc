@@ -1,0 +1,154 @@
+// The CUDA elementwise ops against the references of kernels/ref/ops_ref.h on random shapes,
+// with the budgets of docs/cuda.md and sentinel-guarded outputs.
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/ops_launch.h"
+#include "kernels/ref/ops_ref.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace bitfleet::kernels::cuda {
+namespace {
+
+using gputest::DeviceArray;
+using gputest::GuardedDeviceFloats;
+
+constexpr int kShapes = 40;
+
+std::vector<float> RandomFloats(size_t n, std::mt19937_64& rng, float scale = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& f : v) f = normal(rng);
+  return v;
+}
+
+// |got - want| <= rel * |want| + abs for every element.
+void ExpectClose(const char* what, const std::vector<float>& got, const std::vector<float>& want, double rel,
+                 double abs) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    ASSERT_LE(err, rel * std::fabs(want[i]) + abs) << what << " element " << i << ": got " << got[i] << " want "
+                                                   << want[i];
+  }
+}
+
+TEST(OpsCudaTest, RmsNormAndSumSquares) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(1);
+  for (int iter = 0; iter < kShapes; ++iter) {
+    const int n_tokens = 1 + static_cast<int>(rng() % 9);
+    const int dim = 1 + static_cast<int>(rng() % 5000);
+    const float eps = iter % 2 ? 1e-5f : 1e-6f;
+    const std::vector<float> x = RandomFloats(static_cast<size_t>(n_tokens) * dim, rng, 3.0f);
+    const std::vector<float> w = RandomFloats(dim, rng);
+    DeviceArray<float> x_dev(x), w_dev(w);
+    std::string error;
+
+    GuardedDeviceFloats y(x.size());
+    BF_ASSERT_LAUNCH(LaunchRmsNorm(x_dev.get(), w_dev.get(), n_tokens, dim, eps, y.data(), nullptr));
+    std::vector<float> want(x.size());
+    ref::RmsNormRef(x.data(), w.data(), n_tokens, dim, eps, want.data());
+    const std::vector<float> got = y.Check(&error);
+    ASSERT_EQ(error, "");
+    ExpectClose("RmsNorm", got, want, 2e-6, 1e-30);
+
+    GuardedDeviceFloats sum_sq(n_tokens);
+    BF_ASSERT_LAUNCH(LaunchSumSquares(x_dev.get(), n_tokens, dim, sum_sq.data(), nullptr));
+    std::vector<float> want_ss(n_tokens);
+    ref::SumSquaresRef(x.data(), n_tokens, dim, want_ss.data());
+    const std::vector<float> got_ss = sum_sq.Check(&error);
+    ASSERT_EQ(error, "");
+    ExpectClose("SumSquares", got_ss, want_ss, 2e-6, 0.0);
+
+    // The sharded sub-norm: this rank holds `dim` of `full_dim` columns.
+    const int full_dim = dim * (1 + static_cast<int>(rng() % 4));
+    std::vector<float> full_ss(n_tokens);
+    for (int t = 0; t < n_tokens; ++t) full_ss[t] = want_ss[t] * (1.0f + static_cast<float>(rng() % 100) / 50.0f);
+    DeviceArray<float> ss_dev(full_ss);
+    GuardedDeviceFloats y2(x.size());
+    BF_ASSERT_LAUNCH(LaunchRmsNormWithSumSquares(x_dev.get(), w_dev.get(), n_tokens, dim, ss_dev.get(), full_dim, eps,
+                                                 y2.data(), nullptr));
+    std::vector<float> want2(x.size());
+    ref::RmsNormWithSumSquaresRef(x.data(), w.data(), n_tokens, dim, full_ss.data(), full_dim, eps, want2.data());
+    const std::vector<float> got2 = y2.Check(&error);
+    ASSERT_EQ(error, "");
+    ExpectClose("RmsNormWithSumSquares", got2, want2, 2e-6, 1e-30);
+
+    // In place.
+    BF_ASSERT_LAUNCH(LaunchRmsNorm(x_dev.get(), w_dev.get(), n_tokens, dim, eps, x_dev.get(), nullptr));
+    ExpectClose("RmsNorm in place", x_dev.ToHost(), want, 2e-6, 1e-30);
+  }
+}
+
+TEST(OpsCudaTest, Rope) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(2);
+  for (int iter = 0; iter < kShapes; ++iter) {
+    const int n_tokens = 1 + static_cast<int>(rng() % 17);
+    const int n_heads = 1 + static_cast<int>(rng() % 8);
+    const int head_dim = 2 * (1 + static_cast<int>(rng() % 80));
+    const int rot_dim = iter % 3 == 0 ? 2 * (1 + static_cast<int>(rng() % (head_dim / 2))) : head_dim;
+    const bool neox = iter % 2 == 1;
+    const float base = iter % 4 == 0 ? 500000.0f : 10000.0f;
+    std::vector<int32_t> pos(n_tokens);
+    for (int32_t& p : pos) p = static_cast<int32_t>(rng() % 40000);
+    std::vector<float> x = RandomFloats(static_cast<size_t>(n_tokens) * n_heads * head_dim, rng, 2.0f);
+    DeviceArray<float> x_dev(x);
+    DeviceArray<int32_t> pos_dev(pos);
+    BF_ASSERT_LAUNCH(LaunchRope(x_dev.get(), pos_dev.get(), n_tokens, n_heads, head_dim, rot_dim, base, neox, nullptr));
+    std::vector<float> want = x;
+    ref::RopeRef(want.data(), pos.data(), n_tokens, n_heads, head_dim, rot_dim, base, neox);
+    const std::vector<float> got = x_dev.ToHost();
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_LE(std::fabs(got[i] - want[i]), 1e-6 * (std::fabs(x[i]) + 1.0)) << "element " << i;
+    }
+  }
+}
+
+TEST(OpsCudaTest, GatesAndAdd) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(3);
+  for (int iter = 0; iter < kShapes; ++iter) {
+    const int64_t n = 1 + static_cast<int64_t>(rng() % 300000);
+    std::vector<float> gate = RandomFloats(n, rng, 4.0f);
+    std::vector<float> up = RandomFloats(n, rng);
+    if (iter == 0) gate[0] = -100.0f, gate[n - 1] = 100.0f;  // exp over/underflow sides
+    DeviceArray<float> g_dev(gate), u_dev(up);
+    std::string error;
+
+    GuardedDeviceFloats out(n);
+    BF_ASSERT_LAUNCH(LaunchSiluMul(g_dev.get(), u_dev.get(), n, out.data(), nullptr));
+    std::vector<float> want(n);
+    ref::SiluMulRef(gate.data(), up.data(), n, want.data());
+    std::vector<float> got = out.Check(&error);
+    ASSERT_EQ(error, "");
+    ExpectClose("SiluMul", got, want, 2e-6, 1e-30);
+
+    out.Reset();
+    BF_ASSERT_LAUNCH(LaunchRelu2Mul(g_dev.get(), u_dev.get(), n, out.data(), nullptr));
+    ref::Relu2MulRef(gate.data(), up.data(), n, want.data());
+    got = out.Check(&error);
+    ASSERT_EQ(error, "");
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float))) << "Relu2Mul is bit-exact";
+
+    out.Reset();
+    BF_ASSERT_LAUNCH(LaunchAdd(g_dev.get(), u_dev.get(), n, out.data(), nullptr));
+    for (int64_t i = 0; i < n; ++i) want[i] = gate[i] + up[i];
+    got = out.Check(&error);
+    ASSERT_EQ(error, "");
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float))) << "Add is bit-exact";
+  }
+}
+
+TEST(OpsCudaTest, RejectsBadShapes) {
+  BF_REQUIRE_GPU();
+  EXPECT_EQ(cudaErrorInvalidValue, LaunchRope(nullptr, nullptr, 1, 1, 8, 9, 1e4f, false, nullptr));
+  EXPECT_EQ(cudaErrorInvalidValue, LaunchRmsNorm(nullptr, nullptr, 1, 0, 1e-5f, nullptr, nullptr));
+  EXPECT_EQ(cudaSuccess, LaunchSiluMul(nullptr, nullptr, 0, nullptr, nullptr));
+}
+
+}  // namespace
+}  // namespace bitfleet::kernels::cuda

@@ -1,0 +1,178 @@
+// Validation of Generate requests before scheduling (DESIGN.md §9): every bad field gives
+// INVALID_ARGUMENT (NOT_FOUND for another model) with a message naming it.
+#include "coordinator/api_request.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "tests/unit/model/tokenizer/test_vocabs.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+using tokenizer::testing::MakeSpmVocab;
+using tokenizer::testing::MakeTokenizer;
+
+class ApiRequestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tokenizer_ = MakeTokenizer(MakeSpmVocab());
+    limits_.model_name = "tiny";
+    limits_.n_vocab = static_cast<int32_t>(tokenizer_->size());
+    limits_.max_context = 32;
+  }
+
+  v1::GenerateRequest Tokens(std::initializer_list<int32_t> ids, uint32_t max_tokens = 4) {
+    v1::GenerateRequest r;
+    for (int32_t id : ids) r.mutable_prompt_tokens()->add_ids(id);
+    r.set_max_tokens(max_tokens);
+    return r;
+  }
+
+  // Expects `code` and a message containing `part`.
+  void ExpectError(const v1::GenerateRequest& r, absl::StatusCode code, const std::string& part) {
+    auto parsed = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 7);
+    ASSERT_FALSE(parsed.ok()) << r.ShortDebugString();
+    EXPECT_EQ(parsed.status().code(), code) << parsed.status();
+    EXPECT_NE(std::string(parsed.status().message()).find(part), std::string::npos) << parsed.status();
+  }
+
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  ApiLimits limits_;
+};
+
+TEST_F(ApiRequestTest, TextPromptIsTokenizedWithDefaults) {
+  v1::GenerateRequest r;
+  r.set_prompt("hello world");
+  r.set_max_tokens(5);
+  r.add_stop("\n");
+  auto parsed = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 42);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto expected = tokenizer_->Encode("hello world");
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(parsed->request.prompt, *expected);
+  EXPECT_EQ(parsed->request.max_tokens, 5);
+  EXPECT_EQ(parsed->stop, std::vector<std::string>{"\n"});
+  const StepSampling& s = parsed->request.sampling;
+  EXPECT_EQ(s.temperature, 1.0f);
+  EXPECT_EQ(s.top_k, 0);
+  EXPECT_EQ(s.top_p, 1.0f);
+  EXPECT_EQ(s.penalty_last_n, 64);
+  EXPECT_EQ(s.seed, 42u);  // the server's seed when none is given
+}
+
+TEST_F(ApiRequestTest, ExplicitSamplingValuesWin) {
+  v1::GenerateRequest r = Tokens({1, 5});
+  r.mutable_sampling()->set_temperature(0.0f);
+  r.mutable_sampling()->set_top_k(3);
+  r.mutable_sampling()->set_seed(9);
+  auto parsed = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 42);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->request.sampling.temperature, 0.0f);
+  EXPECT_EQ(parsed->request.sampling.top_k, 3);
+  EXPECT_EQ(parsed->request.sampling.seed, 9u);
+  EXPECT_EQ(parsed->request.prompt, (std::vector<int32_t>{1, 5}));
+}
+
+TEST_F(ApiRequestTest, ZeroMaxTokensMeansTheRestOfTheContext) {
+  auto parsed = ParseGenerateRequest(Tokens({1, 5, 6}, 0), limits_, *tokenizer_, nullptr, 1);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->request.max_tokens, 32 - 3);
+}
+
+TEST_F(ApiRequestTest, UnknownModelIsNotFound) {
+  v1::GenerateRequest r = Tokens({1});
+  r.set_model("other");
+  ExpectError(r, absl::StatusCode::kNotFound, "other");
+  r.set_model("tiny");
+  EXPECT_TRUE(ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 1).ok());
+}
+
+TEST_F(ApiRequestTest, MissingOrEmptyPrompt) {
+  v1::GenerateRequest none;
+  ExpectError(none, absl::StatusCode::kInvalidArgument, "no prompt");
+  v1::GenerateRequest empty_text;
+  empty_text.set_prompt("");
+  ExpectError(empty_text, absl::StatusCode::kInvalidArgument, "empty prompt");
+  v1::GenerateRequest empty_ids;
+  empty_ids.mutable_prompt_tokens();
+  ExpectError(empty_ids, absl::StatusCode::kInvalidArgument, "empty prompt");
+}
+
+TEST_F(ApiRequestTest, OverLongPrompts) {
+  v1::GenerateRequest bytes;
+  bytes.set_prompt(std::string(limits_.max_prompt_bytes + 1, 'a'));
+  ExpectError(bytes, absl::StatusCode::kInvalidArgument, "bytes");
+  v1::GenerateRequest tokens;
+  for (int i = 0; i < 40; ++i) tokens.mutable_prompt_tokens()->add_ids(5);
+  ExpectError(tokens, absl::StatusCode::kInvalidArgument, "context");
+  // A prompt that fills the whole context leaves no room to generate.
+  v1::GenerateRequest full;
+  for (int i = 0; i < 32; ++i) full.mutable_prompt_tokens()->add_ids(5);
+  ExpectError(full, absl::StatusCode::kInvalidArgument, "context");
+}
+
+TEST_F(ApiRequestTest, TokenIdsOutsideTheVocabulary) {
+  ExpectError(Tokens({1, -1}), absl::StatusCode::kInvalidArgument, "prompt_tokens[1]");
+  ExpectError(Tokens({limits_.n_vocab}), absl::StatusCode::kInvalidArgument, "vocabulary");
+}
+
+TEST_F(ApiRequestTest, PromptPlusMaxTokensBeyondContext) {
+  ExpectError(Tokens({1, 2, 3}, 30), absl::StatusCode::kInvalidArgument, "exceeds the context");
+  EXPECT_TRUE(ParseGenerateRequest(Tokens({1, 2, 3}, 29), limits_, *tokenizer_, nullptr, 1).ok());
+  ExpectError(Tokens({1}, 1000000), absl::StatusCode::kInvalidArgument, "max_tokens");
+}
+
+TEST_F(ApiRequestTest, StopStrings) {
+  v1::GenerateRequest many = Tokens({1});
+  for (int i = 0; i <= limits_.max_stop_strings; ++i) many.mutable_stop()->Add()->push_back('x');
+  ExpectError(many, absl::StatusCode::kInvalidArgument, "stop strings");
+  v1::GenerateRequest empty = Tokens({1});
+  empty.add_stop(std::string());
+  ExpectError(empty, absl::StatusCode::kInvalidArgument, "stop[0] is empty");
+  v1::GenerateRequest longer = Tokens({1});
+  longer.add_stop(std::string("ok"));
+  longer.add_stop(std::string(limits_.max_stop_bytes + 1, 's'));
+  ExpectError(longer, absl::StatusCode::kInvalidArgument, "stop[1]");
+  v1::GenerateRequest bad_utf8 = Tokens({1});
+  bad_utf8.add_stop(std::string(1, '\xC3'));
+  ExpectError(bad_utf8, absl::StatusCode::kInvalidArgument, "UTF-8");
+}
+
+TEST_F(ApiRequestTest, SamplingValuesMustBeFiniteAndInRange) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* field;
+    void (*set)(v1::SamplingParams*, float);
+    float value;
+  };
+  const Case cases[] = {
+      {"temperature", [](v1::SamplingParams* p, float v) { p->set_temperature(v); }, nan},
+      {"temperature", [](v1::SamplingParams* p, float v) { p->set_temperature(v); }, -0.5f},
+      {"temperature", [](v1::SamplingParams* p, float v) { p->set_temperature(v); }, 101.0f},
+      {"top_p", [](v1::SamplingParams* p, float v) { p->set_top_p(v); }, 0.0f},
+      {"top_p", [](v1::SamplingParams* p, float v) { p->set_top_p(v); }, inf},
+      {"min_p", [](v1::SamplingParams* p, float v) { p->set_min_p(v); }, 1.5f},
+      {"repeat_penalty", [](v1::SamplingParams* p, float v) { p->set_repeat_penalty(v); }, 0.0f},
+      {"presence_penalty", [](v1::SamplingParams* p, float v) { p->set_presence_penalty(v); }, -inf},
+      {"frequency_penalty", [](v1::SamplingParams* p, float v) { p->set_frequency_penalty(v); }, 2.5f},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest r = Tokens({1});
+    c.set(r.mutable_sampling(), c.value);
+    ExpectError(r, absl::StatusCode::kInvalidArgument, c.field);
+  }
+  v1::GenerateRequest top_k = Tokens({1});
+  top_k.mutable_sampling()->set_top_k(-1);
+  ExpectError(top_k, absl::StatusCode::kInvalidArgument, "top_k");
+  v1::GenerateRequest last_n = Tokens({1});
+  last_n.mutable_sampling()->set_penalty_last_n(-2);
+  ExpectError(last_n, absl::StatusCode::kInvalidArgument, "penalty_last_n");
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator

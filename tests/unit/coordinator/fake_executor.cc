@@ -1,0 +1,141 @@
+#include "tests/unit/coordinator/fake_executor.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace bitfleet::coordinator::testing {
+
+NextTokenFn HashNextToken(int32_t n_vocab) {
+  return [n_vocab](std::span<const int32_t> context) {
+    uint64_t h = 1469598103934665603ull;
+    for (int32_t t : context) {
+      h ^= static_cast<uint32_t>(t);
+      h *= 1099511628211ull;
+    }
+    return static_cast<int32_t>(3 + h % static_cast<uint64_t>(n_vocab - 3));
+  };
+}
+
+std::vector<int32_t> ExpectedTokens(const NextTokenFn& next, std::vector<int32_t> prompt, int max_tokens,
+                                    const std::unordered_set<int32_t>& eos) {
+  std::vector<int32_t> out;
+  while (static_cast<int>(out.size()) < max_tokens) {
+    const int32_t token = next(prompt);
+    if (eos.contains(token)) break;
+    out.push_back(token);
+    prompt.push_back(token);
+  }
+  return out;
+}
+
+FakeExecutor::FakeExecutor(const FakeExecutorOptions& options, NextTokenFn next)
+    : options_(options),
+      next_(next ? std::move(next) : HashNextToken(options.n_vocab)),
+      kv_(static_cast<size_t>(options.kv_blocks) * options.block_size, -1) {}
+
+bool FakeExecutor::healthy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return healthy_;
+}
+
+uint64_t FakeExecutor::incarnation() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return incarnation_;
+}
+
+void FakeExecutor::Restart() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::fill(kv_.begin(), kv_.end(), -1);
+  ++incarnation_;
+}
+
+void FakeExecutor::set_healthy(bool healthy) {
+  std::lock_guard<std::mutex> lock(mu_);
+  healthy_ = healthy;
+}
+
+void FakeExecutor::FailNextSteps(int n, Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  failures_left_ = n;
+  failure_ = std::move(status);
+}
+
+std::vector<StepPlan> FakeExecutor::plans() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return plans_;
+}
+
+int64_t FakeExecutor::tokens_executed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tokens_executed_;
+}
+
+void FakeExecutor::WipeKv() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::fill(kv_.begin(), kv_.end(), -1);
+}
+
+Status FakeExecutor::Validate(const StepPlan& plan) const {
+  if (plan.sequences.empty()) return absl::InvalidArgumentError("empty plan");
+  if (static_cast<int32_t>(plan.sequences.size()) > options_.max_step_sequences) {
+    return absl::ResourceExhaustedError("too many sequences");
+  }
+  int64_t total = 0;
+  for (const SequencePlan& seq : plan.sequences) {
+    if (seq.tokens.empty()) return absl::InvalidArgumentError("sequence without tokens");
+    if (seq.start_pos < 0) return absl::InvalidArgumentError("negative start_pos");
+    total += static_cast<int64_t>(seq.tokens.size());
+    const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
+    if (static_cast<int64_t>(seq.block_table.size()) * options_.block_size < end) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": block table too short"));
+    }
+    for (int32_t block : seq.block_table) {
+      if (block < 0 || block >= options_.kv_blocks) return absl::InvalidArgumentError("block id out of range");
+    }
+    for (int32_t token : seq.tokens) {
+      if (token < 0 || token >= options_.n_vocab) return absl::InvalidArgumentError("token out of range");
+    }
+  }
+  if (total > options_.max_step_tokens) return absl::ResourceExhaustedError("too many tokens");
+  return absl::OkStatus();
+}
+
+StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (failures_left_ > 0) {
+    --failures_left_;
+    return failure_;
+  }
+  if (!healthy_) return absl::UnavailableError("fake replica unhealthy");
+  if (Status valid = Validate(plan); !valid.ok()) return valid;
+  const int bs = options_.block_size;
+  auto slot = [&](const SequencePlan& seq, int64_t pos) -> int32_t& {
+    return kv_[static_cast<size_t>(seq.block_table[pos / bs]) * bs + pos % bs];
+  };
+  for (const SequencePlan& seq : plan.sequences) {
+    for (size_t i = 0; i < seq.tokens.size(); ++i) slot(seq, seq.start_pos + static_cast<int64_t>(i)) = seq.tokens[i];
+  }
+  StepResult result;
+  result.step_id = plan.step_id;
+  for (const SequencePlan& seq : plan.sequences) {
+    int32_t token = -1;
+    if (seq.sample) {
+      const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
+      std::vector<int32_t> context;
+      for (int64_t pos = 0; pos < end; ++pos) {
+        const int32_t t = slot(seq, pos);
+        if (t < 0) {
+          return absl::InternalError(
+              absl::StrCat("sequence ", seq.sequence_id, " reads unwritten KV at position ", pos));
+        }
+        context.push_back(t);
+      }
+      token = next_(context);
+    }
+    result.sequences.push_back({seq.sequence_id, token});
+    tokens_executed_ += static_cast<int64_t>(seq.tokens.size());
+  }
+  plans_.push_back(plan);
+  return result;
+}
+
+}  // namespace bitfleet::coordinator::testing

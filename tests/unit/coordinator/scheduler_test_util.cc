@@ -1,0 +1,76 @@
+#include "tests/unit/coordinator/scheduler_test_util.h"
+
+namespace bitfleet::coordinator::testing {
+
+RequestSink Collector::Sink(int key) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    outcomes_[key] = Outcome{};
+  }
+  return [this, key](const RequestEvent& event) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Outcome& o = outcomes_[key];
+    if (o.finished) {
+      ++o.events_after_finish;
+      return;
+    }
+    if (event.kind == RequestEvent::Kind::kToken) {
+      o.tokens.push_back(event.token);
+      return;
+    }
+    o.finished = true;
+    o.reason = event.finish_reason;
+    o.status = event.status;
+    o.usage = event.usage;
+    ++finished_;
+    cv_.notify_all();
+  };
+}
+
+Outcome Collector::Get(int key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = outcomes_.find(key);
+  return it == outcomes_.end() ? Outcome{} : it->second;
+}
+
+int Collector::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_;
+}
+
+bool Collector::WaitFinished(int n, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return finished_ >= n; });
+}
+
+GenerateRequest MakeRequest(Collector& collector, int key, std::vector<int32_t> prompt, int max_tokens,
+                            const std::string& salt) {
+  GenerateRequest request;
+  request.prompt = std::move(prompt);
+  request.max_tokens = max_tokens;
+  request.tenant_salt = salt;
+  request.request_id = "req-" + std::to_string(key);
+  request.sink = collector.Sink(key);
+  return request;
+}
+
+std::vector<int32_t> MakePrompt(int n, uint32_t seed, int32_t n_vocab) {
+  std::vector<int32_t> prompt;
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (int i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    prompt.push_back(static_cast<int32_t>(3 + (x >> 8) % static_cast<uint32_t>(n_vocab - 3)));
+  }
+  return prompt;
+}
+
+int RunUntilIdle(Scheduler& scheduler, int max_iterations) {
+  int iterations = 0;
+  while (scheduler.Stats().live > 0 && iterations < max_iterations) {
+    scheduler.RunIteration();
+    ++iterations;
+  }
+  return iterations;
+}
+
+}  // namespace bitfleet::coordinator::testing

@@ -1,0 +1,95 @@
+// Helpers for tensor-parallel tests, shared by the in-process (FakeGroup) unit tests and the
+// MPI tests: synthetic models whose shapes split at a given TP degree, runners over a
+// communicator, teacher-forced logits, generation through DistributedSampler, and the metrics
+// TP=N is held to against TP=1 (docs/sharding.md, "Equivalence budget").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "sharding/communicator.h"
+#include "worker/model_runner.h"
+#include "worker/sampler.h"
+
+namespace bitfleet::tp_testing {
+
+struct ModelSpec {
+  std::string arch;  // "llama" | "bitnet" | "bitnet-b1.58"
+  DType type = DType::kF32;
+  uint32_t n_embd = 256;
+  uint32_t n_head = 4;
+  uint32_t n_head_kv = 2;
+  uint32_t n_ff = 1024;
+  uint32_t n_layer = 2;
+  uint32_t n_vocab = 1024;
+  uint64_t seed = 7;
+
+  std::string Label() const;  // "bitnet/tq2_0 e1024 h8/4 ff1024"
+  bool tiny() const;          // the tiny preset's shape
+};
+
+// The tiny preset (n_embd 256, 4 heads / 2 KV heads, n_ff 1024, vocab 1024, 2 layers).
+ModelSpec TinySpec(const std::string& arch, DType type);
+
+// Models whose every matrix splits at `tp` for `type`: the tiny preset where its blocks allow
+// (float types, Q8_0, Q4_0 at TP 2 and 4); wider rows for the 256-element ternary blocks; at
+// TP=3 twelve heads over four KV heads (KV heads replicated with one slot per query head).
+ModelSpec SpecFor(const std::string& arch, DType type, int tp);
+
+// The llama and bitnet models of every type of the equivalence matrix at `tp`.
+std::vector<ModelSpec> MatrixFor(int tp);
+
+// Writes the model into `dir` once (a later call with the same spec reuses the file; synthesis
+// is a pure function of the spec) and returns its path.
+StatusOr<std::string> SynthModel(const ModelSpec& spec, const std::string& dir);
+
+// A runner over `comm` (null: single rank) with test-sized limits, one thread.
+StatusOr<std::unique_ptr<worker::ModelRunner>> MakeRunner(const std::string& path, sharding::Communicator* comm,
+                                                          bool gather_logits);
+
+// Deterministic token ids in [3, n_vocab).
+std::vector<int32_t> TestTokens(int n, int n_vocab, uint32_t seed);
+
+// Teacher-forced whole-row logits (rows × n_vocab) of each sequence, one step per sequence
+// batched together. The runner must return whole rows (TP=1 or gather_logits).
+StatusOr<std::vector<float>> TeacherForcedLogits(worker::ModelRunner& runner,
+                                                 const std::vector<std::vector<int32_t>>& sequences);
+
+// `steps` tokens generated after `prompt`, sampling with DistributedSampler on the runner's
+// vocabulary slice (or Sampler when `single_rank_sampler`; needs whole rows).
+StatusOr<std::vector<int32_t>> Generate(worker::ModelRunner& runner, const std::vector<int32_t>& prompt, int steps,
+                                        const worker::SamplingParams& params, bool single_rank_sampler = false);
+
+// How close greedy `generated` (after `prompt`) is to what `reference` (whole rows) would pick:
+// for every step, reference's top logit minus its logit of the generated token, over the row's
+// max |logit|; the largest over the steps (0 when every token is reference's argmax).
+StatusOr<double> WorstGreedyMargin(worker::ModelRunner& reference, const std::vector<int32_t>& prompt,
+                                   const std::vector<int32_t>& generated);
+
+// How far logits `got` are from `want` (rows × n_vocab each).
+struct Agreement {
+  double max_relative_error = 0;  // max over rows of max|got - want| / max|want|
+  double mean_kl = 0;             // mean over rows of KL(softmax(want) || softmax(got))
+  double top1 = 0;                // fraction of rows whose argmax agrees
+};
+Agreement Compare(const std::vector<float>& got, const std::vector<float>& want, size_t n_vocab);
+
+// Types whose matmuls run on int8-quantized activations (the KL / top-1 budget applies).
+bool Int8Activations(DType type);
+
+// The equivalence budget of TP=N against TP=1 (docs/sharding.md explains each number).
+// F32/F16 weights: float activations; only the summation order differs.
+inline constexpr double kFloatMaxRelativeError = 1e-4;
+// int8 activations: a rounding-level difference can flip an activation's int8 value, after
+// which the quantization noise of later tokens is reshuffled (one process does the same to
+// itself when its sums are reordered by one ulp). Per model, mean KL and a top-1 floor; per
+// type (llama and bitnet rows pooled) the 99% top-1 agreement.
+inline constexpr double kInt8MaxMeanKl = 5e-4;
+inline constexpr double kInt8MinTop1PerModel = 0.98;
+inline constexpr double kInt8MinTop1PerType = 0.99;
+
+}  // namespace bitfleet::tp_testing

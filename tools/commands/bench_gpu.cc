@@ -1,0 +1,684 @@
+// `bench gpu`: throughput of the CUDA kernels and of a whole decode step of the `large`
+// (BitNet b1.58 2B-shaped) model, as JSON lines, against the device's measured copy bandwidth.
+// Registered by the standalone `bitfleet-bench-gpu` (tools/bench_gpu_main.cc), which links only
+// the kernels, so scripts/gpu-check.sh can carry it to a GPU machine without the server's
+// libraries; RegisterBenchGpu can also hang it under `bitfleet bench`.
+//
+// Method (what the numbers mean):
+// - copy_gb_s: cudaMemcpyAsync device to device of 1 GiB, counting bytes read plus written.
+// - matmul entries: each call reads a different copy of the weight (copies totalling 256 MiB
+//   or more, several times the L2), launched back to back inside one CUDA graph; us_per_call is
+//   the median over replays. packed_gb_s = bytes the kernel reads (codes + scales) / time;
+//   gb_s = GGUF bytes / time; roofline_fraction = packed_gb_s / copy_gb_s.
+// - matvec_2b_layers: batch-1 mat-vecs over the matrices of 30 distinct layers of the 2B shape
+//   (fused QKV and gate/up, or the 7 separate matrices), one graph: the weight stream of a
+//   decode step. Its roofline_fraction is the headline mat-vec figure.
+// - decode_step: the whole forward pass of one decode step (30 BitNet layers: norms, int8
+//   activation quantization, Q/K/V/O/gate/up/down matmuls, RoPE, KV write, paged attention over
+//   `context` cached positions per sequence, squared-ReLU gate, sub-norms, residuals; final norm,
+//   LM head and arg-max), timed as a CUDA graph and as plain launches. roofline_tok_s = batch /
+//   (bytes the step must read / copy bandwidth).
+// Weights are random codes in the runtime layout (timing depends on bytes, not values); never
+// zeros (zeros can run faster than real data).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "core/dtype.h"
+#include "core/fp16.h"
+#include "core/logging.h"
+#include "kernels/cuda/attention_launch.h"
+#include "kernels/cuda/cuda_matmul.h"
+#include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/ops_launch.h"
+#include "kernels/cuda/sampling_launch.h"
+#include "nlohmann/json.hpp"
+#include "tools/commands/commands.h"
+
+namespace bitfleet::tools {
+namespace {
+
+namespace kc = kernels::cuda;
+using nlohmann::json;
+
+struct BenchGpuFlags {
+  std::vector<std::string> types = {"tq2_0", "q4_0", "q4_1", "q8_0", "f16"};
+  std::vector<std::string> shapes = {"2560x2560", "6912x2560", "2560x6912", "3840x2560", "13824x2560"};
+  std::vector<int> batches = {1, 32};
+  std::vector<std::string> layer_types = {"tq2_0", "q4_0"};
+  std::vector<std::string> decode_types = {"tq2_0"};
+  std::vector<int> decode_batches = {1, 32};
+  std::string head_type = "f16";
+  int context = 512;
+  int reps = 20;
+  bool json_document = false;
+};
+
+constexpr uint64_t kColdBytes = uint64_t{256} << 20;
+
+// The `large` preset (model/synth/presets.cc: microsoft/bitnet-b1.58-2B-4T's config).
+struct LargeModel {
+  static constexpr int kVocab = 128256;
+  static constexpr int kEmbd = 2560;
+  static constexpr int kLayers = 30;
+  static constexpr int kHeads = 20;
+  static constexpr int kKvHeads = 5;
+  static constexpr int kHeadDim = 128;
+  static constexpr int kFf = 6912;
+  static constexpr float kRopeBase = 500000.0f;
+  static constexpr float kEps = 1e-5f;
+};
+
+Status Cuda(cudaError_t error, const char* what) { return kc::CudaStatus(error, what); }
+
+// 64 random bits per call (SplitMix64): fast enough to fill hundreds of MiB.
+struct FastRng {
+  uint64_t state;
+  uint64_t Next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  void Fill(uint8_t* p, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const uint64_t v = Next();
+      std::memcpy(p + i, &v, 8);
+    }
+    for (; i < n; ++i) p[i] = static_cast<uint8_t>(Next());
+  }
+  // A random fp16 value of magnitude in [2^-7, 2^-6) (never zero, inf or NaN).
+  uint16_t Half() { return static_cast<uint16_t>((Next() & 0x83ffu) | 0x2000u); }
+  float Uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(Next() >> 40) * 0x1.0p-24f; }
+};
+
+// A weight image in the runtime layout filled with random codes and plausible scales.
+StatusOr<kc::CudaWeightImage> RandomImage(DType type, int64_t rows, int64_t cols, FastRng& rng) {
+  kc::CudaWeightImage img;
+  img.type = type;
+  img.rows = rows;
+  img.cols = cols;
+  BF_ASSIGN_OR_RETURN(img.stream_bytes, TensorBytes(type, static_cast<uint64_t>(cols), static_cast<uint64_t>(rows * cols)));
+  switch (type) {
+    case DType::kTQ1_0:
+    case DType::kTQ2_0:
+    case DType::kI2_S:
+      img.format = kc::QuantFormat::kTernary;
+      break;
+    case DType::kQ4_0:
+      img.format = kc::QuantFormat::kQ4_0;
+      break;
+    case DType::kQ4_1:
+      img.format = kc::QuantFormat::kQ4_1;
+      break;
+    case DType::kQ8_0:
+      img.format = kc::QuantFormat::kQ8_0;
+      break;
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16: {
+      img.float_format = type == DType::kF32 ? kc::FloatFormat::kF32
+                                              : (type == DType::kF16 ? kc::FloatFormat::kF16 : kc::FloatFormat::kBF16);
+      img.row_stride = (cols + 7) / 8 * 8;
+      const size_t n = static_cast<size_t>(rows * img.row_stride);
+      if (type == DType::kF32) {
+        img.data.resize(n * 4);
+        for (size_t i = 0; i < n; ++i) {
+          const float f = rng.Uniform(-0.05f, 0.05f);
+          std::memcpy(img.data.data() + 4 * i, &f, 4);
+        }
+      } else {
+        img.data.resize(n * 2);
+        for (size_t i = 0; i < n; ++i) {
+          const uint16_t h = type == DType::kF16 ? rng.Half() : FloatToBf16(rng.Uniform(-0.05f, 0.05f));
+          std::memcpy(img.data.data() + 2 * i, &h, 2);
+        }
+      }
+      return img;
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("no CUDA kernel for ", DTypeName(type)));
+  }
+  img.quantized = true;
+  img.n_groups = (rows + kc::kRowGroup - 1) / kc::kRowGroup;
+  img.n_steps = (cols + kc::StepElems(img.format) - 1) / kc::StepElems(img.format);
+  img.n_blocks = img.n_steps * kc::BlocksPerStep(img.format);
+  img.data.resize(static_cast<size_t>(img.n_groups * img.n_steps) * kc::kGroupStepBytes);
+  rng.Fill(img.data.data(), img.data.size());
+  const size_t n_scales = static_cast<size_t>(img.n_groups * img.n_blocks) * kc::kRowGroup;
+  if (img.format == kc::QuantFormat::kTernary) {
+    img.scales.resize(n_scales);
+    for (float& s : img.scales) s = rng.Uniform(0.01f, 0.05f);
+  } else {
+    img.half_d.resize(n_scales);
+    for (uint16_t& h : img.half_d) h = rng.Half() & 0x7fffu;
+    if (img.format == kc::QuantFormat::kQ4_1) {
+      img.half_m.resize(n_scales);
+      for (uint16_t& h : img.half_m) h = rng.Half();
+    }
+  }
+  return img;
+}
+
+// Device floats with random values in [-1, 1).
+StatusOr<kc::DeviceBuffer> RandomFloats(size_t n, FastRng& rng) {
+  std::vector<float> host(n);
+  for (float& f : host) f = rng.Uniform(-1.0f, 1.0f);
+  BF_ASSIGN_OR_RETURN(kc::DeviceBuffer buf, kc::DeviceBuffer::Allocate(n * sizeof(float)));
+  BF_RETURN_IF_ERROR(buf.Upload(host.data(), n * sizeof(float)));
+  return buf;
+}
+
+// A CUDA graph of whatever `enqueue` puts on `stream`, instantiated.
+class Graph {
+ public:
+  ~Graph() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    if (graph_ != nullptr) cudaGraphDestroy(graph_);
+  }
+  template <typename Fn>
+  Status Capture(cudaStream_t stream, Fn enqueue) {
+    BF_RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture"));
+    Status status = enqueue();
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph_);
+    BF_RETURN_IF_ERROR(status);
+    BF_RETURN_IF_ERROR(Cuda(end, "end capture"));
+    return Cuda(cudaGraphInstantiate(&exec_, graph_, 0), "graph instantiate");
+  }
+  Status Launch(cudaStream_t stream) const { return Cuda(cudaGraphLaunch(exec_, stream), "graph launch"); }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+// Median milliseconds of `reps` timed runs of `run` (which enqueues on `stream`), after 3
+// warm-up runs. Timed with events around each run.
+template <typename Fn>
+StatusOr<double> MedianMs(cudaStream_t stream, int reps, Fn run) {
+  cudaEvent_t start = nullptr;
+  cudaEvent_t stop = nullptr;
+  BF_RETURN_IF_ERROR(Cuda(cudaEventCreate(&start), "event"));
+  BF_RETURN_IF_ERROR(Cuda(cudaEventCreate(&stop), "event"));
+  std::vector<double> times;
+  Status status;
+  for (int i = 0; i < reps + 3 && status.ok(); ++i) {
+    status.Update(Cuda(cudaEventRecord(start, stream), "event record"));
+    status.Update(run());
+    status.Update(Cuda(cudaEventRecord(stop, stream), "event record"));
+    status.Update(Cuda(cudaEventSynchronize(stop), "event sync"));
+    float ms = 0.0f;
+    status.Update(Cuda(cudaEventElapsedTime(&ms, start, stop), "event elapsed"));
+    if (i >= 3) times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  BF_RETURN_IF_ERROR(status);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+StatusOr<double> MeasureCopyGbS(cudaStream_t stream, int reps) {
+  constexpr size_t kBytes = size_t{1} << 30;
+  BF_ASSIGN_OR_RETURN(kc::DeviceBuffer src, kc::DeviceBuffer::Allocate(kBytes));
+  BF_ASSIGN_OR_RETURN(kc::DeviceBuffer dst, kc::DeviceBuffer::Allocate(kBytes));
+  BF_RETURN_IF_ERROR(Cuda(cudaMemset(src.get(), 0x5a, kBytes), "memset"));
+  BF_ASSIGN_OR_RETURN(const double ms, MedianMs(stream, reps, [&] {
+    return Cuda(cudaMemcpyAsync(dst.get(), src.get(), kBytes, cudaMemcpyDeviceToDevice, stream), "copy");
+  }));
+  return 2.0 * kBytes / (ms * 1e-3) / 1e9;
+}
+
+// One matmul call on `w` with the activations prepared for it.
+Status LaunchMatMul(const kc::CudaWeight& w, const kc::ActivationView& q, const float* x, int n_tokens, float* out,
+                    cudaStream_t stream) {
+  if (w.quantized()) return kc::MatMulQuantizedCuda(w, q, out, stream);
+  return Cuda(kc::LaunchFloatMatMul(w.float_view(), x, n_tokens, out, stream), "float matmul");
+}
+
+// Shared activations for matmul benchmarks: random floats and their int8 form.
+struct BenchActivations {
+  kc::DeviceBuffer x;
+  std::unique_ptr<kc::CudaActivations> scratch;
+  kc::ActivationView view;
+  kc::DeviceBuffer out;
+};
+
+StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows, FastRng& rng,
+                                           cudaStream_t stream) {
+  BenchActivations a;
+  BF_ASSIGN_OR_RETURN(a.x, RandomFloats(static_cast<size_t>(n_tokens) * cols, rng));
+  BF_ASSIGN_OR_RETURN(a.scratch, kc::CudaActivations::Create(n_tokens, static_cast<uint64_t>(cols)));
+  BF_ASSIGN_OR_RETURN(a.view, kc::QuantizeActivationsCuda(a.x.as<float>(), n_tokens, static_cast<uint64_t>(cols),
+                                                          nullptr, *a.scratch, stream));
+  BF_ASSIGN_OR_RETURN(a.out, kc::DeviceBuffer::Allocate(static_cast<size_t>(n_tokens) * max_rows * sizeof(float)));
+  return a;
+}
+
+const char* PathName(const kc::CudaWeight& w, int n_tokens) {
+  if (!w.quantized()) {
+    return n_tokens <= kc::kFloatMatVecMaxTokens || w.type() == DType::kF32 ? "float-matvec" : "tf32-mma";
+  }
+  return n_tokens <= kc::kMatVecMaxTokens ? "dp4a-matvec" : "int8-mma";
+}
+
+StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens, double copy_gb_s,
+                           const BenchGpuFlags& flags, FastRng& rng, cudaStream_t stream) {
+  BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage img, RandomImage(type, rows, cols, rng));
+  const uint64_t packed = img.packed_bytes();
+  const int copies = static_cast<int>(std::clamp<uint64_t>((kColdBytes + packed - 1) / packed, 4, 512));
+  std::vector<std::unique_ptr<kc::CudaWeight>> weights;
+  for (int i = 0; i < copies; ++i) {
+    BF_ASSIGN_OR_RETURN(std::unique_ptr<kc::CudaWeight> w, kc::CudaWeight::Upload(img));
+    weights.push_back(std::move(w));
+  }
+  BF_ASSIGN_OR_RETURN(BenchActivations a, MakeActivations(n_tokens, cols, rows, rng, stream));
+  auto enqueue_all = [&]() -> Status {
+    for (const auto& w : weights) {
+      BF_RETURN_IF_ERROR(LaunchMatMul(*w, a.view, a.x.as<float>(), n_tokens, a.out.as<float>(), stream));
+    }
+    return absl::OkStatus();
+  };
+  Graph graph;
+  BF_RETURN_IF_ERROR(graph.Capture(stream, enqueue_all));
+  BF_ASSIGN_OR_RETURN(const double graph_ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
+  BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, enqueue_all));
+  const double s = graph_ms * 1e-3 / copies;
+  const double packed_gb_s = static_cast<double>(packed) / s / 1e9;
+  return json{{"kernel", "matmul"},
+              {"type", DTypeName(type)},
+              {"rows", rows},
+              {"cols", cols},
+              {"batch", n_tokens},
+              {"path", PathName(*weights[0], n_tokens)},
+              {"copies", copies},
+              {"us_per_call", s * 1e6},
+              {"us_per_call_no_graph", stream_ms * 1e3 / copies},
+              {"packed_bytes", packed},
+              {"packed_gb_s", packed_gb_s},
+              {"gb_s", static_cast<double>(img.stream_bytes) / s / 1e9},
+              {"tops", 2.0 * rows * cols * n_tokens / s / 1e12},
+              {"roofline_fraction", packed_gb_s / copy_gb_s}};
+}
+
+// Batch-1 mat-vecs over 30 layers' worth of distinct 2B-shaped matrices: the decode weight stream.
+StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const BenchGpuFlags& flags, FastRng& rng,
+                                cudaStream_t stream) {
+  using M = LargeModel;
+  const int kv_rows = M::kKvHeads * M::kHeadDim;
+  std::vector<std::pair<int64_t, int64_t>> shapes;  // rows, cols
+  if (fused) {
+    shapes = {{M::kEmbd + 2 * kv_rows, M::kEmbd}, {M::kEmbd, M::kEmbd}, {2 * M::kFf, M::kEmbd}, {M::kEmbd, M::kFf}};
+  } else {
+    shapes = {{M::kEmbd, M::kEmbd}, {kv_rows, M::kEmbd}, {kv_rows, M::kEmbd}, {M::kEmbd, M::kEmbd},
+              {M::kFf, M::kEmbd},   {M::kFf, M::kEmbd},  {M::kEmbd, M::kFf}};
+  }
+  std::vector<kc::CudaWeightImage> images;
+  for (const auto& [rows, cols] : shapes) {
+    BF_ASSIGN_OR_RETURN(kc::CudaWeightImage img, RandomImage(type, rows, cols, rng));
+    images.push_back(std::move(img));
+  }
+  std::vector<std::unique_ptr<kc::CudaWeight>> weights;
+  uint64_t packed = 0;
+  for (int layer = 0; layer < M::kLayers; ++layer) {
+    for (const kc::CudaWeightImage& img : images) {
+      BF_ASSIGN_OR_RETURN(std::unique_ptr<kc::CudaWeight> w, kc::CudaWeight::Upload(img));
+      packed += w->bytes();
+      weights.push_back(std::move(w));
+    }
+  }
+  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, rng, stream));
+  auto enqueue_all = [&]() -> Status {
+    for (const auto& w : weights) {
+      const BenchActivations& a = w->cols() == M::kFf ? a_ff : a_embd;
+      BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*w, a.view, a.out.as<float>(), stream));
+    }
+    return absl::OkStatus();
+  };
+  Graph graph;
+  BF_RETURN_IF_ERROR(graph.Capture(stream, enqueue_all));
+  BF_ASSIGN_OR_RETURN(const double ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
+  const double packed_gb_s = static_cast<double>(packed) / (ms * 1e-3) / 1e9;
+  return json{{"kernel", "matvec_2b_layers"}, {"type", DTypeName(type)},   {"fused", fused},
+              {"layers", M::kLayers},         {"launches", weights.size()}, {"ms", ms},
+              {"packed_bytes", packed},       {"packed_gb_s", packed_gb_s}, {"roofline_fraction", packed_gb_s / copy_gb_s}};
+}
+
+// ---- a whole decode step of the large model ----------------------------------------------
+
+struct DeviceLayer {
+  std::unique_ptr<kc::CudaWeight> q, k, v, o, gate, up, down;
+  kc::DeviceBuffer attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm;
+};
+
+class DecodeBench {
+ public:
+  using M = LargeModel;
+
+  static StatusOr<std::unique_ptr<DecodeBench>> Create(DType type, DType head_type, int batch, int context,
+                                                       FastRng& rng, cudaStream_t stream);
+  // Enqueues one decode step for `batch` sequences at position `context`.
+  Status Enqueue(cudaStream_t stream);
+  uint64_t BytesPerStep() const { return weight_bytes_ + kv_bytes_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  // Token ids of the last step (for a sanity check that the chain ran).
+  StatusOr<std::vector<int64_t>> Tokens() const;
+
+ private:
+  DecodeBench() = default;
+  int batch_ = 1;
+  int context_ = 0;
+  std::vector<DeviceLayer> layers_;
+  std::unique_ptr<kc::CudaWeight> head_;
+  kc::DeviceBuffer out_norm_;
+  std::unique_ptr<kernels::PagedKv[]> kv_views_;
+  struct KvPool {
+    kc::DeviceBuffer k, v;
+  };
+  std::vector<KvPool> kv_;
+  kc::DeviceBuffer x_, h_, qb_, kb_, vb_, attn_, o_, gate_, up_, logits_, best_v_, best_i_;
+  kc::DeviceBuffer positions_, token_seq_, block_tables_;
+  int max_blocks_ = 0;
+  std::unique_ptr<kc::CudaActivations> acts_;
+  uint64_t weight_bytes_ = 0;
+  uint64_t kv_bytes_ = 0;
+};
+
+StatusOr<std::unique_ptr<DecodeBench>> DecodeBench::Create(DType type, DType head_type, int batch, int context,
+                                                           FastRng& rng, cudaStream_t stream) {
+  auto b = std::unique_ptr<DecodeBench>(new DecodeBench());
+  b->batch_ = batch;
+  b->context_ = context;
+  const int kv_rows = M::kKvHeads * M::kHeadDim;
+  // One random image per matrix shape, uploaded once per layer (distinct device copies).
+  BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage q_img, RandomImage(type, M::kEmbd, M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage kv_img, RandomImage(type, kv_rows, M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage up_img, RandomImage(type, M::kFf, M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage down_img, RandomImage(type, M::kEmbd, M::kFf, rng));
+  for (int l = 0; l < M::kLayers; ++l) {
+    DeviceLayer layer;
+    BF_ASSIGN_OR_RETURN(layer.q, kc::CudaWeight::Upload(q_img));
+    BF_ASSIGN_OR_RETURN(layer.k, kc::CudaWeight::Upload(kv_img));
+    BF_ASSIGN_OR_RETURN(layer.v, kc::CudaWeight::Upload(kv_img));
+    BF_ASSIGN_OR_RETURN(layer.o, kc::CudaWeight::Upload(q_img));
+    BF_ASSIGN_OR_RETURN(layer.gate, kc::CudaWeight::Upload(up_img));
+    BF_ASSIGN_OR_RETURN(layer.up, kc::CudaWeight::Upload(up_img));
+    BF_ASSIGN_OR_RETURN(layer.down, kc::CudaWeight::Upload(down_img));
+    for (const auto* w : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down}) {
+      b->weight_bytes_ += (*w)->bytes();
+    }
+    BF_ASSIGN_OR_RETURN(layer.attn_norm, RandomFloats(M::kEmbd, rng));
+    BF_ASSIGN_OR_RETURN(layer.attn_sub_norm, RandomFloats(M::kEmbd, rng));
+    BF_ASSIGN_OR_RETURN(layer.ffn_norm, RandomFloats(M::kEmbd, rng));
+    BF_ASSIGN_OR_RETURN(layer.ffn_sub_norm, RandomFloats(M::kFf, rng));
+    b->layers_.push_back(std::move(layer));
+  }
+  BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage head_img, RandomImage(head_type, M::kVocab, M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(b->head_, kc::CudaWeight::Upload(head_img));
+  b->weight_bytes_ += b->head_->bytes();
+  BF_ASSIGN_OR_RETURN(b->out_norm_, RandomFloats(M::kEmbd, rng));
+
+  // Paged KV: sequence s owns blocks [s * max_blocks, (s + 1) * max_blocks), filled with random
+  // halves; every sequence decodes position `context`.
+  constexpr int kBlock = 16;
+  b->max_blocks_ = (context + 1 + kBlock - 1) / kBlock;
+  const int num_blocks = batch * b->max_blocks_;
+  const size_t pool_elems = static_cast<size_t>(num_blocks) * kBlock * kv_rows;
+  std::vector<uint16_t> random_halves(pool_elems);
+  for (uint16_t& h : random_halves) h = rng.Half();
+  b->kv_views_ = std::make_unique<kernels::PagedKv[]>(M::kLayers);
+  for (int l = 0; l < M::kLayers; ++l) {
+    KvPool pool;
+    BF_ASSIGN_OR_RETURN(pool.k, kc::DeviceBuffer::Allocate(pool_elems * 2));
+    BF_ASSIGN_OR_RETURN(pool.v, kc::DeviceBuffer::Allocate(pool_elems * 2));
+    BF_RETURN_IF_ERROR(pool.k.Upload(random_halves.data(), pool_elems * 2));
+    BF_RETURN_IF_ERROR(pool.v.Upload(random_halves.data(), pool_elems * 2));
+    b->kv_views_[l] = kernels::PagedKv{pool.k.as<uint16_t>(), pool.v.as<uint16_t>(), kBlock, M::kKvHeads,
+                                       M::kHeadDim, num_blocks};
+    b->kv_.push_back(std::move(pool));
+  }
+  b->kv_bytes_ = static_cast<uint64_t>(batch) * (context + 1) * M::kLayers * 2 * kv_rows * sizeof(uint16_t);
+
+  std::vector<int32_t> positions(batch, context), seqs(batch), tables(static_cast<size_t>(num_blocks));
+  for (int s = 0; s < batch; ++s) seqs[s] = s;
+  for (int i = 0; i < num_blocks; ++i) tables[i] = i;
+  BF_ASSIGN_OR_RETURN(b->positions_, kc::DeviceBuffer::Allocate(batch * sizeof(int32_t)));
+  BF_RETURN_IF_ERROR(b->positions_.Upload(positions.data(), batch * sizeof(int32_t)));
+  BF_ASSIGN_OR_RETURN(b->token_seq_, kc::DeviceBuffer::Allocate(batch * sizeof(int32_t)));
+  BF_RETURN_IF_ERROR(b->token_seq_.Upload(seqs.data(), batch * sizeof(int32_t)));
+  BF_ASSIGN_OR_RETURN(b->block_tables_, kc::DeviceBuffer::Allocate(tables.size() * sizeof(int32_t)));
+  BF_RETURN_IF_ERROR(b->block_tables_.Upload(tables.data(), tables.size() * sizeof(int32_t)));
+
+  const size_t n = static_cast<size_t>(batch);
+  BF_ASSIGN_OR_RETURN(b->x_, RandomFloats(n * M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(b->h_, kc::DeviceBuffer::Allocate(n * M::kFf * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->qb_, kc::DeviceBuffer::Allocate(n * M::kEmbd * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->kb_, kc::DeviceBuffer::Allocate(n * kv_rows * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->vb_, kc::DeviceBuffer::Allocate(n * kv_rows * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->attn_, kc::DeviceBuffer::Allocate(n * M::kEmbd * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->o_, kc::DeviceBuffer::Allocate(n * M::kEmbd * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->gate_, kc::DeviceBuffer::Allocate(n * M::kFf * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->up_, kc::DeviceBuffer::Allocate(n * M::kFf * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->logits_, kc::DeviceBuffer::Allocate(n * M::kVocab * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->best_v_, kc::DeviceBuffer::Allocate(n * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(b->best_i_, kc::DeviceBuffer::Allocate(n * sizeof(int64_t)));
+  BF_ASSIGN_OR_RETURN(b->acts_, kc::CudaActivations::Create(batch, M::kFf));
+  BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "setup"));
+  return b;
+}
+
+Status DecodeBench::Enqueue(cudaStream_t s) {
+  const int n = batch_;
+  float* x = x_.as<float>();
+  float* h = h_.as<float>();
+  const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
+                                  max_blocks_};
+  auto quantized_matmul = [&](const kc::CudaWeight& w, const float* in, float* out) -> Status {
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView v,
+                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()), nullptr, *acts_, s));
+    return kc::MatMulQuantizedCuda(w, v, out, s);
+  };
+  for (int l = 0; l < M::kLayers; ++l) {
+    const DeviceLayer& L = layers_[l];
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.attn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv,
+                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, hv, qb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, hv, kb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, hv, vb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
+                                           M::kHeadDim, M::kRopeBase, true, s),
+                            "rope q"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
+                                           M::kHeadDim, M::kRopeBase, true, s),
+                            "rope k"));
+    BF_RETURN_IF_ERROR(
+        Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPaged(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
+                                                     1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
+                                                     attn_.as<float>(), s),
+                            "attention"));
+    BF_RETURN_IF_ERROR(Cuda(
+        kc::LaunchRmsNorm(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd, M::kEps, attn_.as<float>(), s),
+        "sub norm"));
+    BF_RETURN_IF_ERROR(quantized_matmul(*L.o, attn_.as<float>(), o_.as<float>()));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.ffn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv,
+                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, fv, gate_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, fv, up_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(
+        kc::LaunchRelu2Mul(gate_.as<float>(), up_.as<float>(), int64_t{n} * M::kFf, gate_.as<float>(), s), "relu2"));
+    BF_RETURN_IF_ERROR(Cuda(
+        kc::LaunchRmsNorm(gate_.as<float>(), L.ffn_sub_norm.as<float>(), n, M::kFf, M::kEps, gate_.as<float>(), s),
+        "sub norm"));
+    BF_RETURN_IF_ERROR(quantized_matmul(*L.down, gate_.as<float>(), o_.as<float>()));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
+  }
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, out_norm_.as<float>(), n, M::kEmbd, M::kEps, h, s), "output norm"));
+  BF_RETURN_IF_ERROR(kc::MatMulCuda(*head_, h, n, logits_.as<float>(), acts_.get(), s));
+  kc::LogitRows rows{logits_.as<float>(), n, M::kVocab, M::kVocab, 0};
+  return Cuda(kc::LaunchArgMax(rows, best_v_.as<float>(), best_i_.as<int64_t>(), s), "argmax");
+}
+
+StatusOr<std::vector<int64_t>> DecodeBench::Tokens() const {
+  std::vector<int64_t> ids(batch_);
+  BF_RETURN_IF_ERROR(best_i_.Download(ids.data(), ids.size() * sizeof(int64_t)));
+  return ids;
+}
+
+StatusOr<json> BenchDecode(DType type, DType head_type, int batch, const BenchGpuFlags& flags, double copy_gb_s,
+                           FastRng& rng, cudaStream_t stream) {
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<DecodeBench> bench,
+                      DecodeBench::Create(type, head_type, batch, flags.context, rng, stream));
+  BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, [&] { return bench->Enqueue(stream); }));
+  Graph graph;
+  BF_RETURN_IF_ERROR(graph.Capture(stream, [&] { return bench->Enqueue(stream); }));
+  BF_ASSIGN_OR_RETURN(const double graph_ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
+  BF_ASSIGN_OR_RETURN(const std::vector<int64_t> tokens, bench->Tokens());
+  for (int64_t t : tokens) {
+    if (t < 0 || t >= LargeModel::kVocab) return absl::InternalError("decode step produced an invalid token id");
+  }
+  const double ms = std::min(graph_ms, stream_ms);
+  const double roofline_ms = static_cast<double>(bench->BytesPerStep()) / (copy_gb_s * 1e9) * 1e3;
+  return json{{"kernel", "decode_step"},
+              {"model", "large"},
+              {"type", DTypeName(type)},
+              {"head_type", DTypeName(head_type)},
+              {"batch", batch},
+              {"context", flags.context},
+              {"step_ms_graph", graph_ms},
+              {"step_ms_no_graph", stream_ms},
+              {"tok_s", batch / (ms * 1e-3)},
+              {"weight_bytes", bench->weight_bytes()},
+              {"bytes_per_step", bench->BytesPerStep()},
+              {"roofline_step_ms", roofline_ms},
+              {"roofline_tok_s", batch / (roofline_ms * 1e-3)},
+              {"roofline_fraction", roofline_ms / ms}};
+}
+
+StatusOr<std::pair<int64_t, int64_t>> ParseShape(const std::string& s) {
+  int64_t rows = 0, cols = 0;
+  char x = 0;
+  std::istringstream in(s);
+  if (!(in >> rows >> x >> cols) || x != 'x' || rows <= 0 || cols <= 0 || !in.eof()) {
+    return absl::InvalidArgumentError("shape '" + s + "' is not ROWSxCOLS");
+  }
+  return std::make_pair(rows, cols);
+}
+
+StatusOr<DType> ParseType(const std::string& name) {
+  const DTypeInfo* info = FindDTypeByName(name);
+  if (info == nullptr) return absl::InvalidArgumentError("unknown type '" + name + "'");
+  return info->type;
+}
+
+Status Run(const BenchGpuFlags& flags) {
+  std::string reason;
+  if (kc::UsableCudaDevices(&reason) == 0) return absl::FailedPreconditionError(reason);
+  cudaDeviceProp prop{};
+  BF_RETURN_IF_ERROR(Cuda(cudaGetDeviceProperties(&prop, 0), "device properties"));
+  cudaStream_t stream = nullptr;
+  BF_RETURN_IF_ERROR(Cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream"));
+  std::unique_ptr<CUstream_st, decltype(&cudaStreamDestroy)> stream_owner(stream, cudaStreamDestroy);
+
+  json document = {{"results", json::array()}};
+  auto emit = [&](const json& record) {
+    if (flags.json_document) {
+      document["results"].push_back(record);
+    } else {
+      std::printf("%s\n", record.dump().c_str());
+      std::fflush(stdout);
+    }
+  };
+  BF_ASSIGN_OR_RETURN(const double copy_gb_s, MeasureCopyGbS(stream, flags.reps));
+  emit(json{{"kernel", "device"},
+            {"name", prop.name},
+            {"compute_capability", absl::StrCat(prop.major, ".", prop.minor)},
+            {"sms", prop.multiProcessorCount},
+            {"memory_gib", static_cast<double>(prop.totalGlobalMem) / (1 << 30)},
+            {"l2_mib", static_cast<double>(prop.l2CacheSize) / (1 << 20)},
+            {"copy_gb_s", copy_gb_s}});
+
+  FastRng rng{0xB17F1EE7};
+  for (const std::string& type_name : flags.types) {
+    if (type_name.empty()) continue;  // `--types ""` turns the section off
+    BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
+    for (const std::string& shape : flags.shapes) {
+      BF_ASSIGN_OR_RETURN(const auto rows_cols, ParseShape(shape));
+      for (int batch : flags.batches) {
+        BF_ASSIGN_OR_RETURN(json r,
+                            BenchMatMul(type, rows_cols.first, rows_cols.second, batch, copy_gb_s, flags, rng, stream));
+        emit(r);
+      }
+    }
+  }
+  for (const std::string& type_name : flags.layer_types) {
+    if (type_name.empty()) continue;
+    BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
+    for (bool fused : {true, false}) {
+      BF_ASSIGN_OR_RETURN(json r, BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream));
+      emit(r);
+    }
+  }
+  BF_ASSIGN_OR_RETURN(const DType head_type, ParseType(flags.head_type));
+  for (const std::string& type_name : flags.decode_types) {
+    if (type_name.empty()) continue;
+    BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
+    for (int batch : flags.decode_batches) {
+      BF_ASSIGN_OR_RETURN(json r, BenchDecode(type, head_type, batch, flags, copy_gb_s, rng, stream));
+      emit(r);
+    }
+  }
+  if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
+  auto flags = std::make_shared<BenchGpuFlags>();
+  CLI::App* cmd = bench.add_subcommand("gpu", "CUDA kernel and decode-step throughput vs copy bandwidth (JSON lines)");
+  cmd->add_option("--types", flags->types, "Weight types of the matmul entries (empty: none)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--shapes", flags->shapes, "Matmul shapes ROWSxCOLS")->delimiter(',')->capture_default_str();
+  cmd->add_option("--batch", flags->batches, "Tokens per matmul call")->delimiter(',')->capture_default_str();
+  cmd->add_option("--layer-types", flags->layer_types, "Types of the 2B layer-stream mat-vec entries")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--decode-types", flags->decode_types, "Layer weight types of the decode-step entries")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--decode-batch", flags->decode_batches, "Sequences per decode step")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--head-type", flags->head_type, "LM head type of the decode step")->capture_default_str();
+  cmd->add_option("--context", flags->context, "Cached positions per sequence in the decode step")
+      ->check(CLI::Range(0, 32768))
+      ->capture_default_str();
+  cmd->add_option("--reps", flags->reps, "Timed repetitions per entry (median reported)")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  cmd->add_flag("--json", flags->json_document, "Print one JSON document at the end instead of JSON lines");
+  cmd->callback([flags, exit_code] {
+    const Status status = Run(*flags);
+    if (!status.ok()) {
+      Logger("bench")->error("bench gpu: {}", std::string(status.message()));
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace bitfleet::tools

@@ -1,0 +1,222 @@
+// `bitfleet bench serve`: a closed-loop load generator against a bitfleet server. C client
+// threads each keep one Generate stream open until N requests are done. Prompts are token ids
+// (exact lengths): an optional shared prefix of P tokens (the agent-workload case: one long
+// system prompt, many streams) followed by per-request random tokens; generation runs greedy
+// with ignore_eos so every request produces exactly G tokens. Prints one JSON object.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "bitfleet/v1/inference.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "nlohmann/json.hpp"
+#include "tools/commands/commands.h"
+#include "tools/commands/grpc_client.h"
+
+namespace bitfleet::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchServeFlags {
+  std::string target = "127.0.0.1:50051";
+  int concurrency = 1;
+  int requests = 0;  // 0: 4 per client
+  int prompt_len = 128;
+  int gen_len = 64;
+  int shared_prefix = 0;
+  uint64_t seed = 1;
+  double wait_ready_s = 60;
+};
+
+struct RequestStats {
+  bool ok = false;
+  std::string error;
+  double ttft_s = 0;
+  double total_s = 0;
+  std::vector<double> itl_s;  // gaps between consecutive tokens
+  uint32_t prompt_tokens = 0;
+  uint32_t cached_tokens = 0;
+  uint32_t completion_tokens = 0;
+};
+
+// splitmix64: deterministic prompts for a given --seed on every machine.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Token ids avoid the low ids where vocabularies keep their special tokens.
+std::vector<int32_t> MakePrompt(const BenchServeFlags& f, uint32_t vocab, int index) {
+  const uint32_t lo = std::min<uint32_t>(vocab - 1, 300);
+  const uint32_t span = vocab - lo;
+  std::vector<int32_t> ids(f.prompt_len);
+  for (int i = 0; i < f.prompt_len; ++i) {
+    const bool shared = i < f.shared_prefix;
+    const uint64_t key = shared ? Mix(f.seed * 1000003 + i) : Mix(Mix(f.seed + 7919 * (index + 1)) + i);
+    ids[i] = static_cast<int32_t>(lo + key % span);
+  }
+  return ids;
+}
+
+RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_t vocab, int index) {
+  RequestStats out;
+  v1::GenerateRequest request;
+  const std::vector<int32_t> prompt = MakePrompt(f, vocab, index);
+  request.mutable_prompt_tokens()->mutable_ids()->Add(prompt.begin(), prompt.end());
+  request.set_max_tokens(f.gen_len);
+  request.set_ignore_eos(true);
+  request.mutable_sampling()->set_temperature(0);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
+  const Clock::time_point start = Clock::now();
+  Clock::time_point last = start;
+  bool first = true;
+  auto reader = stub.Generate(&context, request);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+    if (response.token_ids_size() == 0 && !response.has_usage()) continue;
+    const Clock::time_point now = Clock::now();
+    if (response.token_ids_size() > 0) {
+      if (first) {
+        out.ttft_s = std::chrono::duration<double>(now - start).count();
+        first = false;
+      } else {
+        out.itl_s.push_back(std::chrono::duration<double>(now - last).count() / response.token_ids_size());
+      }
+      last = now;
+    }
+    if (response.has_usage()) {
+      out.prompt_tokens = response.usage().prompt_tokens();
+      out.cached_tokens = response.usage().cached_prompt_tokens();
+      out.completion_tokens = response.usage().completion_tokens();
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  out.total_s = std::chrono::duration<double>(Clock::now() - start).count();
+  out.ok = status.ok();
+  if (!status.ok()) out.error = DescribeGrpcStatus(status);
+  return out;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5));
+  return v[i];
+}
+
+int RunBenchServe(const BenchServeFlags& f) {
+  auto channel = WaitForServing(f.target, f.wait_ready_s);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "bitfleet bench serve: %s\n", std::string(channel.status().message()).c_str());
+    return 1;
+  }
+  auto stub = v1::Inference::NewStub(*channel);
+  v1::ModelInfo info;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+    if (!status.ok()) {
+      std::fprintf(stderr, "bitfleet bench serve: GetModelInfo: %s\n", DescribeGrpcStatus(status).c_str());
+      return 1;
+    }
+  }
+  if (static_cast<uint64_t>(f.prompt_len) + f.gen_len > info.context_length()) {
+    std::fprintf(stderr, "bitfleet bench serve: --prompt-len + --gen-len (%d) exceeds the served context (%u)\n",
+                 f.prompt_len + f.gen_len, info.context_length());
+    return 2;
+  }
+  const int n_requests = f.requests > 0 ? f.requests : 4 * f.concurrency;
+  std::vector<RequestStats> stats(n_requests);
+  std::atomic<int> next{0};
+  const Clock::time_point start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < f.concurrency; ++c) {
+    clients.emplace_back([&] {
+      for (int i = next.fetch_add(1); i < n_requests; i = next.fetch_add(1)) {
+        stats[i] = RunOne(*stub, f, info.vocab_size(), i);
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, ttft_hit, ttft_cold, itl;
+  uint64_t out_tokens = 0, prompt_tokens = 0, cached_tokens = 0;
+  int errors = 0;
+  std::string first_error;
+  for (const RequestStats& s : stats) {
+    if (!s.ok) {
+      if (errors++ == 0) first_error = s.error;
+      continue;
+    }
+    ttft.push_back(s.ttft_s);
+    (s.cached_tokens > 0 ? ttft_hit : ttft_cold).push_back(s.ttft_s);
+    itl.insert(itl.end(), s.itl_s.begin(), s.itl_s.end());
+    out_tokens += s.completion_tokens;
+    prompt_tokens += s.prompt_tokens;
+    cached_tokens += s.cached_tokens;
+  }
+  nlohmann::json j;
+  j["benchmark"] = "serve";
+  j["target"] = f.target;
+  j["model"] = info.name();
+  j["tensor_parallel"] = info.tensor_parallel();
+  j["concurrency"] = f.concurrency;
+  j["requests"] = n_requests;
+  j["errors"] = errors;
+  if (errors > 0) j["first_error"] = first_error;
+  j["prompt_len"] = f.prompt_len;
+  j["gen_len"] = f.gen_len;
+  j["shared_prefix"] = f.shared_prefix;
+  j["wall_s"] = wall;
+  j["requests_per_s"] = (n_requests - errors) / wall;
+  j["output_tok_s"] = out_tokens / wall;
+  j["ttft_p50_ms"] = 1e3 * Percentile(ttft, 0.5);
+  j["ttft_p99_ms"] = 1e3 * Percentile(ttft, 0.99);
+  j["ttft_cold_p50_ms"] = 1e3 * Percentile(ttft_cold, 0.5);
+  j["ttft_cache_hit_p50_ms"] = 1e3 * Percentile(ttft_hit, 0.5);
+  j["cold_requests"] = ttft_cold.size();
+  j["cache_hit_requests"] = ttft_hit.size();
+  j["itl_p50_ms"] = 1e3 * Percentile(itl, 0.5);
+  j["itl_p99_ms"] = 1e3 * Percentile(itl, 0.99);
+  j["prefix_hit_rate"] = prompt_tokens ? static_cast<double>(cached_tokens) / prompt_tokens : 0.0;
+  std::printf("%s\n", j.dump(2).c_str());
+  return errors == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void RegisterBenchServe(CLI::App& bench, int* exit_code) {
+  auto f = std::make_shared<BenchServeFlags>();
+  CLI::App* cmd = bench.add_subcommand(
+      "serve", "Load a bitfleet server with concurrent Generate streams (JSON: req/s, tok/s, TTFT, ITL, prefix hits)");
+  cmd->add_option("--target", f->target, "Server address")->capture_default_str();
+  cmd->add_option("-c,--concurrency", f->concurrency, "Streams open at once")->check(CLI::Range(1, 1024))->capture_default_str();
+  cmd->add_option("-n,--requests", f->requests, "Requests in total (0: 4 per stream)")->check(CLI::Range(0, 1000000));
+  cmd->add_option("--prompt-len", f->prompt_len, "Prompt tokens per request")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  cmd->add_option("--gen-len", f->gen_len, "Generated tokens per request")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  cmd->add_option("--shared-prefix", f->shared_prefix, "Leading prompt tokens every request shares")
+      ->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  cmd->add_option("--seed", f->seed, "Seed of the generated prompts")->capture_default_str();
+  cmd->add_option("--wait-ready", f->wait_ready_s, "Seconds to wait for health SERVING")->capture_default_str();
+  cmd->callback([f, cmd, exit_code] {
+    if (f->shared_prefix > f->prompt_len) {
+      throw CLI::ValidationError("--shared-prefix", "must not exceed --prompt-len");
+    }
+    (void)cmd;
+    *exit_code = RunBenchServe(*f);
+  });
+}
+
+}  // namespace bitfleet::tools

@@ -1,0 +1,173 @@
+// `bitfleet generate`: a streaming client of bitfleet.v1.Inference/Generate. Prints the text as
+// it arrives on stdout (or, with --tokens, the generated token ids on one line at the end) and
+// a summary on stderr. Failures print the gRPC status code and message; exit 2 for a bad
+// request (INVALID_ARGUMENT, NOT_FOUND), 1 for anything else.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/step_codec.h"
+#include "core/logging.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "tools/commands/commands.h"
+#include "tools/commands/engine_setup.h"
+#include "tools/commands/grpc_client.h"
+
+namespace bitfleet::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct GenerateFlags {
+  std::string target = "127.0.0.1:50051";
+  std::string model;
+  std::string prompt;
+  std::string prompt_tokens;
+  bool chat = false;
+  std::string system;
+  uint32_t max_tokens = 128;
+  float temperature = 0, top_p = 1, min_p = 0, repeat_penalty = 1, presence_penalty = 0, frequency_penalty = 0;
+  int32_t top_k = 0, penalty_last_n = 64;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  bool tokens = false;
+  double timeout_s = 0;
+  double wait_ready_s = 0;
+  // Which sampling flags were given (the others take the server's defaults).
+  std::vector<std::pair<CLI::Option*, std::function<void(v1::SamplingParams*)>>> sampling_options;
+};
+
+Status Generate(const GenerateFlags& flags) {
+  std::shared_ptr<grpc::Channel> channel;
+  if (flags.wait_ready_s > 0) {
+    BF_ASSIGN_OR_RETURN(channel, WaitForServing(flags.target, flags.wait_ready_s));
+  } else {
+    channel = grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials());
+  }
+  auto stub = v1::Inference::NewStub(channel);
+
+  v1::GenerateRequest request;
+  request.set_model(flags.model);
+  if (!flags.prompt_tokens.empty()) {
+    BF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(flags.prompt_tokens));
+    request.mutable_prompt_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
+  } else if (flags.chat) {
+    // The server renders the conversation with the model's ChatML template.
+    if (!flags.system.empty()) {
+      v1::ChatMessage* system = request.mutable_chat()->add_messages();
+      system->set_role("system");
+      system->set_content(flags.system);
+    }
+    v1::ChatMessage* user = request.mutable_chat()->add_messages();
+    user->set_role("user");
+    user->set_content(flags.prompt);
+  } else {
+    request.set_prompt(flags.prompt);
+  }
+  request.set_max_tokens(flags.max_tokens);
+  for (const auto& [option, apply] : flags.sampling_options) {
+    if (option->count() > 0) apply(request.mutable_sampling());
+  }
+  for (const std::string& stop : flags.stop) request.add_stop(stop);
+  request.set_ignore_eos(flags.ignore_eos);
+
+  grpc::ClientContext context;
+  if (flags.timeout_s > 0) {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                             std::chrono::duration<double>(flags.timeout_s)));
+  }
+  const Clock::time_point start = Clock::now();
+  std::optional<Clock::time_point> first_token;
+  auto reader = stub->Generate(&context, request);
+  v1::GenerateResponse response;
+  std::vector<int32_t> ids;
+  v1::GenerateResponse last;
+  while (reader->Read(&response)) {
+    if (!first_token && response.token_ids_size() > 0) first_token = Clock::now();
+    ids.insert(ids.end(), response.token_ids().begin(), response.token_ids().end());
+    if (!flags.tokens && !response.text().empty()) {
+      std::fwrite(response.text().data(), 1, response.text().size(), stdout);
+      std::fflush(stdout);
+    }
+    if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
+  }
+  const grpc::Status status = reader->Finish();
+  if (flags.tokens) {
+    for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
+  }
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!status.ok()) {
+    return Status(coordinator::StatusCodeFromInt(status.error_code()),
+                  absl::StrCat(DescribeGrpcStatus(status), " (after ", ids.size(), " tokens)"));
+  }
+  const double total = std::chrono::duration<double>(Clock::now() - start).count();
+  const double ttft = first_token ? std::chrono::duration<double>(*first_token - start).count() : 0.0;
+  const v1::Usage& usage = last.usage();
+  std::fprintf(stderr,
+               "finish: %s; %u prompt tokens (%u cached), %u generated; first token %.3f s, total %.3f s; seed %llu\n",
+               v1::FinishReason_Name(last.finish_reason()).c_str(), usage.prompt_tokens(), usage.cached_prompt_tokens(),
+               usage.completion_tokens(), ttft, total, static_cast<unsigned long long>(usage.seed()));
+  return absl::OkStatus();
+}
+
+template <typename T>
+void AddSampling(CLI::App& cmd, GenerateFlags& flags, const std::string& name, T* value, const std::string& help,
+                 void (v1::SamplingParams::*set)(T)) {
+  CLI::Option* option = cmd.add_option(name, *value, help);
+  flags.sampling_options.emplace_back(option, [value, set](v1::SamplingParams* p) { (p->*set)(*value); });
+}
+
+}  // namespace
+
+void RegisterGenerate(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<GenerateFlags>();
+  CLI::App* cmd = app.add_subcommand("generate", "Stream a completion from a bitfleet server (gRPC client)");
+  cmd->add_option("--target", flags->target, "Server address (host:port)")->capture_default_str();
+  cmd->add_option("--model", flags->model, "Model name (default: the served model)");
+  auto* prompt = cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
+  auto* ids = cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as token ids (\"1,2,3\")");
+  prompt->excludes(ids);
+  cmd->add_flag("--chat", flags->chat,
+                "Send the prompt as a user message; the server applies the model's ChatML chat template");
+  cmd->add_option("--system", flags->system, "System message for --chat (default: the template's own, if any)");
+  cmd->add_option("-n,--max-tokens", flags->max_tokens, "Tokens to generate (0: until the context is full)")
+      ->capture_default_str();
+  GenerateFlags& f = *flags;
+  AddSampling(*cmd, f, "--temp", &f.temperature, "Temperature (0: greedy; default: the server's, 1.0)",
+              &v1::SamplingParams::set_temperature);
+  AddSampling(*cmd, f, "--top-k", &f.top_k, "Top-k (0: off)", &v1::SamplingParams::set_top_k);
+  AddSampling(*cmd, f, "--top-p", &f.top_p, "Top-p (1: off)", &v1::SamplingParams::set_top_p);
+  AddSampling(*cmd, f, "--min-p", &f.min_p, "Min-p (0: off)", &v1::SamplingParams::set_min_p);
+  AddSampling(*cmd, f, "--repeat-penalty", &f.repeat_penalty, "Repetition penalty (1: off)",
+              &v1::SamplingParams::set_repeat_penalty);
+  AddSampling(*cmd, f, "--presence-penalty", &f.presence_penalty, "Presence penalty (0: off)",
+              &v1::SamplingParams::set_presence_penalty);
+  AddSampling(*cmd, f, "--frequency-penalty", &f.frequency_penalty, "Frequency penalty (0: off)",
+              &v1::SamplingParams::set_frequency_penalty);
+  AddSampling(*cmd, f, "--repeat-last-n", &f.penalty_last_n, "Penalty window (0: off, -1: all)",
+              &v1::SamplingParams::set_penalty_last_n);
+  AddSampling(*cmd, f, "-s,--seed", &f.seed, "Sampling seed (default: chosen by the server)",
+              &v1::SamplingParams::set_seed);
+  cmd->add_option("--stop", flags->stop, "Stop string (repeatable); not included in the output");
+  cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
+  cmd->add_flag("--tokens", flags->tokens, "Print the generated token ids instead of the text");
+  cmd->add_option("--timeout", flags->timeout_s, "Deadline for the whole call in seconds (0: none)");
+  cmd->add_option("--wait-ready", flags->wait_ready_s, "First wait up to this many seconds for health SERVING");
+  cmd->callback([flags, exit_code] {
+    const Status status = Generate(*flags);
+    *exit_code = status.ok() ? 0 : ReportError("generate", status);
+  });
+}
+
+}  // namespace bitfleet::tools

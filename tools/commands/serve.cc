@@ -1,0 +1,232 @@
+// `bitfleet serve`: the one-box default (DESIGN.md §7). Runs the coordinator in this process
+// and launches each replica's workers as a child: `mpirun -np TP ... bitfleet worker` (or, for
+// TP 1 without mpirun, the worker itself), pointed at the coordinator's control port on
+// loopback. A replica whose workers die fails its in-flight requests (UNAVAILABLE), reports
+// NOT_SERVING and is relaunched up to --max-restarts times; when no replica can come back,
+// serve exits 1. Ctrl-C / SIGTERM drain: no new requests, in-flight ones finish (up to
+// --drain-timeout), the workers exit, then serve exits 0.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_split.h"
+#include "coordinator/coordinator_server.h"
+#include "core/logging.h"
+#include "tools/commands/commands.h"
+#include "tools/commands/engine_setup.h"
+#include "tools/commands/serving_flags.h"
+#include "tools/commands/shutdown_signal.h"
+#include "tools/commands/worker_launcher.h"
+
+namespace bitfleet::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ServeFlags {
+  coordinator::CoordinatorServerOptions server;
+  worker::WorkerOptions worker;
+  ServingTimingFlags timing;
+  std::string host = "127.0.0.1";
+  int port = 50051;
+  double drain_timeout_s = 30;
+  int max_restarts = 3;
+  double restart_delay_s = 2;
+  std::string mpirun = "mpirun";
+  std::string mpirun_args = "--bind-to none";
+};
+
+// One replica's worker group and its restart bookkeeping.
+struct Replica {
+  int index = 0;
+  ChildProcess child;
+  int restarts = 0;
+  std::optional<Clock::time_point> restart_at;
+  int registrations_at_launch = 0;  // the coordinator's count when this group was launched
+  bool dead = false;                // restarts exhausted, or the group never came up
+};
+
+// The command line that starts replica `index`'s ranks, and the environment it needs.
+struct LaunchCommand {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+};
+
+StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int control_port) {
+  BF_ASSIGN_OR_RETURN(const std::string self, SelfExecutable());
+  const worker::WorkerOptions& w = flags.worker;
+  const coordinator::CoordinatorServerOptions& s = flags.server;
+  LaunchCommand command;
+  StatusOr<std::string> mpirun = FindExecutable(flags.mpirun);
+  if (mpirun.ok()) {
+    command.argv = {*mpirun, "-np", std::to_string(s.tensor_parallel), "--oversubscribe"};
+    if (geteuid() == 0) {
+      command.argv.push_back("--allow-run-as-root");
+      command.env = {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"};
+    }
+    for (absl::string_view arg : absl::StrSplit(flags.mpirun_args, ' ', absl::SkipEmpty())) {
+      command.argv.emplace_back(arg);
+    }
+  } else if (s.tensor_parallel > 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--tp ", s.tensor_parallel, " needs mpirun (", std::string(mpirun.status().message()), ")"));
+  }
+  const std::vector<std::string> worker = {
+      self,
+      "worker",
+      "--coordinator",
+      absl::StrCat("127.0.0.1:", control_port),
+      "--replica",
+      std::to_string(index),
+      "--model",
+      s.model,
+      "--threads",
+      std::to_string(w.threads),
+      "--ctx",
+      std::to_string(s.max_context),
+      "--kv-block-size",
+      std::to_string(s.kv_block_size),
+      "--kv-blocks",
+      std::to_string(w.kv_blocks),
+      "--max-step-tokens",
+      std::to_string(w.max_step_tokens),
+      "--max-step-sequences",
+      std::to_string(w.max_step_sequences),
+  };
+  command.argv.insert(command.argv.end(), worker.begin(), worker.end());
+  return command;
+}
+
+Status Launch(const ServeFlags& flags, coordinator::CoordinatorServer& server, Replica& replica) {
+  BF_ASSIGN_OR_RETURN(LaunchCommand command, WorkerCommand(flags, replica.index, server.control_port()));
+  replica.registrations_at_launch = server.replica_registrations(replica.index);
+  BF_ASSIGN_OR_RETURN(replica.child, ChildProcess::Spawn(command.argv, command.env));
+  Logger("serve")->info("replica {}: started {} rank(s), pid {}", replica.index, flags.server.tensor_parallel,
+                        replica.child.pid());
+  return absl::OkStatus();
+}
+
+// Watches the replicas until a shutdown signal (OK) or until none can come back (UNAVAILABLE).
+Status Supervise(const ServeFlags& flags, coordinator::CoordinatorServer& server, std::vector<Replica>& replicas) {
+  auto log = Logger("serve");
+  bool ready_logged = false;
+  while (true) {
+    if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(100)); signal != 0) {
+      log->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
+      return absl::OkStatus();
+    }
+    const int healthy = server.healthy_replicas();
+    if (!ready_logged && healthy == static_cast<int>(replicas.size())) {
+      log->info("ready: {} on {}:{} ({} replica(s) x TP {}); Ctrl-C to stop", server.model_name(), flags.host,
+                server.api_port(), replicas.size(), flags.server.tensor_parallel);
+      ready_logged = true;
+    }
+    for (Replica& replica : replicas) {
+      std::string how;
+      if (!replica.dead && !replica.restart_at && replica.child.Poll(&how)) {
+        ready_logged = false;
+        if (server.replica_registrations(replica.index) == replica.registrations_at_launch) {
+          // Workers that never registered fail the same way again (bad model, flags, MPI).
+          replica.dead = true;
+          log->error("replica {}: workers exited ({}) before registering; not restarting (see their errors above)",
+                     replica.index, how);
+        } else if (replica.restarts < flags.max_restarts) {
+          ++replica.restarts;
+          replica.restart_at = Clock::now() + SecondsToDuration(flags.restart_delay_s);
+          log->error("replica {}: workers exited ({}); restart {} of {} in {} s", replica.index, how, replica.restarts,
+                     flags.max_restarts, flags.restart_delay_s);
+        } else {
+          replica.dead = true;
+          log->error("replica {}: workers exited ({}); no restarts left", replica.index, how);
+        }
+      }
+      if (replica.restart_at && Clock::now() >= *replica.restart_at) {
+        replica.restart_at.reset();
+        if (Status s = Launch(flags, server, replica); !s.ok()) {
+          log->error("replica {}: relaunch failed: {}", replica.index, std::string(s.message()));
+          replica.dead = true;
+        }
+      }
+    }
+    if (std::all_of(replicas.begin(), replicas.end(), [](const Replica& r) { return r.dead; })) {
+      return absl::UnavailableError("every replica's workers exited and none can be restarted");
+    }
+  }
+}
+
+Status Serve(ServeFlags flags) {
+  BlockShutdownSignals();
+  auto log = Logger("serve");
+  flags.server.listen = absl::StrCat(flags.host, ":", flags.port);
+  flags.server.control = "127.0.0.1:0";  // internal: loopback, any free port
+  flags.server.timing = flags.timing.ToTiming();
+  flags.worker.model = flags.server.model;
+  if (flags.worker.threads <= 0) {
+    flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));
+  }
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
+                      coordinator::CoordinatorServer::Start(flags.server));
+  std::vector<Replica> replicas(flags.server.replicas);
+  Status status = absl::OkStatus();
+  for (int i = 0; i < flags.server.replicas && status.ok(); ++i) {
+    replicas[i].index = i;
+    status = Launch(flags, *server, replicas[i]);
+  }
+  if (status.ok()) status = Supervise(flags, *server, replicas);
+
+  // Drain, then make sure every child is gone.
+  server->Drain(Clock::now() + SecondsToDuration(flags.drain_timeout_s)).IgnoreError();
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  for (Replica& replica : replicas) {
+    const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
+    if (!replica.child.WaitFor(std::chrono::duration_cast<std::chrono::milliseconds>(left))) {
+      log->warn("replica {}: workers did not exit; terminating them", replica.index);
+      replica.child.Terminate(std::chrono::seconds(3));
+    }
+  }
+  server->Shutdown();
+  if (status.ok()) log->info("stopped");
+  return status;
+}
+
+}  // namespace
+
+void RegisterServe(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<ServeFlags>();
+  flags->worker.threads = 0;  // resolved from the machine and the group sizes
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "Serve a model on this machine: the coordinator plus its workers (mpirun), Ctrl-C to stop");
+  cmd->add_option("-m,--model", flags->server.model, "GGUF model file")->required();
+  cmd->add_option("--tp", flags->server.tensor_parallel, "Ranks per replica (tensor-parallel degree)")
+      ->capture_default_str();
+  cmd->add_option("--replicas", flags->server.replicas, "Replicas (worker groups)")->capture_default_str();
+  cmd->add_option("--host", flags->host, "Client API address to bind (0.0.0.0: every interface)")
+      ->capture_default_str();
+  cmd->add_option("--port", flags->port, "Client API port (gRPC)")->capture_default_str();
+  cmd->add_option("--metrics-port", flags->server.metrics_port, "HTTP port for /metrics and /health (-1: off)")
+      ->capture_default_str();
+  AddSchedulingFlags(*cmd, &flags->server);
+  AddWorkerShapeFlags(*cmd, &flags->worker, /*with_context=*/false);
+  AddTimingFlags(*cmd, &flags->timing);
+  cmd->add_option("--drain-timeout", flags->drain_timeout_s, "Seconds in-flight requests get to finish on Ctrl-C")
+      ->capture_default_str();
+  cmd->add_option("--max-restarts", flags->max_restarts, "Relaunches of a replica whose workers died")
+      ->capture_default_str();
+  cmd->add_option("--restart-delay", flags->restart_delay_s, "Seconds before relaunching a dead replica")
+      ->capture_default_str();
+  cmd->add_option("--mpirun", flags->mpirun, "mpirun to launch the workers with")->capture_default_str();
+  cmd->add_option("--mpirun-args", flags->mpirun_args, "Extra mpirun arguments (space separated)")
+      ->capture_default_str();
+  cmd->callback([flags, exit_code] {
+    const Status status = Serve(*flags);
+    *exit_code = status.ok() ? 0 : ReportError("serve", status);
+  });
+}
+
+}  // namespace bitfleet::tools

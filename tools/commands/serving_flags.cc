@@ -1,0 +1,58 @@
+#include "tools/commands/serving_flags.h"
+
+#include <algorithm>
+
+namespace bitfleet::tools {
+
+coordinator::ControlTiming ServingTimingFlags::ToTiming() const {
+  coordinator::ControlTiming timing;
+  timing.heartbeat_interval = std::chrono::milliseconds(std::max(10, heartbeat_ms));
+  timing.heartbeat_timeout = std::chrono::milliseconds(std::max(2 * heartbeat_ms, heartbeat_timeout_ms));
+  timing.step_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(SecondsToDuration(step_timeout_s));
+  return timing;
+}
+
+void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags) {
+  cmd.add_option("--heartbeat-ms", flags->heartbeat_ms, "Control-stream heartbeat interval")->capture_default_str();
+  cmd.add_option("--heartbeat-timeout-ms", flags->heartbeat_timeout_ms,
+                 "Silence after which a worker rank (or the coordinator) is declared dead")
+      ->capture_default_str();
+  cmd.add_option("--step-timeout", flags->step_timeout_s, "Seconds one step may take before its replica is failed")
+      ->capture_default_str();
+}
+
+void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {
+  cmd.add_option("-c,--ctx", options->max_context, "Context length per request in tokens (0: the model's)")
+      ->capture_default_str();
+  cmd.add_option("--kv-block-size", options->kv_block_size, "Tokens per KV-cache block")->capture_default_str();
+  cmd.add_option("--max-queue", options->max_queued_requests,
+                 "Requests waiting for admission; more get RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  cmd.add_option("--step-token-budget", options->max_step_tokens,
+                 "New tokens per step over all sequences (0: the workers' limit)")
+      ->capture_default_str();
+  cmd.add_flag("!--no-prefix-cache", options->prefix_caching, "Do not share cached prompt prefixes");
+}
+
+void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool with_context) {
+  cmd.add_option("-t,--threads", options->threads, "Compute threads per rank")->capture_default_str();
+  cmd.add_option("--kv-blocks", options->kv_blocks,
+                 "KV-cache blocks per rank (0: four full contexts, at most 16384 tokens)")
+      ->capture_default_str();
+  cmd.add_option("--max-step-tokens", options->max_step_tokens, "New tokens one step may feed, over all sequences")
+      ->capture_default_str();
+  cmd.add_option("--max-step-sequences", options->max_step_sequences, "Sequences one step may hold")
+      ->capture_default_str();
+  if (with_context) {
+    cmd.add_option("-c,--ctx", options->max_context, "Context length in tokens (0: the model's)")
+        ->capture_default_str();
+    cmd.add_option("--kv-block-size", options->kv_block_size, "Tokens per KV-cache block")->capture_default_str();
+  }
+}
+
+std::chrono::steady_clock::duration SecondsToDuration(double seconds) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(std::max(0.0, seconds)));
+}
+
+}  // namespace bitfleet::tools

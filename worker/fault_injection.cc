@@ -1,0 +1,51 @@
+#include "worker/fault_injection.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/logging.h"
+
+namespace bitfleet::worker {
+
+StatusOr<FaultInjector> FaultInjector::Parse(const char* spec, int rank) {
+  FaultInjector injector;
+  injector.rank_ = rank;
+  if (spec == nullptr || spec[0] == '\0') return injector;
+  const std::string text(spec);
+  const std::vector<std::string> parts = absl::StrSplit(text, ':');
+  int target_rank = 0;
+  int64_t step = 0;
+  if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &target_rank) || !absl::SimpleAtoi(parts[1], &step) ||
+      target_rank < 0 || step < 0 || (parts[2] != "exit" && parts[2] != "hang")) {
+    return absl::InvalidArgumentError(absl::StrCat(kFaultInjectEnv, "='", text,
+                                                   "': expected RANK:STEP:exit or RANK:STEP:hang"));
+  }
+  if (target_rank != rank) return injector;
+  injector.action_ = parts[2] == "exit" ? Action::kExit : Action::kHang;
+  injector.step_ = step;
+  Logger("worker")->warn("fault injection armed: rank {} will {} at step {}", rank, parts[2], step);
+  return injector;
+}
+
+StatusOr<FaultInjector> FaultInjector::FromEnv(int rank) { return Parse(std::getenv(kFaultInjectEnv), rank); }
+
+void FaultInjector::BeforeStep() {
+  const int64_t step = steps_seen_++;
+  if (action_ == Action::kNone || step != step_) return;
+  if (action_ == Action::kExit) {
+    Logger("worker")->error("fault injection: rank {} exits at step {}", rank_, step);
+    Logger("worker")->flush();
+    std::_Exit(3);
+  }
+  Logger("worker")->error("fault injection: rank {} hangs at step {}", rank_, step);
+  Logger("worker")->flush();
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+}  // namespace bitfleet::worker

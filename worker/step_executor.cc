@@ -1,0 +1,133 @@
+#include "worker/step_executor.h"
+
+#include <algorithm>
+
+namespace bitfleet::worker {
+namespace {
+
+// More streams than this and the map is cleared (streams are rebuildable; released_sequences
+// normally keeps it small).
+constexpr size_t kMaxStreams = 16384;
+
+}  // namespace
+
+SamplingParams ToSamplingParams(const coordinator::StepSampling& s) {
+  SamplingParams p;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
+  p.min_p = s.min_p;
+  p.repeat_penalty = s.repeat_penalty;
+  p.presence_penalty = s.presence_penalty;
+  p.frequency_penalty = s.frequency_penalty;
+  p.penalty_last_n = s.penalty_last_n;
+  p.seed = s.seed;
+  return p;
+}
+
+StepExecutor::StepExecutor(ModelRunner& runner) : runner_(runner), sampler_(runner.n_vocab()) {
+  if (!runner.logits_whole()) {
+    const sharding::Range slice = runner.vocab_slice();
+    distributed_ = std::make_unique<DistributedSampler>(runner.communicator(), runner.n_vocab(),
+                                                        static_cast<int32_t>(slice.begin),
+                                                        static_cast<int32_t>(slice.size()));
+  }
+}
+
+Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
+  const uint64_t max_context = static_cast<uint64_t>(runner_.options().max_context);
+  for (const coordinator::SequencePlan& seq : plan.sequences) {
+    if (!seq.sample) continue;
+    const Status valid = ValidateSamplingParams(ToSamplingParams(seq.sampling));
+    if (!valid.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
+    }
+    if (seq.sample_index > max_context) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": sample_index ",
+                                                     seq.sample_index, " beyond the context of ", max_context));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Rng& StepExecutor::RngFor(const coordinator::SequencePlan& seq) {
+  auto [it, inserted] = rngs_.try_emplace(seq.sequence_id);
+  SequenceRng& stream = it->second;
+  if (inserted || stream.seed != seq.sampling.seed || stream.next_index != seq.sample_index) {
+    // Every earlier non-greedy sample drew exactly one value: skip that many.
+    stream.seed = seq.sampling.seed;
+    stream.rng.Seed(seq.sampling.seed);
+    for (uint64_t i = 0; i < seq.sample_index; ++i) stream.rng.Next();
+    stream.next_index = seq.sample_index;
+  }
+  ++stream.next_index;  // positioned for the sample after this one
+  return stream.rng;
+}
+
+StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepPlan& plan) {
+  BF_RETURN_IF_ERROR(Validate(plan));
+  for (uint64_t id : plan.released_sequences) rngs_.erase(id);
+  // Here, not in RngFor: rows of this step hold references into the map.
+  if (rngs_.size() >= kMaxStreams) rngs_.clear();
+
+  batch_.clear();
+  for (const coordinator::SequencePlan& seq : plan.sequences) {
+    SequenceStep step;
+    step.tokens = seq.tokens;
+    step.start_pos = seq.start_pos;
+    step.block_table = seq.block_table;
+    batch_.push_back(step);
+  }
+  BF_ASSIGN_OR_RETURN(StepLogits logits, runner_.Step(batch_));
+  ++steps_executed_;
+  for (const coordinator::SequencePlan& seq : plan.sequences) tokens_executed_ += seq.tokens.size();
+
+  std::vector<int32_t> tokens;
+  BF_RETURN_IF_ERROR(SampleAll(plan, logits, &tokens));
+  coordinator::StepResult result;
+  result.step_id = plan.step_id;
+  for (size_t i = 0; i < plan.sequences.size(); ++i) {
+    result.sequences.push_back({plan.sequences[i].sequence_id, tokens[i]});
+  }
+  return result;
+}
+
+Status StepExecutor::SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits,
+                               std::vector<int32_t>* tokens) {
+  tokens->assign(plan.sequences.size(), -1);
+  // Penalty history: the plan's window before this step's tokens, then those tokens.
+  size_t n_sampled = 0;
+  for (const coordinator::SequencePlan& seq : plan.sequences) n_sampled += seq.sample ? 1 : 0;
+  if (histories_.size() < n_sampled) histories_.resize(n_sampled);
+  params_.clear();
+  std::vector<ShardedLogitsRow> rows;
+  std::vector<size_t> row_of;  // plan index of each sampled row
+  for (size_t i = 0; i < plan.sequences.size(); ++i) {
+    const coordinator::SequencePlan& seq = plan.sequences[i];
+    if (!seq.sample) continue;
+    std::vector<int32_t>& history = histories_[row_of.size()];
+    history.assign(seq.history.begin(), seq.history.end());
+    history.insert(history.end(), seq.tokens.begin(), seq.tokens.end());
+    params_.push_back(ToSamplingParams(seq.sampling));
+    row_of.push_back(i);
+  }
+  for (size_t r = 0; r < row_of.size(); ++r) {
+    const size_t i = row_of[r];
+    const SamplingParams& params = params_[r];
+    Rng& rng = params.greedy() ? unused_rng_ : RngFor(plan.sequences[i]);
+    if (distributed_ == nullptr) {
+      (*tokens)[i] = sampler_.Sample(logits.Last(static_cast<int>(i)), histories_[r], params, rng);
+    } else {
+      rows.push_back({logits.Last(static_cast<int>(i)), histories_[r], &params, &rng});
+    }
+  }
+  if (distributed_ != nullptr && !rows.empty()) {
+    std::vector<int32_t> sampled(rows.size(), -1);
+    BF_RETURN_IF_ERROR(distributed_->SampleBatch(rows, sampled));
+    for (size_t r = 0; r < row_of.size(); ++r) (*tokens)[row_of[r]] = sampled[r];
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace bitfleet::worker

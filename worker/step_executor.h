@@ -1,0 +1,74 @@
+// Runs one coordinator StepPlan (coordinator/executor.h) on this rank: one ModelRunner::Step
+// over the plan's sequences, then the next token of every sequence the plan asks to sample.
+// Every rank of a replica runs the same plan; the answer is the same on every rank.
+//
+// Sampling: whole logit rows (TP=1, or a runner gathering logits) go through worker::Sampler;
+// vocabulary slices (TP>1) through worker::DistributedSampler, a collective over the runner's
+// communicator. Both follow worker/sampler.h exactly.
+//
+// Reproducibility: the n-th token a sequence samples (plan.sample_index = n) uses the n-th
+// uniform draw of Rng(sampling.seed) — the same stream `bitfleet run` uses — whatever the batch,
+// preemptions or replica. The executor keeps each sequence's stream positioned for its next
+// sample; after a gap (a preemption, another replica, a lost entry) it reseeds and skips ahead.
+// plan.released_sequences drops streams of finished sequences.
+//
+// Thread-safety: one Execute at a time (the runner's contract). The runner must outlive this.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "coordinator/executor.h"
+#include "core/status.h"
+#include "worker/distributed_sampling.h"
+#include "worker/model_runner.h"
+#include "worker/rng.h"
+#include "worker/sampler.h"
+
+namespace bitfleet::worker {
+
+SamplingParams ToSamplingParams(const coordinator::StepSampling& sampling);
+
+class StepExecutor {
+ public:
+  explicit StepExecutor(ModelRunner& runner);
+
+  // INVALID_ARGUMENT for a malformed plan (bad sampling values, sample_index beyond the
+  // context, anything ModelRunner::Step rejects) and RESOURCE_EXHAUSTED beyond the step limits,
+  // both before any KV is written; other errors (a communicator failure under TP) mean this
+  // rank's group is broken.
+  StatusOr<coordinator::StepResult> Execute(const coordinator::StepPlan& plan);
+
+  ModelRunner& runner() { return runner_; }
+  // Sequences and tokens fed through the model since construction (tests count prefill work).
+  int64_t steps_executed() const { return steps_executed_; }
+  int64_t tokens_executed() const { return tokens_executed_; }
+
+ private:
+  struct SequenceRng {
+    uint64_t seed = 0;
+    uint64_t next_index = 0;  // sample_index the stream is positioned for
+    Rng rng;
+  };
+
+  Status Validate(const coordinator::StepPlan& plan) const;
+  // The stream of `seq`, positioned at its sample_index.
+  Rng& RngFor(const coordinator::SequencePlan& seq);
+  // Fills tokens[i] for every plan sequence with sample set (-1 for the others).
+  Status SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits, std::vector<int32_t>* tokens);
+
+  ModelRunner& runner_;
+  Sampler sampler_;
+  std::unique_ptr<DistributedSampler> distributed_;  // when rows are vocabulary slices
+  std::unordered_map<uint64_t, SequenceRng> rngs_;
+  std::vector<SequenceStep> batch_;
+  std::vector<std::vector<int32_t>> histories_;      // per sampled sequence: history + tokens
+  std::vector<SamplingParams> params_;
+  Rng unused_rng_;                                    // greedy rows never draw
+  int64_t steps_executed_ = 0;
+  int64_t tokens_executed_ = 0;
+};
+
+}  // namespace bitfleet::worker

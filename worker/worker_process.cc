@@ -1,0 +1,138 @@
+#include "worker/worker_process.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "cache/kv_storage.h"
+#include "coordinator/step_codec.h"
+#include "core/logging.h"
+#include "model/arch/model_config.h"
+#include "model/gguf/gguf.h"
+#include "sharding/communicator.h"
+#include "worker/control_client.h"
+#include "worker/model_runner.h"
+#include "worker/step_executor.h"
+#if defined(BITFLEET_HAVE_MPI)
+#include "sharding/mpi_communicator.h"
+#endif
+
+namespace bitfleet::worker {
+namespace {
+
+// Default KV pool: room for four full-context sequences, capped at 16384 tokens (but never
+// less than one full context), so long-context models do not reserve gigabytes by default.
+constexpr int kDefaultContextsInPool = 4;
+constexpr int kDefaultPoolTokenCap = 16384;
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+}  // namespace
+
+struct WorkerProcess::State {
+  std::unique_ptr<sharding::Communicator> communicator;  // null: a group of one
+  std::shared_ptr<const gguf::GgufFile> file;
+  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<StepExecutor> executor;
+  std::unique_ptr<ControlClient> client;
+  int rank = 0;
+  int world_size = 1;
+};
+
+WorkerProcess::WorkerProcess(std::unique_ptr<State> state) : state_(std::move(state)) {}
+WorkerProcess::~WorkerProcess() = default;
+
+int WorkerProcess::rank() const { return state_->rank; }
+int WorkerProcess::world_size() const { return state_->world_size; }
+
+StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptions& o) {
+  if (o.coordinator.empty()) return absl::InvalidArgumentError("--coordinator is required");
+  if (o.replica < 0) return absl::InvalidArgumentError(absl::StrCat("--replica must be >= 0, got ", o.replica));
+  auto state = std::make_unique<State>();
+#if defined(BITFLEET_HAVE_MPI)
+  if (sharding::LaunchedUnderMpi()) {
+    BF_ASSIGN_OR_RETURN(std::unique_ptr<sharding::MpiCommunicator> mpi,
+                        sharding::MpiCommunicator::Create(o.collective_timeout));
+    state->rank = mpi->rank();
+    state->world_size = mpi->size();
+    state->communicator = std::move(mpi);
+    if ((o.rank >= 0 && o.rank != state->rank) || (o.world_size >= 0 && o.world_size != state->world_size)) {
+      return absl::InvalidArgumentError(absl::StrCat("--rank ", o.rank, " --world-size ", o.world_size,
+                                                     " disagree with mpirun's rank ", state->rank, " of ",
+                                                     state->world_size));
+    }
+  }
+#endif
+  if (state->communicator == nullptr) {
+    state->rank = o.rank >= 0 ? o.rank : 0;
+    state->world_size = o.world_size >= 0 ? o.world_size : 1;
+    if (state->world_size < 1 || state->rank >= state->world_size) {
+      return absl::InvalidArgumentError(absl::StrCat("rank ", state->rank, " outside a group of ", state->world_size));
+    }
+    if (state->world_size > 1) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a tensor-parallel group of ", state->world_size,
+                       " needs a communicator: start the ranks with mpirun (e.g. mpirun -np ", state->world_size,
+                       " bitfleet worker ...)"));
+    }
+  }
+
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(o.model));
+  state->file = std::move(file);
+  RunnerOptions runner_options;
+  runner_options.threads = std::max(1, o.threads);
+  runner_options.max_context = o.max_context;
+  runner_options.kv_block_size = o.kv_block_size;
+  runner_options.max_step_tokens = o.max_step_tokens;
+  runner_options.max_step_sequences = o.max_step_sequences;
+  runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence
+  runner_options.communicator = state->communicator.get();
+  if (o.kv_blocks > 0) {
+    runner_options.kv_blocks = o.kv_blocks;
+  } else {
+    // The pool size needs the resolved context (max_context 0 means the training context).
+    BF_ASSIGN_OR_RETURN(model::ModelConfig config, model::ReadModelConfig(*state->file));
+    const int context = o.max_context > 0 ? o.max_context : static_cast<int>(config.n_ctx_train);
+    const int block_size = std::max(1, o.kv_block_size);
+    const int blocks_per_context = (context + block_size - 1) / block_size;
+    const int capped = std::min(kDefaultContextsInPool * blocks_per_context, kDefaultPoolTokenCap / block_size);
+    runner_options.kv_blocks = std::max(blocks_per_context, capped);
+  }
+  BF_ASSIGN_OR_RETURN(state->runner, ModelRunner::Create(state->file, runner_options));
+  state->executor = std::make_unique<StepExecutor>(*state->runner);
+
+  const RunnerOptions& resolved = state->runner->options();
+  ControlClientOptions client;
+  client.coordinator = o.coordinator;
+  client.connect_timeout = o.connect_timeout;
+  v1::Register& r = client.registration;
+  *r.mutable_model() = coordinator::ModelIdentityOf(state->runner->config(), state->file->file_size());
+  r.set_replica(o.replica);
+  r.set_rank(state->rank);
+  r.set_world_size(state->world_size);
+  v1::Capacity* capacity = r.mutable_capacity();
+  capacity->set_kv_blocks(state->runner->kv_blocks());
+  capacity->set_kv_block_size(state->runner->kv_block_size());
+  capacity->set_max_step_tokens(resolved.max_step_tokens);
+  capacity->set_max_step_sequences(std::min(resolved.max_step_sequences, resolved.max_logit_rows));
+  capacity->set_max_context(resolved.max_context);
+  r.set_host(HostName());
+  r.set_pid(static_cast<int32_t>(getpid()));
+  r.set_kernel_variant(state->runner->kernel_variant());
+  state->client = std::make_unique<ControlClient>(std::move(client));
+  return std::unique_ptr<WorkerProcess>(new WorkerProcess(std::move(state)));
+}
+
+Status WorkerProcess::Run() {
+  StepExecutor& executor = *state_->executor;
+  return state_->client->Run([&executor](const coordinator::StepPlan& plan) { return executor.Execute(plan); });
+}
+
+void WorkerProcess::Stop() { state_->client->Stop(); }
+
+}  // namespace bitfleet::worker

@@ -1,0 +1,63 @@
+// One `bitfleet worker` rank (DESIGN.md §7): loads this rank's shard of the model, connects to
+// the coordinator's control endpoint, registers (model, replica, rank, world size, capacity)
+// and executes StepPlans until the coordinator says Shutdown.
+//
+// Rank and world size: under mpirun (or srun) they come from MPI and the rank's peers are the
+// other processes of the job (MpiCommunicator); flags, when also given, must agree. Without
+// MPI, --rank/--world-size name the rank and only a group of one can run (a multi-process group
+// needs a communicator: mpirun on CPU).
+//
+// Failure: an error that breaks the group (a collective timing out, the stream to the
+// coordinator ending, the coordinator going silent) ends Run with that error and the process
+// exits non-zero, so mpirun tears the whole group down (a TP group is one failure unit).
+//
+// Thread-safety: Run once from the main thread (it drives the communicator, which MPI allows
+// only there); Stop from any thread.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+
+namespace bitfleet::worker {
+
+struct WorkerOptions {
+  std::string model;        // GGUF file
+  std::string coordinator;  // host:port of the coordinator's control endpoint
+  int rank = -1;            // -1: from MPI, else 0
+  int world_size = -1;      // -1: from MPI, else 1
+  int replica = 0;
+  int threads = 1;
+  int max_context = 0;  // 0: the model's training context
+  int kv_blocks = 0;    // 0: four full contexts, at most 16384 tokens (at least one context)
+  int kv_block_size = 16;
+  int max_step_tokens = 512;
+  int max_step_sequences = 64;
+  std::chrono::milliseconds connect_timeout{60000};
+  std::chrono::milliseconds collective_timeout{60000};
+};
+
+class WorkerProcess {
+ public:
+  // Joins the MPI job when launched by mpirun, loads the shard and prepares the control client.
+  // INVALID_ARGUMENT for inconsistent options; the model loader's errors otherwise.
+  static StatusOr<std::unique_ptr<WorkerProcess>> Create(const WorkerOptions& options);
+  ~WorkerProcess();
+
+  // Registers and serves plans: OK after the coordinator's Shutdown, CANCELLED after Stop(),
+  // the breaking error otherwise.
+  Status Run();
+  void Stop();
+
+  int rank() const;
+  int world_size() const;
+
+ private:
+  struct State;
+  explicit WorkerProcess(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace bitfleet::worker
