@@ -19,25 +19,9 @@ using internal::LoadU16;
 using internal::StoreF32;
 using internal::StoreU16;
 
-bool HasCodec(DType type) {
-  switch (type) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16:
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kTQ1_0:
-    case DType::kTQ2_0:
-    case DType::kI2_S:
-      return true;
-    default:
-      return false;
-  }
-}
 
 Status CheckHasCodec(const char* what, DType type) {
-  if (HasCodec(type)) return absl::OkStatus();
+  if (HasReferenceCodec(type)) return absl::OkStatus();
   return absl::UnimplementedError(
       absl::StrCat(what, ": no reference codec for type ", DTypeName(type), " (not a weight format)"));
 }
@@ -97,7 +81,7 @@ void EncodeBlocks(DType type, std::span<const float> src, std::span<uint8_t> dst
     case DType::kI2_S:
       return ForEachBlock<kI2sBlockElems, kI2sBlockBytes>(src, dst, QuantizeBlockI2s);
     default:
-      return;  // unreachable: callers check HasCodec
+      return;  // unreachable: callers check HasReferenceCodec
   }
 }
 
@@ -124,7 +108,7 @@ void DecodeBlocks(DType type, std::span<const uint8_t> src, std::span<float> dst
     case DType::kTQ2_0:
       return ForEachBlock<kTq2_0BlockBytes, kTq2_0BlockElems>(src, dst, DequantizeBlockTq2_0);
     default:
-      return;  // unreachable: callers check HasCodec and handle I2_S separately
+      return;  // unreachable: callers check HasReferenceCodec and handle I2_S separately
   }
 }
 
@@ -147,6 +131,23 @@ StatusOr<uint64_t> ExpectedTensorBytes(const char* what, DType type, uint64_t ro
 }
 
 }  // namespace
+
+bool HasReferenceCodec(DType type) {
+  switch (type) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kTQ1_0:
+    case DType::kTQ2_0:
+    case DType::kI2_S:
+      return true;
+    default:
+      return false;
+  }
+}
 
 Status QuantizeTensor(DType type, std::span<const float> src, uint64_t row_elems, std::span<uint8_t> dst) {
   constexpr const char* kWhat = "QuantizeTensor";

@@ -25,6 +25,10 @@
 
 namespace bitfleet::kernels::ref {
 
+// True for the types with a reference codec here (F32, F16, BF16, Q8_0, Q4_0, Q4_1, TQ1_0,
+// TQ2_0, I2_S); the others make every function below return Unimplemented.
+bool HasReferenceCodec(DType type);
+
 // Encodes `src` (a tensor of rows of `row_elems`) into `dst`, which must be exactly
 // TensorBytes(type, row_elems, src.size()) bytes.
 Status QuantizeTensor(DType type, std::span<const float> src, uint64_t row_elems, std::span<uint8_t> dst);

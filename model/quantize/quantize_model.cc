@@ -13,23 +13,6 @@
 namespace bitfleet::quantize {
 namespace {
 
-// Types kernels/ref can decode to float.
-bool HasCodec(DType type) {
-  switch (type) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16:
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kTQ1_0:
-    case DType::kTQ2_0:
-    case DType::kI2_S:
-      return true;
-    default:
-      return false;
-  }
-}
 
 // Float rows of an input tensor, straight from the mapping, row range by row range. Types
 // with a per-tensor tail (I2_S keeps its scale there) are decoded whole into `decoded` first.
@@ -92,7 +75,7 @@ StatusOr<gguf::GgufWriter> BuildQuantizeWriter(const gguf::GgufFile& input, cons
     const uint64_t row_elems = tensor.shape.empty() ? 1 : tensor.shape[0];
 
     TypeChoice choice = ChooseType(policy, role, row_elems);
-    bool copy = role == TensorRole::kOther || !HasCodec(tensor.type);
+    bool copy = role == TensorRole::kOther || !kernels::ref::HasReferenceCodec(tensor.type);
     if (options.keep_embeddings && (role == TensorRole::kEmbedding || role == TensorRole::kOutput)) copy = true;
     if (copy) choice = {tensor.type, ""};
     if (choice.type == tensor.type) copy = true;
