@@ -125,6 +125,31 @@ void ThreadPool::ParallelForDynamic(int64_t n, int64_t chunk, FunctionRef<void(i
   });
 }
 
+void ThreadPool::ParallelForGuided(int64_t n, int64_t grain, int64_t max_chunk,
+                                   FunctionRef<void(int64_t, int64_t)> fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  max_chunk = std::max(grain, max_chunk / grain * grain);
+  if (n_threads_ == 1 || n <= grain) {
+    for (int64_t begin = 0; begin < n; begin += max_chunk) fn(begin, std::min(n, begin + max_chunk));
+    return;
+  }
+  const int64_t divisor = 2 * static_cast<int64_t>(n_threads_);
+  next_chunk_.store(0, std::memory_order_relaxed);  // published by Run's release
+  Run([&](int /*index*/, int /*count*/) {
+    int64_t begin = next_chunk_.load(std::memory_order_relaxed);
+    for (;;) {
+      if (begin >= n) return;
+      const int64_t size = std::clamp((n - begin) / divisor / grain * grain, grain, max_chunk);
+      // On failure `begin` is reloaded with the current value and the size recomputed.
+      if (next_chunk_.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) {
+        fn(begin, std::min(n, begin + size));
+        begin = next_chunk_.load(std::memory_order_relaxed);
+      }
+    }
+  });
+}
+
 void ThreadPool::WorkerLoop() {
   uint32_t seen = 0;
   for (;;) {

@@ -53,6 +53,13 @@ class ThreadPool {
   // share. Each fn(begin, end) call gets one chunk; begin is a multiple of `chunk`.
   void ParallelForDynamic(int64_t n, int64_t chunk, FunctionRef<void(int64_t, int64_t)> fn);
 
+  // Guided self-scheduling: like ParallelForDynamic, but each chunk taken is about the
+  // remaining range / (2 × threads), rounded down to a multiple of `grain` and clamped to
+  // [grain, max_chunk]. Early chunks are long (a streaming kernel keeps its prefetch going),
+  // the last ones short, so threads finish within about one short chunk of each other. Each
+  // fn(begin, end) call gets one chunk; begin is a multiple of `grain`.
+  void ParallelForGuided(int64_t n, int64_t grain, int64_t max_chunk, FunctionRef<void(int64_t, int64_t)> fn);
+
   // How long a waiting thread spins before it blocks (nanoseconds).
   static constexpr int64_t kSpinNanos = 100'000;
 
@@ -75,7 +82,7 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> next_index_{0};
   // Indices >= 1 of the current job that have finished; the caller waits for n_threads_ - 1.
   alignas(64) std::atomic<uint32_t> finished_{0};
-  // Next chunk of the current ParallelForDynamic.
+  // Next chunk (ParallelForDynamic) or next element (ParallelForGuided) of the current job.
   alignas(64) std::atomic<int64_t> next_chunk_{0};
   std::atomic<bool> stop_{false};
 };

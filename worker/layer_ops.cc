@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
+#include <span>
 
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -61,6 +63,20 @@ void QuantizeInput(StepContext& ctx) {
   kernels::QuantizeActivations(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax, &ctx.s.qa_in);
 }
 
+void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Projection*, float*>> projections) {
+  kernels::QuantMatMulJob jobs[4];
+  bool grouped = projections.size() <= std::size(jobs);
+  for (const auto& [w, out] : projections) grouped = grouped && w->quantized();
+  if (!grouped) {
+    for (const auto& [w, out] : projections) ProjectColumn(ctx, *w, ctx.s.xn.data(), out);
+    return;
+  }
+  size_t n = 0;
+  for (const auto& [w, out] : projections) jobs[n++] = {w->weight.get(), out};
+  kernels::MatMulQuantizedGroup(std::span<const kernels::QuantMatMulJob>(jobs, n), ctx.s.qa_in, ctx.pool);
+  for (const auto& [w, out] : projections) ApplyScale(*w, out, ctx.n_tokens);
+}
+
 void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out) {
   // A quantized weight reads the shared int8 copy of xn made by QuantizeInput.
   if (w.quantized() && x == ctx.s.xn.data()) {
@@ -99,9 +115,7 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
   const ModelDims& d = ctx.dims;
   StepScratch& s = ctx.s;
   if (w.wq.quantized() || w.wk.quantized() || w.wv.quantized()) QuantizeInput(ctx);
-  ProjectColumn(ctx, w.wq, s.xn.data(), s.q.data());
-  ProjectColumn(ctx, w.wk, s.xn.data(), s.k.data());
-  ProjectColumn(ctx, w.wv, s.xn.data(), s.v.data());
+  ProjectColumns(ctx, {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}});
   kernels::Rope(s.q.data(), s.positions.data(), ctx.n_tokens, d.n_head, d.head_dim, d.rope_dim, d.rope_freq_base,
                 d.rope_neox);
   kernels::Rope(s.k.data(), s.positions.data(), ctx.n_tokens, d.n_head_kv, d.head_dim, d.rope_dim,
@@ -133,8 +147,7 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
 void GatedFeedForward(StepContext& ctx, const LayerWeights& w) {
   StepScratch& s = ctx.s;
   if (w.w_gate.quantized() || w.w_up.quantized()) QuantizeInput(ctx);
-  ProjectColumn(ctx, w.w_gate, s.xn.data(), s.gate.data());
-  ProjectColumn(ctx, w.w_up, s.xn.data(), s.up.data());
+  ProjectColumns(ctx, {{&w.w_gate, s.gate.data()}, {&w.w_up, s.up.data()}});
   const int64_t n = static_cast<int64_t>(ctx.n_tokens) * ctx.dims.n_ff;
   if (ctx.dims.activation == model::Activation::kRelu2) {
     kernels::Relu2Mul(s.gate.data(), s.up.data(), n, s.hidden.data());

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -21,6 +23,10 @@ void NormalizeInput(StepContext& ctx, const std::vector<float>& weight);
 // other input is quantized inside the matmul. out = scale * (W x), tokens × w.rows().
 void QuantizeInput(StepContext& ctx);
 void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out);
+// ProjectColumn(ctx, *w, ctx.s.xn, out) for each (w, out) pair (at most 4). When every weight
+// is quantized they run as one kernels::MatMulQuantizedGroup (one parallel pass, one meeting
+// of the threads instead of one per weight); the results are the same either way.
+void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Projection*, float*>> projections);
 
 // Row-parallel projection of `x` (tokens × w.cols(), this rank's slice of the input): the
 // per-token absmax is all-reduced (max) before quantizing and the output all-reduced (sum).

@@ -173,6 +173,163 @@ void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActVie
   _tile_release();
 }
 
+// ---- Q8_0 / Q4_0 / Q4_1: one tdpbusd per 32-block, scaled per block ----
+//
+// Each 32-block has its own scale, so the integer sums cannot run past a block: per block, a
+// 16-row × 16-token tile product over 32 columns (A: 16 × 32 bytes, B: 8 × 64 bytes), stored
+// and folded into float accumulators held in 16 registers (one per row) as
+//   acc_r += d_rb * (C_rb - z * S_b)          (Q8_0: z = 128, the codes made unsigned; Q4_0: z = 8)
+//   acc_r += d_rb * C_rb + m_rb * S_b         (Q4_1)
+// with S_b the tokens' activation sums of the block (an integer vector per token tile), then
+// transposed and multiplied by each token's step. Two C tiles alternate so the tile unit works
+// on the next block while the vector units fold this one.
+
+enum class QKind { kQ8_0, kQ4_0, kQ4_1 };
+
+// Tiles 0-1: C (16 × 64 bytes); 4: A (16 rows × 32 bytes); 6: B (8 rows × 64 bytes).
+inline void ConfigureBlockTiles() {
+  TileConfig cfg;
+  __builtin_memset(&cfg, 0, sizeof(cfg));
+  cfg.palette_id = 1;
+  cfg.rows[0] = cfg.rows[1] = 16;
+  cfg.colsb[0] = cfg.colsb[1] = 64;
+  cfg.rows[4] = 16;
+  cfg.colsb[4] = 32;
+  cfg.rows[6] = 8;
+  cfg.colsb[6] = 64;
+  _tile_loadconfig(&cfg);
+}
+
+// Rows [rb, rb + nr) as one unsigned code byte per weight (row i at dst + i * ld, k_bytes =
+// blocks * 32 columns), rows nr .. 15 zero; and their scales (and Q4_1 mins) as floats,
+// d[i * blocks + b].
+template <QKind kKind>
+inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_bytes, uint64_t ld, uint8_t* dst,
+                        float* d, float* m) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i nibble = _mm512_set1_epi8(15);
+  for (int i = 0; i < 16; ++i) {
+    uint8_t* row = dst + i * ld;
+    float* di = d + i * w.blocks;
+    float* mi = m + i * w.blocks;
+    if (i >= nr) {
+      for (uint64_t c = 0; c < k_bytes; c += 64) _mm512_store_si512(row + c, _mm512_setzero_si512());
+      for (uint64_t b = 0; b < w.blocks; ++b) di[b] = mi[b] = 0.0f;
+      continue;
+    }
+    const uint8_t* src = w.data + (rb + i) * w.row_bytes;
+    for (uint64_t c = 0; c < w.row_bytes; c += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(src + 16 * w.row_bytes + c), _MM_HINT_T0);
+      const __m512i v = _mm512_load_si512(src + c);
+      if (kKind == QKind::kQ8_0) {
+        _mm512_store_si512(row + c, _mm512_xor_si512(v, flip));
+      } else {
+        _mm512_store_si512(row + 2 * c, _mm512_and_si512(v, nibble));
+        _mm512_store_si512(row + 2 * c + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
+      }
+    }
+    const uint16_t* hd = w.half_d + (rb + i) * w.blocks;
+    const uint16_t* hm = w.half_m + (rb + i) * w.blocks;
+    for (uint64_t b = 0; b < w.blocks; b += 16) {
+      const __mmask16 mb = FirstN(static_cast<int>(w.blocks - b));
+      _mm512_mask_storeu_ps(di + b, mb, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mb, hd + b)));
+      if (kKind == QKind::kQ4_1) {
+        _mm512_mask_storeu_ps(mi + b, mb, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mb, hm + b)));
+      }
+    }
+  }
+}
+
+// Folds the C tile of block b (int32 16 rows × 16 tokens at c) into acc.
+template <QKind kKind>
+inline void FoldBlock(const int32_t* c, const int32_t* block_sums, const float* d, const float* m, uint64_t blocks,
+                      uint64_t b, __m512 acc[16]) {
+  const __m512i s = _mm512_load_si512(block_sums);
+  if (kKind == QKind::kQ4_1) {
+    const __m512 sf = _mm512_cvtepi32_ps(s);
+    for (int r = 0; r < 16; ++r) {
+      const __m512 cf = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r));
+      acc[r] = _mm512_fmadd_ps(cf, _mm512_set1_ps(d[r * blocks + b]), acc[r]);
+      acc[r] = _mm512_fmadd_ps(sf, _mm512_set1_ps(m[r * blocks + b]), acc[r]);
+    }
+  } else {
+    const __m512i zs = _mm512_slli_epi32(s, kKind == QKind::kQ8_0 ? 7 : 3);  // 128 S or 8 S
+    for (int r = 0; r < 16; ++r) {
+      const __m512i ci = _mm512_sub_epi32(_mm512_load_si512(c + 16 * r), zs);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci), _mm512_set1_ps(d[r * blocks + b]), acc[r]);
+    }
+  }
+}
+
+// Rows [rb, rb + nr) (unpacked at a) × token tile tt.
+template <QKind kKind>
+inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m, const WeightView& w, int64_t rb,
+                  int nr, const ActView& x, int tt, float* out) {
+  const uint64_t n_kc = x.stride / 64;
+  const uint64_t n32 = x.stride / 32;
+  const int8_t* bt = x.tiles + static_cast<uint64_t>(tt) * n_kc * kTileBytes;
+  const int32_t* sums = x.tile_sums + static_cast<uint64_t>(tt) * n32 * 16;
+  __m512 acc[16];
+  for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+  alignas(64) int32_t c[2][256];
+  // B of block b: rows (b % 2) * 8 .. + 7 of the 64-column tile b / 2.
+  auto b_tile = [&](uint64_t b) { return bt + (b / 2) * kTileBytes + (b % 2) * 512; };
+  uint64_t b = 0;
+  for (; b + 2 <= w.blocks; b += 2) {
+    _tile_zero(0);
+    _tile_loadd(4, a + b * 32, ld);
+    _tile_loadd(6, b_tile(b), 64);
+    _tile_dpbusd(0, 4, 6);
+    _tile_zero(1);
+    _tile_loadd(4, a + (b + 1) * 32, ld);
+    _tile_loadd(6, b_tile(b + 1), 64);
+    _tile_dpbusd(1, 4, 6);
+    _tile_stored(0, c[0], 64);
+    FoldBlock<kKind>(c[0], sums + b * 16, d, m, w.blocks, b, acc);
+    _tile_stored(1, c[1], 64);
+    FoldBlock<kKind>(c[1], sums + (b + 1) * 16, d, m, w.blocks, b + 1, acc);
+  }
+  if (b < w.blocks) {
+    _tile_zero(0);
+    _tile_loadd(4, a + b * 32, ld);
+    _tile_loadd(6, b_tile(b), 64);
+    _tile_dpbusd(0, 4, 6);
+    _tile_stored(0, c[0], 64);
+    FoldBlock<kKind>(c[0], sums + b * 16, d, m, w.blocks, b, acc);
+  }
+  // acc[r] holds row r's 16 tokens: transpose to tokens × rows, then scale by each token's step.
+  __m512i v[16];
+  for (int r = 0; r < 16; ++r) v[r] = _mm512_castps_si512(acc[r]);
+  Transpose16(v);
+  const __mmask16 mr = FirstN(nr);
+  const int t0 = tt * kAmxTileTokens;
+  const int tokens = x.n_tokens - t0 < 16 ? x.n_tokens - t0 : 16;
+  for (int n = 0; n < tokens; ++n) {
+    const int t = t0 + n;
+    const __m512 y = _mm512_mul_ps(_mm512_castsi512_ps(v[n]), _mm512_set1_ps(x.absmax[t] / 127.0f));
+    _mm512_mask_storeu_ps(out + static_cast<int64_t>(t) * w.rows + rb, mr, y);
+  }
+}
+
+template <QKind kKind>
+void AmxQuant(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  const uint64_t k_bytes = w.blocks * 32;
+  const uint64_t ld = UnpackedStride(k_bytes);
+  const uint64_t scale_floats = (16 * w.blocks + 15) / 16 * 16;
+  uint8_t* scratch = AmxScratch(16 * ld + 2 * scale_floats * sizeof(float));
+  uint8_t* a = scratch;
+  float* d = reinterpret_cast<float*>(scratch + 16 * ld);
+  float* m = d + scale_floats;
+  const int n_tt = (x.n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
+  ConfigureBlockTiles();
+  for (int64_t rb = r0; rb < r1; rb += 16) {
+    const int nr = r1 - rb < 16 ? static_cast<int>(r1 - rb) : 16;
+    UnpackQRows<kKind>(w, rb, nr, k_bytes, ld, a, d, m);
+    for (int tt = 0; tt < n_tt; ++tt) QTile<kKind>(a, ld, d, m, w, rb, nr, x, tt, out);
+  }
+  _tile_release();
+}
+
 }  // namespace
 
 void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
@@ -217,15 +374,27 @@ void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x
 }
 
 void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  avx512::MatMulQ4_0(w, r0, r1, x, out);
+  if (x.tiles != nullptr && x.n_tokens >= kAmxMinTokens) {
+    AmxQuant<QKind::kQ4_0>(w, r0, r1, x, out);
+  } else {
+    avx512::MatMulQ4_0(w, r0, r1, x, out);
+  }
 }
 
 void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  avx512::MatMulQ4_1(w, r0, r1, x, out);
+  if (x.tiles != nullptr && x.n_tokens >= kAmxMinTokens) {
+    AmxQuant<QKind::kQ4_1>(w, r0, r1, x, out);
+  } else {
+    avx512::MatMulQ4_1(w, r0, r1, x, out);
+  }
 }
 
 void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  avx512::MatMulQ8_0(w, r0, r1, x, out);
+  if (x.tiles != nullptr && x.n_tokens >= kAmxMinTokens) {
+    AmxQuant<QKind::kQ8_0>(w, r0, r1, x, out);
+  } else {
+    avx512::MatMulQ8_0(w, r0, r1, x, out);
+  }
 }
 
 }  // namespace bitfleet::kernels::cpu::amx

@@ -25,13 +25,14 @@ inline float ActScale(const ActView& x, int t) { return x.absmax[t] / 127.0f; }
 // The address may run past the matrix end: prefetches never fault.
 inline void Prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
-// A second prefetch, into L2, a page (4 KiB) beyond the next row tile. A core has only ~16 L1
-// miss buffers, which at DRAM latency caps it near 10 GB/s; requests into L2 are tracked by
-// L2's larger queue, so running further ahead there keeps more of the stream in flight
-// (measured: ternary decode +10-20% with two threads, BitNet-700M shapes; Q4/Q8, which read
-// 2-4x more bytes per instruction, lose 5-15% with it, so only the ternary tiles use it).
+// A second prefetch, into L2, further ahead: at least a page (4 KiB) past the next row tile,
+// and at least two tiles ahead. A core has only ~16 L1 miss buffers, which at DRAM latency caps
+// it near 10-13 GB/s; requests into L2 are tracked by L2's larger queue, so running further
+// ahead there keeps more of the stream in flight (measured with two threads on BitNet-700M and
+// dim-2048 shapes: ternary decode +10-20%, Q4_0 +10-15%, Q8_0 within noise).
 inline void PrefetchFar(const uint8_t* src, int rows_ahead, uint64_t row_bytes) {
-  const uint64_t rows = 4096 / row_bytes + static_cast<uint64_t>(rows_ahead);
+  uint64_t rows = 4096 / row_bytes + static_cast<uint64_t>(rows_ahead);
+  if (rows < 2 * static_cast<uint64_t>(rows_ahead)) rows = 2 * static_cast<uint64_t>(rows_ahead);
   _mm_prefetch(reinterpret_cast<const char*>(src + rows * row_bytes), _MM_HINT_T1);
 }
 
@@ -189,6 +190,7 @@ inline void Q4Tile(const WeightView& w, int64_t r, const ActView& x, int t0, flo
     for (int i = 0; i < RN; ++i) {
       const uint8_t* src = w.data + (r + i) * w.row_bytes + g * 64;
       Prefetch(src + RN * w.row_bytes);
+      PrefetchFar(src, RN, w.row_bytes);
       const __m512i v = _mm512_load_si512(src);
       lo[i] = _mm512_and_si512(v, mask);
       hi[i] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
@@ -239,6 +241,7 @@ inline void Q8Tile(const WeightView& w, int64_t r, const ActView& x, int t0, flo
     for (int i = 0; i < RN; ++i) {
       const uint8_t* src = w.data + (r + i) * w.row_bytes + p * 64;
       Prefetch(src + RN * w.row_bytes);
+      PrefetchFar(src, RN, w.row_bytes);
       v[i] = _mm512_xor_si512(_mm512_load_si512(src), flip);
       int32_t two_halves;
       __builtin_memcpy(&two_halves, w.half_d + (r + i) * w.blocks + p * 2, sizeof(two_halves));

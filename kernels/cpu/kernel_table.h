@@ -48,9 +48,11 @@ struct ActView {
 
 // Tokens per AMX tile (the N dimension of one tile multiply).
 inline constexpr int kAmxTileTokens = 16;
-// Batches of at least this many tokens take the AMX path where the variant has one: below it,
-// most of a 16-token tile would be padding and the VNNI path is as fast.
-inline constexpr int kAmxMinTokens = 8;
+// Batches of at least this many tokens take the AMX path where the variant has one. The AMX
+// path costs about the same for 1 to 16 tokens (unpacking the weight codes dominates until the
+// tiles fill), the VNNI path grows with the tokens; they cross near 8 (2048x2048, one thread,
+// cold: TQ2_0 200 vs 216 µs, Q4_0 434 vs 445, Q8_0 665 vs 595 at 8 tokens; at 16 AMX is 2x).
+inline constexpr int kAmxMinTokens = 10;
 
 // out[t * out_stride + r] for r in [row_begin, row_end), every token. out_stride = w.rows.
 using QuantMatMulFn = void (*)(const WeightView& w, int64_t row_begin, int64_t row_end, const ActView& x, float* out);

@@ -2,8 +2,12 @@
 // and the per-layout kernel of the chosen variant.
 #include "kernels/cpu/matmul_cpu.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "core/logging.h"
@@ -15,19 +19,21 @@ namespace bitfleet::kernels {
 namespace cpu {
 namespace {
 
-// Rows per work chunk of a matmul. Threads take chunks from a shared counter
-// (ThreadPool::ParallelForDynamic), so a thread slowed down by another process on its core
-// takes fewer, instead of everyone waiting for its fixed half. A chunk holds about
-// kChunkBytes of packed weights: small enough for a few chunks per thread on the smallest
-// decode matrix, large enough that the per-chunk cost (a counter increment, a restart of the
-// hardware prefetch stream) stays well under 1% of the chunk's time. Batches use larger
-// chunks: the kernels block their rows for L2 within a chunk, and a chunk's compute is long.
-constexpr uint64_t kDecodeChunkBytes = 32 * 1024;
-constexpr uint64_t kBatchChunkBytes = 192 * 1024;
+// How a matmul's rows are split over the pool. Threads take chunks from a shared counter
+// (ThreadPool::ParallelForGuided), so a thread slowed down by another process on its core takes
+// fewer, instead of everyone waiting for its fixed share. A chunk is about the remaining rows /
+// (2 × threads), at most kMaxChunkBytes of weights: long chunks stream better (each new chunk
+// restarts the hardware prefetch ramp; measured with two threads, 32 KiB decode chunks read
+// 10-20% slower than 128 KiB ones), and the shrinking tail chunks keep the threads finishing
+// together (a matmul of BitNet-700M takes 25-150 µs in decode, so a few µs of idle thread at
+// each of the ~170 per token matter). Batches take larger chunks: the kernels block their rows
+// for L2 within a chunk, and a chunk's compute is long.
+constexpr uint64_t kMaxDecodeChunkBytes = 128 * 1024;
+constexpr uint64_t kMaxBatchChunkBytes = 384 * 1024;
 constexpr int64_t kRowGrain = 16;
 
-int64_t ChunkRows(uint64_t row_bytes, int n_tokens) {
-  const uint64_t target = n_tokens == 1 ? kDecodeChunkBytes : kBatchChunkBytes;
+int64_t MaxChunkRows(uint64_t row_bytes, int n_tokens) {
+  const uint64_t target = n_tokens == 1 ? kMaxDecodeChunkBytes : kMaxBatchChunkBytes;
   const int64_t rows = static_cast<int64_t>(target / std::max<uint64_t>(1, row_bytes));
   return std::max(kRowGrain, rows / kRowGrain * kRowGrain);
 }
@@ -117,10 +123,13 @@ void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, 
   }
 }
 
-void MatMulQuantizedWith(const CpuKernels& k, const PackedWeight& w, const QuantizedActivations& x, float* out,
-                         ThreadPool& pool) {
+namespace {
+
+// The kernel for W against int8 activations x, or null (logged, as a programming error) when W
+// is not a quantized CPU layout or x does not match its columns.
+QuantMatMulFn QuantKernelFor(const CpuKernels& k, const PackedWeight& w, const QuantizedActivations& x,
+                             const char* caller) {
   const CpuPackedWeight* packed = AsCpuPacked(w);
-  const uint64_t n_out = static_cast<uint64_t>(x.n_tokens) * w.rows();
   QuantMatMulFn fn = nullptr;
   if (packed != nullptr) {
     switch (packed->kind()) {
@@ -141,16 +150,66 @@ void MatMulQuantizedWith(const CpuKernels& k, const PackedWeight& w, const Quant
     }
   }
   if (fn == nullptr || x.cols != w.cols() || x.stride != QuantizedActivations::StrideFor(x.cols)) {
-    Logger("kernels")->error("MatMulQuantized: {} weight {}x{} with activations of {} cols (programming error)",
+    Logger("kernels")->error("{}: {} weight {}x{} with activations of {} cols (programming error)", caller,
                              DTypeName(w.type()), w.rows(), w.cols(), x.cols);
-    FillNaN(out, n_out);
+    return nullptr;
+  }
+  return fn;
+}
+
+}  // namespace
+
+void MatMulQuantizedWith(const CpuKernels& k, const PackedWeight& w, const QuantizedActivations& x, float* out,
+                         ThreadPool& pool) {
+  const QuantMatMulFn fn = QuantKernelFor(k, w, x, "MatMulQuantized");
+  if (fn == nullptr) {
+    FillNaN(out, static_cast<uint64_t>(x.n_tokens) * w.rows());
     return;
   }
   if (x.n_tokens <= 0) return;
   const ActView act = ViewOf(x);
-  const WeightView& view = packed->view();
-  pool.ParallelForDynamic(static_cast<int64_t>(view.rows), ChunkRows(view.row_bytes, x.n_tokens),
-                          [&](int64_t begin, int64_t end) { fn(view, begin, end, act, out); });
+  const WeightView& view = AsCpuPacked(w)->view();
+  pool.ParallelForGuided(static_cast<int64_t>(view.rows), kRowGrain, MaxChunkRows(view.row_bytes, x.n_tokens),
+                         [&](int64_t begin, int64_t end) { fn(view, begin, end, act, out); });
+}
+
+void MatMulQuantizedGroupWith(const CpuKernels& k, std::span<const QuantMatMulJob> jobs,
+                              const QuantizedActivations& x, ThreadPool& pool) {
+  // The jobs' rows laid end to end: job j owns [first_row[j], first_row[j + 1]).
+  constexpr size_t kMaxJobs = 8;
+  QuantMatMulFn fns[kMaxJobs];
+  const WeightView* views[kMaxJobs];
+  int64_t first_row[kMaxJobs + 1] = {0};
+  int64_t max_chunk = std::numeric_limits<int64_t>::max();
+  bool ok = jobs.size() <= kMaxJobs;
+  for (size_t j = 0; ok && j < jobs.size(); ++j) {
+    fns[j] = QuantKernelFor(k, *jobs[j].weight, x, "MatMulQuantizedGroup");
+    ok = fns[j] != nullptr;
+    if (!ok) break;
+    views[j] = &AsCpuPacked(*jobs[j].weight)->view();
+    first_row[j + 1] = first_row[j] + static_cast<int64_t>(views[j]->rows);
+    max_chunk = std::min(max_chunk, MaxChunkRows(views[j]->row_bytes, x.n_tokens));
+  }
+  if (!ok) {
+    if (jobs.size() > kMaxJobs) Logger("kernels")->error("MatMulQuantizedGroup: {} jobs, at most {}", jobs.size(), kMaxJobs);
+    for (const QuantMatMulJob& job : jobs) FillNaN(job.out, static_cast<uint64_t>(x.n_tokens) * job.weight->rows());
+    return;
+  }
+  if (x.n_tokens <= 0 || jobs.empty()) return;
+  const ActView act = ViewOf(x);
+  const size_t n_jobs = jobs.size();
+  // A chunk may straddle two matrices; each part runs with its own matrix's kernel. Rows of a
+  // matrix are not necessarily multiples of the grain, so a part may start off-grain: the
+  // kernels take any row range.
+  pool.ParallelForGuided(first_row[n_jobs], kRowGrain, max_chunk, [&](int64_t begin, int64_t end) {
+    size_t j = 0;
+    while (first_row[j + 1] <= begin) ++j;
+    for (; j < n_jobs && first_row[j] < end; ++j) {
+      const int64_t b = std::max(begin, first_row[j]) - first_row[j];
+      const int64_t e = std::min(end, first_row[j + 1]) - first_row[j];
+      fns[j](*views[j], b, e, act, jobs[j].out);
+    }
+  });
 }
 
 void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int n_tokens, float* out, ThreadPool& pool,
@@ -177,8 +236,8 @@ void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int 
   }
   if (fn != nullptr) {
     const WeightView& view = packed->view();
-    pool.ParallelForDynamic(static_cast<int64_t>(view.rows), ChunkRows(view.row_bytes, n_tokens),
-                            [&](int64_t begin, int64_t end) { fn(view, begin, end, x, n_tokens, out); });
+    pool.ParallelForGuided(static_cast<int64_t>(view.rows), kRowGrain, MaxChunkRows(view.row_bytes, n_tokens),
+                           [&](int64_t begin, int64_t end) { fn(view, begin, end, x, n_tokens, out); });
     return;
   }
   thread_local QuantizedActivations fallback;
@@ -212,6 +271,20 @@ void QuantizedActivations::Reserve(int max_tokens, uint64_t max_cols) {
   }
 }
 
+void* AllocateAlignedBytes(uint64_t bytes) {
+  constexpr uint64_t kHugePage = uint64_t{2} << 20;
+  bytes = (bytes + 63) / 64 * 64;
+  const uint64_t align = bytes >= kHugePage ? kHugePage : 64;
+  // glibc's aligned_alloc takes any size; C11 asks for a multiple of the alignment.
+  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  if (p == nullptr) std::abort();
+#ifdef MADV_HUGEPAGE
+  if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
+#endif
+  std::memset(p, 0, bytes);
+  return p;
+}
+
 void ComputeAbsMax(const float* x, int n_tokens, uint64_t cols, float* absmax) {
   cpu::ComputeAbsMaxWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax);
 }
@@ -222,6 +295,10 @@ void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const floa
 
 void MatMulQuantized(const PackedWeight& w, const QuantizedActivations& x, float* out, ThreadPool& pool) {
   cpu::MatMulQuantizedWith(cpu::ActiveKernels(), w, x, out, pool);
+}
+
+void MatMulQuantizedGroup(std::span<const QuantMatMulJob> jobs, const QuantizedActivations& x, ThreadPool& pool) {
+  cpu::MatMulQuantizedGroupWith(cpu::ActiveKernels(), jobs, x, pool);
 }
 
 void MatMul(const PackedWeight& w, const float* x, int n_tokens, float* out, ThreadPool& pool,

@@ -14,6 +14,8 @@ void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, 
                              QuantizedActivations* out);
 void MatMulQuantizedWith(const CpuKernels& k, const PackedWeight& w, const QuantizedActivations& x, float* out,
                          ThreadPool& pool);
+void MatMulQuantizedGroupWith(const CpuKernels& k, std::span<const QuantMatMulJob> jobs,
+                              const QuantizedActivations& x, ThreadPool& pool);
 void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int n_tokens, float* out, ThreadPool& pool,
                 QuantizedActivations* scratch);
 

@@ -1,6 +1,7 @@
 // Public ops of kernels/ops.h on top of the variant helpers (kernels/cpu/kernel_table.h).
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "kernels/cpu/matmul_cpu.h"
 #include "kernels/ref/ops_ref.h"
@@ -40,31 +41,46 @@ void PrefetchKv(const PagedKv& kv, const int32_t* block_table, int j0, int j1, i
   }
 }
 
-// Attention of one unit over positions 0..n_ctx-1 (q and out: the token's n_heads × head_dim
-// rows). Online softmax (running max and sum per head, accumulators rescaled when the max
-// grows), one paged block's run of keys at a time for all the unit's heads, so every K and V
+// Running online-softmax state of the heads of one unit: per head the max score m, the sum
+// of exp(score - m), and the accumulator Σ exp(score - m) · V (head_dim floats).
+struct AttnState {
+  float* acc;
+  float* m;
+  float* l;
+  void Reset(int n_heads, int hd) {
+    std::fill(acc, acc + n_heads * hd, 0.0f);
+    std::fill(m, m + n_heads, -INFINITY);
+    std::fill(l, l + n_heads, 0.0f);
+  }
+};
+
+// Folds positions [j_begin, j_end) into the unit's state (q: the token's n_heads × head_dim
+// rows). One paged block's run of keys at a time for all the unit's heads, so every K and V
 // row is converted once for its query group and no score buffer of the context length is
-// needed. The next run's rows are prefetched while this one is computed.
-void AttendUnit(const CpuKernels& k, const float* q, const AttnUnit& u, int group, const PagedKv& kv,
-                const int32_t* block_table, int n_ctx, float scale, float* out) {
+// needed; accumulators are rescaled when a head's max grows. The next run's rows are
+// prefetched while this one is computed.
+void AttendRange(const CpuKernels& k, const float* q, const AttnUnit& u, int group, const PagedKv& kv,
+                 const int32_t* block_table, int j_begin, int j_end, float scale, AttnState st) {
   const int hd = kv.head_dim;
   const int nq = u.i1 - u.i0;
-  const int n_heads_unit = (u.g1 - u.g0) * nq;
-  float acc[kAttnFloats];
   float s[kAttnFloats];
-  float m[kMaxHeadsPerUnit];
-  float l[kMaxHeadsPerUnit];
-  std::fill(acc, acc + n_heads_unit * hd, 0.0f);
-  std::fill(m, m + n_heads_unit, -INFINITY);
-  std::fill(l, l + n_heads_unit, 0.0f);
   const int chunk_cap = std::max(1, kAttnFloats / nq);
   const int64_t stride = int64_t{kv.n_kv_heads} * hd;
-  auto chunk_end = [&](int j0) { return j0 + std::min({kv.block_size - j0 % kv.block_size, n_ctx - j0, chunk_cap}); };
-  PrefetchKv(kv, block_table, 0, chunk_end(0), u.g0, u.g1);
-  for (int j0 = 0; j0 < n_ctx;) {
+  auto chunk_end = [&](int j0) {
+    return j0 + std::min({kv.block_size - j0 % kv.block_size, j_end - j0, chunk_cap});
+  };
+  // A unit of every KV head reads whole rows, consecutive within a block: the hardware
+  // prefetchers follow that, so only the first row of the next run (another block, anywhere)
+  // is requested ahead.
+  const bool whole_rows = u.g0 == 0 && u.g1 == kv.n_kv_heads;
+  auto prefetch_run = [&](int j0) {
+    PrefetchKv(kv, block_table, j0, whole_rows ? j0 + 1 : chunk_end(j0), u.g0, u.g1);
+  };
+  if (j_begin < j_end) prefetch_run(j_begin);
+  for (int j0 = j_begin; j0 < j_end;) {
     const int j1 = chunk_end(j0);
     const int n = j1 - j0;
-    if (j1 < n_ctx) PrefetchKv(kv, block_table, j1, chunk_end(j1), u.g0, u.g1);
+    if (j1 < j_end) prefetch_run(j1);
     for (int g = u.g0; g < u.g1; ++g) {
       const int h = (g - u.g0) * nq;  // first of this KV head's heads within the unit
       const float* qg = q + (int64_t{g} * group + u.i0) * hd;
@@ -73,18 +89,33 @@ void AttendUnit(const CpuKernels& k, const float* q, const AttnUnit& u, int grou
       for (int i = 0; i < nq; ++i) {
         float* si = s + i * n;
         const float chunk_max = *std::max_element(si, si + n);
-        if (chunk_max > m[h + i]) {
-          const float f = std::exp(m[h + i] - chunk_max);  // 0 on the first chunk
-          l[h + i] *= f;
-          for (int d = 0; d < hd; ++d) acc[(h + i) * hd + d] *= f;
-          m[h + i] = chunk_max;
+        if (chunk_max > st.m[h + i]) {
+          const float f = std::exp(st.m[h + i] - chunk_max);  // 0 on the first chunk
+          st.l[h + i] *= f;
+          for (int d = 0; d < hd; ++d) st.acc[(h + i) * hd + d] *= f;
+          st.m[h + i] = chunk_max;
         }
-        l[h + i] += k.exp_shift_sum(si, n, m[h + i]);
+        st.l[h + i] += k.exp_shift_sum(si, n, st.m[h + i]);
       }
-      k.pv_f16(s, nq, n, kv.v + off, stride, hd, acc + h * hd);
+      k.pv_f16(s, nq, n, kv.v + off, stride, hd, st.acc + h * hd);
     }
     j0 = j1;
   }
+}
+
+// Attention of one unit over positions 0..n_ctx-1, normalized into out (the token's
+// n_heads × head_dim rows).
+void AttendUnit(const CpuKernels& k, const float* q, const AttnUnit& u, int group, const PagedKv& kv,
+                const int32_t* block_table, int n_ctx, float scale, float* out) {
+  const int hd = kv.head_dim;
+  const int nq = u.i1 - u.i0;
+  const int n_heads_unit = (u.g1 - u.g0) * nq;
+  float acc[kAttnFloats];
+  float m[kMaxHeadsPerUnit];
+  float l[kMaxHeadsPerUnit];
+  AttnState st{acc, m, l};
+  st.Reset(n_heads_unit, hd);
+  AttendRange(k, q, u, group, kv, block_table, 0, n_ctx, scale, st);
   for (int g = u.g0; g < u.g1; ++g) {
     for (int i = 0; i < nq; ++i) {
       const int h = (g - u.g0) * nq + i;
@@ -92,6 +123,59 @@ void AttendUnit(const CpuKernels& k, const float* q, const AttnUnit& u, int grou
       float* o = out + (int64_t{g} * group + u.i0 + i) * hd;
       for (int d = 0; d < hd; ++d) o[d] = acc[h * hd + d] * inv;
     }
+  }
+}
+
+// Splits of one decode token's context (split-K, "flash decoding"): at most this many, each at
+// least kMinSplitKeys positions.
+constexpr int kMaxSplits = 8;
+constexpr int kMinSplitKeys = 32;
+
+// Decode attention of one token with the context split over the threads: split s covers
+// every head over positions [s·n_ctx/splits, (s+1)·n_ctx/splits) and keeps its own softmax
+// state; the states are merged at the end (max of the maxima, sums and accumulators rescaled
+// to it). Each split then reads whole K/V rows of consecutive positions, a plain forward
+// stream the hardware prefetchers follow, instead of a strip of every row per head range
+// (measured: BitNet-700M shapes, 160 positions cold, two threads 70 µs → see docs/kernels.md).
+void AttendSplitContext(const CpuKernels& k, const float* q, int n_heads, const PagedKv& kv,
+                        const int32_t* block_table, int n_ctx, float scale, float* out, int splits,
+                        ThreadPool& pool) {
+  const int hd = kv.head_dim;
+  const int group = n_heads / kv.n_kv_heads;
+  const AttnUnit all{0, 0, kv.n_kv_heads, 0, group};
+  // Per split: accumulators, maxima, sums. Owned by the calling thread, sized once.
+  struct Partial {
+    float acc[kAttnFloats];
+    float m[kMaxHeadsPerUnit];
+    float l[kMaxHeadsPerUnit];
+  };
+  thread_local std::unique_ptr<Partial[]> partials;
+  if (!partials) partials.reset(new Partial[kMaxSplits]);
+  Partial* p = partials.get();
+  pool.ParallelForDynamic(splits, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t sp = begin; sp < end; ++sp) {
+      const int j0 = static_cast<int>(int64_t{n_ctx} * sp / splits);
+      const int j1 = static_cast<int>(int64_t{n_ctx} * (sp + 1) / splits);
+      AttnState st{p[sp].acc, p[sp].m, p[sp].l};
+      st.Reset(n_heads, hd);
+      AttendRange(k, q, all, group, kv, block_table, j0, j1, scale, st);
+    }
+  });
+  for (int h = 0; h < n_heads; ++h) {
+    float m = -INFINITY;
+    for (int sp = 0; sp < splits; ++sp) m = std::max(m, p[sp].m[h]);
+    float l = 0.0f;
+    float* o = out + int64_t{h} * hd;
+    std::fill(o, o + hd, 0.0f);
+    for (int sp = 0; sp < splits; ++sp) {
+      if (p[sp].l[h] == 0.0f) continue;  // an empty split (never with kMinSplitKeys) adds nothing
+      const float f = std::exp(p[sp].m[h] - m);
+      l += p[sp].l[h] * f;
+      const float* a = p[sp].acc + h * hd;
+      for (int d = 0; d < hd; ++d) o[d] += a[d] * f;
+    }
+    const float inv = 1.0f / l;
+    for (int d = 0; d < hd; ++d) o[d] *= inv;
   }
 }
 
@@ -159,6 +243,12 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
   const int group = n_heads / n_kv;
   const int threads = pool != nullptr ? pool->size() : 1;
   auto fits = [&](int heads) { return heads <= kMaxHeadsPerUnit && heads * hd <= kAttnFloats; };
+  const int n_ctx = pos0 + 1;
+  if (n_tokens == 1 && pool != nullptr && threads > 1 && fits(n_heads) && n_ctx >= 2 * kMinSplitKeys) {
+    const int splits = std::min({kMaxSplits, 2 * threads, n_ctx / kMinSplitKeys});
+    AttendSplitContext(k, q, n_heads, kv, block_table, n_ctx, scale, out, splits, *pool);
+    return;
+  }
   // Aim for two units per thread (so work sharing can even out a slow thread), each covering
   // as many KV heads as the buffers hold: a unit reads its heads' rows contiguously.
   const int64_t want_units = threads == 1 ? 1 : 2 * int64_t{threads};
@@ -180,10 +270,10 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
   const int splits = group / per_group;
   const int units_per_token = ranges * splits;
   const int64_t units = int64_t{n_tokens} * units_per_token;
-  auto run = [&](int index, int count) {
-    // Units interleave over threads: later tokens attend to more keys, so contiguous ranges
-    // would leave the last thread with most of the work.
-    for (int64_t u = index; u < units; u += count) {
+  // Units in order, taken one at a time by whichever thread is free (later tokens attend to
+  // more keys, so fixed shares would leave one thread with most of a prefill's work).
+  auto run_units = [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
       const int t = static_cast<int>(u / units_per_token);
       const int r = static_cast<int>(u % units_per_token);
       AttnUnit unit;
@@ -197,9 +287,9 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
     }
   };
   if (pool == nullptr || threads == 1 || units == 1) {
-    run(0, 1);
+    run_units(0, units);
   } else {
-    pool->Run(run);
+    pool->ParallelForDynamic(units, 1, run_units);
   }
 }
 

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -166,6 +168,52 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, MatMulEquivalence,
                          [](const ::testing::TestParamInfo<DType>& info) {
                            return std::string(DTypeName(info.param));
                          });
+
+// MatMulQuantizedGroup splits the rows of several weights (mixed types, row counts off the
+// 16-row grain, so chunks straddle matrices mid-grain) over one parallel pass: every output
+// must equal, bit for bit, one MatMulQuantizedWith call per weight with the same variant.
+TEST(MatMulQuantizedGroup, EqualsOneCallPerWeight) {
+  std::mt19937_64 rng(77);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  const DType types[] = {DType::kTQ2_0, DType::kTQ1_0, DType::kI2_S, DType::kQ4_0, DType::kQ4_1, DType::kQ8_0};
+  for (int iter = 0; iter < 24; ++iter) {
+    ThreadPool& pool = iter % 2 ? pool3 : pool2;
+    const uint64_t cols = 256 * (1 + rng() % 6);  // a multiple of every type's block
+    const int n_tokens = iter % 3 == 0 ? 1 : 1 + static_cast<int>(rng() % 40);
+    const int n_jobs = 1 + static_cast<int>(rng() % 4);
+    std::vector<std::unique_ptr<PackedWeight>> weights;
+    for (int j = 0; j < n_jobs; ++j) {
+      const DType type = types[rng() % std::size(types)];
+      const uint64_t rows = (type == DType::kI2_S ? 128 : 1) * (1 + rng() % 3) + (type == DType::kI2_S ? 0 : rng() % 150);
+      auto packed = PackWeight(type, cols, rows, testing::RandomTensor(type, cols, rows, rng));
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      weights.push_back(std::move(*packed));
+    }
+    const std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " iter " << iter << " cols " << cols << " batch " << n_tokens);
+      QuantizedActivations act;
+      std::vector<float> absmax(n_tokens);
+      cpu::ComputeAbsMaxWith(*k, x.data(), n_tokens, cols, absmax.data());
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act);
+      std::vector<GuardedFloats> grouped;
+      std::vector<QuantMatMulJob> jobs;
+      for (const auto& w : weights) grouped.emplace_back(static_cast<size_t>(n_tokens) * w->rows());
+      for (size_t j = 0; j < weights.size(); ++j) jobs.push_back({weights[j].get(), grouped[j].data()});
+      cpu::MatMulQuantizedGroupWith(*k, jobs, act, pool);
+      for (size_t j = 0; j < weights.size(); ++j) {
+        GuardedFloats single(static_cast<size_t>(n_tokens) * weights[j]->rows());
+        cpu::MatMulQuantizedWith(*k, *weights[j], act, single.data(), pool);
+        ASSERT_TRUE(grouped[j].Intact() && grouped[j].Written()) << "job " << j;
+        for (size_t i = 0; i < single.size(); ++i) {
+          ASSERT_EQ(grouped[j].data()[i], single.data()[i]) << "job " << j << " (" << DTypeName(weights[j]->type())
+                                                            << " " << weights[j]->rows() << " rows) output " << i;
+        }
+      }
+    }
+  }
+}
 
 TEST(QuantizeActivations, AllVariantsMatchReferenceExactly) {
   std::mt19937_64 rng(42);

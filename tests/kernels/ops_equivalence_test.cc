@@ -217,6 +217,46 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
   }
 }
 
+// Decode of one token with a long context on a pool: the context is split over the threads
+// (split-K) and the partial softmax states merged. Contexts from just above the split
+// threshold to a few thousand positions, MHA and GQA, shuffled block tables.
+TEST(OpsEquivalence, DecodeAttentionSplitsTheContext) {
+  std::mt19937_64 rng(9);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  for (int i = 0; i < 20; ++i) {
+    ThreadPool& pool = i % 2 ? pool3 : pool2;
+    const int n_kv_heads = i % 2 ? RandInt(rng, 8, 16) : RandInt(rng, 1, 5);
+    const int group = i % 2 ? 1 : RandInt(rng, 1, 5);
+    const int n_heads = n_kv_heads * group;
+    const int head_dim = i % 4 == 3 ? RandInt(rng, 1, 100) : 32 * RandInt(rng, 1, 4);
+    const int block_size = i % 3 == 0 ? RandInt(rng, 1, 40) : 16;
+    const int pos0 = i % 5 == 0 ? RandInt(rng, 63, 70) : RandInt(rng, 64, 2500);
+    const int n_pos = pos0 + 1;
+    const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
+    const std::vector<float> keys = Normal(n_pos * kv_row, rng);
+    const std::vector<float> values = Normal(n_pos * kv_row, rng, 2.0f);
+    const std::vector<float> q = Normal(static_cast<size_t>(n_heads) * head_dim, rng, 1.5f);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    float max_v = 0.0f;
+    for (float f : values) max_v = std::max(max_v, std::fabs(f));
+    KvFixture kv(n_kv_heads, head_dim, block_size, n_pos, rng);
+    ref::WriteKvRef(kv.kv, kv.table.data(), 0, n_pos, keys.data(), values.data());
+    std::vector<float> want(q.size());
+    ref::AttentionPagedRef(q.data(), 1, n_heads, kv.kv, kv.table.data(), pos0, scale, want.data());
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " case " << i << " heads " << n_heads << "/" << n_kv_heads
+                                        << " hd " << head_dim << " block " << block_size << " pos0 " << pos0);
+      GuardedFloats scratch(AttentionScratchFloats(pos0, 1) * pool.size());
+      GuardedFloats out(q.size());
+      cpu::AttentionPagedWith(*k, q.data(), 1, n_heads, kv.kv, kv.table.data(), pos0, scale, out.data(),
+                              scratch.data(), &pool);
+      ASSERT_TRUE(out.Intact() && scratch.Intact());
+      for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
+    }
+  }
+}
+
 // The attention helpers directly, against double sums: every (heads, head_dim, keys) tiling
 // path, strided rows, outputs sentinel-guarded.
 TEST(OpsEquivalence, AttentionScoreAndValueHelpers) {

@@ -1,6 +1,7 @@
 // `bitfleet bench decode`: single-sequence prompt processing and token generation speed of
 // the CPU engine, as JSON: prompt tok/s, generation tok/s, weight bytes a decode step reads,
-// and the effective memory bandwidth that implies (bytes per token × tokens per second).
+// and the effective memory bandwidth that implies (bytes per token × tokens per second), also
+// counting the KV cache bytes each decode step reads.
 // The prompt is synthetic token ids, so any model file works, tokenizer or not.
 //
 // Under `mpirun -np N` the ranks run as one tensor-parallel group (greedy tokens chosen by
@@ -129,6 +130,12 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
   if (!IsPrimaryRank()) return absl::OkStatus();
   const uint64_t bytes_per_token = runner.weight_stream_bytes_per_token();
   const model::ModelConfig& c = runner.config();
+  // KV cache bytes a decode step reads on this rank: every layer's f16 K and V rows of the
+  // step's context (its KV heads split over the TP ranks), averaged over the generated tokens
+  // (decode step i attends to prompt + i + 1 positions).
+  const double mean_context = flags.prompt + (flags.gen + 1) / 2.0;
+  const double kv_bytes_per_token = static_cast<double>(c.n_layer) * mean_context * 2.0 *
+                                    (static_cast<double>(c.kv_dim()) / runner.tp_size()) * sizeof(uint16_t);
   nlohmann::json out = {
       {"model", flags.model},
       {"name", c.name},
@@ -142,6 +149,9 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
       {"gen_tok_s", gen},
       {"weight_bytes_per_token", bytes_per_token},
       {"effective_gb_s", bytes_per_token * gen / 1e9},
+      {"kv_bytes_per_token", kv_bytes_per_token},
+      // Everything a decode step streams from memory: weights plus the KV cache.
+      {"effective_gb_s_with_kv", (static_cast<double>(bytes_per_token) + kv_bytes_per_token) * gen / 1e9},
       {"weight_resident_bytes", runner.weight_resident_bytes()},
       {"tp", runner.tp_size()},
       {"comm_backend", comm.backend()},

@@ -118,5 +118,42 @@ TEST(ThreadPoolTest, ParallelForDynamicCoversRangeExactlyOnceInChunks) {
   }
 }
 
+TEST(ThreadPoolTest, ParallelForGuidedCoversRangeExactlyOnceInShrinkingChunks) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 7, 64, 1000, 1001, 100000}) {
+      for (int64_t grain : {1, 16}) {
+        for (int64_t max_chunk : {16, 100, 1 << 20}) {
+          std::vector<std::atomic<int>> seen(n);
+          std::atomic<int64_t> largest{0};
+          std::atomic<int64_t> calls{0};
+          pool.ParallelForGuided(n, grain, max_chunk, [&](int64_t b, int64_t e) {
+            EXPECT_EQ(b % grain, 0);
+            EXPECT_LT(b, e);
+            const int64_t size = e - b;
+            // Never above the (grain-rounded) cap; short only at the end of the range.
+            EXPECT_LE(size, std::max(grain, max_chunk / grain * grain));
+            EXPECT_TRUE(size % grain == 0 || e == n) << b << ".." << e;
+            int64_t prev = largest.load();
+            while (size > prev && !largest.compare_exchange_weak(prev, size)) {
+            }
+            calls.fetch_add(1);
+            for (int64_t i = b; i < e; ++i) seen[i].fetch_add(1);
+          });
+          for (int64_t i = 0; i < n; ++i) {
+            ASSERT_EQ(seen[i].load(), 1) << "n " << n << " grain " << grain << " max " << max_chunk << " i " << i;
+          }
+          if (threads > 1 && n == 100000 && grain == 1 && max_chunk == (1 << 20)) {
+            // Guided: the first chunk is about n / (2 threads), and the range takes more than
+            // one chunk per thread (the tail is split finer).
+            EXPECT_EQ(largest.load(), n / (2 * threads));
+            EXPECT_GT(calls.load(), 2 * threads);
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bitfleet
