@@ -10,8 +10,10 @@
 //     top-k/top-p sampled tokens identical for F32/F16. With int8 activations a rounding-level
 //     difference can flip one activation's int8 value (a single process shows the same when its
 //     sums are reordered), so elsewhere a greedy token may differ only at a near-tie: each one
-//     TP=N picks is TP=1's argmax on the same context or within twice the measured logit error
-//     of it; the table reports every case.
+//     TP=N picks is TP=1's argmax on the same context or within twice the logit error TP=N
+//     had at that very step (its decode-path row against TP=1's row on the same context: the
+//     prompt rows are batched steps, whose error can be far smaller than a decode step's);
+//     the table reports every case.
 // Plus stories260K's known greedy opening at TP=2 and 4 (skipped when ../shared is absent).
 #include <chrono>
 #include <cstdio>
@@ -141,21 +143,37 @@ TEST(TensorParallelMpiTest, EveryTypeMatchesOneProcess) {
     Outputs got;
     const Status status = Compute(paths[i], &comm, &got);
     ASSERT_TRUE(status.ok()) << "rank " << comm.rank() << ": " << status;
+    // Every rank holds the group's greedy tokens; only rank 0 has the reference's.
+    int greedy_same = comm.rank() == 0 ? (got.greedy == ref.greedy ? 1 : 0) : 1;
+    ASSERT_TRUE(comm.Broadcast(&greedy_same, sizeof(greedy_same), 0).ok());
+    const bool judge_near_ties = Int8Activations(spec.type) && !spec.tiny() && !greedy_same;
+    std::vector<float> group_rows;
+    if (judge_near_ties) {  // a collective pass: every rank runs it
+      auto gathered = MakeRunner(paths[i], &comm, /*gather_logits=*/true);
+      ASSERT_TRUE(gathered.ok()) << gathered.status();
+      auto rows = DecodePathLogits(**gathered, Prompt(spec.n_vocab), got.greedy);
+      ASSERT_TRUE(rows.ok()) << "rank " << comm.rank() << ": " << rows.status();
+      group_rows = std::move(*rows);
+    }
     if (comm.rank() != 0) continue;
     const Agreement a = Compare(got.logits, ref.logits, spec.n_vocab);
-    const bool greedy_same = got.greedy == ref.greedy;
     const bool sampled_same = got.sampled == ref.sampled;
     std::printf("TP=%d vs TP=1          %-34s %12.3g %12.3g %8.4f %7s %7s\n", tp, spec.Label().c_str(),
                 a.max_relative_error, a.mean_kl, a.top1, greedy_same ? "same" : "DIFF", sampled_same ? "same" : "DIFF");
     if (Int8Activations(spec.type) && !spec.tiny()) {
-      if (!greedy_same) {
+      if (judge_near_ties) {
         auto reference = MakeRunner(paths[i], nullptr, /*gather_logits=*/true);
         ASSERT_TRUE(reference.ok()) << reference.status();
-        auto margin = WorstGreedyMargin(**reference, Prompt(spec.n_vocab), got.greedy);
-        ASSERT_TRUE(margin.ok()) << margin.status();
-        std::printf("TP=%d vs TP=1          %-34s greedy differs at a near-tie: worst margin %.3g\n", tp,
-                    spec.Label().c_str(), *margin);
-        EXPECT_LE(*margin, 2 * a.max_relative_error) << "a greedy token TP=1 would not pick";
+        auto checks = CheckGreedySteps(**reference, Prompt(spec.n_vocab), got.greedy, group_rows);
+        ASSERT_TRUE(checks.ok()) << checks.status();
+        GreedyStepCheck worst;
+        for (size_t j = 0; j < checks->size(); ++j) {
+          const GreedyStepCheck& c = (*checks)[j];
+          EXPECT_LE(c.margin, 2 * c.error) << "step " << j << ": a greedy token TP=1 would not pick";
+          if (c.margin > worst.margin) worst = c;
+        }
+        std::printf("TP=%d vs TP=1          %-34s greedy differs at a near-tie: worst margin %.3g (step error %.3g)\n",
+                    tp, spec.Label().c_str(), worst.margin, worst.error);
       }
     } else {
       EXPECT_EQ(got.greedy, ref.greedy);

@@ -170,24 +170,47 @@ StatusOr<std::vector<int32_t>> Generate(worker::ModelRunner& runner, const std::
   return std::vector<int32_t>(history.begin() + prompt.size(), history.end());
 }
 
-StatusOr<double> WorstGreedyMargin(worker::ModelRunner& reference, const std::vector<int32_t>& prompt,
-                                   const std::vector<int32_t>& generated) {
-  if (generated.empty()) return 0.0;
+StatusOr<std::vector<float>> DecodePathLogits(worker::ModelRunner& runner, const std::vector<int32_t>& prompt,
+                                              const std::vector<int32_t>& generated) {
+  if (!runner.logits_whole()) return absl::FailedPreconditionError("decode-path logits need whole rows");
+  cache::BlockPool pool(runner.kv_blocks());
+  worker::SequenceSession session(runner, pool);
+  std::vector<float> out;
+  BF_ASSIGN_OR_RETURN(std::span<const float> row, session.Append(prompt));
+  for (size_t j = 0; j < generated.size(); ++j) {
+    out.insert(out.end(), row.begin(), row.end());
+    if (j + 1 < generated.size()) {
+      BF_ASSIGN_OR_RETURN(row, session.Append(std::span<const int32_t>(&generated[j], 1)));
+    }
+  }
+  return out;
+}
+
+StatusOr<std::vector<GreedyStepCheck>> CheckGreedySteps(worker::ModelRunner& reference,
+                                                        const std::vector<int32_t>& prompt,
+                                                        const std::vector<int32_t>& generated,
+                                                        const std::vector<float>& group_rows) {
+  const size_t n_vocab = static_cast<size_t>(reference.n_vocab());
+  if (group_rows.size() != generated.size() * n_vocab) {
+    return absl::InvalidArgumentError("group rows do not match the generated tokens");
+  }
+  std::vector<GreedyStepCheck> checks;
+  if (generated.empty()) return checks;
   std::vector<int32_t> context = prompt;
   context.insert(context.end(), generated.begin(), generated.end() - 1);
   BF_ASSIGN_OR_RETURN(std::vector<float> logits, TeacherForcedLogits(reference, {context}));
-  const size_t n_vocab = static_cast<size_t>(reference.n_vocab());
-  double worst = 0;
   for (size_t j = 0; j < generated.size(); ++j) {
     const float* row = logits.data() + (prompt.size() - 1 + j) * n_vocab;
-    double top = row[0], scale = 0;
+    const float* group = group_rows.data() + j * n_vocab;
+    double top = row[0], scale = 0, diff = 0;
     for (size_t i = 0; i < n_vocab; ++i) {
       top = std::max(top, static_cast<double>(row[i]));
       scale = std::max(scale, std::fabs(static_cast<double>(row[i])));
+      diff = std::max(diff, std::fabs(static_cast<double>(group[i]) - row[i]));
     }
-    worst = std::max(worst, (top - row[generated[j]]) / scale);
+    checks.push_back({(top - row[generated[j]]) / scale, diff / scale});
   }
-  return worst;
+  return checks;
 }
 
 namespace {

@@ -64,11 +64,27 @@ StatusOr<std::vector<float>> TeacherForcedLogits(worker::ModelRunner& runner,
 StatusOr<std::vector<int32_t>> Generate(worker::ModelRunner& runner, const std::vector<int32_t>& prompt, int steps,
                                         const worker::SamplingParams& params, bool single_rank_sampler = false);
 
-// How close greedy `generated` (after `prompt`) is to what `reference` (whole rows) would pick:
-// for every step, reference's top logit minus its logit of the generated token, over the row's
-// max |logit|; the largest over the steps (0 when every token is reference's argmax).
-StatusOr<double> WorstGreedyMargin(worker::ModelRunner& reference, const std::vector<int32_t>& prompt,
-                                   const std::vector<int32_t>& generated);
+// The logits a greedy generation saw, computed along the path generation takes: `prompt` in one
+// step, then each of generated[0..n-2] as its own decode step. Row j (whole rows: the runner
+// must return them) is the distribution generated[j] was picked from.
+StatusOr<std::vector<float>> DecodePathLogits(worker::ModelRunner& runner, const std::vector<int32_t>& prompt,
+                                              const std::vector<int32_t>& generated);
+
+// One greedy step of a group's generation judged against a single-process reference, both over
+// the reference row's max |logit|: `margin` is the reference's top logit minus its logit of
+// the token the group picked (0 when the group picked the reference's argmax), `error` the
+// largest difference between the group's own row at that step and the reference's row.
+struct GreedyStepCheck {
+  double margin = 0;
+  double error = 0;
+};
+
+// Per step of greedy `generated` (after `prompt`): the reference's teacher-forced rows on the
+// same context against `group_rows` (DecodePathLogits of the group).
+StatusOr<std::vector<GreedyStepCheck>> CheckGreedySteps(worker::ModelRunner& reference,
+                                                        const std::vector<int32_t>& prompt,
+                                                        const std::vector<int32_t>& generated,
+                                                        const std::vector<float>& group_rows);
 
 // How far logits `got` are from `want` (rows × n_vocab each).
 struct Agreement {
