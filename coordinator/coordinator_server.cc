@@ -273,6 +273,12 @@ Status CoordinatorServer::Drain(Clock::time_point deadline) {
   return drained;
 }
 
+void CoordinatorServer::EndDrainNow() {
+  // The scheduler's Drain may run on several threads at once: an expired deadline aborts what
+  // is left and wakes every waiter.
+  state_->scheduler->Drain(Clock::now()).IgnoreError();
+}
+
 void CoordinatorServer::Shutdown() { state_->Shutdown(); }
 
 }  // namespace bitfleet::coordinator

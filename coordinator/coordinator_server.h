@@ -62,6 +62,9 @@ class CoordinatorServer {
   // finish until `deadline` (those still running then end UNAVAILABLE), then asks the workers
   // to exit. OK when everything finished in time.
   Status Drain(Clock::time_point deadline);
+  // From another thread while Drain waits: ends the drain now, as if its deadline had passed
+  // (requests still running end UNAVAILABLE); Drain then returns DEADLINE_EXCEEDED.
+  void EndDrainNow();
   // Stops the listeners and the scheduler. Idempotent.
   void Shutdown();
 

@@ -1,6 +1,7 @@
 // Serving under failure and load, end to end, on a slower synthesized model (llama "small",
 // q4_0: about 10 ms per token on one thread, so requests stay in flight long enough to act on):
-// client cancel and deadline free the sequence; SIGTERM drains in-flight requests and exits 0;
+// client cancel and deadline free the sequence; SIGTERM drains in-flight requests and exits 0,
+// a second SIGTERM ends the drain at once;
 // a full admission queue answers RESOURCE_EXHAUSTED and the server keeps serving; health stays
 // NOT_SERVING until the workers register; killing a worker rank ends in-flight requests with
 // UNAVAILABLE within seconds while the coordinator keeps answering health; serve relaunches a
@@ -98,6 +99,28 @@ TEST(ServeFailureTest, SigtermDrainsInFlightRequestsAndExitsZero) {
   auto code = served.process->Wait(30s);
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << served.process->Log();
+  EXPECT_TRUE(WorkerPids(model).empty()) << "workers left behind";
+}
+
+TEST(ServeFailureTest, SecondSignalEndsTheDrainAtOnce) {
+  SLOW_MODEL_OR_SKIP(model);
+  SERVE_OR_SKIP(served, model, 1, "serve-drain-twice", {"--drain-timeout", "600"});
+  std::atomic<bool> first{false};
+  auto in_flight = LongRequest(*served.client, first, 500);  // seconds of decoding (context 512)
+  if (!WaitUntil([&] { return first.load(); }, 30s)) {
+    FAIL() << "no token: " << in_flight.get().status.error_message();
+  }
+  served.process->Signal(SIGTERM);  // drain: would wait for the whole request
+  std::this_thread::sleep_for(300ms);
+  const Clock::time_point second = Clock::now();
+  served.process->Signal(SIGTERM);  // ends the drain now
+  const GenerateOutcome out = in_flight.get();
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAVAILABLE) << out.status.error_message();
+  EXPECT_LT(out.tokens.size(), 500u);
+  auto code = served.process->Wait(30s);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << served.process->Log();
+  EXPECT_LT(Clock::now() - second, 10s) << "the second signal did not cut the drain short";
   EXPECT_TRUE(WorkerPids(model).empty()) << "workers left behind";
 }
 

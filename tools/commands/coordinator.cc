@@ -33,7 +33,7 @@ Status RunCoordinator(const CoordinatorFlags& flags) {
   while ((signal = WaitForShutdownSignal(std::chrono::milliseconds(500))) == 0) {
   }
   Logger("coordinator")->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
-  server->Drain(coordinator::Clock::now() + SecondsToDuration(flags.drain_timeout_s)).IgnoreError();
+  DrainUntilDoneOrSignaled(*server, std::chrono::duration<double>(flags.drain_timeout_s));
   server->Shutdown();
   return absl::OkStatus();
 }
@@ -56,7 +56,7 @@ void RegisterCoordinator(CLI::App& app, int* exit_code) {
   cmd->add_option("--replicas", flags->server.replicas, "Replicas (worker groups)")->capture_default_str();
   AddSchedulingFlags(*cmd, &flags->server);
   AddTimingFlags(*cmd, &flags->timing);
-  cmd->add_option("--drain-timeout", flags->drain_timeout_s, "Seconds in-flight requests get to finish on SIGTERM")
+  cmd->add_option("--drain-timeout", flags->drain_timeout_s, "Seconds in-flight requests get to finish on SIGTERM (a second signal ends the drain at once)")
       ->capture_default_str();
   cmd->callback([flags, exit_code] {
     const Status status = RunCoordinator(*flags);

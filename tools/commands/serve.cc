@@ -4,7 +4,7 @@
 // loopback. A replica whose workers die fails its in-flight requests (UNAVAILABLE), reports
 // NOT_SERVING and is relaunched up to --max-restarts times; when no replica can come back,
 // serve exits 1. Ctrl-C / SIGTERM drain: no new requests, in-flight ones finish (up to
-// --drain-timeout), the workers exit, then serve exits 0.
+// --drain-timeout; a second Ctrl-C ends the drain at once), the workers exit, then serve exits 0.
 #include <unistd.h>
 
 #include <algorithm>
@@ -181,7 +181,7 @@ Status Serve(ServeFlags flags) {
   if (status.ok()) status = Supervise(flags, *server, replicas);
 
   // Drain, then make sure every child is gone.
-  server->Drain(Clock::now() + SecondsToDuration(flags.drain_timeout_s)).IgnoreError();
+  DrainUntilDoneOrSignaled(*server, std::chrono::duration<double>(flags.drain_timeout_s));
   const auto deadline = Clock::now() + std::chrono::seconds(10);
   for (Replica& replica : replicas) {
     const auto left = std::max(Clock::duration::zero(), deadline - Clock::now());
@@ -214,7 +214,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   AddSchedulingFlags(*cmd, &flags->server);
   AddWorkerShapeFlags(*cmd, &flags->worker, /*with_context=*/false);
   AddTimingFlags(*cmd, &flags->timing);
-  cmd->add_option("--drain-timeout", flags->drain_timeout_s, "Seconds in-flight requests get to finish on Ctrl-C")
+  cmd->add_option("--drain-timeout", flags->drain_timeout_s, "Seconds in-flight requests get to finish on Ctrl-C (a second Ctrl-C ends the drain at once)")
       ->capture_default_str();
   cmd->add_option("--max-restarts", flags->max_restarts, "Relaunches of a replica whose workers died")
       ->capture_default_str();

@@ -8,6 +8,8 @@
 
 #include <chrono>
 
+#include "coordinator/coordinator_server.h"
+
 namespace bitfleet::tools {
 
 // Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it starts later).
@@ -15,5 +17,10 @@ void BlockShutdownSignals();
 
 // Waits up to `timeout` for SIGINT or SIGTERM. Returns the signal number, or 0 on timeout.
 int WaitForShutdownSignal(std::chrono::milliseconds timeout);
+
+// server.Drain for up to `timeout`, after a first shutdown signal. A second SIGINT/SIGTERM
+// during the drain ends it at once (requests still running end UNAVAILABLE), so an operator
+// is never stuck behind a long --drain-timeout.
+void DrainUntilDoneOrSignaled(coordinator::CoordinatorServer& server, std::chrono::duration<double> timeout);
 
 }  // namespace bitfleet::tools
