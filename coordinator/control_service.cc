@@ -5,11 +5,12 @@
 #include "coordinator/step_codec.h"
 #include "core/logging.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "sharding/nccl_id.h"
 
 namespace bitfleet::coordinator {
 
 ControlService::ControlService(ControlServiceOptions options, ReplicaObserver* observer)
-    : options_(std::move(options)), observer_(observer) {
+    : options_(std::move(options)), observer_(observer), nccl_relay_(options_.replicas, options_.tensor_parallel) {
   for (int r = 0; r < options_.replicas; ++r) {
     replicas_.push_back(
         std::make_unique<RemoteReplica>(r, options_.tensor_parallel, options_.timing, [this, r](const Status& reason) {
@@ -28,6 +29,7 @@ void ControlService::Start() {
 }
 
 void ControlService::Stop() {
+  nccl_relay_.Close();
   {
     std::lock_guard lock(monitor_mu_);
     monitor_stop_ = true;
@@ -49,6 +51,7 @@ void ControlService::MonitorLoop() {
 
 void ControlService::ShutdownWorkers(const std::string& reason) {
   shutting_down_.store(true);
+  nccl_relay_.Close();
   for (const auto& replica : replicas_) {
     if (auto incarnation = replica->current()) incarnation->Shutdown(reason);
   }
@@ -157,6 +160,52 @@ grpc::Status ControlService::Connect(grpc::ServerContext* context,
   const Status end = executor->ServeRank(registration.rank());
   log->info("worker disconnected: {}: {}", who, end.ok() ? "OK" : std::string(end.message()));
   return ToGrpcStatus(end);
+}
+
+grpc::Status ControlService::ExchangeNcclId(grpc::ServerContext* context, const v1::NcclIdRequest* request,
+                                            v1::NcclIdReply* reply) {
+  auto log = Logger("control");
+  const std::string who = absl::StrCat("replica ", request->replica(), " rank ", request->rank(), "/",
+                                       request->world_size(), " (", context->peer(), ")");
+  if (request->world_size() != options_.tensor_parallel) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("world size ", request->world_size(), "; this coordinator runs tensor parallel ",
+                                     options_.tensor_parallel));
+  }
+  if (request->rank() < 0 || request->rank() >= request->world_size()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("rank ", request->rank(), " outside [0, ", request->world_size(), ")"));
+  }
+  if (request->rank() == 0) {
+    if (request->unique_id().size() != sharding::kNcclUniqueIdBytes) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("rank 0 must post an NCCL unique id of ", sharding::kNcclUniqueIdBytes, " bytes, got ",
+                                       request->unique_id().size()));
+    }
+    if (shutting_down_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the coordinator is shutting down");
+    if (Status s = nccl_relay_.Post(request->replica(), request->unique_id()); !s.ok()) return ToGrpcStatus(s);
+    log->info("NCCL id posted by {}", who);
+    return grpc::Status::OK;
+  }
+  if (!request->unique_id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "only rank 0 posts an NCCL unique id");
+  }
+  // The client's deadline, capped (a call without one would otherwise hold a thread forever).
+  const auto cap = NcclIdRelay::Clock::now() + kMaxNcclIdWait;
+  const auto client_left = context->deadline() - std::chrono::system_clock::now();
+  const auto deadline = client_left < kMaxNcclIdWait
+                            ? NcclIdRelay::Clock::now() +
+                                  std::chrono::duration_cast<NcclIdRelay::Clock::duration>(client_left)
+                            : cap;
+  StatusOr<std::string> id =
+      nccl_relay_.Take(request->replica(), request->rank(), deadline, [context] { return context->IsCancelled(); });
+  if (!id.ok()) {
+    log->warn("NCCL id for {}: {}", who, std::string(id.status().message()));
+    return ToGrpcStatus(id.status());
+  }
+  log->info("NCCL id handed to {}", who);
+  reply->set_unique_id(*std::move(id));
+  return grpc::Status::OK;
 }
 
 }  // namespace bitfleet::coordinator

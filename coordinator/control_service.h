@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -28,6 +29,7 @@
 
 #include "bitfleet/v1/control.grpc.pb.h"
 #include "coordinator/grpc_executor.h"
+#include "coordinator/nccl_id_relay.h"
 #include "coordinator/remote_replica.h"
 #include "core/status.h"
 
@@ -65,7 +67,14 @@ class ControlService final : public v1::Control::Service {
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override;
 
-  // Starts / stops the monitor thread that heartbeats and checks every replica.
+  // control.proto ExchangeNcclId, through nccl_relay_ (nccl_id_relay.h). A waiting rank's call
+  // lasts at most kMaxNcclIdWait past its arrival, whatever its own deadline.
+  grpc::Status ExchangeNcclId(grpc::ServerContext* context, const v1::NcclIdRequest* request,
+                              v1::NcclIdReply* reply) override;
+  static constexpr std::chrono::minutes kMaxNcclIdWait{10};
+
+  // Starts / stops the monitor thread that heartbeats and checks every replica. Stop also ends
+  // every ExchangeNcclId wait (UNAVAILABLE), so the gRPC server can shut down.
   void Start();
   void Stop();
   // Asks every connected worker to exit (after a drain). Their disconnects are then expected.
@@ -90,6 +99,7 @@ class ControlService final : public v1::Control::Service {
   ReplicaObserver* const observer_;
 
   std::vector<std::unique_ptr<RemoteReplica>> replicas_;  // fixed at construction
+  NcclIdRelay nccl_relay_;
   std::atomic<bool> shutting_down_{false};
 
   std::mutex monitor_mu_;

@@ -28,13 +28,11 @@
 #include <string>
 
 #include "sharding/communicator.h"
+#include "sharding/nccl_id.h"
 
 struct ncclComm;  // nccl.h: typedef struct ncclComm* ncclComm_t
 
 namespace bitfleet::sharding {
-
-// Size of an NCCL unique id (NCCL_UNIQUE_ID_BYTES).
-inline constexpr size_t kNcclUniqueIdBytes = 128;
 
 // A fresh NCCL unique id (on rank 0), as bytes to relay to the other ranks. It names a
 // bootstrap socket on this host, so it is only good for one group. UNAVAILABLE when NCCL fails.

@@ -12,10 +12,14 @@
 #include "model/gguf/gguf.h"
 #include "sharding/communicator.h"
 #include "worker/control_client.h"
+#include "worker/nccl_bootstrap.h"
 #include "worker/model_runner.h"
 #include "worker/step_executor.h"
 #if defined(BITFLEET_HAVE_MPI)
 #include "sharding/mpi_communicator.h"
+#endif
+#if defined(BITFLEET_HAVE_NCCL)
+#include "sharding/nccl_communicator.h"
 #endif
 
 namespace bitfleet::worker {
@@ -35,6 +39,7 @@ std::string HostName() {
 }  // namespace
 
 struct WorkerProcess::State {
+  std::unique_ptr<sharding::Communicator> bootstrap;     // MPI under an NCCL communicator (kept alive)
   std::unique_ptr<sharding::Communicator> communicator;  // null: a group of one
   std::shared_ptr<const gguf::GgufFile> file;
   std::unique_ptr<ModelRunner> runner;
@@ -43,6 +48,52 @@ struct WorkerProcess::State {
   int rank = 0;
   int world_size = 1;
 };
+
+namespace {
+
+// Replaces the state's communicator with an NCCL one: bootstrapped over MPI when mpirun started
+// the group (the MPI communicator stays as `bootstrap`), else through the coordinator's
+// ExchangeNcclId (rank 0 makes the id; the others receive it).
+Status JoinNcclGroup(const WorkerOptions& o, int rank, int world_size,
+                     std::unique_ptr<sharding::Communicator>& communicator,
+                     std::unique_ptr<sharding::Communicator>& bootstrap) {
+#if defined(BITFLEET_HAVE_NCCL)
+  auto log = Logger("worker");
+  if (communicator != nullptr) {
+    BF_ASSIGN_OR_RETURN(std::unique_ptr<sharding::NcclCommunicator> nccl,
+                        sharding::NcclCommunicator::CreateOver(*communicator, -1, o.collective_timeout));
+    bootstrap = std::move(communicator);
+    communicator = std::move(nccl);
+  } else {
+    NcclIdExchange exchange;
+    exchange.coordinator = o.coordinator;
+    exchange.replica = o.replica;
+    exchange.rank = rank;
+    exchange.world_size = world_size;
+    exchange.timeout = o.connect_timeout;
+    if (rank == 0) {
+      BF_ASSIGN_OR_RETURN(exchange.unique_id, sharding::NewNcclUniqueId());
+    }
+    sharding::NcclOptions options;
+    options.rank = rank;
+    options.size = world_size;
+    options.timeout = o.collective_timeout;
+    if (world_size == 1) {
+      options.unique_id = exchange.unique_id;  // nobody to tell
+    } else {
+      BF_ASSIGN_OR_RETURN(options.unique_id, ExchangeNcclId(exchange));
+    }
+    BF_ASSIGN_OR_RETURN(communicator, sharding::NcclCommunicator::Create(options));
+  }
+  log->info("rank {}/{}: NCCL communicator ready", rank, world_size);
+  return absl::OkStatus();
+#else
+  (void)o, (void)rank, (void)world_size, (void)communicator, (void)bootstrap;
+  return absl::FailedPreconditionError("--comm nccl: this build has no NCCL (configure with CUDA and NCCL found)");
+#endif
+}
+
+}  // namespace
 
 WorkerProcess::WorkerProcess(std::unique_ptr<State> state) : state_(std::move(state)) {}
 WorkerProcess::~WorkerProcess() = default;
@@ -53,6 +104,9 @@ int WorkerProcess::world_size() const { return state_->world_size; }
 StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptions& o) {
   if (o.coordinator.empty()) return absl::InvalidArgumentError("--coordinator is required");
   if (o.replica < 0) return absl::InvalidArgumentError(absl::StrCat("--replica must be >= 0, got ", o.replica));
+  if (o.comm != "auto" && o.comm != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat("--comm must be auto or nccl, got \"", o.comm, "\""));
+  }
   auto state = std::make_unique<State>();
 #if defined(BITFLEET_HAVE_MPI)
   if (sharding::LaunchedUnderMpi()) {
@@ -74,12 +128,16 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptio
     if (state->world_size < 1 || state->rank >= state->world_size) {
       return absl::InvalidArgumentError(absl::StrCat("rank ", state->rank, " outside a group of ", state->world_size));
     }
-    if (state->world_size > 1) {
+    if (state->world_size > 1 && o.comm != "nccl") {
       return absl::FailedPreconditionError(
           absl::StrCat("a tensor-parallel group of ", state->world_size,
                        " needs a communicator: start the ranks with mpirun (e.g. mpirun -np ", state->world_size,
                        " bitfleet worker ...)"));
     }
+  }
+
+  if (o.comm == "nccl") {
+    BF_RETURN_IF_ERROR(JoinNcclGroup(o, state->rank, state->world_size, state->communicator, state->bootstrap));
   }
 
   BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(o.model));

@@ -37,6 +37,11 @@ struct WorkerOptions {
   int max_step_sequences = 64;
   std::chrono::milliseconds connect_timeout{60000};
   std::chrono::milliseconds collective_timeout{60000};
+  // Communicator between the ranks: "auto" (Open MPI under mpirun, none for a group of one) or
+  // "nccl" (NCCL; bootstrapped over MPI under mpirun, else through the coordinator's
+  // ExchangeNcclId with --rank/--world-size, for independent pods). Needs a CUDA + NCCL build and
+  // a GPU per rank; this CPU engine then all-reduces host buffers through it.
+  std::string comm = "auto";
 };
 
 class WorkerProcess {

@@ -64,6 +64,11 @@ void RegisterWorker(CLI::App& app, int* exit_code) {
   cmd->add_option("--world-size", flags->options.world_size, "Ranks in the group (default: from mpirun, else 1)");
   cmd->add_option("--replica", flags->options.replica, "Which replica (group) this rank belongs to")
       ->capture_default_str();
+  cmd->add_option("--comm", flags->options.comm,
+                  "Communicator between ranks: auto (Open MPI under mpirun) | nccl (one GPU per rank; bootstrapped "
+                  "over mpirun, else through the coordinator with --rank/--world-size)")
+      ->check(CLI::IsMember({"auto", "nccl"}))
+      ->capture_default_str();
   AddWorkerShapeFlags(*cmd, &flags->options, /*with_context=*/true);
   cmd->add_option("--connect-timeout", flags->connect_timeout_s, "Seconds to keep trying to register")
       ->capture_default_str();
