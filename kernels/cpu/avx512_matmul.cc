@@ -282,13 +282,21 @@ inline void RowRange(const WeightView& w, int64_t r0, int64_t r1, const ActView&
   for (; r < r1; ++r) Tile<1, TN>::Run(w, r, x, t0, out);
 }
 
-// Rows [r0, r1), all tokens. A single token (decode) takes four rows at a time (more
-// independent chains, activation loads shared); batches take two (register budget) in cache
+// Rows [r0, r1), all tokens. A single token (decode) takes kDecodeRows rows at a time
+// (independent chains, activation loads shared); batches take two (register budget) in cache
 // blocks of rows, token tiles of kTokenTile inside each block.
-template <template <int, int> class Tile>
+//
+// kDecodeRows is also how many weight rows one thread streams from DRAM at once. Ternary rows
+// (64 bytes per 256 weights, little work per byte) run best with four; Q4 rows (2x the bytes
+// per weight, plus a scale stream) with two, Q8_0 rows (4x) with one: fewer concurrent streams
+// per thread read closer to the bandwidth. Measured, two threads, cold 2048x2048 / 5632x2048 /
+// 2048x5632, GB/s against a 28-31 GB/s read roofline: Q4_0 25.3 26.3 24.6 with four rows, 26.8
+// 26.9 27.0 with two (one: the same, three: between, six: worse); Q8_0 26.5 27.0 23.9 with four,
+// 27.7 27.5 26.5 with two, 28.8-29.6 29.4-29.6 27.8-28.3 with one; ternary 1-4% slower with two.
+template <template <int, int> class Tile, int kDecodeRows = 4>
 inline void ForTiles(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
   if (x.n_tokens == 1) {
-    RowRange<Tile, 4, 1>(w, r0, r1, x, 0, out);
+    RowRange<Tile, kDecodeRows, 1>(w, r0, r1, x, 0, out);
     return;
   }
   const int64_t block = RowsPerBlock(w.row_bytes);
@@ -435,13 +443,13 @@ void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x
   }
 }
 void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  ForTiles<Q4_0T>(w, r0, r1, x, out);
+  ForTiles<Q4_0T, 2>(w, r0, r1, x, out);
 }
 void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  ForTiles<Q4_1T>(w, r0, r1, x, out);
+  ForTiles<Q4_1T, 2>(w, r0, r1, x, out);
 }
 void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  ForTiles<Q8T>(w, r0, r1, x, out);
+  ForTiles<Q8T, 1>(w, r0, r1, x, out);
 }
 void MatMulF32(const WeightView& w, int64_t r0, int64_t r1, const float* x, int n, float* out) {
   MatMulFloat<LoadF32>(w, r0, r1, x, n, out);
