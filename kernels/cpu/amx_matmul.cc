@@ -92,7 +92,10 @@ inline void UnpackTernaryRows(const WeightView& w, int64_t rb, int nr, uint64_t 
     }
     const uint8_t* src = w.data + (rb + i) * w.row_bytes;
     for (uint64_t b = 0; b < w.blocks; ++b) {
-      _mm_prefetch(reinterpret_cast<const char*>(src + 32 * w.row_bytes + b * 64), _MM_HINT_T0);
+      // The next row block's codes, into L2 only: in L1 they would be evicted by the unpacked
+      // tiles and activations before use (measured, 16-token batches, two threads: ternary
+      // 2048x1024 70 -> 63 µs, Q8_0 32000x1024 2.52 -> 2.25-2.37 ms).
+      _mm_prefetch(reinterpret_cast<const char*>(src + 32 * w.row_bytes + b * 64), _MM_HINT_T1);
       const __m512i v = _mm512_load_si512(src + b * 64);
       _mm512_store_si512(d + b * 256, _mm512_and_si512(v, mask));
       _mm512_store_si512(d + b * 256 + 64, _mm512_and_si512(_mm512_srli_epi16(v, 2), mask));
@@ -219,7 +222,8 @@ inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_byte
     }
     const uint8_t* src = w.data + (rb + i) * w.row_bytes;
     for (uint64_t c = 0; c < w.row_bytes; c += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(src + 16 * w.row_bytes + c), _MM_HINT_T0);
+      // The next row block's bytes, into L2 (see UnpackTernaryRows).
+      _mm_prefetch(reinterpret_cast<const char*>(src + 16 * w.row_bytes + c), _MM_HINT_T1);
       const __m512i v = _mm512_load_si512(src + c);
       if (kKind == QKind::kQ8_0) {
         _mm512_store_si512(row + c, _mm512_xor_si512(v, flip));
