@@ -56,7 +56,14 @@ void Scheduler::PollHealthLocked(ReplicaSlot& slot) {
     }
   }
   if (!healthy && slot.healthy) {
-    Logger("scheduler")->warn("replica {} is not healthy; failing its requests", index);
+    // A warning only when requests are lost: after a drain the workers leave an idle replica,
+    // which is the normal end of a shutdown, not an incident.
+    const int32_t affected = slot.sched.num_running() + slot.sched.num_waiting();
+    if (affected > 0) {
+      Logger("scheduler")->warn("replica {} is not healthy; failing its {} requests", index, affected);
+    } else {
+      Logger("scheduler")->info("replica {} is not serving (no requests on it)", index);
+    }
     slot.sched.FailAll(absl::UnavailableError(absl::StrCat("replica ", index, " is unavailable")));
   }
   slot.healthy = healthy;

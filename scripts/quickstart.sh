@@ -20,5 +20,8 @@ trap 'kill -TERM "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null
 
 echo "bitfleet: prompt: $prompt" >&2
 chat=()
-if build/bin/bitfleet inspect "$model" 2>/dev/null | grep -q "tokenizer.chat_template"; then chat=(--chat); fi
+# The whole report first: `inspect | grep -q` would let grep exit at the first match, and under
+# pipefail inspect's SIGPIPE would make the test fail (the chat template then went unused).
+info=$(build/bin/bitfleet inspect "$model" 2>/dev/null || true)
+if grep -q "tokenizer.chat_template" <<<"$info"; then chat=(--chat); fi
 build/bin/bitfleet generate --target "127.0.0.1:$port" "${chat[@]}" -p "$prompt" -n 48 --temp 0 --wait-ready 120
