@@ -24,4 +24,15 @@ chat=()
 # pipefail inspect's SIGPIPE would make the test fail (the chat template then went unused).
 info=$(build/bin/bitfleet inspect "$model" 2>/dev/null || true)
 if grep -q "tokenizer.chat_template" <<<"$info"; then chat=(--chat); fi
-build/bin/bitfleet generate --target "127.0.0.1:$port" "${chat[@]}" -p "$prompt" -n 48 --temp 0 --wait-ready 120
+report=$(mktemp)
+trap 'rm -f "$report"; kill -TERM "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
+# The answer streams to stdout; the summary line (stderr) is checked: an empty answer is a failure.
+status=0
+build/bin/bitfleet generate --target "127.0.0.1:$port" "${chat[@]}" -p "$prompt" -n 48 --temp 0 --wait-ready 120 \
+  2>"$report" || status=$?
+cat "$report" >&2
+if [[ $status -ne 0 ]]; then exit "$status"; fi
+if grep -q ", 0 generated" "$report"; then
+  echo "bitfleet: the model answered with no tokens (see above)" >&2
+  exit 1
+fi
