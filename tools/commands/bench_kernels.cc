@@ -333,6 +333,7 @@ Status RunBenchKernels(const BenchKernelsFlags& flags) {
   }
 
   for (const std::string& shape : flags.attention) {
+    if (shape == "none") continue;  // matmuls (or the roofline) only
     BF_RETURN_IF_ERROR(BenchAttention(flags, shape, variants, pool, document));
   }
   if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
@@ -351,7 +352,7 @@ void RegisterBenchKernels(CLI::App& bench, int* exit_code) {
   cmd->add_option("--batch", flags->batches, "Tokens per call")->delimiter(',')->capture_default_str();
   cmd->add_option("--variants", flags->variants, "scalar|avx2|avx512vnni|amx (default: all this CPU runs)")->delimiter(',');
   cmd->add_option("--min-time", flags->min_time, "Seconds per measurement")->capture_default_str();
-  cmd->add_option("--attention", flags->attention, "Decode attention shapes HEADSxKV_HEADSxHEAD_DIMxCONTEXT")
+  cmd->add_option("--attention", flags->attention, "Decode attention shapes HEADSxKV_HEADSxHEAD_DIMxCONTEXT (none: no attention)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_flag("--hot", flags->hot, "Reuse one weight copy (cache-resident) instead of cycling cold copies");
