@@ -157,6 +157,32 @@ struct KvFixture {
   std::vector<int32_t> table;
 };
 
+// Random keys and values of positions [0, pos0 + n_tokens), queries of the last n_tokens
+// positions, and the reference attention over them in a paged cache (`want_kv`).
+struct AttentionCase {
+  AttentionCase(int n_kv_heads, int n_heads, int head_dim, int block_size, int pos0, int n_tokens, float q_sigma,
+                std::mt19937_64& rng)
+      : n_pos(pos0 + n_tokens),
+        kv_row(static_cast<size_t>(n_kv_heads) * head_dim),
+        keys(Normal(n_pos * kv_row, rng)),
+        values(Normal(n_pos * kv_row, rng, 2.0f)),
+        q(Normal(static_cast<size_t>(n_tokens) * n_heads * head_dim, rng, q_sigma)),
+        scale(1.0f / std::sqrt(static_cast<float>(head_dim))),
+        want_kv(n_kv_heads, head_dim, block_size, n_pos, rng),
+        want(q.size()) {
+    for (float f : values) max_v = std::max(max_v, std::fabs(f));
+    ref::WriteKvRef(want_kv.kv, want_kv.table.data(), 0, n_pos, keys.data(), values.data());
+    ref::AttentionPagedRef(q.data(), n_tokens, n_heads, want_kv.kv, want_kv.table.data(), pos0, scale, want.data());
+  }
+  int n_pos;
+  size_t kv_row;
+  std::vector<float> keys, values, q;
+  float scale;
+  float max_v = 0.0f;
+  KvFixture want_kv;
+  std::vector<float> want;
+};
+
 TEST(OpsEquivalence, WriteKvAndAttention) {
   std::mt19937_64 rng(4);
   ThreadPool pool2(2);
@@ -172,19 +198,13 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
     const int block_size = i % 4 == 0 ? 1 + RandInt(rng, 0, 31) : 16;
     const int pos0 = i % 3 == 1 ? 0 : RandInt(rng, 0, 300);
     const int n_tokens = RandInt(rng, 1, i % 2 ? 24 : 3);
-    const int n_pos = pos0 + n_tokens;
-    const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
-    const std::vector<float> keys = Normal(n_pos * kv_row, rng);
-    const std::vector<float> values = Normal(n_pos * kv_row, rng, 2.0f);
-    const std::vector<float> q = Normal(static_cast<size_t>(n_tokens) * n_heads * head_dim, rng);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    float max_v = 0.0f;
-    for (float f : values) max_v = std::max(max_v, std::fabs(f));
-
-    KvFixture want_kv(n_kv_heads, head_dim, block_size, n_pos, rng);
-    ref::WriteKvRef(want_kv.kv, want_kv.table.data(), 0, n_pos, keys.data(), values.data());
-    std::vector<float> want(q.size());
-    ref::AttentionPagedRef(q.data(), n_tokens, n_heads, want_kv.kv, want_kv.table.data(), pos0, scale, want.data());
+    const AttentionCase c(n_kv_heads, n_heads, head_dim, block_size, pos0, n_tokens, 1.0f, rng);
+    const int n_pos = c.n_pos;
+    const size_t kv_row = c.kv_row;
+    const std::vector<float>& keys = c.keys;
+    const std::vector<float>& values = c.values;
+    const std::vector<float>& q = c.q;
+    const KvFixture& want_kv = c.want_kv;
 
     for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
       SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " heads " << n_heads << "/" << n_kv_heads
@@ -209,10 +229,10 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
       const int64_t per_thread = AttentionScratchFloats(pos0, n_tokens);
       GuardedFloats scratch(per_thread * (threaded ? pool.size() : 1));
       GuardedFloats out(q.size());
-      cpu::AttentionPagedWith(*k, q.data(), n_tokens, n_heads, got_kv.kv, got_kv.table.data(), pos0, scale, out.data(),
+      cpu::AttentionPagedWith(*k, q.data(), n_tokens, n_heads, got_kv.kv, got_kv.table.data(), pos0, c.scale, out.data(),
                               scratch.data(), threaded ? &pool : nullptr);
       ASSERT_TRUE(out.Intact() && scratch.Intact());
-      for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
+      for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], c.want[j], kAttnRel * c.max_v) << j;
     }
   }
 }
@@ -232,27 +252,16 @@ TEST(OpsEquivalence, DecodeAttentionSplitsTheContext) {
     const int head_dim = i % 4 == 3 ? RandInt(rng, 1, 100) : 32 * RandInt(rng, 1, 4);
     const int block_size = i % 3 == 0 ? RandInt(rng, 1, 40) : 16;
     const int pos0 = i % 5 == 0 ? RandInt(rng, 63, 70) : RandInt(rng, 64, 2500);
-    const int n_pos = pos0 + 1;
-    const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
-    const std::vector<float> keys = Normal(n_pos * kv_row, rng);
-    const std::vector<float> values = Normal(n_pos * kv_row, rng, 2.0f);
-    const std::vector<float> q = Normal(static_cast<size_t>(n_heads) * head_dim, rng, 1.5f);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    float max_v = 0.0f;
-    for (float f : values) max_v = std::max(max_v, std::fabs(f));
-    KvFixture kv(n_kv_heads, head_dim, block_size, n_pos, rng);
-    ref::WriteKvRef(kv.kv, kv.table.data(), 0, n_pos, keys.data(), values.data());
-    std::vector<float> want(q.size());
-    ref::AttentionPagedRef(q.data(), 1, n_heads, kv.kv, kv.table.data(), pos0, scale, want.data());
+    const AttentionCase c(n_kv_heads, n_heads, head_dim, block_size, pos0, 1, 1.5f, rng);
     for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
       SCOPED_TRACE(::testing::Message() << k->name << " case " << i << " heads " << n_heads << "/" << n_kv_heads
                                         << " hd " << head_dim << " block " << block_size << " pos0 " << pos0);
       GuardedFloats scratch(AttentionScratchFloats(pos0, 1) * pool.size());
-      GuardedFloats out(q.size());
-      cpu::AttentionPagedWith(*k, q.data(), 1, n_heads, kv.kv, kv.table.data(), pos0, scale, out.data(),
-                              scratch.data(), &pool);
+      GuardedFloats out(c.q.size());
+      cpu::AttentionPagedWith(*k, c.q.data(), 1, n_heads, c.want_kv.kv, c.want_kv.table.data(), pos0, c.scale,
+                              out.data(), scratch.data(), &pool);
       ASSERT_TRUE(out.Intact() && scratch.Intact());
-      for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
+      for (size_t j = 0; j < c.q.size(); ++j) ASSERT_NEAR(out.data()[j], c.want[j], kAttnRel * c.max_v) << j;
     }
   }
 }
