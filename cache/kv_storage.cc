@@ -4,7 +4,7 @@
 
 namespace bitfleet::cache {
 
-StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(const KvStorageOptions& options) {
+StatusOr<uint64_t> KvLayerPoolElements(const KvStorageOptions& options) {
   if (options.type == KvType::kInt8) {
     return absl::UnimplementedError("int8 KV cache is not supported by the attention kernels yet; use f16");
   }
@@ -16,16 +16,22 @@ StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(const KvStorageOptions& o
   }
   std::optional<uint64_t> elems = CheckedMul(static_cast<uint64_t>(options.num_blocks), options.block_size);
   if (elems) elems = CheckedMul(*elems, static_cast<uint64_t>(options.n_kv_heads) * options.head_dim);
-  std::optional<uint64_t> bytes = elems ? CheckedMul(*elems, sizeof(uint16_t)) : std::nullopt;
-  if (!bytes) return absl::ResourceExhaustedError("KV storage size overflows");
+  // Every layer's two pools must also be addressable in bytes.
+  std::optional<uint64_t> all = elems ? CheckedMul(*elems, 2 * sizeof(uint16_t)) : std::nullopt;
+  if (all) all = CheckedMul(*all, static_cast<uint64_t>(options.num_layers));
+  if (!all) return absl::ResourceExhaustedError("KV storage size overflows");
+  return *elems;
+}
 
+StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(const KvStorageOptions& options) {
+  BF_ASSIGN_OR_RETURN(const uint64_t elems, KvLayerPoolElements(options));
   auto storage = std::unique_ptr<KvStorage>(new KvStorage(options));
-  storage->layer_pool_bytes_ = *bytes;
+  storage->layer_pool_bytes_ = elems * sizeof(uint16_t);
   storage->layers_.resize(options.num_layers);
   for (LayerPools& pools : storage->layers_) {
     // calloc: large zeroed allocations come straight from the OS, committed on first touch.
-    pools.k.reset(static_cast<uint16_t*>(std::calloc(*elems, sizeof(uint16_t))));
-    pools.v.reset(static_cast<uint16_t*>(std::calloc(*elems, sizeof(uint16_t))));
+    pools.k.reset(static_cast<uint16_t*>(std::calloc(elems, sizeof(uint16_t))));
+    pools.v.reset(static_cast<uint16_t*>(std::calloc(elems, sizeof(uint16_t))));
     if (!pools.k || !pools.v) {
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot allocate KV storage: ", storage->bytes() >> 20, " MiB"));

@@ -31,6 +31,11 @@ struct KvStorageOptions {
   KvType type = KvType::kF16;
 };
 
+// Elements (f16) of one layer's K pool (the V pool is the same size), after checking the
+// options: INVALID_ARGUMENT for non-positive sizes, RESOURCE_EXHAUSTED when the size overflows,
+// UNIMPLEMENTED for kInt8. Shared by the host and device storages.
+StatusOr<uint64_t> KvLayerPoolElements(const KvStorageOptions& options);
+
 class KvStorage {
  public:
   // Allocates zeroed pools (pages are committed lazily by the OS as blocks are first written).

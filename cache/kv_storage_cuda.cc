@@ -6,20 +6,9 @@
 namespace bitfleet::cache {
 
 StatusOr<uint64_t> KvStorageCuda::BytesFor(const KvStorageOptions& options) {
-  if (options.type == KvType::kInt8) {
-    return absl::UnimplementedError("int8 KV cache is not supported by the attention kernels yet; use f16");
-  }
-  if (options.num_layers <= 0 || options.n_kv_heads <= 0 || options.head_dim <= 0 || options.num_blocks <= 0 ||
-      options.block_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV storage needs positive sizes: layers=", options.num_layers, " kv_heads=", options.n_kv_heads,
-        " head_dim=", options.head_dim, " blocks=", options.num_blocks, " block_size=", options.block_size));
-  }
-  std::optional<uint64_t> bytes = CheckedMul(static_cast<uint64_t>(options.num_blocks), options.block_size);
-  if (bytes) bytes = CheckedMul(*bytes, static_cast<uint64_t>(options.n_kv_heads) * options.head_dim);
-  if (bytes) bytes = CheckedMul(*bytes, 2 * sizeof(uint16_t) * static_cast<uint64_t>(options.num_layers));
-  if (!bytes) return absl::ResourceExhaustedError("KV storage size overflows");
-  return *bytes;
+  // KvLayerPoolElements checked that this product does not overflow.
+  BF_ASSIGN_OR_RETURN(const uint64_t elems, KvLayerPoolElements(options));
+  return elems * 2 * sizeof(uint16_t) * static_cast<uint64_t>(options.num_layers);
 }
 
 StatusOr<std::unique_ptr<KvStorageCuda>> KvStorageCuda::Create(const KvStorageOptions& options) {
