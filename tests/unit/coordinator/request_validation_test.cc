@@ -9,23 +9,10 @@
 
 #include "gtest/gtest.h"
 #include "worker/sampler.h"
+#include "worker/step_executor.h"
 
 namespace bitfleet::coordinator {
 namespace {
-
-worker::SamplingParams ToWorker(const StepSampling& s) {
-  worker::SamplingParams p;
-  p.temperature = s.temperature;
-  p.top_k = s.top_k;
-  p.top_p = s.top_p;
-  p.min_p = s.min_p;
-  p.repeat_penalty = s.repeat_penalty;
-  p.presence_penalty = s.presence_penalty;
-  p.frequency_penalty = s.frequency_penalty;
-  p.penalty_last_n = s.penalty_last_n;
-  p.seed = s.seed;
-  return p;
-}
 
 TEST(RequestValidationTest, SamplingRangesMatchTheWorkers) {
   const float inf = std::numeric_limits<float>::infinity();
@@ -49,7 +36,7 @@ TEST(RequestValidationTest, SamplingRangesMatchTheWorkers) {
         case 6: s.frequency_penalty = floats[i]; break;
         case 7: s.penalty_last_n = ints[i]; break;
       }
-      EXPECT_EQ(ValidateStepSampling(s).ok(), worker::ValidateSamplingParams(ToWorker(s)).ok())
+      EXPECT_EQ(ValidateStepSampling(s).ok(), worker::ValidateSamplingParams(worker::ToSamplingParams(s)).ok())
           << "field " << field << " value index " << i;
       ++checked;
     }
