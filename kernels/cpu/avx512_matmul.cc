@@ -69,10 +69,23 @@ inline float DotHalfInt(const uint16_t* h, const int32_t* s, uint64_t n) {
 // Tiles are RN rows × TN tokens: the unpacked codes of a row are reused for TN tokens and each
 // activation load for RN rows, and the RN × TN dot products are independent dependency chains.
 
+// The four code vectors of block b of row `row` (element k + 64 j in byte k of vector j), with
+// the row tile `rows_ahead` rows further prefetched into L1 and the stream further on into L2.
+inline void LoadTernaryBlock(const WeightView& w, int64_t row, uint64_t b, int rows_ahead, __m512i c[4]) {
+  const __m512i mask = _mm512_set1_epi8(3);
+  const uint8_t* src = w.data + row * w.row_bytes + b * 64;
+  Prefetch(src + rows_ahead * w.row_bytes);
+  PrefetchFar(src, rows_ahead, w.row_bytes);
+  const __m512i v = _mm512_load_si512(src);
+  c[0] = _mm512_and_si512(v, mask);
+  c[1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
+  c[2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+  c[3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
+}
+
 template <int RN, int TN>
 inline void TernaryTile(const WeightView& w, int64_t r, const ActView& x, int t0, float* out) {
   const int8_t* a0 = x.q + t0 * x.stride;
-  const __m512i mask = _mm512_set1_epi8(3);
   __m512 acc[RN][TN];
   for (int i = 0; i < RN; ++i) {
     for (int t = 0; t < TN; ++t) acc[i][t] = _mm512_setzero_ps();
@@ -81,14 +94,7 @@ inline void TernaryTile(const WeightView& w, int64_t r, const ActView& x, int t0
     __m512i c[RN][4];
     __m512 db[RN];
     for (int i = 0; i < RN; ++i) {
-      const uint8_t* src = w.data + (r + i) * w.row_bytes + b * 64;
-      Prefetch(src + RN * w.row_bytes);
-      PrefetchFar(src, RN, w.row_bytes);
-      const __m512i v = _mm512_load_si512(src);
-      c[i][0] = _mm512_and_si512(v, mask);
-      c[i][1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
-      c[i][2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-      c[i][3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
+      LoadTernaryBlock(w, r + i, b, RN, c[i]);
       db[i] = _mm512_set1_ps(w.scales[(r + i) * w.blocks + b]);
     }
     for (int t = 0; t < TN; ++t) {
@@ -126,23 +132,13 @@ inline void TernaryTile(const WeightView& w, int64_t r, const ActView& x, int t0
 template <int RN, int TN>
 inline void TernaryTileUniform(const WeightView& w, int64_t r, const ActView& x, int t0, float* out) {
   const int8_t* a0 = x.q + t0 * x.stride;
-  const __m512i mask = _mm512_set1_epi8(3);
   __m512i acc0[RN][TN], acc1[RN][TN];
   for (int i = 0; i < RN; ++i) {
     for (int t = 0; t < TN; ++t) acc0[i][t] = acc1[i][t] = _mm512_setzero_si512();
   }
   for (uint64_t b = 0; b < w.blocks; ++b) {
     __m512i c[RN][4];
-    for (int i = 0; i < RN; ++i) {
-      const uint8_t* src = w.data + (r + i) * w.row_bytes + b * 64;
-      Prefetch(src + RN * w.row_bytes);
-      PrefetchFar(src, RN, w.row_bytes);
-      const __m512i v = _mm512_load_si512(src);
-      c[i][0] = _mm512_and_si512(v, mask);
-      c[i][1] = _mm512_and_si512(_mm512_srli_epi16(v, 2), mask);
-      c[i][2] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-      c[i][3] = _mm512_and_si512(_mm512_srli_epi16(v, 6), mask);
-    }
+    for (int i = 0; i < RN; ++i) LoadTernaryBlock(w, r + i, b, RN, c[i]);
     for (int t = 0; t < TN; ++t) {
       const int8_t* a = a0 + t * x.stride + b * 256;
       const __m512i a_0 = _mm512_load_si512(a);
