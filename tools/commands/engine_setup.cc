@@ -1,8 +1,10 @@
 #include "tools/commands/engine_setup.h"
 
 #include <charconv>
+#include <memory>
 #include <thread>
 
+#include "coordinator/chat_prompt.h"
 #include "core/logging.h"
 #include "model/tokenizer/gguf_vocab_loader.h"
 #ifdef BITFLEET_HAVE_MPI
@@ -123,23 +125,13 @@ StatusOr<std::string> RenderChatMl(const std::string& chat_template, const std::
                                    const std::string& user) {
   constexpr std::string_view kStart = "<|im_start|>";
   constexpr std::string_view kEnd = "<|im_end|>";
-  if (chat_template.find(kStart) == std::string::npos) {
+  // The server's ChatML reader: the same template check and default system text (the one
+  // SmolLM2-style templates write literally), so `run --chat` and Generate render alike.
+  const std::unique_ptr<coordinator::ChatPrompt> prompt = coordinator::ChatPrompt::FromTemplate(chat_template);
+  if (prompt == nullptr) {
     return absl::FailedPreconditionError("the model's chat template is not ChatML (no <|im_start|>)");
   }
-  std::string system_text = system;
-  if (system_text.empty()) {
-    // Templates such as SmolLM2's insert a literal default: '<|im_start|>system\n...<|im_end|>'.
-    // (In the GGUF string the newline may be written as the two characters \n.)
-    for (std::string_view newline : {"\n", "\\n"}) {
-      const std::string head = absl::StrCat(std::string(kStart), "system", std::string(newline));
-      const size_t begin = chat_template.find(head);
-      if (begin == std::string::npos) continue;
-      const size_t text_begin = begin + head.size();
-      const size_t text_end = chat_template.find(kEnd, text_begin);
-      if (text_end != std::string::npos) system_text = chat_template.substr(text_begin, text_end - text_begin);
-      break;
-    }
-  }
+  const std::string& system_text = system.empty() ? prompt->default_system() : system;
   std::string out;
   if (!system_text.empty()) {
     absl::StrAppend(&out, std::string(kStart), "system\n", system_text, std::string(kEnd), "\n");
