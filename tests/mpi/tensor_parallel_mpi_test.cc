@@ -63,22 +63,6 @@ std::string ModelDir() {
   return dir;
 }
 
-worker::SamplingParams Greedy() {
-  worker::SamplingParams p;
-  p.temperature = 0;
-  return p;
-}
-
-worker::SamplingParams Sampled() {
-  worker::SamplingParams p;
-  p.temperature = 0.9f;
-  p.top_k = 40;
-  p.top_p = 0.9f;
-  p.repeat_penalty = 1.1f;
-  p.seed = 5;
-  return p;
-}
-
 std::vector<std::vector<int32_t>> Sequences(int n_vocab) {
   // 256 teacher-forced rows: top-1 agreement is a fraction worth the name.
   return {TestTokens(80, n_vocab, 1), TestTokens(64, n_vocab, 2), TestTokens(56, n_vocab, 3),
@@ -101,8 +85,8 @@ Status Compute(const std::string& path, sharding::Communicator* comm, Outputs* o
   gathered.reset();
   BF_ASSIGN_OR_RETURN(auto sliced, MakeRunner(path, comm, /*gather_logits=*/false));
   const std::vector<int32_t> prompt = Prompt(sliced->n_vocab());
-  BF_ASSIGN_OR_RETURN(out->greedy, Generate(*sliced, prompt, 64, Greedy(), single));
-  BF_ASSIGN_OR_RETURN(out->sampled, Generate(*sliced, prompt, 32, Sampled(), single));
+  BF_ASSIGN_OR_RETURN(out->greedy, Generate(*sliced, prompt, 64, GreedyParams(), single));
+  BF_ASSIGN_OR_RETURN(out->sampled, Generate(*sliced, prompt, 32, TopKTopPParams(5), single));
   return absl::OkStatus();
 }
 
@@ -227,7 +211,7 @@ TEST(TensorParallelMpiTest, Stories260kGreedyOpening) {
   ASSERT_TRUE(vocab.ok());
   auto tok = tokenizer::Tokenizer::Create(std::move(vocab).value());
   ASSERT_TRUE(tok.ok());
-  auto tokens = Generate(**runner, {(*tok)->bos()}, 80, Greedy());
+  auto tokens = Generate(**runner, {(*tok)->bos()}, 80, GreedyParams());
   ASSERT_TRUE(tokens.ok()) << tokens.status();
   tokenizer::IncrementalDecoder stream(**tok);
   std::string text;

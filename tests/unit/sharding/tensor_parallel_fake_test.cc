@@ -29,29 +29,13 @@ std::vector<std::vector<int32_t>> Sequences(int n_vocab) {
   return {TestTokens(17, n_vocab, 1), TestTokens(9, n_vocab, 2), TestTokens(23, n_vocab, 3)};
 }
 
-worker::SamplingParams Greedy() {
-  worker::SamplingParams p;
-  p.temperature = 0;
-  return p;
-}
-
-worker::SamplingParams TopKTopP() {
-  worker::SamplingParams p;
-  p.temperature = 0.9f;
-  p.top_k = 40;
-  p.top_p = 0.9f;
-  p.repeat_penalty = 1.1f;
-  p.seed = 11;
-  return p;
-}
-
 Status RunRank(const std::string& path, sharding::Communicator* comm, RankResult* out) {
   BF_ASSIGN_OR_RETURN(auto gathered, MakeRunner(path, comm, /*gather_logits=*/true));
   BF_ASSIGN_OR_RETURN(out->logits, TeacherForcedLogits(*gathered, Sequences(gathered->n_vocab())));
   BF_ASSIGN_OR_RETURN(auto sliced, MakeRunner(path, comm, /*gather_logits=*/false));
   const std::vector<int32_t> prompt = TestTokens(5, sliced->n_vocab(), 9);
-  BF_ASSIGN_OR_RETURN(out->greedy, Generate(*sliced, prompt, 64, Greedy()));
-  BF_ASSIGN_OR_RETURN(out->sampled, Generate(*sliced, prompt, 32, TopKTopP()));
+  BF_ASSIGN_OR_RETURN(out->greedy, Generate(*sliced, prompt, 64, GreedyParams()));
+  BF_ASSIGN_OR_RETURN(out->sampled, Generate(*sliced, prompt, 32, TopKTopPParams(11)));
   return absl::OkStatus();
 }
 
@@ -62,8 +46,8 @@ Reference SingleRank(const std::string& path) {
   if (!runner.ok()) return ref;
   ref.logits = *TeacherForcedLogits(**runner, Sequences((*runner)->n_vocab()));
   const std::vector<int32_t> prompt = TestTokens(5, (*runner)->n_vocab(), 9);
-  ref.greedy = *Generate(**runner, prompt, 64, Greedy(), /*single_rank_sampler=*/true);
-  ref.sampled = *Generate(**runner, prompt, 32, TopKTopP(), /*single_rank_sampler=*/true);
+  ref.greedy = *Generate(**runner, prompt, 64, GreedyParams(), /*single_rank_sampler=*/true);
+  ref.sampled = *Generate(**runner, prompt, 32, TopKTopPParams(11), /*single_rank_sampler=*/true);
   return ref;
 }
 
@@ -124,7 +108,7 @@ TEST(TensorParallelFakeTest, HungRankTimesOutThePeers) {
   std::thread rank0([&] {
     auto runner = MakeRunner(*path, group.rank(0), false);
     ASSERT_TRUE(runner.ok()) << runner.status();
-    peer_status = Generate(**runner, {5, 6, 7}, 4, Greedy()).status();
+    peer_status = Generate(**runner, {5, 6, 7}, 4, GreedyParams()).status();
   });
   rank0.join();  // rank 1 never steps
   EXPECT_EQ(peer_status.code(), absl::StatusCode::kDeadlineExceeded) << peer_status;

@@ -113,6 +113,22 @@ std::vector<int32_t> TestTokens(int n, int n_vocab, uint32_t seed) {
   return tokens;
 }
 
+worker::SamplingParams GreedyParams() {
+  worker::SamplingParams p;
+  p.temperature = 0;
+  return p;
+}
+
+worker::SamplingParams TopKTopPParams(uint64_t seed) {
+  worker::SamplingParams p;
+  p.temperature = 0.9f;
+  p.top_k = 40;
+  p.top_p = 0.9f;
+  p.repeat_penalty = 1.1f;
+  p.seed = seed;
+  return p;
+}
+
 StatusOr<std::vector<float>> TeacherForcedLogits(worker::ModelRunner& runner,
                                                  const std::vector<std::vector<int32_t>>& sequences) {
   if (!runner.logits_whole()) return absl::FailedPreconditionError("teacher-forced logits need whole rows");

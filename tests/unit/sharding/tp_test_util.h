@@ -54,6 +54,11 @@ StatusOr<std::unique_ptr<worker::ModelRunner>> MakeRunner(const std::string& pat
 // Deterministic token ids in [3, n_vocab).
 std::vector<int32_t> TestTokens(int n, int n_vocab, uint32_t seed);
 
+// Greedy decoding, and the top-k / top-p / repetition-penalty mix the equivalence tests sample
+// with (temperature 0.9, top-k 40, top-p 0.9, repeat penalty 1.1) under `seed`.
+worker::SamplingParams GreedyParams();
+worker::SamplingParams TopKTopPParams(uint64_t seed);
+
 // Teacher-forced whole-row logits (rows × n_vocab) of each sequence, one step per sequence
 // batched together. The runner must return whole rows (TP=1 or gather_logits).
 StatusOr<std::vector<float>> TeacherForcedLogits(worker::ModelRunner& runner,
