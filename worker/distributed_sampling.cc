@@ -50,9 +50,7 @@ void DistributedSampler::Penalize(size_t i, const ShardedLogitsRow& row) {
     if (counts_[local]++ == 0) touched_.push_back(static_cast<int32_t>(local));
   }
   for (int32_t local : touched_) {
-    float& logit = work[local];
-    logit = logit > 0.0f ? logit / p.repeat_penalty : logit * p.repeat_penalty;
-    logit -= static_cast<float>(counts_[local]) * p.frequency_penalty + p.presence_penalty;
+    work[local] = PenalizedLogit(work[local], counts_[local], p);
     counts_[local] = 0;
   }
   touched_.clear();

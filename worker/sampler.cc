@@ -63,9 +63,7 @@ void Sampler::ApplyPenalties(std::span<const float> logits, std::span<const int3
     if (counts_[token]++ == 0) touched_.push_back(token);
   }
   for (int32_t token : touched_) {
-    float& logit = work_[token];
-    logit = logit > 0.0f ? logit / params.repeat_penalty : logit * params.repeat_penalty;
-    logit -= static_cast<float>(counts_[token]) * params.frequency_penalty + params.presence_penalty;
+    work_[token] = PenalizedLogit(work_[token], counts_[token], params);
     counts_[token] = 0;
   }
   touched_.clear();

@@ -47,6 +47,14 @@ struct SamplingParams {
 // (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1.
 Status ValidateSamplingParams(const SamplingParams& params);
 
+// A logit after the repetition, frequency and presence penalties for a token seen `count` (> 0)
+// times in the penalty window. The one formula of the single-rank and distributed samplers, so
+// they pick the same tokens.
+inline float PenalizedLogit(float logit, uint32_t count, const SamplingParams& p) {
+  logit = logit > 0.0f ? logit / p.repeat_penalty : logit * p.repeat_penalty;
+  return logit - (static_cast<float>(count) * p.frequency_penalty + p.presence_penalty);
+}
+
 class Sampler {
  public:
   explicit Sampler(int32_t n_vocab);
