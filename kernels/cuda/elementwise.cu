@@ -1,4 +1,5 @@
 // Elementwise FFN gates (SiLU, squared ReLU) and the residual add, grid-stride over n values.
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
 
@@ -12,6 +13,8 @@ enum class Op { kSiluMul, kRelu2Mul, kAdd };
 
 template <Op O>
 __global__ void __launch_bounds__(kThreads) ElementwiseKernel(const float* a, const float* b, int64_t n, float* out) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
   for (int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x; i < n; i += int64_t{gridDim.x} * kThreads) {
     const float g = a[i];
     const float u = b[i];
@@ -35,8 +38,7 @@ cudaError_t Launch(const float* a, const float* b, int64_t n, float* out, cudaSt
   if (n == 0) return cudaSuccess;
   int64_t blocks = (n + kThreads - 1) / kThreads;
   if (blocks > kMaxBlocks) blocks = kMaxBlocks;
-  ElementwiseKernel<O><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a, b, n, out);
-  return cudaGetLastError();
+  return LaunchDependent(ElementwiseKernel<O>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), stream, a, b, n, out);
 }
 
 }  // namespace

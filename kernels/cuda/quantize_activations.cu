@@ -1,5 +1,6 @@
 // Per-token int8 activation quantization (kernels/matmul.h semantics, bit for bit): one block
 // per token, 256 threads.
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/matmul_launch.h"
 
@@ -19,6 +20,9 @@ __global__ void __launch_bounds__(kThreads)
     QuantizeActivationsKernel(const float* __restrict__ x, int64_t cols, const float* __restrict__ absmax_in,
                               int64_t stride, int8_t* __restrict__ q, float* __restrict__ absmax_out,
                               int32_t* __restrict__ sums) {
+  // The mat-vec that consumes q starts early and prefetches its weight meanwhile.
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
   __shared__ float scratch[32];
   const int64_t t = blockIdx.x;
   const float* xt = x + t * cols;
@@ -54,8 +58,8 @@ cudaError_t LaunchQuantizeActivations(const float* x, int n_tokens, int64_t cols
                                       cudaStream_t stream) {
   if (n_tokens < 0 || cols <= 0 || stride < cols || stride % 256 != 0) return cudaErrorInvalidValue;
   if (n_tokens == 0) return cudaSuccess;
-  QuantizeActivationsKernel<<<n_tokens, kThreads, 0, stream>>>(x, cols, absmax_in, stride, q, absmax_out, sums);
-  return cudaGetLastError();
+  return LaunchDependent(QuantizeActivationsKernel, dim3(n_tokens), dim3(kThreads), stream, x, cols, absmax_in, stride,
+                         q, absmax_out, sums);
 }
 
 }  // namespace bitfleet::kernels::cuda

@@ -1,5 +1,6 @@
 // RMSNorm, its sum-of-squares partial and the normalisation from an all-reduced sum (BitNet's
 // sub-norms under tensor parallelism): one block per token, sums in double as the reference.
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
 
@@ -27,6 +28,8 @@ __device__ __forceinline__ void Normalize(const float* __restrict__ xt, const fl
 
 __global__ void __launch_bounds__(kThreads)
     RmsNormKernel(const float* x, const float* __restrict__ weight, int dim, float eps, float* y) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
   __shared__ double scratch[32];
   const float* xt = x + int64_t{blockIdx.x} * dim;
   const double s = TokenSumSquares(xt, dim, scratch);
@@ -35,6 +38,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads) SumSquaresKernel(const float* __restrict__ x, int dim, float* sum_sq) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
   __shared__ double scratch[32];
   const double s = TokenSumSquares(x + int64_t{blockIdx.x} * dim, dim, scratch);
   if (threadIdx.x == 0) sum_sq[blockIdx.x] = static_cast<float>(s);
@@ -43,6 +48,8 @@ __global__ void __launch_bounds__(kThreads) SumSquaresKernel(const float* __rest
 __global__ void __launch_bounds__(kThreads)
     RmsNormWithSumSquaresKernel(const float* x, const float* __restrict__ weight, int dim,
                                 const float* __restrict__ sum_sq, int full_dim, float eps, float* y) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
   const double scale =
       1.0 / sqrt(static_cast<double>(sum_sq[blockIdx.x]) / full_dim + static_cast<double>(eps));
   Normalize(x + int64_t{blockIdx.x} * dim, weight, dim, scale, y + int64_t{blockIdx.x} * dim);
@@ -54,15 +61,13 @@ cudaError_t LaunchRmsNorm(const float* x, const float* weight, int n_tokens, int
                           cudaStream_t stream) {
   if (n_tokens < 0 || dim <= 0) return cudaErrorInvalidValue;
   if (n_tokens == 0) return cudaSuccess;
-  RmsNormKernel<<<n_tokens, kThreads, 0, stream>>>(x, weight, dim, eps, y);
-  return cudaGetLastError();
+  return LaunchDependent(RmsNormKernel, dim3(n_tokens), dim3(kThreads), stream, x, weight, dim, eps, y);
 }
 
 cudaError_t LaunchSumSquares(const float* x, int n_tokens, int dim, float* sum_sq, cudaStream_t stream) {
   if (n_tokens < 0 || dim <= 0) return cudaErrorInvalidValue;
   if (n_tokens == 0) return cudaSuccess;
-  SumSquaresKernel<<<n_tokens, kThreads, 0, stream>>>(x, dim, sum_sq);
-  return cudaGetLastError();
+  return LaunchDependent(SumSquaresKernel, dim3(n_tokens), dim3(kThreads), stream, x, dim, sum_sq);
 }
 
 cudaError_t LaunchRmsNormWithSumSquares(const float* x, const float* weight, int n_tokens, int dim,
@@ -70,8 +75,8 @@ cudaError_t LaunchRmsNormWithSumSquares(const float* x, const float* weight, int
                                         cudaStream_t stream) {
   if (n_tokens < 0 || dim <= 0 || full_dim <= 0) return cudaErrorInvalidValue;
   if (n_tokens == 0) return cudaSuccess;
-  RmsNormWithSumSquaresKernel<<<n_tokens, kThreads, 0, stream>>>(x, weight, dim, sum_sq, full_dim, eps, y);
-  return cudaGetLastError();
+  return LaunchDependent(RmsNormWithSumSquaresKernel, dim3(n_tokens), dim3(kThreads), stream, x, weight, dim, sum_sq,
+                         full_dim, eps, y);
 }
 
 }  // namespace bitfleet::kernels::cuda

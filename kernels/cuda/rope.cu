@@ -1,5 +1,6 @@
 // Rotary position embedding in place: one thread per (token, head, rotated pair). Angles,
 // cos/sin and the rotation are evaluated in double, as the reference does.
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
 
@@ -11,6 +12,8 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads)
     RopeKernel(float* x, const int32_t* __restrict__ positions, int n_tokens, int n_heads, int head_dim, int rot_dim,
                double freq_base, bool neox) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
   const int half = rot_dim / 2;
   const int64_t idx = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (idx >= int64_t{n_tokens} * n_heads * half) return;
@@ -41,9 +44,8 @@ cudaError_t LaunchRope(float* x, const int32_t* positions, int n_tokens, int n_h
   if (n == 0) return cudaSuccess;
   const int64_t blocks = (n + kThreads - 1) / kThreads;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  RopeKernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x, positions, n_tokens, n_heads, head_dim,
-                                                                    rot_dim, static_cast<double>(freq_base), neox);
-  return cudaGetLastError();
+  return LaunchDependent(RopeKernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), stream, x, positions, n_tokens,
+                         n_heads, head_dim, rot_dim, static_cast<double>(freq_base), neox);
 }
 
 }  // namespace bitfleet::kernels::cuda
