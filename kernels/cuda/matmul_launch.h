@@ -76,6 +76,20 @@ inline constexpr int kMatVecMaxTokens = 4;
 cudaError_t LaunchQuantMatMul(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
 // The two paths, callable directly (tests and benchmarks compare them).
 cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
+
+// How the mat-vec overlaps its weight stream with the kernels queued before it (docs/cuda.md,
+// "Quantized mat-vec"): launched as a programmatic dependent launch (kernels/cuda/launch_options.h),
+// its blocks start during the previous kernel, and the first `prefetch_blocks` blocks ask L2 for
+// the whole weight before they wait for the activations. The defaults are the measured best;
+// benchmarks change them to compare.
+enum class WeightPrefetch : int { kNone = 0, kLines = 1, kBulk = 2 };  // kBulk: sm_90 bulk copies
+struct QuantMatVecOptions {
+  WeightPrefetch prefetch = WeightPrefetch::kBulk;
+  int prefetch_blocks = 128;
+};
+// Process-wide; set before launches are queued (not synchronized with launches in flight).
+void SetQuantMatVecOptions(const QuantMatVecOptions& options);
+QuantMatVecOptions GetQuantMatVecOptions();
 cudaError_t LaunchQuantMatMulMma(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
 
 // Tokens up to which LaunchFloatMatMul takes the CUDA-core mat-vec path; F16/BF16 weights with

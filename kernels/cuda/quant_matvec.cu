@@ -1,10 +1,22 @@
 // Quantized mat-vec for decode (1..kMatVecMaxTokens tokens): W2A8 / W4A8 / W8A8 with dp4a.
 //
-// One block per row group (8 rows), 4 warps splitting the steps (K). Per step a warp reads the
-// group's 512 contiguous code bytes, 16 per lane (lane l: row l / 4, quarter l % 4), so every
-// weight byte is read once with full 16-byte coalesced loads and several steps in flight; the
-// activations (a few KiB per token) come from L1. Codes are decoded to signed bytes once and
-// reused for every token. Lanes of one row, then warps, are summed at the end.
+// A block handles a row group (8 rows) at a time, its 4 warps splitting the steps (K); the grid
+// is one wave of blocks, each walking several groups with the next chunk's codes always in flight.
+// Per step a warp reads the group's 512 contiguous code bytes, 16 per lane (lane l: row l / 4,
+// quarter l % 4), so every weight byte is read once with full 16-byte coalesced loads; the
+// activations (a few KiB per token) come from L1. Codes enter dp4a as masked unsigned fields, the
+// code offsets are removed through the activation block sums (LaneDot), and each decoded word is
+// reused for every token. Lanes of one row, then warps, are summed per group.
+//
+// A decode matrix is small next to the memory system (a 2B-shaped layer's matrices are 1.7 to
+// 9.4 MB: 0.4 to 2.2 us at 4 TB/s, about one DRAM round trip plus launch), so a kernel alone
+// cannot approach the copy bandwidth. The kernel is therefore launched as a programmatic
+// dependent launch (kernels/cuda/dependent_launch.cuh): it starts while the previous kernel runs,
+// its first blocks prefetch the whole weight into L2, and only then does it wait for the
+// activations the previous kernel writes. Consecutive mat-vecs thus overlap their weight streams.
+#include <atomic>
+
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/matmul_launch.h"
 
@@ -14,92 +26,222 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kUnroll = 4;  // steps per warp with loads in flight together
+constexpr uint32_t kLineBytes = 128;
+constexpr uint32_t kBulkPieceBytes = 32768;  // bytes per bulk prefetch instruction
 
-template <QuantFormat F, int NT>
-__global__ void __launch_bounds__(kThreads) QuantMatVecKernel(QuantWeightView w, ActivationView x, float* out) {
-  const int64_t g = blockIdx.x;
-  const int warp = threadIdx.x >> 5;
-  const int lane = threadIdx.x & 31;
-  const int r = lane >> 2;
-  const int quarter = lane & 3;
-  const int n_tokens = x.n_tokens;
-  const int64_t sums_stride = x.stride / 32;
-
-  float acc[NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-
-  const uint8_t* lane_codes = w.codes + CodeOffset(g, 0, r, w.n_steps) + 16 * quarter;
-  for (int64_t s0 = warp; s0 < w.n_steps; s0 += kWarps * kUnroll) {
-    uint4 c[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t s = s0 + int64_t{u} * kWarps;
-      if (s < w.n_steps) c[u] = LoadStreaming(reinterpret_cast<const uint4*>(lane_codes + s * kGroupStepBytes));
+// Asks L2 for part `part` of `parts` equal slices (in 128-byte lines) of [base, base + bytes).
+// A hint: nothing waits for it, and it never touches memory past `bytes`.
+__device__ __forceinline__ void PrefetchSlice(const void* base, uint64_t bytes, uint32_t part, uint32_t parts,
+                                              WeightPrefetch mode) {
+  const uint64_t lines = (bytes + kLineBytes - 1) / kLineBytes;
+  const uint64_t per_part = (lines + parts - 1) / parts;
+  const uint64_t first = per_part * part;
+  const uint64_t last = min(lines, first + per_part);
+  const char* p = static_cast<const char*>(base);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (mode == WeightPrefetch::kBulk) {
+    if (threadIdx.x != 0 || first >= last) return;
+    // Bulk sizes are multiples of 16 bytes; the slice ends at a line or at `bytes` (rounded down).
+    const uint64_t end = min(bytes, last * kLineBytes) & ~uint64_t{15};
+    for (uint64_t off = first * kLineBytes; off < end; off += kBulkPieceBytes) {
+      const uint32_t size = static_cast<uint32_t>(min(uint64_t{kBulkPieceBytes}, end - off));
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(size) : "memory");
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t s = s0 + int64_t{u} * kWarps;
-      if (s >= w.n_steps) break;
-      const int64_t block = s * BlocksPerStep(F) + LaneBlock(F, quarter);
-      const uint64_t si = ScaleIndex(g, block, r, w.n_blocks);
-      float d;
-      float m = 0.0f;
-      if constexpr (F == QuantFormat::kTernary) {
-        d = __ldg(w.scales + si);
-      } else {
-        d = HalfBitsToFloat(__ldg(w.half_d + si));
-        if constexpr (F == QuantFormat::kQ4_1) m = HalfBitsToFloat(__ldg(w.half_m + si));
-      }
-      const int64_t e0 = s * StepElems(F);
-      const uint32_t words[4] = {c[u].x, c[u].y, c[u].z, c[u].w};
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        if (NT > 1 && t >= n_tokens) break;
-        const int dot = LaneDot<F>(words, quarter, x.q + t * x.stride + e0);
-        acc[t] += d * static_cast<float>(dot);
-        if constexpr (F == QuantFormat::kQ4_1) {
-          acc[t] += m * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
-        }
-      }
-    }
+    return;
   }
-
-  // Sum the four quarters of each row, then the warps.
-  __shared__ float partial[kWarps][kRowGroup][NT];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    float v = acc[t];
-    v += __shfl_xor_sync(kFullMask, v, 1);
-    v += __shfl_xor_sync(kFullMask, v, 2);
-    if (quarter == 0) partial[warp][r][t] = v;
-  }
-  __syncthreads();
-  if (threadIdx.x < kRowGroup * NT) {
-    const int row_in_group = threadIdx.x % kRowGroup;
-    const int t = threadIdx.x / kRowGroup;
-    const int64_t row = g * kRowGroup + row_in_group;
-    if (row < w.rows && t < n_tokens) {
-      float v = 0.0f;
-#pragma unroll
-      for (int k = 0; k < kWarps; ++k) v += partial[k][row_in_group][t];
-      out[t * w.rows + row] = v * (x.absmax[t] / 127.0f);
-    }
+#endif
+  for (uint64_t line = first + threadIdx.x; line < last; line += blockDim.x) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p + line * kLineBytes));
   }
 }
 
 template <QuantFormat F>
-cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(w.n_groups));
-  if (x.n_tokens == 1) {
-    QuantMatVecKernel<F, 1><<<grid, kThreads, 0, stream>>>(w, x, out);
+__device__ __forceinline__ void PrefetchWeight(const QuantWeightView& w, WeightPrefetch mode, uint32_t parts) {
+  if (mode == WeightPrefetch::kNone || blockIdx.x >= parts) return;
+  const uint64_t scales = static_cast<uint64_t>(w.n_groups) * w.n_blocks * kRowGroup;
+  PrefetchSlice(w.codes, static_cast<uint64_t>(w.n_groups) * w.n_steps * kGroupStepBytes, blockIdx.x, parts, mode);
+  if constexpr (F == QuantFormat::kTernary) {
+    PrefetchSlice(w.scales, scales * sizeof(float), blockIdx.x, parts, mode);
   } else {
-    QuantMatVecKernel<F, kMatVecMaxTokens><<<grid, kThreads, 0, stream>>>(w, x, out);
+    PrefetchSlice(w.half_d, scales * sizeof(uint16_t), blockIdx.x, parts, mode);
+    if constexpr (F == QuantFormat::kQ4_1) PrefetchSlice(w.half_m, scales * sizeof(uint16_t), blockIdx.x, parts, mode);
   }
-  return cudaGetLastError();
+}
+
+// The codes of chunk `k` of row group `g` for this lane: steps k * kWarps * kUnroll + u * kWarps +
+// warp (u < kUnroll), 16 bytes each; steps past the row are not loaded.
+__device__ __forceinline__ void LoadChunk(const QuantWeightView& w, int64_t g, int64_t k, int warp, int r, int quarter,
+                                          uint4 (&c)[kUnroll]) {
+  const uint8_t* lane_codes = w.codes + CodeOffset(g, 0, r, w.n_steps) + 16 * quarter;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t s = k * (kWarps * kUnroll) + u * kWarps + warp;
+    if (s < w.n_steps) c[u] = LoadStreaming(reinterpret_cast<const uint4*>(lane_codes + s * kGroupStepBytes));
+  }
+}
+
+// Adds chunk `k` of group `g` (codes in `c`) to the lane's per-token sums.
+template <QuantFormat F, int NT>
+__device__ __forceinline__ void ComputeChunk(const QuantWeightView& w, const ActivationView& x, int64_t g, int64_t k,
+                                             int warp, int r, int quarter, const uint4 (&c)[kUnroll],
+                                             float (&acc)[NT]) {
+  const int64_t sums_stride = x.stride / 32;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t s = k * (kWarps * kUnroll) + u * kWarps + warp;
+    if (s >= w.n_steps) break;
+    const int64_t block = s * BlocksPerStep(F) + LaneBlock(F, quarter);
+    const uint64_t si = ScaleIndex(g, block, r, w.n_blocks);
+    float d;
+    float m = 0.0f;
+    if constexpr (F == QuantFormat::kTernary) {
+      d = __ldg(w.scales + si);
+    } else {
+      d = HalfBitsToFloat(__ldg(w.half_d + si));
+      if constexpr (F == QuantFormat::kQ4_1) m = HalfBitsToFloat(__ldg(w.half_m + si));
+    }
+    const int64_t e0 = s * StepElems(F);
+    const uint32_t words[4] = {c[u].x, c[u].y, c[u].z, c[u].w};
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (NT > 1 && t >= x.n_tokens) break;
+      int dot = LaneDot<F>(words, quarter, x.q + t * x.stride + e0, x.sums + t * sums_stride + e0 / 32);
+      if constexpr (F == QuantFormat::kTernary) {
+        // A ternary lane's value is only a share of its row's dot product (LaneDot): add the
+        // row's 4 shares as integers, so the one float product per step is of the exact dot
+        // (float products of the shares could round far above the row's magnitude). Every lane
+        // of the row then holds the row's sum.
+        dot += __shfl_xor_sync(kFullMask, dot, 1);
+        dot += __shfl_xor_sync(kFullMask, dot, 2);
+      }
+      acc[t] += d * static_cast<float>(dot);
+      if constexpr (F == QuantFormat::kQ4_1) acc[t] += m * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
+    }
+  }
+}
+
+// Each block walks row groups blockIdx.x, + gridDim.x, ...; a group is `chunks` uniform chunks
+// per warp (the warps split its steps). The codes of the next chunk, of this group or of the
+// block's next group, are loaded while the current one is computed, so every warp keeps a chunk
+// of loads in flight from its first chunk to its last. The first chunk is loaded before the wait
+// on the previous kernel (weights only).
+template <QuantFormat F, int NT>
+__global__ void __launch_bounds__(kThreads)
+    QuantMatVecKernel(QuantWeightView w, ActivationView x, float* out, WeightPrefetch prefetch,
+                      uint32_t prefetch_blocks) {
+  // Weights are never written by a kernel of the step: read them before the activations exist.
+  AllowDependentLaunch();
+  PrefetchWeight<F>(w, prefetch, prefetch_blocks);
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int r = lane >> 2;
+  const int quarter = lane & 3;
+  const int64_t chunks = (w.n_steps + kWarps * kUnroll - 1) / (kWarps * kUnroll);
+  const int64_t groups = (w.n_groups - blockIdx.x + gridDim.x - 1) / gridDim.x;  // >= 1: grid <= n_groups
+
+  uint4 cur[kUnroll];
+  LoadChunk(w, blockIdx.x, 0, warp, r, quarter, cur);
+  WaitForPrerequisiteGrids();
+
+  __shared__ float partial[kWarps][kRowGroup][NT];
+  float acc[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  int64_t g = blockIdx.x;
+  int64_t k = 0;
+  for (int64_t item = 0; item < groups * chunks; ++item) {
+    int64_t next_g = g;
+    int64_t next_k = k + 1;
+    if (next_k == chunks) {
+      next_k = 0;
+      next_g = g + gridDim.x;
+    }
+    uint4 next[kUnroll];
+    if (next_g < w.n_groups) LoadChunk(w, next_g, next_k, warp, r, quarter, next);
+    ComputeChunk<F, NT>(w, x, g, k, warp, r, quarter, cur, acc);
+
+    if (next_k == 0) {
+      // Group g is done: sum the four quarters of each row (ternary lanes already hold their
+      // row's sum), then the warps.
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        float v = acc[t];
+        if constexpr (F != QuantFormat::kTernary) {
+          v += __shfl_xor_sync(kFullMask, v, 1);
+          v += __shfl_xor_sync(kFullMask, v, 2);
+        }
+        if (quarter == 0) partial[warp][r][t] = v;
+        acc[t] = 0.0f;
+      }
+      __syncthreads();
+      if (threadIdx.x < kRowGroup * NT) {
+        const int row_in_group = threadIdx.x % kRowGroup;
+        const int t = threadIdx.x / kRowGroup;
+        const int64_t row = g * kRowGroup + row_in_group;
+        if (row < w.rows && t < x.n_tokens) {
+          float v = 0.0f;
+#pragma unroll
+          for (int j = 0; j < kWarps; ++j) v += partial[j][row_in_group][t];
+          out[t * w.rows + row] = v * (x.absmax[t] / 127.0f);
+        }
+      }
+      __syncthreads();  // `partial` is rewritten by the next group
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) cur[u] = next[u];
+    g = next_g;
+    k = next_k;
+  }
+}
+
+std::atomic<int> g_prefetch{static_cast<int>(WeightPrefetch::kBulk)};
+std::atomic<int> g_prefetch_blocks{128};
+
+// Blocks for `n_groups` row groups: every block resident at once (one wave, by the kernel's
+// occupancy), with the groups spread evenly over them.
+template <typename Kernel>
+unsigned GridFor(Kernel kernel, int64_t n_groups) {
+  static std::atomic<int> blocks_per_sm{0};  // per kernel instantiation
+  int per_sm = blocks_per_sm.load(std::memory_order_relaxed);
+  if (per_sm == 0) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess || per_sm <= 0) {
+      cudaGetLastError();
+      per_sm = 1;
+    }
+    blocks_per_sm.store(per_sm, std::memory_order_relaxed);
+  }
+  const int64_t capacity = int64_t{per_sm} * DeviceMultiProcessors();
+  const int64_t per_block = (n_groups + capacity - 1) / capacity;
+  return static_cast<unsigned>((n_groups + per_block - 1) / per_block);
+}
+
+template <QuantFormat F>
+cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
+  const auto prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
+  const auto prefetch_blocks = static_cast<uint32_t>(g_prefetch_blocks.load(std::memory_order_relaxed));
+  if (x.n_tokens == 1) {
+    return LaunchDependent(QuantMatVecKernel<F, 1>, dim3(GridFor(QuantMatVecKernel<F, 1>, w.n_groups)),
+                           dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
+  }
+  return LaunchDependent(QuantMatVecKernel<F, kMatVecMaxTokens>,
+                         dim3(GridFor(QuantMatVecKernel<F, kMatVecMaxTokens>, w.n_groups)), dim3(kThreads), stream, w,
+                         x, out, prefetch, prefetch_blocks);
 }
 
 }  // namespace
+
+void SetQuantMatVecOptions(const QuantMatVecOptions& options) {
+  g_prefetch.store(static_cast<int>(options.prefetch), std::memory_order_relaxed);
+  g_prefetch_blocks.store(options.prefetch_blocks > 0 ? options.prefetch_blocks : 1, std::memory_order_relaxed);
+}
+
+QuantMatVecOptions GetQuantMatVecOptions() {
+  QuantMatVecOptions options;
+  options.prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
+  options.prefetch_blocks = g_prefetch_blocks.load(std::memory_order_relaxed);
+  return options;
+}
 
 cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
   if (x.n_tokens < 0 || x.n_tokens > kMatVecMaxTokens || x.cols != w.cols || w.n_groups <= 0 ||

@@ -130,6 +130,20 @@ BF_HOST_DEVICE int Dp4a(uint32_t a, uint32_t b, int c) {
 #endif
 }
 
+// sum_i uint8(a_i) * int8(b_i) + c: unsigned codes against signed activations (dp4a.u32.s32).
+BF_HOST_DEVICE int Dp4aUnsignedSigned(uint32_t a, uint32_t b, int c) {
+#if defined(__CUDA_ARCH__)
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+#else
+  for (int i = 0; i < 4; ++i) {
+    c += static_cast<int>((a >> (8 * i)) & 255u) * static_cast<int>(static_cast<int8_t>(b >> (8 * i)));
+  }
+  return c;
+#endif
+}
+
 // ---- what one lane of the mat-vec kernel reads (warp = one row group, one step) ------------
 // Lane l reads the 16 bytes at 16 * (l % 4) of row l / 4's step. For its 4 words t = 0..3 the
 // activation bytes that pair with the decoded quads are given below (offsets from the step's
@@ -170,31 +184,48 @@ BF_HOST_DEVICE void LoadActivation16(const int8_t* p, uint32_t (&out)[4]) {
 #endif
 }
 
-// The mat-vec lane's integer dot product: its 16 code bytes (`words`, 4 words) against the
-// matching activation bytes of one token; `xs` points at the step's first activation byte.
-// Covers one scale block (LaneBlock) of the step.
+// The mat-vec lane's integer contribution for one step and one token: its 16 code bytes
+// (`words`, 4 words) against the matching activation bytes (`xs`: the step's first activation
+// byte; `step_sums`: the step's first per-32 block sum of the activations).
+//
+// The codes are used as unsigned bytes in place, with no per-byte decoding (dp4a.u32.s32 on
+// masked words; a field at bit 2k or 4k weighs 4^k or 16^k, divided out exactly once per step),
+// and the code offset is removed through the activation sums: sum w x = sum c x - offset sum x.
+// - Q4_0 (c = w + 8): the lane holds exactly its 32-block (LaneBlock), so it subtracts
+//   8 * that block's sum: the result is the lane's own dot product.
+// - Ternary (c = w + 1): one scale per step is shared by the row's 4 lanes, so lane `quarter`
+//   subtracts the sums of the step's blocks 2q and 2q + 1: only the sum over a row's 4 lanes is
+//   the row's dot product (each lane's own value is not, and can be far larger: callers add the
+//   4 lanes' values as integers before scaling).
+// - Q4_1 (c = w; the caller adds m * block sum) and Q8_0 (c = w, signed): the plain dot product.
 template <QuantFormat F>
-BF_HOST_DEVICE int LaneDot(const uint32_t (&words)[4], int quarter, const int8_t* xs) {
-  int dot = 0;
+BF_HOST_DEVICE int LaneDot(const uint32_t (&words)[4], int quarter, const int8_t* xs, const int32_t* step_sums) {
   uint32_t a[4];
   if constexpr (F == QuantFormat::kTernary) {
+    int part[4] = {0, 0, 0, 0};
     for (int k = 0; k < 4; ++k) {
       LoadActivation16(xs + LaneActOffset(F, quarter, 0, k), a);
-      for (int t = 0; t < 4; ++t) dot = Dp4a(TernaryQuad(words[t], 2 * k), a[t], dot);
+      const uint32_t mask = 0x03030303u << (2 * k);
+      for (int t = 0; t < 4; ++t) part[k] = Dp4aUnsignedSigned(words[t] & mask, a[t], part[k]);
     }
+    const int codes = part[0] + (part[1] >> 2) + (part[2] >> 4) + (part[3] >> 6);
+    return codes - step_sums[2 * quarter] - step_sums[2 * quarter + 1];
   } else if constexpr (F == QuantFormat::kQ8_0) {
+    int dot = 0;
     LoadActivation16(xs + LaneActOffset(F, quarter, 0, 0), a);
     for (int t = 0; t < 4; ++t) dot = Dp4a(words[t], a[t], dot);
+    return dot;
   } else {
-    for (int part = 0; part < 2; ++part) {
-      LoadActivation16(xs + LaneActOffset(F, quarter, 0, part), a);
-      for (int t = 0; t < 4; ++t) {
-        const uint32_t quad = F == QuantFormat::kQ4_0 ? Q4_0Quad(words[t], 4 * part) : Q4_1Quad(words[t], 4 * part);
-        dot = Dp4a(quad, a[t], dot);
-      }
-    }
+    int lo = 0;
+    int hi = 0;
+    LoadActivation16(xs + LaneActOffset(F, quarter, 0, 0), a);
+    for (int t = 0; t < 4; ++t) lo = Dp4aUnsignedSigned(words[t] & 0x0F0F0F0Fu, a[t], lo);
+    LoadActivation16(xs + LaneActOffset(F, quarter, 0, 1), a);
+    for (int t = 0; t < 4; ++t) hi = Dp4aUnsignedSigned(words[t] & 0xF0F0F0F0u, a[t], hi);
+    const int codes = lo + (hi >> 4);
+    if constexpr (F == QuantFormat::kQ4_0) return codes - 8 * step_sums[quarter];
+    return codes;
   }
-  return dot;
 }
 
 // ---- what one thread of the tensor-core kernel reads (mma.sync m16n8k32, s8) -----------------

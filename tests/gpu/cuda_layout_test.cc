@@ -103,7 +103,8 @@ std::vector<double> EmulateMatVec(const CudaWeightImage& img, const Acts& a) {
         const int64_t block = s * BlocksPerStep(F) + LaneBlock(F, quarter);
         const uint64_t si = ScaleIndex(g, block, r, img.n_blocks);
         for (int t = 0; t < a.n_tokens; ++t) {
-          const int dot = LaneDot<F>(words, quarter, a.q.data() + t * a.stride + s * StepElems(F));
+          const int dot = LaneDot<F>(words, quarter, a.q.data() + t * a.stride + s * StepElems(F),
+                                     a.sums.data() + t * (a.stride / 32) + s * StepElems(F) / 32);
           const double v = static_cast<double>(ScaleOf(img, si)) * dot +
                            static_cast<double>(OffsetOf(img, si)) * a.sums[t * (a.stride / 32) + block];
           if (row < img.rows) out[t * img.rows + row] += v;
