@@ -37,7 +37,38 @@ cudaError_t LaunchWriteKv(const PagedKv& kv, const PagedKvBatch& batch, int n_to
 // 0..token_pos[t] of its sequence, which must already be in the cache (write the step's own K/V
 // first). GQA: head h reads KV head h / (n_heads / n_kv_heads). out has q's shape and must not
 // alias it. scale = 1/sqrt(head_dim) normally. Scores and softmax in float (online softmax).
+// One block per (token, KV head): fine for prefill; a decode step of few sequences leaves most
+// of the GPU idle, which LaunchAttentionPagedSplit avoids.
 cudaError_t LaunchAttentionPaged(const float* q, int n_tokens, int n_heads, const PagedKv& kv,
                                  const PagedKvBatch& batch, float scale, float* out, cudaStream_t stream);
+
+// The same attention with each token's keys split across up to n_splits blocks (flash-decoding):
+// every split writes a partial softmax (max, sum, unnormalized P·V) to `workspace` and a second
+// kernel merges them into out. The host does not read positions, so the split is planned from
+// max_keys, an upper bound on token_pos[t] + 1 over the step's tokens: splits of split_keys keys
+// (a multiple of 64), as many as the keys need but no more than it takes for a few blocks per SM
+// (n_tokens * n_heads * n_splits around 2048); a large step (prefill, big batch) gets one split,
+// which writes out directly and uses no workspace. A token with fewer keys leaves its late splits
+// empty (they cost one store); one with more than max_keys is still attended correctly, its extra
+// keys all going to the last split (slower).
+struct AttentionSplitPlan {
+  int n_splits = 1;
+  int split_keys = 0;  // keys per split; the last split takes every key from its start on
+};
+AttentionSplitPlan PlanAttentionSplits(int n_tokens, int n_heads, int max_keys);
+
+// Floats of workspace enough for every LaunchAttentionPagedSplit with at most n_tokens tokens and
+// at most max_keys (and these n_heads, head_dim): size it once for the largest step. At most
+// 4096 * (head_dim + 2) floats (2.1 MB at head_dim 128); 0 when no such launch splits.
+int64_t AttentionSplitWorkspaceFloats(int n_tokens, int n_heads, int head_dim, int max_keys);
+
+// workspace: device memory of workspace_floats floats, 16-byte aligned, used by no other launch in
+// flight (the partials live there between the two kernels); it may be null when the plan has one
+// split. cudaErrorInvalidValue for the shapes LaunchAttentionPaged rejects, max_keys < 1, a
+// negative workspace_floats, or, when the plan splits, a null, misaligned or too small workspace
+// (fewer than n_tokens * n_heads * n_splits * (head_dim + 2) floats).
+cudaError_t LaunchAttentionPagedSplit(const float* q, int n_tokens, int n_heads, const PagedKv& kv,
+                                      const PagedKvBatch& batch, float scale, int max_keys, float* workspace,
+                                      int64_t workspace_floats, float* out, cudaStream_t stream);
 
 }  // namespace bitfleet::kernels::cuda
