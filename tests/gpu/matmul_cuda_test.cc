@@ -74,16 +74,12 @@ void CheckAgainst(const char* what, const std::vector<float>& got, const std::ve
   }
 }
 
-class QuantMatMulCudaTest : public ::testing::TestWithParam<DType> {};
-
-TEST_P(QuantMatMulCudaTest, MatchesIntegerReferenceOnRandomShapes) {
-  BF_REQUIRE_GPU();
-  const DType type = GetParam();
-  std::mt19937_64 rng(0xC0DA + static_cast<int>(type));
-  double worst_vec = 0.0;
-  double worst_mma = 0.0;
-  for (int iter = 0; iter < kShapesPerType; ++iter) {
-    const Shape s = RandomShape(type, rng);
+// One quantized shape through quantization, the mat-vec (small batches), the tensor-core kernel
+// and MatMulCuda, against the integer reference; updates the worst error / budget ratios.
+void CheckQuantShape(DType type, const Shape& s, std::mt19937_64& rng, double* worst_vec_out, double* worst_mma_out) {
+  double& worst_vec = *worst_vec_out;
+  double& worst_mma = *worst_mma_out;
+  {
     SCOPED_TRACE(::testing::Message() << DTypeName(type) << " " << s.rows << "x" << s.cols << " batch " << s.n_tokens);
     const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, s.cols, s.rows, rng);
     const std::vector<float> x = kernels::testing::RandomActivations(s.n_tokens, s.cols, rng);
@@ -154,7 +150,68 @@ TEST_P(QuantMatMulCudaTest, MatchesIntegerReferenceOnRandomShapes) {
     out.Check(&error);
     ASSERT_EQ(error, "") << "MatMulCuda";
   }
+}
+
+class QuantMatMulCudaTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(QuantMatMulCudaTest, MatchesIntegerReferenceOnRandomShapes) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0xC0DA + static_cast<int>(type));
+  double worst_vec = 0.0;
+  double worst_mma = 0.0;
+  for (int iter = 0; iter < kShapesPerType; ++iter) {
+    CheckQuantShape(type, RandomShape(type, rng), rng, &worst_vec, &worst_mma);
+    if (HasFatalFailure()) return;
+  }
   std::printf("[gpu] %s worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), worst_vec, worst_mma);
+}
+
+// The tensor-core kernel's tiles (64 rows × 32 tokens, the steps split 4 ways by stages of 4
+// steps): row counts off the block tile (one group, a partial last block, several blocks),
+// batches with partial and several token tiles, one step, a partial last stage and many stages.
+TEST_P(QuantMatMulCudaTest, TensorCoreTileEdges) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0x7113 + static_cast<int>(type));
+  const uint64_t mult = kernels::testing::ColsMultiple(type);
+  // `n` columns rounded down to what the type allows (at least one block): 32..256 are one step
+  // of Q8 (64), Q4 (128) or ternary (256); 1283 and 2560 give several stages, partial or not.
+  const auto cols = [mult](uint64_t n) { return std::max<uint64_t>(mult, n / mult * mult); };
+  const Shape shapes[] = {
+      {3, cols(32), 5},     {64, cols(64), 32},  {65, cols(2560), 33}, {129, cols(1283), 100}, {200, cols(2560), 9},
+      {1, cols(2560), 64},  {327, cols(128), 71}, {640, cols(2560), 12}, {63, cols(1283), 96},  {136, cols(256), 40},
+      {72, cols(64), 8},    {9, cols(128), 31},
+  };
+  double worst_vec = 0.0;
+  double worst_mma = 0.0;
+  for (const Shape& s : shapes) {
+    CheckQuantShape(type, s, rng, &worst_vec, &worst_mma);
+    if (HasFatalFailure()) return;
+  }
+  std::printf("[gpu] %s tile edges worst error / budget: mma %.3f\n", DTypeName(type), worst_mma);
+}
+
+// The mat-vec grid is one wave of blocks (about 9-12 per multiprocessor), each walking row
+// groups blockIdx.x, + gridDim.x, ... with the next chunk's codes loaded ahead: tall matrices make
+// every block walk several groups (the random shapes stay within one group per block).
+TEST_P(QuantMatMulCudaTest, MatVecWalksSeveralRowGroupsPerBlock) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0x3A7C + static_cast<int>(type));
+  const uint64_t mult = kernels::testing::ColsMultiple(type);
+  const auto cols = [mult](uint64_t n) { return std::max<uint64_t>(mult, n / mult * mult); };
+  const Shape shapes[] = {
+      {20001, cols(256), 1}, {12289, cols(1283), 4}, {16003, cols(520), 2}, {9999, cols(7000), 1}, {30000, cols(64), 3},
+  };
+  double worst_vec = 0.0;
+  double worst_mma = 0.0;
+  for (const Shape& s : shapes) {
+    CheckQuantShape(type, s, rng, &worst_vec, &worst_mma);
+    if (HasFatalFailure()) return;
+  }
+  std::printf("[gpu] %s tall matrices worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), worst_vec,
+              worst_mma);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantMatMulCudaTest,
@@ -169,8 +226,17 @@ TEST_P(FloatMatMulCudaTest, MatchesDoubleReferenceOnRandomShapes) {
   const DType type = GetParam();
   std::mt19937_64 rng(0xF10A7 + static_cast<int>(type));
   double worst = 0.0;
-  for (int iter = 0; iter < kShapesPerType; ++iter) {
-    Shape s = RandomShape(type, rng);
+  // Fixed shapes for the tensor-core path first (F32 takes the mat-vec path at any batch):
+  // rows off the 32-row warp tile, every split-K factor the launcher picks (1: >= 256 blocks of
+  // 128 rows; 2; 4), columns not a multiple of 32 / 8 / 4 (partial last step, unaligned
+  // activation rows), and partial token tiles (1, 2, 3 or 4 n-tiles in use).
+  const std::vector<Shape> fixed = {
+      {17001, 40, 37}, {8300, 72, 40}, {1001, 2056, 9}, {333, 1237, 70}, {129, 8, 5},
+      {16, 2560, 32},  {4097, 520, 9}, {77, 3, 64},     {2049, 264, 23}, {31, 1000, 5},
+  };
+  const int n_fixed = type == DType::kF32 ? 0 : static_cast<int>(fixed.size());
+  for (int iter = 0; iter < n_fixed + kShapesPerType; ++iter) {
+    Shape s = iter < n_fixed ? fixed[iter] : RandomShape(type, rng);
     SCOPED_TRACE(::testing::Message() << DTypeName(type) << " " << s.rows << "x" << s.cols << " batch " << s.n_tokens);
     const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, s.cols, s.rows, rng);
     const std::vector<float> x = kernels::testing::RandomActivations(s.n_tokens, s.cols, rng);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/sampling_launch.h"
@@ -12,6 +13,7 @@ namespace bitfleet::kernels::cuda {
 namespace {
 
 using gputest::DeviceArray;
+using gputest::GuardedDeviceFloats;
 
 struct Cand {
   float value;
@@ -73,6 +75,61 @@ TEST(SamplingCudaTest, ArgMaxTopKAndNormaliser) {
       for (const Cand& c : all) s += std::exp(static_cast<double>(c.value * inv_t[r]) - m);
       ASSERT_EQ(mv[r], static_cast<float>(m));
       ASSERT_NEAR(sv[r], s, 1e-5 * s) << "row " << r;
+    }
+  }
+}
+
+Cand HostArgMax(const std::vector<float>& x, int64_t begin, int64_t n, int64_t index_offset) {
+  Cand best{-INFINITY, INT64_MAX};
+  for (int64_t c = 0; c < n; ++c) {
+    const Cand cand{Clean(x[begin + c]), index_offset + c};
+    if (Better(cand, best)) best = cand;
+  }
+  return best;
+}
+
+// Vocabulary-length rows at every 16-byte misalignment (the kernel's float4 body, head and
+// tail), with the maximum tied at far-apart ids, NaNs, and all -inf / all NaN rows.
+TEST(SamplingCudaTest, ArgMaxLongRowsAtEveryAlignment) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(7);
+  const std::vector<int64_t> lengths = {128256, 128257, 131071, 4099, 1, 2, 3, 5, 4096 * 4 + 3};
+  int case_id = 0;
+  for (const int64_t n_cols : lengths) {
+    for (int64_t base = 0; base < 4; ++base, ++case_id) {
+      LogitRows rows;
+      rows.n_rows = 5;
+      rows.n_cols = n_cols;
+      rows.row_stride = n_cols + static_cast<int64_t>(rng() % 7);  // odd strides: rows start misaligned
+      rows.index_offset = static_cast<int64_t>(rng() % 3) * 64128;
+      std::vector<float> x = RandomLogits(rows.n_rows, rows.row_stride, rng);
+      // Row 0: the maximum tied at the first, a middle and the last column (lowest id wins).
+      // Row 1: the maximum only at the last column. Row 2: all -inf. Row 3: all NaN but one -inf
+      // near the end (NaN counts as -inf; lowest id wins). Row 4: random.
+      auto at = [&](int r, int64_t c) -> float& { return x[r * rows.row_stride + c]; };
+      at(0, n_cols - 1) = 100.0f, at(0, n_cols / 2) = 100.0f, at(0, 0) = 100.0f;
+      if (n_cols >= 3) at(0, 0) = 99.0f;  // then the middle one wins over the last
+      at(1, n_cols - 1) = 1000.0f;
+      for (int64_t c = 0; c < n_cols; ++c) at(2, c) = -INFINITY, at(3, c) = NAN;
+      at(3, n_cols - 1) = -INFINITY;
+      std::vector<float> padded(base + x.size());  // shifts every row by `base` floats
+      std::copy(x.begin(), x.end(), padded.begin() + base);
+      DeviceArray<float> x_dev(padded);
+      rows.logits = x_dev.get() + base;
+      GuardedDeviceFloats best_v(rows.n_rows);
+      DeviceArray<int64_t> best_i(rows.n_rows);
+      BF_ASSERT_LAUNCH(LaunchArgMax(rows, best_v.data(), best_i.get(), nullptr));
+      std::string error;
+      const std::vector<float> bv = best_v.Check(&error);
+      ASSERT_EQ(error, "") << "case " << case_id;
+      const std::vector<int64_t> bi = best_i.ToHost();
+      for (int r = 0; r < rows.n_rows; ++r) {
+        const Cand want = HostArgMax(x, r * rows.row_stride, n_cols, rows.index_offset);
+        ASSERT_EQ(bi[r], want.index) << "case " << case_id << " cols " << n_cols << " shift " << base << " row " << r;
+        ASSERT_EQ(bv[r], want.value) << "case " << case_id << " row " << r;
+      }
+      ASSERT_EQ(bi[2], rows.index_offset);  // all -inf: the first id
+      ASSERT_EQ(bv[2], -INFINITY);
     }
   }
 }
