@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -32,12 +33,15 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "core/dtype.h"
 #include "core/fp16.h"
 #include "core/logging.h"
 #include "kernels/cuda/attention_launch.h"
 #include "kernels/cuda/cuda_matmul.h"
 #include "kernels/cuda/cuda_status.h"
+#include "kernels/cuda/launch_options.h"
 #include "kernels/cuda/ops_launch.h"
 #include "kernels/cuda/sampling_launch.h"
 #include "nlohmann/json.hpp"
@@ -56,6 +60,9 @@ struct BenchGpuFlags {
   std::vector<std::string> layer_types = {"tq2_0", "q4_0"};
   std::vector<std::string> decode_types = {"tq2_0"};
   std::vector<int> decode_batches = {1, 32};
+  // Mat-vec overlap settings the layer stream is measured with, each "pdl|nopdl:none|lines|bulk:N"
+  // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default.
+  std::vector<std::string> matvec_options = {"default"};
   std::string head_type = "f16";
   int context = 512;
   int reps = 20;
@@ -310,6 +317,59 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
               {"roofline_fraction", packed_gb_s / copy_gb_s}};
 }
 
+const char* PrefetchName(kc::WeightPrefetch p) {
+  switch (p) {
+    case kc::WeightPrefetch::kNone:
+      return "none";
+    case kc::WeightPrefetch::kLines:
+      return "lines";
+    case kc::WeightPrefetch::kBulk:
+      return "bulk";
+  }
+  return "?";
+}
+
+// A layer-stream setting: the mat-vec options and whether launches are dependent (PDL).
+struct MatVecSetting {
+  kc::QuantMatVecOptions options;
+  bool dependent_launches = true;
+};
+
+// "default" or "pdl|nopdl:none|lines|bulk:BLOCKS".
+StatusOr<MatVecSetting> ParseMatVecSetting(const std::string& text, const MatVecSetting& defaults) {
+  if (text == "default") return defaults;
+  const std::vector<std::string> parts = absl::StrSplit(text, ':');
+  MatVecSetting setting;
+  kc::QuantMatVecOptions& o = setting.options;
+  bool ok = parts.size() == 3 && (parts[0] == "pdl" || parts[0] == "nopdl");
+  if (ok) {
+    setting.dependent_launches = parts[0] == "pdl";
+    if (parts[1] == "none") {
+      o.prefetch = kc::WeightPrefetch::kNone;
+    } else if (parts[1] == "lines") {
+      o.prefetch = kc::WeightPrefetch::kLines;
+    } else if (parts[1] == "bulk") {
+      o.prefetch = kc::WeightPrefetch::kBulk;
+    } else {
+      ok = false;
+    }
+    ok = ok && absl::SimpleAtoi(parts[2], &o.prefetch_blocks) && o.prefetch_blocks > 0;
+  }
+  if (!ok) return absl::InvalidArgumentError("mat-vec options '" + text + "' are not default or pdl|nopdl:none|lines|bulk:BLOCKS");
+  return setting;
+}
+
+void ApplyMatVecSetting(const MatVecSetting& s) {
+  kc::SetQuantMatVecOptions(s.options);
+  kc::SetDependentLaunches(s.dependent_launches);
+}
+
+json MatVecSettingJson(const MatVecSetting& s) {
+  return json{{"dependent_launch", s.dependent_launches},
+              {"prefetch", PrefetchName(s.options.prefetch)},
+              {"prefetch_blocks", s.options.prefetch_blocks}};
+}
+
 // Batch-1 mat-vecs over 30 layers' worth of distinct 2B-shaped matrices: the decode weight stream.
 StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const BenchGpuFlags& flags, FastRng& rng,
                                 cudaStream_t stream) {
@@ -345,13 +405,36 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
     }
     return absl::OkStatus();
   };
-  Graph graph;
-  BF_RETURN_IF_ERROR(graph.Capture(stream, enqueue_all));
-  BF_ASSIGN_OR_RETURN(const double ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
-  const double packed_gb_s = static_cast<double>(packed) / (ms * 1e-3) / 1e9;
-  return json{{"kernel", "matvec_2b_layers"}, {"type", DTypeName(type)},   {"fused", fused},
-              {"layers", M::kLayers},         {"launches", weights.size()}, {"ms", ms},
-              {"packed_bytes", packed},       {"packed_gb_s", packed_gb_s}, {"roofline_fraction", packed_gb_s / copy_gb_s}};
+  // One entry per mat-vec setting; the library's settings are restored afterwards.
+  const MatVecSetting defaults{kc::GetQuantMatVecOptions(), kc::DependentLaunchesEnabled()};
+  json entries = json::array();
+  Status status;
+  for (const std::string& text : flags.matvec_options) {
+    StatusOr<MatVecSetting> setting = ParseMatVecSetting(text, defaults);
+    if (!setting.ok()) {
+      status = setting.status();
+      break;
+    }
+    ApplyMatVecSetting(*setting);
+    Graph graph;
+    status = graph.Capture(stream, enqueue_all);
+    StatusOr<double> ms = status.ok() ? MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); })
+                                      : StatusOr<double>(status);
+    if (!ms.ok()) {
+      status = ms.status();
+      break;
+    }
+    const double packed_gb_s = static_cast<double>(packed) / (*ms * 1e-3) / 1e9;
+    json entry = {{"kernel", "matvec_2b_layers"},     {"type", DTypeName(type)},   {"fused", fused},
+                  {"layers", M::kLayers},             {"launches", weights.size()}, {"ms", *ms},
+                  {"packed_bytes", packed},           {"packed_gb_s", packed_gb_s},
+                  {"roofline_fraction", packed_gb_s / copy_gb_s}, {"options", text}};
+    entry.update(MatVecSettingJson(*setting));
+    entries.push_back(std::move(entry));
+  }
+  ApplyMatVecSetting(defaults);
+  BF_RETURN_IF_ERROR(status);
+  return entries;
 }
 
 // ---- a whole decode step of the large model ----------------------------------------------
@@ -373,6 +456,10 @@ class DecodeBench {
   uint64_t weight_bytes() const { return weight_bytes_; }
   // Token ids of the last step (for a sanity check that the chain ran).
   StatusOr<std::vector<int64_t>> Tokens() const;
+  // The last step's logits (batch × vocab), after the stream is synchronized.
+  StatusOr<std::vector<float>> Logits() const;
+  // Restores the residual stream to the step's initial input (each step adds into it).
+  Status ResetInput(cudaStream_t stream);
 
  private:
   DecodeBench() = default;
@@ -386,7 +473,9 @@ class DecodeBench {
     kc::DeviceBuffer k, v;
   };
   std::vector<KvPool> kv_;
-  kc::DeviceBuffer x_, h_, qb_, kb_, vb_, attn_, o_, gate_, up_, logits_, best_v_, best_i_;
+  kc::DeviceBuffer attention_ws_;
+  int64_t attention_ws_floats_ = 0;
+  kc::DeviceBuffer x0_, x_, h_, qb_, kb_, vb_, attn_, o_, gate_, up_, logits_, best_v_, best_i_;
   kc::DeviceBuffer positions_, token_seq_, block_tables_;
   int max_blocks_ = 0;
   std::unique_ptr<kc::CudaActivations> acts_;
@@ -460,7 +549,9 @@ StatusOr<std::unique_ptr<DecodeBench>> DecodeBench::Create(DType type, DType hea
   BF_RETURN_IF_ERROR(b->block_tables_.Upload(tables.data(), tables.size() * sizeof(int32_t)));
 
   const size_t n = static_cast<size_t>(batch);
-  BF_ASSIGN_OR_RETURN(b->x_, RandomFloats(n * M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(b->x0_, RandomFloats(n * M::kEmbd, rng));
+  BF_ASSIGN_OR_RETURN(b->x_, kc::DeviceBuffer::Allocate(n * M::kEmbd * sizeof(float)));
+  BF_RETURN_IF_ERROR(b->ResetInput(stream));
   BF_ASSIGN_OR_RETURN(b->h_, kc::DeviceBuffer::Allocate(n * M::kFf * sizeof(float)));
   BF_ASSIGN_OR_RETURN(b->qb_, kc::DeviceBuffer::Allocate(n * M::kEmbd * sizeof(float)));
   BF_ASSIGN_OR_RETURN(b->kb_, kc::DeviceBuffer::Allocate(n * kv_rows * sizeof(float)));
@@ -473,6 +564,11 @@ StatusOr<std::unique_ptr<DecodeBench>> DecodeBench::Create(DType type, DType hea
   BF_ASSIGN_OR_RETURN(b->best_v_, kc::DeviceBuffer::Allocate(n * sizeof(float)));
   BF_ASSIGN_OR_RETURN(b->best_i_, kc::DeviceBuffer::Allocate(n * sizeof(int64_t)));
   BF_ASSIGN_OR_RETURN(b->acts_, kc::CudaActivations::Create(batch, M::kFf));
+  b->attention_ws_floats_ = kc::AttentionSplitWorkspaceFloats(batch, M::kHeads, M::kHeadDim, context + 1);
+  if (b->attention_ws_floats_ > 0) {
+    BF_ASSIGN_OR_RETURN(b->attention_ws_,
+                        kc::DeviceBuffer::Allocate(static_cast<size_t>(b->attention_ws_floats_) * sizeof(float)));
+  }
   BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "setup"));
   return b;
 }
@@ -504,9 +600,10 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
                             "rope k"));
     BF_RETURN_IF_ERROR(
         Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPaged(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
-                                                     1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
-                                                     attn_.as<float>(), s),
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
+                                                          1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
+                                                          context_ + 1, attention_ws_.as<float>(),
+                                                          attention_ws_floats_, attn_.as<float>(), s),
                             "attention"));
     BF_RETURN_IF_ERROR(Cuda(
         kc::LaunchRmsNorm(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd, M::kEps, attn_.as<float>(), s),
@@ -532,6 +629,30 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
   return Cuda(kc::LaunchArgMax(rows, best_v_.as<float>(), best_i_.as<int64_t>(), s), "argmax");
 }
 
+Status DecodeBench::ResetInput(cudaStream_t stream) {
+  return Cuda(cudaMemcpyAsync(x_.get(), x0_.get(), static_cast<size_t>(batch_) * M::kEmbd * sizeof(float),
+                              cudaMemcpyDeviceToDevice, stream),
+              "reset input");
+}
+
+StatusOr<std::vector<float>> DecodeBench::Logits() const {
+  std::vector<float> logits(static_cast<size_t>(batch_) * M::kVocab);
+  BF_RETURN_IF_ERROR(logits_.Download(logits.data(), logits.size() * sizeof(float)));
+  return logits;
+}
+
+// Runs one step from the initial input with dependent launches as given, returns its logits.
+StatusOr<std::vector<float>> StepLogits(DecodeBench& bench, bool dependent_launches, cudaStream_t stream) {
+  const bool before = kc::DependentLaunchesEnabled();
+  kc::SetDependentLaunches(dependent_launches);
+  Status status = bench.ResetInput(stream);
+  if (status.ok()) status = bench.Enqueue(stream);
+  kc::SetDependentLaunches(before);
+  BF_RETURN_IF_ERROR(status);
+  BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream), "step"));
+  return bench.Logits();
+}
+
 StatusOr<std::vector<int64_t>> DecodeBench::Tokens() const {
   std::vector<int64_t> ids(batch_);
   BF_RETURN_IF_ERROR(best_i_.Download(ids.data(), ids.size() * sizeof(int64_t)));
@@ -549,6 +670,13 @@ StatusOr<json> BenchDecode(DType type, DType head_type, int batch, const BenchGp
   BF_ASSIGN_OR_RETURN(const std::vector<int64_t> tokens, bench->Tokens());
   for (int64_t t : tokens) {
     if (t < 0 || t >= LargeModel::kVocab) return absl::InternalError("decode step produced an invalid token id");
+  }
+  // A kernel that read its input before its predecessor finished would make dependent launches
+  // change the result: the step must give the same logits bit for bit either way.
+  BF_ASSIGN_OR_RETURN(const std::vector<float> with_pdl, StepLogits(*bench, true, stream));
+  BF_ASSIGN_OR_RETURN(const std::vector<float> without_pdl, StepLogits(*bench, false, stream));
+  if (std::memcmp(with_pdl.data(), without_pdl.data(), with_pdl.size() * sizeof(float)) != 0) {
+    return absl::InternalError("decode step logits differ with and without dependent launches");
   }
   const double ms = std::min(graph_ms, stream_ms);
   const double roofline_ms = static_cast<double>(bench->BytesPerStep()) / (copy_gb_s * 1e9) * 1e3;
@@ -628,8 +756,8 @@ Status Run(const BenchGpuFlags& flags) {
     if (type_name.empty()) continue;
     BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
     for (bool fused : {true, false}) {
-      BF_ASSIGN_OR_RETURN(json r, BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream));
-      emit(r);
+      BF_ASSIGN_OR_RETURN(const json entries, BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream));
+      for (const json& r : entries) emit(r);
     }
   }
   BF_ASSIGN_OR_RETURN(const DType head_type, ParseType(flags.head_type));
@@ -662,6 +790,11 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--decode-batch", flags->decode_batches, "Sequences per decode step")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--matvec-options", flags->matvec_options,
+                  "Mat-vec overlap settings for the layer-stream entries: default or "
+                  "pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one entry each")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--head-type", flags->head_type, "LM head type of the decode step")->capture_default_str();
