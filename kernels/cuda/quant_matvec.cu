@@ -27,7 +27,7 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kUnroll = 4;  // steps per warp with loads in flight together
 constexpr uint32_t kLineBytes = 128;
-constexpr uint32_t kBulkPieceBytes = 32768;  // bytes per bulk prefetch instruction
+[[maybe_unused]] constexpr uint32_t kBulkPieceBytes = 32768;  // bytes per bulk prefetch (sm_90 code only)
 
 // Asks L2 for part `part` of `parts` equal slices (in 128-byte lines) of [base, base + bytes).
 // A hint: nothing waits for it, and it never touches memory past `bytes`.
