@@ -57,6 +57,7 @@ __device__ __forceinline__ void PrefetchSlice(const void* base, uint64_t bytes, 
 
 template <QuantFormat F>
 __device__ __forceinline__ void PrefetchWeight(const QuantWeightView& w, WeightPrefetch mode, uint32_t parts) {
+  parts = min(parts, gridDim.x);  // a grid smaller than `parts` still covers the whole weight
   if (mode == WeightPrefetch::kNone || blockIdx.x >= parts) return;
   const uint64_t scales = static_cast<uint64_t>(w.n_groups) * w.n_blocks * kRowGroup;
   PrefetchSlice(w.codes, static_cast<uint64_t>(w.n_groups) * w.n_steps * kGroupStepBytes, blockIdx.x, parts, mode);
