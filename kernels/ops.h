@@ -8,6 +8,10 @@
 
 namespace bitfleet::kernels {
 
+// Row-wise work (norms, activation quantization, RoPE, gating) of fewer tokens than this runs on
+// the calling thread: a pool dispatch costs about a microsecond, more than a few rows take.
+inline constexpr int kMinParallelRowTokens = 8;
+
 // y = x / sqrt(mean(x^2) + eps) * weight, for n_tokens rows of `dim`. In-place allowed.
 void RmsNorm(const float* x, const float* weight, int n_tokens, int dim, float eps, float* y);
 
