@@ -34,6 +34,10 @@ void Softmax(float* x, int n);
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);
 
+// Greedy sampling's reduction: the lowest index holding the largest value of x[0, n), NaNs
+// skipped; 0 when there is none (n == 0, every value NaN). n < 2^31.
+int64_t ArgMax(const float* x, int64_t n);
+
 // One layer's paged KV storage: `num_blocks` blocks, each block_size tokens × n_kv_heads ×
 // head_dim, f16 (IEEE bits), K and V in separate pools. Block ids index into the pools: the
 // element (block b, slot s, kv head g, dim d) is at ((b * block_size + s) * n_kv_heads + g) *
