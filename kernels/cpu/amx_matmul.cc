@@ -180,16 +180,21 @@ void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActVie
   _tile_release();
 }
 
-// ---- Q8_0 / Q4_0 / Q4_1: one tdpbusd per 32-block, scaled per block ----
+// ---- Q8_0 / Q4_0 / Q4_1: one tile product per 32-block, scaled per block ----
 //
-// Each 32-block has its own scale, so the integer sums cannot run past a block: per block, a
-// 16-row × 16-token tile product over 32 columns (A: 16 × 32 bytes, B: 8 × 64 bytes), stored
-// and folded into float accumulators held in 16 registers (one per row) as
-//   acc_r += d_rb * (C_rb - z * S_b)          (Q8_0: z = 128, the codes made unsigned; Q4_0: z = 8)
-//   acc_r += d_rb * C_rb + m_rb * S_b         (Q4_1)
-// with S_b the tokens' activation sums of the block (an integer vector per token tile), then
-// transposed and multiplied by each token's step. Two C tiles alternate so the tile unit works
-// on the next block while the vector units fold this one.
+// Each 32-block has its own weight scale and activation step, so the integer sums cannot run
+// past a block: per block, a 16-row × 16-token tile product over 32 columns (A: 16 × 32 bytes,
+// B: 8 × 64 bytes), stored and folded into float accumulators held in 16 registers (one per
+// row) as
+//   acc_r += d_rb * (e_b * C_rb)                        (Q8_0, Q4_0)
+//   acc_r += d_rb * (e_b * C_rb) + m_rb * (e_b * S_b)   (Q4_1)
+// with e_b the tokens' steps of the block (ActView::tile_steps) and S_b their activation sums
+// (tile_sums), a vector per token tile each. Q8_0 codes and Q4_0 codes minus 8 are signed
+// bytes, multiplied by tdpbssd (s8 × s8), so C is already the sum of weights × activations;
+// Q4_1's nibbles are unsigned (tdpbusd) and its min term takes S. Per row and block the fold
+// is a convert, a multiply by e_b and a fused multiply-add by the broadcast d_rb (Q4_1: one
+// more for m_rb). Then transposed to tokens × rows. Two C tiles alternate so the tile unit
+// works on the next block while the vector units fold this one.
 
 enum class QKind { kQ8_0, kQ4_0, kQ4_1 };
 
@@ -207,14 +212,15 @@ inline void ConfigureBlockTiles() {
   _tile_loadconfig(&cfg);
 }
 
-// Rows [rb, rb + nr) as one unsigned code byte per weight (row i at dst + i * ld, k_bytes =
-// blocks * 32 columns), rows nr .. 15 zero; and their scales (and Q4_1 mins) as floats,
-// d[i * blocks + b].
+// Rows [rb, rb + nr) as one code byte per weight (row i at dst + i * ld, k_bytes = blocks * 32
+// columns): Q8_0's int8 codes as they are, Q4_0's nibbles minus 8 (signed), Q4_1's nibbles;
+// rows nr .. 15 zero. And their scales (and Q4_1 mins) as floats, d[i * blocks + b].
 template <QKind kKind>
 inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_bytes, uint64_t ld, uint8_t* dst,
                         float* d, float* m) {
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i nibble = _mm512_set1_epi8(15);
+  // Q4_0's zero point, subtracted from the nibbles (Q4_1: none).
+  const __m512i zero_point = _mm512_set1_epi8(kKind == QKind::kQ4_0 ? 8 : 0);
   for (int i = 0; i < 16; ++i) {
     uint8_t* row = dst + i * ld;
     float* di = d + i * w.blocks;
@@ -230,10 +236,12 @@ inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_byte
       _mm_prefetch(reinterpret_cast<const char*>(src + 16 * w.row_bytes + c), _MM_HINT_T1);
       const __m512i v = _mm512_load_si512(src + c);
       if (kKind == QKind::kQ8_0) {
-        _mm512_store_si512(row + c, _mm512_xor_si512(v, flip));
+        _mm512_store_si512(row + c, v);
       } else {
-        _mm512_store_si512(row + 2 * c, _mm512_and_si512(v, nibble));
-        _mm512_store_si512(row + 2 * c + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
+        const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(v, nibble), zero_point);
+        const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), nibble), zero_point);
+        _mm512_store_si512(row + 2 * c, lo);
+        _mm512_store_si512(row + 2 * c + 64, hi);
       }
     }
     const uint16_t* hd = w.half_d + (rb + i) * w.blocks;
@@ -248,23 +256,42 @@ inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_byte
   }
 }
 
-// Folds the C tile of block b (int32 16 rows × 16 tokens at c) into acc.
+// C tile 0 / 1 = A (tile 4) × B (tile 6): signed codes (Q8_0, Q4_0) by tdpbssd, Q4_1's
+// unsigned nibbles by tdpbusd. (The tile intrinsics take literal tile numbers.)
 template <QKind kKind>
-inline void FoldBlock(const int32_t* c, const int32_t* block_sums, const float* d, const float* m, uint64_t blocks,
-                      uint64_t b, __m512 acc[16]) {
-  const __m512i s = _mm512_load_si512(block_sums);
+inline void TileDotInto0() {
+  if constexpr (kKind == QKind::kQ4_1) {
+    _tile_dpbusd(0, 4, 6);
+  } else {
+    _tile_dpbssd(0, 4, 6);
+  }
+}
+template <QKind kKind>
+inline void TileDotInto1() {
+  if constexpr (kKind == QKind::kQ4_1) {
+    _tile_dpbusd(1, 4, 6);
+  } else {
+    _tile_dpbssd(1, 4, 6);
+  }
+}
+
+// Folds the C tile of block b (int32 16 rows × 16 tokens at c) into acc, with the tokens'
+// steps of the block and (Q4_1) their sums (16 each).
+template <QKind kKind>
+inline void FoldBlock(const int32_t* c, const int32_t* block_sums, const float* block_steps, const float* d,
+                      const float* m, uint64_t blocks, uint64_t b, __m512 acc[16]) {
+  const __m512 step = _mm512_loadu_ps(block_steps);
   if (kKind == QKind::kQ4_1) {
-    const __m512 sf = _mm512_cvtepi32_ps(s);
+    const __m512 scaled_s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(block_sums)), step);
     for (int r = 0; r < 16; ++r) {
-      const __m512 cf = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r));
+      const __m512 cf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r)), step);
       acc[r] = _mm512_fmadd_ps(cf, _mm512_set1_ps(d[r * blocks + b]), acc[r]);
-      acc[r] = _mm512_fmadd_ps(sf, _mm512_set1_ps(m[r * blocks + b]), acc[r]);
+      acc[r] = _mm512_fmadd_ps(scaled_s, _mm512_set1_ps(m[r * blocks + b]), acc[r]);
     }
   } else {
-    const __m512i zs = _mm512_slli_epi32(s, kKind == QKind::kQ8_0 ? 7 : 3);  // 128 S or 8 S
     for (int r = 0; r < 16; ++r) {
-      const __m512i ci = _mm512_sub_epi32(_mm512_load_si512(c + 16 * r), zs);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci), _mm512_set1_ps(d[r * blocks + b]), acc[r]);
+      const __m512 cf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r)), step);
+      acc[r] = _mm512_fmadd_ps(cf, _mm512_set1_ps(d[r * blocks + b]), acc[r]);
     }
   }
 }
@@ -277,6 +304,7 @@ inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m,
   const uint64_t n32 = x.stride / 32;
   const int8_t* bt = x.tiles + static_cast<uint64_t>(tt) * n_kc * kTileBytes;
   const int32_t* sums = x.tile_sums + static_cast<uint64_t>(tt) * n32 * 16;
+  const float* steps = x.tile_steps + static_cast<uint64_t>(tt) * n32 * 16;
   __m512 acc[16];
   for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
   alignas(64) int32_t c[2][256];
@@ -287,25 +315,25 @@ inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m,
     _tile_zero(0);
     _tile_loadd(4, a + b * 32, ld);
     _tile_loadd(6, b_tile(b), 64);
-    _tile_dpbusd(0, 4, 6);
+    TileDotInto0<kKind>();
     _tile_zero(1);
     _tile_loadd(4, a + (b + 1) * 32, ld);
     _tile_loadd(6, b_tile(b + 1), 64);
-    _tile_dpbusd(1, 4, 6);
+    TileDotInto1<kKind>();
     _tile_stored(0, c[0], 64);
-    FoldBlock<kKind>(c[0], sums + b * 16, d, m, w.blocks, b, acc);
+    FoldBlock<kKind>(c[0], sums + b * 16, steps + b * 16, d, m, w.blocks, b, acc);
     _tile_stored(1, c[1], 64);
-    FoldBlock<kKind>(c[1], sums + (b + 1) * 16, d, m, w.blocks, b + 1, acc);
+    FoldBlock<kKind>(c[1], sums + (b + 1) * 16, steps + (b + 1) * 16, d, m, w.blocks, b + 1, acc);
   }
   if (b < w.blocks) {
     _tile_zero(0);
     _tile_loadd(4, a + b * 32, ld);
     _tile_loadd(6, b_tile(b), 64);
-    _tile_dpbusd(0, 4, 6);
+    TileDotInto0<kKind>();
     _tile_stored(0, c[0], 64);
-    FoldBlock<kKind>(c[0], sums + b * 16, d, m, w.blocks, b, acc);
+    FoldBlock<kKind>(c[0], sums + b * 16, steps + b * 16, d, m, w.blocks, b, acc);
   }
-  // acc[r] holds row r's 16 tokens: transpose to tokens × rows, then scale by each token's step.
+  // acc[r] holds row r's 16 tokens: transpose to tokens × rows.
   __m512i v[16];
   for (int r = 0; r < 16; ++r) v[r] = _mm512_castps_si512(acc[r]);
   Transpose16(v);
@@ -313,9 +341,8 @@ inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m,
   const int t0 = tt * kAmxTileTokens;
   const int tokens = x.n_tokens - t0 < 16 ? x.n_tokens - t0 : 16;
   for (int n = 0; n < tokens; ++n) {
-    const int t = t0 + n;
-    const __m512 y = _mm512_mul_ps(_mm512_castsi512_ps(v[n]), _mm512_set1_ps(x.absmax[t] / 127.0f));
-    _mm512_mask_storeu_ps(out + static_cast<int64_t>(t) * w.rows + rb, mr, y);
+    const int64_t t = t0 + n;
+    _mm512_mask_storeu_ps(out + t * w.rows + rb, mr, _mm512_castsi512_ps(v[n]));
   }
 }
 
@@ -340,8 +367,8 @@ void AmxQuant(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, flo
 
 }  // namespace
 
-void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
-                     int32_t* tile_sums, int32_t* token_sums) {
+void TileActivations(const int8_t* q, const int32_t* sums, const float* block_steps, int n_tokens, uint64_t stride,
+                     int8_t* tiles, int32_t* tile_sums, int32_t* token_sums, float* tile_steps) {
   const int n_tt = (n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
   const uint64_t n_kc = stride / 64;
   const uint64_t n32 = stride / 32;
@@ -360,8 +387,12 @@ void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_
       for (int r = 0; r < 16; ++r) _mm512_store_si512(tile + r * 64, v[r]);
     }
     int32_t* ts = tile_sums + tt * n32 * 16;
+    float* te = tile_steps + tt * n32 * 16;
     for (uint64_t b = 0; b < n32; ++b) {
-      for (int n = 0; n < 16; ++n) ts[b * 16 + n] = n < tokens ? sums[(t0 + n) * n32 + b] : 0;
+      for (int n = 0; n < 16; ++n) {
+        ts[b * 16 + n] = n < tokens ? sums[(t0 + n) * n32 + b] : 0;
+        te[b * 16 + n] = n < tokens ? block_steps[(t0 + n) * n32 + b] : 0.0f;
+      }
     }
     for (int n = 0; n < 16; ++n) {
       int32_t total = 0;

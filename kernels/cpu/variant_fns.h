@@ -37,8 +37,8 @@ void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x
 void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
-void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
-                     int32_t* tile_sums, int32_t* token_sums);
+void TileActivations(const int8_t* q, const int32_t* sums, const float* block_steps, int n_tokens, uint64_t stride,
+                     int8_t* tiles, int32_t* tile_sums, int32_t* token_sums, float* tile_steps);
 }  // namespace amx
 #endif
 

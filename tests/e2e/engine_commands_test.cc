@@ -151,15 +151,25 @@ TEST_F(EngineCommandsTest, BenchDecodePrintsSpeedAndBandwidth) {
   EXPECT_NEAR(j["effective_gb_s"].get<double>(), expected * j["gen_tok_s"].get<double>() / 1e9, 1e-6);
 }
 
-TEST(SmolLm2Test, AnswersASimpleQuestionThroughRunChat) {
+// Questions whose greedy answer is the same with the F32 weights, with per-token and per-block
+// int8 activations, on every CPU variant. The bare "What is the capital of France?" is not one:
+// its first token is a near tie, and the Q4_1 model answers "L'Étoile, ..." with any int8
+// activations while F32 says Paris, so it tested a coin flip rather than the pipeline.
+TEST(SmolLm2Test, AnswersSimpleQuestionsThroughRunChat) {
   auto bin = BitfleetBinary();
   if (!bin.ok()) GTEST_SKIP() << bin.status();
   auto model = SmolLm2Gguf();
   if (!model.ok()) GTEST_SKIP() << model.status();
-  const CommandResult r = RunCommand(ShellQuote(*bin) + " --log-level error run -m " + ShellQuote(*model) +
-                                     " --chat -p 'What is the capital of France?' -n 40 --temp 0 --ctx 256 -t 2");
-  ASSERT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
+  const std::pair<const char*, const char*> cases[] = {
+      {"What is the capital of France? Answer with one word.", "Paris"},
+      {"What is the capital of Germany?", "Berlin"},
+  };
+  for (const auto& [question, answer] : cases) {
+    const CommandResult r = RunCommand(ShellQuote(*bin) + " --log-level error run -m " + ShellQuote(*model) +
+                                       " --chat -p " + ShellQuote(question) + " -n 16 --temp 0 --ctx 256 -t 2");
+    ASSERT_EQ(r.exit_code, 0) << question;
+    EXPECT_NE(r.out.find(answer), std::string::npos) << question << " -> " << r.out;
+  }
 }
 
 }  // namespace

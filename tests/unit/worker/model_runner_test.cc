@@ -65,7 +65,8 @@ class RunnerReferenceTest : public ::testing::TestWithParam<ReferenceCase> {};
 // computed in float by the engine and in double by the reference now and then rounds to the
 // neighbouring f16 value in the cache (a 5e-4 relative step), which shows at the 1e-4 level in
 // the logits on some CPU variants. Block-quantized weights run W8A8/W4A8/W2A8 with int8
-// activations per token, which costs ~4% of the largest logit on these random models against
+// activations (per token for ternary weights, per 32-block for Q4/Q8), which costs up to ~4% of
+// the largest logit on these random models against
 // float activations; their flat logits let the top token differ on a few rows.
 TEST_P(RunnerReferenceTest, MatchesNaiveForwardPass) {
   const ReferenceCase& c = GetParam();
