@@ -109,6 +109,14 @@ struct CpuKernels {
   // The lowest index holding the largest value of x[0, n), NaNs skipped; 0 when there is none
   // (n == 0, every value NaN). n < 2^31.
   int64_t (*arg_max)(const float* x, int64_t n);
+  // Prefill attention over one run of cached positions, or null (then prefill takes the per-token
+  // qk_f16 / pv_f16 path): folds the keys j0 .. j0 + n_keys - 1 (n_keys <= 16; K and V rows
+  // kv_stride elements apart) into the online-softmax state of n_rows query rows (q + r * hd)
+  // that share the KV head. Row r sees the keys j < limit[r], possibly none of the run; its
+  // running max m[r] (-inf before its first key), sum l[r] and accumulator acc + r * hd are
+  // updated as AttendRange does. hd % 16 == 0 and hd <= 256.
+  void (*attend_run)(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
+                     int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
   // ---- AMX operands (null in variants without AMX) ----
   // Copies q (n_tokens × stride, stride a multiple of 256) into tile order: for token tile tt
   // (tokens 16 tt .. 16 tt + 15, missing tokens zero) and 64-column chunk kc, a 16 × 64-byte

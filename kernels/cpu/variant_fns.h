@@ -31,6 +31,11 @@ BITFLEET_DECLARE_CPU_VARIANT(scalar)
 #if defined(BITFLEET_KERNELS_X86)
 BITFLEET_DECLARE_CPU_VARIANT(avx2)
 BITFLEET_DECLARE_CPU_VARIANT(avx512)
+namespace avx512 {
+// The attend_run entry of kernels/cpu/kernel_table.h (avx512_attention.cc).
+void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
+               int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
+}  // namespace avx512
 // The amx variant: avx512's functions except these batch matmuls and the tile copy.
 namespace amx {
 void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
