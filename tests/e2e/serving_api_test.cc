@@ -38,9 +38,11 @@ class ServeApiTest : public ::testing::TestWithParam<int> {
     if (served_ == nullptr) return;
     served_->process->Signal(SIGTERM);
     auto code = served_->process->Wait(30s);
-    EXPECT_TRUE(code.ok() && *code == 0) << "serve exit: "
-                                         << (code.ok() ? std::to_string(*code) : code.status().ToString()) << "\n"
-                                         << served_->process->Log();
+    const bool clean_exit = code.ok() && *code == 0;
+    EXPECT_TRUE(clean_exit) << "serve exit: " << (code.ok() ? std::to_string(*code) : code.status().ToString());
+    // The next test reuses the log file: show it now when anything failed (a replica that went
+    // unhealthy says why there, in the coordinator's and the workers' lines).
+    if (HasFailure() || !clean_exit) ADD_FAILURE() << "serve log:\n" << served_->process->Log();
   }
 
   Client& client() { return *served_->client; }
