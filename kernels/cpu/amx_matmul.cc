@@ -96,22 +96,39 @@ inline void StoreTernaryTile(const int32_t* c, const WeightView& w, int64_t row0
   }
 }
 
-// One block of 32 rows (unpacked at `a`, row stride ld) against token tiles tt, tt + 1.
+// Saved C tiles of one token-tile pair between K chunks (AmxTernaryUniform): tiles 0-3.
+struct TernaryCState {
+  alignas(64) int32_t c[4][256];
+};
+
+// One block of 32 rows (unpacked at `a`, row stride ld) against token tiles tt, tt + 1, over
+// the 64-column chunks [kc_begin, kc_end) of the row. The C tiles start from zero on the
+// row's first chunk (else from `state`) and end in the epilogue on its last (else in `state`).
 template <bool kTwoTokenTiles>
 inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, const WeightView& w, int64_t rb,
-                            int nr, const ActView& x, int tt, float* out) {
+                            int nr, const ActView& x, int tt, float* out, uint64_t kc_begin, uint64_t kc_end,
+                            TernaryCState* state) {
   const uint64_t n_kc = k_bytes / 64;
   const int8_t* b0 = x.tiles + static_cast<uint64_t>(tt) * n_kc * kTileBytes;
   const int8_t* b1 = b0 + n_kc * kTileBytes;
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  if (kc_begin == 0) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, state->c[0], 64);
+    _tile_loadd(2, state->c[2], 64);
+    if (kTwoTokenTiles) {
+      _tile_loadd(1, state->c[1], 64);
+      _tile_loadd(3, state->c[3], 64);
+    }
+  }
   // The activation tiles load with the non-temporal hint (tileloaddt1): each is read once per
   // row block, and as ordinary loads they pushed the unpacked rows, which every token tile
   // pair reads again, out of L1 (32 rows × 1 KiB of codes plus two token tiles' 16 KiB:
   // 2048x1024 hot, one thread, 128 tokens 316 -> 231 µs, 16 tokens 79 -> 56 µs).
-  for (uint64_t kc = 0; kc < n_kc; ++kc) {
+  for (uint64_t kc = kc_begin; kc < kc_end; ++kc) {
     _tile_loadd(4, a + kc * 64, ld);
     _tile_loadd(5, a + 16 * ld + kc * 64, ld);
     _tile_stream_loadd(6, b0 + kc * kTileBytes, 64);
@@ -122,6 +139,15 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
       _tile_dpbusd(1, 4, 7);
       _tile_dpbusd(3, 5, 7);
     }
+  }
+  if (kc_end < n_kc) {
+    _tile_stored(0, state->c[0], 64);
+    _tile_stored(2, state->c[2], 64);
+    if (kTwoTokenTiles) {
+      _tile_stored(1, state->c[1], 64);
+      _tile_stored(3, state->c[3], 64);
+    }
+    return;
   }
   alignas(64) int32_t c[4][256];
   _tile_stored(0, c[0], 64);
@@ -136,18 +162,33 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
   }
 }
 
+// Columns per K chunk of a batch: the chunk's unpacked codes (32 rows × kChunkCols bytes) stay
+// in L1 while every token tile pair passes over them; longer rows would be read back from L2
+// for each pair.
+constexpr uint64_t kChunkCols = 1024;
+
 void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
   const uint64_t k_bytes = w.blocks * 256;  // == x.stride
   const uint64_t ld = UnpackedStride(k_bytes);
-  uint8_t* a = AmxScratch(32 * ld);
   const int n_tt = (x.n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
+  const uint64_t n_kc = k_bytes / 64;
+  const uint64_t chunk_kc = kChunkCols / 64;
+  // The unpacked rows, then (rows longer than one K chunk) the C tiles of every token tile pair.
+  const uint64_t n_pairs = static_cast<uint64_t>(n_tt + 1) / 2;
+  const uint64_t a_bytes = (32 * ld + 63) / 64 * 64;
+  uint8_t* scratch = AmxScratch(a_bytes + (n_kc > chunk_kc ? n_pairs * sizeof(TernaryCState) : 0));
+  uint8_t* a = scratch;
+  TernaryCState* states = reinterpret_cast<TernaryCState*>(scratch + a_bytes);
   ConfigureFullTiles();
   for (int64_t rb = r0; rb < r1; rb += 32) {
     const int nr = r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32;
     UnpackTernaryRows(w, rb, nr, k_bytes, ld, a);
-    int tt = 0;
-    for (; tt + 2 <= n_tt; tt += 2) TernaryRowBlock<true>(a, k_bytes, ld, w, rb, nr, x, tt, out);
-    if (tt < n_tt) TernaryRowBlock<false>(a, k_bytes, ld, w, rb, nr, x, tt, out);
+    for (uint64_t kc0 = 0; kc0 < n_kc; kc0 += chunk_kc) {
+      const uint64_t kc1 = kc0 + chunk_kc < n_kc ? kc0 + chunk_kc : n_kc;
+      int tt = 0;
+      for (; tt + 2 <= n_tt; tt += 2) TernaryRowBlock<true>(a, k_bytes, ld, w, rb, nr, x, tt, out, kc0, kc1, states + tt / 2);
+      if (tt < n_tt) TernaryRowBlock<false>(a, k_bytes, ld, w, rb, nr, x, tt, out, kc0, kc1, states + tt / 2);
+    }
   }
   _tile_release();
 }
