@@ -278,22 +278,19 @@ inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_byte
   }
 }
 
-// C tile 0 / 1 = A (tile 4) × B (tile 6): signed codes (Q8_0, Q4_0) by tdpbssd, Q4_1's
-// unsigned nibbles by tdpbusd. (The tile intrinsics take literal tile numbers.)
-template <QKind kKind>
-inline void TileDotInto0() {
+// Issues block b's product into C tile kC (0 or 1, a template argument because the tile
+// intrinsics take immediates): C = A (tile 4: the block's 32 columns of the unpacked rows at a)
+// × B (tile 6: the block's activations at b_tile), signed codes (Q8_0, Q4_0) by tdpbssd, Q4_1's
+// unsigned nibbles by tdpbusd.
+template <QKind kKind, int kC>
+inline void IssueBlockProduct(const uint8_t* a, uint64_t ld, const int8_t* b_tile) {
+  _tile_zero(kC);
+  _tile_loadd(4, a, ld);
+  _tile_loadd(6, b_tile, 64);
   if constexpr (kKind == QKind::kQ4_1) {
-    _tile_dpbusd(0, 4, 6);
+    _tile_dpbusd(kC, 4, 6);
   } else {
-    _tile_dpbssd(0, 4, 6);
-  }
-}
-template <QKind kKind>
-inline void TileDotInto1() {
-  if constexpr (kKind == QKind::kQ4_1) {
-    _tile_dpbusd(1, 4, 6);
-  } else {
-    _tile_dpbssd(1, 4, 6);
+    _tile_dpbssd(kC, 4, 6);
   }
 }
 
@@ -358,29 +355,17 @@ inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m,
   alignas(64) int32_t c[2][256];
   // B of block b: rows (b % 2) * 8 .. + 7 of the 64-column tile b / 2.
   auto b_tile = [&](uint64_t b) { return bt + (b / 2) * kTileBytes + (b % 2) * 512; };
-  // Tile numbers are immediates: even blocks use C tile 0, odd ones tile 1.
-  auto issue0 = [&](uint64_t b) {
-    _tile_zero(0);
-    _tile_loadd(4, a + b * 32, ld);
-    _tile_loadd(6, b_tile(b), 64);
-    TileDotInto0<kKind>();
-  };
-  auto issue1 = [&](uint64_t b) {
-    _tile_zero(1);
-    _tile_loadd(4, a + b * 32, ld);
-    _tile_loadd(6, b_tile(b), 64);
-    TileDotInto1<kKind>();
-  };
+  // Even blocks use C tile 0, odd ones tile 1.
   const uint64_t blocks = w.blocks;
-  issue0(0);
-  if (blocks > 1) issue1(1);
+  IssueBlockProduct<kKind, 0>(a, ld, b_tile(0));
+  if (blocks > 1) IssueBlockProduct<kKind, 1>(a + 32, ld, b_tile(1));
   for (uint64_t b = 0; b < blocks; b += 2) {
     _tile_stored(0, c[0], 64);
-    if (b + 2 < blocks) issue0(b + 2);
+    if (b + 2 < blocks) IssueBlockProduct<kKind, 0>(a + (b + 2) * 32, ld, b_tile(b + 2));
     FoldBlock<kKind>(c[0], sums + b * 16, steps + b * 16, d, m, b, a0, a1, a2, a3);
     if (b + 1 < blocks) {
       _tile_stored(1, c[1], 64);
-      if (b + 3 < blocks) issue1(b + 3);
+      if (b + 3 < blocks) IssueBlockProduct<kKind, 1>(a + (b + 3) * 32, ld, b_tile(b + 3));
       FoldBlock<kKind>(c[1], sums + (b + 1) * 16, steps + (b + 1) * 16, d, m, b + 1, a0, a1, a2, a3);
     }
   }

@@ -3,6 +3,7 @@
 // a vector go through a zero-padded stack copy so every element takes the same arithmetic.
 #include <immintrin.h>
 
+#include "kernels/cpu/arg_max_lanes.h"
 #include "kernels/cpu/variant_fns.h"
 
 namespace bitfleet::kernels::cpu::avx2 {
@@ -316,13 +317,7 @@ int64_t ArgMax(const float* x, int64_t n) {
   _mm256_store_si256(reinterpret_cast<__m256i*>(index), best_i);
   int64_t found = -1;
   float found_value = 0.0f;
-  for (int l = 0; l < 8; ++l) {
-    if (index[l] < 0) continue;
-    if (found < 0 || value[l] > found_value || (value[l] == found_value && index[l] < found)) {
-      found = index[l];
-      found_value = value[l];
-    }
-  }
+  FoldArgMaxLanes(value, index, 8, &found, &found_value);
   for (; i < n; ++i) {
     if (x[i] != x[i]) continue;
     if (found < 0 || x[i] > found_value) {

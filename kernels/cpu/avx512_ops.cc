@@ -2,6 +2,7 @@
 // only intrinsics and internal-linkage helpers, see kernels/cpu/kernel_table.h).
 #include <immintrin.h>
 
+#include "kernels/cpu/arg_max_lanes.h"
 #include "kernels/cpu/avx512_exp.h"
 
 #include "kernels/cpu/variant_fns.h"
@@ -356,15 +357,9 @@ int64_t ArgMax(const float* x, int64_t n) {
   alignas(64) int32_t index[16];
   _mm512_store_ps(value, best);
   _mm512_store_si512(index, best_i);
-  int32_t found = -1;
+  int64_t found = -1;
   float found_value = 0.0f;
-  for (int l = 0; l < 16; ++l) {
-    if (index[l] < 0) continue;
-    if (found < 0 || value[l] > found_value || (value[l] == found_value && index[l] < found)) {
-      found = index[l];
-      found_value = value[l];
-    }
-  }
+  FoldArgMaxLanes(value, index, 16, &found, &found_value);
   return found < 0 ? 0 : found;
 }
 
