@@ -278,19 +278,28 @@ inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_byte
   }
 }
 
-// Issues block b's product into C tile kC (0 or 1, a template argument because the tile
-// intrinsics take immediates): C = A (tile 4: the block's 32 columns of the unpacked rows at a)
-// × B (tile 6: the block's activations at b_tile), signed codes (Q8_0, Q4_0) by tdpbssd, Q4_1's
-// unsigned nibbles by tdpbusd.
+// Issues one block's product into C tile kC (0 or 1): C = A (tile 4: the block's 32 columns of
+// the unpacked rows at a) × B (tile 6: the block's activations at b_tile), signed codes (Q8_0,
+// Q4_0) by tdpbssd, Q4_1's unsigned nibbles by tdpbusd. GCC's tile intrinsics paste their tile
+// numbers into the assembly text as written, so each C tile is spelled out.
 template <QKind kKind, int kC>
 inline void IssueBlockProduct(const uint8_t* a, uint64_t ld, const int8_t* b_tile) {
-  _tile_zero(kC);
+  static_assert(kC == 0 || kC == 1);
+  if constexpr (kC == 0) {
+    _tile_zero(0);
+  } else {
+    _tile_zero(1);
+  }
   _tile_loadd(4, a, ld);
   _tile_loadd(6, b_tile, 64);
-  if constexpr (kKind == QKind::kQ4_1) {
-    _tile_dpbusd(kC, 4, 6);
+  if constexpr (kKind == QKind::kQ4_1 && kC == 0) {
+    _tile_dpbusd(0, 4, 6);
+  } else if constexpr (kKind == QKind::kQ4_1) {
+    _tile_dpbusd(1, 4, 6);
+  } else if constexpr (kC == 0) {
+    _tile_dpbssd(0, 4, 6);
   } else {
-    _tile_dpbssd(kC, 4, 6);
+    _tile_dpbssd(1, 4, 6);
   }
 }
 
