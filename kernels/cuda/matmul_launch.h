@@ -77,6 +77,20 @@ cudaError_t LaunchQuantMatMul(const QuantWeightView& w, const ActivationView& x,
 // The two paths, callable directly (tests and benchmarks compare them).
 cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
 
+// A chain of single-token mat-vecs run by one cooperative launch with a grid-wide barrier
+// between links (a link may read what an earlier one wrote): the kernel boundaries of a decode
+// layer's mat-vecs, which dominate their cost at 2B shapes (docs/cuda.md, "Measured"), become
+// barriers, and each link's weight streams in during the link before it. `links` is device
+// memory, `count` links, every one of `format` and valid by QuantMatVecLinkValid (the launcher
+// cannot read them; check on the host). Outputs as LaunchQuantMatVec's, bit for bit.
+struct MatVecChainLink {
+  QuantWeightView w;
+  ActivationView x;
+  float* out = nullptr;
+};
+bool QuantMatVecLinkValid(const MatVecChainLink& link, QuantFormat format);
+cudaError_t LaunchQuantMatVecChain(QuantFormat format, const MatVecChainLink* links, int count, cudaStream_t stream);
+
 // How the mat-vec overlaps its weight stream with the kernels queued before it (docs/cuda.md,
 // "Quantized mat-vec"): launched as a programmatic dependent launch (kernels/cuda/launch_options.h),
 // its blocks start during the previous kernel, and the first `prefetch_blocks` blocks ask L2 for

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -212,6 +214,55 @@ TEST_P(QuantMatMulCudaTest, MatVecWalksSeveralRowGroupsPerBlock) {
   }
   std::printf("[gpu] %s tall matrices worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), worst_vec,
               worst_mma);
+}
+
+// A chain of mat-vecs in one cooperative launch gives every link's output bit for bit as the
+// single mat-vec does: links of mixed heights (fewer row groups than the grid has blocks, and
+// several per block) and two column counts, each with its own activations and output.
+TEST_P(QuantMatMulCudaTest, MatVecChainMatchesSingleMatVecsBitForBit) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0xC4A1 + static_cast<int>(type));
+  const uint64_t mult = kernels::testing::ColsMultiple(type);
+  const auto cols = [mult](uint64_t n) { return std::max<uint64_t>(mult, n / mult * mult); };
+  const std::vector<std::pair<uint64_t, uint64_t>> shapes = {
+      {640, cols(2560)}, {2560, cols(2560)}, {13, cols(2560)}, {12000, cols(520)}, {2560, cols(6912)}, {1, cols(64)}};
+  std::vector<std::unique_ptr<CudaWeight>> weights;
+  std::vector<std::unique_ptr<CudaActivations>> acts;
+  // Device buffers are neither copyable nor movable: held by pointer.
+  std::vector<std::unique_ptr<DeviceArray<float>>> inputs;
+  std::vector<std::unique_ptr<GuardedDeviceFloats>> single, chained;
+  std::vector<MatVecChainLink> links;
+  for (const auto& [rows, n_cols] : shapes) {
+    const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, n_cols, rows, rng);
+    StatusOr<std::unique_ptr<CudaWeight>> w = CudaWeight::Create(type, n_cols, rows, bytes);
+    ASSERT_TRUE(w.ok()) << w.status();
+    inputs.push_back(std::make_unique<DeviceArray<float>>(kernels::testing::RandomActivations(1, n_cols, rng)));
+    StatusOr<std::unique_ptr<CudaActivations>> a = CudaActivations::Create(1, n_cols);
+    ASSERT_TRUE(a.ok()) << a.status();
+    StatusOr<ActivationView> view = QuantizeActivationsCuda(inputs.back()->get(), 1, n_cols, nullptr, **a, nullptr);
+    ASSERT_TRUE(view.ok()) << view.status();
+    single.push_back(std::make_unique<GuardedDeviceFloats>(rows));
+    chained.push_back(std::make_unique<GuardedDeviceFloats>(rows));
+    BF_ASSERT_LAUNCH(LaunchQuantMatVec((*w)->quant_view(), *view, single.back()->data(), nullptr));
+    links.push_back({(*w)->quant_view(), *view, nullptr});
+    weights.push_back(std::move(*w));
+    acts.push_back(std::move(*a));
+  }
+  for (size_t i = 0; i < links.size(); ++i) {
+    links[i].out = chained[i]->data();
+    ASSERT_TRUE(QuantMatVecLinkValid(links[i], links[i].w.format));
+  }
+  DeviceArray<MatVecChainLink> links_dev(links);
+  BF_ASSERT_LAUNCH(LaunchQuantMatVecChain(links[0].w.format, links_dev.get(), static_cast<int>(links.size()), nullptr));
+  for (size_t i = 0; i < links.size(); ++i) {
+    std::string error;
+    const std::vector<float> want = single[i]->Check(&error);
+    ASSERT_EQ(error, "") << "single " << i;
+    const std::vector<float> got = chained[i]->Check(&error);
+    ASSERT_EQ(error, "") << "chain link " << i;
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * sizeof(float))) << "chain link " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantMatMulCudaTest,

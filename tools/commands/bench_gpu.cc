@@ -61,7 +61,8 @@ struct BenchGpuFlags {
   std::vector<std::string> decode_types = {"tq2_0"};
   std::vector<int> decode_batches = {1, 32};
   // Mat-vec overlap settings the layer stream is measured with, each "pdl|nopdl:none|lines|bulk:N"
-  // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default.
+  // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default;
+  // "chain" runs the stream as one LaunchQuantMatVecChain (grid barriers instead of launches).
   std::vector<std::string> matvec_options = {"default"};
   std::string head_type = "f16";
   int context = 512;
@@ -410,6 +411,42 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
   json entries = json::array();
   Status status;
   for (const std::string& text : flags.matvec_options) {
+    if (text == "chain") {
+      // Every mat-vec of the stream in one cooperative launch, a grid barrier between them.
+      std::vector<kc::MatVecChainLink> links;
+      for (const auto& w : weights) {
+        const BenchActivations& a = w->cols() == M::kFf ? a_ff : a_embd;
+        links.push_back({w->quant_view(), a.view, a.out.as<float>()});
+        if (!kc::QuantMatVecLinkValid(links.back(), links[0].w.format)) {
+          status = absl::InternalError("invalid mat-vec chain link");
+          break;
+        }
+      }
+      if (!status.ok()) break;
+      StatusOr<kc::DeviceBuffer> links_dev = kc::DeviceBuffer::Allocate(links.size() * sizeof(kc::MatVecChainLink));
+      if (!links_dev.ok()) {
+        status = links_dev.status();
+        break;
+      }
+      status = links_dev->Upload(links.data(), links.size() * sizeof(kc::MatVecChainLink));
+      auto launch_chain = [&] {
+        return Cuda(kc::LaunchQuantMatVecChain(links[0].w.format, links_dev->as<kc::MatVecChainLink>(),
+                                               static_cast<int>(links.size()), stream),
+                    "mat-vec chain");
+      };
+      // One launch: a graph adds nothing, and not every driver captures cooperative launches.
+      StatusOr<double> ms = status.ok() ? MedianMs(stream, flags.reps, launch_chain) : StatusOr<double>(status);
+      if (!ms.ok()) {
+        status = ms.status();
+        break;
+      }
+      const double packed_gb_s = static_cast<double>(packed) / (*ms * 1e-3) / 1e9;
+      entries.push_back(json{{"kernel", "matvec_2b_layers"}, {"type", DTypeName(type)}, {"fused", fused},
+                             {"layers", M::kLayers}, {"launches", 1}, {"ms", *ms}, {"packed_bytes", packed},
+                             {"packed_gb_s", packed_gb_s}, {"roofline_fraction", packed_gb_s / copy_gb_s},
+                             {"options", text}});
+      continue;
+    }
     StatusOr<MatVecSetting> setting = ParseMatVecSetting(text, defaults);
     if (!setting.ok()) {
       status = setting.status();
@@ -793,8 +830,8 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--matvec-options", flags->matvec_options,
-                  "Mat-vec overlap settings for the layer-stream entries: default or "
-                  "pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one entry each")
+                  "Mat-vec overlap settings for the layer-stream entries: default, chain (one cooperative "
+                  "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one entry each")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--head-type", flags->head_type, "LM head type of the decode step")->capture_default_str();
