@@ -173,8 +173,9 @@ for t, target, key in [("tq2_0", 0.75, "ternary"), ("q4_0", 0.70, "int4")]:
     f[f"{key}_matvec_meets_target"] = best >= target
 for r in b:
     if r["kernel"] == "decode_step":
-        f[f"decode_b{r['batch']}_tok_s"] = r["tok_s"]
-        f[f"decode_b{r['batch']}_roofline_tok_s"] = r["roofline_tok_s"]
+        tag = f"decode_b{r['batch']}" + ("_fused_norms" if r.get("fused_norms") else "")
+        f[f"{tag}_tok_s"] = r["tok_s"]
+        f[f"{tag}_roofline_tok_s"] = r["roofline_tok_s"]
 f["all_tests_passed"] = all(v.get("exit") == "0" for v in summary["tests"].values())
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 
@@ -196,7 +197,8 @@ for r in b:
                     f"blocks {r.get('prefetch_blocks')}]")
 for r in b:
     if r["kernel"] == "decode_step":
-        rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}: "
+        rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}"
+                    f"{' fused norms' if r.get('fused_norms') else ''}: "
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
 rows.append("")

@@ -60,6 +60,7 @@ struct BenchGpuFlags {
   std::vector<std::string> layer_types = {"tq2_0", "q4_0"};
   std::vector<std::string> decode_types = {"tq2_0"};
   std::vector<int> decode_batches = {1, 32};
+  std::vector<int> decode_fused_norms = {0, 1};  // decode entries without / with fused norm kernels
   // Mat-vec overlap settings the layer stream is measured with, each "pdl|nopdl:none|lines|bulk:N"
   // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default;
   // "chain" runs the stream as one LaunchQuantMatVecChain (grid barriers instead of launches).
@@ -497,9 +498,14 @@ class DecodeBench {
   StatusOr<std::vector<float>> Logits() const;
   // Restores the residual stream to the step's initial input (each step adds into it).
   Status ResetInput(cudaStream_t stream);
+  // Norms fused with the quantization after them (and the residual add / gate before them):
+  // 7 kernels fewer per layer, the same logits bit for bit.
+  void set_fused_norms(bool fused) { fused_norms_ = fused; }
 
  private:
   DecodeBench() = default;
+  Status EnqueueFused(cudaStream_t stream);
+  bool fused_norms_ = false;
   int batch_ = 1;
   int context_ = 0;
   std::vector<DeviceLayer> layers_;
@@ -610,7 +616,68 @@ StatusOr<std::unique_ptr<DecodeBench>> DecodeBench::Create(DType type, DType hea
   return b;
 }
 
+Status DecodeBench::EnqueueFused(cudaStream_t s) {
+  const int n = batch_;
+  float* x = x_.as<float>();
+  const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
+                                  max_blocks_};
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView embd, acts_->View(n, M::kEmbd));
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView ff, acts_->View(n, M::kFf));
+  int8_t* q = acts_->q();
+  float* absmax = acts_->absmax();
+  int32_t* sums = acts_->sums();
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(x, layers_[0].attn_norm.as<float>(), n, M::kEmbd, M::kEps,
+                                                    embd.stride, q, absmax, sums, s),
+                          "norm + quantize"));
+  for (int l = 0; l < M::kLayers; ++l) {
+    const DeviceLayer& L = layers_[l];
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, embd, qb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, embd, kb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, embd, vb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
+                                           M::kHeadDim, M::kRopeBase, true, s),
+                            "rope q"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
+                                           M::kHeadDim, M::kRopeBase, true, s),
+                            "rope k"));
+    BF_RETURN_IF_ERROR(
+        Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
+                                                          1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
+                                                          context_ + 1, attention_ws_.as<float>(),
+                                                          attention_ws_floats_, attn_.as<float>(), s),
+                            "attention"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd,
+                                                      M::kEps, embd.stride, q, absmax, sums, s),
+                            "sub norm + quantize"));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.o, embd, o_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRmsNormQuantize(x, o_.as<float>(), L.ffn_norm.as<float>(), n, M::kEmbd,
+                                                         M::kEps, embd.stride, q, absmax, sums, s),
+                            "residual + norm + quantize"));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, embd, gate_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, embd, up_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRelu2MulRmsNormQuantize(gate_.as<float>(), up_.as<float>(),
+                                                              L.ffn_sub_norm.as<float>(), n, M::kFf, M::kEps,
+                                                              ff.stride, q, absmax, sums, s),
+                            "relu2 + sub norm + quantize"));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.down, ff, o_.as<float>(), s));
+    if (l + 1 < M::kLayers) {
+      BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRmsNormQuantize(x, o_.as<float>(), layers_[l + 1].attn_norm.as<float>(), n,
+                                                           M::kEmbd, M::kEps, embd.stride, q, absmax, sums, s),
+                              "residual + norm + quantize"));
+    } else {
+      BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
+    }
+  }
+  float* h = h_.as<float>();
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, out_norm_.as<float>(), n, M::kEmbd, M::kEps, h, s), "output norm"));
+  BF_RETURN_IF_ERROR(kc::MatMulCuda(*head_, h, n, logits_.as<float>(), acts_.get(), s));
+  kc::LogitRows rows{logits_.as<float>(), n, M::kVocab, M::kVocab, 0};
+  return Cuda(kc::LaunchArgMax(rows, best_v_.as<float>(), best_i_.as<int64_t>(), s), "argmax");
+}
+
 Status DecodeBench::Enqueue(cudaStream_t s) {
+  if (fused_norms_) return EnqueueFused(s);
   const int n = batch_;
   float* x = x_.as<float>();
   float* h = h_.as<float>();
@@ -696,10 +763,19 @@ StatusOr<std::vector<int64_t>> DecodeBench::Tokens() const {
   return ids;
 }
 
-StatusOr<json> BenchDecode(DType type, DType head_type, int batch, const BenchGpuFlags& flags, double copy_gb_s,
-                           FastRng& rng, cudaStream_t stream) {
+StatusOr<json> BenchDecode(DType type, DType head_type, int batch, bool fused_norms, const BenchGpuFlags& flags,
+                           double copy_gb_s, FastRng& rng, cudaStream_t stream) {
   BF_ASSIGN_OR_RETURN(std::unique_ptr<DecodeBench> bench,
                       DecodeBench::Create(type, head_type, batch, flags.context, rng, stream));
+  if (fused_norms) {
+    // The fused kernels must give the unfused step's logits bit for bit.
+    BF_ASSIGN_OR_RETURN(const std::vector<float> unfused, StepLogits(*bench, false, stream));
+    bench->set_fused_norms(true);
+    BF_ASSIGN_OR_RETURN(const std::vector<float> fused, StepLogits(*bench, false, stream));
+    if (std::memcmp(fused.data(), unfused.data(), fused.size() * sizeof(float)) != 0) {
+      return absl::InternalError("decode step logits differ with and without fused norms");
+    }
+  }
   BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, [&] { return bench->Enqueue(stream); }));
   Graph graph;
   BF_RETURN_IF_ERROR(graph.Capture(stream, [&] { return bench->Enqueue(stream); }));
@@ -723,6 +799,7 @@ StatusOr<json> BenchDecode(DType type, DType head_type, int batch, const BenchGp
               {"head_type", DTypeName(head_type)},
               {"batch", batch},
               {"context", flags.context},
+              {"fused_norms", fused_norms},
               {"step_ms_graph", graph_ms},
               {"step_ms_no_graph", stream_ms},
               {"tok_s", batch / (ms * 1e-3)},
@@ -802,8 +879,10 @@ Status Run(const BenchGpuFlags& flags) {
     if (type_name.empty()) continue;
     BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
     for (int batch : flags.decode_batches) {
-      BF_ASSIGN_OR_RETURN(json r, BenchDecode(type, head_type, batch, flags, copy_gb_s, rng, stream));
-      emit(r);
+      for (const int fused : flags.decode_fused_norms) {
+        BF_ASSIGN_OR_RETURN(json r, BenchDecode(type, head_type, batch, fused != 0, flags, copy_gb_s, rng, stream));
+        emit(r);
+      }
     }
   }
   if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
@@ -833,6 +912,11 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
                   "Mat-vec overlap settings for the layer-stream entries: default, chain (one cooperative "
                   "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one entry each")
       ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--decode-fused-norms", flags->decode_fused_norms,
+                  "Decode entries with unfused (0) and/or fused (1) norm + quantization kernels")
+      ->delimiter(',')
+      ->check(CLI::Range(0, 1))
       ->capture_default_str();
   cmd->add_option("--head-type", flags->head_type, "LM head type of the decode step")->capture_default_str();
   cmd->add_option("--context", flags->context, "Cached positions per sequence in the decode step")
