@@ -28,7 +28,7 @@ targets=(gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfl
 
 # In a subshell, so its `set -e` stays inside.
 prepare() (
-  build=build-gpu-check
+  build="build-gpu-check"
   set -e
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITFLEET_CUDA=ON -DBITFLEET_MPI=OFF \
     -DBITFLEET_CUDA_ARCHITECTURES="${BITFLEET_GPU_ARCHS:-90}" >/dev/null
