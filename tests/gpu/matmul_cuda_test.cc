@@ -169,29 +169,39 @@ TEST_P(QuantMatMulCudaTest, MatchesIntegerReferenceOnRandomShapes) {
   std::printf("[gpu] %s worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), worst_vec, worst_mma);
 }
 
-// The tensor-core kernel's tiles (64 rows × 32 tokens, the steps split 4 ways by stages of 4
-// steps): row counts off the block tile (one group, a partial last block, several blocks),
-// batches with partial and several token tiles, one step, a partial last stage and many stages.
-TEST_P(QuantMatMulCudaTest, TensorCoreTileEdges) {
-  BF_REQUIRE_GPU();
-  const DType type = GetParam();
-  std::mt19937_64 rng(0x7113 + static_cast<int>(type));
+// `n` columns rounded down to what `type` allows (at least one block).
+uint64_t ColsFor(DType type, uint64_t n) {
   const uint64_t mult = kernels::testing::ColsMultiple(type);
-  // `n` columns rounded down to what the type allows (at least one block): 32..256 are one step
-  // of Q8 (64), Q4 (128) or ternary (256); 1283 and 2560 give several stages, partial or not.
-  const auto cols = [mult](uint64_t n) { return std::max<uint64_t>(mult, n / mult * mult); };
-  const Shape shapes[] = {
-      {3, cols(32), 5},     {64, cols(64), 32},  {65, cols(2560), 33}, {129, cols(1283), 100}, {200, cols(2560), 9},
-      {1, cols(2560), 64},  {327, cols(128), 71}, {640, cols(2560), 12}, {63, cols(1283), 96},  {136, cols(256), 40},
-      {72, cols(64), 8},    {9, cols(128), 31},
-  };
+  return std::max<uint64_t>(mult, n / mult * mult);
+}
+
+// CheckQuantShape over fixed shapes; prints the worst error / budget ratios under `label`.
+void CheckShapes(DType type, const std::vector<Shape>& shapes, std::mt19937_64& rng, const char* label) {
   double worst_vec = 0.0;
   double worst_mma = 0.0;
   for (const Shape& s : shapes) {
     CheckQuantShape(type, s, rng, &worst_vec, &worst_mma);
-    if (HasFatalFailure()) return;
+    if (::testing::Test::HasFatalFailure()) return;
   }
-  std::printf("[gpu] %s tile edges worst error / budget: mma %.3f\n", DTypeName(type), worst_mma);
+  std::printf("[gpu] %s %s worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), label, worst_vec,
+              worst_mma);
+}
+
+// The tensor-core kernel's tiles (64 rows × 32 tokens, the steps split 4 ways by stages of 4
+// steps): row counts off the block tile (one group, a partial last block, several blocks),
+// batches with partial and several token tiles, one step, a partial last stage and many stages.
+// Columns 32..256 are one step of Q8 (64), Q4 (128) or ternary (256); 1283 and 2560 give
+// several stages, partial or not.
+TEST_P(QuantMatMulCudaTest, TensorCoreTileEdges) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0x7113 + static_cast<int>(type));
+  const auto cols = [type](uint64_t n) { return ColsFor(type, n); };
+  CheckShapes(type,
+              {{3, cols(32), 5}, {64, cols(64), 32}, {65, cols(2560), 33}, {129, cols(1283), 100},
+               {200, cols(2560), 9}, {1, cols(2560), 64}, {327, cols(128), 71}, {640, cols(2560), 12},
+               {63, cols(1283), 96}, {136, cols(256), 40}, {72, cols(64), 8}, {9, cols(128), 31}},
+              rng, "tile edges");
 }
 
 // The mat-vec grid is one wave of blocks (about 9-12 per multiprocessor), each walking row
@@ -201,19 +211,11 @@ TEST_P(QuantMatMulCudaTest, MatVecWalksSeveralRowGroupsPerBlock) {
   BF_REQUIRE_GPU();
   const DType type = GetParam();
   std::mt19937_64 rng(0x3A7C + static_cast<int>(type));
-  const uint64_t mult = kernels::testing::ColsMultiple(type);
-  const auto cols = [mult](uint64_t n) { return std::max<uint64_t>(mult, n / mult * mult); };
-  const Shape shapes[] = {
-      {20001, cols(256), 1}, {12289, cols(1283), 4}, {16003, cols(520), 2}, {9999, cols(7000), 1}, {30000, cols(64), 3},
-  };
-  double worst_vec = 0.0;
-  double worst_mma = 0.0;
-  for (const Shape& s : shapes) {
-    CheckQuantShape(type, s, rng, &worst_vec, &worst_mma);
-    if (HasFatalFailure()) return;
-  }
-  std::printf("[gpu] %s tall matrices worst error / budget: mat-vec %.3f, mma %.3f\n", DTypeName(type), worst_vec,
-              worst_mma);
+  const auto cols = [type](uint64_t n) { return ColsFor(type, n); };
+  CheckShapes(type,
+              {{20001, cols(256), 1}, {12289, cols(1283), 4}, {16003, cols(520), 2}, {9999, cols(7000), 1},
+               {30000, cols(64), 3}},
+              rng, "tall matrices");
 }
 
 // A chain of mat-vecs in one cooperative launch gives every link's output bit for bit as the
