@@ -225,8 +225,7 @@ TEST_P(QuantMatMulCudaTest, MatVecChainMatchesSingleMatVecsBitForBit) {
   BF_REQUIRE_GPU();
   const DType type = GetParam();
   std::mt19937_64 rng(0xC4A1 + static_cast<int>(type));
-  const uint64_t mult = kernels::testing::ColsMultiple(type);
-  const auto cols = [mult](uint64_t n) { return std::max<uint64_t>(mult, n / mult * mult); };
+  const auto cols = [type](uint64_t n) { return ColsFor(type, n); };
   const std::vector<std::pair<uint64_t, uint64_t>> shapes = {
       {640, cols(2560)}, {2560, cols(2560)}, {13, cols(2560)}, {12000, cols(520)}, {2560, cols(6912)}, {1, cols(64)}};
   std::vector<std::unique_ptr<CudaWeight>> weights;
