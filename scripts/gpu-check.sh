@@ -17,7 +17,8 @@
 # whole run takes about 2-3 minutes on an H100 (limit: 8). Exit status: 0 when every test
 # passed and the benchmark ran, 1 otherwise (the report is written either way).
 #
-# Environment: BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
+# Environment: BITFLEET_GPU_PROFILE=1 (also time every kernel of the decode steps with ncu: adds
+# about a minute), BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
 # BITFLEET_GPU_ARCHS (CUDA architectures for --prepare, default 90: H100/H200; "80;90" for A100
 # too), BITFLEET_GPU_BENCH_ARGS (extra bitfleet-bench-gpu options).
 set -uo pipefail
@@ -134,6 +135,19 @@ else
   status=1
 fi
 
+# Optional (BITFLEET_GPU_PROFILE=1): every kernel of the decode steps at batch 1 and 32, timed
+# by ncu one at a time (clocks left alone), for the per-kernel table of the summary.
+ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+if [[ -n ${BITFLEET_GPU_PROFILE:-} && -x $bench && -n $ncu_bin ]]; then
+  for b in 1 32; do
+    t0=$(date +%s)
+    timeout 150 "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum --csv --launch-count 1500 \
+      "$bench" --types "" --layer-types "" --decode-batch "$b" --decode-fused-norms 0,1 --reps 1 \
+      >"$work/ncu_b$b.csv" 2>>"$log"
+    say "profile batch $b: exit $? ($(( $(date +%s) - t0 )) s)"
+  done
+fi
+
 # Summary: tests per binary, the headline figures against their targets, and a short table.
 python3 - "$work" "$out" "$(( $(date +%s) - start ))" <<'EOF' 2>>"$log" || say "summary: python3 failed; raw files only"
 import json, os, sys
@@ -204,6 +218,31 @@ for r in b:
 rows.append("")
 rows.append(f"targets: ternary mat-vec >= 0.75 of copy: {f.get('ternary_matvec_meets_target')}, "
             f"int4 >= 0.70: {f.get('int4_matvec_meets_target')}, all tests passed: {f['all_tests_passed']}")
+# Per-kernel decode profile (BITFLEET_GPU_PROFILE): ncu durations summed by kernel name over the
+# profiled launches, per decode step (a step ends with one arg-max).
+import csv, collections
+for b in (1, 32):
+    path = os.path.join(work, f"ncu_b{b}.csv")
+    if not os.path.exists(path):
+        continue
+    lines = [l for l in open(path) if l.startswith('"')]
+    by_name = collections.defaultdict(lambda: [0, 0.0])
+    for rec in csv.DictReader(lines):
+        if rec.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        name = rec["Kernel Name"].split("(")[0]
+        for noise in ("void ", "bitfleet::kernels::cuda::", "<unnamed>::", "unnamed>::", "(anonymous namespace)::"):
+            name = name.replace(noise, "")
+        name = name[-60:]
+        scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}.get(rec.get("Metric Unit", "ns"), 1e-3)
+        by_name[name][0] += 1
+        by_name[name][1] += float(rec["Metric Value"].replace(",", "")) * scale
+    steps = max(1, sum(v[0] for k, v in by_name.items() if "ArgMax" in k))
+    summary.setdefault("profile", {})[f"batch{b}"] = {k: {"launches": v[0], "us": v[1]} for k, v in by_name.items()}
+    rows += ["", f"ncu, decode batch {b}: {steps} steps profiled (isolated kernels, cold caches), µs per step"]
+    for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:14]:
+        rows.append(f"  {k:60s} {v[0] / steps:6.1f} launches {v[1] / steps:9.1f} us")
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 open(os.path.join(out, "table.txt"), "w").write("\n".join(rows) + "\n")
 print("\n".join(rows))
 EOF
