@@ -25,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 carry=${BITFLEET_GPU_CARRY:-build-gpu-check/carry}
-targets=(gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu)
+targets=(gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu)
 
 # In a subshell, so its `set -e` stays inside.
 prepare() (
@@ -101,9 +101,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
   sed 's/^/gpu: /' | tee -a "$log"
 
 # Tests: each binary with a time limit; gtest writes its JSON report into $work.
-declare -A limits=([gpu_kernels_test]=300 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120 [cuda_host_test]=60)
+declare -A limits=([gpu_kernels_test]=300 [gpu_model_runner_test]=120 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120 [cuda_host_test]=60)
 status=0
-for t in gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test; do
+for t in gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test; do
   bin=$carry/bin/$t
   if [[ ! -x $bin ]]; then
     say "test $t: MISSING"
@@ -153,7 +153,7 @@ python3 - "$work" "$out" "$(( $(date +%s) - start ))" <<'EOF' 2>>"$log" || say "
 import json, os, sys
 work, out, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 summary = {"seconds": seconds, "tests": {}, "bench": [], "figures": {}}
-for name in ["gpu_kernels_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test"]:
+for name in ["gpu_kernels_test", "gpu_model_runner_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test"]:
     entry = {"exit": open(os.path.join(work, name + ".rc")).read().strip() if os.path.exists(os.path.join(work, name + ".rc")) else "not run"}
     path = os.path.join(work, name + ".json")
     if os.path.exists(path):

@@ -46,5 +46,7 @@ cudaError_t LaunchRope(float* x, const int32_t* positions, int n_tokens, int n_h
 cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t LaunchRelu2Mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t LaunchAdd(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
+// x *= scale in place (one rounded product: a projection's per-tensor scale, as on the CPU).
+cudaError_t LaunchScale(float* x, int64_t n, float scale, cudaStream_t stream);
 
 }  // namespace bitfleet::kernels::cuda
