@@ -215,6 +215,9 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   impl->logit_begin_.assign(o.max_step_sequences + 1, 0);
   impl->logit_src_.assign(rows, 0);
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaStreamCreateWithFlags(&impl->stream_, cudaStreamNonBlocking), "stream"));
+  // The allocations' zero fills run on the legacy stream, which the runner's non-blocking stream
+  // does not wait for: finish them before the first Step.
+  BF_RETURN_IF_ERROR(kc::CudaStatus(cudaDeviceSynchronize(), "load"));
 
   const double mib = 1048576.0;
   Logger("worker")->info("loaded {} ({}) on the GPU: {} layers, n_embd {}, vocab {}, weights {:.1f} MiB, "
