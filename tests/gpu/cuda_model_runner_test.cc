@@ -1,8 +1,8 @@
 // CudaModelRunner against the CPU ModelRunner on the synthetic tiny models of every
 // architecture: the same continuous-batching steps (prefill chunks with all their logits, then
 // decode tokens of several sequences at once, a sequence joining mid-way, a projection scale)
-// must give the same logits within float accumulation, and the same greedy tokens wherever the
-// CPU's top two logits are not a near-tie.
+// must give the same logits within the budgets below, and the same greedy tokens wherever the
+// CPU's top two logits are further apart than the budget allows the paths to differ.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/unit/worker/runner_test_util.h"
 #include "worker/cuda_model_runner.h"
@@ -23,9 +24,15 @@ using testing::OpenModel;
 using testing::SynthTinyModel;
 using testing::TestTokens;
 
-// Logits of a tiny model are O(1); int8 activation rounding that flips on a different float
-// rounding of a norm moves them by ~1e-3 of the row's largest value.
-constexpr double kMaxRowError = 2e-2;
+// Budgets, as max |GPU - CPU| over a row / max |CPU| over the row. Float weights: the two paths
+// differ by float rounding only (norm sums, RoPE, a K/V element now and then rounding to the
+// neighbouring f16 in the cache: ~1e-4 in the logits; tests/unit/worker/model_runner_test.cc).
+// Quantized weights with int8 activations: such a rounding-level difference flips int8 values
+// and reshuffles the quantization noise, which on these random models reaches a few percent of
+// the largest logit over a sequence (the CPU runner's own budget against float activations is
+// 6e-2).
+constexpr double kFloatBudget = 1e-3;
+constexpr double kQuantizedBudget = 6e-2;
 
 RunnerOptions TestOptions() {
   RunnerOptions o;
@@ -56,6 +63,7 @@ struct Seq {
 };
 
 void CheckModel(const std::string& arch, DType type, const std::string& scaled_copy = "") {
+  const double budget = IsQuantized(type) ? kQuantizedBudget : kFloatBudget;
   SCOPED_TRACE(arch + " " + DTypeName(type) + (scaled_copy.empty() ? "" : " with projection scales"));
   StatusOr<std::string> path = SynthTinyModel(arch, type);
   ASSERT_TRUE(path.ok()) << path.status();
@@ -111,7 +119,7 @@ void CheckModel(const std::string& arch, DType type, const std::string& scaled_c
         const double err = MaxRowError(std::vector<float>(g.begin(), g.end()), std::vector<float>(w.begin(), w.end()),
                                        static_cast<size_t>(n_vocab));
         worst = std::max(worst, err);
-        ASSERT_LE(err, kMaxRowError) << "step " << step << " sequence " << active[k] << " row " << r;
+        ASSERT_LE(err, budget) << "step " << step << " sequence " << active[k] << " row " << r;
       }
       // Greedy continuation from the CPU's logits (both runners then see the same tokens); the
       // GPU must pick the same token unless the CPU's top two are within the error seen.
@@ -119,7 +127,7 @@ void CheckModel(const std::string& arch, DType type, const std::string& scaled_c
       const int token = ArgMax(last);
       float row_max = 0.0f;
       for (float v : last) row_max = std::max(row_max, std::fabs(v));
-      if (Margin(last) > 2 * kMaxRowError * row_max) {
+      if (Margin(last) > 2 * budget * row_max) {
         EXPECT_EQ(ArgMax(got->Last(seq)), token) << "step " << step << " sequence " << active[k];
         ++compared_tokens;
       }
