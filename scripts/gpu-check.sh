@@ -207,8 +207,9 @@ for r in b:
     if r["kernel"] == "matvec_2b_layers":
         rows.append(f"2B layer stream {r['type']:6s} {'fused' if r['fused'] else 'separate':8s} {r['ms']:7.3f} ms "
                     f"{r['packed_gb_s']:6.0f} GB/s = {r['roofline_fraction']:.2f} of copy  "
-                    f"[{r.get('options', 'default')}: pdl {r.get('dependent_launch')} prefetch {r.get('prefetch')} "
-                    f"blocks {r.get('prefetch_blocks')}]")
+                    + ("[chain: one cooperative launch, grid barriers]" if r.get("options") == "chain" else
+                       f"[{r.get('options', 'default')}: pdl {r.get('dependent_launch')} prefetch {r.get('prefetch')} "
+                       f"blocks {r.get('prefetch_blocks')}]"))
 for r in b:
     if r["kernel"] == "decode_step":
         rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}"
