@@ -47,6 +47,13 @@ prepare() (
     ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libabsl_|libspdlog|libfmt|libgtest|libgmock' |
       xargs -r -I{} cp -L -n {} "$carry/lib/" || true
   done
+  # The real model of the runner test (stories260K, ~1 MiB; never committed), when it is here.
+  shared=${BITFLEET_SHARED_DIR:-../shared}
+  if [[ -f $shared/models/stories260K/stories260K.bin ]]; then
+    mkdir -p "$carry/shared/models"
+    cp -r "$shared/models/stories260K" "$carry/shared/models/"
+    chmod -R u+w "$carry/shared"  # the source is read-only; the next --prepare deletes the copy
+  fi
   {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | wc -l) changed files"
     echo "built: $(date -u +%FT%TZ) on $(uname -srm)"
@@ -96,6 +103,7 @@ if [[ -z $nccl_dir ]] && command -v python3 >/dev/null; then
 fi
 [[ -n $nccl_dir ]] && lib_path=$lib_path:$nccl_dir
 export LD_LIBRARY_PATH=$lib_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[[ -d $carry/shared ]] && export BITFLEET_SHARED_DIR=$root/$carry/shared
 say "libnccl.so.2: ${nccl_dir:-not found}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 |
   sed 's/^/gpu: /' | tee -a "$log"

@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "model/tokenizer/gguf_vocab_loader.h"
+#include "model/tokenizer/incremental_decoder.h"
+#include "tests/e2e/engine_test_assets.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/unit/worker/runner_test_util.h"
 #include "worker/cuda_model_runner.h"
@@ -171,6 +174,47 @@ TEST(CudaModelRunnerTest, RejectsWhatTheCpuRunnerRejects) {
   EXPECT_EQ((*gpu)->Step(std::span<const SequenceStep>(&s2, 1)).status().code(), absl::StatusCode::kInvalidArgument);
   SequenceStep s3{{}, 0, table, false};
   EXPECT_EQ((*gpu)->Step(std::span<const SequenceStep>(&s3, 1)).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A real trained model: stories260K (llama2.c, F32, head dim 8) decoded greedily from BOS on the
+// GPU tells the known story (tests/e2e/engine_stories_test.cc; shared/models/stories260K).
+// Skipped when the checkpoint is absent (gpu-check carries it and sets BITFLEET_SHARED_DIR).
+TEST(CudaModelRunnerTest, Stories260kGreedyFromBosTellsTheKnownStory) {
+  BF_REQUIRE_GPU();
+  constexpr char kKnownStory[] =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+      "One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
+  StatusOr<std::string> path = e2e::Stories260kGguf("f32");
+  if (absl::IsNotFound(path.status())) GTEST_SKIP() << path.status();
+  ASSERT_TRUE(path.ok()) << path.status();
+  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  StatusOr<tokenizer::Vocab> vocab = tokenizer::LoadVocabFromGguf(**file);
+  ASSERT_TRUE(vocab.ok()) << vocab.status();
+  StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok = tokenizer::Tokenizer::Create(std::move(*vocab));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  StatusOr<std::unique_ptr<CudaModelRunner>> gpu = CudaModelRunner::Create(*file, TestOptions());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+
+  std::vector<int32_t> table;
+  for (int b = 0; b < 16; ++b) table.push_back(b);
+  std::vector<int32_t> tokens = {(*tok)->bos()};
+  tokenizer::IncrementalDecoder stream(**tok);
+  std::string text;
+  for (int i = 0; i < 80; ++i) {
+    SequenceStep step;
+    step.tokens = std::span<const int32_t>(tokens).subspan(tokens.size() - 1);
+    step.start_pos = static_cast<int32_t>(tokens.size()) - 1;
+    step.block_table = table;
+    StatusOr<StepLogits> logits = (*gpu)->Step(std::span<const SequenceStep>(&step, 1));
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    const int32_t token = ArgMax(logits->Last(0));
+    StatusOr<std::string> piece = stream.Push(token);
+    ASSERT_TRUE(piece.ok()) << piece.status();
+    text += *piece;
+    tokens.push_back(token);
+  }
+  EXPECT_EQ(text.substr(0, sizeof(kKnownStory) - 1), kKnownStory) << text;
 }
 
 }  // namespace
