@@ -8,6 +8,7 @@
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
+#include "kernels/cuda/quantize_row.cuh"
 
 namespace bitfleet::kernels::cuda {
 namespace {
@@ -31,14 +32,6 @@ __device__ __forceinline__ float Element(const float* a, const float* b, int64_t
 
 __device__ __forceinline__ float Normalized(float e, const float* weight, int64_t i, double scale) {
   return static_cast<float>(static_cast<double>(e) * scale * static_cast<double>(weight[i]));
-}
-
-// The quantizer's value (QuantizeActivationsKernel): float product, NaN -> 0, clamp, round half
-// even.
-__device__ __forceinline__ int QuantizeValue(float x, float inv) {
-  const float v = x * inv;
-  if (isnan(v)) return 0;
-  return static_cast<int>(rintf(fminf(127.0f, fmaxf(-127.0f, v))));
 }
 
 template <Input I>
@@ -76,17 +69,9 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) absmax_out[t] = absmax;
   const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
 
-  // Pass 3: quantize in warp runs of 32, zero up to the stride, block sums.
-  const int lane = threadIdx.x & 31;
-  int8_t* qt = q + t * stride;
-  int32_t* st = sums + t * (stride / 32);
-  for (int64_t base = (threadIdx.x & ~31); base < stride; base += kThreads) {
-    const int64_t c = base + lane;
-    const int v = c < dim ? QuantizeValue(Normalized(Element<I>(at, bt, c), weight, c, scale), inv) : 0;
-    qt[c] = static_cast<int8_t>(v);
-    const int sum = __reduce_add_sync(kFullMask, v);
-    if (lane == 0) st[base / 32] = sum;
-  }
+  // Pass 3: quantize (the normalized value recomputed), zero up to the stride, block sums.
+  QuantizeRow<kThreads>([=](int64_t c) { return Normalized(Element<I>(at, bt, c), weight, c, scale); }, dim, stride,
+                        inv, q + t * stride, sums + t * (stride / 32));
 }
 
 template <Input I>

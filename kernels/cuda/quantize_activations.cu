@@ -3,18 +3,12 @@
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/matmul_launch.h"
+#include "kernels/cuda/quantize_row.cuh"
 
 namespace bitfleet::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// The reference's QuantizeActivationValue: the float product, NaN -> 0, clamp, round half even.
-__device__ __forceinline__ int QuantizeValue(float x, float inv) {
-  const float v = x * inv;
-  if (isnan(v)) return 0;
-  return static_cast<int>(rintf(fminf(127.0f, fmaxf(-127.0f, v))));
-}
 
 __global__ void __launch_bounds__(kThreads)
     QuantizeActivationsKernel(const float* __restrict__ x, int64_t cols, const float* __restrict__ absmax_in,
@@ -38,17 +32,7 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) absmax_out[t] = absmax;
   const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
 
-  // Each warp quantizes runs of 32 consecutive elements, so a run's sum is one warp reduction.
-  const int lane = threadIdx.x & 31;
-  int8_t* qt = q + t * stride;
-  int32_t* st = sums + t * (stride / 32);
-  for (int64_t base = (threadIdx.x & ~31); base < stride; base += kThreads) {
-    const int64_t c = base + lane;
-    const int v = c < cols ? QuantizeValue(xt[c], inv) : 0;
-    qt[c] = static_cast<int8_t>(v);
-    const int s = __reduce_add_sync(kFullMask, v);
-    if (lane == 0) st[base / 32] = s;
-  }
+  QuantizeRow<kThreads>([xt](int64_t c) { return xt[c]; }, cols, stride, inv, q + t * stride, sums + t * (stride / 32));
 }
 
 }  // namespace

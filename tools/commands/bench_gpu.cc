@@ -505,6 +505,8 @@ class DecodeBench {
  private:
   DecodeBench() = default;
   Status EnqueueFused(cudaStream_t stream);
+  // RoPE on the step's q and k, the KV write and attention of layer l into attn_.
+  Status EnqueueAttention(int l, const kc::PagedKvBatch& kv_batch, cudaStream_t stream);
   bool fused_norms_ = false;
   int batch_ = 1;
   int context_ = 0;
@@ -616,6 +618,22 @@ StatusOr<std::unique_ptr<DecodeBench>> DecodeBench::Create(DType type, DType hea
   return b;
 }
 
+Status DecodeBench::EnqueueAttention(int l, const kc::PagedKvBatch& kv_batch, cudaStream_t s) {
+  const int n = batch_;
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
+                                         M::kHeadDim, M::kRopeBase, true, s),
+                          "rope q"));
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
+                                         M::kHeadDim, M::kRopeBase, true, s),
+                          "rope k"));
+  BF_RETURN_IF_ERROR(
+      Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
+  return Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
+                                            1.0f / std::sqrt(static_cast<float>(M::kHeadDim)), context_ + 1,
+                                            attention_ws_.as<float>(), attention_ws_floats_, attn_.as<float>(), s),
+              "attention");
+}
+
 Status DecodeBench::EnqueueFused(cudaStream_t s) {
   const int n = batch_;
   float* x = x_.as<float>();
@@ -634,19 +652,7 @@ Status DecodeBench::EnqueueFused(cudaStream_t s) {
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, embd, qb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, embd, kb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, embd, vb_.as<float>(), s));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
-                                           M::kHeadDim, M::kRopeBase, true, s),
-                            "rope q"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
-                                           M::kHeadDim, M::kRopeBase, true, s),
-                            "rope k"));
-    BF_RETURN_IF_ERROR(
-        Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
-                                                          1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
-                                                          context_ + 1, attention_ws_.as<float>(),
-                                                          attention_ws_floats_, attn_.as<float>(), s),
-                            "attention"));
+    BF_RETURN_IF_ERROR(EnqueueAttention(l, kv_batch, s));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd,
                                                       M::kEps, embd.stride, q, absmax, sums, s),
                             "sub norm + quantize"));
@@ -696,19 +702,7 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, hv, qb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, hv, kb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, hv, vb_.as<float>(), s));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
-                                           M::kHeadDim, M::kRopeBase, true, s),
-                            "rope q"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
-                                           M::kHeadDim, M::kRopeBase, true, s),
-                            "rope k"));
-    BF_RETURN_IF_ERROR(
-        Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
-                                                          1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
-                                                          context_ + 1, attention_ws_.as<float>(),
-                                                          attention_ws_floats_, attn_.as<float>(), s),
-                            "attention"));
+    BF_RETURN_IF_ERROR(EnqueueAttention(l, kv_batch, s));
     BF_RETURN_IF_ERROR(Cuda(
         kc::LaunchRmsNorm(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd, M::kEps, attn_.as<float>(), s),
         "sub norm"));
