@@ -221,6 +221,11 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coor
     if (state->api_server == nullptr || state->api_port == 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, " (client API)"));
     }
+    // gRPC's health service starts with the server-wide status SERVING: publish the real one
+    // (NOT_SERVING until a replica is ready) at once, not when the health thread first runs, or a
+    // client polling from start-up can see SERVING with no worker registered (seen in the
+    // multi-host test). A client can still slip into the microseconds before this call.
+    state->UpdateHealth();
   }
   {
     grpc::ServerBuilder builder;
