@@ -107,6 +107,10 @@ void ComputeAbsMax(const float* x, int n_tokens, uint64_t cols, float* absmax);
 // Quantizes x (n_tokens × cols, dense) with the given per-token absmax (which may come from an
 // all-reduce and may exceed the local max), filling q, absmax, sums and sums256 of `out`.
 void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out);
+// The same with the tokens split over `pool` (from kMinParallelRowTokens tokens, kernels/ops.h);
+// the result is identical.
+void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out,
+                         ThreadPool& pool);
 
 // out[t*rows + r] = sum_c W[r, c] * x[t, c] for quantized W, using the int8 activations.
 // Parallel over rows on `pool`. out must hold n_tokens × rows floats. Precondition: x.cols ==

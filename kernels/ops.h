@@ -8,6 +8,10 @@
 
 namespace bitfleet::kernels {
 
+// Row-wise work (norms, activation quantization, RoPE, gating) of fewer tokens than this runs on
+// the calling thread: a pool dispatch costs about a microsecond, more than a few rows take.
+inline constexpr int kMinParallelRowTokens = 8;
+
 // y = x / sqrt(mean(x^2) + eps) * weight, for n_tokens rows of `dim`. In-place allowed.
 void RmsNorm(const float* x, const float* weight, int n_tokens, int dim, float eps, float* y);
 
@@ -29,6 +33,10 @@ void Softmax(float* x, int n);
 // FFN gates: out = act(gate) * up, act = SiLU or squared ReLU.
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);
+
+// Greedy sampling's reduction: the lowest index holding the largest value of x[0, n), NaNs
+// skipped; 0 when there is none (n == 0, every value NaN). n < 2^31.
+int64_t ArgMax(const float* x, int64_t n);
 
 // One layer's paged KV storage: `num_blocks` blocks, each block_size tokens × n_kv_heads ×
 // head_dim, f16 (IEEE bits), K and V in separate pools. Block ids index into the pools: the

@@ -19,21 +19,20 @@ class BitnetLayers final : public DecoderLayers {
     const LayerWeights& w = layers_[layer];
     const ModelDims& d = ctx.dims;
     StepScratch& s = ctx.s;
-    const size_t n = static_cast<size_t>(ctx.n_tokens) * d.n_embd;
 
     NormalizeInput(ctx, w.attn_norm);
     SelfAttention(ctx, w, layer);
     // s.q is free once attention has run: it takes the normalized attention output.
     BF_RETURN_IF_ERROR(SubNorm(ctx, w.attn_sub_norm, s.attn.data(), s.q.data(), d.q_dim(), d.q_dim_full));
     BF_RETURN_IF_ERROR(ProjectRow(ctx, w.wo, s.q.data(), s.proj.data()));
-    AddInPlace(s.x.data(), s.proj.data(), n);
+    AddResidual(ctx);
 
     NormalizeInput(ctx, w.ffn_norm);
     GatedFeedForward(ctx, w);
     // s.gate is free once the gating has run.
     BF_RETURN_IF_ERROR(SubNorm(ctx, w.ffn_sub_norm, s.hidden.data(), s.gate.data(), d.n_ff, d.n_ff_full));
     BF_RETURN_IF_ERROR(ProjectRow(ctx, w.w_down, s.gate.data(), s.proj.data()));
-    AddInPlace(s.x.data(), s.proj.data(), n);
+    AddResidual(ctx);
     return absl::OkStatus();
   }
 };

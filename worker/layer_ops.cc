@@ -11,10 +11,12 @@
 namespace bitfleet::worker {
 namespace {
 
-void ApplyScale(const Projection& w, float* out, int n_tokens) {
+void ApplyScale(StepContext& ctx, const Projection& w, float* out) {
   if (!w.has_scale) return;
-  const size_t n = static_cast<size_t>(n_tokens) * w.rows();
-  for (size_t i = 0; i < n; ++i) out[i] *= w.scale;
+  const size_t rows = w.rows();
+  ForTokenRanges(ctx, [&](int t0, int t1) {
+    for (size_t i = t0 * rows; i < t1 * rows; ++i) out[i] *= w.scale;
+  });
 }
 
 // Attention of every sequence of the step, split over the pool by token ranges: a prefill
@@ -51,16 +53,40 @@ struct AttentionJob {
   }
 };
 
+// Per-token absmax of x (tokens × cols) into ctx.s.per_token.
+float* TokenAbsMax(StepContext& ctx, const float* x, uint64_t cols) {
+  float* absmax = ctx.s.per_token.data();
+  ForTokenRanges(ctx, [&](int t0, int t1) { kernels::ComputeAbsMax(x + t0 * cols, t1 - t0, cols, absmax + t0); });
+  return absmax;
+}
+
 }  // namespace
 
+void ForTokenRanges(StepContext& ctx, FunctionRef<void(int, int)> fn) {
+  const int n = ctx.n_tokens;
+  if (n < kernels::kMinParallelRowTokens || ctx.pool.size() == 1) {
+    if (n > 0) fn(0, n);
+    return;
+  }
+  ctx.pool.Run([n, &fn](int index, int n_indices) {
+    const int t0 = static_cast<int>(int64_t{n} * index / n_indices);
+    const int t1 = static_cast<int>(int64_t{n} * (index + 1) / n_indices);
+    if (t0 < t1) fn(t0, t1);
+  });
+}
+
 void NormalizeInput(StepContext& ctx, const std::vector<float>& weight) {
-  kernels::RmsNorm(ctx.s.x.data(), weight.data(), ctx.n_tokens, ctx.dims.n_embd, ctx.dims.rms_eps, ctx.s.xn.data());
+  const int dim = ctx.dims.n_embd;
+  const float* x = ctx.s.x.data();
+  float* xn = ctx.s.xn.data();
+  ForTokenRanges(ctx, [&](int t0, int t1) {
+    kernels::RmsNorm(x + int64_t{t0} * dim, weight.data(), t1 - t0, dim, ctx.dims.rms_eps, xn + int64_t{t0} * dim);
+  });
 }
 
 void QuantizeInput(StepContext& ctx) {
-  float* absmax = ctx.s.per_token.data();
-  kernels::ComputeAbsMax(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax);
-  kernels::QuantizeActivations(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax, &ctx.s.qa_in);
+  const float* absmax = TokenAbsMax(ctx, ctx.s.xn.data(), ctx.dims.n_embd);
+  kernels::QuantizeActivations(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax, &ctx.s.qa_in, ctx.pool);
 }
 
 void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Projection*, float*>> projections) {
@@ -74,7 +100,7 @@ void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Proj
   size_t n = 0;
   for (const auto& [w, out] : projections) jobs[n++] = {w->weight.get(), out};
   kernels::MatMulQuantizedGroup(std::span<const kernels::QuantMatMulJob>(jobs, n), ctx.s.qa_in, ctx.pool);
-  for (const auto& [w, out] : projections) ApplyScale(*w, out, ctx.n_tokens);
+  for (const auto& [w, out] : projections) ApplyScale(ctx, *w, out);
 }
 
 void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out) {
@@ -84,30 +110,33 @@ void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float*
   } else {
     kernels::MatMul(*w.weight, x, ctx.n_tokens, out, ctx.pool, &ctx.s.qa_row);
   }
-  ApplyScale(w, out, ctx.n_tokens);
+  ApplyScale(ctx, w, out);
 }
 
 Status ProjectRow(StepContext& ctx, const Projection& w, const float* x, float* out) {
   const uint64_t cols = w.cols();
   if (w.quantized()) {
-    float* absmax = ctx.s.per_token.data();
-    kernels::ComputeAbsMax(x, ctx.n_tokens, cols, absmax);
+    float* absmax = TokenAbsMax(ctx, x, cols);
     BF_RETURN_IF_ERROR(ctx.comm.AllReduceMax(absmax, ctx.n_tokens));
-    kernels::QuantizeActivations(x, ctx.n_tokens, cols, absmax, &ctx.s.qa_row);
+    kernels::QuantizeActivations(x, ctx.n_tokens, cols, absmax, &ctx.s.qa_row, ctx.pool);
     kernels::MatMulQuantized(*w.weight, ctx.s.qa_row, out, ctx.pool);
   } else {
     kernels::MatMul(*w.weight, x, ctx.n_tokens, out, ctx.pool, &ctx.s.qa_row);
   }
-  ApplyScale(w, out, ctx.n_tokens);
+  ApplyScale(ctx, w, out);
   return ctx.comm.AllReduceSum(out, static_cast<size_t>(ctx.n_tokens) * w.rows());
 }
 
 Status SubNorm(StepContext& ctx, const std::vector<float>& weight, const float* x, float* out, int dim,
                int full_dim) {
   float* sum_sq = ctx.s.per_token.data();
-  kernels::SumSquares(x, ctx.n_tokens, dim, sum_sq);
+  ForTokenRanges(ctx, [&](int t0, int t1) { kernels::SumSquares(x + int64_t{t0} * dim, t1 - t0, dim, sum_sq + t0); });
   BF_RETURN_IF_ERROR(ctx.comm.AllReduceSum(sum_sq, ctx.n_tokens));
-  kernels::RmsNormWithSumSquares(x, weight.data(), ctx.n_tokens, dim, sum_sq, full_dim, ctx.dims.rms_eps, out);
+  ForTokenRanges(ctx, [&](int t0, int t1) {
+    const int64_t off = int64_t{t0} * dim;
+    kernels::RmsNormWithSumSquares(x + off, weight.data(), t1 - t0, dim, sum_sq + t0, full_dim, ctx.dims.rms_eps,
+                                   out + off);
+  });
   return absl::OkStatus();
 }
 
@@ -116,10 +145,13 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
   StepScratch& s = ctx.s;
   if (w.wq.quantized() || w.wk.quantized() || w.wv.quantized()) QuantizeInput(ctx);
   ProjectColumns(ctx, {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}});
-  kernels::Rope(s.q.data(), s.positions.data(), ctx.n_tokens, d.n_head, d.head_dim, d.rope_dim, d.rope_freq_base,
-                d.rope_neox);
-  kernels::Rope(s.k.data(), s.positions.data(), ctx.n_tokens, d.n_head_kv, d.head_dim, d.rope_dim,
-                d.rope_freq_base, d.rope_neox);
+  ForTokenRanges(ctx, [&](int t0, int t1) {
+    const int32_t* positions = s.positions.data() + t0;
+    kernels::Rope(s.q.data() + int64_t{t0} * d.q_dim(), positions, t1 - t0, d.n_head, d.head_dim, d.rope_dim,
+                  d.rope_freq_base, d.rope_neox);
+    kernels::Rope(s.k.data() + int64_t{t0} * d.kv_dim(), positions, t1 - t0, d.n_head_kv, d.head_dim, d.rope_dim,
+                  d.rope_freq_base, d.rope_neox);
+  });
 
   const kernels::PagedKv kv = ctx.kv.Layer(layer);
   const size_t kv_dim = d.kv_dim();
@@ -148,16 +180,26 @@ void GatedFeedForward(StepContext& ctx, const LayerWeights& w) {
   StepScratch& s = ctx.s;
   if (w.w_gate.quantized() || w.w_up.quantized()) QuantizeInput(ctx);
   ProjectColumns(ctx, {{&w.w_gate, s.gate.data()}, {&w.w_up, s.up.data()}});
-  const int64_t n = static_cast<int64_t>(ctx.n_tokens) * ctx.dims.n_ff;
-  if (ctx.dims.activation == model::Activation::kRelu2) {
-    kernels::Relu2Mul(s.gate.data(), s.up.data(), n, s.hidden.data());
-  } else {
-    kernels::SiluMul(s.gate.data(), s.up.data(), n, s.hidden.data());
-  }
+  const int64_t n_ff = ctx.dims.n_ff;
+  const bool relu2 = ctx.dims.activation == model::Activation::kRelu2;
+  ForTokenRanges(ctx, [&](int t0, int t1) {
+    const int64_t off = t0 * n_ff;
+    const int64_t n = (t1 - t0) * n_ff;
+    if (relu2) {
+      kernels::Relu2Mul(s.gate.data() + off, s.up.data() + off, n, s.hidden.data() + off);
+    } else {
+      kernels::SiluMul(s.gate.data() + off, s.up.data() + off, n, s.hidden.data() + off);
+    }
+  });
 }
 
-void AddInPlace(float* x, const float* y, size_t n) {
-  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+void AddResidual(StepContext& ctx) {
+  const int64_t dim = ctx.dims.n_embd;
+  float* x = ctx.s.x.data();
+  const float* proj = ctx.s.proj.data();
+  ForTokenRanges(ctx, [&](int t0, int t1) {
+    for (int64_t i = t0 * dim; i < t1 * dim; ++i) x[i] += proj[i];
+  });
 }
 
 }  // namespace bitfleet::worker

@@ -8,11 +8,18 @@
 #include <utility>
 #include <vector>
 
+#include "core/function_ref.h"
 #include "core/status.h"
 #include "worker/decoder_layers.h"
 #include "worker/step_context.h"
 
 namespace bitfleet::worker {
+
+// Runs fn(t0, t1) over the step's tokens: one contiguous range per pool thread, or all tokens
+// on the calling thread below kernels::kMinParallelRowTokens (a dispatch would cost more than
+// the rows). For the row-wise ops between the matmuls, which would otherwise leave the other
+// threads waiting.
+void ForTokenRanges(StepContext& ctx, FunctionRef<void(int, int)> fn);
 
 // ctx.s.xn = RmsNorm(ctx.s.x) with `weight` (n_embd).
 void NormalizeInput(StepContext& ctx, const std::vector<float>& weight);
@@ -45,7 +52,7 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer);
 // ctx.s.hidden = act(gate(xn)) * up(xn), the activation from ctx.dims.
 void GatedFeedForward(StepContext& ctx, const LayerWeights& w);
 
-// x += y over n floats.
-void AddInPlace(float* x, const float* y, size_t n);
+// The residual add after a projection: ctx.s.x += ctx.s.proj (tokens × n_embd).
+void AddResidual(StepContext& ctx);
 
 }  // namespace bitfleet::worker

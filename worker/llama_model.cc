@@ -16,17 +16,16 @@ class LlamaLayers final : public DecoderLayers {
   Status Forward(int layer, StepContext& ctx) const override {
     const LayerWeights& w = layers_[layer];
     StepScratch& s = ctx.s;
-    const size_t n = static_cast<size_t>(ctx.n_tokens) * ctx.dims.n_embd;
 
     NormalizeInput(ctx, w.attn_norm);
     SelfAttention(ctx, w, layer);
     BF_RETURN_IF_ERROR(ProjectRow(ctx, w.wo, s.attn.data(), s.proj.data()));
-    AddInPlace(s.x.data(), s.proj.data(), n);
+    AddResidual(ctx);
 
     NormalizeInput(ctx, w.ffn_norm);
     GatedFeedForward(ctx, w);
     BF_RETURN_IF_ERROR(ProjectRow(ctx, w.w_down, s.hidden.data(), s.proj.data()));
-    AddInPlace(s.x.data(), s.proj.data(), n);
+    AddResidual(ctx);
     return absl::OkStatus();
   }
 };

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/ops.h"
+
 namespace bitfleet::worker {
 namespace {
 
@@ -69,13 +71,7 @@ void Sampler::ApplyPenalties(std::span<const float> logits, std::span<const int3
   touched_.clear();
 }
 
-int32_t Sampler::ArgMax() const {
-  int32_t best = 0;
-  for (int32_t i = 1; i < n_vocab_; ++i) {
-    if (work_[i] > work_[best]) best = i;  // strict: ties keep the lower id
-  }
-  return best;
-}
+int32_t Sampler::ArgMax() const { return static_cast<int32_t>(kernels::ArgMax(work_.data(), n_vocab_)); }
 
 void Sampler::Filter(const SamplingParams& params) {
   const float* w = work_.data();

@@ -76,6 +76,7 @@ class Sampler {
  private:
   // Copies logits into work_ and applies the penalties.
   void ApplyPenalties(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& params);
+  // Greedy choice over work_: the lowest id of the largest logit, NaNs skipped (kernels::ArgMax).
   int32_t ArgMax() const;
   // Fills candidates_/probs_ with the survivors of top-k/top-p/min-p, sorted best first
   // (or all tokens in id order when no filter is active), probs_ tempered and normalized.

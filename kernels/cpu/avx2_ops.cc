@@ -293,4 +293,44 @@ void Relu2Mul(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+// As the AVX-512 ArgMax, 8 lanes over whole vectors; the tail (indices above every lane's) is
+// folded in by the same rule after the lanes are reduced.
+int64_t ArgMax(const float* x, int64_t n) {
+  __m256 best = _mm256_setzero_ps();
+  __m256i best_i = _mm256_set1_epi32(-1);
+  __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 empty = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), best_i));
+    const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ),
+                                     _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_ORD_Q), empty));
+    best = _mm256_blendv_ps(best, v, take);
+    best_i = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(best_i), _mm256_castsi256_ps(idx), take));
+    idx = _mm256_add_epi32(idx, step);
+  }
+  alignas(32) float value[8];
+  alignas(32) int32_t index[8];
+  _mm256_store_ps(value, best);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(index), best_i);
+  int64_t found = -1;
+  float found_value = 0.0f;
+  for (int l = 0; l < 8; ++l) {
+    if (index[l] < 0) continue;
+    if (found < 0 || value[l] > found_value || (value[l] == found_value && index[l] < found)) {
+      found = index[l];
+      found_value = value[l];
+    }
+  }
+  for (; i < n; ++i) {
+    if (x[i] != x[i]) continue;
+    if (found < 0 || x[i] > found_value) {
+      found = i;
+      found_value = x[i];
+    }
+  }
+  return found < 0 ? 0 : found;
+}
+
 }  // namespace bitfleet::kernels::cpu::avx2

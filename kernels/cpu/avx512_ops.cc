@@ -294,4 +294,38 @@ void Relu2Mul(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+// Per lane the largest value seen and the lowest index holding it: a lane takes a value that is
+// strictly greater (NaN compares false), or its first non-NaN value. Indices only grow, so
+// equal values keep the earlier index. The 16 lanes are then reduced in index order.
+int64_t ArgMax(const float* x, int64_t n) {
+  __m512 best = _mm512_set1_ps(0.0f);
+  __m512i best_i = _mm512_set1_epi32(-1);
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = TailMask(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    const __mmask16 empty = _mm512_cmplt_epi32_mask(best_i, _mm512_setzero_si512());
+    const __mmask16 take = _mm512_mask_cmp_ps_mask(m, v, best, _CMP_GT_OQ) |
+                           (_mm512_mask_cmp_ps_mask(m, v, v, _CMP_ORD_Q) & empty);
+    best = _mm512_mask_mov_ps(best, take, v);
+    best_i = _mm512_mask_mov_epi32(best_i, take, idx);
+    idx = _mm512_add_epi32(idx, step);
+  }
+  alignas(64) float value[16];
+  alignas(64) int32_t index[16];
+  _mm512_store_ps(value, best);
+  _mm512_store_si512(index, best_i);
+  int32_t found = -1;
+  float found_value = 0.0f;
+  for (int l = 0; l < 16; ++l) {
+    if (index[l] < 0) continue;
+    if (found < 0 || value[l] > found_value || (value[l] == found_value && index[l] < found)) {
+      found = index[l];
+      found_value = value[l];
+    }
+  }
+  return found < 0 ? 0 : found;
+}
+
 }  // namespace bitfleet::kernels::cpu::avx512

@@ -91,6 +91,9 @@ struct CpuKernels {
   float (*exp_shift_sum)(float* x, int64_t n, float max);
   void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);
   void (*relu2_mul)(const float* gate, const float* up, int64_t n, float* out);
+  // The lowest index holding the largest value of x[0, n), NaNs skipped; 0 when there is none
+  // (n == 0, every value NaN). n < 2^31.
+  int64_t (*arg_max)(const float* x, int64_t n);
   // ---- AMX operands (null in variants without AMX) ----
   // Copies q (n_tokens × stride, stride a multiple of 256) into tile order: for token tile tt
   // (tokens 16 tt .. 16 tt + 15, missing tokens zero) and 64-column chunk kc, a 16 × 64-byte

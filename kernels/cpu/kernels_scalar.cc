@@ -200,4 +200,13 @@ void Relu2Mul(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+int64_t ArgMax(const float* x, int64_t n) {
+  int64_t best = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] != x[i]) continue;  // NaN
+    if (best < 0 || x[i] > x[best]) best = i;
+  }
+  return best < 0 ? 0 : best;
+}
+
 }  // namespace bitfleet::kernels::cpu::scalar

@@ -88,7 +88,7 @@ void ComputeAbsMaxWith(const CpuKernels& k, const float* x, int n_tokens, uint64
 }
 
 void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, const float* absmax,
-                             QuantizedActivations* out) {
+                             QuantizedActivations* out, ThreadPool* pool) {
   // absmax may point into out->absmax (MatMul does that); Reserve keeps the values on growth.
   const bool aliased = absmax == out->absmax.get();
   out->Reserve(n_tokens, cols);
@@ -99,26 +99,45 @@ void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, 
   out->stride = stride;
   const uint64_t n32 = stride / 32;
   const uint64_t n256 = stride / 256;
-  for (int t = 0; t < n_tokens; ++t) {
-    int8_t* q = out->q.get() + t * stride;
-    int32_t* sums = out->sums.get() + t * n32;
-    out->absmax[t] = absmax[t];
-    k.quantize_row(x + t * cols, cols, ref::ActivationInvScale(absmax[t]), q, sums);
-    const uint64_t used32 = (cols + 31) / 32;
-    std::fill(q + cols, q + stride, int8_t{0});
-    std::fill(sums + used32, sums + n32, 0);
-    float* s256 = out->sums256.get() + t * n256;
-    for (uint64_t b = 0; b < n256; ++b) {
-      int32_t s = 0;
-      for (int i = 0; i < 8; ++i) s += sums[b * 8 + i];
-      s256[b] = static_cast<float>(s);
+  auto quantize_rows = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int8_t* q = out->q.get() + t * stride;
+      int32_t* sums = out->sums.get() + t * n32;
+      out->absmax[t] = absmax[t];
+      k.quantize_row(x + t * cols, cols, ref::ActivationInvScale(absmax[t]), q, sums);
+      const uint64_t used32 = (cols + 31) / 32;
+      std::fill(q + cols, q + stride, int8_t{0});
+      std::fill(sums + used32, sums + n32, 0);
+      float* s256 = out->sums256.get() + t * n256;
+      for (uint64_t b = 0; b < n256; ++b) {
+        int32_t s = 0;
+        for (int i = 0; i < 8; ++i) s += sums[b * 8 + i];
+        s256[b] = static_cast<float>(s);
+      }
     }
+  };
+  const bool parallel = pool != nullptr && pool->size() > 1 && n_tokens >= kMinParallelRowTokens;
+  if (parallel) {
+    pool->ParallelFor(n_tokens, 1, quantize_rows);
+  } else {
+    quantize_rows(0, n_tokens);
   }
   out->tiled = false;
   if (k.tile_activations != nullptr && n_tokens >= kAmxMinTokens) {
     ReserveTiles(out, n_tokens, stride);
-    k.tile_activations(out->q.get(), out->sums.get(), n_tokens, stride, out->tiles.get(), out->tile_sums.get(),
-                       out->token_sums.get());
+    // Token tile tt occupies 16 rows of `stride` bytes in `tiles` and 16 × n32 block sums.
+    auto tile = [&](int64_t tt0, int64_t tt1) {
+      const int64_t t0 = tt0 * kAmxTileTokens;
+      const int64_t t1 = std::min<int64_t>(n_tokens, tt1 * kAmxTileTokens);
+      k.tile_activations(out->q.get() + t0 * stride, out->sums.get() + t0 * n32, static_cast<int>(t1 - t0), stride,
+                         out->tiles.get() + t0 * stride, out->tile_sums.get() + t0 * n32, out->token_sums.get() + t0);
+    };
+    const int64_t n_tt = (n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
+    if (parallel && n_tt > 1) {
+      pool->ParallelFor(n_tt, 1, tile);
+    } else {
+      tile(0, n_tt);
+    }
     out->tiled = true;
   }
 }
@@ -245,7 +264,7 @@ void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int 
   act->Reserve(n_tokens, w.cols());
   // absmax goes through the activation buffer itself: QuantizeActivations copies it in place.
   ComputeAbsMaxWith(k, x, n_tokens, w.cols(), act->absmax.get());
-  QuantizeActivationsWith(k, x, n_tokens, w.cols(), act->absmax.get(), act);
+  QuantizeActivationsWith(k, x, n_tokens, w.cols(), act->absmax.get(), act, &pool);
   MatMulQuantizedWith(k, w, *act, out, pool);
 }
 
@@ -290,7 +309,12 @@ void ComputeAbsMax(const float* x, int n_tokens, uint64_t cols, float* absmax) {
 }
 
 void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out) {
-  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax, out);
+  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax, out, nullptr);
+}
+
+void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out,
+                         ThreadPool& pool) {
+  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax, out, &pool);
 }
 
 void MatMulQuantized(const PackedWeight& w, const QuantizedActivations& x, float* out, ThreadPool& pool) {

@@ -379,6 +379,8 @@ void Rope(float* x, const int32_t* positions, int n_tokens, int n_heads, int hea
 
 void Softmax(float* x, int n) { cpu::SoftmaxWith(cpu::ActiveKernels(), x, n); }
 
+int64_t ArgMax(const float* x, int64_t n) { return cpu::ActiveKernels().arg_max(x, n); }
+
 void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   cpu::SiluMulWith(cpu::ActiveKernels(), gate, up, n, out);
 }

@@ -23,6 +23,7 @@
   float ExpShiftSum(float* x, int64_t n, float max);                                                                  \
   void SiluMul(const float* gate, const float* up, int64_t n, float* out);                                            \
   void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);                                           \
+  int64_t ArgMax(const float* x, int64_t n);                                                                          \
   }
 
 namespace bitfleet::kernels::cpu {

@@ -83,6 +83,15 @@ void Relu2MulRef(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+int64_t ArgMaxRef(const float* x, int64_t n) {
+  int64_t best = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(x[i])) continue;
+    if (best < 0 || x[i] > x[best]) best = i;  // strict: ties keep the lower index
+  }
+  return best < 0 ? 0 : best;
+}
+
 void WriteKvRef(const PagedKv& kv, const int32_t* block_table, int pos0, int n_tokens, const float* k, const float* v) {
   const int row = kv.n_kv_heads * kv.head_dim;
   for (int t = 0; t < n_tokens; ++t) {

@@ -20,6 +20,7 @@ void SoftmaxRef(float* x, int n);
 void SiluMulRef(const float* gate, const float* up, int64_t n, float* out);
 // Exactly (g > 0 ? g * g : 0) * up in float: every variant matches it bit for bit.
 void Relu2MulRef(const float* gate, const float* up, int64_t n, float* out);
+int64_t ArgMaxRef(const float* x, int64_t n);
 // f16 conversion by core/fp16.h FloatToHalf (round to nearest even): variants match bit for bit.
 void WriteKvRef(const PagedKv& kv, const int32_t* block_table, int pos0, int n_tokens, const float* k, const float* v);
 // Allocates its own scratch (reference only).

@@ -151,6 +151,15 @@ StatusOr<std::string> PrivateCopy(const std::string& model, const std::string& n
   const std::string link = absl::StrCat(::testing::TempDir(), "/", safe, "-", getpid(), ".gguf");
   unlink(link.c_str());
   if (symlink(model.c_str(), link.c_str()) != 0) return absl::InternalError(absl::StrCat("symlink ", link));
+  // Removed when the test process exits (the name holds the pid, so no later run reuses it).
+  struct Links {
+    std::vector<std::string> paths;
+    ~Links() {
+      for (const std::string& p : paths) unlink(p.c_str());
+    }
+  };
+  static Links links;
+  links.paths.push_back(link);
   return link;
 }
 

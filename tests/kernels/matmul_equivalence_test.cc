@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -146,7 +147,7 @@ TEST_P(MatMulEquivalence, RandomShapesAllVariants) {
       if (quantized && (inflated || shape_index % 2 == 0)) {
         QuantizedActivations act;
         if (shape_index % 4 == 0) act.Reserve(64, 4096);  // reserved up front vs grown on demand
-        cpu::QuantizeActivationsWith(*k, x.data(), s.n_tokens, s.cols, absmax.data(), &act);
+        cpu::QuantizeActivationsWith(*k, x.data(), s.n_tokens, s.cols, absmax.data(), &act, nullptr);
         cpu::MatMulQuantizedWith(*k, **packed, act, out.data(), pool);
       } else {
         QuantizedActivations scratch;
@@ -196,7 +197,7 @@ TEST(MatMulQuantizedGroup, EqualsOneCallPerWeight) {
       QuantizedActivations act;
       std::vector<float> absmax(n_tokens);
       cpu::ComputeAbsMaxWith(*k, x.data(), n_tokens, cols, absmax.data());
-      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act, nullptr);
       std::vector<GuardedFloats> grouped;
       std::vector<QuantMatMulJob> jobs;
       for (const auto& w : weights) grouped.emplace_back(static_cast<size_t>(n_tokens) * w->rows());
@@ -239,7 +240,7 @@ TEST(QuantizeActivations, AllVariantsMatchReferenceExactly) {
         for (int t = 0; t < n_tokens; ++t) ASSERT_EQ(got_absmax[t], absmax[t]);
       }
       QuantizedActivations act;
-      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act, nullptr);
       ASSERT_EQ(act.stride, QuantizedActivations::StrideFor(cols));
       ASSERT_EQ(act.stride % 256, 0u);
       for (int t = 0; t < n_tokens; ++t) {
@@ -258,6 +259,41 @@ TEST(QuantizeActivations, AllVariantsMatchReferenceExactly) {
           for (int i = 0; i < 8; ++i) s += static_cast<float>(act.sums[t * (act.stride / 32) + b * 8 + i]);
           ASSERT_EQ(act.sums256[t * (act.stride / 256) + b], s);
         }
+      }
+    }
+  }
+}
+
+// Quantizing with the tokens split over a pool must give, byte for byte, what one thread gives:
+// q, sums, sums256 and, where the variant makes it, the AMX tile copy with its block sums.
+TEST(QuantizeActivations, PooledEqualsOneThread) {
+  std::mt19937_64 rng(7);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  for (int iter = 0; iter < 30; ++iter) {
+    ThreadPool& pool = iter % 2 ? pool3 : pool2;
+    const int n_tokens = 1 + static_cast<int>(rng() % 70);  // below and above kMinParallelRowTokens
+    const uint64_t cols = 1 + rng() % 2100;
+    const std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
+    std::vector<float> absmax(n_tokens);
+    ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, absmax.data());
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " iter " << iter << " tokens " << n_tokens << " cols " << cols);
+      QuantizedActivations one, pooled;
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &one, nullptr);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &pooled, &pool);
+      ASSERT_EQ(pooled.tiled, one.tiled);
+      const uint64_t stride = one.stride;
+      ASSERT_EQ(pooled.stride, stride);
+      ASSERT_EQ(std::memcmp(pooled.q.get(), one.q.get(), n_tokens * stride), 0);
+      ASSERT_EQ(std::memcmp(pooled.absmax.get(), one.absmax.get(), n_tokens * sizeof(float)), 0);
+      ASSERT_EQ(std::memcmp(pooled.sums.get(), one.sums.get(), n_tokens * (stride / 32) * sizeof(int32_t)), 0);
+      ASSERT_EQ(std::memcmp(pooled.sums256.get(), one.sums256.get(), n_tokens * (stride / 256) * sizeof(float)), 0);
+      if (one.tiled) {
+        const uint64_t tile_tokens = (n_tokens + cpu::kAmxTileTokens - 1) / cpu::kAmxTileTokens * cpu::kAmxTileTokens;
+        ASSERT_EQ(std::memcmp(pooled.tiles.get(), one.tiles.get(), tile_tokens * stride), 0);
+        ASSERT_EQ(std::memcmp(pooled.tile_sums.get(), one.tile_sums.get(), tile_tokens * (stride / 32) * 4), 0);
+        ASSERT_EQ(std::memcmp(pooled.token_sums.get(), one.token_sums.get(), tile_tokens * 4), 0);
       }
     }
   }

@@ -104,6 +104,40 @@ TEST(OpsEquivalence, GatesAndSoftmax) {
   }
 }
 
+// ArgMax must pick exactly the reference's index: the first of equal maxima, NaNs skipped,
+// -inf a real value, 0 when nothing but NaN. Values are drawn from a small set so ties are common.
+TEST(OpsEquivalence, ArgMax) {
+  std::mt19937_64 rng(9);
+  const float values[] = {-INFINITY, -3.0f, -0.0f, 0.0f, 1.5f, 2.0f, INFINITY, NAN};
+  for (int i = 0; i < 400; ++i) {
+    const int64_t n = i < 40 ? i : RandInt(rng, 1, 40000);
+    std::vector<float> x(n);
+    const int kind = i % 4;
+    for (float& v : x) {
+      if (kind == 0) {
+        v = Normal(1, rng, 3.0f)[0];  // distinct values
+      } else if (kind == 1) {
+        v = values[rng() % std::size(values)];  // ties, infinities, NaNs
+      } else if (kind == 2) {
+        v = rng() % 8 ? NAN : -INFINITY;  // mostly NaN: the first non-NaN may be anywhere
+      } else {
+        v = values[rng() % 3];  // only -inf, -3 and -0: long runs of equal maxima
+      }
+    }
+    const int64_t want = ref::ArgMaxRef(x.data(), n);
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      ASSERT_EQ(k->arg_max(x.data(), n), want) << k->name << " n " << n << " kind " << kind;
+    }
+  }
+  const float all_nan[] = {NAN, NAN, NAN};
+  for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+    EXPECT_EQ(k->arg_max(all_nan, 3), 0) << k->name;
+    EXPECT_EQ(k->arg_max(all_nan, 0), 0) << k->name;
+    const float nan_first[] = {NAN, -1.0f, 4.0f, 4.0f};
+    EXPECT_EQ(k->arg_max(nan_first, 4), 2) << k->name;
+  }
+}
+
 TEST(OpsEquivalence, Rope) {
   std::mt19937_64 rng(3);
   std::vector<int32_t> pos;
