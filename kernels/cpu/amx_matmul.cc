@@ -135,14 +135,18 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
+  // The activation tiles load with the non-temporal hint (tileloaddt1): each is read once per
+  // row block, and as ordinary loads they pushed the unpacked rows, which every token tile
+  // pair reads again, out of L1 (32 rows × 1 KiB of codes plus two token tiles' 16 KiB:
+  // 2048x1024 hot, one thread, 128 tokens 316 -> 231 µs, 16 tokens 79 -> 56 µs).
   for (uint64_t kc = 0; kc < n_kc; ++kc) {
     _tile_loadd(4, a + kc * 64, ld);
     _tile_loadd(5, a + 16 * ld + kc * 64, ld);
-    _tile_loadd(6, b0 + kc * kTileBytes, 64);
+    _tile_stream_loadd(6, b0 + kc * kTileBytes, 64);
     _tile_dpbusd(0, 4, 6);
     _tile_dpbusd(2, 5, 6);
     if (kTwoTokenTiles) {
-      _tile_loadd(7, b1 + kc * kTileBytes, 64);
+      _tile_stream_loadd(7, b1 + kc * kTileBytes, 64);
       _tile_dpbusd(1, 4, 7);
       _tile_dpbusd(3, 5, 7);
     }
