@@ -228,7 +228,11 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
     const int n_kv_heads = i % 5 == 4 ? RandInt(rng, 5, 20) : RandInt(rng, 1, 4);
     const int group = i % 5 == 4 ? RandInt(rng, 1, 2) : RandInt(rng, 1, 4);
     const int n_heads = n_kv_heads * group;
-    const int head_dim = i % 3 == 0 ? RandInt(rng, 1, 150) : 64 * RandInt(rng, 1, 2);
+    // Any size; whole 16-lane chunks that leave part of a 64-dim slab (80, 144, ...); whole
+    // 64-dim slabs.
+    const int head_dim = i % 3 == 0   ? RandInt(rng, 1, 150)
+                         : i % 6 == 1 ? 16 * RandInt(rng, 1, 11)
+                                      : 64 * RandInt(rng, 1, 2);
     const int block_size = i % 4 == 0 ? 1 + RandInt(rng, 0, 31) : 16;
     const int pos0 = i % 3 == 1 ? 0 : RandInt(rng, 0, 300);
     const int n_tokens = RandInt(rng, 1, i % 2 ? 24 : 3);
