@@ -185,7 +185,7 @@ inline void PvSlab(const float* p, int p_stride, int n_keys, const uint16_t* v, 
   }
 }
 
-// PvSlab<4, 4> over a whole 64-dim slab with the 16 accumulators in four Row4 structs. GCC 12
+// PvSlab<NQ, 4> over a whole 64-dim slab with the accumulators in Row4 structs. GCC 12
 // kept PvSlab's array of accumulator vectors in memory and stored every one of them on every
 // key (16 stores per key against 16 FMAs: the store port, not the FMAs, set the pace; an array
 // of 8 did the same); small structs of named vectors stay in registers. Decode attention, one
@@ -217,25 +217,28 @@ inline __m512 LoadF16x16(const uint16_t* h) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
-inline void PvSlabFour64(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, int d0,
-                         float* acc) {
+// NQ (1..4) heads' accumulators over one whole 64-dim slab; the heads past NQ are not touched.
+template <int NQ>
+inline void PvSlabRows64(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd,
+                         int d0, float* acc) {
+  static_assert(NQ >= 1 && NQ <= 4);
   float* a0 = acc + d0;
-  float* a1 = acc + hd + d0;
-  float* a2 = acc + 2 * hd + d0;
-  float* a3 = acc + 3 * hd + d0;
+  float* a1 = acc + (NQ > 1 ? hd : 0) + d0;
+  float* a2 = acc + (NQ > 2 ? 2 * hd : 0) + d0;
+  float* a3 = acc + (NQ > 3 ? 3 * hd : 0) + d0;
   Row4 c0 = LoadRow4(a0), c1 = LoadRow4(a1), c2 = LoadRow4(a2), c3 = LoadRow4(a3);
   for (int j = 0; j < n_keys; ++j) {
     const uint16_t* vj = v + j * v_stride + d0;
     const Row4 vr{LoadF16x16(vj), LoadF16x16(vj + 16), LoadF16x16(vj + 32), LoadF16x16(vj + 48)};
     FmaRow4(_mm512_set1_ps(p[j]), vr, c0);
-    FmaRow4(_mm512_set1_ps(p[p_stride + j]), vr, c1);
-    FmaRow4(_mm512_set1_ps(p[2 * p_stride + j]), vr, c2);
-    FmaRow4(_mm512_set1_ps(p[3 * p_stride + j]), vr, c3);
+    if (NQ > 1) FmaRow4(_mm512_set1_ps(p[p_stride + j]), vr, c1);
+    if (NQ > 2) FmaRow4(_mm512_set1_ps(p[2 * p_stride + j]), vr, c2);
+    if (NQ > 3) FmaRow4(_mm512_set1_ps(p[3 * p_stride + j]), vr, c3);
   }
   StoreRow4(a0, c0);
-  StoreRow4(a1, c1);
-  StoreRow4(a2, c2);
-  StoreRow4(a3, c3);
+  if (NQ > 1) StoreRow4(a1, c1);
+  if (NQ > 2) StoreRow4(a2, c2);
+  if (NQ > 3) StoreRow4(a3, c3);
 }
 
 // All of head_dim for NQ heads, in slabs of up to 64 dims (4 vectors: NQ × 4 accumulators and
@@ -244,11 +247,7 @@ template <int NQ>
 inline void PvPass(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
   int d0 = 0;
   for (; d0 + 64 <= hd; d0 += 64) {
-    if (NQ == 4) {
-      PvSlabFour64(p, p_stride, n_keys, v, v_stride, hd, d0, acc);
-    } else {
-      PvSlab<NQ, 4>(p, p_stride, n_keys, v, v_stride, hd, d0, static_cast<__mmask16>(0xffff), acc);
-    }
+    PvSlabRows64<NQ>(p, p_stride, n_keys, v, v_stride, hd, d0, acc);
   }
   const int left = hd - d0;
   if (left <= 0) return;
