@@ -3,13 +3,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/ops.h"
+
 namespace bitfleet::worker {
 
 int32_t LogSoftmax(std::span<const float> logits, std::vector<double>* out) {
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
-  }
+  const int32_t best = static_cast<int32_t>(kernels::ArgMax(logits.data(), static_cast<int64_t>(logits.size())));
   const double max = logits.empty() ? 0.0 : logits[best];
   double sum = 0;
   for (float l : logits) sum += std::exp(static_cast<double>(l) - max);

@@ -46,7 +46,8 @@ class EvalAccumulator {
   std::vector<double> ref_log_probs_;
 };
 
-// Log-softmax of `logits` into `out` (double); returns the index of the largest logit.
+// Log-softmax of `logits` into `out` (double); returns the index of the largest logit (the
+// lowest on ties, NaNs skipped: kernels::ArgMax).
 int32_t LogSoftmax(std::span<const float> logits, std::vector<double>* out);
 
 // llama.cpp's percentile of sorted values: interpolation at fraction * (n - 1).

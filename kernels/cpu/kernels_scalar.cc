@@ -6,6 +6,7 @@
 #include "core/fp16.h"
 #include "kernels/cpu/variant_fns.h"
 #include "kernels/ref/matmul_ref.h"
+#include "kernels/ref/ops_ref.h"
 
 namespace bitfleet::kernels::cpu::scalar {
 namespace {
@@ -200,13 +201,6 @@ void Relu2Mul(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
-int64_t ArgMax(const float* x, int64_t n) {
-  int64_t best = -1;
-  for (int64_t i = 0; i < n; ++i) {
-    if (x[i] != x[i]) continue;  // NaN
-    if (best < 0 || x[i] > x[best]) best = i;
-  }
-  return best < 0 ? 0 : best;
-}
+int64_t ArgMax(const float* x, int64_t n) { return ref::ArgMaxRef(x, n); }
 
 }  // namespace bitfleet::kernels::cpu::scalar
