@@ -9,7 +9,7 @@ bash scripts/install-deps.sh
 bash scripts/install-test-tools.sh
 bash scripts/build.sh
 model=$(bash scripts/default-model.sh)
-prompt=${BITFLEET_PROMPT:-"What is the capital of France?"}
+prompt=${BITFLEET_PROMPT:-"What is the capital of France? Answer with one word."}
 port=${BITFLEET_PORT:-50051}
 tp=${BITFLEET_TP:-1}
 

@@ -60,6 +60,19 @@ float* TokenAbsMax(StepContext& ctx, const float* x, uint64_t cols) {
   return absmax;
 }
 
+// Whether `w` multiplies ctx.s.qa_in: quantized, at the scaling qa_in was quantized with.
+bool ReadsQuantizedInput(const StepContext& ctx, const Projection& w) {
+  return w.quantized() && kernels::ActScalingFor(w.weight->type()) == ctx.s.qa_in.scaling;
+}
+
+// The first quantized weight of a block's input projections (QuantizeInput's scaling), or null.
+const Projection* FirstQuantized(std::initializer_list<const Projection*> ws) {
+  for (const Projection* w : ws) {
+    if (w->quantized()) return w;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 void ForTokenRanges(StepContext& ctx, FunctionRef<void(int, int)> fn) {
@@ -84,15 +97,20 @@ void NormalizeInput(StepContext& ctx, const std::vector<float>& weight) {
   });
 }
 
-void QuantizeInput(StepContext& ctx) {
-  const float* absmax = TokenAbsMax(ctx, ctx.s.xn.data(), ctx.dims.n_embd);
-  kernels::QuantizeActivations(ctx.s.xn.data(), ctx.n_tokens, ctx.dims.n_embd, absmax, &ctx.s.qa_in, ctx.pool);
+void QuantizeInput(StepContext& ctx, const Projection& w) {
+  const float* xn = ctx.s.xn.data();
+  if (kernels::ActScalingFor(w.weight->type()) == kernels::ActScaling::kPerBlock) {
+    kernels::QuantizeActivationsPerBlock(xn, ctx.n_tokens, ctx.dims.n_embd, &ctx.s.qa_in, ctx.pool);
+    return;
+  }
+  const float* absmax = TokenAbsMax(ctx, xn, ctx.dims.n_embd);
+  kernels::QuantizeActivations(xn, ctx.n_tokens, ctx.dims.n_embd, absmax, &ctx.s.qa_in, ctx.pool);
 }
 
 void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Projection*, float*>> projections) {
   kernels::QuantMatMulJob jobs[4];
   bool grouped = projections.size() <= std::size(jobs);
-  for (const auto& [w, out] : projections) grouped = grouped && w->quantized();
+  for (const auto& [w, out] : projections) grouped = grouped && ReadsQuantizedInput(ctx, *w);
   if (!grouped) {
     for (const auto& [w, out] : projections) ProjectColumn(ctx, *w, ctx.s.xn.data(), out);
     return;
@@ -105,7 +123,7 @@ void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Proj
 
 void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out) {
   // A quantized weight reads the shared int8 copy of xn made by QuantizeInput.
-  if (w.quantized() && x == ctx.s.xn.data()) {
+  if (x == ctx.s.xn.data() && ReadsQuantizedInput(ctx, w)) {
     kernels::MatMulQuantized(*w.weight, ctx.s.qa_in, out, ctx.pool);
   } else {
     kernels::MatMul(*w.weight, x, ctx.n_tokens, out, ctx.pool, &ctx.s.qa_row);
@@ -116,9 +134,13 @@ void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float*
 Status ProjectRow(StepContext& ctx, const Projection& w, const float* x, float* out) {
   const uint64_t cols = w.cols();
   if (w.quantized()) {
-    float* absmax = TokenAbsMax(ctx, x, cols);
-    BF_RETURN_IF_ERROR(ctx.comm.AllReduceMax(absmax, ctx.n_tokens));
-    kernels::QuantizeActivations(x, ctx.n_tokens, cols, absmax, &ctx.s.qa_row, ctx.pool);
+    if (kernels::ActScalingFor(w.weight->type()) == kernels::ActScaling::kPerBlock) {
+      kernels::QuantizeActivationsPerBlock(x, ctx.n_tokens, cols, &ctx.s.qa_row, ctx.pool);
+    } else {
+      float* absmax = TokenAbsMax(ctx, x, cols);
+      BF_RETURN_IF_ERROR(ctx.comm.AllReduceMax(absmax, ctx.n_tokens));
+      kernels::QuantizeActivations(x, ctx.n_tokens, cols, absmax, &ctx.s.qa_row, ctx.pool);
+    }
     kernels::MatMulQuantized(*w.weight, ctx.s.qa_row, out, ctx.pool);
   } else {
     kernels::MatMul(*w.weight, x, ctx.n_tokens, out, ctx.pool, &ctx.s.qa_row);
@@ -143,7 +165,7 @@ Status SubNorm(StepContext& ctx, const std::vector<float>& weight, const float* 
 void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
   const ModelDims& d = ctx.dims;
   StepScratch& s = ctx.s;
-  if (w.wq.quantized() || w.wk.quantized() || w.wv.quantized()) QuantizeInput(ctx);
+  if (const Projection* first = FirstQuantized({&w.wq, &w.wk, &w.wv})) QuantizeInput(ctx, *first);
   ProjectColumns(ctx, {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}});
   ForTokenRanges(ctx, [&](int t0, int t1) {
     const int32_t* positions = s.positions.data() + t0;
@@ -178,7 +200,7 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
 
 void GatedFeedForward(StepContext& ctx, const LayerWeights& w) {
   StepScratch& s = ctx.s;
-  if (w.w_gate.quantized() || w.w_up.quantized()) QuantizeInput(ctx);
+  if (const Projection* first = FirstQuantized({&w.w_gate, &w.w_up})) QuantizeInput(ctx, *first);
   ProjectColumns(ctx, {{&w.w_gate, s.gate.data()}, {&w.w_up, s.up.data()}});
   const int64_t n_ff = ctx.dims.n_ff;
   const bool relu2 = ctx.dims.activation == model::Activation::kRelu2;

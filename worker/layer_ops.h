@@ -25,18 +25,21 @@ void ForTokenRanges(StepContext& ctx, FunctionRef<void(int, int)> fn);
 void NormalizeInput(StepContext& ctx, const std::vector<float>& weight);
 
 // Column-parallel projections (input replicated on every rank, so its absmax is local).
-// QuantizeInput quantizes ctx.s.xn once into ctx.s.qa_in; ProjectColumn of a quantized weight
-// with x == ctx.s.xn reads that copy (call QuantizeInput after every change of xn), any
-// other input is quantized inside the matmul. out = scale * (W x), tokens × w.rows().
-void QuantizeInput(StepContext& ctx);
+// QuantizeInput quantizes ctx.s.xn once into ctx.s.qa_in at the activation scaling `w` takes
+// (kernels::ActScalingFor); ProjectColumn of a quantized weight of that scaling with x ==
+// ctx.s.xn reads that copy (call QuantizeInput after every change of xn), any other input is
+// quantized inside the matmul. out = scale * (W x), tokens × w.rows().
+void QuantizeInput(StepContext& ctx, const Projection& w);
 void ProjectColumn(StepContext& ctx, const Projection& w, const float* x, float* out);
 // ProjectColumn(ctx, *w, ctx.s.xn, out) for each (w, out) pair (at most 4). When every weight
-// is quantized they run as one kernels::MatMulQuantizedGroup (one parallel pass, one meeting
-// of the threads instead of one per weight); the results are the same either way.
+// reads ctx.s.qa_in they run as one kernels::MatMulQuantizedGroup (one parallel pass, one
+// meeting of the threads instead of one per weight); the results are the same either way.
 void ProjectColumns(StepContext& ctx, std::initializer_list<std::pair<const Projection*, float*>> projections);
 
-// Row-parallel projection of `x` (tokens × w.cols(), this rank's slice of the input): the
-// per-token absmax is all-reduced (max) before quantizing and the output all-reduced (sum).
+// Row-parallel projection of `x` (tokens × w.cols(), this rank's slice of the input), the
+// output all-reduced (sum). Per-token activations (ternary weights) take the all-reduced (max)
+// absmax of the full row, so every rank scales as TP=1 does; per-block ones (Q4/Q8) need no
+// all-reduce, the slice being whole blocks.
 Status ProjectRow(StepContext& ctx, const Projection& w, const float* x, float* out);
 
 // BitNet sub-norm on the sharded dimension: out = RmsNorm(x) * weight where the per-token sum

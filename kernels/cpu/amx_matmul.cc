@@ -12,6 +12,7 @@
 // rows 0-15 / 16-31, tmm6-7 B for tokens 0-15 / 16-31.
 #include <immintrin.h>
 
+#include "kernels/cpu/avx512_transpose.h"
 #include "kernels/cpu/variant_fns.h"
 
 namespace bitfleet::kernels::cpu::amx {
@@ -38,35 +39,6 @@ inline void ConfigureFullTiles() {
     cfg.colsb[i] = 64;
   }
   _tile_loadconfig(&cfg);
-}
-
-// In place: r[i] lane j <- r[j] lane i, for 16 vectors of 16 int32 (three stages: 32-bit and
-// 64-bit interleaves within 128-bit lanes, then a 4 × 4 transpose of the lanes).
-inline void Transpose16(__m512i r[16]) {
-  __m512i t[16];
-  for (int k = 0; k < 8; ++k) {
-    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
-    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
-  }
-  // u[c * 4 + g]: lane L holds column 4L + c of rows 4g .. 4g + 3.
-  __m512i u[16];
-  for (int g = 0; g < 4; ++g) {
-    u[0 * 4 + g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    u[1 * 4 + g] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    u[2 * 4 + g] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[3 * 4 + g] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512i* v = u + c * 4;
-    const __m512i v0 = _mm512_shuffle_i32x4(v[0], v[1], 0x88);
-    const __m512i v1 = _mm512_shuffle_i32x4(v[0], v[1], 0xDD);
-    const __m512i v2 = _mm512_shuffle_i32x4(v[2], v[3], 0x88);
-    const __m512i v3 = _mm512_shuffle_i32x4(v[2], v[3], 0xDD);
-    r[0 * 4 + c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-    r[2 * 4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
-    r[1 * 4 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-    r[3 * 4 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
-  }
 }
 
 inline __mmask16 FirstN(int n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1); }
@@ -180,16 +152,21 @@ void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActVie
   _tile_release();
 }
 
-// ---- Q8_0 / Q4_0 / Q4_1: one tdpbusd per 32-block, scaled per block ----
+// ---- Q8_0 / Q4_0 / Q4_1: one tile product per 32-block, scaled per block ----
 //
-// Each 32-block has its own scale, so the integer sums cannot run past a block: per block, a
-// 16-row × 16-token tile product over 32 columns (A: 16 × 32 bytes, B: 8 × 64 bytes), stored
-// and folded into float accumulators held in 16 registers (one per row) as
-//   acc_r += d_rb * (C_rb - z * S_b)          (Q8_0: z = 128, the codes made unsigned; Q4_0: z = 8)
-//   acc_r += d_rb * C_rb + m_rb * S_b         (Q4_1)
-// with S_b the tokens' activation sums of the block (an integer vector per token tile), then
-// transposed and multiplied by each token's step. Two C tiles alternate so the tile unit works
-// on the next block while the vector units fold this one.
+// Each 32-block has its own weight scale and activation step, so the integer sums cannot run
+// past a block: per block, a 16-row × 16-token tile product over 32 columns (A: 16 × 32 bytes,
+// B: 8 × 64 bytes), stored and folded into float accumulators held in 16 registers (one per
+// row) as
+//   acc_r += d_rb * (e_b * C_rb)                        (Q8_0, Q4_0)
+//   acc_r += d_rb * (e_b * C_rb) + m_rb * (e_b * S_b)   (Q4_1)
+// with e_b the tokens' steps of the block (ActView::tile_steps) and S_b their activation sums
+// (tile_sums), a vector per token tile each. Q8_0 codes and Q4_0 codes minus 8 are signed
+// bytes, multiplied by tdpbssd (s8 × s8), so C is already the sum of weights × activations;
+// Q4_1's nibbles are unsigned (tdpbusd) and its min term takes S. Per row and block the fold
+// is a convert, a multiply by e_b and a fused multiply-add by the broadcast d_rb (Q4_1: one
+// more for m_rb). Then transposed to tokens × rows. Two C tiles alternate so the tile unit
+// works on the next block while the vector units fold this one.
 
 enum class QKind { kQ8_0, kQ4_0, kQ4_1 };
 
@@ -207,69 +184,126 @@ inline void ConfigureBlockTiles() {
   _tile_loadconfig(&cfg);
 }
 
-// Rows [rb, rb + nr) as one unsigned code byte per weight (row i at dst + i * ld, k_bytes =
-// blocks * 32 columns), rows nr .. 15 zero; and their scales (and Q4_1 mins) as floats,
-// d[i * blocks + b].
-template <QKind kKind>
+// Rows [rb, rb + nr) as one code byte per weight (row i at dst + i * ld, k_bytes = blocks * 32
+// columns): Q8_0's int8 codes as they are, Q4_0's nibbles minus 8 (signed), Q4_1's nibbles;
+// rows nr .. 15 zero. And their scales (and Q4_1 mins) as floats, block-major: d[b * 16 + i]
+// (one block's 16 row scales contiguous, so the fold addresses them from one pointer).
+// kCodesInPlace (Q8_0, whole row blocks): the tiles read the codes from the packed rows, which
+// need no unpacking, so only the next row block is prefetched and the scales converted. A copy
+// costs more than it saves: tile loads of freshly stored bytes wait for the stores to drain
+// (`perf annotate`: a third of QTile's samples sat on its first tile product after the copy).
+template <QKind kKind, bool kCodesInPlace = false>
 inline void UnpackQRows(const WeightView& w, int64_t rb, int nr, uint64_t k_bytes, uint64_t ld, uint8_t* dst,
                         float* d, float* m) {
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i nibble = _mm512_set1_epi8(15);
+  // Q4_0's zero point, subtracted from the nibbles (Q4_1: none).
+  const __m512i zero_point = _mm512_set1_epi8(kKind == QKind::kQ4_0 ? 8 : 0);
   for (int i = 0; i < 16; ++i) {
     uint8_t* row = dst + i * ld;
-    float* di = d + i * w.blocks;
-    float* mi = m + i * w.blocks;
+    float* di = d + i;  // row i's scale of block b at di[16 b]
+    float* mi = m + i;
     if (i >= nr) {
       for (uint64_t c = 0; c < k_bytes; c += 64) _mm512_store_si512(row + c, _mm512_setzero_si512());
-      for (uint64_t b = 0; b < w.blocks; ++b) di[b] = mi[b] = 0.0f;
+      for (uint64_t b = 0; b < w.blocks; ++b) di[16 * b] = mi[16 * b] = 0.0f;
       continue;
     }
     const uint8_t* src = w.data + (rb + i) * w.row_bytes;
     for (uint64_t c = 0; c < w.row_bytes; c += 64) {
       // The next row block's bytes, into L2 (see UnpackTernaryRows).
       _mm_prefetch(reinterpret_cast<const char*>(src + 16 * w.row_bytes + c), _MM_HINT_T1);
+      if constexpr (kCodesInPlace) continue;
       const __m512i v = _mm512_load_si512(src + c);
       if (kKind == QKind::kQ8_0) {
-        _mm512_store_si512(row + c, _mm512_xor_si512(v, flip));
+        _mm512_store_si512(row + c, v);
       } else {
-        _mm512_store_si512(row + 2 * c, _mm512_and_si512(v, nibble));
-        _mm512_store_si512(row + 2 * c + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble));
+        const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(v, nibble), zero_point);
+        const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), nibble), zero_point);
+        _mm512_store_si512(row + 2 * c, lo);
+        _mm512_store_si512(row + 2 * c + 64, hi);
       }
     }
     const uint16_t* hd = w.half_d + (rb + i) * w.blocks;
     const uint16_t* hm = w.half_m + (rb + i) * w.blocks;
+    // Lane j goes to block b + j: 16 floats apart.
+    const __m512i block_offsets = _mm512_slli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 4);
     for (uint64_t b = 0; b < w.blocks; b += 16) {
       const __mmask16 mb = FirstN(static_cast<int>(w.blocks - b));
-      _mm512_mask_storeu_ps(di + b, mb, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mb, hd + b)));
+      _mm512_mask_i32scatter_ps(di + 16 * b, mb, block_offsets, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mb, hd + b)), 4);
       if (kKind == QKind::kQ4_1) {
-        _mm512_mask_storeu_ps(mi + b, mb, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mb, hm + b)));
+        _mm512_mask_i32scatter_ps(mi + 16 * b, mb, block_offsets, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mb, hm + b)),
+                                  4);
       }
     }
   }
 }
 
-// Folds the C tile of block b (int32 16 rows × 16 tokens at c) into acc.
+// C tile 0 / 1 = A (tile 4) × B (tile 6): signed codes (Q8_0, Q4_0) by tdpbssd, Q4_1's
+// unsigned nibbles by tdpbusd. (The tile intrinsics take literal tile numbers.)
 template <QKind kKind>
-inline void FoldBlock(const int32_t* c, const int32_t* block_sums, const float* d, const float* m, uint64_t blocks,
-                      uint64_t b, __m512 acc[16]) {
-  const __m512i s = _mm512_load_si512(block_sums);
-  if (kKind == QKind::kQ4_1) {
-    const __m512 sf = _mm512_cvtepi32_ps(s);
-    for (int r = 0; r < 16; ++r) {
-      const __m512 cf = _mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * r));
-      acc[r] = _mm512_fmadd_ps(cf, _mm512_set1_ps(d[r * blocks + b]), acc[r]);
-      acc[r] = _mm512_fmadd_ps(sf, _mm512_set1_ps(m[r * blocks + b]), acc[r]);
-    }
+inline void TileDotInto0() {
+  if constexpr (kKind == QKind::kQ4_1) {
+    _tile_dpbusd(0, 4, 6);
   } else {
-    const __m512i zs = _mm512_slli_epi32(s, kKind == QKind::kQ8_0 ? 7 : 3);  // 128 S or 8 S
-    for (int r = 0; r < 16; ++r) {
-      const __m512i ci = _mm512_sub_epi32(_mm512_load_si512(c + 16 * r), zs);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci), _mm512_set1_ps(d[r * blocks + b]), acc[r]);
-    }
+    _tile_dpbssd(0, 4, 6);
+  }
+}
+template <QKind kKind>
+inline void TileDotInto1() {
+  if constexpr (kKind == QKind::kQ4_1) {
+    _tile_dpbusd(1, 4, 6);
+  } else {
+    _tile_dpbssd(1, 4, 6);
   }
 }
 
-// Rows [rb, rb + nr) (unpacked at a) × token tile tt.
+// Four rows' accumulators of a 16-token tile. Named vectors, not an array: GCC 12 kept an
+// array of 16 accumulators in memory and loaded and stored every one on every block (as it did
+// in the attention PV slab, avx512_ops.cc), which left the fold bound by the store port.
+struct Acc4 {
+  __m512 r0, r1, r2, r3;
+};
+
+// One row's fold: acc += d_rb · (step ⊙ C_r) [+ m_rb · (step ⊙ S) for Q4_1].
+template <QKind kKind>
+inline __m512 FoldRow(const int32_t* c_row, __m512 step, __m512 scaled_s, const float* d, const float* m, __m512 acc) {
+  const __m512 cf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c_row)), step);
+  acc = _mm512_fmadd_ps(cf, _mm512_set1_ps(*d), acc);
+  if constexpr (kKind == QKind::kQ4_1) acc = _mm512_fmadd_ps(scaled_s, _mm512_set1_ps(*m), acc);
+  return acc;
+}
+
+// Rows 4 q .. 4 q + 3 of the C tile at c (int32 16 rows × 16 tokens) folded into a; d and m
+// hold the block's 16 row scales (and mins).
+template <QKind kKind>
+inline void FoldRows4(const int32_t* c, int q, __m512 step, __m512 scaled_s, const float* d, const float* m, Acc4& a) {
+  a.r0 = FoldRow<kKind>(c + 64 * q, step, scaled_s, d + 4 * q, m + 4 * q, a.r0);
+  a.r1 = FoldRow<kKind>(c + 64 * q + 16, step, scaled_s, d + 4 * q + 1, m + 4 * q + 1, a.r1);
+  a.r2 = FoldRow<kKind>(c + 64 * q + 32, step, scaled_s, d + 4 * q + 2, m + 4 * q + 2, a.r2);
+  a.r3 = FoldRow<kKind>(c + 64 * q + 48, step, scaled_s, d + 4 * q + 3, m + 4 * q + 3, a.r3);
+}
+
+// Folds the C tile of block b into the 16 rows' accumulators (four named Acc4, which keeps
+// them in registers), with the tokens' steps of the block and (Q4_1) their sums (16 each);
+// d and m are the unpacked scales ([block][16 rows]).
+template <QKind kKind>
+inline void FoldBlock(const int32_t* c, const int32_t* block_sums, const float* block_steps, const float* d,
+                      const float* m, uint64_t b, Acc4& a0, Acc4& a1, Acc4& a2, Acc4& a3) {
+  const __m512 step = _mm512_loadu_ps(block_steps);
+  __m512 scaled_s = _mm512_setzero_ps();
+  if constexpr (kKind == QKind::kQ4_1) {
+    scaled_s = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(block_sums)), step);
+  }
+  const float* db = d + 16 * b;
+  const float* mb = m + 16 * b;
+  FoldRows4<kKind>(c, 0, step, scaled_s, db, mb, a0);
+  FoldRows4<kKind>(c, 1, step, scaled_s, db, mb, a1);
+  FoldRows4<kKind>(c, 2, step, scaled_s, db, mb, a2);
+  FoldRows4<kKind>(c, 3, step, scaled_s, db, mb, a3);
+}
+
+// Rows [rb, rb + nr) (unpacked at a) × token tile tt. Software-pipelined over the blocks with
+// two C tiles: block b + 2's product is issued into a tile as soon as block b's result has been
+// stored from it, so the tile unit works while the vector units fold block b.
 template <QKind kKind>
 inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m, const WeightView& w, int64_t rb,
                   int nr, const ActView& x, int tt, float* out) {
@@ -277,45 +311,52 @@ inline void QTile(const uint8_t* a, uint64_t ld, const float* d, const float* m,
   const uint64_t n32 = x.stride / 32;
   const int8_t* bt = x.tiles + static_cast<uint64_t>(tt) * n_kc * kTileBytes;
   const int32_t* sums = x.tile_sums + static_cast<uint64_t>(tt) * n32 * 16;
-  __m512 acc[16];
-  for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_ps();
+  const float* steps = x.tile_steps + static_cast<uint64_t>(tt) * n32 * 16;
+  const __m512 zero = _mm512_setzero_ps();
+  Acc4 a0{zero, zero, zero, zero}, a1 = a0, a2 = a0, a3 = a0;
   alignas(64) int32_t c[2][256];
   // B of block b: rows (b % 2) * 8 .. + 7 of the 64-column tile b / 2.
   auto b_tile = [&](uint64_t b) { return bt + (b / 2) * kTileBytes + (b % 2) * 512; };
-  uint64_t b = 0;
-  for (; b + 2 <= w.blocks; b += 2) {
+  // Tile numbers are immediates: even blocks use C tile 0, odd ones tile 1.
+  auto issue0 = [&](uint64_t b) {
     _tile_zero(0);
     _tile_loadd(4, a + b * 32, ld);
     _tile_loadd(6, b_tile(b), 64);
-    _tile_dpbusd(0, 4, 6);
+    TileDotInto0<kKind>();
+  };
+  auto issue1 = [&](uint64_t b) {
     _tile_zero(1);
-    _tile_loadd(4, a + (b + 1) * 32, ld);
-    _tile_loadd(6, b_tile(b + 1), 64);
-    _tile_dpbusd(1, 4, 6);
-    _tile_stored(0, c[0], 64);
-    FoldBlock<kKind>(c[0], sums + b * 16, d, m, w.blocks, b, acc);
-    _tile_stored(1, c[1], 64);
-    FoldBlock<kKind>(c[1], sums + (b + 1) * 16, d, m, w.blocks, b + 1, acc);
-  }
-  if (b < w.blocks) {
-    _tile_zero(0);
     _tile_loadd(4, a + b * 32, ld);
     _tile_loadd(6, b_tile(b), 64);
-    _tile_dpbusd(0, 4, 6);
+    TileDotInto1<kKind>();
+  };
+  const uint64_t blocks = w.blocks;
+  issue0(0);
+  if (blocks > 1) issue1(1);
+  for (uint64_t b = 0; b < blocks; b += 2) {
     _tile_stored(0, c[0], 64);
-    FoldBlock<kKind>(c[0], sums + b * 16, d, m, w.blocks, b, acc);
+    if (b + 2 < blocks) issue0(b + 2);
+    FoldBlock<kKind>(c[0], sums + b * 16, steps + b * 16, d, m, b, a0, a1, a2, a3);
+    if (b + 1 < blocks) {
+      _tile_stored(1, c[1], 64);
+      if (b + 3 < blocks) issue1(b + 3);
+      FoldBlock<kKind>(c[1], sums + (b + 1) * 16, steps + (b + 1) * 16, d, m, b + 1, a0, a1, a2, a3);
+    }
   }
-  // acc[r] holds row r's 16 tokens: transpose to tokens × rows, then scale by each token's step.
-  __m512i v[16];
-  for (int r = 0; r < 16; ++r) v[r] = _mm512_castps_si512(acc[r]);
+  // a(r / 4).r(r % 4) holds row r's 16 tokens: transpose to tokens × rows.
+  __m512i v[16] = {_mm512_castps_si512(a0.r0), _mm512_castps_si512(a0.r1), _mm512_castps_si512(a0.r2),
+                   _mm512_castps_si512(a0.r3), _mm512_castps_si512(a1.r0), _mm512_castps_si512(a1.r1),
+                   _mm512_castps_si512(a1.r2), _mm512_castps_si512(a1.r3), _mm512_castps_si512(a2.r0),
+                   _mm512_castps_si512(a2.r1), _mm512_castps_si512(a2.r2), _mm512_castps_si512(a2.r3),
+                   _mm512_castps_si512(a3.r0), _mm512_castps_si512(a3.r1), _mm512_castps_si512(a3.r2),
+                   _mm512_castps_si512(a3.r3)};
   Transpose16(v);
   const __mmask16 mr = FirstN(nr);
   const int t0 = tt * kAmxTileTokens;
   const int tokens = x.n_tokens - t0 < 16 ? x.n_tokens - t0 : 16;
   for (int n = 0; n < tokens; ++n) {
-    const int t = t0 + n;
-    const __m512 y = _mm512_mul_ps(_mm512_castsi512_ps(v[n]), _mm512_set1_ps(x.absmax[t] / 127.0f));
-    _mm512_mask_storeu_ps(out + static_cast<int64_t>(t) * w.rows + rb, mr, y);
+    const int64_t t = t0 + n;
+    _mm512_mask_storeu_ps(out + t * w.rows + rb, mr, _mm512_castsi512_ps(v[n]));
   }
 }
 
@@ -332,6 +373,11 @@ void AmxQuant(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, flo
   ConfigureBlockTiles();
   for (int64_t rb = r0; rb < r1; rb += 16) {
     const int nr = r1 - rb < 16 ? static_cast<int>(r1 - rb) : 16;
+    if (kKind == QKind::kQ8_0 && nr == 16) {  // codes read in place (see UnpackQRows)
+      UnpackQRows<kKind, true>(w, rb, nr, k_bytes, ld, a, d, m);
+      for (int tt = 0; tt < n_tt; ++tt) QTile<kKind>(w.data + rb * w.row_bytes, w.row_bytes, d, m, w, rb, nr, x, tt, out);
+      continue;
+    }
     UnpackQRows<kKind>(w, rb, nr, k_bytes, ld, a, d, m);
     for (int tt = 0; tt < n_tt; ++tt) QTile<kKind>(a, ld, d, m, w, rb, nr, x, tt, out);
   }
@@ -340,8 +386,8 @@ void AmxQuant(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, flo
 
 }  // namespace
 
-void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
-                     int32_t* tile_sums, int32_t* token_sums) {
+void TileActivations(const int8_t* q, const int32_t* sums, const float* block_steps, int n_tokens, uint64_t stride,
+                     int8_t* tiles, int32_t* tile_sums, int32_t* token_sums, float* tile_steps) {
   const int n_tt = (n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
   const uint64_t n_kc = stride / 64;
   const uint64_t n32 = stride / 32;
@@ -360,8 +406,12 @@ void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_
       for (int r = 0; r < 16; ++r) _mm512_store_si512(tile + r * 64, v[r]);
     }
     int32_t* ts = tile_sums + tt * n32 * 16;
+    float* te = tile_steps + tt * n32 * 16;
     for (uint64_t b = 0; b < n32; ++b) {
-      for (int n = 0; n < 16; ++n) ts[b * 16 + n] = n < tokens ? sums[(t0 + n) * n32 + b] : 0;
+      for (int n = 0; n < 16; ++n) {
+        ts[b * 16 + n] = n < tokens ? sums[(t0 + n) * n32 + b] : 0;
+        te[b * 16 + n] = n < tokens ? block_steps[(t0 + n) * n32 + b] : 0.0f;
+      }
     }
     for (int n = 0; n < 16; ++n) {
       int32_t total = 0;

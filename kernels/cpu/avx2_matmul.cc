@@ -5,6 +5,12 @@
 // into int16 (no saturation here: |pair| <= 2 * 15 * 127 for Q4, 2 * 3 * 127 for ternary codes,
 // and Q8_0 uses the sign trick |w| × sign(q, w) <= 2 * 128 * 127), then vpmaddwd with ones
 // widens to int32. Layouts as in packed_weight.h; AVX2 reads each 64-byte chunk as two halves.
+//
+// Q4_0 / Q4_1 / Q8_0 scale each 32-block by its own activation step (ActView::block_steps).
+// Rather than convert and scale every block's 8-lane dot apart, the kernels first fold the
+// blocks of one load step (4 for Q4, 2 for Q8) into a single int32 vector whose lanes each hold
+// part of one block, then scale it by one vector of d × step products: one multiply and one FMA
+// per (row, token, step) instead of one FMA per block.
 #include <immintrin.h>
 
 #include "kernels/cpu/variant_fns.h"
@@ -14,6 +20,7 @@ namespace {
 
 constexpr int kTokenTile = 4;
 
+// The ternary kernels' activation step: one per token. Q4/Q8 kernels read block_steps instead.
 inline float ActScale(const ActView& x, int t) { return x.absmax[t] / 127.0f; }
 
 // Prefetches the next row's codes at the same offset, so DRAM stays busy through each row's
@@ -29,6 +36,21 @@ inline float Hsum(__m256 v) {
 
 inline float HalfToFloat1(uint16_t h) { return _cvtsh_ss(h); }
 
+// Small runs of per-block values repeated across a vector, in the lane orders of the folded
+// block dots below. Unaligned loads; none reads past the run.
+// [h0 h1 h2 h3 | h0 h1 h2 h3] from four fp16 values.
+inline __m256 HalfQuadTwice(const uint16_t* h) {
+  return _mm256_cvtph_ps(_mm_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h))));
+}
+// [f0 f1 f2 f3 | f0 f1 f2 f3] from four floats.
+inline __m256 FloatQuadTwice(const float* f) { return _mm256_broadcast_ps(reinterpret_cast<const __m128*>(f)); }
+// [h0 h1 h0 h1 ...] from two fp16 values.
+inline __m256 HalfPairRepeated(const uint16_t* h) { return _mm256_cvtph_ps(_mm_broadcastd_epi32(_mm_loadu_si32(h))); }
+// [f0 f1 f0 f1 ...] from two floats.
+inline __m256 FloatPairRepeated(const float* f) {
+  return _mm256_castsi256_ps(_mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(f))));
+}
+
 inline __m256 Widen(__m256i products16) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(products16, _mm256_set1_epi16(1)));
 }
@@ -43,17 +65,16 @@ inline float DotF32(const float* a, const float* b, uint64_t n) {
   return s;
 }
 
-// sum_b half(h[b]) * s[b] (fp16 scales times int32 activation block sums).
-inline float DotHalfInt(const uint16_t* h, const int32_t* s, uint64_t n) {
+// sum_b half(h[b]) * s[b] (fp16 weight scales or mins times the blocks' scaled activation sums).
+inline float DotHalfFloat(const uint16_t* h, const float* s, uint64_t n) {
   __m256 acc = _mm256_setzero_ps();
   uint64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 hv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
-    const __m256 sv = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
-    acc = _mm256_fmadd_ps(hv, sv, acc);
+    acc = _mm256_fmadd_ps(hv, _mm256_loadu_ps(s + i), acc);
   }
   float r = Hsum(acc);
-  for (; i < n; ++i) r += HalfToFloat1(h[i]) * static_cast<float>(s[i]);
+  for (; i < n; ++i) r += HalfToFloat1(h[i]) * s[i];
   return r;
 }
 
@@ -100,11 +121,22 @@ inline void TernaryTile(const WeightView& w, int64_t r, const ActView& x, int t0
 
 // ---- Q4: per 128-group, half h: low nibbles = block h, high nibbles = block 2 + h ----
 
+// The four blocks' vpmaddubsw pair sums m[j] folded into int32 lanes [b0 b1 b2 b3 | b0 b1 b2 b3]
+// (each 128-bit half: block j's dot over that half's 16 columns). Three vphaddw then vpmaddwd:
+// an int16 lane ends up holding 4 pair sums, |4 × 2 × 15 × 128| < 2^15, so nothing saturates.
+inline __m256i Q4GroupDots(const __m256i m[4]) {
+  const __m256i m01 = _mm256_hadd_epi16(m[0], m[1]);
+  const __m256i m23 = _mm256_hadd_epi16(m[2], m[3]);
+  return _mm256_madd_epi16(_mm256_hadd_epi16(m01, m23), _mm256_set1_epi16(1));
+}
+
 template <int TN, bool kHasMin>
 inline void Q4Tile(const WeightView& w, int64_t r, const ActView& x, int t0, float* out) {
   const uint8_t* row = w.data + r * w.row_bytes;
   const uint16_t* hd = w.half_d + r * w.blocks;
+  const uint64_t n32 = x.stride / 32;
   const int8_t* a0 = x.q + t0 * x.stride;
+  const float* steps0 = x.block_steps + t0 * n32;
   const __m256i mask = _mm256_set1_epi8(15);
   __m256 acc[TN];
   for (int t = 0; t < TN; ++t) acc[t] = _mm256_setzero_ps();
@@ -117,46 +149,60 @@ inline void Q4Tile(const WeightView& w, int64_t r, const ActView& x, int t0, flo
       c[h] = _mm256_and_si256(v, mask);
       c[2 + h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
     }
-    __m256 dv[4];
-    for (int j = 0; j < 4; ++j) dv[j] = _mm256_set1_ps(HalfToFloat1(hd[g * 4 + j]));
+    const __m256 d = HalfQuadTwice(hd + g * 4);  // the lane order of Q4GroupDots
     for (int t = 0; t < TN; ++t) {
       const int8_t* a = a0 + t * x.stride + g * 128;
+      __m256i m[4];
       for (int j = 0; j < 4; ++j) {
-        const __m256i av = _mm256_load_si256(reinterpret_cast<const __m256i*>(a + j * 32));
-        acc[t] = _mm256_fmadd_ps(Widen(_mm256_maddubs_epi16(c[j], av)), dv[j], acc[t]);
+        m[j] = _mm256_maddubs_epi16(c[j], _mm256_load_si256(reinterpret_cast<const __m256i*>(a + j * 32)));
       }
+      const __m256 steps = FloatQuadTwice(steps0 + t * n32 + g * 4);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(Q4GroupDots(m)), _mm256_mul_ps(d, steps), acc[t]);
     }
   }
-  const uint64_t n32 = x.stride / 32;
   for (int t = 0; t < TN; ++t) {
-    const int32_t* sums = x.sums + (t0 + t) * n32;
-    // Q4_0: value (c - 8) * d; Q4_1: value c * d + m.
-    const float bias =
-        kHasMin ? DotHalfInt(w.half_m + r * w.blocks, sums, w.blocks) : -8.0f * DotHalfInt(hd, sums, w.blocks);
-    out[(t0 + t) * w.rows + r] = (Hsum(acc[t]) + bias) * ActScale(x, t0 + t);
+    const float* scaled_sums = x.scaled_sums + (t0 + t) * n32;
+    // Q4_0: value (c - 8) * d; Q4_1: value c * d + m. The zero-point / min term takes the
+    // blocks' activation sums already in real units (sum times step).
+    const float bias = kHasMin ? DotHalfFloat(w.half_m + r * w.blocks, scaled_sums, w.blocks)
+                               : -8.0f * DotHalfFloat(hd, scaled_sums, w.blocks);
+    out[(t0 + t) * w.rows + r] = Hsum(acc[t]) + bias;
   }
 }
 
-// ---- Q8: signed codes; |w| × sign(q, w) keeps vpmaddubsw in range ----
+// ---- Q8: signed codes; |w| × sign(q, w) keeps vpmaddubsw in range; two blocks per step ----
 
 template <int TN>
 inline void Q8Tile(const WeightView& w, int64_t r, const ActView& x, int t0, float* out) {
   const uint8_t* row = w.data + r * w.row_bytes;
   const uint16_t* hd = w.half_d + r * w.blocks;
+  const uint64_t n32 = x.stride / 32;
   const int8_t* a0 = x.q + t0 * x.stride;
+  const float* steps0 = x.block_steps + t0 * n32;
+  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[TN];
   for (int t = 0; t < TN; ++t) acc[t] = _mm256_setzero_ps();
-  for (uint64_t b = 0; b < w.blocks; ++b) {
+  // Rows hold an even number of blocks (packed_weight.h): blocks b, b + 1 fill one 64-byte line.
+  for (uint64_t b = 0; b < w.blocks; b += 2) {
     Prefetch(row + w.row_bytes + b * 32);
-    const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(row + b * 32));
-    const __m256i abs_w = _mm256_sign_epi8(v, v);
-    const __m256 db = _mm256_set1_ps(HalfToFloat1(hd[b]));
+    const __m256i v0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(row + b * 32));
+    const __m256i v1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(row + b * 32 + 32));
+    const __m256i abs0 = _mm256_sign_epi8(v0, v0);
+    const __m256i abs1 = _mm256_sign_epi8(v1, v1);
+    const __m256 d = HalfPairRepeated(hd + b);  // the lane order of `dots` below
     for (int t = 0; t < TN; ++t) {
-      const __m256i av = _mm256_load_si256(reinterpret_cast<const __m256i*>(a0 + t * x.stride + b * 32));
-      acc[t] = _mm256_fmadd_ps(Widen(_mm256_maddubs_epi16(abs_w, _mm256_sign_epi8(av, v))), db, acc[t]);
+      const int8_t* a = a0 + t * x.stride + b * 32;
+      const __m256i av0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(a));
+      const __m256i av1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(a + 32));
+      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(abs0, _mm256_sign_epi8(av0, v0)), ones);
+      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(abs1, _mm256_sign_epi8(av1, v1)), ones);
+      // Lanes [b0 b1 b0 b1 | b0 b1 b0 b1], each part of one block's dot.
+      const __m256i dots = _mm256_add_epi32(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
+      const __m256 steps = FloatPairRepeated(steps0 + t * n32 + b);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), _mm256_mul_ps(d, steps), acc[t]);
     }
   }
-  for (int t = 0; t < TN; ++t) out[(t0 + t) * w.rows + r] = Hsum(acc[t]) * ActScale(x, t0 + t);
+  for (int t = 0; t < TN; ++t) out[(t0 + t) * w.rows + r] = Hsum(acc[t]);
 }
 
 // Rows per cache block for batches (see avx512_matmul.cc): the block's rows stay in L2 while

@@ -40,10 +40,25 @@ struct ActView {
   uint64_t stride = 0;
   int n_tokens = 0;
   // AMX operand copy (kAmxTileTokens-token tiles, see tile_activations below), or null when the
-  // activations were not tiled (then the variant's non-AMX path runs).
+  // activations were not tiled (then the variant's non-AMX path runs). Of the sums, the AMX
+  // kernels read tile_sums for Q4_1's min term and token_sums for the ternary zero point (Q8_0
+  // and Q4_0 multiply signed codes and need neither).
   const int8_t* tiles = nullptr;
   const int32_t* tile_sums = nullptr;   // per token tile: (stride / 32) × 16 block sums
   const int32_t* token_sums = nullptr;  // per token (tiles × 16, zero past n_tokens): sum of q
+  // Q4_0 / Q4_1 / Q8_0 kernels scale per 32-column block and read only these, never absmax:
+  // - block_steps: n_tokens × (stride / 32), the dequantization step of each block (zero past
+  //   cols). Per-block activations have one step per block; per-token activations repeat
+  //   absmax / 127 in every block, so these kernels take either kind.
+  // - scaled_sums: the same shape, float(sums[b]) * block_steps[b], the block's activation sum
+  //   in real units (for the zero-point and min terms).
+  // - tile_steps: with `tiles`, block_steps per token tile transposed like tile_sums,
+  //   (stride / 32) × 16 floats per tile, zero for missing tokens.
+  // Ternary kernels read absmax and sums256 and take per-token activations only
+  // (MatMulQuantized checks).
+  const float* block_steps = nullptr;
+  const float* scaled_sums = nullptr;
+  const float* tile_steps = nullptr;
 };
 
 // Tokens per AMX tile (the N dimension of one tile multiply).
@@ -94,15 +109,25 @@ struct CpuKernels {
   // The lowest index holding the largest value of x[0, n), NaNs skipped; 0 when there is none
   // (n == 0, every value NaN). n < 2^31.
   int64_t (*arg_max)(const float* x, int64_t n);
+  // Prefill attention over one run of cached positions, or null (then prefill takes the per-token
+  // qk_f16 / pv_f16 path): folds the keys j0 .. j0 + n_keys - 1 (n_keys <= 16; K and V rows
+  // kv_stride elements apart) into the online-softmax state of n_rows query rows (q + r * hd)
+  // that share the KV head. Row r sees the keys j < limit[r], possibly none of the run; its
+  // running max m[r] (-inf before its first key), sum l[r] and accumulator acc + r * hd are
+  // updated as AttendRange does. hd % 16 == 0 and hd <= 256.
+  void (*attend_run)(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
+                     int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
   // ---- AMX operands (null in variants without AMX) ----
   // Copies q (n_tokens × stride, stride a multiple of 256) into tile order: for token tile tt
   // (tokens 16 tt .. 16 tt + 15, missing tokens zero) and 64-column chunk kc, a 16 × 64-byte
   // tile at tiles + (tt * stride / 64 + kc) * 1024 whose row r holds, for each token n, the
   // four bytes q[16 tt + n][64 kc + 4 r .. + 3] (the B operand layout of tdpbusd). Also writes
   // per tile the 32-block sums transposed (tile_sums + (tt * stride / 32 + b) * 16 + n) and
-  // each token's total (token_sums[16 tt + n]).
-  void (*tile_activations)(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
-                           int32_t* tile_sums, int32_t* token_sums);
+  // each token's total (token_sums[16 tt + n]), and the block steps transposed the same way
+  // (tile_steps + (tt * stride / 32 + b) * 16 + n, from block_steps n_tokens × stride / 32).
+  void (*tile_activations)(const int8_t* q, const int32_t* sums, const float* block_steps, int n_tokens,
+                           uint64_t stride, int8_t* tiles, int32_t* tile_sums, int32_t* token_sums,
+                           float* tile_steps);
 };
 
 // Tables, defined in kernels/cpu/dispatch.cc.

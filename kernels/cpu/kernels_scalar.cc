@@ -67,7 +67,8 @@ void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x
 
 namespace {
 
-// Q4_0 (zero point 8, no min) and Q4_1 (zero point 0, min m).
+// Q4_0 (zero point 8, no min) and Q4_1 (zero point 0, min m): each block's integer sums in
+// weight units, times the block's activation step.
 void MatMulQ4(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out, int zero_point) {
   const uint64_t n32 = x.stride / 32;
   for (int64_t r = r0; r < r1; ++r) {
@@ -75,6 +76,7 @@ void MatMulQ4(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, flo
     for (int t = 0; t < x.n_tokens; ++t) {
       const int8_t* a = x.q + t * x.stride;
       const int32_t* sums = x.sums + t * n32;
+      const float* steps = x.block_steps + t * n32;
       float acc = 0.0f;
       for (uint64_t b = 0; b < w.blocks; ++b) {
         // Block b is quarter b % 4 of group b / 4: quarters 0, 1 are low nibbles of bytes 0..31,
@@ -84,9 +86,9 @@ void MatMulQ4(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, flo
         const int32_t dot = Dot32(a + b * 32, [&](int i) { return (g[i] >> shift) & 15; });
         const float d = HalfToFloat(w.half_d[r * w.blocks + b]);
         const float m = w.half_m != nullptr ? HalfToFloat(w.half_m[r * w.blocks + b]) : 0.0f;
-        acc += d * static_cast<float>(dot - zero_point * sums[b]) + m * static_cast<float>(sums[b]);
+        acc += steps[b] * (d * static_cast<float>(dot - zero_point * sums[b]) + m * static_cast<float>(sums[b]));
       }
-      out[t * w.rows + r] = acc * ActScale(x, t);
+      out[t * w.rows + r] = acc;
     }
   }
 }
@@ -106,13 +108,14 @@ void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, f
     const int8_t* row = reinterpret_cast<const int8_t*>(w.data + r * w.row_bytes);
     for (int t = 0; t < x.n_tokens; ++t) {
       const int8_t* a = x.q + t * x.stride;
+      const float* steps = x.block_steps + t * (x.stride / 32);
       float acc = 0.0f;
       for (uint64_t b = 0; b < w.blocks; ++b) {
         const int8_t* c = row + b * 32;
         const int32_t dot = Dot32(a + b * 32, [&](int i) { return int32_t{c[i]}; });
-        acc += HalfToFloat(w.half_d[r * w.blocks + b]) * static_cast<float>(dot);
+        acc += steps[b] * (HalfToFloat(w.half_d[r * w.blocks + b]) * static_cast<float>(dot));
       }
-      out[t * w.rows + r] = acc * ActScale(x, t);
+      out[t * w.rows + r] = acc;
     }
   }
 }

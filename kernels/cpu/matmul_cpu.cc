@@ -46,12 +46,15 @@ ActView ViewOf(const QuantizedActivations& x) {
   v.absmax = x.absmax.get();
   v.sums = x.sums.get();
   v.sums256 = x.sums256.get();
+  v.block_steps = x.block_steps.get();
+  v.scaled_sums = x.scaled_sums.get();
   v.stride = x.stride;
   v.n_tokens = x.n_tokens;
   if (x.tiled) {
     v.tiles = x.tiles.get();
     v.tile_sums = x.tile_sums.get();
     v.token_sums = x.token_sums.get();
+    v.tile_steps = x.tile_steps.get();
   }
   return v;
 }
@@ -63,6 +66,7 @@ void ReserveTiles(QuantizedActivations* out, int n_tokens, uint64_t stride) {
   if (need > out->tiles_capacity) {
     out->tiles = AllocateAligned<int8_t>(need);
     out->tile_sums = AllocateAligned<int32_t>(need / 32);
+    out->tile_steps = AllocateAligned<float>(need / 32);
     out->tiles_capacity = need;
   }
   if (tiles_tokens > out->tile_token_capacity) {
@@ -87,33 +91,60 @@ void ComputeAbsMaxWith(const CpuKernels& k, const float* x, int n_tokens, uint64
   for (int t = 0; t < n_tokens; ++t) absmax[t] = k.abs_max(x + t * cols, cols);
 }
 
-void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, const float* absmax,
-                             QuantizedActivations* out, ThreadPool* pool) {
+namespace {
+
+// One token: q, the 32-block sums and steps (zero past cols, like the tail of q), the scaled
+// sums, the 256-block sums; returns the row's absmax. Per token, `absmax` scales the whole row;
+// per block, each block is scaled by its own absmax.
+float QuantizeToken(const CpuKernels& k, const float* x, uint64_t cols, ActScaling scaling, float absmax,
+                    uint64_t stride, int8_t* q, int32_t* sums, float* steps, float* scaled, float* s256) {
+  const uint64_t n32 = stride / 32;
+  const uint64_t used32 = (cols + 31) / 32;
+  if (scaling == ActScaling::kPerToken) {
+    k.quantize_row(x, cols, ref::ActivationInvScale(absmax), q, sums);
+    std::fill(steps, steps + used32, ref::ActivationScale(absmax));
+  } else {
+    absmax = 0.0f;
+    for (uint64_t b = 0; b < used32; ++b) {
+      const uint64_t n = std::min<uint64_t>(32, cols - b * 32);
+      const float a = k.abs_max(x + b * 32, n);
+      steps[b] = ref::ActivationScale(a);
+      k.quantize_row(x + b * 32, n, ref::ActivationInvScale(a), q + b * 32, sums + b);
+      absmax = std::max(absmax, a);
+    }
+  }
+  std::fill(q + cols, q + stride, int8_t{0});
+  std::fill(sums + used32, sums + n32, 0);
+  std::fill(steps + used32, steps + n32, 0.0f);
+  for (uint64_t b = 0; b < n32; ++b) scaled[b] = static_cast<float>(sums[b]) * steps[b];
+  for (uint64_t b = 0; b < n32 / 8; ++b) {
+    int32_t sum = 0;
+    for (int i = 0; i < 8; ++i) sum += sums[b * 8 + i];
+    s256[b] = static_cast<float>(sum);
+  }
+  return absmax;
+}
+
+}  // namespace
+
+void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, ActScaling scaling,
+                             const float* absmax, QuantizedActivations* out, ThreadPool* pool) {
   // absmax may point into out->absmax (MatMul does that); Reserve keeps the values on growth.
-  const bool aliased = absmax == out->absmax.get();
+  const bool aliased = absmax != nullptr && absmax == out->absmax.get();
   out->Reserve(n_tokens, cols);
   if (aliased) absmax = out->absmax.get();
   const uint64_t stride = QuantizedActivations::StrideFor(cols);
   out->n_tokens = n_tokens;
   out->cols = cols;
   out->stride = stride;
+  out->scaling = scaling;
   const uint64_t n32 = stride / 32;
-  const uint64_t n256 = stride / 256;
   auto quantize_rows = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      int8_t* q = out->q.get() + t * stride;
-      int32_t* sums = out->sums.get() + t * n32;
-      out->absmax[t] = absmax[t];
-      k.quantize_row(x + t * cols, cols, ref::ActivationInvScale(absmax[t]), q, sums);
-      const uint64_t used32 = (cols + 31) / 32;
-      std::fill(q + cols, q + stride, int8_t{0});
-      std::fill(sums + used32, sums + n32, 0);
-      float* s256 = out->sums256.get() + t * n256;
-      for (uint64_t b = 0; b < n256; ++b) {
-        int32_t s = 0;
-        for (int i = 0; i < 8; ++i) s += sums[b * 8 + i];
-        s256[b] = static_cast<float>(s);
-      }
+      const float a = scaling == ActScaling::kPerToken ? absmax[t] : 0.0f;
+      out->absmax[t] = QuantizeToken(k, x + t * cols, cols, scaling, a, stride, out->q.get() + t * stride,
+                                     out->sums.get() + t * n32, out->block_steps.get() + t * n32,
+                                     out->scaled_sums.get() + t * n32, out->sums256.get() + t * (stride / 256));
     }
   };
   const bool parallel = pool != nullptr && pool->size() > 1 && n_tokens >= kMinParallelRowTokens;
@@ -125,12 +156,14 @@ void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, 
   out->tiled = false;
   if (k.tile_activations != nullptr && n_tokens >= kAmxMinTokens) {
     ReserveTiles(out, n_tokens, stride);
-    // Token tile tt occupies 16 rows of `stride` bytes in `tiles` and 16 × n32 block sums.
+    // Token tile tt occupies 16 rows of `stride` bytes in `tiles` and 16 × n32 block sums and
+    // steps.
     auto tile = [&](int64_t tt0, int64_t tt1) {
       const int64_t t0 = tt0 * kAmxTileTokens;
       const int64_t t1 = std::min<int64_t>(n_tokens, tt1 * kAmxTileTokens);
-      k.tile_activations(out->q.get() + t0 * stride, out->sums.get() + t0 * n32, static_cast<int>(t1 - t0), stride,
-                         out->tiles.get() + t0 * stride, out->tile_sums.get() + t0 * n32, out->token_sums.get() + t0);
+      k.tile_activations(out->q.get() + t0 * stride, out->sums.get() + t0 * n32, out->block_steps.get() + t0 * n32,
+                         static_cast<int>(t1 - t0), stride, out->tiles.get() + t0 * stride,
+                         out->tile_sums.get() + t0 * n32, out->token_sums.get() + t0, out->tile_steps.get() + t0 * n32);
     };
     const int64_t n_tt = (n_tokens + kAmxTileTokens - 1) / kAmxTileTokens;
     if (parallel && n_tt > 1) {
@@ -167,6 +200,14 @@ QuantMatMulFn QuantKernelFor(const CpuKernels& k, const PackedWeight& w, const Q
       default:
         break;
     }
+  }
+  const bool scaling_ok = packed == nullptr || packed->kind() != LayoutKind::kTernary ||
+                          x.scaling == ActScaling::kPerToken;
+  if (!scaling_ok) {
+    Logger("kernels")->error("{}: {} weight with per-block activations; ternary kernels take per-token ones "
+                             "(programming error)",
+                             caller, DTypeName(w.type()));
+    return nullptr;
   }
   if (fn == nullptr || x.cols != w.cols() || x.stride != QuantizedActivations::StrideFor(x.cols)) {
     Logger("kernels")->error("{}: {} weight {}x{} with activations of {} cols (programming error)", caller,
@@ -262,9 +303,13 @@ void MatMulWith(const CpuKernels& k, const PackedWeight& w, const float* x, int 
   thread_local QuantizedActivations fallback;
   QuantizedActivations* act = scratch != nullptr ? scratch : &fallback;
   act->Reserve(n_tokens, w.cols());
-  // absmax goes through the activation buffer itself: QuantizeActivations copies it in place.
-  ComputeAbsMaxWith(k, x, n_tokens, w.cols(), act->absmax.get());
-  QuantizeActivationsWith(k, x, n_tokens, w.cols(), act->absmax.get(), act, &pool);
+  if (ActScalingFor(w.type()) == ActScaling::kPerBlock) {
+    QuantizeActivationsWith(k, x, n_tokens, w.cols(), ActScaling::kPerBlock, nullptr, act, &pool);
+  } else {
+    // absmax goes through the activation buffer itself: QuantizeActivations copies it in place.
+    ComputeAbsMaxWith(k, x, n_tokens, w.cols(), act->absmax.get());
+    QuantizeActivationsWith(k, x, n_tokens, w.cols(), ActScaling::kPerToken, act->absmax.get(), act, &pool);
+  }
   MatMulQuantizedWith(k, w, *act, out, pool);
 }
 
@@ -283,6 +328,8 @@ void QuantizedActivations::Reserve(int max_tokens, uint64_t max_cols) {
     q = AllocateAligned<int8_t>(need);
     sums = AllocateAligned<int32_t>(need / 32);
     sums256 = AllocateAligned<float>(need / 256);
+    block_steps = AllocateAligned<float>(need / 32);
+    scaled_sums = AllocateAligned<float>(need / 32);
     capacity = need;
   }
   if (cpu::ActiveKernels().tile_activations != nullptr && max_tokens >= cpu::kAmxMinTokens) {
@@ -308,13 +355,33 @@ void ComputeAbsMax(const float* x, int n_tokens, uint64_t cols, float* absmax) {
   cpu::ComputeAbsMaxWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax);
 }
 
+ActScaling ActScalingFor(DType type) {
+  switch (type) {
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ8_0:
+      return ActScaling::kPerBlock;
+    default:
+      return ActScaling::kPerToken;
+  }
+}
+
 void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out) {
-  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax, out, nullptr);
+  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, ActScaling::kPerToken, absmax, out, nullptr);
 }
 
 void QuantizeActivations(const float* x, int n_tokens, uint64_t cols, const float* absmax, QuantizedActivations* out,
                          ThreadPool& pool) {
-  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, absmax, out, &pool);
+  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, ActScaling::kPerToken, absmax, out, &pool);
+}
+
+void QuantizeActivationsPerBlock(const float* x, int n_tokens, uint64_t cols, QuantizedActivations* out) {
+  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, ActScaling::kPerBlock, nullptr, out, nullptr);
+}
+
+void QuantizeActivationsPerBlock(const float* x, int n_tokens, uint64_t cols, QuantizedActivations* out,
+                                 ThreadPool& pool) {
+  cpu::QuantizeActivationsWith(cpu::ActiveKernels(), x, n_tokens, cols, ActScaling::kPerBlock, nullptr, out, &pool);
 }
 
 void MatMulQuantized(const PackedWeight& w, const QuantizedActivations& x, float* out, ThreadPool& pool) {

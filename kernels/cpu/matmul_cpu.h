@@ -10,9 +10,10 @@
 namespace bitfleet::kernels::cpu {
 
 void ComputeAbsMaxWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, float* absmax);
-// pool may be null (the calling thread does every row).
-void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, const float* absmax,
-                             QuantizedActivations* out, ThreadPool* pool);
+// pool may be null (the calling thread does every row). absmax: per token, the tokens'
+// absmax (may alias out->absmax); per block, unused (may be null).
+void QuantizeActivationsWith(const CpuKernels& k, const float* x, int n_tokens, uint64_t cols, ActScaling scaling,
+                             const float* absmax, QuantizedActivations* out, ThreadPool* pool);
 void MatMulQuantizedWith(const CpuKernels& k, const PackedWeight& w, const QuantizedActivations& x, float* out,
                          ThreadPool& pool);
 void MatMulQuantizedGroupWith(const CpuKernels& k, std::span<const QuantMatMulJob> jobs,

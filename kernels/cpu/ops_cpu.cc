@@ -230,6 +230,81 @@ void WriteKvWith(const CpuKernels& k, const PagedKv& kv, const int32_t* block_ta
   }
 }
 
+// Prefill through k.attend_run: units of (a tile of consecutive query tokens, one KV head) whose
+// rows (tile tokens × the KV head's query heads) fold every run of cached positions together,
+// so each K/V row is converted once per tile instead of once per token. Taken from
+// kMinTileTokens query tokens; a tile holds at most kMaxTileRows rows.
+constexpr int kMinTileTokens = 4;
+constexpr int kMaxTileRows = 32;
+constexpr int kMaxTileHeadDim = 256;
+
+bool TilesApply(const CpuKernels& k, int n_tokens, int group, int hd) {
+  return k.attend_run != nullptr && n_tokens >= kMinTileTokens && group <= kMaxTileRows && hd % 16 == 0 &&
+         hd <= kMaxTileHeadDim;
+}
+
+void AttendTiles(const CpuKernels& k, const float* q, int n_tokens, int n_heads, const PagedKv& kv,
+                 const int32_t* block_table, int pos0, float scale, float* out, ThreadPool* pool) {
+  const int hd = kv.head_dim;
+  const int n_kv = kv.n_kv_heads;
+  const int group = n_heads / n_kv;
+  const int tile_tokens = std::max(1, kMaxTileRows / group);
+  const int n_tiles = (n_tokens + tile_tokens - 1) / tile_tokens;
+  const int64_t stride = int64_t{n_kv} * hd;
+  struct TileState {
+    float q[kMaxTileRows * kMaxTileHeadDim];
+    float acc[kMaxTileRows * kMaxTileHeadDim];
+    float m[kMaxTileRows];
+    float l[kMaxTileRows];
+    int32_t limit[kMaxTileRows];
+  };
+  auto run_units = [&](int64_t begin, int64_t end) {
+    thread_local std::unique_ptr<TileState> state;
+    if (!state) state = std::make_unique<TileState>();
+    TileState& st = *state;
+    for (int64_t u = begin; u < end; ++u) {
+      // The last tiles (longest contexts) first, so the threads finish together.
+      const int tile = n_tiles - 1 - static_cast<int>(u / n_kv);
+      const int g = static_cast<int>(u % n_kv);
+      const int t0 = tile * tile_tokens;
+      const int t1 = std::min(n_tokens, t0 + tile_tokens);
+      const int rows = (t1 - t0) * group;
+      for (int t = t0; t < t1; ++t) {
+        for (int i = 0; i < group; ++i) {
+          const int r = (t - t0) * group + i;
+          const float* src = q + (int64_t{t} * n_heads + int64_t{g} * group + i) * hd;
+          std::copy(src, src + hd, st.q + r * hd);
+          std::fill(st.acc + r * hd, st.acc + (r + 1) * hd, 0.0f);
+          st.m[r] = -INFINITY;
+          st.l[r] = 0.0f;
+          st.limit[r] = pos0 + t + 1;
+        }
+      }
+      const int ctx_end = pos0 + t1;
+      for (int j0 = 0; j0 < ctx_end;) {
+        const int n = std::min({kv.block_size - j0 % kv.block_size, ctx_end - j0, 16});
+        const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, g);
+        k.attend_run(st.q, rows, hd, st.limit, kv.k + off, kv.v + off, stride, j0, n, scale, st.m, st.l, st.acc);
+        j0 += n;
+      }
+      for (int t = t0; t < t1; ++t) {
+        for (int i = 0; i < group; ++i) {
+          const int r = (t - t0) * group + i;
+          const float inv = 1.0f / st.l[r];
+          float* o = out + (int64_t{t} * n_heads + int64_t{g} * group + i) * hd;
+          for (int d = 0; d < hd; ++d) o[d] = st.acc[r * hd + d] * inv;
+        }
+      }
+    }
+  };
+  const int64_t units = int64_t{n_tiles} * n_kv;
+  if (pool == nullptr || pool->size() == 1 || units == 1) {
+    run_units(0, units);
+  } else {
+    pool->ParallelForDynamic(units, 1, run_units);
+  }
+}
+
 void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n_heads, const PagedKv& kv,
                         const int32_t* block_table, int pos0, float scale, float* out, float* scratch,
                         ThreadPool* pool) {
@@ -247,6 +322,10 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
   if (n_tokens == 1 && pool != nullptr && threads > 1 && fits(n_heads) && n_ctx >= 2 * kMinSplitKeys) {
     const int splits = std::min({kMaxSplits, 2 * threads, n_ctx / kMinSplitKeys});
     AttendSplitContext(k, q, n_heads, kv, block_table, n_ctx, scale, out, splits, *pool);
+    return;
+  }
+  if (TilesApply(k, n_tokens, group, hd)) {
+    AttendTiles(k, q, n_tokens, n_heads, kv, block_table, pos0, scale, out, pool);
     return;
   }
   // Aim for two units per thread (so work sharing can even out a slow thread), each covering

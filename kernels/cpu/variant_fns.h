@@ -31,14 +31,19 @@ BITFLEET_DECLARE_CPU_VARIANT(scalar)
 #if defined(BITFLEET_KERNELS_X86)
 BITFLEET_DECLARE_CPU_VARIANT(avx2)
 BITFLEET_DECLARE_CPU_VARIANT(avx512)
+namespace avx512 {
+// The attend_run entry of kernels/cpu/kernel_table.h (avx512_attention.cc).
+void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
+               int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
+}  // namespace avx512
 // The amx variant: avx512's functions except these batch matmuls and the tile copy.
 namespace amx {
 void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void MatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void MatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void MatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
-void TileActivations(const int8_t* q, const int32_t* sums, int n_tokens, uint64_t stride, int8_t* tiles,
-                     int32_t* tile_sums, int32_t* token_sums);
+void TileActivations(const int8_t* q, const int32_t* sums, const float* block_steps, int n_tokens, uint64_t stride,
+                     int8_t* tiles, int32_t* tile_sums, int32_t* token_sums, float* tile_steps);
 }  // namespace amx
 #endif
 

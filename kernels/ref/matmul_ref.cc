@@ -91,6 +91,21 @@ void QuantizeActivationsRef(const float* x, int n_tokens, uint64_t cols, const f
   }
 }
 
+void QuantizeActivationBlocksRef(const float* x, int n_tokens, uint64_t cols, int8_t* q, float* steps) {
+  const uint64_t n_blocks = ActBlocks(cols);
+  for (int t = 0; t < n_tokens; ++t) {
+    for (uint64_t b = 0; b < n_blocks; ++b) {
+      const uint64_t c0 = b * 32;
+      const uint64_t c1 = std::min(cols, c0 + 32);
+      float a = 0.0f;
+      ComputeAbsMaxRef(x + t * cols + c0, 1, c1 - c0, &a);
+      steps[t * n_blocks + b] = ActivationScale(a);
+      const float inv = ActivationInvScale(a);
+      for (uint64_t c = c0; c < c1; ++c) q[t * cols + c] = QuantizeActivationValue(x[t * cols + c], inv);
+    }
+  }
+}
+
 uint32_t IntBlockElems(DType type) {
   switch (type) {
     case DType::kQ8_0:
@@ -141,9 +156,12 @@ void DecodeIntBlock(DType type, const uint8_t* tensor, uint64_t block_index, flo
   }
 }
 
-Status MatMulDequantRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes, const float* x,
-                        int n_tokens, const float* absmax, std::span<double> out, std::span<double> abs_dot,
-                        std::span<double> abs_w) {
+namespace {
+
+// out = W xd in double (and the magnitudes), W the GGUF tensor `bytes`.
+Status MatMulDoubleRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes,
+                       const std::vector<double>& xd, int n_tokens, std::span<double> out, std::span<double> abs_dot,
+                       std::span<double> abs_w) {
   const uint64_t n_out = static_cast<uint64_t>(n_tokens) * rows;
   if (out.size() != n_out || (!abs_dot.empty() && abs_dot.size() != n_out) ||
       (!abs_w.empty() && abs_w.size() != rows)) {
@@ -151,17 +169,6 @@ Status MatMulDequantRef(DType type, uint64_t cols, uint64_t rows, std::span<cons
   }
   std::vector<float> w(rows * cols);
   BF_RETURN_IF_ERROR(DequantizeTensor(type, bytes, cols, w));
-  std::vector<double> xd(static_cast<uint64_t>(n_tokens) * cols);
-  if (absmax == nullptr) {
-    for (uint64_t i = 0; i < xd.size(); ++i) xd[i] = x[i];
-  } else {
-    std::vector<int8_t> q(xd.size());
-    QuantizeActivationsRef(x, n_tokens, cols, absmax, q.data());
-    for (int t = 0; t < n_tokens; ++t) {
-      const double s = ActivationScale(absmax[t]);
-      for (uint64_t c = 0; c < cols; ++c) xd[t * cols + c] = q[t * cols + c] * s;
-    }
-  }
   for (uint64_t r = 0; r < rows; ++r) {
     const float* wr = &w[r * cols];
     if (!abs_w.empty()) {
@@ -185,10 +192,50 @@ Status MatMulDequantRef(DType type, uint64_t cols, uint64_t rows, std::span<cons
   return absl::OkStatus();
 }
 
-Status MatMulInt8Ref(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes, const int8_t* q,
-                     const float* absmax, int n_tokens, std::span<double> out) {
+}  // namespace
+
+Status MatMulDequantRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes, const float* x,
+                        int n_tokens, const float* absmax, std::span<double> out, std::span<double> abs_dot,
+                        std::span<double> abs_w) {
+  std::vector<double> xd(static_cast<uint64_t>(n_tokens) * cols);
+  if (absmax == nullptr) {
+    for (uint64_t i = 0; i < xd.size(); ++i) xd[i] = x[i];
+  } else {
+    std::vector<int8_t> q(xd.size());
+    QuantizeActivationsRef(x, n_tokens, cols, absmax, q.data());
+    for (int t = 0; t < n_tokens; ++t) {
+      const double s = ActivationScale(absmax[t]);
+      for (uint64_t c = 0; c < cols; ++c) xd[t * cols + c] = q[t * cols + c] * s;
+    }
+  }
+  return MatMulDoubleRef(type, cols, rows, bytes, xd, n_tokens, out, abs_dot, abs_w);
+}
+
+Status MatMulDequantBlocksRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes,
+                              const float* x, int n_tokens, std::span<double> out, std::span<double> abs_dot,
+                              std::span<double> abs_w) {
+  const uint64_t n_blocks = ActBlocks(cols);
+  std::vector<double> xd(static_cast<uint64_t>(n_tokens) * cols);
+  std::vector<int8_t> q(xd.size());
+  std::vector<float> steps(static_cast<uint64_t>(n_tokens) * n_blocks);
+  QuantizeActivationBlocksRef(x, n_tokens, cols, q.data(), steps.data());
+  for (int t = 0; t < n_tokens; ++t) {
+    for (uint64_t c = 0; c < cols; ++c) {
+      xd[t * cols + c] = q[t * cols + c] * static_cast<double>(steps[t * n_blocks + c / 32]);
+    }
+  }
+  return MatMulDoubleRef(type, cols, rows, bytes, xd, n_tokens, out, abs_dot, abs_w);
+}
+
+namespace {
+
+// The integer path; `step(t, b)` is the activation step of block b of token t, or null for
+// per-token scaling (absmax / 127 applied to the row's sum, as the kernels did before blocks).
+Status MatMulInt8Core(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes, const int8_t* q,
+                      const float* absmax, const float* steps, int n_tokens, std::span<double> out) {
   const uint32_t be = IntBlockElems(type);
   if (be == 0) return absl::InvalidArgumentError("MatMulInt8Ref: not a quantized type");
+  if (steps != nullptr && be != 32) return absl::InvalidArgumentError("MatMulInt8BlocksRef: not a 32-block type");
   BF_ASSIGN_OR_RETURN(uint64_t expected, TensorBytes(type, cols, rows * cols));
   if (bytes.size() != expected || out.size() != static_cast<uint64_t>(n_tokens) * rows) {
     return absl::InvalidArgumentError("MatMulInt8Ref: size mismatch");
@@ -211,13 +258,28 @@ Status MatMulInt8Ref(DType type, uint64_t cols, uint64_t rows, std::span<const u
           dot += static_cast<int64_t>(block.w[i]) * qt[i];
           sum += qt[i];
         }
-        out[t * rows + r] += static_cast<double>(block.d) * static_cast<double>(dot) +
-                             static_cast<double>(block.m) * static_cast<double>(sum);
+        const double step = steps != nullptr ? steps[t * blocks_per_row + b] : 1.0;
+        out[t * rows + r] += step * (static_cast<double>(block.d) * static_cast<double>(dot) +
+                                     static_cast<double>(block.m) * static_cast<double>(sum));
       }
     }
-    for (int t = 0; t < n_tokens; ++t) out[t * rows + r] *= ActivationScale(absmax[t]);
+    if (steps == nullptr) {
+      for (int t = 0; t < n_tokens; ++t) out[t * rows + r] *= ActivationScale(absmax[t]);
+    }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+Status MatMulInt8Ref(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes, const int8_t* q,
+                     const float* absmax, int n_tokens, std::span<double> out) {
+  return MatMulInt8Core(type, cols, rows, bytes, q, absmax, nullptr, n_tokens, out);
+}
+
+Status MatMulInt8BlocksRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes,
+                           const int8_t* q, const float* steps, int n_tokens, std::span<double> out) {
+  return MatMulInt8Core(type, cols, rows, bytes, q, nullptr, steps, n_tokens, out);
 }
 
 }  // namespace bitfleet::kernels::ref

@@ -1,5 +1,5 @@
-// Scalar references for the weight-matrix products of kernels/matmul.h and for the per-token
-// int8 activation quantization they consume. The optimized variants (kernels/cpu/) are tested
+// Scalar references for the weight-matrix products of kernels/matmul.h and for the int8
+// activation quantization (per token or per 32-block) they consume. The optimized variants (kernels/cpu/) are tested
 // against these: activation quantization bit for bit, matmuls within docs/kernels.md's budgets.
 //
 // Two matmul references:
@@ -8,8 +8,8 @@
 //   F32/F16/BF16), dot products in double.
 // - MatMulInt8Ref: the integer path the kernels take. Each weight block is read as integers w
 //   with a scale d and offset m (value = w * d + m), block dot products sum(w * q) and sum(q)
-//   are exact integers, and the result is (sum_b d_b * dot_b + m_b * sum_b) * absmax / 127,
-//   accumulated in double. Optimized kernels differ from it only by float rounding.
+//   are exact integers, and the result is (sum_b d_b * dot_b + m_b * sum_b) * absmax / 127
+//   (per token) or sum_b step_b * (d_b * dot_b + m_b * sum_b) (per block), in double. Optimized kernels differ from it only by float rounding.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +36,12 @@ void ComputeAbsMaxRef(const float* x, int n_tokens, uint64_t cols, float* absmax
 
 // q is dense: n_tokens × cols.
 void QuantizeActivationsRef(const float* x, int n_tokens, uint64_t cols, const float* absmax, int8_t* q);
+
+// Per 32-column block (ActScaling::kPerBlock): each block [32b, 32b + 32) ∩ [0, cols) of each
+// token is quantized with its own absmax a as above, and steps[t * ActBlocks(cols) + b] =
+// ActivationScale(a). q is dense: n_tokens × cols.
+inline uint64_t ActBlocks(uint64_t cols) { return (cols + 31) / 32; }
+void QuantizeActivationBlocksRef(const float* x, int n_tokens, uint64_t cols, int8_t* q, float* steps);
 
 // ---- integer view of weight blocks ----
 
@@ -66,8 +72,19 @@ Status MatMulDequantRef(DType type, uint64_t cols, uint64_t rows, std::span<cons
                         int n_tokens, const float* absmax, std::span<double> out, std::span<double> abs_dot = {},
                         std::span<double> abs_w = {});
 
+// The same with x quantized per 32-block by QuantizeActivationBlocksRef and dequantized.
+Status MatMulDequantBlocksRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes,
+                              const float* x, int n_tokens, std::span<double> out, std::span<double> abs_dot = {},
+                              std::span<double> abs_w = {});
+
 // The integer path: q is dense n_tokens × cols int8, absmax per token. Quantized types only.
 Status MatMulInt8Ref(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes, const int8_t* q,
                      const float* absmax, int n_tokens, std::span<double> out);
+
+// The integer path with per-32-block steps (n_tokens × ActBlocks(cols), as
+// QuantizeActivationBlocksRef writes them): out = sum_b step_b * (d_b * dot_b + m_b * sum_b).
+// Types with 32-element blocks only (Q4_0, Q4_1, Q8_0).
+Status MatMulInt8BlocksRef(DType type, uint64_t cols, uint64_t rows, std::span<const uint8_t> bytes,
+                           const int8_t* q, const float* steps, int n_tokens, std::span<double> out);
 
 }  // namespace bitfleet::kernels::ref

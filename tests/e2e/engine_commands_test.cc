@@ -151,15 +151,50 @@ TEST_F(EngineCommandsTest, BenchDecodePrintsSpeedAndBandwidth) {
   EXPECT_NEAR(j["effective_gb_s"].get<double>(), expected * j["gen_tok_s"].get<double>() / 1e9, 1e-6);
 }
 
-TEST(SmolLm2Test, AnswersASimpleQuestionThroughRunChat) {
+// Questions whose greedy answer is the same with the F32 weights, with per-token and per-block
+// int8 activations, on every CPU variant. The bare "What is the capital of France?" is not one:
+// its first token is a near tie, and the Q4_1 model answers "L'Étoile, ..." with any int8
+// activations while F32 says Paris, so it tested a coin flip rather than the pipeline.
+TEST(SmolLm2Test, AnswersSimpleQuestionsThroughRunChat) {
   auto bin = BitfleetBinary();
   if (!bin.ok()) GTEST_SKIP() << bin.status();
   auto model = SmolLm2Gguf();
   if (!model.ok()) GTEST_SKIP() << model.status();
-  const CommandResult r = RunCommand(ShellQuote(*bin) + " --log-level error run -m " + ShellQuote(*model) +
-                                     " --chat -p 'What is the capital of France?' -n 40 --temp 0 --ctx 256 -t 2");
+  const std::pair<const char*, const char*> cases[] = {
+      {"What is the capital of France? Answer with one word.", "Paris"},
+      {"What is the capital of Germany?", "Berlin"},
+  };
+  for (const auto& [question, answer] : cases) {
+    const CommandResult r = RunCommand(ShellQuote(*bin) + " --log-level error run -m " + ShellQuote(*model) +
+                                       " --chat -p " + ShellQuote(question) + " -n 16 --temp 0 --ctx 256 -t 2");
+    ASSERT_EQ(r.exit_code, 0) << question;
+    EXPECT_NE(r.out.find(answer), std::string::npos) << question << " -> " << r.out;
+  }
+}
+
+// The quality gate of the default model's low-bit arithmetic: SmolLM2 Q4_1 (int8 activations)
+// against the same weights dequantized to F32 (float activations), so only the activation
+// quantization separates them. Per-32-block activations measure mean KL 0.0036-0.0037 and top-1
+// 96.3-96.6% on every CPU variant; per-token ones measured 0.043 and 86.7%, which this fails.
+TEST(SmolLm2Test, Int8ActivationsStayCloseToFloat) {
+  auto bin = BitfleetBinary();
+  if (!bin.ok()) GTEST_SKIP() << bin.status();
+  auto model = SmolLm2Gguf();
+  if (!model.ok()) GTEST_SKIP() << model.status();
+  const std::string f32 = ::testing::TempDir() + "/smollm2-135m-f32.gguf";
+  const std::string cli = ShellQuote(*bin) + " --log-level error ";
+  ASSERT_EQ(RunCommand(cli + "quantize --type f32 " + ShellQuote(*model) + " " + ShellQuote(f32)).exit_code, 0);
+  const CommandResult r = RunCommand(cli + "eval -m " + ShellQuote(*model) + " --reference " + ShellQuote(f32) +
+                                     " --text " + ShellQuote(E2eDataPath("quality_text.txt")) +
+                                     " -c 256 --chunks 6 -t 2");
+  std::filesystem::remove(f32);
   ASSERT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.out.find("Paris"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["scored_tokens"].get<int>(), 762);
+  EXPECT_LT(j["kld_mean"].get<double>(), 0.008) << r.out;
+  EXPECT_LT(j["kld_p99"].get<double>(), 0.04) << r.out;
+  EXPECT_GT(j["top1_agreement"].get<double>(), 0.94) << r.out;
+  EXPECT_LT(j["perplexity"].get<double>(), 1.02 * j["reference_perplexity"].get<double>()) << r.out;
 }
 
 }  // namespace

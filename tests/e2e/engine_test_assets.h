@@ -20,6 +20,9 @@ StatusOr<std::string> Stories260kGguf(const std::string& type = "f32");
 // the package inside the repository's .venv (scripts/install-test-tools.sh), else NotFound.
 StatusOr<std::string> SmolLm2Gguf();
 
+// A committed test input under tests/e2e/data/ (absolute path in the source tree).
+std::string E2eDataPath(const std::string& name);
+
 // $BITFLEET_BIN when it names an executable file, else NotFound.
 StatusOr<std::string> BitfleetBinary();
 

@@ -38,9 +38,11 @@ class ServeApiTest : public ::testing::TestWithParam<int> {
     if (served_ == nullptr) return;
     served_->process->Signal(SIGTERM);
     auto code = served_->process->Wait(30s);
-    EXPECT_TRUE(code.ok() && *code == 0) << "serve exit: "
-                                         << (code.ok() ? std::to_string(*code) : code.status().ToString()) << "\n"
-                                         << served_->process->Log();
+    const bool clean_exit = code.ok() && *code == 0;
+    EXPECT_TRUE(clean_exit) << "serve exit: " << (code.ok() ? std::to_string(*code) : code.status().ToString());
+    // The next test reuses the log file: show it now when anything failed (a replica that went
+    // unhealthy says why there, in the coordinator's and the workers' lines).
+    if (HasFailure() || !clean_exit) ADD_FAILURE() << "serve log:\n" << served_->process->Log();
   }
 
   Client& client() { return *served_->client; }
@@ -143,7 +145,8 @@ TEST_P(ServeApiTest, EveryValidationCaseIsInvalidArgument) {
   other.set_model("no-such-model");
   EXPECT_EQ(client().Generate(other, 10s).status.error_code(), grpc::StatusCode::NOT_FOUND);
   // Bad requests harm nobody: the server still answers.
-  EXPECT_TRUE(client().Generate(GreedyRequest({1, 2}, 4), 30s).status.ok());
+  const GenerateOutcome after = client().Generate(GreedyRequest({1, 2}, 4), 30s);
+  EXPECT_TRUE(after.status.ok()) << after.status.error_code() << ": " << after.status.error_message();
 }
 
 TEST_P(ServeApiTest, StopStringEndsTheStreamWithoutIt) {

@@ -106,10 +106,13 @@ TEST_P(MatMulEquivalence, RandomShapesAllVariants) {
     const std::vector<float> x = testing::RandomActivations(s.n_tokens, s.cols, rng);
     const size_t n_out = static_cast<size_t>(s.n_tokens) * s.rows;
 
+    // Q4/Q8 kernels run mostly on per-block activations (what MatMul makes for them) and also
+    // on per-token ones (they take either); ternary ones on per-token activations.
+    const bool per_block = ActScalingFor(type) == ActScaling::kPerBlock && shape_index % 3 != 1;
     // Per-token absmax; sometimes larger than the local max, as after a TP all-reduce.
     std::vector<float> absmax(s.n_tokens);
     ref::ComputeAbsMaxRef(x.data(), s.n_tokens, s.cols, absmax.data());
-    const bool inflated = quantized && (shape_index % 5 == 4);
+    const bool inflated = quantized && !per_block && (shape_index % 5 == 4);
     if (inflated) {
       for (float& a : absmax) a *= 1.5f;
     }
@@ -121,13 +124,23 @@ TEST_P(MatMulEquivalence, RandomShapesAllVariants) {
             .ok());
     std::vector<double> ref_exact = ref_float, mag_exact = mag_float;
     if (quantized) {
-      ASSERT_TRUE(
-          ref::MatMulDequantRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, absmax.data(), ref_exact, mag_exact)
-              .ok());
       std::vector<int8_t> q(x.size());
-      ref::QuantizeActivationsRef(x.data(), s.n_tokens, s.cols, absmax.data(), q.data());
       std::vector<double> ref_int8(n_out);
-      ASSERT_TRUE(ref::MatMulInt8Ref(type, s.cols, s.rows, bytes, q.data(), absmax.data(), s.n_tokens, ref_int8).ok());
+      if (per_block) {
+        ASSERT_TRUE(
+            ref::MatMulDequantBlocksRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, ref_exact, mag_exact).ok());
+        std::vector<float> steps(s.n_tokens * ref::ActBlocks(s.cols));
+        ref::QuantizeActivationBlocksRef(x.data(), s.n_tokens, s.cols, q.data(), steps.data());
+        ASSERT_TRUE(
+            ref::MatMulInt8BlocksRef(type, s.cols, s.rows, bytes, q.data(), steps.data(), s.n_tokens, ref_int8).ok());
+      } else {
+        ASSERT_TRUE(ref::MatMulDequantRef(type, s.cols, s.rows, bytes, x.data(), s.n_tokens, absmax.data(), ref_exact,
+                                          mag_exact)
+                        .ok());
+        ref::QuantizeActivationsRef(x.data(), s.n_tokens, s.cols, absmax.data(), q.data());
+        ASSERT_TRUE(
+            ref::MatMulInt8Ref(type, s.cols, s.rows, bytes, q.data(), absmax.data(), s.n_tokens, ref_int8).ok());
+      }
       for (size_t i = 0; i < n_out; ++i) {
         ASSERT_NEAR(ref_int8[i], ref_exact[i], kInt8RefRel * mag_exact[i] + 1e-30) << "int8 reference, output " << i;
       }
@@ -135,7 +148,8 @@ TEST_P(MatMulEquivalence, RandomShapesAllVariants) {
     std::vector<double> budget_accum(n_out), budget_act(n_out);
     for (size_t i = 0; i < n_out; ++i) {
       budget_accum[i] = kAccumRel * mag_exact[i] + 1e-30;
-      // Activation rounding moves each x by at most absmax / 254: |error| <= absmax/254 * sum|w|.
+      // Activation rounding moves each x by at most absmax / 254 (per block: that block's
+      // absmax / 254, no more than the row's): |error| <= absmax/254 * sum|w|.
       const int t = static_cast<int>(i / s.rows);
       budget_act[i] = (quantized ? absmax[t] / 254.0 * abs_w[i % s.rows] : 0.0) + kAccumRel * mag_float[i] +
                       kAccumRel * mag_exact[i] + 1e-30;
@@ -144,10 +158,12 @@ TEST_P(MatMulEquivalence, RandomShapesAllVariants) {
     for (const cpu::CpuKernels* k : variants) {
       ThreadPool& pool = *pools[(shape_index + static_cast<int>(k->variant)) % 3];
       GuardedFloats out(n_out);
-      if (quantized && (inflated || shape_index % 2 == 0)) {
+      if (quantized && (inflated || !per_block || shape_index % 2 == 0)) {
         QuantizedActivations act;
         if (shape_index % 4 == 0) act.Reserve(64, 4096);  // reserved up front vs grown on demand
-        cpu::QuantizeActivationsWith(*k, x.data(), s.n_tokens, s.cols, absmax.data(), &act, nullptr);
+        cpu::QuantizeActivationsWith(*k, x.data(), s.n_tokens, s.cols,
+                                     per_block ? ActScaling::kPerBlock : ActScaling::kPerToken, absmax.data(), &act,
+                                     nullptr);
         cpu::MatMulQuantizedWith(*k, **packed, act, out.data(), pool);
       } else {
         QuantizedActivations scratch;
@@ -183,9 +199,12 @@ TEST(MatMulQuantizedGroup, EqualsOneCallPerWeight) {
     const uint64_t cols = 256 * (1 + rng() % 6);  // a multiple of every type's block
     const int n_tokens = iter % 3 == 0 ? 1 : 1 + static_cast<int>(rng() % 40);
     const int n_jobs = 1 + static_cast<int>(rng() % 4);
+    // Every other iteration per-block activations, with the Q4/Q8 types only.
+    const ActScaling scaling = iter % 2 ? ActScaling::kPerBlock : ActScaling::kPerToken;
+    const size_t first_type = scaling == ActScaling::kPerBlock ? 3 : 0;
     std::vector<std::unique_ptr<PackedWeight>> weights;
     for (int j = 0; j < n_jobs; ++j) {
-      const DType type = types[rng() % std::size(types)];
+      const DType type = types[first_type + rng() % (std::size(types) - first_type)];
       const uint64_t rows = (type == DType::kI2_S ? 128 : 1) * (1 + rng() % 3) + (type == DType::kI2_S ? 0 : rng() % 150);
       auto packed = PackWeight(type, cols, rows, testing::RandomTensor(type, cols, rows, rng));
       ASSERT_TRUE(packed.ok()) << packed.status();
@@ -197,7 +216,7 @@ TEST(MatMulQuantizedGroup, EqualsOneCallPerWeight) {
       QuantizedActivations act;
       std::vector<float> absmax(n_tokens);
       cpu::ComputeAbsMaxWith(*k, x.data(), n_tokens, cols, absmax.data());
-      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act, nullptr);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, scaling, absmax.data(), &act, nullptr);
       std::vector<GuardedFloats> grouped;
       std::vector<QuantMatMulJob> jobs;
       for (const auto& w : weights) grouped.emplace_back(static_cast<size_t>(n_tokens) * w->rows());
@@ -213,6 +232,87 @@ TEST(MatMulQuantizedGroup, EqualsOneCallPerWeight) {
         }
       }
     }
+  }
+}
+
+// Token t of act: q equals the reference's codes (dense, `cols` per token) and zero past them,
+// and the 32-block sums are the sums of q.
+void ExpectCodesAndSums(const QuantizedActivations& act, int t, uint64_t cols, const std::vector<int8_t>& q_ref) {
+  for (uint64_t c = 0; c < act.stride; ++c) {
+    const int want = c < cols ? q_ref[t * cols + c] : 0;
+    ASSERT_EQ(act.q[t * act.stride + c], want) << "token " << t << " col " << c;
+  }
+  for (uint64_t b = 0; b < act.stride / 32; ++b) {
+    int32_t s = 0;
+    for (uint64_t c = b * 32; c < b * 32 + 32; ++c) s += act.q[t * act.stride + c];
+    ASSERT_EQ(act.sums[t * (act.stride / 32) + b], s);
+  }
+}
+
+// Checks act's block steps (step(t, b) for blocks holding columns, zero past them) and
+// scaled sums (float(sums) × step), exactly.
+template <typename StepFn>
+void ExpectStepsAndScaledSums(const QuantizedActivations& act, uint64_t cols, StepFn step) {
+  const uint64_t n32 = act.stride / 32;
+  for (int t = 0; t < act.n_tokens; ++t) {
+    for (uint64_t b = 0; b < n32; ++b) {
+      const float want = b * 32 < cols ? step(t, b) : 0.0f;
+      const size_t i = t * n32 + b;
+      ASSERT_EQ(act.block_steps[i], want) << "token " << t << " block " << b;
+      // An infinite step (a block holding ±inf) has q = 0 and a NaN scaled sum, 0 × inf.
+      const float scaled = static_cast<float>(act.sums[i]) * want;
+      ASSERT_TRUE(act.scaled_sums[i] == scaled || (std::isnan(scaled) && std::isnan(act.scaled_sums[i])))
+          << "token " << t << " block " << b << ": " << act.scaled_sums[i] << " vs " << scaled;
+    }
+  }
+}
+
+// Per-block quantization: q and the steps as the reference, the row's absmax recorded.
+TEST(QuantizeActivations, PerBlockMatchesReferenceExactly) {
+  std::mt19937_64 rng(43);
+  for (int iter = 0; iter < 60; ++iter) {
+    const int n_tokens = 1 + static_cast<int>(rng() % 9);
+    const uint64_t cols = 1 + rng() % 3000;
+    std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
+    if (iter % 10 == 3) {  // blocks with an infinity: step inf, every q 0
+      x[0] = -INFINITY;
+      x[x.size() - 1] = INFINITY;
+    }
+    if (iter % 10 == 5) std::fill(x.begin(), x.begin() + std::min<size_t>(x.size(), 40), 0.0f);  // zero blocks
+    std::vector<int8_t> q_ref(x.size());
+    std::vector<float> steps_ref(n_tokens * ref::ActBlocks(cols));
+    ref::QuantizeActivationBlocksRef(x.data(), n_tokens, cols, q_ref.data(), steps_ref.data());
+    std::vector<float> row_absmax(n_tokens);
+    ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, row_absmax.data());
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " iter " << iter << " cols " << cols);
+      QuantizedActivations act;
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, ActScaling::kPerBlock, nullptr, &act, nullptr);
+      ASSERT_EQ(act.scaling, ActScaling::kPerBlock);
+      for (int t = 0; t < n_tokens; ++t) {
+        ASSERT_EQ(act.absmax[t], row_absmax[t]);
+        ExpectCodesAndSums(act, t, cols, q_ref);
+      }
+      ExpectStepsAndScaledSums(act, cols, [&](int t, uint64_t b) { return steps_ref[t * ref::ActBlocks(cols) + b]; });
+    }
+  }
+}
+
+// A ternary weight against per-block activations is a programming error: NaN, not garbage.
+TEST(MatMulQuantized, TernaryRejectsPerBlockActivations) {
+  std::mt19937_64 rng(5);
+  const uint64_t cols = 512;
+  const uint64_t rows = 9;
+  auto packed = PackWeight(DType::kTQ2_0, cols, rows, testing::RandomTensor(DType::kTQ2_0, cols, rows, rng));
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  const std::vector<float> x = testing::RandomActivations(2, cols, rng);
+  ThreadPool pool(1);
+  for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+    QuantizedActivations act;
+    cpu::QuantizeActivationsWith(*k, x.data(), 2, cols, ActScaling::kPerBlock, nullptr, &act, nullptr);
+    std::vector<float> out(2 * rows, 0.0f);
+    cpu::MatMulQuantizedWith(*k, **packed, act, out.data(), pool);
+    for (float v : out) ASSERT_TRUE(std::isnan(v)) << k->name;
   }
 }
 
@@ -240,20 +340,13 @@ TEST(QuantizeActivations, AllVariantsMatchReferenceExactly) {
         for (int t = 0; t < n_tokens; ++t) ASSERT_EQ(got_absmax[t], absmax[t]);
       }
       QuantizedActivations act;
-      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &act, nullptr);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, ActScaling::kPerToken, absmax.data(), &act, nullptr);
       ASSERT_EQ(act.stride, QuantizedActivations::StrideFor(cols));
       ASSERT_EQ(act.stride % 256, 0u);
+      ExpectStepsAndScaledSums(act, cols, [&](int t, uint64_t) { return ref::ActivationScale(absmax[t]); });
       for (int t = 0; t < n_tokens; ++t) {
         ASSERT_EQ(act.absmax[t], absmax[t]);
-        for (uint64_t c = 0; c < act.stride; ++c) {
-          const int want = c < cols ? q_ref[t * cols + c] : 0;
-          ASSERT_EQ(act.q[t * act.stride + c], want) << "token " << t << " col " << c;
-        }
-        for (uint64_t b = 0; b < act.stride / 32; ++b) {
-          int32_t s = 0;
-          for (uint64_t c = b * 32; c < b * 32 + 32; ++c) s += act.q[t * act.stride + c];
-          ASSERT_EQ(act.sums[t * (act.stride / 32) + b], s);
-        }
+        ExpectCodesAndSums(act, t, cols, q_ref);
         for (uint64_t b = 0; b < act.stride / 256; ++b) {
           float s = 0;
           for (int i = 0; i < 8; ++i) s += static_cast<float>(act.sums[t * (act.stride / 32) + b * 8 + i]);
@@ -265,7 +358,8 @@ TEST(QuantizeActivations, AllVariantsMatchReferenceExactly) {
 }
 
 // Quantizing with the tokens split over a pool must give, byte for byte, what one thread gives:
-// q, sums, sums256 and, where the variant makes it, the AMX tile copy with its block sums.
+// q, sums, sums256, steps and scaled sums and, where the variant makes it, the AMX tile copy
+// with its block sums and steps, at either scaling.
 TEST(QuantizeActivations, PooledEqualsOneThread) {
   std::mt19937_64 rng(7);
   ThreadPool pool2(2);
@@ -277,11 +371,12 @@ TEST(QuantizeActivations, PooledEqualsOneThread) {
     const std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
     std::vector<float> absmax(n_tokens);
     ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, absmax.data());
+    const ActScaling scaling = iter % 3 ? ActScaling::kPerBlock : ActScaling::kPerToken;
     for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
       SCOPED_TRACE(::testing::Message() << k->name << " iter " << iter << " tokens " << n_tokens << " cols " << cols);
       QuantizedActivations one, pooled;
-      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &one, nullptr);
-      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, absmax.data(), &pooled, &pool);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, scaling, absmax.data(), &one, nullptr);
+      cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, scaling, absmax.data(), &pooled, &pool);
       ASSERT_EQ(pooled.tiled, one.tiled);
       const uint64_t stride = one.stride;
       ASSERT_EQ(pooled.stride, stride);
@@ -289,11 +384,14 @@ TEST(QuantizeActivations, PooledEqualsOneThread) {
       ASSERT_EQ(std::memcmp(pooled.absmax.get(), one.absmax.get(), n_tokens * sizeof(float)), 0);
       ASSERT_EQ(std::memcmp(pooled.sums.get(), one.sums.get(), n_tokens * (stride / 32) * sizeof(int32_t)), 0);
       ASSERT_EQ(std::memcmp(pooled.sums256.get(), one.sums256.get(), n_tokens * (stride / 256) * sizeof(float)), 0);
+      ASSERT_EQ(std::memcmp(pooled.block_steps.get(), one.block_steps.get(), n_tokens * (stride / 32) * 4), 0);
+      ASSERT_EQ(std::memcmp(pooled.scaled_sums.get(), one.scaled_sums.get(), n_tokens * (stride / 32) * 4), 0);
       if (one.tiled) {
         const uint64_t tile_tokens = (n_tokens + cpu::kAmxTileTokens - 1) / cpu::kAmxTileTokens * cpu::kAmxTileTokens;
         ASSERT_EQ(std::memcmp(pooled.tiles.get(), one.tiles.get(), tile_tokens * stride), 0);
         ASSERT_EQ(std::memcmp(pooled.tile_sums.get(), one.tile_sums.get(), tile_tokens * (stride / 32) * 4), 0);
         ASSERT_EQ(std::memcmp(pooled.token_sums.get(), one.token_sums.get(), tile_tokens * 4), 0);
+        ASSERT_EQ(std::memcmp(pooled.tile_steps.get(), one.tile_steps.get(), tile_tokens * (stride / 32) * 4), 0);
       }
     }
   }

@@ -228,8 +228,8 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
     const int n_kv_heads = i % 5 == 4 ? RandInt(rng, 5, 20) : RandInt(rng, 1, 4);
     const int group = i % 5 == 4 ? RandInt(rng, 1, 2) : RandInt(rng, 1, 4);
     const int n_heads = n_kv_heads * group;
-    // Any size; whole 16-lane chunks that leave part of a 64-dim slab (80, 144, ...); whole
-    // 64-dim slabs.
+    // Any size; whole 16-lane chunks that leave part of a 64-dim slab (80, 144, ...: the
+    // prefill tile kernel's masked slab); whole 64-dim slabs.
     const int head_dim = i % 3 == 0   ? RandInt(rng, 1, 150)
                          : i % 6 == 1 ? 16 * RandInt(rng, 1, 11)
                                       : 64 * RandInt(rng, 1, 2);

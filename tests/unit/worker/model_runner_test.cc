@@ -65,7 +65,8 @@ class RunnerReferenceTest : public ::testing::TestWithParam<ReferenceCase> {};
 // computed in float by the engine and in double by the reference now and then rounds to the
 // neighbouring f16 value in the cache (a 5e-4 relative step), which shows at the 1e-4 level in
 // the logits on some CPU variants. Block-quantized weights run W8A8/W4A8/W2A8 with int8
-// activations per token, which costs ~4% of the largest logit on these random models against
+// activations (per token for ternary weights, per 32-block for Q4/Q8), which costs up to ~4% of
+// the largest logit on these random models against
 // float activations; their flat logits let the top token differ on a few rows.
 TEST_P(RunnerReferenceTest, MatchesNaiveForwardPass) {
   const ReferenceCase& c = GetParam();
@@ -166,8 +167,12 @@ TEST_P(RunnerConsistencyTest, ChunkedPrefillOneShotAndTokenByTokenAgree) {
   const size_t n_vocab = (*runner)->n_vocab();
   const std::vector<int32_t> tokens = TestTokens(37, n_vocab, 11);
   const std::vector<float> one_shot = RunnerLogits(**runner, tokens);
+  // Chunks of 4 tokens and more take the same tiled prefill attention as the one-shot pass;
+  // single tokens take the decode kernel, whose float order differs within the attention
+  // budget (docs/kernels.md: 2e-5 of max |V|): measured 1.7e-5 here on the f32 model.
   for (int chunk : {1, 5, 16}) {
-    EXPECT_LE(MaxRowError(RunnerLogits(**runner, tokens, chunk), one_shot, n_vocab), 1e-5) << "chunk " << chunk;
+    EXPECT_LE(MaxRowError(RunnerLogits(**runner, tokens, chunk), one_shot, n_vocab), chunk == 1 ? 4e-5 : 1e-5)
+        << "chunk " << chunk;
   }
 }
 

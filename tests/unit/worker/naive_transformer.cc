@@ -19,7 +19,13 @@ StatusOr<std::vector<float>> NaiveTransformer::LoadFloats(const gguf::GgufFile& 
 StatusOr<NaiveTransformer::Matrix> NaiveTransformer::LoadMatrix(const gguf::GgufFile& file, const std::string& name,
                                                                  const Options& options) {
   Matrix m;
-  m.int8_input = options.emulate_int8_activations && IsQuantized(file.FindTensor(name)->type);
+  const DType type = file.FindTensor(name)->type;
+  if (options.emulate_int8_activations && IsQuantized(type)) {
+    // The engine's contract (kernels/matmul.h): per 32-block for Q4_0/Q4_1/Q8_0, per token for
+    // the ternary types.
+    const bool per_block = type == DType::kQ4_0 || type == DType::kQ4_1 || type == DType::kQ8_0;
+    m.int8_span = per_block ? 32 : static_cast<int>(file.FindTensor(name)->shape[0]);
+  }
   BF_ASSIGN_OR_RETURN(m.w, LoadFloats(file, name));
   const gguf::TensorInfo* info = file.FindTensor(name);
   m.cols = static_cast<int>(info->shape[0]);
@@ -34,15 +40,16 @@ StatusOr<NaiveTransformer::Matrix> NaiveTransformer::LoadMatrix(const gguf::Gguf
 
 void NaiveTransformer::Matrix::Apply(const std::vector<double>& x_in, std::vector<double>& out) const {
   std::vector<double> x = x_in;
-  if (int8_input) {
+  for (size_t c0 = 0; int8_span > 0 && c0 < x.size(); c0 += int8_span) {
     // In float, as the kernels' contract states it (kernels/ref/matmul_ref.h).
+    const size_t c1 = std::min(x.size(), c0 + int8_span);
     float absmax = 0;
-    for (double v : x) absmax = std::max(absmax, std::fabs(static_cast<float>(v)));
+    for (size_t c = c0; c < c1; ++c) absmax = std::max(absmax, std::fabs(static_cast<float>(x[c])));
     const float inv_scale = absmax > 0 ? 127.0f / absmax : 0.0f;
     const float scale = absmax / 127.0f;
-    for (double& v : x) {
-      const float q = std::clamp(std::nearbyint(static_cast<float>(v) * inv_scale), -127.0f, 127.0f);
-      v = static_cast<double>(q) * scale;
+    for (size_t c = c0; c < c1; ++c) {
+      const float q = std::clamp(std::nearbyint(static_cast<float>(x[c]) * inv_scale), -127.0f, 127.0f);
+      x[c] = static_cast<double>(q) * scale;
     }
   }
   out.assign(rows, 0.0);

@@ -2,8 +2,9 @@
 // tests: every weight dequantized to float up front, full causal attention recomputed from
 // scratch for the whole token list (no cache, no batching), sums in double. The engine
 // properties it can model on purpose: the f16 KV cache (K and V are rounded to f16 as stored,
-// always) and, when asked, the per-token int8 quantization of the activations that feed
-// block-quantized weights (W8A8/W4A8/W2A8): q = round(x * 127 / absmax), x' = q * absmax / 127.
+// always) and, when asked, the int8 quantization of the activations that feed block-quantized
+// weights (W8A8/W4A8/W2A8): q = round(x * 127 / absmax), x' = q * absmax / 127, over each
+// 32-block (Q4_0, Q4_1, Q8_0) or the whole token (ternary).
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,7 @@ class NaiveTransformer {
     int rows = 0;
     int cols = 0;
     float scale = 1.0f;
-    bool int8_input = false;  // quantize x per token to int8 first (emulating the engine)
+    int int8_span = 0;  // > 0: quantize x to int8 first over spans of this many columns
     // out[r] = scale * sum_c w[r][c] * x[c]
     void Apply(const std::vector<double>& x, std::vector<double>& out) const;
   };
