@@ -8,6 +8,10 @@
 // code offsets are removed through the activation block sums (LaneDot), and each decoded word is
 // reused for every token. Lanes of one row, then warps, are summed per group.
 //
+// Activation steps: ternary sums are scaled by the token's absmax / 127 once per output; Q4 / Q8
+// lanes hold one 32-block each per step and multiply its contribution by the (token, block) step
+// (ActivationView::block_steps), so per-token and per-block activations take the same path.
+//
 // A decode matrix is small next to the memory system (a 2B-shaped layer's matrices are 1.7 to
 // 9.4 MB: 0.4 to 2.2 us at 4 TB/s, about one DRAM round trip plus launch), so a kernel alone
 // cannot approach the copy bandwidth. The kernel is therefore launched as a programmatic
@@ -115,8 +119,14 @@ __device__ __forceinline__ void ComputeChunk(const QuantWeightView& w, const Act
         dot += __shfl_xor_sync(kFullMask, dot, 1);
         dot += __shfl_xor_sync(kFullMask, dot, 2);
       }
-      acc[t] += d * static_cast<float>(dot);
-      if constexpr (F == QuantFormat::kQ4_1) acc[t] += m * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
+      if constexpr (F == QuantFormat::kTernary) {
+        acc[t] += d * static_cast<float>(dot);
+      } else {
+        // The lane's block contribution, (d dot + m sum) in activation steps, times its step.
+        float v = d * static_cast<float>(dot);
+        if constexpr (F == QuantFormat::kQ4_1) v += m * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
+        acc[t] += __ldg(x.block_steps + t * sums_stride + block) * v;
+      }
     }
   }
 }
@@ -184,7 +194,8 @@ __global__ void __launch_bounds__(kThreads)
           float v = 0.0f;
 #pragma unroll
           for (int j = 0; j < kWarps; ++j) v += partial[j][row_in_group][t];
-          out[t * w.rows + row] = v * (x.absmax[t] / 127.0f);
+          // Q4 / Q8 sums are already in real units (block steps).
+          out[t * w.rows + row] = F == QuantFormat::kTernary ? v * (x.absmax[t] / 127.0f) : v;
         }
       }
       __syncthreads();  // `partial` is rewritten by the next group
@@ -246,7 +257,7 @@ QuantMatVecOptions GetQuantMatVecOptions() {
 
 cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
   if (x.n_tokens < 0 || x.n_tokens > kMatVecMaxTokens || x.cols != w.cols || w.n_groups <= 0 ||
-      x.stride < w.n_steps * StepElems(w.format)) {
+      x.stride < w.n_steps * StepElems(w.format) || !ActivationsFit(w.format, x)) {
     return cudaErrorInvalidValue;
   }
   if (x.n_tokens == 0) return cudaSuccess;

@@ -44,6 +44,7 @@
 #include "kernels/cuda/launch_options.h"
 #include "kernels/cuda/ops_launch.h"
 #include "kernels/cuda/sampling_launch.h"
+#include "kernels/matmul.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 
@@ -252,7 +253,8 @@ Status LaunchMatMul(const kc::CudaWeight& w, const kc::ActivationView& q, const 
   return Cuda(kc::LaunchFloatMatMul(w.float_view(), x, n_tokens, out, stream), "float matmul");
 }
 
-// Shared activations for matmul benchmarks: random floats and their int8 form.
+// Shared activations for matmul benchmarks: random floats and their int8 form (at `scaling`, the
+// ActScalingFor of the weights they multiply).
 struct BenchActivations {
   kc::DeviceBuffer x;
   std::unique_ptr<kc::CudaActivations> scratch;
@@ -260,13 +262,13 @@ struct BenchActivations {
   kc::DeviceBuffer out;
 };
 
-StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows, FastRng& rng,
-                                           cudaStream_t stream) {
+StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows,
+                                           kernels::ActScaling scaling, FastRng& rng, cudaStream_t stream) {
   BenchActivations a;
   BF_ASSIGN_OR_RETURN(a.x, RandomFloats(static_cast<size_t>(n_tokens) * cols, rng));
   BF_ASSIGN_OR_RETURN(a.scratch, kc::CudaActivations::Create(n_tokens, static_cast<uint64_t>(cols)));
   BF_ASSIGN_OR_RETURN(a.view, kc::QuantizeActivationsCuda(a.x.as<float>(), n_tokens, static_cast<uint64_t>(cols),
-                                                          nullptr, *a.scratch, stream));
+                                                          scaling, nullptr, *a.scratch, stream));
   BF_ASSIGN_OR_RETURN(a.out, kc::DeviceBuffer::Allocate(static_cast<size_t>(n_tokens) * max_rows * sizeof(float)));
   return a;
 }
@@ -288,7 +290,8 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
     BF_ASSIGN_OR_RETURN(std::unique_ptr<kc::CudaWeight> w, kc::CudaWeight::Upload(img));
     weights.push_back(std::move(w));
   }
-  BF_ASSIGN_OR_RETURN(BenchActivations a, MakeActivations(n_tokens, cols, rows, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a,
+                      MakeActivations(n_tokens, cols, rows, kernels::ActScalingFor(type), rng, stream));
   auto enqueue_all = [&]() -> Status {
     for (const auto& w : weights) {
       BF_RETURN_IF_ERROR(LaunchMatMul(*w, a.view, a.x.as<float>(), n_tokens, a.out.as<float>(), stream));
@@ -396,8 +399,9 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
       weights.push_back(std::move(w));
     }
   }
-  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, rng, stream));
-  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, rng, stream));
+  const kernels::ActScaling scaling = kernels::ActScalingFor(type);
+  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, scaling, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, scaling, rng, stream));
   auto enqueue_all = [&]() -> Status {
     for (const auto& w : weights) {
       const BenchActivations& a = w->cols() == M::kFf ? a_ff : a_embd;
@@ -581,14 +585,16 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
                                   max_blocks_};
   auto quantized_matmul = [&](const kc::CudaWeight& w, const float* in, float* out) -> Status {
     BF_ASSIGN_OR_RETURN(const kc::ActivationView v,
-                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()), nullptr, *acts_, s));
+                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()),
+                                                    kernels::ActScalingFor(w.type()), nullptr, *acts_, s));
     return kc::MatMulQuantizedCuda(w, v, out, s);
   };
   for (int l = 0; l < M::kLayers; ++l) {
     const DeviceLayer& L = layers_[l];
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.attn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
-    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv,
-                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv, kc::QuantizeActivationsCuda(h, n, M::kEmbd,
+                                                                             kernels::ActScalingFor(L.q->type()),
+                                                                             nullptr, *acts_, s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, hv, qb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, hv, kb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, hv, vb_.as<float>(), s));
@@ -611,8 +617,9 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
     BF_RETURN_IF_ERROR(quantized_matmul(*L.o, attn_.as<float>(), o_.as<float>()));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.ffn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
-    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv,
-                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv, kc::QuantizeActivationsCuda(h, n, M::kEmbd,
+                                                                             kernels::ActScalingFor(L.gate->type()),
+                                                                             nullptr, *acts_, s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, fv, gate_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, fv, up_.as<float>(), s));
     BF_RETURN_IF_ERROR(Cuda(
