@@ -101,9 +101,12 @@ class CudaModelRunnerImpl {
 
  private:
   Status Cuda(cudaError_t error, const char* what) const { return kc::CudaStatus(error, what); }
-  // out = scale · W · in for n tokens (float input `in`, quantized on the device when W is).
+  // out = scale · W · in for n tokens (float input `in`, quantized on the device when W is, at
+  // kernels::ActScalingFor(W's type) as on the CPU: per token for ternary, per 32-column block
+  // for Q4_0 / Q4_1 / Q8_0).
   Status Project(const DeviceProjection& w, const float* in, int n, float* out);
-  // The same for several projections of one input, quantized once.
+  // The same for several projections of one input, quantized once when all are quantized at one
+  // scaling (otherwise each quantizes its own copy, as Project).
   Status ProjectAll(std::initializer_list<std::pair<const DeviceProjection*, float*>> projections, const float* in,
                     int n, int cols);
   Status Layer(int l, int n, const kc::PagedKvBatch& kv_batch, int max_keys);
@@ -237,14 +240,20 @@ Status CudaModelRunnerImpl::Project(const DeviceProjection& w, const float* in, 
 
 Status CudaModelRunnerImpl::ProjectAll(std::initializer_list<std::pair<const DeviceProjection*, float*>> projections,
                                        const float* in, int n, int cols) {
-  bool all_quantized = true;
-  for (const auto& [w, out] : projections) all_quantized = all_quantized && w->weight->quantized();
-  if (!all_quantized) {
+  // One shared int8 copy needs one scaling: mixed types (ternary next to Q4, say) quantize per
+  // projection, as worker/layer_ops.cc does on the CPU.
+  if (projections.size() == 0) return absl::OkStatus();
+  const kernels::ActScaling scaling = kernels::ActScalingFor(projections.begin()->first->weight->type());
+  bool shared = true;
+  for (const auto& [w, out] : projections) {
+    shared = shared && w->weight->quantized() && kernels::ActScalingFor(w->weight->type()) == scaling;
+  }
+  if (!shared) {
     for (const auto& [w, out] : projections) BF_RETURN_IF_ERROR(Project(*w, in, n, out));
     return absl::OkStatus();
   }
-  BF_ASSIGN_OR_RETURN(const kc::ActivationView view,
-                      kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(cols), nullptr, *acts_, stream_));
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView view, kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(cols),
+                                                                                 scaling, nullptr, *acts_, stream_));
   for (const auto& [w, out] : projections) {
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*w->weight, view, out, stream_));
     if (w->scale.has_value()) {

@@ -8,9 +8,11 @@
 // mapping and is looked up on the host; the logit rows come back to host memory, where the
 // samplers of worker/sampler.h read them.
 //
-// Numerics: the kernels' budgets of docs/cuda.md. Activations are quantized to int8 per token as
-// on the CPU, but norms, RoPE and float sums round differently, so logits agree with ModelRunner's
-// to within float accumulation, not bit for bit (tests/gpu/cuda_model_runner_test.cc).
+// Numerics: the kernels' budgets of docs/cuda.md. Activations are quantized to int8 at the
+// scaling of the weights they multiply as on the CPU (kernels::ActScalingFor: per token for
+// ternary, per 32-column block for Q4_0 / Q4_1 / Q8_0), but norms, RoPE and float sums round
+// differently, so logits agree with ModelRunner's to within float accumulation, not bit for bit
+// (tests/gpu/cuda_model_runner_test.cc).
 //
 // Status: written without a device; run the `gpu` tests before relying on it (docs/cuda.md).
 // Thread-safety: one Step at a time.

@@ -8,6 +8,10 @@
 // code offsets are removed through the activation block sums (LaneDot), and each decoded word is
 // reused for every token. Lanes of one row, then warps, are summed per group.
 //
+// Activation steps: ternary sums are scaled by the token's absmax / 127 once per output; Q4 / Q8
+// lanes hold one 32-block each per step and multiply its contribution by the (token, block) step
+// (ActivationView::block_steps), so per-token and per-block activations take the same path.
+//
 // A decode matrix is small next to the memory system (a 2B-shaped layer's matrices are 1.7 to
 // 9.4 MB: 0.4 to 2.2 us at 4 TB/s, about one DRAM round trip plus launch), so a kernel alone
 // cannot approach the copy bandwidth. The kernel is therefore launched as a programmatic
@@ -126,10 +130,14 @@ __device__ __forceinline__ void ComputeChunk(const QuantWeightView& w, const Act
         // of the row then holds the row's sum.
         dot += __shfl_xor_sync(kFullMask, dot, 1);
         dot += __shfl_xor_sync(kFullMask, dot, 2);
-      }
-      acc[t] += c.d[u] * static_cast<float>(dot);
-      if constexpr (F == QuantFormat::kQ4_1) {
-        acc[t] += c.m[u] * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
+        acc[t] += c.d[u] * static_cast<float>(dot);
+      } else {
+        // The lane's block contribution, (d dot + m sum) in activation steps, times its step.
+        float v = c.d[u] * static_cast<float>(dot);
+        if constexpr (F == QuantFormat::kQ4_1) {
+          v += c.m[u] * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
+        }
+        acc[t] += __ldg(x.block_steps + t * sums_stride + block) * v;
       }
     }
   }
@@ -195,7 +203,8 @@ __device__ __forceinline__ void MatVecBlocks(const QuantWeightView& w, const Act
           float v = 0.0f;
 #pragma unroll
           for (int j = 0; j < kWarps; ++j) v += partial[j][row_in_group][t];
-          out[t * w.rows + row] = v * (x.absmax[t] / 127.0f);
+          // Q4 / Q8 sums are already in real units (block steps).
+          out[t * w.rows + row] = F == QuantFormat::kTernary ? v * (x.absmax[t] / 127.0f) : v;
         }
       }
       __syncthreads();  // `partial` is rewritten by the next group
@@ -305,7 +314,7 @@ bool QuantMatVecLinkValid(const MatVecChainLink& link, QuantFormat format) {
   const QuantWeightView& w = link.w;
   const ActivationView& x = link.x;
   return w.format == format && x.n_tokens == 1 && x.cols == w.cols && w.n_groups > 0 && w.codes != nullptr &&
-         x.stride >= w.n_steps * StepElems(w.format) && link.out != nullptr;
+         x.stride >= w.n_steps * StepElems(w.format) && ActivationsFit(format, x) && link.out != nullptr;
 }
 
 namespace {
@@ -354,7 +363,7 @@ cudaError_t LaunchQuantMatVecChain(QuantFormat format, const MatVecChainLink* li
 
 cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
   if (x.n_tokens < 0 || x.n_tokens > kMatVecMaxTokens || x.cols != w.cols || w.n_groups <= 0 ||
-      x.stride < w.n_steps * StepElems(w.format)) {
+      x.stride < w.n_steps * StepElems(w.format) || !ActivationsFit(w.format, x)) {
     return cudaErrorInvalidValue;
   }
   if (x.n_tokens == 0) return cudaSuccess;

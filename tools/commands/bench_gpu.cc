@@ -44,6 +44,7 @@
 #include "kernels/cuda/launch_options.h"
 #include "kernels/cuda/ops_launch.h"
 #include "kernels/cuda/sampling_launch.h"
+#include "kernels/matmul.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 
@@ -254,7 +255,8 @@ Status LaunchMatMul(const kc::CudaWeight& w, const kc::ActivationView& q, const 
   return Cuda(kc::LaunchFloatMatMul(w.float_view(), x, n_tokens, out, stream), "float matmul");
 }
 
-// Shared activations for matmul benchmarks: random floats and their int8 form.
+// Shared activations for matmul benchmarks: random floats and their int8 form (at `scaling`, the
+// ActScalingFor of the weights they multiply).
 struct BenchActivations {
   kc::DeviceBuffer x;
   std::unique_ptr<kc::CudaActivations> scratch;
@@ -262,13 +264,13 @@ struct BenchActivations {
   kc::DeviceBuffer out;
 };
 
-StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows, FastRng& rng,
-                                           cudaStream_t stream) {
+StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows,
+                                           kernels::ActScaling scaling, FastRng& rng, cudaStream_t stream) {
   BenchActivations a;
   BF_ASSIGN_OR_RETURN(a.x, RandomFloats(static_cast<size_t>(n_tokens) * cols, rng));
   BF_ASSIGN_OR_RETURN(a.scratch, kc::CudaActivations::Create(n_tokens, static_cast<uint64_t>(cols)));
   BF_ASSIGN_OR_RETURN(a.view, kc::QuantizeActivationsCuda(a.x.as<float>(), n_tokens, static_cast<uint64_t>(cols),
-                                                          nullptr, *a.scratch, stream));
+                                                          scaling, nullptr, *a.scratch, stream));
   BF_ASSIGN_OR_RETURN(a.out, kc::DeviceBuffer::Allocate(static_cast<size_t>(n_tokens) * max_rows * sizeof(float)));
   return a;
 }
@@ -290,7 +292,8 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
     BF_ASSIGN_OR_RETURN(std::unique_ptr<kc::CudaWeight> w, kc::CudaWeight::Upload(img));
     weights.push_back(std::move(w));
   }
-  BF_ASSIGN_OR_RETURN(BenchActivations a, MakeActivations(n_tokens, cols, rows, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a,
+                      MakeActivations(n_tokens, cols, rows, kernels::ActScalingFor(type), rng, stream));
   auto enqueue_all = [&]() -> Status {
     for (const auto& w : weights) {
       BF_RETURN_IF_ERROR(LaunchMatMul(*w, a.view, a.x.as<float>(), n_tokens, a.out.as<float>(), stream));
@@ -398,8 +401,9 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
       weights.push_back(std::move(w));
     }
   }
-  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, rng, stream));
-  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, rng, stream));
+  const kernels::ActScaling scaling = kernels::ActScalingFor(type);
+  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, scaling, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, scaling, rng, stream));
   auto enqueue_all = [&]() -> Status {
     for (const auto& w : weights) {
       const BenchActivations& a = w->cols() == M::kFf ? a_ff : a_embd;
@@ -639,13 +643,17 @@ Status DecodeBench::EnqueueFused(cudaStream_t s) {
   float* x = x_.as<float>();
   const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
                                   max_blocks_};
-  BF_ASSIGN_OR_RETURN(const kc::ActivationView embd, acts_->View(n, M::kEmbd));
-  BF_ASSIGN_OR_RETURN(const kc::ActivationView ff, acts_->View(n, M::kFf));
+  // Every layer matrix has the bench's one type: the fused kernels quantize at its scaling.
+  const kernels::ActScaling scaling = kernels::ActScalingFor(layers_[0].q->type());
+  const bool per_block = scaling == kernels::ActScaling::kPerBlock;
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView embd, acts_->View(n, M::kEmbd, scaling));
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView ff, acts_->View(n, M::kFf, scaling));
   int8_t* q = acts_->q();
   float* absmax = acts_->absmax();
   int32_t* sums = acts_->sums();
+  float* steps = acts_->block_steps();
   BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(x, layers_[0].attn_norm.as<float>(), n, M::kEmbd, M::kEps,
-                                                    embd.stride, q, absmax, sums, s),
+                                                    per_block, embd.stride, q, absmax, sums, steps, s),
                           "norm + quantize"));
   for (int l = 0; l < M::kLayers; ++l) {
     const DeviceLayer& L = layers_[l];
@@ -654,22 +662,23 @@ Status DecodeBench::EnqueueFused(cudaStream_t s) {
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, embd, vb_.as<float>(), s));
     BF_RETURN_IF_ERROR(EnqueueAttention(l, kv_batch, s));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd,
-                                                      M::kEps, embd.stride, q, absmax, sums, s),
+                                                      M::kEps, per_block, embd.stride, q, absmax, sums, steps, s),
                             "sub norm + quantize"));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.o, embd, o_.as<float>(), s));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRmsNormQuantize(x, o_.as<float>(), L.ffn_norm.as<float>(), n, M::kEmbd,
-                                                         M::kEps, embd.stride, q, absmax, sums, s),
+                                                         M::kEps, per_block, embd.stride, q, absmax, sums, steps, s),
                             "residual + norm + quantize"));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, embd, gate_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, embd, up_.as<float>(), s));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRelu2MulRmsNormQuantize(gate_.as<float>(), up_.as<float>(),
                                                               L.ffn_sub_norm.as<float>(), n, M::kFf, M::kEps,
-                                                              ff.stride, q, absmax, sums, s),
+                                                              per_block, ff.stride, q, absmax, sums, steps, s),
                             "relu2 + sub norm + quantize"));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.down, ff, o_.as<float>(), s));
     if (l + 1 < M::kLayers) {
       BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRmsNormQuantize(x, o_.as<float>(), layers_[l + 1].attn_norm.as<float>(), n,
-                                                           M::kEmbd, M::kEps, embd.stride, q, absmax, sums, s),
+                                                           M::kEmbd, M::kEps, per_block, embd.stride, q, absmax, sums,
+                                                           steps, s),
                               "residual + norm + quantize"));
     } else {
       BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
@@ -691,14 +700,16 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
                                   max_blocks_};
   auto quantized_matmul = [&](const kc::CudaWeight& w, const float* in, float* out) -> Status {
     BF_ASSIGN_OR_RETURN(const kc::ActivationView v,
-                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()), nullptr, *acts_, s));
+                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()),
+                                                    kernels::ActScalingFor(w.type()), nullptr, *acts_, s));
     return kc::MatMulQuantizedCuda(w, v, out, s);
   };
   for (int l = 0; l < M::kLayers; ++l) {
     const DeviceLayer& L = layers_[l];
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.attn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
-    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv,
-                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv, kc::QuantizeActivationsCuda(h, n, M::kEmbd,
+                                                                             kernels::ActScalingFor(L.q->type()),
+                                                                             nullptr, *acts_, s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, hv, qb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, hv, kb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, hv, vb_.as<float>(), s));
@@ -709,8 +720,9 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
     BF_RETURN_IF_ERROR(quantized_matmul(*L.o, attn_.as<float>(), o_.as<float>()));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.ffn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
-    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv,
-                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv, kc::QuantizeActivationsCuda(h, n, M::kEmbd,
+                                                                             kernels::ActScalingFor(L.gate->type()),
+                                                                             nullptr, *acts_, s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, fv, gate_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, fv, up_.as<float>(), s));
     BF_RETURN_IF_ERROR(Cuda(
