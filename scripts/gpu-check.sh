@@ -17,14 +17,15 @@
 # whole run took 75 s on an H200 (limit: 8 minutes). Exit status: 0 when every test
 # passed and the benchmark ran, 1 otherwise (the report is written either way).
 #
-# Environment: BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
+# Environment: BITFLEET_GPU_PROFILE=1 (also time every kernel of the decode steps with ncu: adds
+# about a minute), BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
 # BITFLEET_GPU_ARCHS (CUDA architectures for --prepare, default 90: H100/H200; "80;90" for A100
 # too), BITFLEET_GPU_BENCH_ARGS (extra bitfleet-bench-gpu options).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 carry=${BITFLEET_GPU_CARRY:-build-gpu-check/carry}
-targets=(gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu)
+targets=(gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu)
 
 # In a subshell, so its `set -e` stays inside.
 prepare() (
@@ -46,6 +47,13 @@ prepare() (
     ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libabsl_|libspdlog|libfmt|libgtest|libgmock' |
       xargs -r -I{} cp -L -n {} "$carry/lib/" || true
   done
+  # The real model of the runner test (stories260K, ~1 MiB; never committed), when it is here.
+  shared=${BITFLEET_SHARED_DIR:-../shared}
+  if [[ -f $shared/models/stories260K/stories260K.bin ]]; then
+    mkdir -p "$carry/shared/models"
+    cp -r "$shared/models/stories260K" "$carry/shared/models/"
+    chmod -R u+w "$carry/shared"  # the source is read-only; the next --prepare deletes the copy
+  fi
   {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | wc -l) changed files"
     echo "built: $(date -u +%FT%TZ) on $(uname -srm)"
@@ -95,14 +103,15 @@ if [[ -z $nccl_dir ]] && command -v python3 >/dev/null; then
 fi
 [[ -n $nccl_dir ]] && lib_path=$lib_path:$nccl_dir
 export LD_LIBRARY_PATH=$lib_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+[[ -d $carry/shared ]] && export BITFLEET_SHARED_DIR=$root/$carry/shared
 say "libnccl.so.2: ${nccl_dir:-not found}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1 |
   sed 's/^/gpu: /' | tee -a "$log"
 
 # Tests: each binary with a time limit; gtest writes its JSON report into $work.
-declare -A limits=([gpu_kernels_test]=300 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120 [cuda_host_test]=60)
+declare -A limits=([gpu_kernels_test]=300 [gpu_model_runner_test]=120 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120 [cuda_host_test]=60)
 status=0
-for t in gpu_kernels_test gpu_kv_storage_test gpu_nccl_test cuda_host_test; do
+for t in gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test; do
   bin=$carry/bin/$t
   if [[ ! -x $bin ]]; then
     say "test $t: MISSING"
@@ -134,12 +143,25 @@ else
   status=1
 fi
 
+# Optional (BITFLEET_GPU_PROFILE=1): every kernel of the decode steps at batch 1 and 32, timed
+# by ncu one at a time (clocks left alone), for the per-kernel table of the summary.
+ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+if [[ -n ${BITFLEET_GPU_PROFILE:-} && -x $bench && -n $ncu_bin ]]; then
+  for b in 1 32; do
+    t0=$(date +%s)
+    timeout 150 "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum --csv --launch-count 1500 \
+      "$bench" --types "" --layer-types "" --decode-batch "$b" --decode-fused-norms 0,1 --reps 1 \
+      >"$work/ncu_b$b.csv" 2>>"$log"
+    say "profile batch $b: exit $? ($(( $(date +%s) - t0 )) s)"
+  done
+fi
+
 # Summary: tests per binary, the headline figures against their targets, and a short table.
 python3 - "$work" "$out" "$(( $(date +%s) - start ))" <<'EOF' 2>>"$log" || say "summary: python3 failed; raw files only"
 import json, os, sys
 work, out, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 summary = {"seconds": seconds, "tests": {}, "bench": [], "figures": {}}
-for name in ["gpu_kernels_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test"]:
+for name in ["gpu_kernels_test", "gpu_model_runner_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test"]:
     entry = {"exit": open(os.path.join(work, name + ".rc")).read().strip() if os.path.exists(os.path.join(work, name + ".rc")) else "not run"}
     path = os.path.join(work, name + ".json")
     if os.path.exists(path):
@@ -173,8 +195,9 @@ for t, target, key in [("tq2_0", 0.75, "ternary"), ("q4_0", 0.70, "int4")]:
     f[f"{key}_matvec_meets_target"] = best >= target
 for r in b:
     if r["kernel"] == "decode_step":
-        f[f"decode_b{r['batch']}_tok_s"] = r["tok_s"]
-        f[f"decode_b{r['batch']}_roofline_tok_s"] = r["roofline_tok_s"]
+        tag = f"decode_b{r['batch']}" + ("_fused_norms" if r.get("fused_norms") else "")
+        f[f"{tag}_tok_s"] = r["tok_s"]
+        f[f"{tag}_roofline_tok_s"] = r["roofline_tok_s"]
 f["all_tests_passed"] = all(v.get("exit") == "0" for v in summary["tests"].values())
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 
@@ -192,16 +215,43 @@ for r in b:
     if r["kernel"] == "matvec_2b_layers":
         rows.append(f"2B layer stream {r['type']:6s} {'fused' if r['fused'] else 'separate':8s} {r['ms']:7.3f} ms "
                     f"{r['packed_gb_s']:6.0f} GB/s = {r['roofline_fraction']:.2f} of copy  "
-                    f"[{r.get('options', 'default')}: pdl {r.get('dependent_launch')} prefetch {r.get('prefetch')} "
-                    f"blocks {r.get('prefetch_blocks')}]")
+                    + ("[chain: one cooperative launch, grid barriers]" if r.get("options") == "chain" else
+                       f"[{r.get('options', 'default')}: pdl {r.get('dependent_launch')} prefetch {r.get('prefetch')} "
+                       f"blocks {r.get('prefetch_blocks')}]"))
 for r in b:
     if r["kernel"] == "decode_step":
-        rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}: "
+        rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}"
+                    f"{' fused norms' if r.get('fused_norms') else ''}: "
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
 rows.append("")
 rows.append(f"targets: ternary mat-vec >= 0.75 of copy: {f.get('ternary_matvec_meets_target')}, "
             f"int4 >= 0.70: {f.get('int4_matvec_meets_target')}, all tests passed: {f['all_tests_passed']}")
+# Per-kernel decode profile (BITFLEET_GPU_PROFILE): ncu durations summed by kernel name over the
+# profiled launches, per decode step (a step ends with one arg-max).
+import csv, collections
+for b in (1, 32):
+    path = os.path.join(work, f"ncu_b{b}.csv")
+    if not os.path.exists(path):
+        continue
+    lines = [l for l in open(path) if l.startswith('"')]
+    by_name = collections.defaultdict(lambda: [0, 0.0])
+    for rec in csv.DictReader(lines):
+        if rec.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        name = rec["Kernel Name"].split("(")[0]
+        for noise in ("void ", "bitfleet::kernels::cuda::", "<unnamed>::", "unnamed>::", "(anonymous namespace)::"):
+            name = name.replace(noise, "")
+        name = name[-60:]
+        scale = {"ns": 1e-3, "us": 1.0, "usecond": 1.0, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}.get(rec.get("Metric Unit", "ns"), 1e-3)
+        by_name[name][0] += 1
+        by_name[name][1] += float(rec["Metric Value"].replace(",", "")) * scale
+    steps = max(1, sum(v[0] for k, v in by_name.items() if "ArgMax" in k))
+    summary.setdefault("profile", {})[f"batch{b}"] = {k: {"launches": v[0], "us": v[1]} for k, v in by_name.items()}
+    rows += ["", f"ncu, decode batch {b}: {steps} steps profiled (isolated kernels, cold caches), µs per step"]
+    for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:14]:
+        rows.append(f"  {k:60s} {v[0] / steps:6.1f} launches {v[1] / steps:9.1f} us")
+json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 open(os.path.join(out, "table.txt"), "w").write("\n".join(rows) + "\n")
 print("\n".join(rows))
 EOF

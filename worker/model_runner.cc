@@ -44,14 +44,11 @@ class ModelRunnerImpl {
   bool whole_rows() const { return comm_->size() == 1 || gather_; }
 
  private:
-  Status ValidateBatch(std::span<const SequenceStep> batch, int* n_tokens, int* n_rows) const;
   // Final norm and LM head of the n_rows rows gathered in s.head_in; logits into s.logits.
   Status ComputeLogits(int n_rows);
 };
 
-namespace {
-
-Status ResolveOptions(const model::ModelConfig& config, RunnerOptions* o) {
+Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* o) {
   if (o->threads < 1 || o->threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 1024], got ", o->threads));
   }
@@ -69,7 +66,7 @@ Status ResolveOptions(const model::ModelConfig& config, RunnerOptions* o) {
   return absl::OkStatus();
 }
 
-Status CheckShapes(const model::ModelConfig& c) {
+Status CheckRunnerShapes(const model::ModelConfig& c) {
   if (c.n_embd == 0 || c.n_head == 0 || c.n_head_kv == 0 || c.head_dim == 0 || c.n_ff == 0 || c.n_vocab == 0 ||
       c.n_layer == 0) {
     return absl::InvalidArgumentError("model config has a zero dimension");
@@ -85,7 +82,6 @@ Status CheckShapes(const model::ModelConfig& c) {
   return absl::OkStatus();
 }
 
-}  // namespace
 
 StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_ptr<const gguf::GgufFile> file,
                                                                    const RunnerOptions& options) {
@@ -95,9 +91,9 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   BF_ASSIGN_OR_RETURN(impl->config_, model::ReadModelConfig(f));
   const model::ModelConfig& c = impl->config_;
   BF_RETURN_IF_ERROR(model::ValidateTensors(c, f));
-  BF_RETURN_IF_ERROR(CheckShapes(c));
+  BF_RETURN_IF_ERROR(CheckRunnerShapes(c));
   impl->options_ = options;
-  BF_RETURN_IF_ERROR(ResolveOptions(c, &impl->options_));
+  BF_RETURN_IF_ERROR(ResolveRunnerOptions(c, &impl->options_));
   const RunnerOptions& o = impl->options_;
   impl->comm_ = o.communicator != nullptr ? o.communicator : &impl->single_rank_;
   const int rank = impl->comm_->rank();
@@ -161,8 +157,8 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   return impl;
 }
 
-Status ModelRunnerImpl::ValidateBatch(std::span<const SequenceStep> batch, int* n_tokens, int* n_rows) const {
-  const RunnerOptions& o = options_;
+Status ValidateStepBatch(std::span<const SequenceStep> batch, const RunnerOptions& o, int n_vocab, int* n_tokens,
+                         int* n_rows) {
   if (batch.size() > static_cast<size_t>(o.max_step_sequences)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("step has ", batch.size(), " sequences, limit ", o.max_step_sequences));
@@ -190,9 +186,9 @@ Status ModelRunnerImpl::ValidateBatch(std::span<const SequenceStep> batch, int* 
       }
     }
     for (int32_t token : step.tokens) {
-      if (token < 0 || token >= static_cast<int32_t>(config_.n_vocab)) {
+      if (token < 0 || token >= n_vocab) {
         return absl::InvalidArgumentError(
-            absl::StrCat("sequence ", i, ": token id ", token, " outside the vocabulary of ", config_.n_vocab));
+            absl::StrCat("sequence ", i, ": token id ", token, " outside the vocabulary of ", n_vocab));
       }
     }
     tokens += n;
@@ -212,7 +208,7 @@ Status ModelRunnerImpl::ValidateBatch(std::span<const SequenceStep> batch, int* 
 StatusOr<StepLogits> ModelRunnerImpl::Step(std::span<const SequenceStep> batch) {
   int n_tokens = 0;
   int n_rows = 0;
-  BF_RETURN_IF_ERROR(ValidateBatch(batch, &n_tokens, &n_rows));
+  BF_RETURN_IF_ERROR(ValidateStepBatch(batch, options_, static_cast<int>(config_.n_vocab), &n_tokens, &n_rows));
   faults_.BeforeStep();
   StepScratch& s = scratch_;
   const int n_embd = dims_.n_embd;

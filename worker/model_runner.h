@@ -98,6 +98,17 @@ class StepLogits {
   int vocab_begin_ = 0;
 };
 
+// Shared by the runners (this one and worker/cuda_model_runner.h):
+// INVALID_ARGUMENT for a model with a zero dimension, heads not a multiple of KV heads or a bad
+// RoPE dimension.
+Status CheckRunnerShapes(const model::ModelConfig& config);
+// Checks `options` and fills the defaults that depend on the model (max_context, kv_blocks).
+Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* options);
+// Step's batch checks (see ModelRunner::Step) against resolved `options`; sets the step's token
+// and logit-row counts.
+Status ValidateStepBatch(std::span<const SequenceStep> batch, const RunnerOptions& options, int n_vocab,
+                         int* n_tokens, int* n_rows);
+
 class ModelRunnerImpl;
 
 class ModelRunner {

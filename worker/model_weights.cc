@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "kernels/ref/quant.h"
 
@@ -110,16 +111,21 @@ StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const sharding::
   }
   projection.weight = std::move(packed).value();
 
-  constexpr std::string_view kSuffix = ".weight";
-  const std::string& name = slice.name;
-  if (name.size() > kSuffix.size() && name.ends_with(kSuffix)) {
-    const std::string scale_name = name.substr(0, name.size() - kSuffix.size()) + ".scale";
-    if (file.FindTensor(scale_name) != nullptr) {
-      BF_ASSIGN_OR_RETURN(projection.scale, LoadScale(file, scale_name));
-      projection.has_scale = true;
-    }
+  BF_ASSIGN_OR_RETURN(const std::optional<float> scale, ProjectionScale(file, slice.name));
+  if (scale.has_value()) {
+    projection.scale = *scale;
+    projection.has_scale = true;
   }
   return projection;
+}
+
+StatusOr<std::optional<float>> ProjectionScale(const gguf::GgufFile& file, const std::string& weight_name) {
+  constexpr std::string_view kSuffix = ".weight";
+  if (weight_name.size() <= kSuffix.size() || !weight_name.ends_with(kSuffix)) return std::optional<float>();
+  const std::string scale_name = weight_name.substr(0, weight_name.size() - kSuffix.size()) + ".scale";
+  if (file.FindTensor(scale_name) == nullptr) return std::optional<float>();
+  BF_ASSIGN_OR_RETURN(const float scale, LoadScale(file, scale_name));
+  return std::optional<float>(scale);
 }
 
 StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const std::string& name, uint64_t cols,

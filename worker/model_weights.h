@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct Projection {
 // the tensor) when the tensor is absent, does not match the slice, or the scale is not one
 // finite float.
 StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const sharding::TensorSlice& slice);
+
+// The ".scale" sibling of matrix `weight_name` ("blk.N.attn_q.weight" -> "blk.N.attn_q.scale"):
+// empty when the file has none; INVALID_ARGUMENT when it is not one finite float.
+StatusOr<std::optional<float>> ProjectionScale(const gguf::GgufFile& file, const std::string& weight_name);
 
 // Loads the whole matrix `name` of GGUF shape [cols, rows] (a single-rank load); same errors.
 StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const std::string& name, uint64_t cols,

@@ -41,7 +41,23 @@ cudaError_t Launch(const float* a, const float* b, int64_t n, float* out, cudaSt
   return LaunchDependent(ElementwiseKernel<O>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), stream, a, b, n, out);
 }
 
+__global__ void __launch_bounds__(kThreads) ScaleKernel(float* x, int64_t n, float scale) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
+  for (int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x; i < n; i += int64_t{gridDim.x} * kThreads) {
+    x[i] = __fmul_rn(x[i], scale);
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchScale(float* x, int64_t n, float scale, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  return LaunchDependent(ScaleKernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), stream, x, n, scale);
+}
 
 cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
   return Launch<Op::kSiluMul>(gate, up, n, out, stream);

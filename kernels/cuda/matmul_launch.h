@@ -34,14 +34,24 @@ struct QuantWeightView {
   int64_t n_blocks = 0;  // n_steps * BlocksPerStep
 };
 
-// Per-token int8 activations (kernels/matmul.h QuantizedActivations, on the device).
+// int8 activations (kernels/matmul.h QuantizedActivations, on the device), quantized per token
+// or per 32-column block (kernels/matmul.h ActScaling; `per_block` says which).
+// - Ternary kernels scale each token's row by absmax / 127 and take per-token activations only
+//   (the launchers refuse per-block ones).
+// - Q4_0 / Q4_1 / Q8_0 kernels read only block_steps, never absmax: per-block activations have
+//   one step per block, per-token ones repeat absmax / 127 in every block, so these kernels take
+//   either kind with one code path (as the CPU kernels, kernels/cpu/kernel_table.h ActView).
 struct ActivationView {
   const int8_t* q = nullptr;      // n_tokens × stride; zero past cols; 16-byte aligned rows
-  const float* absmax = nullptr;  // n_tokens; dequantization step absmax / 127
+  const float* absmax = nullptr;  // n_tokens; per token: the step is absmax / 127; per block: the row's max
   const int32_t* sums = nullptr;  // n_tokens × stride / 32: per-32 block sums of q
+  // n_tokens × stride / 32, zero past cols: the dequantization step of each 32-column block
+  // (16-byte aligned).
+  const float* block_steps = nullptr;
   int64_t cols = 0;
   int64_t stride = 0;             // multiple of 256
   int n_tokens = 0;
+  bool per_block = false;         // block_steps differ within a token (Q4/Q8 weights only)
 };
 
 enum class FloatFormat : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
@@ -59,23 +69,57 @@ struct FloatWeightView {
 // Row stride of ActivationView for `cols` columns.
 inline int64_t ActivationStride(int64_t cols) { return (cols + 255) / 256 * 256; }
 
+// Whether x suits the kernels of weight format f (the scaling and the arrays they read).
+inline bool ActivationsFit(QuantFormat f, const ActivationView& x) {
+  return f == QuantFormat::kTernary ? !x.per_block && x.absmax != nullptr : x.block_steps != nullptr;
+}
+
 // Quantizes x (n_tokens × cols, dense floats) per token: q = clamp(round_half_even(x * (127 /
-// absmax)), ±127), NaN -> 0, zero-filling q up to `stride`, and writes absmax and the per-32
-// block sums. absmax_in null: each token's own max |x| (written to absmax_out); otherwise the
-// given values (for example all-reduced across tensor-parallel ranks), copied to absmax_out.
+// absmax)), ±127), NaN -> 0, zero-filling q up to `stride`, and writes absmax, the per-32 block
+// sums and the block steps (absmax / 127 in every block that holds a column, zero past cols).
+// absmax_in null: each token's own max |x| (written to absmax_out); otherwise the given values
+// (for example all-reduced across tensor-parallel ranks), copied to absmax_out. Every output
+// is required (cudaErrorInvalidValue for a null one).
 cudaError_t LaunchQuantizeActivations(const float* x, int n_tokens, int64_t cols, const float* absmax_in,
                                       int64_t stride, int8_t* q, float* absmax_out, int32_t* sums,
-                                      cudaStream_t stream);
+                                      float* block_steps, cudaStream_t stream);
+
+// Quantizes x per 32-column block, bit for bit as ref::QuantizeActivationBlocksRef: each block
+// [32b, 32b + 32) ∩ [0, cols) with its own absmax a (NaN ignored), q = clamp(round_half_even(x *
+// inv)), inv = a > 0 ? 127 / a : 0 (float), NaN -> 0, and block_steps[b] = a / 127. Zero-fills
+// q, the sums and the steps up to `stride`; absmax_out gets each row's max (for reports). Every
+// output is required.
+cudaError_t LaunchQuantizeActivationBlocks(const float* x, int n_tokens, int64_t cols, int64_t stride, int8_t* q,
+                                           float* absmax_out, int32_t* sums, float* block_steps,
+                                           cudaStream_t stream);
 
 // Tokens up to which LaunchQuantMatMul takes the dp4a mat-vec path (memory-bound decode); larger
 // batches take the int8 tensor-core path.
 inline constexpr int kMatVecMaxTokens = 4;
 
-// out[t * w.rows + r] = sum_c W[r, c] * x̂[t, c] for every token of x (x.cols == w.cols).
+// out[t * w.rows + r] = sum_c W[r, c] * x̂[t, c] for every token of x (x.cols == w.cols), with
+// x̂ = q × the step of its token (ternary) or of its (token, block) (Q4/Q8). cudaErrorInvalidValue
+// for a ternary W with per-block x, or a Q4/Q8 W with no block_steps.
 // Chooses the mat-vec kernel (n_tokens <= kMatVecMaxTokens) or the tensor-core kernel.
 cudaError_t LaunchQuantMatMul(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
 // The two paths, callable directly (tests and benchmarks compare them).
 cudaError_t LaunchQuantMatVec(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
+
+// A chain of single-token mat-vecs run by one cooperative launch with a grid-wide barrier
+// between links (a link may read what an earlier one wrote): the kernel boundaries of a decode
+// layer's mat-vecs, which dominate their cost at 2B shapes (docs/cuda.md, "Measured"), become
+// barriers, and each link's weight streams in during the link before it. `links` is device
+// memory, `count` links, every one of `format` and valid by QuantMatVecLinkValid (one token,
+// matching columns, ActivationsFit; the launcher cannot read them: check on the host). Each
+// link's activations carry its weight's scaling (Q4/Q8 block steps, ternary absmax); outputs as
+// LaunchQuantMatVec's, bit for bit.
+struct MatVecChainLink {
+  QuantWeightView w;
+  ActivationView x;
+  float* out = nullptr;
+};
+bool QuantMatVecLinkValid(const MatVecChainLink& link, QuantFormat format);
+cudaError_t LaunchQuantMatVecChain(QuantFormat format, const MatVecChainLink* links, int count, cudaStream_t stream);
 
 // How the mat-vec overlaps its weight stream with the kernels queued before it (docs/cuda.md,
 // "Quantized mat-vec"): launched as a programmatic dependent launch (kernels/cuda/launch_options.h),

@@ -21,6 +21,25 @@ cudaError_t LaunchRmsNormWithSumSquares(const float* x, const float* weight, int
                                         const float* sum_sq, int full_dim, float eps, float* y,
                                         cudaStream_t stream);
 
+// RMSNorm fused with the int8 quantization of its output, bit for bit the unfused sequence of
+// LaunchRmsNorm and LaunchQuantizeActivations (per_block false: each token its own absmax) or
+// LaunchQuantizeActivationBlocks (per_block true: each 32-column block its own; pass
+// ActScalingFor of the weights the output multiplies, as ActivationView::per_block). Writes q,
+// absmax, the per-32 block sums and the block steps as those launchers do (`stride` a multiple
+// of 256, q zero past dim; every output required). The Add variant first does x += add (written
+// back, as LaunchAdd); the Relu2Mul variant normalizes relu(gate)^2 * up (as LaunchRelu2Mul)
+// without storing it. Tensor parallelism needs the sums of squares (and, per token, the absmax)
+// all-reduced between the steps: use the unfused launchers there.
+cudaError_t LaunchRmsNormQuantize(const float* x, const float* weight, int n_tokens, int dim, float eps,
+                                  bool per_block, int64_t stride, int8_t* q, float* absmax, int32_t* sums,
+                                  float* block_steps, cudaStream_t stream);
+cudaError_t LaunchAddRmsNormQuantize(float* x, const float* add, const float* weight, int n_tokens, int dim, float eps,
+                                     bool per_block, int64_t stride, int8_t* q, float* absmax, int32_t* sums,
+                                     float* block_steps, cudaStream_t stream);
+cudaError_t LaunchRelu2MulRmsNormQuantize(const float* gate, const float* up, const float* weight, int n_tokens,
+                                          int dim, float eps, bool per_block, int64_t stride, int8_t* q,
+                                          float* absmax, int32_t* sums, float* block_steps, cudaStream_t stream);
+
 // Rotary embedding in place on n_tokens × n_heads × head_dim, rotating the first rot_dim dims of
 // each head; positions[t] per token (device). neox=false: pairs (2i, 2i+1); neox=true: (i, i +
 // rot_dim/2). theta_i = pos * base^(-2i/rot_dim), evaluated in double.
@@ -32,5 +51,7 @@ cudaError_t LaunchRope(float* x, const int32_t* positions, int n_tokens, int n_h
 cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t LaunchRelu2Mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t LaunchAdd(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
+// x *= scale in place (one rounded product: a projection's per-tensor scale, as on the CPU).
+cudaError_t LaunchScale(float* x, int64_t n, float scale, cudaStream_t stream);
 
 }  // namespace bitfleet::kernels::cuda

@@ -16,7 +16,9 @@
 //   4i + tid, i = 0..3: the words kernels/cuda/weight_layout.h's MmaFragmentA expects (and
 //   tests/gpu/cuda_layout_test.cc emulates).
 // Integer products are scaled per block (ternary: per step; Q4/Q8: per k-step) into float
-// accumulators.
+// accumulators. Q4/Q8 also multiply each k-step's products by the token's activation step of
+// that 32-block (ActivationView::block_steps, staged with the activations), so per-token and
+// per-block activations take the same path; ternary tiles are scaled by absmax / 127 at the end.
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/matmul_launch.h"
 
@@ -37,7 +39,9 @@ constexpr int kTileTokens = 8 * kNTiles;         // 32
 // Shared memory of one stage: activations [kp][token][StepElems + 16] bytes, then the scales
 // [kp][group of the block][ScaleBytes] (the scales of one group-step are contiguous in global
 // memory: index (g * n_blocks + s * BlocksPerStep + j) * 8 + r), then for Q4_1 the tokens'
-// block sums [kp][token][BlocksPerStep] (int32).
+// block sums [kp][token][BlocksPerStep] (int32), then for Q4/Q8 the tokens' block steps
+// [kp][token][BlocksPerStep] (float; a token's run is 16 bytes (Q4) or 8 (Q8), contiguous in
+// block_steps, and the fragment reads of 2 tid and 2 tid + 1 fall in distinct banks).
 __host__ __device__ constexpr int ActRowBytes(QuantFormat f) { return StepElems(f) + 16; }
 __host__ __device__ constexpr int ActBytes(QuantFormat f) { return kKParts * kTileTokens * ActRowBytes(f); }
 __host__ __device__ constexpr int ScaleBytes(QuantFormat f) {  // one group-step: d (+ m) of 8 rows
@@ -47,7 +51,12 @@ __host__ __device__ constexpr int ScaleAreaBytes(QuantFormat f) { return kKParts
 __host__ __device__ constexpr int SumBytes(QuantFormat f) {
   return f == QuantFormat::kQ4_1 ? kKParts * kTileTokens * BlocksPerStep(f) * 4 : 0;
 }
-__host__ __device__ constexpr int StageBytes(QuantFormat f) { return ActBytes(f) + ScaleAreaBytes(f) + SumBytes(f); }
+__host__ __device__ constexpr int StepBytes(QuantFormat f) {
+  return f == QuantFormat::kTernary ? 0 : kKParts * kTileTokens * BlocksPerStep(f) * 4;
+}
+__host__ __device__ constexpr int StageBytes(QuantFormat f) {
+  return ActBytes(f) + ScaleAreaBytes(f) + SumBytes(f) + StepBytes(f);
+}
 // The final reduction reuses the stage buffers: [kp][token][kRedStride] floats (row-fastest so
 // the output writes are coalesced; stride 68 makes the fragment-order writes conflict-free).
 constexpr int kRedStride = kBlockRows + 4;
@@ -69,6 +78,12 @@ __device__ __forceinline__ void MmaS8(int (&c)[4], uint32_t a0, uint32_t a1, uin
 __device__ __forceinline__ void CpAsync16(void* smem, const void* src, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+}
+// The same for 8 bytes (8-byte aligned; cp.async.cg takes 16 bytes only, .ca also 4 and 8).
+__device__ __forceinline__ void CpAsync8(void* smem, const void* src, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 8 : 0)
                : "memory");
 }
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -159,6 +174,26 @@ __device__ __forceinline__ void IssueStage(uint8_t* stage, const QuantWeightView
       CpAsync16(sums + 16 * c, src, valid);
     }
   }
+  if constexpr (F != QuantFormat::kTernary) {
+    // The BlocksPerStep steps of a token's step (16 or 8 bytes; block_steps rows are stride / 32
+    // floats, a multiple of 32 bytes). Zero for missing tokens and steps.
+    constexpr int kRunBytes = BlocksPerStep(F) * 4;
+    uint8_t* steps = scales + ScaleAreaBytes(F) + SumBytes(F);
+    for (int c = threadIdx.x; c < kKParts * kTileTokens; c += kThreads) {
+      const int kp = c / kTileTokens;
+      const int n = c % kTileTokens;
+      const int64_t s = t * kKParts + kp;
+      const bool valid = s < w.n_steps && n < n_valid_tokens;
+      const float* src =
+          valid ? x.block_steps + int64_t{token0 + n} * (x.stride / 32) + s * BlocksPerStep(F) : x.block_steps;
+      if constexpr (kRunBytes == 16) {
+        CpAsync16(steps + kRunBytes * c, src, valid);
+      } else {
+        static_assert(kRunBytes == 8);
+        CpAsync8(steps + kRunBytes * c, src, valid);
+      }
+    }
+  }
 }
 
 // The raw codes of one step for the warp's 4 groups (lane: words 4 tid .. 4 tid + 3 of row gid).
@@ -225,9 +260,11 @@ __global__ void __launch_bounds__(kThreads, 2) QuantMatMulMmaKernel(QuantWeightV
       const uint8_t* stage = smem + (t & 1) * StageBytes(F);
       const uint8_t* act = stage + kp * kTileTokens * ActRowBytes(F) + 4 * tid;
       const uint8_t* scales = stage + ActBytes(F) + (kp * kBlockGroups + kWarpGroups * rw) * ScaleBytes(F);
-      // Q4_1: block sums of the stage's tokens, [token][block of the step].
+      // Q4_1: block sums of the stage's tokens, [token][block of the step]; Q4/Q8: their steps.
       const int32_t* sums = reinterpret_cast<const int32_t*>(stage + ActBytes(F) + ScaleAreaBytes(F)) +
                             kp * kTileTokens * BlocksPerStep(F);
+      const float* steps = reinterpret_cast<const float*>(stage + ActBytes(F) + ScaleAreaBytes(F) + SumBytes(F)) +
+                           kp * kTileTokens * BlocksPerStep(F);
       uint32_t words[kWarpGroups][4];
 #pragma unroll
       for (int q = 0; q < kWarpGroups; ++q) {
@@ -268,7 +305,9 @@ __global__ void __launch_bounds__(kThreads, 2) QuantMatMulMmaKernel(QuantWeightV
           }
         }
         if constexpr (F != QuantFormat::kTernary) {
-          // One 32-block per k-step: scale now and restart the integer sums.
+          // One 32-block per k-step: scale now and restart the integer sums. Columns 2 tid and
+          // 2 tid + 1 of n-tile nt are two tokens, each with its own step in this block (zero
+          // for tokens past the batch); n-tiles without a valid token have ci = 0 and are skipped.
 #pragma unroll
           for (int rt = 0; rt < kWarpRowTiles; ++rt) {
             const uint16_t* d_lo = reinterpret_cast<const uint16_t*>(scales + (2 * rt) * ScaleBytes(F));
@@ -283,25 +322,29 @@ __global__ void __launch_bounds__(kThreads, 2) QuantMatMulMmaKernel(QuantWeightV
             }
 #pragma unroll
             for (int nt = 0; nt < kNTiles; ++nt) {
-              acc[rt][nt][0] += d0 * static_cast<float>(ci[rt][nt][0]);
-              acc[rt][nt][1] += d0 * static_cast<float>(ci[rt][nt][1]);
-              acc[rt][nt][2] += d1 * static_cast<float>(ci[rt][nt][2]);
-              acc[rt][nt][3] += d1 * static_cast<float>(ci[rt][nt][3]);
-              if constexpr (F == QuantFormat::kQ4_1) {
-                if (nt < n_ntiles) {
-                  // Columns 2 tid and 2 tid + 1 of the n-tile: their tokens' block sums (zero
-                  // for tokens past the batch).
-                  const int col = 8 * nt + 2 * tid;
-                  const float sa = static_cast<float>(sums[col * BlocksPerStep(F) + ks]);
-                  const float sb = static_cast<float>(sums[(col + 1) * BlocksPerStep(F) + ks]);
-                  acc[rt][nt][0] += m0 * sa;
-                  acc[rt][nt][1] += m0 * sb;
-                  acc[rt][nt][2] += m1 * sa;
-                  acc[rt][nt][3] += m1 * sb;
+              if (nt < n_ntiles) {
+                const int col = 8 * nt + 2 * tid;
+                const float step_a = steps[col * BlocksPerStep(F) + ks];
+                const float step_b = steps[(col + 1) * BlocksPerStep(F) + ks];
+                // step × (d dot + m sum), as the CPU kernels (m = 0 but for Q4_1).
+                int (&c)[4] = ci[rt][nt];
+                float v[4] = {d0 * static_cast<float>(c[0]), d0 * static_cast<float>(c[1]),
+                              d1 * static_cast<float>(c[2]), d1 * static_cast<float>(c[3])};
+                if constexpr (F == QuantFormat::kQ4_1) {
+                  const float sum_a = static_cast<float>(sums[col * BlocksPerStep(F) + ks]);
+                  const float sum_b = static_cast<float>(sums[(col + 1) * BlocksPerStep(F) + ks]);
+                  v[0] += m0 * sum_a;
+                  v[1] += m0 * sum_b;
+                  v[2] += m1 * sum_a;
+                  v[3] += m1 * sum_b;
                 }
-              }
+                acc[rt][nt][0] += step_a * v[0];
+                acc[rt][nt][1] += step_b * v[1];
+                acc[rt][nt][2] += step_a * v[2];
+                acc[rt][nt][3] += step_b * v[3];
 #pragma unroll
-              for (int i = 0; i < 4; ++i) ci[rt][nt][i] = 0;
+                for (int i = 0; i < 4; ++i) c[i] = 0;
+              }
             }
           }
         }
@@ -350,7 +393,8 @@ __global__ void __launch_bounds__(kThreads, 2) QuantMatMulMmaKernel(QuantWeightV
     float v = 0.0f;
 #pragma unroll
     for (int k = 0; k < kKParts; ++k) v += red[(k * kTileTokens + col) * kRedStride + row_in_tile];
-    out[int64_t{tok} * w.rows + row] = v * (x.absmax[tok] / 127.0f);
+    // Q4 / Q8 tiles are already in real units (block steps).
+    out[int64_t{tok} * w.rows + row] = F == QuantFormat::kTernary ? v * (x.absmax[tok] / 127.0f) : v;
   }
 }
 
@@ -375,13 +419,15 @@ cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out
 }  // namespace
 
 cudaError_t LaunchQuantMatMulMma(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
-  if (x.n_tokens < 0 || x.cols != w.cols || w.n_groups <= 0 || x.stride < w.n_steps * StepElems(w.format)) {
+  if (x.n_tokens < 0 || x.cols != w.cols || w.n_groups <= 0 || x.stride < w.n_steps * StepElems(w.format) ||
+      !ActivationsFit(w.format, x)) {
     return cudaErrorInvalidValue;
   }
   // 16-byte cp.async / vector loads: codes, activation rows and the scale arrays (group-step
-  // slices of the scales are 32 or 64 bytes, so any group-aligned view keeps this).
+  // slices of the scales are 32 or 64 bytes, so any group-aligned view keeps this), the sums and
+  // the block steps (a step's run of Q8_0 steps is 8 bytes, of Q4 16, at multiples of its size).
   if (!Aligned16(w.codes) || !Aligned16(x.q) || x.stride % 16 != 0 || !Aligned16(w.scales) ||
-      !Aligned16(w.half_d) || !Aligned16(w.half_m) || !Aligned16(x.sums)) {
+      !Aligned16(w.half_d) || !Aligned16(w.half_m) || !Aligned16(x.sums) || !Aligned16(x.block_steps)) {
     return cudaErrorInvalidValue;
   }
   if (x.n_tokens == 0) return cudaSuccess;

@@ -1,6 +1,6 @@
-// Host-side checks of the CUDA modules that need no GPU: input validation of the packer and of
-// the device KV storage, the CUDA error mapping, and the Gumbel-max sampling identity the
-// distributed sampler relies on.
+// Host-side checks of the CUDA modules that need no GPU: input validation of the packer, of the
+// activation launchers and mat-vec chain links, and of the device KV storage, the CUDA error
+// mapping, and the Gumbel-max sampling identity the distributed sampler relies on.
 #include <cmath>
 #include <vector>
 
@@ -8,6 +8,8 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/cuda_weight.h"
+#include "kernels/cuda/matmul_launch.h"
+#include "kernels/cuda/ops_launch.h"
 #include "kernels/cuda/sampling_launch.h"
 
 namespace bitfleet::kernels::cuda {
@@ -23,6 +25,65 @@ TEST(CudaHostChecksTest, PackerRejectsBadInput) {
             absl::StatusCode::kUnimplemented);
   EXPECT_EQ(PackWeightForCuda(DType::kF16, uint64_t{1} << 40, 1, bytes).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Every activation producer requires the block steps (the Q4/Q8 kernels read only those), and
+// refuses a missing one before touching the device; a chain link must fit its weight's scaling.
+TEST(CudaHostChecksTest, ActivationLaunchersAndChainLinksCheckTheScaling) {
+  // Never dereferenced: the launchers return before any device call.
+  std::vector<float> x(256), absmax(1), steps(8);
+  std::vector<int8_t> q(256);
+  std::vector<int32_t> sums(8);
+  EXPECT_EQ(LaunchQuantizeActivations(x.data(), 1, 200, nullptr, 256, q.data(), absmax.data(), sums.data(), nullptr,
+                                      nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchQuantizeActivationBlocks(x.data(), 1, 200, 256, q.data(), absmax.data(), sums.data(), nullptr,
+                                           nullptr),
+            cudaErrorInvalidValue);
+  for (const bool per_block : {false, true}) {
+    EXPECT_EQ(LaunchRmsNormQuantize(x.data(), x.data(), 1, 200, 1e-5f, per_block, 256, q.data(), absmax.data(),
+                                    sums.data(), nullptr, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(LaunchAddRmsNormQuantize(x.data(), x.data(), x.data(), 1, 200, 1e-5f, per_block, 256, q.data(),
+                                       absmax.data(), sums.data(), nullptr, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(LaunchRelu2MulRmsNormQuantize(x.data(), x.data(), x.data(), 1, 200, 1e-5f, per_block, 256, q.data(),
+                                            absmax.data(), sums.data(), nullptr, nullptr),
+              cudaErrorInvalidValue);
+  }
+
+  const std::vector<uint8_t> codes(512);
+  std::vector<float> out(8);
+  for (const QuantFormat f : {QuantFormat::kTernary, QuantFormat::kQ4_0, QuantFormat::kQ4_1, QuantFormat::kQ8_0}) {
+    SCOPED_TRACE(static_cast<int>(f));
+    MatVecChainLink link;
+    link.w.format = f;
+    link.w.codes = codes.data();
+    link.w.rows = 8;
+    link.w.cols = 200;
+    link.w.n_groups = 1;
+    link.w.n_steps = (200 + StepElems(f) - 1) / StepElems(f);
+    link.w.n_blocks = link.w.n_steps * BlocksPerStep(f);
+    link.x.q = q.data();
+    link.x.absmax = absmax.data();
+    link.x.sums = sums.data();
+    link.x.block_steps = steps.data();
+    link.x.cols = 200;
+    link.x.stride = 256;
+    link.x.n_tokens = 1;
+    link.out = out.data();
+    const bool ternary = f == QuantFormat::kTernary;
+    EXPECT_TRUE(QuantMatVecLinkValid(link, f));  // per token: every kernel
+    link.x.per_block = true;
+    EXPECT_EQ(QuantMatVecLinkValid(link, f), !ternary);  // per block: Q4/Q8 only
+    link.x.block_steps = nullptr;
+    EXPECT_FALSE(QuantMatVecLinkValid(link, f));
+    link.x.per_block = false;
+    EXPECT_EQ(QuantMatVecLinkValid(link, f), ternary);  // Q4/Q8 need the steps
+    link.x.block_steps = steps.data();
+    link.x.absmax = nullptr;
+    EXPECT_EQ(QuantMatVecLinkValid(link, f), !ternary);  // ternary needs the absmax
+  }
 }
 
 TEST(CudaHostChecksTest, CudaErrorsMapToStatusCodes) {

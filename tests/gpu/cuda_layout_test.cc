@@ -2,8 +2,10 @@
 // the CUDA kernels read it, through the same helpers of kernels/cuda/weight_layout.h (LaneDot
 // for the mat-vec lanes, MmaFragmentA for the tensor-core fragments, CodeOffset / ScaleIndex),
 // and the results are compared with the integer reference (ref::DecodeIntBlock /
-// MatMulInt8Ref). What this cannot check (the kernels' loops, reductions and launch shapes)
-// the `gpu` tests check on a device.
+// MatMulInt8Ref, and MatMulInt8BlocksRef for Q4/Q8 against per-block activations, scaled per
+// (token, block) as the kernels do from ActivationView::block_steps). What this cannot check
+// (the kernels' loops, reductions and launch shapes) the `gpu` tests check on a device.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -14,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_weight.h"
 #include "kernels/cuda/weight_layout.h"
+#include "kernels/matmul.h"
 #include "kernels/ref/matmul_ref.h"
 #include "kernels/ref/quant.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -61,31 +64,65 @@ void LoadWords(const CudaWeightImage& img, uint64_t offset, uint32_t (&words)[4]
   std::memcpy(words, img.data.data() + offset, sizeof(words));
 }
 
-// Quantized activations as the GPU holds them: rows `stride` apart, zero tail, block sums.
+// Quantized activations as the GPU holds them: rows `stride` apart, zero tail, block sums and
+// block steps (ActivationView). Per token the steps repeat absmax / 127; per block they are
+// QuantizeActivationBlocksRef's.
 struct Acts {
   int n_tokens;
   int64_t stride;
+  bool per_block;
   std::vector<int8_t> q;
   std::vector<int32_t> sums;
   std::vector<float> absmax;
-  std::vector<int8_t> dense;  // n_tokens × cols, for the reference
+  std::vector<float> steps;        // n_tokens × stride / 32, zero past cols
+  std::vector<int8_t> dense;       // n_tokens × cols, for the reference
+  std::vector<float> dense_steps;  // per block: n_tokens × ActBlocks(cols), for the reference
 };
 
-Acts MakeActs(int n_tokens, int64_t cols, std::mt19937_64& rng) {
-  Acts a{n_tokens, ActivationStride(cols), {}, {}, std::vector<float>(n_tokens), {}};
+Acts MakeActs(int n_tokens, int64_t cols, bool per_block, std::mt19937_64& rng) {
+  Acts a{n_tokens, ActivationStride(cols), per_block, {}, {}, std::vector<float>(n_tokens), {}, {}, {}};
   const std::vector<float> x = kernels::testing::RandomActivations(n_tokens, cols, rng);
+  const int64_t n32 = a.stride / 32;
+  const int64_t used32 = static_cast<int64_t>(ref::ActBlocks(cols));
   ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, a.absmax.data());
   a.dense.resize(static_cast<size_t>(n_tokens) * cols);
-  ref::QuantizeActivationsRef(x.data(), n_tokens, cols, a.absmax.data(), a.dense.data());
+  a.steps.assign(static_cast<size_t>(n_tokens) * n32, 0.0f);
+  if (per_block) {
+    a.dense_steps.resize(static_cast<size_t>(n_tokens) * used32);
+    ref::QuantizeActivationBlocksRef(x.data(), n_tokens, cols, a.dense.data(), a.dense_steps.data());
+    for (int t = 0; t < n_tokens; ++t) {
+      std::copy_n(a.dense_steps.begin() + t * used32, used32, a.steps.begin() + t * n32);
+    }
+  } else {
+    ref::QuantizeActivationsRef(x.data(), n_tokens, cols, a.absmax.data(), a.dense.data());
+    for (int t = 0; t < n_tokens; ++t) {
+      std::fill_n(a.steps.begin() + t * n32, used32, ref::ActivationScale(a.absmax[t]));
+    }
+  }
   a.q.assign(static_cast<size_t>(n_tokens) * a.stride, 0);
-  a.sums.assign(static_cast<size_t>(n_tokens) * (a.stride / 32), 0);
+  a.sums.assign(static_cast<size_t>(n_tokens) * n32, 0);
   for (int t = 0; t < n_tokens; ++t) {
     for (int64_t c = 0; c < cols; ++c) {
       a.q[t * a.stride + c] = a.dense[t * cols + c];
-      a.sums[t * (a.stride / 32) + c / 32] += a.dense[t * cols + c];
+      a.sums[t * n32 + c / 32] += a.dense[t * cols + c];
     }
   }
   return a;
+}
+
+// A block's integer contribution in real units as the kernels scale it: Q4/Q8 multiply it by
+// the (token, block) step; ternary sums are scaled by absmax / 127 at the end (FinishTernary).
+template <QuantFormat F>
+double Scaled(const Acts& a, int t, int64_t block, double v) {
+  if constexpr (F == QuantFormat::kTernary) return v;
+  return static_cast<double>(a.steps[t * (a.stride / 32) + block]) * v;
+}
+template <QuantFormat F>
+void FinishTernary(const Acts& a, int64_t rows, std::vector<double>* out) {
+  if constexpr (F != QuantFormat::kTernary) return;
+  for (int t = 0; t < a.n_tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) (*out)[t * rows + r] *= a.absmax[t] / 127.0f;
+  }
 }
 
 // The mat-vec kernel's reads: lane (r = lane / 4, quarter = lane % 4) of the warp of group g.
@@ -107,14 +144,12 @@ std::vector<double> EmulateMatVec(const CudaWeightImage& img, const Acts& a) {
                                      a.sums.data() + t * (a.stride / 32) + s * StepElems(F) / 32);
           const double v = static_cast<double>(ScaleOf(img, si)) * dot +
                            static_cast<double>(OffsetOf(img, si)) * a.sums[t * (a.stride / 32) + block];
-          if (row < img.rows) out[t * img.rows + row] += v;
+          if (row < img.rows) out[t * img.rows + row] += Scaled<F>(a, t, block, v);
         }
       }
     }
   }
-  for (int t = 0; t < a.n_tokens; ++t) {
-    for (int64_t r = 0; r < img.rows; ++r) out[t * img.rows + r] *= a.absmax[t] / 127.0f;
-  }
+  FinishTernary<F>(a, img.rows, &out);
   return out;
 }
 
@@ -173,15 +208,13 @@ std::vector<double> EmulateMma(const CudaWeightImage& img, const IntMatrix& want
             for (int k = 0; k < 32; ++k) dot += A[rt][k] * a.q[t * a.stride + k0 + k];
             double v = static_cast<double>(ScaleOf(img, si)) * dot;
             if (F == QuantFormat::kQ4_1) v += static_cast<double>(OffsetOf(img, si)) * a.sums[t * (a.stride / 32) + block];
-            out[t * img.rows + row] += v;
+            out[t * img.rows + row] += Scaled<F>(a, t, block, v);
           }
         }
       }
     }
   }
-  for (int t = 0; t < a.n_tokens; ++t) {
-    for (int64_t r = 0; r < img.rows; ++r) out[t * img.rows + r] *= a.absmax[t] / 127.0f;
-  }
+  FinishTernary<F>(a, img.rows, &out);
   return out;
 }
 
@@ -203,16 +236,27 @@ TEST_P(CudaLayoutTest, KernelReadsOfThePackedImageMatchTheIntegerReference) {
     EXPECT_EQ(img->data.size(), static_cast<size_t>(img->n_groups * img->n_steps * kGroupStepBytes));
 
     const IntMatrix want = DecodeReference(type, rows, cols, bytes);
-    const Acts a = MakeActs(n_tokens, cols, rng);
+    // Q4/Q8 kernels take either scaling (odd iterations per block), ternary ones per token only.
+    const bool per_block = ActScalingFor(type) == ActScaling::kPerBlock && iter % 2 == 1;
+    SCOPED_TRACE(per_block ? "per-block activations" : "per-token activations");
+    const Acts a = MakeActs(n_tokens, cols, per_block, rng);
     std::vector<double> ref_out(static_cast<size_t>(n_tokens) * rows);
-    ASSERT_TRUE(ref::MatMulInt8Ref(type, cols, rows, bytes, a.dense.data(), a.absmax.data(), n_tokens, ref_out).ok());
+    if (per_block) {
+      ASSERT_TRUE(
+          ref::MatMulInt8BlocksRef(type, cols, rows, bytes, a.dense.data(), a.dense_steps.data(), n_tokens, ref_out)
+              .ok());
+    } else {
+      ASSERT_TRUE(
+          ref::MatMulInt8Ref(type, cols, rows, bytes, a.dense.data(), a.absmax.data(), n_tokens, ref_out).ok());
+    }
     std::vector<double> magnitude(ref_out.size(), 0.0);
     for (int t = 0; t < n_tokens; ++t) {
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t c = 0; c < cols; ++c) {
           const int64_t k = r * cols + c;
-          magnitude[t * rows + r] += std::fabs((want.w[k] * static_cast<double>(want.d[k]) + want.m[k]) *
-                                               a.dense[t * cols + c] * (a.absmax[t] / 127.0f));
+          const double step = a.steps[t * (a.stride / 32) + c / 32];
+          magnitude[t * rows + r] +=
+              std::fabs((want.w[k] * static_cast<double>(want.d[k]) + want.m[k]) * a.dense[t * cols + c] * step);
         }
       }
     }

@@ -1,10 +1,12 @@
 // The CUDA elementwise ops against the references of kernels/ref/ops_ref.h on random shapes,
 // with the budgets of docs/cuda.md and sentinel-guarded outputs.
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/matmul_launch.h"
 #include "kernels/cuda/ops_launch.h"
 #include "kernels/ref/ops_ref.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -148,6 +150,78 @@ TEST(OpsCudaTest, RejectsBadShapes) {
   EXPECT_EQ(cudaErrorInvalidValue, LaunchRope(nullptr, nullptr, 1, 1, 8, 9, 1e4f, false, nullptr));
   EXPECT_EQ(cudaErrorInvalidValue, LaunchRmsNorm(nullptr, nullptr, 1, 0, 1e-5f, nullptr, nullptr));
   EXPECT_EQ(cudaSuccess, LaunchSiluMul(nullptr, nullptr, 0, nullptr, nullptr));
+}
+
+// The fused norm + quantization launchers against the unfused sequence they replace (Add or
+// Relu2Mul, RmsNorm, then QuantizeActivations with the token's own absmax or
+// QuantizeActivationBlocks): q, absmax, block sums, block steps and the residual written back,
+// bit for bit, at both scalings.
+TEST(OpsCudaTest, FusedNormQuantizeMatchesUnfusedBitForBit) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(0xF05E);
+  for (int iter = 0; iter < kShapes; ++iter) {
+    const int n_tokens = 1 + static_cast<int>(rng() % 9);
+    const int dim = 1 + static_cast<int>(rng() % 7000);
+    const int64_t stride = ActivationStride(dim);
+    const float eps = iter % 2 ? 1e-5f : 1e-6f;
+    const size_t n = static_cast<size_t>(n_tokens) * dim;
+    std::vector<float> x = RandomFloats(n, rng, 3.0f);
+    if (iter % 5 == 0) x[rng() % n] = NAN;  // NaN rows: quantized to 0 by both paths
+    const std::vector<float> other = RandomFloats(n, rng, 2.0f);
+    const std::vector<float> w = RandomFloats(dim, rng);
+    SCOPED_TRACE(::testing::Message() << n_tokens << " x " << dim);
+    for (const bool per_block : {false, true}) {
+      for (int variant = 0; variant < 3; ++variant) {
+        SCOPED_TRACE(::testing::Message() << "variant " << variant << (per_block ? " per block" : " per token"));
+        const size_t n32 = static_cast<size_t>(n_tokens) * (stride / 32);
+        DeviceArray<float> x_ref(x), x_fused(x), other_dev(other), w_dev(w), y(n);
+        DeviceArray<int8_t> q_ref(static_cast<size_t>(n_tokens) * stride);
+        DeviceArray<int8_t> q_fused(static_cast<size_t>(n_tokens) * stride);
+        DeviceArray<float> a_ref(n_tokens), a_fused(n_tokens);
+        DeviceArray<int32_t> s_ref(n32), s_fused(n32);
+        DeviceArray<float> steps_ref(n32), steps_fused(n32);
+        const float* norm_in = x_ref.get();
+        if (variant == 1) {
+          BF_ASSERT_LAUNCH(LaunchAdd(x_ref.get(), other_dev.get(), static_cast<int64_t>(n), x_ref.get(), nullptr));
+        } else if (variant == 2) {
+          BF_ASSERT_LAUNCH(LaunchRelu2Mul(x_ref.get(), other_dev.get(), static_cast<int64_t>(n), y.get(), nullptr));
+          norm_in = y.get();
+        }
+        BF_ASSERT_LAUNCH(LaunchRmsNorm(norm_in, w_dev.get(), n_tokens, dim, eps, y.get(), nullptr));
+        if (per_block) {
+          BF_ASSERT_LAUNCH(LaunchQuantizeActivationBlocks(y.get(), n_tokens, dim, stride, q_ref.get(), a_ref.get(),
+                                                          s_ref.get(), steps_ref.get(), nullptr));
+        } else {
+          BF_ASSERT_LAUNCH(LaunchQuantizeActivations(y.get(), n_tokens, dim, nullptr, stride, q_ref.get(),
+                                                     a_ref.get(), s_ref.get(), steps_ref.get(), nullptr));
+        }
+        if (variant == 0) {
+          BF_ASSERT_LAUNCH(LaunchRmsNormQuantize(x_fused.get(), w_dev.get(), n_tokens, dim, eps, per_block, stride,
+                                                 q_fused.get(), a_fused.get(), s_fused.get(), steps_fused.get(),
+                                                 nullptr));
+        } else if (variant == 1) {
+          BF_ASSERT_LAUNCH(LaunchAddRmsNormQuantize(x_fused.get(), other_dev.get(), w_dev.get(), n_tokens, dim, eps,
+                                                    per_block, stride, q_fused.get(), a_fused.get(), s_fused.get(),
+                                                    steps_fused.get(), nullptr));
+        } else {
+          BF_ASSERT_LAUNCH(LaunchRelu2MulRmsNormQuantize(x_fused.get(), other_dev.get(), w_dev.get(), n_tokens, dim,
+                                                         eps, per_block, stride, q_fused.get(), a_fused.get(),
+                                                         s_fused.get(), steps_fused.get(), nullptr));
+        }
+        ASSERT_EQ(q_fused.ToHost(), q_ref.ToHost());
+        const std::vector<float> am_ref = a_ref.ToHost();
+        const std::vector<float> am_fused = a_fused.ToHost();
+        ASSERT_EQ(0, std::memcmp(am_fused.data(), am_ref.data(), am_ref.size() * sizeof(float)));
+        ASSERT_EQ(s_fused.ToHost(), s_ref.ToHost());
+        const std::vector<float> st_ref = steps_ref.ToHost();
+        const std::vector<float> st_fused = steps_fused.ToHost();
+        ASSERT_EQ(0, std::memcmp(st_fused.data(), st_ref.data(), st_ref.size() * sizeof(float))) << "block steps";
+        const std::vector<float> xr = x_ref.ToHost();
+        const std::vector<float> xf = x_fused.ToHost();
+        ASSERT_EQ(0, std::memcmp(xf.data(), xr.data(), n * sizeof(float))) << "x after the fused kernel";
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -44,6 +44,7 @@
 #include "kernels/cuda/launch_options.h"
 #include "kernels/cuda/ops_launch.h"
 #include "kernels/cuda/sampling_launch.h"
+#include "kernels/matmul.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 
@@ -60,8 +61,10 @@ struct BenchGpuFlags {
   std::vector<std::string> layer_types = {"tq2_0", "q4_0"};
   std::vector<std::string> decode_types = {"tq2_0"};
   std::vector<int> decode_batches = {1, 32};
+  std::vector<int> decode_fused_norms = {0, 1};  // decode entries without / with fused norm kernels
   // Mat-vec overlap settings the layer stream is measured with, each "pdl|nopdl:none|lines|bulk:N"
-  // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default.
+  // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default;
+  // "chain" runs the stream as one LaunchQuantMatVecChain (grid barriers instead of launches).
   std::vector<std::string> matvec_options = {"default"};
   std::string head_type = "f16";
   int context = 512;
@@ -252,7 +255,8 @@ Status LaunchMatMul(const kc::CudaWeight& w, const kc::ActivationView& q, const 
   return Cuda(kc::LaunchFloatMatMul(w.float_view(), x, n_tokens, out, stream), "float matmul");
 }
 
-// Shared activations for matmul benchmarks: random floats and their int8 form.
+// Shared activations for matmul benchmarks: random floats and their int8 form (at `scaling`, the
+// ActScalingFor of the weights they multiply).
 struct BenchActivations {
   kc::DeviceBuffer x;
   std::unique_ptr<kc::CudaActivations> scratch;
@@ -260,13 +264,13 @@ struct BenchActivations {
   kc::DeviceBuffer out;
 };
 
-StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows, FastRng& rng,
-                                           cudaStream_t stream) {
+StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t max_rows,
+                                           kernels::ActScaling scaling, FastRng& rng, cudaStream_t stream) {
   BenchActivations a;
   BF_ASSIGN_OR_RETURN(a.x, RandomFloats(static_cast<size_t>(n_tokens) * cols, rng));
   BF_ASSIGN_OR_RETURN(a.scratch, kc::CudaActivations::Create(n_tokens, static_cast<uint64_t>(cols)));
   BF_ASSIGN_OR_RETURN(a.view, kc::QuantizeActivationsCuda(a.x.as<float>(), n_tokens, static_cast<uint64_t>(cols),
-                                                          nullptr, *a.scratch, stream));
+                                                          scaling, nullptr, *a.scratch, stream));
   BF_ASSIGN_OR_RETURN(a.out, kc::DeviceBuffer::Allocate(static_cast<size_t>(n_tokens) * max_rows * sizeof(float)));
   return a;
 }
@@ -288,7 +292,8 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
     BF_ASSIGN_OR_RETURN(std::unique_ptr<kc::CudaWeight> w, kc::CudaWeight::Upload(img));
     weights.push_back(std::move(w));
   }
-  BF_ASSIGN_OR_RETURN(BenchActivations a, MakeActivations(n_tokens, cols, rows, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a,
+                      MakeActivations(n_tokens, cols, rows, kernels::ActScalingFor(type), rng, stream));
   auto enqueue_all = [&]() -> Status {
     for (const auto& w : weights) {
       BF_RETURN_IF_ERROR(LaunchMatMul(*w, a.view, a.x.as<float>(), n_tokens, a.out.as<float>(), stream));
@@ -396,8 +401,9 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
       weights.push_back(std::move(w));
     }
   }
-  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, rng, stream));
-  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, rng, stream));
+  const kernels::ActScaling scaling = kernels::ActScalingFor(type);
+  BF_ASSIGN_OR_RETURN(BenchActivations a_embd, MakeActivations(1, M::kEmbd, 2 * M::kFf, scaling, rng, stream));
+  BF_ASSIGN_OR_RETURN(BenchActivations a_ff, MakeActivations(1, M::kFf, M::kEmbd, scaling, rng, stream));
   auto enqueue_all = [&]() -> Status {
     for (const auto& w : weights) {
       const BenchActivations& a = w->cols() == M::kFf ? a_ff : a_embd;
@@ -410,6 +416,42 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
   json entries = json::array();
   Status status;
   for (const std::string& text : flags.matvec_options) {
+    if (text == "chain") {
+      // Every mat-vec of the stream in one cooperative launch, a grid barrier between them.
+      std::vector<kc::MatVecChainLink> links;
+      for (const auto& w : weights) {
+        const BenchActivations& a = w->cols() == M::kFf ? a_ff : a_embd;
+        links.push_back({w->quant_view(), a.view, a.out.as<float>()});
+        if (!kc::QuantMatVecLinkValid(links.back(), links[0].w.format)) {
+          status = absl::InternalError("invalid mat-vec chain link");
+          break;
+        }
+      }
+      if (!status.ok()) break;
+      StatusOr<kc::DeviceBuffer> links_dev = kc::DeviceBuffer::Allocate(links.size() * sizeof(kc::MatVecChainLink));
+      if (!links_dev.ok()) {
+        status = links_dev.status();
+        break;
+      }
+      status = links_dev->Upload(links.data(), links.size() * sizeof(kc::MatVecChainLink));
+      auto launch_chain = [&] {
+        return Cuda(kc::LaunchQuantMatVecChain(links[0].w.format, links_dev->as<kc::MatVecChainLink>(),
+                                               static_cast<int>(links.size()), stream),
+                    "mat-vec chain");
+      };
+      // One launch: a graph adds nothing, and not every driver captures cooperative launches.
+      StatusOr<double> ms = status.ok() ? MedianMs(stream, flags.reps, launch_chain) : StatusOr<double>(status);
+      if (!ms.ok()) {
+        status = ms.status();
+        break;
+      }
+      const double packed_gb_s = static_cast<double>(packed) / (*ms * 1e-3) / 1e9;
+      entries.push_back(json{{"kernel", "matvec_2b_layers"}, {"type", DTypeName(type)}, {"fused", fused},
+                             {"layers", M::kLayers}, {"launches", 1}, {"ms", *ms}, {"packed_bytes", packed},
+                             {"packed_gb_s", packed_gb_s}, {"roofline_fraction", packed_gb_s / copy_gb_s},
+                             {"options", text}});
+      continue;
+    }
     StatusOr<MatVecSetting> setting = ParseMatVecSetting(text, defaults);
     if (!setting.ok()) {
       status = setting.status();
@@ -460,9 +502,16 @@ class DecodeBench {
   StatusOr<std::vector<float>> Logits() const;
   // Restores the residual stream to the step's initial input (each step adds into it).
   Status ResetInput(cudaStream_t stream);
+  // Norms fused with the quantization after them (and the residual add / gate before them):
+  // 7 kernels fewer per layer, the same logits bit for bit.
+  void set_fused_norms(bool fused) { fused_norms_ = fused; }
 
  private:
   DecodeBench() = default;
+  Status EnqueueFused(cudaStream_t stream);
+  // RoPE on the step's q and k, the KV write and attention of layer l into attn_.
+  Status EnqueueAttention(int l, const kc::PagedKvBatch& kv_batch, cudaStream_t stream);
+  bool fused_norms_ = false;
   int batch_ = 1;
   int context_ = 0;
   std::vector<DeviceLayer> layers_;
@@ -573,7 +622,77 @@ StatusOr<std::unique_ptr<DecodeBench>> DecodeBench::Create(DType type, DType hea
   return b;
 }
 
+Status DecodeBench::EnqueueAttention(int l, const kc::PagedKvBatch& kv_batch, cudaStream_t s) {
+  const int n = batch_;
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
+                                         M::kHeadDim, M::kRopeBase, true, s),
+                          "rope q"));
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
+                                         M::kHeadDim, M::kRopeBase, true, s),
+                          "rope k"));
+  BF_RETURN_IF_ERROR(
+      Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
+  return Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
+                                            1.0f / std::sqrt(static_cast<float>(M::kHeadDim)), context_ + 1,
+                                            attention_ws_.as<float>(), attention_ws_floats_, attn_.as<float>(), s),
+              "attention");
+}
+
+Status DecodeBench::EnqueueFused(cudaStream_t s) {
+  const int n = batch_;
+  float* x = x_.as<float>();
+  const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
+                                  max_blocks_};
+  // Every layer matrix has the bench's one type: the fused kernels quantize at its scaling.
+  const kernels::ActScaling scaling = kernels::ActScalingFor(layers_[0].q->type());
+  const bool per_block = scaling == kernels::ActScaling::kPerBlock;
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView embd, acts_->View(n, M::kEmbd, scaling));
+  BF_ASSIGN_OR_RETURN(const kc::ActivationView ff, acts_->View(n, M::kFf, scaling));
+  int8_t* q = acts_->q();
+  float* absmax = acts_->absmax();
+  int32_t* sums = acts_->sums();
+  float* steps = acts_->block_steps();
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(x, layers_[0].attn_norm.as<float>(), n, M::kEmbd, M::kEps,
+                                                    per_block, embd.stride, q, absmax, sums, steps, s),
+                          "norm + quantize"));
+  for (int l = 0; l < M::kLayers; ++l) {
+    const DeviceLayer& L = layers_[l];
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, embd, qb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, embd, kb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, embd, vb_.as<float>(), s));
+    BF_RETURN_IF_ERROR(EnqueueAttention(l, kv_batch, s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd,
+                                                      M::kEps, per_block, embd.stride, q, absmax, sums, steps, s),
+                            "sub norm + quantize"));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.o, embd, o_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRmsNormQuantize(x, o_.as<float>(), L.ffn_norm.as<float>(), n, M::kEmbd,
+                                                         M::kEps, per_block, embd.stride, q, absmax, sums, steps, s),
+                            "residual + norm + quantize"));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, embd, gate_.as<float>(), s));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, embd, up_.as<float>(), s));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRelu2MulRmsNormQuantize(gate_.as<float>(), up_.as<float>(),
+                                                              L.ffn_sub_norm.as<float>(), n, M::kFf, M::kEps,
+                                                              per_block, ff.stride, q, absmax, sums, steps, s),
+                            "relu2 + sub norm + quantize"));
+    BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.down, ff, o_.as<float>(), s));
+    if (l + 1 < M::kLayers) {
+      BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRmsNormQuantize(x, o_.as<float>(), layers_[l + 1].attn_norm.as<float>(), n,
+                                                           M::kEmbd, M::kEps, per_block, embd.stride, q, absmax, sums,
+                                                           steps, s),
+                              "residual + norm + quantize"));
+    } else {
+      BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
+    }
+  }
+  float* h = h_.as<float>();
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, out_norm_.as<float>(), n, M::kEmbd, M::kEps, h, s), "output norm"));
+  BF_RETURN_IF_ERROR(kc::MatMulCuda(*head_, h, n, logits_.as<float>(), acts_.get(), s));
+  kc::LogitRows rows{logits_.as<float>(), n, M::kVocab, M::kVocab, 0};
+  return Cuda(kc::LaunchArgMax(rows, best_v_.as<float>(), best_i_.as<int64_t>(), s), "argmax");
+}
+
 Status DecodeBench::Enqueue(cudaStream_t s) {
+  if (fused_norms_) return EnqueueFused(s);
   const int n = batch_;
   float* x = x_.as<float>();
   float* h = h_.as<float>();
@@ -581,38 +700,29 @@ Status DecodeBench::Enqueue(cudaStream_t s) {
                                   max_blocks_};
   auto quantized_matmul = [&](const kc::CudaWeight& w, const float* in, float* out) -> Status {
     BF_ASSIGN_OR_RETURN(const kc::ActivationView v,
-                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()), nullptr, *acts_, s));
+                        kc::QuantizeActivationsCuda(in, n, static_cast<uint64_t>(w.cols()),
+                                                    kernels::ActScalingFor(w.type()), nullptr, *acts_, s));
     return kc::MatMulQuantizedCuda(w, v, out, s);
   };
   for (int l = 0; l < M::kLayers; ++l) {
     const DeviceLayer& L = layers_[l];
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.attn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
-    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv,
-                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView hv, kc::QuantizeActivationsCuda(h, n, M::kEmbd,
+                                                                             kernels::ActScalingFor(L.q->type()),
+                                                                             nullptr, *acts_, s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.q, hv, qb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.k, hv, kb_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.v, hv, vb_.as<float>(), s));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(qb_.as<float>(), positions_.as<int32_t>(), n, M::kHeads, M::kHeadDim,
-                                           M::kHeadDim, M::kRopeBase, true, s),
-                            "rope q"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(kb_.as<float>(), positions_.as<int32_t>(), n, M::kKvHeads, M::kHeadDim,
-                                           M::kHeadDim, M::kRopeBase, true, s),
-                            "rope k"));
-    BF_RETURN_IF_ERROR(
-        Cuda(kc::LaunchWriteKv(kv_views_[l], kv_batch, n, kb_.as<float>(), vb_.as<float>(), s), "kv write"));
-    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPagedSplit(qb_.as<float>(), n, M::kHeads, kv_views_[l], kv_batch,
-                                                          1.0f / std::sqrt(static_cast<float>(M::kHeadDim)),
-                                                          context_ + 1, attention_ws_.as<float>(),
-                                                          attention_ws_floats_, attn_.as<float>(), s),
-                            "attention"));
+    BF_RETURN_IF_ERROR(EnqueueAttention(l, kv_batch, s));
     BF_RETURN_IF_ERROR(Cuda(
         kc::LaunchRmsNorm(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, M::kEmbd, M::kEps, attn_.as<float>(), s),
         "sub norm"));
     BF_RETURN_IF_ERROR(quantized_matmul(*L.o, attn_.as<float>(), o_.as<float>()));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchAdd(x, o_.as<float>(), int64_t{n} * M::kEmbd, x, s), "residual"));
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(x, L.ffn_norm.as<float>(), n, M::kEmbd, M::kEps, h, s), "norm"));
-    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv,
-                        kc::QuantizeActivationsCuda(h, n, M::kEmbd, nullptr, *acts_, s));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView fv, kc::QuantizeActivationsCuda(h, n, M::kEmbd,
+                                                                             kernels::ActScalingFor(L.gate->type()),
+                                                                             nullptr, *acts_, s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.gate, fv, gate_.as<float>(), s));
     BF_RETURN_IF_ERROR(kc::MatMulQuantizedCuda(*L.up, fv, up_.as<float>(), s));
     BF_RETURN_IF_ERROR(Cuda(
@@ -659,10 +769,19 @@ StatusOr<std::vector<int64_t>> DecodeBench::Tokens() const {
   return ids;
 }
 
-StatusOr<json> BenchDecode(DType type, DType head_type, int batch, const BenchGpuFlags& flags, double copy_gb_s,
-                           FastRng& rng, cudaStream_t stream) {
+StatusOr<json> BenchDecode(DType type, DType head_type, int batch, bool fused_norms, const BenchGpuFlags& flags,
+                           double copy_gb_s, FastRng& rng, cudaStream_t stream) {
   BF_ASSIGN_OR_RETURN(std::unique_ptr<DecodeBench> bench,
                       DecodeBench::Create(type, head_type, batch, flags.context, rng, stream));
+  if (fused_norms) {
+    // The fused kernels must give the unfused step's logits bit for bit.
+    BF_ASSIGN_OR_RETURN(const std::vector<float> unfused, StepLogits(*bench, false, stream));
+    bench->set_fused_norms(true);
+    BF_ASSIGN_OR_RETURN(const std::vector<float> fused, StepLogits(*bench, false, stream));
+    if (std::memcmp(fused.data(), unfused.data(), fused.size() * sizeof(float)) != 0) {
+      return absl::InternalError("decode step logits differ with and without fused norms");
+    }
+  }
   BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, [&] { return bench->Enqueue(stream); }));
   Graph graph;
   BF_RETURN_IF_ERROR(graph.Capture(stream, [&] { return bench->Enqueue(stream); }));
@@ -686,6 +805,7 @@ StatusOr<json> BenchDecode(DType type, DType head_type, int batch, const BenchGp
               {"head_type", DTypeName(head_type)},
               {"batch", batch},
               {"context", flags.context},
+              {"fused_norms", fused_norms},
               {"step_ms_graph", graph_ms},
               {"step_ms_no_graph", stream_ms},
               {"tok_s", batch / (ms * 1e-3)},
@@ -765,8 +885,10 @@ Status Run(const BenchGpuFlags& flags) {
     if (type_name.empty()) continue;
     BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
     for (int batch : flags.decode_batches) {
-      BF_ASSIGN_OR_RETURN(json r, BenchDecode(type, head_type, batch, flags, copy_gb_s, rng, stream));
-      emit(r);
+      for (const int fused : flags.decode_fused_norms) {
+        BF_ASSIGN_OR_RETURN(json r, BenchDecode(type, head_type, batch, fused != 0, flags, copy_gb_s, rng, stream));
+        emit(r);
+      }
     }
   }
   if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
@@ -793,9 +915,14 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--matvec-options", flags->matvec_options,
-                  "Mat-vec overlap settings for the layer-stream entries: default or "
-                  "pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one entry each")
+                  "Mat-vec overlap settings for the layer-stream entries: default, chain (one cooperative "
+                  "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one entry each")
       ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--decode-fused-norms", flags->decode_fused_norms,
+                  "Decode entries with unfused (0) and/or fused (1) norm + quantization kernels")
+      ->delimiter(',')
+      ->check(CLI::Range(0, 1))
       ->capture_default_str();
   cmd->add_option("--head-type", flags->head_type, "LM head type of the decode step")->capture_default_str();
   cmd->add_option("--context", flags->context, "Cached positions per sequence in the decode step")

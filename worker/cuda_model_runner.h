@@ -1,0 +1,61 @@
+// The forward pass on one CUDA device: the GPU counterpart of worker/model_runner.h's
+// ModelRunner for the llama, bitnet and bitnet-b1.58 architectures at tensor-parallel degree 1.
+//
+// Same Step contract as ModelRunner (a batch of sequences, each a prefill chunk or a decode
+// token with its block table; logits of each sequence's last token, or of every new token when
+// all_logits; same validation and errors), with the weights, activations and the paged KV cache
+// on the device (kernels/cuda/, cache/kv_storage_cuda.h). The token embedding stays in the file
+// mapping and is looked up on the host; the logit rows come back to host memory, where the
+// samplers of worker/sampler.h read them.
+//
+// Numerics: the kernels' budgets of docs/cuda.md. Activations are quantized to int8 at the
+// scaling of the weights they multiply as on the CPU (kernels::ActScalingFor: per token for
+// ternary, per 32-column block for Q4_0 / Q4_1 / Q8_0), but norms, RoPE and float sums round
+// differently, so logits agree with ModelRunner's to within float accumulation, not bit for bit
+// (tests/gpu/cuda_model_runner_test.cc).
+//
+// Status: written without a device; run the `gpu` tests before relying on it (docs/cuda.md).
+// Thread-safety: one Step at a time.
+#pragma once
+
+#include <memory>
+#include <span>
+
+#include "core/status.h"
+#include "model/arch/model_config.h"
+#include "model/gguf/gguf.h"
+#include "worker/model_runner.h"
+
+namespace bitfleet::worker {
+
+class CudaModelRunnerImpl;
+
+class CudaModelRunner {
+ public:
+  // Uploads the weights of `file` to the current CUDA device and allocates the KV cache and the
+  // step buffers for `options` (threads, communicator and gather_logits are ignored: one device,
+  // whole logit rows). FAILED_PRECONDITION without a usable device; INVALID_ARGUMENT for what
+  // ModelRunner::Create rejects, or a weight type without a CUDA kernel (naming the tensor);
+  // RESOURCE_EXHAUSTED when the device memory does not suffice.
+  static StatusOr<std::unique_ptr<CudaModelRunner>> Create(std::shared_ptr<const gguf::GgufFile> file,
+                                                           const RunnerOptions& options);
+  ~CudaModelRunner();
+  CudaModelRunner(const CudaModelRunner&) = delete;
+  CudaModelRunner& operator=(const CudaModelRunner&) = delete;
+
+  // As ModelRunner::Step. The logits live in the runner's host buffer until the next Step.
+  StatusOr<StepLogits> Step(std::span<const SequenceStep> batch);
+
+  const model::ModelConfig& config() const;
+  const RunnerOptions& options() const;  // with defaults resolved
+  int n_vocab() const;
+  int kv_blocks() const;
+  // Device bytes of the packed weights.
+  uint64_t weight_bytes() const;
+
+ private:
+  explicit CudaModelRunner(std::unique_ptr<CudaModelRunnerImpl> impl);
+  std::unique_ptr<CudaModelRunnerImpl> impl_;
+};
+
+}  // namespace bitfleet::worker
