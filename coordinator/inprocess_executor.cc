@@ -4,7 +4,7 @@
 
 namespace bitfleet::coordinator {
 
-InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::ModelRunner> runner)
+InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::StepRunner> runner)
     : runner_(std::move(runner)),
       step_executor_(*runner_),
       kv_blocks_(runner_->kv_blocks()),

@@ -1,4 +1,4 @@
-// An Executor over a ModelRunner in this process: one replica of TP=1 (or one rank driving a
+// An Executor over a StepRunner in this process: one replica of TP=1 (or one rank driving a
 // runner whose peers are threads in this process). Used by the scheduler's tests and by a
 // one-process serving mode. Links the worker (kernels), so it is a separate library from
 // bitfleet_coordinator.
@@ -17,7 +17,7 @@
 
 #include "coordinator/executor.h"
 #include "core/status.h"
-#include "worker/model_runner.h"
+#include "worker/step_runner.h"
 #include "worker/step_executor.h"
 
 namespace bitfleet::coordinator {
@@ -25,7 +25,7 @@ namespace bitfleet::coordinator {
 class InProcessExecutor final : public Executor {
  public:
   // Takes ownership of the runner.
-  explicit InProcessExecutor(std::unique_ptr<worker::ModelRunner> runner);
+  explicit InProcessExecutor(std::unique_ptr<worker::StepRunner> runner);
 
   StatusOr<StepResult> Execute(const StepPlan& plan) override;
   int32_t kv_blocks() const override { return kv_blocks_; }
@@ -38,13 +38,13 @@ class InProcessExecutor final : public Executor {
   void set_healthy(bool healthy) { healthy_.store(healthy); }
   void FailNextSteps(int n, Status status);
 
-  worker::ModelRunner& runner() { return *runner_; }
+  worker::StepRunner& runner() { return *runner_; }
   // Work done so far (read between steps).
   int64_t steps_executed() const { return steps_.load(); }
   int64_t tokens_executed() const { return tokens_.load(); }
 
  private:
-  std::unique_ptr<worker::ModelRunner> runner_;
+  std::unique_ptr<worker::StepRunner> runner_;
   worker::StepExecutor step_executor_;
   const int32_t kv_blocks_;
   const int32_t kv_block_size_;

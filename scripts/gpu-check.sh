@@ -4,13 +4,18 @@
 #
 #   scripts/gpu-check.sh --prepare        on the build machine (Debian, bitfleet's dependencies):
 #                                         builds the CUDA tests and bitfleet-bench-gpu and stages
-#                                         them, with the few shared libraries they need that a
-#                                         bare CUDA machine lacks (abseil, spdlog, fmt), in
-#                                         build-gpu-check/carry (ignored by git, ~20 MiB).
+#                                         them, with bitfleet itself and the shared libraries
+#                                         a bare CUDA machine lacks (abseil, spdlog, gRPC,
+#                                         protobuf, ...), in build-gpu-check/carry (ignored by
+#                                         git, ~58 MiB stripped).
 #   scripts/gpu-check.sh OUT_DIR          on the GPU machine: runs the staged set (or, where
 #                                         bitfleet's dependencies are installed, builds it first),
 #                                         and writes OUT_DIR/summary.json, OUT_DIR/table.txt,
-#                                         OUT_DIR/bench.jsonl and OUT_DIR/run.log.
+#                                         OUT_DIR/bench.jsonl and OUT_DIR/run.log; with bitfleet
+#                                         staged also the CUDA runner's end-to-end figures
+#                                         (runner_decode.json, runner_serve_c1.json and
+#                                         runner_serve_c16.json: `bench decode` and `bench
+#                                         serve` against `serve --device cuda`).
 #
 # The GPU machine needs the NVIDIA driver, and libnccl.so.2 for the NCCL test (found in the
 # CUDA toolkit, the system paths or PyTorch's nvidia-nccl wheel); nothing is downloaded. The
@@ -25,7 +30,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 carry=${BITFLEET_GPU_CARRY:-build-gpu-check/carry}
-targets=(gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu)
+targets=(gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test bitfleet-bench-gpu
+         worker_runner_factory_test e2e_engine_commands_test bitfleet)
 
 # In a subshell, so its `set -e` stays inside.
 prepare() (
@@ -43,10 +49,14 @@ prepare() (
       continue
     fi
     cp "$f" "$carry/bin/"
-    # Bitfleet's Debian libraries; glibc, libstdc++ and the CUDA/NCCL libraries stay the target's.
-    ldd "$f" | awk '/=> \// {print $3}' | grep -E 'libabsl_|libspdlog|libfmt|libgtest|libgmock' |
+    # Bitfleet's Debian libraries (abseil, spdlog, gRPC, protobuf, ...); glibc, libstdc++ and
+    # the CUDA/NCCL libraries stay the target's.
+    ldd "$f" | awk '/=> \// {print $3}' |
+      grep -vE '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libnccl|ld-linux[^/]*)\.so' |
       xargs -r -I{} cp -L -n {} "$carry/lib/" || true
   done
+  # Symbols only: the carry must stay under the device tool's 64 MiB.
+  strip --strip-unneeded "$carry"/bin/* "$carry"/lib/* 2>/dev/null || true
   # The real model of the runner test (stories260K, ~1 MiB; never committed), when it is here.
   shared=${BITFLEET_SHARED_DIR:-../shared}
   if [[ -f $shared/models/stories260K/stories260K.bin ]]; then
@@ -109,9 +119,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
   sed 's/^/gpu: /' | tee -a "$log"
 
 # Tests: each binary with a time limit; gtest writes its JSON report into $work.
-declare -A limits=([gpu_kernels_test]=300 [gpu_model_runner_test]=120 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120 [cuda_host_test]=60)
+declare -A limits=([gpu_kernels_test]=300 [gpu_model_runner_test]=120 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120
+                  [cuda_host_test]=60 [worker_runner_factory_test]=60 [e2e_engine_commands_test]=120)
+tests=(gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test)
+# With bitfleet itself staged: CreateRunner on the device, and `bitfleet run --device cuda`
+# telling stories260K's known greedy story (tests/e2e/engine_commands_test.cc).
+if [[ -x $carry/bin/bitfleet ]]; then
+  tests+=(worker_runner_factory_test e2e_engine_commands_test)
+  export BITFLEET_BIN=$root/$carry/bin/bitfleet
+fi
 status=0
-for t in gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test; do
+for t in "${tests[@]}"; do
   bin=$carry/bin/$t
   if [[ ! -x $bin ]]; then
     say "test $t: MISSING"
@@ -156,12 +174,40 @@ if [[ -n ${BITFLEET_GPU_PROFILE:-} && -x $bench && -n $ncu_bin ]]; then
   done
 fi
 
+# The CUDA runner end to end (with bitfleet staged): one sequence (`bench decode --device cuda`)
+# and the serving path (`serve --device cuda`, `bench serve` at concurrency 1 and 16) on the
+# `small` synthetic BitNet model, the model of the CPU serving figures (docs/perf.md).
+if [[ -x $carry/bin/bitfleet ]]; then
+  bf=$carry/bin/bitfleet
+  t0=$(date +%s)
+  if timeout 120 "$bf" synth --arch bitnet --preset small --seed 1 -o "$work/small.gguf" >>"$log" 2>&1; then
+    timeout 120 "$bf" --log-level warn bench decode --device cuda -m "$work/small.gguf" --prompt 128 --gen 64 \
+      >"$out/runner_decode.json" 2>>"$log" || { say "runner: bench decode failed"; status=1; }
+    timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50151 >>"$log" 2>&1 &
+    serve_pid=$!
+    for c in 1 16; do
+      n=$(( c == 1 ? 8 : 64 ))
+      timeout 120 "$bf" --log-level warn bench serve --target 127.0.0.1:50151 --wait-ready 60 -c "$c" -n "$n" \
+        --prompt-len 128 --gen-len 64 >"$out/runner_serve_c$c.json" 2>>"$log" || { say "runner: bench serve -c $c failed"; status=1; }
+    done
+    kill -INT "$serve_pid" 2>/dev/null
+    wait "$serve_pid" || { say "runner: serve exited $?"; status=1; }
+  else
+    say "runner: synth failed"
+    status=1
+  fi
+  say "runner: exit $status ($(( $(date +%s) - t0 )) s)"
+fi
+
 # Summary: tests per binary, the headline figures against their targets, and a short table.
 python3 - "$work" "$out" "$(( $(date +%s) - start ))" <<'EOF' 2>>"$log" || say "summary: python3 failed; raw files only"
 import json, os, sys
 work, out, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 summary = {"seconds": seconds, "tests": {}, "bench": [], "figures": {}}
-for name in ["gpu_kernels_test", "gpu_model_runner_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test"]:
+for name in ["gpu_kernels_test", "gpu_model_runner_test", "gpu_kv_storage_test", "gpu_nccl_test", "cuda_host_test",
+             "worker_runner_factory_test", "e2e_engine_commands_test"]:
+    if not os.path.exists(os.path.join(work, name + ".rc")) and name.startswith(("worker_", "e2e_")):
+        continue  # bitfleet was not staged
     entry = {"exit": open(os.path.join(work, name + ".rc")).read().strip() if os.path.exists(os.path.join(work, name + ".rc")) else "not run"}
     path = os.path.join(work, name + ".json")
     if os.path.exists(path):
@@ -224,6 +270,23 @@ for r in b:
                     f"{' fused norms' if r.get('fused_norms') else ''}: "
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
+runner = {}
+for name in ("runner_decode", "runner_serve_c1", "runner_serve_c16"):
+    path = os.path.join(out, name + ".json")
+    try:
+        runner[name] = json.loads(open(path).read())
+    except (OSError, ValueError):
+        pass
+if runner:
+    summary["runner"] = runner
+    d = runner.get("runner_decode", {})
+    rows += ["", f"runner, small bitnet, --device cuda: prompt {d.get('prompt_tok_s', 0):.0f} tok/s, "
+             f"decode {d.get('gen_tok_s', 0):.0f} tok/s ({d.get('kernel', '?')})"]
+    for c in (1, 16):
+        r = runner.get(f"runner_serve_c{c}", {})
+        if r:
+            rows.append(f"  serve c={c:2d}: {r.get('output_tok_s', 0):.0f} output tok/s, "
+                        f"TTFT p50 {r.get('ttft_p50_ms', 0):.1f} ms, ITL p50 {r.get('itl_p50_ms', 0):.2f} ms")
 rows.append("")
 rows.append(f"targets: ternary mat-vec >= 0.75 of copy: {f.get('ternary_matvec_meets_target')}, "
             f"int4 >= 0.70: {f.get('int4_matvec_meets_target')}, all tests passed: {f['all_tests_passed']}")

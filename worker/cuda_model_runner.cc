@@ -88,6 +88,8 @@ class CudaModelRunnerImpl {
   DeviceProjection lm_head_;
   std::unique_ptr<cache::KvStorageCuda> kv_;
   uint64_t weight_bytes_ = 0;
+  std::string device_label_;  // kernel_variant()
+  mutable sharding::SingleRankCommunicator single_rank_;
   cudaStream_t stream_ = nullptr;
 
   // Step buffers, sized at Create (device unless named host_).
@@ -117,6 +119,11 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   std::string reason;
   if (kc::UsableCudaDevices(&reason) == 0) return absl::FailedPreconditionError(reason);
   auto impl = std::make_unique<CudaModelRunnerImpl>();
+  int device = 0;
+  cudaDeviceProp prop{};
+  BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDevice(&device), "current device"));
+  BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDeviceProperties(&prop, device), "device properties"));
+  impl->device_label_ = absl::StrCat("cuda sm_", prop.major, prop.minor, " (", prop.name, ")");
   impl->file_ = std::move(file);
   const gguf::GgufFile& f = *impl->file_;
   BF_ASSIGN_OR_RETURN(impl->config_, model::ReadModelConfig(f));
@@ -223,9 +230,10 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaDeviceSynchronize(), "load"));
 
   const double mib = 1048576.0;
-  Logger("worker")->info("loaded {} ({}) on the GPU: {} layers, n_embd {}, vocab {}, weights {:.1f} MiB, "
+  Logger("worker")->info("loaded {} ({}) on {}: {} layers, n_embd {}, vocab {}, weights {:.1f} MiB, "
                          "KV {} blocks x {}",
-                         c.name, c.arch_name, c.n_layer, c.n_embd, c.n_vocab, impl->weight_bytes_ / mib, o.kv_blocks,
+                         c.name, c.arch_name, impl->device_label_, c.n_layer, c.n_embd, c.n_vocab,
+                         impl->weight_bytes_ / mib, o.kv_blocks,
                          o.kv_block_size);
   return impl;
 }
@@ -394,7 +402,15 @@ StatusOr<StepLogits> CudaModelRunner::Step(std::span<const SequenceStep> batch) 
 const model::ModelConfig& CudaModelRunner::config() const { return impl_->config_; }
 const RunnerOptions& CudaModelRunner::options() const { return impl_->options_; }
 int CudaModelRunner::n_vocab() const { return static_cast<int>(impl_->config_.n_vocab); }
+int CudaModelRunner::kv_block_size() const { return impl_->options_.kv_block_size; }
 int CudaModelRunner::kv_blocks() const { return impl_->options_.kv_blocks; }
-uint64_t CudaModelRunner::weight_bytes() const { return impl_->weight_bytes_; }
+sharding::Communicator& CudaModelRunner::communicator() const { return impl_->single_rank_; }
+sharding::Range CudaModelRunner::vocab_slice() const { return {0, impl_->config_.n_vocab}; }
+uint64_t CudaModelRunner::weight_stream_bytes_per_token() const {
+  return impl_->weight_bytes_ + impl_->embedding_.row_bytes();
+}
+uint64_t CudaModelRunner::weight_resident_bytes() const { return impl_->weight_bytes_; }
+uint64_t CudaModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
+std::string CudaModelRunner::kernel_variant() const { return impl_->device_label_; }
 
 }  // namespace bitfleet::worker

@@ -14,7 +14,7 @@
 // differently, so logits agree with ModelRunner's to within float accumulation, not bit for bit
 // (tests/gpu/cuda_model_runner_test.cc).
 //
-// Status: written without a device; run the `gpu` tests before relying on it (docs/cuda.md).
+// Status: the `gpu` tests pass on an H200 (scripts/gpu-check.sh, docs/cuda.md).
 // Thread-safety: one Step at a time.
 #pragma once
 
@@ -24,34 +24,49 @@
 #include "core/status.h"
 #include "model/arch/model_config.h"
 #include "model/gguf/gguf.h"
-#include "worker/model_runner.h"
+#include "worker/step_runner.h"
 
 namespace bitfleet::worker {
 
 class CudaModelRunnerImpl;
 
-class CudaModelRunner {
+class CudaModelRunner final : public StepRunner {
  public:
   // Uploads the weights of `file` to the current CUDA device and allocates the KV cache and the
   // step buffers for `options` (threads, communicator and gather_logits are ignored: one device,
   // whole logit rows). FAILED_PRECONDITION without a usable device; INVALID_ARGUMENT for what
   // ModelRunner::Create rejects, or a weight type without a CUDA kernel (naming the tensor);
-  // RESOURCE_EXHAUSTED when the device memory does not suffice.
+  // UNIMPLEMENTED for an int8 KV cache; RESOURCE_EXHAUSTED when the device memory does not
+  // suffice.
   static StatusOr<std::unique_ptr<CudaModelRunner>> Create(std::shared_ptr<const gguf::GgufFile> file,
                                                            const RunnerOptions& options);
-  ~CudaModelRunner();
+  ~CudaModelRunner() override;
   CudaModelRunner(const CudaModelRunner&) = delete;
   CudaModelRunner& operator=(const CudaModelRunner&) = delete;
 
   // As ModelRunner::Step. The logits live in the runner's host buffer until the next Step.
-  StatusOr<StepLogits> Step(std::span<const SequenceStep> batch);
+  StatusOr<StepLogits> Step(std::span<const SequenceStep> batch) override;
 
-  const model::ModelConfig& config() const;
-  const RunnerOptions& options() const;  // with defaults resolved
-  int n_vocab() const;
-  int kv_blocks() const;
+  const model::ModelConfig& config() const override;
+  const RunnerOptions& options() const override;  // with defaults resolved
+  int n_vocab() const override;
+  // One device: rank 0 of 1, the single-rank communicator, whole logit rows.
+  int tp_rank() const override { return 0; }
+  int tp_size() const override { return 1; }
+  sharding::Communicator& communicator() const override;
+  sharding::Range vocab_slice() const override;
+  bool logits_whole() const override { return true; }
+  int kv_block_size() const override;
+  int kv_blocks() const override;
+  // The device-resident packed weights (what a decode step streams from device memory) plus
+  // one embedding row.
+  uint64_t weight_stream_bytes_per_token() const override;
   // Device bytes of the packed weights.
-  uint64_t weight_bytes() const;
+  uint64_t weight_resident_bytes() const override;
+  // The embedding, looked up on the host from the file mapping.
+  uint64_t weight_mapped_bytes() const override;
+  // "cuda sm_90 (NVIDIA H200)".
+  std::string kernel_variant() const override;
 
  private:
   explicit CudaModelRunner(std::unique_ptr<CudaModelRunnerImpl> impl);

@@ -8,7 +8,7 @@
 namespace bitfleet::worker {
 namespace {
 
-Status ChunkLogits(ModelRunner& runner, std::span<const int32_t> chunk, std::vector<float>* logits) {
+Status ChunkLogits(StepRunner& runner, std::span<const int32_t> chunk, std::vector<float>* logits) {
   cache::BlockPool pool(runner.kv_blocks());
   SequenceSession session(runner, pool);
   return session.AppendAll(chunk, logits);
@@ -16,7 +16,7 @@ Status ChunkLogits(ModelRunner& runner, std::span<const int32_t> chunk, std::vec
 
 }  // namespace
 
-StatusOr<EvalSummary> EvaluatePerplexity(ModelRunner& model, ModelRunner* reference, std::span<const int32_t> tokens,
+StatusOr<EvalSummary> EvaluatePerplexity(StepRunner& model, StepRunner* reference, std::span<const int32_t> tokens,
                                          const PerplexityOptions& options,
                                          const std::function<void(int, int, const EvalSummary&)>& progress) {
   const int ctx = options.ctx;
@@ -25,7 +25,7 @@ StatusOr<EvalSummary> EvaluatePerplexity(ModelRunner& model, ModelRunner* refere
     return absl::InvalidArgumentError(absl::StrCat("the text has ", tokens.size(),
                                                    " tokens, fewer than one chunk of ", ctx, " (lower --ctx)"));
   }
-  for (ModelRunner* r : {&model, reference}) {
+  for (StepRunner* r : {&model, reference}) {
     if (r != nullptr && r->options().max_context < ctx) {
       return absl::InvalidArgumentError(
           absl::StrCat("runner context ", r->options().max_context, " is shorter than the chunk of ", ctx));

@@ -14,7 +14,7 @@
 
 #include "core/status.h"
 #include "worker/eval_metrics.h"
-#include "worker/model_runner.h"
+#include "worker/step_runner.h"
 
 namespace bitfleet::worker {
 
@@ -29,7 +29,7 @@ struct PerplexityOptions {
 // the chunks. Both runners need max_context >= ctx. `progress` (optional) gets (chunk done,
 // total chunks, summary so far). INVALID_ARGUMENT when there is not one full chunk.
 StatusOr<EvalSummary> EvaluatePerplexity(
-    ModelRunner& model, ModelRunner* reference, std::span<const int32_t> tokens, const PerplexityOptions& options,
+    StepRunner& model, StepRunner* reference, std::span<const int32_t> tokens, const PerplexityOptions& options,
     const std::function<void(int, int, const EvalSummary&)>& progress = nullptr);
 
 }  // namespace bitfleet::worker

@@ -4,7 +4,7 @@
 
 namespace bitfleet::worker {
 
-SequenceSession::SequenceSession(ModelRunner& runner, cache::BlockPool& pool)
+SequenceSession::SequenceSession(StepRunner& runner, cache::BlockPool& pool)
     : runner_(runner), pool_(pool), table_(runner.kv_block_size()) {}
 
 SequenceSession::~SequenceSession() { Reset(); }

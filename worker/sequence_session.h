@@ -1,5 +1,5 @@
-// One sequence driven through a ModelRunner, for commands, tests and benchmarks (the server's
-// scheduler batches many sequences itself). Owns the sequence's block table, takes blocks from
+// One sequence driven through a StepRunner (CPU or CUDA), for commands, tests and benchmarks
+// (the server's scheduler batches many sequences itself). Owns the sequence's block table, takes blocks from
 // a caller-owned BlockPool as the sequence grows and gives them back on Reset or destruction.
 // Not thread-safe; the runner must outlive the session.
 #pragma once
@@ -11,13 +11,13 @@
 #include "cache/block_pool.h"
 #include "cache/block_table.h"
 #include "core/status.h"
-#include "worker/model_runner.h"
+#include "worker/step_runner.h"
 
 namespace bitfleet::worker {
 
 class SequenceSession {
  public:
-  SequenceSession(ModelRunner& runner, cache::BlockPool& pool);
+  SequenceSession(StepRunner& runner, cache::BlockPool& pool);
   ~SequenceSession();
   SequenceSession(const SequenceSession&) = delete;
   SequenceSession& operator=(const SequenceSession&) = delete;
@@ -39,7 +39,7 @@ class SequenceSession {
  private:
   StatusOr<StepLogits> Feed(std::span<const int32_t> tokens, bool all_logits);
 
-  ModelRunner& runner_;
+  StepRunner& runner_;
   cache::BlockPool& pool_;
   cache::BlockTable table_;
   int32_t position_ = 0;

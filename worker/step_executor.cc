@@ -25,7 +25,7 @@ SamplingParams ToSamplingParams(const coordinator::StepSampling& s) {
   return p;
 }
 
-StepExecutor::StepExecutor(ModelRunner& runner) : runner_(runner), sampler_(runner.n_vocab()) {
+StepExecutor::StepExecutor(StepRunner& runner) : runner_(runner), sampler_(runner.n_vocab()) {
   if (!runner.logits_whole()) {
     const sharding::Range slice = runner.vocab_slice();
     distributed_ = std::make_unique<DistributedSampler>(runner.communicator(), runner.n_vocab(),

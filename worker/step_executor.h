@@ -1,4 +1,4 @@
-// Runs one coordinator StepPlan (coordinator/executor.h) on this rank: one ModelRunner::Step
+// Runs one coordinator StepPlan (coordinator/executor.h) on this rank: one StepRunner::Step
 // over the plan's sequences, then the next token of every sequence the plan asks to sample.
 // Every rank of a replica runs the same plan; the answer is the same on every rank.
 //
@@ -23,7 +23,7 @@
 #include "coordinator/executor.h"
 #include "core/status.h"
 #include "worker/distributed_sampling.h"
-#include "worker/model_runner.h"
+#include "worker/step_runner.h"
 #include "worker/rng.h"
 #include "worker/sampler.h"
 
@@ -33,15 +33,15 @@ SamplingParams ToSamplingParams(const coordinator::StepSampling& sampling);
 
 class StepExecutor {
  public:
-  explicit StepExecutor(ModelRunner& runner);
+  explicit StepExecutor(StepRunner& runner);
 
   // INVALID_ARGUMENT for a malformed plan (bad sampling values, sample_index beyond the
-  // context, anything ModelRunner::Step rejects) and RESOURCE_EXHAUSTED beyond the step limits,
+  // context, anything StepRunner::Step rejects) and RESOURCE_EXHAUSTED beyond the step limits,
   // both before any KV is written; other errors (a communicator failure under TP) mean this
   // rank's group is broken.
   StatusOr<coordinator::StepResult> Execute(const coordinator::StepPlan& plan);
 
-  ModelRunner& runner() { return runner_; }
+  StepRunner& runner() { return runner_; }
   // Sequences and tokens fed through the model since construction (tests count prefill work).
   int64_t steps_executed() const { return steps_executed_; }
   int64_t tokens_executed() const { return tokens_executed_; }
@@ -59,7 +59,7 @@ class StepExecutor {
   // Fills tokens[i] for every plan sequence with sample set (-1 for the others).
   Status SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits, std::vector<int32_t>* tokens);
 
-  ModelRunner& runner_;
+  StepRunner& runner_;
   Sampler sampler_;
   std::unique_ptr<DistributedSampler> distributed_;  // when rows are vocabulary slices
   std::unordered_map<uint64_t, SequenceRng> rngs_;

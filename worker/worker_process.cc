@@ -12,7 +12,7 @@
 #include "model/gguf/gguf.h"
 #include "sharding/communicator.h"
 #include "worker/control_client.h"
-#include "worker/model_runner.h"
+#include "worker/runner_factory.h"
 #include "worker/nccl_bootstrap.h"
 #include "worker/step_executor.h"
 #if defined(BITFLEET_HAVE_MPI)
@@ -42,7 +42,7 @@ struct WorkerProcess::State {
   std::unique_ptr<sharding::Communicator> bootstrap;     // MPI under an NCCL communicator (kept alive)
   std::unique_ptr<sharding::Communicator> communicator;  // null: a group of one
   std::shared_ptr<const gguf::GgufFile> file;
-  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<StepRunner> runner;
   std::unique_ptr<StepExecutor> executor;
   std::unique_ptr<ControlClient> client;
   int rank = 0;
@@ -150,6 +150,7 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptio
   runner_options.max_step_sequences = o.max_step_sequences;
   runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence
   runner_options.communicator = state->communicator.get();
+  runner_options.device = o.device;
   if (o.kv_blocks > 0) {
     runner_options.kv_blocks = o.kv_blocks;
   } else {
@@ -161,7 +162,7 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptio
     const int capped = std::min(kDefaultContextsInPool * blocks_per_context, kDefaultPoolTokenCap / block_size);
     runner_options.kv_blocks = std::max(blocks_per_context, capped);
   }
-  BF_ASSIGN_OR_RETURN(state->runner, ModelRunner::Create(state->file, runner_options));
+  BF_ASSIGN_OR_RETURN(state->runner, CreateRunner(state->file, runner_options));
   state->executor = std::make_unique<StepExecutor>(*state->runner);
 
   const RunnerOptions& resolved = state->runner->options();

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "worker/step_runner.h"
 
 namespace bitfleet::worker {
 
@@ -29,6 +30,7 @@ struct WorkerOptions {
   int rank = -1;            // -1: from MPI, else 0
   int world_size = -1;      // -1: from MPI, else 1
   int replica = 0;
+  RunnerDevice device = RunnerDevice::kCpu;  // where this rank's runner computes
   int threads = 1;
   int max_context = 0;  // 0: the model's training context
   int kv_blocks = 0;    // 0: four full contexts, at most 16384 tokens (at least one context)

@@ -72,6 +72,29 @@ TEST_F(EngineCommandsTest, RunRejectsBadInput) {
             2);
 }
 
+// --device cuda: on a machine with a GPU (and a CUDA build) the same greedy story as the CPU;
+// elsewhere a failure that says why, never a silent fallback to the CPU.
+TEST_F(EngineCommandsTest, RunOnCudaTellsTheStoryOrSaysWhyNot) {
+  const CommandResult r = Bitfleet("run --device cuda -m " + ShellQuote(model_) + " -n 60 --temp 0");
+  if (r.exit_code == 0) {
+    EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+                          "park. One day, she saw a big, red ball.",
+                          0),
+              0u)
+        << r.out;
+    return;
+  }
+  EXPECT_EQ(r.exit_code, 1);
+  // The error again, with stderr: a build without CUDA, or a CUDA build without a device.
+  const CommandResult e = Bitfleet("run --device cuda -m " + ShellQuote(model_) + " -n 60 --temp 0 2>&1");
+  EXPECT_TRUE(e.out.find("built without CUDA") != std::string::npos ||
+              e.out.find("CUDA device") != std::string::npos)
+      << e.out;
+  const CommandResult bad = Bitfleet("run --device tpu -m " + ShellQuote(model_) + " -n 4 2>&1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("--device"), std::string::npos) << bad.out;
+}
+
 TEST_F(EngineCommandsTest, EvalReportsTheKnownPerplexity) {
   const std::string text = WriteText("fox.txt", "One day, a clever fox found a shiny key under the old oak tree.");
   const CommandResult r =

@@ -34,7 +34,7 @@ struct BenchDecodeFlags {
   int prompt = 128;
   int gen = 64;
   int repeat = 3;
-  TpFlags tp;
+  PlacementFlags placement;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -47,7 +47,7 @@ struct Timing {
 };
 
 // One prefill of `prompt` and `gen` greedy decode steps from an empty cache.
-StatusOr<Timing> RunOnce(worker::ModelRunner& runner, const std::vector<int32_t>& prompt, int gen) {
+StatusOr<Timing> RunOnce(worker::StepRunner& runner, const std::vector<int32_t>& prompt, int gen) {
   cache::BlockPool pool(runner.kv_blocks());
   worker::SequenceSession session(runner, pool);
   worker::Sampler sampler(runner.n_vocab());
@@ -104,8 +104,8 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
   options.max_step_sequences = 1;
   options.max_step_tokens = flags.prompt;
   options.max_logit_rows = 1;
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false, flags.tp));
-  worker::ModelRunner& runner = *model.runner;
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false, flags.placement));
+  worker::StepRunner& runner = *model.runner;
   // Deterministic ids spread over the vocabulary (avoiding the low special ids).
   std::vector<int32_t> prompt(flags.prompt);
   const int n_vocab = runner.n_vocab();
@@ -175,7 +175,7 @@ void RegisterBenchDecode(CLI::App& bench, int* exit_code) {
   cmd->add_option("--prompt", flags->prompt, "Prompt tokens (one prefill step)")->capture_default_str();
   cmd->add_option("--gen", flags->gen, "Generated tokens (greedy decode steps)")->capture_default_str();
   cmd->add_option("--repeat", flags->repeat, "Measured runs; the median is reported")->capture_default_str();
-  AddTpFlags(cmd, &flags->tp);
+  AddPlacementFlags(cmd, &flags->placement);
   cmd->callback([flags, exit_code] {
     const Status status = RunBenchDecode(*flags);
     *exit_code = status.ok() ? 0 : ReportError("bench", status);

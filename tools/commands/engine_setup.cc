@@ -26,14 +26,24 @@ std::unique_ptr<sharding::MpiCommunicator>& Group() {
 
 int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-void AddTpFlags(CLI::App* cmd, TpFlags* flags) {
+void AddDeviceFlag(CLI::App* cmd, worker::RunnerDevice* device) {
+  std::string help = "Where the model runs: cpu (any TP degree) or cuda (the whole model on one GPU, TP=1";
+  help += worker::CudaRunnerBuilt() ? ")" : "; this build has no CUDA)";
+  cmd->add_option_function<std::string>(
+         "--device", [device](const std::string& name) { *device = worker::ParseRunnerDevice(name).value(); }, help)
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->default_str("cpu");
+}
+
+void AddPlacementFlags(CLI::App* cmd, PlacementFlags* flags) {
+  AddDeviceFlag(cmd, &flags->device);
   cmd->add_option("--tp-timeout", flags->timeout_s,
                   "Under mpirun: seconds a collective may wait for the other ranks before the job fails")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 86400.0));
 }
 
-StatusOr<sharding::Communicator*> TpGroup(const TpFlags& flags) {
+StatusOr<sharding::Communicator*> TpGroup(const PlacementFlags& flags) {
 #ifdef BITFLEET_HAVE_MPI
   if (!sharding::LaunchedUnderMpi()) return nullptr;
   auto& group = Group();
@@ -57,10 +67,11 @@ bool IsPrimaryRank() {
 }
 
 StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& runner_options,
-                                bool with_tokenizer, const TpFlags& tp) {
+                                bool with_tokenizer, const PlacementFlags& placement) {
   worker::RunnerOptions options = runner_options;
+  options.device = placement.device;
   if (options.communicator == nullptr) {
-    BF_ASSIGN_OR_RETURN(options.communicator, TpGroup(tp));
+    BF_ASSIGN_OR_RETURN(options.communicator, TpGroup(placement));
   }
   LoadedModel model;
   BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));
@@ -69,7 +80,7 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOpt
     BF_ASSIGN_OR_RETURN(tokenizer::Vocab vocab, tokenizer::LoadVocabFromGguf(*model.file));
     BF_ASSIGN_OR_RETURN(model.tokenizer, tokenizer::Tokenizer::Create(std::move(vocab)));
   }
-  BF_ASSIGN_OR_RETURN(model.runner, worker::ModelRunner::Create(model.file, options));
+  BF_ASSIGN_OR_RETURN(model.runner, worker::CreateRunner(model.file, options));
   if (model.tokenizer && model.tokenizer->size() > static_cast<size_t>(model.runner->n_vocab())) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", model.tokenizer->size(),
                                                    " tokens but the model only ", model.runner->n_vocab()));

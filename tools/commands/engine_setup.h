@@ -1,6 +1,6 @@
 // Shared plumbing of the engine commands (run, logits, eval, bench decode): loading a model
-// file into a ModelRunner (and its tokenizer), exit codes for Status errors, token-list
-// parsing and the ChatML prompt rendering used by `run --chat`.
+// file into a StepRunner (CPU or CUDA, by --device) and its tokenizer, exit codes for Status
+// errors, token-list parsing and the ChatML prompt rendering used by `run --chat`.
 //
 // Tensor parallelism: started by mpirun with N > 1 processes (`mpirun -np N bitfleet run ...`),
 // every process is one rank of a TP group of N over Open MPI; LoadModel gives each runner its
@@ -21,37 +21,42 @@
 #include "model/gguf/gguf.h"
 #include "model/tokenizer/tokenizer.h"
 #include "sharding/communicator.h"
-#include "worker/model_runner.h"
+#include "worker/runner_factory.h"
 
 namespace bitfleet::tools {
 
 // Default --threads: the machine's hardware threads (at least 1).
 int DefaultThreads();
 
-// Tensor-parallel flags shared by the engine commands.
-struct TpFlags {
+// Where an engine command runs its model: the device (--device) and, under mpirun, how long
+// a tensor-parallel collective may wait (--tp-timeout).
+struct PlacementFlags {
+  worker::RunnerDevice device = worker::RunnerDevice::kCpu;
   double timeout_s = 60;  // a collective that waits longer than this fails the whole group
 };
-void AddTpFlags(CLI::App* cmd, TpFlags* flags);
+void AddPlacementFlags(CLI::App* cmd, PlacementFlags* flags);
+// --device cpu|cuda into `device` (also used by the serving commands).
+void AddDeviceFlag(CLI::App* cmd, worker::RunnerDevice* device);
 
 // The tensor-parallel group of this process: an Open MPI communicator over all processes when
 // started by mpirun with more than one process (created on first call, lives until exit); null
 // for a single process (TP=1) or a build without MPI.
-StatusOr<sharding::Communicator*> TpGroup(const TpFlags& flags);
+StatusOr<sharding::Communicator*> TpGroup(const PlacementFlags& flags);
 // True on rank 0 of the group, or without one: the process that prints and writes.
 bool IsPrimaryRank();
 
 struct LoadedModel {
   std::shared_ptr<const gguf::GgufFile> file;
-  std::unique_ptr<worker::ModelRunner> runner;
+  std::unique_ptr<worker::StepRunner> runner;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // null unless asked for
 };
 
-// Opens `path`, builds a runner with `options` (max_context 0: the model's context) and,
-// when `with_tokenizer`, the tokenizer from the same file's metadata. Under mpirun the runner
-// is this rank's shard of the TP group (TpGroup) unless options.communicator is already set.
+// Opens `path`, builds a runner with `options` on `placement.device` (max_context 0: the
+// model's context) and, when `with_tokenizer`, the tokenizer from the same file's metadata.
+// Under mpirun the runner is this rank's shard of the TP group (TpGroup) unless
+// options.communicator is already set.
 StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOptions& options, bool with_tokenizer,
-                                const TpFlags& tp = {});
+                                const PlacementFlags& placement = {});
 
 // Exit code for a failed command: 2 for bad input (INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE),
 // 1 otherwise. Logs the message under `module`. In a TP group of more than one process it then

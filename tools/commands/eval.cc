@@ -27,7 +27,7 @@ struct EvalFlags {
   int chunks = 0;
   int threads = 0;
   bool score_all = false;
-  TpFlags tp;
+  PlacementFlags placement;
 };
 
 StatusOr<std::string> ReadText(const std::string& path) {
@@ -49,10 +49,10 @@ Status RunEval(const EvalFlags& flags) {
   options.max_logit_rows = options.max_step_tokens;
   options.gather_logits = true;  // whole rows on every rank (TP)
   if (flags.ctx < 2) return absl::InvalidArgumentError("--ctx must be >= 2");
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.tp));
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.placement));
   LoadedModel reference;
   if (!flags.reference.empty()) {
-    BF_ASSIGN_OR_RETURN(reference, LoadModel(flags.reference, options, /*with_tokenizer=*/false, flags.tp));
+    BF_ASSIGN_OR_RETURN(reference, LoadModel(flags.reference, options, /*with_tokenizer=*/false, flags.placement));
   }
   const bool primary = IsPrimaryRank();
   tokenizer::EncodeOptions encode;
@@ -117,7 +117,7 @@ void RegisterEval(CLI::App& app, int* exit_code) {
   cmd->add_flag("--score-all", flags->score_all,
                 "Score every prediction of a chunk (default: the second half, as llama.cpp)");
   cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
-  AddTpFlags(cmd, &flags->tp);
+  AddPlacementFlags(cmd, &flags->placement);
   cmd->callback([flags, exit_code] {
     const Status status = RunEval(*flags);
     *exit_code = status.ok() ? 0 : ReportError("eval", status);

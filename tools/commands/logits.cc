@@ -26,7 +26,7 @@ struct LogitsFlags {
   std::string out;
   int threads = 0;
   int chunk = 0;
-  TpFlags tp;
+  PlacementFlags placement;
 };
 
 StatusOr<std::vector<int32_t>> ReadTokens(const LogitsFlags& flags) {
@@ -58,7 +58,7 @@ Status RunLogits(const LogitsFlags& flags) {
   options.max_step_tokens = std::min(chunk, options.max_context);
   options.max_logit_rows = options.max_step_tokens;
   options.gather_logits = true;  // whole rows on every rank (TP)
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false, flags.tp));
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/false, flags.placement));
   cache::BlockPool pool(model.runner->kv_blocks());
   worker::SequenceSession session(*model.runner, pool);
   std::vector<float> logits;
@@ -82,7 +82,7 @@ void RegisterLogits(CLI::App& app, int* exit_code) {
   cmd->add_option("-o,--out", flags->out, "Output file (.f32)")->required();
   cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
   cmd->add_option("--chunk", flags->chunk, "Tokens per forward step (default 512)");
-  AddTpFlags(cmd, &flags->tp);
+  AddPlacementFlags(cmd, &flags->placement);
   cmd->callback([flags, exit_code, tokens, file] {
     if (tokens->count() == 0 && file->count() == 0) {
       *exit_code = ReportError("logits", absl::InvalidArgumentError("give --tokens or --tokens-file"));

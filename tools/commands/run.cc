@@ -32,7 +32,7 @@ struct RunFlags {
   bool echo = false;
   bool ignore_eos = false;
   worker::SamplingParams sampling;
-  TpFlags tp;
+  PlacementFlags placement;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -71,8 +71,8 @@ Status Run(const RunFlags& flags) {
   options.max_context = flags.ctx;
   options.max_step_sequences = 1;
   options.max_logit_rows = 1;
-  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.tp));
-  worker::ModelRunner& runner = *model.runner;
+  BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.placement));
+  worker::StepRunner& runner = *model.runner;
   const int ctx = runner.options().max_context;
   BF_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, EncodePrompt(flags, model));
   if (static_cast<int>(prompt.size()) >= ctx) {
@@ -193,7 +193,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("-c,--ctx", flags->ctx, "Context length in tokens (default: the model's)");
   cmd->add_flag("--echo", flags->echo, "Print the prompt before the completion");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
-  AddTpFlags(cmd, &flags->tp);
+  AddPlacementFlags(cmd, &flags->placement);
   cmd->callback([flags, exit_code] {
     const Status status = Run(*flags);
     *exit_code = status.ok() ? 0 : ReportError("run", status);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,6 +87,8 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(index),
       "--model",
       s.model,
+      "--device",
+      worker::RunnerDeviceName(w.device),
       "--threads",
       std::to_string(w.threads),
       "--ctx",
@@ -100,6 +103,20 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(w.max_step_sequences),
   };
   command.argv.insert(command.argv.end(), worker.begin(), worker.end());
+  if (w.device == worker::RunnerDevice::kCuda && s.replicas > 1) {
+    // One GPU per replica: replica i takes the i-th visible device (of the caller's
+    // CUDA_VISIBLE_DEVICES list when set, else device i).
+    std::vector<std::string> visible;
+    if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES"); env != nullptr && *env != '\0') {
+      visible = absl::StrSplit(env, ',', absl::SkipEmpty());
+    }
+    if (!visible.empty() && index >= static_cast<int>(visible.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("--replicas ", s.replicas, " with --device cuda needs a GPU each; ",
+                                                     "CUDA_VISIBLE_DEVICES lists ", visible.size()));
+    }
+    command.env.push_back(
+        absl::StrCat("CUDA_VISIBLE_DEVICES=", visible.empty() ? std::to_string(index) : visible[index]));
+  }
   return command;
 }
 
@@ -167,6 +184,10 @@ Status Serve(ServeFlags flags) {
   flags.server.control = "127.0.0.1:0";  // internal: loopback, any free port
   flags.server.timing = flags.timing.ToTiming();
   flags.worker.model = flags.server.model;
+  if (flags.worker.device == worker::RunnerDevice::kCuda && flags.server.tensor_parallel > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--device cuda runs a whole replica on one GPU: use --tp 1 (got --tp ",
+                                                   flags.server.tensor_parallel, ") and --replicas for more GPUs"));
+  }
   if (flags.worker.threads <= 0) {
     flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));
   }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "tools/commands/engine_setup.h"
+
 namespace bitfleet::tools {
 
 coordinator::ControlTiming ServingTimingFlags::ToTiming() const {
@@ -35,6 +37,7 @@ void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* op
 }
 
 void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool with_context) {
+  AddDeviceFlag(&cmd, &options->device);
   cmd.add_option("-t,--threads", options->threads, "Compute threads per rank")->capture_default_str();
   cmd.add_option("--kv-blocks", options->kv_blocks,
                  "KV-cache blocks per rank (0: four full contexts, at most 16384 tokens)")

@@ -24,7 +24,7 @@ void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags);
 // --no-prefix-cache.
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
-// Worker shape: --threads, --kv-blocks, --max-step-tokens, --max-step-sequences, and with
+// Worker shape: --device, --threads, --kv-blocks, --max-step-tokens, --max-step-sequences, and with
 // `with_context` also --ctx and --kv-block-size (serve shares those with the coordinator).
 void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool with_context);
 
