@@ -13,9 +13,9 @@
 #                                         and writes OUT_DIR/summary.json, OUT_DIR/table.txt,
 #                                         OUT_DIR/bench.jsonl and OUT_DIR/run.log; with bitfleet
 #                                         staged also the CUDA runner's end-to-end figures
-#                                         (runner_decode.json, runner_serve_c1.json and
-#                                         runner_serve_c16.json: `bench decode` and `bench
-#                                         serve` against `serve --device cuda`).
+#                                         (runner_decode.json and runner_serve_*.json: `bench
+#                                         decode`, and `bench serve` against `serve --device
+#                                         cuda`).
 #
 # The GPU machine needs the NVIDIA driver, and libnccl.so.2 for the NCCL test (found in the
 # CUDA toolkit, the system paths or PyTorch's nvidia-nccl wheel); nothing is downloaded. The
@@ -185,10 +185,14 @@ if [[ -x $carry/bin/bitfleet ]]; then
       >"$out/runner_decode.json" 2>>"$log" || { say "runner: bench decode failed"; status=1; }
     timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50151 >>"$log" 2>&1 &
     serve_pid=$!
-    for c in 1 16; do
-      n=$(( c == 1 ? 8 : 64 ))
+    # name, concurrency, requests, prompt, generated, shared prefix: the CPU figures' settings
+    # (docs/perf.md), longer generations, and the prefix cache's TTFT (cold, then hits).
+    for spec in "c1 1 32 128 64 0" "c16 16 256 128 64 0" "c1_gen256 1 8 128 256 0" "c16_gen256 16 64 128 256 0" \
+                "prefix 1 8 1100 16 1024"; do
+      read -r name c n prompt gen prefix <<<"$spec"
       timeout 120 "$bf" --log-level warn bench serve --target 127.0.0.1:50151 --wait-ready 60 -c "$c" -n "$n" \
-        --prompt-len 128 --gen-len 64 >"$out/runner_serve_c$c.json" 2>>"$log" || { say "runner: bench serve -c $c failed"; status=1; }
+        --prompt-len "$prompt" --gen-len "$gen" --shared-prefix "$prefix" >"$out/runner_serve_$name.json" 2>>"$log" ||
+        { say "runner: bench serve $name failed"; status=1; }
     done
     kill -INT "$serve_pid" 2>/dev/null
     wait "$serve_pid" || { say "runner: serve exited $?"; status=1; }
@@ -271,7 +275,8 @@ for r in b:
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
 runner = {}
-for name in ("runner_decode", "runner_serve_c1", "runner_serve_c16"):
+for name in ("runner_decode", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
+             "runner_serve_prefix"):
     path = os.path.join(out, name + ".json")
     try:
         runner[name] = json.loads(open(path).read())
@@ -282,11 +287,20 @@ if runner:
     d = runner.get("runner_decode", {})
     rows += ["", f"runner, small bitnet, --device cuda: prompt {d.get('prompt_tok_s', 0):.0f} tok/s, "
              f"decode {d.get('gen_tok_s', 0):.0f} tok/s ({d.get('kernel', '?')})"]
-    for c in (1, 16):
-        r = runner.get(f"runner_serve_c{c}", {})
+    for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
+        r = runner.get(f"runner_serve_{name}", {})
         if r:
-            rows.append(f"  serve c={c:2d}: {r.get('output_tok_s', 0):.0f} output tok/s, "
+            rows.append(f"  serve {name:11s} (prompt {r.get('prompt_len')}, gen {r.get('gen_len')}, {r.get('requests')} requests): "
+                        f"{r.get('output_tok_s', 0):.0f} output tok/s, "
                         f"TTFT p50 {r.get('ttft_p50_ms', 0):.1f} ms, ITL p50 {r.get('itl_p50_ms', 0):.2f} ms")
+    for g in ("", "_gen256"):
+        one, sixteen = runner.get(f"runner_serve_c1{g}", {}), runner.get(f"runner_serve_c16{g}", {})
+        if one.get("output_tok_s") and sixteen.get("output_tok_s"):
+            rows.append(f"  c=16 / c=1 output tok/s{g}: {sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
+    p = runner.get("runner_serve_prefix", {})
+    if p.get("ttft_cache_hit_p50_ms"):
+        rows.append(f"  1024-token shared prefix: TTFT cold {p.get('ttft_cold_p50_ms', 0):.1f} ms, cache hit "
+                    f"{p['ttft_cache_hit_p50_ms']:.1f} ms ({p.get('ttft_cold_p50_ms', 0) / p['ttft_cache_hit_p50_ms']:.1f}x)")
 rows.append("")
 rows.append(f"targets: ternary mat-vec >= 0.75 of copy: {f.get('ternary_matvec_meets_target')}, "
             f"int4 >= 0.70: {f.get('int4_matvec_meets_target')}, all tests passed: {f['all_tests_passed']}")

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "cache/block_pool.h"
 #include "core/logging.h"
 #include "model/tokenizer/incremental_decoder.h"
@@ -151,9 +152,12 @@ Status Run(const RunFlags& flags) {
   const double gen_s = Seconds(t1, t2);
   std::fprintf(stderr, "\nprompt: %zu tokens in %.3f s (%.2f tok/s)\n", prompt.size(), prompt_s,
                prompt_s > 0 ? prompt.size() / prompt_s : 0.0);
-  std::fprintf(stderr, "generation: %d tokens, %d decode steps in %.3f s (%.2f tok/s); stop: %s; %d threads, %s\n",
-               generated, decode_steps, gen_s, gen_s > 0 ? decode_steps / gen_s : 0.0, stop, options.threads,
-               runner.kernel_variant().c_str());
+  // Compute threads matter on the CPU only (the CUDA runner resolves them to 1).
+  const std::string where = runner.options().device == worker::RunnerDevice::kCpu
+                                ? absl::StrCat(runner.options().threads, " threads, ", runner.kernel_variant())
+                                : runner.kernel_variant();
+  std::fprintf(stderr, "generation: %d tokens, %d decode steps in %.3f s (%.2f tok/s); stop: %s; %s\n", generated,
+               decode_steps, gen_s, gen_s > 0 ? decode_steps / gen_s : 0.0, stop, where.c_str());
   if (runner.tp_size() > 1) {
     std::fprintf(stderr, "tensor parallel: %d ranks (%s), %.3f s of rank 0's time in collectives\n",
                  runner.tp_size(), runner.communicator().backend(), runner.communicator().seconds_in_collectives());
