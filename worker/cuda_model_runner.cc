@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +17,7 @@
 #include "cache/kv_storage_cuda.h"
 #include "core/logging.h"
 #include "kernels/cuda/attention_launch.h"
+#include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_matmul.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/ops_launch.h"
@@ -98,6 +103,19 @@ class CudaModelRunnerImpl {
   kc::DeviceBuffer positions_, token_seq_, block_tables_, attention_ws_;
   int64_t attention_ws_floats_ = 0;
   int max_blocks_per_seq_ = 0;
+
+  // Decode steps (every sequence one token, one logit row) replay CUDA graphs keyed by (sequences,
+  // attention key bound): a step is ~20 launches per layer, and launching them one by one costs
+  // more than they run at small batches. A key is captured the second time it comes (one-off
+  // shapes stay plain; the first run also does the kernels' one-time setup outside a capture).
+  // The key bound is max_keys rounded up to kKeyBucket, in plain decode steps too, so a replay
+  // computes exactly what a plain step of the same batch computes.
+  static constexpr int kKeyBucket = 256;
+  static constexpr size_t kMaxGraphs = 512;  // beyond: start over (a sweep of batch shapes)
+  bool decode_graphs_ = true;
+  std::map<std::pair<int, int>, kc::CudaGraph> graphs_;
+  std::set<std::pair<int, int>> seen_keys_;
+  int64_t graph_launches_ = 0;
   std::vector<float> host_x_, host_logits_;
   std::vector<int32_t> host_positions_, host_token_seq_, host_tables_, seq_begin_, logit_begin_, logit_src_;
 
@@ -112,6 +130,13 @@ class CudaModelRunnerImpl {
   Status ProjectAll(std::initializer_list<std::pair<const DeviceProjection*, float*>> projections, const float* in,
                     int n, int cols);
   Status Layer(int l, int n, const kc::PagedKvBatch& kv_batch, int max_keys);
+  // Every layer, then the logit rows through the output norm and the LM head into logits_: the
+  // device work of a step, enqueued on stream_ (what a decode graph captures).
+  Status Forward(int n_tokens, int n_rows, const kc::PagedKvBatch& kv_batch, int max_keys);
+  // Forward for a decode step, through its graph when there is one (capturing it on the key's
+  // second step). A failed capture turns graphs off for this runner, with a warning, and the
+  // step runs plain.
+  Status DecodeForward(int n_seqs, const kc::PagedKvBatch& kv_batch, int key_bound);
 };
 
 StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::shared_ptr<const gguf::GgufFile> file,
@@ -124,6 +149,9 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDevice(&device), "current device"));
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDeviceProperties(&prop, device), "device properties"));
   impl->device_label_ = absl::StrCat("cuda sm_", prop.major, prop.minor, " (", prop.name, ")");
+  if (const char* graphs = std::getenv("BITFLEET_CUDA_GRAPHS"); graphs != nullptr && std::string(graphs) == "0") {
+    impl->decode_graphs_ = false;
+  }
   impl->file_ = std::move(file);
   const gguf::GgufFile& f = *impl->file_;
   BF_ASSIGN_OR_RETURN(impl->config_, model::ReadModelConfig(f));
@@ -324,6 +352,49 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
   return Cuda(kc::LaunchAdd(x, proj_.as<float>(), embd_values, x, s), "residual");
 }
 
+Status CudaModelRunnerImpl::Forward(int n_tokens, int n_rows, const kc::PagedKvBatch& kv_batch, int max_keys) {
+  for (int l = 0; l < static_cast<int>(layers_.size()); ++l) BF_RETURN_IF_ERROR(Layer(l, n_tokens, kv_batch, max_keys));
+
+  // The rows that need logits: gathered, normalized, through the LM head.
+  const int n_embd = dims_.n_embd;
+  const uint64_t row_bytes = static_cast<uint64_t>(n_embd) * sizeof(float);
+  for (int r = 0; r < n_rows; ++r) {
+    BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(head_in_.as<float>() + static_cast<size_t>(r) * n_embd,
+                                            x_.as<float>() + static_cast<size_t>(logit_src_[r]) * n_embd, row_bytes,
+                                            cudaMemcpyDeviceToDevice, stream_),
+                            "logit rows"));
+  }
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(head_in_.as<float>(), output_norm_.as<float>(), n_rows, n_embd,
+                                            dims_.rms_eps, head_in_.as<float>(), stream_),
+                          "output norm"));
+  BF_RETURN_IF_ERROR(Project(lm_head_, head_in_.as<float>(), n_rows, logits_.as<float>()));
+  return absl::OkStatus();
+}
+
+Status CudaModelRunnerImpl::DecodeForward(int n_seqs, const kc::PagedKvBatch& kv_batch, int key_bound) {
+  if (!decode_graphs_) return Forward(n_seqs, n_seqs, kv_batch, key_bound);
+  const std::pair<int, int> key{n_seqs, key_bound};
+  if (auto it = graphs_.find(key); it != graphs_.end()) {
+    ++graph_launches_;
+    return it->second.Launch(stream_);
+  }
+  if (seen_keys_.insert(key).second) return Forward(n_seqs, n_seqs, kv_batch, key_bound);
+  if (graphs_.size() >= kMaxGraphs) graphs_.clear();
+  kc::CudaGraph graph;
+  const Status captured = graph.Capture(stream_, [&] { return Forward(n_seqs, n_seqs, kv_batch, key_bound); });
+  if (!captured.ok()) {
+    Logger("worker")->warn("CUDA graph capture failed ({}); decode steps run without graphs from now on",
+                           std::string(captured.message()));
+    decode_graphs_ = false;
+    graphs_.clear();
+    return Forward(n_seqs, n_seqs, kv_batch, key_bound);
+  }
+  ++graph_launches_;
+  BF_RETURN_IF_ERROR(graph.Launch(stream_));
+  graphs_.emplace(key, std::move(graph));
+  return absl::OkStatus();
+}
+
 StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> batch) {
   int n_tokens = 0;
   int n_rows = 0;
@@ -365,20 +436,13 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
                                   max_blocks_per_seq_};
 
-  for (int l = 0; l < static_cast<int>(layers_.size()); ++l) BF_RETURN_IF_ERROR(Layer(l, n_tokens, kv_batch, max_keys));
-
-  // The rows that need logits: gathered, normalized, through the LM head, downloaded.
-  const uint64_t row_bytes = static_cast<uint64_t>(n_embd) * sizeof(float);
-  for (int r = 0; r < n_rows; ++r) {
-    BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(head_in_.as<float>() + static_cast<size_t>(r) * n_embd,
-                                            x_.as<float>() + static_cast<size_t>(logit_src_[r]) * n_embd, row_bytes,
-                                            cudaMemcpyDeviceToDevice, stream_),
-                            "logit rows"));
+  const bool decode = n_tokens == n_seqs && n_rows == n_seqs;
+  if (decode) {
+    const int key_bound = std::min((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket, options_.max_context);
+    BF_RETURN_IF_ERROR(DecodeForward(n_seqs, kv_batch, key_bound));
+  } else {
+    BF_RETURN_IF_ERROR(Forward(n_tokens, n_rows, kv_batch, max_keys));
   }
-  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(head_in_.as<float>(), output_norm_.as<float>(), n_rows, n_embd,
-                                            dims_.rms_eps, head_in_.as<float>(), stream_),
-                          "output norm"));
-  BF_RETURN_IF_ERROR(Project(lm_head_, head_in_.as<float>(), n_rows, logits_.as<float>()));
   BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logits_.data(), logits_.as<float>(),
                                           static_cast<uint64_t>(n_rows) * n_vocab * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_),
@@ -412,5 +476,11 @@ uint64_t CudaModelRunner::weight_stream_bytes_per_token() const {
 uint64_t CudaModelRunner::weight_resident_bytes() const { return impl_->weight_bytes_; }
 uint64_t CudaModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
 std::string CudaModelRunner::kernel_variant() const { return impl_->device_label_; }
+void CudaModelRunner::set_decode_graphs(bool on) {
+  impl_->decode_graphs_ = on;
+  if (!on) impl_->graphs_.clear();
+}
+bool CudaModelRunner::decode_graphs() const { return impl_->decode_graphs_; }
+int64_t CudaModelRunner::decode_graph_launches() const { return impl_->graph_launches_; }
 
 }  // namespace bitfleet::worker

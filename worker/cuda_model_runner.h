@@ -18,8 +18,10 @@
 // Thread-safety: one Step at a time.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "core/status.h"
 #include "model/arch/model_config.h"
@@ -67,6 +69,13 @@ class CudaModelRunner final : public StepRunner {
   uint64_t weight_mapped_bytes() const override;
   // "cuda sm_90 (NVIDIA H200)".
   std::string kernel_variant() const override;
+
+  // Decode steps (every sequence one token) replay a CUDA graph per (sequences, attention key
+  // bound) once that shape has come twice; on by default, off with BITFLEET_CUDA_GRAPHS=0 or
+  // here. Replays compute exactly what plain launches compute (tests/gpu/cuda_model_runner_test.cc).
+  void set_decode_graphs(bool on);
+  bool decode_graphs() const;  // false also after a failed capture (logged)
+  int64_t decode_graph_launches() const;
 
  private:
   explicit CudaModelRunner(std::unique_ptr<CudaModelRunnerImpl> impl);

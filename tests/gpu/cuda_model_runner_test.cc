@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -152,6 +153,66 @@ TEST(CudaModelRunnerTest, MatchesTheCpuRunnerOnEveryArchitecture) {
   CheckModel("llama", DType::kQ4_0);
   CheckModel("llama", DType::kQ8_0);
   CheckModel("bitnet", DType::kTQ2_0, ::testing::TempDir() + "/bitnet_scaled.gguf");
+}
+
+// Decode steps replayed from CUDA graphs give the logits plain launches give, bit for bit, at
+// a batch on the mat-vec path (2 sequences) and one on the tensor-core path (6), and the replays
+// happen: a shape is captured on its second step and replayed from then on.
+void CheckDecodeGraphs(const std::string& arch, DType type) {
+  SCOPED_TRACE(arch + " " + DTypeName(type));
+  StatusOr<std::string> path = SynthTinyModel(arch, type);
+  ASSERT_TRUE(path.ok()) << path.status();
+  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  StatusOr<std::unique_ptr<CudaModelRunner>> graphs = CudaModelRunner::Create(*file, TestOptions());
+  StatusOr<std::unique_ptr<CudaModelRunner>> plain = CudaModelRunner::Create(*file, TestOptions());
+  ASSERT_TRUE(graphs.ok()) << graphs.status();
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  (*graphs)->set_decode_graphs(true);
+  (*plain)->set_decode_graphs(false);
+  const int n_vocab = (*plain)->n_vocab();
+
+  std::vector<Seq> seqs(6);
+  for (int i = 0; i < 6; ++i) {
+    seqs[i].tokens = TestTokens(4, n_vocab, 300 + i);
+    for (int b = 0; b < 8; ++b) seqs[i].table.push_back(i * 8 + b);
+  }
+  // Step 0 prefills all six; steps 1-8 decode all six; steps 9-14 decode the first two.
+  for (int step = 0; step < 15; ++step) {
+    const int active = step < 9 ? 6 : 2;
+    std::vector<SequenceStep> batch;
+    for (int i = 0; i < active; ++i) {
+      Seq& s = seqs[i];
+      SequenceStep st;
+      st.tokens = std::span<const int32_t>(s.tokens).subspan(s.cached);
+      st.start_pos = s.cached;
+      st.block_table = s.table;
+      batch.push_back(st);
+    }
+    StatusOr<StepLogits> want = (*plain)->Step(batch);
+    ASSERT_TRUE(want.ok()) << want.status();
+    StatusOr<StepLogits> got = (*graphs)->Step(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (int k = 0; k < active; ++k) {
+      const std::span<const float> w = want->Last(k);
+      const std::span<const float> g = got->Last(k);
+      ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0) << "step " << step << " sequence " << k;
+      Seq& s = seqs[k];
+      s.cached = static_cast<int>(s.tokens.size());
+      s.tokens.push_back(ArgMax(w));
+    }
+  }
+  ASSERT_TRUE((*graphs)->decode_graphs()) << "a capture failed (see the log)";
+  // Six sequences: step 1 plain, 2-8 from the graph (7); two: step 9 plain, 10-14 (5).
+  EXPECT_EQ((*graphs)->decode_graph_launches(), 12);
+  EXPECT_EQ((*plain)->decode_graph_launches(), 0);
+}
+
+TEST(CudaModelRunnerTest, DecodeGraphsReplayExactlyWhatPlainLaunchesCompute) {
+  BF_REQUIRE_GPU();
+  CheckDecodeGraphs("bitnet", DType::kTQ2_0);
+  CheckDecodeGraphs("llama", DType::kQ4_1);
+  CheckDecodeGraphs("llama", DType::kF16);
 }
 
 TEST(CudaModelRunnerTest, RejectsWhatTheCpuRunnerRejects) {

@@ -39,6 +39,7 @@
 #include "core/fp16.h"
 #include "core/logging.h"
 #include "kernels/cuda/attention_launch.h"
+#include "kernels/cuda/cuda_graph.h"
 #include "kernels/cuda/cuda_matmul.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/launch_options.h"
@@ -188,29 +189,6 @@ StatusOr<kc::DeviceBuffer> RandomFloats(size_t n, FastRng& rng) {
   return buf;
 }
 
-// A CUDA graph of whatever `enqueue` puts on `stream`, instantiated.
-class Graph {
- public:
-  ~Graph() {
-    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
-    if (graph_ != nullptr) cudaGraphDestroy(graph_);
-  }
-  template <typename Fn>
-  Status Capture(cudaStream_t stream, Fn enqueue) {
-    BF_RETURN_IF_ERROR(Cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture"));
-    Status status = enqueue();
-    const cudaError_t end = cudaStreamEndCapture(stream, &graph_);
-    BF_RETURN_IF_ERROR(status);
-    BF_RETURN_IF_ERROR(Cuda(end, "end capture"));
-    return Cuda(cudaGraphInstantiate(&exec_, graph_, 0), "graph instantiate");
-  }
-  Status Launch(cudaStream_t stream) const { return Cuda(cudaGraphLaunch(exec_, stream), "graph launch"); }
-
- private:
-  cudaGraph_t graph_ = nullptr;
-  cudaGraphExec_t exec_ = nullptr;
-};
-
 // Median milliseconds of `reps` timed runs of `run` (which enqueues on `stream`), after 3
 // warm-up runs. Timed with events around each run.
 template <typename Fn>
@@ -300,7 +278,7 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
     }
     return absl::OkStatus();
   };
-  Graph graph;
+  kc::CudaGraph graph;
   BF_RETURN_IF_ERROR(graph.Capture(stream, enqueue_all));
   BF_ASSIGN_OR_RETURN(const double graph_ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
   BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, enqueue_all));
@@ -458,7 +436,7 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
       break;
     }
     ApplyMatVecSetting(*setting);
-    Graph graph;
+    kc::CudaGraph graph;
     status = graph.Capture(stream, enqueue_all);
     StatusOr<double> ms = status.ok() ? MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); })
                                       : StatusOr<double>(status);
@@ -783,7 +761,7 @@ StatusOr<json> BenchDecode(DType type, DType head_type, int batch, bool fused_no
     }
   }
   BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, [&] { return bench->Enqueue(stream); }));
-  Graph graph;
+  kc::CudaGraph graph;
   BF_RETURN_IF_ERROR(graph.Capture(stream, [&] { return bench->Enqueue(stream); }));
   BF_ASSIGN_OR_RETURN(const double graph_ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
   BF_ASSIGN_OR_RETURN(const std::vector<int64_t> tokens, bench->Tokens());
