@@ -143,6 +143,39 @@ __device__ __forceinline__ void ComputeChunk(const QuantWeightView& w, const Act
   }
 }
 
+// Group g is done: sums the four quarters of each row (ternary lanes already hold their row's
+// sum), then the warps, writes the group's outputs and clears `acc`. Every thread of the block
+// must call it (two barriers).
+template <QuantFormat F, int NT>
+__device__ __forceinline__ void FinishGroup(const QuantWeightView& w, const ActivationView& x, float* out, int64_t g,
+                                            int warp, int r, int quarter, float (&acc)[NT],
+                                            float (&partial)[kWarps][kRowGroup][NT]) {
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    float v = acc[t];
+    if constexpr (F != QuantFormat::kTernary) {
+      v += __shfl_xor_sync(kFullMask, v, 1);
+      v += __shfl_xor_sync(kFullMask, v, 2);
+    }
+    if (quarter == 0) partial[warp][r][t] = v;
+    acc[t] = 0.0f;
+  }
+  __syncthreads();
+  if (threadIdx.x < kRowGroup * NT) {
+    const int row_in_group = threadIdx.x % kRowGroup;
+    const int t = threadIdx.x / kRowGroup;
+    const int64_t row = g * kRowGroup + row_in_group;
+    if (row < w.rows && t < x.n_tokens) {
+      float v = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kWarps; ++j) v += partial[j][row_in_group][t];
+      // Q4 / Q8 sums are already in real units (block steps).
+      out[t * w.rows + row] = F == QuantFormat::kTernary ? v * (x.absmax[t] / 127.0f) : v;
+    }
+  }
+  __syncthreads();  // `partial` is rewritten by the next group
+}
+
 // Blocks per multiprocessor the register allocation must allow (single-token decode: 5, i.e.
 // at most ~96 registers; with the chunk's scales held alongside its codes the compiler otherwise
 // takes ~100 and the occupancy drops to 4 blocks).
@@ -181,37 +214,51 @@ __device__ __forceinline__ void MatVecBlocks(const QuantWeightView& w, const Act
     if (next_g < w.n_groups) LoadChunk<F>(w, next_g, next_k, warp, r, quarter, next);
     ComputeChunk<F, NT>(w, x, k, warp, quarter, cur, acc);
 
-    if (next_k == 0) {
-      // Group g is done: sum the four quarters of each row (ternary lanes already hold their
-      // row's sum), then the warps.
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        float v = acc[t];
-        if constexpr (F != QuantFormat::kTernary) {
-          v += __shfl_xor_sync(kFullMask, v, 1);
-          v += __shfl_xor_sync(kFullMask, v, 2);
-        }
-        if (quarter == 0) partial[warp][r][t] = v;
-        acc[t] = 0.0f;
-      }
-      __syncthreads();
-      if (threadIdx.x < kRowGroup * NT) {
-        const int row_in_group = threadIdx.x % kRowGroup;
-        const int t = threadIdx.x / kRowGroup;
-        const int64_t row = g * kRowGroup + row_in_group;
-        if (row < w.rows && t < x.n_tokens) {
-          float v = 0.0f;
-#pragma unroll
-          for (int j = 0; j < kWarps; ++j) v += partial[j][row_in_group][t];
-          // Q4 / Q8 sums are already in real units (block steps).
-          out[t * w.rows + row] = F == QuantFormat::kTernary ? v * (x.absmax[t] / 127.0f) : v;
-        }
-      }
-      __syncthreads();  // `partial` is rewritten by the next group
-    }
+    if (next_k == 0) FinishGroup<F, NT>(w, x, out, g, warp, r, quarter, acc, partial);
     cur = next;
     g = next_g;
     k = next_k;
+  }
+}
+
+// Item `item` of this block's walk: its (item / chunks)-th row group, chunk item % chunks.
+__device__ __forceinline__ void ItemAt(int64_t item, int64_t chunks, int64_t* g, int64_t* k) {
+  *g = blockIdx.x + (item / chunks) * gridDim.x;
+  *k = item % chunks;
+}
+
+// MatVecBlocks for one token with two chunks in flight per warp (QuantMatVecOptions::
+// chunks_in_flight = 2): the loads of item i + 2 are issued before item i is computed, across
+// row-group boundaries, so a warp keeps up to twice the bytes in flight through the group
+// reductions (docs/cuda.md, "The mat-vec kernel's own streaming rate"). Computes exactly what
+// MatVecBlocks<F, 1> computes (same chunks, same order). c0, c1: the block's first two items.
+template <QuantFormat F>
+__device__ __forceinline__ void MatVecBlocksTwoInFlight(const QuantWeightView& w, const ActivationView& x,
+                                                        float* out, Chunk<F>& c0, Chunk<F>& c1,
+                                                        float (&partial)[kWarps][kRowGroup][1]) {
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int r = lane >> 2;
+  const int quarter = lane & 3;
+  const int64_t chunks = (w.n_steps + kWarps * kUnroll - 1) / (kWarps * kUnroll);
+  const int64_t groups = blockIdx.x < w.n_groups ? (w.n_groups - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
+  const int64_t items = groups * chunks;
+  float acc[1] = {0.0f};
+  for (int64_t item = 0; item < items; ++item) {
+    Chunk<F> c2{};
+    if (item + 2 < items) {
+      int64_t g2 = 0;
+      int64_t k2 = 0;
+      ItemAt(item + 2, chunks, &g2, &k2);
+      LoadChunk<F>(w, g2, k2, warp, r, quarter, c2);
+    }
+    int64_t g = 0;
+    int64_t k = 0;
+    ItemAt(item, chunks, &g, &k);
+    ComputeChunk<F, 1>(w, x, k, warp, quarter, c0, acc);
+    if (k == chunks - 1) FinishGroup<F, 1>(w, x, out, g, warp, r, quarter, acc, partial);
+    c0 = c1;
+    c1 = c2;
   }
 }
 
@@ -236,6 +283,35 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<NT>)
   WaitForPrerequisiteGrids();
   __shared__ float partial[kWarps][kRowGroup][NT];
   MatVecBlocks<F, NT>(w, x, out, cur, partial);
+}
+
+// One single-token mat-vec with two chunks per warp in flight; both are loaded before the wait.
+// Four blocks per SM: the second chunk's registers do not fit the five-block bound.
+template <QuantFormat F>
+__global__ void __launch_bounds__(kThreads, 4)
+    QuantMatVecTwoInFlightKernel(QuantWeightView w, ActivationView x, float* out, WeightPrefetch prefetch,
+                                 uint32_t prefetch_blocks) {
+  AllowDependentLaunch();
+  PrefetchWeight<F>(w, prefetch, prefetch_blocks);
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int64_t chunks = (w.n_steps + kWarps * kUnroll - 1) / (kWarps * kUnroll);
+  const int64_t groups = blockIdx.x < w.n_groups ? (w.n_groups - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
+  Chunk<F> c0{};
+  Chunk<F> c1{};
+  int64_t g = 0;
+  int64_t k = 0;
+  if (groups * chunks > 0) {
+    ItemAt(0, chunks, &g, &k);
+    LoadChunk<F>(w, g, k, warp, lane >> 2, lane & 3, c0);
+  }
+  if (groups * chunks > 1) {
+    ItemAt(1, chunks, &g, &k);
+    LoadChunk<F>(w, g, k, warp, lane >> 2, lane & 3, c1);
+  }
+  WaitForPrerequisiteGrids();
+  __shared__ float partial[kWarps][kRowGroup][1];
+  MatVecBlocksTwoInFlight<F>(w, x, out, c0, c1, partial);
 }
 
 // A chain of single-token mat-vecs in one cooperative launch, a grid-wide barrier between links
@@ -264,6 +340,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<4>)
 
 std::atomic<int> g_prefetch{static_cast<int>(WeightPrefetch::kBulk)};
 std::atomic<int> g_prefetch_blocks{128};
+std::atomic<int> g_chunks_in_flight{1};
 
 // Blocks for `n_groups` row groups: every block resident at once (one wave, by the kernel's
 // occupancy), with the groups spread evenly over them.
@@ -287,6 +364,10 @@ template <QuantFormat F>
 cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
   const auto prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
   const auto prefetch_blocks = static_cast<uint32_t>(g_prefetch_blocks.load(std::memory_order_relaxed));
+  if (x.n_tokens == 1 && g_chunks_in_flight.load(std::memory_order_relaxed) == 2) {
+    return LaunchDependent(QuantMatVecTwoInFlightKernel<F>, dim3(GridFor(QuantMatVecTwoInFlightKernel<F>, w.n_groups)),
+                           dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
+  }
   if (x.n_tokens == 1) {
     return LaunchDependent(QuantMatVecKernel<F, 1>, dim3(GridFor(QuantMatVecKernel<F, 1>, w.n_groups)),
                            dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
@@ -301,12 +382,14 @@ cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out
 void SetQuantMatVecOptions(const QuantMatVecOptions& options) {
   g_prefetch.store(static_cast<int>(options.prefetch), std::memory_order_relaxed);
   g_prefetch_blocks.store(options.prefetch_blocks > 0 ? options.prefetch_blocks : 1, std::memory_order_relaxed);
+  g_chunks_in_flight.store(options.chunks_in_flight == 2 ? 2 : 1, std::memory_order_relaxed);
 }
 
 QuantMatVecOptions GetQuantMatVecOptions() {
   QuantMatVecOptions options;
   options.prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
   options.prefetch_blocks = g_prefetch_blocks.load(std::memory_order_relaxed);
+  options.chunks_in_flight = g_chunks_in_flight.load(std::memory_order_relaxed);
   return options;
 }
 
