@@ -23,7 +23,8 @@
 # passed and the benchmark ran, 1 otherwise (the report is written either way).
 #
 # Environment: BITFLEET_GPU_PROFILE=1 (also time every kernel of the decode steps with ncu: adds
-# about a minute), BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
+# about a minute), BITFLEET_GPU_MATVEC_STUDY=1 (the mat-vec with one and two chunks in flight,
+# with ncu sections: about a minute), BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
 # BITFLEET_GPU_ARCHS (CUDA architectures for --prepare, default 90: H100/H200; "80;90" for A100
 # too), BITFLEET_GPU_BENCH_ARGS (extra bitfleet-bench-gpu options).
 set -uo pipefail
@@ -174,6 +175,27 @@ if [[ -n ${BITFLEET_GPU_PROFILE:-} && -x $bench && -n $ncu_bin ]]; then
   done
 fi
 
+# Optional (BITFLEET_GPU_MATVEC_STUDY=1): the single-token mat-vec with one and with two
+# weight-load chunks in flight per warp (docs/cuda.md, "The mat-vec kernel's own streaming
+# rate"): a 2B matrix and a 141 MB one of each type, the 2B layer stream and the batch-1 decode
+# step, then ncu's view (throughput, memory, stall reasons, occupancy) of the big TQ2_0 mat-vec.
+if [[ -n ${BITFLEET_GPU_MATVEC_STUDY:-} && -x $bench ]]; then
+  for d in 1 2; do
+    t0=$(date +%s)
+    timeout 150 "$bench" --types tq2_0,q4_0,q4_1,q8_0 --shapes 13824x2560,221184x2560 --batch 1 \
+      --layer-types tq2_0,q4_0 --decode-types tq2_0 --decode-batch 1 --decode-fused-norms 1 \
+      --matvec-chunks-in-flight "$d" >"$out/matvec_study_d$d.jsonl" 2>>"$log"
+    say "matvec study, $d chunk(s) in flight: exit $? ($(( $(date +%s) - t0 )) s)"
+    if [[ -n $ncu_bin ]]; then
+      timeout 120 "$ncu_bin" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section WarpStateStats --section Occupancy -k regex:QuantMatVec --launch-skip 3 --launch-count 1 \
+        "$bench" --types tq2_0 --shapes 221184x2560 --batch 1 --layer-types "" --decode-types "" --reps 1 \
+        --matvec-chunks-in-flight "$d" >"$out/matvec_ncu_d$d.txt" 2>>"$log"
+      say "matvec ncu, $d chunk(s) in flight: exit $?"
+    fi
+  done
+fi
+
 # The CUDA runner end to end (with bitfleet staged): one sequence (`bench decode --device cuda`)
 # and the serving path (`serve --device cuda`, `bench serve` at concurrency 1 and 16) on the
 # `small` synthetic BitNet model, the model of the CPU serving figures (docs/perf.md).
@@ -274,6 +296,28 @@ for r in b:
                     f"{' fused norms' if r.get('fused_norms') else ''}: "
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
+study = {}
+for d in (1, 2):
+    path = os.path.join(out, f"matvec_study_d{d}.jsonl")
+    if os.path.exists(path):
+        study[d] = [json.loads(l) for l in open(path) if l.startswith("{")]
+if study:
+    summary["matvec_study"] = study
+    rows += ["", "mat-vec study (fraction of copy bandwidth; decode step ms), chunks in flight 1 / 2:"]
+    def pick(d, pred):
+        return next((r for r in study.get(d, []) if pred(r)), None)
+    keys = [(r["kernel"], r.get("type"), r.get("rows"), r.get("fused")) for r in study.get(1, [])
+            if r["kernel"] in ("matmul", "matvec_2b_layers", "decode_step")]
+    for kernel, t, nrows, fused in keys:
+        same = lambda r: (r["kernel"], r.get("type"), r.get("rows"), r.get("fused")) == (kernel, t, nrows, fused)
+        a, b2 = pick(1, same), pick(2, same)
+        if kernel == "decode_step":
+            v = [x["step_ms_graph"] if x else float("nan") for x in (a, b2)]
+            rows.append(f"  decode step {t} batch 1: {v[0]:.3f} / {v[1]:.3f} ms")
+        else:
+            v = [x["roofline_fraction"] if x else float("nan") for x in (a, b2)]
+            what = f"{t} {nrows}x{a.get('cols')}" if kernel == "matmul" else f"2B layer stream {t} {'fused' if fused else 'separate'}"
+            rows.append(f"  {what:32s} {v[0]:.3f} / {v[1]:.3f}")
 runner = {}
 for name in ("runner_decode", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
              "runner_serve_prefix"):
