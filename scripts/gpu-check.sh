@@ -205,6 +205,9 @@ if [[ -x $carry/bin/bitfleet ]]; then
   if timeout 120 "$bf" synth --arch bitnet --preset small --seed 1 -o "$work/small.gguf" >>"$log" 2>&1; then
     timeout 120 "$bf" --log-level warn bench decode --device cuda -m "$work/small.gguf" --prompt 128 --gen 64 \
       >"$out/runner_decode.json" 2>>"$log" || { say "runner: bench decode failed"; status=1; }
+    # The same without the fused norm kernels (BITFLEET_CUDA_FUSED_NORMS=0), for their effect.
+    BITFLEET_CUDA_FUSED_NORMS=0 timeout 120 "$bf" --log-level warn bench decode --device cuda -m "$work/small.gguf" \
+      --prompt 128 --gen 64 >"$out/runner_decode_unfused.json" 2>>"$log" || { say "runner: bench decode (unfused) failed"; status=1; }
     timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50151 >>"$log" 2>&1 &
     serve_pid=$!
     # name, concurrency, requests, prompt, generated, shared prefix: the CPU figures' settings
@@ -319,7 +322,7 @@ if study:
             what = f"{t} {nrows}x{a.get('cols')}" if kernel == "matmul" else f"2B layer stream {t} {'fused' if fused else 'separate'}"
             rows.append(f"  {what:32s} {v[0]:.3f} / {v[1]:.3f}")
 runner = {}
-for name in ("runner_decode", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
+for name in ("runner_decode", "runner_decode_unfused", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
              "runner_serve_prefix"):
     path = os.path.join(out, name + ".json")
     try:
@@ -331,6 +334,9 @@ if runner:
     d = runner.get("runner_decode", {})
     rows += ["", f"runner, small bitnet, --device cuda: prompt {d.get('prompt_tok_s', 0):.0f} tok/s, "
              f"decode {d.get('gen_tok_s', 0):.0f} tok/s ({d.get('kernel', '?')})"]
+    u = runner.get("runner_decode_unfused", {})
+    if u:
+        rows.append(f"  without fused norms: prompt {u.get('prompt_tok_s', 0):.0f} tok/s, decode {u.get('gen_tok_s', 0):.0f} tok/s")
     for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
         r = runner.get(f"runner_serve_{name}", {})
         if r:

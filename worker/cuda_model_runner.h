@@ -77,6 +77,14 @@ class CudaModelRunner final : public StepRunner {
   bool decode_graphs() const;  // false also after a failed capture (logged)
   int64_t decode_graph_launches() const;
 
+  // Norms fused with the int8 quantization of their output (and the residual add or the
+  // squared-ReLU gate before them) where the projections they feed share one scaling; on by
+  // default, off with BITFLEET_CUDA_FUSED_NORMS=0 or here. The same results bit for bit
+  // (tests/gpu/cuda_model_runner_test.cc). Counts host-side fused-kernel launches.
+  void set_fused_norms(bool on);
+  bool fused_norms() const;
+  int64_t fused_norm_launches() const;
+
  private:
   explicit CudaModelRunner(std::unique_ptr<CudaModelRunnerImpl> impl);
   std::unique_ptr<CudaModelRunnerImpl> impl_;

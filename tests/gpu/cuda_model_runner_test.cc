@@ -215,6 +215,65 @@ TEST(CudaModelRunnerTest, DecodeGraphsReplayExactlyWhatPlainLaunchesCompute) {
   CheckDecodeGraphs("llama", DType::kF16);
 }
 
+// Norms fused with the activation quantization give the logits of the unfused sequence, bit for
+// bit, over prefill and decode steps; they are used wherever the projections share a scaling
+// (every norm of BitNet, the two input norms of a quantized llama) and not for float weights.
+void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
+  SCOPED_TRACE(arch + " " + DTypeName(type));
+  StatusOr<std::string> path = SynthTinyModel(arch, type);
+  ASSERT_TRUE(path.ok()) << path.status();
+  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  StatusOr<std::unique_ptr<CudaModelRunner>> fused = CudaModelRunner::Create(*file, TestOptions());
+  StatusOr<std::unique_ptr<CudaModelRunner>> plain = CudaModelRunner::Create(*file, TestOptions());
+  ASSERT_TRUE(fused.ok()) << fused.status();
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  (*fused)->set_fused_norms(true);
+  (*plain)->set_fused_norms(false);
+  const int n_vocab = (*plain)->n_vocab();
+  std::vector<Seq> seqs(3);
+  for (int i = 0; i < 3; ++i) {
+    seqs[i].tokens = TestTokens(7 + 5 * i, n_vocab, 500 + i);
+    for (int b = 0; b < 8; ++b) seqs[i].table.push_back(i * 8 + b);
+  }
+  for (int step = 0; step < 6; ++step) {
+    std::vector<SequenceStep> batch;
+    for (Seq& q : seqs) {
+      SequenceStep st;
+      st.tokens = std::span<const int32_t>(q.tokens).subspan(q.cached);
+      st.start_pos = q.cached;
+      st.block_table = q.table;
+      st.all_logits = st.tokens.size() > 1;
+      batch.push_back(st);
+    }
+    StatusOr<StepLogits> want = (*plain)->Step(batch);
+    ASSERT_TRUE(want.ok()) << want.status();
+    StatusOr<StepLogits> got = (*fused)->Step(batch);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (int k = 0; k < 3; ++k) {
+      ASSERT_EQ(got->rows(k), want->rows(k));
+      for (int r = 0; r < want->rows(k); ++r) {
+        const std::span<const float> w = want->Row(k, r);
+        const std::span<const float> g = got->Row(k, r);
+        ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0) << "step " << step << " sequence " << k;
+      }
+      Seq& q = seqs[k];
+      q.cached = static_cast<int>(q.tokens.size());
+      q.tokens.push_back(ArgMax(want->Last(k)));
+    }
+  }
+  EXPECT_EQ((*fused)->fused_norm_launches() > 0, expect_fused);
+  EXPECT_EQ((*plain)->fused_norm_launches(), 0);
+}
+
+TEST(CudaModelRunnerTest, FusedNormsComputeExactlyWhatSeparateKernelsCompute) {
+  BF_REQUIRE_GPU();
+  CheckFusedNorms("bitnet", DType::kTQ2_0, true);
+  CheckFusedNorms("bitnet-b1.58", DType::kI2_S, true);
+  CheckFusedNorms("llama", DType::kQ4_1, true);
+  CheckFusedNorms("llama", DType::kF16, false);
+}
+
 TEST(CudaModelRunnerTest, RejectsWhatTheCpuRunnerRejects) {
   BF_REQUIRE_GPU();
   StatusOr<std::string> path = SynthTinyModel("bitnet", DType::kTQ2_0);
