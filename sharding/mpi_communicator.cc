@@ -46,6 +46,7 @@ struct MpiFinalizer {
 }  // namespace
 
 bool MpiGroupBroken() { return g_group_broken.load(); }
+void MarkMpiGroupBroken() { g_group_broken.store(true); }
 void ResetMpiGroupBrokenForTesting() { g_group_broken.store(false); }
 
 bool LaunchedUnderMpi() {

@@ -17,6 +17,9 @@ bool LaunchedUnderMpi();
 // True once any collective of this process timed out. The process then skips MPI_Finalize at
 // exit (it would wait forever for the lost peer), so mpirun ends the whole job non-zero.
 bool MpiGroupBroken();
+// Marks the group broken for a reason found outside a collective (the coordinator failed this
+// replica because a peer went silent): the exit then skips MPI_Finalize as after a timeout.
+void MarkMpiGroupBroken();
 // Tests that deliberately time out and then let the peer catch up call this to exit normally.
 void ResetMpiGroupBrokenForTesting();
 

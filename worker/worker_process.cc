@@ -189,7 +189,18 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptio
 
 Status WorkerProcess::Run() {
   StepExecutor& executor = *state_->executor;
-  return state_->client->Run([&executor](const coordinator::StepPlan& plan) { return executor.Execute(plan); });
+  const Status status =
+      state_->client->Run([&executor](const coordinator::StepPlan& plan) { return executor.Execute(plan); });
+#if defined(BITFLEET_HAVE_MPI)
+  // A group that ends in error may have lost a peer without any collective noticing (the
+  // coordinator ends every rank's stream when one goes silent, and this rank may have been
+  // waiting for a plan, not in a collective): MPI_Finalize at exit would wait for that peer
+  // forever. Leave as after a timed-out collective; mpirun then ends the job.
+  if (!status.ok() && !absl::IsCancelled(status) && state_->world_size > 1 && sharding::LaunchedUnderMpi()) {
+    sharding::MarkMpiGroupBroken();
+  }
+#endif
+  return status;
 }
 
 void WorkerProcess::Stop() { state_->client->Stop(); }
