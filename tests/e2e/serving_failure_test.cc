@@ -4,8 +4,8 @@
 // a second SIGTERM ends the drain at once;
 // a full admission queue answers RESOURCE_EXHAUSTED and the server keeps serving; health stays
 // NOT_SERVING until the workers register; killing a worker rank ends in-flight requests with
-// UNAVAILABLE within seconds while the coordinator keeps answering health; serve relaunches a
-// replica whose workers died.
+// UNAVAILABLE within seconds while the coordinator keeps answering health; a rank frozen while
+// its group is idle still ends the group; serve relaunches a replica whose workers died.
 #include <signal.h>
 
 #include <atomic>
@@ -153,7 +153,51 @@ TEST(ServeFailureTest, FullQueueGivesResourceExhaustedAndTheServerKeepsServing) 
   EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0);
 }
 
-// Coordinator and workers as separate processes (workers under mpirun at TP=2).
+// Coordinator and workers as separate processes (workers under mpirun at TP > 1), the
+// coordinator failing a silent rank after 2 s.
+struct Cluster {
+  std::unique_ptr<Process> coordinator;
+  std::unique_ptr<Process> workers;
+  std::unique_ptr<Client> client;
+};
+
+// Starts the coordinator, checks it refuses work before any worker registered, then starts the
+// group and waits for SERVING.
+void StartCluster(const std::string& bin, const std::string& model, int tp, const std::string& name,
+                  Cluster* cluster) {
+  const int port = FreePort();
+  const int control = FreePort();
+  const std::string log = ::testing::TempDir() + "/" + name;
+  auto coordinator =
+      Process::Start({bin, "coordinator", "--model", model, "--listen", "127.0.0.1:" + std::to_string(port),
+                      "--control", "127.0.0.1:" + std::to_string(control), "--tp", std::to_string(tp), "--ctx", "512",
+                      "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "2000"},
+                     log + "-coordinator.log");
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  cluster->coordinator = std::move(*coordinator);
+  Process& coord = *cluster->coordinator;
+  ASSERT_TRUE(WaitUntil([&] { return PortListening(port) || coord.Exited(); }, 30s));
+  cluster->client = std::make_unique<Client>("ipv4:127.0.0.1:" + std::to_string(port));
+  Client& client = *cluster->client;
+  grpc::Status health_call;
+  ASSERT_TRUE(WaitUntil([&] { return client.Health("", &health_call) != Health::UNKNOWN || coord.Exited(); }, 30s))
+      << health_call.error_message();
+  // No workers yet: NOT_SERVING, and a request is refused with UNAVAILABLE.
+  EXPECT_EQ(client.Health(), Health::NOT_SERVING);
+  EXPECT_EQ(client.Generate(GreedyRequest({1, 2}, 4), 10s).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  std::vector<std::string> argv = tp > 1 ? MpirunPrefix(tp) : std::vector<std::string>{};
+  for (const std::string& a : {bin, std::string("worker"), std::string("--coordinator"),
+                               "127.0.0.1:" + std::to_string(control), std::string("--model"), model,
+                               std::string("--threads"), std::string("1"), std::string("--ctx"), std::string("512")}) {
+    argv.push_back(a);
+  }
+  auto workers = Process::Start(argv, log + "-workers.log");
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  cluster->workers = std::move(*workers);
+  ASSERT_TRUE(client.WaitHealth(Health::SERVING, 90s)) << cluster->workers->Log() << coord.Log();
+}
+
 class WorkerFailureTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(WorkerFailureTest, HealthWaitsForWorkersAndAKilledRankFailsItsReplica) {
@@ -162,34 +206,9 @@ TEST_P(WorkerFailureTest, HealthWaitsForWorkersAndAKilledRankFailsItsReplica) {
   SLOW_MODEL_OR_SKIP(model);
   auto bin = BitfleetBinary();
   if (!bin.ok()) GTEST_SKIP() << bin.status();
-  const int port = FreePort();
-  const int control = FreePort();
-  const std::string log = ::testing::TempDir() + "/worker-failure-tp" + std::to_string(tp);
-  auto coordinator =
-      Process::Start({*bin, "coordinator", "--model", model, "--listen", "127.0.0.1:" + std::to_string(port),
-                      "--control", "127.0.0.1:" + std::to_string(control), "--tp", std::to_string(tp), "--ctx", "512",
-                      "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "2000"},
-                     log + "-coordinator.log");
-  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-  ASSERT_TRUE(WaitUntil([&] { return PortListening(port) || (*coordinator)->Exited(); }, 30s));
-  Client client("ipv4:127.0.0.1:" + std::to_string(port));
-  grpc::Status health_call;
-  ASSERT_TRUE(
-      WaitUntil([&] { return client.Health("", &health_call) != Health::UNKNOWN || (*coordinator)->Exited(); }, 30s))
-      << health_call.error_message();
-  // No workers yet: NOT_SERVING, and a request is refused with UNAVAILABLE.
-  EXPECT_EQ(client.Health(), Health::NOT_SERVING);
-  EXPECT_EQ(client.Generate(GreedyRequest({1, 2}, 4), 10s).status.error_code(), grpc::StatusCode::UNAVAILABLE);
-
-  std::vector<std::string> argv = tp > 1 ? MpirunPrefix(tp) : std::vector<std::string>{};
-  for (const std::string& a : {*bin, std::string("worker"), std::string("--coordinator"),
-                               "127.0.0.1:" + std::to_string(control), std::string("--model"), model,
-                               std::string("--threads"), std::string("1"), std::string("--ctx"), std::string("512")}) {
-    argv.push_back(a);
-  }
-  auto workers = Process::Start(argv, log + "-workers.log");
-  ASSERT_TRUE(workers.ok()) << workers.status();
-  ASSERT_TRUE(client.WaitHealth(Health::SERVING, 90s)) << (*workers)->Log() << (*coordinator)->Log();
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartCluster(*bin, model, tp, "worker-failure-tp" + std::to_string(tp), &cluster));
+  Client& client = *cluster.client;
   auto expected = GreedyReference(model, {1, 9, 8}, 6, /*stop_at_eog=*/false);
   ASSERT_TRUE(expected.ok());
   const GenerateOutcome short_one = client.Generate(GreedyRequest({1, 9, 8}, 6), 60s);
@@ -214,12 +233,37 @@ TEST_P(WorkerFailureTest, HealthWaitsForWorkersAndAKilledRankFailsItsReplica) {
   EXPECT_EQ(client.Health("bitfleet.v1.Inference/replica-0"), Health::NOT_SERVING);
   EXPECT_EQ(client.Generate(GreedyRequest({1, 2}, 4), 10s).status.error_code(), grpc::StatusCode::UNAVAILABLE);
   // The rest of the group goes away too (mpirun tears the job down).
-  EXPECT_TRUE((*workers)->Wait(30s).ok()) << (*workers)->Log();
+  EXPECT_TRUE(cluster.workers->Wait(30s).ok()) << cluster.workers->Log();
 
-  (*coordinator)->Signal(SIGTERM);
-  auto code = (*coordinator)->Wait(30s);
+  cluster.coordinator->Signal(SIGTERM);
+  auto code = cluster.coordinator->Wait(30s);
   ASSERT_TRUE(code.ok());
-  EXPECT_EQ(*code, 0) << (*coordinator)->Log();
+  EXPECT_EQ(*code, 0) << cluster.coordinator->Log();
+}
+
+// A rank that freezes (SIGSTOP) while the group is idle: no collective is waiting on it, so
+// only the coordinator notices (heartbeat) and ends the other rank's stream. That rank must then
+// leave without MPI_Finalize, which would wait for the frozen peer forever, so that mpirun
+// ends the job and the launcher can restart it.
+TEST(FrozenRankTest, EndsItsIdleGroupSoItCanBeRestarted) {
+  if (!HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
+  SLOW_MODEL_OR_SKIP(model);
+  auto bin = BitfleetBinary();
+  if (!bin.ok()) GTEST_SKIP() << bin.status();
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartCluster(*bin, model, 2, "worker-frozen-rank", &cluster));
+  std::vector<pid_t> ranks = WorkerPids(model);
+  ASSERT_EQ(ranks.size(), 2u);
+  kill(ranks.back(), SIGSTOP);
+  EXPECT_TRUE(cluster.client->WaitHealth(Health::NOT_SERVING, 10s));
+  const StatusOr<int> ended = cluster.workers->Wait(30s);
+  for (pid_t pid : ranks) kill(pid, SIGKILL);  // whatever is left, frozen or not
+  EXPECT_TRUE(ended.ok()) << "the group did not end: " << ended.status() << "\n" << cluster.workers->Log();
+  if (ended.ok()) {
+    EXPECT_NE(*ended, 0) << cluster.workers->Log();
+  }
+  cluster.coordinator->Signal(SIGTERM);
+  EXPECT_EQ(cluster.coordinator->Wait(30s).value_or(-1), 0) << cluster.coordinator->Log();
 }
 
 INSTANTIATE_TEST_SUITE_P(TensorParallel, WorkerFailureTest, ::testing::Values(1, 2),
