@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cache/block_table.h"
 #include "cache/kv_storage_cuda.h"
 #include "core/logging.h"
@@ -68,6 +69,32 @@ StatusOr<DeviceProjection> LoadDeviceProjection(const gguf::GgufFile& file, cons
   p.weight = std::move(w).value();
   BF_ASSIGN_OR_RETURN(p.scale, ProjectionScale(file, name));
   return p;
+}
+
+// KV blocks that fit within `utilization` of the device's total memory, less what is in use now
+// (this runner's weights and buffers, and anything else on the device). RESOURCE_EXHAUSTED when
+// that is less than one full context.
+StatusOr<int> KvBlocksForMemory(const cache::KvStorageOptions& kv, double utilization, int max_context) {
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  BF_RETURN_IF_ERROR(kc::CudaStatus(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory"));
+  cache::KvStorageOptions one = kv;
+  one.num_blocks = 1;
+  BF_ASSIGN_OR_RETURN(const uint64_t block_bytes, cache::KvStorageCuda::BytesFor(one));
+  const double budget =
+      utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes);
+  const uint64_t fits = budget > 0 && block_bytes > 0 ? static_cast<uint64_t>(budget / static_cast<double>(block_bytes)) : 0;
+  const uint64_t context_blocks = cache::BlocksForTokens(max_context, kv.block_size);
+  if (fits < context_blocks) {
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the KV cache gets %.2f GiB of the device (%.2f of its %.1f GiB, less %.2f GiB in use): %d tokens, fewer "
+        "than one %d-token context; raise --gpu-memory-utilization or lower --ctx",
+        std::max(0.0, budget) / gib, utilization, total_bytes / gib, (total_bytes - free_bytes) / gib,
+        static_cast<int>(fits * kv.block_size), max_context));
+  }
+  constexpr uint64_t kMaxBlocks = uint64_t{1} << 24;  // block ids are int32; far beyond any device
+  return static_cast<int>(std::min(fits, kMaxBlocks));
 }
 
 }  // namespace
@@ -222,14 +249,6 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
     impl->layers_.push_back(std::move(L));
   }
 
-  cache::KvStorageOptions kv;
-  kv.num_layers = static_cast<int>(c.n_layer);
-  kv.n_kv_heads = d.n_head_kv;
-  kv.head_dim = d.head_dim;
-  kv.num_blocks = o.kv_blocks;
-  kv.block_size = o.kv_block_size;
-  BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorageCuda::Create(kv));
-
   // Step buffers for max_step_tokens tokens and max_logit_rows rows.
   const uint64_t t = static_cast<uint64_t>(o.max_step_tokens);
   const uint64_t rows = static_cast<uint64_t>(o.max_logit_rows);
@@ -268,6 +287,18 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   impl->seq_begin_.assign(o.max_step_sequences + 1, 0);
   impl->logit_begin_.assign(o.max_step_sequences + 1, 0);
   impl->logit_src_.assign(rows, 0);
+  // The KV pool last, so that sizing it by memory sees every other allocation.
+  cache::KvStorageOptions kv;
+  kv.num_layers = static_cast<int>(c.n_layer);
+  kv.n_kv_heads = d.n_head_kv;
+  kv.head_dim = d.head_dim;
+  kv.num_blocks = o.kv_blocks;
+  kv.block_size = o.kv_block_size;
+  if (options.kv_blocks == 0 && options.gpu_memory_utilization > 0) {
+    BF_ASSIGN_OR_RETURN(kv.num_blocks, KvBlocksForMemory(kv, options.gpu_memory_utilization, o.max_context));
+    impl->options_.kv_blocks = kv.num_blocks;
+  }
+  BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorageCuda::Create(kv));
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaStreamCreateWithFlags(&impl->stream_, cudaStreamNonBlocking), "stream"));
   // The allocations' zero fills run on the legacy stream, which the runner's non-blocking stream
   // does not wait for: finish them before the first Step.

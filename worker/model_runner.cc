@@ -61,6 +61,10 @@ Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* o) 
   if (o->max_context < 0 || o->kv_blocks < 0) {
     return absl::InvalidArgumentError("max_context and kv_blocks must be >= 0");
   }
+  if (!(o->gpu_memory_utilization >= 0 && o->gpu_memory_utilization <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu_memory_utilization must be in [0, 1], got ", o->gpu_memory_utilization));
+  }
   if (o->max_context == 0) o->max_context = config.n_ctx_train > 0 ? static_cast<int>(config.n_ctx_train) : 4096;
   if (o->kv_blocks == 0) o->kv_blocks = static_cast<int>(cache::BlocksForTokens(o->max_context, o->kv_block_size));
   return absl::OkStatus();

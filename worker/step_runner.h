@@ -35,7 +35,11 @@ struct RunnerOptions {
   int max_logit_rows = 64;       // logit rows one Step may return (all_logits rows count each)
   int max_context = 0;           // positions per sequence; 0: the model's training context
   int kv_block_size = 16;        // tokens per KV block
-  int kv_blocks = 0;             // KV blocks to allocate; 0: one full max_context sequence
+  int kv_blocks = 0;             // KV blocks to allocate; 0: one full max_context sequence, or see below
+  // CUDA runner with kv_blocks 0: size the KV pool to what fits within this fraction of the
+  // device's total memory, less what is in use once the weights and step buffers are loaded (as
+  // vLLM's --gpu-memory-utilization). 0: off. Ignored by the CPU runner.
+  double gpu_memory_utilization = 0;
   cache::KvType kv_type = cache::KvType::kF16;
   // Peers of a tensor-parallel group; null: single rank. Not owned; must outlive the runner.
   sharding::Communicator* communicator = nullptr;

@@ -153,6 +153,10 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptio
   runner_options.device = o.device;
   if (o.kv_blocks > 0) {
     runner_options.kv_blocks = o.kv_blocks;
+  } else if (o.device == RunnerDevice::kCuda) {
+    // The device's memory decides: the pool takes what the weights and buffers leave.
+    runner_options.kv_blocks = 0;
+    runner_options.gpu_memory_utilization = o.gpu_memory_utilization;
   } else {
     // The pool size needs the resolved context (max_context 0 means the training context).
     BF_ASSIGN_OR_RETURN(model::ModelConfig config, model::ReadModelConfig(*state->file));

@@ -33,7 +33,9 @@ struct WorkerOptions {
   RunnerDevice device = RunnerDevice::kCpu;  // where this rank's runner computes
   int threads = 1;
   int max_context = 0;  // 0: the model's training context
-  int kv_blocks = 0;    // 0: four full contexts, at most 16384 tokens (at least one context)
+  int kv_blocks = 0;    // 0: four full contexts, at most 16384 tokens (at least one context);
+                        // with device kCuda, what gpu_memory_utilization leaves (RunnerOptions)
+  double gpu_memory_utilization = 0.9;
   int kv_block_size = 16;
   int max_step_tokens = 512;
   int max_step_sequences = 64;

@@ -3,6 +3,8 @@
 // decode tokens of several sequences at once, a sequence joining mid-way, a projection scale)
 // must give the same logits within the budgets below, and the same greedy tokens wherever the
 // CPU's top two logits are further apart than the budget allows the paths to differ.
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/block_table.h"
 #include "core/dtype.h"
 #include "model/tokenizer/gguf_vocab_loader.h"
 #include "model/tokenizer/incremental_decoder.h"
@@ -272,6 +275,38 @@ TEST(CudaModelRunnerTest, FusedNormsComputeExactlyWhatSeparateKernelsCompute) {
   CheckFusedNorms("bitnet-b1.58", DType::kI2_S, true);
   CheckFusedNorms("llama", DType::kQ4_1, true);
   CheckFusedNorms("llama", DType::kF16, false);
+}
+
+// kv_blocks 0 with gpu_memory_utilization: the pool fills the device up to that fraction of its
+// memory (more than the one context kv_blocks 0 means otherwise), and a fraction below what the
+// weights already use is refused with the reason.
+TEST(CudaModelRunnerTest, SizesTheKvPoolByDeviceMemory) {
+  BF_REQUIRE_GPU();
+  StatusOr<std::string> path = SynthTinyModel("bitnet", DType::kTQ2_0);
+  ASSERT_TRUE(path.ok()) << path.status();
+  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  size_t free_before = 0;
+  size_t total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+  const double used_fraction = 1.0 - static_cast<double>(free_before) / static_cast<double>(total);
+  RunnerOptions options = TestOptions();
+  options.kv_blocks = 0;
+  // Room for a few hundred MiB more than what is in use (other processes may share the GPU).
+  options.gpu_memory_utilization = std::min(1.0, used_fraction + 0.3 * (1.0 - used_fraction));
+  StatusOr<std::unique_ptr<CudaModelRunner>> sized = CudaModelRunner::Create(*file, options);
+  ASSERT_TRUE(sized.ok()) << sized.status();
+  EXPECT_GT((*sized)->kv_blocks(), static_cast<int>(cache::BlocksForTokens(options.max_context, 16)));
+  size_t free_after = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+  const double now_used = 1.0 - static_cast<double>(free_after) / static_cast<double>(total);
+  EXPECT_LE(now_used, options.gpu_memory_utilization + 0.01);
+  sized->reset();
+
+  options.gpu_memory_utilization = used_fraction / 2;
+  StatusOr<std::unique_ptr<CudaModelRunner>> refused = CudaModelRunner::Create(*file, options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(std::string(refused.status().message()).find("--gpu-memory-utilization"), std::string::npos);
 }
 
 TEST(CudaModelRunnerTest, RejectsWhatTheCpuRunnerRejects) {

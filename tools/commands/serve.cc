@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/coordinator_server.h"
 #include "core/logging.h"
@@ -97,6 +98,8 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(s.kv_block_size),
       "--kv-blocks",
       std::to_string(w.kv_blocks),
+      "--gpu-memory-utilization",
+      absl::StrCat(w.gpu_memory_utilization),
       "--max-step-tokens",
       std::to_string(w.max_step_tokens),
       "--max-step-sequences",

@@ -40,7 +40,13 @@ void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool wit
   AddDeviceFlag(&cmd, &options->device);
   cmd.add_option("-t,--threads", options->threads, "Compute threads per rank")->capture_default_str();
   cmd.add_option("--kv-blocks", options->kv_blocks,
-                 "KV-cache blocks per rank (0: four full contexts, at most 16384 tokens)")
+                 "KV-cache blocks per rank (0: four full contexts, at most 16384 tokens; with --device cuda, "
+                 "what --gpu-memory-utilization leaves after the weights)")
+      ->capture_default_str();
+  cmd.add_option("--gpu-memory-utilization", options->gpu_memory_utilization,
+                 "With --device cuda and --kv-blocks 0: the fraction of the GPU's memory this rank may fill "
+                 "(weights, buffers and the KV cache)")
+      ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str();
   cmd.add_option("--max-step-tokens", options->max_step_tokens, "New tokens one step may feed, over all sequences")
       ->capture_default_str();

@@ -89,6 +89,17 @@ TEST(RunnerFactoryTest, CudaDeviceRunsOrSaysWhyNot) {
   EXPECT_TRUE((*runner)->logits_whole());
 }
 
+TEST(RunnerFactoryTest, GpuMemoryUtilizationMustBeAFraction) {
+  auto file = TinyLlama();
+  ASSERT_NE(file, nullptr);
+  for (double bad : {-0.1, 1.5}) {
+    RunnerOptions options = SmallOptions(RunnerDevice::kCpu);
+    options.gpu_memory_utilization = bad;
+    auto runner = CreateRunner(file, options);
+    EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(RunnerFactoryTest, CudaDeviceRefusesATensorParallelRank) {
   auto file = TinyLlama();
   ASSERT_NE(file, nullptr);
