@@ -202,7 +202,7 @@ class WorkerFailureTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(WorkerFailureTest, HealthWaitsForWorkersAndAKilledRankFailsItsReplica) {
   const int tp = GetParam();
-  if (tp > 1 && !HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
+  if (tp > 1 && !HaveMpirun()) GTEST_SKIP() << kNoMpiGroups;
   SLOW_MODEL_OR_SKIP(model);
   auto bin = BitfleetBinary();
   if (!bin.ok()) GTEST_SKIP() << bin.status();
@@ -246,7 +246,7 @@ TEST_P(WorkerFailureTest, HealthWaitsForWorkersAndAKilledRankFailsItsReplica) {
 // leave without MPI_Finalize, which would wait for the frozen peer forever, so that mpirun
 // ends the job and the launcher can restart it.
 TEST(FrozenRankTest, EndsItsIdleGroupSoItCanBeRestarted) {
-  if (!HaveMpirun()) GTEST_SKIP() << "mpirun not installed";
+  if (!HaveMpirun()) GTEST_SKIP() << kNoMpiGroups;
   SLOW_MODEL_OR_SKIP(model);
   auto bin = BitfleetBinary();
   if (!bin.ok()) GTEST_SKIP() << bin.status();

@@ -121,7 +121,13 @@ std::string Process::Log() const {
   return text.str();
 }
 
-bool HaveMpirun() { return system("command -v mpirun > /dev/null 2>&1") == 0; }
+bool HaveMpirun() {
+#if defined(BITFLEET_HAVE_MPI)
+  return system("command -v mpirun > /dev/null 2>&1") == 0;
+#else
+  return false;  // a bitfleet built without MPI runs every rank as a group of one
+#endif
+}
 
 std::vector<std::string> MpirunPrefix(int np) {
   return {"mpirun", "-np", std::to_string(np), "--oversubscribe", "--allow-run-as-root", "--bind-to", "none",
@@ -347,7 +353,7 @@ std::string Served::Metrics() {
 StatusOr<std::unique_ptr<Served>> StartServe(const std::string& model, int tp, const std::string& log_name,
                                              const std::vector<std::string>& extra) {
   BF_ASSIGN_OR_RETURN(std::string bin, BitfleetBinary());
-  if (tp > 1 && !HaveMpirun()) return absl::NotFoundError("mpirun not installed");
+  if (tp > 1 && !HaveMpirun()) return absl::NotFoundError(kNoMpiGroups);
   auto served = std::make_unique<Served>();
   served->model = model;
   served->port = FreePort();

@@ -47,7 +47,10 @@ class Process {
 
 // mpirun flags for tests on one box (root allowed, oversubscribed, loopback TCP).
 std::vector<std::string> MpirunPrefix(int np);
+// True when TP > 1 groups can be started: mpirun is installed and bitfleet was built with MPI.
 bool HaveMpirun();
+// The skip reason when they cannot.
+inline constexpr char kNoMpiGroups[] = "no TP groups here: mpirun not installed or bitfleet built without MPI";
 
 // Synthesizes a model with the bitfleet binary into `dir` (cached per arguments; safe when
 // several test processes ask at once).

@@ -32,6 +32,7 @@ if [ -z "$bin" ] || [ ! -x "$bin" ]; then skip "BITFLEET_BIN is not an executabl
 command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
 command -v unshare >/dev/null || skip "unshare (util-linux) is not installed"
 command -v mpirun >/dev/null || skip "Open MPI (mpirun) is not installed"
+ldd "$bin" 2>/dev/null | grep -q 'libmpi' || skip "bitfleet was built without MPI (-DBITFLEET_MPI=OFF)"
 probe_ns="bfprobe$$"
 ip netns add "$probe_ns" 2>/dev/null || skip "cannot create network namespaces here (ip netns add failed)"
 ip netns delete "$probe_ns"
