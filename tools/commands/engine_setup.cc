@@ -29,8 +29,13 @@ int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency());
 void AddDeviceFlag(CLI::App* cmd, worker::RunnerDevice* device) {
   std::string help = "Where the model runs: cpu (any TP degree) or cuda (the whole model on one GPU, TP=1";
   help += worker::CudaRunnerBuilt() ? ")" : "; this build has no CUDA)";
+  // The IsMember check runs before the callback, so the parse always succeeds there.
   cmd->add_option_function<std::string>(
-         "--device", [device](const std::string& name) { *device = worker::ParseRunnerDevice(name).value(); }, help)
+         "--device",
+         [device](const std::string& name) {
+           if (StatusOr<worker::RunnerDevice> parsed = worker::ParseRunnerDevice(name); parsed.ok()) *device = *parsed;
+         },
+         help)
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->default_str("cpu");
 }
