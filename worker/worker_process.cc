@@ -12,8 +12,8 @@
 #include "model/gguf/gguf.h"
 #include "sharding/communicator.h"
 #include "worker/control_client.h"
-#include "worker/runner_factory.h"
 #include "worker/nccl_bootstrap.h"
+#include "worker/runner_factory.h"
 #include "worker/step_executor.h"
 #if defined(BITFLEET_HAVE_MPI)
 #include "sharding/mpi_communicator.h"
