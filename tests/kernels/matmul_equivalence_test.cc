@@ -16,6 +16,7 @@
 #include "kernels/cpu/matmul_cpu.h"
 #include "kernels/matmul.h"
 #include "kernels/ref/matmul_ref.h"
+#include "kernels/ref/quant.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace bitfleet::kernels {
@@ -229,6 +230,52 @@ TEST(MatMulQuantizedGroup, EqualsOneCallPerWeight) {
         for (size_t i = 0; i < single.size(); ++i) {
           ASSERT_EQ(grouped[j].data()[i], single.data()[i]) << "job " << j << " (" << DTypeName(weights[j]->type())
                                                             << " " << weights[j]->rows() << " rows) output " << i;
+        }
+      }
+    }
+  }
+}
+
+// The AMX ternary kernels have three paths by batch size (one token tile, two, more) and each
+// handles a partial last row block. Ternary rows with one scale per row (what the AMX paths
+// need) at batch sizes around the tile edges and row counts around the 16/32-row blocks: every
+// variant equals the integer reference within the accumulation budget.
+TEST(MatMulQuantized, TernaryBatchesAroundTileEdges) {
+  std::mt19937_64 rng(1588);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  ThreadPool pool2(2);
+  const auto variants = testing::VariantsToTest();
+  for (const DType type : {DType::kTQ2_0, DType::kTQ1_0}) {
+    for (const int n_tokens : {10, 15, 16, 17, 31, 32, 33, 48}) {
+      const uint64_t rows = std::vector<uint64_t>{1, 15, 16, 17, 33, 64, 95}[rng() % 7];
+      const uint64_t cols = 256 * (1 + rng() % 5);
+      SCOPED_TRACE(::testing::Message() << DTypeName(type) << " " << rows << "x" << cols << " batch " << n_tokens);
+      std::vector<float> values(rows * cols);
+      for (uint64_t r = 0; r < rows; ++r) {
+        const float scale = std::exp(normal(rng)) * 0.05f;
+        for (uint64_t c = 0; c < cols; ++c) values[r * cols + c] = static_cast<float>(static_cast<int>(rng() % 3) - 1) * scale;
+      }
+      std::vector<uint8_t> bytes(TensorBytes(type, cols, rows * cols).value());
+      ASSERT_TRUE(ref::QuantizeTensor(type, values, cols, bytes).ok());
+      auto packed = PackWeight(type, cols, rows, bytes);
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      const std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
+      std::vector<float> absmax(n_tokens);
+      ref::ComputeAbsMaxRef(x.data(), n_tokens, cols, absmax.data());
+      std::vector<int8_t> q(static_cast<size_t>(n_tokens) * cols);
+      ref::QuantizeActivationsRef(x.data(), n_tokens, cols, absmax.data(), q.data());
+      const size_t n_out = static_cast<size_t>(n_tokens) * rows;
+      std::vector<double> want(n_out), mag(n_out);
+      ASSERT_TRUE(ref::MatMulDequantRef(type, cols, rows, bytes, x.data(), n_tokens, absmax.data(), want, mag).ok());
+      for (const cpu::CpuKernels* k : variants) {
+        SCOPED_TRACE(k->name);
+        QuantizedActivations act;
+        cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, ActScaling::kPerToken, absmax.data(), &act, nullptr);
+        GuardedFloats out(n_out);
+        cpu::MatMulQuantizedWith(*k, **packed, act, out.data(), pool2);
+        ASSERT_TRUE(out.Intact() && out.Written());
+        for (size_t i = 0; i < n_out; ++i) {
+          ASSERT_NEAR(out.data()[i], want[i], kAccumRel * mag[i] + 1e-30) << "token " << i / rows << " row " << i % rows;
         }
       }
     }
