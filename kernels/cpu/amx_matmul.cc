@@ -96,6 +96,40 @@ inline void StoreTernaryTile(const int32_t* c, const WeightView& w, int64_t row0
   }
 }
 
+// The tile products of one 64-column chunk: A (rows 0-15 and 16-31 of the unpacked codes at a,
+// row stride ld) times the activation tile at b0 into C tiles 0 and 2, and with
+// kTwoTokenTiles the one at b1 into C tiles 1 and 3.
+template <bool kTwoTokenTiles>
+inline void TernaryChunkProducts(const uint8_t* a, uint64_t ld, const int8_t* b0, const int8_t* b1) {
+  _tile_loadd(4, a, ld);
+  _tile_loadd(5, a + 16 * ld, ld);
+  _tile_stream_loadd(6, b0, 64);
+  _tile_dpbusd(0, 4, 6);
+  _tile_dpbusd(2, 5, 6);
+  if (kTwoTokenTiles) {
+    _tile_stream_loadd(7, b1, 64);
+    _tile_dpbusd(1, 4, 7);
+    _tile_dpbusd(3, 5, 7);
+  }
+}
+
+// The epilogue of a finished 32-row block (rows [rb, rb + nr)) against the token tile(s) from
+// token t0: C tiles 0, 2 (and 1, 3 for the next 16 tokens) scaled into out.
+template <bool kTwoTokenTiles>
+inline void StoreTernaryRowBlock(const WeightView& w, int64_t rb, int nr, const ActView& x, int t0, float* out) {
+  alignas(64) int32_t c[4][256];
+  _tile_stored(0, c[0], 64);
+  _tile_stored(2, c[2], 64);
+  StoreTernaryTile(c[0], w, rb, nr, x, t0, out);
+  StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, t0, out);
+  if (kTwoTokenTiles) {
+    _tile_stored(1, c[1], 64);
+    _tile_stored(3, c[3], 64);
+    StoreTernaryTile(c[1], w, rb, nr, x, t0 + 16, out);
+    StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, t0 + 16, out);
+  }
+}
+
 // Saved C tiles of one token-tile pair between K chunks (AmxTernaryUniform): tiles 0-3.
 struct TernaryCState {
   alignas(64) int32_t c[4][256];
@@ -129,16 +163,7 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
   // pair reads again, out of L1 (32 rows × 1 KiB of codes plus two token tiles' 16 KiB:
   // 2048x1024 hot, one thread, 128 tokens 316 -> 231 µs, 16 tokens 79 -> 56 µs).
   for (uint64_t kc = kc_begin; kc < kc_end; ++kc) {
-    _tile_loadd(4, a + kc * 64, ld);
-    _tile_loadd(5, a + 16 * ld + kc * 64, ld);
-    _tile_stream_loadd(6, b0 + kc * kTileBytes, 64);
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(2, 5, 6);
-    if (kTwoTokenTiles) {
-      _tile_stream_loadd(7, b1 + kc * kTileBytes, 64);
-      _tile_dpbusd(1, 4, 7);
-      _tile_dpbusd(3, 5, 7);
-    }
+    TernaryChunkProducts<kTwoTokenTiles>(a + kc * 64, ld, b0 + kc * kTileBytes, b1 + kc * kTileBytes);
   }
   if (kc_end < n_kc) {
     _tile_stored(0, state->c[0], 64);
@@ -149,17 +174,7 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
     }
     return;
   }
-  alignas(64) int32_t c[4][256];
-  _tile_stored(0, c[0], 64);
-  _tile_stored(2, c[2], 64);
-  StoreTernaryTile(c[0], w, rb, nr, x, 16 * tt, out);
-  StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, 16 * tt, out);
-  if (kTwoTokenTiles) {
-    _tile_stored(1, c[1], 64);
-    _tile_stored(3, c[3], 64);
-    StoreTernaryTile(c[1], w, rb, nr, x, 16 * (tt + 1), out);
-    StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, 16 * (tt + 1), out);
-  }
+  StoreTernaryRowBlock<kTwoTokenTiles>(w, rb, nr, x, 16 * tt, out);
 }
 
 // Columns per K chunk of a batch: the chunk's unpacked codes (32 rows × kChunkCols bytes) stay
@@ -253,36 +268,14 @@ void AmxTernarySmallBatch(const WeightView& w, int64_t r0, int64_t r1, const Act
     }
     for (uint64_t j = 0; j < 4; ++j) {
       const uint64_t kc = kb * 4 + j;
-      _tile_loadd(4, a + j * 64, kItemLd);
-      _tile_loadd(5, a + 16 * kItemLd + j * 64, kItemLd);
-      _tile_stream_loadd(6, b0 + kc * kTileBytes, 64);
-      _tile_dpbusd(0, 4, 6);
-      _tile_dpbusd(2, 5, 6);
-      if (kTwoTokenTiles) {
-        _tile_stream_loadd(7, b1 + kc * kTileBytes, 64);
-        _tile_dpbusd(1, 4, 7);
-        _tile_dpbusd(3, 5, 7);
-      }
+      TernaryChunkProducts<kTwoTokenTiles>(a + j * 64, kItemLd, b0 + kc * kTileBytes, b1 + kc * kTileBytes);
     }
     if (i + 1 < items) {
       const int64_t next_rb = r0 + (i + 1) / static_cast<int64_t>(n_kb) * 32;
       UnpackTernaryItem(w, next_rb, rows_of(next_rb), static_cast<uint64_t>(i + 1) % n_kb,
                         buf + ((i + 1) & 1) * 32 * kItemLd);
     }
-    if (kb + 1 == n_kb) {
-      const int nr = rows_of(rb);
-      alignas(64) int32_t c[4][256];
-      _tile_stored(0, c[0], 64);
-      _tile_stored(2, c[2], 64);
-      StoreTernaryTile(c[0], w, rb, nr, x, 0, out);
-      StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, 0, out);
-      if (kTwoTokenTiles) {
-        _tile_stored(1, c[1], 64);
-        _tile_stored(3, c[3], 64);
-        StoreTernaryTile(c[1], w, rb, nr, x, 16, out);
-        StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, 16, out);
-      }
-    }
+    if (kb + 1 == n_kb) StoreTernaryRowBlock<kTwoTokenTiles>(w, rb, rows_of(rb), x, 0, out);
   }
   _tile_release();
 }
