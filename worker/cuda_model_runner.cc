@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -127,21 +128,29 @@ class CudaModelRunnerImpl {
   // Step buffers, sized at Create (device unless named host_).
   std::unique_ptr<kc::CudaActivations> acts_;
   kc::DeviceBuffer x_, xn_, q_, k_, v_, attn_, gate_, up_, hidden_, proj_, head_in_, logits_;
-  kc::DeviceBuffer positions_, token_seq_, block_tables_, attention_ws_;
+  kc::DeviceBuffer positions_, token_seq_, block_tables_, logit_rows_, attention_ws_;
   int64_t attention_ws_floats_ = 0;
   int max_blocks_per_seq_ = 0;
 
-  // Decode steps (every sequence one token, one logit row) replay CUDA graphs keyed by (sequences,
-  // attention key bound): a step is ~20 launches per layer, and launching them one by one costs
-  // more than they run at small batches. A key is captured the second time it comes (one-off
-  // shapes stay plain; the first run also does the kernels' one-time setup outside a capture).
-  // The key bound is max_keys rounded up to kKeyBucket, in plain decode steps too, so a replay
-  // computes exactly what a plain step of the same batch computes.
+  // Steps replay CUDA graphs keyed by (tokens, logit rows, attention key bound): a step is ~20
+  // launches per layer, and launching them one by one costs more than they run at small batches
+  // and short prefills. Everything else a step depends on (token positions, each token's
+  // sequence, block tables, which rows get logits) is uploaded to device buffers before the
+  // launch, so one graph serves every batch of its key. A key is captured the second time it
+  // comes (one-off shapes stay plain; the first run also does the kernels' one-time setup outside
+  // a capture). The key bound is max_keys rounded up to kKeyBucket, in plain steps too, so a
+  // replay computes exactly what a plain step of the same batch computes.
+  using GraphKey = std::tuple<int, int, int>;
   static constexpr int kKeyBucket = 256;
-  static constexpr size_t kMaxGraphs = 512;  // beyond: start over (a sweep of batch shapes)
-  bool decode_graphs_ = true;
-  std::map<std::pair<int, int>, kc::CudaGraph> graphs_;
-  std::set<std::pair<int, int>> seen_keys_;
+  static constexpr size_t kMaxGraphs = 512;      // beyond: the least recently launched goes
+  static constexpr size_t kMaxSeenKeys = 16384;  // keys seen once, remembered up to this many
+  struct StepGraph {
+    kc::CudaGraph graph;
+    int64_t last_launch = 0;  // graph_launches_ at its latest launch
+  };
+  bool step_graphs_ = true;
+  std::map<GraphKey, StepGraph> graphs_;
+  std::set<GraphKey> seen_keys_;
   int64_t graph_launches_ = 0;
   // RMSNorm fused with the int8 quantization of its output (and with the residual add or the
   // squared-ReLU gate before it) wherever the projections it feeds share one scaling: 7 to 8
@@ -170,13 +179,12 @@ class CudaModelRunnerImpl {
   // residual (proj_) for the next layer's first norm to add (*pending_add), and takes the one
   // the previous layer left; without, it adds it itself.
   Status Layer(int l, int n, const kc::PagedKvBatch& kv_batch, int max_keys, bool* pending_add);
-  // Every layer, then the logit rows through the output norm and the LM head into logits_: the
-  // device work of a step, enqueued on stream_ (what a decode graph captures).
+  // Every layer, then the logit rows (logit_rows_) through the output norm and the LM head into
+  // logits_: the device work of a step, enqueued on stream_ (what a step graph captures).
   Status Forward(int n_tokens, int n_rows, const kc::PagedKvBatch& kv_batch, int max_keys);
-  // Forward for a decode step, through its graph when there is one (capturing it on the key's
-  // second step). A failed capture turns graphs off for this runner, with a warning, and the
-  // step runs plain.
-  Status DecodeForward(int n_seqs, const kc::PagedKvBatch& kv_batch, int key_bound);
+  // Forward through the step's graph when there is one (capturing it on the key's second step).
+  // A failed capture turns graphs off for this runner, with a warning, and the step runs plain.
+  Status GraphForward(int n_tokens, int n_rows, const kc::PagedKvBatch& kv_batch, int key_bound);
 };
 
 StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::shared_ptr<const gguf::GgufFile> file,
@@ -193,7 +201,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
     impl->fused_norms_ = false;
   }
   if (const char* graphs = std::getenv("BITFLEET_CUDA_GRAPHS"); graphs != nullptr && std::string(graphs) == "0") {
-    impl->decode_graphs_ = false;
+    impl->step_graphs_ = false;
   }
   impl->file_ = std::move(file);
   const gguf::GgufFile& f = *impl->file_;
@@ -271,6 +279,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   impl->max_blocks_per_seq_ = static_cast<int>(cache::BlocksForTokens(o.max_context, o.kv_block_size));
   BF_ASSIGN_OR_RETURN(impl->positions_, kc::DeviceBuffer::Allocate(t * sizeof(int32_t)));
   BF_ASSIGN_OR_RETURN(impl->token_seq_, kc::DeviceBuffer::Allocate(t * sizeof(int32_t)));
+  BF_ASSIGN_OR_RETURN(impl->logit_rows_, kc::DeviceBuffer::Allocate(rows * sizeof(int32_t)));
   BF_ASSIGN_OR_RETURN(impl->block_tables_,
                       kc::DeviceBuffer::Allocate(static_cast<uint64_t>(o.max_step_sequences) *
                                                  impl->max_blocks_per_seq_ * sizeof(int32_t)));
@@ -512,13 +521,9 @@ Status CudaModelRunnerImpl::Forward(int n_tokens, int n_rows, const kc::PagedKvB
 
   // The rows that need logits: gathered, normalized, through the LM head.
   const int n_embd = dims_.n_embd;
-  const uint64_t row_bytes = static_cast<uint64_t>(n_embd) * sizeof(float);
-  for (int r = 0; r < n_rows; ++r) {
-    BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(head_in_.as<float>() + static_cast<size_t>(r) * n_embd,
-                                            x_.as<float>() + static_cast<size_t>(logit_src_[r]) * n_embd, row_bytes,
-                                            cudaMemcpyDeviceToDevice, stream_),
-                            "logit rows"));
-  }
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchGatherRows(x_.as<float>(), logit_rows_.as<int32_t>(), n_rows, n_embd,
+                                               head_in_.as<float>(), stream_),
+                          "logit rows"));
   BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(head_in_.as<float>(), output_norm_.as<float>(), n_rows, n_embd,
                                             dims_.rms_eps, head_in_.as<float>(), stream_),
                           "output norm"));
@@ -526,27 +531,32 @@ Status CudaModelRunnerImpl::Forward(int n_tokens, int n_rows, const kc::PagedKvB
   return absl::OkStatus();
 }
 
-Status CudaModelRunnerImpl::DecodeForward(int n_seqs, const kc::PagedKvBatch& kv_batch, int key_bound) {
-  if (!decode_graphs_) return Forward(n_seqs, n_seqs, kv_batch, key_bound);
-  const std::pair<int, int> key{n_seqs, key_bound};
+Status CudaModelRunnerImpl::GraphForward(int n_tokens, int n_rows, const kc::PagedKvBatch& kv_batch, int key_bound) {
+  if (!step_graphs_) return Forward(n_tokens, n_rows, kv_batch, key_bound);
+  const GraphKey key{n_tokens, n_rows, key_bound};
   if (auto it = graphs_.find(key); it != graphs_.end()) {
-    ++graph_launches_;
-    return it->second.Launch(stream_);
+    it->second.last_launch = ++graph_launches_;
+    return it->second.graph.Launch(stream_);
   }
-  if (seen_keys_.insert(key).second) return Forward(n_seqs, n_seqs, kv_batch, key_bound);
-  if (graphs_.size() >= kMaxGraphs) graphs_.clear();
+  if (seen_keys_.size() >= kMaxSeenKeys) seen_keys_.clear();
+  if (seen_keys_.insert(key).second) return Forward(n_tokens, n_rows, kv_batch, key_bound);
+  if (graphs_.size() >= kMaxGraphs) {
+    // Prefill shapes are many; the decode shapes in use are launched every step and stay.
+    graphs_.erase(std::min_element(graphs_.begin(), graphs_.end(), [](const auto& a, const auto& b) {
+      return a.second.last_launch < b.second.last_launch;
+    }));
+  }
   kc::CudaGraph graph;
-  const Status captured = graph.Capture(stream_, [&] { return Forward(n_seqs, n_seqs, kv_batch, key_bound); });
+  const Status captured = graph.Capture(stream_, [&] { return Forward(n_tokens, n_rows, kv_batch, key_bound); });
   if (!captured.ok()) {
-    Logger("worker")->warn("CUDA graph capture failed ({}); decode steps run without graphs from now on",
+    Logger("worker")->warn("CUDA graph capture failed ({}); steps run without graphs from now on",
                            std::string(captured.message()));
-    decode_graphs_ = false;
+    step_graphs_ = false;
     graphs_.clear();
-    return Forward(n_seqs, n_seqs, kv_batch, key_bound);
+    return Forward(n_tokens, n_rows, kv_batch, key_bound);
   }
-  ++graph_launches_;
   BF_RETURN_IF_ERROR(graph.Launch(stream_));
-  graphs_.emplace(key, std::move(graph));
+  graphs_.emplace(key, StepGraph{std::move(graph), ++graph_launches_});
   return absl::OkStatus();
 }
 
@@ -588,16 +598,12 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   BF_RETURN_IF_ERROR(token_seq_.Upload(host_token_seq_.data(), static_cast<uint64_t>(t) * sizeof(int32_t)));
   BF_RETURN_IF_ERROR(block_tables_.Upload(
       host_tables_.data(), static_cast<uint64_t>(n_seqs) * max_blocks_per_seq_ * sizeof(int32_t)));
+  BF_RETURN_IF_ERROR(logit_rows_.Upload(logit_src_.data(), static_cast<uint64_t>(n_rows) * sizeof(int32_t)));
   const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
                                   max_blocks_per_seq_};
 
-  const bool decode = n_tokens == n_seqs && n_rows == n_seqs;
-  if (decode) {
-    const int key_bound = std::min((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket, options_.max_context);
-    BF_RETURN_IF_ERROR(DecodeForward(n_seqs, kv_batch, key_bound));
-  } else {
-    BF_RETURN_IF_ERROR(Forward(n_tokens, n_rows, kv_batch, max_keys));
-  }
+  const int key_bound = std::min((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket, options_.max_context);
+  BF_RETURN_IF_ERROR(GraphForward(n_tokens, n_rows, kv_batch, key_bound));
   BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logits_.data(), logits_.as<float>(),
                                           static_cast<uint64_t>(n_rows) * n_vocab * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_),
@@ -631,12 +637,12 @@ uint64_t CudaModelRunner::weight_stream_bytes_per_token() const {
 uint64_t CudaModelRunner::weight_resident_bytes() const { return impl_->weight_bytes_; }
 uint64_t CudaModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
 std::string CudaModelRunner::kernel_variant() const { return impl_->device_label_; }
-void CudaModelRunner::set_decode_graphs(bool on) {
-  impl_->decode_graphs_ = on;
+void CudaModelRunner::set_step_graphs(bool on) {
+  impl_->step_graphs_ = on;
   if (!on) impl_->graphs_.clear();
 }
-bool CudaModelRunner::decode_graphs() const { return impl_->decode_graphs_; }
-int64_t CudaModelRunner::decode_graph_launches() const { return impl_->graph_launches_; }
+bool CudaModelRunner::step_graphs() const { return impl_->step_graphs_; }
+int64_t CudaModelRunner::step_graph_launches() const { return impl_->graph_launches_; }
 void CudaModelRunner::set_fused_norms(bool on) {
   impl_->fused_norms_ = on;
   impl_->graphs_.clear();  // captured with the other kernels

@@ -70,12 +70,14 @@ class CudaModelRunner final : public StepRunner {
   // "cuda sm_90 (NVIDIA H200)".
   std::string kernel_variant() const override;
 
-  // Decode steps (every sequence one token) replay a CUDA graph per (sequences, attention key
-  // bound) once that shape has come twice; on by default, off with BITFLEET_CUDA_GRAPHS=0 or
-  // here. Replays compute exactly what plain launches compute (tests/gpu/cuda_model_runner_test.cc).
-  void set_decode_graphs(bool on);
-  bool decode_graphs() const;  // false also after a failed capture (logged)
-  int64_t decode_graph_launches() const;
+  // Steps replay a CUDA graph per (tokens, logit rows, attention key bound) once that shape has
+  // come twice: decode steps, and prefill and mixed steps of a recurring shape (chunked prefill
+  // at the step budget, a shared prompt's suffix); on by default, off with BITFLEET_CUDA_GRAPHS=0
+  // or here. Replays compute exactly what plain launches compute
+  // (tests/gpu/cuda_model_runner_test.cc).
+  void set_step_graphs(bool on);
+  bool step_graphs() const;  // false also after a failed capture (logged)
+  int64_t step_graph_launches() const;
 
   // Norms fused with the int8 quantization of their output (and the residual add or the
   // squared-ReLU gate before them) where the projections they feed share one scaling; on by

@@ -1,4 +1,5 @@
-// Elementwise FFN gates (SiLU, squared ReLU) and the residual add, grid-stride over n values.
+// Elementwise FFN gates (SiLU, squared ReLU) and the residual add, grid-stride over n values;
+// the projection scale; the row gather of the logit rows.
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
@@ -49,7 +50,25 @@ __global__ void __launch_bounds__(kThreads) ScaleKernel(float* x, int64_t n, flo
   }
 }
 
+// Block r copies row rows[r] of src to row r of dst.
+__global__ void __launch_bounds__(kThreads) GatherRowsKernel(const float* src, const int32_t* rows, int64_t row_floats,
+                                                             float* dst) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
+  const float* s = src + int64_t{rows[blockIdx.x]} * row_floats;
+  float* d = dst + int64_t{blockIdx.x} * row_floats;
+  for (int64_t i = threadIdx.x; i < row_floats; i += kThreads) d[i] = s[i];
+}
+
 }  // namespace
+
+cudaError_t LaunchGatherRows(const float* src, const int32_t* rows, int n_rows, int64_t row_floats, float* dst,
+                             cudaStream_t stream) {
+  if (n_rows < 0 || row_floats < 0) return cudaErrorInvalidValue;
+  if (n_rows == 0 || row_floats == 0) return cudaSuccess;
+  return LaunchDependent(GatherRowsKernel, dim3(static_cast<unsigned>(n_rows)), dim3(kThreads), stream, src, rows,
+                         row_floats, dst);
+}
 
 cudaError_t LaunchScale(float* x, int64_t n, float scale, cudaStream_t stream) {
   if (n < 0) return cudaErrorInvalidValue;

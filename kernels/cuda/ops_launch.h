@@ -53,5 +53,10 @@ cudaError_t LaunchRelu2Mul(const float* gate, const float* up, int64_t n, float*
 cudaError_t LaunchAdd(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
 // x *= scale in place (one rounded product: a projection's per-tensor scale, as on the CPU).
 cudaError_t LaunchScale(float* x, int64_t n, float scale, cudaStream_t stream);
+// dst row r = src row rows[r] for r < n_rows (rows of row_floats floats; `rows` in device
+// memory, each a valid row of src; dst must not overlap src). One launch whatever the rows, so a
+// captured graph replays it for any rows uploaded before the replay.
+cudaError_t LaunchGatherRows(const float* src, const int32_t* rows, int n_rows, int64_t row_floats, float* dst,
+                             cudaStream_t stream);
 
 }  // namespace bitfleet::kernels::cuda

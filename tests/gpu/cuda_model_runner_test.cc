@@ -158,22 +158,39 @@ TEST(CudaModelRunnerTest, MatchesTheCpuRunnerOnEveryArchitecture) {
   CheckModel("bitnet", DType::kTQ2_0, ::testing::TempDir() + "/bitnet_scaled.gguf");
 }
 
+// Two runners of one synthetic model with a feature (`set`) on in `on` and off in `off`: each test
+// below requires the same logits from both.
+struct RunnerPair {
+  std::unique_ptr<CudaModelRunner> on;
+  std::unique_ptr<CudaModelRunner> off;
+};
+
+void MakeRunnerPair(const std::string& arch, DType type, void (CudaModelRunner::*set)(bool), RunnerPair* pair) {
+  StatusOr<std::string> path = SynthTinyModel(arch, type);
+  ASSERT_TRUE(path.ok()) << path.status();
+  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  StatusOr<std::unique_ptr<CudaModelRunner>> on = CudaModelRunner::Create(*file, TestOptions());
+  StatusOr<std::unique_ptr<CudaModelRunner>> off = CudaModelRunner::Create(*file, TestOptions());
+  ASSERT_TRUE(on.ok()) << on.status();
+  ASSERT_TRUE(off.ok()) << off.status();
+  pair->on = std::move(*on);
+  pair->off = std::move(*off);
+  (pair->on.get()->*set)(true);
+  (pair->off.get()->*set)(false);
+}
+
 // Decode steps replayed from CUDA graphs give the logits plain launches give, bit for bit, at
 // a batch on the mat-vec path (2 sequences) and one on the tensor-core path (6), and the replays
 // happen: a shape is captured on its second step and replayed from then on.
 void CheckDecodeGraphs(const std::string& arch, DType type) {
   SCOPED_TRACE(arch + " " + DTypeName(type));
-  StatusOr<std::string> path = SynthTinyModel(arch, type);
-  ASSERT_TRUE(path.ok()) << path.status();
-  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
-  ASSERT_TRUE(file.ok()) << file.status();
-  StatusOr<std::unique_ptr<CudaModelRunner>> graphs = CudaModelRunner::Create(*file, TestOptions());
-  StatusOr<std::unique_ptr<CudaModelRunner>> plain = CudaModelRunner::Create(*file, TestOptions());
-  ASSERT_TRUE(graphs.ok()) << graphs.status();
-  ASSERT_TRUE(plain.ok()) << plain.status();
-  (*graphs)->set_decode_graphs(true);
-  (*plain)->set_decode_graphs(false);
-  const int n_vocab = (*plain)->n_vocab();
+  RunnerPair pair;
+  MakeRunnerPair(arch, type, &CudaModelRunner::set_step_graphs, &pair);
+  if (::testing::Test::HasFatalFailure()) return;
+  CudaModelRunner& graphs = *pair.on;
+  CudaModelRunner& plain = *pair.off;
+  const int n_vocab = plain.n_vocab();
 
   std::vector<Seq> seqs(6);
   for (int i = 0; i < 6; ++i) {
@@ -192,9 +209,9 @@ void CheckDecodeGraphs(const std::string& arch, DType type) {
       st.block_table = s.table;
       batch.push_back(st);
     }
-    StatusOr<StepLogits> want = (*plain)->Step(batch);
+    StatusOr<StepLogits> want = plain.Step(batch);
     ASSERT_TRUE(want.ok()) << want.status();
-    StatusOr<StepLogits> got = (*graphs)->Step(batch);
+    StatusOr<StepLogits> got = graphs.Step(batch);
     ASSERT_TRUE(got.ok()) << got.status();
     for (int k = 0; k < active; ++k) {
       const std::span<const float> w = want->Last(k);
@@ -205,10 +222,10 @@ void CheckDecodeGraphs(const std::string& arch, DType type) {
       s.tokens.push_back(ArgMax(w));
     }
   }
-  ASSERT_TRUE((*graphs)->decode_graphs()) << "a capture failed (see the log)";
+  ASSERT_TRUE(graphs.step_graphs()) << "a capture failed (see the log)";
   // Six sequences: step 1 plain, 2-8 from the graph (7); two: step 9 plain, 10-14 (5).
-  EXPECT_EQ((*graphs)->decode_graph_launches(), 12);
-  EXPECT_EQ((*plain)->decode_graph_launches(), 0);
+  EXPECT_EQ(graphs.step_graph_launches(), 12);
+  EXPECT_EQ(plain.step_graph_launches(), 0);
 }
 
 TEST(CudaModelRunnerTest, DecodeGraphsReplayExactlyWhatPlainLaunchesCompute) {
@@ -218,22 +235,71 @@ TEST(CudaModelRunnerTest, DecodeGraphsReplayExactlyWhatPlainLaunchesCompute) {
   CheckDecodeGraphs("llama", DType::kF16);
 }
 
+// Prefill steps replay graphs too: four sequences, each prefilled in the same three steps (24
+// tokens from position 0, 16 from 24, then 8 from 40 with logits for every token, as `eval`
+// asks) on its own blocks, so each key recurs with other tokens, positions and block tables.
+// Every logit row equals the plain runner's bit for bit; the first sequence's steps run plain,
+// the second's are captured, the third's and fourth's replayed.
+void CheckPrefillGraphs(const std::string& arch, DType type) {
+  SCOPED_TRACE(arch + " " + DTypeName(type));
+  RunnerPair pair;
+  MakeRunnerPair(arch, type, &CudaModelRunner::set_step_graphs, &pair);
+  if (::testing::Test::HasFatalFailure()) return;
+  CudaModelRunner& graphs = *pair.on;
+  CudaModelRunner& plain = *pair.off;
+  const int n_vocab = plain.n_vocab();
+  struct Chunk {
+    int begin, end;
+    bool all_logits;
+  };
+  const Chunk chunks[] = {{0, 24, false}, {24, 40, false}, {40, 48, true}};
+  for (int k = 0; k < 4; ++k) {
+    const std::vector<int32_t> tokens = TestTokens(48, n_vocab, 700 + k);
+    std::vector<int32_t> table;
+    for (int b = 0; b < 3; ++b) table.push_back(40 - 10 * k + b);  // other blocks for each sequence
+    for (const Chunk& c : chunks) {
+      SequenceStep st;
+      st.tokens = std::span<const int32_t>(tokens).subspan(c.begin, c.end - c.begin);
+      st.start_pos = c.begin;
+      st.block_table = table;
+      st.all_logits = c.all_logits;
+      const std::vector<SequenceStep> batch = {st};
+      StatusOr<StepLogits> want = plain.Step(batch);
+      ASSERT_TRUE(want.ok()) << want.status();
+      StatusOr<StepLogits> got = graphs.Step(batch);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->rows(0), want->rows(0));
+      ASSERT_EQ(want->rows(0), c.all_logits ? c.end - c.begin : 1);
+      for (int r = 0; r < want->rows(0); ++r) {
+        const std::span<const float> w = want->Row(0, r);
+        const std::span<const float> g = got->Row(0, r);
+        ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0)
+            << "sequence " << k << ", tokens " << c.begin << "-" << c.end << ", row " << r;
+      }
+    }
+  }
+  ASSERT_TRUE(graphs.step_graphs()) << "a capture failed (see the log)";
+  EXPECT_EQ(graphs.step_graph_launches(), 9);  // three keys, from the second sequence on
+  EXPECT_EQ(plain.step_graph_launches(), 0);
+}
+
+TEST(CudaModelRunnerTest, PrefillGraphsReplayExactlyWhatPlainLaunchesCompute) {
+  BF_REQUIRE_GPU();
+  CheckPrefillGraphs("bitnet", DType::kTQ2_0);
+  CheckPrefillGraphs("llama", DType::kQ4_0);
+}
+
 // Norms fused with the activation quantization give the logits of the unfused sequence, bit for
 // bit, over prefill and decode steps; they are used wherever the projections share a scaling
 // (every norm of BitNet, the two input norms of a quantized llama) and not for float weights.
 void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
   SCOPED_TRACE(arch + " " + DTypeName(type));
-  StatusOr<std::string> path = SynthTinyModel(arch, type);
-  ASSERT_TRUE(path.ok()) << path.status();
-  StatusOr<std::shared_ptr<const gguf::GgufFile>> file = OpenModel(*path);
-  ASSERT_TRUE(file.ok()) << file.status();
-  StatusOr<std::unique_ptr<CudaModelRunner>> fused = CudaModelRunner::Create(*file, TestOptions());
-  StatusOr<std::unique_ptr<CudaModelRunner>> plain = CudaModelRunner::Create(*file, TestOptions());
-  ASSERT_TRUE(fused.ok()) << fused.status();
-  ASSERT_TRUE(plain.ok()) << plain.status();
-  (*fused)->set_fused_norms(true);
-  (*plain)->set_fused_norms(false);
-  const int n_vocab = (*plain)->n_vocab();
+  RunnerPair pair;
+  MakeRunnerPair(arch, type, &CudaModelRunner::set_fused_norms, &pair);
+  if (::testing::Test::HasFatalFailure()) return;
+  CudaModelRunner& fused = *pair.on;
+  CudaModelRunner& plain = *pair.off;
+  const int n_vocab = plain.n_vocab();
   std::vector<Seq> seqs(3);
   for (int i = 0; i < 3; ++i) {
     seqs[i].tokens = TestTokens(7 + 5 * i, n_vocab, 500 + i);
@@ -249,9 +315,9 @@ void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
       st.all_logits = st.tokens.size() > 1;
       batch.push_back(st);
     }
-    StatusOr<StepLogits> want = (*plain)->Step(batch);
+    StatusOr<StepLogits> want = plain.Step(batch);
     ASSERT_TRUE(want.ok()) << want.status();
-    StatusOr<StepLogits> got = (*fused)->Step(batch);
+    StatusOr<StepLogits> got = fused.Step(batch);
     ASSERT_TRUE(got.ok()) << got.status();
     for (int k = 0; k < 3; ++k) {
       ASSERT_EQ(got->rows(k), want->rows(k));
@@ -265,8 +331,8 @@ void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
       q.tokens.push_back(ArgMax(want->Last(k)));
     }
   }
-  EXPECT_EQ((*fused)->fused_norm_launches() > 0, expect_fused);
-  EXPECT_EQ((*plain)->fused_norm_launches(), 0);
+  EXPECT_EQ(fused.fused_norm_launches() > 0, expect_fused);
+  EXPECT_EQ(plain.fused_norm_launches(), 0);
 }
 
 TEST(CudaModelRunnerTest, FusedNormsComputeExactlyWhatSeparateKernelsCompute) {

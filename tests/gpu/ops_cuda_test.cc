@@ -1,5 +1,6 @@
 // The CUDA elementwise ops against the references of kernels/ref/ops_ref.h on random shapes,
 // with the budgets of docs/cuda.md and sentinel-guarded outputs.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -145,11 +146,39 @@ TEST(OpsCudaTest, GatesAndAdd) {
   }
 }
 
+TEST(OpsCudaTest, GatherRowsCopiesTheNamedRowsExactly) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(11);
+  for (int iter = 0; iter < 8; ++iter) {
+    const int n_src = 1 + static_cast<int>(rng() % 600);
+    const int64_t row_floats = 1 + static_cast<int64_t>(rng() % 3000);
+    const int n_rows = static_cast<int>(rng() % 70);
+    const std::vector<float> src = RandomFloats(static_cast<size_t>(n_src) * row_floats, rng);
+    std::vector<int32_t> rows(std::max(n_rows, 1));
+    for (int32_t& r : rows) r = static_cast<int32_t>(rng() % n_src);
+    DeviceArray<float> src_dev(src);
+    DeviceArray<int32_t> rows_dev(rows);
+    GuardedDeviceFloats out(static_cast<size_t>(std::max(n_rows, 1)) * row_floats);
+    BF_ASSERT_LAUNCH(LaunchGatherRows(src_dev.get(), rows_dev.get(), n_rows, row_floats, out.data(), nullptr));
+    if (n_rows == 0) continue;  // nothing written (the guard would flag the untouched row)
+    std::string error;
+    const std::vector<float> got = out.Check(&error);
+    ASSERT_EQ(error, "");
+    for (int r = 0; r < n_rows; ++r) {
+      ASSERT_EQ(0, std::memcmp(got.data() + r * row_floats, src.data() + rows[r] * row_floats,
+                               row_floats * sizeof(float)))
+          << "row " << r << " (source row " << rows[r] << ")";
+    }
+  }
+}
+
 TEST(OpsCudaTest, RejectsBadShapes) {
   BF_REQUIRE_GPU();
   EXPECT_EQ(cudaErrorInvalidValue, LaunchRope(nullptr, nullptr, 1, 1, 8, 9, 1e4f, false, nullptr));
   EXPECT_EQ(cudaErrorInvalidValue, LaunchRmsNorm(nullptr, nullptr, 1, 0, 1e-5f, nullptr, nullptr));
   EXPECT_EQ(cudaSuccess, LaunchSiluMul(nullptr, nullptr, 0, nullptr, nullptr));
+  EXPECT_EQ(cudaErrorInvalidValue, LaunchGatherRows(nullptr, nullptr, -1, 4, nullptr, nullptr));
+  EXPECT_EQ(cudaSuccess, LaunchGatherRows(nullptr, nullptr, 0, 4, nullptr, nullptr));
 }
 
 // The fused norm + quantization launchers against the unfused sequence they replace (Add or
