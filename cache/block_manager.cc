@@ -11,6 +11,15 @@ BlockManager::BlockManager(int32_t num_blocks, int32_t block_size)
 BlockCounts BlockManager::Counts() const {
   BlockCounts counts;
   counts.total = pool_.num_blocks();
+  counts.used = counts.total - pool_.num_free();
+  counts.cached = num_cached_;
+  counts.free = pool_.num_free() - num_cached_;
+  return counts;
+}
+
+BlockCounts BlockManager::CountBlockByBlock() const {
+  BlockCounts counts;
+  counts.total = pool_.num_blocks();
   for (int32_t block = 0; block < counts.total; ++block) {
     if (pool_.ref_count(block) > 0) {
       ++counts.used;
@@ -49,7 +58,9 @@ StatusOr<int32_t> BlockManager::AttachCachedPrefix(uint64_t seq, std::span<const
   const CachedPrefix prefix = PlanCachedPrefix(chain, max_blocks);
   for (int32_t i = 0; i < prefix.blocks; ++i) {
     const int32_t block = *registry_.Find(chain[i]);
+    const bool revived = pool_.is_free(block);
     BF_RETURN_IF_ERROR(pool_.Acquire(block));
+    if (revived) --num_cached_;
     entry.table.Append(block);
   }
   // The attached blocks are registered already: RegisterFullBlocks starts after them.
@@ -76,7 +87,10 @@ Status BlockManager::Grow(uint64_t seq, int64_t n_tokens) {
   for (int32_t i = 0; i < needed; ++i) {
     BF_ASSIGN_OR_RETURN(int32_t block, pool_.Allocate());
     // The block gets new content: whatever it cached is gone.
-    if (registry_.EraseBlock(block)) ++evictions_;
+    if (registry_.EraseBlock(block)) {
+      ++evictions_;
+      --num_cached_;
+    }
     entry.table.Append(block);
   }
   return absl::OkStatus();
@@ -102,6 +116,11 @@ Status BlockManager::RegisterFullBlocks(uint64_t seq, std::span<const BlockHash>
 Status BlockManager::Free(uint64_t seq) {
   auto it = tables_.find(seq);
   if (it == tables_.end()) return absl::OkStatus();
+  // A registered block this table holds the last reference to becomes cached (a table names a
+  // block at most once).
+  for (int32_t block : it->second.table.ids()) {
+    if (pool_.ref_count(block) == 1 && registry_.HoldsBlock(block)) ++num_cached_;
+  }
   Status status = it->second.table.Release(pool_);
   tables_.erase(it);
   return status;
@@ -112,6 +131,7 @@ void BlockManager::Reset() {
   tables_.clear();
   pool_ = BlockPool(n);
   registry_.Clear();
+  num_cached_ = 0;
 }
 
 Status BlockManager::CheckInvariants() const {
@@ -133,7 +153,13 @@ Status BlockManager::CheckInvariants() const {
                                               " block-table references"));
     }
   }
-  const BlockCounts counts = Counts();
+  const BlockCounts counts = CountBlockByBlock();
+  const BlockCounts fast = Counts();
+  if (fast.used != counts.used || fast.cached != counts.cached || fast.free != counts.free) {
+    return absl::InternalError(absl::StrCat("kept counts used ", fast.used, " cached ", fast.cached, " free ", fast.free,
+                                            " differ from the block-by-block count used ", counts.used, " cached ",
+                                            counts.cached, " free ", counts.free));
+  }
   if (counts.free < 0 || counts.free + counts.used + counts.cached != counts.total) {
     return absl::InternalError(absl::StrCat("block counts: free ", counts.free, " + used ", counts.used, " + cached ",
                                             counts.cached, " != total ", counts.total));

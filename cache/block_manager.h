@@ -50,6 +50,8 @@ class BlockManager {
   int32_t block_size() const { return block_size_; }
   // Blocks an allocation can take right now: free plus cached (cached ones get evicted).
   int32_t num_allocatable() const { return pool_.num_free(); }
+  // O(1): the scheduler reads it on every iteration, and a pool sized by GPU memory holds
+  // hundreds of thousands of blocks.
   BlockCounts Counts() const;
   // Cached blocks reallocated for new content since construction (Reset keeps the count).
   int64_t evictions() const { return evictions_; }
@@ -83,8 +85,9 @@ class BlockManager {
   void Reset();
 
   // Checks: every pool ref count equals the number of table entries naming the block (so none
-  // is negative or leaked), free + used + cached = total and matches the pool's free count,
-  // and the registry is a consistent bijection. INTERNAL naming the first violation.
+  // is negative or leaked), Counts() equals a count block by block, free + used + cached =
+  // total and matches the pool's free count, and the registry is a consistent bijection.
+  // INTERNAL naming the first violation.
   Status CheckInvariants() const;
 
  private:
@@ -94,11 +97,16 @@ class BlockManager {
     int32_t registered = 0;  // leading table blocks RegisterFullBlocks has handled
   };
 
+  // Counts() the slow way, block by block (CheckInvariants compares the two).
+  BlockCounts CountBlockByBlock() const;
+
   int32_t block_size_;
   BlockPool pool_;
   PrefixRegistry registry_;
   std::unordered_map<uint64_t, SequenceBlocks> tables_;
   int64_t evictions_ = 0;
+  // Registered blocks with ref count 0, kept up to date by every change of a block's state.
+  int32_t num_cached_ = 0;
 };
 
 }  // namespace bitfleet::cache

@@ -569,9 +569,11 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   if (n_seqs == 0) return StepLogits(host_logits_.data(), logit_begin_.data(), 0, n_vocab);
   const int n_embd = dims_.n_embd;
 
-  // Host side: embeddings, positions, each token's sequence, block tables, logit rows. The
-  // stream is idle here (the previous Step ended by downloading its logits), so the synchronous
-  // uploads race with nothing.
+  // Host side: embeddings, positions, each token's sequence, block tables, logit rows, uploaded
+  // on stream_ so that the step's kernels (or its graph) are ordered after them: a synchronous
+  // cudaMemcpy from pageable memory may return before the data reaches the device, and stream_
+  // does not wait for the legacy stream. The host buffers are free to refill: the previous Step
+  // ended by synchronizing the stream.
   int t = 0;
   int row = 0;
   int max_keys = 1;
@@ -593,12 +595,15 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   }
   seq_begin_[n_seqs] = t;
   logit_begin_[n_seqs] = row;
-  BF_RETURN_IF_ERROR(x_.Upload(host_x_.data(), static_cast<uint64_t>(t) * n_embd * sizeof(float)));
-  BF_RETURN_IF_ERROR(positions_.Upload(host_positions_.data(), static_cast<uint64_t>(t) * sizeof(int32_t)));
-  BF_RETURN_IF_ERROR(token_seq_.Upload(host_token_seq_.data(), static_cast<uint64_t>(t) * sizeof(int32_t)));
-  BF_RETURN_IF_ERROR(block_tables_.Upload(
-      host_tables_.data(), static_cast<uint64_t>(n_seqs) * max_blocks_per_seq_ * sizeof(int32_t)));
-  BF_RETURN_IF_ERROR(logit_rows_.Upload(logit_src_.data(), static_cast<uint64_t>(n_rows) * sizeof(int32_t)));
+  BF_RETURN_IF_ERROR(x_.UploadAsync(host_x_.data(), static_cast<uint64_t>(t) * n_embd * sizeof(float), stream_));
+  BF_RETURN_IF_ERROR(
+      positions_.UploadAsync(host_positions_.data(), static_cast<uint64_t>(t) * sizeof(int32_t), stream_));
+  BF_RETURN_IF_ERROR(
+      token_seq_.UploadAsync(host_token_seq_.data(), static_cast<uint64_t>(t) * sizeof(int32_t), stream_));
+  BF_RETURN_IF_ERROR(block_tables_.UploadAsync(
+      host_tables_.data(), static_cast<uint64_t>(n_seqs) * max_blocks_per_seq_ * sizeof(int32_t), stream_));
+  BF_RETURN_IF_ERROR(
+      logit_rows_.UploadAsync(logit_src_.data(), static_cast<uint64_t>(n_rows) * sizeof(int32_t), stream_));
   const kc::PagedKvBatch kv_batch{token_seq_.as<int32_t>(), positions_.as<int32_t>(), block_tables_.as<int32_t>(),
                                   max_blocks_per_seq_};
 

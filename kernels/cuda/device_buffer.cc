@@ -36,6 +36,13 @@ Status DeviceBuffer::Upload(const void* src, uint64_t size, uint64_t offset) {
   return CudaStatus(cudaMemcpy(static_cast<char*>(ptr_) + offset, src, size, cudaMemcpyHostToDevice), "upload");
 }
 
+Status DeviceBuffer::UploadAsync(const void* src, uint64_t size, cudaStream_t stream, uint64_t offset) {
+  if (offset > bytes_ || size > bytes_ - offset) return absl::InvalidArgumentError("DeviceBuffer::UploadAsync out of range");
+  if (size == 0) return absl::OkStatus();
+  return CudaStatus(cudaMemcpyAsync(static_cast<char*>(ptr_) + offset, src, size, cudaMemcpyHostToDevice, stream),
+                    "upload");
+}
+
 Status DeviceBuffer::Download(void* dst, uint64_t size, uint64_t offset) const {
   if (offset > bytes_ || size > bytes_ - offset) {
     return absl::InvalidArgumentError("DeviceBuffer::Download out of range");

@@ -2,6 +2,8 @@
 // Move-only. Not thread-safe; the buffer itself may be used from any stream.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 #include <utility>
 
@@ -30,9 +32,17 @@ class DeviceBuffer {
   uint64_t bytes() const { return bytes_; }
 
   // Synchronous copies between host memory and [offset, offset + size) of this buffer;
-  // INVALID_ARGUMENT when the range is outside the buffer.
+  // INVALID_ARGUMENT when the range is outside the buffer. Upload runs on the legacy stream and,
+  // from pageable memory, may return before the data reaches the device: kernels on another
+  // (non-blocking) stream are not ordered after it. Use it where a device synchronization
+  // follows (loading); per-step inputs go through UploadAsync.
   Status Upload(const void* src, uint64_t size, uint64_t offset = 0);
   Status Download(void* dst, uint64_t size, uint64_t offset = 0) const;
+  // The upload queued on `stream`, so the kernels queued after it there see the data. From
+  // pageable memory the data is staged before the call returns (`src` may be reused at once);
+  // from page-locked memory the copy is asynchronous and `src` must stay unchanged until the
+  // stream has reached it.
+  Status UploadAsync(const void* src, uint64_t size, cudaStream_t stream, uint64_t offset = 0);
 
  private:
   void Free();
