@@ -157,7 +157,10 @@ class CudaModelRunnerImpl {
   // fewer launches per layer, bit for bit the unfused results (kernels/cuda/ops_launch.h).
   bool fused_norms_ = true;
   int64_t fused_norm_launches_ = 0;
-  std::vector<float> host_x_, host_logits_;
+  // Page-locked: the embeddings go up and the logit rows come back at link speed (a copy to
+  // pageable memory is staged through a driver buffer; at batch 32 and a 32k vocabulary the
+  // rows are 4 MB a step).
+  kc::PinnedHostBuffer host_x_, host_logits_;
   std::vector<int32_t> host_positions_, host_token_seq_, host_tables_, seq_begin_, logit_begin_, logit_src_;
 
  private:
@@ -288,8 +291,8 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   if (impl->attention_ws_floats_ > 0) {
     BF_ASSIGN_OR_RETURN(impl->attention_ws_, floats(static_cast<uint64_t>(impl->attention_ws_floats_)));
   }
-  impl->host_x_.assign(t * d.n_embd, 0.0f);
-  impl->host_logits_.assign(rows * c.n_vocab, 0.0f);
+  BF_ASSIGN_OR_RETURN(impl->host_x_, kc::PinnedHostBuffer::Allocate(t * d.n_embd * sizeof(float)));
+  BF_ASSIGN_OR_RETURN(impl->host_logits_, kc::PinnedHostBuffer::Allocate(rows * c.n_vocab * sizeof(float)));
   impl->host_positions_.assign(t, 0);
   impl->host_token_seq_.assign(t, 0);
   impl->host_tables_.assign(static_cast<size_t>(o.max_step_sequences) * impl->max_blocks_per_seq_, 0);
@@ -566,7 +569,7 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   const int n_vocab = static_cast<int>(config_.n_vocab);
   BF_RETURN_IF_ERROR(ValidateStepBatch(batch, options_, n_vocab, &n_tokens, &n_rows));
   const int n_seqs = static_cast<int>(batch.size());
-  if (n_seqs == 0) return StepLogits(host_logits_.data(), logit_begin_.data(), 0, n_vocab);
+  if (n_seqs == 0) return StepLogits(host_logits_.as<float>(), logit_begin_.data(), 0, n_vocab);
   const int n_embd = dims_.n_embd;
 
   // Host side: embeddings, positions, each token's sequence, block tables, logit rows, uploaded
@@ -585,7 +588,7 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
     for (int j = 0; j < n; ++j) {
       host_positions_[t + j] = step.start_pos + j;
       host_token_seq_[t + j] = i;
-      BF_RETURN_IF_ERROR(embedding_.Lookup(step.tokens[j], host_x_.data() + static_cast<size_t>(t + j) * n_embd));
+      BF_RETURN_IF_ERROR(embedding_.Lookup(step.tokens[j], host_x_.as<float>() + static_cast<size_t>(t + j) * n_embd));
       if (step.all_logits || j == n - 1) logit_src_[row++] = t + j;
     }
     const int blocks = static_cast<int>(cache::BlocksForTokens(step.start_pos + n, options_.kv_block_size));
@@ -595,7 +598,7 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   }
   seq_begin_[n_seqs] = t;
   logit_begin_[n_seqs] = row;
-  BF_RETURN_IF_ERROR(x_.UploadAsync(host_x_.data(), static_cast<uint64_t>(t) * n_embd * sizeof(float), stream_));
+  BF_RETURN_IF_ERROR(x_.UploadAsync(host_x_.as<float>(), static_cast<uint64_t>(t) * n_embd * sizeof(float), stream_));
   BF_RETURN_IF_ERROR(
       positions_.UploadAsync(host_positions_.data(), static_cast<uint64_t>(t) * sizeof(int32_t), stream_));
   BF_RETURN_IF_ERROR(
@@ -609,12 +612,12 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
 
   const int key_bound = std::min((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket, options_.max_context);
   BF_RETURN_IF_ERROR(GraphForward(n_tokens, n_rows, kv_batch, key_bound));
-  BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logits_.data(), logits_.as<float>(),
+  BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logits_.as<float>(), logits_.as<float>(),
                                           static_cast<uint64_t>(n_rows) * n_vocab * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_),
                           "logits"));
   BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
-  return StepLogits(host_logits_.data(), logit_begin_.data(), n_seqs, n_vocab);
+  return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, n_vocab);
 }
 
 StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(std::shared_ptr<const gguf::GgufFile> file,

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstring>
+
 #include "kernels/cuda/cuda_status.h"
 
 namespace bitfleet::kernels::cuda {
@@ -49,6 +51,30 @@ Status DeviceBuffer::Download(void* dst, uint64_t size, uint64_t offset) const {
   }
   if (size == 0) return absl::OkStatus();
   return CudaStatus(cudaMemcpy(dst, static_cast<const char*>(ptr_) + offset, size, cudaMemcpyDeviceToHost), "download");
+}
+
+PinnedHostBuffer& PinnedHostBuffer::operator=(PinnedHostBuffer&& other) noexcept {
+  if (this != &other) {
+    Free();
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void PinnedHostBuffer::Free() {
+  if (ptr_ != nullptr) cudaFreeHost(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+StatusOr<PinnedHostBuffer> PinnedHostBuffer::Allocate(uint64_t bytes) {
+  PinnedHostBuffer buffer;
+  if (bytes == 0) return buffer;
+  BF_RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&buffer.ptr_, bytes), "cudaMallocHost"));
+  buffer.bytes_ = bytes;
+  std::memset(buffer.ptr_, 0, bytes);
+  return buffer;
 }
 
 }  // namespace bitfleet::kernels::cuda

@@ -1,5 +1,8 @@
-// An owned device allocation (cudaMalloc / cudaFree) on the device current at allocation time.
-// Move-only. Not thread-safe; the buffer itself may be used from any stream.
+// Owned allocations: DeviceBuffer, device memory (cudaMalloc / cudaFree) on the device current at
+// allocation time; PinnedHostBuffer, page-locked host memory (cudaMallocHost / cudaFreeHost)
+// that copies to and from the device run at full link speed and asynchronously (a copy from
+// pageable memory is staged through a driver buffer, and one to pageable memory blocks the
+// host). Move-only. Not thread-safe; the buffers themselves may be used from any stream.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -43,6 +46,32 @@ class DeviceBuffer {
   // from page-locked memory the copy is asynchronous and `src` must stay unchanged until the
   // stream has reached it.
   Status UploadAsync(const void* src, uint64_t size, cudaStream_t stream, uint64_t offset = 0);
+
+ private:
+  void Free();
+  void* ptr_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
+class PinnedHostBuffer {
+ public:
+  PinnedHostBuffer() = default;
+  PinnedHostBuffer(PinnedHostBuffer&& other) noexcept { *this = std::move(other); }
+  PinnedHostBuffer& operator=(PinnedHostBuffer&& other) noexcept;
+  PinnedHostBuffer(const PinnedHostBuffer&) = delete;
+  PinnedHostBuffer& operator=(const PinnedHostBuffer&) = delete;
+  ~PinnedHostBuffer() { Free(); }
+
+  // `bytes` of page-locked host memory, zero-filled. Zero bytes gives an empty buffer.
+  // RESOURCE_EXHAUSTED when the allocation fails (page-locked memory is limited by the OS).
+  static StatusOr<PinnedHostBuffer> Allocate(uint64_t bytes);
+
+  void* get() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+  uint64_t bytes() const { return bytes_; }
 
  private:
   void Free();
