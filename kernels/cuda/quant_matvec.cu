@@ -343,13 +343,15 @@ std::atomic<int> g_prefetch_blocks{128};
 std::atomic<int> g_chunks_in_flight{1};
 
 // Blocks for `n_groups` row groups: every block resident at once (one wave, by the kernel's
-// occupancy), with the groups spread evenly over them.
-template <typename Kernel>
-unsigned GridFor(Kernel kernel, int64_t n_groups) {
-  static std::atomic<int> blocks_per_sm{0};  // per kernel instantiation
+// occupancy), with the groups spread evenly over them. The kernel is a template argument so that
+// each kernel keeps its own occupancy: every mat-vec kernel has the same function type, and a
+// static shared by type took the occupancy of whichever kernel launched first.
+template <auto Kernel>
+unsigned GridFor(int64_t n_groups) {
+  static std::atomic<int> blocks_per_sm{0};  // per kernel
   int per_sm = blocks_per_sm.load(std::memory_order_relaxed);
   if (per_sm == 0) {
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess || per_sm <= 0) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, kThreads, 0) != cudaSuccess || per_sm <= 0) {
       cudaGetLastError();
       per_sm = 1;
     }
@@ -369,11 +371,11 @@ cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out
                            dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
   }
   if (x.n_tokens == 1) {
-    return LaunchDependent(QuantMatVecKernel<F, 1>, dim3(GridFor(QuantMatVecKernel<F, 1>, w.n_groups)),
+    return LaunchDependent(QuantMatVecKernel<F, 1>, dim3(GridFor<QuantMatVecKernel<F, 1>>(w.n_groups)),
                            dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
   }
   return LaunchDependent(QuantMatVecKernel<F, kMatVecMaxTokens>,
-                         dim3(GridFor(QuantMatVecKernel<F, kMatVecMaxTokens>, w.n_groups)), dim3(kThreads), stream, w,
+                         dim3(GridFor<QuantMatVecKernel<F, kMatVecMaxTokens>>(w.n_groups)), dim3(kThreads), stream, w,
                          x, out, prefetch, prefetch_blocks);
 }
 
