@@ -72,9 +72,13 @@ StatusOr<DeviceProjection> LoadDeviceProjection(const gguf::GgufFile& file, cons
   return p;
 }
 
+// Device memory the KV pool leaves free whatever the utilization: what the runner allocates after
+// the pool (CUDA graph instances, kernel modules loaded on first launch, the driver's own needs).
+constexpr uint64_t kDeviceReserveBytes = uint64_t{512} << 20;
+
 // KV blocks that fit within `utilization` of the device's total memory, less what is in use now
-// (this runner's weights and buffers, and anything else on the device). RESOURCE_EXHAUSTED when
-// that is less than one full context.
+// (this runner's weights and buffers, and anything else on the device) and kDeviceReserveBytes.
+// RESOURCE_EXHAUSTED when that is less than one full context.
 StatusOr<int> KvBlocksForMemory(const cache::KvStorageOptions& kv, double utilization, int max_context) {
   size_t free_bytes = 0;
   size_t total_bytes = 0;
@@ -82,16 +86,17 @@ StatusOr<int> KvBlocksForMemory(const cache::KvStorageOptions& kv, double utiliz
   cache::KvStorageOptions one = kv;
   one.num_blocks = 1;
   BF_ASSIGN_OR_RETURN(const uint64_t block_bytes, cache::KvStorageCuda::BytesFor(one));
-  const double budget =
-      utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes);
+  const double budget = utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes) -
+                        static_cast<double>(kDeviceReserveBytes);
   const uint64_t fits = budget > 0 && block_bytes > 0 ? static_cast<uint64_t>(budget / static_cast<double>(block_bytes)) : 0;
   const uint64_t context_blocks = cache::BlocksForTokens(max_context, kv.block_size);
   if (fits < context_blocks) {
     const double gib = 1024.0 * 1024.0 * 1024.0;
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "the KV cache gets %.2f GiB of the device (%.2f of its %.1f GiB, less %.2f GiB in use): %d tokens, fewer "
-        "than one %d-token context; raise --gpu-memory-utilization or lower --ctx",
+        "the KV cache gets %.2f GiB of the device (%.2f of its %.1f GiB, less %.2f GiB in use and %.1f GiB kept "
+        "free): %d tokens, fewer than one %d-token context; raise --gpu-memory-utilization or lower --ctx",
         std::max(0.0, budget) / gib, utilization, total_bytes / gib, (total_bytes - free_bytes) / gib,
+        kDeviceReserveBytes / gib,
         static_cast<int>(fits * kv.block_size), max_context));
   }
   constexpr uint64_t kMaxBlocks = uint64_t{1} << 24;  // block ids are int32; far beyond any device
@@ -178,9 +183,9 @@ class CudaModelRunnerImpl {
   static std::optional<kernels::ActScaling> SharedScaling(std::initializer_list<const DeviceProjection*> ws);
   // out = scale · W · x̂ from activations already quantized into acts_ (`view`).
   Status ProjectQuantized(const DeviceProjection& w, const kc::ActivationView& view, int n, float* out);
-  // One decoder layer over x (n tokens), in place. With fused norms, the layer leaves its last
-  // residual (proj_) for the next layer's first norm to add (*pending_add), and takes the one
-  // the previous layer left; without, it adds it itself.
+  // One decoder layer over x (n tokens), in place. The layer leaves its last residual (proj_)
+  // for the next layer's first norm to add (*pending_add; fused into it where norms are fused,
+  // a separate add otherwise), and takes the one the previous layer left.
   Status Layer(int l, int n, const kc::PagedKvBatch& kv_batch, int max_keys, bool* pending_add);
   // Every layer, then the logit rows (logit_rows_) through the output norm and the LM head into
   // logits_: the device work of a step, enqueued on stream_ (what a step graph captures).

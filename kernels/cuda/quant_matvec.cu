@@ -367,8 +367,9 @@ cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out
   const auto prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
   const auto prefetch_blocks = static_cast<uint32_t>(g_prefetch_blocks.load(std::memory_order_relaxed));
   if (x.n_tokens == 1 && g_chunks_in_flight.load(std::memory_order_relaxed) == 2) {
-    return LaunchDependent(QuantMatVecTwoInFlightKernel<F>, dim3(GridFor(QuantMatVecTwoInFlightKernel<F>, w.n_groups)),
-                           dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
+    return LaunchDependent(QuantMatVecTwoInFlightKernel<F>,
+                           dim3(GridFor<QuantMatVecTwoInFlightKernel<F>>(w.n_groups)), dim3(kThreads), stream, w, x,
+                           out, prefetch, prefetch_blocks);
   }
   if (x.n_tokens == 1) {
     return LaunchDependent(QuantMatVecKernel<F, 1>, dim3(GridFor<QuantMatVecKernel<F, 1>>(w.n_groups)),

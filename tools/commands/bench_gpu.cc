@@ -319,12 +319,14 @@ struct MatVecSetting {
   bool dependent_launches = true;
 };
 
-// "default" or "pdl|nopdl:none|lines|bulk:BLOCKS[:CHUNKS_IN_FLIGHT]" (1 or 2; default 1).
+// "default" or "pdl|nopdl:none|lines|bulk:BLOCKS[:CHUNKS_IN_FLIGHT]" (1 or 2; default: the one
+// in `defaults`, i.e. --matvec-chunks-in-flight).
 StatusOr<MatVecSetting> ParseMatVecSetting(const std::string& text, const MatVecSetting& defaults) {
   if (text == "default") return defaults;
   const std::vector<std::string> parts = absl::StrSplit(text, ':');
   MatVecSetting setting;
   kc::QuantMatVecOptions& o = setting.options;
+  o.chunks_in_flight = defaults.options.chunks_in_flight;
   bool ok = (parts.size() == 3 || parts.size() == 4) && (parts[0] == "pdl" || parts[0] == "nopdl");
   if (ok) {
     setting.dependent_launches = parts[0] == "pdl";
