@@ -68,4 +68,16 @@ void AttentionPaged(const float* q, int n_tokens, int n_heads, const PagedKv& kv
 void AttentionPaged(const float* q, int n_tokens, int n_heads, const PagedKv& kv, const int32_t* block_table, int pos0,
                     float scale, float* out, float* scratch, ThreadPool& pool);
 
+// Decode attention of n_seqs sequences, one new token each (sequence i's at position pos[i], its
+// q row q[i] and output out[i], n_heads × head_dim each), whose block tables tables[i] all name
+// the same blocks for positions [0, shared_positions): a prompt prefix they share through the
+// prefix cache (shared_positions <= pos[i] + 1; larger is clipped). The shared positions are
+// attended for the query rows of many sequences together, so each run of shared K/V rows is
+// read and converted once per up to 32 rows instead of once per sequence; the sequences' own
+// positions follow per sequence. Equals AttentionPaged per sequence up to float rounding (the
+// order in which positions are folded into the softmax state differs).
+void AttentionSharedPrefix(const float* const* q, int n_seqs, int n_heads, const PagedKv& kv,
+                           const int32_t* const* tables, const int32_t* pos, int shared_positions, float scale,
+                           float* const* out, ThreadPool& pool);
+
 }  // namespace bitfleet::kernels

@@ -1,6 +1,7 @@
 #include "worker/layer_ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <iterator>
 #include <span>
@@ -19,9 +20,73 @@ void ApplyScale(StepContext& ctx, const Projection& w, float* out) {
   });
 }
 
-// Attention of every sequence of the step, split over the pool by token ranges: a prefill
-// chunk is divided between threads (its K/V are already in the cache, so each token range is
-// independent), decode tokens of different sequences run in parallel.
+// Shared prompt prefixes shorter than this are attended per sequence: the grouped pass pays
+// off over many positions.
+constexpr int kMinSharedPositions = 64;
+
+std::atomic<int64_t> g_shared_prefix_groups{0};
+
+// Decode tokens of sequences that share their leading KV blocks through the prefix cache (many
+// streams on one long system prompt): each group's shared positions are attended for all its
+// sequences together (kernels::AttentionSharedPrefix), which reads and converts every shared
+// K/V row once per up to 32 query rows instead of once per sequence. Marks the sequences it
+// attended in s.attn_done (all cleared first).
+void AttendSharedPrefixes(StepContext& ctx, const kernels::PagedKv& kv, float scale) {
+  StepScratch& s = ctx.s;
+  const int n_seqs = static_cast<int>(ctx.batch.size());
+  std::fill(s.attn_done.begin(), s.attn_done.begin() + n_seqs, 0);
+  int32_t* order = s.attn_order.data();
+  int n = 0;
+  for (int i = 0; i < n_seqs; ++i) {
+    const SequenceStep& step = ctx.batch[i];
+    if (step.tokens.size() == 1 && step.start_pos >= kMinSharedPositions && !step.block_table.empty()) order[n++] = i;
+  }
+  if (n < 2) return;
+  auto first_block = [&](int i) { return ctx.batch[i].block_table[0]; };
+  std::sort(order, order + n, [&](int a, int b) {
+    return first_block(a) != first_block(b) ? first_block(a) < first_block(b) : a < b;
+  });
+  const int q_dim = ctx.dims.q_dim();
+  for (int a = 0; a < n;) {
+    int b = a + 1;
+    while (b < n && first_block(order[b]) == first_block(order[a])) ++b;
+    if (b - a >= 2) {
+      // Blocks every member's table names alike, all below every member's new token.
+      const std::span<const int32_t> lead = ctx.batch[order[a]].block_table;
+      size_t shared_blocks = lead.size();
+      for (int m = a; m < b; ++m) {
+        const SequenceStep& step = ctx.batch[order[m]];
+        const size_t below = static_cast<size_t>(step.start_pos / kv.block_size);
+        const size_t limit = std::min({shared_blocks, below, step.block_table.size()});
+        size_t common = 0;
+        while (common < limit && step.block_table[common] == lead[common]) ++common;
+        shared_blocks = common;
+      }
+      const int shared = static_cast<int>(shared_blocks) * kv.block_size;
+      if (shared >= kMinSharedPositions) {
+        const int g = b - a;
+        for (int m = 0; m < g; ++m) {
+          const int i = order[a + m];
+          const size_t row = static_cast<size_t>(s.seq_begin[i]) * q_dim;
+          s.attn_q[m] = s.q.data() + row;
+          s.attn_out[m] = s.attn.data() + row;
+          s.attn_tables[m] = ctx.batch[i].block_table.data();
+          s.attn_pos[m] = ctx.batch[i].start_pos;
+          s.attn_done[i] = 1;
+        }
+        kernels::AttentionSharedPrefix(s.attn_q.data(), g, ctx.dims.n_head, kv, s.attn_tables.data(),
+                                       s.attn_pos.data(), shared, scale, s.attn_out.data(), ctx.pool);
+        g_shared_prefix_groups.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    a = b;
+  }
+}
+
+// Attention of every sequence of the step not attended by AttendSharedPrefixes, split over the
+// pool by token ranges: a prefill chunk is divided between threads (its K/V are already in the
+// cache, so each token range is independent), decode tokens of different sequences run in
+// parallel.
 struct AttentionJob {
   StepContext* ctx;
   kernels::PagedKv kv;
@@ -42,6 +107,11 @@ struct AttentionJob {
     while (t < t_end) {
       const int seq_end = s.seq_begin[seq + 1];
       const int run_end = std::min(t_end, seq_end);
+      if (s.attn_done[seq]) {
+        t = run_end;
+        ++seq;
+        continue;
+      }
       const SequenceStep& step = ctx->batch[seq];
       const int pos0 = step.start_pos + (t - s.seq_begin[seq]);
       kernels::AttentionPaged(s.q.data() + static_cast<size_t>(t) * q_dim, run_end - t, ctx->dims.n_head, kv,
@@ -74,6 +144,8 @@ const Projection* FirstQuantized(std::initializer_list<const Projection*> ws) {
 }
 
 }  // namespace
+
+int64_t SharedPrefixAttentionGroups() { return g_shared_prefix_groups.load(std::memory_order_relaxed); }
 
 void ForTokenRanges(StepContext& ctx, FunctionRef<void(int, int)> fn) {
   const int n = ctx.n_tokens;
@@ -194,6 +266,7 @@ void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
     kernels::AttentionPaged(s.q.data(), ctx.n_tokens, d.n_head, kv, step.block_table.data(), step.start_pos,
                             job.scale, s.attn.data(), s.attn_scratch.data(), ctx.pool);
   } else {
+    AttendSharedPrefixes(ctx, kv, job.scale);
     ctx.pool.Run([&job](int thread, int n_threads) { job.Run(thread, n_threads); });
   }
 }

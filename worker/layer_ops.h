@@ -21,6 +21,10 @@ namespace bitfleet::worker {
 // threads waiting.
 void ForTokenRanges(StepContext& ctx, FunctionRef<void(int, int)> fn);
 
+// Groups of sequences whose shared prompt prefix SelfAttention has attended together, since
+// the process started (all layers and runners; for tests and diagnostics).
+int64_t SharedPrefixAttentionGroups();
+
 // ctx.s.xn = RmsNorm(ctx.s.x) with `weight` (n_embd).
 void NormalizeInput(StepContext& ctx, const std::vector<float>& weight);
 
@@ -49,7 +53,9 @@ Status SubNorm(StepContext& ctx, const std::vector<float>& weight, const float* 
                int full_dim);
 
 // Q/K/V of ctx.s.xn, RoPE, K/V appended to the paged cache of `layer`, causal attention of
-// every sequence over its cached positions; result in ctx.s.attn (tokens × q_dim).
+// every sequence over its cached positions; result in ctx.s.attn (tokens × q_dim). Decode tokens
+// of sequences sharing at least 64 leading positions' blocks (a prompt prefix shared through the
+// prefix cache) attend those positions together (kernels::AttentionSharedPrefix).
 void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer);
 
 // ctx.s.hidden = act(gate(xn)) * up(xn), the activation from ctx.dims.

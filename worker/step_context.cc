@@ -36,6 +36,13 @@ void StepScratch::Allocate(const ModelDims& d, const RunnerOptions& o, int n_voc
   per_token.assign(t, 0.0f);
   attn_scratch_stride = o.max_context;
   attn_scratch.assign(static_cast<size_t>(threads) * attn_scratch_stride, 0.0f);
+  const size_t seqs = static_cast<size_t>(o.max_step_sequences);
+  attn_order.assign(seqs, 0);
+  attn_q.assign(seqs, nullptr);
+  attn_out.assign(seqs, nullptr);
+  attn_tables.assign(seqs, nullptr);
+  attn_pos.assign(seqs, 0);
+  attn_done.assign(seqs, 0);
   const uint64_t max_cols = std::max({d.n_embd, d.q_dim(), d.n_ff});
   qa_in.Reserve(o.max_step_tokens, max_cols);
   qa_row.Reserve(std::max(o.max_step_tokens, o.max_logit_rows), max_cols);

@@ -53,6 +53,14 @@ struct StepScratch {
   std::vector<float> per_token;  // one float per token (absmax, sum of squares)
   std::vector<float> attn_scratch;  // threads × max_context (attention scores)
   int attn_scratch_stride = 0;
+  // Shared-prefix decode attention (layer_ops.cc), sequences each: the candidates' order, one
+  // group's rows, tables and positions, and which sequences it attended.
+  std::vector<int32_t> attn_order;
+  std::vector<const float*> attn_q;
+  std::vector<float*> attn_out;
+  std::vector<const int32_t*> attn_tables;
+  std::vector<int32_t> attn_pos;
+  std::vector<uint8_t> attn_done;
   kernels::QuantizedActivations qa_in;   // quantized block input (shared by column-parallel matmuls)
   kernels::QuantizedActivations qa_row;  // quantized row-parallel input
   // Batch metadata.

@@ -34,5 +34,9 @@ void WriteKvWith(const CpuKernels& k, const PagedKv& kv, const int32_t* block_ta
 void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n_heads, const PagedKv& kv,
                         const int32_t* block_table, int pos0, float scale, float* out, float* scratch,
                         ThreadPool* pool);
+// kernels/ops.h AttentionSharedPrefix; pool may be null (single thread).
+void AttentionSharedPrefixWith(const CpuKernels& k, const float* const* q, int n_seqs, int n_heads, const PagedKv& kv,
+                               const int32_t* const* tables, const int32_t* pos, int shared_positions, float scale,
+                               float* const* out, ThreadPool* pool);
 
 }  // namespace bitfleet::kernels::cpu

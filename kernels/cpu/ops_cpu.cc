@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <vector>
 
 #include "kernels/cpu/matmul_cpu.h"
 #include "kernels/ref/ops_ref.h"
@@ -238,6 +239,36 @@ constexpr int kMinTileTokens = 4;
 constexpr int kMaxTileRows = 32;
 constexpr int kMaxTileHeadDim = 256;
 
+// One thread's state of a tile unit: up to kMaxTileRows query rows with their online-softmax
+// state and causal limits.
+struct TileState {
+  float q[kMaxTileRows * kMaxTileHeadDim];
+  float acc[kMaxTileRows * kMaxTileHeadDim];
+  float m[kMaxTileRows];
+  float l[kMaxTileRows];
+  int32_t limit[kMaxTileRows];
+};
+
+// This thread's TileState (allocated on its first use).
+TileState& ThreadTileState() {
+  thread_local std::unique_ptr<TileState> state;
+  if (!state) state = std::make_unique<TileState>();
+  return *state;
+}
+
+// Folds positions [0, n_keys) of KV head g into every row of st (rows query rows, all allowed
+// those positions by st.limit), one paged-block run of at most 16 keys at a time.
+void AttendTileRuns(const CpuKernels& k, const PagedKv& kv, const int32_t* block_table, int g, int rows, int n_keys,
+                    float scale, TileState& st) {
+  const int64_t stride = int64_t{kv.n_kv_heads} * kv.head_dim;
+  for (int j0 = 0; j0 < n_keys;) {
+    const int n = std::min({kv.block_size - j0 % kv.block_size, n_keys - j0, 16});
+    const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, g);
+    k.attend_run(st.q, rows, kv.head_dim, st.limit, kv.k + off, kv.v + off, stride, j0, n, scale, st.m, st.l, st.acc);
+    j0 += n;
+  }
+}
+
 bool TilesApply(const CpuKernels& k, int n_tokens, int group, int hd) {
   return k.attend_run != nullptr && n_tokens >= kMinTileTokens && group <= kMaxTileRows && hd % 16 == 0 &&
          hd <= kMaxTileHeadDim;
@@ -250,18 +281,8 @@ void AttendTiles(const CpuKernels& k, const float* q, int n_tokens, int n_heads,
   const int group = n_heads / n_kv;
   const int tile_tokens = std::max(1, kMaxTileRows / group);
   const int n_tiles = (n_tokens + tile_tokens - 1) / tile_tokens;
-  const int64_t stride = int64_t{n_kv} * hd;
-  struct TileState {
-    float q[kMaxTileRows * kMaxTileHeadDim];
-    float acc[kMaxTileRows * kMaxTileHeadDim];
-    float m[kMaxTileRows];
-    float l[kMaxTileRows];
-    int32_t limit[kMaxTileRows];
-  };
   auto run_units = [&](int64_t begin, int64_t end) {
-    thread_local std::unique_ptr<TileState> state;
-    if (!state) state = std::make_unique<TileState>();
-    TileState& st = *state;
+    TileState& st = ThreadTileState();
     for (int64_t u = begin; u < end; ++u) {
       // The last tiles (longest contexts) first, so the threads finish together.
       const int tile = n_tiles - 1 - static_cast<int>(u / n_kv);
@@ -280,13 +301,7 @@ void AttendTiles(const CpuKernels& k, const float* q, int n_tokens, int n_heads,
           st.limit[r] = pos0 + t + 1;
         }
       }
-      const int ctx_end = pos0 + t1;
-      for (int j0 = 0; j0 < ctx_end;) {
-        const int n = std::min({kv.block_size - j0 % kv.block_size, ctx_end - j0, 16});
-        const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, g);
-        k.attend_run(st.q, rows, hd, st.limit, kv.k + off, kv.v + off, stride, j0, n, scale, st.m, st.l, st.acc);
-        j0 += n;
-      }
+      AttendTileRuns(k, kv, block_table, g, rows, pos0 + t1, scale, st);
       for (int t = t0; t < t1; ++t) {
         for (int i = 0; i < group; ++i) {
           const int r = (t - t0) * group + i;
@@ -369,6 +384,83 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
     run_units(0, units);
   } else {
     pool->ParallelForDynamic(units, 1, run_units);
+  }
+}
+
+void AttentionSharedPrefixWith(const CpuKernels& k, const float* const* q, int n_seqs, int n_heads, const PagedKv& kv,
+                               const int32_t* const* tables, const int32_t* pos, int shared_positions, float scale,
+                               float* const* out, ThreadPool* pool) {
+  const int hd = kv.head_dim;
+  const int n_kv = kv.n_kv_heads;
+  const int group = n_heads / n_kv;
+  int shared = shared_positions;
+  for (int i = 0; i < n_seqs; ++i) shared = std::min(shared, pos[i] + 1);
+  if (n_seqs < 2 || shared < 1 || !TilesApply(k, kMinTileTokens, group, hd) || group * hd > kAttnFloats) {
+    for (int i = 0; i < n_seqs; ++i) {
+      AttentionPagedWith(k, q[i], 1, n_heads, kv, tables[i], pos[i], scale, out[i], nullptr, pool);
+    }
+    return;
+  }
+  // Every (sequence, head)'s online-softmax state after the shared positions: m, l, acc.
+  thread_local std::vector<float> state;
+  const size_t n_rows_all = static_cast<size_t>(n_seqs) * n_heads;
+  if (state.size() < n_rows_all * (hd + 2)) state.resize(n_rows_all * (hd + 2));
+  float* m_all = state.data();
+  float* l_all = m_all + n_rows_all;
+  float* acc_all = l_all + n_rows_all;
+
+  // 1. The shared positions: units of (up to kMaxTileRows / group sequences, one KV head) whose
+  // query rows fold every run together, so each run's K/V rows are converted once per unit
+  // instead of once per sequence.
+  const int seqs_per_tile = std::max(1, kMaxTileRows / group);
+  const int n_tiles = (n_seqs + seqs_per_tile - 1) / seqs_per_tile;
+  auto shared_units = [&](int64_t begin, int64_t end) {
+    TileState& st = ThreadTileState();
+    for (int64_t u = begin; u < end; ++u) {
+      const int s0 = static_cast<int>(u / n_kv) * seqs_per_tile;
+      const int s1 = std::min(n_seqs, s0 + seqs_per_tile);
+      const int g = static_cast<int>(u % n_kv);
+      const int rows = (s1 - s0) * group;
+      for (int r = 0; r < rows; ++r) {
+        const float* src = q[s0 + r / group] + (int64_t{g} * group + r % group) * hd;
+        std::copy(src, src + hd, st.q + r * hd);
+        std::fill(st.acc + r * hd, st.acc + (r + 1) * hd, 0.0f);
+        st.m[r] = -INFINITY;
+        st.l[r] = 0.0f;
+        st.limit[r] = shared;
+      }
+      AttendTileRuns(k, kv, tables[s0], g, rows, shared, scale, st);
+      for (int r = 0; r < rows; ++r) {
+        const size_t row = static_cast<size_t>(s0 + r / group) * n_heads + g * group + r % group;
+        m_all[row] = st.m[r];
+        l_all[row] = st.l[r];
+        std::copy(st.acc + r * hd, st.acc + (r + 1) * hd, acc_all + row * hd);
+      }
+    }
+  };
+  // 2. Each sequence's own positions, continuing from that state, then the normalization.
+  auto own_units = [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int s = static_cast<int>(u / n_kv);
+      const int g = static_cast<int>(u % n_kv);
+      const size_t row0 = static_cast<size_t>(s) * n_heads + g * group;
+      const AttnState st{acc_all + row0 * hd, m_all + row0, l_all + row0};
+      AttendRange(k, q[s], AttnUnit{0, g, g + 1, 0, group}, group, kv, tables[s], shared, pos[s] + 1, scale, st);
+      for (int i = 0; i < group; ++i) {
+        const float inv = 1.0f / st.l[i];
+        float* o = out[s] + (int64_t{g} * group + i) * hd;
+        for (int d = 0; d < hd; ++d) o[d] = st.acc[i * hd + d] * inv;
+      }
+    }
+  };
+  const int64_t n_shared_units = int64_t{n_tiles} * n_kv;
+  const int64_t n_own_units = int64_t{n_seqs} * n_kv;
+  if (pool == nullptr || pool->size() == 1) {
+    shared_units(0, n_shared_units);
+    own_units(0, n_own_units);
+  } else {
+    pool->ParallelForDynamic(n_shared_units, 1, shared_units);
+    pool->ParallelForDynamic(n_own_units, 1, own_units);
   }
 }
 
@@ -482,6 +574,13 @@ void AttentionPaged(const float* q, int n_tokens, int n_heads, const PagedKv& kv
                     float scale, float* out, float* scratch, ThreadPool& pool) {
   cpu::AttentionPagedWith(cpu::ActiveKernels(), q, n_tokens, n_heads, kv, block_table, pos0, scale, out, scratch,
                           &pool);
+}
+
+void AttentionSharedPrefix(const float* const* q, int n_seqs, int n_heads, const PagedKv& kv,
+                           const int32_t* const* tables, const int32_t* pos, int shared_positions, float scale,
+                           float* const* out, ThreadPool& pool) {
+  cpu::AttentionSharedPrefixWith(cpu::ActiveKernels(), q, n_seqs, n_heads, kv, tables, pos, shared_positions, scale,
+                                 out, &pool);
 }
 
 }  // namespace bitfleet::kernels

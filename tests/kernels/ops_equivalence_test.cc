@@ -2,6 +2,7 @@
 // Budgets as in docs/kernels.md ("Error budgets").
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -300,6 +301,84 @@ TEST(OpsEquivalence, DecodeAttentionSplitsTheContext) {
                               out.data(), scratch.data(), &pool);
       ASSERT_TRUE(out.Intact() && scratch.Intact());
       for (size_t j = 0; j < c.q.size(); ++j) ASSERT_NEAR(out.data()[j], c.want[j], kAttnRel * c.max_v) << j;
+    }
+  }
+}
+
+// Decode tokens of sequences whose block tables share their first blocks (a prompt prefix shared
+// through the prefix cache): AttentionSharedPrefix equals the reference per sequence. Groups that
+// fill several tiles or part of one (group 8: four sequences per tile), head_dims the tile kernel
+// takes and one it does not (40: the per-sequence fallback), tokens right after the prefix or up
+// to 60 positions on, block sizes other than 16, with and without a pool.
+TEST(OpsEquivalence, SharedPrefixDecodeAttentionEqualsEachSequence) {
+  std::mt19937_64 rng(12);
+  ThreadPool pool2(2);
+  ThreadPool pool3(3);
+  for (int i = 0; i < 24; ++i) {
+    ThreadPool* pool = i % 3 == 0 ? nullptr : i % 3 == 1 ? &pool2 : &pool3;
+    const int n_kv_heads = RandInt(rng, 1, 4);
+    const int group = i % 4 == 3 ? 8 : RandInt(rng, 1, 4);
+    const int n_heads = n_kv_heads * group;
+    const int head_dim = i % 5 == 4 ? 40 : 16 * RandInt(rng, 2, 8);
+    const int block_size = i % 4 == 0 ? RandInt(rng, 3, 20) : 16;
+    const int shared_blocks = RandInt(rng, 1, 12);
+    const int shared = shared_blocks * block_size;
+    const int n_seqs = RandInt(rng, 1, 20);
+    std::vector<int32_t> pos(n_seqs);
+    int max_own = 0;
+    for (int32_t& p : pos) {
+      const int own = RandInt(rng, 0, 60);
+      p = shared + own;
+      max_own = std::max(max_own, own);
+    }
+    // The shared blocks, then each sequence's own, all at shuffled ids.
+    const int own_blocks = (max_own + block_size) / block_size;
+    const int total_blocks = shared_blocks + n_seqs * own_blocks;
+    const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
+    GuardedHalves k_pool(static_cast<size_t>(total_blocks) * block_size * kv_row);
+    GuardedHalves v_pool(static_cast<size_t>(total_blocks) * block_size * kv_row);
+    const PagedKv kv{k_pool.data(), v_pool.data(), block_size, n_kv_heads, head_dim, total_blocks};
+    std::vector<int32_t> ids(total_blocks);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    std::vector<std::vector<int32_t>> tables(n_seqs);
+    float max_v = 0.0f;
+    auto write = [&](const std::vector<int32_t>& table, int pos0, int n) {
+      const std::vector<float> keys = Normal(static_cast<size_t>(n) * kv_row, rng);
+      const std::vector<float> values = Normal(static_cast<size_t>(n) * kv_row, rng, 2.0f);
+      for (float f : values) max_v = std::max(max_v, std::fabs(f));
+      ref::WriteKvRef(kv, table.data(), pos0, n, keys.data(), values.data());
+    };
+    for (int s = 0; s < n_seqs; ++s) {
+      tables[s].assign(ids.begin(), ids.begin() + shared_blocks);
+      tables[s].insert(tables[s].end(), ids.begin() + shared_blocks + s * own_blocks,
+                       ids.begin() + shared_blocks + (s + 1) * own_blocks);
+      if (s == 0) write(tables[0], 0, shared);
+      write(tables[s], shared, pos[s] + 1 - shared);
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    const size_t q_row = static_cast<size_t>(n_heads) * head_dim;
+    const std::vector<float> q = Normal(n_seqs * q_row, rng);
+    std::vector<float> want(q.size());
+    std::vector<const float*> q_ptrs(n_seqs);
+    std::vector<const int32_t*> table_ptrs(n_seqs);
+    for (int s = 0; s < n_seqs; ++s) {
+      ref::AttentionPagedRef(q.data() + s * q_row, 1, n_heads, kv, tables[s].data(), pos[s], scale,
+                             want.data() + s * q_row);
+      q_ptrs[s] = q.data() + s * q_row;
+      table_ptrs[s] = tables[s].data();
+    }
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " case " << i << " heads " << n_heads << "/" << n_kv_heads
+                                        << " hd " << head_dim << " block " << block_size << " shared " << shared
+                                        << " sequences " << n_seqs);
+      GuardedFloats out(q.size());
+      std::vector<float*> out_ptrs(n_seqs);
+      for (int s = 0; s < n_seqs; ++s) out_ptrs[s] = out.data() + s * q_row;
+      cpu::AttentionSharedPrefixWith(*k, q_ptrs.data(), n_seqs, n_heads, kv, table_ptrs.data(), pos.data(), shared,
+                                     scale, out_ptrs.data(), pool);
+      ASSERT_TRUE(out.Intact() && out.Written() && k_pool.Intact() && v_pool.Intact());
+      for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
     }
   }
 }

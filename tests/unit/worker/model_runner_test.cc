@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/worker/naive_transformer.h"
 #include "tests/unit/worker/runner_test_util.h"
+#include "worker/layer_ops.h"
 #include "worker/sequence_session.h"
 
 namespace bitfleet::worker {
@@ -221,6 +222,64 @@ TEST_P(RunnerConsistencyTest, BatchedSequencesMatchSeparateRuns) {
   EXPECT_LE(MaxRowError(batched_a, last_row(a), n_vocab), 1e-5);
   EXPECT_LE(MaxRowError(batched_b, last_row(b), n_vocab), 1e-5);
   EXPECT_LE(MaxRowError(batched_c, RunnerLogits(r, c), n_vocab), 1e-5);
+}
+
+// Four sequences on one 80-token prompt prefix whose blocks they share (as the prefix cache
+// attaches them), each with its own suffix, then decoding together: the shared positions are
+// attended for all four at once (SelfAttention's shared-prefix path, which must be taken), and
+// every decode row matches the sequence run alone (token by token, so through the per-token
+// decode kernel; the float order differs within the attention budget).
+TEST_P(RunnerConsistencyTest, SharedPrefixDecodeMatchesSeparateRuns) {
+  auto path = SynthTinyModel(Arch(), GetParam());
+  ASSERT_TRUE(path.ok()) << path.status();
+  auto runner = MakeRunner(*path, /*threads=*/2, /*max_step_tokens=*/128);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  ModelRunner& r = **runner;
+  const int n_vocab = r.n_vocab();
+  ASSERT_EQ(r.kv_block_size(), 16);
+  const std::vector<int32_t> prefix = TestTokens(80, n_vocab, 40);
+  const std::vector<int32_t> prefix_blocks = {12, 3, 40, 7, 25};  // 80 positions, out of order
+  constexpr int kSeqs = 4;
+  constexpr int kDecode = 3;
+  std::vector<std::vector<int32_t>> tokens(kSeqs), tables(kSeqs);
+  for (int i = 0; i < kSeqs; ++i) {
+    tokens[i] = prefix;
+    const std::vector<int32_t> own = TestTokens(3 + 2 * i + kDecode, n_vocab, 50 + i);
+    tokens[i].insert(tokens[i].end(), own.begin(), own.end());
+    tables[i] = prefix_blocks;
+    tables[i].push_back(60 + i);  // own positions 80..95
+  }
+  // The prefix, computed once (through sequence 0's table), then each suffix.
+  std::vector<SequenceStep> steps(kSeqs);
+  steps[0] = {std::span(tokens[0]).first(80), 0, tables[0], false};
+  ASSERT_TRUE(r.Step(std::span(steps).first(1)).ok());
+  std::vector<int> cached(kSeqs, 80);
+  for (int i = 0; i < kSeqs; ++i) {
+    const int suffix = static_cast<int>(tokens[i].size()) - 80 - kDecode;
+    steps[i] = {std::span(tokens[i]).subspan(80, suffix), 80, tables[i], false};
+    cached[i] += suffix;
+  }
+  ASSERT_TRUE(r.Step(steps).ok());
+  // Decode steps, all four sequences together.
+  const int64_t groups_before = SharedPrefixAttentionGroups();
+  std::vector<std::vector<float>> decoded(kSeqs);
+  for (int d = 0; d < kDecode; ++d) {
+    for (int i = 0; i < kSeqs; ++i) {
+      steps[i] = {std::span(tokens[i]).subspan(cached[i], 1), cached[i], tables[i], false};
+      ++cached[i];
+    }
+    auto logits = r.Step(steps);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    for (int i = 0; i < kSeqs; ++i) decoded[i].insert(decoded[i].end(), logits->Last(i).begin(), logits->Last(i).end());
+  }
+  // One group per layer and decode step.
+  EXPECT_EQ(SharedPrefixAttentionGroups() - groups_before, int64_t{kDecode} * r.config().n_layer);
+
+  for (int i = 0; i < kSeqs; ++i) {
+    const std::vector<float> alone = RunnerLogits(r, tokens[i], 1);
+    const std::vector<float> last(alone.end() - static_cast<size_t>(kDecode) * n_vocab, alone.end());
+    EXPECT_LE(MaxRowError(decoded[i], last, n_vocab), 4e-5) << "sequence " << i;
+  }
 }
 
 TEST_P(RunnerConsistencyTest, ThreadCountDoesNotChangeLogits) {
