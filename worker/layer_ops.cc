@@ -27,10 +27,11 @@ constexpr int kMinSharedPositions = 64;
 std::atomic<int64_t> g_shared_prefix_groups{0};
 
 // Decode tokens of sequences that share their leading KV blocks through the prefix cache (many
-// streams on one long system prompt): each group's shared positions are attended for all its
-// sequences together (kernels::AttentionSharedPrefix), which reads and converts every shared
-// K/V row once per up to 32 query rows instead of once per sequence. Marks the sequences it
-// attended in s.attn_done (all cleared first).
+// streams on one long system prompt): each group's shared positions (at least
+// kMinSharedPositions) are attended for all its sequences together (kernels::
+// AttentionSharedPrefix), which reads and converts every shared K/V row once per up to 32 query
+// rows instead of once per sequence. Marks the sequences it attended in s.attn_done (all cleared
+// first).
 void AttendSharedPrefixes(StepContext& ctx, const kernels::PagedKv& kv, float scale) {
   StepScratch& s = ctx.s;
   const int n_seqs = static_cast<int>(ctx.batch.size());
@@ -42,42 +43,46 @@ void AttendSharedPrefixes(StepContext& ctx, const kernels::PagedKv& kv, float sc
     if (step.tokens.size() == 1 && step.start_pos >= kMinSharedPositions && !step.block_table.empty()) order[n++] = i;
   }
   if (n < 2) return;
-  auto first_block = [&](int i) { return ctx.batch[i].block_table[0]; };
+  // A sequence's blocks that can be shared: whole blocks below its new token.
+  auto usable = [&](int i) {
+    const SequenceStep& step = ctx.batch[i];
+    return step.block_table.first(std::min(step.block_table.size(), static_cast<size_t>(step.start_pos / kv.block_size)));
+  };
+  // In lexicographic order of the block tables, the sequences sharing any prefix are contiguous,
+  // and the prefix a run of them shares is the shortest one shared by two neighbours.
   std::sort(order, order + n, [&](int a, int b) {
-    return first_block(a) != first_block(b) ? first_block(a) < first_block(b) : a < b;
+    const std::span<const int32_t> ta = usable(a), tb = usable(b);
+    return std::lexicographical_compare(ta.begin(), ta.end(), tb.begin(), tb.end());
   });
+  auto common_blocks = [&](int a, int b) {
+    const std::span<const int32_t> ta = usable(a), tb = usable(b);
+    return static_cast<size_t>(std::mismatch(ta.begin(), ta.end(), tb.begin(), tb.end()).first - ta.begin());
+  };
+  const size_t min_blocks = static_cast<size_t>((kMinSharedPositions + kv.block_size - 1) / kv.block_size);
   const int q_dim = ctx.dims.q_dim();
   for (int a = 0; a < n;) {
     int b = a + 1;
-    while (b < n && first_block(order[b]) == first_block(order[a])) ++b;
+    size_t shared_blocks = usable(order[a]).size();
+    for (; b < n; ++b) {
+      const size_t common = std::min(shared_blocks, common_blocks(order[b - 1], order[b]));
+      if (common < min_blocks) break;
+      shared_blocks = common;
+    }
     if (b - a >= 2) {
-      // Blocks every member's table names alike, all below every member's new token.
-      const std::span<const int32_t> lead = ctx.batch[order[a]].block_table;
-      size_t shared_blocks = lead.size();
-      for (int m = a; m < b; ++m) {
-        const SequenceStep& step = ctx.batch[order[m]];
-        const size_t below = static_cast<size_t>(step.start_pos / kv.block_size);
-        const size_t limit = std::min({shared_blocks, below, step.block_table.size()});
-        size_t common = 0;
-        while (common < limit && step.block_table[common] == lead[common]) ++common;
-        shared_blocks = common;
+      const int g = b - a;
+      for (int m = 0; m < g; ++m) {
+        const int i = order[a + m];
+        const size_t row = static_cast<size_t>(s.seq_begin[i]) * q_dim;
+        s.attn_q[m] = s.q.data() + row;
+        s.attn_out[m] = s.attn.data() + row;
+        s.attn_tables[m] = ctx.batch[i].block_table.data();
+        s.attn_pos[m] = ctx.batch[i].start_pos;
+        s.attn_done[i] = 1;
       }
-      const int shared = static_cast<int>(shared_blocks) * kv.block_size;
-      if (shared >= kMinSharedPositions) {
-        const int g = b - a;
-        for (int m = 0; m < g; ++m) {
-          const int i = order[a + m];
-          const size_t row = static_cast<size_t>(s.seq_begin[i]) * q_dim;
-          s.attn_q[m] = s.q.data() + row;
-          s.attn_out[m] = s.attn.data() + row;
-          s.attn_tables[m] = ctx.batch[i].block_table.data();
-          s.attn_pos[m] = ctx.batch[i].start_pos;
-          s.attn_done[i] = 1;
-        }
-        kernels::AttentionSharedPrefix(s.attn_q.data(), g, ctx.dims.n_head, kv, s.attn_tables.data(),
-                                       s.attn_pos.data(), shared, scale, s.attn_out.data(), ctx.pool);
-        g_shared_prefix_groups.fetch_add(1, std::memory_order_relaxed);
-      }
+      kernels::AttentionSharedPrefix(s.attn_q.data(), g, ctx.dims.n_head, kv, s.attn_tables.data(), s.attn_pos.data(),
+                                     static_cast<int>(shared_blocks) * kv.block_size, scale, s.attn_out.data(),
+                                     ctx.pool);
+      g_shared_prefix_groups.fetch_add(1, std::memory_order_relaxed);
     }
     a = b;
   }

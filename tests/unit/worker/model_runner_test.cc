@@ -225,10 +225,12 @@ TEST_P(RunnerConsistencyTest, BatchedSequencesMatchSeparateRuns) {
 }
 
 // Four sequences on one 80-token prompt prefix whose blocks they share (as the prefix cache
-// attaches them), each with its own suffix, then decoding together: the shared positions are
-// attended for all four at once (SelfAttention's shared-prefix path, which must be taken), and
-// every decode row matches the sequence run alone (token by token, so through the per-token
-// decode kernel; the float order differs within the attention budget).
+// attaches them), each with its own suffix, and a fifth sharing only the first block (its prompt
+// starts like theirs and then differs), then decoding together: the four attend their shared
+// positions at once (SelfAttention's shared-prefix path, which must be taken: the fifth's short
+// common prefix must not stop it), the fifth alone, and every decode row matches the sequence
+// run alone (token by token, so through the per-token decode kernel; the float order differs
+// within the attention budget).
 TEST_P(RunnerConsistencyTest, SharedPrefixDecodeMatchesSeparateRuns) {
   auto path = SynthTinyModel(Arch(), GetParam());
   ASSERT_TRUE(path.ok()) << path.status();
@@ -239,24 +241,30 @@ TEST_P(RunnerConsistencyTest, SharedPrefixDecodeMatchesSeparateRuns) {
   ASSERT_EQ(r.kv_block_size(), 16);
   const std::vector<int32_t> prefix = TestTokens(80, n_vocab, 40);
   const std::vector<int32_t> prefix_blocks = {12, 3, 40, 7, 25};  // 80 positions, out of order
-  constexpr int kSeqs = 4;
+  constexpr int kSeqs = 5;  // the last one shares the first block only
   constexpr int kDecode = 3;
   std::vector<std::vector<int32_t>> tokens(kSeqs), tables(kSeqs);
-  for (int i = 0; i < kSeqs; ++i) {
+  for (int i = 0; i < kSeqs - 1; ++i) {
     tokens[i] = prefix;
     const std::vector<int32_t> own = TestTokens(3 + 2 * i + kDecode, n_vocab, 50 + i);
     tokens[i].insert(tokens[i].end(), own.begin(), own.end());
     tables[i] = prefix_blocks;
     tables[i].push_back(60 + i);  // own positions 80..95
   }
-  // The prefix, computed once (through sequence 0's table), then each suffix.
+  tokens[kSeqs - 1] = std::vector<int32_t>(prefix.begin(), prefix.begin() + 16);
+  const std::vector<int32_t> other = TestTokens(64 + 5 + kDecode, n_vocab, 70);
+  tokens[kSeqs - 1].insert(tokens[kSeqs - 1].end(), other.begin(), other.end());
+  tables[kSeqs - 1] = {prefix_blocks[0], 80, 81, 82, 83, 84};
+  // The prefix, computed once (through sequence 0's table), then each suffix (the fifth: all
+  // after its first block).
   std::vector<SequenceStep> steps(kSeqs);
   steps[0] = {std::span(tokens[0]).first(80), 0, tables[0], false};
   ASSERT_TRUE(r.Step(std::span(steps).first(1)).ok());
   std::vector<int> cached(kSeqs, 80);
+  cached[kSeqs - 1] = 16;
   for (int i = 0; i < kSeqs; ++i) {
-    const int suffix = static_cast<int>(tokens[i].size()) - 80 - kDecode;
-    steps[i] = {std::span(tokens[i]).subspan(80, suffix), 80, tables[i], false};
+    const int suffix = static_cast<int>(tokens[i].size()) - cached[i] - kDecode;
+    steps[i] = {std::span(tokens[i]).subspan(cached[i], suffix), cached[i], tables[i], false};
     cached[i] += suffix;
   }
   ASSERT_TRUE(r.Step(steps).ok());
