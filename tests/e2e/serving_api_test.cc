@@ -102,6 +102,39 @@ TEST_P(ServeApiTest, ThirtyTwoConcurrentStreamsEachMatchTheirReference) {
   }
 }
 
+// Sixteen streams on one 96-token prompt prefix (many agents on one system prompt): once a first
+// request has cached the prefix, the sixteen attach its blocks and decode together, so the
+// workers attend the shared positions for all of them at once (kernels::AttentionSharedPrefix).
+// Each stream still equals its prompt run alone.
+TEST_P(ServeApiTest, StreamsSharingAPromptPrefixEachMatchTheirReference) {
+  constexpr int kStreams = 16;
+  constexpr int kTokens = 12;
+  std::vector<int32_t> prefix;
+  for (int j = 0; j < 96; ++j) prefix.push_back(1 + (j * 53 + 7) % 900);
+  const GenerateOutcome warm = client().Generate(GreedyRequest(prefix, 1), 60s);
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  std::vector<std::vector<int32_t>> prompts(kStreams);
+  std::vector<std::vector<int32_t>> expected(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    prompts[i] = prefix;
+    for (int j = 0; j < 3 + i % 5; ++j) prompts[i].push_back(1 + (i * 41 + j * 13) % 900);
+    auto ref = GreedyReference(served_->model, prompts[i], kTokens, /*stop_at_eog=*/false);
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    expected[i] = *ref;
+  }
+  std::vector<GenerateOutcome> outcomes(kStreams);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] { outcomes[i] = client().Generate(GreedyRequest(prompts[i], kTokens), 120s); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_TRUE(outcomes[i].status.ok()) << i << ": " << outcomes[i].status.error_message();
+    EXPECT_EQ(outcomes[i].tokens, expected[i]) << "stream " << i;
+    EXPECT_GE(outcomes[i].usage.cached_prompt_tokens(), 96u) << "stream " << i << " did not reuse the prefix";
+  }
+}
+
 TEST_P(ServeApiTest, EveryValidationCaseIsInvalidArgument) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<std::pair<std::string, v1::GenerateRequest>> cases;
