@@ -47,6 +47,28 @@ class ServeApiTest : public ::testing::TestWithParam<int> {
 
   Client& client() { return *served_->client; }
 
+  // The engine's greedy continuation of each prompt, run alone (`tokens` tokens, no stop).
+  void GreedyReferences(const std::vector<std::vector<int32_t>>& prompts, int tokens,
+                        std::vector<std::vector<int32_t>>* expected) {
+    expected->assign(prompts.size(), {});
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      auto ref = GreedyReference(served_->model, prompts[i], tokens, /*stop_at_eog=*/false);
+      ASSERT_TRUE(ref.ok()) << ref.status();
+      (*expected)[i] = *ref;
+    }
+  }
+
+  // One greedy stream per prompt, all at once, each on its own thread.
+  std::vector<GenerateOutcome> GenerateConcurrently(const std::vector<std::vector<int32_t>>& prompts, int tokens) {
+    std::vector<GenerateOutcome> outcomes(prompts.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      threads.emplace_back([&, i] { outcomes[i] = client().Generate(GreedyRequest(prompts[i], tokens), 120s); });
+    }
+    for (auto& t : threads) t.join();
+    return outcomes;
+  }
+
   std::unique_ptr<Served> served_;
 };
 
@@ -82,19 +104,13 @@ TEST_P(ServeApiTest, ThirtyTwoConcurrentStreamsEachMatchTheirReference) {
   constexpr int kStreams = 32;
   constexpr int kTokens = 16;
   std::vector<std::vector<int32_t>> prompts(kStreams);
-  std::vector<std::vector<int32_t>> expected(kStreams);
   for (int i = 0; i < kStreams; ++i) {
     for (int j = 0; j < 3 + i % 5; ++j) prompts[i].push_back(1 + (i * 37 + j * 11) % 900);
-    auto ref = GreedyReference(served_->model, prompts[i], kTokens, /*stop_at_eog=*/false);
-    ASSERT_TRUE(ref.ok()) << ref.status();
-    expected[i] = *ref;
   }
-  std::vector<GenerateOutcome> outcomes(kStreams);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kStreams; ++i) {
-    threads.emplace_back([&, i] { outcomes[i] = client().Generate(GreedyRequest(prompts[i], kTokens), 120s); });
-  }
-  for (auto& t : threads) t.join();
+  std::vector<std::vector<int32_t>> expected;
+  GreedyReferences(prompts, kTokens, &expected);
+  if (HasFatalFailure()) return;
+  const std::vector<GenerateOutcome> outcomes = GenerateConcurrently(prompts, kTokens);
   for (int i = 0; i < kStreams; ++i) {
     ASSERT_TRUE(outcomes[i].status.ok()) << i << ": " << outcomes[i].status.error_message();
     EXPECT_EQ(outcomes[i].tokens, expected[i]) << "stream " << i;
@@ -114,20 +130,14 @@ TEST_P(ServeApiTest, StreamsSharingAPromptPrefixEachMatchTheirReference) {
   const GenerateOutcome warm = client().Generate(GreedyRequest(prefix, 1), 60s);
   ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
   std::vector<std::vector<int32_t>> prompts(kStreams);
-  std::vector<std::vector<int32_t>> expected(kStreams);
   for (int i = 0; i < kStreams; ++i) {
     prompts[i] = prefix;
     for (int j = 0; j < 3 + i % 5; ++j) prompts[i].push_back(1 + (i * 41 + j * 13) % 900);
-    auto ref = GreedyReference(served_->model, prompts[i], kTokens, /*stop_at_eog=*/false);
-    ASSERT_TRUE(ref.ok()) << ref.status();
-    expected[i] = *ref;
   }
-  std::vector<GenerateOutcome> outcomes(kStreams);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kStreams; ++i) {
-    threads.emplace_back([&, i] { outcomes[i] = client().Generate(GreedyRequest(prompts[i], kTokens), 120s); });
-  }
-  for (auto& t : threads) t.join();
+  std::vector<std::vector<int32_t>> expected;
+  GreedyReferences(prompts, kTokens, &expected);
+  if (HasFatalFailure()) return;
+  const std::vector<GenerateOutcome> outcomes = GenerateConcurrently(prompts, kTokens);
   for (int i = 0; i < kStreams; ++i) {
     ASSERT_TRUE(outcomes[i].status.ok()) << i << ": " << outcomes[i].status.error_message();
     EXPECT_EQ(outcomes[i].tokens, expected[i]) << "stream " << i;
