@@ -6,8 +6,10 @@
 #                                         builds the CUDA tests and bitfleet-bench-gpu and stages
 #                                         them, with bitfleet itself and the shared libraries
 #                                         a bare CUDA machine lacks (abseil, spdlog, gRPC,
-#                                         protobuf, ...), in build-gpu-check/carry (ignored by
-#                                         git, ~58 MiB stripped).
+#                                         protobuf, ...), as one gzipped tarball in
+#                                         build-gpu-check/carry (ignored by git; ~66 MiB
+#                                         stripped, ~20 MiB packed: the device tool carries
+#                                         at most 64 MiB).
 #   scripts/gpu-check.sh OUT_DIR          on the GPU machine: runs the staged set (or, where
 #                                         bitfleet's dependencies are installed, builds it first),
 #                                         and writes OUT_DIR/summary.json, OUT_DIR/table.txt,
@@ -23,8 +25,8 @@
 # passed and the benchmark ran, 1 otherwise (the report is written either way).
 #
 # Environment: BITFLEET_GPU_PROFILE=1 (also time every kernel of the decode steps with ncu: adds
-# about a minute), BITFLEET_GPU_MATVEC_STUDY=1 (the mat-vec with one and two chunks in flight,
-# with ncu sections: about a minute), BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
+# about a minute), BITFLEET_GPU_MATVEC_STUDY=1 (the mat-vec's own streaming rate on matrices far
+# larger than a 2B model's, with ncu sections: about half a minute), BITFLEET_GPU_CARRY (staged folder, default build-gpu-check/carry),
 # BITFLEET_GPU_ARCHS (CUDA architectures for --prepare, default 90: H100/H200; "80;90" for A100
 # too), BITFLEET_GPU_BENCH_ARGS (extra bitfleet-bench-gpu options).
 set -uo pipefail
@@ -41,37 +43,41 @@ prepare() (
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITFLEET_CUDA=ON -DBITFLEET_MPI=OFF \
     -DBITFLEET_CUDA_ARCHITECTURES="${BITFLEET_GPU_ARCHS:-90}" >/dev/null
   cmake --build "$build" -j"${BITFLEET_JOBS:-$(nproc)}" --target "${targets[@]}"
-  rm -rf "$carry"
-  mkdir -p "$carry/bin" "$carry/lib"
+  stage="$build/stage"  # packed into $carry at the end
+  rm -rf "$carry" "$stage"
+  mkdir -p "$stage/bin" "$stage/lib"
   for t in "${targets[@]}"; do
     f=$(find "$build/tests" "$build/bin" -maxdepth 1 -type f -name "$t" 2>/dev/null | head -1)
     if [[ -z $f ]]; then
       echo "gpu-check: $t was not built (no NCCL?); the check will report it missing" >&2
       continue
     fi
-    cp "$f" "$carry/bin/"
+    cp "$f" "$stage/bin/"
     # Bitfleet's Debian libraries (abseil, spdlog, gRPC, protobuf, ...); glibc, libstdc++ and
     # the CUDA/NCCL libraries stay the target's.
     ldd "$f" | awk '/=> \// {print $3}' |
       grep -vE '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libnccl|ld-linux[^/]*)\.so' |
-      xargs -r -I{} cp -L -n {} "$carry/lib/" || true
+      xargs -r -I{} cp -L -n {} "$stage/lib/" || true
   done
-  # Symbols only: the carry must stay under the device tool's 64 MiB.
-  strip --strip-unneeded "$carry"/bin/* "$carry"/lib/* 2>/dev/null || true
+  # Symbols only, and packed: the carry must stay under the device tool's 64 MiB.
+  strip --strip-unneeded "$stage"/bin/* "$stage"/lib/* 2>/dev/null || true
   # The real model of the runner test (stories260K, ~1 MiB; never committed), when it is here.
   shared=${BITFLEET_SHARED_DIR:-../shared}
   if [[ -f $shared/models/stories260K/stories260K.bin ]]; then
-    mkdir -p "$carry/shared/models"
-    cp -r "$shared/models/stories260K" "$carry/shared/models/"
-    chmod -R u+w "$carry/shared"  # the source is read-only; the next --prepare deletes the copy
+    mkdir -p "$stage/shared/models"
+    cp -r "$shared/models/stories260K" "$stage/shared/models/"
+    chmod -R u+w "$stage/shared"  # the source is read-only; the next --prepare deletes the copy
   fi
   {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | wc -l) changed files"
     echo "built: $(date -u +%FT%TZ) on $(uname -srm)"
     echo "nvcc: $(nvcc --version 2>/dev/null | tail -1 || /usr/local/cuda/bin/nvcc --version | tail -1)"
     echo "archs: ${BITFLEET_GPU_ARCHS:-90}"
-  } >"$carry/manifest.txt"
-  du -sh "$carry"
+  } >"$stage/manifest.txt"
+  mkdir -p "$carry"
+  tar -C "$stage" -czf "$carry/bundle.tar.gz" .
+  cp "$stage/manifest.txt" "$carry/"
+  echo "gpu-check: $(du -sh "$stage" | cut -f1) staged, $(du -sh "$carry" | cut -f1) to carry"
   echo "gpu-check: staged in $carry; on the GPU machine carry it and run: scripts/gpu-check.sh OUT_DIR"
 )
 
@@ -93,9 +99,13 @@ trap 'rm -rf "$work"' EXIT
 say() { echo "$*" | tee -a "$log"; }
 start=$(date +%s)
 
+unpack() { [[ -f $carry/bundle.tar.gz ]] && tar -C "$carry" -xzf "$carry/bundle.tar.gz"; }
+if [[ ! -x $carry/bin/gpu_kernels_test ]] && ! unpack && [[ -f $carry/bundle.tar.gz ]]; then
+  say "gpu-check: $carry/bundle.tar.gz did not unpack"
+fi
 if [[ ! -x $carry/bin/gpu_kernels_test ]]; then
   say "gpu-check: no staged binaries in $carry: building them here"
-  if ! prepare >>"$log" 2>&1; then
+  if ! { prepare && unpack; } >>"$log" 2>&1; then
     say "gpu-check: the build failed (a bare GPU machine lacks bitfleet's libraries: run"
     say "  scripts/gpu-check.sh --prepare on the build machine and carry $carry)"
   fi
@@ -175,25 +185,21 @@ if [[ -n ${BITFLEET_GPU_PROFILE:-} && -x $bench && -n $ncu_bin ]]; then
   done
 fi
 
-# Optional (BITFLEET_GPU_MATVEC_STUDY=1): the single-token mat-vec with one and with two
-# weight-load chunks in flight per warp (docs/cuda.md, "The mat-vec kernel's own streaming
-# rate"): a 2B matrix and a 141 MB one of each type, the 2B layer stream and the batch-1 decode
-# step, then ncu's view (throughput, memory, stall reasons, occupancy) of the big TQ2_0 mat-vec.
+# Optional (BITFLEET_GPU_MATVEC_STUDY=1): the single-token mat-vec's own streaming rate
+# (docs/cuda.md, "The mat-vec kernel's own streaming rate"): a 2B matrix and a 141 MB one of each
+# type, then ncu's view (throughput, memory, stall reasons, occupancy) of the big TQ2_0 mat-vec.
 if [[ -n ${BITFLEET_GPU_MATVEC_STUDY:-} && -x $bench ]]; then
-  for d in 1 2; do
-    t0=$(date +%s)
-    timeout 150 "$bench" --types tq2_0,q4_0,q4_1,q8_0 --shapes 13824x2560,221184x2560 --batch 1 \
-      --layer-types tq2_0,q4_0 --decode-types tq2_0 --decode-batch 1 --decode-fused-norms 1 \
-      --matvec-chunks-in-flight "$d" >"$out/matvec_study_d$d.jsonl" 2>>"$log"
-    say "matvec study, $d chunk(s) in flight: exit $? ($(( $(date +%s) - t0 )) s)"
-    if [[ -n $ncu_bin ]]; then
-      timeout 120 "$ncu_bin" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
-        --section WarpStateStats --section Occupancy -k regex:QuantMatVec --launch-skip 3 --launch-count 1 \
-        "$bench" --types tq2_0 --shapes 221184x2560 --batch 1 --layer-types "" --decode-types "" --reps 1 \
-        --matvec-chunks-in-flight "$d" >"$out/matvec_ncu_d$d.txt" 2>>"$log"
-      say "matvec ncu, $d chunk(s) in flight: exit $?"
-    fi
-  done
+  t0=$(date +%s)
+  timeout 150 "$bench" --types tq2_0,q4_0,q4_1,q8_0 --shapes 13824x2560,221184x2560 --batch 1 \
+    --layer-types "" --decode-types "" >"$out/matvec_study.jsonl" 2>>"$log"
+  say "matvec study: exit $? ($(( $(date +%s) - t0 )) s)"
+  if [[ -n $ncu_bin ]]; then
+    timeout 120 "$ncu_bin" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section Occupancy -k regex:QuantMatVec --launch-skip 3 --launch-count 1 \
+      "$bench" --types tq2_0 --shapes 221184x2560 --batch 1 --layer-types "" --decode-types "" --reps 1 \
+      >"$out/matvec_ncu.txt" 2>>"$log"
+    say "matvec ncu: exit $?"
+  fi
 fi
 
 # The CUDA runner end to end (with bitfleet staged): one sequence (`bench decode --device cuda`)
@@ -211,9 +217,10 @@ if [[ -x $carry/bin/bitfleet ]]; then
     timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50151 >>"$log" 2>&1 &
     serve_pid=$!
     # name, concurrency, requests, prompt, generated, shared prefix: the CPU figures' settings
-    # (docs/perf.md), longer generations, and the prefix cache's TTFT (cold, then hits).
+    # (docs/perf.md), longer generations, and the prefix cache's TTFT (cold, then hits), with 76
+    # and with 16 tokens after the shared 1024 (what a hit costs besides its own prefill).
     for spec in "c1 1 32 128 64 0" "c16 16 256 128 64 0" "c1_gen256 1 8 128 256 0" "c16_gen256 16 64 128 256 0" \
-                "prefix 1 8 1100 16 1024"; do
+                "prefix 1 8 1100 16 1024" "prefix16 1 8 1040 16 1024"; do
       read -r name c n prompt gen prefix <<<"$spec"
       timeout 120 "$bf" --log-level warn bench serve --target 127.0.0.1:50151 --wait-ready 60 -c "$c" -n "$n" \
         --prompt-len "$prompt" --gen-len "$gen" --shared-prefix "$prefix" >"$out/runner_serve_$name.json" 2>>"$log" ||
@@ -299,31 +306,17 @@ for r in b:
                     f"{' fused norms' if r.get('fused_norms') else ''}: "
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
-study = {}
-for d in (1, 2):
-    path = os.path.join(out, f"matvec_study_d{d}.jsonl")
-    if os.path.exists(path):
-        study[d] = [json.loads(l) for l in open(path) if l.startswith("{")]
-if study:
+path = os.path.join(out, "matvec_study.jsonl")
+if os.path.exists(path):
+    study = [json.loads(l) for l in open(path) if l.startswith("{")]
     summary["matvec_study"] = study
-    rows += ["", "mat-vec study (fraction of copy bandwidth; decode step ms), chunks in flight 1 / 2:"]
-    def pick(d, pred):
-        return next((r for r in study.get(d, []) if pred(r)), None)
-    keys = [(r["kernel"], r.get("type"), r.get("rows"), r.get("fused")) for r in study.get(1, [])
-            if r["kernel"] in ("matmul", "matvec_2b_layers", "decode_step")]
-    for kernel, t, nrows, fused in keys:
-        same = lambda r: (r["kernel"], r.get("type"), r.get("rows"), r.get("fused")) == (kernel, t, nrows, fused)
-        a, b2 = pick(1, same), pick(2, same)
-        if kernel == "decode_step":
-            v = [x["step_ms_graph"] if x else float("nan") for x in (a, b2)]
-            rows.append(f"  decode step {t} batch 1: {v[0]:.3f} / {v[1]:.3f} ms")
-        else:
-            v = [x["roofline_fraction"] if x else float("nan") for x in (a, b2)]
-            what = f"{t} {nrows}x{a.get('cols')}" if kernel == "matmul" else f"2B layer stream {t} {'fused' if fused else 'separate'}"
-            rows.append(f"  {what:32s} {v[0]:.3f} / {v[1]:.3f}")
+    rows += ["", "mat-vec study (one token; fraction of copy bandwidth):"]
+    for r in study:
+        if r["kernel"] == "matmul":
+            rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
 for name in ("runner_decode", "runner_decode_unfused", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
-             "runner_serve_prefix"):
+             "runner_serve_prefix", "runner_serve_prefix16"):
     path = os.path.join(out, name + ".json")
     try:
         runner[name] = json.loads(open(path).read())
@@ -347,10 +340,14 @@ if runner:
         one, sixteen = runner.get(f"runner_serve_c1{g}", {}), runner.get(f"runner_serve_c16{g}", {})
         if one.get("output_tok_s") and sixteen.get("output_tok_s"):
             rows.append(f"  c=16 / c=1 output tok/s{g}: {sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
-    p = runner.get("runner_serve_prefix", {})
-    if p.get("ttft_cache_hit_p50_ms"):
-        rows.append(f"  1024-token shared prefix: TTFT cold {p.get('ttft_cold_p50_ms', 0):.1f} ms, cache hit "
-                    f"{p['ttft_cache_hit_p50_ms']:.1f} ms ({p.get('ttft_cold_p50_ms', 0) / p['ttft_cache_hit_p50_ms']:.1f}x)")
+    for name in ("prefix", "prefix16"):
+        p = runner.get(f"runner_serve_{name}", {})
+        if p.get("ttft_cache_hit_p50_ms"):
+            cold = p.get("ttft_cold_p50_ms", 0)  # 0: every request hit (the prefix was cached before)
+            rows.append(f"  1024-token shared prefix, prompt {p.get('prompt_len')}: TTFT "
+                        + (f"cold {cold:.2f} ms, " if cold else "")
+                        + f"cache hit {p['ttft_cache_hit_p50_ms']:.2f} ms"
+                        + (f" ({cold / p['ttft_cache_hit_p50_ms']:.2f}x)" if cold else ""))
 rows.append("")
 rows.append(f"targets: ternary mat-vec >= 0.75 of copy: {f.get('ternary_matvec_meets_target')}, "
             f"int4 >= 0.70: {f.get('int4_matvec_meets_target')}, all tests passed: {f['all_tests_passed']}")

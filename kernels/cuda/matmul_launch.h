@@ -130,9 +130,6 @@ enum class WeightPrefetch : int { kNone = 0, kLines = 1, kBulk = 2 };  // kBulk:
 struct QuantMatVecOptions {
   WeightPrefetch prefetch = WeightPrefetch::kBulk;
   int prefetch_blocks = 128;
-  // Chunks of weight loads each warp keeps in flight in single-token mat-vecs: 1 (the default,
-  // five blocks per SM) or 2 (an experiment, four blocks per SM: docs/cuda.md). Same results.
-  int chunks_in_flight = 1;
 };
 // Process-wide; set before launches are queued (not synchronized with launches in flight).
 void SetQuantMatVecOptions(const QuantMatVecOptions& options);

@@ -107,39 +107,47 @@ __device__ __forceinline__ void LoadChunk(const QuantWeightView& w, int64_t g, i
   }
 }
 
+// Adds step `s` of the lane's row to its per-token sums: the lane's 16 code bytes of the step,
+// their block's scale d and, for Q4_1, offset m.
+template <QuantFormat F, int NT>
+__device__ __forceinline__ void ComputeStep(const ActivationView& x, int64_t s, int quarter, const uint4& codes,
+                                            float d, float m, float (&acc)[NT]) {
+  const int64_t sums_stride = x.stride / 32;
+  const int64_t block = s * BlocksPerStep(F) + LaneBlock(F, quarter);
+  const int64_t e0 = s * StepElems(F);
+  const uint32_t words[4] = {codes.x, codes.y, codes.z, codes.w};
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (NT > 1 && t >= x.n_tokens) break;
+    int dot = LaneDot<F>(words, quarter, x.q + t * x.stride + e0, x.sums + t * sums_stride + e0 / 32);
+    if constexpr (F == QuantFormat::kTernary) {
+      // A ternary lane's value is only a share of its row's dot product (LaneDot): add the
+      // row's 4 shares as integers, so the one float product per step is of the exact dot
+      // (float products of the shares could round far above the row's magnitude). Every lane
+      // of the row then holds the row's sum.
+      dot += __shfl_xor_sync(kFullMask, dot, 1);
+      dot += __shfl_xor_sync(kFullMask, dot, 2);
+      acc[t] += d * static_cast<float>(dot);
+    } else {
+      // The lane's block contribution, (d dot + m sum) in activation steps, times its step.
+      float v = d * static_cast<float>(dot);
+      if constexpr (F == QuantFormat::kQ4_1) v += m * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
+      acc[t] += __ldg(x.block_steps + t * sums_stride + block) * v;
+    }
+  }
+}
+
 // Adds chunk `k` of group `g` to the lane's per-token sums.
 template <QuantFormat F, int NT>
 __device__ __forceinline__ void ComputeChunk(const QuantWeightView& w, const ActivationView& x, int64_t k, int warp,
                                              int quarter, const Chunk<F>& c, float (&acc)[NT]) {
-  const int64_t sums_stride = x.stride / 32;
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     const int64_t s = k * (kWarps * kUnroll) + u * kWarps + warp;
     if (s >= w.n_steps) break;
-    const int64_t block = s * BlocksPerStep(F) + LaneBlock(F, quarter);
-    const int64_t e0 = s * StepElems(F);
-    const uint32_t words[4] = {c.codes[u].x, c.codes[u].y, c.codes[u].z, c.codes[u].w};
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      if (NT > 1 && t >= x.n_tokens) break;
-      int dot = LaneDot<F>(words, quarter, x.q + t * x.stride + e0, x.sums + t * sums_stride + e0 / 32);
-      if constexpr (F == QuantFormat::kTernary) {
-        // A ternary lane's value is only a share of its row's dot product (LaneDot): add the
-        // row's 4 shares as integers, so the one float product per step is of the exact dot
-        // (float products of the shares could round far above the row's magnitude). Every lane
-        // of the row then holds the row's sum.
-        dot += __shfl_xor_sync(kFullMask, dot, 1);
-        dot += __shfl_xor_sync(kFullMask, dot, 2);
-        acc[t] += c.d[u] * static_cast<float>(dot);
-      } else {
-        // The lane's block contribution, (d dot + m sum) in activation steps, times its step.
-        float v = c.d[u] * static_cast<float>(dot);
-        if constexpr (F == QuantFormat::kQ4_1) {
-          v += c.m[u] * static_cast<float>(__ldg(x.sums + t * sums_stride + block));
-        }
-        acc[t] += __ldg(x.block_steps + t * sums_stride + block) * v;
-      }
-    }
+    float m = 0.0f;
+    if constexpr (F == QuantFormat::kQ4_1) m = c.m[u];
+    ComputeStep<F, NT>(x, s, quarter, c.codes[u], c.d[u], m, acc);
   }
 }
 
@@ -221,47 +229,6 @@ __device__ __forceinline__ void MatVecBlocks(const QuantWeightView& w, const Act
   }
 }
 
-// Item `item` of this block's walk: its (item / chunks)-th row group, chunk item % chunks.
-__device__ __forceinline__ void ItemAt(int64_t item, int64_t chunks, int64_t* g, int64_t* k) {
-  *g = blockIdx.x + (item / chunks) * gridDim.x;
-  *k = item % chunks;
-}
-
-// MatVecBlocks for one token with two chunks in flight per warp (QuantMatVecOptions::
-// chunks_in_flight = 2): the loads of item i + 2 are issued before item i is computed, across
-// row-group boundaries, so a warp keeps up to twice the bytes in flight through the group
-// reductions (docs/cuda.md, "The mat-vec kernel's own streaming rate"). Computes exactly what
-// MatVecBlocks<F, 1> computes (same chunks, same order). c0, c1: the block's first two items.
-template <QuantFormat F>
-__device__ __forceinline__ void MatVecBlocksTwoInFlight(const QuantWeightView& w, const ActivationView& x,
-                                                        float* out, Chunk<F>& c0, Chunk<F>& c1,
-                                                        float (&partial)[kWarps][kRowGroup][1]) {
-  const int warp = threadIdx.x >> 5;
-  const int lane = threadIdx.x & 31;
-  const int r = lane >> 2;
-  const int quarter = lane & 3;
-  const int64_t chunks = (w.n_steps + kWarps * kUnroll - 1) / (kWarps * kUnroll);
-  const int64_t groups = blockIdx.x < w.n_groups ? (w.n_groups - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
-  const int64_t items = groups * chunks;
-  float acc[1] = {0.0f};
-  for (int64_t item = 0; item < items; ++item) {
-    Chunk<F> c2{};
-    if (item + 2 < items) {
-      int64_t g2 = 0;
-      int64_t k2 = 0;
-      ItemAt(item + 2, chunks, &g2, &k2);
-      LoadChunk<F>(w, g2, k2, warp, r, quarter, c2);
-    }
-    int64_t g = 0;
-    int64_t k = 0;
-    ItemAt(item, chunks, &g, &k);
-    ComputeChunk<F, 1>(w, x, k, warp, quarter, c0, acc);
-    if (k == chunks - 1) FinishGroup<F, 1>(w, x, out, g, warp, r, quarter, acc, partial);
-    c0 = c1;
-    c1 = c2;
-  }
-}
-
 // The first chunk of this block (its first group), if the block has a group of `w`.
 template <QuantFormat F>
 __device__ __forceinline__ void LoadFirstChunk(const QuantWeightView& w, Chunk<F>& c) {
@@ -283,35 +250,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<NT>)
   WaitForPrerequisiteGrids();
   __shared__ float partial[kWarps][kRowGroup][NT];
   MatVecBlocks<F, NT>(w, x, out, cur, partial);
-}
-
-// One single-token mat-vec with two chunks per warp in flight; both are loaded before the wait.
-// Four blocks per SM: the second chunk's registers do not fit the five-block bound.
-template <QuantFormat F>
-__global__ void __launch_bounds__(kThreads, 4)
-    QuantMatVecTwoInFlightKernel(QuantWeightView w, ActivationView x, float* out, WeightPrefetch prefetch,
-                                 uint32_t prefetch_blocks) {
-  AllowDependentLaunch();
-  PrefetchWeight<F>(w, prefetch, prefetch_blocks);
-  const int warp = threadIdx.x >> 5;
-  const int lane = threadIdx.x & 31;
-  const int64_t chunks = (w.n_steps + kWarps * kUnroll - 1) / (kWarps * kUnroll);
-  const int64_t groups = blockIdx.x < w.n_groups ? (w.n_groups - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
-  Chunk<F> c0{};
-  Chunk<F> c1{};
-  int64_t g = 0;
-  int64_t k = 0;
-  if (groups * chunks > 0) {
-    ItemAt(0, chunks, &g, &k);
-    LoadChunk<F>(w, g, k, warp, lane >> 2, lane & 3, c0);
-  }
-  if (groups * chunks > 1) {
-    ItemAt(1, chunks, &g, &k);
-    LoadChunk<F>(w, g, k, warp, lane >> 2, lane & 3, c1);
-  }
-  WaitForPrerequisiteGrids();
-  __shared__ float partial[kWarps][kRowGroup][1];
-  MatVecBlocksTwoInFlight<F>(w, x, out, c0, c1, partial);
 }
 
 // A chain of single-token mat-vecs in one cooperative launch, a grid-wide barrier between links
@@ -340,7 +278,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<4>)
 
 std::atomic<int> g_prefetch{static_cast<int>(WeightPrefetch::kBulk)};
 std::atomic<int> g_prefetch_blocks{128};
-std::atomic<int> g_chunks_in_flight{1};
 
 // Blocks for `n_groups` row groups: every block resident at once (one wave, by the kernel's
 // occupancy), with the groups spread evenly over them. The kernel is a template argument so that
@@ -366,11 +303,6 @@ template <QuantFormat F>
 cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
   const auto prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
   const auto prefetch_blocks = static_cast<uint32_t>(g_prefetch_blocks.load(std::memory_order_relaxed));
-  if (x.n_tokens == 1 && g_chunks_in_flight.load(std::memory_order_relaxed) == 2) {
-    return LaunchDependent(QuantMatVecTwoInFlightKernel<F>,
-                           dim3(GridFor<QuantMatVecTwoInFlightKernel<F>>(w.n_groups)), dim3(kThreads), stream, w, x,
-                           out, prefetch, prefetch_blocks);
-  }
   if (x.n_tokens == 1) {
     return LaunchDependent(QuantMatVecKernel<F, 1>, dim3(GridFor<QuantMatVecKernel<F, 1>>(w.n_groups)),
                            dim3(kThreads), stream, w, x, out, prefetch, prefetch_blocks);
@@ -385,14 +317,12 @@ cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out
 void SetQuantMatVecOptions(const QuantMatVecOptions& options) {
   g_prefetch.store(static_cast<int>(options.prefetch), std::memory_order_relaxed);
   g_prefetch_blocks.store(options.prefetch_blocks > 0 ? options.prefetch_blocks : 1, std::memory_order_relaxed);
-  g_chunks_in_flight.store(options.chunks_in_flight == 2 ? 2 : 1, std::memory_order_relaxed);
 }
 
 QuantMatVecOptions GetQuantMatVecOptions() {
   QuantMatVecOptions options;
   options.prefetch = static_cast<WeightPrefetch>(g_prefetch.load(std::memory_order_relaxed));
   options.prefetch_blocks = g_prefetch_blocks.load(std::memory_order_relaxed);
-  options.chunks_in_flight = g_chunks_in_flight.load(std::memory_order_relaxed);
   return options;
 }
 

@@ -341,47 +341,6 @@ TEST_P(QuantMatMulCudaTest, MatVecChainMatchesSingleMatVecsBitForBit) {
   }
 }
 
-// Two weight-load chunks in flight per warp (QuantMatVecOptions::chunks_in_flight = 2) compute
-// exactly what one does: the same chunks in the same order, bit for bit, on matrices with fewer
-// row groups than the grid has blocks, several per block, and groups of one partial chunk.
-TEST_P(QuantMatMulCudaTest, MatVecWithTwoChunksInFlightMatchesOneBitForBit) {
-  BF_REQUIRE_GPU();
-  const DType type = GetParam();
-  std::mt19937_64 rng(0x2F11 + static_cast<int>(type));
-  const auto cols = [type](uint64_t n) { return ColsFor(type, n); };
-  const QuantMatVecOptions saved = GetQuantMatVecOptions();
-  for (const auto& [rows, n_cols] : std::vector<std::pair<uint64_t, uint64_t>>{
-           {1, cols(64)}, {13, cols(2560)}, {2560, cols(2560)}, {13824, cols(2560)}, {2560, cols(6912)},
-           {20001, cols(256)}, {9999, cols(7000)}}) {
-    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(n_cols));
-    const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, n_cols, rows, rng);
-    StatusOr<std::unique_ptr<CudaWeight>> w = CudaWeight::Create(type, n_cols, rows, bytes);
-    ASSERT_TRUE(w.ok()) << w.status();
-    DeviceArray<float> input(kernels::testing::RandomActivations(1, n_cols, rng));
-    StatusOr<std::unique_ptr<CudaActivations>> a = CudaActivations::Create(1, n_cols);
-    ASSERT_TRUE(a.ok()) << a.status();
-    StatusOr<ActivationView> view =
-        QuantizeActivationsCuda(input.get(), 1, n_cols, ActScalingFor(type), nullptr, **a, nullptr);
-    ASSERT_TRUE(view.ok()) << view.status();
-    GuardedDeviceFloats one(rows), two(rows);
-    QuantMatVecOptions options = saved;
-    options.chunks_in_flight = 1;
-    SetQuantMatVecOptions(options);
-    BF_ASSERT_LAUNCH(LaunchQuantMatVec((*w)->quant_view(), *view, one.data(), nullptr));
-    options.chunks_in_flight = 2;
-    SetQuantMatVecOptions(options);
-    const cudaError_t launched = LaunchQuantMatVec((*w)->quant_view(), *view, two.data(), nullptr);
-    SetQuantMatVecOptions(saved);
-    ASSERT_EQ(launched, cudaSuccess) << cudaGetErrorString(launched);
-    std::string error;
-    const std::vector<float> want = one.Check(&error);
-    ASSERT_EQ(error, "") << "one chunk in flight";
-    const std::vector<float> got = two.Check(&error);
-    ASSERT_EQ(error, "") << "two chunks in flight";
-    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), want.size() * sizeof(float)));
-  }
-}
-
 INSTANTIATE_TEST_SUITE_P(Types, QuantMatMulCudaTest,
                          ::testing::Values(DType::kTQ2_0, DType::kTQ1_0, DType::kI2_S, DType::kQ4_0, DType::kQ4_1,
                                            DType::kQ8_0),

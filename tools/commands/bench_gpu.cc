@@ -67,7 +67,6 @@ struct BenchGpuFlags {
   // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default;
   // "chain" runs the stream as one LaunchQuantMatVecChain (grid barriers instead of launches).
   std::vector<std::string> matvec_options = {"default"};
-  int chunks_in_flight = 1;  // the library default for every entry (QuantMatVecOptions)
   std::string head_type = "f16";
   int context = 512;
   int reps = 20;
@@ -319,15 +318,13 @@ struct MatVecSetting {
   bool dependent_launches = true;
 };
 
-// "default" or "pdl|nopdl:none|lines|bulk:BLOCKS[:CHUNKS_IN_FLIGHT]" (1 or 2; default: the one
-// in `defaults`, i.e. --matvec-chunks-in-flight).
+// "default" or "pdl|nopdl:none|lines|bulk:BLOCKS".
 StatusOr<MatVecSetting> ParseMatVecSetting(const std::string& text, const MatVecSetting& defaults) {
   if (text == "default") return defaults;
   const std::vector<std::string> parts = absl::StrSplit(text, ':');
   MatVecSetting setting;
   kc::QuantMatVecOptions& o = setting.options;
-  o.chunks_in_flight = defaults.options.chunks_in_flight;
-  bool ok = (parts.size() == 3 || parts.size() == 4) && (parts[0] == "pdl" || parts[0] == "nopdl");
+  bool ok = parts.size() == 3 && (parts[0] == "pdl" || parts[0] == "nopdl");
   if (ok) {
     setting.dependent_launches = parts[0] == "pdl";
     if (parts[1] == "none") {
@@ -340,13 +337,10 @@ StatusOr<MatVecSetting> ParseMatVecSetting(const std::string& text, const MatVec
       ok = false;
     }
     ok = ok && absl::SimpleAtoi(parts[2], &o.prefetch_blocks) && o.prefetch_blocks > 0;
-    if (parts.size() == 4) {
-      ok = ok && absl::SimpleAtoi(parts[3], &o.chunks_in_flight) && (o.chunks_in_flight == 1 || o.chunks_in_flight == 2);
-    }
   }
   if (!ok) {
     return absl::InvalidArgumentError("mat-vec options '" + text +
-                                      "' are not default or pdl|nopdl:none|lines|bulk:BLOCKS[:1|2]");
+                                      "' are not default or pdl|nopdl:none|lines|bulk:BLOCKS");
   }
   return setting;
 }
@@ -359,8 +353,7 @@ void ApplyMatVecSetting(const MatVecSetting& s) {
 json MatVecSettingJson(const MatVecSetting& s) {
   return json{{"dependent_launch", s.dependent_launches},
               {"prefetch", PrefetchName(s.options.prefetch)},
-              {"prefetch_blocks", s.options.prefetch_blocks},
-              {"chunks_in_flight", s.options.chunks_in_flight}};
+              {"prefetch_blocks", s.options.prefetch_blocks}};
 }
 
 // Batch-1 mat-vecs over 30 layers' worth of distinct 2B-shaped matrices: the decode weight stream.
@@ -845,12 +838,8 @@ Status Run(const BenchGpuFlags& flags) {
             {"sms", prop.multiProcessorCount},
             {"memory_gib", static_cast<double>(prop.totalGlobalMem) / (1 << 30)},
             {"l2_mib", static_cast<double>(prop.l2CacheSize) / (1 << 20)},
-            {"copy_gb_s", copy_gb_s},
-            {"matvec_chunks_in_flight", flags.chunks_in_flight}});
+            {"copy_gb_s", copy_gb_s}});
 
-  kc::QuantMatVecOptions library = kc::GetQuantMatVecOptions();
-  library.chunks_in_flight = flags.chunks_in_flight;
-  kc::SetQuantMatVecOptions(library);
   FastRng rng{0xB17F1EE7};
   for (const std::string& type_name : flags.types) {
     if (type_name.empty()) continue;  // `--types ""` turns the section off
@@ -908,14 +897,9 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--matvec-options", flags->matvec_options,
                   "Mat-vec overlap settings for the layer-stream entries: default, chain (one cooperative "
-                  "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS[:CHUNKS_IN_FLIGHT], one "
+                  "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one "
                   "entry each")
       ->delimiter(',')
-      ->capture_default_str();
-  cmd->add_option("--matvec-chunks-in-flight", flags->chunks_in_flight,
-                  "Weight-load chunks each warp keeps in flight in single-token mat-vecs, for every entry (2: the "
-                  "four-blocks-per-SM experiment of docs/cuda.md)")
-      ->check(CLI::Range(1, 2))
       ->capture_default_str();
   cmd->add_option("--decode-fused-norms", flags->decode_fused_norms,
                   "Decode entries with unfused (0) and/or fused (1) norm + quantization kernels")
