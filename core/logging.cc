@@ -37,4 +37,11 @@ bool SetLogLevel(const std::string& level) {
   return true;
 }
 
+std::string LogLevelName() {
+  std::lock_guard<std::mutex> lock(LoggerMutex());
+  if (DefaultLevel() == spdlog::level::warn) return "warn";  // spdlog's own name is "warning"
+  const spdlog::string_view_t name = spdlog::level::to_string_view(DefaultLevel());
+  return std::string(name.data(), name.size());
+}
+
 }  // namespace bitfleet

@@ -16,4 +16,8 @@ std::shared_ptr<spdlog::logger> Logger(const std::string& module);
 // "error", "off"). Unknown names leave the level unchanged and return false.
 bool SetLogLevel(const std::string& level);
 
+// The level SetLogLevel last set ("info" by default), by the name it takes: what a process
+// passes on to the processes it starts.
+std::string LogLevelName();
+
 }  // namespace bitfleet

@@ -1,6 +1,9 @@
 #include "worker/step_executor.h"
 
 #include <algorithm>
+#include <chrono>
+
+#include "core/logging.h"
 
 namespace bitfleet::worker {
 namespace {
@@ -25,7 +28,7 @@ SamplingParams ToSamplingParams(const coordinator::StepSampling& s) {
   return p;
 }
 
-StepExecutor::StepExecutor(StepRunner& runner) : runner_(runner), sampler_(runner.n_vocab()) {
+StepExecutor::StepExecutor(StepRunner& runner) : runner_(runner), sampler_(runner.n_vocab()), log_(Logger("worker")) {
   if (!runner.logits_whole()) {
     const sharding::Range slice = runner.vocab_slice();
     distributed_ = std::make_unique<DistributedSampler>(runner.communicator(), runner.n_vocab(),
@@ -79,12 +82,28 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
     step.block_table = seq.block_table;
     batch_.push_back(step);
   }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point begin = Clock::now();
   BF_ASSIGN_OR_RETURN(StepLogits logits, runner_.Step(batch_));
   ++steps_executed_;
-  for (const coordinator::SequencePlan& seq : plan.sequences) tokens_executed_ += seq.tokens.size();
+  int64_t step_tokens = 0;
+  int64_t end_pos = 0;
+  for (const coordinator::SequencePlan& seq : plan.sequences) {
+    step_tokens += static_cast<int64_t>(seq.tokens.size());
+    end_pos = std::max<int64_t>(end_pos, seq.start_pos + static_cast<int64_t>(seq.tokens.size()));
+  }
+  tokens_executed_ += step_tokens;
 
+  const Clock::time_point forward_end = Clock::now();
   std::vector<int32_t> tokens;
   BF_RETURN_IF_ERROR(SampleAll(plan, logits, &tokens));
+  // Per-step timings at debug level (where a request's latency goes: docs/perf.md).
+  if (log_->should_log(spdlog::level::debug)) {
+    const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    log_->debug("step {}: {} sequences, {} tokens, positions up to {}: model {:.3f} ms, sampling {:.3f} ms",
+                plan.step_id, plan.sequences.size(), step_tokens, end_pos, ms(forward_end - begin),
+                ms(Clock::now() - forward_end));
+  }
   coordinator::StepResult result;
   result.step_id = plan.step_id;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {

@@ -20,6 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "coordinator/executor.h"
 #include "core/status.h"
 #include "worker/distributed_sampling.h"
@@ -69,6 +71,7 @@ class StepExecutor {
   Rng unused_rng_;                                    // greedy rows never draw
   int64_t steps_executed_ = 0;
   int64_t tokens_executed_ = 0;
+  std::shared_ptr<spdlog::logger> log_;
 };
 
 }  // namespace bitfleet::worker
