@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  app.fallthrough();  // `bitfleet serve ... --log-level debug` too: the option may follow the subcommand
   app.parse_complete_callback([&] {
     if (!bitfleet::SetLogLevel(log_level)) {
       throw CLI::ValidationError("--log-level", "unknown level '" + log_level + "'");

@@ -81,9 +81,9 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
   }
   const std::vector<std::string> worker = {
       self,
+      "worker",
       "--log-level",  // the workers log at the level the server was given
       LogLevelName(),
-      "worker",
       "--coordinator",
       absl::StrCat("127.0.0.1:", control_port),
       "--replica",
