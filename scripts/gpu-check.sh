@@ -172,15 +172,6 @@ else
   status=1
 fi
 
-# The tensor-core matmul with its K split off (--mma-max-splits 1): the batch-32 entries and the
-# batch-32 decode step again, for the effect of the cluster split (docs/cuda.md).
-if [[ -x $bench ]]; then
-  t0=$(date +%s)
-  timeout 120 "$bench" --types tq2_0,q4_0 --batch 32 --layer-types "" --decode-types tq2_0 --decode-batch 32 \
-    --decode-fused-norms 1 --mma-max-splits 1 >"$out/mma_unsplit.jsonl" 2>>"$log"
-  say "mma unsplit: exit $? ($(( $(date +%s) - t0 )) s)"
-fi
-
 # Optional (BITFLEET_GPU_PROFILE=1): every kernel of the decode steps at batch 1 and 32, timed
 # by ncu one at a time (clocks left alone), for the per-kernel table of the summary.
 ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
@@ -315,23 +306,6 @@ for r in b:
                     f"{' fused norms' if r.get('fused_norms') else ''}: "
                     f"{r['step_ms_graph']:.3f} ms/step graph ({r['step_ms_no_graph']:.3f} plain), {r['tok_s']:.0f} tok/s, "
                     f"roofline {r['roofline_tok_s']:.0f} tok/s ({r['roofline_fraction']:.2f})")
-path = os.path.join(out, "mma_unsplit.jsonl")
-if os.path.exists(path):
-    unsplit = [json.loads(l) for l in open(path) if l.startswith("{")]
-    summary["mma_unsplit"] = unsplit
-    rows += ["", "int8 tensor-core matmul, K split over a cluster (default) / not split:"]
-    for u in unsplit:
-        if u["kernel"] == "matmul":
-            d = next((r for r in b if r["kernel"] == "matmul" and r["type"] == u["type"] and r["rows"] == u["rows"]
-                      and r["cols"] == u["cols"] and r["batch"] == u["batch"]), None)
-            if d:
-                rows.append(f"  {u['type']:6s} {u['rows']:>6d}x{u['cols']:<5d} batch {u['batch']:3d}: {d['us_per_call']:8.2f} us "
-                            f"({d.get('k_splits', 1)} splits) / {u['us_per_call']:8.2f} us")
-        elif u["kernel"] == "decode_step":
-            d = next((r for r in b if r["kernel"] == "decode_step" and r["batch"] == u["batch"]
-                      and r.get("fused_norms") == u.get("fused_norms")), None)
-            if d:
-                rows.append(f"  decode step large batch {u['batch']}: {d['step_ms_graph']:.3f} / {u['step_ms_graph']:.3f} ms")
 path = os.path.join(out, "matvec_study.jsonl")
 if os.path.exists(path):
     study = [json.loads(l) for l in open(path) if l.startswith("{")]

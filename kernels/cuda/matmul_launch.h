@@ -136,19 +136,6 @@ void SetQuantMatVecOptions(const QuantMatVecOptions& options);
 QuantMatVecOptions GetQuantMatVecOptions();
 cudaError_t LaunchQuantMatMulMma(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream);
 
-// The tensor-core kernel splits K over a cluster of up to `max_k_splits` blocks (sm_90; 1: never)
-// when its block tiles alone would leave SMs idle (kernels/cuda/quant_matmul_mma.cu). The sum
-// order is fixed by the split count, which the launcher picks from the shape and the device:
-// a given shape computes the same bits every time. Process-wide, like QuantMatVecOptions.
-struct QuantMatMulMmaOptions {
-  int max_k_splits = 8;
-};
-void SetQuantMatMulMmaOptions(const QuantMatMulMmaOptions& options);
-QuantMatMulMmaOptions GetQuantMatMulMmaOptions();
-// Blocks per cluster LaunchQuantMatMulMma would use for `w` at `n_tokens` on the current device
-// under the current options (1: no split).
-int QuantMatMulMmaKSplits(const QuantWeightView& w, int n_tokens);
-
 // Tokens up to which LaunchFloatMatMul takes the CUDA-core mat-vec path; F16/BF16 weights with
 // more tokens take the TF32 tensor-core path (activations split in two TF32 halves, so the
 // result stays within float-accumulation accuracy). F32 weights always take the mat-vec path.

@@ -15,23 +15,10 @@
 //   and a 4 × 4 transpose across the lane's quad (QuadTranspose) turns them into words
 //   4i + tid, i = 0..3: the words kernels/cuda/weight_layout.h's MmaFragmentA expects (and
 //   tests/gpu/cuda_layout_test.cc emulates).
-// K split across a cluster (sm_90): a matrix too short to fill the GPU with block tiles (a
-// prefill chunk or decode batch of a few dozen tokens over a 2B layer: 40-200 tiles for 132
-// SMs, each a long serial walk over K) runs each tile as a cluster of `k_splits` blocks, block
-// z of the cluster walking stages z * per_split .. (z + 1) * per_split - 1. The blocks' partial
-// tiles stay in their own shared memory; after a cluster barrier each block sums, for its share
-// of the tile's outputs, every block's partials in rank order (distributed shared memory), so
-// the result does not depend on timing. k_splits = 1 is the plain kernel.
 // Integer products are scaled per block (ternary: per step; Q4/Q8: per k-step) into float
 // accumulators. Q4/Q8 also multiply each k-step's products by the token's activation step of
 // that 32-block (ActivationView::block_steps, staged with the activations), so per-token and
 // per-block activations take the same path; ternary tiles are scaled by absmax / 127 at the end.
-#include <cooperative_groups.h>
-
-#include <algorithm>
-#include <atomic>
-
-#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/matmul_launch.h"
 
@@ -221,37 +208,8 @@ __device__ __forceinline__ void LoadCodes(uint4 (&raw)[kWarpGroups], const Quant
   }
 }
 
-// The sum over the K parts (and, split, over the cluster's blocks in rank order) of output i of
-// the tile, read from `red` (this block's partials, [kp][token][kRedStride]).
-__device__ __forceinline__ float SumPartials(const float* red, int col, int row_in_tile, int k_splits) {
-  float v = 0.0f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (k_splits > 1) {
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    for (int z = 0; z < k_splits; ++z) {
-      const float* part = cluster.map_shared_rank(red, z);
-#pragma unroll
-      for (int k = 0; k < kKParts; ++k) v += part[(k * kTileTokens + col) * kRedStride + row_in_tile];
-    }
-    return v;
-  }
-#endif
-#pragma unroll
-  for (int k = 0; k < kKParts; ++k) v += red[(k * kTileTokens + col) * kRedStride + row_in_tile];
-  return v;
-}
-
-// Cluster-wide barrier (every block's partials written before any is read, and none read after
-// its block exits); nothing without a split.
-__device__ __forceinline__ void SyncSplits(int k_splits) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (k_splits > 1) cooperative_groups::this_cluster().sync();
-#endif
-}
-
 template <QuantFormat F>
-__global__ void __launch_bounds__(kThreads, 2)
-    QuantMatMulMmaKernel(QuantWeightView w, ActivationView x, float* out, int k_splits) {
+__global__ void __launch_bounds__(kThreads, 2) QuantMatMulMmaKernel(QuantWeightView w, ActivationView x, float* out) {
   constexpr int kKSteps = MmaKSteps(F);
   extern __shared__ __align__(16) uint8_t smem[];
   const int warp = threadIdx.x >> 5;
@@ -264,11 +222,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int token0 = blockIdx.y * kTileTokens;
   const int n_valid_tokens = min(kTileTokens, x.n_tokens - token0);
   const int n_ntiles = (n_valid_tokens + 7) / 8;  // n-tiles with a valid token (warp-uniform)
-  // This block's stages: all of them, or its split's share (blockIdx.z = rank in the cluster).
-  const int64_t all_stages = (w.n_steps + kKParts - 1) / kKParts;
-  const int64_t per_split = (all_stages + k_splits - 1) / k_splits;
-  const int64_t first_stage = min(all_stages, per_split * blockIdx.z);
-  const int64_t n_stages = min(all_stages, first_stage + per_split) - first_stage;
+  const int64_t n_stages = (w.n_steps + kKParts - 1) / kKParts;
   // Row tile rt of the warp has groups g0 + 2 rt (rows gid: a0/a2) and g0 + 2 rt + 1 (a1/a3).
   const bool tile_valid[kWarpRowTiles] = {g0 < w.n_groups, g0 + 2 < w.n_groups};
 
@@ -283,28 +237,25 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   uint4 next[kWarpGroups];
-  if (n_stages > 0) {
-    IssueStage<F>(smem, w, x, first_stage, token0, n_valid_tokens);
-    CpAsyncCommit();
-    LoadCodes(next, w, g0, first_stage * kKParts + kp, gid, tid);
-  }
+  IssueStage<F>(smem, w, x, 0, token0, n_valid_tokens);
+  CpAsyncCommit();
+  LoadCodes(next, w, g0, kp, gid, tid);
 
-  // t counts this block's stages; stage first_stage + t of the matrix.
   for (int64_t t = 0; t < n_stages; ++t) {
     uint4 raw[kWarpGroups];
 #pragma unroll
     for (int q = 0; q < kWarpGroups; ++q) raw[q] = next[q];
     if (t + 1 < n_stages) {
-      IssueStage<F>(smem + ((t + 1) & 1) * StageBytes(F), w, x, first_stage + t + 1, token0, n_valid_tokens);
+      IssueStage<F>(smem + ((t + 1) & 1) * StageBytes(F), w, x, t + 1, token0, n_valid_tokens);
       CpAsyncCommit();
-      LoadCodes(next, w, g0, (first_stage + t + 1) * kKParts + kp, gid, tid);
+      LoadCodes(next, w, g0, (t + 1) * kKParts + kp, gid, tid);
       CpAsyncWait<1>();
     } else {
       CpAsyncWait<0>();
     }
     __syncthreads();
 
-    const int64_t s = (first_stage + t) * kKParts + kp;
+    const int64_t s = t * kKParts + kp;
     if (s < w.n_steps) {  // warp-uniform
       const uint8_t* stage = smem + (t & 1) * StageBytes(F);
       const uint8_t* act = stage + kp * kTileTokens * ActRowBytes(F) + 4 * tid;
@@ -417,8 +368,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   // Add the K parts' partial tiles: red[kp][token][row of the block tile]. No cp.async is in
-  // flight (wait_group 0 on the last stage) and the loop ended with a barrier (a block with no
-  // stage of its own writes zeros).
+  // flight (wait_group 0 on the last stage) and the loop ended with a barrier.
   float* red = reinterpret_cast<float*>(smem);
 #pragma unroll
   for (int rt = 0; rt < kWarpRowTiles; ++rt) {
@@ -434,71 +384,27 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
   __syncthreads();
-  SyncSplits(k_splits);
-  // A split tile's outputs are shared out over its blocks: block z writes outputs i ≡ z.
-  const int first = threadIdx.x * k_splits + static_cast<int>(blockIdx.z);
-  for (int i = first; i < kBlockRows * kTileTokens; i += kThreads * k_splits) {
+  for (int i = threadIdx.x; i < kBlockRows * kTileTokens; i += kThreads) {
     const int row_in_tile = i % kBlockRows;
     const int col = i / kBlockRows;
     const int64_t row = int64_t{blockIdx.x} * kBlockRows + row_in_tile;
     const int tok = token0 + col;
     if (row >= w.rows || tok >= x.n_tokens) continue;
-    const float v = SumPartials(red, col, row_in_tile, k_splits);
+    float v = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kKParts; ++k) v += red[(k * kTileTokens + col) * kRedStride + row_in_tile];
     // Q4 / Q8 tiles are already in real units (block steps).
     out[int64_t{tok} * w.rows + row] = F == QuantFormat::kTernary ? v * (x.absmax[tok] / 127.0f) : v;
   }
-  SyncSplits(k_splits);  // the other blocks have read this block's partials
 }
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-std::atomic<int> g_max_k_splits{QuantMatMulMmaOptions{}.max_k_splits};
-
-// Blocks per cluster for a grid of `tiles` block tiles over `stages` K stages: as many as still
-// fit one wave (two blocks per SM), at most the option's limit, the stages and the 8 blocks of a
-// portable cluster; 1 (no cluster) before sm_90. A grid that fills the GPU is not split.
-int KSplits(int64_t tiles, int64_t stages) {
-  const int max_splits = g_max_k_splits.load(std::memory_order_relaxed);
-  if (max_splits <= 1 || !DependentLaunchSupported()) return 1;  // the same test: compute capability >= 9.0
-  const int64_t fit = int64_t{2} * DeviceMultiProcessors() / tiles;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({fit, stages, max_splits, 8})));
-}
-
-template <QuantFormat F>
-cudaError_t LaunchTiles(dim3 tiles, int k_splits, const QuantWeightView& w, const ActivationView& x, float* out,
-                        cudaStream_t stream) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(tiles.x, tiles.y, static_cast<unsigned>(k_splits));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = SmemBytes(F);
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  if (k_splits > 1) {
-    attribute[0].id = cudaLaunchAttributeClusterDimension;
-    attribute[0].val.clusterDim.x = 1;
-    attribute[0].val.clusterDim.y = 1;
-    attribute[0].val.clusterDim.z = static_cast<unsigned>(k_splits);
-    config.attrs = attribute;
-    config.numAttrs = 1;
-  }
-  const cudaError_t error = cudaLaunchKernelEx(&config, QuantMatMulMmaKernel<F>, w, x, out, k_splits);
-  return error != cudaSuccess ? error : cudaGetLastError();
-}
-
-dim3 TilesFor(const QuantWeightView& w, int n_tokens) {
-  return dim3(static_cast<unsigned>((w.n_groups + kBlockGroups - 1) / kBlockGroups),
-              static_cast<unsigned>((n_tokens + kTileTokens - 1) / kTileTokens));
-}
-
-int KSplitsFor(const QuantWeightView& w, int n_tokens) {
-  const dim3 tiles = TilesFor(w, n_tokens);
-  return KSplits(int64_t{tiles.x} * tiles.y, (w.n_steps + kKParts - 1) / kKParts);
-}
-
 template <QuantFormat F>
 cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
-  const dim3 tiles = TilesFor(w, x.n_tokens);
-  if (tiles.y > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>((w.n_groups + kBlockGroups - 1) / kBlockGroups),
+                  static_cast<unsigned>((x.n_tokens + kTileTokens - 1) / kTileTokens));
+  if (grid.y > 65535) return cudaErrorInvalidValue;
   constexpr int kSmem = SmemBytes(F);
   if constexpr (kSmem > 48 * 1024) {
     // Per device and function; cheap, so set on every launch rather than tracking devices.
@@ -506,31 +412,11 @@ cudaError_t Launch(const QuantWeightView& w, const ActivationView& x, float* out
         cudaFuncSetAttribute(QuantMatMulMmaKernel<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
     if (e != cudaSuccess) return e;
   }
-  const int k_splits = KSplitsFor(w, x.n_tokens);
-  cudaError_t error = LaunchTiles<F>(tiles, k_splits, w, x, out, stream);
-  if (error != cudaSuccess && k_splits > 1) {
-    // A cluster the device cannot place (its shared memory or a partitioned GPU): unsplit.
-    cudaGetLastError();
-    error = LaunchTiles<F>(tiles, 1, w, x, out, stream);
-  }
-  return error;
+  QuantMatMulMmaKernel<F><<<grid, kThreads, kSmem, stream>>>(w, x, out);
+  return cudaGetLastError();
 }
 
 }  // namespace
-
-void SetQuantMatMulMmaOptions(const QuantMatMulMmaOptions& options) {
-  g_max_k_splits.store(std::clamp(options.max_k_splits, 1, 8), std::memory_order_relaxed);
-}
-
-QuantMatMulMmaOptions GetQuantMatMulMmaOptions() {
-  QuantMatMulMmaOptions options;
-  options.max_k_splits = g_max_k_splits.load(std::memory_order_relaxed);
-  return options;
-}
-
-int QuantMatMulMmaKSplits(const QuantWeightView& w, int n_tokens) {
-  return w.n_groups > 0 && n_tokens > 0 ? KSplitsFor(w, n_tokens) : 1;
-}
 
 cudaError_t LaunchQuantMatMulMma(const QuantWeightView& w, const ActivationView& x, float* out, cudaStream_t stream) {
   if (x.n_tokens < 0 || x.cols != w.cols || w.n_groups <= 0 || x.stride < w.n_steps * StepElems(w.format) ||

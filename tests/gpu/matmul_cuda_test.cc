@@ -14,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "kernels/cuda/cuda_matmul.h"
 #include "kernels/cuda/cuda_weight.h"
 #include "kernels/matmul.h"
@@ -276,46 +275,6 @@ TEST_P(QuantMatMulCudaTest, TensorCoreTileEdges) {
                {200, cols(2560), 9}, {1, cols(2560), 64}, {327, cols(128), 71}, {640, cols(2560), 12},
                {63, cols(1283), 96}, {136, cols(256), 40}, {72, cols(64), 8}, {9, cols(128), 31}},
               rng, "tile edges");
-}
-
-// Short, wide products (a few dozen tokens over a 2B layer's matrices) split K over a cluster of
-// blocks on sm_90: the split results match the reference as the plain kernel's do, including
-// splits left without a stage (7 stages over 6 blocks of 2) and single-tile grids, and with
-// splitting off (QuantMatMulMmaOptions::max_k_splits = 1) the same shapes take the plain kernel.
-TEST_P(QuantMatMulCudaTest, TensorCoreKSplitAcrossAClusterMatchesTheReference) {
-  BF_REQUIRE_GPU();
-  const DType type = GetParam();
-  std::mt19937_64 rng(0x5B117 + static_cast<int>(type));
-  const auto cols = [type](uint64_t n) { return ColsFor(type, n); };
-  const std::vector<Shape> shapes = {{2560, cols(6912), 32}, {2560, cols(2560), 76}, {13, cols(7000), 40},
-                                     {640, cols(2560), 12}, {1100, cols(6912), 5}};
-  int device = 0;
-  cudaDeviceProp prop{};
-  BF_ASSERT_CUDA(cudaGetDevice(&device));
-  BF_ASSERT_CUDA(cudaGetDeviceProperties(&prop, device));
-  const QuantMatMulMmaOptions saved = GetQuantMatMulMmaOptions();
-  const absl::Cleanup restore = [&saved] { SetQuantMatMulMmaOptions(saved); };
-  for (const int max_splits : {8, 1}) {
-    QuantMatMulMmaOptions options;
-    options.max_k_splits = max_splits;
-    SetQuantMatMulMmaOptions(options);
-    int split_shapes = 0;
-    for (const Shape& s : shapes) {
-      StatusOr<std::unique_ptr<CudaWeight>> w =
-          CudaWeight::Create(type, s.cols, s.rows, kernels::testing::RandomTensor(type, s.cols, s.rows, rng));
-      ASSERT_TRUE(w.ok()) << w.status();
-      const int splits = QuantMatMulMmaKSplits((*w)->quant_view(), s.n_tokens);
-      if (max_splits == 1 || prop.major < 9) {
-        EXPECT_EQ(splits, 1) << s.rows << "x" << s.cols;
-      }
-      split_shapes += splits > 1 ? 1 : 0;
-    }
-    if (max_splits > 1 && prop.major >= 9) {
-      EXPECT_GE(split_shapes, 4) << "shapes the launcher splits";
-    }
-    CheckShapes(type, shapes, rng, max_splits > 1 ? "k split" : "k split off");
-    if (HasFatalFailure()) return;
-  }
 }
 
 // The mat-vec grid is one wave of blocks (about 9-12 per multiprocessor), each walking row

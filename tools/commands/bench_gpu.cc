@@ -67,7 +67,6 @@ struct BenchGpuFlags {
   // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default;
   // "chain" runs the stream as one LaunchQuantMatVecChain (grid barriers instead of launches).
   std::vector<std::string> matvec_options = {"default"};
-  int mma_max_splits = kc::QuantMatMulMmaOptions{}.max_k_splits;  // for every entry
   std::string head_type = "f16";
   int context = 512;
   int reps = 20;
@@ -291,9 +290,6 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
               {"cols", cols},
               {"batch", n_tokens},
               {"path", PathName(*weights[0], n_tokens)},
-              {"k_splits", weights[0]->quantized() && n_tokens > kc::kMatVecMaxTokens
-                               ? kc::QuantMatMulMmaKSplits(weights[0]->quant_view(), n_tokens)
-                               : 1},
               {"copies", copies},
               {"us_per_call", s * 1e6},
               {"us_per_call_no_graph", stream_ms * 1e3 / copies},
@@ -842,11 +838,7 @@ Status Run(const BenchGpuFlags& flags) {
             {"sms", prop.multiProcessorCount},
             {"memory_gib", static_cast<double>(prop.totalGlobalMem) / (1 << 30)},
             {"l2_mib", static_cast<double>(prop.l2CacheSize) / (1 << 20)},
-            {"copy_gb_s", copy_gb_s},
-            {"mma_max_splits", flags.mma_max_splits}});
-  kc::QuantMatMulMmaOptions mma_options;
-  mma_options.max_k_splits = flags.mma_max_splits;
-  kc::SetQuantMatMulMmaOptions(mma_options);
+            {"copy_gb_s", copy_gb_s}});
 
   FastRng rng{0xB17F1EE7};
   for (const std::string& type_name : flags.types) {
@@ -908,11 +900,6 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
                   "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one "
                   "entry each")
       ->delimiter(',')
-      ->capture_default_str();
-  cmd->add_option("--mma-max-splits", flags->mma_max_splits,
-                  "Most blocks the int8 tensor-core matmul splits K over (a cluster, sm_90), for every entry; 1: "
-                  "never split")
-      ->check(CLI::Range(1, 8))
       ->capture_default_str();
   cmd->add_option("--decode-fused-norms", flags->decode_fused_norms,
                   "Decode entries with unfused (0) and/or fused (1) norm + quantization kernels")
