@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cache/block_table.h"
 #include "core/dtype.h"
 #include "model/tokenizer/gguf_vocab_loader.h"
@@ -68,6 +69,35 @@ struct Seq {
   std::vector<int32_t> table;     // its KV blocks
   int cached = 0;                 // positions already in both runners' caches
 };
+
+// The step of `s` over its tokens not yet cached.
+SequenceStep UncachedStep(const Seq& s, bool all_logits = false) {
+  SequenceStep st;
+  st.tokens = std::span<const int32_t>(s.tokens).subspan(s.cached);
+  st.start_pos = s.cached;
+  st.block_table = s.table;
+  st.all_logits = all_logits;
+  return st;
+}
+
+// Runs `batch` on both runners and requires every logit row of every sequence to be the same
+// bits; `want` gets the first runner's logits (valid until its next step). `where` labels a
+// failure.
+void StepBothBitForBit(CudaModelRunner& first, CudaModelRunner& second, std::span<const SequenceStep> batch,
+                       const std::string& where, StatusOr<StepLogits>* want) {
+  *want = first.Step(batch);
+  ASSERT_TRUE(want->ok()) << want->status();
+  StatusOr<StepLogits> got = second.Step(batch);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (int k = 0; k < static_cast<int>(batch.size()); ++k) {
+    ASSERT_EQ(got->rows(k), (*want)->rows(k)) << where << " sequence " << k;
+    for (int r = 0; r < (*want)->rows(k); ++r) {
+      const std::span<const float> w = (*want)->Row(k, r);
+      const std::span<const float> g = got->Row(k, r);
+      ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0) << where << " sequence " << k << ", row " << r;
+    }
+  }
+}
 
 void CheckModel(const std::string& arch, DType type, const std::string& scaled_copy = "") {
   const double budget = IsQuantized(type) ? kQuantizedBudget : kFloatBudget;
@@ -201,25 +231,14 @@ void CheckDecodeGraphs(const std::string& arch, DType type) {
   for (int step = 0; step < 15; ++step) {
     const int active = step < 9 ? 6 : 2;
     std::vector<SequenceStep> batch;
-    for (int i = 0; i < active; ++i) {
-      Seq& s = seqs[i];
-      SequenceStep st;
-      st.tokens = std::span<const int32_t>(s.tokens).subspan(s.cached);
-      st.start_pos = s.cached;
-      st.block_table = s.table;
-      batch.push_back(st);
-    }
-    StatusOr<StepLogits> want = plain.Step(batch);
-    ASSERT_TRUE(want.ok()) << want.status();
-    StatusOr<StepLogits> got = graphs.Step(batch);
-    ASSERT_TRUE(got.ok()) << got.status();
+    for (int i = 0; i < active; ++i) batch.push_back(UncachedStep(seqs[i]));
+    StatusOr<StepLogits> want = absl::UnknownError("not run");
+    StepBothBitForBit(plain, graphs, batch, "step " + std::to_string(step), &want);
+    if (::testing::Test::HasFatalFailure()) return;
     for (int k = 0; k < active; ++k) {
-      const std::span<const float> w = want->Last(k);
-      const std::span<const float> g = got->Last(k);
-      ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0) << "step " << step << " sequence " << k;
       Seq& s = seqs[k];
       s.cached = static_cast<int>(s.tokens.size());
-      s.tokens.push_back(ArgMax(w));
+      s.tokens.push_back(ArgMax(want->Last(k)));
     }
   }
   ASSERT_TRUE(graphs.step_graphs()) << "a capture failed (see the log)";
@@ -264,18 +283,11 @@ void CheckPrefillGraphs(const std::string& arch, DType type) {
       st.block_table = table;
       st.all_logits = c.all_logits;
       const std::vector<SequenceStep> batch = {st};
-      StatusOr<StepLogits> want = plain.Step(batch);
-      ASSERT_TRUE(want.ok()) << want.status();
-      StatusOr<StepLogits> got = graphs.Step(batch);
-      ASSERT_TRUE(got.ok()) << got.status();
-      ASSERT_EQ(got->rows(0), want->rows(0));
+      StatusOr<StepLogits> want = absl::UnknownError("not run");
+      StepBothBitForBit(plain, graphs, batch,
+                        absl::StrCat("sequence ", k, ", tokens ", c.begin, "-", c.end, ":"), &want);
+      if (::testing::Test::HasFatalFailure()) return;
       ASSERT_EQ(want->rows(0), c.all_logits ? c.end - c.begin : 1);
-      for (int r = 0; r < want->rows(0); ++r) {
-        const std::span<const float> w = want->Row(0, r);
-        const std::span<const float> g = got->Row(0, r);
-        ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0)
-            << "sequence " << k << ", tokens " << c.begin << "-" << c.end << ", row " << r;
-      }
     }
   }
   ASSERT_TRUE(graphs.step_graphs()) << "a capture failed (see the log)";
@@ -307,25 +319,11 @@ void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
   }
   for (int step = 0; step < 6; ++step) {
     std::vector<SequenceStep> batch;
-    for (Seq& q : seqs) {
-      SequenceStep st;
-      st.tokens = std::span<const int32_t>(q.tokens).subspan(q.cached);
-      st.start_pos = q.cached;
-      st.block_table = q.table;
-      st.all_logits = st.tokens.size() > 1;
-      batch.push_back(st);
-    }
-    StatusOr<StepLogits> want = plain.Step(batch);
-    ASSERT_TRUE(want.ok()) << want.status();
-    StatusOr<StepLogits> got = fused.Step(batch);
-    ASSERT_TRUE(got.ok()) << got.status();
+    for (const Seq& q : seqs) batch.push_back(UncachedStep(q, /*all_logits=*/q.tokens.size() - q.cached > 1));
+    StatusOr<StepLogits> want = absl::UnknownError("not run");
+    StepBothBitForBit(plain, fused, batch, "step " + std::to_string(step), &want);
+    if (::testing::Test::HasFatalFailure()) return;
     for (int k = 0; k < 3; ++k) {
-      ASSERT_EQ(got->rows(k), want->rows(k));
-      for (int r = 0; r < want->rows(k); ++r) {
-        const std::span<const float> w = want->Row(k, r);
-        const std::span<const float> g = got->Row(k, r);
-        ASSERT_EQ(std::memcmp(w.data(), g.data(), w.size_bytes()), 0) << "step " << step << " sequence " << k;
-      }
       Seq& q = seqs[k];
       q.cached = static_cast<int>(q.tokens.size());
       q.tokens.push_back(ArgMax(want->Last(k)));
