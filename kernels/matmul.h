@@ -72,8 +72,10 @@ class PackedWeight {
 // shard of an I2_S tensor passes its rows' codes followed by the tensor's tail). The bytes are
 // copied; the span need not outlive the call. Errors: InvalidArgument for a size mismatch or
 // zero/oversized dims, Unimplemented for types without a kernel (I8, I16, I32, F64).
+// With `pool`, the rows are repacked by its threads (the same bytes as without: loading a
+// model's weights is mostly this repacking); the pool must not be running another job.
 StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, uint64_t rows,
-                                                   std::span<const uint8_t> bytes);
+                                                   std::span<const uint8_t> bytes, ThreadPool* pool = nullptr);
 
 // How activations are scaled when quantized to int8 (see the contract above).
 enum class ActScaling {

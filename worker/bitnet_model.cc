@@ -40,12 +40,13 @@ class BitnetLayers final : public DecoderLayers {
 }  // namespace
 
 StatusOr<std::unique_ptr<DecoderLayers>> LoadBitnetLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                          const sharding::RankShard& shard, const ModelDims& dims) {
+                                                          const sharding::RankShard& shard, const ModelDims& dims,
+                                                          ThreadPool* pool) {
   using model::tensor_names::Layer;
   std::vector<LayerWeights> layers;
   layers.reserve(config.n_layer);
   for (uint32_t i = 0; i < config.n_layer; ++i) {
-    BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i));
+    BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i, pool));
     BF_ASSIGN_OR_RETURN(w.attn_sub_norm, LoadShardVector(file, shard, Layer(i, "attn_sub_norm.weight"), dims.q_dim()));
     BF_ASSIGN_OR_RETURN(w.ffn_sub_norm, LoadShardVector(file, shard, Layer(i, "ffn_sub_norm.weight"), dims.n_ff));
     layers.push_back(std::move(w));

@@ -33,7 +33,7 @@ uint64_t DecoderLayers::resident_bytes() const {
 }
 
 StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,
-                                         const std::string& name, uint64_t cols, uint64_t rows) {
+                                         const std::string& name, uint64_t cols, uint64_t rows, ThreadPool* pool) {
   const sharding::TensorSlice* slice = shard.Find(name);
   if (slice == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", name));
   if (slice->local_cols() != cols || slice->local_rows() != rows) {
@@ -41,7 +41,7 @@ StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const shard
                                                    slice->local_rows(), " x ", slice->local_cols(), ", expected ",
                                                    rows, " x ", cols));
   }
-  return LoadProjection(file, *slice);
+  return LoadProjection(file, *slice, pool);
 }
 
 StatusOr<std::vector<float>> LoadShardVector(const gguf::GgufFile& file, const sharding::RankShard& shard,
@@ -56,19 +56,19 @@ StatusOr<std::vector<float>> LoadShardVector(const gguf::GgufFile& file, const s
 }
 
 StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const sharding::RankShard& shard,
-                                              const ModelDims& d, uint32_t layer) {
+                                              const ModelDims& d, uint32_t layer, ThreadPool* pool) {
   using model::tensor_names::Layer;
   const uint64_t e = d.n_embd;
   LayerWeights w;
   BF_ASSIGN_OR_RETURN(w.attn_norm, LoadShardVector(file, shard, Layer(layer, "attn_norm.weight"), e));
   BF_ASSIGN_OR_RETURN(w.ffn_norm, LoadShardVector(file, shard, Layer(layer, "ffn_norm.weight"), e));
-  BF_ASSIGN_OR_RETURN(w.wq, LoadShardProjection(file, shard, Layer(layer, "attn_q.weight"), e, d.q_dim()));
-  BF_ASSIGN_OR_RETURN(w.wk, LoadShardProjection(file, shard, Layer(layer, "attn_k.weight"), e, d.kv_dim()));
-  BF_ASSIGN_OR_RETURN(w.wv, LoadShardProjection(file, shard, Layer(layer, "attn_v.weight"), e, d.kv_dim()));
-  BF_ASSIGN_OR_RETURN(w.wo, LoadShardProjection(file, shard, Layer(layer, "attn_output.weight"), d.q_dim(), e));
-  BF_ASSIGN_OR_RETURN(w.w_gate, LoadShardProjection(file, shard, Layer(layer, "ffn_gate.weight"), e, d.n_ff));
-  BF_ASSIGN_OR_RETURN(w.w_up, LoadShardProjection(file, shard, Layer(layer, "ffn_up.weight"), e, d.n_ff));
-  BF_ASSIGN_OR_RETURN(w.w_down, LoadShardProjection(file, shard, Layer(layer, "ffn_down.weight"), d.n_ff, e));
+  BF_ASSIGN_OR_RETURN(w.wq, LoadShardProjection(file, shard, Layer(layer, "attn_q.weight"), e, d.q_dim(), pool));
+  BF_ASSIGN_OR_RETURN(w.wk, LoadShardProjection(file, shard, Layer(layer, "attn_k.weight"), e, d.kv_dim(), pool));
+  BF_ASSIGN_OR_RETURN(w.wv, LoadShardProjection(file, shard, Layer(layer, "attn_v.weight"), e, d.kv_dim(), pool));
+  BF_ASSIGN_OR_RETURN(w.wo, LoadShardProjection(file, shard, Layer(layer, "attn_output.weight"), d.q_dim(), e, pool));
+  BF_ASSIGN_OR_RETURN(w.w_gate, LoadShardProjection(file, shard, Layer(layer, "ffn_gate.weight"), e, d.n_ff, pool));
+  BF_ASSIGN_OR_RETURN(w.w_up, LoadShardProjection(file, shard, Layer(layer, "ffn_up.weight"), e, d.n_ff, pool));
+  BF_ASSIGN_OR_RETURN(w.w_down, LoadShardProjection(file, shard, Layer(layer, "ffn_down.weight"), d.n_ff, e, pool));
   return w;
 }
 

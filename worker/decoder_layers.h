@@ -32,12 +32,14 @@ struct LayerWeights {
 // Loads this rank's slices (`shard`, from the shard plan) of the tensors every llama-style layer
 // has (norms and the seven projections). `dims` are the rank's shapes; a slice whose local shape
 // differs from them is INVALID_ARGUMENT naming the tensor.
+// `pool`, when given, repacks the matrices on its threads.
 StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const sharding::RankShard& shard,
-                                              const ModelDims& dims, uint32_t layer);
+                                              const ModelDims& dims, uint32_t layer, ThreadPool* pool = nullptr);
 
 // The rank's slice of matrix `name`, checked to be `cols` × `rows` locally (GGUF [cols, rows]).
 StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,
-                                         const std::string& name, uint64_t cols, uint64_t rows);
+                                         const std::string& name, uint64_t cols, uint64_t rows,
+                                         ThreadPool* pool = nullptr);
 // The rank's slice of vector `name`, checked to hold `n` elements locally.
 StatusOr<std::vector<float>> LoadShardVector(const gguf::GgufFile& file, const sharding::RankShard& shard,
                                              const std::string& name, uint64_t n);
@@ -59,8 +61,10 @@ class DecoderLayers {
 };
 
 StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                         const sharding::RankShard& shard, const ModelDims& dims);
+                                                         const sharding::RankShard& shard, const ModelDims& dims,
+                                                         ThreadPool* pool = nullptr);
 StatusOr<std::unique_ptr<DecoderLayers>> LoadBitnetLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                          const sharding::RankShard& shard, const ModelDims& dims);
+                                                          const sharding::RankShard& shard, const ModelDims& dims,
+                                                          ThreadPool* pool = nullptr);
 
 }  // namespace bitfleet::worker

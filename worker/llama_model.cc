@@ -33,11 +33,12 @@ class LlamaLayers final : public DecoderLayers {
 }  // namespace
 
 StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& file, const model::ModelConfig& config,
-                                                         const sharding::RankShard& shard, const ModelDims& dims) {
+                                                         const sharding::RankShard& shard, const ModelDims& dims,
+                                                         ThreadPool* pool) {
   std::vector<LayerWeights> layers;
   layers.reserve(config.n_layer);
   for (uint32_t i = 0; i < config.n_layer; ++i) {
-    BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i));
+    BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i, pool));
     layers.push_back(std::move(w));
   }
   return std::unique_ptr<DecoderLayers>(new LlamaLayers(std::move(layers)));

@@ -118,11 +118,14 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   BF_ASSIGN_OR_RETURN(impl->output_norm_, LoadShardVector(f, shard, names::kOutputNorm, c.n_embd));
   // Tied embeddings: no output.weight, the LM head is the embedding matrix.
   const char* head_name = f.FindTensor(names::kOutput) != nullptr ? names::kOutput : names::kTokenEmbd;
-  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadShardProjection(f, shard, head_name, c.n_embd, local_vocab));
+  // The pool repacks the weights while they load (most of a load's time), then runs the steps.
+  impl->pool_ = std::make_unique<ThreadPool>(o.threads);
+  ThreadPool* pool = impl->pool_.get();
+  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadShardProjection(f, shard, head_name, c.n_embd, local_vocab, pool));
   if (c.arch == model::Arch::kBitnet || c.has_sub_norms) {
-    BF_ASSIGN_OR_RETURN(impl->layers_, LoadBitnetLayers(f, c, shard, impl->dims_));
+    BF_ASSIGN_OR_RETURN(impl->layers_, LoadBitnetLayers(f, c, shard, impl->dims_, pool));
   } else {
-    BF_ASSIGN_OR_RETURN(impl->layers_, LoadLlamaLayers(f, c, shard, impl->dims_));
+    BF_ASSIGN_OR_RETURN(impl->layers_, LoadLlamaLayers(f, c, shard, impl->dims_, pool));
   }
 
   cache::KvStorageOptions kv;
@@ -134,7 +137,6 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   kv.type = o.kv_type;
   BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorage::Create(kv));
 
-  impl->pool_ = std::make_unique<ThreadPool>(o.threads);
   impl->gather_ = o.gather_logits && tp > 1;
   const int row_width = impl->whole_rows() ? static_cast<int>(c.n_vocab) : static_cast<int>(local_vocab);
   impl->scratch_.Allocate(impl->dims_, o, row_width, o.threads);

@@ -100,11 +100,12 @@ StatusOr<std::span<const uint8_t>> SliceBytes(const gguf::GgufFile& file, const 
   return std::span<const uint8_t>(*storage);
 }
 
-StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const sharding::TensorSlice& slice) {
+StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const sharding::TensorSlice& slice,
+                                    ThreadPool* pool) {
   std::vector<uint8_t> storage;
   BF_ASSIGN_OR_RETURN(std::span<const uint8_t> bytes, SliceBytes(file, slice, &storage));
   Projection projection;
-  auto packed = kernels::PackWeight(slice.type, slice.local_cols(), slice.local_rows(), bytes);
+  auto packed = kernels::PackWeight(slice.type, slice.local_cols(), slice.local_rows(), bytes, pool);
   if (!packed.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", slice.name, ": ", std::string(packed.status().message())));

@@ -39,8 +39,9 @@ struct Projection {
 // Loads the rank's slice of a matrix and the tensor's ".scale" sibling when present (a scale is
 // one number for the whole tensor, so every slice multiplies by it). INVALID_ARGUMENT (naming
 // the tensor) when the tensor is absent, does not match the slice, or the scale is not one
-// finite float.
-StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const sharding::TensorSlice& slice);
+// finite float. `pool`, when given, repacks the rows on its threads (kernels::PackWeight).
+StatusOr<Projection> LoadProjection(const gguf::GgufFile& file, const sharding::TensorSlice& slice,
+                                    ThreadPool* pool = nullptr);
 
 // The ".scale" sibling of matrix `weight_name` ("blk.N.attn_q.weight" -> "blk.N.attn_q.scale"):
 // empty when the file has none; INVALID_ARGUMENT when it is not one finite float.

@@ -18,6 +18,18 @@ constexpr uint64_t kMaxDim = uint64_t{1} << 31;
 
 uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
+// Runs fn(begin, end) over the rows [0, rows): on the pool's threads in chunks when there is a
+// pool with more than one thread and enough rows, else inline. Each row is written by exactly
+// one call, so the result does not depend on the split.
+void ForRows(ThreadPool* pool, uint64_t rows, FunctionRef<void(int64_t, int64_t)> fn) {
+  constexpr int64_t kRowsPerChunk = 64;
+  if (pool == nullptr || pool->size() == 1 || rows < 2 * kRowsPerChunk) {
+    fn(0, static_cast<int64_t>(rows));
+    return;
+  }
+  pool->ParallelForDynamic(static_cast<int64_t>(rows), kRowsPerChunk, fn);
+}
+
 uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, sizeof(v));
@@ -25,8 +37,8 @@ uint16_t LoadU16(const uint8_t* p) {
 }
 
 // Ternary: decode each GGUF block to integers and write codes w + 1 into the runtime blocks.
-Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view,
-                   AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
+Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
+                   WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
   float i2s_scale = 0.0f;
   if (type == DType::kI2_S) {
     BF_ASSIGN_OR_RETURN(i2s_scale, ref::ReadI2sScale(bytes));
@@ -38,21 +50,24 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
   scales = AllocateAligned<float>(rows * blocks);
   const uint32_t src_block = ref::IntBlockElems(type);  // 256, or 128 for I2_S
   const uint64_t src_blocks_per_row = cols / src_block;
-  ref::IntBlock block;
-  for (uint64_t r = 0; r < rows; ++r) {
-    uint8_t* row = data.get() + r * view.row_bytes;
-    for (uint64_t sb = 0; sb < src_blocks_per_row; ++sb) {
-      ref::DecodeIntBlock(type, bytes.data(), r * src_blocks_per_row + sb, i2s_scale, &block);
-      for (uint32_t i = 0; i < src_block; ++i) {
-        const uint64_t e = sb * src_block + i;      // element within the row
-        const uint64_t within = e % kTernaryBlock;  // element within the runtime block
-        const uint8_t code = static_cast<uint8_t>(block.w[i] + 1);
-        row[(e / kTernaryBlock) * kTernaryBlockBytes + within % 64] |=
-            static_cast<uint8_t>(code << (2 * (within / 64)));
+  const uint64_t row_bytes = view.row_bytes;
+  ForRows(pool, rows, [&](int64_t begin, int64_t end) {
+    ref::IntBlock block;
+    for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
+      uint8_t* row = data.get() + r * row_bytes;
+      for (uint64_t sb = 0; sb < src_blocks_per_row; ++sb) {
+        ref::DecodeIntBlock(type, bytes.data(), r * src_blocks_per_row + sb, i2s_scale, &block);
+        for (uint32_t i = 0; i < src_block; ++i) {
+          const uint64_t e = sb * src_block + i;      // element within the row
+          const uint64_t within = e % kTernaryBlock;  // element within the runtime block
+          const uint8_t code = static_cast<uint8_t>(block.w[i] + 1);
+          row[(e / kTernaryBlock) * kTernaryBlockBytes + within % 64] |=
+              static_cast<uint8_t>(code << (2 * (within / 64)));
+        }
+        scales[r * blocks + (sb * src_block) / kTernaryBlock] = block.d;
       }
-      scales[r * blocks + (sb * src_block) / kTernaryBlock] = block.d;
     }
-  }
+  });
   return absl::OkStatus();
 }
 
@@ -83,8 +98,9 @@ bool UniformRowScales(const WeightView& view, const float* scales, float* row_sc
 }
 
 // Q4_0 / Q4_1: nibbles regrouped into 128-element groups; scales (and mins) kept as fp16 bits.
-void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view,
-            AlignedArray<uint8_t>& data, AlignedArray<uint16_t>& half_d, AlignedArray<uint16_t>& half_m) {
+void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
+            WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<uint16_t>& half_d,
+            AlignedArray<uint16_t>& half_m) {
   const bool q4_1 = type == DType::kQ4_1;
   const uint64_t src_blocks = cols / 32;
   const uint64_t groups = CeilDiv(cols, kQ4Group);
@@ -95,39 +111,47 @@ void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t 
   if (q4_1) half_m = AllocateAligned<uint16_t>(rows * view.blocks);
   const uint32_t block_bytes = Info(type).block_bytes;
   const int zero_point = q4_1 ? 0 : 8;
-  ref::IntBlock block;
-  for (uint64_t r = 0; r < rows; ++r) {
-    uint8_t* row = data.get() + r * view.row_bytes;
-    for (uint64_t b = 0; b < src_blocks; ++b) {
-      const uint64_t index = r * src_blocks + b;
-      ref::DecodeIntBlock(type, bytes.data(), index, 0.0f, &block);
-      for (uint32_t i = 0; i < 32; ++i) {
-        const uint64_t e = b * 32 + i;
-        const uint64_t within = e % kQ4Group;
-        const uint8_t nibble = static_cast<uint8_t>(block.w[i] + zero_point);
-        row[(e / kQ4Group) * kQ4GroupBytes + within % 64] |= static_cast<uint8_t>(nibble << (4 * (within / 64)));
+  const uint64_t row_bytes = view.row_bytes;
+  const uint64_t row_blocks = view.blocks;
+  ForRows(pool, rows, [&](int64_t begin, int64_t end) {
+    ref::IntBlock block;
+    for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
+      uint8_t* row = data.get() + r * row_bytes;
+      for (uint64_t b = 0; b < src_blocks; ++b) {
+        const uint64_t index = r * src_blocks + b;
+        ref::DecodeIntBlock(type, bytes.data(), index, 0.0f, &block);
+        for (uint32_t i = 0; i < 32; ++i) {
+          const uint64_t e = b * 32 + i;
+          const uint64_t within = e % kQ4Group;
+          const uint8_t nibble = static_cast<uint8_t>(block.w[i] + zero_point);
+          row[(e / kQ4Group) * kQ4GroupBytes + within % 64] |= static_cast<uint8_t>(nibble << (4 * (within / 64)));
+        }
+        const uint8_t* src = bytes.data() + index * block_bytes;
+        half_d[r * row_blocks + b] = LoadU16(src);
+        if (q4_1) half_m[r * row_blocks + b] = LoadU16(src + 2);
       }
-      const uint8_t* src = bytes.data() + index * block_bytes;
-      half_d[r * view.blocks + b] = LoadU16(src);
-      if (q4_1) half_m[r * view.blocks + b] = LoadU16(src + 2);
     }
-  }
+  });
 }
 
-void PackQ8(std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, WeightView& view, AlignedArray<uint8_t>& data,
-            AlignedArray<uint16_t>& half_d) {
+void PackQ8(std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool, WeightView& view,
+            AlignedArray<uint8_t>& data, AlignedArray<uint16_t>& half_d) {
   const uint64_t src_blocks = cols / 32;
   view.blocks = CeilDiv(src_blocks, 2) * 2;
   view.row_bytes = view.blocks * 32;
   data = AllocateAligned<uint8_t>(rows * view.row_bytes);
   half_d = AllocateAligned<uint16_t>(rows * view.blocks);
-  for (uint64_t r = 0; r < rows; ++r) {
-    for (uint64_t b = 0; b < src_blocks; ++b) {
-      const uint8_t* src = bytes.data() + (r * src_blocks + b) * 34;
-      half_d[r * view.blocks + b] = LoadU16(src);
-      std::memcpy(data.get() + r * view.row_bytes + b * 32, src + 2, 32);
+  const uint64_t row_bytes = view.row_bytes;
+  const uint64_t row_blocks = view.blocks;
+  ForRows(pool, rows, [&](int64_t begin, int64_t end) {
+    for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
+      for (uint64_t b = 0; b < src_blocks; ++b) {
+        const uint8_t* src = bytes.data() + (r * src_blocks + b) * 34;
+        half_d[r * row_blocks + b] = LoadU16(src);
+        std::memcpy(data.get() + r * row_bytes + b * 32, src + 2, 32);
+      }
     }
-  }
+  });
 }
 
 }  // namespace
@@ -137,7 +161,7 @@ const CpuPackedWeight* AsCpuPacked(const PackedWeight& w) { return dynamic_cast<
 }  // namespace cpu
 
 StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, uint64_t rows,
-                                                   std::span<const uint8_t> bytes) {
+                                                   std::span<const uint8_t> bytes, ThreadPool* pool) {
   using cpu::LayoutKind;
   if (cols == 0 || rows == 0 || cols > cpu::kMaxDim || rows > cpu::kMaxDim) {
     return absl::InvalidArgumentError(absl::StrCat("PackWeight: bad shape ", rows, "x", cols));
@@ -184,17 +208,17 @@ StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, ui
   view.cols = cols;
   switch (kind) {
     case LayoutKind::kTernary:
-      BF_RETURN_IF_ERROR(cpu::PackTernary(type, bytes, cols, rows, view, packed->data_, packed->scales_));
+      BF_RETURN_IF_ERROR(cpu::PackTernary(type, bytes, cols, rows, pool, view, packed->data_, packed->scales_));
       view.data = packed->data_.get();
       packed->row_scales_ = AllocateAligned<float>(rows);
       if (!cpu::UniformRowScales(view, packed->scales_.get(), packed->row_scales_.get())) packed->row_scales_.reset();
       break;
     case LayoutKind::kQ4_0:
     case LayoutKind::kQ4_1:
-      cpu::PackQ4(type, bytes, cols, rows, view, packed->data_, packed->half_d_, packed->half_m_);
+      cpu::PackQ4(type, bytes, cols, rows, pool, view, packed->data_, packed->half_d_, packed->half_m_);
       break;
     case LayoutKind::kQ8_0:
-      cpu::PackQ8(bytes, cols, rows, view, packed->data_, packed->half_d_);
+      cpu::PackQ8(bytes, cols, rows, pool, view, packed->data_, packed->half_d_);
       break;
     case LayoutKind::kF32:
     case LayoutKind::kF16:

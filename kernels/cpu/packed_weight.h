@@ -45,7 +45,7 @@ class CpuPackedWeight final : public PackedWeight {
 
  private:
   friend StatusOr<std::unique_ptr<PackedWeight>> bitfleet::kernels::PackWeight(DType, uint64_t, uint64_t,
-                                                                               std::span<const uint8_t>);
+                                                                               std::span<const uint8_t>, ThreadPool*);
   CpuPackedWeight() = default;
 
   DType type_ = DType::kF32;

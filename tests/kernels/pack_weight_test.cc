@@ -1,12 +1,16 @@
 // PackWeight input validation, sizes, and the I2_S/TQ2_0 code-3 conventions on hand-built bytes.
 #include <cstring>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "core/fp16.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/kernel_table.h"
 #include "kernels/cpu/matmul_cpu.h"
+#include "kernels/cpu/packed_weight.h"
 #include "kernels/matmul.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace bitfleet::kernels {
 namespace {
@@ -63,6 +67,44 @@ TEST(PackWeight, TernaryCodeThreeConventions) {
   const float half = 0.5f;
   std::memcpy(&i2s[32], &half, 4);
   EXPECT_NEAR(RowSumWithOnes(DType::kI2_S, 128, i2s), 32.0f, 1e-4);
+}
+
+// Every byte of a view's arrays: codes, scales (ternary), fp16 d / m (Q4, Q8), row scales.
+void ExpectSameView(const cpu::WeightView& a, const cpu::WeightView& b) {
+  ASSERT_EQ(a.rows, b.rows);
+  ASSERT_EQ(a.row_bytes, b.row_bytes);
+  ASSERT_EQ(a.blocks, b.blocks);
+  const auto same = [](const void* x, const void* y, uint64_t bytes, const char* what) {
+    ASSERT_EQ(x == nullptr, y == nullptr) << what;
+    if (x != nullptr) {
+      EXPECT_EQ(std::memcmp(x, y, bytes), 0) << what;
+    }
+  };
+  same(a.data, b.data, a.rows * a.row_bytes, "codes");
+  same(a.scales, b.scales, a.rows * a.blocks * sizeof(float), "scales");
+  same(a.half_d, b.half_d, a.rows * a.blocks * sizeof(uint16_t), "half_d");
+  same(a.half_m, b.half_m, a.rows * a.blocks * sizeof(uint16_t), "half_m");
+  same(a.row_scales, b.row_scales, a.rows * sizeof(float), "row_scales");
+}
+
+// Repacking on a pool's threads writes exactly what one thread writes, for every quantized
+// layout, at row counts below, at and above the chunks the rows are shared out in.
+TEST(PackWeight, PoolThreadsPackTheSameBytes) {
+  std::mt19937_64 rng(0x9AC4);
+  ThreadPool pool(3);
+  for (const DType type : {DType::kTQ2_0, DType::kTQ1_0, DType::kI2_S, DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    for (const uint64_t rows : {1u, 127u, 128u, 129u, 1000u}) {
+      SCOPED_TRACE(std::string(DTypeName(type)) + " " + std::to_string(rows) + " rows");
+      const uint64_t cols = 2 * testing::ColsMultiple(type);
+      const std::vector<uint8_t> bytes = testing::RandomTensor(type, cols, rows, rng);
+      auto serial = PackWeight(type, cols, rows, bytes);
+      auto pooled = PackWeight(type, cols, rows, bytes, &pool);
+      ASSERT_TRUE(serial.ok()) << serial.status();
+      ASSERT_TRUE(pooled.ok()) << pooled.status();
+      EXPECT_EQ((*pooled)->bytes(), (*serial)->bytes());
+      ExpectSameView(cpu::AsCpuPacked(**pooled)->view(), cpu::AsCpuPacked(**serial)->view());
+    }
+  }
 }
 
 TEST(MatMul, MismatchedActivationsGiveNaNNotACrash) {
