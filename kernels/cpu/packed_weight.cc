@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/checked_math.h"
+#include "core/fp16.h"
 #include "kernels/ref/matmul_ref.h"
 #include "kernels/ref/quant.h"
 
@@ -36,7 +37,24 @@ uint16_t LoadU16(const uint8_t* p) {
   return v;
 }
 
-// Ternary: decode each GGUF block to integers and write codes w + 1 into the runtime blocks.
+// A TQ2_0 block (64 code bytes, fp16 d) straight into a runtime block: both hold c = w + 1 in
+// 2-bit fields (TQ2_0's code 3, decoded as +2, stays 3), so repacking is a permutation of the
+// fields. TQ2_0 keeps element 128h + 32k + m in byte 32h + m at bits 2k; the runtime keeps
+// element e in byte e % 64 at bits 2 (e / 64). So source bytes m and 32 + m (h = 0, 1) fill
+// runtime bytes m (their fields k = 0, 2) and 32 + m (k = 1, 3).
+constexpr uint64_t kTq2BlockBytes = 66;
+void PermuteTq2Block(const uint8_t* src, uint8_t* dst, float* scale) {
+  for (int m = 0; m < 32; ++m) {
+    const uint32_t a = src[m];
+    const uint32_t b = src[32 + m];
+    dst[m] = static_cast<uint8_t>((a & 0x03) | ((a >> 2) & 0x0C) | ((b & 0x03) << 4) | ((b << 2) & 0xC0));
+    dst[32 + m] = static_cast<uint8_t>(((a >> 2) & 0x03) | ((a >> 4) & 0x0C) | ((b << 2) & 0x30) | (b & 0xC0));
+  }
+  *scale = HalfToFloat(LoadU16(src + 64));
+}
+
+// Ternary: decode each GGUF block to integers and write codes w + 1 into the runtime blocks
+// (TQ2_0: PermuteTq2Block, the same result without decoding).
 Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
                    WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
   float i2s_scale = 0.0f;
@@ -51,6 +69,17 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
   const uint32_t src_block = ref::IntBlockElems(type);  // 256, or 128 for I2_S
   const uint64_t src_blocks_per_row = cols / src_block;
   const uint64_t row_bytes = view.row_bytes;
+  if (type == DType::kTQ2_0) {
+    ForRows(pool, rows, [&](int64_t begin, int64_t end) {
+      for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
+        for (uint64_t b = 0; b < blocks; ++b) {
+          PermuteTq2Block(bytes.data() + (r * blocks + b) * kTq2BlockBytes,
+                          data.get() + r * row_bytes + b * kTernaryBlockBytes, &scales[r * blocks + b]);
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
   ForRows(pool, rows, [&](int64_t begin, int64_t end) {
     ref::IntBlock block;
     for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {

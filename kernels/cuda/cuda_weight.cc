@@ -34,8 +34,28 @@ bool FormatOf(DType type, QuantFormat* format) {
   }
 }
 
-// Every element's integer value and every block's scale go through ref::DecodeIntBlock, the
-// integer view the CPU kernels are tested against, so the GPU layout cannot disagree with it.
+// TQ2_0 straight into the image: a TQ2_0 block's 64 code bytes are already a ternary step of
+// one row in the GPU's order (byte 32h + m, bits 2k: element 128h + 32k + m; code = w + 1, its
+// code 3 kept as 3, as EncodeCode writes the +2 it decodes to), and its fp16 d is the step's
+// scale. cuda_host_test reads the image back against the integer reference.
+void CopyTq2Rows(std::span<const uint8_t> bytes, CudaWeightImage* image) {
+  constexpr uint64_t kBlockBytes = 66;
+  const uint64_t blocks_per_row = static_cast<uint64_t>(image->cols) / 256;
+  for (int64_t r = 0; r < image->rows; ++r) {
+    const int64_t g = r / kRowGroup;
+    const int rg = static_cast<int>(r % kRowGroup);
+    for (uint64_t b = 0; b < blocks_per_row; ++b) {
+      const uint8_t* src = bytes.data() + (static_cast<uint64_t>(r) * blocks_per_row + b) * kBlockBytes;
+      std::memcpy(&image->data[CodeOffset(g, b, rg, image->n_steps)], src, kStepBytes);
+      uint16_t d = 0;
+      std::memcpy(&d, src + kStepBytes, sizeof(d));
+      image->scales[ScaleIndex(g, b, rg, image->n_blocks)] = HalfToFloat(d);
+    }
+  }
+}
+
+// Every other type's integer values and scales go through ref::DecodeIntBlock, the integer view
+// the CPU kernels are tested against, so the GPU layout cannot disagree with it.
 Status PackQuantized(DType type, std::span<const uint8_t> bytes, CudaWeightImage* image) {
   const QuantFormat f = image->format;
   const int64_t step_elems = StepElems(f);
@@ -60,6 +80,10 @@ Status PackQuantized(DType type, std::span<const uint8_t> bytes, CudaWeightImage
     if (f == QuantFormat::kQ4_1) image->half_m.assign(n_scales, 0);
   }
 
+  if (type == DType::kTQ2_0) {
+    CopyTq2Rows(bytes, image);
+    return absl::OkStatus();
+  }
   float i2s_scale = 0.0f;
   if (type == DType::kI2_S) {
     BF_ASSIGN_OR_RETURN(i2s_scale, ref::ReadI2sScale(bytes));

@@ -10,6 +10,7 @@
 #include "kernels/cpu/matmul_cpu.h"
 #include "kernels/cpu/packed_weight.h"
 #include "kernels/matmul.h"
+#include "kernels/ref/matmul_ref.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace bitfleet::kernels {
@@ -103,6 +104,36 @@ TEST(PackWeight, PoolThreadsPackTheSameBytes) {
       ASSERT_TRUE(pooled.ok()) << pooled.status();
       EXPECT_EQ((*pooled)->bytes(), (*serial)->bytes());
       ExpectSameView(cpu::AsCpuPacked(**pooled)->view(), cpu::AsCpuPacked(**serial)->view());
+    }
+  }
+}
+
+// TQ2_0 is repacked by permuting its 2-bit fields, without the block decoder: every element's
+// runtime code (byte e % 64 of its 256-block, bits 2 (e / 64)) must be the decoder's w + 1, and
+// every block scale the decoder's d, over random bytes (all four codes, any scale bits).
+TEST(PackWeight, Tq2PermutationMatchesTheBlockDecoder) {
+  std::mt19937_64 rng(0x7102);
+  constexpr uint64_t kCols = 768;
+  constexpr uint64_t kRows = 300;
+  std::vector<uint8_t> bytes(kRows * (kCols / 256) * 66);
+  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+  for (size_t blk = 0; blk < bytes.size() / 66; ++blk) {  // finite scales: fp16 exponent below 31
+    bytes[blk * 66 + 65] &= 0x7b;
+  }
+  ThreadPool pool(2);
+  auto w = PackWeight(DType::kTQ2_0, kCols, kRows, bytes, &pool);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
+  ref::IntBlock block;
+  for (uint64_t r = 0; r < kRows; ++r) {
+    for (uint64_t b = 0; b < kCols / 256; ++b) {
+      ref::DecodeIntBlock(DType::kTQ2_0, bytes.data(), r * (kCols / 256) + b, 0.0f, &block);
+      ASSERT_EQ(std::memcmp(&v.scales[r * v.blocks + b], &block.d, sizeof(float)), 0) << "row " << r << " block " << b;
+      const uint8_t* codes = v.data + r * v.row_bytes + b * 64;
+      for (int e = 0; e < 256; ++e) {
+        const int code = (codes[e % 64] >> (2 * (e / 64))) & 3;
+        ASSERT_EQ(code, block.w[e] + 1) << "row " << r << " block " << b << " element " << e;
+      }
     }
   }
 }
