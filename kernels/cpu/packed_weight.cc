@@ -126,7 +126,8 @@ bool UniformRowScales(const WeightView& view, const float* scales, float* row_sc
   return true;
 }
 
-// Q4_0 / Q4_1: nibbles regrouped into 128-element groups; scales (and mins) kept as fp16 bits.
+// Q4_0 / Q4_1: nibbles regrouped into 128-element groups (moved as stored, not decoded); scales
+// (and mins) kept as fp16 bits.
 void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
             WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<uint16_t>& half_d,
             AlignedArray<uint16_t>& half_m) {
@@ -139,23 +140,24 @@ void PackQ4(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t 
   half_d = AllocateAligned<uint16_t>(rows * view.blocks);
   if (q4_1) half_m = AllocateAligned<uint16_t>(rows * view.blocks);
   const uint32_t block_bytes = Info(type).block_bytes;
-  const int zero_point = q4_1 ? 0 : 8;
   const uint64_t row_bytes = view.row_bytes;
   const uint64_t row_blocks = view.blocks;
+  const uint32_t codes_at = q4_1 ? 4 : 2;  // after d (and m)
   ForRows(pool, rows, [&](int64_t begin, int64_t end) {
-    ref::IntBlock block;
     for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
       uint8_t* row = data.get() + r * row_bytes;
       for (uint64_t b = 0; b < src_blocks; ++b) {
-        const uint64_t index = r * src_blocks + b;
-        ref::DecodeIntBlock(type, bytes.data(), index, 0.0f, &block);
-        for (uint32_t i = 0; i < 32; ++i) {
-          const uint64_t e = b * 32 + i;
-          const uint64_t within = e % kQ4Group;
-          const uint8_t nibble = static_cast<uint8_t>(block.w[i] + zero_point);
-          row[(e / kQ4Group) * kQ4GroupBytes + within % 64] |= static_cast<uint8_t>(nibble << (4 * (within / 64)));
+        // GGUF block b: byte i holds element 32b + i (low nibble) and 32b + 16 + i (high), the
+        // stored nibble being exactly the runtime's (w + 8 for Q4_0, w for Q4_1). Within its
+        // 128-group the block starts at element 32 (b % 4): bytes 32 (b % 2) .., nibble b % 4 / 2.
+        const uint8_t* src = bytes.data() + (r * src_blocks + b) * block_bytes;
+        const uint8_t* qs = src + codes_at;
+        uint8_t* group = row + (b / 4) * kQ4GroupBytes + 32 * (b % 2);
+        const int shift = (b % 4) >= 2 ? 4 : 0;
+        for (int i = 0; i < 16; ++i) {
+          group[i] |= static_cast<uint8_t>((qs[i] & 15) << shift);
+          group[16 + i] |= static_cast<uint8_t>((qs[i] >> 4) << shift);
         }
-        const uint8_t* src = bytes.data() + index * block_bytes;
         half_d[r * row_blocks + b] = LoadU16(src);
         if (q4_1) half_m[r * row_blocks + b] = LoadU16(src + 2);
       }

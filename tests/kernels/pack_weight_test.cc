@@ -138,6 +138,47 @@ TEST(PackWeight, Tq2PermutationMatchesTheBlockDecoder) {
   }
 }
 
+// Q4_0 / Q4_1 nibbles are moved as stored: every element's runtime nibble (byte e % 64 of its
+// 128-group, high for e % 128 >= 64) must be the decoder's w + 8 (Q4_0) or w (Q4_1), and the
+// fp16 d and m bits the block's, over random bytes and a row that ends in a partial group.
+TEST(PackWeight, Q4NibblesMatchTheBlockDecoder) {
+  std::mt19937_64 rng(0x0404);
+  constexpr uint64_t kCols = 160;  // five blocks: one whole 128-group and a quarter of another
+  constexpr uint64_t kRows = 200;
+  for (const DType type : {DType::kQ4_0, DType::kQ4_1}) {
+    SCOPED_TRACE(DTypeName(type));
+    const uint64_t block_bytes = type == DType::kQ4_1 ? 20 : 18;
+    std::vector<uint8_t> bytes(kRows * (kCols / 32) * block_bytes);
+    for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+    ThreadPool pool(2);
+    auto w = PackWeight(type, kCols, kRows, bytes, &pool);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
+    const int zero_point = type == DType::kQ4_1 ? 0 : 8;
+    ref::IntBlock block;
+    for (uint64_t r = 0; r < kRows; ++r) {
+      for (uint64_t b = 0; b < kCols / 32; ++b) {
+        const uint64_t index = r * (kCols / 32) + b;
+        ref::DecodeIntBlock(type, bytes.data(), index, 0.0f, &block);
+        uint16_t d = 0;
+        std::memcpy(&d, bytes.data() + index * block_bytes, 2);
+        ASSERT_EQ(v.half_d[r * v.blocks + b], d) << "row " << r << " block " << b;
+        if (type == DType::kQ4_1) {
+          uint16_t m = 0;
+          std::memcpy(&m, bytes.data() + index * block_bytes + 2, 2);
+          ASSERT_EQ(v.half_m[r * v.blocks + b], m) << "row " << r << " block " << b;
+        }
+        for (int i = 0; i < 32; ++i) {
+          const uint64_t e = 32 * b + i;
+          const uint8_t byte = v.data[r * v.row_bytes + (e / 128) * 64 + e % 64];
+          const int nibble = (byte >> (e % 128 >= 64 ? 4 : 0)) & 15;
+          ASSERT_EQ(nibble, block.w[i] + zero_point) << "row " << r << " element " << e;
+        }
+      }
+    }
+  }
+}
+
 TEST(MatMul, MismatchedActivationsGiveNaNNotACrash) {
   auto w = PackWeight(DType::kQ8_0, 64, 2, std::vector<uint8_t>(34 * 4));
   ASSERT_TRUE(w.ok());
