@@ -1,6 +1,8 @@
 // The NCCL id relay for independent-pod TP groups (control.proto ExchangeNcclId): the board's
 // rules directly (NcclIdRelay), then the whole exchange over loopback gRPC between the
 // coordinator's ControlService and the worker's ExchangeNcclId, at TP=3. Bytes only: no GPU.
+#include <unistd.h>
+
 #include <chrono>
 #include <future>
 #include <memory>
@@ -8,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/control_service.h"
 #include "coordinator/nccl_id_relay.h"
 #include "grpcpp/security/server_credentials.h"
@@ -65,17 +68,20 @@ TEST(NcclIdRelay, BadArgumentsCancelAndClose) {
 
 class NcclIdExchangeTest : public ::testing::Test {
  protected:
-  // Serves a ControlService for 1 replica at TP=3 on `port` (0: any free port).
-  void StartServer(int port = 0) {
+  // Serves a ControlService for 1 replica at TP=3 on `address` (the default: any free loopback
+  // port), which Exchange then targets.
+  void StartServer(const std::string& address = "127.0.0.1:0") {
     ControlServiceOptions options;
     options.replicas = 1;
     options.tensor_parallel = 3;
     service_ = std::make_unique<ControlService>(options, nullptr);
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &port_);
+    int port = 0;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
+    target_ = address.starts_with("unix:") ? address : "127.0.0.1:" + std::to_string(port);
     service_->Start();
   }
   void StopServer() {
@@ -88,7 +94,7 @@ class NcclIdExchangeTest : public ::testing::Test {
 
   worker::NcclIdExchange Exchange(int rank, std::string id = "", std::chrono::milliseconds timeout = 10s) {
     worker::NcclIdExchange x;
-    x.coordinator = "127.0.0.1:" + std::to_string(port_);
+    x.coordinator = target_;
     x.replica = 0;
     x.rank = rank;
     x.world_size = 3;
@@ -97,7 +103,7 @@ class NcclIdExchangeTest : public ::testing::Test {
     return x;
   }
 
-  int port_ = 0;
+  std::string target_;
   std::unique_ptr<ControlService> service_;
   std::unique_ptr<grpc::Server> server_;
 };
@@ -136,14 +142,15 @@ TEST_F(NcclIdExchangeTest, RefusedRequestsAndTimeouts) {
   EXPECT_LT(Clock::now() - start, 3s);
 }
 
+// The address is a Unix socket of this process: a loopback port freed and bound again could be
+// taken meanwhile by another test's server (gRPC binds with SO_REUSEPORT), whose answers would
+// then be UNIMPLEMENTED (seen once in CI).
 TEST_F(NcclIdExchangeTest, WorkersStartedBeforeTheCoordinatorRetry) {
-  StartServer();
-  const int port = port_;
-  StopServer();  // the port is known; nothing listens on it now
-  port_ = port;
+  const std::string address = absl::StrCat("unix:", ::testing::TempDir(), "bitfleet-nccl-id-", getpid(), ".sock");
+  target_ = address;  // nothing listens there yet
   auto rank1 = std::async(std::launch::async, [&] { return worker::ExchangeNcclId(Exchange(1)); });
   std::this_thread::sleep_for(1200ms);
-  StartServer(port);
+  StartServer(address);
   auto rank0 = worker::ExchangeNcclId(Exchange(0, Id('z')));
   ASSERT_TRUE(rank0.ok()) << rank0.status();
   auto got = rank1.get();
