@@ -30,9 +30,7 @@ class Encoder {
     Put<uint64_t>(s.size());
     out_.insert(out_.end(), s.begin(), s.end());
   }
-  void Pad(uint64_t alignment) {
-    while (out_.size() % alignment != 0) out_.push_back(0);
-  }
+  void Pad(uint64_t alignment) { out_.resize((out_.size() + alignment - 1) / alignment * alignment, 0); }
   const std::vector<uint8_t>& bytes() const { return out_; }
 
  private:
@@ -243,7 +241,10 @@ Status GgufWriter::WriteTo(ByteSink& sink, const std::function<void(size_t, size
     if (!next) return absl::InvalidArgumentError("tensor data section overflows 64 bits");
     offset = *next;
   }
-  enc.Pad(alignment);
+  // The data section starts aligned. A file without tensors has none, and is not padded: the
+  // reader takes it without (as llama.cpp does), and a huge general.alignment (up to 2^31)
+  // would otherwise turn a few hundred bytes of metadata into gigabytes (found by gguf_fuzz).
+  if (!tensors_.empty()) enc.Pad(alignment);
   BF_RETURN_IF_ERROR(sink.Write(enc.bytes()));
 
   std::vector<uint8_t> scratch;  // one filler tensor at a time
