@@ -53,8 +53,26 @@ void PermuteTq2Block(const uint8_t* src, uint8_t* dst, float* scale) {
   *scale = HalfToFloat(LoadU16(src + 64));
 }
 
+// Two I2_S blocks (32 code bytes and 128 elements each; `second` null when the row ends after
+// `first`) into one runtime block. I2_S byte m holds elements m + 32f (f = 0..3) of its block at
+// bits 6 - 2f, codes 0, 1, 2, 3 meaning -1, 0, +1, 0; the runtime code is w + 1, so a 3 becomes
+// 1 (its high bit cleared), and element E of the 256-block moves to byte E % 64, bits 2 (E / 64):
+// runtime byte m takes fields f = 0, 2 of the two blocks' byte m, byte 32 + m fields 1, 3.
+// Missing elements keep code 0, as the element-wise packer leaves them (their activations are 0).
+constexpr uint64_t kI2sBlockBytes = 32;
+void PermuteI2sBlocks(const uint8_t* first, const uint8_t* second, uint8_t* dst) {
+  const auto canonical = [](uint32_t x) { return x & ~((x & (x >> 1) & 0x55u) << 1); };
+  const auto field = [](uint32_t x, int f) { return (x >> (6 - 2 * f)) & 3u; };
+  for (int m = 0; m < 32; ++m) {
+    const uint32_t a = canonical(first[m]);
+    const uint32_t b = second != nullptr ? canonical(second[m]) : 0;
+    dst[m] = static_cast<uint8_t>(field(a, 0) | field(a, 2) << 2 | field(b, 0) << 4 | field(b, 2) << 6);
+    dst[32 + m] = static_cast<uint8_t>(field(a, 1) | field(a, 3) << 2 | field(b, 1) << 4 | field(b, 3) << 6);
+  }
+}
+
 // Ternary: decode each GGUF block to integers and write codes w + 1 into the runtime blocks
-// (TQ2_0: PermuteTq2Block, the same result without decoding).
+// (TQ2_0 and I2_S: PermuteTq2Block / PermuteI2sBlocks, the same result without decoding).
 Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
                    WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
   float i2s_scale = 0.0f;
@@ -75,6 +93,19 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
         for (uint64_t b = 0; b < blocks; ++b) {
           PermuteTq2Block(bytes.data() + (r * blocks + b) * kTq2BlockBytes,
                           data.get() + r * row_bytes + b * kTernaryBlockBytes, &scales[r * blocks + b]);
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+  if (type == DType::kI2_S) {
+    ForRows(pool, rows, [&](int64_t begin, int64_t end) {
+      for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
+        const uint8_t* src = bytes.data() + r * src_blocks_per_row * kI2sBlockBytes;
+        for (uint64_t b = 0; b < blocks; ++b) {
+          const uint8_t* second = 2 * b + 1 < src_blocks_per_row ? src + (2 * b + 1) * kI2sBlockBytes : nullptr;
+          PermuteI2sBlocks(src + 2 * b * kI2sBlockBytes, second, data.get() + r * row_bytes + b * kTernaryBlockBytes);
+          scales[r * blocks + b] = i2s_scale;
         }
       }
     });

@@ -138,6 +138,37 @@ TEST(PackWeight, Tq2PermutationMatchesTheBlockDecoder) {
   }
 }
 
+// I2_S is repacked by moving its fields too (code 3, which decodes to 0, becoming code 1): every
+// element's runtime code must be the decoder's w + 1, the padding of a row that ends in half a
+// runtime block code 0 (as the element-wise packer left it), and every block scale the tensor's.
+TEST(PackWeight, I2sPermutationMatchesTheBlockDecoder) {
+  std::mt19937_64 rng(0x1252);
+  constexpr uint64_t kCols = 384;  // three I2_S blocks: a whole runtime block and half of one
+  constexpr uint64_t kRows = 150;
+  std::vector<uint8_t> bytes(kRows * (kCols / 128) * 32 + 32);
+  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+  const float tensor_scale = 0.75f;
+  std::memcpy(bytes.data() + bytes.size() - 32, &tensor_scale, sizeof(tensor_scale));
+  ThreadPool pool(2);
+  auto w = PackWeight(DType::kI2_S, kCols, kRows, bytes, &pool);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
+  ASSERT_EQ(v.blocks, 2u);
+  ref::IntBlock block;
+  for (uint64_t r = 0; r < kRows; ++r) {
+    for (uint64_t b = 0; b < v.blocks; ++b) EXPECT_EQ(v.scales[r * v.blocks + b], tensor_scale);
+    for (uint64_t e = 0; e < v.blocks * 256; ++e) {
+      const int code = (v.data[r * v.row_bytes + (e / 256) * 64 + e % 64] >> (2 * ((e % 256) / 64))) & 3;
+      if (e >= kCols) {
+        ASSERT_EQ(code, 0) << "row " << r << " padding element " << e;
+        continue;
+      }
+      ref::DecodeIntBlock(DType::kI2_S, bytes.data(), r * (kCols / 128) + e / 128, tensor_scale, &block);
+      ASSERT_EQ(code, block.w[e % 128] + 1) << "row " << r << " element " << e;
+    }
+  }
+}
+
 // Q4_0 / Q4_1 nibbles are moved as stored: every element's runtime nibble (byte e % 64 of its
 // 128-group, high for e % 128 >= 64) must be the decoder's w + 8 (Q4_0) or w (Q4_1), and the
 // fp16 d and m bits the block's, over random bytes and a row that ends in a partial group.
