@@ -54,8 +54,32 @@ void CopyTq2Rows(std::span<const uint8_t> bytes, CudaWeightImage* image) {
   }
 }
 
-// Every other type's integer values and scales go through ref::DecodeIntBlock, the integer view
-// the CPU kernels are tested against, so the GPU layout cannot disagree with it.
+// Q4_0 / Q4_1 / Q8_0 straight into the image: the GPU step keeps each 32-block's stored bytes in
+// GGUF order (16 nibble bytes, or 32 int8), BlocksPerStep of them side by side, and the fp16 d
+// (and m) bits as they are. cuda_host_test reads the image back against the integer reference.
+void CopyQ4Q8Rows(QuantFormat f, std::span<const uint8_t> bytes, CudaWeightImage* image) {
+  const bool q4_1 = f == QuantFormat::kQ4_1;
+  const uint64_t code_bytes = f == QuantFormat::kQ8_0 ? 32 : 16;  // per 32-block
+  const uint64_t block_bytes = code_bytes + (q4_1 ? 4 : 2);
+  const uint64_t blocks_per_row = static_cast<uint64_t>(image->cols) / 32;
+  for (int64_t r = 0; r < image->rows; ++r) {
+    const int64_t g = r / kRowGroup;
+    const int rg = static_cast<int>(r % kRowGroup);
+    for (uint64_t b = 0; b < blocks_per_row; ++b) {
+      const uint8_t* src = bytes.data() + (static_cast<uint64_t>(r) * blocks_per_row + b) * block_bytes;
+      const uint64_t step = b / BlocksPerStep(f);
+      const uint64_t within = b % BlocksPerStep(f);
+      std::memcpy(&image->data[CodeOffset(g, step, rg, image->n_steps) + within * code_bytes], src + block_bytes - code_bytes,
+                  code_bytes);
+      const uint64_t si = ScaleIndex(g, b, rg, image->n_blocks);
+      std::memcpy(&image->half_d[si], src, 2);
+      if (q4_1) std::memcpy(&image->half_m[si], src + 2, 2);
+    }
+  }
+}
+
+// Every other type's (TQ1_0, I2_S) integer values and scales go through ref::DecodeIntBlock, the
+// integer view the CPU kernels are tested against, so the GPU layout cannot disagree with it.
 Status PackQuantized(DType type, std::span<const uint8_t> bytes, CudaWeightImage* image) {
   const QuantFormat f = image->format;
   const int64_t step_elems = StepElems(f);
@@ -82,6 +106,10 @@ Status PackQuantized(DType type, std::span<const uint8_t> bytes, CudaWeightImage
 
   if (type == DType::kTQ2_0) {
     CopyTq2Rows(bytes, image);
+    return absl::OkStatus();
+  }
+  if (f != QuantFormat::kTernary) {
+    CopyQ4Q8Rows(f, bytes, image);
     return absl::OkStatus();
   }
   float i2s_scale = 0.0f;
