@@ -34,34 +34,22 @@ bool FormatOf(DType type, QuantFormat* format) {
   }
 }
 
-// TQ2_0 straight into the image: a TQ2_0 block's 64 code bytes are already a ternary step of
-// one row in the GPU's order (byte 32h + m, bits 2k: element 128h + 32k + m; code = w + 1, its
-// code 3 kept as 3, as EncodeCode writes the +2 it decodes to), and its fp16 d is the step's
-// scale. cuda_host_test reads the image back against the integer reference.
-void CopyTq2Rows(std::span<const uint8_t> bytes, CudaWeightImage* image) {
-  constexpr uint64_t kBlockBytes = 66;
-  const uint64_t blocks_per_row = static_cast<uint64_t>(image->cols) / 256;
-  for (int64_t r = 0; r < image->rows; ++r) {
-    const int64_t g = r / kRowGroup;
-    const int rg = static_cast<int>(r % kRowGroup);
-    for (uint64_t b = 0; b < blocks_per_row; ++b) {
-      const uint8_t* src = bytes.data() + (static_cast<uint64_t>(r) * blocks_per_row + b) * kBlockBytes;
-      std::memcpy(&image->data[CodeOffset(g, b, rg, image->n_steps)], src, kStepBytes);
-      uint16_t d = 0;
-      std::memcpy(&d, src + kStepBytes, sizeof(d));
-      image->scales[ScaleIndex(g, b, rg, image->n_blocks)] = HalfToFloat(d);
-    }
-  }
-}
-
-// Q4_0 / Q4_1 / Q8_0 straight into the image: the GPU step keeps each 32-block's stored bytes in
-// GGUF order (16 nibble bytes, or 32 int8), BlocksPerStep of them side by side, and the fp16 d
-// (and m) bits as they are. cuda_host_test reads the image back against the integer reference.
-void CopyQ4Q8Rows(QuantFormat f, std::span<const uint8_t> bytes, CudaWeightImage* image) {
+// TQ2_0, Q4_0, Q4_1 and Q8_0 straight into the image: their stored blocks are already in the
+// GPU step's byte order, BlocksPerStep(f) blocks side by side in a row's step.
+// - TQ2_0: 64 code bytes, then fp16 d; one block is one step (byte 32h + m, bits 2k: element
+//   128h + 32k + m; code = w + 1, its code 3 kept as 3, as EncodeCode writes the +2 it decodes
+//   to), and d becomes the step's float scale.
+// - Q4_0 / Q4_1 / Q8_0: fp16 d (and m), then 16 nibble bytes or 32 int8 in GGUF order; d and m
+//   are kept as their fp16 bits.
+// cuda_host_test reads the image back the way the kernels do, against the integer reference.
+void CopyStoredBlocks(QuantFormat f, std::span<const uint8_t> bytes, CudaWeightImage* image) {
+  const bool ternary = f == QuantFormat::kTernary;
   const bool q4_1 = f == QuantFormat::kQ4_1;
-  const uint64_t code_bytes = f == QuantFormat::kQ8_0 ? 32 : 16;  // per 32-block
-  const uint64_t block_bytes = code_bytes + (q4_1 ? 4 : 2);
-  const uint64_t blocks_per_row = static_cast<uint64_t>(image->cols) / 32;
+  const uint64_t code_bytes = kStepBytes / BlocksPerStep(f);  // per stored block
+  const uint64_t scale_bytes = q4_1 ? 4 : 2;
+  const uint64_t block_bytes = code_bytes + scale_bytes;
+  const uint64_t codes_at = ternary ? 0 : scale_bytes;
+  const uint64_t blocks_per_row = static_cast<uint64_t>(image->cols) / BlockElems(f);
   for (int64_t r = 0; r < image->rows; ++r) {
     const int64_t g = r / kRowGroup;
     const int rg = static_cast<int>(r % kRowGroup);
@@ -69,11 +57,17 @@ void CopyQ4Q8Rows(QuantFormat f, std::span<const uint8_t> bytes, CudaWeightImage
       const uint8_t* src = bytes.data() + (static_cast<uint64_t>(r) * blocks_per_row + b) * block_bytes;
       const uint64_t step = b / BlocksPerStep(f);
       const uint64_t within = b % BlocksPerStep(f);
-      std::memcpy(&image->data[CodeOffset(g, step, rg, image->n_steps) + within * code_bytes], src + block_bytes - code_bytes,
+      std::memcpy(&image->data[CodeOffset(g, step, rg, image->n_steps) + within * code_bytes], src + codes_at,
                   code_bytes);
       const uint64_t si = ScaleIndex(g, b, rg, image->n_blocks);
-      std::memcpy(&image->half_d[si], src, 2);
-      if (q4_1) std::memcpy(&image->half_m[si], src + 2, 2);
+      if (ternary) {
+        uint16_t d = 0;
+        std::memcpy(&d, src + code_bytes, sizeof(d));
+        image->scales[si] = HalfToFloat(d);
+      } else {
+        std::memcpy(&image->half_d[si], src, 2);
+        if (q4_1) std::memcpy(&image->half_m[si], src + 2, 2);
+      }
     }
   }
 }
@@ -104,12 +98,8 @@ Status PackQuantized(DType type, std::span<const uint8_t> bytes, CudaWeightImage
     if (f == QuantFormat::kQ4_1) image->half_m.assign(n_scales, 0);
   }
 
-  if (type == DType::kTQ2_0) {
-    CopyTq2Rows(bytes, image);
-    return absl::OkStatus();
-  }
-  if (f != QuantFormat::kTernary) {
-    CopyQ4Q8Rows(f, bytes, image);
+  if (type == DType::kTQ2_0 || f != QuantFormat::kTernary) {
+    CopyStoredBlocks(f, bytes, image);
     return absl::OkStatus();
   }
   float i2s_scale = 0.0f;
