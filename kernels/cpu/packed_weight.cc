@@ -71,8 +71,9 @@ void PermuteI2sBlocks(const uint8_t* first, const uint8_t* second, uint8_t* dst)
   }
 }
 
-// Ternary: decode each GGUF block to integers and write codes w + 1 into the runtime blocks
-// (TQ2_0 and I2_S: PermuteTq2Block / PermuteI2sBlocks, the same result without decoding).
+// Ternary: runtime block b of a row from the GGUF block(s) holding its 256 elements, codes
+// w + 1: TQ2_0 and I2_S by moving their fields (PermuteTq2Block / PermuteI2sBlocks), TQ1_0 (base-3
+// digits) through the reference block decoder.
 Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
                    WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
   float i2s_scale = 0.0f;
@@ -84,47 +85,27 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
   view.row_bytes = blocks * kTernaryBlockBytes;
   data = AllocateAligned<uint8_t>(rows * view.row_bytes);
   scales = AllocateAligned<float>(rows * blocks);
-  const uint32_t src_block = ref::IntBlockElems(type);  // 256, or 128 for I2_S
-  const uint64_t src_blocks_per_row = cols / src_block;
   const uint64_t row_bytes = view.row_bytes;
-  if (type == DType::kTQ2_0) {
-    ForRows(pool, rows, [&](int64_t begin, int64_t end) {
-      for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
-        for (uint64_t b = 0; b < blocks; ++b) {
-          PermuteTq2Block(bytes.data() + (r * blocks + b) * kTq2BlockBytes,
-                          data.get() + r * row_bytes + b * kTernaryBlockBytes, &scales[r * blocks + b]);
-        }
-      }
-    });
-    return absl::OkStatus();
-  }
-  if (type == DType::kI2_S) {
-    ForRows(pool, rows, [&](int64_t begin, int64_t end) {
-      for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
-        const uint8_t* src = bytes.data() + r * src_blocks_per_row * kI2sBlockBytes;
-        for (uint64_t b = 0; b < blocks; ++b) {
-          const uint8_t* second = 2 * b + 1 < src_blocks_per_row ? src + (2 * b + 1) * kI2sBlockBytes : nullptr;
-          PermuteI2sBlocks(src + 2 * b * kI2sBlockBytes, second, data.get() + r * row_bytes + b * kTernaryBlockBytes);
-          scales[r * blocks + b] = i2s_scale;
-        }
-      }
-    });
-    return absl::OkStatus();
-  }
+  const uint64_t i2s_blocks_per_row = cols / 128;  // I2_S blocks hold 128 elements
   ForRows(pool, rows, [&](int64_t begin, int64_t end) {
     ref::IntBlock block;
     for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
-      uint8_t* row = data.get() + r * row_bytes;
-      for (uint64_t sb = 0; sb < src_blocks_per_row; ++sb) {
-        ref::DecodeIntBlock(type, bytes.data(), r * src_blocks_per_row + sb, i2s_scale, &block);
-        for (uint32_t i = 0; i < src_block; ++i) {
-          const uint64_t e = sb * src_block + i;      // element within the row
-          const uint64_t within = e % kTernaryBlock;  // element within the runtime block
-          const uint8_t code = static_cast<uint8_t>(block.w[i] + 1);
-          row[(e / kTernaryBlock) * kTernaryBlockBytes + within % 64] |=
-              static_cast<uint8_t>(code << (2 * (within / 64)));
+      for (uint64_t b = 0; b < blocks; ++b) {
+        uint8_t* dst = data.get() + r * row_bytes + b * kTernaryBlockBytes;
+        float* scale = &scales[r * blocks + b];
+        if (type == DType::kTQ2_0) {
+          PermuteTq2Block(bytes.data() + (r * blocks + b) * kTq2BlockBytes, dst, scale);
+        } else if (type == DType::kI2_S) {
+          const uint8_t* src = bytes.data() + (r * i2s_blocks_per_row + 2 * b) * kI2sBlockBytes;
+          PermuteI2sBlocks(src, 2 * b + 1 < i2s_blocks_per_row ? src + kI2sBlockBytes : nullptr, dst);
+          *scale = i2s_scale;
+        } else {  // TQ1_0: 256-element blocks, one per runtime block
+          ref::DecodeIntBlock(type, bytes.data(), r * blocks + b, 0.0f, &block);
+          for (uint32_t e = 0; e < kTernaryBlock; ++e) {
+            dst[e % 64] |= static_cast<uint8_t>((block.w[e] + 1) << (2 * (e / 64)));
+          }
+          *scale = block.d;
         }
-        scales[r * blocks + (sb * src_block) / kTernaryBlock] = block.d;
       }
     }
   });
