@@ -163,7 +163,9 @@ bench=$carry/bin/bitfleet-bench-gpu
 if [[ -x $bench ]]; then
   t0=$(date +%s)
   # shellcheck disable=SC2086
-  timeout 300 "$bench" ${BITFLEET_GPU_BENCH_ARGS:-} >"$out/bench.jsonl" 2>>"$log"
+  # Every single-token mat-vec kernel (matmul_launch.h MatVecKernel) at batch 1 and in the layer
+  # stream; the figures below are the library default's (general).
+  timeout 300 "$bench" ${BITFLEET_GPU_BENCH_ARGS:---matvec-kernels general,lean,tc} >"$out/bench.jsonl" 2>>"$log"
   rc=$?
   say "bench: exit $rc ($(( $(date +%s) - t0 )) s)"
   [[ $rc -ne 0 ]] && status=1
@@ -191,7 +193,7 @@ fi
 if [[ -n ${BITFLEET_GPU_MATVEC_STUDY:-} && -x $bench ]]; then
   t0=$(date +%s)
   timeout 150 "$bench" --types tq2_0,q4_0,q4_1,q8_0 --shapes 13824x2560,221184x2560 --batch 1 \
-    --layer-types "" --decode-types "" >"$out/matvec_study.jsonl" 2>>"$log"
+    --matvec-kernels general,lean,tc --layer-types "" --decode-types "" >"$out/matvec_study.jsonl" 2>>"$log"
   say "matvec study: exit $? ($(( $(date +%s) - t0 )) s)"
   if [[ -n $ncu_bin ]]; then
     timeout 120 "$ncu_bin" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
@@ -199,6 +201,11 @@ if [[ -n ${BITFLEET_GPU_MATVEC_STUDY:-} && -x $bench ]]; then
       "$bench" --types tq2_0 --shapes 221184x2560 --batch 1 --layer-types "" --decode-types "" --reps 1 \
       >"$out/matvec_ncu.txt" 2>>"$log"
     say "matvec ncu: exit $?"
+    timeout 120 "$ncu_bin" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section Occupancy -k regex:QuantMatVecTensorCore --launch-skip 3 --launch-count 1 \
+      "$bench" --types tq2_0 --shapes 221184x2560 --batch 1 --matvec-kernels tc --layer-types "" \
+      --decode-types "" --reps 1 >"$out/matvec_ncu_tc.txt" 2>>"$log"
+    say "matvec ncu (tc): exit $?"
   fi
 fi
 
@@ -265,8 +272,10 @@ f["device"] = dev.get("name")
 f["copy_gb_s"] = dev.get("copy_gb_s")
 def layer(t, fused):
     # The library's default settings; other --matvec-options entries are comparisons.
+    # The default kernel (general); --matvec-kernels entries of the others are comparisons.
     return next((r for r in b if r["kernel"] == "matvec_2b_layers" and r["type"] == t and r["fused"] == fused
-                 and r.get("options", "default") == "default"), None)
+                 and r.get("options", "default") == "default" and r.get("matvec_kernel", "general") == "general"),
+                None)
 for t, target, key in [("tq2_0", 0.75, "ternary"), ("q4_0", 0.70, "int4")]:
     for fused in (True, False):
         r = layer(t, fused)
@@ -287,10 +296,10 @@ rows = [f"device: {dev.get('name')}  copy {dev.get('copy_gb_s', 0):.0f} GB/s  ru
 for name, e in summary["tests"].items():
     rows.append(f"{name:22s} exit {e['exit']:>4s}  tests {e.get('tests')}  failures {e.get('failures', 0) or 0}  "
                 + (f"FAILED: {', '.join(e['failed'][:4])}" if e.get("failed") else ""))
-rows += ["", f"{'matmul':10s} {'shape':>11s} {'batch':>5s} {'path':12s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
+rows += ["", f"{'matmul':10s} {'shape':>11s} {'batch':>5s} {'path':16s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
 for r in b:
     if r["kernel"] == "matmul":
-        rows.append(f"{r['type']:10s} {str(r['rows'])+'x'+str(r['cols']):>11s} {r['batch']:5d} {r['path']:12s} "
+        rows.append(f"{r['type']:10s} {str(r['rows'])+'x'+str(r['cols']):>11s} {r['batch']:5d} {r['path']:16s} "
                     f"{r['us_per_call']:8.2f} {r['packed_gb_s']:7.0f} {r['roofline_fraction']:7.2f}")
 rows.append("")
 for r in b:
@@ -298,8 +307,8 @@ for r in b:
         rows.append(f"2B layer stream {r['type']:6s} {'fused' if r['fused'] else 'separate':8s} {r['ms']:7.3f} ms "
                     f"{r['packed_gb_s']:6.0f} GB/s = {r['roofline_fraction']:.2f} of copy  "
                     + ("[chain: one cooperative launch, grid barriers]" if r.get("options") == "chain" else
-                       f"[{r.get('options', 'default')}: pdl {r.get('dependent_launch')} prefetch {r.get('prefetch')} "
-                       f"blocks {r.get('prefetch_blocks')}]"))
+                       f"[{r.get('matvec_kernel', 'general')} {r.get('options', 'default')}: pdl "
+                       f"{r.get('dependent_launch')} prefetch {r.get('prefetch')} blocks {r.get('prefetch_blocks')}]"))
 for r in b:
     if r["kernel"] == "decode_step":
         rows.append(f"decode large {r['type']} head {r['head_type']} batch {r['batch']:2d} ctx {r['context']}"
@@ -313,7 +322,8 @@ if os.path.exists(path):
     rows += ["", "mat-vec study (one token; fraction of copy bandwidth):"]
     for r in study:
         if r["kernel"] == "matmul":
-            rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
+            rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r.get('matvec_kernel', 'general'):7s} "
+                        f"{r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
 for name in ("runner_decode", "runner_decode_unfused", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
              "runner_serve_prefix", "runner_serve_prefix16"):

@@ -127,9 +127,17 @@ cudaError_t LaunchQuantMatVecChain(QuantFormat format, const MatVecChainLink* li
 // the whole weight before they wait for the activations. The defaults are the measured best;
 // benchmarks change them to compare.
 enum class WeightPrefetch : int { kNone = 0, kLines = 1, kBulk = 2 };  // kBulk: sm_90 bulk copies
+// The single-token kernel (experiments until measured on a device, docs/cuda.md); all give the
+// same bits:
+// - kGeneral: the dp4a kernel that also serves 2..kMatVecMaxTokens tokens and the chains;
+// - kLean: its lanes and sums with the addressing hoisted out of the step;
+// - kTensorCore: ternary weights through int8 mma.sync, 16 rows per warp (other formats take
+//   kGeneral).
+enum class MatVecKernel : int { kGeneral = 0, kLean = 1, kTensorCore = 2 };
 struct QuantMatVecOptions {
   WeightPrefetch prefetch = WeightPrefetch::kBulk;
   int prefetch_blocks = 128;
+  MatVecKernel kernel = MatVecKernel::kGeneral;
 };
 // Process-wide; set before launches are queued (not synchronized with launches in flight).
 void SetQuantMatVecOptions(const QuantMatVecOptions& options);

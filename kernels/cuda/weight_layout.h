@@ -184,9 +184,17 @@ BF_HOST_DEVICE void LoadActivation16(const int8_t* p, uint32_t (&out)[4]) {
 #endif
 }
 
+// Where a mat-vec lane's reads start within a step: its first activation byte
+// (LaneActOffset's part 0, word 0) and its first per-32 block sum. The rest of what LaneDotAt
+// reads lies at fixed offsets from these, so a kernel can hold them as per-lane pointers.
+BF_HOST_DEVICE int LaneActBase(QuantFormat f, int quarter) { return LaneActOffset(f, quarter, 0, 0); }
+BF_HOST_DEVICE int LaneSumsBase(QuantFormat f, int quarter) {
+  return f == QuantFormat::kTernary ? 2 * quarter : (f == QuantFormat::kQ8_0 ? 0 : quarter);
+}
+
 // The mat-vec lane's integer contribution for one step and one token: its 16 code bytes
-// (`words`, 4 words) against the matching activation bytes (`xs`: the step's first activation
-// byte; `step_sums`: the step's first per-32 block sum of the activations).
+// (`words`, 4 words) against the matching activation bytes (`lane_x`: the step's first
+// activation byte + LaneActBase; `lane_sums`: the step's first per-32 block sum + LaneSumsBase).
 //
 // The codes are used as unsigned bytes in place, with no per-byte decoding (dp4a.u32.s32 on
 // masked words; a field at bit 2k or 4k weighs 4^k or 16^k, divided out exactly once per step),
@@ -198,34 +206,41 @@ BF_HOST_DEVICE void LoadActivation16(const int8_t* p, uint32_t (&out)[4]) {
 //   the row's dot product (each lane's own value is not, and can be far larger: callers add the
 //   4 lanes' values as integers before scaling).
 // - Q4_1 (c = w; the caller adds m * block sum) and Q8_0 (c = w, signed): the plain dot product.
+// Every offset below is a constant (LaneActOffset(f, q, t, k) - LaneActBase(f, q)).
 template <QuantFormat F>
-BF_HOST_DEVICE int LaneDot(const uint32_t (&words)[4], int quarter, const int8_t* xs, const int32_t* step_sums) {
+BF_HOST_DEVICE int LaneDotAt(const uint32_t (&words)[4], const int8_t* lane_x, const int32_t* lane_sums) {
   uint32_t a[4];
   if constexpr (F == QuantFormat::kTernary) {
     int part[4] = {0, 0, 0, 0};
     for (int k = 0; k < 4; ++k) {
-      LoadActivation16(xs + LaneActOffset(F, quarter, 0, k), a);
+      LoadActivation16(lane_x + 32 * k, a);
       const uint32_t mask = 0x03030303u << (2 * k);
       for (int t = 0; t < 4; ++t) part[k] = Dp4aUnsignedSigned(words[t] & mask, a[t], part[k]);
     }
     const int codes = part[0] + (part[1] >> 2) + (part[2] >> 4) + (part[3] >> 6);
-    return codes - step_sums[2 * quarter] - step_sums[2 * quarter + 1];
+    return codes - lane_sums[0] - lane_sums[1];
   } else if constexpr (F == QuantFormat::kQ8_0) {
     int dot = 0;
-    LoadActivation16(xs + LaneActOffset(F, quarter, 0, 0), a);
+    LoadActivation16(lane_x, a);
     for (int t = 0; t < 4; ++t) dot = Dp4a(words[t], a[t], dot);
     return dot;
   } else {
     int lo = 0;
     int hi = 0;
-    LoadActivation16(xs + LaneActOffset(F, quarter, 0, 0), a);
+    LoadActivation16(lane_x, a);
     for (int t = 0; t < 4; ++t) lo = Dp4aUnsignedSigned(words[t] & 0x0F0F0F0Fu, a[t], lo);
-    LoadActivation16(xs + LaneActOffset(F, quarter, 0, 1), a);
+    LoadActivation16(lane_x + 16, a);
     for (int t = 0; t < 4; ++t) hi = Dp4aUnsignedSigned(words[t] & 0xF0F0F0F0u, a[t], hi);
     const int codes = lo + (hi >> 4);
-    if constexpr (F == QuantFormat::kQ4_0) return codes - 8 * step_sums[quarter];
+    if constexpr (F == QuantFormat::kQ4_0) return codes - 8 * lane_sums[0];
     return codes;
   }
+}
+
+// LaneDotAt from the step's first activation byte `xs` and first block sum `step_sums`.
+template <QuantFormat F>
+BF_HOST_DEVICE int LaneDot(const uint32_t (&words)[4], int quarter, const int8_t* xs, const int32_t* step_sums) {
+  return LaneDotAt<F>(words, xs + LaneActBase(F, quarter), step_sums + LaneSumsBase(F, quarter));
 }
 
 // ---- what one thread of the tensor-core kernel reads (mma.sync m16n8k32, s8) -----------------

@@ -341,6 +341,57 @@ TEST_P(QuantMatMulCudaTest, MatVecChainMatchesSingleMatVecsBitForBit) {
   }
 }
 
+// The single-token kernels (QuantMatVecOptions::kernel) give the general kernel's outputs bit
+// for bit: they take the same integer step products and sum them in the same order. Shapes:
+// one row, partial row groups, an odd number of groups (the tensor-core kernel's tiles are two
+// groups), fewer steps than warps, step counts that end mid-chunk for each kernel's chunking,
+// and tall matrices where every block walks several tiles.
+TEST_P(QuantMatMulCudaTest, SingleTokenKernelsMatchTheGeneralKernelBitForBit) {
+  BF_REQUIRE_GPU();
+  const DType type = GetParam();
+  std::mt19937_64 rng(0x1EA4 + static_cast<int>(type));
+  const auto cols = [type](uint64_t n) { return ColsFor(type, n); };
+  const std::vector<std::pair<uint64_t, uint64_t>> shapes = {
+      {1, cols(256)},     {7, cols(512)},      {9, cols(2560)},     {17, cols(768)},    {24, cols(64)},
+      {2560, cols(2560)}, {640, cols(6912)},   {2560, cols(4352)},  {12289, cols(1283)}, {20001, cols(520)},
+      {333, cols(2304)},  {16, cols(8192)}};
+  const QuantMatVecOptions saved = GetQuantMatVecOptions();
+  for (const auto& [rows, n_cols] : shapes) {
+    const std::vector<uint8_t> bytes = kernels::testing::RandomTensor(type, n_cols, rows, rng);
+    StatusOr<std::unique_ptr<CudaWeight>> w = CudaWeight::Create(type, n_cols, rows, bytes);
+    ASSERT_TRUE(w.ok()) << w.status();
+    DeviceArray<float> input(kernels::testing::RandomActivations(1, n_cols, rng));
+    StatusOr<std::unique_ptr<CudaActivations>> a = CudaActivations::Create(1, n_cols);
+    ASSERT_TRUE(a.ok()) << a.status();
+    StatusOr<ActivationView> view =
+        QuantizeActivationsCuda(input.get(), 1, n_cols, ActScalingFor(type), nullptr, **a, nullptr);
+    ASSERT_TRUE(view.ok()) << view.status();
+    std::vector<float> want;
+    for (MatVecKernel kernel : {MatVecKernel::kGeneral, MatVecKernel::kLean, MatVecKernel::kTensorCore}) {
+      QuantMatVecOptions options = saved;
+      options.kernel = kernel;
+      SetQuantMatVecOptions(options);
+      GuardedDeviceFloats out(rows);
+      const cudaError_t launched = LaunchQuantMatVec((*w)->quant_view(), *view, out.data(), nullptr);
+      SetQuantMatVecOptions(saved);
+      BF_ASSERT_LAUNCH(launched);
+      std::string error;
+      const std::vector<float> got = out.Check(&error);
+      ASSERT_EQ(error, "") << "kernel " << static_cast<int>(kernel) << ", " << rows << "x" << n_cols;
+      if (kernel == MatVecKernel::kGeneral) {
+        want = got;
+        continue;
+      }
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t r = 0; r < got.size(); ++r) {
+        ASSERT_EQ(std::memcmp(&got[r], &want[r], sizeof(float)), 0)
+            << "kernel " << static_cast<int>(kernel) << ", " << rows << "x" << n_cols << ", row " << r << ": "
+            << got[r] << " vs " << want[r];
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, QuantMatMulCudaTest,
                          ::testing::Values(DType::kTQ2_0, DType::kTQ1_0, DType::kI2_S, DType::kQ4_0, DType::kQ4_1,
                                            DType::kQ8_0),

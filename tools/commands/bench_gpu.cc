@@ -67,6 +67,9 @@ struct BenchGpuFlags {
   // (kernels/cuda/matmul_launch.h QuantMatVecOptions); "default" is the library's default;
   // "chain" runs the stream as one LaunchQuantMatVecChain (grid barriers instead of launches).
   std::vector<std::string> matvec_options = {"default"};
+  // Single-token mat-vec kernels the batch-1 matmul and layer-stream entries are measured with
+  // (QuantMatVecOptions::kernel): general, lean, tc.
+  std::vector<std::string> matvec_kernels = {"general"};
   std::string head_type = "f16";
   int context = 512;
   int reps = 20;
@@ -253,11 +256,41 @@ StatusOr<BenchActivations> MakeActivations(int n_tokens, int64_t cols, int64_t m
   return a;
 }
 
+StatusOr<kc::MatVecKernel> ParseMatVecKernel(const std::string& name) {
+  if (name == "general") return kc::MatVecKernel::kGeneral;
+  if (name == "lean") return kc::MatVecKernel::kLean;
+  if (name == "tc") return kc::MatVecKernel::kTensorCore;
+  return absl::InvalidArgumentError("mat-vec kernel '" + name + "' is not general, lean or tc");
+}
+
+// Runs fn with the library's single-token mat-vec kernel set to `name`, then restores it.
+template <typename Fn>
+auto WithMatVecKernel(const std::string& name, Fn fn) -> decltype(fn()) {
+  BF_ASSIGN_OR_RETURN(const kc::MatVecKernel kernel, ParseMatVecKernel(name));
+  const kc::QuantMatVecOptions saved = kc::GetQuantMatVecOptions();
+  kc::QuantMatVecOptions options = saved;
+  options.kernel = kernel;
+  kc::SetQuantMatVecOptions(options);
+  auto result = fn();
+  kc::SetQuantMatVecOptions(saved);
+  return result;
+}
+
 const char* PathName(const kc::CudaWeight& w, int n_tokens) {
   if (!w.quantized()) {
     return n_tokens <= kc::kFloatMatVecMaxTokens || w.type() == DType::kF32 ? "float-matvec" : "tf32-mma";
   }
-  return n_tokens <= kc::kMatVecMaxTokens ? "dp4a-matvec" : "int8-mma";
+  if (n_tokens > kc::kMatVecMaxTokens) return "int8-mma";
+  if (n_tokens > 1) return "dp4a-matvec";
+  switch (kc::GetQuantMatVecOptions().kernel) {
+    case kc::MatVecKernel::kLean:
+      return "dp4a-matvec-lean";
+    case kc::MatVecKernel::kTensorCore:
+      return w.quant_view().format == kc::QuantFormat::kTernary ? "int8-mma-matvec" : "dp4a-matvec";
+    case kc::MatVecKernel::kGeneral:
+      break;
+  }
+  return "dp4a-matvec";
 }
 
 StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens, double copy_gb_s,
@@ -323,6 +356,7 @@ StatusOr<MatVecSetting> ParseMatVecSetting(const std::string& text, const MatVec
   if (text == "default") return defaults;
   const std::vector<std::string> parts = absl::StrSplit(text, ':');
   MatVecSetting setting;
+  setting.options = defaults.options;  // the kernel choice stays
   kc::QuantMatVecOptions& o = setting.options;
   bool ok = parts.size() == 3 && (parts[0] == "pdl" || parts[0] == "nopdl");
   if (ok) {
@@ -398,6 +432,8 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
   Status status;
   for (const std::string& text : flags.matvec_options) {
     if (text == "chain") {
+      // The chain kernel is the general one: measured once, under --matvec-kernels general.
+      if (kc::GetQuantMatVecOptions().kernel != kc::MatVecKernel::kGeneral) continue;
       // Every mat-vec of the stream in one cooperative launch, a grid barrier between them.
       std::vector<kc::MatVecChainLink> links;
       for (const auto& w : weights) {
@@ -847,9 +883,17 @@ Status Run(const BenchGpuFlags& flags) {
     for (const std::string& shape : flags.shapes) {
       BF_ASSIGN_OR_RETURN(const auto rows_cols, ParseShape(shape));
       for (int batch : flags.batches) {
-        BF_ASSIGN_OR_RETURN(json r,
-                            BenchMatMul(type, rows_cols.first, rows_cols.second, batch, copy_gb_s, flags, rng, stream));
-        emit(r);
+        // The kernel choice matters only to single-token quantized mat-vecs.
+        const bool choice = batch == 1 && type != DType::kF16 && type != DType::kBF16 && type != DType::kF32;
+        for (const std::string& kernel : flags.matvec_kernels) {
+          BF_ASSIGN_OR_RETURN(json r, WithMatVecKernel(kernel, [&] {
+                                return BenchMatMul(type, rows_cols.first, rows_cols.second, batch, copy_gb_s, flags,
+                                                   rng, stream);
+                              }));
+          if (choice) r["matvec_kernel"] = kernel;
+          emit(r);
+          if (!choice) break;
+        }
       }
     }
   }
@@ -857,8 +901,15 @@ Status Run(const BenchGpuFlags& flags) {
     if (type_name.empty()) continue;
     BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
     for (bool fused : {true, false}) {
-      BF_ASSIGN_OR_RETURN(const json entries, BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream));
-      for (const json& r : entries) emit(r);
+      for (const std::string& kernel : flags.matvec_kernels) {
+        BF_ASSIGN_OR_RETURN(json entries, WithMatVecKernel(kernel, [&] {
+                              return BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream);
+                            }));
+        for (json& r : entries) {
+          r["matvec_kernel"] = kernel;
+          emit(r);
+        }
+      }
     }
   }
   BF_ASSIGN_OR_RETURN(const DType head_type, ParseType(flags.head_type));
@@ -900,6 +951,12 @@ void RegisterBenchGpu(CLI::App& bench, int* exit_code) {
                   "launch, grid barriers) or pdl|nopdl:none|lines|bulk:PREFETCH_BLOCKS, one "
                   "entry each")
       ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--matvec-kernels", flags->matvec_kernels,
+                  "Single-token mat-vec kernels for the batch-1 matmul and layer-stream entries: general, lean "
+                  "(addressing hoisted) and/or tc (ternary through int8 mma.sync), one entry each")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"general", "lean", "tc"}))
       ->capture_default_str();
   cmd->add_option("--decode-fused-norms", flags->decode_fused_norms,
                   "Decode entries with unfused (0) and/or fused (1) norm + quantization kernels")
