@@ -337,9 +337,9 @@ void QuantizedActivations::Reserve(int max_tokens, uint64_t max_cols) {
   }
 }
 
-void* AllocateAlignedBytes(uint64_t bytes) {
+void* AllocateAlignedBytes(uint64_t requested, bool zero_fill) {
   constexpr uint64_t kHugePage = uint64_t{2} << 20;
-  bytes = (bytes + 63) / 64 * 64;
+  const uint64_t bytes = (requested + 63) / 64 * 64;
   const uint64_t align = bytes >= kHugePage ? kHugePage : 64;
   // glibc's aligned_alloc takes any size; C11 asks for a multiple of the alignment.
   void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
@@ -347,7 +347,8 @@ void* AllocateAlignedBytes(uint64_t bytes) {
 #ifdef MADV_HUGEPAGE
   if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
 #endif
-  std::memset(p, 0, bytes);
+  const uint64_t keep = zero_fill ? 0 : requested;
+  std::memset(static_cast<uint8_t*>(p) + keep, 0, bytes - keep);
   return p;
 }
 

@@ -1,12 +1,12 @@
 // PackWeight: GGUF bytes -> the CPU runtime layouts of packed_weight.h.
 #include "kernels/cpu/packed_weight.h"
 
+#include <array>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "core/checked_math.h"
 #include "core/fp16.h"
-#include "kernels/ref/matmul_ref.h"
 #include "kernels/ref/quant.h"
 
 namespace bitfleet::kernels {
@@ -71,9 +71,76 @@ void PermuteI2sBlocks(const uint8_t* first, const uint8_t* second, uint8_t* dst)
   }
 }
 
+// TQ1_0 keeps a block's 256 codes c = w + 1 as base-3 digits (trits): 48 bytes qs of five trits,
+// 4 bytes qh of four, then fp16 d. A byte holds the base-3 number v (trit 0 most significant) as
+// ceil(v * 256 / 243), so trit n is ((uint8_t)(byte * 3^n) * 3) >> 8: the multiply brings trit n
+// to the top of the byte, the fixed-point * 3 reads it (ggml's decoder, and ref's Tq1Trit).
+// kTq1Trits[x][n] is that digit for every byte x (the packer's tables below are built from it).
+// Any byte decodes (to digits 0..2), not only those a quantizer writes; qh bytes use trits 0..3.
+using Tq1Trits = std::array<uint8_t, 5>;
+constexpr std::array<Tq1Trits, 256> kTq1Trits = [] {
+  std::array<Tq1Trits, 256> table{};
+  for (uint32_t x = 0; x < 256; ++x) {
+    uint32_t pow3 = 1;
+    for (int n = 0; n < 5; ++n, pow3 *= 3) {
+      const uint32_t shifted = (x * pow3) & 0xFF;
+      table[x][n] = static_cast<uint8_t>((shifted * 3) >> 8);
+    }
+  }
+  return table;
+}();
+static_assert(kTq1Trits[0] == Tq1Trits{0, 0, 0, 0, 0} && kTq1Trits[255] == Tq1Trits{2, 2, 2, 2, 2});
+static_assert(kTq1Trits[128] == Tq1Trits{1, 1, 1, 1, 1});  // 121 = 11111 in base 3: ceil(121 * 256 / 243) = 128
+
+// A TQ1_0 block (54 bytes) straight into a runtime block (element e in byte e % 64, bits
+// 2 (e / 64)). TQ1_0 puts trit n of qs[m] (m < 32) at element m + 32n, of qs[32 + m] (m < 16) at
+// 160 + m + 16n, of qh[m] (m < 4) at 240 + m + 4n. So for m < 16 the runtime bytes m, 16 + m,
+// 32 + m and 48 + m (a column: bytes 0..3 of a uint32, byte k being runtime byte 16k + m) take
+//   qs[m]:      trits 0, 2, 4 into byte 0 (bits 0, 2, 4), trits 1, 3 into byte 2 (bits 0, 2);
+//   qs[16 + m]: the same into bytes 1 and 3;
+//   qs[32 + m]: trit 2 into byte 0 (bits 6), 3 into byte 1 (bits 6), 0 and 4 into byte 2 (bits
+//               4, 6), 1 into byte 3 (bits 4);
+//   qh[m % 4]:  trit m / 4 into byte 3 (bits 6).
+// Tq1Columns holds what each byte value contributes in each of the three qs roles, so a column
+// is three lookups ORed together (~30 ns a block here, against ~50 for a lookup per trit and
+// ~10 for PermuteTq2Block). Every byte of `dst` is written (no reliance on a zeroed destination).
+struct Tq1Columns {
+  std::array<uint32_t, 256> first;   // qs[m]
+  std::array<uint32_t, 256> second;  // qs[16 + m]
+  std::array<uint32_t, 256> third;   // qs[32 + m]
+};
+constexpr Tq1Columns kTq1Columns = [] {
+  Tq1Columns table{};
+  for (uint32_t x = 0; x < 256; ++x) {
+    const Tq1Trits& t = kTq1Trits[x];
+    const uint32_t even = t[0] | t[2] << 2 | t[4] << 4;  // trits 0, 2, 4 at bits 0, 2, 4
+    const uint32_t odd = t[1] | t[3] << 2;                // trits 1, 3 at bits 0, 2
+    table.first[x] = even | odd << 16;
+    table.second[x] = even << 8 | odd << 24;
+    table.third[x] = t[2] << 6 | t[3] << 14 | (t[0] << 4 | t[4] << 6) << 16 | t[1] << 28;
+  }
+  return table;
+}();
+
+constexpr uint64_t kTq1BlockBytes = 54;
+void PermuteTq1Block(const uint8_t* src, uint8_t* dst, float* scale) {
+  const uint8_t* qs = src;
+  const uint8_t* qh = src + 48;
+  for (int m = 0; m < 16; ++m) {
+    const uint32_t column = kTq1Columns.first[qs[m]] | kTq1Columns.second[qs[16 + m]] |
+                            kTq1Columns.third[qs[32 + m]] | uint32_t{kTq1Trits[qh[m % 4]][m / 4]} << 30;
+    dst[m] = static_cast<uint8_t>(column);
+    dst[16 + m] = static_cast<uint8_t>(column >> 8);
+    dst[32 + m] = static_cast<uint8_t>(column >> 16);
+    dst[48 + m] = static_cast<uint8_t>(column >> 24);
+  }
+  *scale = HalfToFloat(LoadU16(src + 52));
+}
+
 // Ternary: runtime block b of a row from the GGUF block(s) holding its 256 elements, codes
-// w + 1: TQ2_0 and I2_S by moving their fields (PermuteTq2Block / PermuteI2sBlocks), TQ1_0 (base-3
-// digits) through the reference block decoder.
+// w + 1, by moving fields (PermuteTq2Block, PermuteI2sBlocks) or digits (PermuteTq1Block), each
+// checked against the reference block decoder in tests/kernels/pack_weight_test.cc. Every code
+// byte and scale is written, so the arrays start unfilled.
 Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, ThreadPool* pool,
                    WeightView& view, AlignedArray<uint8_t>& data, AlignedArray<float>& scales) {
   float i2s_scale = 0.0f;
@@ -83,12 +150,11 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
   const uint64_t blocks = CeilDiv(cols, kTernaryBlock);
   view.blocks = blocks;
   view.row_bytes = blocks * kTernaryBlockBytes;
-  data = AllocateAligned<uint8_t>(rows * view.row_bytes);
-  scales = AllocateAligned<float>(rows * blocks);
+  data = AllocateUnfilled<uint8_t>(rows * view.row_bytes);
+  scales = AllocateUnfilled<float>(rows * blocks);
   const uint64_t row_bytes = view.row_bytes;
   const uint64_t i2s_blocks_per_row = cols / 128;  // I2_S blocks hold 128 elements
   ForRows(pool, rows, [&](int64_t begin, int64_t end) {
-    ref::IntBlock block;
     for (uint64_t r = static_cast<uint64_t>(begin); r < static_cast<uint64_t>(end); ++r) {
       for (uint64_t b = 0; b < blocks; ++b) {
         uint8_t* dst = data.get() + r * row_bytes + b * kTernaryBlockBytes;
@@ -100,11 +166,7 @@ Status PackTernary(DType type, std::span<const uint8_t> bytes, uint64_t cols, ui
           PermuteI2sBlocks(src, 2 * b + 1 < i2s_blocks_per_row ? src + kI2sBlockBytes : nullptr, dst);
           *scale = i2s_scale;
         } else {  // TQ1_0: 256-element blocks, one per runtime block
-          ref::DecodeIntBlock(type, bytes.data(), r * blocks + b, 0.0f, &block);
-          for (uint32_t e = 0; e < kTernaryBlock; ++e) {
-            dst[e % 64] |= static_cast<uint8_t>((block.w[e] + 1) << (2 * (e / 64)));
-          }
-          *scale = block.d;
+          PermuteTq1Block(bytes.data() + (r * blocks + b) * kTq1BlockBytes, dst, scale);
         }
       }
     }
@@ -182,8 +244,8 @@ void PackQ8(std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, Thread
   const uint64_t src_blocks = cols / 32;
   view.blocks = CeilDiv(src_blocks, 2) * 2;
   view.row_bytes = view.blocks * 32;
-  data = AllocateAligned<uint8_t>(rows * view.row_bytes);
-  half_d = AllocateAligned<uint16_t>(rows * view.blocks);
+  data = AllocateUnfilled<uint8_t>(rows * view.row_bytes);
+  half_d = AllocateUnfilled<uint16_t>(rows * view.blocks);
   const uint64_t row_bytes = view.row_bytes;
   const uint64_t row_blocks = view.blocks;
   ForRows(pool, rows, [&](int64_t begin, int64_t end) {
@@ -192,6 +254,10 @@ void PackQ8(std::span<const uint8_t> bytes, uint64_t cols, uint64_t rows, Thread
         const uint8_t* src = bytes.data() + (r * src_blocks + b) * 34;
         half_d[r * row_blocks + b] = LoadU16(src);
         std::memcpy(data.get() + r * row_bytes + b * 32, src + 2, 32);
+      }
+      if (row_blocks > src_blocks) {  // the padding block: codes 0, d 0
+        std::memset(data.get() + r * row_bytes + src_blocks * 32, 0, 32);
+        half_d[r * row_blocks + src_blocks] = 0;
       }
     }
   });
@@ -268,7 +334,7 @@ StatusOr<std::unique_ptr<PackedWeight>> PackWeight(DType type, uint64_t cols, ui
     case LayoutKind::kBF16:
       view.blocks = 0;
       view.row_bytes = cols * Info(type).block_bytes;
-      packed->data_ = AllocateAligned<uint8_t>(bytes.size());
+      packed->data_ = AllocateUnfilled<uint8_t>(bytes.size());
       std::memcpy(packed->data_.get(), bytes.data(), bytes.size());
       break;
   }

@@ -1,4 +1,5 @@
-// PackWeight input validation, sizes, and the I2_S/TQ2_0 code-3 conventions on hand-built bytes.
+// PackWeight input validation, sizes, the I2_S/TQ2_0 code-3 conventions on hand-built bytes, and
+// every layout's repacking against the reference block decoder.
 #include <cstring>
 #include <random>
 #include <string>
@@ -138,6 +139,41 @@ TEST(PackWeight, Tq2PermutationMatchesTheBlockDecoder) {
   }
 }
 
+// TQ1_0 is repacked from its base-3 digits through a byte -> trits table, without the block
+// decoder: every element's runtime code must be the decoder's w + 1 and every block scale the
+// decoder's d. The first 256 blocks hold every byte value at every position (qs and qh alike, so
+// the whole table is checked wherever it is used); the rest are random.
+TEST(PackWeight, Tq1DigitsMatchTheBlockDecoder) {
+  std::mt19937_64 rng(0x7101);
+  constexpr uint64_t kBlockBytes = 54;
+  constexpr uint64_t kCols = 768;
+  constexpr uint64_t kRows = 300;
+  std::vector<uint8_t> bytes(kRows * (kCols / 256) * kBlockBytes);
+  for (uint64_t blk = 0; blk < bytes.size() / kBlockBytes; ++blk) {
+    for (uint64_t j = 0; j < kBlockBytes; ++j) {
+      bytes[blk * kBlockBytes + j] = static_cast<uint8_t>(blk < 256 ? blk + 97 * j : rng());
+    }
+    bytes[blk * kBlockBytes + 53] &= 0x7b;  // finite scales: fp16 exponent below 31
+  }
+  ThreadPool pool(2);
+  auto w = PackWeight(DType::kTQ1_0, kCols, kRows, bytes, &pool);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
+  ASSERT_EQ(v.blocks, kCols / 256);
+  ref::IntBlock block;
+  for (uint64_t r = 0; r < kRows; ++r) {
+    for (uint64_t b = 0; b < kCols / 256; ++b) {
+      ref::DecodeIntBlock(DType::kTQ1_0, bytes.data(), r * (kCols / 256) + b, 0.0f, &block);
+      ASSERT_EQ(std::memcmp(&v.scales[r * v.blocks + b], &block.d, sizeof(float)), 0) << "row " << r << " block " << b;
+      const uint8_t* codes = v.data + r * v.row_bytes + b * 64;
+      for (int e = 0; e < 256; ++e) {
+        const int code = (codes[e % 64] >> (2 * (e / 64))) & 3;
+        ASSERT_EQ(code, block.w[e] + 1) << "row " << r << " block " << b << " element " << e;
+      }
+    }
+  }
+}
+
 // I2_S is repacked by moving its fields too (code 3, which decodes to 0, becoming code 1): every
 // element's runtime code must be the decoder's w + 1, the padding of a row that ends in half a
 // runtime block code 0 (as the element-wise packer left it), and every block scale the tensor's.
@@ -207,6 +243,39 @@ TEST(PackWeight, Q4NibblesMatchTheBlockDecoder) {
         }
       }
     }
+  }
+}
+
+// Q8_0 rows of an odd number of blocks are padded to an even one. The packer starts from
+// unfilled memory, so it must write the padding block itself (codes 0, d 0: a stale NaN scale
+// would poison every dot product). Freeing 0xA5-filled buffers of the packed arrays' sizes first
+// makes stale bytes there likely; the real blocks must be the input's codes and d bits.
+TEST(PackWeight, Q8PaddingIsWrittenNotInherited) {
+  std::mt19937_64 rng(0x0808);
+  constexpr uint64_t kCols = 96;  // three blocks, padded to four
+  constexpr uint64_t kRows = 200;
+  std::vector<uint8_t> bytes(kRows * (kCols / 32) * 34);
+  for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+  std::vector<AlignedArray<uint8_t>> fences;  // kept, so freed buffers are not merged back into the heap top
+  for (const uint64_t dirty_bytes : {kRows * 4 * 32, kRows * 4 * sizeof(uint16_t)}) {
+    AlignedArray<uint8_t> dirty = AllocateAligned<uint8_t>(dirty_bytes);
+    std::memset(dirty.get(), 0xA5, dirty_bytes);
+    fences.push_back(AllocateAligned<uint8_t>(64));
+  }
+  auto w = PackWeight(DType::kQ8_0, kCols, kRows, bytes);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
+  ASSERT_EQ(v.blocks, 4u);
+  for (uint64_t r = 0; r < kRows; ++r) {
+    for (uint64_t b = 0; b < kCols / 32; ++b) {
+      const uint8_t* src = bytes.data() + (r * (kCols / 32) + b) * 34;
+      uint16_t d = 0;
+      std::memcpy(&d, src, 2);
+      ASSERT_EQ(v.half_d[r * v.blocks + b], d) << "row " << r << " block " << b;
+      ASSERT_EQ(std::memcmp(v.data + r * v.row_bytes + b * 32, src + 2, 32), 0) << "row " << r << " block " << b;
+    }
+    ASSERT_EQ(v.half_d[r * v.blocks + 3], 0) << "row " << r;
+    for (int i = 0; i < 32; ++i) ASSERT_EQ(v.data[r * v.row_bytes + 96 + i], 0) << "row " << r << " byte " << i;
   }
 }
 
