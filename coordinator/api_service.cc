@@ -120,6 +120,9 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
     log->debug("{}: not accepted: {}", request_id, id.status().ToString());
     return id.status();
   }
+  // The response headers go out while the prompt is computed, so the first token's write
+  // carries the token alone.
+  writer->SendInitialMetadata();
 
   tokenizer::DecodeOptions decode;
   decode.strip_leading_space = false;  // the completion continues the prompt
