@@ -98,27 +98,11 @@ __device__ __forceinline__ void LeanMatVecBlocks(const QuantWeightView& w, const
   const int quarter = lane & 3;
   const int n_steps = static_cast<int>(w.n_steps);
   const int chunks = (n_steps + kWarps * kUnroll - 1) / (kWarps * kUnroll);
-  const int64_t groups = blockIdx.x < w.n_groups ? (w.n_groups - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
-
   float acc[1] = {0.0f};
-  int64_t g = blockIdx.x;
-  int k = 0;
-  for (int64_t item = 0; item < groups * chunks; ++item) {
-    int64_t next_g = g;
-    int next_k = k + 1;
-    if (next_k == chunks) {
-      next_k = 0;
-      next_g = g + gridDim.x;
-    }
-    Chunk<F> next;
-    if (next_g < w.n_groups) LoadLeanChunk<F>(l, next_g, next_k, n_steps, next);
-    ComputeLeanChunk<F>(l, k, n_steps, cur, acc[0]);
-
-    if (next_k == 0) FinishGroup<F, 1>(w, x, out, g, warp, r, quarter, acc, partial);
-    cur = next;
-    g = next_g;
-    k = next_k;
-  }
+  WalkChunks(
+      w.n_groups, chunks, cur, [&](int64_t g, int k, Chunk<F>& c) { LoadLeanChunk<F>(l, g, k, n_steps, c); },
+      [&](int k, const Chunk<F>& c) { ComputeLeanChunk<F>(l, k, n_steps, c, acc[0]); },
+      [&](int64_t g) { FinishGroup<F, 1>(w, x, out, g, warp, r, quarter, acc, partial); });
 }
 
 template <QuantFormat F>

@@ -140,6 +140,42 @@ inline constexpr int kWarpActStride = kWarps * StepElems(F);                    
 template <QuantFormat F>
 inline constexpr int kWarpSumStride = kWarps * StepElems(F) / 32;                // block sums / steps
 
+// Runs this block's work items in order: chunks k = 0 .. chunks - 1 of each of its units (row
+// groups or tiles blockIdx.x, + gridDim.x, ... below n_units), loading item i + 1 while item i is
+// computed. The two chunk buffers swap roles every item instead of being copied (the copy cost
+// ~20 register moves per item). load(unit, k, chunk) fills a buffer; compute(k, chunk) adds it to
+// the caller's sums; finish(unit) follows a unit's last chunk (it may synchronize the block: every
+// thread walks the same items). `first` holds item 0, loaded by the caller (before it waits for
+// the previous kernel).
+template <typename ChunkT, typename Load, typename Compute, typename Finish>
+__device__ __forceinline__ void WalkChunks(int64_t n_units, int chunks, ChunkT& first, Load&& load, Compute&& compute,
+                                           Finish&& finish) {
+  const int64_t mine = blockIdx.x < n_units ? (n_units - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
+  const int64_t items = mine * chunks;
+  ChunkT other;
+  int64_t unit = blockIdx.x;
+  int k = 0;
+  for (int64_t item = 0; item < items; item += 2) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      ChunkT& now = half == 0 ? first : other;
+      ChunkT& next = half == 0 ? other : first;
+      int64_t next_unit = unit;
+      int next_k = k + 1;
+      if (next_k == chunks) {
+        next_k = 0;
+        next_unit += gridDim.x;
+      }
+      if (item + half + 1 < items) load(next_unit, next_k, next);
+      compute(k, now);
+      if (next_k == 0) finish(unit);
+      if (item + half + 1 == items) return;
+      unit = next_unit;
+      k = next_k;
+    }
+  }
+}
+
 // Blocks for `n_groups` row groups: every block resident at once (one wave, by the kernel's
 // occupancy), with the groups spread evenly over them. The kernel is a template argument so that
 // each kernel keeps its own occupancy: every mat-vec kernel has the same function type, and a

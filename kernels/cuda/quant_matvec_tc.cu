@@ -165,41 +165,15 @@ __global__ void __launch_bounds__(kThreads, kTcMinBlocksPerSm)
   const TcLane lane = MakeTcLane(w, x);
   const int64_t tiles = (w.n_groups + 1) / 2;
   const int chunks = (lane.n_steps + kWarps * kTcUnroll - 1) / (kWarps * kTcUnroll);
-  const int64_t mine = blockIdx.x < tiles ? (tiles - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
   TcChunk cur;
-  if (mine > 0) LoadTcChunk(lane, blockIdx.x, w.n_groups, 0, cur);
+  if (blockIdx.x < tiles) LoadTcChunk(lane, blockIdx.x, w.n_groups, 0, cur);
   WaitForPrerequisiteGrids();
   __shared__ float partial[kWarps][2 * kRowGroup];
   float acc[2] = {0.0f, 0.0f};
-  // Work items (tile, chunk) in order, two per iteration so that the chunk in flight and the
-  // one computed swap roles without register copies.
-  const int64_t items = mine * chunks;
-  auto after = [&](int64_t& t, int& k) {
-    if (++k == chunks) {
-      k = 0;
-      t += gridDim.x;
-    }
-  };
-  TcChunk other;
-  int64_t tile = blockIdx.x;
-  int k = 0;
-  for (int64_t item = 0; item < items; item += 2) {
-    int64_t tile1 = tile;
-    int k1 = k;
-    after(tile1, k1);
-    if (item + 1 < items) LoadTcChunk(lane, tile1, w.n_groups, k1, other);
-    ComputeTcChunk(lane, k, cur, acc);
-    if (k1 == 0) FinishTcTile(w, x, out, tile, acc, partial);
-    if (item + 1 == items) break;
-    int64_t tile2 = tile1;
-    int k2 = k1;
-    after(tile2, k2);
-    if (item + 2 < items) LoadTcChunk(lane, tile2, w.n_groups, k2, cur);
-    ComputeTcChunk(lane, k1, other, acc);
-    if (k2 == 0) FinishTcTile(w, x, out, tile1, acc, partial);
-    tile = tile2;
-    k = k2;
-  }
+  WalkChunks(
+      tiles, chunks, cur, [&](int64_t tile, int k, TcChunk& c) { LoadTcChunk(lane, tile, w.n_groups, k, c); },
+      [&](int k, const TcChunk& c) { ComputeTcChunk(lane, k, c, acc); },
+      [&](int64_t tile) { FinishTcTile(w, x, out, tile, acc, partial); });
 }
 
 }  // namespace
