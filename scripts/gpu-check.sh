@@ -221,6 +221,10 @@ if [[ -x $carry/bin/bitfleet ]]; then
     # The same without the fused norm kernels (BITFLEET_CUDA_FUSED_NORMS=0), for their effect.
     BITFLEET_CUDA_FUSED_NORMS=0 timeout 120 "$bf" --log-level warn bench decode --device cuda -m "$work/small.gguf" \
       --prompt 128 --gen 64 >"$out/runner_decode_unfused.json" 2>>"$log" || { say "runner: bench decode (unfused) failed"; status=1; }
+    # And with RoPE + KV write fused (BITFLEET_CUDA_FUSED_ROPE_KV=1, off by default until measured).
+    BITFLEET_CUDA_FUSED_ROPE_KV=1 timeout 120 "$bf" --log-level warn bench decode --device cuda \
+      -m "$work/small.gguf" --prompt 128 --gen 64 >"$out/runner_decode_rope_kv.json" 2>>"$log" \
+      || { say "runner: bench decode (fused rope + kv) failed"; status=1; }
     timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50151 >>"$log" 2>&1 &
     serve_pid=$!
     # name, concurrency, requests, prompt, generated, shared prefix: the CPU figures' settings
@@ -325,7 +329,7 @@ if os.path.exists(path):
             rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r.get('matvec_kernel', 'general'):7s} "
                         f"{r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
-for name in ("runner_decode", "runner_decode_unfused", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
+for name in ("runner_decode", "runner_decode_unfused", "runner_decode_rope_kv", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
              "runner_serve_prefix", "runner_serve_prefix16"):
     path = os.path.join(out, name + ".json")
     try:
@@ -340,6 +344,10 @@ if runner:
     u = runner.get("runner_decode_unfused", {})
     if u:
         rows.append(f"  without fused norms: prompt {u.get('prompt_tok_s', 0):.0f} tok/s, decode {u.get('gen_tok_s', 0):.0f} tok/s")
+    rk = runner.get("runner_decode_rope_kv", {})
+    if rk:
+        rows.append(f"  with RoPE + KV write fused: prompt {rk.get('prompt_tok_s', 0):.0f} tok/s, "
+                    f"decode {rk.get('gen_tok_s', 0):.0f} tok/s")
     for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
         r = runner.get(f"runner_serve_{name}", {})
         if r:

@@ -161,7 +161,9 @@ class CudaModelRunnerImpl {
   // squared-ReLU gate before it) wherever the projections it feeds share one scaling: 7 to 8
   // fewer launches per layer, bit for bit the unfused results (kernels/cuda/ops_launch.h).
   bool fused_norms_ = true;
+  bool fused_rope_kv_ = false;  // an experiment until measured on a device (docs/cuda.md)
   int64_t fused_norm_launches_ = 0;
+  int64_t fused_rope_kv_launches_ = 0;
   // Page-locked: the embeddings go up and the logit rows come back at link speed (a copy to
   // pageable memory is staged through a driver buffer; at batch 32 and a 32k vocabulary the
   // rows are 4 MB a step).
@@ -207,6 +209,9 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   impl->device_label_ = absl::StrCat("cuda sm_", prop.major, prop.minor, " (", prop.name, ")");
   if (const char* fused = std::getenv("BITFLEET_CUDA_FUSED_NORMS"); fused != nullptr && std::string(fused) == "0") {
     impl->fused_norms_ = false;
+  }
+  if (const char* rope_kv = std::getenv("BITFLEET_CUDA_FUSED_ROPE_KV"); rope_kv != nullptr && std::string(rope_kv) == "1") {
+    impl->fused_rope_kv_ = true;
   }
   if (const char* graphs = std::getenv("BITFLEET_CUDA_GRAPHS"); graphs != nullptr && std::string(graphs) == "0") {
     impl->step_graphs_ = false;
@@ -423,14 +428,21 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
   }
   *pending_add = false;
 
-  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(q_.as<float>(), positions_.as<int32_t>(), n, d.n_head, d.head_dim,
-                                         d.rope_dim, d.rope_freq_base, d.rope_neox, s),
-                          "rope q"));
-  BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(k_.as<float>(), positions_.as<int32_t>(), n, d.n_head_kv, d.head_dim,
-                                         d.rope_dim, d.rope_freq_base, d.rope_neox, s),
-                          "rope k"));
   const kernels::PagedKv kv = kv_->Layer(l);
-  BF_RETURN_IF_ERROR(Cuda(kc::LaunchWriteKv(kv, kv_batch, n, k_.as<float>(), v_.as<float>(), s), "kv write"));
+  if (fused_rope_kv_) {
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRopeWriteKv(q_.as<float>(), k_.as<float>(), v_.as<float>(), n, d.n_head, kv,
+                                                  kv_batch, d.rope_dim, d.rope_freq_base, d.rope_neox, s),
+                            "rope + kv write"));
+    ++fused_rope_kv_launches_;
+  } else {
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(q_.as<float>(), positions_.as<int32_t>(), n, d.n_head, d.head_dim,
+                                           d.rope_dim, d.rope_freq_base, d.rope_neox, s),
+                            "rope q"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchRope(k_.as<float>(), positions_.as<int32_t>(), n, d.n_head_kv, d.head_dim,
+                                           d.rope_dim, d.rope_freq_base, d.rope_neox, s),
+                            "rope k"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchWriteKv(kv, kv_batch, n, k_.as<float>(), v_.as<float>(), s), "kv write"));
+  }
   BF_RETURN_IF_ERROR(Cuda(kc::LaunchAttentionPagedSplit(q_.as<float>(), n, d.n_head, kv, kv_batch,
                                                         1.0f / std::sqrt(static_cast<float>(d.head_dim)), max_keys,
                                                         attention_ws_.as<float>(), attention_ws_floats_,
@@ -662,6 +674,13 @@ void CudaModelRunner::set_fused_norms(bool on) {
   impl_->seen_keys_.clear();
 }
 bool CudaModelRunner::fused_norms() const { return impl_->fused_norms_; }
+void CudaModelRunner::set_fused_rope_kv(bool on) {
+  impl_->fused_rope_kv_ = on;
+  impl_->graphs_.clear();  // captured with the other kernels
+  impl_->seen_keys_.clear();
+}
+bool CudaModelRunner::fused_rope_kv() const { return impl_->fused_rope_kv_; }
+int64_t CudaModelRunner::fused_rope_kv_launches() const { return impl_->fused_rope_kv_launches_; }
 int64_t CudaModelRunner::fused_norm_launches() const { return impl_->fused_norm_launches_; }
 
 }  // namespace bitfleet::worker

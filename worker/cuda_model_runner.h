@@ -87,6 +87,14 @@ class CudaModelRunner final : public StepRunner {
   bool fused_norms() const;
   int64_t fused_norm_launches() const;
 
+  // RoPE of q and k and the KV-cache write in one kernel per layer (LaunchRopeWriteKv) instead
+  // of three; off by default until measured on a device, on with BITFLEET_CUDA_FUSED_ROPE_KV=1
+  // or here. The same results bit for bit (tests/gpu/cuda_model_runner_test.cc). Counts
+  // host-side fused launches.
+  void set_fused_rope_kv(bool on);
+  bool fused_rope_kv() const;
+  int64_t fused_rope_kv_launches() const;
+
  private:
   explicit CudaModelRunner(std::unique_ptr<CudaModelRunnerImpl> impl);
   std::unique_ptr<CudaModelRunnerImpl> impl_;

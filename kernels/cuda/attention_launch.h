@@ -33,6 +33,13 @@ inline constexpr int kMaxAttentionHeadDim = 256;
 cudaError_t LaunchWriteKv(const PagedKv& kv, const PagedKvBatch& batch, int n_tokens, const float* k,
                           const float* v, cudaStream_t stream);
 
+// LaunchRope on q (n_tokens × n_heads × head_dim) and on k (n_tokens × n_kv_heads × head_dim),
+// both in place at batch.token_pos, then LaunchWriteKv of the roped k and of v: the same bits in
+// one launch (head_dim = kv.head_dim).
+cudaError_t LaunchRopeWriteKv(float* q, float* k, const float* v, int n_tokens, int n_heads, const PagedKv& kv,
+                              const PagedKvBatch& batch, int rot_dim, float freq_base, bool neox,
+                              cudaStream_t stream);
+
 // Causal attention: token t (query heads q[t] = n_heads × head_dim) attends to positions
 // 0..token_pos[t] of its sequence, which must already be in the cache (write the step's own K/V
 // first). GQA: head h reads KV head h / (n_heads / n_kv_heads). out has q's shape and must not

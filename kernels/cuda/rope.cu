@@ -1,8 +1,8 @@
-// Rotary position embedding in place: one thread per (token, head, rotated pair). Angles,
-// cos/sin and the rotation are evaluated in double, as the reference does.
+// Rotary position embedding in place: one thread per (token, head, rotated pair) (RotatePair).
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
+#include "kernels/cuda/rope_pair.cuh"
 
 namespace bitfleet::kernels::cuda {
 namespace {
@@ -20,17 +20,7 @@ __global__ void __launch_bounds__(kThreads)
   const int i = static_cast<int>(idx % half);
   const int64_t head = idx / half;  // token * n_heads + h
   const int t = static_cast<int>(head / n_heads);
-  float* xh = x + head * head_dim;
-  const double theta = positions[t] * pow(freq_base, -2.0 * i / static_cast<double>(rot_dim));
-  double s;
-  double c;
-  sincos(theta, &s, &c);
-  const int i0 = neox ? i : 2 * i;
-  const int i1 = neox ? i + half : 2 * i + 1;
-  const double x0 = xh[i0];
-  const double x1 = xh[i1];
-  xh[i0] = static_cast<float>(x0 * c - x1 * s);
-  xh[i1] = static_cast<float>(x0 * s + x1 * c);
+  RotatePair(x + head * head_dim, positions[t], i, rot_dim, freq_base, neox);
 }
 
 }  // namespace

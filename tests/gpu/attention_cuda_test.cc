@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -14,6 +15,7 @@
 
 #include "core/fp16.h"
 #include "kernels/cuda/attention_launch.h"
+#include "kernels/cuda/ops_launch.h"
 #include "kernels/ref/ops_ref.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -149,6 +151,81 @@ TEST(AttentionCudaTest, WriteKvAndAttentionMatchReferenceOnRandomSteps) {
     ExpectClose(got, ReferenceOutputs(q, seqs, n_heads, kv_host, scale), static_cast<size_t>(n_heads) * head_dim, max_v);
     if (HasFatalFailure()) return;
   }
+}
+
+// LaunchRopeWriteKv gives what LaunchRope on q, LaunchRope on k and LaunchWriteKv give, bit for
+// bit: the roped q and k rows and both pools, on random steps (several sequences, prefill chunks
+// and decode tokens, GQA, partial rotation, both pair layouts).
+TEST(AttentionCudaTest, FusedRopeWriteKvMatchesSeparateLaunchesBitForBit) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(0xF0E7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const auto same_bits = [](const auto& a, const auto& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+  };
+  for (int iter = 0; iter < 20; ++iter) {
+    const int block_size = std::vector<int>{8, 16, 32}[rng() % 3];
+    const int n_kv = std::vector<int>{1, 2, 4}[rng() % 3];
+    const int group = std::vector<int>{1, 2, 4, 8}[rng() % 4];
+    const int head_dim = std::vector<int>{64, 80, 128}[rng() % 3];
+    const int rot_dim = rng() % 2 == 0 ? head_dim : head_dim / 2;
+    const bool neox = rng() % 2 == 0;
+    const int n_heads = n_kv * group;
+    const int n_seqs = 1 + static_cast<int>(rng() % 5);
+    SCOPED_TRACE(::testing::Message() << "block " << block_size << " kv " << n_kv << " heads " << n_heads << " hd "
+                                      << head_dim << " rot " << rot_dim << " neox " << neox << " seqs " << n_seqs);
+    std::vector<Sequence> seqs(n_seqs);
+    for (Sequence& s : seqs) {
+      s.length = 1 + static_cast<int>(rng() % 3000);
+      s.n_new = rng() % 2 == 0 ? 1 : 1 + static_cast<int>(rng() % std::min(s.length, 70));
+    }
+    std::vector<int32_t> tables;
+    int max_blocks = 0;
+    const int num_blocks = AssignBlockTables(seqs, block_size, rng, &tables, &max_blocks);
+    std::vector<int32_t> token_seq, token_pos;
+    for (int i = 0; i < n_seqs; ++i) {
+      for (int p = seqs[i].length - seqs[i].n_new; p < seqs[i].length; ++p) {
+        token_seq.push_back(i);
+        token_pos.push_back(p);
+      }
+    }
+    const int n = static_cast<int>(token_seq.size());
+    std::vector<float> q(static_cast<size_t>(n) * n_heads * head_dim), k(static_cast<size_t>(n) * n_kv * head_dim),
+        v(k.size());
+    for (auto* rows : {&q, &k, &v}) {
+      for (float& f : *rows) f = normal(rng) * 3.0f;
+    }
+    const size_t pool_elems = static_cast<size_t>(num_blocks) * block_size * n_kv * head_dim;
+    DeviceArray<int32_t> tables_dev(tables), seq_dev(token_seq), pos_dev(token_pos);
+    const PagedKvBatch batch{seq_dev.get(), pos_dev.get(), tables_dev.get(), max_blocks};
+    const float base = rng() % 2 == 0 ? 10000.0f : 500000.0f;
+
+    DeviceArray<float> q_a(q), k_a(k), v_a(v);
+    DeviceArray<uint16_t> k_pool_a(std::vector<uint16_t>(pool_elems, 0)), v_pool_a(std::vector<uint16_t>(pool_elems, 0));
+    const PagedKv kv_a{k_pool_a.get(), v_pool_a.get(), block_size, n_kv, head_dim, num_blocks};
+    BF_ASSERT_LAUNCH(LaunchRope(q_a.get(), pos_dev.get(), n, n_heads, head_dim, rot_dim, base, neox, nullptr));
+    BF_ASSERT_LAUNCH(LaunchRope(k_a.get(), pos_dev.get(), n, n_kv, head_dim, rot_dim, base, neox, nullptr));
+    BF_ASSERT_LAUNCH(LaunchWriteKv(kv_a, batch, n, k_a.get(), v_a.get(), nullptr));
+
+    DeviceArray<float> q_b(q), k_b(k), v_b(v);
+    DeviceArray<uint16_t> k_pool_b(std::vector<uint16_t>(pool_elems, 0)), v_pool_b(std::vector<uint16_t>(pool_elems, 0));
+    const PagedKv kv_b{k_pool_b.get(), v_pool_b.get(), block_size, n_kv, head_dim, num_blocks};
+    BF_ASSERT_LAUNCH(
+        LaunchRopeWriteKv(q_b.get(), k_b.get(), v_b.get(), n, n_heads, kv_b, batch, rot_dim, base, neox, nullptr));
+
+    ASSERT_TRUE(same_bits(q_b.ToHost(), q_a.ToHost())) << "roped q";
+    ASSERT_TRUE(same_bits(k_b.ToHost(), k_a.ToHost())) << "roped k";
+    ASSERT_TRUE(same_bits(k_pool_b.ToHost(), k_pool_a.ToHost())) << "K pool";
+    ASSERT_TRUE(same_bits(v_pool_b.ToHost(), v_pool_a.ToHost())) << "V pool";
+    ASSERT_FALSE(same_bits(q_a.ToHost(), q)) << "the rotation did nothing";
+  }
+  // Bad shapes are refused before anything runs.
+  PagedKv kv{nullptr, nullptr, 16, 2, 64, 1};
+  const PagedKvBatch batch{};
+  EXPECT_EQ(LaunchRopeWriteKv(nullptr, nullptr, nullptr, 1, 4, kv, batch, 65, 1e4f, false, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(LaunchRopeWriteKv(nullptr, nullptr, nullptr, 1, 4, kv, batch, 128, 1e4f, false, nullptr),
+            cudaErrorInvalidValue);
 }
 
 TEST(AttentionCudaTest, SplitAttentionMatchesReferenceOnRandomSteps) {

@@ -301,13 +301,13 @@ TEST(CudaModelRunnerTest, PrefillGraphsReplayExactlyWhatPlainLaunchesCompute) {
   CheckPrefillGraphs("llama", DType::kQ4_0);
 }
 
-// Norms fused with the activation quantization give the logits of the unfused sequence, bit for
-// bit, over prefill and decode steps; they are used wherever the projections share a scaling
-// (every norm of BitNet, the two input norms of a quantized llama) and not for float weights.
-void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
+// A fused-kernel switch (`set`) gives the logits of the unfused runner, bit for bit, over prefill
+// and decode steps of three sequences; `launches` counts the fused kernels it ran.
+void CheckFusedSwitch(const std::string& arch, DType type, void (CudaModelRunner::*set)(bool),
+                      int64_t (CudaModelRunner::*launches)() const, bool expect_fused) {
   SCOPED_TRACE(arch + " " + DTypeName(type));
   RunnerPair pair;
-  MakeRunnerPair(arch, type, &CudaModelRunner::set_fused_norms, &pair);
+  MakeRunnerPair(arch, type, set, &pair);
   if (::testing::Test::HasFatalFailure()) return;
   CudaModelRunner& fused = *pair.on;
   CudaModelRunner& plain = *pair.off;
@@ -329,8 +329,25 @@ void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
       q.tokens.push_back(ArgMax(want->Last(k)));
     }
   }
-  EXPECT_EQ(fused.fused_norm_launches() > 0, expect_fused);
-  EXPECT_EQ(plain.fused_norm_launches(), 0);
+  EXPECT_EQ((fused.*launches)() > 0, expect_fused);
+  EXPECT_EQ((plain.*launches)(), 0);
+}
+
+// Norms fused with the activation quantization are used wherever the projections share a
+// scaling (every norm of BitNet, the two input norms of a quantized llama), not for float weights.
+void CheckFusedNorms(const std::string& arch, DType type, bool expect_fused) {
+  CheckFusedSwitch(arch, type, &CudaModelRunner::set_fused_norms, &CudaModelRunner::fused_norm_launches,
+                   expect_fused);
+}
+
+// RoPE and the KV write in one kernel per layer, for every architecture and weight type.
+TEST(CudaModelRunnerTest, FusedRopeKvComputesExactlyWhatSeparateKernelsCompute) {
+  BF_REQUIRE_GPU();
+  for (const auto& [arch, type] : {std::pair<std::string, DType>{"bitnet", DType::kTQ2_0},
+                                   {"llama", DType::kQ4_0}, {"llama", DType::kF16}}) {
+    CheckFusedSwitch(arch, type, &CudaModelRunner::set_fused_rope_kv, &CudaModelRunner::fused_rope_kv_launches, true);
+    if (HasFatalFailure()) return;
+  }
 }
 
 TEST(CudaModelRunnerTest, FusedNormsComputeExactlyWhatSeparateKernelsCompute) {
