@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <utility>
 
@@ -88,6 +89,7 @@ void ApiService::CountGenerate(const Status& status) {
 
 grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                   grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  const Clock::time_point received = Clock::now();
   StatusOr<ParsedGenerate> parsed =
       ParseGenerateRequest(*request, options_.limits, tokenizer_, chat_.get(), RandomU64());
   if (!parsed.ok()) {
@@ -96,15 +98,16 @@ grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::Genera
     return ToGrpcStatus(parsed.status());
   }
   const std::string request_id = NewRequestId();
-  const Status status = Stream(context, *std::move(parsed), request_id, writer);
+  const Status status = Stream(context, *std::move(parsed), request_id, writer, received, Clock::now());
   CountGenerate(status);
   return ToGrpcStatus(status);
 }
 
 Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, const std::string& request_id,
-                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
+                          grpc::ServerWriter<v1::GenerateResponse>* writer, Clock::time_point received,
+                          Clock::time_point parsed_at) {
   auto log = Logger("api");
-  const Clock::time_point start = Clock::now();
+  const Clock::time_point start = parsed_at;
   auto queue = std::make_shared<EventQueue>();
   GenerateRequest& request = parsed.request;
   const size_t prompt_tokens = request.prompt.size();
@@ -120,9 +123,15 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
     log->debug("{}: not accepted: {}", request_id, id.status().ToString());
     return id.status();
   }
+  const Clock::time_point submitted = Clock::now();
   // The response headers go out while the prompt is computed, so the first token's write
   // carries the token alone.
   writer->SendInitialMetadata();
+  const Clock::time_point headers_sent = Clock::now();
+  // When the first token's event arrived and when its message was written (the debug log's
+  // first-token timeline: where a TTFT goes on this side of the network).
+  std::optional<Clock::time_point> first_event;
+  std::optional<Clock::time_point> first_written;
 
   tokenizer::DecodeOptions decode;
   decode.strip_leading_space = false;  // the completion continues the prompt
@@ -146,10 +155,12 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
       client_gone = true;
       cancel(FinishReason::kCancelled);
     }
+    if (!first_written) first_written = Clock::now();
   };
 
   while (true) {
     std::vector<RequestEvent> events = queue->Take(options_.cancel_poll);
+    if (!first_event && !events.empty()) first_event = Clock::now();
     if (!cancelled_at && context->IsCancelled()) {
       client_gone = true;
       cancel(FinishReason::kCancelled);
@@ -198,6 +209,14 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
     send(message);
     log->debug("{}: {} prompt + {} generated tokens in {:.3f} s, finish {}", request_id, prompt_tokens,
                end.usage.completion_tokens, seconds, v1::FinishReason_Name(message.finish_reason()));
+    if (first_event && first_written && log->should_log(spdlog::level::debug)) {
+      const auto us = [](Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); };
+      log->debug("{}: first token written {:.0f} us after the call arrived: parse {:.0f}, submit {:.0f}, headers "
+                 "{:.0f}, scheduler and workers {:.0f}, write {:.0f} us ({} prompt tokens, {} cached)",
+                 request_id, us(*first_written - received), us(parsed_at - received), us(submitted - parsed_at),
+                 us(headers_sent - submitted), us(*first_event - headers_sent), us(*first_written - *first_event),
+                 prompt_tokens, end.usage.cached_prompt_tokens);
+    }
     return client_gone ? absl::CancelledError("the client went away") : absl::OkStatus();
   }
 }

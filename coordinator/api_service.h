@@ -59,9 +59,12 @@ class ApiService final : public v1::Inference::Service {
                             v1::ModelInfo* response) override;
 
  private:
-  // Runs an accepted request to its end; returns the call's final status.
+  // Runs an accepted request to its end; returns the call's final status. `received` and
+  // `parsed_at`: when the call reached Generate and when its request was parsed (for the first
+  // token's timeline in the debug log).
   Status Stream(grpc::ServerContext* context, ParsedGenerate parsed, const std::string& request_id,
-                grpc::ServerWriter<v1::GenerateResponse>* writer);
+                grpc::ServerWriter<v1::GenerateResponse>* writer, Clock::time_point received,
+                Clock::time_point parsed_at);
   // Counts a finished Generate by status code.
   void CountGenerate(const Status& status);
   std::string NewRequestId();
