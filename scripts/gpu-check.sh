@@ -239,6 +239,18 @@ if [[ -x $carry/bin/bitfleet ]]; then
     done
     kill -INT "$serve_pid" 2>/dev/null
     wait "$serve_pid" || { say "runner: serve exited $?"; status=1; }
+    # Where a prefix-cache hit's TTFT goes: the same prefix spec against a serve at debug level,
+    # whose API logs each request's first-token timeline and whose worker logs each step's model
+    # time (the figures above come from the serve at the default level).
+    timeout 120 "$bf" --log-level debug serve --device cuda --tp 1 -m "$work/small.gguf" --port 50152 \
+      >"$work/serve_debug.log" 2>&1 &
+    serve_pid=$!
+    timeout 60 "$bf" --log-level warn bench serve --target 127.0.0.1:50152 --wait-ready 60 -c 1 -n 8 \
+      --prompt-len 1100 --gen-len 16 --shared-prefix 1024 >"$out/runner_serve_prefix_debug.json" 2>>"$log" ||
+      say "runner: debug-level prefix run failed"
+    kill -INT "$serve_pid" 2>/dev/null
+    wait "$serve_pid"
+    grep -E "first token written|step [0-9]+: .* tokens" "$work/serve_debug.log" >"$out/prefix_timeline.txt"
   else
     say "runner: synth failed"
     status=1
@@ -358,6 +370,25 @@ if runner:
         one, sixteen = runner.get(f"runner_serve_c1{g}", {}), runner.get(f"runner_serve_c16{g}", {})
         if one.get("output_tok_s") and sixteen.get("output_tok_s"):
             rows.append(f"  c=16 / c=1 output tok/s{g}: {sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
+    tl_path = os.path.join(out, "prefix_timeline.txt")
+    if os.path.exists(tl_path):
+        import re, statistics
+        parts = {k: [] for k in ("written", "parse", "submit", "headers", "scheduler and workers", "write")}
+        steps = []
+        for line in open(tl_path):
+            m = re.search(r"first token written (\d+) us .*parse (\d+), submit (\d+), headers (\d+), scheduler and "
+                          r"workers (\d+), write (\d+) us \((\d+) prompt tokens, (\d+) cached\)", line)
+            if m and int(m.group(8)) > 0:
+                for k, g in zip(parts, range(1, 7)):
+                    parts[k].append(int(m.group(g)))
+            m = re.search(r"step \d+: 1 sequences, (\d+) tokens, .*model ([0-9.]+) ms", line)
+            if m and int(m.group(1)) == 76:
+                steps.append(float(m.group(2)))
+        if parts["written"]:
+            med = {k: statistics.median(v) for k, v in parts.items()}
+            summary["prefix_hit_timeline_us"] = med
+            rows.append("  cache hit, server side (median us): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
+                        + (f"; the hit's 76-token step {statistics.median(steps):.3f} ms (model)" if steps else ""))
     for name in ("prefix", "prefix16"):
         p = runner.get(f"runner_serve_{name}", {})
         if p.get("ttft_cache_hit_p50_ms"):
