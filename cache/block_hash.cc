@@ -86,8 +86,8 @@ Status ExtendBlockHashes(const BlockHashScope& scope, std::span<const int32_t> t
   if (block_size <= 0) return absl::InvalidArgumentError("block hash: non-positive block size");
   const size_t full_blocks = tokens.size() / static_cast<size_t>(block_size);
   if (hashes->size() > full_blocks) {
-    return absl::InvalidArgumentError(absl::StrCat("block hash chain of ", hashes->size(), " blocks is longer than the ",
-                                                   full_blocks, " full blocks of ", tokens.size(), " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat("block hash chain of ", hashes->size(), " blocks is longer than ",
+                                                   "the ", full_blocks, " full blocks of ", tokens.size(), " tokens"));
   }
   if (hashes->size() == full_blocks) return absl::OkStatus();
   ChainHasher hasher;

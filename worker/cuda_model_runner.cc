@@ -210,7 +210,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   if (const char* fused = std::getenv("BITFLEET_CUDA_FUSED_NORMS"); fused != nullptr && std::string(fused) == "0") {
     impl->fused_norms_ = false;
   }
-  if (const char* rope_kv = std::getenv("BITFLEET_CUDA_FUSED_ROPE_KV"); rope_kv != nullptr && std::string(rope_kv) == "1") {
+  if (const char* fused = std::getenv("BITFLEET_CUDA_FUSED_ROPE_KV"); fused != nullptr && std::string(fused) == "1") {
     impl->fused_rope_kv_ = true;
   }
   if (const char* graphs = std::getenv("BITFLEET_CUDA_GRAPHS"); graphs != nullptr && std::string(graphs) == "0") {

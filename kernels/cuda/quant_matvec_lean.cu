@@ -62,7 +62,9 @@ __device__ __forceinline__ void LoadLeanChunk(const LeanLane<F>& l, int64_t g, i
       c.d[u] = __ldg(l.scales + scale + u * kWarpScaleStride<F>);
     } else {
       c.d[u] = HalfBitsToFloat(__ldg(l.half_d + scale + u * kWarpScaleStride<F>));
-      if constexpr (F == QuantFormat::kQ4_1) c.m[u] = HalfBitsToFloat(__ldg(l.half_m + scale + u * kWarpScaleStride<F>));
+      if constexpr (F == QuantFormat::kQ4_1) {
+        c.m[u] = HalfBitsToFloat(__ldg(l.half_m + scale + u * kWarpScaleStride<F>));
+      }
     }
   }
 }

@@ -9,8 +9,10 @@ namespace {
 // (u8 codes × s8 activations): one mma covers 16 rows × 32 elements, where the dp4a kernel
 // spends 16 dp4a (and the same 16 masks) on them, and its addressing is taken out of the step
 // as in quant_matvec_lean.cu. sm_90 SASS: ~61 instructions per 512 weight bytes in the main
-// loop, against ~94 for the general kernel and ~80 for the lean one (docs/cuda.md). The lanes load exactly what the dp4a kernel's lanes load, two
-// row groups at once: lane (gid, tid) holds quarter tid of row gid of both groups, which is the
+// loop, against ~94 for the general kernel and ~80 for the lean one (docs/cuda.md).
+//
+// The lanes load exactly what the dp4a kernel's lanes load, two row groups at once: lane
+// (gid, tid) holds quarter tid of row gid of both groups, which is the
 // A fragment (rows gid and gid + 8; k-slots 4 tid.. and 16 + 4 tid..) of every mma of the
 // step once its words are masked to one 2-bit field, and the activation words that pair with
 // them are the B fragment (every column holds the token, so all of C's columns agree). Field k
@@ -19,7 +21,7 @@ namespace {
 // is thus the same integer as in the dp4a kernel, scaled and summed in the same order: the
 // outputs are bit for bit those of QuantMatVecKernel<kTernary, 1>.
 constexpr int kTcUnroll = 2;  // steps per warp with loads in flight together
-// Two steps of two row groups in flight take ~114 registers: 4 blocks per multiprocessor, not
+// Two steps of two row groups in flight take ~110 registers: 4 blocks per multiprocessor, not
 // 5 (one step in flight fits 88 registers, but halves the bytes in flight per warp).
 constexpr int kTcMinBlocksPerSm = 4;
 
@@ -65,7 +67,9 @@ __device__ __forceinline__ TcLane MakeTcLane(const QuantWeightView& w, const Act
 }
 
 // Whether step j of this warp (s = j * kWarps + warp) is in the row.
-__device__ __forceinline__ bool TcStepInRow(const TcLane& l, int j) { return j * kWarps + int(threadIdx.x >> 5) < l.n_steps; }
+__device__ __forceinline__ bool TcStepInRow(const TcLane& l, int j) {
+  return j * kWarps + static_cast<int>(threadIdx.x >> 5) < l.n_steps;
+}
 
 // Chunk k of tile `tile` for this lane: its warp's steps j = k * kTcUnroll + u.
 __device__ __forceinline__ void LoadTcChunk(const TcLane& l, int64_t tile, int64_t n_groups, int k, TcChunk& c) {

@@ -201,14 +201,15 @@ TEST(AttentionCudaTest, FusedRopeWriteKvMatchesSeparateLaunchesBitForBit) {
     const float base = rng() % 2 == 0 ? 10000.0f : 500000.0f;
 
     DeviceArray<float> q_a(q), k_a(k), v_a(v);
-    DeviceArray<uint16_t> k_pool_a(std::vector<uint16_t>(pool_elems, 0)), v_pool_a(std::vector<uint16_t>(pool_elems, 0));
+    const std::vector<uint16_t> empty_pool(pool_elems, 0);
+    DeviceArray<uint16_t> k_pool_a(empty_pool), v_pool_a(empty_pool);
     const PagedKv kv_a{k_pool_a.get(), v_pool_a.get(), block_size, n_kv, head_dim, num_blocks};
     BF_ASSERT_LAUNCH(LaunchRope(q_a.get(), pos_dev.get(), n, n_heads, head_dim, rot_dim, base, neox, nullptr));
     BF_ASSERT_LAUNCH(LaunchRope(k_a.get(), pos_dev.get(), n, n_kv, head_dim, rot_dim, base, neox, nullptr));
     BF_ASSERT_LAUNCH(LaunchWriteKv(kv_a, batch, n, k_a.get(), v_a.get(), nullptr));
 
     DeviceArray<float> q_b(q), k_b(k), v_b(v);
-    DeviceArray<uint16_t> k_pool_b(std::vector<uint16_t>(pool_elems, 0)), v_pool_b(std::vector<uint16_t>(pool_elems, 0));
+    DeviceArray<uint16_t> k_pool_b(empty_pool), v_pool_b(empty_pool);
     const PagedKv kv_b{k_pool_b.get(), v_pool_b.get(), block_size, n_kv, head_dim, num_blocks};
     BF_ASSERT_LAUNCH(
         LaunchRopeWriteKv(q_b.get(), k_b.get(), v_b.get(), n, n_heads, kv_b, batch, rot_dim, base, neox, nullptr));
