@@ -16,6 +16,13 @@ SchedulerMetrics::SchedulerMetrics(MetricsRegistry& registry, int num_replicas) 
   preemptions = registry.AddCounter("bitfleet_preemptions_total", "Sequences preempted because KV blocks ran out");
   time_to_first_token = registry.AddHistogram("bitfleet_time_to_first_token_seconds",
                                               "From submission to the first generated token", LatencyBuckets());
+  queue_time = registry.AddHistogram("bitfleet_request_queue_seconds",
+                                     "From submission to the first admission to a batch (queueing)",
+                                     LatencyBuckets());
+  prefill_time = registry.AddHistogram(
+      "bitfleet_request_prefill_seconds",
+      "From the first admission to the first generated token (the prompt's uncached part, with preemptions)",
+      LatencyBuckets());
   inter_token_latency = registry.AddHistogram("bitfleet_inter_token_latency_seconds",
                                               "Between consecutive generated tokens of a request", LatencyBuckets());
   request_duration = registry.AddHistogram("bitfleet_request_duration_seconds",

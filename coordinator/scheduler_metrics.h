@@ -30,6 +30,8 @@ struct SchedulerMetrics {
   Counter* kv_evictions;
   Counter* preemptions;
   Histogram* time_to_first_token;
+  Histogram* queue_time;    // submission -> first admission
+  Histogram* prefill_time;  // first admission -> first token
   Histogram* inter_token_latency;
   Histogram* request_duration;
   Histogram* step_duration;

@@ -195,6 +195,8 @@ void Scheduler::UpdateGaugesLocked() {
 void Scheduler::OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) {
   if (!first) return;
   --queued_;
+  seq.admitted = now_;
+  metrics_.queue_time->Observe(Seconds(now_ - seq.arrival));
   metrics_.prefix_lookup_tokens->Increment(seq.prompt_len);
   metrics_.prefix_hit_tokens->Increment(std::min(cached_tokens, seq.prompt_len));
   const double looked_up = metrics_.prefix_lookup_tokens->value();
@@ -210,6 +212,7 @@ void Scheduler::OnPreempted(Sequence& seq) {
 void Scheduler::OnToken(Sequence& seq, int32_t token) {
   if (seq.generated() == 1) {
     metrics_.time_to_first_token->Observe(Seconds(now_ - seq.arrival));
+    metrics_.prefill_time->Observe(Seconds(now_ - seq.admitted));
   } else {
     metrics_.inter_token_latency->Observe(Seconds(now_ - seq.last_token_time));
   }

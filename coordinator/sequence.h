@@ -43,6 +43,7 @@ struct Sequence {
 
   RequestUsage usage;
   Clock::time_point arrival;
+  Clock::time_point admitted;  // first admission to a batch: queueing ends, prefill starts
   Clock::time_point last_token_time;
 
   int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }

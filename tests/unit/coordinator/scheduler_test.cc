@@ -504,10 +504,22 @@ TEST(SchedulerTest, MetricsReflectTheWork) {
                            "bitfleet_replica_healthy{replica=\"0\"} 1", "bitfleet_generated_tokens_total 12",
                            "bitfleet_prefill_tokens_total 18", "bitfleet_time_to_first_token_seconds_count 3",
                            "bitfleet_inter_token_latency_seconds_count 9",
+                           "bitfleet_request_queue_seconds_count 3", "bitfleet_request_prefill_seconds_count 3",
                            "bitfleet_requests_finished_total{reason=\"length\"} 3",
                            "# TYPE bitfleet_time_to_first_token_seconds histogram"}) {
     EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << text;
   }
+  // Queueing and prefill split each request's TTFT: their sums add up to the TTFT sum.
+  const auto sum_of = [&text](const std::string& name) {
+    const std::string key = name + "_sum ";
+    const size_t at = text.find(key);
+    EXPECT_NE(at, std::string::npos) << name;
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + key.size()));
+  };
+  const double ttft = sum_of("bitfleet_time_to_first_token_seconds");
+  EXPECT_GT(ttft, 0.0);
+  EXPECT_NEAR(sum_of("bitfleet_request_queue_seconds") + sum_of("bitfleet_request_prefill_seconds"), ttft,
+              1e-9 + 1e-9 * ttft);
 }
 
 TEST(SchedulerTest, ThreadedLoopServesConcurrentSubmitters) {
