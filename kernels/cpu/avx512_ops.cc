@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/arg_max_lanes.h"
+#include "kernels/cpu/count_dispatch.h"
 #include "kernels/cpu/avx512_exp.h"
 
 #include "kernels/cpu/variant_fns.h"
@@ -259,20 +260,9 @@ void QkF16(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, 
   for (int i0 = 0; i0 < nq; i0 += 4) {
     const float* qi = q + i0 * hd;
     float* si = s + i0 * n_keys;
-    switch (nq - i0 >= 4 ? 4 : nq - i0) {
-      case 4:
-        QkPass<4>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
-        break;
-      case 3:
-        QkPass<3>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
-        break;
-      case 2:
-        QkPass<2>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
-        break;
-      default:
-        QkPass<1>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
-        break;
-    }
+    WithCountUpTo4(nq - i0, [&](auto rows) {
+      QkPass<decltype(rows)::value>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
+    });
   }
 }
 
@@ -280,20 +270,7 @@ void PvF16(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stri
   for (int i0 = 0; i0 < nq; i0 += 4) {
     const float* pi = p + i0 * n_keys;
     float* ai = acc + i0 * hd;
-    switch (nq - i0 >= 4 ? 4 : nq - i0) {
-      case 4:
-        PvPass<4>(pi, n_keys, n_keys, v, v_stride, hd, ai);
-        break;
-      case 3:
-        PvPass<3>(pi, n_keys, n_keys, v, v_stride, hd, ai);
-        break;
-      case 2:
-        PvPass<2>(pi, n_keys, n_keys, v, v_stride, hd, ai);
-        break;
-      default:
-        PvPass<1>(pi, n_keys, n_keys, v, v_stride, hd, ai);
-        break;
-    }
+    WithCountUpTo4(nq - i0, [&](auto rows) { PvPass<decltype(rows)::value>(pi, n_keys, n_keys, v, v_stride, hd, ai); });
   }
 }
 
