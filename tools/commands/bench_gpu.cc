@@ -263,6 +263,10 @@ StatusOr<kc::MatVecKernel> ParseMatVecKernel(const std::string& name) {
   return absl::InvalidArgumentError("mat-vec kernel '" + name + "' is not general, lean or tc");
 }
 
+// Whether mat-vec kernel `name` has its own code for weights of `type` (the tensor-core one is
+// ternary only; other types run the general kernel under it, measured already).
+bool MatVecKernelApplies(const std::string& name, DType type) { return name != "tc" || IsTernary(type); }
+
 // Runs fn with the library's single-token mat-vec kernel set to `name`, then restores it.
 template <typename Fn>
 auto WithMatVecKernel(const std::string& name, Fn fn) -> decltype(fn()) {
@@ -886,6 +890,7 @@ Status Run(const BenchGpuFlags& flags) {
         // The kernel choice matters only to single-token quantized mat-vecs.
         const bool choice = batch == 1 && type != DType::kF16 && type != DType::kBF16 && type != DType::kF32;
         for (const std::string& kernel : flags.matvec_kernels) {
+          if (choice && !MatVecKernelApplies(kernel, type)) continue;
           BF_ASSIGN_OR_RETURN(json r, WithMatVecKernel(kernel, [&] {
                                 return BenchMatMul(type, rows_cols.first, rows_cols.second, batch, copy_gb_s, flags,
                                                    rng, stream);
@@ -902,6 +907,7 @@ Status Run(const BenchGpuFlags& flags) {
     BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
     for (bool fused : {true, false}) {
       for (const std::string& kernel : flags.matvec_kernels) {
+        if (!MatVecKernelApplies(kernel, type)) continue;
         BF_ASSIGN_OR_RETURN(json entries, WithMatVecKernel(kernel, [&] {
                               return BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream);
                             }));
