@@ -62,7 +62,7 @@ __device__ __forceinline__ void ComputeStep(const ActivationView& x, int64_t s, 
   for (int t = 0; t < NT; ++t) {
     if (NT > 1 && t >= x.n_tokens) break;
     const int dot = LaneDot<F>(words, quarter, x.q + t * x.stride + e0, x.sums + t * sums_stride + e0 / 32);
-    AddLaneDot<F>(dot, d, m, x.sums + t * sums_stride + block, x.block_steps + t * sums_stride + block, acc[t]);
+    AddLaneDot<F>(dot, d, m, x.sums, x.block_steps, t * sums_stride + block, acc[t]);
   }
 }
 

@@ -13,16 +13,16 @@ namespace {
 // here (docs/cuda.md).
 template <QuantFormat F>
 struct LeanLane {
-  // Step `warp` of row group 0, this lane's row r and quarter.
-  const uint8_t* codes;      // its 16 code bytes
-  const float* scales;       // ternary: its scale
-  const uint16_t* half_d;    // Q4 / Q8: its block's fp16 d (and m)
-  const uint16_t* half_m;
-  const int8_t* x;           // its first activation byte (LaneActBase)
-  const int32_t* sums;       // its first block sum (LaneSumsBase); Q4_1: its block's
-  const float* steps;        // Q4 / Q8: its block's activation step
-  uint64_t group_codes;      // bytes from one row group's codes to the next
-  uint64_t group_scales;     // scale entries from one row group to the next
+  // Step `warp` of row group 0, this lane's row r and quarter; null where the format has none.
+  const uint8_t* codes = nullptr;     // its 16 code bytes
+  const float* scales = nullptr;      // ternary: its scale
+  const uint16_t* half_d = nullptr;   // Q4 / Q8: its block's fp16 d (and m)
+  const uint16_t* half_m = nullptr;
+  const int8_t* x = nullptr;          // its first activation byte (LaneActBase)
+  const int32_t* sums = nullptr;      // its first block sum (LaneSumsBase); Q4_1: its block's
+  const float* steps = nullptr;       // Q4 / Q8: its block's activation step
+  uint64_t group_codes = 0;           // bytes from one row group's codes to the next
+  uint64_t group_scales = 0;          // scale entries from one row group to the next
 };
 
 template <QuantFormat F>
@@ -34,13 +34,17 @@ __device__ __forceinline__ LeanLane<F> MakeLeanLane(const QuantWeightView& w, co
   LeanLane<F> l;
   l.codes = w.codes + CodeOffset(0, warp, r, w.n_steps) + 16 * quarter;
   const uint64_t scale = ScaleIndex(0, warp * BlocksPerStep(F) + LaneBlock(F, quarter), r, w.n_blocks);
-  l.scales = w.scales + scale;
-  l.half_d = w.half_d + scale;
-  l.half_m = w.half_m + scale;
+  // Only the arrays of this format: the others are null in its view.
+  if constexpr (F == QuantFormat::kTernary) {
+    l.scales = w.scales + scale;
+  } else {
+    l.half_d = w.half_d + scale;
+    if constexpr (F == QuantFormat::kQ4_1) l.half_m = w.half_m + scale;
+  }
   l.x = x.q + warp * StepElems(F) + LaneActBase(F, quarter);
   const int first_block = warp * StepElems(F) / 32;
   l.sums = x.sums + first_block + (F == QuantFormat::kQ4_1 ? LaneBlock(F, quarter) : LaneSumsBase(F, quarter));
-  l.steps = x.block_steps + first_block + LaneBlock(F, quarter);
+  if constexpr (F != QuantFormat::kTernary) l.steps = x.block_steps + first_block + LaneBlock(F, quarter);
   l.group_codes = static_cast<uint64_t>(w.n_steps) * kGroupStepBytes;
   l.group_scales = static_cast<uint64_t>(w.n_blocks) * kRowGroup;
   return l;
@@ -77,7 +81,6 @@ __device__ __forceinline__ void ComputeLeanChunk(const LeanLane<F>& l, int k, in
   const int first = k * kUnroll;
   const int8_t* x = l.x + first * kWarpActStride<F>;
   const int32_t* sums = l.sums + first * kWarpSumStride<F>;
-  const float* steps = l.steps + first * kWarpSumStride<F>;
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     if ((first + u) * kWarps + warp >= n_steps) break;
@@ -85,7 +88,7 @@ __device__ __forceinline__ void ComputeLeanChunk(const LeanLane<F>& l, int k, in
     const int dot = LaneDotAt<F>(words, x + u * kWarpActStride<F>, sums + u * kWarpSumStride<F>);
     float m = 0.0f;
     if constexpr (F == QuantFormat::kQ4_1) m = c.m[u];
-    AddLaneDot<F>(dot, c.d[u], m, sums + u * kWarpSumStride<F>, steps + u * kWarpSumStride<F>, acc);
+    AddLaneDot<F>(dot, c.d[u], m, l.sums, l.steps, (first + u) * kWarpSumStride<F>, acc);
   }
 }
 

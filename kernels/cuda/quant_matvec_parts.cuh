@@ -69,12 +69,13 @@ struct Chunk {
 };
 
 // Adds a lane's step product `dot` (LaneDotAt) to its sum `acc` for one token: scaled by the
-// lane's block scale d (and, Q4_1, offset m times the block's activation sum `block_sum`) and,
-// Q4 / Q8, by the (token, block) activation step. Both mat-vec kernels go through here, so they
-// round alike.
+// lane's block scale d (and, Q4_1, offset m times the block's activation sum sums[at]) and, Q4 /
+// Q8, by the (token, block) activation step steps[at]. Ternary reads neither, so its callers may
+// pass arrays a ternary view leaves null. Every mat-vec kernel goes through here, so they round
+// alike.
 template <QuantFormat F>
-__device__ __forceinline__ void AddLaneDot(int dot, float d, float m, const int32_t* block_sum, const float* step,
-                                           float& acc) {
+__device__ __forceinline__ void AddLaneDot(int dot, float d, float m, const int32_t* sums, const float* steps,
+                                           int64_t at, float& acc) {
   if constexpr (F == QuantFormat::kTernary) {
     // A ternary lane's value is only a share of its row's dot product (LaneDotAt): add the
     // row's 4 shares as integers, so the one float product per step is of the exact dot
@@ -86,8 +87,8 @@ __device__ __forceinline__ void AddLaneDot(int dot, float d, float m, const int3
   } else {
     // The lane's block contribution, (d dot + m sum) in activation steps, times its step.
     float v = d * static_cast<float>(dot);
-    if constexpr (F == QuantFormat::kQ4_1) v += m * static_cast<float>(__ldg(block_sum));
-    acc += __ldg(step) * v;
+    if constexpr (F == QuantFormat::kQ4_1) v += m * static_cast<float>(__ldg(sums + at));
+    acc += __ldg(steps + at) * v;
   }
 }
 
