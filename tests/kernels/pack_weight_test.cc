@@ -109,6 +109,24 @@ TEST(PackWeight, PoolThreadsPackTheSameBytes) {
   }
 }
 
+// Every runtime code of a packed 256-element-block ternary weight (byte e % 64 of its block,
+// bits 2 (e / 64)) is the block decoder's w + 1, and every block scale the decoder's d.
+void ExpectTernaryBlocksAsDecoded(DType type, const std::vector<uint8_t>& bytes, uint64_t cols, uint64_t rows,
+                                  const cpu::WeightView& v) {
+  ref::IntBlock block;
+  for (uint64_t r = 0; r < rows; ++r) {
+    for (uint64_t b = 0; b < cols / 256; ++b) {
+      ref::DecodeIntBlock(type, bytes.data(), r * (cols / 256) + b, 0.0f, &block);
+      ASSERT_EQ(std::memcmp(&v.scales[r * v.blocks + b], &block.d, sizeof(float)), 0) << "row " << r << " block " << b;
+      const uint8_t* codes = v.data + r * v.row_bytes + b * 64;
+      for (int e = 0; e < 256; ++e) {
+        const int code = (codes[e % 64] >> (2 * (e / 64))) & 3;
+        ASSERT_EQ(code, block.w[e] + 1) << "row " << r << " block " << b << " element " << e;
+      }
+    }
+  }
+}
+
 // TQ2_0 is repacked by permuting its 2-bit fields, without the block decoder: every element's
 // runtime code (byte e % 64 of its 256-block, bits 2 (e / 64)) must be the decoder's w + 1, and
 // every block scale the decoder's d, over random bytes (all four codes, any scale bits).
@@ -125,18 +143,7 @@ TEST(PackWeight, Tq2PermutationMatchesTheBlockDecoder) {
   auto w = PackWeight(DType::kTQ2_0, kCols, kRows, bytes, &pool);
   ASSERT_TRUE(w.ok()) << w.status();
   const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
-  ref::IntBlock block;
-  for (uint64_t r = 0; r < kRows; ++r) {
-    for (uint64_t b = 0; b < kCols / 256; ++b) {
-      ref::DecodeIntBlock(DType::kTQ2_0, bytes.data(), r * (kCols / 256) + b, 0.0f, &block);
-      ASSERT_EQ(std::memcmp(&v.scales[r * v.blocks + b], &block.d, sizeof(float)), 0) << "row " << r << " block " << b;
-      const uint8_t* codes = v.data + r * v.row_bytes + b * 64;
-      for (int e = 0; e < 256; ++e) {
-        const int code = (codes[e % 64] >> (2 * (e / 64))) & 3;
-        ASSERT_EQ(code, block.w[e] + 1) << "row " << r << " block " << b << " element " << e;
-      }
-    }
-  }
+  ExpectTernaryBlocksAsDecoded(DType::kTQ2_0, bytes, kCols, kRows, v);
 }
 
 // TQ1_0 is repacked from its base-3 digits through a byte -> trits table, without the block
@@ -160,18 +167,7 @@ TEST(PackWeight, Tq1DigitsMatchTheBlockDecoder) {
   ASSERT_TRUE(w.ok()) << w.status();
   const cpu::WeightView& v = cpu::AsCpuPacked(**w)->view();
   ASSERT_EQ(v.blocks, kCols / 256);
-  ref::IntBlock block;
-  for (uint64_t r = 0; r < kRows; ++r) {
-    for (uint64_t b = 0; b < kCols / 256; ++b) {
-      ref::DecodeIntBlock(DType::kTQ1_0, bytes.data(), r * (kCols / 256) + b, 0.0f, &block);
-      ASSERT_EQ(std::memcmp(&v.scales[r * v.blocks + b], &block.d, sizeof(float)), 0) << "row " << r << " block " << b;
-      const uint8_t* codes = v.data + r * v.row_bytes + b * 64;
-      for (int e = 0; e < 256; ++e) {
-        const int code = (codes[e % 64] >> (2 * (e / 64))) & 3;
-        ASSERT_EQ(code, block.w[e] + 1) << "row " << r << " block " << b << " element " << e;
-      }
-    }
-  }
+  ExpectTernaryBlocksAsDecoded(DType::kTQ1_0, bytes, kCols, kRows, v);
 }
 
 // I2_S is repacked by moving its fields too (code 3, which decodes to 0, becoming code 1): every
