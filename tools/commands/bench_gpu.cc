@@ -267,17 +267,16 @@ StatusOr<kc::MatVecKernel> ParseMatVecKernel(const std::string& name) {
 // ternary only; other types run the general kernel under it, measured already).
 bool MatVecKernelApplies(const std::string& name, DType type) { return name != "tc" || IsTernary(type); }
 
-// Runs fn with the library's single-token mat-vec kernel set to `name`, then restores it.
-template <typename Fn>
-auto WithMatVecKernel(const std::string& name, Fn fn) -> decltype(fn()) {
-  BF_ASSIGN_OR_RETURN(const kc::MatVecKernel kernel, ParseMatVecKernel(name));
-  const kc::QuantMatVecOptions saved = kc::GetQuantMatVecOptions();
-  kc::QuantMatVecOptions options = saved;
-  options.kernel = kernel;
-  kc::SetQuantMatVecOptions(options);
-  auto result = fn();
-  kc::SetQuantMatVecOptions(saved);
-  return result;
+const char* MatVecKernelName(kc::MatVecKernel kernel) {
+  switch (kernel) {
+    case kc::MatVecKernel::kLean:
+      return "lean";
+    case kc::MatVecKernel::kTensorCore:
+      return "tc";
+    case kc::MatVecKernel::kGeneral:
+      break;
+  }
+  return "general";
 }
 
 const char* PathName(const kc::CudaWeight& w, int n_tokens) {
@@ -297,6 +296,9 @@ const char* PathName(const kc::CudaWeight& w, int n_tokens) {
   return "dp4a-matvec";
 }
 
+// The matmul entries of one type and shape: one per single-token kernel of flags.matvec_kernels
+// that covers the type (batch 1, quantized weights; labelled matvec_kernel), else one entry. Every
+// kernel runs over the same uploaded weight copies; the library's options are restored.
 StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens, double copy_gb_s,
                            const BenchGpuFlags& flags, FastRng& rng, cudaStream_t stream) {
   BF_ASSIGN_OR_RETURN(const kc::CudaWeightImage img, RandomImage(type, rows, cols, rng));
@@ -315,26 +317,57 @@ StatusOr<json> BenchMatMul(DType type, int64_t rows, int64_t cols, int n_tokens,
     }
     return absl::OkStatus();
   };
-  kc::CudaGraph graph;
-  BF_RETURN_IF_ERROR(graph.Capture(stream, enqueue_all));
-  BF_ASSIGN_OR_RETURN(const double graph_ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
-  BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, enqueue_all));
-  const double s = graph_ms * 1e-3 / copies;
-  const double packed_gb_s = static_cast<double>(packed) / s / 1e9;
-  return json{{"kernel", "matmul"},
-              {"type", DTypeName(type)},
-              {"rows", rows},
-              {"cols", cols},
-              {"batch", n_tokens},
-              {"path", PathName(*weights[0], n_tokens)},
-              {"copies", copies},
-              {"us_per_call", s * 1e6},
-              {"us_per_call_no_graph", stream_ms * 1e3 / copies},
-              {"packed_bytes", packed},
-              {"packed_gb_s", packed_gb_s},
-              {"gb_s", static_cast<double>(img.stream_bytes) / s / 1e9},
-              {"tops", 2.0 * rows * cols * n_tokens / s / 1e12},
-              {"roofline_fraction", packed_gb_s / copy_gb_s}};
+  auto measure = [&]() -> StatusOr<json> {
+    kc::CudaGraph graph;
+    BF_RETURN_IF_ERROR(graph.Capture(stream, enqueue_all));
+    BF_ASSIGN_OR_RETURN(const double graph_ms, MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); }));
+    BF_ASSIGN_OR_RETURN(const double stream_ms, MedianMs(stream, flags.reps, enqueue_all));
+    const double s = graph_ms * 1e-3 / copies;
+    const double packed_gb_s = static_cast<double>(packed) / s / 1e9;
+    return json{{"kernel", "matmul"},
+                {"type", DTypeName(type)},
+                {"rows", rows},
+                {"cols", cols},
+                {"batch", n_tokens},
+                {"path", PathName(*weights[0], n_tokens)},
+                {"copies", copies},
+                {"us_per_call", s * 1e6},
+                {"us_per_call_no_graph", stream_ms * 1e3 / copies},
+                {"packed_bytes", packed},
+                {"packed_gb_s", packed_gb_s},
+                {"gb_s", static_cast<double>(img.stream_bytes) / s / 1e9},
+                {"tops", 2.0 * rows * cols * n_tokens / s / 1e12},
+                {"roofline_fraction", packed_gb_s / copy_gb_s}};
+  };
+  // The kernel choice matters only to single-token quantized mat-vecs.
+  if (n_tokens != 1 || type == DType::kF16 || type == DType::kBF16 || type == DType::kF32) {
+    BF_ASSIGN_OR_RETURN(json entry, measure());
+    return json::array({std::move(entry)});
+  }
+  const kc::QuantMatVecOptions saved = kc::GetQuantMatVecOptions();
+  json entries = json::array();
+  Status status;
+  for (const std::string& name : flags.matvec_kernels) {
+    if (!MatVecKernelApplies(name, type)) continue;
+    StatusOr<kc::MatVecKernel> kernel = ParseMatVecKernel(name);
+    if (!kernel.ok()) {
+      status = kernel.status();
+      break;
+    }
+    kc::QuantMatVecOptions options = saved;
+    options.kernel = *kernel;
+    kc::SetQuantMatVecOptions(options);
+    StatusOr<json> entry = measure();
+    if (!entry.ok()) {
+      status = entry.status();
+      break;
+    }
+    (*entry)["matvec_kernel"] = name;
+    entries.push_back(*std::move(entry));
+  }
+  kc::SetQuantMatVecOptions(saved);
+  BF_RETURN_IF_ERROR(status);
+  return entries;
 }
 
 const char* PrefetchName(kc::WeightPrefetch p) {
@@ -360,7 +393,6 @@ StatusOr<MatVecSetting> ParseMatVecSetting(const std::string& text, const MatVec
   if (text == "default") return defaults;
   const std::vector<std::string> parts = absl::StrSplit(text, ':');
   MatVecSetting setting;
-  setting.options = defaults.options;  // the kernel choice stays
   kc::QuantMatVecOptions& o = setting.options;
   bool ok = parts.size() == 3 && (parts[0] == "pdl" || parts[0] == "nopdl");
   if (ok) {
@@ -389,7 +421,8 @@ void ApplyMatVecSetting(const MatVecSetting& s) {
 }
 
 json MatVecSettingJson(const MatVecSetting& s) {
-  return json{{"dependent_launch", s.dependent_launches},
+  return json{{"matvec_kernel", MatVecKernelName(s.options.kernel)},
+              {"dependent_launch", s.dependent_launches},
               {"prefetch", PrefetchName(s.options.prefetch)},
               {"prefetch_blocks", s.options.prefetch_blocks}};
 }
@@ -436,8 +469,6 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
   Status status;
   for (const std::string& text : flags.matvec_options) {
     if (text == "chain") {
-      // The chain kernel is the general one: measured once, under --matvec-kernels general.
-      if (kc::GetQuantMatVecOptions().kernel != kc::MatVecKernel::kGeneral) continue;
       // Every mat-vec of the stream in one cooperative launch, a grid barrier between them.
       std::vector<kc::MatVecChainLink> links;
       for (const auto& w : weights) {
@@ -470,30 +501,42 @@ StatusOr<json> BenchLayerStream(DType type, bool fused, double copy_gb_s, const 
       entries.push_back(json{{"kernel", "matvec_2b_layers"}, {"type", DTypeName(type)}, {"fused", fused},
                              {"layers", M::kLayers}, {"launches", 1}, {"ms", *ms}, {"packed_bytes", packed},
                              {"packed_gb_s", packed_gb_s}, {"roofline_fraction", packed_gb_s / copy_gb_s},
-                             {"options", text}});
+                             {"options", text}, {"matvec_kernel", "general"}});  // the chain's kernel
       continue;
     }
-    StatusOr<MatVecSetting> setting = ParseMatVecSetting(text, defaults);
-    if (!setting.ok()) {
-      status = setting.status();
+    StatusOr<MatVecSetting> parsed = ParseMatVecSetting(text, defaults);
+    if (!parsed.ok()) {
+      status = parsed.status();
       break;
     }
-    ApplyMatVecSetting(*setting);
-    kc::CudaGraph graph;
-    status = graph.Capture(stream, enqueue_all);
-    StatusOr<double> ms = status.ok() ? MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); })
-                                      : StatusOr<double>(status);
-    if (!ms.ok()) {
-      status = ms.status();
-      break;
+    // The setting once per single-token kernel of flags.matvec_kernels, over the same weights.
+    for (const std::string& name : flags.matvec_kernels) {
+      if (!MatVecKernelApplies(name, type)) continue;
+      StatusOr<kc::MatVecKernel> kernel = ParseMatVecKernel(name);
+      if (!kernel.ok()) {
+        status = kernel.status();
+        break;
+      }
+      MatVecSetting setting = *parsed;
+      setting.options.kernel = *kernel;
+      ApplyMatVecSetting(setting);
+      kc::CudaGraph graph;
+      status = graph.Capture(stream, enqueue_all);
+      StatusOr<double> ms = status.ok() ? MedianMs(stream, flags.reps, [&] { return graph.Launch(stream); })
+                                        : StatusOr<double>(status);
+      if (!ms.ok()) {
+        status = ms.status();
+        break;
+      }
+      const double packed_gb_s = static_cast<double>(packed) / (*ms * 1e-3) / 1e9;
+      json entry = {{"kernel", "matvec_2b_layers"},     {"type", DTypeName(type)},   {"fused", fused},
+                    {"layers", M::kLayers},             {"launches", weights.size()}, {"ms", *ms},
+                    {"packed_bytes", packed},           {"packed_gb_s", packed_gb_s},
+                    {"roofline_fraction", packed_gb_s / copy_gb_s}, {"options", text}};
+      entry.update(MatVecSettingJson(setting));
+      entries.push_back(std::move(entry));
     }
-    const double packed_gb_s = static_cast<double>(packed) / (*ms * 1e-3) / 1e9;
-    json entry = {{"kernel", "matvec_2b_layers"},     {"type", DTypeName(type)},   {"fused", fused},
-                  {"layers", M::kLayers},             {"launches", weights.size()}, {"ms", *ms},
-                  {"packed_bytes", packed},           {"packed_gb_s", packed_gb_s},
-                  {"roofline_fraction", packed_gb_s / copy_gb_s}, {"options", text}};
-    entry.update(MatVecSettingJson(*setting));
-    entries.push_back(std::move(entry));
+    if (!status.ok()) break;
   }
   ApplyMatVecSetting(defaults);
   BF_RETURN_IF_ERROR(status);
@@ -887,18 +930,9 @@ Status Run(const BenchGpuFlags& flags) {
     for (const std::string& shape : flags.shapes) {
       BF_ASSIGN_OR_RETURN(const auto rows_cols, ParseShape(shape));
       for (int batch : flags.batches) {
-        // The kernel choice matters only to single-token quantized mat-vecs.
-        const bool choice = batch == 1 && type != DType::kF16 && type != DType::kBF16 && type != DType::kF32;
-        for (const std::string& kernel : flags.matvec_kernels) {
-          if (choice && !MatVecKernelApplies(kernel, type)) continue;
-          BF_ASSIGN_OR_RETURN(json r, WithMatVecKernel(kernel, [&] {
-                                return BenchMatMul(type, rows_cols.first, rows_cols.second, batch, copy_gb_s, flags,
-                                                   rng, stream);
-                              }));
-          if (choice) r["matvec_kernel"] = kernel;
-          emit(r);
-          if (!choice) break;
-        }
+        BF_ASSIGN_OR_RETURN(const json entries,
+                            BenchMatMul(type, rows_cols.first, rows_cols.second, batch, copy_gb_s, flags, rng, stream));
+        for (const json& r : entries) emit(r);
       }
     }
   }
@@ -906,16 +940,8 @@ Status Run(const BenchGpuFlags& flags) {
     if (type_name.empty()) continue;
     BF_ASSIGN_OR_RETURN(const DType type, ParseType(type_name));
     for (bool fused : {true, false}) {
-      for (const std::string& kernel : flags.matvec_kernels) {
-        if (!MatVecKernelApplies(kernel, type)) continue;
-        BF_ASSIGN_OR_RETURN(json entries, WithMatVecKernel(kernel, [&] {
-                              return BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream);
-                            }));
-        for (json& r : entries) {
-          r["matvec_kernel"] = kernel;
-          emit(r);
-        }
-      }
+      BF_ASSIGN_OR_RETURN(const json entries, BenchLayerStream(type, fused, copy_gb_s, flags, rng, stream));
+      for (const json& r : entries) emit(r);
     }
   }
   BF_ASSIGN_OR_RETURN(const DType head_type, ParseType(flags.head_type));
