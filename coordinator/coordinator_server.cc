@@ -49,7 +49,9 @@ struct CoordinatorServer::State final : public ReplicaObserver {
   int32_t max_context = 0;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   MetricsRegistry metrics;
-  std::unique_ptr<ControlService> control;
+  // Replicas in this process (serve --in-process); destroyed after the scheduler that calls them.
+  std::vector<std::unique_ptr<Executor>> in_process;
+  std::unique_ptr<ControlService> control;  // null when the replicas run in this process
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<ApiService> api;
   std::unique_ptr<grpc::Server> api_server;
@@ -151,10 +153,24 @@ CoordinatorServer::CoordinatorServer(std::unique_ptr<State> state) : state_(std:
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 
-StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const CoordinatorServerOptions& options) {
+StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const CoordinatorServerOptions& options, std::vector<std::unique_ptr<Executor>> in_process) {
   auto log = Logger("coordinator");
   if (options.tensor_parallel < 1 || options.replicas < 1) {
     return absl::InvalidArgumentError("--tp and --replicas must be >= 1");
+  }
+  if (!in_process.empty()) {
+    if (options.tensor_parallel != 1 || static_cast<int>(in_process.size()) != options.replicas) {
+      return absl::InvalidArgumentError(absl::StrCat("replicas in this process run at TP 1, one executor each: got ",
+                                                     in_process.size(), " for ", options.replicas, " replica(s) x TP ",
+                                                     options.tensor_parallel));
+    }
+    for (const std::unique_ptr<Executor>& executor : in_process) {
+      if (executor == nullptr || executor->kv_block_size() != options.kv_block_size) {
+        return absl::InvalidArgumentError(absl::StrCat("an in-process replica's KV block size is not ",
+                                                       options.kv_block_size));
+      }
+    }
   }
   auto state = std::make_unique<State>();
   state->options = options;
@@ -176,14 +192,24 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coor
   const int32_t trained = static_cast<int32_t>(state->config.n_ctx_train);
   state->max_context = options.max_context > 0 ? std::min(options.max_context, trained) : trained;
 
-  ControlServiceOptions control;
-  control.replicas = options.replicas;
-  control.tensor_parallel = options.tensor_parallel;
-  control.model = identity;
-  control.required.kv_block_size = options.kv_block_size;
-  control.required.max_context = state->max_context;
-  control.timing = options.timing;
-  state->control = std::make_unique<ControlService>(control, state.get());
+  std::vector<Executor*> executors;
+  if (in_process.empty()) {
+    ControlServiceOptions control;
+    control.replicas = options.replicas;
+    control.tensor_parallel = options.tensor_parallel;
+    control.model = identity;
+    control.required.kv_block_size = options.kv_block_size;
+    control.required.max_context = state->max_context;
+    control.timing = options.timing;
+    state->control = std::make_unique<ControlService>(control, state.get());
+    executors = state->control->executors();
+  } else {
+    state->in_process = std::move(in_process);
+    for (int r = 0; r < options.replicas; ++r) {
+      executors.push_back(state->in_process[r].get());
+      state->registrations[r].store(1);  // ready from the start: nothing registers
+    }
+  }
 
   SchedulerOptions sched;
   sched.model_id = absl::StrCat(state->model_name, "/", identity.file_bytes());
@@ -195,7 +221,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coor
   sched.max_step_tokens = options.max_step_tokens;
   sched.prefix_caching = options.prefix_caching;
   sched.metrics = &state->metrics;
-  BF_ASSIGN_OR_RETURN(state->scheduler, Scheduler::Create(sched, state->control->executors()));
+  BF_ASSIGN_OR_RETURN(state->scheduler, Scheduler::Create(sched, executors));
   state->scheduler->Start();
 
   ApiServiceOptions api;
@@ -227,7 +253,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coor
     // multi-host test). A client can still slip into the microseconds before this call.
     state->UpdateHealth();
   }
-  {
+  if (state->control != nullptr) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.control, grpc::InsecureServerCredentials(), &state->control_port);
     builder.RegisterService(state->control.get());
@@ -235,8 +261,8 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coor
     if (state->control_server == nullptr || state->control_port == 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", options.control, " (worker control)"));
     }
+    state->control->Start();
   }
-  state->control->Start();
   state->health_thread = std::thread([raw] { raw->HealthLoop(); });
   if (options.metrics_port >= 0) {
     BF_ASSIGN_OR_RETURN(
@@ -244,9 +270,12 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const Coor
                          options.metrics_host, options.metrics_port, [raw] { return raw->metrics.RenderPrometheus(); },
                          [raw] { return raw->Serving(); }));
   }
-  log->info("serving {} ({}, context {}, vocab {}): API on port {}, worker control on port {}, {} replica(s) x TP {}",
-            state->model_name, state->config.arch_name, state->max_context, state->config.n_vocab, state->api_port,
-            state->control_port, options.replicas, options.tensor_parallel);
+  const std::string replicas_at = state->control != nullptr
+                                      ? absl::StrCat("worker control on port ", state->control_port)
+                                      : std::string("the replicas run in this process");
+  log->info("serving {} ({}, context {}, vocab {}): API on port {}, {}, {} replica(s) x TP {}", state->model_name,
+            state->config.arch_name, state->max_context, state->config.n_vocab, state->api_port, replicas_at,
+            options.replicas, options.tensor_parallel);
   return std::unique_ptr<CoordinatorServer>(new CoordinatorServer(std::move(state)));
 }
 
@@ -274,7 +303,7 @@ Status CoordinatorServer::Drain(Clock::time_point deadline) {
   } else {
     log->warn("drain deadline passed: {}", std::string(drained.message()));
   }
-  state_->control->ShutdownWorkers("the coordinator is shutting down");
+  if (state_->control != nullptr) state_->control->ShutdownWorkers("the coordinator is shutting down");
   return drained;
 }
 

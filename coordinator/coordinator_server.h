@@ -4,7 +4,7 @@
 //   - the control endpoint (gRPC, internal): bitfleet.v1.Control for the workers;
 //   - optionally the HTTP side port: Prometheus /metrics and /health.
 // `bitfleet coordinator` runs it on its own; `bitfleet serve` runs it in-process beside the
-// workers it launches.
+// workers it launches, or (`serve --in-process`) with the replica's model in this process too.
 //
 // Health (grpc.health.v1): the overall service "" and "bitfleet.v1.Inference" are SERVING
 // while at least one replica is healthy and the server is not draining; each replica slot also
@@ -17,7 +17,9 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "coordinator/executor.h"
 #include "coordinator/grpc_executor.h"
 #include "coordinator/request.h"
 #include "core/status.h"
@@ -44,11 +46,19 @@ class CoordinatorServer {
  public:
   // Loads the tokenizer and config, binds every listener and starts serving (health
   // NOT_SERVING until a replica's workers have registered).
-  static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const CoordinatorServerOptions& options);
+  //
+  // With `in_process` executors (one per replica, TP 1: InProcessExecutor over a runner of the
+  // same model file), the replicas run in this process: no control endpoint, no worker
+  // processes, no registration; a step is a call on the replica's dispatch thread instead of a
+  // plan and a result over the control stream. The server owns them. INVALID_ARGUMENT when
+  // their count is not options.replicas, options.tensor_parallel is not 1, or one's KV block
+  // size differs from options.kv_block_size.
+  static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const CoordinatorServerOptions& options,
+                                                            std::vector<std::unique_ptr<Executor>> in_process = {});
   ~CoordinatorServer();  // Shutdown()
 
   int api_port() const;
-  int control_port() const;
+  int control_port() const;  // 0 when the replicas run in this process
   int metrics_port() const;  // -1 when off
   const std::string& model_name() const;
   int32_t max_context() const;

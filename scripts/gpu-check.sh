@@ -225,20 +225,32 @@ if [[ -x $carry/bin/bitfleet ]]; then
     BITFLEET_CUDA_FUSED_ROPE_KV=1 timeout 120 "$bf" --log-level warn bench decode --device cuda \
       -m "$work/small.gguf" --prompt 128 --gen 64 >"$out/runner_decode_rope_kv.json" 2>>"$log" \
       || { say "runner: bench decode (fused rope + kv) failed"; status=1; }
-    timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50151 >>"$log" 2>&1 &
-    serve_pid=$!
     # name, concurrency, requests, prompt, generated, shared prefix: the CPU figures' settings
     # (docs/perf.md), longer generations, and the prefix cache's TTFT (cold, then hits), with 76
     # and with 16 tokens after the shared 1024 (what a hit costs besides its own prefill).
-    for spec in "c1 1 32 128 64 0" "c16 16 256 128 64 0" "c1_gen256 1 8 128 256 0" "c16_gen256 16 64 128 256 0" \
-                "prefix 1 8 1100 16 1024" "prefix16 1 8 1040 16 1024"; do
-      read -r name c n prompt gen prefix <<<"$spec"
-      timeout 120 "$bf" --log-level warn bench serve --target 127.0.0.1:50151 --wait-ready 60 -c "$c" -n "$n" \
-        --prompt-len "$prompt" --gen-len "$gen" --shared-prefix "$prefix" >"$out/runner_serve_$name.json" 2>>"$log" ||
-        { say "runner: bench serve $name failed"; status=1; }
-    done
-    kill -INT "$serve_pid" 2>/dev/null
-    wait "$serve_pid" || { say "runner: serve exited $?"; status=1; }
+    specs=("c1 1 32 128 64 0" "c16 16 256 128 64 0" "c1_gen256 1 8 128 256 0" "c16_gen256 16 64 128 256 0"
+           "prefix 1 8 1100 16 1024" "prefix16 1 8 1040 16 1024")
+    # serve_specs PORT SUFFIX SERVE_FLAGS... -- SPEC...: one serve, then `bench serve` per spec
+    # into runner_serve_NAME$SUFFIX.json.
+    serve_specs() {
+      local port=$1 suffix=$2 flags=() spec name c n prompt gen prefix serve_pid
+      shift 2
+      while [[ $1 != -- ]]; do flags+=("$1"); shift; done
+      shift
+      timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port "$port" "${flags[@]}" >>"$log" 2>&1 &
+      serve_pid=$!
+      for spec in "$@"; do
+        read -r name c n prompt gen prefix <<<"$spec"
+        timeout 120 "$bf" --log-level warn bench serve --target "127.0.0.1:$port" --wait-ready 60 -c "$c" -n "$n" \
+          --prompt-len "$prompt" --gen-len "$gen" --shared-prefix "$prefix" >"$out/runner_serve_$name$suffix.json" \
+          2>>"$log" || { say "runner: bench serve $name$suffix failed"; status=1; }
+      done
+      kill -INT "$serve_pid" 2>/dev/null
+      wait "$serve_pid" || { say "runner: serve$suffix exited $?"; status=1; }
+    }
+    serve_specs 50151 "" -- "${specs[@]}"
+    # The same model run by serve itself (--in-process: no worker process, no control stream).
+    serve_specs 50153 _inproc --in-process -- "${specs[0]}" "${specs[1]}" "${specs[4]}" "${specs[5]}"
     # Where a prefix-cache hit's TTFT goes: the same prefix spec against a serve at debug level,
     # whose API logs each request's first-token timeline and whose worker logs each step's model
     # time (the figures above come from the serve at the default level).
@@ -341,8 +353,9 @@ if os.path.exists(path):
             rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r.get('matvec_kernel', 'general'):7s} "
                         f"{r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
-for name in ("runner_decode", "runner_decode_unfused", "runner_decode_rope_kv", "runner_serve_c1", "runner_serve_c16", "runner_serve_c1_gen256", "runner_serve_c16_gen256",
-             "runner_serve_prefix", "runner_serve_prefix16"):
+serve_names = ["runner_serve_" + n + sfx for sfx in ("", "_inproc")
+               for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16")]
+for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv"] + serve_names:
     path = os.path.join(out, name + ".json")
     try:
         runner[name] = json.loads(open(path).read())
@@ -360,16 +373,18 @@ if runner:
     if rk:
         rows.append(f"  with RoPE + KV write fused: prompt {rk.get('prompt_tok_s', 0):.0f} tok/s, "
                     f"decode {rk.get('gen_tok_s', 0):.0f} tok/s")
-    for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
-        r = runner.get(f"runner_serve_{name}", {})
-        if r:
-            rows.append(f"  serve {name:11s} (prompt {r.get('prompt_len')}, gen {r.get('gen_len')}, {r.get('requests')} requests): "
-                        f"{r.get('output_tok_s', 0):.0f} output tok/s, "
-                        f"TTFT p50 {r.get('ttft_p50_ms', 0):.1f} ms, ITL p50 {r.get('itl_p50_ms', 0):.2f} ms")
-    for g in ("", "_gen256"):
-        one, sixteen = runner.get(f"runner_serve_c1{g}", {}), runner.get(f"runner_serve_c16{g}", {})
-        if one.get("output_tok_s") and sixteen.get("output_tok_s"):
-            rows.append(f"  c=16 / c=1 output tok/s{g}: {sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
+    for sfx, how in (("", "workers"), ("_inproc", "--in-process")):
+        for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
+            r = runner.get(f"runner_serve_{name}{sfx}", {})
+            if r:
+                rows.append(f"  serve ({how}) {name:11s} (prompt {r.get('prompt_len')}, gen {r.get('gen_len')}, "
+                            f"{r.get('requests')} requests): {r.get('output_tok_s', 0):.0f} output tok/s, "
+                            f"TTFT p50 {r.get('ttft_p50_ms', 0):.1f} ms, ITL p50 {r.get('itl_p50_ms', 0):.2f} ms")
+        for g in ("", "_gen256"):
+            one, sixteen = runner.get(f"runner_serve_c1{g}{sfx}", {}), runner.get(f"runner_serve_c16{g}{sfx}", {})
+            if one.get("output_tok_s") and sixteen.get("output_tok_s"):
+                rows.append(f"  ({how}) c=16 / c=1 output tok/s{g}: "
+                            f"{sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
     tl_path = os.path.join(out, "prefix_timeline.txt")
     if os.path.exists(tl_path):
         import re, statistics
@@ -389,11 +404,12 @@ if runner:
             summary["prefix_hit_timeline_us"] = med
             rows.append("  cache hit, server side (median us): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
                         + (f"; the hit's 76-token step {statistics.median(steps):.3f} ms (model)" if steps else ""))
-    for name in ("prefix", "prefix16"):
+    for name, how in (("prefix", "workers"), ("prefix16", "workers"), ("prefix_inproc", "--in-process"),
+                      ("prefix16_inproc", "--in-process")):
         p = runner.get(f"runner_serve_{name}", {})
         if p.get("ttft_cache_hit_p50_ms"):
             cold = p.get("ttft_cold_p50_ms", 0)  # 0: every request hit (the prefix was cached before)
-            rows.append(f"  1024-token shared prefix, prompt {p.get('prompt_len')}: TTFT "
+            rows.append(f"  ({how}) 1024-token shared prefix, prompt {p.get('prompt_len')}: TTFT "
                         + (f"cold {cold:.2f} ms, " if cold else "")
                         + f"cache hit {p['ttft_cache_hit_p50_ms']:.2f} ms"
                         + (f" ({cold / p['ttft_cache_hit_p50_ms']:.2f}x)" if cold else ""))

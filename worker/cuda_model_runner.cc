@@ -127,6 +127,10 @@ class CudaModelRunnerImpl {
   std::unique_ptr<cache::KvStorageCuda> kv_;
   uint64_t weight_bytes_ = 0;
   std::string device_label_;  // kernel_variant()
+  // The device current at Create. Step makes it current on its calling thread, which need not be
+  // the creating one (a worker's step thread, serve --in-process's dispatch thread), and a
+  // thread's current device starts at 0 whatever another thread set.
+  int device_ = 0;
   mutable sharding::SingleRankCommunicator single_rank_;
   cudaStream_t stream_ = nullptr;
 
@@ -206,6 +210,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   cudaDeviceProp prop{};
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDevice(&device), "current device"));
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDeviceProperties(&prop, device), "device properties"));
+  impl->device_ = device;
   impl->device_label_ = absl::StrCat("cuda sm_", prop.major, prop.minor, " (", prop.name, ")");
   if (const char* fused = std::getenv("BITFLEET_CUDA_FUSED_NORMS"); fused != nullptr && std::string(fused) == "0") {
     impl->fused_norms_ = false;
@@ -587,6 +592,7 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   BF_RETURN_IF_ERROR(ValidateStepBatch(batch, options_, n_vocab, &n_tokens, &n_rows));
   const int n_seqs = static_cast<int>(batch.size());
   if (n_seqs == 0) return StepLogits(host_logits_.as<float>(), logit_begin_.data(), 0, n_vocab);
+  BF_RETURN_IF_ERROR(Cuda(cudaSetDevice(device_), "set device"));
   const int n_embd = dims_.n_embd;
 
   // Host side: embeddings, positions, each token's sequence, block tables, logit rows, uploaded

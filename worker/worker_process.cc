@@ -95,6 +95,33 @@ Status JoinNcclGroup(const WorkerOptions& o, int rank, int world_size,
 
 }  // namespace
 
+StatusOr<RunnerOptions> ResolveRunnerOptions(const WorkerOptions& o, const gguf::GgufFile& file) {
+  RunnerOptions runner_options;
+  runner_options.threads = std::max(1, o.threads);
+  runner_options.max_context = o.max_context;
+  runner_options.kv_block_size = o.kv_block_size;
+  runner_options.max_step_tokens = o.max_step_tokens;
+  runner_options.max_step_sequences = o.max_step_sequences;
+  runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence
+  runner_options.device = o.device;
+  if (o.kv_blocks > 0) {
+    runner_options.kv_blocks = o.kv_blocks;
+  } else if (o.device == RunnerDevice::kCuda) {
+    // The device's memory decides: the pool takes what the weights and buffers leave.
+    runner_options.kv_blocks = 0;
+    runner_options.gpu_memory_utilization = o.gpu_memory_utilization;
+  } else {
+    // The pool size needs the resolved context (max_context 0 means the training context).
+    BF_ASSIGN_OR_RETURN(model::ModelConfig config, model::ReadModelConfig(file));
+    const int context = o.max_context > 0 ? o.max_context : static_cast<int>(config.n_ctx_train);
+    const int block_size = std::max(1, o.kv_block_size);
+    const int blocks_per_context = (context + block_size - 1) / block_size;
+    const int capped = std::min(kDefaultContextsInPool * blocks_per_context, kDefaultPoolTokenCap / block_size);
+    runner_options.kv_blocks = std::max(blocks_per_context, capped);
+  }
+  return runner_options;
+}
+
 WorkerProcess::WorkerProcess(std::unique_ptr<State> state) : state_(std::move(state)) {}
 WorkerProcess::~WorkerProcess() = default;
 
@@ -142,30 +169,8 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptio
 
   BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(o.model));
   state->file = std::move(file);
-  RunnerOptions runner_options;
-  runner_options.threads = std::max(1, o.threads);
-  runner_options.max_context = o.max_context;
-  runner_options.kv_block_size = o.kv_block_size;
-  runner_options.max_step_tokens = o.max_step_tokens;
-  runner_options.max_step_sequences = o.max_step_sequences;
-  runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence
+  BF_ASSIGN_OR_RETURN(RunnerOptions runner_options, ResolveRunnerOptions(o, *state->file));
   runner_options.communicator = state->communicator.get();
-  runner_options.device = o.device;
-  if (o.kv_blocks > 0) {
-    runner_options.kv_blocks = o.kv_blocks;
-  } else if (o.device == RunnerDevice::kCuda) {
-    // The device's memory decides: the pool takes what the weights and buffers leave.
-    runner_options.kv_blocks = 0;
-    runner_options.gpu_memory_utilization = o.gpu_memory_utilization;
-  } else {
-    // The pool size needs the resolved context (max_context 0 means the training context).
-    BF_ASSIGN_OR_RETURN(model::ModelConfig config, model::ReadModelConfig(*state->file));
-    const int context = o.max_context > 0 ? o.max_context : static_cast<int>(config.n_ctx_train);
-    const int block_size = std::max(1, o.kv_block_size);
-    const int blocks_per_context = (context + block_size - 1) / block_size;
-    const int capped = std::min(kDefaultContextsInPool * blocks_per_context, kDefaultPoolTokenCap / block_size);
-    runner_options.kv_blocks = std::max(blocks_per_context, capped);
-  }
   BF_ASSIGN_OR_RETURN(state->runner, CreateRunner(state->file, runner_options));
   state->executor = std::make_unique<StepExecutor>(*state->runner);
 

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "model/gguf/gguf.h"
 #include "worker/step_runner.h"
 
 namespace bitfleet::worker {
@@ -47,6 +48,12 @@ struct WorkerOptions {
   // a GPU per rank; this CPU engine then all-reduces host buffers through it.
   std::string comm = "auto";
 };
+
+// The runner options a rank with options `o` builds its runner with (`file` is the model `o`
+// names; the KV pool default depends on its context): threads, context, KV pool, step limits,
+// device. The communicator is left null for the caller to set. `bitfleet serve --in-process`
+// uses the same resolution, so a replica in the serve process is shaped as a worker would be.
+StatusOr<RunnerOptions> ResolveRunnerOptions(const WorkerOptions& o, const gguf::GgufFile& file);
 
 class WorkerProcess {
  public:

@@ -1,5 +1,5 @@
-// `bitfleet serve` end to end at TP=1 and TP=2 (mpirun) on synthesized models, through the
-// gRPC API: greedy output equals the engine's (and `bitfleet run`'s) for the same prompt, also
+// `bitfleet serve` end to end at TP=1 and TP=2 (mpirun), and with the model in the serve process
+// (--in-process), on synthesized models, through the gRPC API: greedy output equals the engine's (and `bitfleet run`'s) for the same prompt, also
 // with 32 streams sharing the batch; every validation case gives INVALID_ARGUMENT (NOT_FOUND
 // for another model); stop strings; health, Tokenize, Detokenize, GetModelInfo; stories260K's
 // known greedy opening at TP=2.
@@ -21,17 +21,35 @@ namespace {
 using namespace std::chrono_literals;
 using Health = grpc::health::v1::HealthCheckResponse;
 
-class ServeApiTest : public ::testing::TestWithParam<int> {
+// How the replica runs: TP ranks launched by serve, or the model in serve's own process.
+struct ServeMode {
+  int tp = 1;
+  bool in_process = false;
+  std::string Name() const { return in_process ? "in_process" : absl::StrCat("tp", tp); }
+};
+
+class ServeApiTest : public ::testing::TestWithParam<ServeMode> {
  protected:
   void SetUp() override {
-    const int tp = GetParam();
+    const ServeMode mode = GetParam();
     auto model = SynthModel(::testing::TempDir(), "llama", "tiny", "f16", 3);
     if (absl::IsNotFound(model.status())) GTEST_SKIP() << model.status();
     ASSERT_TRUE(model.ok()) << model.status();
-    auto served = StartServe(*model, tp, absl::StrCat("serve-api-tp", tp));
+    std::vector<std::string> extra;
+    if (mode.in_process) {
+      // A name of its own: no `bitfleet worker` may run on it (WorkerPids below).
+      model = PrivateCopy(*model, "serve-api-in-process");
+      ASSERT_TRUE(model.ok()) << model.status();
+      extra.push_back("--in-process");
+    }
+    auto served = StartServe(*model, mode.tp, absl::StrCat("serve-api-", mode.Name()), extra);
     if (absl::IsNotFound(served.status())) GTEST_SKIP() << served.status();
     ASSERT_TRUE(served.ok()) << served.status();
     served_ = *std::move(served);
+    if (mode.in_process) {
+      EXPECT_TRUE(WorkerPids(*model).empty()) << "--in-process started worker processes";
+      EXPECT_NE(served_->process->Log().find("in this process"), std::string::npos) << served_->process->Log();
+    }
   }
 
   void TearDown() override {
@@ -168,7 +186,8 @@ TEST_P(ServeApiTest, EveryValidationCaseIsInvalidArgument) {
     r.mutable_sampling()->set_top_k(-3);
     cases.emplace_back("negative top_k", r);
     r = GreedyRequest({1, 2}, 4);
-    for (int i = 0; i < 9; ++i) r.add_stop("x");
+    const std::string x = "x";  // a std::string: GCC 12 misreads add_stop(const char*) inlined here (-Wrestrict)
+    for (int i = 0; i < 9; ++i) r.add_stop(x);
     cases.emplace_back("too many stop strings", r);
     r = GreedyRequest({1, 2}, 4);
     r.add_stop(std::string(300, 's'));
@@ -246,15 +265,16 @@ TEST_P(ServeApiTest, HealthTokenizeDetokenizeAndModelInfo) {
   ASSERT_TRUE(client().stub().GetModelInfo(&c4, v1::GetModelInfoRequest(), &info).ok());
   EXPECT_EQ(info.architecture(), "llama");
   EXPECT_EQ(info.context_length(), 512u);
-  EXPECT_EQ(info.tensor_parallel(), static_cast<uint32_t>(GetParam()));
+  EXPECT_EQ(info.tensor_parallel(), static_cast<uint32_t>(GetParam().tp));
   EXPECT_EQ(info.replicas(), 1u);
   EXPECT_EQ(info.ready_replicas(), 1u);
   EXPECT_GT(info.vocab_size(), 0u);
   EXPECT_FALSE(info.name().empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(TensorParallel, ServeApiTest, ::testing::Values(1, 2),
-                         [](const auto& info) { return absl::StrCat("tp", info.param); });
+INSTANTIATE_TEST_SUITE_P(Modes, ServeApiTest,
+                         ::testing::Values(ServeMode{1, false}, ServeMode{2, false}, ServeMode{1, true}),
+                         [](const auto& info) { return info.param.Name(); });
 
 TEST(ServeStoriesTest, Stories260kAtTp2AnswersTheKnownOpening) {
   auto model = Stories260kGguf("f32");

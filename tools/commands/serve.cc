@@ -5,6 +5,11 @@
 // NOT_SERVING and is relaunched up to --max-restarts times; when no replica can come back,
 // serve exits 1. Ctrl-C / SIGTERM drain: no new requests, in-flight ones finish (up to
 // --drain-timeout; a second Ctrl-C ends the drain at once), the workers exit, then serve exits 0.
+//
+// --in-process (TP 1, one replica): the model runs in the serve process itself, driven by the
+// scheduler's dispatch thread, with no worker process and no control stream. Each step then
+// saves a plan and a result crossing gRPC and the worker's thread hand-offs; the price is
+// isolation: a crash in the model takes the server down, and nothing restarts it.
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,7 +24,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/coordinator_server.h"
+#include "coordinator/inprocess_executor.h"
 #include "core/logging.h"
+#include "model/gguf/gguf.h"
+#include "worker/runner_factory.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
 #include "tools/commands/serving_flags.h"
@@ -42,6 +50,7 @@ struct ServeFlags {
   double restart_delay_s = 2;
   std::string mpirun = "mpirun";
   std::string mpirun_args = "--bind-to none";
+  bool in_process = false;
 };
 
 // One replica's worker group and its restart bookkeeping.
@@ -182,6 +191,38 @@ Status Supervise(const ServeFlags& flags, coordinator::CoordinatorServer& server
   }
 }
 
+// The replica of `serve --in-process`: the runner a worker would build, in this process.
+StatusOr<std::unique_ptr<coordinator::Executor>> InProcessReplica(const ServeFlags& flags) {
+  if (flags.server.tensor_parallel != 1 || flags.server.replicas != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--in-process runs one replica at TP 1 in this process (got --tp ",
+                                                   flags.server.tensor_parallel, " --replicas ", flags.server.replicas,
+                                                   "); leave it off to launch worker processes"));
+  }
+  worker::WorkerOptions options = flags.worker;
+  options.max_context = flags.server.max_context;
+  options.kv_block_size = flags.server.kv_block_size;
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(flags.server.model));
+  std::shared_ptr<const gguf::GgufFile> shared = std::move(file);
+  BF_ASSIGN_OR_RETURN(worker::RunnerOptions runner_options, worker::ResolveRunnerOptions(options, *shared));
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::StepRunner> runner, worker::CreateRunner(shared, runner_options));
+  Logger("serve")->info("replica 0 in this process: {} runner ({}), {} KV blocks of {} tokens",
+                        worker::RunnerDeviceName(options.device), runner->kernel_variant(), runner->kv_blocks(),
+                        runner->kv_block_size());
+  return std::unique_ptr<coordinator::Executor>(std::make_unique<coordinator::InProcessExecutor>(std::move(runner)));
+}
+
+// serve --in-process: nothing to supervise; runs until a shutdown signal.
+void WaitForShutdown(const coordinator::CoordinatorServer& server, const ServeFlags& flags) {
+  Logger("serve")->info("ready: {} on {}:{} (1 replica in this process); Ctrl-C to stop", server.model_name(),
+                        flags.host, server.api_port());
+  while (true) {
+    if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(200)); signal != 0) {
+      Logger("serve")->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
+      return;
+    }
+  }
+}
+
 Status Serve(ServeFlags flags) {
   BlockShutdownSignals();
   auto log = Logger("serve");
@@ -195,6 +236,17 @@ Status Serve(ServeFlags flags) {
   }
   if (flags.worker.threads <= 0) {
     flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));
+  }
+  if (flags.in_process) {
+    std::vector<std::unique_ptr<coordinator::Executor>> local;
+    BF_ASSIGN_OR_RETURN(local.emplace_back(), InProcessReplica(flags));
+    BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
+                        coordinator::CoordinatorServer::Start(flags.server, std::move(local)));
+    WaitForShutdown(*server, flags);
+    DrainUntilDoneOrSignaled(*server, std::chrono::duration<double>(flags.drain_timeout_s));
+    server->Shutdown();
+    log->info("stopped");
+    return absl::OkStatus();
   }
   BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                       coordinator::CoordinatorServer::Start(flags.server));
@@ -249,6 +301,9 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   cmd->add_option("--mpirun", flags->mpirun, "mpirun to launch the workers with")->capture_default_str();
   cmd->add_option("--mpirun-args", flags->mpirun_args, "Extra mpirun arguments (space separated)")
       ->capture_default_str();
+  cmd->add_flag("--in-process", flags->in_process,
+                "Run the model in this process (--tp 1, one replica): no worker process, no control stream, a "
+                "shorter path per step; a crash in the model stops the server and nothing restarts it");
   cmd->callback([flags, exit_code] {
     const Status status = Serve(*flags);
     *exit_code = status.ok() ? 0 : ReportError("serve", status);
