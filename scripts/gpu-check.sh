@@ -17,7 +17,7 @@
 #                                         staged also the CUDA runner's end-to-end figures
 #                                         (runner_decode.json and runner_serve_*.json: `bench
 #                                         decode`, and `bench serve` against `serve --device
-#                                         cuda`).
+#                                         cuda`, with a worker process and --in-process).
 #
 # The GPU machine needs the NVIDIA driver, and libnccl.so.2 for the NCCL test (found in the
 # CUDA toolkit, the system paths or PyTorch's nvidia-nccl wheel); nothing is downloaded. The
@@ -253,16 +253,21 @@ if [[ -x $carry/bin/bitfleet ]]; then
     serve_specs 50153 _inproc --in-process -- "${specs[0]}" "${specs[1]}" "${specs[4]}" "${specs[5]}"
     # Where a prefix-cache hit's TTFT goes: the same prefix spec against a serve at debug level,
     # whose API logs each request's first-token timeline and whose worker logs each step's model
-    # time (the figures above come from the serve at the default level).
-    timeout 120 "$bf" --log-level debug serve --device cuda --tp 1 -m "$work/small.gguf" --port 50152 \
-      >"$work/serve_debug.log" 2>&1 &
-    serve_pid=$!
-    timeout 60 "$bf" --log-level warn bench serve --target 127.0.0.1:50152 --wait-ready 60 -c 1 -n 8 \
-      --prompt-len 1100 --gen-len 16 --shared-prefix 1024 >"$out/runner_serve_prefix_debug.json" 2>>"$log" ||
-      say "runner: debug-level prefix run failed"
-    kill -INT "$serve_pid" 2>/dev/null
-    wait "$serve_pid"
-    grep -E "first token written|step [0-9]+: .* tokens" "$work/serve_debug.log" >"$out/prefix_timeline.txt"
+    # time (the figures above come from the serve at the default level); with workers, then
+    # --in-process, into prefix_timeline$SUFFIX.txt.
+    for mode in workers in_process; do
+      suffix=$([[ $mode == in_process ]] && echo _inproc)
+      timeout 120 "$bf" --log-level debug serve --device cuda --tp 1 -m "$work/small.gguf" --port 50152 \
+        $([[ $mode == in_process ]] && echo --in-process) >"$work/serve_debug$suffix.log" 2>&1 &
+      serve_pid=$!
+      timeout 60 "$bf" --log-level warn bench serve --target 127.0.0.1:50152 --wait-ready 60 -c 1 -n 8 \
+        --prompt-len 1100 --gen-len 16 --shared-prefix 1024 >"$out/runner_serve_prefix_debug$suffix.json" \
+        2>>"$log" || say "runner: debug-level prefix run ($mode) failed"
+      kill -INT "$serve_pid" 2>/dev/null
+      wait "$serve_pid"
+      grep -E "first token written|step [0-9]+: .* tokens" "$work/serve_debug$suffix.log" \
+        >"$out/prefix_timeline$suffix.txt"
+    done
   else
     say "runner: synth failed"
     status=1
@@ -385,8 +390,10 @@ if runner:
             if one.get("output_tok_s") and sixteen.get("output_tok_s"):
                 rows.append(f"  ({how}) c=16 / c=1 output tok/s{g}: "
                             f"{sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
-    tl_path = os.path.join(out, "prefix_timeline.txt")
-    if os.path.exists(tl_path):
+    for sfx, how in (("", "workers"), ("_inproc", "--in-process")):
+        tl_path = os.path.join(out, f"prefix_timeline{sfx}.txt")
+        if not os.path.exists(tl_path):
+            continue
         import re, statistics
         parts = {k: [] for k in ("written", "parse", "submit", "headers", "scheduler and workers", "write")}
         steps = []
@@ -401,8 +408,9 @@ if runner:
                 steps.append(float(m.group(2)))
         if parts["written"]:
             med = {k: statistics.median(v) for k, v in parts.items()}
-            summary["prefix_hit_timeline_us"] = med
-            rows.append("  cache hit, server side (median us): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
+            summary[f"prefix_hit_timeline_us{sfx}"] = med
+            rows.append(f"  ({how}) cache hit, server side (median us): "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
                         + (f"; the hit's 76-token step {statistics.median(steps):.3f} ms (model)" if steps else ""))
     for name, how in (("prefix", "workers"), ("prefix16", "workers"), ("prefix_inproc", "--in-process"),
                       ("prefix16_inproc", "--in-process")):
