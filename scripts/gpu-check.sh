@@ -251,6 +251,9 @@ if [[ -x $carry/bin/bitfleet ]]; then
     serve_specs 50151 "" -- "${specs[@]}"
     # The same model run by serve itself (--in-process: no worker process, no control stream).
     serve_specs 50153 _inproc --in-process -- "${specs[0]}" "${specs[1]}" "${specs[4]}" "${specs[5]}"
+    # And that with RoPE + KV write fused (off by default until measured): its effect on serving.
+    BITFLEET_CUDA_FUSED_ROPE_KV=1 serve_specs 50154 _inproc_ropekv --in-process -- "${specs[0]}" "${specs[1]}" \
+      "${specs[4]}"
     # Where a prefix-cache hit's TTFT goes: the same prefix spec against a serve at debug level,
     # whose API logs each request's first-token timeline and whose worker logs each step's model
     # time (the figures above come from the serve at the default level); with workers, then
@@ -358,7 +361,7 @@ if os.path.exists(path):
             rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r.get('matvec_kernel', 'general'):7s} "
                         f"{r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
-serve_names = ["runner_serve_" + n + sfx for sfx in ("", "_inproc")
+serve_names = ["runner_serve_" + n + sfx for sfx in ("", "_inproc", "_inproc_ropekv")
                for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16")]
 for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv"] + serve_names:
     path = os.path.join(out, name + ".json")
@@ -378,7 +381,7 @@ if runner:
     if rk:
         rows.append(f"  with RoPE + KV write fused: prompt {rk.get('prompt_tok_s', 0):.0f} tok/s, "
                     f"decode {rk.get('gen_tok_s', 0):.0f} tok/s")
-    for sfx, how in (("", "workers"), ("_inproc", "--in-process")):
+    for sfx, how in (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV")):
         for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
             r = runner.get(f"runner_serve_{name}{sfx}", {})
             if r:
@@ -413,7 +416,7 @@ if runner:
                         + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
                         + (f"; the hit's 76-token step {statistics.median(steps):.3f} ms (model)" if steps else ""))
     for name, how in (("prefix", "workers"), ("prefix16", "workers"), ("prefix_inproc", "--in-process"),
-                      ("prefix16_inproc", "--in-process")):
+                      ("prefix16_inproc", "--in-process"), ("prefix_inproc_ropekv", "--in-process, fused RoPE+KV")):
         p = runner.get(f"runner_serve_{name}", {})
         if p.get("ttft_cache_hit_p50_ms"):
             cold = p.get("ttft_cold_p50_ms", 0)  # 0: every request hit (the prefix was cached before)
