@@ -1,6 +1,9 @@
 #include "coordinator/inprocess_executor.h"
 
 #include <algorithm>
+#include <string>
+
+#include "core/logging.h"
 
 namespace bitfleet::coordinator {
 
@@ -12,6 +15,13 @@ InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::StepRunner> runner)
       max_step_tokens_(runner_->options().max_step_tokens),
       max_step_sequences_(std::min(runner_->options().max_step_sequences, runner_->options().max_logit_rows)) {}
 
+StatusOr<StepResult> InProcessExecutor::NextInjectedFailure() {
+  std::lock_guard<std::mutex> lock(fault_mu_);
+  if (failures_left_ == 0) return StepResult{};
+  --failures_left_;
+  return failure_;
+}
+
 void InProcessExecutor::FailNextSteps(int n, Status status) {
   std::lock_guard<std::mutex> lock(fault_mu_);
   failures_left_ = n;
@@ -19,21 +29,22 @@ void InProcessExecutor::FailNextSteps(int n, Status status) {
 }
 
 StatusOr<StepResult> InProcessExecutor::Execute(const StepPlan& plan) {
-  {
-    std::lock_guard<std::mutex> lock(fault_mu_);
-    if (failures_left_ > 0) {
-      --failures_left_;
-      return failure_;
-    }
-  }
   if (!healthy_.load()) return absl::UnavailableError("in-process replica is marked unhealthy");
-  StatusOr<StepResult> result = step_executor_.Execute(plan);
-  if (result.ok()) {
-    steps_.fetch_add(1);
-    int64_t tokens = 0;
-    for (const SequencePlan& seq : plan.sequences) tokens += static_cast<int64_t>(seq.tokens.size());
-    tokens_.fetch_add(tokens);
+  StatusOr<StepResult> result = NextInjectedFailure();
+  if (result.ok()) result = step_executor_.Execute(plan);
+  if (!result.ok()) {
+    const absl::StatusCode code = result.status().code();
+    if (code != absl::StatusCode::kInvalidArgument && code != absl::StatusCode::kResourceExhausted) {
+      healthy_.store(false);
+      Logger("coordinator")
+          ->error("the replica in this process failed and does not restart: {}", std::string(result.status().message()));
+    }
+    return result;
   }
+  steps_.fetch_add(1);
+  int64_t tokens = 0;
+  for (const SequencePlan& seq : plan.sequences) tokens += static_cast<int64_t>(seq.tokens.size());
+  tokens_.fetch_add(tokens);
   return result;
 }
 

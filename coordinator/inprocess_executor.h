@@ -3,9 +3,14 @@
 // one-process serving mode. Links the worker (kernels), so it is a separate library from
 // bitfleet_coordinator.
 //
+// A step that fails with anything but INVALID_ARGUMENT or RESOURCE_EXHAUSTED (a plan the
+// runner refused before writing KV) failed the replica (executor.h): the executor reports
+// unhealthy from then on. Nothing restarts a replica in this process, and its runner's state
+// (a device after a sticky error) is not to be trusted; `serve --in-process` exits non-zero.
+//
 // Fault injection for tests: set_healthy(false) takes the replica out of service (the scheduler
 // fails its requests with UNAVAILABLE); FailNextSteps(n, status) makes the next n Execute calls
-// return `status` without running.
+// return `status` without running (a failing status marks the replica unhealthy as above).
 //
 // Thread-safety: Execute from one thread at a time; everything else from any thread.
 #pragma once
@@ -44,6 +49,9 @@ class InProcessExecutor final : public Executor {
   int64_t tokens_executed() const { return tokens_.load(); }
 
  private:
+  // FailNextSteps' status while it has failures left, else OK (an empty result).
+  StatusOr<StepResult> NextInjectedFailure();
+
   std::unique_ptr<worker::StepRunner> runner_;
   worker::StepExecutor step_executor_;
   const int32_t kv_blocks_;

@@ -22,12 +22,12 @@ StatusOr<FaultInjector> FaultInjector::Parse(const char* spec, int rank) {
   int target_rank = 0;
   int64_t step = 0;
   if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &target_rank) || !absl::SimpleAtoi(parts[1], &step) ||
-      target_rank < 0 || step < 0 || (parts[2] != "exit" && parts[2] != "hang")) {
+      target_rank < 0 || step < 0 || (parts[2] != "exit" && parts[2] != "hang" && parts[2] != "error")) {
     return absl::InvalidArgumentError(absl::StrCat(kFaultInjectEnv, "='", text,
-                                                   "': expected RANK:STEP:exit or RANK:STEP:hang"));
+                                                   "': expected RANK:STEP:exit, RANK:STEP:hang or RANK:STEP:error"));
   }
   if (target_rank != rank) return injector;
-  injector.action_ = parts[2] == "exit" ? Action::kExit : Action::kHang;
+  injector.action_ = parts[2] == "exit" ? Action::kExit : (parts[2] == "hang" ? Action::kHang : Action::kError);
   injector.step_ = step;
   Logger("worker")->warn("fault injection armed: rank {} will {} at step {}", rank, parts[2], step);
   return injector;
@@ -35,9 +35,13 @@ StatusOr<FaultInjector> FaultInjector::Parse(const char* spec, int rank) {
 
 StatusOr<FaultInjector> FaultInjector::FromEnv(int rank) { return Parse(std::getenv(kFaultInjectEnv), rank); }
 
-void FaultInjector::BeforeStep() {
+Status FaultInjector::BeforeStep() {
   const int64_t step = steps_seen_++;
-  if (action_ == Action::kNone || step != step_) return;
+  if (action_ == Action::kError && step >= step_) {
+    if (step == step_) Logger("worker")->error("fault injection: rank {} fails from step {} on", rank_, step);
+    return absl::InternalError(absl::StrCat("fault injection: rank ", rank_, " fails step ", step));
+  }
+  if (action_ == Action::kNone || step != step_) return absl::OkStatus();
   if (action_ == Action::kExit) {
     Logger("worker")->error("fault injection: rank {} exits at step {}", rank_, step);
     Logger("worker")->flush();

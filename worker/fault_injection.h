@@ -3,10 +3,11 @@
 //
 // BITFLEET_FAULT_INJECT="RANK:STEP:ACTION" makes rank RANK, when it starts its STEP-th model
 // step (counting from 0), either exit at once with status 3 without any MPI shutdown ("exit":
-// a crashed process) or stop taking part in collectives forever ("hang": a stuck process). The
-// other ranks and every other process are unaffected. Unset or empty: no effect. Read once when
-// a runner is created; a malformed value is INVALID_ARGUMENT (so a typo cannot silently disable
-// a test).
+// a crashed process), stop taking part in collectives forever ("hang": a stuck process), or
+// fail that step and every later one with INTERNAL ("error": a device that broke, as after a
+// sticky CUDA error). The other ranks and every other process are unaffected. Unset or empty:
+// no effect. Read once when a runner is created; a malformed value is INVALID_ARGUMENT (so a
+// typo cannot silently disable a test).
 #pragma once
 
 #include <cstdint>
@@ -19,16 +20,17 @@ inline constexpr char kFaultInjectEnv[] = "BITFLEET_FAULT_INJECT";
 
 class FaultInjector {
  public:
-  enum class Action { kNone, kExit, kHang };
+  enum class Action { kNone, kExit, kHang, kError };
 
   // Parses `spec` ("RANK:STEP:ACTION"; empty: none) for the process of rank `rank`.
   static StatusOr<FaultInjector> Parse(const char* spec, int rank);
   // Parses $BITFLEET_FAULT_INJECT.
   static StatusOr<FaultInjector> FromEnv(int rank);
 
-  // Called at the start of every step; fires the fault at the configured step. Not thread-safe
-  // (one runner's steps are sequential).
-  void BeforeStep();
+  // Called at the start of every step; fires the fault at the configured step: INTERNAL from
+  // then on for "error" (the step must not run), OK otherwise. Not thread-safe (one runner's
+  // steps are sequential).
+  Status BeforeStep();
 
   Action action() const { return action_; }
   int64_t step() const { return step_; }

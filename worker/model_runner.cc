@@ -215,7 +215,7 @@ StatusOr<StepLogits> ModelRunnerImpl::Step(std::span<const SequenceStep> batch) 
   int n_tokens = 0;
   int n_rows = 0;
   BF_RETURN_IF_ERROR(ValidateStepBatch(batch, options_, static_cast<int>(config_.n_vocab), &n_tokens, &n_rows));
-  faults_.BeforeStep();
+  BF_RETURN_IF_ERROR(faults_.BeforeStep());
   StepScratch& s = scratch_;
   const int n_embd = dims_.n_embd;
   const int n_seqs = static_cast<int>(batch.size());

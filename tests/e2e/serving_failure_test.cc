@@ -5,10 +5,12 @@
 // a full admission queue answers RESOURCE_EXHAUSTED and the server keeps serving; health stays
 // NOT_SERVING until the workers register; killing a worker rank ends in-flight requests with
 // UNAVAILABLE within seconds while the coordinator keeps answering health; a rank frozen while
-// its group is idle still ends the group; serve relaunches a replica whose workers died.
+// its group is idle still ends the group; serve relaunches a replica whose workers died; a
+// failed replica of serve --in-process ends its request and serve.
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <future>
 #include <memory>
 #include <string>
@@ -100,6 +102,27 @@ TEST(ServeFailureTest, SigtermDrainsInFlightRequestsAndExitsZero) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << served.process->Log();
   EXPECT_TRUE(WorkerPids(model).empty()) << "workers left behind";
+}
+
+// serve --in-process cannot restart its replica: a step that fails (BITFLEET_FAULT_INJECT
+// "error", as a device after a sticky error) ends the request in flight with UNAVAILABLE, and
+// serve exits 1 within seconds so that its supervisor (Kubernetes, systemd) restarts it.
+TEST(ServeFailureTest, InProcessReplicaThatFailsEndsItsRequestAndServeExitsOne) {
+  SLOW_MODEL_OR_SKIP(model);
+  setenv("BITFLEET_FAULT_INJECT", "0:6:error", 1);  // step 0: the prompt; steps 1..: decode
+  auto started = StartServe(model, 1, "serve-in-process-fault", {"--in-process"});
+  unsetenv("BITFLEET_FAULT_INJECT");
+  if (absl::IsNotFound(started.status())) GTEST_SKIP() << started.status();
+  ASSERT_TRUE(started.ok()) << started.status();
+  Served& served = **started;
+  const GenerateOutcome out = served.client->Generate(GreedyRequest({1, 2, 3}, 40), 30s);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAVAILABLE) << out.status.error_message();
+  EXPECT_EQ(out.tokens.size(), 6u);  // the prompt step's token and five decode steps' tokens
+  auto code = served.process->Wait(15s);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 1) << served.process->Log();
+  EXPECT_NE(served.process->Log().find("fault injection: rank 0 fails"), std::string::npos)
+      << served.process->Log();
 }
 
 TEST(ServeFailureTest, SecondSignalEndsTheDrainAtOnce) {

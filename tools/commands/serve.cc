@@ -9,7 +9,8 @@
 // --in-process (TP 1, one replica): the model runs in the serve process itself, driven by the
 // scheduler's dispatch thread, with no worker process and no control stream. Each step then
 // saves a plan and a result crossing gRPC and the worker's thread hand-offs; the price is
-// isolation: a crash in the model takes the server down, and nothing restarts it.
+// isolation: a crash in the model takes the server down, and nothing restarts it (a step that
+// fails marks the replica down, and serve drains and exits 1).
 #include <unistd.h>
 
 #include <algorithm>
@@ -211,14 +212,26 @@ StatusOr<std::unique_ptr<coordinator::Executor>> InProcessReplica(const ServeFla
   return std::unique_ptr<coordinator::Executor>(std::make_unique<coordinator::InProcessExecutor>(std::move(runner)));
 }
 
-// serve --in-process: nothing to supervise; runs until a shutdown signal.
-void WaitForShutdown(const coordinator::CoordinatorServer& server, const ServeFlags& flags) {
-  Logger("serve")->info("ready: {} on {}:{} (1 replica in this process); Ctrl-C to stop", server.model_name(),
-                        flags.host, server.api_port());
+// serve --in-process: runs until a shutdown signal (OK) or until `replica` fails (UNAVAILABLE:
+// nothing restarts it here, so serve exits non-zero for its supervisor to act). The replica is
+// healthy from its creation until a step fails, so its own flag, not the scheduler's view
+// (which starts false), tells a failure from a start.
+Status WaitForShutdown(const coordinator::CoordinatorServer& server, const coordinator::Executor& replica,
+                       const ServeFlags& flags) {
+  auto log = Logger("serve");
+  bool ready_logged = false;
   while (true) {
-    if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(200)); signal != 0) {
-      Logger("serve")->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
-      return;
+    if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(100)); signal != 0) {
+      log->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
+      return absl::OkStatus();
+    }
+    if (!replica.healthy()) {
+      return absl::UnavailableError("the replica in this process failed (its error is above); stopping");
+    }
+    if (!ready_logged && server.healthy_replicas() > 0) {
+      log->info("ready: {} on {}:{} (1 replica in this process); Ctrl-C to stop", server.model_name(), flags.host,
+                server.api_port());
+      ready_logged = true;
     }
   }
 }
@@ -240,13 +253,14 @@ Status Serve(ServeFlags flags) {
   if (flags.in_process) {
     std::vector<std::unique_ptr<coordinator::Executor>> local;
     BF_ASSIGN_OR_RETURN(local.emplace_back(), InProcessReplica(flags));
+    const coordinator::Executor& replica = *local.front();  // owned by the server from here on
     BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                         coordinator::CoordinatorServer::Start(flags.server, std::move(local)));
-    WaitForShutdown(*server, flags);
+    const Status status = WaitForShutdown(*server, replica, flags);
     DrainUntilDoneOrSignaled(*server, std::chrono::duration<double>(flags.drain_timeout_s));
     server->Shutdown();
-    log->info("stopped");
-    return absl::OkStatus();
+    if (status.ok()) log->info("stopped");
+    return status;
   }
   BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                       coordinator::CoordinatorServer::Start(flags.server));

@@ -25,7 +25,7 @@ TEST(FaultInjectionTest, UnsetOrEmptyDoesNothing) {
     auto none = FaultInjector::Parse(spec, 0);
     ASSERT_TRUE(none.ok());
     EXPECT_EQ(none->action(), FaultInjector::Action::kNone);
-    none->BeforeStep();  // never fires
+    EXPECT_TRUE(none->BeforeStep().ok());  // never fires
   }
 }
 
@@ -40,8 +40,22 @@ TEST(FaultInjectionTest, MalformedSpecsAreRefused) {
 TEST(FaultInjectionTest, FiresOnlyAtItsStep) {
   auto armed = FaultInjector::Parse("0:1000:exit", 0);
   ASSERT_TRUE(armed.ok());
-  for (int i = 0; i < 1000; ++i) armed->BeforeStep();
-  SUCCEED();  // still running: step 1000 was never reached
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(armed->BeforeStep().ok()) << i;
+  // still running: step 1000 was never reached
+}
+
+// "error" fails its step and every later one (a broken device does not recover), and only on
+// the named rank.
+TEST(FaultInjectionTest, ErrorFailsItsStepAndEveryLaterOne) {
+  auto armed = FaultInjector::Parse("0:2:error", 0);
+  ASSERT_TRUE(armed.ok()) << armed.status();
+  EXPECT_EQ(armed->action(), FaultInjector::Action::kError);
+  EXPECT_TRUE(armed->BeforeStep().ok());
+  EXPECT_TRUE(armed->BeforeStep().ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(armed->BeforeStep().code(), absl::StatusCode::kInternal) << i;
+  auto other = FaultInjector::Parse("0:0:error", 1);
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(other->BeforeStep().ok());
 }
 
 }  // namespace
