@@ -29,6 +29,14 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
+// LDTILECFG of `cfg`. GCC 12 does not treat the instruction as reading its 64 bytes: inlined
+// into a larger function it moved the stores of `colsb` after it (the tiles were then configured
+// 0 bytes wide and the next tile instruction faulted). The barrier keeps every store before it.
+inline void LoadTileConfig(const TileConfig& cfg) {
+  asm volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
 // All eight tiles 16 rows × 64 bytes.
 inline void ConfigureFullTiles() {
   TileConfig cfg;
@@ -38,7 +46,7 @@ inline void ConfigureFullTiles() {
     cfg.rows[i] = 16;
     cfg.colsb[i] = 64;
   }
-  _tile_loadconfig(&cfg);
+  LoadTileConfig(cfg);
 }
 
 inline __mmask16 FirstN(int n) { return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1); }
@@ -77,10 +85,17 @@ inline void UnpackTernaryRows(const WeightView& w, int64_t rb, int nr, uint64_t 
   }
 }
 
+// The tokens' dequantization steps absmax / 127 into `steps` (n_tokens floats), once per call
+// rather than per tile (a division per token and tile was a tenth of the epilogue).
+inline void TokenSteps(const ActView& x, float* steps) {
+  for (int t = 0; t < x.n_tokens; ++t) steps[t] = x.absmax[t] / 127.0f;
+}
+
 // The epilogue of one C tile (16 rows from `row0` × 16 tokens from `t0`, int32 row-major in
 // `c`): transposed to tokens × rows, then scaled and stored for the rows and tokens that exist.
+// `steps`: TokenSteps.
 inline void StoreTernaryTile(const int32_t* c, const WeightView& w, int64_t row0, int rows_left, const ActView& x,
-                             int t0, float* out) {
+                             const float* steps, int t0, float* out) {
   if (rows_left <= 0) return;
   __m512i v[16];
   for (int i = 0; i < 16; ++i) v[i] = _mm512_load_si512(c + 16 * i);
@@ -91,7 +106,7 @@ inline void StoreTernaryTile(const int32_t* c, const WeightView& w, int64_t row0
   for (int n = 0; n < tokens; ++n) {
     const int t = t0 + n;
     const __m512i d = _mm512_sub_epi32(v[n], _mm512_set1_epi32(x.token_sums[t]));
-    const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), s), _mm512_set1_ps(x.absmax[t] / 127.0f));
+    const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), s), _mm512_set1_ps(steps[t]));
     _mm512_mask_storeu_ps(out + static_cast<int64_t>(t) * w.rows + row0, m, y);
   }
 }
@@ -116,19 +131,85 @@ inline void TernaryChunkProducts(const uint8_t* a, uint64_t ld, const int8_t* b0
 // The epilogue of a finished 32-row block (rows [rb, rb + nr)) against the token tile(s) from
 // token t0: C tiles 0, 2 (and 1, 3 for the next 16 tokens) scaled into out.
 template <bool kTwoTokenTiles>
-inline void StoreTernaryRowBlock(const WeightView& w, int64_t rb, int nr, const ActView& x, int t0, float* out) {
+inline void StoreTernaryRowBlock(const WeightView& w, int64_t rb, int nr, const ActView& x, const float* steps, int t0,
+                                 float* out) {
   alignas(64) int32_t c[4][256];
   _tile_stored(0, c[0], 64);
   _tile_stored(2, c[2], 64);
-  StoreTernaryTile(c[0], w, rb, nr, x, t0, out);
-  StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, t0, out);
+  StoreTernaryTile(c[0], w, rb, nr, x, steps, t0, out);
+  StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, steps, t0, out);
   if (kTwoTokenTiles) {
     _tile_stored(1, c[1], 64);
     _tile_stored(3, c[3], 64);
-    StoreTernaryTile(c[1], w, rb, nr, x, t0 + 16, out);
-    StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, t0 + 16, out);
+    StoreTernaryTile(c[1], w, rb, nr, x, steps, t0 + 16, out);
+    StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, steps, t0 + 16, out);
   }
 }
+
+// Epilogues one block late, in pieces between the next block's tile products
+// (AmxTernaryUniform). An epilogue is vector work (load, transpose, scale, store) that used to
+// follow its block's products with the tile unit idle; issued after them instead, it still did
+// not overlap, since the products' long-running tile instructions fill the out-of-order window.
+// So a finished block's C tiles are saved into a slot, and its epilogue runs one 16 × 16 tile
+// at a time, each between chunk products of the next block. Two slots alternate. The
+// arithmetic per output is unchanged.
+class DeferredTernaryEpilogues {
+ public:
+  DeferredTernaryEpilogues(const WeightView& w, const ActView& x, const float* steps, float* out)
+      : w_(w), x_(x), steps_(steps), out_(out) {}
+  ~DeferredTernaryEpilogues() { FinishAll(slots_[1 - next_]); }
+
+  // The pending epilogue's next tile, if it has one left.
+  void RunOneTile() {
+    Slot& s = slots_[1 - next_];
+    if (s.done < s.tiles) RunTile(s, s.done++);
+  }
+
+  // After the last products of the block (rows rb .., nr of them; tokens t0 ..): ends the
+  // pending epilogue, then saves this block's C tiles as the next one.
+  template <bool kTwoTokenTiles>
+  void Defer(int64_t rb, int nr, int t0) {
+    FinishAll(slots_[1 - next_]);
+    Slot& s = slots_[next_];
+    _tile_stored(0, s.c[0], 64);
+    _tile_stored(2, s.c[1], 64);
+    if (kTwoTokenTiles) {
+      _tile_stored(1, s.c[2], 64);
+      _tile_stored(3, s.c[3], 64);
+    }
+    s.rb = rb;
+    s.nr = nr;
+    s.t0 = t0;
+    s.tiles = kTwoTokenTiles ? 4 : 2;
+    s.done = 0;
+    next_ = 1 - next_;
+  }
+
+ private:
+  struct Slot {
+    alignas(64) int32_t c[4][256];  // C tiles 0, 2, 1, 3: rows +0 / +16, then tokens +16
+    int64_t rb = 0;
+    int nr = 0;
+    int t0 = 0;
+    int tiles = 0;
+    int done = 0;
+  };
+
+  void RunTile(const Slot& s, int i) {
+    const int dr = 16 * (i & 1);
+    StoreTernaryTile(s.c[i], w_, s.rb + dr, s.nr - dr, x_, steps_, s.t0 + 16 * (i >> 1), out_);
+  }
+  void FinishAll(Slot& s) {
+    while (s.done < s.tiles) RunTile(s, s.done++);
+  }
+
+  const WeightView& w_;
+  const ActView& x_;
+  const float* steps_;
+  float* out_;
+  Slot slots_[2];
+  int next_ = 0;
+};
 
 // Saved C tiles of one token-tile pair between K chunks (AmxTernaryUniform): tiles 0-3.
 struct TernaryCState {
@@ -139,9 +220,9 @@ struct TernaryCState {
 // the 64-column chunks [kc_begin, kc_end) of the row. The C tiles start from zero on the
 // row's first chunk (else from `state`) and end in the epilogue on its last (else in `state`).
 template <bool kTwoTokenTiles>
-inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, const WeightView& w, int64_t rb,
-                            int nr, const ActView& x, int tt, float* out, uint64_t kc_begin, uint64_t kc_end,
-                            TernaryCState* state) {
+inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, int64_t rb, int nr, const ActView& x,
+                            int tt, uint64_t kc_begin, uint64_t kc_end, TernaryCState* state,
+                            DeferredTernaryEpilogues& epilogues) {
   const uint64_t n_kc = k_bytes / 64;
   const int8_t* b0 = x.tiles + static_cast<uint64_t>(tt) * n_kc * kTileBytes;
   const int8_t* b1 = b0 + n_kc * kTileBytes;
@@ -162,8 +243,11 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
   // row block, and as ordinary loads they pushed the unpacked rows, which every token tile
   // pair reads again, out of L1 (32 rows × 1 KiB of codes plus two token tiles' 16 KiB:
   // 2048x1024 hot, one thread, 128 tokens 316 -> 231 µs, 16 tokens 79 -> 56 µs).
+  // The pending epilogue's four tiles spread over the chunks (one after every quarter).
+  const uint64_t every = (kc_end - kc_begin) / 4 > 0 ? (kc_end - kc_begin) / 4 : 1;
   for (uint64_t kc = kc_begin; kc < kc_end; ++kc) {
     TernaryChunkProducts<kTwoTokenTiles>(a + kc * 64, ld, b0 + kc * kTileBytes, b1 + kc * kTileBytes);
+    if ((kc - kc_begin + 1) % every == 0) epilogues.RunOneTile();
   }
   if (kc_end < n_kc) {
     _tile_stored(0, state->c[0], 64);
@@ -174,7 +258,7 @@ inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, con
     }
     return;
   }
-  StoreTernaryRowBlock<kTwoTokenTiles>(w, rb, nr, x, 16 * tt, out);
+  epilogues.Defer<kTwoTokenTiles>(rb, nr, 16 * tt);
 }
 
 // Columns per K chunk of a batch: the chunk's unpacked codes (32 rows × kChunkCols bytes) stay
@@ -191,18 +275,26 @@ void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActVie
   // The unpacked rows, then (rows longer than one K chunk) the C tiles of every token tile pair.
   const uint64_t n_pairs = static_cast<uint64_t>(n_tt + 1) / 2;
   const uint64_t a_bytes = (32 * ld + 63) / 64 * 64;
-  uint8_t* scratch = AmxScratch(a_bytes + (n_kc > chunk_kc ? n_pairs * sizeof(TernaryCState) : 0));
+  const uint64_t state_bytes = n_kc > chunk_kc ? n_pairs * sizeof(TernaryCState) : 0;
+  uint8_t* scratch = AmxScratch(a_bytes + state_bytes + static_cast<uint64_t>(x.n_tokens) * sizeof(float));
   uint8_t* a = scratch;
   TernaryCState* states = reinterpret_cast<TernaryCState*>(scratch + a_bytes);
+  float* steps = reinterpret_cast<float*>(scratch + a_bytes + state_bytes);
+  TokenSteps(x, steps);
   ConfigureFullTiles();
-  for (int64_t rb = r0; rb < r1; rb += 32) {
-    const int nr = r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32;
-    UnpackTernaryRows(w, rb, nr, k_bytes, ld, a);
-    for (uint64_t kc0 = 0; kc0 < n_kc; kc0 += chunk_kc) {
-      const uint64_t kc1 = kc0 + chunk_kc < n_kc ? kc0 + chunk_kc : n_kc;
-      int tt = 0;
-      for (; tt + 2 <= n_tt; tt += 2) TernaryRowBlock<true>(a, k_bytes, ld, w, rb, nr, x, tt, out, kc0, kc1, states + tt / 2);
-      if (tt < n_tt) TernaryRowBlock<false>(a, k_bytes, ld, w, rb, nr, x, tt, out, kc0, kc1, states + tt / 2);
+  {
+    DeferredTernaryEpilogues epilogues(w, x, steps, out);  // the last epilogue runs when it goes out of scope
+    for (int64_t rb = r0; rb < r1; rb += 32) {
+      const int nr = r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32;
+      UnpackTernaryRows(w, rb, nr, k_bytes, ld, a);
+      for (uint64_t kc0 = 0; kc0 < n_kc; kc0 += chunk_kc) {
+        const uint64_t kc1 = kc0 + chunk_kc < n_kc ? kc0 + chunk_kc : n_kc;
+        int tt = 0;
+        for (; tt + 2 <= n_tt; tt += 2) {
+          TernaryRowBlock<true>(a, k_bytes, ld, rb, nr, x, tt, kc0, kc1, states + tt / 2, epilogues);
+        }
+        if (tt < n_tt) TernaryRowBlock<false>(a, k_bytes, ld, rb, nr, x, tt, kc0, kc1, states + tt / 2, epilogues);
+      }
     }
   }
   _tile_release();
@@ -249,7 +341,9 @@ void AmxTernarySmallBatch(const WeightView& w, int64_t r0, int64_t r1, const Act
   const uint64_t n_kc = n_kb * 4;
   const int8_t* b0 = x.tiles;
   const int8_t* b1 = b0 + n_kc * kTileBytes;
-  uint8_t* buf = AmxScratch(2 * 32 * kItemLd);
+  uint8_t* buf = AmxScratch(2 * 32 * kItemLd + static_cast<uint64_t>(x.n_tokens) * sizeof(float));
+  float* steps = reinterpret_cast<float*>(buf + 2 * 32 * kItemLd);
+  TokenSteps(x, steps);
   ConfigureFullTiles();
   const int64_t items = (r1 - r0 + 31) / 32 * static_cast<int64_t>(n_kb);
   auto rows_of = [&](int64_t rb) { return r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32; };
@@ -275,7 +369,7 @@ void AmxTernarySmallBatch(const WeightView& w, int64_t r0, int64_t r1, const Act
       UnpackTernaryItem(w, next_rb, rows_of(next_rb), static_cast<uint64_t>(i + 1) % n_kb,
                         buf + ((i + 1) & 1) * 32 * kItemLd);
     }
-    if (kb + 1 == n_kb) StoreTernaryRowBlock<kTwoTokenTiles>(w, rb, rows_of(rb), x, 0, out);
+    if (kb + 1 == n_kb) StoreTernaryRowBlock<kTwoTokenTiles>(w, rb, rows_of(rb), x, steps, 0, out);
   }
   _tile_release();
 }
@@ -309,7 +403,7 @@ inline void ConfigureBlockTiles() {
   cfg.colsb[4] = 32;
   cfg.rows[6] = 8;
   cfg.colsb[6] = 64;
-  _tile_loadconfig(&cfg);
+  LoadTileConfig(cfg);
 }
 
 // Rows [rb, rb + nr) as one code byte per weight (row i at dst + i * ld, k_bytes = blocks * 32
