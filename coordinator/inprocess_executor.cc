@@ -36,8 +36,8 @@ StatusOr<StepResult> InProcessExecutor::Execute(const StepPlan& plan) {
     const absl::StatusCode code = result.status().code();
     if (code != absl::StatusCode::kInvalidArgument && code != absl::StatusCode::kResourceExhausted) {
       healthy_.store(false);
-      Logger("coordinator")
-          ->error("the replica in this process failed and does not restart: {}", std::string(result.status().message()));
+      Logger("coordinator")->error("the replica in this process failed and does not restart: {}",
+                                   std::string(result.status().message()));
     }
     return result;
   }

@@ -1,8 +1,8 @@
 // `bitfleet serve` end to end at TP=1 and TP=2 (mpirun), and with the model in the serve process
-// (--in-process), on synthesized models, through the gRPC API: greedy output equals the engine's (and `bitfleet run`'s) for the same prompt, also
-// with 32 streams sharing the batch; every validation case gives INVALID_ARGUMENT (NOT_FOUND
-// for another model); stop strings; health, Tokenize, Detokenize, GetModelInfo; stories260K's
-// known greedy opening at TP=2.
+// (--in-process), on synthesized models, through the gRPC API: greedy output equals the
+// engine's (and `bitfleet run`'s) for the same prompt, also with 32 streams sharing the batch;
+// every validation case gives INVALID_ARGUMENT (NOT_FOUND for another model); stop strings;
+// health, Tokenize, Detokenize, GetModelInfo; stories260K's known greedy opening at TP=2.
 #include <atomic>
 #include <cmath>
 #include <limits>
