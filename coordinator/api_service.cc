@@ -11,6 +11,7 @@
 #include "coordinator/step_codec.h"
 #include "coordinator/stop_matcher.h"
 #include "core/logging.h"
+#include "core/spin_wait.h"
 #include "model/tokenizer/incremental_decoder.h"
 
 namespace bitfleet::coordinator {
@@ -36,7 +37,8 @@ struct EventQueue {
   // Waits up to `timeout` for events and takes them all.
   std::vector<RequestEvent> Take(std::chrono::milliseconds timeout) {
     std::unique_lock lock(mu);
-    cv.wait_for(lock, timeout, [this] { return !events.empty(); });
+    const auto any = [this] { return !events.empty(); };
+    if (!SpinUntil(lock, any)) cv.wait_for(lock, timeout, any);
     return std::exchange(events, {});
   }
 };

@@ -6,6 +6,7 @@
 #include "coordinator/request_validation.h"
 #include "coordinator/scheduler_replica_slot.h"
 #include "core/logging.h"
+#include "core/spin_wait.h"
 
 namespace bitfleet::coordinator {
 
@@ -258,13 +259,15 @@ void Scheduler::Loop() {
       continue;  // a sink may have submitted or cancelled
     }
     if (live_.empty()) drain_cv_.notify_all();
-    loop_cv_.wait_for(lock, options_.idle_poll, [&] {
+    const auto woken = [&] {
       if (stop_requested_ || wake_) return true;
       for (auto& slot : replicas_) {
         if (slot->result_ready) return true;
       }
       return false;
-    });
+    };
+    // Polls first only while requests are live (core/spin_wait.h), never on an idle server.
+    if (live_.empty() || !SpinUntil(lock, woken)) loop_cv_.wait_for(lock, options_.idle_poll, woken);
     wake_ = false;
   }
 }
@@ -272,7 +275,8 @@ void Scheduler::Loop() {
 void Scheduler::DispatchLoop(ReplicaSlot* slot) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    slot->cv.wait(lock, [&] { return slot->has_plan || dispatch_stop_; });
+    const auto woken = [&] { return slot->has_plan || dispatch_stop_; };
+    if (!SpinUntil(lock, woken)) slot->cv.wait(lock, woken);
     if (!slot->has_plan) return;
     StepPlan plan = std::move(slot->plan);
     slot->has_plan = false;

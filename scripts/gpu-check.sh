@@ -254,6 +254,10 @@ if [[ -x $carry/bin/bitfleet ]]; then
     # And that with RoPE + KV write fused (off by default until measured): its effect on serving.
     BITFLEET_CUDA_FUSED_ROPE_KV=1 serve_specs 50154 _inproc_ropekv --in-process -- "${specs[0]}" "${specs[1]}" \
       "${specs[4]}"
+    # And with the hand-offs polling 2 ms before sleeping (core/spin_wait.h; off by default): how
+    # much of the serving path is the kernel waking sleeping threads on this many-core machine.
+    BITFLEET_SPIN_WAIT_US=2000 serve_specs 50155 _inproc_spin --in-process -- "${specs[0]}" "${specs[1]}" \
+      "${specs[4]}"
     # Where a prefix-cache hit's TTFT goes: the same prefix spec against a serve at debug level,
     # whose API logs each request's first-token timeline and whose worker logs each step's model
     # time (the figures above come from the serve at the default level); with workers, then
@@ -361,7 +365,7 @@ if os.path.exists(path):
             rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r.get('matvec_kernel', 'general'):7s} "
                         f"{r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
-serve_names = ["runner_serve_" + n + sfx for sfx in ("", "_inproc", "_inproc_ropekv")
+serve_names = ["runner_serve_" + n + sfx for sfx in ("", "_inproc", "_inproc_ropekv", "_inproc_spin")
                for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16")]
 for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv"] + serve_names:
     path = os.path.join(out, name + ".json")
@@ -381,7 +385,8 @@ if runner:
     if rk:
         rows.append(f"  with RoPE + KV write fused: prompt {rk.get('prompt_tok_s', 0):.0f} tok/s, "
                     f"decode {rk.get('gen_tok_s', 0):.0f} tok/s")
-    for sfx, how in (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV")):
+    for sfx, how in (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV"),
+                     ("_inproc_spin", "--in-process, spin 2 ms")):
         for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
             r = runner.get(f"runner_serve_{name}{sfx}", {})
             if r:
@@ -416,7 +421,8 @@ if runner:
                         + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
                         + (f"; the hit's 76-token step {statistics.median(steps):.3f} ms (model)" if steps else ""))
     for name, how in (("prefix", "workers"), ("prefix16", "workers"), ("prefix_inproc", "--in-process"),
-                      ("prefix16_inproc", "--in-process"), ("prefix_inproc_ropekv", "--in-process, fused RoPE+KV")):
+                      ("prefix16_inproc", "--in-process"), ("prefix_inproc_ropekv", "--in-process, fused RoPE+KV"),
+                      ("prefix_inproc_spin", "--in-process, spin 2 ms")):
         p = runner.get(f"runner_serve_{name}", {})
         if p.get("ttft_cache_hit_p50_ms"):
             cold = p.get("ttft_cold_p50_ms", 0)  # 0: every request hit (the prefix was cached before)
