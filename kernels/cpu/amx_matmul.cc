@@ -128,24 +128,6 @@ inline void TernaryChunkProducts(const uint8_t* a, uint64_t ld, const int8_t* b0
   }
 }
 
-// The epilogue of a finished 32-row block (rows [rb, rb + nr)) against the token tile(s) from
-// token t0: C tiles 0, 2 (and 1, 3 for the next 16 tokens) scaled into out.
-template <bool kTwoTokenTiles>
-inline void StoreTernaryRowBlock(const WeightView& w, int64_t rb, int nr, const ActView& x, const float* steps, int t0,
-                                 float* out) {
-  alignas(64) int32_t c[4][256];
-  _tile_stored(0, c[0], 64);
-  _tile_stored(2, c[2], 64);
-  StoreTernaryTile(c[0], w, rb, nr, x, steps, t0, out);
-  StoreTernaryTile(c[2], w, rb + 16, nr - 16, x, steps, t0, out);
-  if (kTwoTokenTiles) {
-    _tile_stored(1, c[1], 64);
-    _tile_stored(3, c[3], 64);
-    StoreTernaryTile(c[1], w, rb, nr, x, steps, t0 + 16, out);
-    StoreTernaryTile(c[3], w, rb + 16, nr - 16, x, steps, t0 + 16, out);
-  }
-}
-
 // Epilogues one block late, in pieces between the next block's tile products
 // (AmxTernaryUniform). An epilogue is vector work (load, transpose, scale, store) that used to
 // follow its block's products with the tile unit idle; issued after them instead, it still did
@@ -348,28 +330,33 @@ void AmxTernarySmallBatch(const WeightView& w, int64_t r0, int64_t r1, const Act
   const int64_t items = (r1 - r0 + 31) / 32 * static_cast<int64_t>(n_kb);
   auto rows_of = [&](int64_t rb) { return r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32; };
   UnpackTernaryItem(w, r0, rows_of(r0), 0, buf);
-  for (int64_t i = 0; i < items; ++i) {
-    const int64_t rb = r0 + i / static_cast<int64_t>(n_kb) * 32;
-    const uint64_t kb = static_cast<uint64_t>(i) % n_kb;
-    const uint8_t* a = buf + (i & 1) * 32 * kItemLd;
-    if (kb == 0) {
-      _tile_zero(0);
-      _tile_zero(2);
-      if (kTwoTokenTiles) {
-        _tile_zero(1);
-        _tile_zero(3);
+  {
+    // A row block's epilogue runs during the next row block, one tile after each item's products.
+    DeferredTernaryEpilogues epilogues(w, x, steps, out);
+    for (int64_t i = 0; i < items; ++i) {
+      const int64_t rb = r0 + i / static_cast<int64_t>(n_kb) * 32;
+      const uint64_t kb = static_cast<uint64_t>(i) % n_kb;
+      const uint8_t* a = buf + (i & 1) * 32 * kItemLd;
+      if (kb == 0) {
+        _tile_zero(0);
+        _tile_zero(2);
+        if (kTwoTokenTiles) {
+          _tile_zero(1);
+          _tile_zero(3);
+        }
       }
+      for (uint64_t j = 0; j < 4; ++j) {
+        const uint64_t kc = kb * 4 + j;
+        TernaryChunkProducts<kTwoTokenTiles>(a + j * 64, kItemLd, b0 + kc * kTileBytes, b1 + kc * kTileBytes);
+      }
+      epilogues.RunOneTile();
+      if (i + 1 < items) {
+        const int64_t next_rb = r0 + (i + 1) / static_cast<int64_t>(n_kb) * 32;
+        UnpackTernaryItem(w, next_rb, rows_of(next_rb), static_cast<uint64_t>(i + 1) % n_kb,
+                          buf + ((i + 1) & 1) * 32 * kItemLd);
+      }
+      if (kb + 1 == n_kb) epilogues.Defer<kTwoTokenTiles>(rb, rows_of(rb), 0);
     }
-    for (uint64_t j = 0; j < 4; ++j) {
-      const uint64_t kc = kb * 4 + j;
-      TernaryChunkProducts<kTwoTokenTiles>(a + j * 64, kItemLd, b0 + kc * kTileBytes, b1 + kc * kTileBytes);
-    }
-    if (i + 1 < items) {
-      const int64_t next_rb = r0 + (i + 1) / static_cast<int64_t>(n_kb) * 32;
-      UnpackTernaryItem(w, next_rb, rows_of(next_rb), static_cast<uint64_t>(i + 1) % n_kb,
-                        buf + ((i + 1) & 1) * 32 * kItemLd);
-    }
-    if (kb + 1 == n_kb) StoreTernaryRowBlock<kTwoTokenTiles>(w, rb, rows_of(rb), x, steps, 0, out);
   }
   _tile_release();
 }
