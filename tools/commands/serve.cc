@@ -28,12 +28,13 @@
 #include "coordinator/inprocess_executor.h"
 #include "core/logging.h"
 #include "model/gguf/gguf.h"
-#include "worker/runner_factory.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
 #include "tools/commands/serving_flags.h"
 #include "tools/commands/shutdown_signal.h"
 #include "tools/commands/worker_launcher.h"
+#include "worker/runner_factory.h"
+#include "worker/worker_process.h"
 
 namespace bitfleet::tools {
 namespace {
