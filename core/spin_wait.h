@@ -1,9 +1,9 @@
-// Polling before sleeping, for the hand-offs on a request's path (DESIGN.md §6).
+// Polling before sleeping, for the hand-offs on a request's path.
 //
 // A thread that sleeps on a condition variable pays the kernel's wake-up when it is notified:
-// a few µs on an idle-polling VM, but tens of µs on a machine whose idle cores drop into deep
-// sleep states, and a served token crosses several such hand-offs (API thread, scheduler,
-// dispatch thread). With BITFLEET_SPIN_WAIT_US=N (default 0: off) those waits first poll their
+// ~2 µs on the development VM (measured), possibly tens of µs where idle cores drop into deep
+// sleep states (the hypothesis for the GPU machine's longer serving path, docs/cuda.md), and a
+// served token crosses several such hand-offs (API thread, scheduler, dispatch thread). With BITFLEET_SPIN_WAIT_US=N (default 0: off) those waits first poll their
 // condition for up to N µs, costing a core for that long, so a notification that comes within
 // N µs is seen at once. It suits machines with cores to spare (a GPU server), not small CPU
 // boxes whose cores run the model. Every open Generate call's thread polls as well, so at high
