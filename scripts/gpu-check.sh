@@ -237,7 +237,7 @@ if [[ -x $carry/bin/bitfleet ]]; then
       shift 2
       while [[ $1 != -- ]]; do flags+=("$1"); shift; done
       shift
-      timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port "$port" "${flags[@]}" >>"$log" 2>&1 &
+      timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port "$port" ${flags[@]+"${flags[@]}"} >>"$log" 2>&1 &
       serve_pid=$!
       for spec in "$@"; do
         read -r name c n prompt gen prefix <<<"$spec"
