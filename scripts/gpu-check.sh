@@ -237,7 +237,8 @@ if [[ -x $carry/bin/bitfleet ]]; then
       shift 2
       while [[ $1 != -- ]]; do flags+=("$1"); shift; done
       shift
-      timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port "$port" ${flags[@]+"${flags[@]}"} >>"$log" 2>&1 &
+      timeout 300 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port "$port" ${flags[@]+"${flags[@]}"} \
+        >>"$log" 2>&1 &
       serve_pid=$!
       for spec in "$@"; do
         read -r name c n prompt gen prefix <<<"$spec"
@@ -365,7 +366,10 @@ if os.path.exists(path):
             rows.append(f"  {r['type']:6s} {r['rows']:>6d}x{r['cols']:<5d} {r.get('matvec_kernel', 'general'):7s} "
                         f"{r['us_per_call']:9.2f} us  {r['roofline_fraction']:.3f}")
 runner = {}
-serve_names = ["runner_serve_" + n + sfx for sfx in ("", "_inproc", "_inproc_ropekv", "_inproc_spin")
+# The serve runs of the runner section: file suffix, and how serve ran.
+serve_modes = (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV"),
+               ("_inproc_spin", "--in-process, spin 2 ms"))
+serve_names = ["runner_serve_" + n + sfx for sfx, _ in serve_modes
                for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16")]
 for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv"] + serve_names:
     path = os.path.join(out, name + ".json")
@@ -385,8 +389,7 @@ if runner:
     if rk:
         rows.append(f"  with RoPE + KV write fused: prompt {rk.get('prompt_tok_s', 0):.0f} tok/s, "
                     f"decode {rk.get('gen_tok_s', 0):.0f} tok/s")
-    for sfx, how in (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV"),
-                     ("_inproc_spin", "--in-process, spin 2 ms")):
+    for sfx, how in serve_modes:
         for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
             r = runner.get(f"runner_serve_{name}{sfx}", {})
             if r:
@@ -398,7 +401,7 @@ if runner:
             if one.get("output_tok_s") and sixteen.get("output_tok_s"):
                 rows.append(f"  ({how}) c=16 / c=1 output tok/s{g}: "
                             f"{sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
-    for sfx, how in (("", "workers"), ("_inproc", "--in-process")):
+    for sfx, how in serve_modes:  # timelines exist for workers and --in-process
         tl_path = os.path.join(out, f"prefix_timeline{sfx}.txt")
         if not os.path.exists(tl_path):
             continue
@@ -420,10 +423,8 @@ if runner:
             rows.append(f"  ({how}) cache hit, server side (median us): "
                         + ", ".join(f"{k} {v:.0f}" for k, v in med.items())
                         + (f"; the hit's 76-token step {statistics.median(steps):.3f} ms (model)" if steps else ""))
-    for name, how in (("prefix", "workers"), ("prefix16", "workers"), ("prefix_inproc", "--in-process"),
-                      ("prefix16_inproc", "--in-process"), ("prefix_inproc_ropekv", "--in-process, fused RoPE+KV"),
-                      ("prefix_inproc_spin", "--in-process, spin 2 ms")):
-        p = runner.get(f"runner_serve_{name}", {})
+    for (sfx, how), name in ((mode, name) for mode in serve_modes for name in ("prefix", "prefix16")):
+        p = runner.get(f"runner_serve_{name}{sfx}", {})
         if p.get("ttft_cache_hit_p50_ms"):
             cold = p.get("ttft_cold_p50_ms", 0)  # 0: every request hit (the prefix was cached before)
             rows.append(f"  ({how}) 1024-token shared prefix, prompt {p.get('prompt_len')}: TTFT "
