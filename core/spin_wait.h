@@ -3,9 +3,9 @@
 // A thread that sleeps on a condition variable pays the kernel's wake-up when it is notified:
 // ~2 µs on the development VM (measured), possibly tens of µs where idle cores drop into deep
 // sleep states (the hypothesis for the GPU machine's longer serving path, docs/cuda.md), and a
-// served token crosses several such hand-offs (API thread, scheduler, dispatch thread). With BITFLEET_SPIN_WAIT_US=N (default 0: off) those waits first poll their
-// condition for up to N µs, costing a core for that long, so a notification that comes within
-// N µs is seen at once. It suits machines with cores to spare (a GPU server), not small CPU
+// served token crosses several such hand-offs (API thread, scheduler, dispatch thread). With
+// BITFLEET_SPIN_WAIT_US=N (default 0: off) those waits first poll their condition for up to N
+// µs, costing a core for that long, so a notification that comes within N µs is seen at once. It suits machines with cores to spare (a GPU server), not small CPU
 // boxes whose cores run the model. Every open Generate call's thread polls as well, so at high
 // concurrency it takes that many cores while tokens are due: an experiment until measured
 // (scripts/gpu-check.sh serves with it), not a default.

@@ -128,8 +128,8 @@ inline void TernaryChunkProducts(const uint8_t* a, uint64_t ld, const int8_t* b0
   }
 }
 
-// Epilogues one block late, in pieces between the next block's tile products
-// (AmxTernaryUniform). An epilogue is vector work (load, transpose, scale, store) that used to
+// Epilogues one block late, in pieces between the next block's tile products (AmxTernaryUniform:
+// between chunks; AmxTernarySmallBatch: between items). An epilogue is vector work (load, transpose, scale, store) that used to
 // follow its block's products with the tile unit idle; issued after them instead, it still did
 // not overlap, since the products' long-running tile instructions fill the out-of-order window.
 // So a finished block's C tiles are saved into a slot, and its epilogue runs one 16 × 16 tile
@@ -200,7 +200,7 @@ struct TernaryCState {
 
 // One block of 32 rows (unpacked at `a`, row stride ld) against token tiles tt, tt + 1, over
 // the 64-column chunks [kc_begin, kc_end) of the row. The C tiles start from zero on the
-// row's first chunk (else from `state`) and end in the epilogue on its last (else in `state`).
+// row's first chunk (else from `state`) and end, on its last, in `epilogues` (else in `state`).
 template <bool kTwoTokenTiles>
 inline void TernaryRowBlock(const uint8_t* a, uint64_t k_bytes, uint64_t ld, int64_t rb, int nr, const ActView& x,
                             int tt, uint64_t kc_begin, uint64_t kc_end, TernaryCState* state,
@@ -265,7 +265,7 @@ void AmxTernaryUniform(const WeightView& w, int64_t r0, int64_t r1, const ActVie
   TokenSteps(x, steps);
   ConfigureFullTiles();
   {
-    DeferredTernaryEpilogues epilogues(w, x, steps, out);  // the last epilogue runs when it goes out of scope
+    DeferredTernaryEpilogues epilogues(w, x, steps, out);  // the last epilogue runs at scope end
     for (int64_t rb = r0; rb < r1; rb += 32) {
       const int nr = r1 - rb < 32 ? static_cast<int>(r1 - rb) : 32;
       UnpackTernaryRows(w, rb, nr, k_bytes, ld, a);

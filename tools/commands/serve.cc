@@ -145,15 +145,19 @@ Status Launch(const ServeFlags& flags, coordinator::CoordinatorServer& server, R
   return absl::OkStatus();
 }
 
+// Waits up to 100 ms for Ctrl-C / SIGTERM: true (logged, the drain follows) when one came.
+bool ShutdownRequested(const ServeFlags& flags) {
+  const int signal = WaitForShutdownSignal(std::chrono::milliseconds(100));
+  if (signal != 0) Logger("serve")->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
+  return signal != 0;
+}
+
 // Watches the replicas until a shutdown signal (OK) or until none can come back (UNAVAILABLE).
 Status Supervise(const ServeFlags& flags, coordinator::CoordinatorServer& server, std::vector<Replica>& replicas) {
   auto log = Logger("serve");
   bool ready_logged = false;
   while (true) {
-    if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(100)); signal != 0) {
-      log->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
-      return absl::OkStatus();
-    }
+    if (ShutdownRequested(flags)) return absl::OkStatus();
     const int healthy = server.healthy_replicas();
     if (!ready_logged && healthy == static_cast<int>(replicas.size())) {
       log->info("ready: {} on {}:{} ({} replica(s) x TP {}); Ctrl-C to stop", server.model_name(), flags.host,
@@ -222,10 +226,7 @@ Status WaitForShutdown(const coordinator::CoordinatorServer& server, const coord
   auto log = Logger("serve");
   bool ready_logged = false;
   while (true) {
-    if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(100)); signal != 0) {
-      log->info("signal {}: draining (up to {} s)", signal, flags.drain_timeout_s);
-      return absl::OkStatus();
-    }
+    if (ShutdownRequested(flags)) return absl::OkStatus();
     if (!replica.healthy()) {
       return absl::UnavailableError("the replica in this process failed (its error is above); stopping");
     }
