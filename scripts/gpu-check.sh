@@ -130,7 +130,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
   sed 's/^/gpu: /' | tee -a "$log"
 
 # Tests: each binary with a time limit; gtest writes its JSON report into $work.
-declare -A limits=([gpu_kernels_test]=300 [gpu_model_runner_test]=120 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120
+declare -A limits=([gpu_kernels_test]=300 [gpu_model_runner_test]=240 [gpu_kv_storage_test]=60 [gpu_nccl_test]=120
                   [cuda_host_test]=60 [worker_runner_factory_test]=60 [e2e_engine_commands_test]=120)
 tests=(gpu_kernels_test gpu_model_runner_test gpu_kv_storage_test gpu_nccl_test cuda_host_test)
 # With bitfleet itself staged: CreateRunner on the device, and `bitfleet run --device cuda`

@@ -2,12 +2,12 @@
 
 #include <nccl.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 
 #include "core/logging.h"
 #include "kernels/cuda/cuda_status.h"
+#include "sharding/local_rank.h"
 
 namespace bitfleet::sharding {
 namespace {
@@ -25,19 +25,6 @@ std::string NcclError(const char* what, ncclResult_t result, ncclComm_t comm) {
   const char* last = comm != nullptr ? ncclGetLastError(comm) : nullptr;
   if (last != nullptr && last[0] != '\0') absl::StrAppend(&message, " (", last, ")");
   return message;
-}
-
-// The node-local rank from the launcher's environment (mpirun, srun, torchrun-style), else 0.
-int LocalRankFromEnv() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"}) {
-    const char* value = std::getenv(name);
-    if (value != nullptr && value[0] != '\0') {
-      char* end = nullptr;
-      const long v = std::strtol(value, &end, 10);
-      if (*end == '\0' && v >= 0 && v < 1 << 20) return static_cast<int>(v);
-    }
-  }
-  return 0;
 }
 
 // True for memory NCCL can use directly on `device`: device or managed allocations of it.
@@ -73,7 +60,7 @@ StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(const NcclO
   std::string reason;
   const int n_devices = kernels::cuda::UsableCudaDevices(&reason);
   if (n_devices == 0) return absl::FailedPreconditionError(absl::StrCat("NCCL communicator: ", reason));
-  const int device = options.device >= 0 ? options.device : LocalRankFromEnv() % n_devices;
+  const int device = options.device >= 0 ? options.device : NodeLocalRank() % n_devices;
   if (device >= n_devices) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", device, " of ", n_devices, " visible"));
   }

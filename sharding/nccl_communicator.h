@@ -41,8 +41,8 @@ StatusOr<std::string> NewNcclUniqueId();
 struct NcclOptions {
   int rank = 0;
   int size = 1;
-  // CUDA device of this rank; -1: the node-local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID
-  // or LOCAL_RANK, else 0) modulo the visible devices.
+  // CUDA device of this rank; -1: the node-local rank (sharding/local_rank.h) modulo the visible
+  // devices.
   int device = -1;
   std::string unique_id;  // kNcclUniqueIdBytes bytes from NewNcclUniqueId on rank 0
   // Deadline for init (all ranks must join) and for each collective.

@@ -23,7 +23,11 @@
 #include "kernels/cuda/cuda_matmul.h"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/cuda/ops_launch.h"
+#include "sharding/local_rank.h"
 #include "sharding/shard_plan.h"
+#if defined(BITFLEET_HAVE_NCCL)
+#include "sharding/nccl_communicator.h"
+#endif
 #include "worker/decoder_layers.h"
 #include "worker/model_weights.h"
 #include "worker/step_context.h"
@@ -51,7 +55,7 @@ StatusOr<kc::DeviceBuffer> UploadFloats(const std::vector<float>& v) {
   return buf;
 }
 
-// Matrix `name` of GGUF shape [cols, rows], whole (TP=1), repacked for the GPU.
+// This rank's slice of matrix `name` (GGUF shape [cols, rows] locally), repacked for the GPU.
 StatusOr<DeviceProjection> LoadDeviceProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,
                                                 const std::string& name, uint64_t cols, uint64_t rows) {
   const sharding::TensorSlice* slice = shard.Find(name);
@@ -110,6 +114,10 @@ class CudaModelRunnerImpl {
   static StatusOr<std::unique_ptr<CudaModelRunnerImpl>> Create(std::shared_ptr<const gguf::GgufFile> file,
                                                                const RunnerOptions& options);
   ~CudaModelRunnerImpl() {
+#if defined(BITFLEET_HAVE_NCCL)
+    // The communicator outlives the runner: give it back its own stream before this one goes.
+    if (device_comm_ != nullptr) static_cast<sharding::NcclCommunicator*>(device_comm_)->SetStream(nullptr);
+#endif
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
   StatusOr<StepLogits> Step(std::span<const SequenceStep> batch);
@@ -132,12 +140,21 @@ class CudaModelRunnerImpl {
   // thread's current device starts at 0 whatever another thread set.
   int device_ = 0;
   mutable sharding::SingleRankCommunicator single_rank_;
+  sharding::Communicator* comm_ = nullptr;  // options' communicator, or single_rank_
+  // comm_ when it is NCCL on this device: collectives then run on device buffers, on stream_.
+  // Null for the other backends, whose collectives are staged through host_comm_.
+  sharding::Communicator* device_comm_ = nullptr;
+  const sharding::RankShard* shard_ = nullptr;  // plan_'s entry for this rank
+  bool gather_ = false;                         // whole logit rows under TP>1 (gather_logits)
   cudaStream_t stream_ = nullptr;
 
   // Step buffers, sized at Create (device unless named host_).
   std::unique_ptr<kc::CudaActivations> acts_;
   kc::DeviceBuffer x_, xn_, q_, k_, v_, attn_, gate_, up_, hidden_, proj_, head_in_, logits_;
   kc::DeviceBuffer positions_, token_seq_, block_tables_, logit_rows_, attention_ws_;
+  // TP>1: per-token all-reduced absmax (ternary inputs of row-parallel weights) and sums of
+  // squares (BitNet sub-norms).
+  kc::DeviceBuffer token_absmax_, sum_sq_;
   int64_t attention_ws_floats_ = 0;
   int max_blocks_per_seq_ = 0;
 
@@ -172,6 +189,9 @@ class CudaModelRunnerImpl {
   // pageable memory is staged through a driver buffer; at batch 32 and a 32k vocabulary the
   // rows are 4 MB a step).
   kc::PinnedHostBuffer host_x_, host_logits_;
+  kc::PinnedHostBuffer host_comm_;  // TP>1 without device collectives: the staging buffer
+  // gather_: this rank's rows padded to the widest vocabulary slice, and every rank's.
+  std::vector<float> local_logits_, gathered_;
   std::vector<int32_t> host_positions_, host_token_seq_, host_tables_, seq_begin_, logit_begin_, logit_src_;
 
  private:
@@ -189,6 +209,16 @@ class CudaModelRunnerImpl {
   static std::optional<kernels::ActScaling> SharedScaling(std::initializer_list<const DeviceProjection*> ws);
   // out = scale · W · x̂ from activations already quantized into acts_ (`view`).
   Status ProjectQuantized(const DeviceProjection& w, const kc::ActivationView& view, int n, float* out);
+  // In place over `count` floats of device memory, after everything queued on stream_: a sum
+  // (or max) over the ranks. The identity at TP=1.
+  Status AllReduce(float* data, size_t count, bool max);
+  // A row-parallel projection (Wo, Wdown): `in` holds this rank's columns of the input; out gets
+  // the whole output, summed over the ranks. Ternary inputs are quantized with the whole row's
+  // absmax (all-reduced), as at TP=1. Project at TP=1.
+  Status ProjectRow(const DeviceProjection& w, const float* in, int n, float* out);
+  // BitNet's sub-norm in place over this rank's `dim` columns of rows of `full_dim`: the sums of
+  // squares are all-reduced first under TP>1.
+  Status SubNorm(const kc::DeviceBuffer& weight, float* x, int n, int dim, int full_dim);
   // One decoder layer over x (n tokens), in place. The layer leaves its last residual (proj_)
   // for the next layer's first norm to add (*pending_add; fused into it where norms are fused,
   // a separate add otherwise), and takes the one the previous layer left.
@@ -204,8 +234,36 @@ class CudaModelRunnerImpl {
 StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::shared_ptr<const gguf::GgufFile> file,
                                                                            const RunnerOptions& options) {
   std::string reason;
-  if (kc::UsableCudaDevices(&reason) == 0) return absl::FailedPreconditionError(reason);
+  const int n_devices = kc::UsableCudaDevices(&reason);
+  if (n_devices == 0) return absl::FailedPreconditionError(reason);
   auto impl = std::make_unique<CudaModelRunnerImpl>();
+  impl->comm_ = options.communicator != nullptr ? options.communicator : &impl->single_rank_;
+  const int rank = impl->comm_->rank();
+  const int tp = impl->comm_->size();
+#if defined(BITFLEET_HAVE_NCCL)
+  // An NCCL communicator chose the rank's device when it joined its group: the runner goes there.
+  if (auto* nccl = dynamic_cast<sharding::NcclCommunicator*>(impl->comm_); nccl != nullptr && tp > 1) {
+    impl->device_comm_ = nccl;
+    BF_RETURN_IF_ERROR(kc::CudaStatus(cudaSetDevice(nccl->device()), "set device"));
+  }
+#endif
+  if (tp > 1 && impl->device_comm_ == nullptr) {
+    // Any other backend: the GPU of the node-local rank, modulo the visible devices (ranks
+    // share a GPU when there are fewer).
+    const int local = sharding::NodeLocalRank();
+    const int device = local % n_devices;
+    if (local >= n_devices || sharding::NodeLocalSize() > n_devices) {
+      // Each rank would size its pool by what the device has free when it looks, racing the
+      // others' loads: the pool must be given.
+      if (options.kv_blocks == 0 && options.gpu_memory_utilization > 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rank ", rank, " shares CUDA device ", device, " with other ranks (", n_devices,
+            " visible): the KV pool cannot be sized by device memory; give the pool's size (--kv-blocks)"));
+      }
+      Logger("worker")->warn("rank {} shares CUDA device {} with other ranks ({} visible)", rank, device, n_devices);
+    }
+    BF_RETURN_IF_ERROR(kc::CudaStatus(cudaSetDevice(device), "set device"));
+  }
   int device = 0;
   cudaDeviceProp prop{};
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaGetDevice(&device), "current device"));
@@ -229,23 +287,32 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_RETURN_IF_ERROR(CheckRunnerShapes(c));
   impl->options_ = options;
   impl->options_.threads = 1;
-  impl->options_.communicator = nullptr;
-  impl->options_.gather_logits = false;
   BF_RETURN_IF_ERROR(ResolveRunnerOptions(c, &impl->options_));
   const RunnerOptions& o = impl->options_;
   if (o.kv_type != cache::KvType::kF16) return absl::UnimplementedError("the CUDA runner keeps an f16 KV cache only");
-  BF_ASSIGN_OR_RETURN(impl->plan_, sharding::ShardPlan::Create(c, f, 1));
-  const sharding::RankShard& shard = impl->plan_.rank(0);
+  BF_ASSIGN_OR_RETURN(impl->plan_, sharding::ShardPlan::Create(c, f, tp));
+  impl->shard_ = &impl->plan_.rank(rank);
+  const sharding::RankShard& shard = *impl->shard_;
+  // This rank's shapes: its query heads, KV slots and FFN units; the *_full sizes stay whole.
   impl->dims_ = ModelDims::FromConfig(c);
+  impl->dims_.n_head = static_cast<int>(shard.heads.size());
+  impl->dims_.n_head_kv = static_cast<int>(shard.kv_heads.size());
+  impl->dims_.n_ff = static_cast<int>(shard.ffn.size());
   const ModelDims& d = impl->dims_;
   impl->bitnet_ = c.arch == model::Arch::kBitnet || c.has_sub_norms;
+  impl->gather_ = o.gather_logits && tp > 1;
+  if (tp > 1) impl->step_graphs_ = false;  // collectives wait on the host: nothing to capture
 
   namespace names = model::tensor_names;
-  BF_ASSIGN_OR_RETURN(impl->embedding_, TokenEmbedding::Load(f, *shard.Find(names::kTokenEmbd)));
+  // The whole embedding on every rank: rows are read from the file mapping on the host, so a
+  // rank can look up any token and the step needs no all-reduce of the embedded rows.
+  BF_ASSIGN_OR_RETURN(const sharding::ShardPlan whole, sharding::ShardPlan::Create(c, f, 1));
+  BF_ASSIGN_OR_RETURN(impl->embedding_, TokenEmbedding::Load(f, *whole.rank(0).Find(names::kTokenEmbd)));
   BF_ASSIGN_OR_RETURN(const std::vector<float> output_norm, LoadShardVector(f, shard, names::kOutputNorm, c.n_embd));
   BF_ASSIGN_OR_RETURN(impl->output_norm_, UploadFloats(output_norm));
   const char* head_name = f.FindTensor(names::kOutput) != nullptr ? names::kOutput : names::kTokenEmbd;
-  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadDeviceProjection(f, shard, head_name, c.n_embd, c.n_vocab));
+  const uint64_t local_vocab = shard.vocab.size();
+  BF_ASSIGN_OR_RETURN(impl->lm_head_, LoadDeviceProjection(f, shard, head_name, c.n_embd, local_vocab));
   impl->weight_bytes_ += impl->lm_head_.weight->bytes();
   for (uint32_t i = 0; i < c.n_layer; ++i) {
     using names::Layer;
@@ -290,7 +357,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_ASSIGN_OR_RETURN(impl->hidden_, floats(t * d.n_ff));
   BF_ASSIGN_OR_RETURN(impl->proj_, floats(t * d.n_embd));
   BF_ASSIGN_OR_RETURN(impl->head_in_, floats(rows * d.n_embd));
-  BF_ASSIGN_OR_RETURN(impl->logits_, floats(rows * c.n_vocab));
+  BF_ASSIGN_OR_RETURN(impl->logits_, floats(rows * local_vocab));
   const uint64_t widest = std::max<uint64_t>({static_cast<uint64_t>(d.n_embd), static_cast<uint64_t>(d.q_dim()),
                                               static_cast<uint64_t>(d.n_ff)});
   BF_ASSIGN_OR_RETURN(impl->acts_, kc::CudaActivations::Create(o.max_step_tokens, widest));
@@ -308,6 +375,19 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   }
   BF_ASSIGN_OR_RETURN(impl->host_x_, kc::PinnedHostBuffer::Allocate(t * d.n_embd * sizeof(float)));
   BF_ASSIGN_OR_RETURN(impl->host_logits_, kc::PinnedHostBuffer::Allocate(rows * c.n_vocab * sizeof(float)));
+  if (tp > 1) {
+    BF_ASSIGN_OR_RETURN(impl->token_absmax_, floats(t));
+    BF_ASSIGN_OR_RETURN(impl->sum_sq_, floats(t));
+    if (impl->device_comm_ == nullptr) {
+      // The widest all-reduce: a row-parallel output, t × n_embd floats.
+      BF_ASSIGN_OR_RETURN(impl->host_comm_, kc::PinnedHostBuffer::Allocate(t * d.n_embd * sizeof(float)));
+    }
+  }
+  if (impl->gather_) {
+    const size_t padded = static_cast<size_t>(rows) * impl->plan_.max_vocab_slice();
+    impl->local_logits_.assign(padded, 0.0f);
+    impl->gathered_.assign(padded * tp, 0.0f);
+  }
   impl->host_positions_.assign(t, 0);
   impl->host_token_seq_.assign(t, 0);
   impl->host_tables_.assign(static_cast<size_t>(o.max_step_sequences) * impl->max_blocks_per_seq_, 0);
@@ -327,6 +407,12 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   }
   BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorageCuda::Create(kv));
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaStreamCreateWithFlags(&impl->stream_, cudaStreamNonBlocking), "stream"));
+#if defined(BITFLEET_HAVE_NCCL)
+  // NCCL's collectives run on the runner's stream, ordered after the kernels that feed them.
+  if (impl->device_comm_ != nullptr) {
+    static_cast<sharding::NcclCommunicator*>(impl->device_comm_)->SetStream(impl->stream_);
+  }
+#endif
   // The allocations' zero fills run on the legacy stream, which the runner's non-blocking stream
   // does not wait for: finish them before the first Step.
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaDeviceSynchronize(), "load"));
@@ -337,6 +423,15 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
                          c.name, c.arch_name, impl->device_label_, c.n_layer, c.n_embd, c.n_vocab,
                          impl->weight_bytes_ / mib, o.kv_blocks,
                          o.kv_block_size);
+  if (tp > 1) {
+    Logger("worker")->info(
+        "rank {}/{} ({}, {}): heads [{}, {}), {} KV heads ({}), FFN [{}, {}), vocab [{}, {}); steps without CUDA "
+        "graphs",
+        rank, tp, impl->comm_->backend(),
+        impl->device_comm_ != nullptr ? "collectives on the device" : "collectives staged through host memory",
+        shard.heads.begin, shard.heads.end, shard.kv_heads.size(), shard.kv_split ? "split" : "replicated",
+        shard.ffn.begin, shard.ffn.end, shard.vocab.begin, shard.vocab.end);
+  }
   return impl;
 }
 
@@ -387,6 +482,56 @@ Status CudaModelRunnerImpl::ProjectQuantized(const DeviceProjection& w, const kc
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchScale(out, int64_t{n} * w.weight->rows(), *w.scale, stream_), "scale"));
   }
   return absl::OkStatus();
+}
+
+Status CudaModelRunnerImpl::AllReduce(float* data, size_t count, bool max) {
+  if (comm_->size() == 1 || count == 0) return absl::OkStatus();
+  if (device_comm_ != nullptr) {
+    // NCCL on stream_, in place on the device buffer (it waits for the result with its deadline).
+    return max ? device_comm_->AllReduceMax(data, count) : device_comm_->AllReduceSum(data, count);
+  }
+  // Staged: the stream's work so far, then the host collective, then back. The next staging's
+  // copy into host_comm_ is queued after this one's copy out of it, so one buffer serves all.
+  float* host = host_comm_.as<float>();
+  const size_t bytes = count * sizeof(float);
+  BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host, data, bytes, cudaMemcpyDeviceToHost, stream_), "all-reduce staging"));
+  BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "all-reduce staging"));
+  BF_RETURN_IF_ERROR(max ? comm_->AllReduceMax(host, count) : comm_->AllReduceSum(host, count));
+  return Cuda(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_), "all-reduce staging");
+}
+
+Status CudaModelRunnerImpl::ProjectRow(const DeviceProjection& w, const float* in, int n, float* out) {
+  if (comm_->size() == 1) return Project(w, in, n, out);
+  const uint64_t cols = w.weight->cols();
+  if (w.weight->quantized() && kernels::ActScalingFor(w.weight->type()) == kernels::ActScaling::kPerToken) {
+    // The first quantization only yields this rank's absmax per token; the second quantizes at
+    // the group's. (Per-block scaling needs neither: a K-split falls on block boundaries.)
+    BF_RETURN_IF_ERROR(kc::QuantizeActivationsCuda(in, n, cols, kernels::ActScaling::kPerToken, nullptr, *acts_,
+                                                   stream_)
+                           .status());
+    BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(token_absmax_.as<float>(), acts_->absmax(), n * sizeof(float),
+                                            cudaMemcpyDeviceToDevice, stream_),
+                            "absmax"));
+    BF_RETURN_IF_ERROR(AllReduce(token_absmax_.as<float>(), n, /*max=*/true));
+    BF_ASSIGN_OR_RETURN(const kc::ActivationView view,
+                        kc::QuantizeActivationsCuda(in, n, cols, kernels::ActScaling::kPerToken,
+                                                    token_absmax_.as<float>(), *acts_, stream_));
+    BF_RETURN_IF_ERROR(ProjectQuantized(w, view, n, out));
+  } else {
+    BF_RETURN_IF_ERROR(Project(w, in, n, out));
+  }
+  return AllReduce(out, static_cast<size_t>(n) * w.weight->rows(), /*max=*/false);
+}
+
+Status CudaModelRunnerImpl::SubNorm(const kc::DeviceBuffer& weight, float* x, int n, int dim, int full_dim) {
+  if (comm_->size() == 1) {
+    return Cuda(kc::LaunchRmsNorm(x, weight.as<float>(), n, dim, dims_.rms_eps, x, stream_), "sub-norm");
+  }
+  BF_RETURN_IF_ERROR(Cuda(kc::LaunchSumSquares(x, n, dim, sum_sq_.as<float>(), stream_), "sub-norm sums"));
+  BF_RETURN_IF_ERROR(AllReduce(sum_sq_.as<float>(), n, /*max=*/false));
+  return Cuda(kc::LaunchRmsNormWithSumSquares(x, weight.as<float>(), n, dim, sum_sq_.as<float>(), full_dim,
+                                              dims_.rms_eps, x, stream_),
+              "sub-norm");
 }
 
 // One decoder layer over x (n tokens), in place. Llama: x += Wo·Attn(Norm(x)); x += Wdown·
@@ -455,7 +600,11 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
                           "attention"));
 
   // Attention output: [sub-norm,] Wo.
-  const std::optional<kernels::ActScaling> wo = bitnet_ && fused_norms_ ? SharedScaling({&L.wo}) : std::nullopt;
+  // Under TP>1 the sub-norms' sums (and a ternary input's absmax) are all-reduced between the
+  // norm and the quantization, so those two stay apart.
+  const bool single = comm_->size() == 1;
+  const std::optional<kernels::ActScaling> wo =
+      bitnet_ && fused_norms_ && single ? SharedScaling({&L.wo}) : std::nullopt;
   if (wo.has_value()) {
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, d.q_dim(),
                                                       d.rms_eps, per_block(*wo), kc::ActivationStride(d.q_dim()), q8,
@@ -465,12 +614,8 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
     BF_ASSIGN_OR_RETURN(const kc::ActivationView view, acts_->View(n, d.q_dim(), *wo));
     BF_RETURN_IF_ERROR(ProjectQuantized(L.wo, view, n, proj));
   } else {
-    if (bitnet_) {
-      BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, d.q_dim(),
-                                                d.rms_eps, attn_.as<float>(), s),
-                              "attention sub-norm"));
-    }
-    BF_RETURN_IF_ERROR(Project(L.wo, attn_.as<float>(), n, proj));
+    if (bitnet_) BF_RETURN_IF_ERROR(SubNorm(L.attn_sub_norm, attn_.as<float>(), n, d.q_dim(), d.q_dim_full));
+    BF_RETURN_IF_ERROR(ProjectRow(L.wo, attn_.as<float>(), n, proj));
   }
 
   // FFN input: x += proj, norm, gate and up.
@@ -494,7 +639,8 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
   // FFN output: act(gate) ⊙ up, [sub-norm,] Wdown; the residual is left for the next layer.
   const int64_t ff_values = int64_t{n} * d.n_ff;
   const bool relu2 = d.activation == model::Activation::kRelu2;
-  const std::optional<kernels::ActScaling> down = bitnet_ && fused_norms_ ? SharedScaling({&L.w_down}) : std::nullopt;
+  const std::optional<kernels::ActScaling> down =
+      bitnet_ && fused_norms_ && single ? SharedScaling({&L.w_down}) : std::nullopt;
   if (down.has_value()) {
     const int64_t stride = kc::ActivationStride(d.n_ff);
     if (relu2) {
@@ -521,12 +667,8 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
       BF_RETURN_IF_ERROR(
           Cuda(kc::LaunchSiluMul(gate_.as<float>(), up_.as<float>(), ff_values, hidden_.as<float>(), s), "silu"));
     }
-    if (bitnet_) {
-      BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNorm(hidden_.as<float>(), L.ffn_sub_norm.as<float>(), n, d.n_ff, d.rms_eps,
-                                                hidden_.as<float>(), s),
-                              "ffn sub-norm"));
-    }
-    BF_RETURN_IF_ERROR(Project(L.w_down, hidden_.as<float>(), n, proj));
+    if (bitnet_) BF_RETURN_IF_ERROR(SubNorm(L.ffn_sub_norm, hidden_.as<float>(), n, d.n_ff, d.n_ff_full));
+    BF_RETURN_IF_ERROR(ProjectRow(L.w_down, hidden_.as<float>(), n, proj));
   }
   *pending_add = true;
   return absl::OkStatus();
@@ -635,12 +777,21 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
 
   const int key_bound = std::min((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket, options_.max_context);
   BF_RETURN_IF_ERROR(GraphForward(n_tokens, n_rows, kv_batch, key_bound));
-  BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(host_logits_.as<float>(), logits_.as<float>(),
-                                          static_cast<uint64_t>(n_rows) * n_vocab * sizeof(float),
+  // This rank's vocabulary slice of each row (the whole row at TP=1).
+  const sharding::Range vocab = shard_->vocab;
+  float* rows_out = gather_ ? local_logits_.data() : host_logits_.as<float>();
+  BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(rows_out, logits_.as<float>(),
+                                          static_cast<uint64_t>(n_rows) * vocab.size() * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_),
                           "logits"));
   BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
-  return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, n_vocab);
+  if (gather_) {
+    BF_RETURN_IF_ERROR(GatherLogitRows(*comm_, plan_, comm_->rank(), n_rows, local_logits_.data(), gathered_.data(),
+                                       config_.n_vocab, host_logits_.as<float>()));
+  }
+  if (comm_->size() == 1 || gather_) return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, n_vocab);
+  return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, static_cast<int>(vocab.size()),
+                    static_cast<int>(vocab.begin));
 }
 
 StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(std::shared_ptr<const gguf::GgufFile> file,
@@ -660,8 +811,11 @@ const RunnerOptions& CudaModelRunner::options() const { return impl_->options_; 
 int CudaModelRunner::n_vocab() const { return static_cast<int>(impl_->config_.n_vocab); }
 int CudaModelRunner::kv_block_size() const { return impl_->options_.kv_block_size; }
 int CudaModelRunner::kv_blocks() const { return impl_->options_.kv_blocks; }
-sharding::Communicator& CudaModelRunner::communicator() const { return impl_->single_rank_; }
-sharding::Range CudaModelRunner::vocab_slice() const { return {0, impl_->config_.n_vocab}; }
+int CudaModelRunner::tp_rank() const { return impl_->comm_->rank(); }
+int CudaModelRunner::tp_size() const { return impl_->comm_->size(); }
+sharding::Communicator& CudaModelRunner::communicator() const { return *impl_->comm_; }
+sharding::Range CudaModelRunner::vocab_slice() const { return impl_->shard_->vocab; }
+bool CudaModelRunner::logits_whole() const { return impl_->comm_->size() == 1 || impl_->gather_; }
 uint64_t CudaModelRunner::weight_stream_bytes_per_token() const {
   return impl_->weight_bytes_ + impl_->embedding_.row_bytes();
 }
@@ -669,7 +823,7 @@ uint64_t CudaModelRunner::weight_resident_bytes() const { return impl_->weight_b
 uint64_t CudaModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
 std::string CudaModelRunner::kernel_variant() const { return impl_->device_label_; }
 void CudaModelRunner::set_step_graphs(bool on) {
-  impl_->step_graphs_ = on;
+  impl_->step_graphs_ = on && impl_->comm_->size() == 1;
   if (!on) impl_->graphs_.clear();
 }
 bool CudaModelRunner::step_graphs() const { return impl_->step_graphs_; }

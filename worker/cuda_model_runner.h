@@ -1,5 +1,6 @@
 // The forward pass on one CUDA device: the GPU counterpart of worker/model_runner.h's
-// ModelRunner for the llama, bitnet and bitnet-b1.58 architectures at tensor-parallel degree 1.
+// ModelRunner for the llama, bitnet and bitnet-b1.58 architectures, alone or as one rank of a
+// tensor-parallel group.
 //
 // Same Step contract as ModelRunner (a batch of sequences, each a prefill chunk or a decode
 // token with its block table; logits of each sequence's last token, or of every new token when
@@ -14,7 +15,18 @@
 // differently, so logits agree with ModelRunner's to within float accumulation, not bit for bit
 // (tests/gpu/cuda_model_runner_test.cc).
 //
-// Status: the `gpu` tests pass on an H200 (scripts/gpu-check.sh, docs/cuda.md).
+// Tensor parallelism (RunnerOptions::communicator of size > 1): the rank holds its slice of the
+// sharding::ShardPlan as the CPU runner does (query heads, KV slots, FFN units, vocabulary) and
+// all-reduces what the CPU runner all-reduces (row-parallel outputs, BitNet sub-norm sums of
+// squares, per-token absmax of ternary inputs), so TP=N computes what TP=1 computes up to float
+// summation order. An NCCL communicator on the runner's device reduces the device buffers in
+// place on the runner's stream; any other backend (MPI, the in-process fake) is staged through
+// page-locked host memory. Collectives wait on the host, so steps run without CUDA graphs under
+// TP>1. The token embedding is looked up whole on every rank (it is read from the file mapping,
+// so the vocab-parallel all-reduce of the CPU runner is not needed).
+//
+// Status: the `gpu` tests pass on an H200 (scripts/gpu-check.sh, docs/cuda.md); tensor
+// parallelism was written without a device and awaits its first run (docs/cuda.md).
 // Thread-safety: one Step at a time.
 #pragma once
 
@@ -34,12 +46,14 @@ class CudaModelRunnerImpl;
 
 class CudaModelRunner final : public StepRunner {
  public:
-  // Uploads the weights of `file` to the current CUDA device and allocates the KV cache and the
-  // step buffers for `options` (threads, communicator and gather_logits are ignored: one device,
-  // whole logit rows). FAILED_PRECONDITION without a usable device; INVALID_ARGUMENT for what
-  // ModelRunner::Create rejects, or a weight type without a CUDA kernel (naming the tensor);
-  // UNIMPLEMENTED for an int8 KV cache; RESOURCE_EXHAUSTED when the device memory does not
-  // suffice.
+  // Uploads this rank's weights of `file` to its CUDA device and allocates the KV cache and the
+  // step buffers for `options` (threads is ignored). The device: the current one at TP=1; under
+  // TP>1 the NCCL communicator's, else the node-local rank's (sharding/local_rank.h) modulo the
+  // visible devices. FAILED_PRECONDITION without a usable device; INVALID_ARGUMENT for what
+  // ModelRunner::Create rejects (among it a model that does not split at the group's size), a
+  // weight type without a CUDA kernel (naming the tensor), or ranks sharing a device without a
+  // given KV pool size (options.kv_blocks); UNIMPLEMENTED for an int8 KV cache;
+  // RESOURCE_EXHAUSTED when the device memory does not suffice.
   static StatusOr<std::unique_ptr<CudaModelRunner>> Create(std::shared_ptr<const gguf::GgufFile> file,
                                                            const RunnerOptions& options);
   ~CudaModelRunner() override;
@@ -52,12 +66,11 @@ class CudaModelRunner final : public StepRunner {
   const model::ModelConfig& config() const override;
   const RunnerOptions& options() const override;  // with defaults resolved
   int n_vocab() const override;
-  // One device: rank 0 of 1, the single-rank communicator, whole logit rows.
-  int tp_rank() const override { return 0; }
-  int tp_size() const override { return 1; }
+  int tp_rank() const override;
+  int tp_size() const override;
   sharding::Communicator& communicator() const override;
   sharding::Range vocab_slice() const override;
-  bool logits_whole() const override { return true; }
+  bool logits_whole() const override;
   int kv_block_size() const override;
   int kv_blocks() const override;
   // The device-resident packed weights (what a decode step streams from device memory) plus
@@ -73,15 +86,16 @@ class CudaModelRunner final : public StepRunner {
   // Steps replay a CUDA graph per (tokens, logit rows, attention key bound) once that shape has
   // come twice: decode steps, and prefill and mixed steps of a recurring shape (chunked prefill
   // at the step budget, a shared prompt's suffix); on by default, off with BITFLEET_CUDA_GRAPHS=0
-  // or here. Replays compute exactly what plain launches compute
+  // or here, and always off under TP>1. Replays compute exactly what plain launches compute
   // (tests/gpu/cuda_model_runner_test.cc).
   void set_step_graphs(bool on);
   bool step_graphs() const;  // false also after a failed capture (logged)
   int64_t step_graph_launches() const;
 
   // Norms fused with the int8 quantization of their output (and the residual add or the
-  // squared-ReLU gate before them) where the projections they feed share one scaling; on by
-  // default, off with BITFLEET_CUDA_FUSED_NORMS=0 or here. The same results bit for bit
+  // squared-ReLU gate before them) where the projections they feed share one scaling (under
+  // TP>1 not the BitNet sub-norms, whose sums are all-reduced first); on by default, off with
+  // BITFLEET_CUDA_FUSED_NORMS=0 or here. The same results bit for bit
   // (tests/gpu/cuda_model_runner_test.cc). Counts host-side fused-kernel launches.
   void set_fused_norms(bool on);
   bool fused_norms() const;

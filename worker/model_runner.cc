@@ -163,6 +163,28 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   return impl;
 }
 
+Status GatherLogitRows(sharding::Communicator& comm, const sharding::ShardPlan& plan, int rank, int n_rows,
+                       float* local, float* gathered, uint64_t n_vocab, float* out) {
+  // Every rank sends its rows padded to the widest slice, then each rank's part is copied to its
+  // vocabulary offset. Rows are padded back to front so the in-place move never overwrites a row
+  // not yet moved.
+  const size_t width = plan.max_vocab_slice();
+  const size_t own = plan.rank(rank).vocab.size();
+  for (int r = n_rows - 1; r >= 0; --r) {
+    std::copy_backward(local + r * own, local + (r + 1) * own, local + r * width + own);
+  }
+  const size_t rank_floats = static_cast<size_t>(n_rows) * width;
+  BF_RETURN_IF_ERROR(comm.AllGather(local, rank_floats * sizeof(float), gathered));
+  for (int from = 0; from < plan.size(); ++from) {
+    const sharding::Range vocab = plan.rank(from).vocab;
+    for (int r = 0; r < n_rows; ++r) {
+      const float* src = gathered + from * rank_floats + static_cast<size_t>(r) * width;
+      std::copy_n(src, vocab.size(), out + r * n_vocab + vocab.begin);
+    }
+  }
+  return absl::OkStatus();
+}
+
 Status ValidateStepBatch(std::span<const SequenceStep> batch, const RunnerOptions& o, int n_vocab, int* n_tokens,
                          int* n_rows) {
   if (batch.size() > static_cast<size_t>(o.max_step_sequences)) {
@@ -267,25 +289,8 @@ Status ModelRunnerImpl::ComputeLogits(int n_rows) {
     for (size_t i = 0; i < n; ++i) out[i] *= lm_head_.scale;
   }
   if (!gather_) return absl::OkStatus();
-
-  // Whole rows: every rank sends its rows padded to the widest slice, then each rank's part is
-  // copied to its vocabulary offset. Rows are padded back to front so the in-place move never
-  // overwrites a row not yet moved.
-  const size_t width = plan_.max_vocab_slice();
-  for (int r = n_rows - 1; r >= 0; --r) {
-    std::copy_backward(out + r * local, out + (r + 1) * local, out + r * width + local);
-  }
-  const size_t rank_floats = static_cast<size_t>(n_rows) * width;
-  BF_RETURN_IF_ERROR(comm_->AllGather(out, rank_floats * sizeof(float), gathered_.data()));
-  const size_t n_vocab = config_.n_vocab;
-  for (int rank = 0; rank < plan_.size(); ++rank) {
-    const sharding::Range vocab = plan_.rank(rank).vocab;
-    for (int r = 0; r < n_rows; ++r) {
-      const float* src = gathered_.data() + rank * rank_floats + static_cast<size_t>(r) * width;
-      std::copy_n(src, vocab.size(), s.logits.data() + r * n_vocab + vocab.begin);
-    }
-  }
-  return absl::OkStatus();
+  return GatherLogitRows(*comm_, plan_, comm_->rank(), n_rows, out, gathered_.data(), config_.n_vocab,
+                         s.logits.data());
 }
 
 // ---- ModelRunner: thin forwarding shell over the implementation. ----

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/model_runner.h"
 #ifdef BITFLEET_HAVE_CUDA_RUNNER
+#include "kernels/cuda/cuda_status.h"
 #include "worker/cuda_model_runner.h"
 #endif
 
@@ -13,6 +14,15 @@ bool CudaRunnerBuilt() {
   return true;
 #else
   return false;
+#endif
+}
+
+int UsableCudaDeviceCount() {
+#ifdef BITFLEET_HAVE_CUDA_RUNNER
+  std::string reason;
+  return kernels::cuda::UsableCudaDevices(&reason);
+#else
+  return 0;
 #endif
 }
 
@@ -27,11 +37,6 @@ StatusOr<std::unique_ptr<StepRunner>> CreateRunner(std::shared_ptr<const gguf::G
   if (options.device == RunnerDevice::kCpu) {
     BF_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner, ModelRunner::Create(std::move(file), options));
     return std::unique_ptr<StepRunner>(std::move(runner));
-  }
-  if (options.communicator != nullptr && options.communicator->size() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("device cuda runs a whole model on one GPU (TP=1); this process is one of ",
-                     options.communicator->size(), " tensor-parallel ranks"));
   }
 #ifdef BITFLEET_HAVE_CUDA_RUNNER
   BF_ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> runner, CudaModelRunner::Create(std::move(file), options));

@@ -95,6 +95,12 @@ Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* opt
 // and logit-row counts.
 Status ValidateStepBatch(std::span<const SequenceStep> batch, const RunnerOptions& options, int n_vocab,
                          int* n_tokens, int* n_rows);
+// Whole logit rows under TP>1 (gather_logits), collectively: every rank of `plan` calls it with
+// its n_rows rows of its vocabulary slice in `local` (slice-wide rows, back to back; the buffer
+// holds n_rows × plan.max_vocab_slice() floats and is padded in place), `gathered` holds
+// plan.size() times that, and `out` gets n_rows × n_vocab floats, every token at its id.
+Status GatherLogitRows(sharding::Communicator& comm, const sharding::ShardPlan& plan, int rank, int n_rows,
+                       float* local, float* gathered, uint64_t n_vocab, float* out);
 
 class StepRunner {
  public:

@@ -95,6 +95,14 @@ Status JoinNcclGroup(const WorkerOptions& o, int rank, int world_size,
 
 }  // namespace
 
+bool NcclBuilt() {
+#if defined(BITFLEET_HAVE_NCCL)
+  return true;
+#else
+  return false;
+#endif
+}
+
 StatusOr<RunnerOptions> ResolveRunnerOptions(const WorkerOptions& o, const gguf::GgufFile& file) {
   RunnerOptions runner_options;
   runner_options.threads = std::max(1, o.threads);

@@ -45,9 +45,13 @@ struct WorkerOptions {
   // Communicator between the ranks: "auto" (Open MPI under mpirun, none for a group of one) or
   // "nccl" (NCCL; bootstrapped over MPI under mpirun, else through the coordinator's
   // ExchangeNcclId with --rank/--world-size, for independent pods). Needs a CUDA + NCCL build and
-  // a GPU per rank; this CPU engine then all-reduces host buffers through it.
+  // a GPU per rank. The CUDA runner then all-reduces its device buffers through it; the CPU
+  // runner all-reduces host buffers through it.
   std::string comm = "auto";
 };
+
+// True when this binary has the NCCL communicator (a CUDA build that found NCCL).
+bool NcclBuilt();
 
 // The runner options a rank with options `o` builds its runner with (`file` is the model `o`
 // names; the KV pool default depends on its context): threads, context, KV pool, step limits,

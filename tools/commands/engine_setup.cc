@@ -27,7 +27,9 @@ std::unique_ptr<sharding::MpiCommunicator>& Group() {
 int DefaultThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
 void AddDeviceFlag(CLI::App* cmd, worker::RunnerDevice* device) {
-  std::string help = "Where the model runs: cpu (any TP degree) or cuda (the whole model on one GPU, TP=1";
+  std::string help =
+      "Where the model runs: cpu, or cuda (one GPU per rank: under TP > 1 the node-local rank's, modulo the "
+      "visible devices";
   help += worker::CudaRunnerBuilt() ? ")" : "; this build has no CUDA)";
   // The IsMember check runs before the callback, so the parse always succeeds there.
   cmd->add_option_function<std::string>(

@@ -23,6 +23,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/inprocess_executor.h"
@@ -113,6 +114,8 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(w.kv_blocks),
       "--gpu-memory-utilization",
       absl::StrCat(w.gpu_memory_utilization),
+      "--comm",
+      w.comm,
       "--max-step-tokens",
       std::to_string(w.max_step_tokens),
       "--max-step-sequences",
@@ -120,20 +123,48 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
   };
   command.argv.insert(command.argv.end(), worker.begin(), worker.end());
   if (w.device == worker::RunnerDevice::kCuda && s.replicas > 1) {
-    // One GPU per replica: replica i takes the i-th visible device (of the caller's
-    // CUDA_VISIBLE_DEVICES list when set, else device i).
+    // A GPU per rank: replica i takes the i-th run of --tp visible devices (of the caller's
+    // CUDA_VISIBLE_DEVICES list when set, else devices i·tp to i·tp + tp - 1); its ranks then
+    // take them by node-local rank.
     std::vector<std::string> visible;
     if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES"); env != nullptr && *env != '\0') {
       visible = absl::StrSplit(env, ',', absl::SkipEmpty());
     }
-    if (!visible.empty() && index >= static_cast<int>(visible.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("--replicas ", s.replicas, " with --device cuda needs a GPU each; ",
-                                                     "CUDA_VISIBLE_DEVICES lists ", visible.size()));
+    const int tp = s.tensor_parallel;
+    if (!visible.empty() && (index + 1) * tp > static_cast<int>(visible.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("--replicas ", s.replicas, " --tp ", tp,
+                                                     " with --device cuda needs a GPU per rank; CUDA_VISIBLE_DEVICES "
+                                                     "lists ", visible.size()));
     }
-    command.env.push_back(
-        absl::StrCat("CUDA_VISIBLE_DEVICES=", visible.empty() ? std::to_string(index) : visible[index]));
+    std::vector<std::string> devices;
+    for (int r = 0; r < tp; ++r) {
+      devices.push_back(visible.empty() ? std::to_string(index * tp + r) : visible[index * tp + r]);
+    }
+    command.env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", absl::StrJoin(devices, ",")));
   }
   return command;
+}
+
+// GPU ranks (--device cuda --tp > 1) all-reduce device buffers through NCCL when every rank has
+// a GPU of its own and the build has NCCL; otherwise through Open MPI, staged through host
+// memory (slower, but it runs, for example several ranks on one GPU, which then need the KV
+// pool's size given: a rank cannot size it by memory that the others are filling).
+Status ChooseGpuCommunicator(int ranks, worker::WorkerOptions* w) {
+  const int gpus = worker::UsableCudaDeviceCount();
+  if (gpus == 0) return absl::OkStatus();  // the workers say why there is no device
+  if (gpus < ranks && w->kv_blocks == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(ranks, " GPU ranks on ", gpus, " visible GPUs share devices: give ",
+                                                   "each rank's KV pool size with --kv-blocks"));
+  }
+  if (worker::NcclBuilt() && gpus >= ranks) {
+    w->comm = "nccl";
+    Logger("serve")->info("{} GPU ranks on {} visible GPUs: collectives through NCCL on the devices", ranks, gpus);
+    return absl::OkStatus();
+  }
+  Logger("serve")->warn("{} GPU ranks: collectives through Open MPI, staged through host memory ({})", ranks,
+                        worker::NcclBuilt() ? absl::StrCat("only ", gpus, " GPUs visible, and NCCL needs one per rank")
+                                            : std::string("this build has no NCCL"));
+  return absl::OkStatus();
 }
 
 Status Launch(const ServeFlags& flags, coordinator::CoordinatorServer& server, Replica& replica) {
@@ -246,8 +277,7 @@ Status Serve(ServeFlags flags) {
   flags.server.timing = flags.timing.ToTiming();
   flags.worker.model = flags.server.model;
   if (flags.worker.device == worker::RunnerDevice::kCuda && flags.server.tensor_parallel > 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--device cuda runs a whole replica on one GPU: use --tp 1 (got --tp ",
-                                                   flags.server.tensor_parallel, ") and --replicas for more GPUs"));
+    BF_RETURN_IF_ERROR(ChooseGpuCommunicator(flags.server.tensor_parallel * flags.server.replicas, &flags.worker));
   }
   if (flags.worker.threads <= 0) {
     flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));

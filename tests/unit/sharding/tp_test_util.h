@@ -4,7 +4,9 @@
 // TP=N is held to against TP=1 (docs/sharding.md, "Equivalence budget").
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +49,10 @@ std::vector<ModelSpec> MatrixFor(int tp);
 // is a pure function of the spec) and returns its path.
 StatusOr<std::string> SynthModel(const ModelSpec& spec, const std::string& dir);
 
+// Test-sized limits (one thread) over `comm` (null: single rank); MakeRunner's options, for
+// tests that build another runner (tests/gpu) on the same terms.
+worker::RunnerOptions TestRunnerOptions(sharding::Communicator* comm, bool gather_logits);
+
 // A runner over `comm` (null: single rank) with test-sized limits, one thread.
 StatusOr<std::unique_ptr<worker::ModelRunner>> MakeRunner(const std::string& path, sharding::Communicator* comm,
                                                           bool gather_logits);
@@ -61,18 +67,18 @@ worker::SamplingParams TopKTopPParams(uint64_t seed);
 
 // Teacher-forced whole-row logits (rows × n_vocab) of each sequence, one step per sequence
 // batched together. The runner must return whole rows (TP=1 or gather_logits).
-StatusOr<std::vector<float>> TeacherForcedLogits(worker::ModelRunner& runner,
+StatusOr<std::vector<float>> TeacherForcedLogits(worker::StepRunner& runner,
                                                  const std::vector<std::vector<int32_t>>& sequences);
 
 // `steps` tokens generated after `prompt`, sampling with DistributedSampler on the runner's
 // vocabulary slice (or Sampler when `single_rank_sampler`; needs whole rows).
-StatusOr<std::vector<int32_t>> Generate(worker::ModelRunner& runner, const std::vector<int32_t>& prompt, int steps,
+StatusOr<std::vector<int32_t>> Generate(worker::StepRunner& runner, const std::vector<int32_t>& prompt, int steps,
                                         const worker::SamplingParams& params, bool single_rank_sampler = false);
 
 // The logits a greedy generation saw, computed along the path generation takes: `prompt` in one
 // step, then each of generated[0..n-2] as its own decode step. Row j (whole rows: the runner
 // must return them) is the distribution generated[j] was picked from.
-StatusOr<std::vector<float>> DecodePathLogits(worker::ModelRunner& runner, const std::vector<int32_t>& prompt,
+StatusOr<std::vector<float>> DecodePathLogits(worker::StepRunner& runner, const std::vector<int32_t>& prompt,
                                               const std::vector<int32_t>& generated);
 
 // One greedy step of a group's generation judged against a single-process reference, both over
@@ -86,7 +92,7 @@ struct GreedyStepCheck {
 
 // Per step of greedy `generated` (after `prompt`): the reference's teacher-forced rows on the
 // same context against `group_rows` (DecodePathLogits of the group).
-StatusOr<std::vector<GreedyStepCheck>> CheckGreedySteps(worker::ModelRunner& reference,
+StatusOr<std::vector<GreedyStepCheck>> CheckGreedySteps(worker::StepRunner& reference,
                                                         const std::vector<int32_t>& prompt,
                                                         const std::vector<int32_t>& generated,
                                                         const std::vector<float>& group_rows);
@@ -112,5 +118,21 @@ inline constexpr double kFloatMaxRelativeError = 1e-4;
 inline constexpr double kInt8MaxMeanKl = 5e-4;
 inline constexpr double kInt8MinTop1PerModel = 0.98;
 inline constexpr double kInt8MinTop1PerType = 0.99;
+
+// Builds a runner of the model at `path` over `comm` (null: single rank), TestRunnerOptions'
+// limits: MakeRunner for the CPU, the CUDA runner in tests/gpu.
+using RunnerFactory = std::function<StatusOr<std::unique_ptr<worker::StepRunner>>(
+    const std::string& path, sharding::Communicator* comm, bool gather_logits)>;
+StatusOr<std::unique_ptr<worker::StepRunner>> MakeCpuRunner(const std::string& path, sharding::Communicator* comm,
+                                                            bool gather_logits);
+
+// The in-process equivalence check: `tp` threads are the ranks of a FakeGroup (collectives time
+// out after `timeout`), each running `make`'s runners over the model of `spec`; against the
+// single-rank runner of `make`. Every rank must end with the same gathered teacher-forced rows
+// and the same greedy and top-k / top-p tokens; greedy tokens must equal the single rank's, and
+// the rows meet the budgets above (float: max relative error, and the same sampled tokens; int8
+// activations: mean KL and top-1 per model). `what` prefixes the printed agreement line.
+void ExpectTpMatchesSingleRank(const ModelSpec& spec, int tp, const RunnerFactory& make, const std::string& what,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
 }  // namespace bitfleet::tp_testing
