@@ -229,9 +229,17 @@ Status NcclCommunicator::Run(Op op, const void* send, void* recv, size_t bytes, 
     BF_RETURN_IF_ERROR(kernels::cuda::CudaStatus(
         cudaMemcpyAsync(recv, scratch_, recv_bytes, cudaMemcpyDefault, stream_), "NCCL staging copy back"));
   }
-  Status status = Wait("NCCL collective", /*wait_stream=*/true);
+  // Deferred (device buffers only): queued is enough; Synchronize waits for the result.
+  Status status = deferred_ && !staged ? Wait("NCCL collective enqueue", /*wait_stream=*/false)
+                                       : Wait("NCCL collective", /*wait_stream=*/true);
   seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   return status;
+}
+
+Status NcclCommunicator::Synchronize() {
+  if (comm_ == nullptr) return FailedGroupError();
+  BF_RETURN_IF_ERROR(kernels::cuda::CudaStatus(cudaSetDevice(device_), "cudaSetDevice"));
+  return Wait("NCCL step", /*wait_stream=*/true);
 }
 
 Status NcclCommunicator::AllReduceSum(float* data, size_t count) {
@@ -255,7 +263,8 @@ Status NcclCommunicator::Barrier() {
   // A one-float all-reduce on the device: completes only when every rank has reached it.
   if (comm_ == nullptr) return FailedGroupError();
   BF_RETURN_IF_ERROR(EnsureScratch(sizeof(float)));
-  return Run(Op::kSum, scratch_, scratch_, sizeof(float), 0);
+  BF_RETURN_IF_ERROR(Run(Op::kSum, scratch_, scratch_, sizeof(float), 0));
+  return deferred_ ? Synchronize() : absl::OkStatus();  // a barrier that did not wait would be none
 }
 
 }  // namespace bitfleet::sharding

@@ -80,6 +80,18 @@ class NcclCommunicator final : public Communicator {
   // their use); nullptr returns to the communicator's own stream.
   void SetStream(cudaStream_t stream) { stream_ = stream != nullptr ? stream : own_stream_; }
 
+  // Deferred mode, for a caller whose data stays on the device and who synchronizes once per
+  // step (the CUDA runner): a collective on device buffers returns once NCCL has queued it on
+  // the stream, without waiting for it to run, so a step's collectives can be captured into a
+  // CUDA graph with its kernels. The caller then calls Synchronize, which waits with the
+  // deadline. Collectives that touch host memory, and Barrier, still wait.
+  // seconds_in_collectives() then counts the queuing only.
+  void set_deferred(bool on) { deferred_ = on; }
+  bool deferred() const { return deferred_; }
+  // Waits until no NCCL operation is in progress and the stream is idle, within the deadline;
+  // fails as a collective does (DEADLINE_EXCEEDED or UNAVAILABLE, and the communicator aborts).
+  Status Synchronize();
+
   // Aborts the communicator now (ncclCommAbort); later calls return UNAVAILABLE. For the
   // replica-failure path: other ranks' pending collectives then fail or time out.
   void Abort();
@@ -108,6 +120,7 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;  // device staging for host buffers
   size_t scratch_bytes_ = 0;
+  bool deferred_ = false;
   double seconds_ = 0;
 };
 

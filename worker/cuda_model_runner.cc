@@ -115,8 +115,12 @@ class CudaModelRunnerImpl {
                                                                const RunnerOptions& options);
   ~CudaModelRunnerImpl() {
 #if defined(BITFLEET_HAVE_NCCL)
-    // The communicator outlives the runner: give it back its own stream before this one goes.
-    if (device_comm_ != nullptr) static_cast<sharding::NcclCommunicator*>(device_comm_)->SetStream(nullptr);
+    // The communicator outlives the runner: give it back its own stream, and its waiting
+    // collectives, before this stream goes.
+    if (nccl_ != nullptr) {
+      nccl_->set_deferred(false);
+      nccl_->SetStream(nullptr);
+    }
 #endif
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
@@ -141,9 +145,16 @@ class CudaModelRunnerImpl {
   int device_ = 0;
   mutable sharding::SingleRankCommunicator single_rank_;
   sharding::Communicator* comm_ = nullptr;  // options' communicator, or single_rank_
-  // comm_ when it is NCCL on this device: collectives then run on device buffers, on stream_.
-  // Null for the other backends, whose collectives are staged through host_comm_.
+  // comm_ when it is NCCL: collectives then run on device buffers, queued on stream_ (deferred
+  // mode), and the step waits once, in nccl_->Synchronize(). Null for the other backends, whose
+  // collectives are staged through host_comm_.
   sharding::Communicator* device_comm_ = nullptr;
+#if defined(BITFLEET_HAVE_NCCL)
+  sharding::NcclCommunicator* nccl_ = nullptr;
+#endif
+  // The layers all-reduce: under TP>1, and with an NCCL communicator of any size (at TP=1 its
+  // all-reduces are identities, which lets one GPU check the runner's NCCL path).
+  bool collectives_ = false;
   const sharding::RankShard* shard_ = nullptr;  // plan_'s entry for this rank
   bool gather_ = false;                         // whole logit rows under TP>1 (gather_logits)
   cudaStream_t stream_ = nullptr;
@@ -242,11 +253,13 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   const int tp = impl->comm_->size();
 #if defined(BITFLEET_HAVE_NCCL)
   // An NCCL communicator chose the rank's device when it joined its group: the runner goes there.
-  if (auto* nccl = dynamic_cast<sharding::NcclCommunicator*>(impl->comm_); nccl != nullptr && tp > 1) {
+  if (auto* nccl = dynamic_cast<sharding::NcclCommunicator*>(impl->comm_); nccl != nullptr) {
+    impl->nccl_ = nccl;
     impl->device_comm_ = nccl;
     BF_RETURN_IF_ERROR(kc::CudaStatus(cudaSetDevice(nccl->device()), "set device"));
   }
 #endif
+  impl->collectives_ = tp > 1 || impl->device_comm_ != nullptr;
   if (tp > 1 && impl->device_comm_ == nullptr) {
     // Any other backend: the GPU of the node-local rank, modulo the visible devices (ranks
     // share a GPU when there are fewer).
@@ -301,7 +314,8 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   const ModelDims& d = impl->dims_;
   impl->bitnet_ = c.arch == model::Arch::kBitnet || c.has_sub_norms;
   impl->gather_ = o.gather_logits && tp > 1;
-  if (tp > 1) impl->step_graphs_ = false;  // collectives wait on the host: nothing to capture
+  // Staged collectives wait on the host: nothing to capture. Deferred NCCL ones are captured.
+  if (tp > 1 && impl->device_comm_ == nullptr) impl->step_graphs_ = false;
 
   namespace names = model::tensor_names;
   // The whole embedding on every rank: rows are read from the file mapping on the host, so a
@@ -375,7 +389,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   }
   BF_ASSIGN_OR_RETURN(impl->host_x_, kc::PinnedHostBuffer::Allocate(t * d.n_embd * sizeof(float)));
   BF_ASSIGN_OR_RETURN(impl->host_logits_, kc::PinnedHostBuffer::Allocate(rows * c.n_vocab * sizeof(float)));
-  if (tp > 1) {
+  if (impl->collectives_) {
     BF_ASSIGN_OR_RETURN(impl->token_absmax_, floats(t));
     BF_ASSIGN_OR_RETURN(impl->sum_sq_, floats(t));
     if (impl->device_comm_ == nullptr) {
@@ -408,9 +422,11 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorageCuda::Create(kv));
   BF_RETURN_IF_ERROR(kc::CudaStatus(cudaStreamCreateWithFlags(&impl->stream_, cudaStreamNonBlocking), "stream"));
 #if defined(BITFLEET_HAVE_NCCL)
-  // NCCL's collectives run on the runner's stream, ordered after the kernels that feed them.
-  if (impl->device_comm_ != nullptr) {
-    static_cast<sharding::NcclCommunicator*>(impl->device_comm_)->SetStream(impl->stream_);
+  // NCCL's collectives run on the runner's stream, ordered after the kernels that feed them, and
+  // only queued there: the step waits once, at its end.
+  if (impl->nccl_ != nullptr) {
+    impl->nccl_->SetStream(impl->stream_);
+    impl->nccl_->set_deferred(true);
   }
 #endif
   // The allocations' zero fills run on the legacy stream, which the runner's non-blocking stream
@@ -423,12 +439,12 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
                          c.name, c.arch_name, impl->device_label_, c.n_layer, c.n_embd, c.n_vocab,
                          impl->weight_bytes_ / mib, o.kv_blocks,
                          o.kv_block_size);
-  if (tp > 1) {
+  if (impl->collectives_) {
     Logger("worker")->info(
-        "rank {}/{} ({}, {}): heads [{}, {}), {} KV heads ({}), FFN [{}, {}), vocab [{}, {}); steps without CUDA "
-        "graphs",
-        rank, tp, impl->comm_->backend(),
-        impl->device_comm_ != nullptr ? "collectives on the device" : "collectives staged through host memory",
+        "rank {}/{} ({}, {}): heads [{}, {}), {} KV heads ({}), FFN [{}, {}), vocab [{}, {})", rank, tp,
+        impl->comm_->backend(),
+        impl->device_comm_ != nullptr ? "collectives queued on the device, steps in CUDA graphs"
+                                      : "collectives staged through host memory, steps without CUDA graphs",
         shard.heads.begin, shard.heads.end, shard.kv_heads.size(), shard.kv_split ? "split" : "replicated",
         shard.ffn.begin, shard.ffn.end, shard.vocab.begin, shard.vocab.end);
   }
@@ -485,9 +501,9 @@ Status CudaModelRunnerImpl::ProjectQuantized(const DeviceProjection& w, const kc
 }
 
 Status CudaModelRunnerImpl::AllReduce(float* data, size_t count, bool max) {
-  if (comm_->size() == 1 || count == 0) return absl::OkStatus();
+  if (!collectives_ || count == 0) return absl::OkStatus();
   if (device_comm_ != nullptr) {
-    // NCCL on stream_, in place on the device buffer (it waits for the result with its deadline).
+    // NCCL, in place on the device buffer, queued on stream_ (the step's end waits for it).
     return max ? device_comm_->AllReduceMax(data, count) : device_comm_->AllReduceSum(data, count);
   }
   // Staged: the stream's work so far, then the host collective, then back. The next staging's
@@ -501,7 +517,7 @@ Status CudaModelRunnerImpl::AllReduce(float* data, size_t count, bool max) {
 }
 
 Status CudaModelRunnerImpl::ProjectRow(const DeviceProjection& w, const float* in, int n, float* out) {
-  if (comm_->size() == 1) return Project(w, in, n, out);
+  if (!collectives_) return Project(w, in, n, out);
   const uint64_t cols = w.weight->cols();
   if (w.weight->quantized() && kernels::ActScalingFor(w.weight->type()) == kernels::ActScaling::kPerToken) {
     // The first quantization only yields this rank's absmax per token; the second quantizes at
@@ -524,7 +540,7 @@ Status CudaModelRunnerImpl::ProjectRow(const DeviceProjection& w, const float* i
 }
 
 Status CudaModelRunnerImpl::SubNorm(const kc::DeviceBuffer& weight, float* x, int n, int dim, int full_dim) {
-  if (comm_->size() == 1) {
+  if (!collectives_) {
     return Cuda(kc::LaunchRmsNorm(x, weight.as<float>(), n, dim, dims_.rms_eps, x, stream_), "sub-norm");
   }
   BF_RETURN_IF_ERROR(Cuda(kc::LaunchSumSquares(x, n, dim, sum_sq_.as<float>(), stream_), "sub-norm sums"));
@@ -602,9 +618,8 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
   // Attention output: [sub-norm,] Wo.
   // Under TP>1 the sub-norms' sums (and a ternary input's absmax) are all-reduced between the
   // norm and the quantization, so those two stay apart.
-  const bool single = comm_->size() == 1;
   const std::optional<kernels::ActScaling> wo =
-      bitnet_ && fused_norms_ && single ? SharedScaling({&L.wo}) : std::nullopt;
+      bitnet_ && fused_norms_ && !collectives_ ? SharedScaling({&L.wo}) : std::nullopt;
   if (wo.has_value()) {
     BF_RETURN_IF_ERROR(Cuda(kc::LaunchRmsNormQuantize(attn_.as<float>(), L.attn_sub_norm.as<float>(), n, d.q_dim(),
                                                       d.rms_eps, per_block(*wo), kc::ActivationStride(d.q_dim()), q8,
@@ -640,7 +655,7 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
   const int64_t ff_values = int64_t{n} * d.n_ff;
   const bool relu2 = d.activation == model::Activation::kRelu2;
   const std::optional<kernels::ActScaling> down =
-      bitnet_ && fused_norms_ && single ? SharedScaling({&L.w_down}) : std::nullopt;
+      bitnet_ && fused_norms_ && !collectives_ ? SharedScaling({&L.w_down}) : std::nullopt;
   if (down.has_value()) {
     const int64_t stride = kc::ActivationStride(d.n_ff);
     if (relu2) {
@@ -784,7 +799,17 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
                                           static_cast<uint64_t>(n_rows) * vocab.size() * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_),
                           "logits"));
+#if defined(BITFLEET_HAVE_NCCL)
+  // The step's queued collectives finish with it: waited for with the communicator's deadline
+  // (a dead peer is an error, not a hang).
+  if (nccl_ != nullptr) {
+    BF_RETURN_IF_ERROR(nccl_->Synchronize());
+  } else {
+    BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
+  }
+#else
   BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
+#endif
   if (gather_) {
     BF_RETURN_IF_ERROR(GatherLogitRows(*comm_, plan_, comm_->rank(), n_rows, local_logits_.data(), gathered_.data(),
                                        config_.n_vocab, host_logits_.as<float>()));
@@ -823,7 +848,7 @@ uint64_t CudaModelRunner::weight_resident_bytes() const { return impl_->weight_b
 uint64_t CudaModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
 std::string CudaModelRunner::kernel_variant() const { return impl_->device_label_; }
 void CudaModelRunner::set_step_graphs(bool on) {
-  impl_->step_graphs_ = on && impl_->comm_->size() == 1;
+  impl_->step_graphs_ = on && (impl_->comm_->size() == 1 || impl_->device_comm_ != nullptr);
   if (!on) impl_->graphs_.clear();
 }
 bool CudaModelRunner::step_graphs() const { return impl_->step_graphs_; }

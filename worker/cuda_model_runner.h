@@ -19,11 +19,13 @@
 // sharding::ShardPlan as the CPU runner does (query heads, KV slots, FFN units, vocabulary) and
 // all-reduces what the CPU runner all-reduces (row-parallel outputs, BitNet sub-norm sums of
 // squares, per-token absmax of ternary inputs), so TP=N computes what TP=1 computes up to float
-// summation order. An NCCL communicator on the runner's device reduces the device buffers in
-// place on the runner's stream; any other backend (MPI, the in-process fake) is staged through
-// page-locked host memory. Collectives wait on the host, so steps run without CUDA graphs under
-// TP>1. The token embedding is looked up whole on every rank (it is read from the file mapping,
-// so the vocab-parallel all-reduce of the CPU runner is not needed).
+// summation order. An NCCL communicator reduces the device buffers in place, queued on the
+// runner's stream (its deferred mode: the step waits once, at its end, with the communicator's
+// deadline), so steps replay CUDA graphs as at TP=1; with an NCCL communicator of one rank the
+// runner still all-reduces (identities), so one GPU runs this path. Any other backend (MPI, the
+// in-process fake) is staged through page-locked host memory, waiting on the host, and steps
+// then run without graphs. The token embedding is looked up whole on every rank (it is read
+// from the file mapping, so the vocab-parallel all-reduce of the CPU runner is not needed).
 //
 // Status: the `gpu` tests pass on an H200 (scripts/gpu-check.sh, docs/cuda.md); tensor
 // parallelism was written without a device and awaits its first run (docs/cuda.md).
@@ -86,16 +88,16 @@ class CudaModelRunner final : public StepRunner {
   // Steps replay a CUDA graph per (tokens, logit rows, attention key bound) once that shape has
   // come twice: decode steps, and prefill and mixed steps of a recurring shape (chunked prefill
   // at the step budget, a shared prompt's suffix); on by default, off with BITFLEET_CUDA_GRAPHS=0
-  // or here, and always off under TP>1. Replays compute exactly what plain launches compute
-  // (tests/gpu/cuda_model_runner_test.cc).
+  // or here, and always off when collectives are staged through the host. Replays compute
+  // exactly what plain launches compute (tests/gpu/cuda_model_runner_test.cc).
   void set_step_graphs(bool on);
   bool step_graphs() const;  // false also after a failed capture (logged)
   int64_t step_graph_launches() const;
 
   // Norms fused with the int8 quantization of their output (and the residual add or the
-  // squared-ReLU gate before them) where the projections they feed share one scaling (under
-  // TP>1 not the BitNet sub-norms, whose sums are all-reduced first); on by default, off with
-  // BITFLEET_CUDA_FUSED_NORMS=0 or here. The same results bit for bit
+  // squared-ReLU gate before them) where the projections they feed share one scaling (not the
+  // BitNet sub-norms when the runner all-reduces, since their sums are reduced first); on by
+  // default, off with BITFLEET_CUDA_FUSED_NORMS=0 or here. The same results bit for bit
   // (tests/gpu/cuda_model_runner_test.cc). Counts host-side fused-kernel launches.
   void set_fused_norms(bool on);
   bool fused_norms() const;

@@ -45,8 +45,9 @@ struct WorkerOptions {
   // Communicator between the ranks: "auto" (Open MPI under mpirun, none for a group of one) or
   // "nccl" (NCCL; bootstrapped over MPI under mpirun, else through the coordinator's
   // ExchangeNcclId with --rank/--world-size, for independent pods). Needs a CUDA + NCCL build and
-  // a GPU per rank. The CUDA runner then all-reduces its device buffers through it; the CPU
-  // runner all-reduces host buffers through it.
+  // a GPU per rank. The CUDA runner then all-reduces its device buffers through it (at one rank
+  // too, as identities: a check of that path on one GPU); the CPU runner all-reduces host
+  // buffers through it.
   std::string comm = "auto";
 };
 

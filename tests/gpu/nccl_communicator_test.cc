@@ -1,9 +1,11 @@
 // The NCCL communicator on one GPU: every collective at TP=1 on device and host buffers, the
-// bootstrap over another communicator, and failure detection: a group whose second rank never
+// deferred mode the CUDA runner uses (collectives queued on the caller's stream, also inside a
+// CUDA graph), the bootstrap over another communicator, and failure detection: a group whose second rank never
 // joins times out and aborts instead of hanging, and an aborted communicator reports UNAVAILABLE.
 #include <chrono>
 #include <vector>
 
+#include "kernels/cuda/cuda_graph.h"
 #include "sharding/nccl_communicator.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -53,6 +55,53 @@ TEST(NcclCommunicatorTest, CollectivesAtTp1OnDeviceAndHostBuffers) {
   EXPECT_EQ(c->Broadcast(dev.get(), 4, 1).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(c->Barrier().ok());
   EXPECT_GT(c->seconds_in_collectives(), 0.0);
+}
+
+// Deferred: device-buffer collectives are queued after the stream's earlier work and finish by
+// Synchronize; captured into a graph they replay with it; host buffers still complete at once.
+TEST(NcclCommunicatorTest, DeferredCollectivesQueueOnTheCallersStreamAndCapture) {
+  BF_REQUIRE_GPU();
+  std::unique_ptr<NcclCommunicator> c = SingleRank();
+  ASSERT_NE(c, nullptr);
+  cudaStream_t stream = nullptr;
+  BF_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  c->SetStream(stream);
+  c->set_deferred(true);
+  EXPECT_TRUE(c->deferred());
+
+  const std::vector<float> values = {2.5f, -1.0f, 7.0f};
+  DeviceArray<float> source(values);
+  DeviceArray<float> dev(values.size());
+  const size_t bytes = values.size() * sizeof(float);
+  BF_ASSERT_CUDA(cudaMemcpyAsync(dev.get(), source.get(), bytes, cudaMemcpyDeviceToDevice, stream));
+  ASSERT_TRUE(c->AllReduceSum(dev.get(), values.size()).ok());
+  ASSERT_TRUE(c->AllReduceMax(dev.get(), values.size()).ok());
+  ASSERT_TRUE(c->Synchronize().ok());
+  EXPECT_EQ(dev.ToHost(), values);
+
+  // The same work captured once and replayed twice (the runner's step graphs).
+  DeviceArray<float> replayed(values.size());
+  kernels::cuda::CudaGraph graph;
+  const Status captured = graph.Capture(stream, [&]() -> Status {
+    if (cudaMemcpyAsync(replayed.get(), source.get(), bytes, cudaMemcpyDeviceToDevice, stream) != cudaSuccess) {
+      return absl::InternalError("copy");
+    }
+    return c->AllReduceSum(replayed.get(), values.size());
+  });
+  ASSERT_TRUE(captured.ok()) << captured;
+  for (int replay = 0; replay < 2; ++replay) {
+    ASSERT_TRUE(graph.Launch(stream).ok());
+    ASSERT_TRUE(c->Synchronize().ok());
+    EXPECT_EQ(replayed.ToHost(), values) << "replay " << replay;
+  }
+
+  std::vector<float> host = values;  // a host buffer is needed on the host: it still waits
+  ASSERT_TRUE(c->AllReduceSum(host.data(), host.size()).ok());
+  EXPECT_EQ(host, values);
+
+  c->set_deferred(false);
+  c->SetStream(nullptr);
+  BF_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
 TEST(NcclCommunicatorTest, BootstrapsOverAnotherCommunicator) {
