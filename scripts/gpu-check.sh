@@ -337,6 +337,13 @@ rows = [f"device: {dev.get('name')}  copy {dev.get('copy_gb_s', 0):.0f} GB/s  ru
 for name, e in summary["tests"].items():
     rows.append(f"{name:22s} exit {e['exit']:>4s}  tests {e.get('tests')}  failures {e.get('failures', 0) or 0}  "
                 + (f"FAILED: {', '.join(e['failed'][:4])}" if e.get("failed") else ""))
+# The CUDA runner's tensor-parallel agreement lines (CudaTensorParallelTest prints one per model).
+tp_lines = [l.strip() for l in open(os.path.join(out, "run.log"), errors="replace")
+            if l.startswith("[gpu] ") and (" TP=" in l or "NCCL of one rank" in l)]
+summary["tensor_parallel"] = tp_lines
+if tp_lines:
+    rows += ["", "CUDA runner, tensor parallel against TP=1 (ranks as threads on one device):"]
+    rows += ["  " + l[len("[gpu] "):] for l in tp_lines]
 rows += ["", f"{'matmul':10s} {'shape':>11s} {'batch':>5s} {'path':16s} {'us':>8s} {'GB/s':>7s} {'of copy':>7s}"]
 for r in b:
     if r["kernel"] == "matmul":

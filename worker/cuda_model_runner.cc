@@ -92,7 +92,8 @@ StatusOr<int> KvBlocksForMemory(const cache::KvStorageOptions& kv, double utiliz
   BF_ASSIGN_OR_RETURN(const uint64_t block_bytes, cache::KvStorageCuda::BytesFor(one));
   const double budget = utilization * static_cast<double>(total_bytes) - static_cast<double>(total_bytes - free_bytes) -
                         static_cast<double>(kDeviceReserveBytes);
-  const uint64_t fits = budget > 0 && block_bytes > 0 ? static_cast<uint64_t>(budget / static_cast<double>(block_bytes)) : 0;
+  const uint64_t fits =
+      budget > 0 && block_bytes > 0 ? static_cast<uint64_t>(budget / static_cast<double>(block_bytes)) : 0;
   const uint64_t context_blocks = cache::BlocksForTokens(max_context, kv.block_size);
   if (fits < context_blocks) {
     const double gib = 1024.0 * 1024.0 * 1024.0;
@@ -201,8 +202,11 @@ class CudaModelRunnerImpl {
   // rows are 4 MB a step).
   kc::PinnedHostBuffer host_x_, host_logits_;
   kc::PinnedHostBuffer host_comm_;  // TP>1 without device collectives: the staging buffer
-  // gather_: this rank's rows padded to the widest vocabulary slice, and every rank's.
-  std::vector<float> local_logits_, gathered_;
+  // gather_: this rank's rows padded to the widest vocabulary slice (page-locked: a copy into
+  // pageable memory would block the host on the stream, past the communicator's deadline), and
+  // every rank's.
+  kc::PinnedHostBuffer local_logits_;
+  std::vector<float> gathered_;
   std::vector<int32_t> host_positions_, host_token_seq_, host_tables_, seq_begin_, logit_begin_, logit_src_;
 
  private:
@@ -399,7 +403,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   }
   if (impl->gather_) {
     const size_t padded = static_cast<size_t>(rows) * impl->plan_.max_vocab_slice();
-    impl->local_logits_.assign(padded, 0.0f);
+    BF_ASSIGN_OR_RETURN(impl->local_logits_, kc::PinnedHostBuffer::Allocate(padded * sizeof(float)));
     impl->gathered_.assign(padded * tp, 0.0f);
   }
   impl->host_positions_.assign(t, 0);
@@ -794,7 +798,7 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   BF_RETURN_IF_ERROR(GraphForward(n_tokens, n_rows, kv_batch, key_bound));
   // This rank's vocabulary slice of each row (the whole row at TP=1).
   const sharding::Range vocab = shard_->vocab;
-  float* rows_out = gather_ ? local_logits_.data() : host_logits_.as<float>();
+  float* rows_out = gather_ ? local_logits_.as<float>() : host_logits_.as<float>();
   BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(rows_out, logits_.as<float>(),
                                           static_cast<uint64_t>(n_rows) * vocab.size() * sizeof(float),
                                           cudaMemcpyDeviceToHost, stream_),
@@ -811,8 +815,8 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   BF_RETURN_IF_ERROR(Cuda(cudaStreamSynchronize(stream_), "step"));
 #endif
   if (gather_) {
-    BF_RETURN_IF_ERROR(GatherLogitRows(*comm_, plan_, comm_->rank(), n_rows, local_logits_.data(), gathered_.data(),
-                                       config_.n_vocab, host_logits_.as<float>()));
+    BF_RETURN_IF_ERROR(GatherLogitRows(*comm_, plan_, comm_->rank(), n_rows, local_logits_.as<float>(),
+                                       gathered_.data(), config_.n_vocab, host_logits_.as<float>()));
   }
   if (comm_->size() == 1 || gather_) return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, n_vocab);
   return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, static_cast<int>(vocab.size()),
