@@ -223,9 +223,10 @@ Status NcclCommunicator::Run(Op op, const void* send, void* recv, size_t bytes, 
   }
   if (r != ncclSuccess && r != ncclInProgress) return Fail(absl::UnavailableError(NcclError("NCCL collective", r, comm_)));
   if (staged) {
-    // The copy back must wait until the collective is enqueued (non-blocking NCCL may still be
-    // enqueueing when it returns ncclInProgress).
-    BF_RETURN_IF_ERROR(Wait("NCCL collective enqueue", /*wait_stream=*/false));
+    // The collective first, within the deadline: a copy into pageable memory returns only when
+    // it has run, so queued behind a collective whose peer is dead it would block past any
+    // deadline. Then only the copy is left on the stream.
+    BF_RETURN_IF_ERROR(Wait("NCCL collective", /*wait_stream=*/true));
     BF_RETURN_IF_ERROR(kernels::cuda::CudaStatus(
         cudaMemcpyAsync(recv, scratch_, recv_bytes, cudaMemcpyDefault, stream_), "NCCL staging copy back"));
   }

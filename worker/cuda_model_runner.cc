@@ -116,11 +116,13 @@ class CudaModelRunnerImpl {
                                                                const RunnerOptions& options);
   ~CudaModelRunnerImpl() {
 #if defined(BITFLEET_HAVE_NCCL)
-    // The communicator outlives the runner: give it back its own stream, and its waiting
-    // collectives, before this stream goes.
+    // The communicator outlives the runner. Collectives still queued (a failed step) finish or
+    // abort within its deadline before the buffers they use are freed; then it gets its own
+    // stream back, undeferred.
     if (nccl_ != nullptr) {
+      if (!nccl_->failed()) nccl_->Synchronize().IgnoreError();
       nccl_->set_deferred(false);
-      nccl_->SetStream(nullptr);
+      if (nccl_->stream() == stream_) nccl_->SetStream(nullptr);
     }
 #endif
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -164,9 +166,12 @@ class CudaModelRunnerImpl {
   std::unique_ptr<kc::CudaActivations> acts_;
   kc::DeviceBuffer x_, xn_, q_, k_, v_, attn_, gate_, up_, hidden_, proj_, head_in_, logits_;
   kc::DeviceBuffer positions_, token_seq_, block_tables_, logit_rows_, attention_ws_;
-  // TP>1: per-token all-reduced absmax (ternary inputs of row-parallel weights) and sums of
-  // squares (BitNet sub-norms).
-  kc::DeviceBuffer token_absmax_, sum_sq_;
+  // With collectives: the first quantization of a ternary row-parallel input, whose per-token
+  // absmax (absmax_acts_->absmax()) is all-reduced in place and quantizes the second into acts_
+  // (a buffer of its own, so no copy sits between the two kernels), and the sums of squares of
+  // the BitNet sub-norms.
+  std::unique_ptr<kc::CudaActivations> absmax_acts_;
+  kc::DeviceBuffer sum_sq_;
   int64_t attention_ws_floats_ = 0;
   int max_blocks_per_seq_ = 0;
 
@@ -244,6 +249,8 @@ class CudaModelRunnerImpl {
   // Forward through the step's graph when there is one (capturing it on the key's second step).
   // A failed capture turns graphs off for this runner, with a warning, and the step runs plain.
   Status GraphForward(int n_tokens, int n_rows, const kc::PagedKvBatch& kv_batch, int key_bound);
+  // The step's logit rows in host_logits_: whole rows, or this rank's vocabulary slice of them.
+  StepLogits LogitRows(int n_seqs) const;
 };
 
 StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::shared_ptr<const gguf::GgufFile> file,
@@ -394,7 +401,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_ASSIGN_OR_RETURN(impl->host_x_, kc::PinnedHostBuffer::Allocate(t * d.n_embd * sizeof(float)));
   BF_ASSIGN_OR_RETURN(impl->host_logits_, kc::PinnedHostBuffer::Allocate(rows * c.n_vocab * sizeof(float)));
   if (impl->collectives_) {
-    BF_ASSIGN_OR_RETURN(impl->token_absmax_, floats(t));
+    BF_ASSIGN_OR_RETURN(impl->absmax_acts_, kc::CudaActivations::Create(o.max_step_tokens, widest));
     BF_ASSIGN_OR_RETURN(impl->sum_sq_, floats(t));
     if (impl->device_comm_ == nullptr) {
       // The widest all-reduce: a row-parallel output, t × n_embd floats.
@@ -526,16 +533,13 @@ Status CudaModelRunnerImpl::ProjectRow(const DeviceProjection& w, const float* i
   if (w.weight->quantized() && kernels::ActScalingFor(w.weight->type()) == kernels::ActScaling::kPerToken) {
     // The first quantization only yields this rank's absmax per token; the second quantizes at
     // the group's. (Per-block scaling needs neither: a K-split falls on block boundaries.)
-    BF_RETURN_IF_ERROR(kc::QuantizeActivationsCuda(in, n, cols, kernels::ActScaling::kPerToken, nullptr, *acts_,
-                                                   stream_)
+    BF_RETURN_IF_ERROR(kc::QuantizeActivationsCuda(in, n, cols, kernels::ActScaling::kPerToken, nullptr,
+                                                   *absmax_acts_, stream_)
                            .status());
-    BF_RETURN_IF_ERROR(Cuda(cudaMemcpyAsync(token_absmax_.as<float>(), acts_->absmax(), n * sizeof(float),
-                                            cudaMemcpyDeviceToDevice, stream_),
-                            "absmax"));
-    BF_RETURN_IF_ERROR(AllReduce(token_absmax_.as<float>(), n, /*max=*/true));
+    BF_RETURN_IF_ERROR(AllReduce(absmax_acts_->absmax(), n, /*max=*/true));
     BF_ASSIGN_OR_RETURN(const kc::ActivationView view,
                         kc::QuantizeActivationsCuda(in, n, cols, kernels::ActScaling::kPerToken,
-                                                    token_absmax_.as<float>(), *acts_, stream_));
+                                                    absmax_acts_->absmax(), *acts_, stream_));
     BF_RETURN_IF_ERROR(ProjectQuantized(w, view, n, out));
   } else {
     BF_RETURN_IF_ERROR(Project(w, in, n, out));
@@ -752,7 +756,7 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
   const int n_vocab = static_cast<int>(config_.n_vocab);
   BF_RETURN_IF_ERROR(ValidateStepBatch(batch, options_, n_vocab, &n_tokens, &n_rows));
   const int n_seqs = static_cast<int>(batch.size());
-  if (n_seqs == 0) return StepLogits(host_logits_.as<float>(), logit_begin_.data(), 0, n_vocab);
+  if (n_seqs == 0) return LogitRows(0);
   BF_RETURN_IF_ERROR(Cuda(cudaSetDevice(device_), "set device"));
   const int n_embd = dims_.n_embd;
 
@@ -795,7 +799,13 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
                                   max_blocks_per_seq_};
 
   const int key_bound = std::min((max_keys + kKeyBucket - 1) / kKeyBucket * kKeyBucket, options_.max_context);
-  BF_RETURN_IF_ERROR(GraphForward(n_tokens, n_rows, kv_batch, key_bound));
+  if (Status forward = GraphForward(n_tokens, n_rows, kv_batch, key_bound); !forward.ok()) {
+#if defined(BITFLEET_HAVE_NCCL)
+    // Collectives queued before the failure finish (or the group aborts) within the deadline.
+    if (nccl_ != nullptr && !nccl_->failed()) nccl_->Synchronize().IgnoreError();
+#endif
+    return forward;
+  }
   // This rank's vocabulary slice of each row (the whole row at TP=1).
   const sharding::Range vocab = shard_->vocab;
   float* rows_out = gather_ ? local_logits_.as<float>() : host_logits_.as<float>();
@@ -818,9 +828,15 @@ StatusOr<StepLogits> CudaModelRunnerImpl::Step(std::span<const SequenceStep> bat
     BF_RETURN_IF_ERROR(GatherLogitRows(*comm_, plan_, comm_->rank(), n_rows, local_logits_.as<float>(),
                                        gathered_.data(), config_.n_vocab, host_logits_.as<float>()));
   }
-  if (comm_->size() == 1 || gather_) return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, n_vocab);
-  return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, static_cast<int>(vocab.size()),
-                    static_cast<int>(vocab.begin));
+  return LogitRows(n_seqs);
+}
+
+StepLogits CudaModelRunnerImpl::LogitRows(int n_seqs) const {
+  if (comm_->size() == 1 || gather_) {
+    return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, static_cast<int>(config_.n_vocab));
+  }
+  return StepLogits(host_logits_.as<float>(), logit_begin_.data(), n_seqs, static_cast<int>(shard_->vocab.size()),
+                    static_cast<int>(shard_->vocab.begin));
 }
 
 StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(std::shared_ptr<const gguf::GgufFile> file,

@@ -72,6 +72,9 @@ TEST(NcclCommunicatorTest, DeferredCollectivesQueueOnTheCallersStreamAndCapture)
   const std::vector<float> values = {2.5f, -1.0f, 7.0f};
   DeviceArray<float> source(values);
   DeviceArray<float> dev(values.size());
+  DeviceArray<float> replayed(values.size());
+  // The arrays' zero fills run on the legacy stream, which `stream` does not wait for.
+  BF_ASSERT_CUDA(cudaDeviceSynchronize());
   const size_t bytes = values.size() * sizeof(float);
   BF_ASSERT_CUDA(cudaMemcpyAsync(dev.get(), source.get(), bytes, cudaMemcpyDeviceToDevice, stream));
   ASSERT_TRUE(c->AllReduceSum(dev.get(), values.size()).ok());
@@ -80,7 +83,6 @@ TEST(NcclCommunicatorTest, DeferredCollectivesQueueOnTheCallersStreamAndCapture)
   EXPECT_EQ(dev.ToHost(), values);
 
   // The same work captured once and replayed twice (the runner's step graphs).
-  DeviceArray<float> replayed(values.size());
   kernels::cuda::CudaGraph graph;
   const Status captured = graph.Capture(stream, [&]() -> Status {
     if (cudaMemcpyAsync(replayed.get(), source.get(), bytes, cudaMemcpyDeviceToDevice, stream) != cudaSuccess) {

@@ -147,12 +147,17 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
 
 // GPU ranks (--device cuda --tp > 1) all-reduce device buffers through NCCL when every rank has
 // a GPU of its own and the build has NCCL; otherwise through Open MPI, staged through host
-// memory (slower, but it runs, for example several ranks on one GPU, which then need the KV
-// pool's size given: a rank cannot size it by memory that the others are filling).
-Status ChooseGpuCommunicator(int ranks, worker::WorkerOptions* w) {
+// memory (slower, but it runs, for example the ranks of one replica sharing a GPU, which then
+// need the KV pool's size given: a rank cannot size it by memory that the others are filling).
+Status ChooseGpuCommunicator(int tp, int replicas, worker::WorkerOptions* w) {
+  const int ranks = tp * replicas;
   const int gpus = worker::UsableCudaDeviceCount();
   if (gpus == 0) return absl::OkStatus();  // the workers say why there is no device
-  if (gpus < ranks && w->kv_blocks == 0) {
+  if (gpus < ranks && replicas > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--replicas ", replicas, " --tp ", tp, " with --device cuda needs ",
+                                                   ranks, " GPUs, one per rank; ", gpus, " visible"));
+  }
+  if (gpus < ranks && w->kv_blocks == 0 && w->gpu_memory_utilization > 0) {
     return absl::InvalidArgumentError(absl::StrCat(ranks, " GPU ranks on ", gpus, " visible GPUs share devices: give ",
                                                    "each rank's KV pool size with --kv-blocks"));
   }
@@ -277,7 +282,7 @@ Status Serve(ServeFlags flags) {
   flags.server.timing = flags.timing.ToTiming();
   flags.worker.model = flags.server.model;
   if (flags.worker.device == worker::RunnerDevice::kCuda && flags.server.tensor_parallel > 1) {
-    BF_RETURN_IF_ERROR(ChooseGpuCommunicator(flags.server.tensor_parallel * flags.server.replicas, &flags.worker));
+    BF_RETURN_IF_ERROR(ChooseGpuCommunicator(flags.server.tensor_parallel, flags.server.replicas, &flags.worker));
   }
   if (flags.worker.threads <= 0) {
     flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));
