@@ -23,7 +23,6 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/inprocess_executor.h"
@@ -31,6 +30,7 @@
 #include "model/gguf/gguf.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
+#include "tools/commands/gpu_placement.h"
 #include "tools/commands/serving_flags.h"
 #include "tools/commands/shutdown_signal.h"
 #include "tools/commands/worker_launcher.h"
@@ -54,6 +54,8 @@ struct ServeFlags {
   std::string mpirun = "mpirun";
   std::string mpirun_args = "--bind-to none";
   bool in_process = false;
+  // --device cuda with several replicas: each replica's CUDA_VISIBLE_DEVICES (gpu_placement.h).
+  std::vector<std::string> replica_devices;
 };
 
 // One replica's worker group and its restart bookkeeping.
@@ -122,53 +124,32 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(w.max_step_sequences),
   };
   command.argv.insert(command.argv.end(), worker.begin(), worker.end());
-  if (w.device == worker::RunnerDevice::kCuda && s.replicas > 1) {
-    // A GPU per rank: replica i takes the i-th run of --tp visible devices (of the caller's
-    // CUDA_VISIBLE_DEVICES list when set, else devices i·tp to i·tp + tp - 1); its ranks then
-    // take them by node-local rank.
-    std::vector<std::string> visible;
-    if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES"); env != nullptr && *env != '\0') {
-      visible = absl::StrSplit(env, ',', absl::SkipEmpty());
-    }
-    const int tp = s.tensor_parallel;
-    if (!visible.empty() && (index + 1) * tp > static_cast<int>(visible.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("--replicas ", s.replicas, " --tp ", tp,
-                                                     " with --device cuda needs a GPU per rank; CUDA_VISIBLE_DEVICES "
-                                                     "lists ", visible.size()));
-    }
-    std::vector<std::string> devices;
-    for (int r = 0; r < tp; ++r) {
-      devices.push_back(visible.empty() ? std::to_string(index * tp + r) : visible[index * tp + r]);
-    }
-    command.env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", absl::StrJoin(devices, ",")));
+  if (index < static_cast<int>(flags.replica_devices.size())) {
+    command.env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", flags.replica_devices[index]));
   }
   return command;
 }
 
-// GPU ranks (--device cuda --tp > 1) all-reduce device buffers through NCCL when every rank has
-// a GPU of its own and the build has NCCL; otherwise through Open MPI, staged through host
-// memory (slower, but it runs, for example the ranks of one replica sharing a GPU, which then
-// need the KV pool's size given: a rank cannot size it by memory that the others are filling).
-Status ChooseGpuCommunicator(int tp, int replicas, worker::WorkerOptions* w) {
-  const int ranks = tp * replicas;
-  const int gpus = worker::UsableCudaDeviceCount();
-  if (gpus == 0) return absl::OkStatus();  // the workers say why there is no device
-  if (gpus < ranks && replicas > 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--replicas ", replicas, " --tp ", tp, " with --device cuda needs ",
-                                                   ranks, " GPUs, one per rank; ", gpus, " visible"));
+// --device cuda: each replica's devices, and the workers' communicator (gpu_placement.h).
+Status PlaceGpus(ServeFlags* flags) {
+  GpuPlacementInput in;
+  in.tp = flags->server.tensor_parallel;
+  in.replicas = flags->server.replicas;
+  in.usable_gpus = worker::UsableCudaDeviceCount();
+  in.nccl_built = worker::NcclBuilt();
+  in.kv_pool_given = flags->worker.kv_blocks > 0 || flags->worker.gpu_memory_utilization <= 0;
+  if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES"); env != nullptr) in.cuda_visible_devices = env;
+  BF_ASSIGN_OR_RETURN(GpuPlacement placement, PlaceGpuRanks(in));
+  flags->worker.comm = placement.comm;
+  flags->replica_devices = std::move(placement.replica_devices);
+  const int ranks = in.tp * in.replicas;
+  if (in.tp > 1 && placement.comm == "nccl") {
+    Logger("serve")->info("{} GPU ranks on {} visible GPUs: collectives through NCCL on the devices", ranks,
+                          in.usable_gpus);
+  } else if (in.tp > 1 && !placement.staged_reason.empty()) {
+    Logger("serve")->warn("{} GPU ranks: collectives through Open MPI, staged through host memory ({})", ranks,
+                          placement.staged_reason);
   }
-  if (gpus < ranks && w->kv_blocks == 0 && w->gpu_memory_utilization > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(ranks, " GPU ranks on ", gpus, " visible GPUs share devices: give ",
-                                                   "each rank's KV pool size with --kv-blocks"));
-  }
-  if (worker::NcclBuilt() && gpus >= ranks) {
-    w->comm = "nccl";
-    Logger("serve")->info("{} GPU ranks on {} visible GPUs: collectives through NCCL on the devices", ranks, gpus);
-    return absl::OkStatus();
-  }
-  Logger("serve")->warn("{} GPU ranks: collectives through Open MPI, staged through host memory ({})", ranks,
-                        worker::NcclBuilt() ? absl::StrCat("only ", gpus, " GPUs visible, and NCCL needs one per rank")
-                                            : std::string("this build has no NCCL"));
   return absl::OkStatus();
 }
 
@@ -281,8 +262,8 @@ Status Serve(ServeFlags flags) {
   flags.server.control = "127.0.0.1:0";  // internal: loopback, any free port
   flags.server.timing = flags.timing.ToTiming();
   flags.worker.model = flags.server.model;
-  if (flags.worker.device == worker::RunnerDevice::kCuda && flags.server.tensor_parallel > 1) {
-    BF_RETURN_IF_ERROR(ChooseGpuCommunicator(flags.server.tensor_parallel, flags.server.replicas, &flags.worker));
+  if (flags.worker.device == worker::RunnerDevice::kCuda && !flags.in_process) {
+    BF_RETURN_IF_ERROR(PlaceGpus(&flags));
   }
   if (flags.worker.threads <= 0) {
     flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));
