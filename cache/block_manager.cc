@@ -117,11 +117,17 @@ Status BlockManager::Free(uint64_t seq) {
   auto it = tables_.find(seq);
   if (it == tables_.end()) return absl::OkStatus();
   // A registered block this table holds the last reference to becomes cached (a table names a
-  // block at most once).
-  for (int32_t block : it->second.table.ids()) {
-    if (pool_.ref_count(block) == 1 && registry_.HoldsBlock(block)) ++num_cached_;
+  // block at most once). Released last block first: a lookup walks a chain from its first block,
+  // so evicting the chain's tail first keeps the longest prefix reachable. Unregistered blocks
+  // (the partial last block, private copies) hold nothing to revive and are reused before any
+  // cached block.
+  Status status = absl::OkStatus();
+  const std::span<const int32_t> ids = it->second.table.ids();
+  for (auto block = ids.rbegin(); block != ids.rend() && status.ok(); ++block) {
+    const bool registered = registry_.HoldsBlock(*block);
+    if (pool_.ref_count(*block) == 1 && registered) ++num_cached_;
+    status = pool_.Release(*block, /*keep=*/registered);
   }
-  Status status = it->second.table.Release(pool_);
   tables_.erase(it);
   return status;
 }

@@ -5,9 +5,11 @@
 //   used    ref count >= 1: in the table of at least one sequence (shared prefix blocks count once)
 //   cached  ref count 0 and registered: holds valid KV for a known hash; reusable until evicted
 //   free    ref count 0 and unregistered
-// Cached and free blocks share the pool's free list, whose order (least recently released
-// first) is the eviction order: allocating a block takes the list head and, when that block was
-// cached, erases its registry entry (an eviction).
+// Cached and free blocks share the pool's free list, whose order is the eviction order:
+// unregistered blocks first, then cached blocks least recently released first, a sequence's
+// blocks released last block first (so a chain loses its tail before its head). Allocating a
+// block takes the list head and, when that block was cached, erases its registry entry (an
+// eviction).
 //
 // Sharing: AttachCachedPrefix acquires the registered blocks of a sequence's hash chain, so the
 // sequence starts with those positions already in the cache. Only full blocks whose KV has been

@@ -29,6 +29,18 @@ void BlockPool::PushFreeTail(int32_t block) {
   ++num_free_;
 }
 
+void BlockPool::PushFreeHead(int32_t block) {
+  prev_[block] = kNone;
+  next_[block] = head_;
+  if (head_ != kNone) {
+    prev_[head_] = block;
+  } else {
+    tail_ = block;
+  }
+  head_ = block;
+  ++num_free_;
+}
+
 void BlockPool::Unlink(int32_t block) {
   const int32_t p = prev_[block];
   const int32_t n = next_[block];
@@ -78,14 +90,20 @@ Status BlockPool::Acquire(int32_t block) {
   return absl::OkStatus();
 }
 
-Status BlockPool::Release(int32_t block) {
+Status BlockPool::Release(int32_t block, bool keep) {
   if (block < 0 || block >= num_blocks()) {
     return absl::InvalidArgumentError(absl::StrCat("KV block id ", block, " outside pool of ", num_blocks()));
   }
   if (ref_counts_[block] == 0) {
     return absl::InvalidArgumentError(absl::StrCat("KV block ", block, " released while free (double free)"));
   }
-  if (--ref_counts_[block] == 0) PushFreeTail(block);
+  if (--ref_counts_[block] == 0) {
+    if (keep) {
+      PushFreeTail(block);
+    } else {
+      PushFreeHead(block);
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -2,9 +2,10 @@
 // kernel code, so the coordinator can own one per replica while workers own the storage.
 //
 // A block is either in use (ref count >= 1) or free (ref count 0). Free blocks sit on a free
-// list in the order they were released: Allocate takes the least recently released block first,
-// so the list doubles as the LRU eviction order for cached prefix blocks (a prefix registry may
-// revive a free block that still holds valid KV with Acquire before it is reallocated).
+// list that Allocate takes from the head. A released block whose content is worth keeping goes to
+// the tail, so the list doubles as the LRU eviction order for cached prefix blocks (a prefix
+// registry may revive a free block that still holds valid KV with Acquire before it is
+// reallocated); one holding nothing reusable goes to the head, to be reused before any of them.
 //
 // Not thread-safe: one owner (the scheduler thread) mutates it.
 #pragma once
@@ -36,15 +37,17 @@ class BlockPool {
   // Adds a reference to `block`. A free block is taken off the free list (prefix reuse);
   // INVALID_ARGUMENT for an id outside the pool.
   Status Acquire(int32_t block);
-  // Drops one reference; at zero the block goes to the tail of the free list.
+  // Drops one reference; at zero the block goes to the tail of the free list (`keep`: its
+  // content may be revived, so it is reused last), or to the head (nothing worth keeping).
   // INVALID_ARGUMENT for an out-of-range or already free block (a double free).
-  Status Release(int32_t block);
+  Status Release(int32_t block, bool keep = true);
   // Releases every block of `blocks` (stops at the first error).
   Status ReleaseAll(const std::vector<int32_t>& blocks);
 
  private:
   static constexpr int32_t kNone = -1;
   void PushFreeTail(int32_t block);
+  void PushFreeHead(int32_t block);
   void Unlink(int32_t block);
 
   std::vector<int32_t> ref_counts_;

@@ -53,6 +53,8 @@ TEST(BlockManagerTest, RegisteredBlocksAreSharedAfterTheirOwnerFinishes) {
   EXPECT_EQ(m.AttachCachedPrefix(3, chain, 3).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// Cached blocks go least recently released first, and within one sequence its chain's tail
+// first: a lookup walks from the first block, so the rest of the chain stays reachable.
 TEST(BlockManagerTest, GrowEvictsTheLeastRecentlyReleasedCachedBlockFirst) {
   BlockManager m(4, 4);
   const std::vector<BlockHash> a = Chain(2, 1);
@@ -66,12 +68,38 @@ TEST(BlockManagerTest, GrowEvictsTheLeastRecentlyReleasedCachedBlockFirst) {
   ExpectCounts(m, 0, 4, 0);
   ASSERT_TRUE(m.Grow(3, 4).ok());
   EXPECT_EQ(m.evictions(), 1);
-  EXPECT_EQ(m.CachedPrefixBlocks(a), 0) << "a's first block was evicted";
+  EXPECT_EQ(m.CachedPrefixBlocks(a), 1) << "a's second block was evicted, its first kept";
   EXPECT_EQ(m.CachedPrefixBlocks(b), 2);
   ExpectCounts(m, 1, 3, 0);
+  ASSERT_TRUE(m.Grow(4, 4).ok());
+  EXPECT_EQ(m.evictions(), 2);
+  EXPECT_EQ(m.CachedPrefixBlocks(a), 0);
+  EXPECT_EQ(m.CachedPrefixBlocks(b), 2);
+  ASSERT_TRUE(m.Free(4).ok());  // back to the free list: nothing cached in it
+  ExpectCounts(m, 1, 2, 1);
   EXPECT_EQ(m.Grow(3, 100).code(), absl::StatusCode::kResourceExhausted);
-  ExpectCounts(m, 1, 3, 0);  // all or nothing
+  ExpectCounts(m, 1, 2, 1);  // all or nothing
   EXPECT_EQ(m.BlocksNeeded(3, 16), 3);
+}
+
+// A freed sequence's unregistered blocks (a partial last block here) are reused before any cached
+// block is evicted, even cached blocks released before them.
+TEST(BlockManagerTest, BlocksWithoutCachedContentAreReusedFirst) {
+  BlockManager m(4, 4);
+  const std::vector<BlockHash> a = Chain(2, 5);
+  const std::vector<BlockHash> b = Chain(1, 6);
+  ASSERT_TRUE(m.Grow(1, 8).ok());
+  ASSERT_TRUE(m.RegisterFullBlocks(1, a).ok());
+  ASSERT_TRUE(m.Grow(2, 6).ok());  // one full block and a partial one
+  ASSERT_TRUE(m.RegisterFullBlocks(2, b).ok());
+  ASSERT_TRUE(m.Free(1).ok());
+  ASSERT_TRUE(m.Free(2).ok());
+  ExpectCounts(m, 0, 3, 1);
+  ASSERT_TRUE(m.Grow(3, 4).ok());
+  EXPECT_EQ(m.evictions(), 0);
+  EXPECT_EQ(m.CachedPrefixBlocks(a), 2);
+  EXPECT_EQ(m.CachedPrefixBlocks(b), 1);
+  ExpectCounts(m, 1, 3, 0);
 }
 
 TEST(BlockManagerTest, DuplicateContentStaysPrivate) {

@@ -39,6 +39,24 @@ TEST(BlockPoolTest, FreeListIsLeastRecentlyReleasedFirst) {
   EXPECT_EQ(*pool.Allocate(), 1);
 }
 
+// A block released with nothing worth keeping goes to the head: reused before the others.
+TEST(BlockPoolTest, BlocksNotKeptAreReusedFirst) {
+  BlockPool pool(3);
+  std::vector<int32_t> blocks;
+  ASSERT_TRUE(pool.AllocateMany(3, &blocks).ok());
+  ASSERT_TRUE(pool.Release(0).ok());
+  ASSERT_TRUE(pool.Release(1).ok());
+  ASSERT_TRUE(pool.Release(2, /*keep=*/false).ok());
+  EXPECT_EQ(*pool.Allocate(), 2);
+  EXPECT_EQ(*pool.Allocate(), 0);
+  ASSERT_TRUE(pool.Release(2, /*keep=*/false).ok());
+  ASSERT_TRUE(pool.Release(0, /*keep=*/false).ok());
+  EXPECT_EQ(*pool.Allocate(), 0);  // the most recent head release comes first
+  EXPECT_EQ(*pool.Allocate(), 2);
+  EXPECT_EQ(*pool.Allocate(), 1);
+  EXPECT_EQ(pool.num_free(), 0);
+}
+
 TEST(BlockPoolTest, SharedBlocksReturnWhenLastReferenceDrops) {
   BlockPool pool(2);
   const int32_t block = *pool.Allocate();
