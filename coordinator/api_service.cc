@@ -141,6 +141,7 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
   StopMatcher stop(std::move(parsed.stop));
   bool first_message = true;
   bool client_gone = false;
+  int64_t tokens_seen = 0;  // token events, streamed or not (the usage of a finish decided here)
   std::optional<Clock::time_point> cancelled_at;
   auto cancel = [&](FinishReason reason) {
     if (cancelled_at) return;
@@ -174,6 +175,7 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
         finished = &event;
         break;
       }
+      ++tokens_seen;
       if (stop.matched()) continue;  // tokens already in flight when the stop string appeared
       message.add_token_ids(event.token);
       StatusOr<std::string> piece = decoder.Push(event.token);
@@ -183,6 +185,21 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
     if (finished == nullptr) {
       if (message.token_ids_size() > 0) send(message);
       if (cancelled_at && Clock::now() - *cancelled_at > kCancelGrace) {
+        if (stop.matched() && !client_gone) {
+          // The answer is complete; the scheduler is still in a long step (a large prefill on a
+          // slow machine) and ends the request after it. Finish here with the usage known here
+          // (the cached prompt tokens only come with the scheduler's finish).
+          log->warn("{}: finished at its stop string {} s before the scheduler's step ended", request_id,
+                    kCancelGrace.count());
+          v1::GenerateResponse last;
+          last.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
+          v1::Usage* usage = last.mutable_usage();
+          usage->set_prompt_tokens(static_cast<uint32_t>(prompt_tokens));
+          usage->set_completion_tokens(static_cast<uint32_t>(tokens_seen));
+          usage->set_seed(seed);
+          send(last);
+          return client_gone ? absl::CancelledError("the client went away") : absl::OkStatus();
+        }
         log->error("{}: the scheduler did not finish the request {} s after its cancel", request_id,
                    kCancelGrace.count());
         return absl::CancelledError("request cancelled");

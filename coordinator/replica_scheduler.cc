@@ -39,7 +39,10 @@ void ReplicaScheduler::Reap(Clock::time_point now) {
   for (auto* queue : {&running_, &waiting_}) {
     for (auto& [id, seq] : *queue) {
       if (seq->cancel_reason != FinishReason::kNone) {
-        done.emplace_back(seq.get(), seq->cancel_reason);
+        // gRPC cancels a call when its deadline passes, and the API then cancels the request:
+        // a cancel seen after the deadline is the deadline's (its status, reason and metrics).
+        const bool expired = seq->cancel_reason == FinishReason::kCancelled && now >= seq->deadline;
+        done.emplace_back(seq.get(), expired ? FinishReason::kDeadline : seq->cancel_reason);
       } else if (now >= seq->deadline) {
         done.emplace_back(seq.get(), FinishReason::kDeadline);
       }

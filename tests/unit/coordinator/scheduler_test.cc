@@ -299,6 +299,26 @@ TEST(SchedulerTest, DeadlineEndsTheRequestAndFreesBlocks) {
   EXPECT_EQ(scheduler->Stats().replicas[0].blocks.used, 0);
 }
 
+// A client's cancel that arrives after the request's deadline (gRPC cancels a call whose
+// deadline passed) ends the request as a deadline, not as a cancel.
+TEST(SchedulerTest, CancelAfterTheDeadlineIsTheDeadline) {
+  FakeExecutor executor({.kv_blocks = 128});
+  auto scheduler = MakeScheduler(TestOptions(), {&executor});
+  Collector collector;
+  GenerateRequest request = MakeRequest(collector, 0, MakePrompt(20, 11), 400);
+  request.deadline = Clock::now() + milliseconds(30);
+  auto id = scheduler->Submit(std::move(request));
+  ASSERT_TRUE(id.ok());
+  scheduler->RunIteration();
+  std::this_thread::sleep_for(milliseconds(40));
+  ASSERT_TRUE(scheduler->Cancel(*id).ok());
+  scheduler->RunIteration();
+  const Outcome o = collector.Get(0);
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.reason, FinishReason::kDeadline);
+  EXPECT_EQ(o.status.code(), absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST(SchedulerTest, FullAdmissionQueueIsResourceExhausted) {
   FakeExecutor executor({.kv_blocks = 64});
   SchedulerOptions options = TestOptions();
