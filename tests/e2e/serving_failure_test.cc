@@ -5,10 +5,12 @@
 // a full admission queue answers RESOURCE_EXHAUSTED and the server keeps serving; health stays
 // NOT_SERVING until the workers register; killing a worker rank ends in-flight requests with
 // UNAVAILABLE within seconds while the coordinator keeps answering health; a rank frozen while
-// its group is idle still ends the group; serve relaunches a replica whose workers died; a
-// failed replica of serve --in-process ends its request and serve.
+// its group is idle still ends the group; serve relaunches a replica whose workers died, and one
+// whose worker is stuck in a step; a failed replica of serve --in-process ends its request and
+// serve.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <future>
@@ -303,6 +305,37 @@ TEST(ServeFailureTest, ServeRelaunchesAReplicaWhoseWorkersDied) {
   const GenerateOutcome out = served.client->Generate(GreedyRequest({1, 2, 3}, 5), 60s);
   EXPECT_TRUE(out.status.ok()) << out.status.error_message();
   EXPECT_EQ(out.tokens.size(), 5u);
+  served.process->Signal(SIGTERM);
+  EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0) << served.process->Log();
+}
+
+// A worker stuck in a step (BITFLEET_FAULT_INJECT "hang": alive, never answering) is failed by
+// the step timeout, which ends its request; serve then ends the stuck workers and relaunches the
+// replica, which serves again (its first steps, before the injected hang comes round again).
+TEST(ServeFailureTest, ServeRelaunchesAReplicaStuckInAStep) {
+  SLOW_MODEL_OR_SKIP(model);
+  setenv("BITFLEET_FAULT_INJECT", "0:3:hang", 1);
+  auto started = StartServe(model, 1, "serve-stuck",
+                            {"--step-timeout", "2", "--max-restarts", "1",
+                             "--restart-delay", "0.2"});
+  unsetenv("BITFLEET_FAULT_INJECT");
+  if (absl::IsNotFound(started.status())) GTEST_SKIP() << started.status();
+  ASSERT_TRUE(started.ok()) << started.status();
+  Served& served = **started;
+  const std::vector<pid_t> stuck = WorkerPids(model);
+  const GenerateOutcome out = served.client->Generate(GreedyRequest({1, 2, 3}, 40), 30s);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAVAILABLE) << out.status.error_message();
+  EXPECT_EQ(out.tokens.size(), 3u);  // steps 0..2; step 3 hangs
+  EXPECT_TRUE(served.client->WaitHealth(Health::NOT_SERVING, 10s));
+  EXPECT_TRUE(served.client->WaitHealth(Health::SERVING, 90s)) << served.process->Log();
+  EXPECT_NE(served.process->Log().find("out of service"), std::string::npos) << served.process->Log();
+  const std::vector<pid_t> now = WorkerPids(model);  // running workers (a zombie has no command line)
+  for (pid_t pid : stuck) {
+    EXPECT_EQ(std::count(now.begin(), now.end(), pid), 0) << "the stuck worker " << pid << " still runs";
+  }
+  const GenerateOutcome again = served.client->Generate(GreedyRequest({1, 2, 3}, 2), 60s);
+  EXPECT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_EQ(again.tokens.size(), 2u);
   served.process->Signal(SIGTERM);
   EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0) << served.process->Log();
 }

@@ -66,7 +66,19 @@ struct Replica {
   std::optional<Clock::time_point> restart_at;
   int registrations_at_launch = 0;  // the coordinator's count when this group was launched
   bool dead = false;                // restarts exhausted, or the group never came up
+  // Out of service while its workers run: served (healthy at least once since this launch),
+  // then failed by the coordinator (a step timeout, a silent rank) since `unhealthy_since`.
+  bool served = false;
+  std::optional<Clock::time_point> unhealthy_since;
 };
+
+// How long a replica that served may stay out of service while its workers still run before
+// serve ends them (and then relaunches or gives up, as for workers that died): a worker whose
+// stream the coordinator ended exits within a heartbeat, so one still running after twice the
+// heartbeat timeout is stuck (in a step that never returns, say).
+Clock::duration StuckReplicaGrace(const ServeFlags& flags) {
+  return 2 * std::chrono::milliseconds(flags.timing.ToTiming().heartbeat_timeout);
+}
 
 // The command line that starts replica `index`'s ranks, and the environment it needs.
 struct LaunchCommand {
@@ -156,6 +168,8 @@ Status PlaceGpus(ServeFlags* flags) {
 Status Launch(const ServeFlags& flags, coordinator::CoordinatorServer& server, Replica& replica) {
   BF_ASSIGN_OR_RETURN(LaunchCommand command, WorkerCommand(flags, replica.index, server.control_port()));
   replica.registrations_at_launch = server.replica_registrations(replica.index);
+  replica.served = false;
+  replica.unhealthy_since.reset();
   BF_ASSIGN_OR_RETURN(replica.child, ChildProcess::Spawn(command.argv, command.env));
   Logger("serve")->info("replica {}: started {} rank(s), pid {}", replica.index, flags.server.tensor_parallel,
                         replica.child.pid());
@@ -183,6 +197,22 @@ Status Supervise(const ServeFlags& flags, coordinator::CoordinatorServer& server
     }
     for (Replica& replica : replicas) {
       std::string how;
+      if (!replica.dead && !replica.restart_at && !replica.child.Poll()) {
+        // Alive: stuck out of service past the grace, its workers are ended; the exit below
+        // then relaunches the replica or gives up on it.
+        if (server.replica_healthy(replica.index)) {
+          replica.served = true;
+          replica.unhealthy_since.reset();
+        } else if (replica.served) {
+          if (!replica.unhealthy_since) replica.unhealthy_since = Clock::now();
+          if (Clock::now() - *replica.unhealthy_since > StuckReplicaGrace(flags)) {
+            log->error("replica {}: out of service for {} s while its workers still run (a rank stuck in a step?); "
+                       "ending them",
+                       replica.index, std::chrono::duration<double>(Clock::now() - *replica.unhealthy_since).count());
+            replica.child.Terminate(std::chrono::seconds(5));
+          }
+        }
+      }
       if (!replica.dead && !replica.restart_at && replica.child.Poll(&how)) {
         ready_logged = false;
         if (server.replica_registrations(replica.index) == replica.registrations_at_launch) {
