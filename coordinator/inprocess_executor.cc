@@ -7,13 +7,30 @@
 
 namespace bitfleet::coordinator {
 
-InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::StepRunner> runner)
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::StepRunner> runner,
+                                     std::chrono::milliseconds step_timeout)
     : runner_(std::move(runner)),
       step_executor_(*runner_),
       kv_blocks_(runner_->kv_blocks()),
       kv_block_size_(runner_->kv_block_size()),
       max_step_tokens_(runner_->options().max_step_tokens),
-      max_step_sequences_(std::min(runner_->options().max_step_sequences, runner_->options().max_logit_rows)) {}
+      max_step_sequences_(std::min(runner_->options().max_step_sequences, runner_->options().max_logit_rows)),
+      step_timeout_(step_timeout) {}
+
+bool InProcessExecutor::stuck() const {
+  const int64_t started = step_started_ns_.load();
+  return step_timeout_.count() > 0 && started != 0 &&
+         NowNs() - started > std::chrono::duration_cast<std::chrono::nanoseconds>(step_timeout_).count();
+}
 
 StatusOr<StepResult> InProcessExecutor::NextInjectedFailure() {
   std::lock_guard<std::mutex> lock(fault_mu_);
@@ -31,7 +48,11 @@ void InProcessExecutor::FailNextSteps(int n, Status status) {
 StatusOr<StepResult> InProcessExecutor::Execute(const StepPlan& plan) {
   if (!healthy_.load()) return absl::UnavailableError("in-process replica is marked unhealthy");
   StatusOr<StepResult> result = NextInjectedFailure();
-  if (result.ok()) result = step_executor_.Execute(plan);
+  if (result.ok()) {
+    step_started_ns_.store(NowNs());
+    result = step_executor_.Execute(plan);
+    step_started_ns_.store(0);
+  }
   if (!result.ok()) {
     const absl::StatusCode code = result.status().code();
     if (code != absl::StatusCode::kInvalidArgument && code != absl::StatusCode::kResourceExhausted) {

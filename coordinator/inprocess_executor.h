@@ -8,6 +8,9 @@
 // unhealthy from then on. Nothing restarts a replica in this process, and its runner's state
 // (a device after a sticky error) is not to be trusted; `serve --in-process` exits non-zero.
 //
+// A step still running past `step_timeout` (when given) makes the replica unhealthy too
+// (stuck()): a step cannot be interrupted, so its caller must give up on the process.
+//
 // Fault injection for tests: set_healthy(false) takes the replica out of service (the scheduler
 // fails its requests with UNAVAILABLE); FailNextSteps(n, status) makes the next n Execute calls
 // return `status` without running (a failing status marks the replica unhealthy as above).
@@ -16,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -29,8 +33,9 @@ namespace bitfleet::coordinator {
 
 class InProcessExecutor final : public Executor {
  public:
-  // Takes ownership of the runner.
-  explicit InProcessExecutor(std::unique_ptr<worker::StepRunner> runner);
+  // Takes ownership of the runner. `step_timeout` zero: no limit.
+  explicit InProcessExecutor(std::unique_ptr<worker::StepRunner> runner,
+                             std::chrono::milliseconds step_timeout = std::chrono::milliseconds(0));
 
   StatusOr<StepResult> Execute(const StepPlan& plan) override;
   int32_t kv_blocks() const override { return kv_blocks_; }
@@ -38,7 +43,9 @@ class InProcessExecutor final : public Executor {
   int32_t max_step_tokens() const override { return max_step_tokens_; }
   // The runner's sequence limit, capped by its logit rows (every sequence gets one row).
   int32_t max_step_sequences() const override { return max_step_sequences_; }
-  bool healthy() const override { return healthy_.load(); }
+  bool healthy() const override { return healthy_.load() && !stuck(); }
+  // True while a step has run longer than the step timeout.
+  bool stuck() const;
 
   void set_healthy(bool healthy) { healthy_.store(healthy); }
   void FailNextSteps(int n, Status status);
@@ -58,6 +65,9 @@ class InProcessExecutor final : public Executor {
   const int32_t kv_block_size_;
   const int32_t max_step_tokens_;
   const int32_t max_step_sequences_;
+  const std::chrono::milliseconds step_timeout_;
+  // When the step in flight started (steady clock, nanoseconds since its epoch); 0 between steps.
+  std::atomic<int64_t> step_started_ns_{0};
   std::atomic<bool> healthy_{true};
   std::atomic<int64_t> steps_{0};
   std::atomic<int64_t> tokens_{0};

@@ -6,8 +6,8 @@
 // NOT_SERVING until the workers register; killing a worker rank ends in-flight requests with
 // UNAVAILABLE within seconds while the coordinator keeps answering health; a rank frozen while
 // its group is idle still ends the group; serve relaunches a replica whose workers died, and one
-// whose worker is stuck in a step; a failed replica of serve --in-process ends its request and
-// serve.
+// whose worker is stuck in a step; a failed or stuck replica of serve --in-process ends its
+// request and serve.
 #include <signal.h>
 
 #include <algorithm>
@@ -125,6 +125,28 @@ TEST(ServeFailureTest, InProcessReplicaThatFailsEndsItsRequestAndServeExitsOne) 
   EXPECT_EQ(*code, 1) << served.process->Log();
   EXPECT_NE(served.process->Log().find("fault injection: rank 0 fails"), std::string::npos)
       << served.process->Log();
+}
+
+// serve --in-process cannot interrupt a step that never returns (BITFLEET_FAULT_INJECT "hang"):
+// past --step-timeout it exits 1 for its supervisor, instead of serving NOT_SERVING forever or
+// hanging its drain; the request in flight ends UNAVAILABLE with the connection.
+TEST(ServeFailureTest, InProcessStepPastItsTimeoutEndsServeWithOne) {
+  SLOW_MODEL_OR_SKIP(model);
+  setenv("BITFLEET_FAULT_INJECT", "0:3:hang", 1);
+  auto started = StartServe(model, 1, "serve-in-process-hang", {"--in-process", "--step-timeout", "1"});
+  unsetenv("BITFLEET_FAULT_INJECT");
+  if (absl::IsNotFound(started.status())) GTEST_SKIP() << started.status();
+  ASSERT_TRUE(started.ok()) << started.status();
+  Served& served = **started;
+  const Clock::time_point sent = Clock::now();
+  const GenerateOutcome out = served.client->Generate(GreedyRequest({1, 2, 3}, 40), 30s);
+  EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAVAILABLE) << out.status.error_message();
+  EXPECT_EQ(out.tokens.size(), 3u);  // steps 0..2; step 3 hangs
+  auto code = served.process->Wait(15s);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 1) << served.process->Log();
+  EXPECT_LT(Clock::now() - sent, 10s);
+  EXPECT_NE(served.process->Log().find("past --step-timeout"), std::string::npos) << served.process->Log();
 }
 
 TEST(ServeFailureTest, SecondSignalEndsTheDrainAtOnce) {

@@ -14,11 +14,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -245,7 +247,7 @@ Status Supervise(const ServeFlags& flags, coordinator::CoordinatorServer& server
 }
 
 // The replica of `serve --in-process`: the runner a worker would build, in this process.
-StatusOr<std::unique_ptr<coordinator::Executor>> InProcessReplica(const ServeFlags& flags) {
+StatusOr<std::unique_ptr<coordinator::InProcessExecutor>> InProcessReplica(const ServeFlags& flags) {
   if (flags.server.tensor_parallel != 1 || flags.server.replicas != 1) {
     return absl::InvalidArgumentError(absl::StrCat("--in-process runs one replica at TP 1 in this process (got --tp ",
                                                    flags.server.tensor_parallel, " --replicas ", flags.server.replicas,
@@ -261,8 +263,38 @@ StatusOr<std::unique_ptr<coordinator::Executor>> InProcessReplica(const ServeFla
   Logger("serve")->info("replica 0 in this process: {} runner ({}), {} KV blocks of {} tokens",
                         worker::RunnerDeviceName(options.device), runner->kernel_variant(), runner->kv_blocks(),
                         runner->kv_block_size());
-  return std::unique_ptr<coordinator::Executor>(std::make_unique<coordinator::InProcessExecutor>(std::move(runner)));
+  return std::make_unique<coordinator::InProcessExecutor>(std::move(runner), flags.server.timing.step_timeout);
 }
+
+// serve --in-process: a step that never returns (a hung device, a deadlock) cannot be
+// interrupted, and the drain and shutdown would wait for it forever. Past --step-timeout this
+// thread ends the process with exit code 1 for its supervisor (Kubernetes, systemd) to restart
+// it; the clients see their connections end. Stops (joined) when destroyed.
+class StuckStepWatchdog {
+ public:
+  explicit StuckStepWatchdog(const coordinator::InProcessExecutor& replica)
+      : thread_([this, &replica] {
+          while (!stop_.load()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (replica.stuck()) {
+              Logger("serve")->critical("a step of the replica in this process has run past --step-timeout and "
+                                        "cannot be interrupted; exiting 1");
+              spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+              std::_Exit(1);
+            }
+          }
+        }) {}
+  ~StuckStepWatchdog() {
+    stop_.store(true);
+    thread_.join();
+  }
+  StuckStepWatchdog(const StuckStepWatchdog&) = delete;
+  StuckStepWatchdog& operator=(const StuckStepWatchdog&) = delete;
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // serve --in-process: runs until a shutdown signal (OK) or until `replica` fails (UNAVAILABLE:
 // nothing restarts it here, so serve exits non-zero for its supervisor to act). The replica is
@@ -299,11 +331,13 @@ Status Serve(ServeFlags flags) {
     flags.worker.threads = std::max(1, DefaultThreads() / (flags.server.tensor_parallel * flags.server.replicas));
   }
   if (flags.in_process) {
+    BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::InProcessExecutor> executor, InProcessReplica(flags));
+    const coordinator::InProcessExecutor& replica = *executor;  // owned by the server from here on
     std::vector<std::unique_ptr<coordinator::Executor>> local;
-    BF_ASSIGN_OR_RETURN(local.emplace_back(), InProcessReplica(flags));
-    const coordinator::Executor& replica = *local.front();  // owned by the server from here on
+    local.push_back(std::move(executor));
     BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                         coordinator::CoordinatorServer::Start(flags.server, std::move(local)));
+    const StuckStepWatchdog watchdog(replica);  // destroyed before the server: it reads the replica
     const Status status = WaitForShutdown(*server, replica, flags);
     DrainUntilDoneOrSignaled(*server, std::chrono::duration<double>(flags.drain_timeout_s));
     server->Shutdown();
