@@ -12,6 +12,7 @@
 #include "coordinator/stop_matcher.h"
 #include "core/logging.h"
 #include "core/spin_wait.h"
+#include "grpc/support/time.h"
 #include "model/tokenizer/incremental_decoder.h"
 
 namespace bitfleet::coordinator {
@@ -43,12 +44,16 @@ struct EventQueue {
   }
 };
 
-// The request's deadline on the steady clock (gRPC reports it on the system clock).
+// The request's deadline on the steady clock, from gRPC's own time representation: a deadline
+// more than ten years away (a client's "no timeout" as a huge duration, past what a
+// nanosecond time point holds) counts as none.
 Clock::time_point DeadlineOf(const grpc::ServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) return Clock::time_point::max();
-  const auto left = deadline - std::chrono::system_clock::now();
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
+  const gpr_timespec raw = context.raw_deadline();
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) == 0) return Clock::time_point::max();
+  const gpr_timespec left = gpr_time_sub(raw, gpr_now(raw.clock_type));
+  constexpr int64_t kTenYears = int64_t{10} * 365 * 24 * 3600;
+  if (left.tv_sec > kTenYears) return Clock::time_point::max();
+  return Clock::now() + std::chrono::seconds(left.tv_sec) + std::chrono::nanoseconds(left.tv_nsec);
 }
 
 v1::FinishReason ToProto(FinishReason reason, bool stop_string) {

@@ -38,11 +38,20 @@ std::unique_ptr<ChatPrompt> ChatPrompt::FromTemplate(const std::string& chat_tem
 StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
                                                   size_t max_bytes) const {
   if (chat.messages().empty()) return absl::InvalidArgumentError("chat has no messages");
+  // Each message renders to at least its markup, so a count check bounds the work before any
+  // string is built, and the running size stops a long chat at the first piece past the limit.
+  const size_t markup_bytes = kStart.size() + kEnd.size() + std::string_view("user\n\n").size();
+  if (static_cast<size_t>(chat.messages_size()) > max_bytes / markup_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chat has ", chat.messages_size(), " messages; their markup alone exceeds ", max_bytes, " bytes"));
+  }
   std::vector<Piece> pieces;
-  auto turn = [&pieces](const std::string& role, const std::string& content) {
+  size_t rendered = 0;
+  auto turn = [&pieces, &rendered](const std::string& role, const std::string& content) {
     pieces.push_back({absl::StrCat(std::string(kStart), role, "\n"), true});
     pieces.push_back({content, false});
     pieces.push_back({absl::StrCat(std::string(kEnd), "\n"), true});
+    for (size_t i = pieces.size() - 3; i < pieces.size(); ++i) rendered += pieces[i].text.size();
   };
   bool has_system = false;
   for (const v1::ChatMessage& m : chat.messages()) has_system = has_system || m.role() == "system";
@@ -54,6 +63,9 @@ StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, 
           absl::StrCat("chat.messages[", i, "].role is '", m.role(), "'; use system, user or assistant"));
     }
     turn(m.role(), m.content());
+    if (rendered > max_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("chat renders to more than ", max_bytes, " bytes (limit)"));
+    }
   }
   pieces.push_back({absl::StrCat(std::string(kStart), "assistant\n"), true});
 

@@ -151,6 +151,9 @@ def run(binary, proto_dir, work):
             check(False, "NaN temperature was accepted")
         except grpc.RpcError as error:
             check(error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"NaN temperature gave {error.code()}")
+        # A deadline 158 years away (a client's "no timeout" as a huge duration) is no deadline.
+        text, tokens, finish = generate("Hello world", timeout=5e9)
+        check(text + "\n" == reference, f"with a far deadline: {text!r} != bitfleet run {reference!r}")
         try:
             generate("Hello", max_tokens=480, timeout=0.005)
             check(False, "a 5 ms deadline did not expire")

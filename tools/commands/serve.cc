@@ -388,11 +388,14 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   AddSchedulingFlags(*cmd, &flags->server);
   AddWorkerShapeFlags(*cmd, &flags->worker, /*with_context=*/false);
   AddTimingFlags(*cmd, &flags->timing);
-  cmd->add_option("--drain-timeout", flags->drain_timeout_s, "Seconds in-flight requests get to finish on Ctrl-C (a second Ctrl-C ends the drain at once)")
+  cmd->add_option("--drain-timeout", flags->drain_timeout_s,
+                  "Seconds in-flight requests get to finish on Ctrl-C (a second Ctrl-C ends the drain at once)")
+      ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   cmd->add_option("--max-restarts", flags->max_restarts, "Relaunches of a replica whose workers died")
       ->capture_default_str();
   cmd->add_option("--restart-delay", flags->restart_delay_s, "Seconds before relaunching a dead replica")
+      ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
   cmd->add_option("--mpirun", flags->mpirun, "mpirun to launch the workers with")->capture_default_str();
   cmd->add_option("--mpirun-args", flags->mpirun_args, "Extra mpirun arguments (space separated)")

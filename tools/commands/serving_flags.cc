@@ -15,11 +15,16 @@ coordinator::ControlTiming ServingTimingFlags::ToTiming() const {
 }
 
 void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags) {
-  cmd.add_option("--heartbeat-ms", flags->heartbeat_ms, "Control-stream heartbeat interval")->capture_default_str();
+  // Upper bounds keep the millisecond and nanosecond conversions far from overflow.
+  cmd.add_option("--heartbeat-ms", flags->heartbeat_ms, "Control-stream heartbeat interval")
+      ->check(CLI::Range(1, 3600 * 1000))
+      ->capture_default_str();
   cmd.add_option("--heartbeat-timeout-ms", flags->heartbeat_timeout_ms,
                  "Silence after which a worker rank (or the coordinator) is declared dead")
+      ->check(CLI::Range(1, 24 * 3600 * 1000))
       ->capture_default_str();
   cmd.add_option("--step-timeout", flags->step_timeout_s, "Seconds one step may take before its replica is failed")
+      ->check(CLI::Range(0.001, 1e6))
       ->capture_default_str();
 }
 
@@ -60,8 +65,10 @@ void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool wit
 }
 
 std::chrono::steady_clock::duration SecondsToDuration(double seconds) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(std::max(0.0, seconds)));
+  // Clamped to [0, ~31 years]: far beyond any timeout, far below the int64 nanosecond range
+  // (and a NaN counts as 0).
+  const double clamped = seconds > 0 ? std::min(seconds, 1e9) : 0.0;
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(clamped));
 }
 
 }  // namespace bitfleet::tools

@@ -101,6 +101,22 @@ TEST_F(ChatPromptTest, BadChatsAreInvalidArguments) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Many tiny messages are refused by their count, before their markup is rendered, and a chat
+// over the limit by its running size.
+TEST_F(ChatPromptTest, ChatsPastTheByteLimitAreRefusedEarly) {
+  v1::ChatMessages many;
+  for (int i = 0; i < 5000; ++i) many.add_messages()->set_role("user");
+  auto count = prompt_->Encode(many, *tokenizer_, 64 << 10);
+  EXPECT_EQ(count.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(count.status().message()).find("5000 messages"), std::string::npos) << count.status();
+  const std::string long_text(3000, 'a');
+  const std::string short_text(1000, 'a');
+  auto size = prompt_->Encode(Chat({{"user", long_text.c_str()}, {"user", "b"}}), *tokenizer_, 2048);
+  EXPECT_EQ(size.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(size.status().message()).find("more than 2048 bytes"), std::string::npos) << size.status();
+  EXPECT_TRUE(prompt_->Encode(Chat({{"user", short_text.c_str()}}), *tokenizer_, 2048).ok());
+}
+
 TEST_F(ChatPromptTest, GenerateRequestsWithAChat) {
   ApiLimits limits;
   limits.model_name = "m";
