@@ -270,6 +270,12 @@ bool GrpcExecutor::Send(int rank, const v1::CoordinatorMessage& message) {
   return slot.stream != nullptr && slot.stream->Write(message);
 }
 
+bool GrpcExecutor::SendIfIdle(int rank, const v1::CoordinatorMessage& message) {
+  RankSlot& slot = *slots_[rank];
+  std::unique_lock lock(slot.write_mu, std::try_to_lock);
+  return lock.owns_lock() && slot.stream != nullptr && slot.stream->Write(message);
+}
+
 void GrpcExecutor::Tick() {
   std::vector<int> attached;
   Status silent = absl::OkStatus();
@@ -296,7 +302,11 @@ void GrpcExecutor::Tick() {
   }
   v1::CoordinatorMessage heartbeat;
   heartbeat.mutable_heartbeat()->set_last_step_id(last_step);
-  for (int r : attached) Send(r, heartbeat);  // a failed write surfaces as the stream's end
+  // Skipped for a rank whose stream is busy with a plan: that write may block for as long as the
+  // rank does not read (a frozen process), and waiting behind it would stall this monitor thread,
+  // which checks the silence above and heartbeats every replica. A failed write surfaces as the
+  // stream's end.
+  for (int r : attached) SendIfIdle(r, heartbeat);
 }
 
 void GrpcExecutor::Fail(const Status& reason) {

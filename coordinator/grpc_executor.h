@@ -121,6 +121,8 @@ class GrpcExecutor final : public Executor {
 
   // Writes `message` to `rank`; false when the rank is not attached or the write failed.
   bool Send(int rank, const v1::CoordinatorMessage& message);
+  // The same unless another write to `rank` is in progress (then false, nothing sent).
+  bool SendIfIdle(int rank, const v1::CoordinatorMessage& message);
   // Stores a rank's result for the step in flight. Errors are protocol violations.
   Status OnResult(int rank, v1::StepResult result);
   void Detach(int rank);

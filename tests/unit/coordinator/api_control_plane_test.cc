@@ -120,6 +120,19 @@ class ControlPlaneTest : public ::testing::Test {
 
   Executor& replica() { return *service_->executors()[0]; }
 
+  using RawStream = grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>;
+  // A raw stream that registers as rank 0 of 1 and then says nothing more (a hung or frozen
+  // process); `registered` gets the coordinator's answer.
+  std::unique_ptr<RawStream> RegisterSilentRank(grpc::ClientContext* context, v1::CoordinatorMessage* registered) {
+    raw_stub_ = v1::Control::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+    std::unique_ptr<RawStream> stream = raw_stub_->Connect(context);
+    v1::WorkerMessage hello;
+    *hello.mutable_registration() = ClientOptions(0, 1).registration;
+    if (!stream->Write(hello) || !stream->Read(registered)) return nullptr;
+    return stream;
+  }
+
   bool WaitHealthy(bool want, std::chrono::milliseconds timeout = 5s) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
@@ -135,6 +148,7 @@ class ControlPlaneTest : public ::testing::Test {
   int port_ = 0;
   std::vector<std::unique_ptr<worker::ControlClient>> clients_;
   std::vector<std::thread> threads_;
+  std::unique_ptr<v1::Control::Stub> raw_stub_;
 };
 
 TEST_F(ControlPlaneTest, TwoRanksRegisterAndRunPlans) {
@@ -226,16 +240,10 @@ TEST_F(ControlPlaneTest, DisconnectedRankFailsTheInFlightStepQuickly) {
 
 TEST_F(ControlPlaneTest, SilentRankIsDetectedByHeartbeatTimeout) {
   StartServer(1, {50ms, 500ms, 30s});
-  // A raw stream that registers and then never says anything again (a hung process).
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials());
-  auto stub = v1::Control::NewStub(channel);
   grpc::ClientContext context;
-  auto stream = stub->Connect(&context);
-  v1::WorkerMessage hello;
-  *hello.mutable_registration() = ClientOptions(0, 1).registration;
-  ASSERT_TRUE(stream->Write(hello));
   v1::CoordinatorMessage reply;
-  ASSERT_TRUE(stream->Read(&reply));
+  std::unique_ptr<RawStream> stream = RegisterSilentRank(&context, &reply);
+  ASSERT_NE(stream, nullptr);
   ASSERT_TRUE(reply.has_registered());
   EXPECT_EQ(reply.registered().heartbeat_timeout_ms(), 500u);
   ASSERT_TRUE(WaitHealthy(true));
@@ -249,6 +257,27 @@ TEST_F(ControlPlaneTest, SilentRankIsDetectedByHeartbeatTimeout) {
   while (stream->Read(&reply)) {
   }
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// A rank that stops reading its stream (a frozen process) while a plan larger than the flow
+// control window is written: the plan's write blocks, and the heartbeat must neither wait behind
+// it nor stop the silence check, so the replica still fails within the heartbeat timeout.
+TEST_F(ControlPlaneTest, PlanWriteBlockedByAFrozenRankStillFailsBySilence) {
+  StartServer(1, {50ms, 500ms, 30s});
+  grpc::ClientContext context;
+  v1::CoordinatorMessage reply;
+  std::unique_ptr<RawStream> stream = RegisterSilentRank(&context, &reply);
+  ASSERT_NE(stream, nullptr);
+  ASSERT_TRUE(WaitHealthy(true));
+  // ~16 MB of token ids: far past what HTTP/2 buffers for a reader that never reads.
+  StepPlan plan = OnePlan(1);
+  plan.sequences[0].tokens.assign(4 << 20, 5);
+  auto execute = std::async(std::launch::async, [&] { return replica().Execute(plan); });
+  const bool failed_in_time = execute.wait_for(5s) == std::future_status::ready;
+  context.TryCancel();  // unblocks the write either way, so the test ends
+  EXPECT_TRUE(failed_in_time) << "the blocked plan write hid the silence";
+  StatusOr<StepResult> failed = execute.get();
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
 }
 
 TEST_F(ControlPlaneTest, StepTimeoutFailsTheReplica) {
