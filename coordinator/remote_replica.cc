@@ -86,8 +86,14 @@ StatusOr<std::shared_ptr<GrpcExecutor>> RemoteReplica::JoinIncarnation() {
       if (on_down_) on_down_(reason);
     });
     current_ = std::move(incarnation);
+    ++incarnations_;
   }
   return current_;
+}
+
+uint64_t RemoteReplica::incarnation() const {
+  std::lock_guard lock(mu_);
+  return incarnations_;
 }
 
 }  // namespace bitfleet::coordinator

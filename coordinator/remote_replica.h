@@ -37,6 +37,9 @@ class RemoteReplica final : public Executor {
   int32_t max_step_tokens() const override;
   int32_t max_step_sequences() const override;
   bool healthy() const override;
+  // Counts the incarnations created so far: the scheduler also forgets the replica's KV
+  // metadata when it changes, a second guard beside the failure latch.
+  uint64_t incarnation() const override;
 
   int replica() const { return replica_; }
   // The incarnation a registering rank joins: the current one, or a new one when the current
@@ -58,6 +61,7 @@ class RemoteReplica final : public Executor {
 
   mutable std::mutex mu_;
   std::shared_ptr<GrpcExecutor> current_;
+  uint64_t incarnations_ = 0;
   mutable bool failure_unseen_ = false;
 };
 

@@ -325,6 +325,7 @@ TEST_F(ControlPlaneTest, RestartedGroupRegistersAsANewIncarnationTheSchedulerCan
   ASSERT_TRUE(WaitHealthy(true));
   ASSERT_TRUE(replica().Execute(OnePlan(1)).ok());
   auto before = service_->replica(0).current();
+  const uint64_t first_incarnation = replica().incarnation();
   clients_[0]->Stop();
   EXPECT_EQ(first.get().code(), absl::StatusCode::kCancelled);
   // Wait for the coordinator to see the failure without polling healthy() (that would
@@ -338,6 +339,7 @@ TEST_F(ControlPlaneTest, RestartedGroupRegistersAsANewIncarnationTheSchedulerCan
   }
   ASSERT_NE(service_->replica(0).ready_incarnation(), nullptr);
   EXPECT_NE(service_->replica(0).current(), before);
+  EXPECT_EQ(replica().incarnation(), first_incarnation + 1);
   EXPECT_EQ(observer_.ready.load(), 2);
   // The restart happened between two polls: the scheduler still sees one "unhealthy" first.
   EXPECT_FALSE(replica().healthy());
