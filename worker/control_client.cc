@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -72,14 +73,37 @@ StatusOr<std::unique_ptr<ControlClient::Session>> ControlClient::Register() {
     session->channel = grpc::CreateChannel(options_.coordinator, grpc::InsecureChannelCredentials());
     session->stub = v1::Control::NewStub(session->channel);
     {
+      // Stop() sets stop_ before it takes this lock: either it sees this context and cancels
+      // it, or this check sees stop_.
       std::lock_guard lock(session_mu_);
+      if (stop_.load()) return absl::CancelledError("stopped before registering");
       active_context_ = &session->context;
     }
     session->stream = session->stub->Connect(&session->context);
     v1::WorkerMessage hello;
     *hello.mutable_registration() = options_.registration;
     v1::CoordinatorMessage reply;
-    const bool answered = session->stream->Write(hello) && session->stream->Read(&reply);
+    // The answer must come by the connect deadline: a coordinator that accepts the stream but
+    // never answers (wedged, restarting) would otherwise hold this read forever.
+    std::mutex answer_mu;
+    std::condition_variable answer_cv;
+    bool replied = false;
+    bool timed_out = false;  // the timer cancelled the stream (an answer read just before is void)
+    std::thread timer([&] {
+      std::unique_lock lock(answer_mu);
+      if (!answer_cv.wait_until(lock, deadline, [&] { return replied; })) {
+        timed_out = true;
+        session->context.TryCancel();
+      }
+    });
+    const bool read = session->stream->Write(hello) && session->stream->Read(&reply);
+    {
+      std::lock_guard lock(answer_mu);
+      replied = true;
+    }
+    answer_cv.notify_one();
+    timer.join();
+    const bool answered = read && !timed_out;
     if (answered && reply.has_registered()) {
       if (reply.registered().heartbeat_interval_ms() > 0) {
         session->heartbeat_interval = std::chrono::milliseconds(reply.registered().heartbeat_interval_ms());

@@ -137,6 +137,17 @@ int WorkerProcess::rank() const { return state_->rank; }
 int WorkerProcess::world_size() const { return state_->world_size; }
 
 StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Create(const WorkerOptions& o) {
+  StatusOr<std::unique_ptr<WorkerProcess>> process = CreateRank(o);
+#if defined(BITFLEET_HAVE_MPI)
+  // A rank that cannot start (its model missing on this node, memory short) leaves its group
+  // behind: MPI_Finalize at exit would wait for peers that wait for it. Leave as after a broken
+  // collective; mpirun then ends the job.
+  if (!process.ok() && sharding::LaunchedUnderMpi()) sharding::MarkMpiGroupBroken();
+#endif
+  return process;
+}
+
+StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::CreateRank(const WorkerOptions& o) {
   if (o.coordinator.empty()) return absl::InvalidArgumentError("--coordinator is required");
   if (o.replica < 0) return absl::InvalidArgumentError(absl::StrCat("--replica must be >= 0, got ", o.replica));
   if (o.comm != "auto" && o.comm != "nccl") {
@@ -212,8 +223,10 @@ Status WorkerProcess::Run() {
   // A group that ends in error may have lost a peer without any collective noticing (the
   // coordinator ends every rank's stream when one goes silent, and this rank may have been
   // waiting for a plan, not in a collective): MPI_Finalize at exit would wait for that peer
-  // forever. Leave as after a timed-out collective; mpirun then ends the job.
-  if (!status.ok() && !absl::IsCancelled(status) && state_->world_size > 1 && sharding::LaunchedUnderMpi()) {
+  // forever. So would a rank stopped by a signal on its own (CANCELLED), whose peers carry on.
+  // Only the coordinator's Shutdown (OK) ends every rank together. Leave as after a timed-out
+  // collective; mpirun then ends the job.
+  if (!status.ok() && state_->world_size > 1 && sharding::LaunchedUnderMpi()) {
     sharding::MarkMpiGroupBroken();
   }
 #endif

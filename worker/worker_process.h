@@ -64,6 +64,8 @@ class WorkerProcess {
  public:
   // Joins the MPI job when launched by mpirun, loads the shard and prepares the control client.
   // INVALID_ARGUMENT for inconsistent options; the model loader's errors otherwise.
+  // Under mpirun a failed start marks the MPI group broken, so that exit skips MPI_Finalize
+  // (which would wait for the peers) and mpirun ends the job.
   static StatusOr<std::unique_ptr<WorkerProcess>> Create(const WorkerOptions& options);
   ~WorkerProcess();
 
@@ -78,6 +80,7 @@ class WorkerProcess {
  private:
   struct State;
   explicit WorkerProcess(std::unique_ptr<State> state);
+  static StatusOr<std::unique_ptr<WorkerProcess>> CreateRank(const WorkerOptions& options);
   std::unique_ptr<State> state_;
 };
 

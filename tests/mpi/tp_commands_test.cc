@@ -119,6 +119,19 @@ TEST_F(TpCommandsTest, DeadRankFailsTheJobPromptly) {
   EXPECT_LT(launch.seconds, 30.0) << launch.output;
 }
 
+// A worker rank that cannot start (its model missing on its node) must not wait in
+// MPI_Finalize for a peer that waits for it: the job ends at once, not when the peer's connect
+// timeout (60 s here; no coordinator listens) runs out.
+TEST_F(TpCommandsTest, WorkerThatCannotStartEndsItsGroupPromptly) {
+  const std::string worker = bin_ + " worker --coordinator 127.0.0.1:9 --connect-timeout 60 -t 1 -m ";
+  const Launch launch = RunShell(std::string(BITFLEET_MPIEXEC) + " " + BITFLEET_MPIRUN_FLAGS + " -np 1 " + worker +
+                                 model_ + " : -np 1 " + worker + "/nonexistent/model.gguf");
+  EXPECT_NE(launch.exit_code, 0) << launch.output;
+  EXPECT_NE(launch.exit_code, 128 + 9) << "killed by the test's own timeout: the job hung\n" << launch.output;
+  EXPECT_NE(launch.output.find("nonexistent"), std::string::npos) << launch.output;
+  EXPECT_LT(launch.seconds, 30.0) << launch.output;
+}
+
 TEST_F(TpCommandsTest, InspectReportsEachRanksBytes) {
   const std::string out = Stdout(bin_ + " inspect " + model_ + " --tp 2 --load");
   EXPECT_NE(out.find("tensor parallel 2 ranks"), std::string::npos) << out;

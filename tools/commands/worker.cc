@@ -5,6 +5,7 @@
 // (lost coordinator, failed collective) exits 1 so the launcher can restart it.
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -36,12 +37,21 @@ Status RunWorker(const WorkerFlags& flags) {
   BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::WorkerProcess> process, worker::WorkerProcess::Create(options));
   std::atomic<bool> done{false};
   std::thread watcher([&] {
+    bool stopping = false;
     while (!done.load()) {
-      if (const int signal = WaitForShutdownSignal(std::chrono::milliseconds(200)); signal != 0) {
-        Logger("worker")->info("signal {}: stopping", signal);
+      const int signal = WaitForShutdownSignal(std::chrono::milliseconds(200));
+      if (signal == 0) continue;
+      if (!stopping) {
+        Logger("worker")->info("signal {}: stopping (a second signal exits at once)", signal);
         process->Stop();
-        return;
+        stopping = true;
+        continue;
       }
+      // The stop is stuck (a step or a peer that never returns): signals stay blocked in every
+      // thread, so without this only SIGKILL would end the process.
+      Logger("worker")->error("signal {} again: exiting now", signal);
+      spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+      std::_Exit(1);
     }
   });
   Status status = process->Run();

@@ -354,6 +354,40 @@ TEST_F(ControlPlaneTest, ExecuteWithoutWorkersIsUnavailable) {
   EXPECT_EQ(replica().Execute(OnePlan(1)).status().code(), absl::StatusCode::kUnavailable);
 }
 
+// A coordinator that accepts the control stream and reads the registration but never answers
+// (wedged, or restarting): registration still ends at the connect timeout.
+class MuteControl final : public v1::Control::Service {
+ public:
+  grpc::Status Connect(grpc::ServerContext* context,
+                       grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>* stream) override {
+    v1::WorkerMessage hello;
+    stream->Read(&hello);
+    while (!context->IsCancelled()) std::this_thread::sleep_for(10ms);
+    return grpc::Status::CANCELLED;
+  }
+};
+
+TEST(ControlClientTest, RegistrationNeverAnsweredEndsAtTheConnectTimeout) {
+  MuteControl mute;
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&mute);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  worker::ControlClientOptions options;
+  options.coordinator = "127.0.0.1:" + std::to_string(port);
+  options.connect_timeout = 1s;
+  *options.registration.mutable_model() = TestModel();
+  worker::ControlClient client(options);
+  const auto t0 = Clock::now();
+  const Status status = client.Run([](const StepPlan& p) { return Answer(p, 1); });
+  const auto waited = Clock::now() - t0;
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_LT(waited, 5s);
+  server->Shutdown(std::chrono::system_clock::now() + 1s);
+}
+
 TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   StepPlan plan;
   plan.step_id = 9;
