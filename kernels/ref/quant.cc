@@ -236,7 +236,11 @@ StatusOr<float> ReadI2sScale(std::span<const uint8_t> tensor) {
     return absl::InvalidArgumentError(absl::StrCat("ReadI2sScale: an I2_S tensor is 32-byte code blocks plus a ",
                                                    "32-byte tail, but ", tensor.size(), " bytes were given"));
   }
-  return LoadF32(&tensor[tensor.size() - kI2sTailBytes]);
+  const float scale = LoadF32(&tensor[tensor.size() - kI2sTailBytes]);
+  // Every weight of the tensor is ±scale or 0: a NaN or infinite scale makes the model's output
+  // garbage without any error downstream.
+  if (!std::isfinite(scale)) return absl::InvalidArgumentError(absl::StrCat("I2_S tensor scale is ", scale));
+  return scale;
 }
 
 Status DequantizeI2sCodes(std::span<const uint8_t> codes, float scale, std::span<float> dst) {

@@ -2,6 +2,7 @@
 // destination is left untouched.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -108,6 +109,18 @@ TEST(QuantErrorsTest, I2sHelpersCheckSizes) {
   EXPECT_EQ(ReadI2sScale(bytes).status().code(), absl::StatusCode::kInvalidArgument);
   bytes.resize(33);
   EXPECT_EQ(ReadI2sScale(bytes).status().code(), absl::StatusCode::kInvalidArgument);
+  // One code block and the tail, whose first four bytes are the scale.
+  std::vector<uint8_t> tensor(64, 0);
+  const float nan = std::nanf("");
+  std::memcpy(&tensor[32], &nan, sizeof(nan));
+  EXPECT_EQ(ReadI2sScale(tensor).status().code(), absl::StatusCode::kInvalidArgument);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(&tensor[32], &inf, sizeof(inf));
+  EXPECT_EQ(ReadI2sScale(tensor).status().code(), absl::StatusCode::kInvalidArgument);
+  const float half = 0.5f;
+  std::memcpy(&tensor[32], &half, sizeof(half));
+  ASSERT_TRUE(ReadI2sScale(tensor).ok());
+  EXPECT_EQ(*ReadI2sScale(tensor), 0.5f);
   std::vector<uint8_t> codes(32, 0x55);
   std::vector<float> out(100);
   EXPECT_EQ(DequantizeI2sCodes(codes, 1.0f, out).code(), absl::StatusCode::kInvalidArgument);
