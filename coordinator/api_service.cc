@@ -153,6 +153,14 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
     cancelled_at = Clock::now();
     scheduler_.Cancel(*id, reason).IgnoreError();  // NOT_FOUND: it finished meanwhile
   };
+  // The final message's usage (the cached prompt tokens come with the scheduler's finish only).
+  auto set_usage = [&](v1::GenerateResponse& message, int64_t completion_tokens, int64_t cached_prompt_tokens) {
+    v1::Usage* usage = message.mutable_usage();
+    usage->set_prompt_tokens(static_cast<uint32_t>(prompt_tokens));
+    usage->set_completion_tokens(static_cast<uint32_t>(completion_tokens));
+    usage->set_cached_prompt_tokens(static_cast<uint32_t>(cached_prompt_tokens));
+    usage->set_seed(seed);
+  };
   auto send = [&](v1::GenerateResponse& message) {
     if (client_gone) return;
     if (first_message) {
@@ -198,10 +206,7 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
                     kCancelGrace.count());
           v1::GenerateResponse last;
           last.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
-          v1::Usage* usage = last.mutable_usage();
-          usage->set_prompt_tokens(static_cast<uint32_t>(prompt_tokens));
-          usage->set_completion_tokens(static_cast<uint32_t>(tokens_seen));
-          usage->set_seed(seed);
+          set_usage(last, tokens_seen, 0);
           send(last);
           return client_gone ? absl::CancelledError("the client went away") : absl::OkStatus();
         }
@@ -225,11 +230,7 @@ Status ApiService::Stream(grpc::ServerContext* context, ParsedGenerate parsed, c
       message.mutable_text()->append(stop.Flush());
     }
     message.set_finish_reason(ToProto(end.finish_reason, stop.matched()));
-    v1::Usage* usage = message.mutable_usage();
-    usage->set_prompt_tokens(static_cast<uint32_t>(prompt_tokens));
-    usage->set_completion_tokens(static_cast<uint32_t>(end.usage.completion_tokens));
-    usage->set_cached_prompt_tokens(static_cast<uint32_t>(end.usage.cached_prompt_tokens));
-    usage->set_seed(seed);
+    set_usage(message, end.usage.completion_tokens, end.usage.cached_prompt_tokens);
     send(message);
     log->debug("{}: {} prompt + {} generated tokens in {:.3f} s, finish {}", request_id, prompt_tokens,
                end.usage.completion_tokens, seconds, v1::FinishReason_Name(message.finish_reason()));

@@ -148,13 +148,19 @@ class CudaModelRunnerImpl {
   int device_ = 0;
   mutable sharding::SingleRankCommunicator single_rank_;
   sharding::Communicator* comm_ = nullptr;  // options' communicator, or single_rank_
+#if defined(BITFLEET_HAVE_NCCL)
   // comm_ when it is NCCL: collectives then run on device buffers, queued on stream_ (deferred
   // mode), and the step waits once, in nccl_->Synchronize(). Null for the other backends, whose
   // collectives are staged through host_comm_.
-  sharding::Communicator* device_comm_ = nullptr;
-#if defined(BITFLEET_HAVE_NCCL)
   sharding::NcclCommunicator* nccl_ = nullptr;
 #endif
+  bool device_collectives() const {
+#if defined(BITFLEET_HAVE_NCCL)
+    return nccl_ != nullptr;
+#else
+    return false;
+#endif
+  }
   // The layers all-reduce: under TP>1, and with an NCCL communicator of any size (at TP=1 its
   // all-reduces are identities, which lets one GPU check the runner's NCCL path).
   bool collectives_ = false;
@@ -266,12 +272,11 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   // An NCCL communicator chose the rank's device when it joined its group: the runner goes there.
   if (auto* nccl = dynamic_cast<sharding::NcclCommunicator*>(impl->comm_); nccl != nullptr) {
     impl->nccl_ = nccl;
-    impl->device_comm_ = nccl;
     BF_RETURN_IF_ERROR(kc::CudaStatus(cudaSetDevice(nccl->device()), "set device"));
   }
 #endif
-  impl->collectives_ = tp > 1 || impl->device_comm_ != nullptr;
-  if (tp > 1 && impl->device_comm_ == nullptr) {
+  impl->collectives_ = tp > 1 || impl->device_collectives();
+  if (tp > 1 && !impl->device_collectives()) {
     // Any other backend: the GPU of the node-local rank, modulo the visible devices (ranks
     // share a GPU when there are fewer).
     const int local = sharding::NodeLocalRank();
@@ -326,7 +331,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   impl->bitnet_ = c.arch == model::Arch::kBitnet || c.has_sub_norms;
   impl->gather_ = o.gather_logits && tp > 1;
   // Staged collectives wait on the host: nothing to capture. Deferred NCCL ones are captured.
-  if (tp > 1 && impl->device_comm_ == nullptr) impl->step_graphs_ = false;
+  if (tp > 1 && !impl->device_collectives()) impl->step_graphs_ = false;
 
   namespace names = model::tensor_names;
   // The whole embedding on every rank: rows are read from the file mapping on the host, so a
@@ -403,7 +408,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   if (impl->collectives_) {
     BF_ASSIGN_OR_RETURN(impl->absmax_acts_, kc::CudaActivations::Create(o.max_step_tokens, widest));
     BF_ASSIGN_OR_RETURN(impl->sum_sq_, floats(t));
-    if (impl->device_comm_ == nullptr) {
+    if (!impl->device_collectives()) {
       // The widest all-reduce: a row-parallel output, t × n_embd floats.
       BF_ASSIGN_OR_RETURN(impl->host_comm_, kc::PinnedHostBuffer::Allocate(t * d.n_embd * sizeof(float)));
     }
@@ -454,7 +459,7 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
     Logger("worker")->info(
         "rank {}/{} ({}, {}): heads [{}, {}), {} KV heads ({}), FFN [{}, {}), vocab [{}, {})", rank, tp,
         impl->comm_->backend(),
-        impl->device_comm_ != nullptr ? "collectives queued on the device, steps in CUDA graphs"
+        impl->device_collectives() ? "collectives queued on the device, steps in CUDA graphs"
                                       : "collectives staged through host memory, steps without CUDA graphs",
         shard.heads.begin, shard.heads.end, shard.kv_heads.size(), shard.kv_split ? "split" : "replicated",
         shard.ffn.begin, shard.ffn.end, shard.vocab.begin, shard.vocab.end);
@@ -513,9 +518,9 @@ Status CudaModelRunnerImpl::ProjectQuantized(const DeviceProjection& w, const kc
 
 Status CudaModelRunnerImpl::AllReduce(float* data, size_t count, bool max) {
   if (!collectives_ || count == 0) return absl::OkStatus();
-  if (device_comm_ != nullptr) {
-    // NCCL, in place on the device buffer, queued on stream_ (the step's end waits for it).
-    return max ? device_comm_->AllReduceMax(data, count) : device_comm_->AllReduceSum(data, count);
+  if (device_collectives()) {
+    // NCCL (comm_), in place on the device buffer, queued on stream_ (the step's end waits for it).
+    return max ? comm_->AllReduceMax(data, count) : comm_->AllReduceSum(data, count);
   }
   // Staged: the stream's work so far, then the host collective, then back. The next staging's
   // copy into host_comm_ is queued after this one's copy out of it, so one buffer serves all.
@@ -868,7 +873,7 @@ uint64_t CudaModelRunner::weight_resident_bytes() const { return impl_->weight_b
 uint64_t CudaModelRunner::weight_mapped_bytes() const { return impl_->embedding_.mapped_bytes(); }
 std::string CudaModelRunner::kernel_variant() const { return impl_->device_label_; }
 void CudaModelRunner::set_step_graphs(bool on) {
-  impl_->step_graphs_ = on && (impl_->comm_->size() == 1 || impl_->device_comm_ != nullptr);
+  impl_->step_graphs_ = on && (impl_->comm_->size() == 1 || impl_->device_collectives());
   if (!on) impl_->graphs_.clear();
 }
 bool CudaModelRunner::step_graphs() const { return impl_->step_graphs_; }

@@ -178,6 +178,24 @@ Status Launch(const ServeFlags& flags, coordinator::CoordinatorServer& server, R
   return absl::OkStatus();
 }
 
+// For a replica whose workers run: tracks when it went out of service after serving, and ends
+// its workers once that has lasted StuckReplicaGrace.
+void EndIfStuck(const ServeFlags& flags, const coordinator::CoordinatorServer& server, Replica& replica) {
+  if (server.replica_healthy(replica.index)) {
+    replica.served = true;
+    replica.unhealthy_since.reset();
+    return;
+  }
+  if (!replica.served) return;  // still coming up
+  if (!replica.unhealthy_since) replica.unhealthy_since = Clock::now();
+  const Clock::duration out = Clock::now() - *replica.unhealthy_since;
+  if (out <= StuckReplicaGrace(flags)) return;
+  Logger("serve")->error("replica {}: out of service for {} s while its workers still run (a rank stuck in a step?); "
+                         "ending them",
+                         replica.index, std::chrono::duration<double>(out).count());
+  replica.child.Terminate(std::chrono::seconds(5));
+}
+
 // Waits up to 100 ms for Ctrl-C / SIGTERM: true (logged, the drain follows) when one came.
 bool ShutdownRequested(const ServeFlags& flags) {
   const int signal = WaitForShutdownSignal(std::chrono::milliseconds(100));
@@ -199,22 +217,9 @@ Status Supervise(const ServeFlags& flags, coordinator::CoordinatorServer& server
     }
     for (Replica& replica : replicas) {
       std::string how;
-      if (!replica.dead && !replica.restart_at && !replica.child.Poll()) {
-        // Alive: stuck out of service past the grace, its workers are ended; the exit below
-        // then relaunches the replica or gives up on it.
-        if (server.replica_healthy(replica.index)) {
-          replica.served = true;
-          replica.unhealthy_since.reset();
-        } else if (replica.served) {
-          if (!replica.unhealthy_since) replica.unhealthy_since = Clock::now();
-          if (Clock::now() - *replica.unhealthy_since > StuckReplicaGrace(flags)) {
-            log->error("replica {}: out of service for {} s while its workers still run (a rank stuck in a step?); "
-                       "ending them",
-                       replica.index, std::chrono::duration<double>(Clock::now() - *replica.unhealthy_since).count());
-            replica.child.Terminate(std::chrono::seconds(5));
-          }
-        }
-      }
+      // Workers stuck out of service are ended here; the exit check below then relaunches the
+      // replica or gives up on it.
+      if (!replica.dead && !replica.restart_at && !replica.child.Poll()) EndIfStuck(flags, server, replica);
       if (!replica.dead && !replica.restart_at && replica.child.Poll(&how)) {
         ready_logged = false;
         if (server.replica_registrations(replica.index) == replica.registrations_at_launch) {
