@@ -115,22 +115,29 @@ Status CheckRopeScaling(const gguf::GgufFile& file, const std::string& arch) {
                                          " is not supported"));
 }
 
+// Entries of tokenizer.ggml.tokens; nullopt when the file has no tokenizer.
+StatusOr<std::optional<uint64_t>> TokenCount(const gguf::GgufFile& file) {
+  const gguf::Value* tokens = file.Find(keys::kTokenizerTokens);
+  if (tokens == nullptr) return std::optional<uint64_t>();
+  StatusOr<const gguf::Array*> array = tokens->AsArray();
+  if (!array.ok()) return KeyError(keys::kTokenizerTokens, array.status());
+  return std::optional<uint64_t>((*array)->items.size());
+}
+
 // Vocabulary size: {arch}.vocab_size, else the tokenizer's token count, else the rows of
-// token_embd.weight (llama.cpp's order of preference).
+// token_embd.weight (llama.cpp's order of preference). Tokenizer, key and embedding must
+// agree where present.
 StatusOr<uint32_t> ReadVocab(const gguf::GgufFile& file, const std::string& arch) {
   const std::string vocab_key = keys::ArchKey(arch, keys::kVocabSize);
-  std::optional<uint64_t> token_count;
-  if (const gguf::Value* tokens = file.Find(keys::kTokenizerTokens)) {
-    StatusOr<const gguf::Array*> array = tokens->AsArray();
-    if (!array.ok()) return KeyError(keys::kTokenizerTokens, array.status());
-    token_count = (*array)->items.size();
-  }
+  BF_ASSIGN_OR_RETURN(std::optional<uint64_t> token_count, TokenCount(file));
+  BF_RETURN_IF_ERROR(CheckTokenizerMatchesEmbedding(file));
   if (const gguf::Value* value = file.Find(vocab_key)) {
     BF_ASSIGN_OR_RETURN(uint32_t n_vocab, ReadUniformU32(*value, vocab_key));
-    // A tokenizer that can emit ids beyond the embedding would index out of bounds.
-    if (token_count && *token_count > n_vocab) {
-      return KeyError(vocab_key, absl::StrCat(n_vocab, " is smaller than the ", *token_count,
-                                              " entries of ", keys::kTokenizerTokens));
+    // A tokenizer that can emit ids beyond the embedding would index out of bounds; one with
+    // fewer tokens cannot decode every id the model samples.
+    if (token_count && *token_count != n_vocab) {
+      return KeyError(vocab_key, absl::StrCat("tokenizer has ", *token_count, " tokens (",
+                                              keys::kTokenizerTokens, ") but ", vocab_key, " is ", n_vocab));
     }
     return n_vocab;
   }
@@ -157,6 +164,17 @@ Status CheckRange(const std::string& arch, const char* suffix, uint64_t value, u
 }
 
 }  // namespace
+
+Status CheckTokenizerMatchesEmbedding(const gguf::GgufFile& file) {
+  BF_ASSIGN_OR_RETURN(std::optional<uint64_t> token_count, TokenCount(file));
+  const gguf::TensorInfo* embd = file.FindTensor(tensor_names::kTokenEmbd);
+  if (!token_count || embd == nullptr || embd->shape.size() < 2) return absl::OkStatus();
+  const uint64_t rows = embd->shape[1];
+  if (*token_count == rows) return absl::OkStatus();
+  return KeyError(keys::kTokenizerTokens,
+                  absl::StrCat("tokenizer has ", *token_count, " tokens but the model's embedding has ", rows,
+                               " rows (", tensor_names::kTokenEmbd, ")"));
+}
 
 std::string keys::ArchKey(std::string_view arch_name, std::string_view suffix) {
   return absl::StrCat(Str(arch_name), ".", Str(suffix));

@@ -129,9 +129,19 @@ StatusOr<Arch> ParseArch(std::string_view arch_name);
 
 // Reads the hyperparameters of a llama / bitnet / bitnet-b1.58 file; every error is
 // InvalidArgument and names the missing or invalid key. From the tensor directory it reads
-// only whether output.weight exists (tied embeddings) and, when neither {arch}.vocab_size nor
-// tokenizer.ggml.tokens is present, the row count of token_embd.weight.
+// only whether output.weight exists (tied embeddings) and the row count of token_embd.weight
+// (the vocabulary size when neither {arch}.vocab_size nor tokenizer.ggml.tokens is present).
+// A tokenizer's token count must equal {arch}.vocab_size and token_embd.weight's rows, where
+// those are present (CheckTokenizerMatchesEmbedding).
 StatusOr<ModelConfig> ReadModelConfig(const gguf::GgufFile& file);
+
+// Checks that the tokenizer (tokenizer.ggml.tokens) has exactly as many tokens as
+// token_embd.weight has rows, as llama.cpp requires (it sizes the embedding by the token
+// count; its converters pad the token list with "[PADn]" entries up to the embedding's rows).
+// A shorter tokenizer cannot decode ids the model samples; a longer one can feed the model ids
+// past its embedding. OK when the file has no tokenizer or no 2-D token_embd.weight (vocab-only
+// files). InvalidArgument: "tokenizer has N tokens but the model's embedding has M rows".
+Status CheckTokenizerMatchesEmbedding(const gguf::GgufFile& file);
 
 // Checks a config's internal consistency and the caps in `limits`: InvalidArgument naming the
 // offending key. ReadModelConfig runs it; writers (converters, synth) should too.
@@ -140,7 +150,8 @@ Status ValidateModelConfig(const ModelConfig& config);
 // Checks that every tensor the architecture needs is present with the shape the config
 // implies (ggml order) and a type that fits its role (norms and scales F32, matrices a float
 // or quantized weight type); errors name the tensor and both shapes. Also refuses
-// rope_freqs.weight (rope scaling bitfleet does not implement).
+// rope_freqs.weight (rope scaling bitfleet does not implement) and a tokenizer whose token
+// count differs from the embedding's rows (CheckTokenizerMatchesEmbedding).
 Status ValidateTensors(const ModelConfig& config, const gguf::GgufFile& file);
 
 // Writes general.architecture, general.name (when set) and every hyperparameter key of

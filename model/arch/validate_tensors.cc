@@ -1,7 +1,8 @@
 // ValidateTensors: every tensor the forward pass will touch exists, with the ggml-order shape
 // the config implies and a type that fits its role. Runs before any weight is read, so a
 // mismatched or hostile file fails with a message naming the tensor instead of reading out of
-// bounds later.
+// bounds later. The tokenizer must cover exactly the embedding's rows (every id the model can
+// sample decodes, every id the tokenizer produces has a row).
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -86,6 +87,8 @@ Status ValidateTensors(const ModelConfig& config, const gguf::GgufFile& file) {
   const uint64_t kv_dim = uint64_t{config.n_head_kv} * config.head_dim;
   const uint64_t ff = config.n_ff;
 
+  // Before the shape checks, so a tokenizer/embedding mismatch is reported as such.
+  BF_RETURN_IF_ERROR(CheckTokenizerMatchesEmbedding(file));
   BF_RETURN_IF_ERROR(Require(file, tn::kTokenEmbd, {embd, vocab}, Role::kMatrix));
   BF_RETURN_IF_ERROR(Require(file, tn::kOutputNorm, {embd}, Role::kNorm));
   if (config.tied_embeddings) {

@@ -166,8 +166,9 @@ class GgufFile {
   StatusOr<std::vector<float>> GetF32Array(std::string_view key) const;
   StatusOr<std::vector<int32_t>> GetI32Array(std::string_view key) const;
 
-  // Bytes of a tensor of this file (offset and size were validated at parse time). A
-  // TensorInfo that does not fit this file (e.g. from another file) gives an empty span.
+  // Bytes of a tensor of this file (offset and size were validated at parse time, and no two
+  // tensors of a parsed file share a byte). A TensorInfo that does not fit this file (e.g.
+  // from another file) gives an empty span.
   std::span<const uint8_t> TensorData(const TensorInfo& tensor) const;
 
  private:

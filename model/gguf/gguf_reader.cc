@@ -1,6 +1,7 @@
 // GGUF header, tensor directory and data layout (docs/gguf.md). The whole header is
-// parsed and every tensor's byte range is checked against the file before GgufFile is
-// handed out, so later accessors never need to re-validate.
+// parsed and every tensor's byte range is checked against the file (and against every other
+// tensor's range) before GgufFile is handed out, so later accessors never need to re-validate.
+#include <algorithm>
 #include <bit>
 #include <cctype>
 #include <limits>
@@ -25,6 +26,36 @@ std::string Printable(uint32_t magic) {
     out += std::isprint(c) ? static_cast<char>(c) : '.';
   }
   return out;
+}
+
+// Rejects two tensors whose byte ranges in the data section overlap. Aliased tensors would
+// let a small file declare far more weights than it holds (the loader allocates and repacks
+// each tensor), so together with the bounds check this caps the declared tensor bytes at the
+// size of the data section. Gaps (alignment padding, unused bytes) are fine. Sorting by start
+// makes it O(n log n): once sorted, ranges are disjoint iff each ends at or before the start
+// of the next. Zero-byte tensors own no bytes and are skipped. Every offset + size was
+// already checked not to overflow and to lie within the file.
+Status CheckNoOverlap(const std::vector<TensorInfo>& tensors) {
+  std::vector<size_t> order;
+  order.reserve(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].size_bytes > 0) order.push_back(i);
+  }
+  // Ties broken by directory index so the error names the same pair on every run.
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return tensors[a].offset != tensors[b].offset ? tensors[a].offset < tensors[b].offset : a < b;
+  });
+  for (size_t k = 1; k < order.size(); ++k) {
+    const TensorInfo& prev = tensors[order[k - 1]];
+    const TensorInfo& next = tensors[order[k]];
+    if (next.offset < prev.offset + prev.size_bytes) {
+      return FormatError(absl::StrCat("tensors '", prev.name, "' (", prev.size_bytes, " bytes at data offset ",
+                                      prev.offset, ") and '", next.name, "' (", next.size_bytes,
+                                      " bytes at data offset ", next.offset,
+                                      ") overlap; tensors may not share data"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -167,7 +198,7 @@ Status Parser::PlaceTensors(GgufFile& file) {
                                       " bytes (truncated file or bad offset)"));
     }
   }
-  return absl::OkStatus();
+  return CheckNoOverlap(file.tensors_);
 }
 
 StatusOr<std::unique_ptr<GgufFile>> GgufFile::Parse(std::span<const uint8_t> bytes, const ReadLimits& limits) {

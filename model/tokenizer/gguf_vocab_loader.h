@@ -37,7 +37,9 @@ inline constexpr std::string_view kKeyAddSpacePrefix = "tokenizer.ggml.add_space
 // NotFound for a missing model/tokens key, Unimplemented for other tokenizer models (bert,
 // t5, rwkv, ...), InvalidArgument for wrongly typed keys and for a BOS/EOS id outside the
 // vocabulary. Other out-of-range special ids (pad, sep, ...) are dropped with a warning, as
-// llama.cpp does, since released files have them.
+// llama.cpp does, since released files have them. This reads the tokenizer alone; that its
+// token count equals the model's embedding rows is checked with the model's config
+// (model::ReadModelConfig / ValidateTensors, via CheckTokenizerMatchesEmbedding).
 StatusOr<Vocab> LoadVocabFromGguf(const gguf::GgufFile& file);
 
 // Opens `path` and builds its Tokenizer (LoadVocabFromGguf + Tokenizer::Create).

@@ -2,6 +2,11 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "gtest/gtest.h"
 #include "tests/unit/model/arch/model_file_builder.h"
@@ -115,13 +120,53 @@ TEST(ModelConfigTest, VocabComesFromTheTokenizerWhenTheKeyIsAbsent) {
   EXPECT_EQ(config->n_vocab, 32u);
 }
 
-TEST(ModelConfigTest, TokenizerLargerThanVocabIsRejected) {
-  BuiltFile base = BuildModel(TinyConfig(Arch::kLlama));
-  std::vector<std::string> tokens(33, "x");
-  BuiltFile built = Rewrite(*base.file, {}, {{"tokenizer.ggml.tokens", Value::StringArray(tokens)}});
+// `file` with a tokenizer of `n_tokens` entries and without the metadata keys in `drop`.
+BuiltFile WithTokens(const gguf::GgufFile& file, size_t n_tokens, const std::set<std::string>& drop = {}) {
+  return Rewrite(file, drop, {{"tokenizer.ggml.tokens", Value::StringArray(std::vector<std::string>(n_tokens, "x"))}});
+}
+
+// The error ReadModelConfig gives for `built` ("" when it reads).
+std::string ReadProblem(const BuiltFile& built) {
   auto config = ReadModelConfig(*built.file);
-  ASSERT_FALSE(config.ok());
-  EXPECT_NE(config.status().message().find("llama.vocab_size"), std::string::npos) << config.status();
+  if (config.ok()) return "";
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(config.status().message());
+}
+
+// Tokenizer and embedding must have the same size in both directions (llama.cpp requires it
+// too), whether or not {arch}.vocab_size is present.
+TEST(ModelConfigTest, TokenizerMustMatchTheEmbeddingRows) {
+  BuiltFile base = BuildModel(TinyConfig(Arch::kLlama));  // token_embd [16, 32], vocab_size 32
+  for (size_t n_tokens : {31, 33, 1}) {
+    for (bool with_key : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << n_tokens << " tokens, vocab_size key " << with_key);
+      std::set<std::string> drop;
+      if (!with_key) drop.insert(Key(keys::kVocabSize));
+      BuiltFile built = WithTokens(*base.file, n_tokens, drop);
+      EXPECT_EQ(ReadProblem(built), absl::StrCat("model key tokenizer.ggml.tokens: tokenizer has ", n_tokens,
+                                                 " tokens but the model's embedding has 32 rows "
+                                                 "(token_embd.weight)"));
+      Status direct = CheckTokenizerMatchesEmbedding(*built.file);
+      EXPECT_TRUE(absl::IsInvalidArgument(direct)) << direct;
+    }
+  }
+  BuiltFile equal = WithTokens(*base.file, 32);
+  auto config = ReadModelConfig(*equal.file);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->n_vocab, 32u);
+  EXPECT_TRUE(ValidateTensors(*config, *equal.file).ok());
+  EXPECT_TRUE(CheckTokenizerMatchesEmbedding(*base.file).ok());  // no tokenizer: nothing to compare
+}
+
+// Without token_embd (a config read from a vocab-only or partial file), the tokenizer must
+// still agree with {arch}.vocab_size.
+TEST(ModelConfigTest, TokenizerMustMatchVocabSizeKey) {
+  BuiltFile base = BuildModel(TinyConfig(Arch::kLlama), {"token_embd.weight"});
+  EXPECT_EQ(ReadProblem(WithTokens(*base.file, 31)),
+            "model key llama.vocab_size: tokenizer has 31 tokens (tokenizer.ggml.tokens) but llama.vocab_size is 32");
+  EXPECT_EQ(ReadProblem(WithTokens(*base.file, 33)),
+            "model key llama.vocab_size: tokenizer has 33 tokens (tokenizer.ggml.tokens) but llama.vocab_size is 32");
+  EXPECT_EQ(ReadProblem(WithTokens(*base.file, 32)), "");
 }
 
 TEST(ModelConfigTest, KeyLengthAllowsHeadsThatDoNotDivideEmbd) {

@@ -1,4 +1,5 @@
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "model/arch/model_config.h"
@@ -31,6 +32,26 @@ TEST(ValidateTensorsTest, CompleteModelsPass) {
       EXPECT_EQ(Problem(config, BuildModel(config)), "");
     }
   }
+}
+
+// A config that did not come from the file (converters, synth) still cannot pair the
+// embedding with a tokenizer of another size: shapes alone would pass here.
+TEST(ValidateTensorsTest, TokenizerSizeMustMatchTheEmbedding) {
+  const ModelConfig config = TinyConfig(Arch::kLlama);  // n_vocab 32
+  const BuiltFile base = BuildModel(config);
+  for (size_t n_tokens : {31, 33}) {
+    SCOPED_TRACE(n_tokens);
+    const BuiltFile built = testing::Rewrite(
+        *base.file, {}, {{"tokenizer.ggml.tokens", gguf::Value::StringArray(std::vector<std::string>(n_tokens, "t"))}});
+    const std::string problem = Problem(config, built);
+    EXPECT_NE(problem.find("tokenizer has " + std::to_string(n_tokens) +
+                           " tokens but the model's embedding has 32 rows"),
+              std::string::npos)
+        << problem;
+  }
+  const BuiltFile exact = testing::Rewrite(
+      *base.file, {}, {{"tokenizer.ggml.tokens", gguf::Value::StringArray(std::vector<std::string>(32, "t"))}});
+  EXPECT_EQ(Problem(config, exact), "");
 }
 
 TEST(ValidateTensorsTest, EveryExpectedTensorIsRequired) {

@@ -1,6 +1,9 @@
 // Hostile files: each case breaks one field of a small valid file and checks that parsing
 // fails with an error that names the problem (and the key or tensor where there is one).
 #include <functional>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,6 +18,7 @@ using testing::Kv;
 using testing::KvString;
 using testing::KvU32;
 using testing::RawFile;
+using testing::RawTensor;
 using testing::ValidRawFile;
 
 constexpr uint32_t kArrayType = static_cast<uint32_t>(ValueType::kArray);
@@ -118,6 +122,24 @@ std::vector<HostileCase> Cases() {
       {"SizeBeyondFile", [](RawFile& f) { f.tensors[0].n_dims = 1; f.tensors[0].dims = {uint64_t{1} << 40}; },
        {"tensor 'a'", "4398046511104 bytes", "outside the file"}},
       {"DataSectionShort", [](RawFile& f) { f.data.resize(64); }, {"tensor 'b'", "outside the file"}},
+      // Overlapping tensor data: aliasing would let a small file declare far more weights
+      // than it holds.
+      {"TensorsAlias", [](RawFile& f) { f.tensors[1].offset = 0; },
+       {"tensors 'a' (32 bytes at data offset 0) and 'b' (34 bytes at data offset 0) overlap"}},
+      {"TensorsOverlapPartially", [](RawFile& f) { f.tensors[0].dims = {4, 4}; },  // a: 64 bytes at 0, b at 32
+       {"tensors 'a' (64 bytes at data offset 0) and 'b' (34 bytes at data offset 32) overlap"}},
+      {"TensorsOverlapOutOfDirectoryOrder",
+       [](RawFile& f) { f.tensors[0].offset = 64; },  // b [32, 66) runs into a [64, 96)
+       {"tensors 'b' (34 bytes at data offset 32) and 'a' (32 bytes at data offset 64) overlap"}},
+      {"TensorInsideALargerOne",
+       [](RawFile& f) {
+         // c is entirely inside a; b sits after both, so only a and c collide.
+         f.tensors[0].dims = {4, 8};  // a: 128 bytes at 0
+         f.tensors[1].offset = 128;
+         f.tensors.push_back(RawTensor{"c", 1, {8}, static_cast<uint32_t>(DType::kF32), 64});
+         f.data.resize(192);
+       },
+       {"tensors 'a' (128 bytes at data offset 0) and 'c' (32 bytes at data offset 64) overlap"}},
       {"NoDataSection", [](RawFile& f) { f.data.clear(); f.alignment = 1; }, {"tensor 'a'", "outside the file"}},
       {"TensorInfoTruncated",
        [](RawFile& f) {
@@ -186,11 +208,46 @@ TEST(GgufHostileTest, Version2IsAccepted) {
   EXPECT_EQ((*file)->version(), 2u);
 }
 
-TEST(GgufHostileTest, OverlappingTensorsAreAllowedWithinTheFile) {
+// A tensor may start exactly where the previous one ends (no padding at alignment 1), in
+// either directory order; one byte less is an overlap.
+TEST(GgufHostileTest, AdjacentTensorsAreAcceptedAndOneByteOfOverlapIsNot) {
   RawFile raw = ValidRawFile();
-  raw.tensors[1].offset = 0;
+  raw.kvs.push_back(KvU32("general.alignment", 1));
+  raw.alignment = 1;
+  raw.tensors[1].offset = 0;   // b: 34 bytes, [0, 34)
+  raw.tensors[0].offset = 34;  // a: 32 bytes, [34, 66)
+  raw.data.resize(66);
+  const std::vector<uint8_t> bytes = raw.Serialize();
+  auto file = GgufFile::Parse(bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorInfo& a = (*file)->tensors()[0];
+  const TensorInfo& b = (*file)->tensors()[1];
+  EXPECT_EQ(b.offset + b.size_bytes, a.offset);
+  const std::span<const uint8_t> a_data = (*file)->TensorData(a);
+  const std::span<const uint8_t> b_data = (*file)->TensorData(b);
+  ASSERT_EQ(b_data.size(), 34u);
+  ASSERT_EQ(a_data.size(), 32u);
+  EXPECT_EQ(b_data.data() + b_data.size(), a_data.data());
+  EXPECT_EQ(a_data[0], 35);  // data byte 34 (ValidRawFile numbers its bytes from 1)
+
+  raw.tensors[0].offset = 33;
+  auto overlapping = GgufFile::Parse(raw.Serialize());
+  ASSERT_FALSE(overlapping.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(overlapping.status())) << overlapping.status();
+  EXPECT_THAT(std::string(overlapping.status().message()),
+              ::testing::HasSubstr("tensors 'b' (34 bytes at data offset 0) and "
+                                   "'a' (32 bytes at data offset 33) overlap"));
+}
+
+// Gaps between tensors (padding beyond the alignment, unused bytes) stay legal: only overlap is
+// refused, not a layout other than llama.cpp's packed one.
+TEST(GgufHostileTest, GapsBetweenTensorsAreAccepted) {
+  RawFile raw = ValidRawFile();
+  raw.tensors[1].offset = 96;  // a [0, 32), 64 unused bytes, b [96, 130)
+  raw.data.resize(160);
   auto file = GgufFile::Parse(raw.Serialize());
   ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->TensorData((*file)->tensors()[1]).size(), 34u);
 }
 
 TEST(GgufHostileTest, ForeignTensorInfoGivesEmptyView) {
