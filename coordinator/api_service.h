@@ -1,18 +1,15 @@
 // bitfleet.v1.Inference (inference.proto): the client API in front of the Scheduler
 // (DESIGN.md §3, §8, §9).
 //
-// Generate: validates everything first (api_request.h), submits token ids to the scheduler and
-// streams its events back: token ids as they are sampled, text deltas from an incremental
-// decoder (whole characters only), stop strings matched on that text (the match calls
-// Scheduler::Cancel with finish reason stop, and the stop string is not returned), then one
-// last message with the finish reason and usage. Status codes are the scheduler's, 1:1
+// Generate: validates everything first (api_request.h), then runs a GenerateCall
+// (generate_call.h: the scheduler's events as token ids, text deltas and stop strings, then one
+// last message with the finish reason and usage). Status codes are the scheduler's, 1:1
 // (DESIGN.md §9). The call's deadline becomes the request's deadline; a client that cancels or
 // disconnects cancels the request, which leaves the batch and frees its KV blocks at the next
 // iteration.
 //
-// Threading: gRPC's synchronous server runs each call on its own thread; Generate waits on its
-// request's event queue (filled by the scheduler's sink, which never blocks) and polls the
-// call's cancellation between events. Nothing here throws.
+// Threading: gRPC's synchronous server runs each call on its own thread, which Generate blocks
+// until its request ends. Nothing here throws.
 #pragma once
 
 #include <atomic>
@@ -59,12 +56,6 @@ class ApiService final : public v1::Inference::Service {
                             v1::ModelInfo* response) override;
 
  private:
-  // Runs an accepted request to its end; returns the call's final status. `received` and
-  // `parsed_at`: when the call reached Generate and when its request was parsed (for the first
-  // token's timeline in the debug log).
-  Status Stream(grpc::ServerContext* context, ParsedGenerate parsed, const std::string& request_id,
-                grpc::ServerWriter<v1::GenerateResponse>* writer, Clock::time_point received,
-                Clock::time_point parsed_at);
   // Counts a finished Generate by status code.
   void CountGenerate(const Status& status);
   std::string NewRequestId();

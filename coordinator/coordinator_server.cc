@@ -10,6 +10,7 @@
 
 #include "coordinator/api_service.h"
 #include "coordinator/control_service.h"
+#include "coordinator/http_api.h"
 #include "coordinator/http_metrics.h"
 #include "coordinator/metrics.h"
 #include "coordinator/scheduler.h"
@@ -57,6 +58,7 @@ struct CoordinatorServer::State final : public ReplicaObserver {
   std::unique_ptr<grpc::Server> api_server;
   std::unique_ptr<grpc::Server> control_server;
   std::unique_ptr<HttpMetricsServer> http;
+  std::unique_ptr<HttpApiServer> http_api;  // OpenAI-compatible; null when off
   int api_port = 0;
   int control_port = 0;
   std::atomic<bool> draining{false};
@@ -122,8 +124,10 @@ struct CoordinatorServer::State final : public ReplicaObserver {
     StopHealth();
     UpdateHealth();
     if (http) http->Stop();
-    // The scheduler first: it finishes every request, which lets the Generate handlers return.
+    // The scheduler first: it finishes every request, which lets the Generate handlers (gRPC
+    // and HTTP) return.
     if (scheduler) scheduler->Stop();
+    if (http_api) http_api->Stop();
     const auto grace = std::chrono::system_clock::now() + kShutdownGrace;
     if (api_server) api_server->Shutdown(grace);
     if (control) control->Stop();
@@ -270,6 +274,15 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                          options.metrics_host, options.metrics_port, [raw] { return raw->metrics.RenderPrometheus(); },
                          [raw] { return raw->Serving(); }));
   }
+  if (options.http_port >= 0) {
+    HttpApiOptions http;
+    http.limits = api.limits;
+    http.chat_template = state->chat_template;
+    http.threads = options.http_threads;
+    BF_ASSIGN_OR_RETURN(state->http_api,
+                        HttpApiServer::Start(options.http_host, options.http_port, std::move(http), *state->tokenizer,
+                                             *state->scheduler, state->metrics, [raw] { return raw->Serving(); }));
+  }
   const std::string replicas_at = state->control != nullptr
                                       ? absl::StrCat("worker control on port ", state->control_port)
                                       : std::string("the replicas run in this process");
@@ -282,6 +295,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 int CoordinatorServer::api_port() const { return state_->api_port; }
 int CoordinatorServer::control_port() const { return state_->control_port; }
 int CoordinatorServer::metrics_port() const { return state_->http ? state_->http->port() : -1; }
+int CoordinatorServer::http_port() const { return state_->http_api ? state_->http_api->port() : -1; }
 const std::string& CoordinatorServer::model_name() const { return state_->model_name; }
 int32_t CoordinatorServer::max_context() const { return state_->max_context; }
 bool CoordinatorServer::serving() const { return state_->Serving(); }

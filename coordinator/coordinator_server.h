@@ -2,6 +2,7 @@
 // weights), the Scheduler over one RemoteReplica per replica slot, and three listeners:
 //   - the client API (gRPC): bitfleet.v1.Inference, grpc.health.v1.Health, server reflection;
 //   - the control endpoint (gRPC, internal): bitfleet.v1.Control for the workers;
+//   - optionally the OpenAI-compatible HTTP API (http_api.h);
 //   - optionally the HTTP side port: Prometheus /metrics and /health.
 // `bitfleet coordinator` runs it on its own; `bitfleet serve` runs it in-process beside the
 // workers it launches, or (`serve --in-process`) with the replica's model in this process too.
@@ -32,6 +33,9 @@ struct CoordinatorServerOptions {
   std::string control = "127.0.0.1:50052";  // worker control endpoint; port 0 picks a free port
   int metrics_port = -1;                    // HTTP /metrics and /health; -1: off, 0: any free port
   std::string metrics_host = "0.0.0.0";
+  int http_port = -1;                       // OpenAI-compatible HTTP API; -1: off, 0: any free port
+  std::string http_host = "0.0.0.0";
+  int http_threads = 64;                    // HTTP connections served at once
   int tensor_parallel = 1;
   int replicas = 1;
   int max_context = 0;            // 0: the model's training context
@@ -60,6 +64,7 @@ class CoordinatorServer {
   int api_port() const;
   int control_port() const;  // 0 when the replicas run in this process
   int metrics_port() const;  // -1 when off
+  int http_port() const;     // -1 when off
   const std::string& model_name() const;
   int32_t max_context() const;
   bool serving() const;

@@ -8,35 +8,28 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
+#include "coordinator/http_listener.h"
 #include "core/status.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace bitfleet::coordinator {
 
 class HttpMetricsServer {
  public:
   using TextFn = std::function<std::string()>;
-  using HealthFn = std::function<bool()>;
 
   // Binds `host`:`port` (0: any free port) and starts serving. UNAVAILABLE when it cannot bind.
   static StatusOr<std::unique_ptr<HttpMetricsServer>> Start(const std::string& host, int port, TextFn metrics,
                                                             HealthFn serving);
   ~HttpMetricsServer();  // Stop()
 
-  int port() const { return port_; }
+  int port() const;
   void Stop();
 
  private:
   HttpMetricsServer() = default;
 
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  int port_ = 0;
+  std::unique_ptr<HttpListener> listener_;
 };
 
 }  // namespace bitfleet::coordinator

@@ -24,3 +24,8 @@ if ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
   .venv/bin/pip install -q grpcio==1.85.3 grpcio-tools==1.85.1 \
     || echo "bitfleet: grpcio unavailable; the Python client test will skip" >&2
 fi
+# OpenAI's own Python client, for the HTTP API's tests (tests/e2e/serving_openai_test.py).
+# Optional: without it that test skips and says why.
+if ! .venv/bin/python -c "import openai" 2>/dev/null; then
+  .venv/bin/pip install -q openai==3.57.0 || echo "bitfleet: openai unavailable; the OpenAI client test will skip" >&2
+fi

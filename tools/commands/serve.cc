@@ -326,6 +326,7 @@ Status Serve(ServeFlags flags) {
   BlockShutdownSignals();
   auto log = Logger("serve");
   flags.server.listen = absl::StrCat(flags.host, ":", flags.port);
+  flags.server.http_host = flags.host;
   flags.server.control = "127.0.0.1:0";  // internal: loopback, any free port
   flags.server.timing = flags.timing.ToTiming();
   flags.worker.model = flags.server.model;
@@ -385,11 +386,10 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   cmd->add_option("--tp", flags->server.tensor_parallel, "Ranks per replica (tensor-parallel degree)")
       ->capture_default_str();
   cmd->add_option("--replicas", flags->server.replicas, "Replicas (worker groups)")->capture_default_str();
-  cmd->add_option("--host", flags->host, "Client API address to bind (0.0.0.0: every interface)")
+  cmd->add_option("--host", flags->host, "Client API address to bind, gRPC and HTTP (0.0.0.0: every interface)")
       ->capture_default_str();
   cmd->add_option("--port", flags->port, "Client API port (gRPC)")->capture_default_str();
-  cmd->add_option("--metrics-port", flags->server.metrics_port, "HTTP port for /metrics and /health (-1: off)")
-      ->capture_default_str();
+  AddHttpFlags(*cmd, &flags->server);
   AddSchedulingFlags(*cmd, &flags->server);
   AddWorkerShapeFlags(*cmd, &flags->worker, /*with_context=*/false);
   AddTimingFlags(*cmd, &flags->timing);

@@ -28,6 +28,21 @@ void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags) {
       ->capture_default_str();
 }
 
+void AddHttpFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {
+  cmd.add_option("--http-port", options->http_port,
+                 "Port of the OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, "
+                 "/health (-1: off, 0: any free port)")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
+  cmd.add_option("--http-threads", options->http_threads,
+                 "HTTP API connections served at once (a streamed completion holds one until it ends)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd.add_option("--metrics-port", options->metrics_port, "HTTP port for /metrics and /health (-1: off)")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
+}
+
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {
   cmd.add_option("-c,--ctx", options->max_context, "Context length per request in tokens (0: the model's)")
       ->capture_default_str();

@@ -24,6 +24,10 @@ void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags);
 // --no-prefix-cache.
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
+// The coordinator's HTTP ports: --http-port and --http-threads (the OpenAI-compatible API),
+// --metrics-port (Prometheus /metrics and /health).
+void AddHttpFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
+
 // Worker shape: --device, --threads, --kv-blocks, --max-step-tokens, --max-step-sequences, and with
 // `with_context` also --ctx and --kv-block-size (serve shares those with the coordinator).
 void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool with_context);

@@ -1,0 +1,97 @@
+// One accepted generation, independent of the transport that carries it (the gRPC Generate
+// stream, the OpenAI-compatible HTTP API): submits a validated request to the Scheduler and
+// turns its events into GenerateResponse messages (inference.proto): token ids as they are
+// sampled, text deltas from an incremental decoder (whole characters only), stop strings matched
+// on that text (the match calls Scheduler::Cancel with finish reason stop, and the stop string is
+// not returned), then one last message with the finish reason and usage.
+//
+// Two phases, so that a transport can answer a refused request with its own error before it
+// commits to a response (HTTP status line, gRPC headers): Submit (the scheduler's admission),
+// then Run (the events, to the end). A call destroyed before its request ended cancels it, so a
+// transport that drops a call (a client gone before Run) frees its blocks at the next iteration.
+//
+// Threading: Run blocks the calling thread; it waits on the request's event queue (filled by the
+// scheduler's sink, which never blocks) and polls GenerateOutput::ClientGone between events.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "bitfleet/v1/inference.pb.h"
+#include "coordinator/api_request.h"
+#include "coordinator/request.h"
+#include "coordinator/scheduler.h"
+#include "core/status.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace bitfleet::coordinator {
+
+// A seed for requests that name none (one random engine per thread, seeded once).
+uint64_t RandomSeed();
+
+// Where a call's messages go.
+class GenerateOutput {
+ public:
+  virtual ~GenerateOutput() = default;
+  // Delivers one message; false when the client is gone (the call then cancels its request).
+  virtual bool Write(const v1::GenerateResponse& message) = 0;
+  // True once the client cancelled or went away; polled between events.
+  virtual bool ClientGone() = 0;
+};
+
+struct GenerateCallOptions {
+  // How often a waiting call checks GenerateOutput::ClientGone.
+  std::chrono::milliseconds cancel_poll{20};
+  // When the transport received the call and when its request was parsed (the first token's
+  // timeline in the debug log).
+  Clock::time_point received;
+  Clock::time_point parsed;
+};
+
+class GenerateCall {
+ public:
+  // Submits `parsed` (whose request carries tenant, deadline and request id; the sink is set
+  // here). The scheduler's refusal comes back as is: UNAVAILABLE (draining, no ready replica),
+  // RESOURCE_EXHAUSTED (queue full, larger than the KV pool), INVALID_ARGUMENT.
+  static StatusOr<std::unique_ptr<GenerateCall>> Submit(Scheduler& scheduler, const tokenizer::Tokenizer& tokenizer,
+                                                        ParsedGenerate parsed, GenerateCallOptions options);
+  // Cancels the request when Run did not see it end.
+  ~GenerateCall();
+  GenerateCall(const GenerateCall&) = delete;
+  GenerateCall& operator=(const GenerateCall&) = delete;
+
+  // For the debug log's timeline: the transport's response headers went out now.
+  void MarkHeadersSent();
+  // Streams the request's messages to `output` until it ends; call once. Returns the final
+  // status: OK after a finish (the last message carries its reason and usage), the scheduler's
+  // error status otherwise (tokens produced before it were written), CANCELLED when the client
+  // went away.
+  Status Run(GenerateOutput& output);
+
+  const std::string& request_id() const { return request_id_; }
+  size_t prompt_tokens() const { return prompt_tokens_; }
+
+ private:
+  struct EventQueue;
+  GenerateCall(Scheduler& scheduler, const tokenizer::Tokenizer& tokenizer, GenerateCallOptions options);
+  void Cancel(FinishReason reason);
+
+  Scheduler& scheduler_;
+  const tokenizer::Tokenizer& tokenizer_;
+  const GenerateCallOptions options_;
+  std::shared_ptr<EventQueue> queue_;
+  RequestId id_ = 0;
+  std::string request_id_;
+  size_t prompt_tokens_ = 0;
+  uint64_t seed_ = 0;
+  std::vector<std::string> stop_;
+  Clock::time_point submitted_;
+  std::optional<Clock::time_point> headers_sent_;
+  std::optional<Clock::time_point> cancelled_at_;
+  bool ended_ = false;  // Run saw the finish (or gave up on it)
+};
+
+}  // namespace bitfleet::coordinator

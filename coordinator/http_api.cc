@@ -1,0 +1,209 @@
+#include "coordinator/http_api.h"
+
+#include <atomic>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "coordinator/chat_prompt.h"
+#include "coordinator/generate_call.h"
+#include "coordinator/openai_protocol.h"
+#include "core/logging.h"
+#include "httplib.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void SendError(httplib::Response& response, const Status& status) {
+  response.status = HttpStatusOf(status.code());
+  response.set_content(OpenAiErrorBody(status), "application/json");
+}
+
+// A completion streamed as server-sent events (`data: <chunk>`), one chunk per message.
+class SseOutput final : public GenerateOutput {
+ public:
+  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header, bool include_usage)
+      : sink_(sink), header_(header), include_usage_(include_usage) {}
+
+  bool Write(const v1::GenerateResponse& message) override {
+    const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+    // Token ids without complete text yet (a character split over tokens) make no chunk.
+    if (message.text().empty() && !last && !first_) return true;
+    if (!Event(OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_))) return false;
+    first_ = false;
+    if (last && include_usage_ && !Event(OpenAiUsageChunkBody(header_, message.usage()))) return false;
+    return true;
+  }
+  bool ClientGone() override { return gone_ || !sink_.is_writable(); }
+
+  // Ends the stream: an error event for a failed call, then the terminator.
+  void Finish(const Status& status) {
+    if (!status.ok()) Event(OpenAiErrorBody(status));
+    Send("data: [DONE]\n\n");
+    sink_.done();
+  }
+
+ private:
+  bool Event(const std::string& json) { return Send(absl::StrCat("data: ", json, "\n\n")); }
+  bool Send(const std::string& bytes) {
+    if (gone_) return false;
+    gone_ = !sink_.write(bytes.data(), bytes.size());
+    return !gone_;
+  }
+
+  httplib::DataSink& sink_;
+  const OpenAiResponseHeader& header_;
+  const bool include_usage_;
+  bool first_ = true;
+  bool gone_ = false;
+};
+
+// A completion gathered for one JSON response.
+class BufferOutput final : public GenerateOutput {
+ public:
+  bool Write(const v1::GenerateResponse& message) override {
+    text += message.text();
+    if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      finish = message.finish_reason();
+      usage = message.usage();
+    }
+    return true;
+  }
+  bool ClientGone() override { return false; }
+
+  std::string text;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  v1::Usage usage;
+};
+
+}  // namespace
+
+struct HttpApiServer::Handlers {
+  HttpApiOptions options;
+  const tokenizer::Tokenizer& tokenizer;
+  Scheduler& scheduler;
+  MetricsRegistry& metrics;
+  std::unique_ptr<ChatPrompt> chat;
+  int64_t started = UnixSeconds();
+  uint64_t id_prefix = RandomSeed() & 0xffffffu;
+  std::atomic<uint64_t> next_id{1};
+
+  void Count(OpenAiEndpoint endpoint, int http_status) {
+    metrics
+        .AddCounter("bitfleet_api_http_completions_total", "OpenAI-compatible completions by endpoint and HTTP status",
+                    {{"endpoint", endpoint == OpenAiEndpoint::kChatCompletions ? "chat" : "completions"},
+                     {"status", absl::StrCat(http_status)}})
+        ->Increment();
+  }
+
+  void Complete(OpenAiEndpoint endpoint, const httplib::Request& http_request, httplib::Response& response) {
+    const Clock::time_point received = Clock::now();
+    auto log = Logger("http");
+    const auto refuse = [&](const Status& status) {
+      log->debug("rejected {} from {}: {}", http_request.path, http_request.remote_addr, status.ToString());
+      SendError(response, status);
+      Count(endpoint, response.status);
+    };
+    StatusOr<OpenAiRequest> request = ParseOpenAiRequest(endpoint, http_request.body);
+    if (!request.ok()) return refuse(request.status());
+    StatusOr<ParsedGenerate> parsed =
+        ParseGenerateRequest(request->generate, options.limits, tokenizer, chat.get(), RandomSeed());
+    if (!parsed.ok()) return refuse(parsed.status());
+
+    OpenAiResponseHeader header;
+    header.endpoint = endpoint;
+    header.id = absl::StrFormat("%s-%06x-%d", endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl" : "cmpl",
+                                id_prefix, next_id.fetch_add(1));
+    header.model = options.limits.model_name;
+    header.created = UnixSeconds();
+    GenerateRequest& submitted = parsed->request;
+    submitted.request_id = header.id;
+    // No authentication yet: every client is the anonymous tenant (DESIGN.md §6), as on gRPC.
+    submitted.tenant_id = "anonymous";
+    GenerateCallOptions call_options{std::chrono::milliseconds(20), received, Clock::now()};
+    StatusOr<std::unique_ptr<GenerateCall>> call =
+        GenerateCall::Submit(scheduler, tokenizer, *std::move(parsed), call_options);
+    if (!call.ok()) return refuse(call.status());
+
+    if (!request->stream) {
+      (*call)->MarkHeadersSent();
+      BufferOutput output;
+      const Status status = (*call)->Run(output);
+      if (!status.ok()) return refuse(status);
+      response.set_content(OpenAiCompletionBody(header, output.text, output.finish, output.usage), "application/json");
+      Count(endpoint, 200);
+      return;
+    }
+    // The provider runs after this handler returns, once the headers are out. cpp-httplib
+    // copies it, so the call is shared; a provider that never runs (the client left) drops the
+    // last reference, and the call cancels its request.
+    std::shared_ptr<GenerateCall> shared = *std::move(call);
+    const bool include_usage = request->include_usage;
+    response.set_header("Cache-Control", "no-cache");
+    response.set_chunked_content_provider(
+        "text/event-stream", [this, shared, header, include_usage, endpoint](size_t, httplib::DataSink& sink) {
+          shared->MarkHeadersSent();
+          SseOutput output(sink, header, include_usage);
+          const Status status = shared->Run(output);
+          output.Finish(status);
+          Count(endpoint, status.ok() ? 200 : HttpStatusOf(status.code()));
+          return true;
+        });
+  }
+};
+
+StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string& host, int port,
+                                                              HttpApiOptions options,
+                                                              const tokenizer::Tokenizer& tokenizer,
+                                                              Scheduler& scheduler, MetricsRegistry& metrics,
+                                                              HealthFn serving) {
+  if (options.threads < 1) return absl::InvalidArgumentError("the HTTP API needs at least one thread");
+  std::unique_ptr<HttpApiServer> self(new HttpApiServer());
+  std::unique_ptr<ChatPrompt> chat = ChatPrompt::FromTemplate(options.chat_template);
+  self->handlers_.reset(new Handlers{std::move(options), tokenizer, scheduler, metrics, std::move(chat)});
+  Handlers* handlers = self->handlers_.get();
+
+  auto server = std::make_unique<httplib::Server>();
+  const int threads = handlers->options.threads;
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  server->set_payload_max_length(handlers->options.max_body_bytes);
+  server->Post("/v1/completions", [handlers](const httplib::Request& request, httplib::Response& response) {
+    handlers->Complete(OpenAiEndpoint::kCompletions, request, response);
+  });
+  server->Post("/v1/chat/completions", [handlers](const httplib::Request& request, httplib::Response& response) {
+    handlers->Complete(OpenAiEndpoint::kChatCompletions, request, response);
+  });
+  server->Get("/v1/models", [handlers](const httplib::Request&, httplib::Response& response) {
+    response.set_content(OpenAiModelsBody(handlers->options.limits.model_name, handlers->started,
+                                          handlers->options.limits.max_context),
+                         "application/json");
+  });
+  RouteHealth(*server, std::move(serving));
+  // Anything else, and handler exceptions (none are thrown here; a library one would be a bug):
+  // an OpenAI error object rather than cpp-httplib's empty page.
+  server->set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (!response.body.empty()) return;
+    const Status status = response.status == 404
+                              ? absl::NotFoundError(absl::StrCat("no route for ", request.method, " ", request.path))
+                              : absl::Status(absl::StatusCode::kInvalidArgument,
+                                             absl::StrCat("HTTP ", response.status, " for ", request.path));
+    response.set_content(OpenAiErrorBody(status), "application/json");
+  });
+  BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("HTTP API", host, port, std::move(server)));
+  Logger("http")->info("OpenAI-compatible API on http://{}:{}/v1", host, self->listener_->port());
+  return self;
+}
+
+HttpApiServer::~HttpApiServer() { Stop(); }
+
+int HttpApiServer::port() const { return listener_->port(); }
+
+void HttpApiServer::Stop() {
+  if (listener_ != nullptr) listener_->Stop();
+}
+
+}  // namespace bitfleet::coordinator

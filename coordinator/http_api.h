@@ -1,0 +1,62 @@
+// The OpenAI-compatible HTTP API (DESIGN.md §8), on its own port beside the gRPC API and in
+// front of the same Scheduler:
+//   POST /v1/completions, POST /v1/chat/completions   JSON, or server-sent events with "stream"
+//   GET  /v1/models                                   the one served model
+//   GET  /health                                      200 SERVING / 503 NOT_SERVING
+// Requests are translated into the gRPC API's GenerateRequest (openai_protocol.h) and checked by
+// the same validation (api_request.h), then run as a GenerateCall. Refusals answer with the HTTP
+// status of their code (openai_protocol.h, HttpStatusOf) and an OpenAI error object. A streamed
+// response has committed to 200 before the model runs: an error after that arrives as an
+// `error` event, then `data: [DONE]`. docs/protocol.md describes all of it.
+//
+// A streaming client that disconnects cancels its request (the sink stops being writable); a
+// non-streamed request runs to its end (cpp-httplib 0.11 cannot see a disconnect while the
+// handler waits), bounded by max_tokens and the context.
+//
+// Threading: cpp-httplib runs each connection on a pool thread, which a completion blocks until
+// it ends: `threads` bounds the completions in flight over HTTP (the scheduler's admission queue
+// bounds them all). Thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "coordinator/api_request.h"
+#include "coordinator/http_listener.h"
+#include "coordinator/metrics.h"
+#include "coordinator/scheduler.h"
+#include "core/status.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace bitfleet::coordinator {
+
+struct HttpApiOptions {
+  ApiLimits limits;
+  std::string chat_template;  // tokenizer.chat_template ("" when the model has none)
+  int threads = 64;           // connections served at once
+  size_t max_body_bytes = size_t{4} << 20;  // larger bodies: 413
+};
+
+class HttpApiServer {
+ public:
+  // Binds `host`:`port` (0: any free port) and starts serving. The tokenizer, scheduler and
+  // metrics registry must outlive the server. UNAVAILABLE when it cannot bind.
+  static StatusOr<std::unique_ptr<HttpApiServer>> Start(const std::string& host, int port, HttpApiOptions options,
+                                                        const tokenizer::Tokenizer& tokenizer, Scheduler& scheduler,
+                                                        MetricsRegistry& metrics, HealthFn serving);
+  ~HttpApiServer();  // Stop()
+
+  int port() const;
+  // Stops listening and waits for the handlers: end the requests first (Scheduler::Stop).
+  void Stop();
+
+ private:
+  struct Handlers;
+  HttpApiServer() = default;
+
+  std::unique_ptr<Handlers> handlers_;
+  std::unique_ptr<HttpListener> listener_;
+};
+
+}  // namespace bitfleet::coordinator

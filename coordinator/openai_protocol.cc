@@ -1,0 +1,385 @@
+#include "coordinator/openai_protocol.h"
+
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "nlohmann/json.hpp"
+
+namespace bitfleet::coordinator {
+namespace {
+
+using Json = nlohmann::json;
+
+Status FieldError(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("'", field, "' ", what));
+}
+
+// The field, or null when it is absent or JSON null (OpenAI's clients send nulls for unset
+// fields).
+const Json* Find(const Json& object, const char* name) {
+  auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+StatusOr<std::optional<double>> Number(const Json& object, const char* name) {
+  const Json* value = Find(object, name);
+  if (value == nullptr) return std::optional<double>();
+  if (!value->is_number()) return FieldError(name, "must be a number");
+  return std::optional<double>(value->get<double>());
+}
+
+StatusOr<std::optional<int64_t>> Integer(const Json& object, const char* name) {
+  const Json* value = Find(object, name);
+  if (value == nullptr) return std::optional<int64_t>();
+  if (value->is_number_unsigned()) {
+    const uint64_t v = value->get<uint64_t>();
+    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return FieldError(name, "is out of range");
+    return std::optional<int64_t>(static_cast<int64_t>(v));
+  }
+  if (!value->is_number_integer()) return FieldError(name, "must be an integer");
+  return std::optional<int64_t>(value->get<int64_t>());
+}
+
+StatusOr<std::optional<bool>> Bool(const Json& object, const char* name) {
+  const Json* value = Find(object, name);
+  if (value == nullptr) return std::optional<bool>();
+  if (!value->is_boolean()) return FieldError(name, "must be true or false");
+  return std::optional<bool>(value->get<bool>());
+}
+
+// A float sampling field, copied into the proto's optional when present.
+template <typename Setter>
+Status CopyFloat(const Json& object, const char* name, Setter set) {
+  BF_ASSIGN_OR_RETURN(std::optional<double> value, Number(object, name));
+  if (value) set(static_cast<float>(*value));
+  return absl::OkStatus();
+}
+
+// A field this server does not implement: accepted only absent, null or at its no-op value.
+Status Unsupported(const Json& object, const char* name, const Json& no_op, const std::string& what) {
+  const Json* value = Find(object, name);
+  if (value == nullptr || *value == no_op) return absl::OkStatus();
+  return FieldError(name, absl::StrCat("is not supported (", what, ")"));
+}
+
+Status ReadSampling(const Json& body, v1::GenerateRequest& out) {
+  v1::SamplingParams& sampling = *out.mutable_sampling();
+  BF_RETURN_IF_ERROR(CopyFloat(body, "temperature", [&](float v) { sampling.set_temperature(v); }));
+  BF_RETURN_IF_ERROR(CopyFloat(body, "top_p", [&](float v) { sampling.set_top_p(v); }));
+  BF_RETURN_IF_ERROR(CopyFloat(body, "min_p", [&](float v) { sampling.set_min_p(v); }));
+  BF_RETURN_IF_ERROR(CopyFloat(body, "presence_penalty", [&](float v) { sampling.set_presence_penalty(v); }));
+  BF_RETURN_IF_ERROR(CopyFloat(body, "frequency_penalty", [&](float v) { sampling.set_frequency_penalty(v); }));
+  BF_RETURN_IF_ERROR(CopyFloat(body, "repetition_penalty", [&](float v) { sampling.set_repeat_penalty(v); }));
+  BF_ASSIGN_OR_RETURN(std::optional<int64_t> top_k, Integer(body, "top_k"));
+  if (top_k) {
+    // -1 is "off" in vLLM's dialect, 0 in ours.
+    if (*top_k < -1 || *top_k > std::numeric_limits<int32_t>::max()) return FieldError("top_k", "is out of range");
+    sampling.set_top_k(*top_k == -1 ? 0 : static_cast<int32_t>(*top_k));
+  }
+  const Json* seed = Find(body, "seed");
+  if (seed != nullptr) {
+    if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
+    if (!seed->is_number_unsigned() && seed->get<int64_t>() < 0) return FieldError("seed", "must not be negative");
+    sampling.set_seed(seed->get<uint64_t>());
+  }
+  return absl::OkStatus();
+}
+
+Status ReadStop(const Json& body, v1::GenerateRequest& out) {
+  const Json* stop = Find(body, "stop");
+  if (stop == nullptr) return absl::OkStatus();
+  if (stop->is_string()) {
+    out.add_stop(stop->get<std::string>());
+    return absl::OkStatus();
+  }
+  if (!stop->is_array()) return FieldError("stop", "must be a string or an array of strings");
+  for (const Json& item : *stop) {
+    if (!item.is_string()) return FieldError("stop", "must be a string or an array of strings");
+    out.add_stop(item.get<std::string>());
+  }
+  return absl::OkStatus();
+}
+
+Status ReadMaxTokens(const Json& body, const char* name, v1::GenerateRequest& out, bool& found) {
+  BF_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens, Integer(body, name));
+  if (!max_tokens) return absl::OkStatus();
+  if (*max_tokens < 1) return FieldError(name, "must be at least 1");
+  // Larger than any context: ParseGenerateRequest names the context in its refusal.
+  out.set_max_tokens(static_cast<uint32_t>(std::min<int64_t>(*max_tokens, std::numeric_limits<uint32_t>::max())));
+  found = true;
+  return absl::OkStatus();
+}
+
+// A prompt: a string, token ids, or a batch of one of either (OpenAI's clients send lists).
+Status ReadPrompt(const Json& body, v1::GenerateRequest& out) {
+  const Json* prompt = Find(body, "prompt");
+  if (prompt == nullptr) return FieldError("prompt", "is required");
+  if (prompt->is_array() && prompt->size() == 1 && ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+    prompt = &(*prompt)[0];
+  } else if (prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number()) {
+    return FieldError("prompt", "must be one prompt: this server does not batch prompts in one request");
+  }
+  if (prompt->is_string()) {
+    out.set_prompt(prompt->get<std::string>());
+    return absl::OkStatus();
+  }
+  if (!prompt->is_array()) return FieldError("prompt", "must be a string or an array of token ids");
+  if (prompt->empty()) return FieldError("prompt", "is empty");
+  v1::TokenIds& ids = *out.mutable_prompt_tokens();
+  for (const Json& id : *prompt) {
+    if (!id.is_number_integer()) return FieldError("prompt", "must be a string or an array of token ids");
+    const int64_t value = id.get<int64_t>();
+    // Out-of-vocabulary ids are refused by ParseGenerateRequest; keep them out of int32 range too.
+    if (value < 0 || value > std::numeric_limits<int32_t>::max()) return FieldError("prompt", "has a negative or huge token id");
+    ids.add_ids(static_cast<int32_t>(value));
+  }
+  return absl::OkStatus();
+}
+
+// A message's content: a string, or an array of text parts (joined).
+StatusOr<std::string> ReadContent(const Json& message, size_t index) {
+  const std::string field = absl::StrCat("messages[", index, "].content");
+  const Json* content = Find(message, "content");
+  if (content == nullptr) return std::string();  // an assistant turn that called tools
+  if (content->is_string()) return content->get<std::string>();
+  if (!content->is_array()) return FieldError(field, "must be a string or an array of text parts");
+  std::string text;
+  for (const Json& part : *content) {
+    const Json* type = part.is_object() ? Find(part, "type") : nullptr;
+    if (type == nullptr || !type->is_string() || type->get<std::string>() != "text") {
+      return FieldError(field, "may hold text parts only (this server serves a text model)");
+    }
+    const Json* part_text = Find(part, "text");
+    if (part_text == nullptr || !part_text->is_string()) return FieldError(field, "has a text part without text");
+    text += part_text->get<std::string>();
+  }
+  return text;
+}
+
+Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
+  const Json* messages = Find(body, "messages");
+  if (messages == nullptr) return FieldError("messages", "is required");
+  if (!messages->is_array()) return FieldError("messages", "must be an array");
+  v1::ChatMessages& chat = *out.mutable_chat();
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& message = (*messages)[i];
+    if (!message.is_object()) return FieldError(absl::StrCat("messages[", i, "]"), "must be an object");
+    const Json* role = Find(message, "role");
+    if (role == nullptr || !role->is_string()) return FieldError(absl::StrCat("messages[", i, "].role"), "is required");
+    std::string name = role->get<std::string>();
+    if (name == "developer") name = "system";  // OpenAI's newer name for the system turn
+    if (name != "system" && name != "user" && name != "assistant") {
+      return FieldError(absl::StrCat("messages[", i, "].role"),
+                        absl::StrCat("'", name, "' is not supported (system, developer, user, assistant)"));
+    }
+    BF_ASSIGN_OR_RETURN(std::string content, ReadContent(message, i));
+    v1::ChatMessage& added = *chat.add_messages();
+    added.set_role(std::move(name));
+    added.set_content(std::move(content));
+  }
+  return absl::OkStatus();
+}
+
+Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
+  BF_RETURN_IF_ERROR(Unsupported(body, "n", 1, "one choice per request"));
+  BF_RETURN_IF_ERROR(Unsupported(body, "best_of", 1, "one choice per request"));
+  BF_RETURN_IF_ERROR(Unsupported(body, "logit_bias", Json::object(), "no logit bias"));
+  if (endpoint == OpenAiEndpoint::kCompletions) {
+    BF_RETURN_IF_ERROR(Unsupported(body, "logprobs", 0, "no log probabilities"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "echo", false, "the prompt is not echoed"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "suffix", "", "no insertion"));
+  } else {
+    BF_RETURN_IF_ERROR(Unsupported(body, "logprobs", false, "no log probabilities"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "top_logprobs", 0, "no log probabilities"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "tools", Json::array(), "no tool calls"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "functions", Json::array(), "no tool calls"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "tool_choice", "none", "no tool calls"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "response_format", Json{{"type", "text"}}, "text only"));
+  }
+  return absl::OkStatus();
+}
+
+Json UsageJson(const v1::Usage& usage) {
+  return Json{{"prompt_tokens", usage.prompt_tokens()},
+              {"completion_tokens", usage.completion_tokens()},
+              {"total_tokens", usage.prompt_tokens() + usage.completion_tokens()},
+              {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt_tokens()}}}};
+}
+
+Json HeaderJson(const OpenAiResponseHeader& header, const char* object) {
+  return Json{{"id", header.id}, {"object", object}, {"created", header.created}, {"model", header.model}};
+}
+
+// Text from the model is whole UTF-8 characters, but a model can emit byte tokens that never
+// form one: replace those (U+FFFD) rather than fail the response.
+std::string Dump(const Json& json) { return json.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+Json FinishJson(v1::FinishReason finish) {
+  return finish == v1::FINISH_REASON_UNSPECIFIED ? Json(nullptr) : Json(OpenAiFinishReason(finish));
+}
+
+}  // namespace
+
+StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
+  const Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return absl::InvalidArgumentError("the request body is not valid JSON");
+  if (!json.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  OpenAiRequest out;
+  out.endpoint = endpoint;
+  v1::GenerateRequest& generate = out.generate;
+  BF_RETURN_IF_ERROR(RefuseUnsupported(endpoint, json));
+  const Json* model = Find(json, "model");
+  if (model != nullptr) {
+    if (!model->is_string()) return FieldError("model", "must be a string");
+    generate.set_model(model->get<std::string>());
+  }
+  bool has_max_tokens = false;
+  if (endpoint == OpenAiEndpoint::kCompletions) {
+    BF_RETURN_IF_ERROR(ReadPrompt(json, generate));
+    BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_tokens", generate, has_max_tokens));
+    if (!has_max_tokens) generate.set_max_tokens(16);  // OpenAI's default for completions
+  } else {
+    BF_RETURN_IF_ERROR(ReadMessages(json, generate));
+    BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_completion_tokens", generate, has_max_tokens));
+    if (!has_max_tokens) BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_tokens", generate, has_max_tokens));
+    // Unset: 0, the rest of the context.
+  }
+  BF_RETURN_IF_ERROR(ReadSampling(json, generate));
+  BF_RETURN_IF_ERROR(ReadStop(json, generate));
+  BF_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, Bool(json, "ignore_eos"));
+  generate.set_ignore_eos(ignore_eos.value_or(false));
+  BF_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(json, "stream"));
+  out.stream = stream.value_or(false);
+  const Json* options = Find(json, "stream_options");
+  if (options != nullptr) {
+    if (!out.stream) return FieldError("stream_options", "is only allowed with \"stream\": true");
+    if (!options->is_object()) return FieldError("stream_options", "must be an object");
+    BF_ASSIGN_OR_RETURN(std::optional<bool> include_usage, Bool(*options, "include_usage"));
+    out.include_usage = include_usage.value_or(false);
+  }
+  return out;
+}
+
+const char* OpenAiFinishReason(v1::FinishReason reason) {
+  return reason == v1::FINISH_REASON_LENGTH ? "length" : "stop";
+}
+
+std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::string& text,
+                                 v1::FinishReason finish, const v1::Usage& usage) {
+  const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
+  Json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  if (chat) {
+    choice["message"] = Json{{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  Json body = HeaderJson(header, chat ? "chat.completion" : "text_completion");
+  body["choices"] = Json::array({std::move(choice)});
+  body["usage"] = UsageJson(usage);
+  return Dump(body);
+}
+
+std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
+                            bool first) {
+  const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
+  Json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  if (chat) {
+    Json delta = Json::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !text.empty()) delta["content"] = text;
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = text;
+  }
+  Json body = HeaderJson(header, chat ? "chat.completion.chunk" : "text_completion");
+  body["choices"] = Json::array({std::move(choice)});
+  return Dump(body);
+}
+
+std::string OpenAiUsageChunkBody(const OpenAiResponseHeader& header, const v1::Usage& usage) {
+  const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
+  Json body = HeaderJson(header, chat ? "chat.completion.chunk" : "text_completion");
+  body["choices"] = Json::array();
+  body["usage"] = UsageJson(usage);
+  return Dump(body);
+}
+
+std::string OpenAiErrorBody(const Status& status) {
+  const char* type = "server_error";
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      type = "invalid_request_error";
+      break;
+    case absl::StatusCode::kNotFound:
+      type = "not_found_error";
+      break;
+    case absl::StatusCode::kUnauthenticated:
+      type = "authentication_error";
+      break;
+    case absl::StatusCode::kPermissionDenied:
+      type = "permission_error";
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      type = "rate_limit_error";
+      break;
+    case absl::StatusCode::kUnavailable:
+      type = "service_unavailable";
+      break;
+    case absl::StatusCode::kDeadlineExceeded:
+      type = "timeout";
+      break;
+    default:
+      break;
+  }
+  const Json body{{"error",
+                   {{"message", std::string(status.message())},
+                    {"type", type},
+                    {"param", nullptr},
+                    {"code", absl::StatusCodeToString(status.code())}}}};
+  return Dump(body);
+}
+
+std::string OpenAiModelsBody(const std::string& model, int64_t created, int32_t max_context) {
+  const Json body{{"object", "list"},
+                  {"data", Json::array({Json{{"id", model},
+                                             {"object", "model"},
+                                             {"created", created},
+                                             {"owned_by", "bitfleet"},
+                                             {"max_model_len", max_context}}})}};
+  return Dump(body);
+}
+
+int HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;  // the client closed the request (nginx's convention)
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,64 @@
+// The OpenAI-compatible HTTP API's messages (DESIGN.md §8; docs/protocol.md, "OpenAI-compatible
+// HTTP"): request bodies of POST /v1/completions and /v1/chat/completions turned into the gRPC
+// API's GenerateRequest (so both APIs share one validation, api_request.h), and the JSON bodies
+// sent back: whole responses, server-sent-event chunks, errors and the model list.
+//
+// Pure functions over strings: no I/O, nothing throws (JSON is parsed without exceptions and
+// every field's type is checked before it is read).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "bitfleet/v1/inference.pb.h"
+#include "core/status.h"
+
+namespace bitfleet::coordinator {
+
+enum class OpenAiEndpoint { kCompletions, kChatCompletions };
+
+struct OpenAiRequest {
+  OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
+  // model, prompt (text or token ids) or chat, max_tokens, sampling, stop, ignore_eos.
+  v1::GenerateRequest generate;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+};
+
+// Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the
+// wrong type, and features this server does not offer (n or best_of other than 1, logprobs,
+// echo, suffix, logit_bias, tools, non-text message content, a response_format other than text).
+// Unknown fields are ignored, as OpenAI's own clients send extra ones. Defaults follow OpenAI's:
+// temperature 1, max_tokens 16 for completions and the rest of the context for chat.
+StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body);
+
+// What identifies one response across its chunks.
+struct OpenAiResponseHeader {
+  OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
+  std::string id;     // "cmpl-..." / "chatcmpl-..."
+  std::string model;  // the served model's name
+  int64_t created = 0;  // Unix seconds
+};
+
+// "stop" (end of sequence, stop string) or "length".
+const char* OpenAiFinishReason(v1::FinishReason reason);
+
+// The whole (non-streamed) response: text_completion or chat.completion.
+std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::string& text,
+                                 v1::FinishReason finish, const v1::Usage& usage);
+// One streamed chunk (text_completion or chat.completion.chunk) carrying `text` and, when not
+// UNSPECIFIED, the finish reason. `first` adds the chat's assistant role to the delta.
+std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
+                            bool first);
+// The last chunk under stream_options.include_usage: no choices, the usage.
+std::string OpenAiUsageChunkBody(const OpenAiResponseHeader& header, const v1::Usage& usage);
+// {"error": {"message", "type", "param", "code"}} for a failed status.
+std::string OpenAiErrorBody(const Status& status);
+// GET /v1/models: the one served model.
+std::string OpenAiModelsBody(const std::string& model, int64_t created, int32_t max_context);
+
+// The HTTP status for a status code (400, 401, 403, 404, 429, 499, 503, 504, 500, ...).
+int HttpStatusOf(absl::StatusCode code);
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,192 @@
+// The OpenAI-compatible HTTP API of a CoordinatorServer whose replica is a FakeExecutor in this
+// process: answers equal the gRPC API's for the same request, streamed chunks join to the
+// whole answer, and refusals carry their HTTP status and an OpenAI error object.
+#include "coordinator/http_api.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/coordinator_server.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "tests/unit/coordinator/fake_executor.h"
+#include "tests/unit/worker/runner_test_util.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+using Json = nlohmann::json;
+using testing::FakeExecutor;
+using testing::FakeExecutorOptions;
+
+class HttpApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto path = worker::testing::SynthTinyModel("llama", DType::kF32);
+    ASSERT_TRUE(path.ok()) << path.status();
+    CoordinatorServerOptions options;
+    options.model = *path;
+    options.listen = "127.0.0.1:0";
+    options.http_port = 0;
+    options.http_host = "127.0.0.1";
+    options.kv_block_size = 4;
+    std::vector<std::unique_ptr<Executor>> executors;
+    executors.push_back(std::make_unique<FakeExecutor>(FakeExecutorOptions{}));
+    auto server = CoordinatorServer::Start(options, std::move(executors));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!server_->serving() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_TRUE(server_->serving());
+    ASSERT_GT(server_->http_port(), 0);
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->http_port());
+    client_->set_read_timeout(30, 0);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  httplib::Result Post(const std::string& path, const std::string& body) {
+    return client_->Post(path.c_str(), body, "application/json");
+  }
+
+  // The gRPC API's answer to the same greedy prompt: (text, completion tokens).
+  std::pair<std::string, uint32_t> GrpcAnswer(const std::string& prompt, uint32_t max_tokens) {
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->api_port()),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = v1::Inference::NewStub(channel);
+    grpc::ClientContext context;
+    v1::GenerateRequest request;
+    request.set_prompt(prompt);
+    request.set_max_tokens(max_tokens);
+    request.mutable_sampling()->set_temperature(0);
+    auto reader = stub->Generate(&context, request);
+    v1::GenerateResponse message;
+    std::string text;
+    uint32_t completion_tokens = 0;
+    while (reader->Read(&message)) {
+      text += message.text();
+      if (message.has_usage()) completion_tokens = message.usage().completion_tokens();
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return {text, completion_tokens};
+  }
+
+  std::unique_ptr<CoordinatorServer> server_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(HttpApiTest, ListsTheModelAndAnswersHealth) {
+  auto models = client_->Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 200);
+  const Json body = Json::parse(models->body);
+  ASSERT_EQ(body["data"].size(), 1u);
+  EXPECT_EQ(body["data"][0]["id"], server_->model_name());
+  EXPECT_EQ(body["data"][0]["max_model_len"], server_->max_context());
+
+  auto health = client_->Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, "SERVING\n");
+}
+
+TEST_F(HttpApiTest, CompletionEqualsTheGrpcAnswer) {
+  const auto [grpc_text, grpc_tokens] = GrpcAnswer("Hello world", 12);
+  ASSERT_EQ(grpc_tokens, 12u);
+  ASSERT_FALSE(grpc_text.empty());
+  auto response = Post("/v1/completions", R"({"prompt": "Hello world", "max_tokens": 12, "temperature": 0})");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  EXPECT_EQ(response->get_header_value("Content-Type"), "application/json");
+  const Json body = Json::parse(response->body);
+  EXPECT_EQ(body["object"], "text_completion");
+  EXPECT_EQ(body["choices"][0]["text"], grpc_text);
+  EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(body["usage"]["completion_tokens"], 12);
+  EXPECT_GT(body["usage"]["prompt_tokens"].get<int>(), 0);
+  EXPECT_EQ(body["model"], server_->model_name());
+  EXPECT_EQ(body["id"].get<std::string>().rfind("cmpl-", 0), 0u) << body["id"];
+}
+
+TEST_F(HttpApiTest, StreamedChunksJoinToTheWholeAnswer) {
+  const auto [grpc_text, grpc_tokens] = GrpcAnswer("Once upon", 20);
+  auto response = Post("/v1/completions", R"({"prompt": "Once upon", "max_tokens": 20, "temperature": 0,
+      "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  EXPECT_EQ(response->get_header_value("Content-Type"), "text/event-stream");
+  // Every event is "data: ...\n\n"; the last is [DONE], the one before it the usage chunk.
+  std::vector<std::string> events;
+  size_t at = 0;
+  while (at < response->body.size()) {
+    ASSERT_EQ(response->body.compare(at, 6, "data: "), 0) << response->body.substr(at);
+    const size_t end = response->body.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos);
+    events.push_back(response->body.substr(at + 6, end - at - 6));
+    at = end + 2;
+  }
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  const Json usage = Json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], grpc_tokens);
+  std::string text;
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    const Json chunk = Json::parse(events[i]);
+    text += chunk["choices"][0]["text"].get<std::string>();
+    const bool last = i + 3 == events.size();
+    EXPECT_EQ(chunk["choices"][0]["finish_reason"].is_null(), !last) << events[i];
+  }
+  EXPECT_EQ(text, grpc_text);
+}
+
+TEST_F(HttpApiTest, RefusalsCarryTheirStatusAndAnOpenAiError) {
+  const auto expect_error = [&](const httplib::Result& response, int status, const std::string& words) {
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, status) << response->body;
+    const Json body = Json::parse(response->body, nullptr, false);
+    ASSERT_FALSE(body.is_discarded()) << response->body;
+    const std::string message = body["error"]["message"].get<std::string>();
+    EXPECT_NE(message.find(words), std::string::npos) << message;
+  };
+  expect_error(Post("/v1/completions", "{"), 400, "not valid JSON");
+  expect_error(Post("/v1/completions", R"({"prompt": "x", "n": 3})"), 400, "'n'");
+  expect_error(Post("/v1/completions", R"({"prompt": "x", "temperature": -1})"), 400, "temperature");
+  expect_error(Post("/v1/completions", R"({"prompt": "x", "max_tokens": 100000})"), 400, "context");
+  expect_error(Post("/v1/completions", R"({"prompt": "x", "model": "other"})"), 404, "other");
+  // The synthetic model has no chat template.
+  expect_error(Post("/v1/chat/completions", R"({"messages": [{"role": "user", "content": "hi"}]})"), 400,
+               "template");
+  expect_error(client_->Get("/v1/nothing"), 404, "no route");
+  // Bodies past the limit (4 MiB) are refused before they are parsed.
+  const std::string huge = absl::StrCat(R"({"prompt": ")", std::string(5 << 20, 'a'), R"("})");
+  auto too_large = Post("/v1/completions", huge);
+  ASSERT_TRUE(too_large);
+  EXPECT_EQ(too_large->status, 413);
+  // The server still serves.
+  auto ok = Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+TEST_F(HttpApiTest, DrainingAnswersServiceUnavailable) {
+  ASSERT_TRUE(server_->Drain(Clock::now() + std::chrono::seconds(5)).ok());
+  auto response = Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 503) << response->body;
+  auto health = client_->Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator

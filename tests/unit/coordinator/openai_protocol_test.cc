@@ -1,0 +1,236 @@
+// The OpenAI-compatible API's translation: request bodies into GenerateRequest (defaults, field
+// mapping, every refusal) and the response bodies read back as JSON.
+#include "coordinator/openai_protocol.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace bitfleet::coordinator {
+namespace {
+
+using Json = nlohmann::json;
+
+StatusOr<OpenAiRequest> Completion(const std::string& body) {
+  return ParseOpenAiRequest(OpenAiEndpoint::kCompletions, body);
+}
+StatusOr<OpenAiRequest> Chat(const std::string& body) {
+  return ParseOpenAiRequest(OpenAiEndpoint::kChatCompletions, body);
+}
+
+// INVALID_ARGUMENT whose message contains `words`.
+void ExpectRefused(const StatusOr<OpenAiRequest>& parsed, const std::string& words) {
+  ASSERT_FALSE(parsed.ok()) << "accepted; expected a refusal mentioning " << words;
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << parsed.status();
+  EXPECT_NE(std::string(parsed.status().message()).find(words), std::string::npos) << parsed.status();
+}
+
+TEST(OpenAiRequestTest, CompletionDefaultsAreOpenAis) {
+  auto parsed = Completion(R"({"model": "m", "prompt": "Hello"})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->generate.model(), "m");
+  EXPECT_EQ(parsed->generate.prompt(), "Hello");
+  EXPECT_EQ(parsed->generate.max_tokens(), 16u);
+  EXPECT_FALSE(parsed->generate.sampling().has_temperature());  // the server's default, 1.0
+  EXPECT_FALSE(parsed->generate.sampling().has_seed());
+  EXPECT_FALSE(parsed->generate.ignore_eos());
+  EXPECT_FALSE(parsed->stream);
+  EXPECT_FALSE(parsed->include_usage);
+}
+
+TEST(OpenAiRequestTest, PromptsAsTextTokenIdsOrABatchOfOne) {
+  auto ids = Completion(R"({"prompt": [1, 2, 3]})");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_TRUE(ids->generate.has_prompt_tokens());
+  EXPECT_EQ(ids->generate.prompt_tokens().ids_size(), 3);
+  EXPECT_EQ(ids->generate.prompt_tokens().ids(2), 3);
+
+  auto one_text = Completion(R"({"prompt": ["Hi"]})");
+  ASSERT_TRUE(one_text.ok()) << one_text.status();
+  EXPECT_EQ(one_text->generate.prompt(), "Hi");
+  auto one_ids = Completion(R"({"prompt": [[7, 8]]})");
+  ASSERT_TRUE(one_ids.ok()) << one_ids.status();
+  EXPECT_EQ(one_ids->generate.prompt_tokens().ids_size(), 2);
+
+  ExpectRefused(Completion(R"({"prompt": ["a", "b"]})"), "one prompt");
+  ExpectRefused(Completion(R"({"prompt": []})"), "empty");
+  ExpectRefused(Completion(R"({"prompt": [1, -2]})"), "token id");
+  ExpectRefused(Completion(R"({"prompt": [1, 2.5]})"), "token ids");
+  ExpectRefused(Completion(R"({"prompt": 5})"), "prompt");
+  ExpectRefused(Completion(R"({"max_tokens": 3})"), "'prompt' is required");
+}
+
+TEST(OpenAiRequestTest, SamplingFieldsMapOntoTheServersOwn) {
+  auto parsed = Completion(R"({"prompt": "x", "temperature": 0, "top_p": 0.5, "top_k": -1, "min_p": 0.1,
+      "presence_penalty": 0.25, "frequency_penalty": -0.5, "repetition_penalty": 1.1, "seed": 18446744073709551615,
+      "max_tokens": 7, "stop": ["a", "bc"], "ignore_eos": true, "user": "ignored", "unknown_field": {"x": 1}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::SamplingParams& s = parsed->generate.sampling();
+  ASSERT_TRUE(s.has_temperature());
+  EXPECT_EQ(s.temperature(), 0.0f);
+  EXPECT_EQ(s.top_p(), 0.5f);
+  ASSERT_TRUE(s.has_top_k());
+  EXPECT_EQ(s.top_k(), 0);  // vLLM's -1 = off
+  EXPECT_EQ(s.min_p(), 0.1f);
+  EXPECT_EQ(s.presence_penalty(), 0.25f);
+  EXPECT_EQ(s.frequency_penalty(), -0.5f);
+  EXPECT_EQ(s.repeat_penalty(), 1.1f);
+  EXPECT_EQ(s.seed(), 18446744073709551615ull);
+  EXPECT_EQ(parsed->generate.max_tokens(), 7u);
+  ASSERT_EQ(parsed->generate.stop_size(), 2);
+  EXPECT_EQ(parsed->generate.stop(1), "bc");
+  EXPECT_TRUE(parsed->generate.ignore_eos());
+
+  auto single_stop = Completion(R"({"prompt": "x", "stop": "\n", "top_k": 40})");
+  ASSERT_TRUE(single_stop.ok()) << single_stop.status();
+  ASSERT_EQ(single_stop->generate.stop_size(), 1);
+  EXPECT_EQ(single_stop->generate.stop(0), "\n");
+  EXPECT_EQ(single_stop->generate.sampling().top_k(), 40);
+
+  // Nulls are unset fields.
+  auto nulls = Completion(R"({"prompt": "x", "temperature": null, "stop": null, "max_tokens": null, "n": null})");
+  ASSERT_TRUE(nulls.ok()) << nulls.status();
+  EXPECT_FALSE(nulls->generate.sampling().has_temperature());
+  EXPECT_EQ(nulls->generate.max_tokens(), 16u);
+}
+
+TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
+  ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
+  ExpectRefused(Completion(R"({"prompt": "x", "max_tokens": 0})"), "'max_tokens' must be at least 1");
+  ExpectRefused(Completion(R"({"prompt": "x", "max_tokens": 1.5})"), "'max_tokens' must be an integer");
+  ExpectRefused(Completion(R"({"prompt": "x", "seed": -1})"), "'seed' must not be negative");
+  ExpectRefused(Completion(R"({"prompt": "x", "top_k": -2})"), "'top_k'");
+  ExpectRefused(Completion(R"({"prompt": "x", "stop": [1]})"), "'stop'");
+  ExpectRefused(Completion(R"({"prompt": "x", "stream": "yes"})"), "'stream'");
+  ExpectRefused(Completion(R"({"prompt": "x", "model": 3})"), "'model'");
+  ExpectRefused(Completion(R"({"prompt": "x", "stream_options": {"include_usage": true}})"), "stream_options");
+  ExpectRefused(Completion(R"({"prompt": "x",)"), "not valid JSON");
+  ExpectRefused(Completion(R"(["prompt"])"), "JSON object");
+}
+
+TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
+  ExpectRefused(Completion(R"({"prompt": "x", "n": 2})"), "'n' is not supported");
+  ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
+  ExpectRefused(Completion(R"({"prompt": "x", "logprobs": 5})"), "'logprobs'");
+  ExpectRefused(Completion(R"({"prompt": "x", "echo": true})"), "'echo'");
+  ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": 100}})"), "'logit_bias'");
+  ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
+  ExpectRefused(Chat(R"({"messages": [], "logprobs": true})"), "'logprobs'");
+  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_object"}})"), "'response_format'");
+  // Their no-op values are fine.
+  EXPECT_TRUE(Completion(R"({"prompt": "x", "n": 1, "best_of": 1, "echo": false, "logprobs": null})").ok());
+  EXPECT_TRUE(Chat(R"({"messages": [], "n": 1, "tools": [], "tool_choice": "none", "logprobs": false,
+      "response_format": {"type": "text"}})")
+                  .ok());
+}
+
+TEST(OpenAiRequestTest, ChatMessagesBecomeTheChat) {
+  auto parsed = Chat(R"({"messages": [
+      {"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}]},
+      {"role": "assistant", "content": null},
+      {"role": "user", "content": "Again", "name": "bob"}],
+    "max_tokens": 9, "max_completion_tokens": 5, "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::ChatMessages& chat = parsed->generate.chat();
+  ASSERT_EQ(chat.messages_size(), 4);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Be brief.");
+  EXPECT_EQ(chat.messages(1).content(), "Hello, world");
+  EXPECT_EQ(chat.messages(2).role(), "assistant");
+  EXPECT_EQ(chat.messages(2).content(), "");
+  EXPECT_EQ(parsed->generate.max_tokens(), 5u);  // max_completion_tokens wins
+  EXPECT_TRUE(parsed->stream);
+  EXPECT_TRUE(parsed->include_usage);
+
+  auto unbounded = Chat(R"({"messages": [{"role": "user", "content": "hi"}]})");
+  ASSERT_TRUE(unbounded.ok()) << unbounded.status();
+  EXPECT_EQ(unbounded->generate.max_tokens(), 0u);  // the rest of the context
+
+  ExpectRefused(Chat(R"({"model": "m"})"), "'messages' is required");
+  ExpectRefused(Chat(R"({"messages": {"role": "user"}})"), "'messages' must be an array");
+  ExpectRefused(Chat(R"({"messages": [{"role": "tool", "content": "42"}]})"), "'tool' is not supported");
+  ExpectRefused(Chat(R"({"messages": [{"content": "hi"}]})"), "messages[0].role");
+  ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})"),
+                "text parts only");
+  ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": 7}]})"), "messages[0].content");
+}
+
+TEST(OpenAiResponseTest, WholeResponsesCarryTextFinishAndUsage) {
+  v1::Usage usage;
+  usage.set_prompt_tokens(5);
+  usage.set_completion_tokens(3);
+  usage.set_cached_prompt_tokens(4);
+  OpenAiResponseHeader header{OpenAiEndpoint::kCompletions, "cmpl-1", "tiny", 1700000000};
+  const Json completion = Json::parse(OpenAiCompletionBody(header, "abc", v1::FINISH_REASON_LENGTH, usage));
+  EXPECT_EQ(completion["object"], "text_completion");
+  EXPECT_EQ(completion["id"], "cmpl-1");
+  EXPECT_EQ(completion["model"], "tiny");
+  EXPECT_EQ(completion["created"], 1700000000);
+  EXPECT_EQ(completion["choices"][0]["text"], "abc");
+  EXPECT_EQ(completion["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(completion["usage"]["total_tokens"], 8);
+  EXPECT_EQ(completion["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+
+  header.endpoint = OpenAiEndpoint::kChatCompletions;
+  const Json chat = Json::parse(OpenAiCompletionBody(header, "hi", v1::FINISH_REASON_STOP_STRING, usage));
+  EXPECT_EQ(chat["object"], "chat.completion");
+  EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], "hi");
+  EXPECT_EQ(chat["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(OpenAiResponseTest, ChunksAndTheUsageChunk) {
+  OpenAiResponseHeader header{OpenAiEndpoint::kChatCompletions, "chatcmpl-1", "tiny", 1};
+  const Json first = Json::parse(OpenAiChunkBody(header, "", v1::FINISH_REASON_UNSPECIFIED, /*first=*/true));
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"], (Json{{"role", "assistant"}, {"content", ""}}));
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  const Json last = Json::parse(OpenAiChunkBody(header, "", v1::FINISH_REASON_END_OF_SEQUENCE, false));
+  EXPECT_EQ(last["choices"][0]["delta"], Json::object());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+
+  header.endpoint = OpenAiEndpoint::kCompletions;
+  const Json text = Json::parse(OpenAiChunkBody(header, "de", v1::FINISH_REASON_UNSPECIFIED, true));
+  EXPECT_EQ(text["object"], "text_completion");
+  EXPECT_EQ(text["choices"][0]["text"], "de");
+  v1::Usage usage;
+  usage.set_prompt_tokens(2);
+  const Json tail = Json::parse(OpenAiUsageChunkBody(header, usage));
+  EXPECT_TRUE(tail["choices"].empty());
+  EXPECT_EQ(tail["usage"]["prompt_tokens"], 2);
+}
+
+TEST(OpenAiResponseTest, InvalidUtf8IsReplacedNotFatal) {
+  OpenAiResponseHeader header{OpenAiEndpoint::kCompletions, "cmpl-1", "tiny", 1};
+  const Json body = Json::parse(OpenAiChunkBody(header, "a\xff", v1::FINISH_REASON_UNSPECIFIED, false));
+  EXPECT_EQ(body["choices"][0]["text"], "a\xEF\xBF\xBD");
+}
+
+TEST(OpenAiResponseTest, ErrorsModelsAndHttpStatuses) {
+  const Json error = Json::parse(OpenAiErrorBody(absl::ResourceExhaustedError("queue full")));
+  EXPECT_EQ(error["error"]["message"], "queue full");
+  EXPECT_EQ(error["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(error["error"]["code"], "RESOURCE_EXHAUSTED");
+
+  const Json models = Json::parse(OpenAiModelsBody("tiny", 5, 512));
+  EXPECT_EQ(models["object"], "list");
+  ASSERT_EQ(models["data"].size(), 1u);
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+  EXPECT_EQ(models["data"][0]["max_model_len"], 512);
+
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kFailedPrecondition), 400);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kUnauthenticated), 401);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kPermissionDenied), 403);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kResourceExhausted), 429);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kUnavailable), 503);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kDeadlineExceeded), 504);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kInternal), 500);
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator
