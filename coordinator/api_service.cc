@@ -51,6 +51,21 @@ ApiService::ApiService(ApiServiceOptions options, const tokenizer::Tokenizer& to
 
 std::string ApiService::NewRequestId() { return absl::StrFormat("req-%06x-%d", id_prefix_, next_id_.fetch_add(1)); }
 
+StatusOr<Tenant> ApiService::Authorize(const grpc::ServerContext& context) {
+  if (options_.keys == nullptr) return AnonymousTenant();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  const std::string_view value = it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
+  StatusOr<Tenant> tenant = options_.keys->Authenticate(value);
+  if (!tenant.ok()) {
+    Logger("api")->debug("unauthenticated call from {}: {}", context.peer(), tenant.status().ToString());
+    metrics_.AddCounter("bitfleet_api_unauthenticated_total", "Calls refused for a missing or unknown API key",
+                        {{"api", "grpc"}})
+        ->Increment();
+  }
+  return tenant;
+}
+
 void ApiService::CountGenerate(const Status& status) {
   metrics_
       .AddCounter("bitfleet_api_generate_total", "Generate calls by final status code",
@@ -61,6 +76,11 @@ void ApiService::CountGenerate(const Status& status) {
 grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                   grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const Clock::time_point received = Clock::now();
+  StatusOr<Tenant> tenant = Authorize(*context);
+  if (!tenant.ok()) {
+    CountGenerate(tenant.status());
+    return ToGrpcStatus(tenant.status());
+  }
   StatusOr<ParsedGenerate> parsed =
       ParseGenerateRequest(*request, options_.limits, tokenizer_, chat_.get(), RandomSeed());
   if (!parsed.ok()) {
@@ -70,9 +90,9 @@ grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::Genera
   }
   GenerateRequest& submitted = parsed->request;
   submitted.request_id = NewRequestId();
-  // No authentication yet: every client is the anonymous tenant, whose requests share prefix
-  // blocks with each other only (DESIGN.md §6).
-  submitted.tenant_id = "anonymous";
+  // Prefix blocks are shared within the tenant's cache group only (DESIGN.md §6).
+  submitted.tenant_id = tenant->name;
+  submitted.tenant_salt = tenant->cache_salt;
   submitted.deadline = DeadlineOf(*context);
   GenerateCallOptions call_options{options_.cancel_poll, received, Clock::now()};
   StatusOr<std::unique_ptr<GenerateCall>> call =
@@ -90,8 +110,9 @@ grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::Genera
   return ToGrpcStatus(status);
 }
 
-grpc::Status ApiService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
+grpc::Status ApiService::Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
                                   v1::TokenizeResponse* response) {
+  if (StatusOr<Tenant> tenant = Authorize(*context); !tenant.ok()) return ToGrpcStatus(tenant.status());
   if (request->text().size() > options_.limits.max_prompt_bytes) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
@@ -106,8 +127,9 @@ grpc::Status ApiService::Tokenize(grpc::ServerContext*, const v1::TokenizeReques
   return grpc::Status::OK;
 }
 
-grpc::Status ApiService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
+grpc::Status ApiService::Detokenize(grpc::ServerContext* context, const v1::DetokenizeRequest* request,
                                     v1::DetokenizeResponse* response) {
+  if (StatusOr<Tenant> tenant = Authorize(*context); !tenant.ok()) return ToGrpcStatus(tenant.status());
   const auto& ids = request->token_ids();
   StatusOr<std::string> text = tokenizer_.Decode(std::span<const int32_t>(ids.data(), ids.size()));
   if (!text.ok()) return ToGrpcStatus(absl::InvalidArgumentError(std::string(text.status().message())));
@@ -115,7 +137,9 @@ grpc::Status ApiService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRe
   return grpc::Status::OK;
 }
 
-grpc::Status ApiService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*, v1::ModelInfo* response) {
+grpc::Status ApiService::GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest*,
+                                      v1::ModelInfo* response) {
+  if (StatusOr<Tenant> tenant = Authorize(*context); !tenant.ok()) return ToGrpcStatus(tenant.status());
   response->set_name(options_.limits.model_name);
   response->set_architecture(options_.architecture);
   response->set_vocab_size(static_cast<uint32_t>(options_.limits.n_vocab));

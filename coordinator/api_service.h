@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/api_auth.h"
 #include "coordinator/api_request.h"
 #include "coordinator/chat_prompt.h"
 #include "coordinator/metrics.h"
@@ -35,6 +36,9 @@ struct ApiServiceOptions {
   std::string chat_template;  // tokenizer.chat_template ("" when the model has none)
   int tensor_parallel = 1;
   int replicas = 1;
+  // API keys every call must carry (api_auth.h); null: no authentication, every request is the
+  // anonymous tenant's.
+  std::shared_ptr<const ApiKeys> keys;
   // How often a waiting Generate checks whether its client went away.
   std::chrono::milliseconds cancel_poll{20};
 };
@@ -56,6 +60,9 @@ class ApiService final : public v1::Inference::Service {
                             v1::ModelInfo* response) override;
 
  private:
+  // The caller's tenant from its "authorization" metadata (UNAUTHENTICATED without a valid key
+  // when the server has keys).
+  StatusOr<Tenant> Authorize(const grpc::ServerContext& context);
   // Counts a finished Generate by status code.
   void CountGenerate(const Status& status);
   std::string NewRequestId();

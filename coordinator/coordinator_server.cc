@@ -228,7 +228,14 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   BF_ASSIGN_OR_RETURN(state->scheduler, Scheduler::Create(sched, executors));
   state->scheduler->Start();
 
+  std::shared_ptr<const ApiKeys> keys;
+  if (!options.api_keys_file.empty()) {
+    BF_ASSIGN_OR_RETURN(keys, ApiKeys::Load(options.api_keys_file));
+    log->info("API keys: {} key(s) of {} tenant(s) from {}; every client call needs one", keys->key_count(),
+              keys->tenant_count(), options.api_keys_file);
+  }
   ApiServiceOptions api;
+  api.keys = keys;
   api.limits.model_name = state->model_name;
   api.limits.n_vocab = static_cast<int32_t>(state->config.n_vocab);
   api.limits.max_context = state->max_context;
@@ -279,6 +286,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     http.limits = api.limits;
     http.chat_template = state->chat_template;
     http.threads = options.http_threads;
+    http.keys = keys;
     BF_ASSIGN_OR_RETURN(state->http_api,
                         HttpApiServer::Start(options.http_host, options.http_port, std::move(http), *state->tokenizer,
                                              *state->scheduler, state->metrics, [raw] { return raw->Serving(); }));

@@ -36,6 +36,7 @@ struct CoordinatorServerOptions {
   int http_port = -1;                       // OpenAI-compatible HTTP API; -1: off, 0: any free port
   std::string http_host = "0.0.0.0";
   int http_threads = 64;                    // HTTP connections served at once
+  std::string api_keys_file;                // API keys of both client APIs (api_auth.h); "": none
   int tensor_parallel = 1;
   int replicas = 1;
   int max_context = 0;            // 0: the model's training context

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -92,6 +93,22 @@ struct HttpApiServer::Handlers {
   uint64_t id_prefix = RandomSeed() & 0xffffffu;
   std::atomic<uint64_t> next_id{1};
 
+  // The caller's tenant; answers 401 itself when the key is missing or unknown.
+  std::optional<Tenant> Authorize(const httplib::Request& request, httplib::Response& response) {
+    if (options.keys == nullptr) return AnonymousTenant();
+    StatusOr<Tenant> tenant = options.keys->Authenticate(request.get_header_value("Authorization"));
+    if (tenant.ok()) return *std::move(tenant);
+    Logger("http")->debug("unauthenticated {} from {}: {}", request.path, request.remote_addr,
+                          tenant.status().ToString());
+    metrics
+        .AddCounter("bitfleet_api_unauthenticated_total", "Calls refused for a missing or unknown API key",
+                    {{"api", "http"}})
+        ->Increment();
+    SendError(response, tenant.status());
+    response.set_header("WWW-Authenticate", "Bearer");
+    return std::nullopt;
+  }
+
   void Count(OpenAiEndpoint endpoint, int http_status) {
     metrics
         .AddCounter("bitfleet_api_http_completions_total", "OpenAI-compatible completions by endpoint and HTTP status",
@@ -103,6 +120,8 @@ struct HttpApiServer::Handlers {
   void Complete(OpenAiEndpoint endpoint, const httplib::Request& http_request, httplib::Response& response) {
     const Clock::time_point received = Clock::now();
     auto log = Logger("http");
+    const std::optional<Tenant> tenant = Authorize(http_request, response);
+    if (!tenant) return Count(endpoint, response.status);
     const auto refuse = [&](const Status& status) {
       log->debug("rejected {} from {}: {}", http_request.path, http_request.remote_addr, status.ToString());
       SendError(response, status);
@@ -122,8 +141,9 @@ struct HttpApiServer::Handlers {
     header.created = UnixSeconds();
     GenerateRequest& submitted = parsed->request;
     submitted.request_id = header.id;
-    // No authentication yet: every client is the anonymous tenant (DESIGN.md §6), as on gRPC.
-    submitted.tenant_id = "anonymous";
+    // Prefix blocks are shared within the tenant's cache group only (DESIGN.md §6).
+    submitted.tenant_id = tenant->name;
+    submitted.tenant_salt = tenant->cache_salt;
     GenerateCallOptions call_options{std::chrono::milliseconds(20), received, Clock::now()};
     StatusOr<std::unique_ptr<GenerateCall>> call =
         GenerateCall::Submit(scheduler, tokenizer, *std::move(parsed), call_options);
@@ -177,7 +197,8 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   server->Post("/v1/chat/completions", [handlers](const httplib::Request& request, httplib::Response& response) {
     handlers->Complete(OpenAiEndpoint::kChatCompletions, request, response);
   });
-  server->Get("/v1/models", [handlers](const httplib::Request&, httplib::Response& response) {
+  server->Get("/v1/models", [handlers](const httplib::Request& request, httplib::Response& response) {
+    if (!handlers->Authorize(request, response)) return;
     response.set_content(OpenAiModelsBody(handlers->options.limits.model_name, handlers->started,
                                           handlers->options.limits.max_context),
                          "application/json");

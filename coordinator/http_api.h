@@ -3,6 +3,7 @@
 //   POST /v1/completions, POST /v1/chat/completions   JSON, or server-sent events with "stream"
 //   GET  /v1/models                                   the one served model
 //   GET  /health                                      200 SERVING / 503 NOT_SERVING
+// With API keys, every route but /health needs "Authorization: Bearer <key>" (401 without).
 // Requests are translated into the gRPC API's GenerateRequest (openai_protocol.h) and checked by
 // the same validation (api_request.h), then run as a GenerateCall. Refusals answer with the HTTP
 // status of their code (openai_protocol.h, HttpStatusOf) and an OpenAI error object. A streamed
@@ -22,6 +23,7 @@
 #include <memory>
 #include <string>
 
+#include "coordinator/api_auth.h"
 #include "coordinator/api_request.h"
 #include "coordinator/http_listener.h"
 #include "coordinator/metrics.h"
@@ -36,6 +38,8 @@ struct HttpApiOptions {
   std::string chat_template;  // tokenizer.chat_template ("" when the model has none)
   int threads = 64;           // connections served at once
   size_t max_body_bytes = size_t{4} << 20;  // larger bodies: 413
+  // API keys (api_auth.h) for every route but /health; null: none, the anonymous tenant.
+  std::shared_ptr<const ApiKeys> keys;
 };
 
 class HttpApiServer {

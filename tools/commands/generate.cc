@@ -42,6 +42,7 @@ struct GenerateFlags {
   bool tokens = false;
   double timeout_s = 0;
   double wait_ready_s = 0;
+  std::string api_key;
   // Which sampling flags were given (the others take the server's defaults).
   std::vector<std::pair<CLI::Option*, std::function<void(v1::SamplingParams*)>>> sampling_options;
 };
@@ -81,6 +82,7 @@ Status Generate(const GenerateFlags& flags) {
   request.set_ignore_eos(flags.ignore_eos);
 
   grpc::ClientContext context;
+  AddApiKey(context, flags.api_key);
   if (flags.timeout_s > 0) {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -135,6 +137,7 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("generate", "Stream a completion from a bitfleet server (gRPC client)");
   cmd->add_option("--target", flags->target, "Server address (host:port)")->capture_default_str();
   cmd->add_option("--model", flags->model, "Model name (default: the served model)");
+  AddApiKeyFlag(*cmd, &flags->api_key);
   auto* prompt = cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
   auto* ids = cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as token ids (\"1,2,3\")");
   prompt->excludes(ids);

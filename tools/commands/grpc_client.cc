@@ -1,6 +1,7 @@
 #include "tools/commands/grpc_client.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,16 @@
 namespace bitfleet::tools {
 
 using Clock = std::chrono::steady_clock;
+
+void AddApiKeyFlag(CLI::App& cmd, std::string* api_key) {
+  if (const char* env = std::getenv("BITFLEET_API_KEY")) *api_key = env;
+  cmd.add_option("--api-key", *api_key,
+                 "API key for a server started with --api-keys (default: $BITFLEET_API_KEY, which keeps it out of ps)");
+}
+
+void AddApiKey(grpc::ClientContext& context, const std::string& api_key) {
+  if (!api_key.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", api_key));
+}
 
 std::string DescribeGrpcStatus(const grpc::Status& status) {
   static const char* kNames[] = {

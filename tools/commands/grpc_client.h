@@ -4,11 +4,18 @@
 #include <memory>
 #include <string>
 
+#include "CLI/CLI.hpp"
 #include "core/status.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/support/status.h"
 
 namespace bitfleet::tools {
+
+// --api-key KEY, defaulting to $BITFLEET_API_KEY (a key on the command line shows in `ps`).
+void AddApiKeyFlag(CLI::App& cmd, std::string* api_key);
+// Adds "authorization: Bearer <api_key>" to a call; nothing when `api_key` is empty.
+void AddApiKey(grpc::ClientContext& context, const std::string& api_key);
 
 // "CODE_NAME: message" for a gRPC status.
 std::string DescribeGrpcStatus(const grpc::Status& status);

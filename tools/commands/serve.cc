@@ -389,7 +389,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   cmd->add_option("--host", flags->host, "Client API address to bind, gRPC and HTTP (0.0.0.0: every interface)")
       ->capture_default_str();
   cmd->add_option("--port", flags->port, "Client API port (gRPC)")->capture_default_str();
-  AddHttpFlags(*cmd, &flags->server);
+  AddClientApiFlags(*cmd, &flags->server);
   AddSchedulingFlags(*cmd, &flags->server);
   AddWorkerShapeFlags(*cmd, &flags->worker, /*with_context=*/false);
   AddTimingFlags(*cmd, &flags->timing);

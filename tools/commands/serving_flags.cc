@@ -1,7 +1,10 @@
 #include "tools/commands/serving_flags.h"
 
 #include <algorithm>
+#include <memory>
+#include <string>
 
+#include "coordinator/api_auth.h"
 #include "tools/commands/engine_setup.h"
 
 namespace bitfleet::tools {
@@ -28,7 +31,7 @@ void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags) {
       ->capture_default_str();
 }
 
-void AddHttpFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {
+void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {
   cmd.add_option("--http-port", options->http_port,
                  "Port of the OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, "
                  "/health (-1: off, 0: any free port)")
@@ -41,6 +44,17 @@ void AddHttpFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options)
   cmd.add_option("--metrics-port", options->metrics_port, "HTTP port for /metrics and /health (-1: off)")
       ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
+  cmd.add_option("--api-keys", options->api_keys_file,
+                 "JSON file of tenants and their API keys (docs/protocol.md, Authentication): every gRPC and HTTP "
+                 "call but health then needs \"authorization: Bearer <key>\", and tenants share no cached prefixes")
+      ->check(CLI::ExistingFile)
+      // Checked while the flags are parsed, so a bad file fails before any model is loaded.
+      ->check(CLI::Validator(
+          [](std::string& path) {
+            StatusOr<std::unique_ptr<coordinator::ApiKeys>> keys = coordinator::ApiKeys::Load(path);
+            return keys.ok() ? std::string() : std::string(keys.status().message());
+          },
+          "KEY FILE"));
 }
 
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {

@@ -24,9 +24,9 @@ void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags);
 // --no-prefix-cache.
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
-// The coordinator's HTTP ports: --http-port and --http-threads (the OpenAI-compatible API),
-// --metrics-port (Prometheus /metrics and /health).
-void AddHttpFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
+// The coordinator's client-facing flags: --http-port and --http-threads (the OpenAI-compatible
+// API), --metrics-port (Prometheus /metrics and /health), --api-keys (both client APIs).
+void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
 // Worker shape: --device, --threads, --kv-blocks, --max-step-tokens, --max-step-sequences, and with
 // `with_context` also --ctx and --kv-block-size (serve shares those with the coordinator).

@@ -4,6 +4,8 @@
 #include "coordinator/http_api.h"
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -27,11 +29,14 @@ using testing::FakeExecutorOptions;
 
 class HttpApiTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartServer(""); }
+
+  void StartServer(const std::string& api_keys_file) {
     auto path = worker::testing::SynthTinyModel("llama", DType::kF32);
     ASSERT_TRUE(path.ok()) << path.status();
     CoordinatorServerOptions options;
     options.model = *path;
+    options.api_keys_file = api_keys_file;
     options.listen = "127.0.0.1:0";
     options.http_port = 0;
     options.http_host = "127.0.0.1";
@@ -54,16 +59,23 @@ class HttpApiTest : public ::testing::Test {
     if (server_) server_->Shutdown();
   }
 
-  httplib::Result Post(const std::string& path, const std::string& body) {
-    return client_->Post(path.c_str(), body, "application/json");
+  httplib::Result Post(const std::string& path, const std::string& body, const std::string& key = "") {
+    httplib::Headers headers;
+    if (!key.empty()) headers.emplace("Authorization", absl::StrCat("Bearer ", key));
+    return client_->Post(path.c_str(), headers, body, "application/json");
   }
 
   // The gRPC API's answer to the same greedy prompt: (text, completion tokens).
   std::pair<std::string, uint32_t> GrpcAnswer(const std::string& prompt, uint32_t max_tokens) {
+    return GrpcAnswerWithKey(prompt, max_tokens, "");
+  }
+  std::pair<std::string, uint32_t> GrpcAnswerWithKey(const std::string& prompt, uint32_t max_tokens,
+                                                     const std::string& key, grpc::Status* final_status = nullptr) {
     auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->api_port()),
                                        grpc::InsecureChannelCredentials());
     auto stub = v1::Inference::NewStub(channel);
     grpc::ClientContext context;
+    if (!key.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", key));
     v1::GenerateRequest request;
     request.set_prompt(prompt);
     request.set_max_tokens(max_tokens);
@@ -76,7 +88,12 @@ class HttpApiTest : public ::testing::Test {
       text += message.text();
       if (message.has_usage()) completion_tokens = message.usage().completion_tokens();
     }
-    EXPECT_TRUE(reader->Finish().ok());
+    const grpc::Status status = reader->Finish();
+    if (final_status != nullptr) {
+      *final_status = status;
+    } else {
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    }
     return {text, completion_tokens};
   }
 
@@ -186,6 +203,84 @@ TEST_F(HttpApiTest, DrainingAnswersServiceUnavailable) {
   auto health = client_->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 503);
+}
+
+// A server started with --api-keys: tenants "team-a" and "team-b".
+class HttpApiWithKeysTest : public HttpApiTest {
+ protected:
+  static constexpr char kKeyA[] = "key-of-team-a-0123456789";
+  static constexpr char kKeyB[] = "key-of-team-b-0123456789";
+
+  void SetUp() override {
+    keys_file_ = ::testing::TempDir() + "/http_api_test_keys.json";
+    std::ofstream(keys_file_) << absl::StrCat(R"({"tenants": [{"name": "team-a", "keys": [")", kKeyA,
+                                              R"("]}, {"name": "team-b", "keys": [")", kKeyB, R"("]}]})");
+    StartServer(keys_file_);
+  }
+  void TearDown() override {
+    HttpApiTest::TearDown();
+    std::remove(keys_file_.c_str());
+  }
+
+  // Prompt tokens the prefix cache served for `key`'s completion of a fixed 40-byte prompt.
+  int CachedTokens(const std::string& key) {
+    auto response = Post("/v1/completions", R"({"prompt": "The same long prompt for every tenant here", "max_tokens": 2})",
+                         key);
+    EXPECT_TRUE(response);
+    if (!response) return -1;
+    EXPECT_EQ(response->status, 200) << response->body;
+    return Json::parse(response->body)["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+  }
+
+  std::string keys_file_;
+};
+
+TEST_F(HttpApiWithKeysTest, HttpCallsNeedAKeyButHealthDoesNot) {
+  for (const std::string& key : {std::string(), std::string("key-of-nobody-0123456789")}) {
+    auto response = Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})", key);
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 401) << response->body;
+    EXPECT_EQ(response->get_header_value("WWW-Authenticate"), "Bearer");
+    EXPECT_EQ(Json::parse(response->body)["error"]["type"], "authentication_error");
+  }
+  auto models = client_->Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 401);
+  auto health = client_->Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+
+  auto ok = Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})", kKeyA);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  auto models_with_key = client_->Get("/v1/models", {{"Authorization", absl::StrCat("Bearer ", kKeyB)}});
+  ASSERT_TRUE(models_with_key);
+  EXPECT_EQ(models_with_key->status, 200);
+}
+
+TEST_F(HttpApiWithKeysTest, GrpcCallsNeedAKey) {
+  grpc::Status status;
+  GrpcAnswerWithKey("Hello", 4, "", &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+  GrpcAnswerWithKey("Hello", 4, "key-of-nobody-0123456789", &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+  const auto [text, tokens] = GrpcAnswerWithKey("Hello", 4, kKeyA, &status);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(tokens, 4u);
+
+  auto stub = v1::Inference::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->api_port()),
+                                                         grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::ModelInfo info;
+  EXPECT_EQ(stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(HttpApiWithKeysTest, TenantsShareNoCachedPrefix) {
+  EXPECT_EQ(CachedTokens(kKeyA), 0);
+  EXPECT_GT(CachedTokens(kKeyA), 0);   // the same tenant again: its prompt blocks are cached
+  EXPECT_EQ(CachedTokens(kKeyB), 0);   // another tenant: nothing shared
+  EXPECT_GT(CachedTokens(kKeyB), 0);
 }
 
 }  // namespace
