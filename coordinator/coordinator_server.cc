@@ -176,6 +176,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       }
     }
   }
+  BF_RETURN_IF_ERROR(CheckTlsFiles(options.tls));
   auto state = std::make_unique<State>();
   state->options = options;
   state->registrations = std::vector<std::atomic<int>>(options.replicas);
@@ -251,7 +252,8 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   {
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &state->api_port);
+    BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, GrpcServerCredentials(options.tls));
+    builder.AddListeningPort(options.listen, credentials, &state->api_port);
     builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
     builder.RegisterService(state->api.get());
     state->api_server = builder.BuildAndStart();
@@ -287,6 +289,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     http.chat_template = state->chat_template;
     http.threads = options.http_threads;
     http.keys = keys;
+    http.tls = options.tls;
     BF_ASSIGN_OR_RETURN(state->http_api,
                         HttpApiServer::Start(options.http_host, options.http_port, std::move(http), *state->tokenizer,
                                              *state->scheduler, state->metrics, [raw] { return raw->Serving(); }));

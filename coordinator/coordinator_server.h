@@ -23,6 +23,7 @@
 #include "coordinator/executor.h"
 #include "coordinator/grpc_executor.h"
 #include "coordinator/request.h"
+#include "coordinator/tls.h"
 #include "core/status.h"
 
 namespace bitfleet::coordinator {
@@ -37,6 +38,7 @@ struct CoordinatorServerOptions {
   std::string http_host = "0.0.0.0";
   int http_threads = 64;                    // HTTP connections served at once
   std::string api_keys_file;                // API keys of both client APIs (api_auth.h); "": none
+  TlsFiles tls;                             // TLS of both client APIs; none set: plaintext
   int tensor_parallel = 1;
   int replicas = 1;
   int max_context = 0;            // 0: the model's training context

@@ -187,7 +187,17 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   self->handlers_.reset(new Handlers{std::move(options), tokenizer, scheduler, metrics, std::move(chat)});
   Handlers* handlers = self->handlers_.get();
 
-  auto server = std::make_unique<httplib::Server>();
+  std::unique_ptr<httplib::Server> server;
+  const TlsFiles& tls = handlers->options.tls;
+  if (tls.enabled()) {
+    BF_RETURN_IF_ERROR(CheckTlsFiles(tls));
+    auto https = std::make_unique<httplib::SSLServer>(
+        tls.cert_file.c_str(), tls.key_file.c_str(), tls.client_ca_file.empty() ? nullptr : tls.client_ca_file.c_str());
+    if (!https->is_valid()) return absl::InvalidArgumentError("the HTTP API could not load its TLS files");
+    server = std::move(https);
+  } else {
+    server = std::make_unique<httplib::Server>();
+  }
   const int threads = handlers->options.threads;
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server->set_payload_max_length(handlers->options.max_body_bytes);
@@ -215,7 +225,8 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
     response.set_content(OpenAiErrorBody(status), "application/json");
   });
   BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("HTTP API", host, port, std::move(server)));
-  Logger("http")->info("OpenAI-compatible API on http://{}:{}/v1", host, self->listener_->port());
+  Logger("http")->info("OpenAI-compatible API on {}://{}:{}/v1{}", tls.enabled() ? "https" : "http", host,
+                       self->listener_->port(), tls.client_ca_file.empty() ? "" : " (client certificates required)");
   return self;
 }
 

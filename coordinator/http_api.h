@@ -27,6 +27,7 @@
 #include "coordinator/api_request.h"
 #include "coordinator/http_listener.h"
 #include "coordinator/metrics.h"
+#include "coordinator/tls.h"
 #include "coordinator/scheduler.h"
 #include "core/status.h"
 #include "model/tokenizer/tokenizer.h"
@@ -40,6 +41,7 @@ struct HttpApiOptions {
   size_t max_body_bytes = size_t{4} << 20;  // larger bodies: 413
   // API keys (api_auth.h) for every route but /health; null: none, the anonymous tenant.
   std::shared_ptr<const ApiKeys> keys;
+  TlsFiles tls;  // HTTPS when set (checked with CheckTlsFiles first)
 };
 
 class HttpApiServer {

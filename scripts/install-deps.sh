@@ -12,6 +12,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   iproute2  # tests/e2e/multihost: network namespaces and veth links
   libpcre2-dev libssl-dev
+  openssl  # tests: certificates for the client APIs' TLS
   python3 python3-pip
 )
 

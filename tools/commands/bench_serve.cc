@@ -33,7 +33,7 @@ struct BenchServeFlags {
   int shared_prefix = 0;
   uint64_t seed = 1;
   double wait_ready_s = 60;
-  std::string api_key;
+  ClientSecurity security;
 };
 
 struct RequestStats {
@@ -77,7 +77,7 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   request.set_ignore_eos(true);
   request.mutable_sampling()->set_temperature(0);
   grpc::ClientContext context;
-  AddApiKey(context, f.api_key);
+  AddApiKey(context, f.security);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
   const Clock::time_point start = Clock::now();
   Clock::time_point last = start;
@@ -117,7 +117,12 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 int RunBenchServe(const BenchServeFlags& f) {
-  auto channel = WaitForServing(f.target, f.wait_ready_s);
+  auto credentials = ChannelCredentialsFor(f.security);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "bitfleet bench serve: %s\n", std::string(credentials.status().message()).c_str());
+    return 1;
+  }
+  auto channel = WaitForServing(f.target, f.wait_ready_s, *credentials);
   if (!channel.ok()) {
     std::fprintf(stderr, "bitfleet bench serve: %s\n", std::string(channel.status().message()).c_str());
     return 1;
@@ -126,7 +131,7 @@ int RunBenchServe(const BenchServeFlags& f) {
   v1::ModelInfo info;
   {
     grpc::ClientContext context;
-    AddApiKey(context, f.api_key);
+    AddApiKey(context, f.security);
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     const grpc::Status status = stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
     if (!status.ok()) {
@@ -205,7 +210,7 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
   CLI::App* cmd = bench.add_subcommand(
       "serve", "Load a bitfleet server with concurrent Generate streams (JSON: req/s, tok/s, TTFT, ITL, prefix hits)");
   cmd->add_option("--target", f->target, "Server address")->capture_default_str();
-  AddApiKeyFlag(*cmd, &f->api_key);
+  AddClientSecurityFlags(*cmd, &f->security);
   cmd->add_option("-c,--concurrency", f->concurrency, "Streams open at once")->check(CLI::Range(1, 1024))->capture_default_str();
   cmd->add_option("-n,--requests", f->requests, "Requests in total (0: 4 per stream)")->check(CLI::Range(0, 1000000));
   cmd->add_option("--prompt-len", f->prompt_len, "Prompt tokens per request")->check(CLI::Range(1, 1 << 20))->capture_default_str();

@@ -42,17 +42,18 @@ struct GenerateFlags {
   bool tokens = false;
   double timeout_s = 0;
   double wait_ready_s = 0;
-  std::string api_key;
+  ClientSecurity security;
   // Which sampling flags were given (the others take the server's defaults).
   std::vector<std::pair<CLI::Option*, std::function<void(v1::SamplingParams*)>>> sampling_options;
 };
 
 Status Generate(const GenerateFlags& flags) {
+  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(flags.security));
   std::shared_ptr<grpc::Channel> channel;
   if (flags.wait_ready_s > 0) {
-    BF_ASSIGN_OR_RETURN(channel, WaitForServing(flags.target, flags.wait_ready_s));
+    BF_ASSIGN_OR_RETURN(channel, WaitForServing(flags.target, flags.wait_ready_s, credentials));
   } else {
-    channel = grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials());
+    channel = grpc::CreateChannel(flags.target, credentials);
   }
   auto stub = v1::Inference::NewStub(channel);
 
@@ -82,7 +83,7 @@ Status Generate(const GenerateFlags& flags) {
   request.set_ignore_eos(flags.ignore_eos);
 
   grpc::ClientContext context;
-  AddApiKey(context, flags.api_key);
+  AddApiKey(context, flags.security);
   if (flags.timeout_s > 0) {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -137,7 +138,7 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("generate", "Stream a completion from a bitfleet server (gRPC client)");
   cmd->add_option("--target", flags->target, "Server address (host:port)")->capture_default_str();
   cmd->add_option("--model", flags->model, "Model name (default: the served model)");
-  AddApiKeyFlag(*cmd, &flags->api_key);
+  AddClientSecurityFlags(*cmd, &flags->security);
   auto* prompt = cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
   auto* ids = cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as token ids (\"1,2,3\")");
   prompt->excludes(ids);

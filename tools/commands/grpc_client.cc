@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/tls.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -14,14 +15,34 @@ namespace bitfleet::tools {
 
 using Clock = std::chrono::steady_clock;
 
-void AddApiKeyFlag(CLI::App& cmd, std::string* api_key) {
-  if (const char* env = std::getenv("BITFLEET_API_KEY")) *api_key = env;
-  cmd.add_option("--api-key", *api_key,
+void AddClientSecurityFlags(CLI::App& cmd, ClientSecurity* security) {
+  if (const char* env = std::getenv("BITFLEET_API_KEY")) security->api_key = env;
+  cmd.add_option("--api-key", security->api_key,
                  "API key for a server started with --api-keys (default: $BITFLEET_API_KEY, which keeps it out of ps)");
+  cmd.add_option("--tls-ca", security->ca_file, "Connect with TLS; the server's certificate must chain to these PEM CAs")
+      ->check(CLI::ExistingFile);
+  auto* cert = cmd.add_option("--tls-cert", security->cert_file,
+                              "PEM client certificate, for a server that requires one (--tls-client-ca)")
+                   ->check(CLI::ExistingFile);
+  auto* key = cmd.add_option("--tls-key", security->key_file, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  cert->needs(key);
+  key->needs(cert);
 }
 
-void AddApiKey(grpc::ClientContext& context, const std::string& api_key) {
-  if (!api_key.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", api_key));
+StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientSecurity& security) {
+  if (security.ca_file.empty() && security.cert_file.empty()) return grpc::InsecureChannelCredentials();
+  if (security.ca_file.empty()) return absl::InvalidArgumentError("--tls-cert needs --tls-ca (the server's CA)");
+  grpc::SslCredentialsOptions options;
+  BF_ASSIGN_OR_RETURN(options.pem_root_certs, coordinator::ReadPemFile(security.ca_file));
+  if (!security.cert_file.empty()) {
+    BF_ASSIGN_OR_RETURN(options.pem_cert_chain, coordinator::ReadPemFile(security.cert_file));
+    BF_ASSIGN_OR_RETURN(options.pem_private_key, coordinator::ReadPemFile(security.key_file));
+  }
+  return grpc::SslCredentials(options);
+}
+
+void AddApiKey(grpc::ClientContext& context, const ClientSecurity& security) {
+  if (!security.api_key.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", security.api_key));
 }
 
 std::string DescribeGrpcStatus(const grpc::Status& status) {
@@ -35,12 +56,13 @@ std::string DescribeGrpcStatus(const grpc::Status& status) {
   return absl::StrCat(name, ": ", status.error_message());
 }
 
-StatusOr<std::shared_ptr<grpc::Channel>> WaitForServing(const std::string& target, double seconds) {
+StatusOr<std::shared_ptr<grpc::Channel>> WaitForServing(const std::string& target, double seconds,
+                                                        const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   const Clock::time_point deadline =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::string last = "no answer";
   while (true) {
-    std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(target, credentials);
     auto health = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));

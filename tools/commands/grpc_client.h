@@ -8,14 +8,25 @@
 #include "core/status.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/support/status.h"
 
 namespace bitfleet::tools {
 
-// --api-key KEY, defaulting to $BITFLEET_API_KEY (a key on the command line shows in `ps`).
-void AddApiKeyFlag(CLI::App& cmd, std::string* api_key);
-// Adds "authorization: Bearer <api_key>" to a call; nothing when `api_key` is empty.
-void AddApiKey(grpc::ClientContext& context, const std::string& api_key);
+// How a client command reaches a server started with --api-keys or --tls-cert.
+struct ClientSecurity {
+  std::string api_key;    // sent as "authorization: Bearer <key>"; "": none
+  std::string ca_file;    // set: TLS; the server's certificate must chain to these PEM CAs
+  std::string cert_file;  // client certificate and key, for a server with --tls-client-ca
+  std::string key_file;
+};
+// --api-key (default $BITFLEET_API_KEY: a key on the command line shows in `ps`), --tls-ca,
+// --tls-cert, --tls-key.
+void AddClientSecurityFlags(CLI::App& cmd, ClientSecurity* security);
+// Plaintext, or TLS with the given files (INVALID_ARGUMENT / NOT_FOUND for unusable files).
+StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientSecurity& security);
+// Adds "authorization: Bearer <api_key>" to a call; nothing without a key.
+void AddApiKey(grpc::ClientContext& context, const ClientSecurity& security);
 
 // "CODE_NAME: message" for a gRPC status.
 std::string DescribeGrpcStatus(const grpc::Status& status);
@@ -24,6 +35,7 @@ std::string DescribeGrpcStatus(const grpc::Status& status);
 // that got the answer. Each attempt uses a fresh channel: one whose first connects were refused
 // (the server still starting) can stay in gRPC's reconnect backoff for seconds after the port
 // opens. UNAVAILABLE naming the last answer on timeout.
-StatusOr<std::shared_ptr<grpc::Channel>> WaitForServing(const std::string& target, double seconds);
+StatusOr<std::shared_ptr<grpc::Channel>> WaitForServing(const std::string& target, double seconds,
+                                                        const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
 }  // namespace bitfleet::tools

@@ -23,6 +23,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "tools/commands/commands.h"
+#include "tools/commands/grpc_client.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -38,6 +39,7 @@ struct HealthFlags {
   std::string service;      // "": the server as a whole
   double timeout_s = 5;     // per Check call
   double wait_s = 0;        // 0: ask once
+  ClientSecurity security;  // TLS only: health needs no API key
 };
 
 constexpr std::chrono::milliseconds kRetryInterval{500};  // between attempts while waiting
@@ -66,8 +68,12 @@ Answer CheckOnce(grpc::health::v1::Health::Stub& stub, const HealthFlags& flags)
 }
 
 int RunHealth(const HealthFlags& flags) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials()));
+  auto credentials = ChannelCredentialsFor(flags.security);
+  if (!credentials.ok()) {
+    std::printf("UNREACHABLE: %s\n", std::string(credentials.status().message()).c_str());
+    return 1;
+  }
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(flags.target, *credentials));
   const Clock::time_point give_up =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(flags.wait_s));
   Answer answer = CheckOnce(*stub, flags);
@@ -96,6 +102,9 @@ void RegisterHealth(CLI::App& app, int* exit_code) {
   cmd->add_option("--wait", flags->wait_s, "Keep asking for up to this many seconds until SERVING (0: ask once)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd->add_option("--tls-ca", flags->security.ca_file,
+                  "Connect with TLS; the server's certificate must chain to these PEM CAs")
+      ->check(CLI::ExistingFile);
   cmd->callback([flags, exit_code] { *exit_code = RunHealth(*flags); });
 }
 

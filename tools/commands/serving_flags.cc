@@ -55,6 +55,13 @@ void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* opt
             return keys.ok() ? std::string() : std::string(keys.status().message());
           },
           "KEY FILE"));
+  cmd.add_option("--tls-cert", options->tls.cert_file,
+                 "PEM certificate chain: both client APIs (gRPC and HTTP) serve TLS (with --tls-key)")
+      ->check(CLI::ExistingFile);
+  cmd.add_option("--tls-key", options->tls.key_file, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  cmd.add_option("--tls-client-ca", options->tls.client_ca_file,
+                 "PEM CA certificates: clients must present a certificate it signed (mutual TLS)")
+      ->check(CLI::ExistingFile);
 }
 
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {

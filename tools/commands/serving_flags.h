@@ -25,7 +25,8 @@ void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags);
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
 // The coordinator's client-facing flags: --http-port and --http-threads (the OpenAI-compatible
-// API), --metrics-port (Prometheus /metrics and /health), --api-keys (both client APIs).
+// API), --metrics-port (Prometheus /metrics and /health), --api-keys and --tls-cert, --tls-key,
+// --tls-client-ca (both client APIs).
 void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
 // Worker shape: --device, --threads, --kv-blocks, --max-step-tokens, --max-step-sequences, and with

@@ -1,0 +1,87 @@
+#include "coordinator/tls.h"
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "grpcpp/security/server_credentials.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+struct BioFree {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct KeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+
+std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& pem) {
+  return std::unique_ptr<BIO, BioFree>(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+Status FileError(const std::string& flag, const std::string& path, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": ", what));
+}
+
+}  // namespace
+
+StatusOr<std::string> ReadPemFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+Status CheckTlsFiles(const TlsFiles& files) {
+  if (files.cert_file.empty() != files.key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!files.client_ca_file.empty() && files.cert_file.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  if (!files.enabled()) return absl::OkStatus();
+  BF_ASSIGN_OR_RETURN(std::string cert_pem, ReadPemFile(files.cert_file));
+  BF_ASSIGN_OR_RETURN(std::string key_pem, ReadPemFile(files.key_file));
+  auto cert_bio = MemoryBio(cert_pem);
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) return FileError("--tls-cert", files.cert_file, "holds no PEM certificate");
+  auto key_bio = MemoryBio(key_pem);
+  std::unique_ptr<EVP_PKEY, KeyFree> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) return FileError("--tls-key", files.key_file, "holds no unencrypted PEM private key");
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    return FileError("--tls-key", files.key_file, absl::StrCat("is not the key of the certificate in ", files.cert_file));
+  }
+  if (!files.client_ca_file.empty()) {
+    BF_ASSIGN_OR_RETURN(std::string ca_pem, ReadPemFile(files.client_ca_file));
+    auto ca_bio = MemoryBio(ca_pem);
+    std::unique_ptr<X509, X509Free> ca(PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr));
+    if (ca == nullptr) return FileError("--tls-client-ca", files.client_ca_file, "holds no PEM certificate");
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(const TlsFiles& files) {
+  if (!files.enabled()) return grpc::InsecureServerCredentials();
+  BF_RETURN_IF_ERROR(CheckTlsFiles(files));
+  grpc::SslServerCredentialsOptions options(
+      files.client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                   : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  BF_ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(files.key_file));
+  BF_ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(files.cert_file));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!files.client_ca_file.empty()) {
+    BF_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPemFile(files.client_ca_file));
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace bitfleet::coordinator

@@ -1,0 +1,188 @@
+// TLS of the client APIs: the PEM checks, and an in-process server whose gRPC and HTTP ports
+// speak TLS (and, with a client CA, require a client certificate) while plaintext clients fail.
+// Certificates come from the openssl command at test time (skipped, saying so, without it).
+#include "coordinator/tls.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/coordinator_server.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "tests/unit/coordinator/fake_executor.h"
+#include "tests/unit/worker/runner_test_util.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A CA, a server certificate for 127.0.0.1 / localhost and a client certificate, both signed by
+// the CA, plus a second CA that signed nothing here. Empty dir() when openssl is missing.
+class TestPki {
+ public:
+  TestPki() {
+    dir_ = fs::path(::testing::TempDir()) / ("bitfleet-tls-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    std::ofstream(dir_ / "server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string d = dir_.string();
+    const std::vector<std::string> commands = {
+        "openssl req -x509 " + ec + " -keyout " + d + "/ca.key -out " + d + "/ca.pem -days 2 -subj /CN=test-ca",
+        "openssl req -x509 " + ec + " -keyout " + d + "/other.key -out " + d + "/other.pem -days 2 -subj /CN=other",
+        "openssl req " + ec + " -keyout " + d + "/server.key -out " + d + "/server.csr -subj /CN=localhost",
+        "openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -out " +
+            d + "/server.pem -days 2 -extfile " + d + "/server.ext",
+        "openssl req " + ec + " -keyout " + d + "/client.key -out " + d + "/client.csr -subj /CN=client",
+        "openssl x509 -req -in " + d + "/client.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -out " +
+            d + "/client.pem -days 2",
+    };
+    for (const std::string& command : commands) {
+      if (std::system((command + " > /dev/null 2>&1").c_str()) != 0) {
+        error_ = "failed: " + command;
+        return;
+      }
+    }
+  }
+  ~TestPki() { fs::remove_all(dir_); }
+
+  const std::string& error() const { return error_; }
+  std::string operator[](const char* name) const { return (dir_ / name).string(); }
+
+ private:
+  fs::path dir_;
+  std::string error_;
+};
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+bool HaveOpenssl() { return std::system("openssl version > /dev/null 2>&1") == 0; }
+
+TEST(TlsFilesTest, IncompleteOrMismatchedFilesAreRefused) {
+  if (!HaveOpenssl()) GTEST_SKIP() << "the openssl command is not installed (scripts/install-deps.sh installs it)";
+  TestPki pki;
+  ASSERT_EQ(pki.error(), "");
+  EXPECT_TRUE(CheckTlsFiles({}).ok());
+  EXPECT_TRUE(CheckTlsFiles({pki["server.pem"], pki["server.key"], ""}).ok());
+  EXPECT_TRUE(CheckTlsFiles({pki["server.pem"], pki["server.key"], pki["ca.pem"]}).ok());
+
+  const auto refused = [](const TlsFiles& files, const std::string& words) {
+    const Status status = CheckTlsFiles(files);
+    ASSERT_FALSE(status.ok()) << words;
+    EXPECT_NE(std::string(status.message()).find(words), std::string::npos) << status;
+  };
+  refused({pki["server.pem"], "", ""}, "go together");
+  refused({"", pki["server.key"], ""}, "go together");
+  refused({"", "", pki["ca.pem"]}, "needs --tls-cert");
+  refused({pki["server.pem"], pki["client.key"], ""}, "is not the key of the certificate");
+  refused({pki["server.key"], pki["server.key"], ""}, "no PEM certificate");
+  refused({pki["server.pem"], pki["server.pem"], ""}, "no unencrypted PEM private key");
+  refused({pki["server.pem"], pki["server.key"], pki["server.key"]}, "no PEM certificate");
+  EXPECT_EQ(CheckTlsFiles({pki["missing.pem"], pki["server.key"], ""}).code(), absl::StatusCode::kNotFound);
+}
+
+class TlsServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveOpenssl()) GTEST_SKIP() << "the openssl command is not installed (scripts/install-deps.sh installs it)";
+    pki_ = std::make_unique<TestPki>();
+    ASSERT_EQ(pki_->error(), "");
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  void Start(bool require_client_certificates) {
+    auto path = worker::testing::SynthTinyModel("llama", DType::kF32);
+    ASSERT_TRUE(path.ok()) << path.status();
+    CoordinatorServerOptions options;
+    options.model = *path;
+    options.listen = "127.0.0.1:0";
+    options.http_port = 0;
+    options.http_host = "127.0.0.1";
+    options.kv_block_size = 4;
+    options.tls = {(*pki_)["server.pem"], (*pki_)["server.key"],
+                   require_client_certificates ? (*pki_)["ca.pem"] : std::string()};
+    std::vector<std::unique_ptr<Executor>> executors;
+    executors.push_back(std::make_unique<testing::FakeExecutor>(testing::FakeExecutorOptions{}));
+    auto server = CoordinatorServer::Start(options, std::move(executors));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!server_->serving() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_TRUE(server_->serving());
+  }
+
+  // GetModelInfo over gRPC with `credentials`.
+  grpc::Status GrpcCall(const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    auto stub = v1::Inference::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->api_port()), credentials));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::ModelInfo info;
+    return stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  }
+  std::shared_ptr<grpc::ChannelCredentials> Tls(const char* ca, bool with_client_certificate) {
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = Read((*pki_)[ca]);
+    if (with_client_certificate) {
+      options.pem_cert_chain = Read((*pki_)["client.pem"]);
+      options.pem_private_key = Read((*pki_)["client.key"]);
+    }
+    return grpc::SslCredentials(options);
+  }
+  // GET /v1/models over HTTPS; the status, or -1 when the connection failed.
+  int HttpsGet(const char* ca, bool with_client_certificate) {
+    std::unique_ptr<httplib::SSLClient> client =
+        with_client_certificate ? std::make_unique<httplib::SSLClient>("127.0.0.1", server_->http_port(),
+                                                                       (*pki_)["client.pem"], (*pki_)["client.key"])
+                                : std::make_unique<httplib::SSLClient>("127.0.0.1", server_->http_port());
+    client->set_ca_cert_path((*pki_)[ca].c_str());
+    client->enable_server_certificate_verification(true);
+    client->set_connection_timeout(5, 0);
+    auto response = client->Get("/v1/models");
+    return response ? response->status : -1;
+  }
+
+  std::unique_ptr<TestPki> pki_;
+  std::unique_ptr<CoordinatorServer> server_;
+};
+
+TEST_F(TlsServerTest, BothApisSpeakTlsAndRefusePlaintext) {
+  Start(/*require_client_certificates=*/false);
+  EXPECT_TRUE(GrpcCall(Tls("ca.pem", false)).ok());
+  EXPECT_EQ(GrpcCall(grpc::InsecureChannelCredentials()).error_code(), grpc::StatusCode::UNAVAILABLE);
+  // A client that trusts another CA does not accept the server.
+  EXPECT_EQ(GrpcCall(Tls("other.pem", false)).error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  EXPECT_EQ(HttpsGet("ca.pem", false), 200);
+  EXPECT_EQ(HttpsGet("other.pem", false), -1);
+  httplib::Client plain("127.0.0.1", server_->http_port());
+  plain.set_connection_timeout(5, 0);
+  plain.set_read_timeout(5, 0);
+  auto response = plain.Get("/v1/models");
+  EXPECT_FALSE(response && response->status == 200);
+}
+
+TEST_F(TlsServerTest, AClientCaRequiresClientCertificates) {
+  Start(/*require_client_certificates=*/true);
+  EXPECT_TRUE(GrpcCall(Tls("ca.pem", true)).ok());
+  EXPECT_EQ(GrpcCall(Tls("ca.pem", false)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(HttpsGet("ca.pem", true), 200);
+  EXPECT_EQ(HttpsGet("ca.pem", false), -1);
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator
