@@ -1,0 +1,62 @@
+// libFuzzer target for the client APIs' own parsers (requests and key files are hostile input,
+// DESIGN.md §9): the OpenAI-compatible request bodies (openai_protocol.h) and the API key file
+// and bearer values (api_auth.h). The first input byte picks the parser (byte % 3), the rest is
+// its input.
+// Accepted requests are also rendered back through every response builder with their own text
+// (which may be invalid UTF-8). Nothing may crash, leak, throw or trip a sanitizer.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "coordinator/api_auth.h"
+#include "coordinator/openai_protocol.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+void FuzzRequest(OpenAiEndpoint endpoint, std::string_view body) {
+  StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, body);
+  if (!parsed.ok()) {
+    OpenAiErrorBody(parsed.status());
+    return;
+  }
+  const v1::GenerateRequest& generate = parsed->generate;
+  const std::string text = generate.prompt() + (generate.stop_size() > 0 ? generate.stop(0) : std::string());
+  OpenAiResponseHeader header{endpoint, "cmpl-fuzz", generate.model(), 0};
+  v1::Usage usage;
+  usage.set_prompt_tokens(generate.max_tokens());
+  OpenAiCompletionBody(header, text, v1::FINISH_REASON_LENGTH, usage);
+  OpenAiChunkBody(header, text, v1::FINISH_REASON_UNSPECIFIED, true);
+  OpenAiUsageChunkBody(header, usage);
+  OpenAiModelsBody(generate.model(), 0, static_cast<int32_t>(generate.max_tokens()));
+}
+
+void FuzzKeys(std::string_view input) {
+  // A key file, then (after its last newline) a bearer value to look up in it.
+  const size_t split = input.rfind('\n');
+  const std::string_view file = input.substr(0, split);
+  StatusOr<std::unique_ptr<ApiKeys>> keys = ApiKeys::Parse(file);
+  if (!keys.ok() || split == std::string_view::npos) return;
+  (*keys)->Authenticate(input.substr(split + 1)).IgnoreError();
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace bitfleet::coordinator;
+  if (size == 0) return 0;
+  const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
+  switch (data[0] % 3) {
+    case 0:
+      FuzzRequest(OpenAiEndpoint::kCompletions, rest);
+      break;
+    case 1:
+      FuzzRequest(OpenAiEndpoint::kChatCompletions, rest);
+      break;
+    default:
+      FuzzKeys(rest);
+      break;
+  }
+  return 0;
+}
