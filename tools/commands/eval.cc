@@ -4,13 +4,12 @@
 // Prints one JSON object on stdout; progress goes to stderr. Under `mpirun -np N` the ranks
 // score as one tensor-parallel group (whole logit rows gathered) and rank 0 prints.
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "core/logging.h"
+#include "core/read_file.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
@@ -30,17 +29,9 @@ struct EvalFlags {
   PlacementFlags placement;
 };
 
-StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 Status RunEval(const EvalFlags& flags) {
   auto log = Logger("eval");
-  BF_ASSIGN_OR_RETURN(std::string text, ReadText(flags.text_file));
+  BF_ASSIGN_OR_RETURN(std::string text, ReadFileToString(flags.text_file));
   worker::RunnerOptions options;
   options.threads = flags.threads > 0 ? flags.threads : DefaultThreads();
   options.max_context = flags.ctx;
