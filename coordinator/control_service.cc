@@ -1,5 +1,8 @@
 #include "coordinator/control_service.h"
 
+#include <algorithm>
+#include <limits>
+
 #include <utility>
 
 #include "coordinator/step_codec.h"
@@ -144,6 +147,8 @@ grpc::Status ControlService::Connect(grpc::ServerContext* context,
       static_cast<uint32_t>(options_.timing.heartbeat_interval.count()));
   reply.mutable_registered()->set_heartbeat_timeout_ms(
       static_cast<uint32_t>(options_.timing.heartbeat_timeout.count()));
+  reply.mutable_registered()->set_step_timeout_ms(static_cast<uint32_t>(
+      std::min<int64_t>(options_.timing.step_timeout.count(), std::numeric_limits<uint32_t>::max())));
   StatusOr<bool> completed = executor->Attach(registration.rank(), registration, reply, context, stream);
   if (!completed.ok()) {
     log->error("refused worker {}: {}", who, std::string(completed.status().message()));

@@ -1,5 +1,6 @@
 #include "worker/control_client.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -30,6 +31,7 @@ struct ControlClient::Session {
   std::unique_ptr<grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>> stream;
   std::chrono::milliseconds heartbeat_interval{500};
   std::chrono::milliseconds heartbeat_timeout{5000};
+  std::chrono::milliseconds step_timeout{0};  // 0: not announced
 
   std::mutex write_mu;  // one writer at a time: results (main thread) and heartbeats
   bool Write(const v1::WorkerMessage& message) {
@@ -48,6 +50,8 @@ struct ControlClient::Session {
   std::string shutdown_reason;
   Clock::time_point last_heard = Clock::now();
   std::atomic<uint64_t> last_step_done{0};
+  // When the step in progress started (steady clock, ns since its epoch); 0 between steps.
+  std::atomic<int64_t> step_started_ns{0};
 };
 
 ControlClient::ControlClient(ControlClientOptions options) : options_(std::move(options)) {}
@@ -108,6 +112,7 @@ StatusOr<std::unique_ptr<ControlClient::Session>> ControlClient::Register() {
       if (reply.registered().heartbeat_interval_ms() > 0) {
         session->heartbeat_interval = std::chrono::milliseconds(reply.registered().heartbeat_interval_ms());
       }
+      session->step_timeout = std::chrono::milliseconds(reply.registered().step_timeout_ms());
       if (reply.registered().heartbeat_timeout_ms() > 0) {
         session->heartbeat_timeout = std::chrono::milliseconds(reply.registered().heartbeat_timeout_ms());
       }
@@ -187,6 +192,23 @@ Status ControlClient::Serve(Session& s, const StepFunction& step) {
     }
   });
 
+  // Runs until Serve finishes, even after the stream has ended: the stuck step outlives it.
+  std::thread watchdog([this, &s] {
+    if (!options_.on_stuck_step || s.step_timeout.count() <= 0) return;
+    const Clock::duration limit = s.step_timeout + s.heartbeat_timeout;
+    const auto poll = std::max(std::chrono::milliseconds(10), std::min(s.heartbeat_interval, s.step_timeout / 4));
+    std::unique_lock lock(s.mu);
+    while (!s.cv.wait_for(lock, poll, [&s] { return s.stopping; })) {
+      const int64_t started = s.step_started_ns.load();
+      if (started == 0) continue;
+      const Clock::duration running = Clock::now().time_since_epoch() - std::chrono::nanoseconds(started);
+      if (running <= limit) continue;
+      lock.unlock();
+      options_.on_stuck_step(std::chrono::duration_cast<std::chrono::milliseconds>(running));
+      return;
+    }
+  });
+
   Status outcome = absl::OkStatus();
   bool step_failed = false;
   while (true) {
@@ -213,7 +235,9 @@ Status ControlClient::Serve(Session& s, const StepFunction& step) {
       s.plans.pop_front();
     }
     const coordinator::StepPlan plan = coordinator::FromProto(wire_plan);
+    s.step_started_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
     StatusOr<coordinator::StepResult> result = step(plan);
+    s.step_started_ns.store(0);
     v1::WorkerMessage answer;
     if (result.ok()) {
       coordinator::ToProto(*result, answer.mutable_result());
@@ -235,6 +259,7 @@ Status ControlClient::Serve(Session& s, const StepFunction& step) {
     s.cv.notify_all();
   }
   heartbeat.join();
+  watchdog.join();
   // A clean exit, or a failed step whose error the coordinator should read before the stream
   // ends: half-close and let the coordinator end the stream (bounded: it may be gone).
   const bool half_close = outcome.ok() || step_failed;

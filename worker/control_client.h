@@ -13,6 +13,9 @@
 // MPI at all, the coordinator sees every rank's liveness directly, and the communicator carries
 // only activations.
 //
+// A third helper thread, the step watchdog, calls ControlClientOptions::on_stuck_step when a
+// step outlives the coordinator's patience.
+//
 // Thread-safety: Run once, from one thread; Stop from any thread (a signal watcher).
 #pragma once
 
@@ -36,6 +39,11 @@ struct ControlClientOptions {
   // How long to keep retrying while the coordinator is unreachable or answers UNAVAILABLE
   // (it may start after the workers, or still be tearing down this replica's last incarnation).
   std::chrono::milliseconds connect_timeout{60000};
+  // Called once, from a watchdog thread, when a step has run longer than the coordinator's step
+  // timeout plus its heartbeat timeout (both announced at registration): the coordinator has
+  // failed the replica, and a rank stuck in a step (a kernel or a collective that never returns)
+  // would otherwise hold its slot forever. The worker process ends itself here. Null: no watchdog.
+  std::function<void(std::chrono::milliseconds running)> on_stuck_step;
 };
 
 // Runs one plan on this rank. An error other than INVALID_ARGUMENT / RESOURCE_EXHAUSTED (a plan

@@ -1,6 +1,7 @@
 #include "worker/fault_injection.h"
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -22,12 +23,21 @@ StatusOr<FaultInjector> FaultInjector::Parse(const char* spec, int rank) {
   int target_rank = 0;
   int64_t step = 0;
   if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &target_rank) || !absl::SimpleAtoi(parts[1], &step) ||
-      target_rank < 0 || step < 0 || (parts[2] != "exit" && parts[2] != "hang" && parts[2] != "error")) {
-    return absl::InvalidArgumentError(absl::StrCat(kFaultInjectEnv, "='", text,
-                                                   "': expected RANK:STEP:exit, RANK:STEP:hang or RANK:STEP:error"));
+      target_rank < 0 || step < 0 ||
+      (parts[2] != "exit" && parts[2] != "hang" && parts[2] != "freeze" && parts[2] != "error")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kFaultInjectEnv, "='", text, "': expected RANK:STEP:exit, RANK:STEP:hang, RANK:STEP:freeze or RANK:STEP:error"));
   }
   if (target_rank != rank) return injector;
-  injector.action_ = parts[2] == "exit" ? Action::kExit : (parts[2] == "hang" ? Action::kHang : Action::kError);
+  if (parts[2] == "exit") {
+    injector.action_ = Action::kExit;
+  } else if (parts[2] == "hang") {
+    injector.action_ = Action::kHang;
+  } else if (parts[2] == "freeze") {
+    injector.action_ = Action::kFreeze;
+  } else {
+    injector.action_ = Action::kError;
+  }
   injector.step_ = step;
   Logger("worker")->warn("fault injection armed: rank {} will {} at step {}", rank, parts[2], step);
   return injector;
@@ -46,6 +56,12 @@ Status FaultInjector::BeforeStep() {
     Logger("worker")->error("fault injection: rank {} exits at step {}", rank_, step);
     Logger("worker")->flush();
     std::_Exit(3);
+  }
+  if (action_ == Action::kFreeze) {
+    Logger("worker")->error("fault injection: rank {} freezes at step {}", rank_, step);
+    Logger("worker")->flush();
+    raise(SIGSTOP);  // every thread stops; a SIGCONT would resume this step
+    return absl::OkStatus();
   }
   Logger("worker")->error("fault injection: rank {} hangs at step {}", rank_, step);
   Logger("worker")->flush();

@@ -3,9 +3,10 @@
 //
 // BITFLEET_FAULT_INJECT="RANK:STEP:ACTION" makes rank RANK, when it starts its STEP-th model
 // step (counting from 0), either exit at once with status 3 without any MPI shutdown ("exit":
-// a crashed process), stop taking part in collectives forever ("hang": a stuck process), or
-// fail that step and every later one with INTERNAL ("error": a device that broke, as after a
-// sticky CUDA error). The other ranks and every other process are unaffected. Unset or empty:
+// a crashed process), stop taking part in collectives forever ("hang": a stuck step while the
+// process's other threads run on), stop the whole process with SIGSTOP ("freeze": no thread
+// runs, as a process stopped by a debugger or a frozen VM), or fail that step and every later
+// one with INTERNAL ("error": a device that broke, as after a sticky CUDA error). The other ranks and every other process are unaffected. Unset or empty:
 // no effect. Read once when a runner is created; a malformed value is INVALID_ARGUMENT (so a
 // typo cannot silently disable a test).
 #pragma once
@@ -20,7 +21,7 @@ inline constexpr char kFaultInjectEnv[] = "BITFLEET_FAULT_INJECT";
 
 class FaultInjector {
  public:
-  enum class Action { kNone, kExit, kHang, kError };
+  enum class Action { kNone, kExit, kHang, kFreeze, kError };
 
   // Parses `spec` ("RANK:STEP:ACTION"; empty: none) for the process of rank `rank`.
   static StatusOr<FaultInjector> Parse(const char* spec, int rank);

@@ -197,6 +197,7 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::CreateRank(const WorkerO
   ControlClientOptions client;
   client.coordinator = o.coordinator;
   client.connect_timeout = o.connect_timeout;
+  client.on_stuck_step = o.on_stuck_step;
   v1::Register& r = client.registration;
   *r.mutable_model() = coordinator::ModelIdentityOf(state->runner->config(), state->file->file_size());
   r.set_replica(o.replica);

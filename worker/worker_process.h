@@ -16,6 +16,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,9 @@ struct WorkerOptions {
   int max_step_sequences = 64;
   std::chrono::milliseconds connect_timeout{60000};
   std::chrono::milliseconds collective_timeout{60000};
+  // ControlClientOptions::on_stuck_step: what to do when a step outlives the coordinator's
+  // patience (`bitfleet worker` logs and exits 1). Null: nothing.
+  std::function<void(std::chrono::milliseconds running)> on_stuck_step;
   // Communicator between the ranks: "auto" (Open MPI under mpirun, none for a group of one) or
   // "nccl" (NCCL; bootstrapped over MPI under mpirun, else through the coordinator's
   // ExchangeNcclId with --rank/--world-size, for independent pods). Needs a CUDA + NCCL build and

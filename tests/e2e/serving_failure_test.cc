@@ -331,12 +331,16 @@ TEST(ServeFailureTest, ServeRelaunchesAReplicaWhoseWorkersDied) {
   EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0) << served.process->Log();
 }
 
-// A worker stuck in a step (BITFLEET_FAULT_INJECT "hang": alive, never answering) is failed by
-// the step timeout, which ends its request; serve then ends the stuck workers and relaunches the
-// replica, which serves again (its first steps, before the injected hang comes round again).
-TEST(ServeFailureTest, ServeRelaunchesAReplicaStuckInAStep) {
+// A worker stuck in a step is failed by the step timeout, which ends its request; the stuck
+// worker is then ended and serve relaunches the replica, which serves again (its first steps,
+// before the injected fault comes round again). Two ways of being stuck, two ways out:
+//   "hang"   the step never returns but the process's other threads run: the worker's own
+//            watchdog exits once the step outlives the step timeout plus the heartbeat timeout;
+//   "freeze" the whole process is stopped (SIGSTOP): serve ends workers whose replica stays out
+//            of service while they still exist (SIGTERM, then SIGKILL).
+void ExpectStuckReplicaRelaunched(const char* fault, const char* how_it_ended) {
   SLOW_MODEL_OR_SKIP(model);
-  setenv("BITFLEET_FAULT_INJECT", "0:3:hang", 1);
+  setenv("BITFLEET_FAULT_INJECT", fault, 1);
   auto started = StartServe(model, 1, "serve-stuck",
                             {"--step-timeout", "2", "--max-restarts", "1",
                              "--restart-delay", "0.2"});
@@ -347,10 +351,10 @@ TEST(ServeFailureTest, ServeRelaunchesAReplicaStuckInAStep) {
   const std::vector<pid_t> stuck = WorkerPids(model);
   const GenerateOutcome out = served.client->Generate(GreedyRequest({1, 2, 3}, 40), 30s);
   EXPECT_EQ(out.status.error_code(), grpc::StatusCode::UNAVAILABLE) << out.status.error_message();
-  EXPECT_EQ(out.tokens.size(), 3u);  // steps 0..2; step 3 hangs
+  EXPECT_EQ(out.tokens.size(), 3u);  // steps 0..2; step 3 is stuck
   EXPECT_TRUE(served.client->WaitHealth(Health::NOT_SERVING, 10s));
   EXPECT_TRUE(served.client->WaitHealth(Health::SERVING, 90s)) << served.process->Log();
-  EXPECT_NE(served.process->Log().find("out of service"), std::string::npos) << served.process->Log();
+  EXPECT_NE(served.process->Log().find(how_it_ended), std::string::npos) << served.process->Log();
   const std::vector<pid_t> now = WorkerPids(model);  // running workers (a zombie has no command line)
   for (pid_t pid : stuck) {
     EXPECT_EQ(std::count(now.begin(), now.end(), pid), 0) << "the stuck worker " << pid << " still runs";
@@ -360,6 +364,14 @@ TEST(ServeFailureTest, ServeRelaunchesAReplicaStuckInAStep) {
   EXPECT_EQ(again.tokens.size(), 2u);
   served.process->Signal(SIGTERM);
   EXPECT_EQ(served.process->Wait(30s).value_or(-1), 0) << served.process->Log();
+}
+
+TEST(ServeFailureTest, AWorkerHungInAStepEndsItselfAndServeRelaunchesIt) {
+  ExpectStuckReplicaRelaunched("0:3:hang", "past the coordinator's step timeout");
+}
+
+TEST(ServeFailureTest, ServeEndsAndRelaunchesAFrozenWorker) {
+  ExpectStuckReplicaRelaunched("0:3:freeze", "out of service");
 }
 
 }  // namespace

@@ -34,6 +34,14 @@ Status RunWorker(const WorkerFlags& flags) {
       std::chrono::duration_cast<std::chrono::milliseconds>(SecondsToDuration(flags.connect_timeout_s));
   options.collective_timeout =
       std::chrono::duration_cast<std::chrono::milliseconds>(SecondsToDuration(flags.collective_timeout_s));
+  // A step past the coordinator's step timeout (plus its heartbeat timeout): the replica has been
+  // failed and this rank will never finish the step, so it ends here for its supervisor (serve,
+  // mpirun, Kubernetes) to restart. No drain: the step holds the runner.
+  options.on_stuck_step = [](std::chrono::milliseconds running) {
+    Logger("worker")->error("a step has run for {} ms, past the coordinator's step timeout: exiting", running.count());
+    spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
+    std::_Exit(1);
+  };
   BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::WorkerProcess> process, worker::WorkerProcess::Create(options));
   std::atomic<bool> done{false};
   std::thread watcher([&] {

@@ -296,6 +296,45 @@ TEST_F(ControlPlaneTest, StepTimeoutFailsTheReplica) {
   EXPECT_EQ(rank0.get().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST_F(ControlPlaneTest, AStepPastTheStepTimeoutCallsTheWorkersWatchdog) {
+  // Step timeout 300 ms, heartbeat timeout 600 ms: the watchdog fires once a step has run ~900 ms.
+  StartServer(1, {50ms, 600ms, 300ms});
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto fired = std::make_shared<std::promise<std::chrono::milliseconds>>();
+  worker::ControlClientOptions options = ClientOptions(0, 1);
+  options.on_stuck_step = [fired](std::chrono::milliseconds running) { fired->set_value(running); };
+  std::future<std::chrono::milliseconds> stuck = fired->get_future();
+  auto rank0 = Launch(options, [released](const StepPlan& p) {
+    released.wait();  // a step that never returns on its own
+    return Answer(p, 1);
+  });
+  ASSERT_TRUE(WaitHealthy(true));
+  const auto t0 = Clock::now();
+  EXPECT_EQ(replica().Execute(OnePlan(1)).status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_EQ(stuck.wait_for(5s), std::future_status::ready) << "the watchdog never fired";
+  const std::chrono::milliseconds running = stuck.get();
+  EXPECT_GE(running, 900ms);
+  EXPECT_LT(Clock::now() - t0, 3s);
+  release.set_value();
+  EXPECT_EQ(rank0.get().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ControlPlaneTest, StepsWithinTheTimeoutNeverCallTheWatchdog) {
+  StartServer(1, {50ms, 600ms, 2s});
+  std::atomic<bool> fired{false};
+  worker::ControlClientOptions options = ClientOptions(0, 1);
+  options.on_stuck_step = [&fired](std::chrono::milliseconds) { fired.store(true); };
+  auto rank0 = Launch(options, [](const StepPlan& p) {
+    std::this_thread::sleep_for(300ms);  // slow, but well within the step timeout
+    return Answer(p, 1);
+  });
+  ASSERT_TRUE(WaitHealthy(true));
+  for (uint64_t step = 1; step <= 5; ++step) ASSERT_TRUE(replica().Execute(OnePlan(step)).ok());
+  std::this_thread::sleep_for(1s);  // idle, between steps
+  EXPECT_FALSE(fired.load());
+}
+
 TEST_F(ControlPlaneTest, RefusesMismatchedWorkersWithClearCodes) {
   StartServer(2);
   auto other_model = ClientOptions(0, 2);
