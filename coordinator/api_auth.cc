@@ -18,8 +18,11 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr size_t kMinKeyBytes = 16;
-// Salts of named tenants carry a prefix, so none can equal the anonymous tenant's.
-constexpr char kSaltPrefix[] = "tenant:";
+// Salts carry a prefix, so none can equal the anonymous tenant's (""), and a tenant alone in its
+// domain ("tenant:<name>") can never share one with a cache group that happens to bear its name
+// ("group:<cache_group>").
+constexpr char kTenantSaltPrefix[] = "tenant:";
+constexpr char kGroupSaltPrefix[] = "group:";
 
 bool Sha256(std::string_view data, std::array<unsigned char, 32>& out) {
   unsigned int length = 0;
@@ -88,14 +91,13 @@ StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Parse(std::string_view text) {
     if (!names.insert(tenant.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("tenant '", tenant.name, "' appears twice"));
     }
-    std::string group = tenant.name;
+    tenant.cache_salt = absl::StrCat(kTenantSaltPrefix, tenant.name);
     if (auto g = entry.find("cache_group"); g != entry.end() && !g->is_null()) {
       if (!g->is_string() || g->get<std::string>().empty()) {
         return absl::InvalidArgumentError(absl::StrCat("tenant '", tenant.name, "': cache_group must be a non-empty string"));
       }
-      group = g->get<std::string>();
+      tenant.cache_salt = absl::StrCat(kGroupSaltPrefix, g->get<std::string>());
     }
-    tenant.cache_salt = absl::StrCat(kSaltPrefix, group);
 
     std::vector<Digest> digests;
     BF_ASSIGN_OR_RETURN(std::vector<std::string> secrets, Strings(entry, "keys", tenant.name));

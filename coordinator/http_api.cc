@@ -200,7 +200,6 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   }
   const int threads = handlers->options.threads;
   server->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  server->set_payload_max_length(handlers->options.max_body_bytes);
   server->Post("/v1/completions", [handlers](const httplib::Request& request, httplib::Response& response) {
     handlers->Complete(OpenAiEndpoint::kCompletions, request, response);
   });
@@ -218,13 +217,18 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   // an OpenAI error object rather than cpp-httplib's empty page.
   server->set_error_handler([](const httplib::Request& request, httplib::Response& response) {
     if (!response.body.empty()) return;
-    const Status status = response.status == 404
-                              ? absl::NotFoundError(absl::StrCat("no route for ", request.method, " ", request.path))
-                              : absl::Status(absl::StatusCode::kInvalidArgument,
-                                             absl::StrCat("HTTP ", response.status, " for ", request.path));
+    Status status = absl::InvalidArgumentError(absl::StrCat("HTTP ", response.status, " for ", request.path));
+    if (response.status == 404) {
+      status = absl::NotFoundError(absl::StrCat("no route for ", request.method, " ", request.path));
+    } else if (response.status == 413) {
+      // cpp-httplib also caps form-encoded bodies (curl -d without a Content-Type) at 8 KiB.
+      status = absl::InvalidArgumentError(
+          "the request body is too large (JSON bodies: at most 4 MiB, with Content-Type: application/json)");
+    }
     response.set_content(OpenAiErrorBody(status), "application/json");
   });
-  BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("HTTP API", host, port, std::move(server)));
+  BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("HTTP API", host, port, std::move(server),
+                                                          handlers->options.max_body_bytes));
   Logger("http")->info("OpenAI-compatible API on {}://{}:{}/v1{}", tls.enabled() ? "https" : "http", host,
                        self->listener_->port(), tls.client_ca_file.empty() ? "" : " (client certificates required)");
   return self;

@@ -8,7 +8,9 @@
 // the same validation (api_request.h), then run as a GenerateCall. Refusals answer with the HTTP
 // status of their code (openai_protocol.h, HttpStatusOf) and an OpenAI error object. A streamed
 // response has committed to 200 before the model runs: an error after that arrives as an
-// `error` event, then `data: [DONE]`. docs/protocol.md describes all of it.
+// `error` event, then `data: [DONE]`. A request body needs a Content-Length and no
+// Content-Encoding (411 / 415 otherwise, before it is read: cpp-httplib would not bound it).
+// docs/protocol.md describes all of it.
 //
 // A streaming client that disconnects cancels its request (the sink stops being writable); a
 // non-streamed request runs to its end (cpp-httplib 0.11 cannot see a disconnect while the

@@ -2,9 +2,40 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "httplib.h"
 
 namespace bitfleet::coordinator {
+namespace {
+
+// Refuses, before the body is read, a request whose body has no bound (see the header comment).
+// OpenAI's clients, curl and Prometheus send a Content-Length and no Content-Encoding.
+httplib::Server::HandlerResponse RefuseUnboundedBodies(const httplib::Request& request,
+                                                       httplib::Response& response) {
+  // The methods whose body cpp-httplib reads (its detail::expect_content).
+  const bool reads_body = request.method == "POST" || request.method == "PUT" || request.method == "PATCH" ||
+                          request.method == "DELETE" || request.method == "PRI";
+  const std::string encoding = absl::AsciiStrToLower(request.get_header_value("Content-Encoding"));
+  int status = 0;
+  const char* message = nullptr;
+  if (request.has_header("Transfer-Encoding") || (reads_body && !request.has_header("Content-Length"))) {
+    status = 411;
+    message = "send the request body with a Content-Length (chunked bodies are not accepted)";
+  } else if (!encoding.empty() && encoding != "identity") {
+    status = 415;
+    message = "a Content-Encoding is not accepted: send the body uncompressed";
+  } else {
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+  response.status = status;
+  response.set_header("Connection", "close");
+  response.set_content(absl::StrCat(R"({"error":{"code":"INVALID_ARGUMENT","message":")", message,
+                                    R"(","param":null,"type":"invalid_request_error"}})"),
+                       "application/json");
+  return httplib::Server::HandlerResponse::Handled;
+}
+
+}  // namespace
 
 void RouteHealth(httplib::Server& server, HealthFn serving) {
   server.Get("/health", [serving = std::move(serving)](const httplib::Request&, httplib::Response& response) {
@@ -15,10 +46,13 @@ void RouteHealth(httplib::Server& server, HealthFn serving) {
 }
 
 StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(const std::string& what, const std::string& host,
-                                                            int port, std::unique_ptr<httplib::Server> server) {
+                                                            int port, std::unique_ptr<httplib::Server> server,
+                                                            size_t max_body_bytes) {
   std::unique_ptr<HttpListener> self(new HttpListener());
   self->server_ = std::move(server);
   httplib::Server& bound = *self->server_;
+  bound.set_payload_max_length(max_body_bytes);
+  bound.set_pre_routing_handler(RefuseUnboundedBodies);
   if (port == 0) {
     self->port_ = bound.bind_to_any_port(host);
     if (self->port_ <= 0) return absl::UnavailableError(absl::StrCat(what, ": cannot bind ", host, ":0"));
@@ -26,7 +60,14 @@ StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(const std::string& w
     if (!bound.bind_to_port(host, port)) return absl::UnavailableError(absl::StrCat(what, ": cannot bind ", host, ":", port));
     self->port_ = port;
   }
-  self->thread_ = std::thread([&bound] { bound.listen_after_bind(); });
+  HttpListener* raw = self.get();
+  self->thread_ = std::thread([raw, &bound] {
+    bound.listen_after_bind();
+    raw->listen_returned_.store(true);
+  });
+  // cpp-httplib's stop() does nothing until the accept loop has started (is_running()), and the
+  // loop then never ends: a Stop right after Start would wait forever. Return once it runs.
+  while (!bound.is_running() && !self->listen_returned_.load()) std::this_thread::yield();
   return self;
 }
 

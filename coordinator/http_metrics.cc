@@ -15,7 +15,8 @@ StatusOr<std::unique_ptr<HttpMetricsServer>> HttpMetricsServer::Start(const std:
     response.set_content(metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
   RouteHealth(*server, std::move(serving));
-  BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("metrics", host, port, std::move(server)));
+  BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("metrics", host, port, std::move(server),
+                                                          /*max_body_bytes=*/4096));
   Logger("http")->info("metrics on http://{}:{}/metrics", host, self->listener_->port());
   return self;
 }

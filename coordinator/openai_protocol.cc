@@ -1,5 +1,6 @@
 #include "coordinator/openai_protocol.h"
 
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -49,11 +50,14 @@ StatusOr<std::optional<bool>> Bool(const Json& object, const char* name) {
   return std::optional<bool>(value->get<bool>());
 }
 
-// A float sampling field, copied into the proto's optional when present.
+// A float sampling field, copied into the proto's optional when present. A double beyond float's
+// range is refused here: converting it to float is undefined behaviour, not infinity.
 template <typename Setter>
 Status CopyFloat(const Json& object, const char* name, Setter set) {
   BF_ASSIGN_OR_RETURN(std::optional<double> value, Number(object, name));
-  if (value) set(static_cast<float>(*value));
+  if (!value) return absl::OkStatus();
+  if (!(std::fabs(*value) <= std::numeric_limits<float>::max())) return FieldError(name, "is out of range");
+  set(static_cast<float>(*value));
   return absl::OkStatus();
 }
 

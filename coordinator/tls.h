@@ -21,7 +21,8 @@ struct TlsFiles {
 
 // INVALID_ARGUMENT naming the file and the problem: a certificate without its key or the other
 // way round, a client CA without a server certificate, a file that cannot be read or holds no
-// PEM certificate / key, a key that does not belong to the certificate.
+// PEM certificate / key, an encrypted key (never a pass phrase prompt: the server has no
+// terminal to ask on), a key that does not belong to the certificate.
 Status CheckTlsFiles(const TlsFiles& files);
 
 // The gRPC server's credentials: TLS from `files` (checked first), insecure when none are set.

@@ -45,6 +45,24 @@ TEST(ApiKeysTest, KeysAndDigestsFindTheirTenant) {
   EXPECT_NE(b->cache_salt, AnonymousTenant().cache_salt);
 }
 
+// A tenant outside any cache group shares no salt with a group that bears its name: "agents"
+// did not join the group "agents" of team-b and team-c.
+TEST(ApiKeysTest, ATenantNamedLikeACacheGroupIsNotInIt) {
+  auto keys = ApiKeys::Parse(R"({"tenants": [
+      {"name": "agents", "keys": ["0123456789abcdef-a"]},
+      {"name": "team-b", "keys": ["0123456789abcdef-b"], "cache_group": "agents"},
+      {"name": "team-c", "keys": ["0123456789abcdef-c"], "cache_group": "team-d"},
+      {"name": "team-d", "keys": ["0123456789abcdef-d"]}]})");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  auto salt = [&](const char* key) {
+    auto tenant = (*keys)->Authenticate(absl::StrCat("Bearer ", key));
+    EXPECT_TRUE(tenant.ok()) << tenant.status();
+    return tenant.ok() ? tenant->cache_salt : std::string();
+  };
+  EXPECT_NE(salt("0123456789abcdef-a"), salt("0123456789abcdef-b"));
+  EXPECT_NE(salt("0123456789abcdef-c"), salt("0123456789abcdef-d"));
+}
+
 TEST(ApiKeysTest, MissingMalformedAndUnknownKeysAreUnauthenticated) {
   auto keys = ApiKeys::Parse(TwoTenants());
   ASSERT_TRUE(keys.ok()) << keys.status();

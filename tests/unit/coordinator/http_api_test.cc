@@ -13,6 +13,7 @@
 
 #include "bitfleet/v1/inference.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
+#include "coordinator/http_listener.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -193,6 +194,54 @@ TEST_F(HttpApiTest, RefusalsCarryTheirStatusAndAnOpenAiError) {
   auto ok = Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+// cpp-httplib bounds a body by its Content-Length only: a chunked or compressed body would be
+// read (and inflated) into memory whole, past max_body_bytes. Both are refused before reading.
+TEST_F(HttpApiTest, BodiesWithoutABoundAreRefusedBeforeTheyAreRead) {
+  const std::string body = R"({"prompt": "x", "max_tokens": 2})";
+  auto chunked = client_->Post(
+      "/v1/completions",
+      [&](size_t, httplib::DataSink& sink) {
+        sink.write(body.data(), body.size());
+        sink.done();
+        return true;
+      },
+      "application/json");
+  ASSERT_TRUE(chunked);
+  EXPECT_EQ(chunked->status, 411) << chunked->body;
+  EXPECT_NE(Json::parse(chunked->body)["error"]["message"].get<std::string>().find("Content-Length"),
+            std::string::npos);
+
+  httplib::Client compressing("127.0.0.1", server_->http_port());
+  compressing.set_compress(true);  // Content-Encoding: gzip
+  auto compressed = compressing.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(compressed);
+  EXPECT_EQ(compressed->status, 415) << compressed->body;
+
+  auto plain = Post("/v1/completions", body);
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 200) << plain->body;
+}
+
+// cpp-httplib's stop() is a no-op until its accept loop runs, which would then run forever:
+// Start must return only once it runs, so that a Stop at once (a failed start of a later
+// component, a signal during start-up) returns. Run in a child that a watchdog ends on a hang.
+TEST(HttpListenerTest, StopRightAfterStartReturns) {
+  EXPECT_EXIT(
+      {
+        std::thread([] {
+          std::this_thread::sleep_for(std::chrono::seconds(10));
+          std::_Exit(3);
+        }).detach();
+        for (int i = 0; i < 50; ++i) {
+          auto listener = HttpListener::Start("test", "127.0.0.1", 0, std::make_unique<httplib::Server>(), 1024);
+          if (!listener.ok()) std::_Exit(2);
+          (*listener)->Stop();
+        }
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(HttpApiTest, DrainingAnswersServiceUnavailable) {

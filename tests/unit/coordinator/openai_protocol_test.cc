@@ -97,6 +97,9 @@ TEST(OpenAiRequestTest, SamplingFieldsMapOntoTheServersOwn) {
 
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
+  // Past float's range (a double converted to float would be undefined behaviour).
+  ExpectRefused(Completion(R"({"prompt": "x", "temperature": 1e39})"), "'temperature' is out of range");
+  ExpectRefused(Completion(R"({"prompt": "x", "top_p": -1e300})"), "'top_p' is out of range");
   ExpectRefused(Completion(R"({"prompt": "x", "max_tokens": 0})"), "'max_tokens' must be at least 1");
   ExpectRefused(Completion(R"({"prompt": "x", "max_tokens": 1.5})"), "'max_tokens' must be an integer");
   ExpectRefused(Completion(R"({"prompt": "x", "seed": -1})"), "'seed' must not be negative");

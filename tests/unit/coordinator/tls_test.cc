@@ -3,6 +3,8 @@
 // Certificates come from the openssl command at test time (skipped, saying so, without it).
 #include "coordinator/tls.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -90,6 +92,38 @@ TEST(TlsFilesTest, IncompleteOrMismatchedFilesAreRefused) {
   refused({pki["server.pem"], pki["server.pem"], ""}, "no unencrypted PEM private key");
   refused({pki["server.pem"], pki["server.key"], pki["server.key"]}, "no PEM certificate");
   EXPECT_EQ(CheckTlsFiles({pki["missing.pem"], pki["server.key"], ""}).code(), absl::StatusCode::kNotFound);
+}
+
+// An encrypted key is refused, not met with OpenSSL's pass phrase prompt: the check runs in a
+// child whose stdin is a pipe that never ends and that has no terminal, so a prompt would wait
+// there until the watchdog ends the child.
+TEST(TlsFilesTest, AnEncryptedKeyIsRefusedWithoutAPrompt) {
+  if (!HaveOpenssl()) GTEST_SKIP() << "the openssl command is not installed (scripts/install-deps.sh installs it)";
+  TestPki pki;
+  ASSERT_EQ(pki.error(), "");
+  const std::string encrypted = pki["server_encrypted.key"];
+  ASSERT_EQ(std::system(("openssl pkey -in " + pki["server.key"] + " -aes256 -passout pass:secret -out " + encrypted +
+                         " > /dev/null 2>&1")
+                            .c_str()),
+            0);
+  const TlsFiles files{pki["server.pem"], encrypted, ""};
+  EXPECT_EXIT(
+      {
+        int never_ends[2];
+        if (::pipe(never_ends) != 0 || ::dup2(never_ends[0], 0) < 0) std::_Exit(2);
+        ::setsid();  // no controlling terminal: /dev/tty cannot be opened
+        // OpenSSL's prompt catches signals (an alarm would not end it): a thread ends a wait.
+        std::thread([] {
+          std::this_thread::sleep_for(std::chrono::seconds(5));
+          std::_Exit(3);
+        }).detach();
+        const Status status = CheckTlsFiles(files);
+        std::_Exit(!status.ok() && std::string(status.message()).find("no unencrypted PEM private key") !=
+                                       std::string::npos
+                       ? 0
+                       : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 class TlsServerTest : public ::testing::Test {
