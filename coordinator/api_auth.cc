@@ -3,13 +3,12 @@
 #include <openssl/evp.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "core/read_file.h"
 #include "nlohmann/json.hpp"
 
 namespace bitfleet::coordinator {
@@ -132,11 +131,8 @@ StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Parse(std::string_view text) {
 }
 
 StatusOr<std::unique_ptr<ApiKeys>> ApiKeys::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read the key file ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  StatusOr<std::unique_ptr<ApiKeys>> keys = Parse(text.str());
+  BF_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  StatusOr<std::unique_ptr<ApiKeys>> keys = Parse(text);
   if (!keys.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", keys.status().message()));
   return keys;
 }

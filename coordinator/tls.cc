@@ -4,9 +4,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "core/read_file.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace bitfleet::coordinator {
@@ -37,14 +35,6 @@ Status FileError(const std::string& flag, const std::string& path, const std::st
 
 }  // namespace
 
-StatusOr<std::string> ReadPemFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 Status CheckTlsFiles(const TlsFiles& files) {
   if (files.cert_file.empty() != files.key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
@@ -53,8 +43,8 @@ Status CheckTlsFiles(const TlsFiles& files) {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   if (!files.enabled()) return absl::OkStatus();
-  BF_ASSIGN_OR_RETURN(std::string cert_pem, ReadPemFile(files.cert_file));
-  BF_ASSIGN_OR_RETURN(std::string key_pem, ReadPemFile(files.key_file));
+  BF_ASSIGN_OR_RETURN(std::string cert_pem, ReadFileToString(files.cert_file));
+  BF_ASSIGN_OR_RETURN(std::string key_pem, ReadFileToString(files.key_file));
   auto cert_bio = MemoryBio(cert_pem);
   std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassword, nullptr));
   if (cert == nullptr) return FileError("--tls-cert", files.cert_file, "holds no PEM certificate");
@@ -65,7 +55,7 @@ Status CheckTlsFiles(const TlsFiles& files) {
     return FileError("--tls-key", files.key_file, absl::StrCat("is not the key of the certificate in ", files.cert_file));
   }
   if (!files.client_ca_file.empty()) {
-    BF_ASSIGN_OR_RETURN(std::string ca_pem, ReadPemFile(files.client_ca_file));
+    BF_ASSIGN_OR_RETURN(std::string ca_pem, ReadFileToString(files.client_ca_file));
     auto ca_bio = MemoryBio(ca_pem);
     std::unique_ptr<X509, X509Free> ca(PEM_read_bio_X509(ca_bio.get(), nullptr, NoPassword, nullptr));
     if (ca == nullptr) return FileError("--tls-client-ca", files.client_ca_file, "holds no PEM certificate");
@@ -80,11 +70,11 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(const T
       files.client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                                    : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  BF_ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(files.key_file));
-  BF_ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(files.cert_file));
+  BF_ASSIGN_OR_RETURN(pair.private_key, ReadFileToString(files.key_file));
+  BF_ASSIGN_OR_RETURN(pair.cert_chain, ReadFileToString(files.cert_file));
   options.pem_key_cert_pairs.push_back(std::move(pair));
   if (!files.client_ca_file.empty()) {
-    BF_ASSIGN_OR_RETURN(options.pem_root_certs, ReadPemFile(files.client_ca_file));
+    BF_ASSIGN_OR_RETURN(options.pem_root_certs, ReadFileToString(files.client_ca_file));
   }
   return grpc::SslServerCredentials(options);
 }

@@ -28,7 +28,4 @@ Status CheckTlsFiles(const TlsFiles& files);
 // The gRPC server's credentials: TLS from `files` (checked first), insecure when none are set.
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(const TlsFiles& files);
 
-// A file's whole contents (NOT_FOUND when it cannot be read).
-StatusOr<std::string> ReadPemFile(const std::string& path);
-
 }  // namespace bitfleet::coordinator

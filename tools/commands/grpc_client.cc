@@ -5,7 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/tls.h"
+#include "core/read_file.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -33,10 +33,10 @@ StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const 
   if (security.ca_file.empty() && security.cert_file.empty()) return grpc::InsecureChannelCredentials();
   if (security.ca_file.empty()) return absl::InvalidArgumentError("--tls-cert needs --tls-ca (the server's CA)");
   grpc::SslCredentialsOptions options;
-  BF_ASSIGN_OR_RETURN(options.pem_root_certs, coordinator::ReadPemFile(security.ca_file));
+  BF_ASSIGN_OR_RETURN(options.pem_root_certs, ReadFileToString(security.ca_file));
   if (!security.cert_file.empty()) {
-    BF_ASSIGN_OR_RETURN(options.pem_cert_chain, coordinator::ReadPemFile(security.cert_file));
-    BF_ASSIGN_OR_RETURN(options.pem_private_key, coordinator::ReadPemFile(security.key_file));
+    BF_ASSIGN_OR_RETURN(options.pem_cert_chain, ReadFileToString(security.cert_file));
+    BF_ASSIGN_OR_RETURN(options.pem_private_key, ReadFileToString(security.key_file));
   }
   return grpc::SslCredentials(options);
 }
