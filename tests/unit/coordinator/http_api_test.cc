@@ -18,40 +18,23 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
-#include "tests/unit/coordinator/fake_executor.h"
-#include "tests/unit/worker/runner_test_util.h"
+#include "tests/unit/coordinator/fake_server.h"
 
 namespace bitfleet::coordinator {
 namespace {
 
 using Json = nlohmann::json;
-using testing::FakeExecutor;
-using testing::FakeExecutorOptions;
 
 class HttpApiTest : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(""); }
 
   void StartServer(const std::string& api_keys_file) {
-    auto path = worker::testing::SynthTinyModel("llama", DType::kF32);
-    ASSERT_TRUE(path.ok()) << path.status();
     CoordinatorServerOptions options;
-    options.model = *path;
     options.api_keys_file = api_keys_file;
-    options.listen = "127.0.0.1:0";
-    options.http_port = 0;
-    options.http_host = "127.0.0.1";
-    options.kv_block_size = 4;
-    std::vector<std::unique_ptr<Executor>> executors;
-    executors.push_back(std::make_unique<FakeExecutor>(FakeExecutorOptions{}));
-    auto server = CoordinatorServer::Start(options, std::move(executors));
+    auto server = testing::StartFakeServer(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!server_->serving() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    ASSERT_TRUE(server_->serving());
     ASSERT_GT(server_->http_port(), 0);
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->http_port());
     client_->set_read_timeout(30, 0);

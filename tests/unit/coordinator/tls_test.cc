@@ -19,8 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
-#include "tests/unit/coordinator/fake_executor.h"
-#include "tests/unit/worker/runner_test_util.h"
+#include "tests/unit/coordinator/fake_server.h"
 
 namespace bitfleet::coordinator {
 namespace {
@@ -138,26 +137,12 @@ class TlsServerTest : public ::testing::Test {
   }
 
   void Start(bool require_client_certificates) {
-    auto path = worker::testing::SynthTinyModel("llama", DType::kF32);
-    ASSERT_TRUE(path.ok()) << path.status();
     CoordinatorServerOptions options;
-    options.model = *path;
-    options.listen = "127.0.0.1:0";
-    options.http_port = 0;
-    options.http_host = "127.0.0.1";
-    options.kv_block_size = 4;
     options.tls = {(*pki_)["server.pem"], (*pki_)["server.key"],
                    require_client_certificates ? (*pki_)["ca.pem"] : std::string()};
-    std::vector<std::unique_ptr<Executor>> executors;
-    executors.push_back(std::make_unique<testing::FakeExecutor>(testing::FakeExecutorOptions{}));
-    auto server = CoordinatorServer::Start(options, std::move(executors));
+    auto server = testing::StartFakeServer(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!server_->serving() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    ASSERT_TRUE(server_->serving());
   }
 
   // GetModelInfo over gRPC with `credentials`.
