@@ -139,6 +139,7 @@ struct HttpApiServer::Handlers {
                                 id_prefix, next_id.fetch_add(1));
     header.model = options.limits.model_name;
     header.created = UnixSeconds();
+    header.include_usage = request->include_usage;
     GenerateRequest& submitted = parsed->request;
     submitted.request_id = header.id;
     // Prefix blocks are shared within the tenant's cache group only (DESIGN.md §6).

@@ -299,6 +299,7 @@ std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::strin
   }
   Json body = HeaderJson(header, chat ? "chat.completion.chunk" : "text_completion");
   body["choices"] = Json::array({std::move(choice)});
+  if (header.include_usage) body["usage"] = nullptr;
   return Dump(body);
 }
 

@@ -39,6 +39,9 @@ struct OpenAiResponseHeader {
   std::string id;     // "cmpl-..." / "chatcmpl-..."
   std::string model;  // the served model's name
   int64_t created = 0;  // Unix seconds
+  // stream_options.include_usage: every chunk before the usage chunk carries "usage": null, as
+  // OpenAI's do (clients that read chunk.usage find the field).
+  bool include_usage = false;
 };
 
 // "stop" (end of sequence, stop string) or "length".

@@ -19,6 +19,10 @@ void AddClientSecurityFlags(CLI::App& cmd, ClientSecurity* security) {
   if (const char* env = std::getenv("BITFLEET_API_KEY")) security->api_key = env;
   cmd.add_option("--api-key", security->api_key,
                  "API key for a server started with --api-keys (default: $BITFLEET_API_KEY, which keeps it out of ps)");
+  AddClientTlsFlags(cmd, security);
+}
+
+void AddClientTlsFlags(CLI::App& cmd, ClientSecurity* security) {
   cmd.add_option("--tls-ca", security->ca_file, "Connect with TLS; the server's certificate must chain to these PEM CAs")
       ->check(CLI::ExistingFile);
   auto* cert = cmd.add_option("--tls-cert", security->cert_file,

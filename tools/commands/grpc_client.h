@@ -20,9 +20,11 @@ struct ClientSecurity {
   std::string cert_file;  // client certificate and key, for a server with --tls-client-ca
   std::string key_file;
 };
-// --api-key (default $BITFLEET_API_KEY: a key on the command line shows in `ps`), --tls-ca,
-// --tls-cert, --tls-key.
+// --api-key (default $BITFLEET_API_KEY: a key on the command line shows in `ps`) and the TLS
+// flags below.
 void AddClientSecurityFlags(CLI::App& cmd, ClientSecurity* security);
+// --tls-ca, --tls-cert, --tls-key only (`health`, which needs no key).
+void AddClientTlsFlags(CLI::App& cmd, ClientSecurity* security);
 // Plaintext, or TLS with the given files (INVALID_ARGUMENT / NOT_FOUND for unusable files).
 StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientSecurity& security);
 // Adds "authorization: Bearer <api_key>" to a call; nothing without a key.

@@ -102,9 +102,7 @@ void RegisterHealth(CLI::App& app, int* exit_code) {
   cmd->add_option("--wait", flags->wait_s, "Keep asking for up to this many seconds until SERVING (0: ask once)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  cmd->add_option("--tls-ca", flags->security.ca_file,
-                  "Connect with TLS; the server's certificate must chain to these PEM CAs")
-      ->check(CLI::ExistingFile);
+  AddClientTlsFlags(*cmd, &flags->security);
   cmd->callback([flags, exit_code] { *exit_code = RunHealth(*flags); });
 }
 

@@ -199,6 +199,11 @@ TEST(OpenAiResponseTest, ChunksAndTheUsageChunk) {
   const Json text = Json::parse(OpenAiChunkBody(header, "de", v1::FINISH_REASON_UNSPECIFIED, true));
   EXPECT_EQ(text["object"], "text_completion");
   EXPECT_EQ(text["choices"][0]["text"], "de");
+  EXPECT_FALSE(text.contains("usage"));
+  header.include_usage = true;  // then every chunk names the field, null until the last
+  const Json with_usage = Json::parse(OpenAiChunkBody(header, "de", v1::FINISH_REASON_UNSPECIFIED, false));
+  ASSERT_TRUE(with_usage.contains("usage"));
+  EXPECT_TRUE(with_usage["usage"].is_null());
   v1::Usage usage;
   usage.set_prompt_tokens(2);
   const Json tail = Json::parse(OpenAiUsageChunkBody(header, usage));
