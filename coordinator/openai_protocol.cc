@@ -224,9 +224,60 @@ Json FinishJson(v1::FinishReason finish) {
   return finish == v1::FINISH_REASON_UNSPECIFIED ? Json(nullptr) : Json(OpenAiFinishReason(finish));
 }
 
+// A request body's shape, checked by a SAX pass before the document is built: a parsed JSON
+// document costs 10-80x its text (a node per value, a map node per key), so 4 MiB of tiny values
+// would take hundreds of MB per request. The pass keeps nothing and stops at the first excess.
+class ShapeCheck {
+ public:
+  static constexpr int kMaxDepth = 32;               // requests nest 5 deep at most
+  static constexpr size_t kMaxEvents = size_t{1} << 20;  // values, keys and containers
+
+  // OK, or INVALID_ARGUMENT for malformed JSON or a body past the limits.
+  static Status Run(std::string_view body) {
+    ShapeCheck check;
+    if (Json::sax_parse(body.begin(), body.end(), &check)) return absl::OkStatus();
+    return absl::InvalidArgumentError(check.error_.empty() ? "the request body is not valid JSON" : check.error_);
+  }
+
+  bool null() { return Count(); }
+  bool boolean(bool) { return Count(); }
+  bool number_integer(Json::number_integer_t) { return Count(); }
+  bool number_unsigned(Json::number_unsigned_t) { return Count(); }
+  bool number_float(Json::number_float_t, const std::string&) { return Count(); }
+  bool string(std::string&) { return Count(); }
+  bool binary(Json::binary_t&) { return Count(); }
+  bool key(std::string&) { return Count(); }
+  bool start_object(size_t) { return Enter(); }
+  bool start_array(size_t) { return Enter(); }
+  bool end_object() { return Leave(); }
+  bool end_array() { return Leave(); }
+  bool parse_error(size_t, const std::string&, const nlohmann::detail::exception&) { return false; }
+
+ private:
+  bool Count() {
+    if (++events_ <= kMaxEvents) return true;
+    error_ = absl::StrCat("the request body holds more than ", kMaxEvents, " JSON values");
+    return false;
+  }
+  bool Enter() {
+    if (++depth_ <= kMaxDepth) return Count();
+    error_ = absl::StrCat("the request body nests deeper than ", kMaxDepth, " levels");
+    return false;
+  }
+  bool Leave() {
+    --depth_;
+    return true;
+  }
+
+  size_t events_ = 0;
+  int depth_ = 0;
+  std::string error_;
+};
+
 }  // namespace
 
 StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
+  BF_RETURN_IF_ERROR(ShapeCheck::Run(body));
   const Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return absl::InvalidArgumentError("the request body is not valid JSON");
   if (!json.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");

@@ -112,6 +112,25 @@ TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"(["prompt"])"), "JSON object");
 }
 
+TEST(OpenAiRequestTest, BodiesTooDeepOrWithTooManyValuesAreRefusedBeforeTheyAreBuilt) {
+  // A million-and-a-bit token ids: past the value limit (a real prompt holds a context's worth).
+  std::string many = R"({"prompt": [)";
+  for (int i = 0; i < (1 << 20) + 10; ++i) absl::StrAppend(&many, i == 0 ? "" : ",", 1);
+  many += "]}";
+  ExpectRefused(Completion(many), "more than 1048576 JSON values");
+  std::string fewer = R"({"prompt": [)";
+  for (int i = 0; i < 100000; ++i) absl::StrAppend(&fewer, i == 0 ? "" : ",", 1);
+  fewer += "]}";
+  EXPECT_TRUE(Completion(fewer).ok());
+
+  const std::string deep = R"({"prompt": "x", "user": )" + std::string(33, '[') + std::string(33, ']') + "}";
+  ExpectRefused(Completion(deep), "nests deeper than 32 levels");
+  const std::string shallow = R"({"prompt": "x", "user": )" + std::string(30, '[') + std::string(30, ']') + "}";
+  EXPECT_TRUE(Completion(shallow).ok());
+  // Malformed JSON still says so.
+  ExpectRefused(Completion(R"({"prompt": [1, 2)"), "not valid JSON");
+}
+
 TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Completion(R"({"prompt": "x", "n": 2})"), "'n' is not supported");
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
