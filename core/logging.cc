@@ -1,5 +1,6 @@
 #include "core/logging.h"
 
+#include <cstdlib>
 #include <mutex>
 
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -42,6 +43,11 @@ std::string LogLevelName() {
   if (DefaultLevel() == spdlog::level::warn) return "warn";  // spdlog's own name is "warning"
   const spdlog::string_view_t name = spdlog::level::to_string_view(DefaultLevel());
   return std::string(name.data(), name.size());
+}
+
+void FlushLogsAndExit(int exit_code) {
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& logger) { logger->flush(); });
+  std::_Exit(exit_code);
 }
 
 }  // namespace bitfleet

@@ -20,4 +20,9 @@ bool SetLogLevel(const std::string& level);
 // passes on to the processes it starts.
 std::string LogLevelName();
 
+// Flushes every logger, then ends the process at once with `exit_code` (std::_Exit: no
+// destructors, no atexit handlers). For a process that cannot stop in order (a step that never
+// returns, a stop that is stuck), so that its last words still reach the log.
+[[noreturn]] void FlushLogsAndExit(int exit_code);
+
 }  // namespace bitfleet

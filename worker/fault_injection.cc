@@ -54,8 +54,7 @@ Status FaultInjector::BeforeStep() {
   if (action_ == Action::kNone || step != step_) return absl::OkStatus();
   if (action_ == Action::kExit) {
     Logger("worker")->error("fault injection: rank {} exits at step {}", rank_, step);
-    Logger("worker")->flush();
-    std::_Exit(3);
+    FlushLogsAndExit(3);
   }
   if (action_ == Action::kFreeze) {
     Logger("worker")->error("fault injection: rank {} freezes at step {}", rank_, step);

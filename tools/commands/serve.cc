@@ -284,8 +284,7 @@ class StuckStepWatchdog {
             if (replica.stuck()) {
               Logger("serve")->critical("a step of the replica in this process has run past --step-timeout and "
                                         "cannot be interrupted; exiting 1");
-              spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
-              std::_Exit(1);
+              FlushLogsAndExit(1);
             }
           }
         }) {}

@@ -39,8 +39,7 @@ Status RunWorker(const WorkerFlags& flags) {
   // mpirun, Kubernetes) to restart. No drain: the step holds the runner.
   options.on_stuck_step = [](std::chrono::milliseconds running) {
     Logger("worker")->error("a step has run for {} ms, past the coordinator's step timeout: exiting", running.count());
-    spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
-    std::_Exit(1);
+    FlushLogsAndExit(1);
   };
   BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::WorkerProcess> process, worker::WorkerProcess::Create(options));
   std::atomic<bool> done{false};
@@ -58,8 +57,7 @@ Status RunWorker(const WorkerFlags& flags) {
       // The stop is stuck (a step or a peer that never returns): signals stay blocked in every
       // thread, so without this only SIGKILL would end the process.
       Logger("worker")->error("signal {} again: exiting now", signal);
-      spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->flush(); });
-      std::_Exit(1);
+      FlushLogsAndExit(1);
     }
   });
   Status status = process->Run();
