@@ -3,7 +3,6 @@
 #include <memory>
 #include <utility>
 
-#include "absl/strings/str_format.h"
 #include "coordinator/generate_call.h"
 #include "coordinator/step_codec.h"
 #include "core/logging.h"
@@ -46,24 +45,14 @@ ApiService::ApiService(ApiServiceOptions options, const tokenizer::Tokenizer& to
       scheduler_(scheduler),
       metrics_(metrics),
       ready_replicas_(std::move(ready_replicas)),
-      chat_(ChatPrompt::FromTemplate(options_.chat_template)),
-      id_prefix_(RandomSeed() & 0xffffffu) {}
-
-std::string ApiService::NewRequestId() { return absl::StrFormat("req-%06x-%d", id_prefix_, next_id_.fetch_add(1)); }
+      chat_(ChatPrompt::FromTemplate(options_.chat_template)) {}
 
 StatusOr<Tenant> ApiService::Authorize(const grpc::ServerContext& context) {
-  if (options_.keys == nullptr) return AnonymousTenant();
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  const std::string_view value = it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
-  StatusOr<Tenant> tenant = options_.keys->Authenticate(value);
-  if (!tenant.ok()) {
-    Logger("api")->debug("unauthenticated call from {}: {}", context.peer(), tenant.status().ToString());
-    metrics_.AddCounter("bitfleet_api_unauthenticated_total", "Calls refused for a missing or unknown API key",
-                        {{"api", "grpc"}})
-        ->Increment();
-  }
-  return tenant;
+  const std::string_view value =
+      it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
+  return AuthorizeCall(options_.keys.get(), value, context.peer(), "grpc", metrics_);
 }
 
 void ApiService::CountGenerate(const Status& status) {
@@ -89,14 +78,11 @@ grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::Genera
     return ToGrpcStatus(parsed.status());
   }
   GenerateRequest& submitted = parsed->request;
-  submitted.request_id = NewRequestId();
-  // Prefix blocks are shared within the tenant's cache group only (DESIGN.md §6).
-  submitted.tenant_id = tenant->name;
-  submitted.tenant_salt = tenant->cache_salt;
+  submitted.request_id = request_ids_.Next("req");
   submitted.deadline = DeadlineOf(*context);
   GenerateCallOptions call_options{options_.cancel_poll, received, Clock::now()};
   StatusOr<std::unique_ptr<GenerateCall>> call =
-      GenerateCall::Submit(scheduler_, tokenizer_, *std::move(parsed), call_options);
+      GenerateCall::Submit(scheduler_, tokenizer_, *std::move(parsed), *tenant, call_options);
   Status status = call.status();
   if (call.ok()) {
     // The response headers go out while the prompt is computed, so the first token's write

@@ -12,7 +12,6 @@
 // until its request ends. Nothing here throws.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -24,6 +23,7 @@
 #include "coordinator/api_auth.h"
 #include "coordinator/api_request.h"
 #include "coordinator/chat_prompt.h"
+#include "coordinator/generate_call.h"
 #include "coordinator/metrics.h"
 #include "coordinator/scheduler.h"
 #include "model/tokenizer/tokenizer.h"
@@ -60,12 +60,10 @@ class ApiService final : public v1::Inference::Service {
                             v1::ModelInfo* response) override;
 
  private:
-  // The caller's tenant from its "authorization" metadata (UNAUTHENTICATED without a valid key
-  // when the server has keys).
+  // The caller's tenant from its "authorization" metadata (AuthorizeCall).
   StatusOr<Tenant> Authorize(const grpc::ServerContext& context);
   // Counts a finished Generate by status code.
   void CountGenerate(const Status& status);
-  std::string NewRequestId();
 
   const ApiServiceOptions options_;
   const tokenizer::Tokenizer& tokenizer_;
@@ -73,8 +71,7 @@ class ApiService final : public v1::Inference::Service {
   MetricsRegistry& metrics_;
   const std::function<int()> ready_replicas_;
   const std::unique_ptr<ChatPrompt> chat_;  // null: no ChatML template
-  const uint64_t id_prefix_;                // random per process, so ids differ across restarts
-  std::atomic<uint64_t> next_id_{1};
+  RequestIds request_ids_;
 };
 
 }  // namespace bitfleet::coordinator

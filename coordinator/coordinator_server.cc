@@ -229,11 +229,10 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   BF_ASSIGN_OR_RETURN(state->scheduler, Scheduler::Create(sched, executors));
   state->scheduler->Start();
 
-  std::shared_ptr<const ApiKeys> keys;
-  if (!options.api_keys_file.empty()) {
-    BF_ASSIGN_OR_RETURN(keys, ApiKeys::Load(options.api_keys_file));
-    log->info("API keys: {} key(s) of {} tenant(s) from {}; every client call needs one", keys->key_count(),
-              keys->tenant_count(), options.api_keys_file);
+  const std::shared_ptr<const ApiKeys>& keys = options.api_keys;
+  if (keys != nullptr) {
+    log->info("API keys: {} key(s) of {} tenant(s); every client call needs one", keys->key_count(),
+              keys->tenant_count());
   }
   ApiServiceOptions api;
   api.keys = keys;

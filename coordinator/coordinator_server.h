@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/api_auth.h"
 #include "coordinator/executor.h"
 #include "coordinator/grpc_executor.h"
 #include "coordinator/request.h"
@@ -37,7 +38,7 @@ struct CoordinatorServerOptions {
   int http_port = -1;                       // OpenAI-compatible HTTP API; -1: off, 0: any free port
   std::string http_host = "0.0.0.0";
   int http_threads = 64;                    // HTTP connections served at once
-  std::string api_keys_file;                // API keys of both client APIs (api_auth.h); "": none
+  std::shared_ptr<const ApiKeys> api_keys;  // keys of both client APIs (api_auth.h); null: none
   TlsFiles tls;                             // TLS of both client APIs; none set: plaintext
   int tensor_parallel = 1;
   int replicas = 1;

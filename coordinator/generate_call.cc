@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "coordinator/stop_matcher.h"
 #include "core/logging.h"
 #include "core/spin_wait.h"
@@ -35,6 +36,26 @@ uint64_t RandomSeed() {
   return engine();
 }
 
+RequestIds::RequestIds() : prefix_(RandomSeed() & 0xffffffu) {}
+
+std::string RequestIds::Next(const char* kind) {
+  return absl::StrFormat("%s-%06x-%d", kind, prefix_, next_.fetch_add(1));
+}
+
+StatusOr<Tenant> AuthorizeCall(const ApiKeys* keys, std::string_view authorization, const std::string& peer,
+                               const char* api, MetricsRegistry& metrics) {
+  if (keys == nullptr) return AnonymousTenant();
+  StatusOr<Tenant> tenant = keys->Authenticate(authorization);
+  if (!tenant.ok()) {
+    Logger("api")->debug("unauthenticated {} call from {}: {}", api, peer, tenant.status().ToString());
+    metrics
+        .AddCounter("bitfleet_api_unauthenticated_total", "Calls refused for a missing or unknown API key",
+                    {{"api", api}})
+        ->Increment();
+  }
+  return tenant;
+}
+
 // A request's events, handed from the scheduler's sink (which must not block) to Run's thread.
 struct GenerateCall::EventQueue {
   std::mutex mu;
@@ -62,9 +83,12 @@ GenerateCall::GenerateCall(Scheduler& scheduler, const tokenizer::Tokenizer& tok
 
 StatusOr<std::unique_ptr<GenerateCall>> GenerateCall::Submit(Scheduler& scheduler,
                                                              const tokenizer::Tokenizer& tokenizer,
-                                                             ParsedGenerate parsed, GenerateCallOptions options) {
+                                                             ParsedGenerate parsed, const Tenant& tenant,
+                                                             GenerateCallOptions options) {
   std::unique_ptr<GenerateCall> call(new GenerateCall(scheduler, tokenizer, options));
   GenerateRequest& request = parsed.request;
+  request.tenant_id = tenant.name;
+  request.tenant_salt = tenant.cache_salt;
   call->request_id_ = request.request_id;
   call->prompt_tokens_ = request.prompt.size();
   call->seed_ = request.sampling.seed;

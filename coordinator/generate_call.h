@@ -14,6 +14,7 @@
 // scheduler's sink, which never blocks) and polls GenerateOutput::ClientGone between events.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -21,7 +22,9 @@
 #include <string>
 
 #include "bitfleet/v1/inference.pb.h"
+#include "coordinator/api_auth.h"
 #include "coordinator/api_request.h"
+#include "coordinator/metrics.h"
 #include "coordinator/request.h"
 #include "coordinator/scheduler.h"
 #include "core/status.h"
@@ -31,6 +34,24 @@ namespace bitfleet::coordinator {
 
 // A seed for requests that name none (one random engine per thread, seeded once).
 uint64_t RandomSeed();
+
+// Client-visible request ids, "<kind>-<6 hex digits>-<n>": the hex part is random per process,
+// so ids differ across restarts. Thread-safe.
+class RequestIds {
+ public:
+  RequestIds();
+  std::string Next(const char* kind);
+
+ private:
+  const uint64_t prefix_;
+  std::atomic<uint64_t> next_{1};
+};
+
+// The caller's tenant from its "authorization" value ("" when it sent none): the anonymous
+// tenant when `keys` is null, else ApiKeys::Authenticate's answer. A refusal is logged (debug,
+// naming `peer`) and counted in bitfleet_api_unauthenticated_total{api}.
+StatusOr<Tenant> AuthorizeCall(const ApiKeys* keys, std::string_view authorization, const std::string& peer,
+                               const char* api, MetricsRegistry& metrics);
 
 // Where a call's messages go.
 class GenerateOutput {
@@ -53,11 +74,13 @@ struct GenerateCallOptions {
 
 class GenerateCall {
  public:
-  // Submits `parsed` (whose request carries tenant, deadline and request id; the sink is set
-  // here). The scheduler's refusal comes back as is: UNAVAILABLE (draining, no ready replica),
+  // Submits `parsed` (whose request carries its deadline and request id) for `tenant`, whose
+  // cache salt keeps its prefix blocks to itself or its group (DESIGN.md §6); the sink is set
+  // here. The scheduler's refusal comes back as is: UNAVAILABLE (draining, no ready replica),
   // RESOURCE_EXHAUSTED (queue full, larger than the KV pool), INVALID_ARGUMENT.
   static StatusOr<std::unique_ptr<GenerateCall>> Submit(Scheduler& scheduler, const tokenizer::Tokenizer& tokenizer,
-                                                        ParsedGenerate parsed, GenerateCallOptions options);
+                                                        ParsedGenerate parsed, const Tenant& tenant,
+                                                        GenerateCallOptions options);
   // Cancels the request when Run did not see it end.
   ~GenerateCall();
   GenerateCall(const GenerateCall&) = delete;

@@ -1,11 +1,9 @@
 #include "coordinator/http_api.h"
 
-#include <atomic>
 #include <chrono>
 #include <optional>
 #include <utility>
 
-#include "absl/strings/str_format.h"
 #include "coordinator/chat_prompt.h"
 #include "coordinator/generate_call.h"
 #include "coordinator/openai_protocol.h"
@@ -27,8 +25,7 @@ void SendError(httplib::Response& response, const Status& status) {
 // A completion streamed as server-sent events (`data: <chunk>`), one chunk per message.
 class SseOutput final : public GenerateOutput {
  public:
-  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header, bool include_usage)
-      : sink_(sink), header_(header), include_usage_(include_usage) {}
+  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header) : sink_(sink), header_(header) {}
 
   bool Write(const v1::GenerateResponse& message) override {
     const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
@@ -36,7 +33,7 @@ class SseOutput final : public GenerateOutput {
     if (message.text().empty() && !last && !first_) return true;
     if (!Event(OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_))) return false;
     first_ = false;
-    if (last && include_usage_ && !Event(OpenAiUsageChunkBody(header_, message.usage()))) return false;
+    if (last && header_.include_usage && !Event(OpenAiUsageChunkBody(header_, message.usage()))) return false;
     return true;
   }
   bool ClientGone() override { return gone_ || !sink_.is_writable(); }
@@ -58,7 +55,6 @@ class SseOutput final : public GenerateOutput {
 
   httplib::DataSink& sink_;
   const OpenAiResponseHeader& header_;
-  const bool include_usage_;
   bool first_ = true;
   bool gone_ = false;
 };
@@ -90,20 +86,13 @@ struct HttpApiServer::Handlers {
   MetricsRegistry& metrics;
   std::unique_ptr<ChatPrompt> chat;
   int64_t started = UnixSeconds();
-  uint64_t id_prefix = RandomSeed() & 0xffffffu;
-  std::atomic<uint64_t> next_id{1};
+  RequestIds request_ids{};
 
-  // The caller's tenant; answers 401 itself when the key is missing or unknown.
+  // The caller's tenant (AuthorizeCall); answers 401 itself when the key is missing or unknown.
   std::optional<Tenant> Authorize(const httplib::Request& request, httplib::Response& response) {
-    if (options.keys == nullptr) return AnonymousTenant();
-    StatusOr<Tenant> tenant = options.keys->Authenticate(request.get_header_value("Authorization"));
+    StatusOr<Tenant> tenant = AuthorizeCall(options.keys.get(), request.get_header_value("Authorization"),
+                                            request.remote_addr, "http", metrics);
     if (tenant.ok()) return *std::move(tenant);
-    Logger("http")->debug("unauthenticated {} from {}: {}", request.path, request.remote_addr,
-                          tenant.status().ToString());
-    metrics
-        .AddCounter("bitfleet_api_unauthenticated_total", "Calls refused for a missing or unknown API key",
-                    {{"api", "http"}})
-        ->Increment();
     SendError(response, tenant.status());
     response.set_header("WWW-Authenticate", "Bearer");
     return std::nullopt;
@@ -135,19 +124,17 @@ struct HttpApiServer::Handlers {
 
     OpenAiResponseHeader header;
     header.endpoint = endpoint;
-    header.id = absl::StrFormat("%s-%06x-%d", endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl" : "cmpl",
-                                id_prefix, next_id.fetch_add(1));
+    header.id = request_ids.Next(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl" : "cmpl");
     header.model = options.limits.model_name;
     header.created = UnixSeconds();
     header.include_usage = request->include_usage;
     GenerateRequest& submitted = parsed->request;
     submitted.request_id = header.id;
-    // Prefix blocks are shared within the tenant's cache group only (DESIGN.md §6).
-    submitted.tenant_id = tenant->name;
-    submitted.tenant_salt = tenant->cache_salt;
-    GenerateCallOptions call_options{std::chrono::milliseconds(20), received, Clock::now()};
+    GenerateCallOptions call_options;
+    call_options.received = received;
+    call_options.parsed = Clock::now();
     StatusOr<std::unique_ptr<GenerateCall>> call =
-        GenerateCall::Submit(scheduler, tokenizer, *std::move(parsed), call_options);
+        GenerateCall::Submit(scheduler, tokenizer, *std::move(parsed), *tenant, call_options);
     if (!call.ok()) return refuse(call.status());
 
     if (!request->stream) {
@@ -163,12 +150,11 @@ struct HttpApiServer::Handlers {
     // copies it, so the call is shared; a provider that never runs (the client left) drops the
     // last reference, and the call cancels its request.
     std::shared_ptr<GenerateCall> shared = *std::move(call);
-    const bool include_usage = request->include_usage;
     response.set_header("Cache-Control", "no-cache");
     response.set_chunked_content_provider(
-        "text/event-stream", [this, shared, header, include_usage, endpoint](size_t, httplib::DataSink& sink) {
+        "text/event-stream", [this, shared, header, endpoint](size_t, httplib::DataSink& sink) {
           shared->MarkHeadersSent();
-          SseOutput output(sink, header, include_usage);
+          SseOutput output(sink, header);
           const Status status = shared->Run(output);
           output.Finish(status);
           Count(endpoint, status.ok() ? 200 : HttpStatusOf(status.code()));
@@ -216,20 +202,21 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   RouteHealth(*server, std::move(serving));
   // Anything else, and handler exceptions (none are thrown here; a library one would be a bug):
   // an OpenAI error object rather than cpp-httplib's empty page.
-  server->set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+  const size_t max_body_bytes = handlers->options.max_body_bytes;
+  server->set_error_handler([max_body_bytes](const httplib::Request& request, httplib::Response& response) {
     if (!response.body.empty()) return;
     Status status = absl::InvalidArgumentError(absl::StrCat("HTTP ", response.status, " for ", request.path));
     if (response.status == 404) {
       status = absl::NotFoundError(absl::StrCat("no route for ", request.method, " ", request.path));
     } else if (response.status == 413) {
       // cpp-httplib also caps form-encoded bodies (curl -d without a Content-Type) at 8 KiB.
-      status = absl::InvalidArgumentError(
-          "the request body is too large (JSON bodies: at most 4 MiB, with Content-Type: application/json)");
+      status = absl::InvalidArgumentError(absl::StrCat("the request body is too large (JSON bodies: at most ",
+                                                       max_body_bytes, " bytes, with Content-Type: application/json)"));
     }
     response.set_content(OpenAiErrorBody(status), "application/json");
   });
   BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("HTTP API", host, port, std::move(server),
-                                                          handlers->options.max_body_bytes));
+                                                          max_body_bytes));
   Logger("http")->info("OpenAI-compatible API on {}://{}:{}/v1{}", tls.enabled() ? "https" : "http", host,
                        self->listener_->port(), tls.client_ca_file.empty() ? "" : " (client certificates required)");
   return self;

@@ -224,6 +224,40 @@ Json FinishJson(v1::FinishReason finish) {
   return finish == v1::FINISH_REASON_UNSPECIFIED ? Json(nullptr) : Json(OpenAiFinishReason(finish));
 }
 
+// A status code's HTTP status and OpenAI error type, in one table so the two never disagree.
+struct HttpError {
+  int status;
+  const char* type;
+};
+HttpError HttpErrorOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return {200, ""};
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+      return {400, "invalid_request_error"};
+    case absl::StatusCode::kUnauthenticated:
+      return {401, "authentication_error"};
+    case absl::StatusCode::kPermissionDenied:
+      return {403, "permission_error"};
+    case absl::StatusCode::kNotFound:
+      return {404, "not_found_error"};
+    case absl::StatusCode::kResourceExhausted:
+      return {429, "rate_limit_error"};
+    case absl::StatusCode::kCancelled:
+      return {499, "server_error"};  // the client closed the request (nginx's convention)
+    case absl::StatusCode::kUnimplemented:
+      return {501, "server_error"};
+    case absl::StatusCode::kUnavailable:
+      return {503, "service_unavailable"};
+    case absl::StatusCode::kDeadlineExceeded:
+      return {504, "timeout"};
+    default:
+      return {500, "server_error"};
+  }
+}
+
 // A request body's shape, checked by a SAX pass before the document is built: a parsed JSON
 // document costs 10-80x its text (a node per value, a map node per key), so 4 MiB of tiny values
 // would take hundreds of MB per request. The pass keeps nothing and stops at the first excess.
@@ -363,37 +397,9 @@ std::string OpenAiUsageChunkBody(const OpenAiResponseHeader& header, const v1::U
 }
 
 std::string OpenAiErrorBody(const Status& status) {
-  const char* type = "server_error";
-  switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-      type = "invalid_request_error";
-      break;
-    case absl::StatusCode::kNotFound:
-      type = "not_found_error";
-      break;
-    case absl::StatusCode::kUnauthenticated:
-      type = "authentication_error";
-      break;
-    case absl::StatusCode::kPermissionDenied:
-      type = "permission_error";
-      break;
-    case absl::StatusCode::kResourceExhausted:
-      type = "rate_limit_error";
-      break;
-    case absl::StatusCode::kUnavailable:
-      type = "service_unavailable";
-      break;
-    case absl::StatusCode::kDeadlineExceeded:
-      type = "timeout";
-      break;
-    default:
-      break;
-  }
   const Json body{{"error",
                    {{"message", std::string(status.message())},
-                    {"type", type},
+                    {"type", HttpErrorOf(status.code()).type},
                     {"param", nullptr},
                     {"code", absl::StatusCodeToString(status.code())}}}};
   return Dump(body);
@@ -409,33 +415,6 @@ std::string OpenAiModelsBody(const std::string& model, int64_t created, int32_t 
   return Dump(body);
 }
 
-int HttpStatusOf(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kOk:
-      return 200;
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kOutOfRange:
-      return 400;
-    case absl::StatusCode::kUnauthenticated:
-      return 401;
-    case absl::StatusCode::kPermissionDenied:
-      return 403;
-    case absl::StatusCode::kNotFound:
-      return 404;
-    case absl::StatusCode::kResourceExhausted:
-      return 429;
-    case absl::StatusCode::kCancelled:
-      return 499;  // the client closed the request (nginx's convention)
-    case absl::StatusCode::kUnimplemented:
-      return 501;
-    case absl::StatusCode::kUnavailable:
-      return 503;
-    case absl::StatusCode::kDeadlineExceeded:
-      return 504;
-    default:
-      return 500;
-  }
-}
+int HttpStatusOf(absl::StatusCode code) { return HttpErrorOf(code).status; }
 
 }  // namespace bitfleet::coordinator

@@ -44,17 +44,17 @@ void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* opt
   cmd.add_option("--metrics-port", options->metrics_port, "HTTP port for /metrics and /health (-1: off)")
       ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
-  cmd.add_option("--api-keys", options->api_keys_file,
-                 "JSON file of tenants and their API keys (docs/protocol.md, Authentication): every gRPC and HTTP "
-                 "call but health then needs \"authorization: Bearer <key>\", and tenants share no cached prefixes")
-      ->check(CLI::ExistingFile)
-      // Checked while the flags are parsed, so a bad file fails before any model is loaded.
-      ->check(CLI::Validator(
-          [](std::string& path) {
-            StatusOr<std::unique_ptr<coordinator::ApiKeys>> keys = coordinator::ApiKeys::Load(path);
-            return keys.ok() ? std::string() : std::string(keys.status().message());
-          },
-          "KEY FILE"));
+  // Loaded while the flags are parsed (once), so a bad file fails before any model is loaded.
+  cmd.add_option_function<std::string>(
+         "--api-keys",
+         [options](const std::string& path) {
+           StatusOr<std::unique_ptr<coordinator::ApiKeys>> keys = coordinator::ApiKeys::Load(path);
+           if (!keys.ok()) throw CLI::ValidationError("--api-keys", std::string(keys.status().message()));
+           options->api_keys = *std::move(keys);
+         },
+         "JSON file of tenants and their API keys (docs/protocol.md, Authentication): every gRPC and HTTP "
+         "call but health then needs \"authorization: Bearer <key>\", and tenants share no cached prefixes")
+      ->check(CLI::ExistingFile);
   cmd.add_option("--tls-cert", options->tls.cert_file,
                  "PEM certificate chain: both client APIs (gRPC and HTTP) serve TLS (with --tls-key)")
       ->check(CLI::ExistingFile);

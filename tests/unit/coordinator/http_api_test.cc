@@ -27,11 +27,11 @@ using Json = nlohmann::json;
 
 class HttpApiTest : public ::testing::Test {
  protected:
-  void SetUp() override { StartServer(""); }
+  void SetUp() override { StartServer(nullptr); }
 
-  void StartServer(const std::string& api_keys_file) {
+  void StartServer(std::shared_ptr<const ApiKeys> keys) {
     CoordinatorServerOptions options;
-    options.api_keys_file = api_keys_file;
+    options.api_keys = std::move(keys);
     auto server = testing::StartFakeServer(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -247,7 +247,9 @@ class HttpApiWithKeysTest : public HttpApiTest {
     keys_file_ = ::testing::TempDir() + "/http_api_test_keys.json";
     std::ofstream(keys_file_) << absl::StrCat(R"({"tenants": [{"name": "team-a", "keys": [")", kKeyA,
                                               R"("]}, {"name": "team-b", "keys": [")", kKeyB, R"("]}]})");
-    StartServer(keys_file_);
+    auto keys = ApiKeys::Load(keys_file_);
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    StartServer(*std::move(keys));
   }
   void TearDown() override {
     HttpApiTest::TearDown();
