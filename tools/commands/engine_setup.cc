@@ -87,11 +87,8 @@ StatusOr<LoadedModel> LoadModel(const std::string& path, const worker::RunnerOpt
     BF_ASSIGN_OR_RETURN(tokenizer::Vocab vocab, tokenizer::LoadVocabFromGguf(*model.file));
     BF_ASSIGN_OR_RETURN(model.tokenizer, tokenizer::Tokenizer::Create(std::move(vocab)));
   }
+  // The runner's ReadModelConfig has refused a tokenizer whose size differs from the embedding's.
   BF_ASSIGN_OR_RETURN(model.runner, worker::CreateRunner(model.file, options));
-  if (model.tokenizer && model.tokenizer->size() > static_cast<size_t>(model.runner->n_vocab())) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", model.tokenizer->size(),
-                                                   " tokens but the model only ", model.runner->n_vocab()));
-  }
   return model;
 }
 
