@@ -14,31 +14,18 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-SKIP = 77
-
-
-def skip(reason):
-    print(f"SKIP: {reason}")
-    sys.exit(SKIP)
-
+from serving_test_util import free_port, skip
 
 try:
     import grpc
     from grpc_tools import protoc
 except ImportError as error:  # grpcio is optional (scripts/install-test-tools.sh)
     skip(f"grpcio / grpcio-tools not installed: {error}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def generate_stubs(proto_dir, out_dir):

@@ -21,31 +21,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-SKIP = 77
-
-
-def skip(reason):
-    print(f"SKIP: {reason}")
-    sys.exit(SKIP)
-
+from serving_test_util import free_port, skip
 
 try:
     import openai
 except ImportError as error:  # optional (scripts/install-test-tools.sh)
     skip(f"the openai package is not installed: {error}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(port, series):
