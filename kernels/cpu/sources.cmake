@@ -23,7 +23,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   # GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* (GCC bug
   # 105593, fixed in 13).
   set(BITFLEET_AVX512_NOWARN -Wno-uninitialized -Wno-maybe-uninitialized)
-  set(BITFLEET_KERNELS_AVX512_SRCS cpu/avx512_matmul.cc cpu/avx512_ops.cc cpu/avx512_attention.cc)
+  set(BITFLEET_KERNELS_AVX512_SRCS cpu/avx512_matmul.cc cpu/avx512_panel_matmul.cc cpu/avx512_ops.cc
+    cpu/avx512_attention.cc)
   set_source_files_properties(${BITFLEET_KERNELS_AVX2_SRCS}
     PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
   set(BITFLEET_AVX512_FLAGS -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c)

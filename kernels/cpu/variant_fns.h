@@ -46,6 +46,15 @@ void TileActivations(const int8_t* q, const int32_t* sums, const float* block_st
                      int8_t* tiles, int32_t* tile_sums, int32_t* token_sums, float* tile_steps);
 }  // namespace amx
 #endif
+// x86 only, declared outside the guard above because the AVX-512 files that call them are
+// compiled without BITFLEET_KERNELS_X86.
+namespace avx512 {
+// Batch matmuls through 16-row panels (avx512_panel_matmul.cc), rows [r0, r1). Each row's result
+// is computed the same way whatever panel it falls in, so it does not depend on the range.
+void PanelMatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+void PanelMatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+void PanelMatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+}  // namespace avx512
 
 // A per-thread scratch buffer of at least `bytes` bytes, 64-byte aligned, reused by every call
 // on the thread (it grows on first use and when a larger one is asked for, so the per-token

@@ -282,6 +282,51 @@ TEST(MatMulQuantized, TernaryBatchesAroundTileEdges) {
   }
 }
 
+// The AVX-512 Q4 / Q8 batch kernels work in panels of 16 rows × 1024 columns from 5 tokens on
+// (kernels/cpu/avx512_panel_matmul.cc). Row counts around the 16-row panels, columns spanning one
+// panel or several (with a partial last one), batches around the 8-token register tile and the
+// 5-token switch: every variant equals the per-block integer reference within the accumulation
+// budget, and a row's result does not depend on how the rows were split over threads.
+TEST(MatMulQuantized, Q4Q8BatchesAroundPanelEdges) {
+  std::mt19937_64 rng(1024);
+  ThreadPool pool1(1);
+  ThreadPool pool3(3);
+  const auto variants = testing::VariantsToTest();
+  for (const DType type : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1}) {
+    for (const int n_tokens : {4, 5, 7, 8, 9, 16, 17}) {
+      const uint64_t rows = std::vector<uint64_t>{1, 15, 16, 17, 33, 47}[rng() % 6];
+      const uint64_t cols = std::vector<uint64_t>{64, 576, 1024, 1088, 2112}[rng() % 5];
+      SCOPED_TRACE(::testing::Message() << DTypeName(type) << " " << rows << "x" << cols << " batch " << n_tokens);
+      const std::vector<uint8_t> bytes = testing::RandomTensor(type, cols, rows, rng);
+      auto packed = PackWeight(type, cols, rows, bytes);
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      const std::vector<float> x = testing::RandomActivations(n_tokens, cols, rng);
+      std::vector<int8_t> q(x.size());
+      std::vector<float> steps(n_tokens * ref::ActBlocks(cols));
+      ref::QuantizeActivationBlocksRef(x.data(), n_tokens, cols, q.data(), steps.data());
+      const size_t n_out = static_cast<size_t>(n_tokens) * rows;
+      std::vector<double> want(n_out), mag(n_out), exact(n_out);
+      ASSERT_TRUE(ref::MatMulDequantBlocksRef(type, cols, rows, bytes, x.data(), n_tokens, exact, mag).ok());
+      ASSERT_TRUE(ref::MatMulInt8BlocksRef(type, cols, rows, bytes, q.data(), steps.data(), n_tokens, want).ok());
+      for (const cpu::CpuKernels* k : variants) {
+        SCOPED_TRACE(k->name);
+        QuantizedActivations act;
+        cpu::QuantizeActivationsWith(*k, x.data(), n_tokens, cols, ActScaling::kPerBlock, nullptr, &act, nullptr);
+        GuardedFloats one_thread(n_out), three_threads(n_out);
+        cpu::MatMulQuantizedWith(*k, **packed, act, one_thread.data(), pool1);
+        cpu::MatMulQuantizedWith(*k, **packed, act, three_threads.data(), pool3);
+        ASSERT_TRUE(one_thread.Intact() && one_thread.Written());
+        ASSERT_TRUE(three_threads.Intact() && three_threads.Written());
+        for (size_t i = 0; i < n_out; ++i) {
+          ASSERT_NEAR(one_thread.data()[i], want[i], kAccumRel * mag[i] + 1e-30)
+              << "token " << i / rows << " row " << i % rows;
+          ASSERT_EQ(one_thread.data()[i], three_threads.data()[i]) << "token " << i / rows << " row " << i % rows;
+        }
+      }
+    }
+  }
+}
+
 // Token t of act: q equals the reference's codes (dense, `cols` per token) and zero past them,
 // and the 32-block sums are the sums of q.
 void ExpectCodesAndSums(const QuantizedActivations& act, int t, uint64_t cols, const std::vector<int8_t>& q_ref) {

@@ -1,0 +1,188 @@
+// AVX-512 VNNI batch matmuls for Q4_0, Q4_1 and Q8_0 through 16-row panels (compiled with the
+// AVX-512 flags; only intrinsics and internal-linkage helpers: see kernels/cpu/kernel_table.h).
+//
+// Why: the row kernels of avx512_matmul.cc dot one row with one token along the columns, so the
+// 32-column blocks' scales split every product (a convert, two multiplies and an add per row,
+// token and four blocks, plus regrouping shuffles) and every output ends in a horizontal sum
+// and a zero-point dot. Here 16 rows' codes are transposed once into a panel whose vector s
+// holds, in lane i, row i's codes of columns 4s .. 4s+3. One vpdpbusd with a token's four
+// activations broadcast then adds to 16 rows' sums at once: a block (8 vpdpbusd per token)
+// costs one convert, one multiply and one FMA per 16 rows and token, and nothing is summed
+// across lanes. The zero point enters as the integer the block's sum starts from (-z times the
+// activation block sum), exact. A panel (16 rows × up to kPanelCols columns: 16 KiB of codes
+// and its scales) stays in L1 while every token tile passes over it, and each token tile's
+// partial sums are added into `out` panel by panel.
+#include <immintrin.h>
+
+#include "kernels/cpu/avx512_transpose.h"
+#include "kernels/cpu/variant_fns.h"
+
+namespace bitfleet::kernels::cpu::avx512 {
+namespace {
+
+constexpr int kPanelRows = 16;
+constexpr uint64_t kPanelCols = 1024;  // a multiple of 128 (whole Q4 groups)
+constexpr uint64_t kPanelBlocks = kPanelCols / 32;
+constexpr int kPanelTokens = 8;  // tokens per register tile: 8 int32 + 8 float accumulators
+
+enum class Kind { kQ4_0, kQ4_1, kQ8_0 };
+
+// The zero point z of the unsigned codes: value = (c - z) * d (Q4_1: c * d + m).
+template <Kind kKind>
+constexpr int32_t kZeroPoint = kKind == Kind::kQ8_0 ? 128 : kKind == Kind::kQ4_0 ? 8 : 0;
+
+struct Panel {
+  __m512i codes[kPanelCols / 4];  // vector s, lane i: row i's codes of columns 4s .. 4s+3
+  __m512 d[kPanelBlocks];         // block b, lane i: row i's scale
+  __m512 m[kPanelBlocks];         // Q4_1: row i's min
+};
+
+// Lanes [0, n) set.
+inline __mmask16 FirstLanes(int n) { return static_cast<__mmask16>((1u << n) - 1); }
+
+// Rows 0 .. n-1 of an fp16 matrix (row stride `stride` halves), columns 0 .. nb-1 (nb <= 32), as
+// floats in panel order: out[b] lane i = h[i * stride + b]; lanes of missing rows are zero.
+inline void LoadHalfColumns(const uint16_t* h, uint64_t stride, int n, uint64_t nb, __m512* out) {
+  const __mmask32 cols = nb >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << nb) - 1);
+  __m512i v[kPanelRows];
+  for (int i = 0; i < kPanelRows; ++i) v[i] = i < n ? _mm512_maskz_loadu_epi16(cols, h + i * stride) : _mm512_setzero_si512();
+  Transpose16(v);  // v[j] lane i: row i's columns 2j (low half) and 2j + 1 (high half)
+  for (uint64_t j = 0; 2 * j < nb; ++j) {
+    out[2 * j] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v[j]));
+    if (2 * j + 1 < nb) out[2 * j + 1] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v[j], 16)));
+  }
+}
+
+// Stores 16 row vectors (lane j: the row's columns 4j .. 4j+3) as 16 panel steps.
+inline void StoreTransposed(__m512i v[kPanelRows], __m512i* steps) {
+  Transpose16(v);
+  for (int s = 0; s < kPanelRows; ++s) _mm512_store_si512(steps + s, v[s]);
+}
+
+// Rows r .. r+n-1 (n <= 16; the other lanes are zero), columns [c0, c0 + nc) of w into p. nc: a
+// multiple of 64 (Q8_0) or 128 (Q4).
+template <Kind kKind>
+void FillPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64_t nc, Panel& p) {
+  const uint64_t b0 = c0 / 32;
+  LoadHalfColumns(w.half_d + r * w.blocks + b0, w.blocks, n, nc / 32, p.d);
+  if constexpr (kKind == Kind::kQ4_1) LoadHalfColumns(w.half_m + r * w.blocks + b0, w.blocks, n, nc / 32, p.m);
+  const uint8_t* rows = w.data + r * w.row_bytes;
+  __m512i v[kPanelRows];
+  for (int i = n; i < kPanelRows; ++i) v[i] = _mm512_setzero_si512();
+  if constexpr (kKind == Kind::kQ8_0) {
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));  // signed codes to c = q + 128
+    for (uint64_t j = 0; j < nc / 64; ++j) {
+      for (int i = 0; i < n; ++i) {
+        v[i] = _mm512_xor_si512(_mm512_load_si512(rows + i * w.row_bytes + c0 + 64 * j), flip);
+      }
+      StoreTransposed(v, p.codes + 16 * j);
+    }
+  } else {
+    // A 128-column group is 64 bytes: byte k holds column k (low nibble) and k + 64 (high).
+    const __m512i mask = _mm512_set1_epi8(15);
+    for (uint64_t g = 0; g < nc / 128; ++g) {
+      const uint8_t* src = rows + (c0 / 128 + g) * 64;
+      for (int i = 0; i < n; ++i) v[i] = _mm512_and_si512(_mm512_load_si512(src + i * w.row_bytes), mask);
+      StoreTransposed(v, p.codes + 32 * g);
+      for (int i = 0; i < n; ++i) {
+        v[i] = _mm512_and_si512(_mm512_srli_epi16(_mm512_load_si512(src + i * w.row_bytes), 4), mask);
+      }
+      StoreTransposed(v, p.codes + 32 * g + 16);
+    }
+  }
+}
+
+// Tokens [t0, t0 + TN) against the panel of rows r .. r+15 (nb blocks from column c0): the
+// partial sums stored into `out` (first panel of the row) or added to it.
+template <Kind kKind, int TN>
+void PanelTokens(const Panel& p, uint64_t nb, uint64_t c0, const ActView& x, int t0, bool first, int64_t r,
+                 __mmask16 lanes, uint64_t out_rows, float* out) {
+  const uint64_t n32 = x.stride / 32;
+  const uint64_t b0 = c0 / 32;
+  __m512 acc[TN];
+  for (int t = 0; t < TN; ++t) acc[t] = _mm512_setzero_ps();
+  for (uint64_t b = 0; b < nb; ++b) {
+    __m512i dot[TN];
+    for (int t = 0; t < TN; ++t) {
+      dot[t] = _mm512_set1_epi32(-kZeroPoint<kKind> * x.sums[(t0 + t) * n32 + b0 + b]);
+    }
+    const int8_t* a = x.q + t0 * x.stride + c0 + b * 32;
+    for (int s = 0; s < 8; ++s) {
+      const __m512i c = _mm512_load_si512(p.codes + b * 8 + s);
+      for (int t = 0; t < TN; ++t) {
+        int32_t four;
+        __builtin_memcpy(&four, a + t * x.stride + 4 * s, sizeof(four));
+        dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_set1_epi32(four));
+      }
+    }
+    for (int t = 0; t < TN; ++t) {
+      const uint64_t tb = (t0 + t) * n32 + b0 + b;
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_mul_ps(p.d[b], _mm512_set1_ps(x.block_steps[tb])),
+                               acc[t]);
+      if constexpr (kKind == Kind::kQ4_1) acc[t] = _mm512_fmadd_ps(p.m[b], _mm512_set1_ps(x.scaled_sums[tb]), acc[t]);
+    }
+  }
+  for (int t = 0; t < TN; ++t) {
+    float* o = out + (t0 + t) * out_rows + r;
+    _mm512_mask_storeu_ps(o, lanes, first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, o), acc[t]));
+  }
+}
+
+template <Kind kKind>
+void PanelRows(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  const uint64_t cols = w.blocks * 32;  // padded: whole Q4 groups, an even number of Q8_0 blocks
+  Panel p;
+  for (int64_t r = r0; r < r1; r += kPanelRows) {
+    const int n = r1 - r < kPanelRows ? static_cast<int>(r1 - r) : kPanelRows;
+    const __mmask16 lanes = FirstLanes(n);
+    for (uint64_t c0 = 0; c0 < cols; c0 += kPanelCols) {
+      const uint64_t nc = cols - c0 < kPanelCols ? cols - c0 : kPanelCols;
+      FillPanel<kKind>(w, r, n, c0, nc, p);
+      const uint64_t nb = nc / 32;
+      const bool first = c0 == 0;
+      int t0 = 0;
+      for (; t0 + kPanelTokens <= x.n_tokens; t0 += kPanelTokens) {
+        PanelTokens<kKind, kPanelTokens>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+      }
+      switch (x.n_tokens - t0) {
+        case 7:
+          PanelTokens<kKind, 7>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        case 6:
+          PanelTokens<kKind, 6>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        case 5:
+          PanelTokens<kKind, 5>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        case 4:
+          PanelTokens<kKind, 4>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        case 3:
+          PanelTokens<kKind, 3>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        case 2:
+          PanelTokens<kKind, 2>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        case 1:
+          PanelTokens<kKind, 1>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void PanelMatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  PanelRows<Kind::kQ4_0>(w, r0, r1, x, out);
+}
+void PanelMatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  PanelRows<Kind::kQ4_1>(w, r0, r1, x, out);
+}
+void PanelMatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  PanelRows<Kind::kQ8_0>(w, r0, r1, x, out);
+}
+
+}  // namespace bitfleet::kernels::cpu::avx512
