@@ -5,7 +5,8 @@
 // budget"):
 //   - F32/F16 weights: teacher-forced logits within 1e-4 relative error;
 //   - int8-activation types (Q8_0, Q4_0, TQ2_0, TQ1_0, I2_S): mean KL <= 5e-4 and top-1 >= 98%
-//     per model, top-1 >= 99% per type (llama and bitnet rows pooled);
+//     per model, and each row whose argmax differs a near-tie (TP=1's margin of its argmax over
+//     TP=N's within twice that row's max logit error);
 //   - 64 greedy tokens identical for F32/F16; 32 top-k/top-p sampled tokens identical for
 //     F32/F16. With int8 activations a rounding-level difference can flip one activation's int8
 //     value (a single process shows the same when its sums are reordered), so there a greedy
@@ -112,10 +113,9 @@ TEST(TensorParallelMpiTest, EveryTypeMatchesOneProcess) {
   ASSERT_TRUE(ok) << "rank 0 could not synthesize the models: " << synth;
   for (std::string& path : paths) ASSERT_TRUE(BroadcastString(comm, &path).ok());
 
-  std::map<DType, std::pair<double, int>> top1_by_type;  // agreeing rows, rows
   if (comm.rank() == 0) {
-    std::printf("TP=%d vs TP=1          %-34s %12s %12s %8s %7s %7s\n", tp, "model", "max rel err", "mean KL",
-                "top-1", "greedy", "sampled");
+    std::printf("TP=%d vs TP=1          %-34s %12s %12s %8s %11s %7s %7s\n", tp, "model", "max rel err", "mean KL",
+                "top-1", "flip margin", "greedy", "sampled");
   }
   for (size_t i = 0; i < specs.size(); ++i) {
     const ModelSpec& spec = specs[i];
@@ -143,8 +143,9 @@ TEST(TensorParallelMpiTest, EveryTypeMatchesOneProcess) {
     if (comm.rank() != 0) continue;
     const Agreement a = Compare(got.logits, ref.logits, spec.n_vocab);
     const bool sampled_same = got.sampled == ref.sampled;
-    std::printf("TP=%d vs TP=1          %-34s %12.3g %12.3g %8.4f %7s %7s\n", tp, spec.Label().c_str(),
-                a.max_relative_error, a.mean_kl, a.top1, greedy_same ? "same" : "DIFF", sampled_same ? "same" : "DIFF");
+    std::printf("TP=%d vs TP=1          %-34s %12.3g %12.3g %8.4f %11.3g %7s %7s\n", tp, spec.Label().c_str(),
+                a.max_relative_error, a.mean_kl, a.top1, a.worst_flip_margin, greedy_same ? "same" : "DIFF",
+                sampled_same ? "same" : "DIFF");
     if (Int8Activations(spec.type)) {
       if (judge_near_ties) {
         auto reference = MakeRunner(paths[i], nullptr, /*gather_logits=*/true);
@@ -166,18 +167,11 @@ TEST(TensorParallelMpiTest, EveryTypeMatchesOneProcess) {
     if (Int8Activations(spec.type)) {
       EXPECT_LE(a.mean_kl, kInt8MaxMeanKl);
       EXPECT_GE(a.top1, kInt8MinTop1PerModel);
-      const int rows = static_cast<int>(ref.logits.size() / spec.n_vocab);
-      top1_by_type[spec.type].first += a.top1 * rows;
-      top1_by_type[spec.type].second += rows;
+      EXPECT_LE(a.worst_flip_margin, kInt8MaxFlipMargin) << "a top-1 row differs beyond a near-tie";
     } else {
       EXPECT_LE(a.max_relative_error, kFloatMaxRelativeError);
       EXPECT_EQ(got.sampled, ref.sampled);
     }
-  }
-  for (const auto& [type, agree] : top1_by_type) {
-    const double top1 = agree.first / agree.second;
-    std::printf("TP=%d vs TP=1          %-34s top-1 %.4f over %d rows\n", tp, DTypeName(type), top1, agree.second);
-    EXPECT_GE(top1, kInt8MinTop1PerType) << DTypeName(type) << " at TP=" << tp;
   }
   EXPECT_TRUE(comm.Barrier().ok());
 }

@@ -283,7 +283,14 @@ Agreement Compare(const std::vector<float>& got, const std::vector<float>& want,
     double kl = 0;
     for (size_t i = 0; i < n_vocab; ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
     kl_sum += kl;
-    agree += std::max_element(g, g + n_vocab) - g == std::max_element(w, w + n_vocab) - w;
+    const size_t g_top = std::max_element(g, g + n_vocab) - g;
+    const size_t w_top = std::max_element(w, w + n_vocab) - w;
+    if (g_top == w_top) {
+      ++agree;
+    } else {
+      const double margin = static_cast<double>(w[w_top]) - w[g_top];
+      a.worst_flip_margin = std::max(a.worst_flip_margin, max_diff > 0 ? margin / max_diff : INFINITY);
+    }
   }
   a.mean_kl = kl_sum / rows;
   a.top1 = static_cast<double>(agree) / rows;
@@ -356,6 +363,7 @@ void ExpectTpMatchesSingleRank(const ModelSpec& spec, int tp, const RunnerFactor
     // logits move by ~1e-4 and a sampled draw near a boundary may pick a neighbour.
     EXPECT_LE(a.mean_kl, kInt8MaxMeanKl);
     EXPECT_GE(a.top1, kInt8MinTop1PerModel);
+    EXPECT_LE(a.worst_flip_margin, kInt8MaxFlipMargin) << "a top-1 row differs beyond a near-tie";
   } else {
     EXPECT_LE(a.max_relative_error, kFloatMaxRelativeError);
     EXPECT_EQ(ranks[0].sampled, ref.sampled);
