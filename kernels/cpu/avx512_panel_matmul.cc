@@ -128,6 +128,19 @@ void PanelTokens(const Panel& p, uint64_t nb, uint64_t c0, const ActView& x, int
   }
 }
 
+// The last token tile of a batch, by its token count (1 .. kPanelTokens - 1).
+using TileFn = void (*)(const Panel&, uint64_t, uint64_t, const ActView&, int, bool, int64_t, __mmask16, uint64_t,
+                        float*);
+template <Kind kKind>
+constexpr TileFn kLastTile[kPanelTokens] = {nullptr,
+                                                   PanelTokens<kKind, 1>,
+                                                   PanelTokens<kKind, 2>,
+                                                   PanelTokens<kKind, 3>,
+                                                   PanelTokens<kKind, 4>,
+                                                   PanelTokens<kKind, 5>,
+                                                   PanelTokens<kKind, 6>,
+                                                   PanelTokens<kKind, 7>};
+
 template <Kind kKind>
 void PanelRows(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
   const uint64_t cols = w.blocks * 32;  // padded: whole Q4 groups, an even number of Q8_0 blocks
@@ -144,31 +157,8 @@ void PanelRows(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, fl
       for (; t0 + kPanelTokens <= x.n_tokens; t0 += kPanelTokens) {
         PanelTokens<kKind, kPanelTokens>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
       }
-      switch (x.n_tokens - t0) {
-        case 7:
-          PanelTokens<kKind, 7>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        case 6:
-          PanelTokens<kKind, 6>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        case 5:
-          PanelTokens<kKind, 5>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        case 4:
-          PanelTokens<kKind, 4>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        case 3:
-          PanelTokens<kKind, 3>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        case 2:
-          PanelTokens<kKind, 2>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        case 1:
-          PanelTokens<kKind, 1>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
-          break;
-        default:
-          break;
-      }
+      const int left = x.n_tokens - t0;  // 0 .. kPanelTokens - 1
+      if (left > 0) kLastTile<kKind>[left](p, nb, c0, x, t0, first, r, lanes, w.rows, out);
     }
   }
 }
