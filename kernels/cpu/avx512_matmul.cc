@@ -408,6 +408,15 @@ inline void ForTiles(const WeightView& w, int64_t r0, int64_t r1, const ActView&
 // 5 2019 against 2692; the 1536x576 and 576x1536 shapes cross over at 4-5 tokens too.
 constexpr int kPanelMinTokens = 5;
 inline bool UsePanels(const ActView& x) { return x.n_tokens >= kPanelMinTokens; }
+// Ternary batches take panels from 32 tokens: their row tiles need no per-block scaling, so the
+// panels gain less and need more tokens to repay the transposition. Measured (2 threads, cold,
+// µs, panels against row tiles): 2048x1024 at 16 tokens 162-207 against 183-235, at 128 906-1029
+// against 1412-1793; 1024x2048 at 16 184-222 against 153-187, at 32 284-384 against 294-329, at
+// 128 965-1071 against 1146-1413.
+constexpr int kTernaryPanelMinTokens = 32;
+inline bool UseTernaryPanels(const WeightView& w, const ActView& x) {
+  return x.n_tokens >= kTernaryPanelMinTokens && w.cols <= 65536;
+}
 
 template <int RN, int TN>
 struct TernaryT {
@@ -525,6 +534,7 @@ inline void MatMulFloat(const WeightView& w, int64_t r0, int64_t r1, const float
 }  // namespace
 
 void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  if (UseTernaryPanels(w, x)) return PanelMatMulTernary(w, r0, r1, x, out);
   if (w.row_scales != nullptr) {
     ForTiles<TernaryUniformT>(w, r0, r1, x, out);
   } else {

@@ -1,5 +1,6 @@
-// AVX-512 VNNI batch matmuls for Q4_0, Q4_1 and Q8_0 through 16-row panels (compiled with the
-// AVX-512 flags; only intrinsics and internal-linkage helpers: see kernels/cpu/kernel_table.h).
+// AVX-512 VNNI batch matmuls for Q4_0, Q4_1, Q8_0 and ternary weights through 16-row panels
+// (compiled with the AVX-512 flags; only intrinsics and internal-linkage helpers: see
+// kernels/cpu/kernel_table.h).
 //
 // Why: the row kernels of avx512_matmul.cc dot one row with one token along the columns, so the
 // 32-column blocks' scales split every product (a convert, two multiplies and an add per row,
@@ -12,6 +13,11 @@
 // activation block sum), exact. A panel (16 rows × up to kPanelCols columns: 16 KiB of codes
 // and its scales) stays in L1 while every token tile passes over it, and each token tile's
 // partial sums are added into `out` panel by panel.
+//
+// Ternary rows (256-column blocks of 2-bit codes c = w + 1) take the same panels. With one scale
+// per row (BitNet) a panel's integer sums, less the activation sums, are whole numbers below
+// 2^24, so they are added into `out` as floats exactly and scaled once after the last panel:
+// the result equals, bit for bit, the row kernels' integer sum times the row scale and step.
 #include <immintrin.h>
 
 #include "kernels/cpu/avx512_transpose.h"
@@ -25,7 +31,7 @@ constexpr uint64_t kPanelCols = 1024;  // a multiple of 128 (whole Q4 groups)
 constexpr uint64_t kPanelBlocks = kPanelCols / 32;
 constexpr int kPanelTokens = 8;  // tokens per register tile: 8 int32 + 8 float accumulators
 
-enum class Kind { kQ4_0, kQ4_1, kQ8_0 };
+enum class Kind { kQ4_0, kQ4_1, kQ8_0, kTernary, kTernaryUniform };
 
 // The zero point z of the unsigned codes: value = (c - z) * d (Q4_1: c * d + m).
 template <Kind kKind>
@@ -79,15 +85,18 @@ void FillPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64_t nc, 
     }
   } else {
     // A 128-column group is 64 bytes: byte k holds column k (low nibble) and k + 64 (high).
+    // Transposed first, then unpacked: vector s, lane i holds row i's bytes 4s .. 4s+3, so its
+    // low nibbles are the row's columns 4s .. 4s+3 and its high nibbles columns 64 + 4s ...
     const __m512i mask = _mm512_set1_epi8(15);
     for (uint64_t g = 0; g < nc / 128; ++g) {
       const uint8_t* src = rows + (c0 / 128 + g) * 64;
-      for (int i = 0; i < n; ++i) v[i] = _mm512_and_si512(_mm512_load_si512(src + i * w.row_bytes), mask);
-      StoreTransposed(v, p.codes + 32 * g);
-      for (int i = 0; i < n; ++i) {
-        v[i] = _mm512_and_si512(_mm512_srli_epi16(_mm512_load_si512(src + i * w.row_bytes), 4), mask);
+      for (int i = 0; i < n; ++i) v[i] = _mm512_load_si512(src + i * w.row_bytes);
+      Transpose16(v);
+      __m512i* steps = p.codes + 32 * g;
+      for (int s = 0; s < kPanelRows; ++s) {
+        _mm512_store_si512(steps + s, _mm512_and_si512(v[s], mask));
+        _mm512_store_si512(steps + 16 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 4), mask));
       }
-      StoreTransposed(v, p.codes + 32 * g + 16);
     }
   }
 }
@@ -125,6 +134,124 @@ void PanelTokens(const Panel& p, uint64_t nb, uint64_t c0, const ActView& x, int
   for (int t = 0; t < TN; ++t) {
     float* o = out + (t0 + t) * out_rows + r;
     _mm512_mask_storeu_ps(o, lanes, first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, o), acc[t]));
+  }
+}
+
+// Ternary rows r .. r+n-1 (the other lanes zero), columns [c0, c0 + nc) into p; nc: a multiple of
+// 256. Block byte k holds columns k, k+64, k+128, k+192 at bits 0, 2, 4, 6. Per-block scales go to
+// p.d (one vector per 256 columns); rows with one scale read theirs at the end instead.
+template <Kind kKind>
+void FillTernaryPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64_t nc, Panel& p) {
+  const uint64_t b0 = c0 / 256;
+  if constexpr (kKind == Kind::kTernary) {
+    const __m512i rows_idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                _mm512_set1_epi32(static_cast<int>(w.blocks)));
+    for (uint64_t b = 0; b < nc / 256; ++b) {
+      p.d[b] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), FirstLanes(n), rows_idx,
+                                        w.scales + r * w.blocks + b0 + b, 4);
+    }
+  }
+  // Transposed first, then unpacked: vector s, lane i holds row i's bytes 4s .. 4s+3, whose
+  // bits 2j .. 2j+1 are the row's columns 64j + 4s .. 64j + 4s + 3.
+  const __m512i mask = _mm512_set1_epi8(3);
+  __m512i v[kPanelRows];
+  for (int i = n; i < kPanelRows; ++i) v[i] = _mm512_setzero_si512();
+  for (uint64_t g = 0; g < nc / 256; ++g) {
+    const uint8_t* src = w.data + r * w.row_bytes + (b0 + g) * 64;
+    for (int i = 0; i < n; ++i) v[i] = _mm512_load_si512(src + i * w.row_bytes);
+    Transpose16(v);
+    __m512i* steps = p.codes + 64 * g;
+    for (int s = 0; s < kPanelRows; ++s) {
+      _mm512_store_si512(steps + s, _mm512_and_si512(v[s], mask));
+      _mm512_store_si512(steps + 16 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 2), mask));
+      _mm512_store_si512(steps + 32 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 4), mask));
+      _mm512_store_si512(steps + 48 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 6), mask));
+    }
+  }
+}
+
+// Tokens [t0, t0 + TN) against a ternary panel (nb 256-column blocks from column c0).
+// Per-block scales: each block's sum less its activation sum, times the block's scales, is
+// added up in floats. One scale per row: the integer sum over the panel less its activation
+// sums, exact as a float. Either way the panel's result is added into `out` (stored by the first
+// panel of the row); the last panel multiplies by the row scale (uniform) and the token's step.
+template <Kind kKind, int TN>
+void TernaryTokens(const Panel& p, const WeightView& w, uint64_t nb, uint64_t c0, const ActView& x, int t0,
+                   bool first, bool last, int64_t r, __mmask16 lanes, float* out) {
+  const uint64_t n256 = x.stride / 256;
+  const uint64_t b0 = c0 / 256;
+  __m512 acc[TN];
+  __m512i dot[TN];
+  for (int t = 0; t < TN; ++t) {
+    acc[t] = _mm512_setzero_ps();
+    dot[t] = _mm512_setzero_si512();
+  }
+  for (uint64_t b = 0; b < nb; ++b) {
+    const int8_t* a = x.q + t0 * x.stride + c0 + b * 256;
+    for (int s = 0; s < 64; ++s) {
+      const __m512i c = _mm512_load_si512(p.codes + b * 64 + s);
+      for (int t = 0; t < TN; ++t) {
+        int32_t four;
+        __builtin_memcpy(&four, a + t * x.stride + 4 * s, sizeof(four));
+        dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_set1_epi32(four));
+      }
+    }
+    for (int t = 0; t < TN; ++t) {
+      // The block's activation sum: an exact integer held in a float (codes are w + 1).
+      const int32_t sum = static_cast<int32_t>(x.sums256[(t0 + t) * n256 + b0 + b]);
+      dot[t] = _mm512_sub_epi32(dot[t], _mm512_set1_epi32(sum));
+      if constexpr (kKind == Kind::kTernary) {
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), p.d[b], acc[t]);
+        dot[t] = _mm512_setzero_si512();
+      }
+    }
+  }
+  const __m512 row_scale = kKind == Kind::kTernaryUniform ? _mm512_maskz_loadu_ps(lanes, w.row_scales + r)
+                                                           : _mm512_set1_ps(1.0f);
+  for (int t = 0; t < TN; ++t) {
+    float* o = out + (t0 + t) * w.rows + r;
+    __m512 y = kKind == Kind::kTernaryUniform ? _mm512_cvtepi32_ps(dot[t]) : acc[t];
+    if (!first) y = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, o), y);
+    if (last) {
+      if constexpr (kKind == Kind::kTernaryUniform) y = _mm512_mul_ps(y, row_scale);
+      y = _mm512_mul_ps(y, _mm512_set1_ps(x.absmax[t0 + t] / 127.0f));
+    }
+    _mm512_mask_storeu_ps(o, lanes, y);
+  }
+}
+
+using TernaryFn = void (*)(const Panel&, const WeightView&, uint64_t, uint64_t, const ActView&, int, bool, bool, int64_t,
+                           __mmask16, float*);
+template <Kind kKind>
+constexpr TernaryFn kLastTernaryTile[kPanelTokens] = {nullptr,
+                                                             TernaryTokens<kKind, 1>,
+                                                             TernaryTokens<kKind, 2>,
+                                                             TernaryTokens<kKind, 3>,
+                                                             TernaryTokens<kKind, 4>,
+                                                             TernaryTokens<kKind, 5>,
+                                                             TernaryTokens<kKind, 6>,
+                                                             TernaryTokens<kKind, 7>};
+
+template <Kind kKind>
+void TernaryPanelRows(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  const uint64_t cols = w.blocks * 256;
+  Panel p;
+  for (int64_t r = r0; r < r1; r += kPanelRows) {
+    const int n = r1 - r < kPanelRows ? static_cast<int>(r1 - r) : kPanelRows;
+    const __mmask16 lanes = FirstLanes(n);
+    for (uint64_t c0 = 0; c0 < cols; c0 += kPanelCols) {
+      const uint64_t nc = cols - c0 < kPanelCols ? cols - c0 : kPanelCols;
+      FillTernaryPanel<kKind>(w, r, n, c0, nc, p);
+      const uint64_t nb = nc / 256;
+      const bool first = c0 == 0;
+      const bool last = c0 + nc == cols;
+      int t0 = 0;
+      for (; t0 + kPanelTokens <= x.n_tokens; t0 += kPanelTokens) {
+        TernaryTokens<kKind, kPanelTokens>(p, w, nb, c0, x, t0, first, last, r, lanes, out);
+      }
+      const int left = x.n_tokens - t0;
+      if (left > 0) kLastTernaryTile<kKind>[left](p, w, nb, c0, x, t0, first, last, r, lanes, out);
+    }
   }
 }
 
@@ -173,6 +300,13 @@ void PanelMatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView&
 }
 void PanelMatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
   PanelRows<Kind::kQ8_0>(w, r0, r1, x, out);
+}
+void PanelMatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
+  if (w.row_scales != nullptr) {
+    TernaryPanelRows<Kind::kTernaryUniform>(w, r0, r1, x, out);
+  } else {
+    TernaryPanelRows<Kind::kTernary>(w, r0, r1, x, out);
+  }
 }
 
 }  // namespace bitfleet::kernels::cpu::avx512

@@ -54,6 +54,8 @@ namespace avx512 {
 void PanelMatMulQ4_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void PanelMatMulQ4_1(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 void PanelMatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
+// Ternary rows of at most 65,536 columns (so the uniform-scale sums stay exact as floats).
+void PanelMatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
 }  // namespace avx512
 
 // A per-thread scratch buffer of at least `bytes` bytes, 64-byte aligned, reused by every call

@@ -277,6 +277,20 @@ TEST(MatMulQuantized, TernaryBatchesAroundTileEdges) {
         for (size_t i = 0; i < n_out; ++i) {
           ASSERT_NEAR(out.data()[i], want[i], kAccumRel * mag[i] + 1e-30) << "token " << i / rows << " row " << i % rows;
         }
+        // These rows have one scale each: the VNNI kernels sum codes × activations over the whole
+        // row in integers and scale once, alone or in a batch (panels included), so each token's
+        // batched result equals its result alone, bit for bit.
+        if (k->variant != cpu::CpuVariant::kAvx512Vnni) continue;
+        for (int t = 0; t < n_tokens; ++t) {
+          QuantizedActivations one;
+          cpu::QuantizeActivationsWith(*k, x.data() + t * cols, 1, cols, ActScaling::kPerToken, absmax.data() + t, &one,
+                                       nullptr);
+          std::vector<float> alone(rows);
+          cpu::MatMulQuantizedWith(*k, **packed, one, alone.data(), pool2);
+          for (uint64_t r = 0; r < rows; ++r) {
+            ASSERT_EQ(out.data()[t * rows + r], alone[r]) << "token " << t << " row " << r << " alone";
+          }
+        }
       }
     }
   }
