@@ -51,7 +51,9 @@ inline __mmask16 FirstLanes(int n) { return static_cast<__mmask16>((1u << n) - 1
 inline void LoadHalfColumns(const uint16_t* h, uint64_t stride, int n, uint64_t nb, __m512* out) {
   const __mmask32 cols = nb >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << nb) - 1);
   __m512i v[kPanelRows];
-  for (int i = 0; i < kPanelRows; ++i) v[i] = i < n ? _mm512_maskz_loadu_epi16(cols, h + i * stride) : _mm512_setzero_si512();
+  for (int i = 0; i < kPanelRows; ++i) {
+    v[i] = i < n ? _mm512_maskz_loadu_epi16(cols, h + i * stride) : _mm512_setzero_si512();
+  }
   Transpose16(v);  // v[j] lane i: row i's columns 2j (low half) and 2j + 1 (high half)
   for (uint64_t j = 0; 2 * j < nb; ++j) {
     out[2 * j] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v[j]));
@@ -65,6 +67,36 @@ inline void StoreTransposed(__m512i v[kPanelRows], __m512i* steps) {
   for (int s = 0; s < kPanelRows; ++s) _mm512_store_si512(steps + s, v[s]);
 }
 
+// dot[t] += kSteps panel steps (from `steps`) times token t's activations (at a + t * stride, four
+// per step, broadcast), for TN tokens: each step's codes are loaded once for all of them.
+template <int TN, int kSteps>
+inline void DotSteps(const __m512i* steps, const int8_t* a, uint64_t stride, __m512i* dot) {
+  for (int s = 0; s < kSteps; ++s) {
+    const __m512i c = _mm512_load_si512(steps + s);
+    for (int t = 0; t < TN; ++t) {
+      int32_t four;
+      __builtin_memcpy(&four, a + t * stride + 4 * s, sizeof(four));
+      dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_set1_epi32(four));
+    }
+  }
+}
+
+// 64 packed bytes of each of n rows (at src, src + row_bytes, ...; lanes of missing rows zero) as
+// panel steps: transposed first, so vector s, lane i holds row i's bytes 4s .. 4s+3, then each
+// kBits-bit field j of those bytes (the row's columns 64j + 4s .. 64j + 4s + 3 in the Q4 and
+// ternary layouts) stored as step 16j + s.
+template <int kBits>
+inline void UnpackTransposed(const uint8_t* src, uint64_t row_bytes, int n, __m512i v[kPanelRows], __m512i* steps) {
+  const __m512i mask = _mm512_set1_epi8((1 << kBits) - 1);
+  for (int i = 0; i < kPanelRows; ++i) v[i] = i < n ? _mm512_load_si512(src + i * row_bytes) : _mm512_setzero_si512();
+  Transpose16(v);
+  for (int s = 0; s < kPanelRows; ++s) {
+    for (int j = 0; j < 8 / kBits; ++j) {
+      _mm512_store_si512(steps + 16 * j + s, _mm512_and_si512(_mm512_srli_epi16(v[s], kBits * j), mask));
+    }
+  }
+}
+
 // Rows r .. r+n-1 (n <= 16; the other lanes are zero), columns [c0, c0 + nc) of w into p. nc: a
 // multiple of 64 (Q8_0) or 128 (Q4).
 template <Kind kKind>
@@ -74,29 +106,19 @@ void FillPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64_t nc, 
   if constexpr (kKind == Kind::kQ4_1) LoadHalfColumns(w.half_m + r * w.blocks + b0, w.blocks, n, nc / 32, p.m);
   const uint8_t* rows = w.data + r * w.row_bytes;
   __m512i v[kPanelRows];
-  for (int i = n; i < kPanelRows; ++i) v[i] = _mm512_setzero_si512();
   if constexpr (kKind == Kind::kQ8_0) {
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));  // signed codes to c = q + 128
     for (uint64_t j = 0; j < nc / 64; ++j) {
-      for (int i = 0; i < n; ++i) {
-        v[i] = _mm512_xor_si512(_mm512_load_si512(rows + i * w.row_bytes + c0 + 64 * j), flip);
+      for (int i = 0; i < kPanelRows; ++i) {
+        v[i] = i < n ? _mm512_xor_si512(_mm512_load_si512(rows + i * w.row_bytes + c0 + 64 * j), flip)
+                     : _mm512_setzero_si512();
       }
       StoreTransposed(v, p.codes + 16 * j);
     }
   } else {
     // A 128-column group is 64 bytes: byte k holds column k (low nibble) and k + 64 (high).
-    // Transposed first, then unpacked: vector s, lane i holds row i's bytes 4s .. 4s+3, so its
-    // low nibbles are the row's columns 4s .. 4s+3 and its high nibbles columns 64 + 4s ...
-    const __m512i mask = _mm512_set1_epi8(15);
     for (uint64_t g = 0; g < nc / 128; ++g) {
-      const uint8_t* src = rows + (c0 / 128 + g) * 64;
-      for (int i = 0; i < n; ++i) v[i] = _mm512_load_si512(src + i * w.row_bytes);
-      Transpose16(v);
-      __m512i* steps = p.codes + 32 * g;
-      for (int s = 0; s < kPanelRows; ++s) {
-        _mm512_store_si512(steps + s, _mm512_and_si512(v[s], mask));
-        _mm512_store_si512(steps + 16 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 4), mask));
-      }
+      UnpackTransposed<4>(rows + (c0 / 128 + g) * 64, w.row_bytes, n, v, p.codes + 32 * g);
     }
   }
 }
@@ -104,8 +126,8 @@ void FillPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64_t nc, 
 // Tokens [t0, t0 + TN) against the panel of rows r .. r+15 (nb blocks from column c0): the
 // partial sums stored into `out` (first panel of the row) or added to it.
 template <Kind kKind, int TN>
-void PanelTokens(const Panel& p, uint64_t nb, uint64_t c0, const ActView& x, int t0, bool first, int64_t r,
-                 __mmask16 lanes, uint64_t out_rows, float* out) {
+void PanelTokens(const Panel& p, const WeightView& w, uint64_t nb, uint64_t c0, const ActView& x, int t0, bool first,
+                 bool /*last*/, int64_t r, __mmask16 lanes, float* out) {
   const uint64_t n32 = x.stride / 32;
   const uint64_t b0 = c0 / 32;
   __m512 acc[TN];
@@ -115,15 +137,7 @@ void PanelTokens(const Panel& p, uint64_t nb, uint64_t c0, const ActView& x, int
     for (int t = 0; t < TN; ++t) {
       dot[t] = _mm512_set1_epi32(-kZeroPoint<kKind> * x.sums[(t0 + t) * n32 + b0 + b]);
     }
-    const int8_t* a = x.q + t0 * x.stride + c0 + b * 32;
-    for (int s = 0; s < 8; ++s) {
-      const __m512i c = _mm512_load_si512(p.codes + b * 8 + s);
-      for (int t = 0; t < TN; ++t) {
-        int32_t four;
-        __builtin_memcpy(&four, a + t * x.stride + 4 * s, sizeof(four));
-        dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_set1_epi32(four));
-      }
-    }
+    DotSteps<TN, 8>(p.codes + b * 8, x.q + t0 * x.stride + c0 + b * 32, x.stride, dot);
     for (int t = 0; t < TN; ++t) {
       const uint64_t tb = (t0 + t) * n32 + b0 + b;
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_mul_ps(p.d[b], _mm512_set1_ps(x.block_steps[tb])),
@@ -132,7 +146,7 @@ void PanelTokens(const Panel& p, uint64_t nb, uint64_t c0, const ActView& x, int
     }
   }
   for (int t = 0; t < TN; ++t) {
-    float* o = out + (t0 + t) * out_rows + r;
+    float* o = out + (t0 + t) * w.rows + r;
     _mm512_mask_storeu_ps(o, lanes, first ? acc[t] : _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, o), acc[t]));
   }
 }
@@ -151,22 +165,9 @@ void FillTernaryPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64
                                         w.scales + r * w.blocks + b0 + b, 4);
     }
   }
-  // Transposed first, then unpacked: vector s, lane i holds row i's bytes 4s .. 4s+3, whose
-  // bits 2j .. 2j+1 are the row's columns 64j + 4s .. 64j + 4s + 3.
-  const __m512i mask = _mm512_set1_epi8(3);
   __m512i v[kPanelRows];
-  for (int i = n; i < kPanelRows; ++i) v[i] = _mm512_setzero_si512();
   for (uint64_t g = 0; g < nc / 256; ++g) {
-    const uint8_t* src = w.data + r * w.row_bytes + (b0 + g) * 64;
-    for (int i = 0; i < n; ++i) v[i] = _mm512_load_si512(src + i * w.row_bytes);
-    Transpose16(v);
-    __m512i* steps = p.codes + 64 * g;
-    for (int s = 0; s < kPanelRows; ++s) {
-      _mm512_store_si512(steps + s, _mm512_and_si512(v[s], mask));
-      _mm512_store_si512(steps + 16 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 2), mask));
-      _mm512_store_si512(steps + 32 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 4), mask));
-      _mm512_store_si512(steps + 48 + s, _mm512_and_si512(_mm512_srli_epi16(v[s], 6), mask));
-    }
+    UnpackTransposed<2>(w.data + r * w.row_bytes + (b0 + g) * 64, w.row_bytes, n, v, p.codes + 64 * g);
   }
 }
 
@@ -187,15 +188,7 @@ void TernaryTokens(const Panel& p, const WeightView& w, uint64_t nb, uint64_t c0
     dot[t] = _mm512_setzero_si512();
   }
   for (uint64_t b = 0; b < nb; ++b) {
-    const int8_t* a = x.q + t0 * x.stride + c0 + b * 256;
-    for (int s = 0; s < 64; ++s) {
-      const __m512i c = _mm512_load_si512(p.codes + b * 64 + s);
-      for (int t = 0; t < TN; ++t) {
-        int32_t four;
-        __builtin_memcpy(&four, a + t * x.stride + 4 * s, sizeof(four));
-        dot[t] = _mm512_dpbusd_epi32(dot[t], c, _mm512_set1_epi32(four));
-      }
-    }
+    DotSteps<TN, 64>(p.codes + b * 64, x.q + t0 * x.stride + c0 + b * 256, x.stride, dot);
     for (int t = 0; t < TN; ++t) {
       // The block's activation sum: an exact integer held in a float (codes are w + 1).
       const int32_t sum = static_cast<int32_t>(x.sums256[(t0 + t) * n256 + b0 + b]);
@@ -220,72 +213,52 @@ void TernaryTokens(const Panel& p, const WeightView& w, uint64_t nb, uint64_t c0
   }
 }
 
-using TernaryFn = void (*)(const Panel&, const WeightView&, uint64_t, uint64_t, const ActView&, int, bool, bool, int64_t,
-                           __mmask16, float*);
-template <Kind kKind>
-constexpr TernaryFn kLastTernaryTile[kPanelTokens] = {nullptr,
-                                                             TernaryTokens<kKind, 1>,
-                                                             TernaryTokens<kKind, 2>,
-                                                             TernaryTokens<kKind, 3>,
-                                                             TernaryTokens<kKind, 4>,
-                                                             TernaryTokens<kKind, 5>,
-                                                             TernaryTokens<kKind, 6>,
-                                                             TernaryTokens<kKind, 7>};
+constexpr bool IsTernary(Kind kind) { return kind == Kind::kTernary || kind == Kind::kTernaryUniform; }
 
-template <Kind kKind>
-void TernaryPanelRows(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  const uint64_t cols = w.blocks * 256;
-  Panel p;
-  for (int64_t r = r0; r < r1; r += kPanelRows) {
-    const int n = r1 - r < kPanelRows ? static_cast<int>(r1 - r) : kPanelRows;
-    const __mmask16 lanes = FirstLanes(n);
-    for (uint64_t c0 = 0; c0 < cols; c0 += kPanelCols) {
-      const uint64_t nc = cols - c0 < kPanelCols ? cols - c0 : kPanelCols;
-      FillTernaryPanel<kKind>(w, r, n, c0, nc, p);
-      const uint64_t nb = nc / 256;
-      const bool first = c0 == 0;
-      const bool last = c0 + nc == cols;
-      int t0 = 0;
-      for (; t0 + kPanelTokens <= x.n_tokens; t0 += kPanelTokens) {
-        TernaryTokens<kKind, kPanelTokens>(p, w, nb, c0, x, t0, first, last, r, lanes, out);
-      }
-      const int left = x.n_tokens - t0;
-      if (left > 0) kLastTernaryTile<kKind>[left](p, w, nb, c0, x, t0, first, last, r, lanes, out);
-    }
+// One token tile of TN tokens against a panel of kKind.
+template <Kind kKind, int TN>
+void Tokens(const Panel& p, const WeightView& w, uint64_t nb, uint64_t c0, const ActView& x, int t0, bool first,
+            bool last, int64_t r, __mmask16 lanes, float* out) {
+  if constexpr (IsTernary(kKind)) {
+    TernaryTokens<kKind, TN>(p, w, nb, c0, x, t0, first, last, r, lanes, out);
+  } else {
+    PanelTokens<kKind, TN>(p, w, nb, c0, x, t0, first, last, r, lanes, out);
   }
 }
 
 // The last token tile of a batch, by its token count (1 .. kPanelTokens - 1).
-using TileFn = void (*)(const Panel&, uint64_t, uint64_t, const ActView&, int, bool, int64_t, __mmask16, uint64_t,
-                        float*);
+using TileFn = void (*)(const Panel&, const WeightView&, uint64_t, uint64_t, const ActView&, int, bool, bool, int64_t,
+                        __mmask16, float*);
 template <Kind kKind>
-constexpr TileFn kLastTile[kPanelTokens] = {nullptr,
-                                                   PanelTokens<kKind, 1>,
-                                                   PanelTokens<kKind, 2>,
-                                                   PanelTokens<kKind, 3>,
-                                                   PanelTokens<kKind, 4>,
-                                                   PanelTokens<kKind, 5>,
-                                                   PanelTokens<kKind, 6>,
-                                                   PanelTokens<kKind, 7>};
+constexpr TileFn kLastTile[kPanelTokens] = {nullptr,         Tokens<kKind, 1>, Tokens<kKind, 2>, Tokens<kKind, 3>,
+                                            Tokens<kKind, 4>, Tokens<kKind, 5>, Tokens<kKind, 6>, Tokens<kKind, 7>};
 
 template <Kind kKind>
 void PanelRows(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
-  const uint64_t cols = w.blocks * 32;  // padded: whole Q4 groups, an even number of Q8_0 blocks
+  // Columns per scale block; rows are padded to whole ternary blocks, whole Q4 groups, or an even
+  // number of Q8_0 blocks, so every panel holds whole fill units.
+  constexpr uint64_t kBlockCols = IsTernary(kKind) ? 256 : 32;
+  const uint64_t cols = w.blocks * kBlockCols;
   Panel p;
   for (int64_t r = r0; r < r1; r += kPanelRows) {
     const int n = r1 - r < kPanelRows ? static_cast<int>(r1 - r) : kPanelRows;
     const __mmask16 lanes = FirstLanes(n);
     for (uint64_t c0 = 0; c0 < cols; c0 += kPanelCols) {
       const uint64_t nc = cols - c0 < kPanelCols ? cols - c0 : kPanelCols;
-      FillPanel<kKind>(w, r, n, c0, nc, p);
-      const uint64_t nb = nc / 32;
+      if constexpr (IsTernary(kKind)) {
+        FillTernaryPanel<kKind>(w, r, n, c0, nc, p);
+      } else {
+        FillPanel<kKind>(w, r, n, c0, nc, p);
+      }
+      const uint64_t nb = nc / kBlockCols;
       const bool first = c0 == 0;
+      const bool last = c0 + nc == cols;
       int t0 = 0;
       for (; t0 + kPanelTokens <= x.n_tokens; t0 += kPanelTokens) {
-        PanelTokens<kKind, kPanelTokens>(p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+        Tokens<kKind, kPanelTokens>(p, w, nb, c0, x, t0, first, last, r, lanes, out);
       }
       const int left = x.n_tokens - t0;  // 0 .. kPanelTokens - 1
-      if (left > 0) kLastTile<kKind>[left](p, nb, c0, x, t0, first, r, lanes, w.rows, out);
+      if (left > 0) kLastTile<kKind>[left](p, w, nb, c0, x, t0, first, last, r, lanes, out);
     }
   }
 }
@@ -303,9 +276,9 @@ void PanelMatMulQ8_0(const WeightView& w, int64_t r0, int64_t r1, const ActView&
 }
 void PanelMatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out) {
   if (w.row_scales != nullptr) {
-    TernaryPanelRows<Kind::kTernaryUniform>(w, r0, r1, x, out);
+    PanelRows<Kind::kTernaryUniform>(w, r0, r1, x, out);
   } else {
-    TernaryPanelRows<Kind::kTernary>(w, r0, r1, x, out);
+    PanelRows<Kind::kTernary>(w, r0, r1, x, out);
   }
 }
 
