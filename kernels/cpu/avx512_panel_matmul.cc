@@ -61,12 +61,6 @@ inline void LoadHalfColumns(const uint16_t* h, uint64_t stride, int n, uint64_t 
   }
 }
 
-// Stores 16 row vectors (lane j: the row's columns 4j .. 4j+3) as 16 panel steps.
-inline void StoreTransposed(__m512i v[kPanelRows], __m512i* steps) {
-  Transpose16(v);
-  for (int s = 0; s < kPanelRows; ++s) _mm512_store_si512(steps + s, v[s]);
-}
-
 // dot[t] += kSteps panel steps (from `steps`) times token t's activations (at a + t * stride, four
 // per step, broadcast), for TN tokens: each step's codes are loaded once for all of them.
 template <int TN, int kSteps>
@@ -84,15 +78,20 @@ inline void DotSteps(const __m512i* steps, const int8_t* a, uint64_t stride, __m
 // 64 packed bytes of each of n rows (at src, src + row_bytes, ...; lanes of missing rows zero) as
 // panel steps: transposed first, so vector s, lane i holds row i's bytes 4s .. 4s+3, then each
 // kBits-bit field j of those bytes (the row's columns 64j + 4s .. 64j + 4s + 3 in the Q4 and
-// ternary layouts) stored as step 16j + s.
+// ternary layouts; with 8 bits, Q8_0's columns 4s .. 4s+3) stored as step 16j + s. Q8_0's signed
+// codes become c = q + 128 by an xor with 0x80 after the transpose (bytes move whole).
 template <int kBits>
 inline void UnpackTransposed(const uint8_t* src, uint64_t row_bytes, int n, __m512i v[kPanelRows], __m512i* steps) {
-  const __m512i mask = _mm512_set1_epi8((1 << kBits) - 1);
   for (int i = 0; i < kPanelRows; ++i) v[i] = i < n ? _mm512_load_si512(src + i * row_bytes) : _mm512_setzero_si512();
   Transpose16(v);
   for (int s = 0; s < kPanelRows; ++s) {
-    for (int j = 0; j < 8 / kBits; ++j) {
-      _mm512_store_si512(steps + 16 * j + s, _mm512_and_si512(_mm512_srli_epi16(v[s], kBits * j), mask));
+    if constexpr (kBits == 8) {
+      _mm512_store_si512(steps + s, _mm512_xor_si512(v[s], _mm512_set1_epi8(static_cast<char>(0x80))));
+    } else {
+      const __m512i mask = _mm512_set1_epi8((1 << kBits) - 1);
+      for (int j = 0; j < 8 / kBits; ++j) {
+        _mm512_store_si512(steps + 16 * j + s, _mm512_and_si512(_mm512_srli_epi16(v[s], kBits * j), mask));
+      }
     }
   }
 }
@@ -107,14 +106,7 @@ void FillPanel(const WeightView& w, int64_t r, int n, uint64_t c0, uint64_t nc, 
   const uint8_t* rows = w.data + r * w.row_bytes;
   __m512i v[kPanelRows];
   if constexpr (kKind == Kind::kQ8_0) {
-    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));  // signed codes to c = q + 128
-    for (uint64_t j = 0; j < nc / 64; ++j) {
-      for (int i = 0; i < kPanelRows; ++i) {
-        v[i] = i < n ? _mm512_xor_si512(_mm512_load_si512(rows + i * w.row_bytes + c0 + 64 * j), flip)
-                     : _mm512_setzero_si512();
-      }
-      StoreTransposed(v, p.codes + 16 * j);
-    }
+    for (uint64_t j = 0; j < nc / 64; ++j) UnpackTransposed<8>(rows + c0 + 64 * j, w.row_bytes, n, v, p.codes + 16 * j);
   } else {
     // A 128-column group is 64 bytes: byte k holds column k (low nibble) and k + 64 (high).
     for (uint64_t g = 0; g < nc / 128; ++g) {
