@@ -4,10 +4,20 @@
 
 namespace bitfleet::cache {
 
+const char* KvTypeName(KvType type) { return type == KvType::kInt8 ? "int8" : "f16"; }
+
+double KvBytesPerElement(KvType type, int head_dim) {
+  if (type == KvType::kF16) return sizeof(uint16_t);
+  return 1.0 + static_cast<double>(sizeof(float)) / kernels::KvInt8Group(head_dim);
+}
+
+StatusOr<KvType> ParseKvType(const std::string& name) {
+  if (name == "f16") return KvType::kF16;
+  if (name == "int8") return KvType::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("KV cache type '", name, "' is not f16 or int8"));
+}
+
 StatusOr<uint64_t> KvLayerPoolElements(const KvStorageOptions& options) {
-  if (options.type == KvType::kInt8) {
-    return absl::UnimplementedError("int8 KV cache is not supported by the attention kernels yet; use f16");
-  }
   if (options.num_layers <= 0 || options.n_kv_heads <= 0 || options.head_dim <= 0 || options.num_blocks <= 0 ||
       options.block_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -16,7 +26,8 @@ StatusOr<uint64_t> KvLayerPoolElements(const KvStorageOptions& options) {
   }
   std::optional<uint64_t> elems = CheckedMul(static_cast<uint64_t>(options.num_blocks), options.block_size);
   if (elems) elems = CheckedMul(*elems, static_cast<uint64_t>(options.n_kv_heads) * options.head_dim);
-  // Every layer's two pools must also be addressable in bytes.
+  // Every layer's two pools must also be addressable in bytes (at f16's two bytes per element,
+  // more than an int8 pool and its steps take).
   std::optional<uint64_t> all = elems ? CheckedMul(*elems, 2 * sizeof(uint16_t)) : std::nullopt;
   if (all) all = CheckedMul(*all, static_cast<uint64_t>(options.num_layers));
   if (!all) return absl::ResourceExhaustedError("KV storage size overflows");
@@ -26,13 +37,24 @@ StatusOr<uint64_t> KvLayerPoolElements(const KvStorageOptions& options) {
 StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(const KvStorageOptions& options) {
   BF_ASSIGN_OR_RETURN(const uint64_t elems, KvLayerPoolElements(options));
   auto storage = std::unique_ptr<KvStorage>(new KvStorage(options));
-  storage->layer_pool_bytes_ = elems * sizeof(uint16_t);
+  const bool int8 = options.type == KvType::kInt8;
+  const uint64_t steps = int8 ? elems / kernels::KvInt8Group(options.head_dim) : 0;
+  storage->layer_pool_bytes_ = int8 ? elems + steps * sizeof(float) : elems * sizeof(uint16_t);
   storage->layers_.resize(options.num_layers);
   for (LayerPools& pools : storage->layers_) {
     // calloc: large zeroed allocations come straight from the OS, committed on first touch.
-    pools.k.reset(static_cast<uint16_t*>(std::calloc(elems, sizeof(uint16_t))));
-    pools.v.reset(static_cast<uint16_t*>(std::calloc(elems, sizeof(uint16_t))));
-    if (!pools.k || !pools.v) {
+    bool allocated = true;
+    for (Buffer* pool : {&pools.k, &pools.v}) {
+      pool->reset(std::calloc(int8 ? elems : elems * sizeof(uint16_t), 1));
+      allocated = allocated && *pool != nullptr;
+    }
+    if (int8) {
+      for (Buffer* pool : {&pools.k_steps, &pools.v_steps}) {
+        pool->reset(std::calloc(steps, sizeof(float)));
+        allocated = allocated && *pool != nullptr;
+      }
+    }
+    if (!allocated) {
       return absl::ResourceExhaustedError(
           absl::StrCat("cannot allocate KV storage: ", storage->bytes() >> 20, " MiB"));
     }
@@ -42,8 +64,16 @@ StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(const KvStorageOptions& o
 
 kernels::PagedKv KvStorage::Layer(int layer) const {
   kernels::PagedKv kv;
-  kv.k = layers_[layer].k.get();
-  kv.v = layers_[layer].v.get();
+  const LayerPools& pools = layers_[layer];
+  if (options_.type == KvType::kInt8) {
+    kv.k8 = static_cast<int8_t*>(pools.k.get());
+    kv.v8 = static_cast<int8_t*>(pools.v.get());
+    kv.k_scale = static_cast<float*>(pools.k_steps.get());
+    kv.v_scale = static_cast<float*>(pools.v_steps.get());
+  } else {
+    kv.k = static_cast<uint16_t*>(pools.k.get());
+    kv.v = static_cast<uint16_t*>(pools.v.get());
+  }
   kv.block_size = options_.block_size;
   kv.n_kv_heads = options_.n_kv_heads;
   kv.head_dim = options_.head_dim;

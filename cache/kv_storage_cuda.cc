@@ -6,6 +6,9 @@
 namespace bitfleet::cache {
 
 StatusOr<uint64_t> KvStorageCuda::BytesFor(const KvStorageOptions& options) {
+  if (options.type != KvType::kF16) {
+    return absl::UnimplementedError("the GPU KV cache is f16 only (int8 is a CPU option)");
+  }
   // KvLayerPoolElements checked that this product does not overflow.
   BF_ASSIGN_OR_RETURN(const uint64_t elems, KvLayerPoolElements(options));
   return elems * 2 * sizeof(uint16_t) * static_cast<uint64_t>(options.num_layers);

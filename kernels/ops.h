@@ -39,9 +39,16 @@ void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);
 int64_t ArgMax(const float* x, int64_t n);
 
 // One layer's paged KV storage: `num_blocks` blocks, each block_size tokens × n_kv_heads ×
-// head_dim, f16 (IEEE bits), K and V in separate pools. Block ids index into the pools: the
-// element (block b, slot s, kv head g, dim d) is at ((b * block_size + s) * n_kv_heads + g) *
-// head_dim + d. Block ids in a block table are trusted (validated by the cache module).
+// head_dim, K and V in separate pools. Block ids index into the pools: the element (block b,
+// slot s, kv head g, dim d) is at offset ((b * block_size + s) * n_kv_heads + g) * head_dim + d.
+// Block ids in a block table are trusted (validated by the cache module).
+//
+// Two element types (docs/engine.md, "KV cache element types"):
+// - f16 (k, v set): IEEE half bits.
+// - int8 (k8, v8 set, k and v null; CPU only): the element at offset o is the f16 rounding of
+//   k8[o] * k_scale[o / KvInt8Group(head_dim)] (V alike). A group of KvInt8Group elements of one
+//   row shares its step absmax / 127, like Q8_0 blocks; a group holding a NaN or infinity has a
+//   NaN step, so a broken row poisons attention as it would in f16.
 struct PagedKv {
   uint16_t* k = nullptr;
   uint16_t* v = nullptr;
@@ -49,7 +56,17 @@ struct PagedKv {
   int n_kv_heads = 0;
   int head_dim = 0;
   int num_blocks = 0;
+  int8_t* k8 = nullptr;
+  int8_t* v8 = nullptr;
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
+
+  bool int8() const { return k8 != nullptr; }
 };
+
+// Elements of a row of an int8 KV cache that share one step: 32 where head_dim is a multiple of
+// 32, else the whole row (tiny models).
+inline int KvInt8Group(int head_dim) { return head_dim % 32 == 0 ? 32 : head_dim; }
 
 // Writes `n_tokens` K/V rows (float, n_tokens × n_kv_heads × head_dim) at positions
 // pos0..pos0+n_tokens-1 of a sequence whose blocks are `block_table`.

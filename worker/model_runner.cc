@@ -147,10 +147,11 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   }
   const double mib = 1048576.0;
   Logger("worker")->info("loaded {} ({}): {} layers, n_embd {}, vocab {}, weights {:.1f} MiB, "
-                         "KV {} blocks x {} ({:.1f} MiB), {} threads, kernels {}",
+                         "KV {} blocks x {} {} ({:.1f} MiB), {} threads, kernels {}",
                          c.name, c.arch_name, c.n_layer, c.n_embd, c.n_vocab,
                          (impl->layers_->resident_bytes() + impl->lm_head_.weight->bytes()) / mib, o.kv_blocks,
-                         o.kv_block_size, impl->kv_->bytes() / mib, o.threads, kernels::CpuVariantName());
+                         o.kv_block_size, cache::KvTypeName(o.kv_type), impl->kv_->bytes() / mib, o.threads,
+                         kernels::CpuVariantName());
   if (tp > 1) {
     Logger("worker")->info(
         "rank {}/{} ({}): heads [{}, {}), {} KV heads ({}), FFN [{}, {}), vocab [{}, {}); resident weights "

@@ -108,6 +108,7 @@ StatusOr<RunnerOptions> ResolveRunnerOptions(const WorkerOptions& o, const gguf:
   runner_options.threads = std::max(1, o.threads);
   runner_options.max_context = o.max_context;
   runner_options.kv_block_size = o.kv_block_size;
+  runner_options.kv_type = o.kv_type;
   runner_options.max_step_tokens = o.max_step_tokens;
   runner_options.max_step_sequences = o.max_step_sequences;
   runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence

@@ -39,6 +39,7 @@ struct WorkerOptions {
                         // with device kCuda, what gpu_memory_utilization leaves (RunnerOptions)
   double gpu_memory_utilization = 0.9;
   int kv_block_size = 16;
+  cache::KvType kv_type = cache::KvType::kF16;  // int8: CPU runners only
   int max_step_tokens = 512;
   int max_step_sequences = 64;
   std::chrono::milliseconds connect_timeout{60000};

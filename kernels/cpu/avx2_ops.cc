@@ -54,9 +54,10 @@ inline __m256i Quantize8(__m256 x, __m256 inv) {
 }
 
 // exp(x), relative error about 2e-7 (see avx512_ops.cc). x is clamped to [-87.3, 88.3] so 2^n
-// stays a normal float: results below e^-87.3 come out as about 1e-38 instead of 0.
+// stays a normal float: results below e^-87.3 come out as about 1e-38 instead of 0. x is the
+// second operand of the clamps, which return it when either is NaN: exp(NaN) stays NaN.
 inline __m256 Exp(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f)), _mm256_set1_ps(88.3762626647949f));
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), x));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -219,6 +220,23 @@ void F32ToF16(const float* x, int64_t n, uint16_t* y) {
     _mm_store_si128(reinterpret_cast<__m128i*>(buf),
                     _mm256_cvtps_ph(LoadPartial(x + i, n - i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     for (int64_t k = 0; k < n - i; ++k) y[i + k] = buf[k];
+  }
+}
+
+void DequantI8F16(const int8_t* q, const float* steps, int64_t n, int group, uint16_t* y) {
+  int64_t i = 0;
+  if (group % 8 == 0) {  // a group holds whole vectors: one step per vector
+    for (; i + 8 <= n; i += 8) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i));
+      const __m256 codes = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+      const __m256 f = _mm256_mul_ps(codes, _mm256_set1_ps(steps[i / group]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                       _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  }
+  for (; i < n; ++i) {
+    const float f = static_cast<float>(q[i]) * steps[i / group];
+    y[i] = static_cast<uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0));
   }
 }
 

@@ -282,6 +282,22 @@ void F32ToF16(const float* x, int64_t n, uint16_t* y) {
   }
 }
 
+void DequantI8F16(const int8_t* q, const float* steps, int64_t n, int group, uint16_t* y) {
+  if (group % 16 != 0) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float f = static_cast<float>(q[i]) * steps[i / group];
+      y[i] = static_cast<uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0));
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; i += 16) {  // a group holds whole vectors: one step per vector
+    const __mmask16 m = TailMask(n - i);
+    const __m512 codes = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, q + i)));
+    const __m512 f = _mm512_mul_ps(codes, _mm512_set1_ps(steps[i / group]));
+    _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
 float ExpShiftSum(float* x, int64_t n, float max) {
   const __m512 mv = _mm512_set1_ps(max);
   __m512 sum = _mm512_setzero_ps();

@@ -24,7 +24,8 @@ namespace {
   CpuKernels {                                                                                                 \
     variant, name, ns::AbsMax, ns::QuantizeRow, qns::MatMulTernary, qns::MatMulQ4_0, qns::MatMulQ4_1,          \
         qns::MatMulQ8_0, ns::MatMulF32, ns::MatMulF16, ns::MatMulBf16, ns::SumSquares, ns::ScaleMul, ns::QkF16, \
-        ns::PvF16, ns::F32ToF16, ns::ExpShiftSum, ns::SiluMul, ns::Relu2Mul, ns::ArgMax, run, tile             \
+        ns::PvF16, ns::F32ToF16, ns::DequantI8F16, ns::ExpShiftSum, ns::SiluMul, ns::Relu2Mul, ns::ArgMax,     \
+        run, tile                                                                                              \
   }
 #define BITFLEET_CPU_TABLE(ns, variant, name) BITFLEET_CPU_TABLE_FROM(ns, ns, nullptr, nullptr, variant, name)
 

@@ -102,6 +102,9 @@ struct CpuKernels {
   // acc[i * hd + d] += sum_j p[i * n_keys + j] * v_j[d].
   void (*pv_f16)(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc);
   void (*f32_to_f16)(const float* x, int64_t n, uint16_t* y);  // round to nearest even
+  // An int8 KV row as f16: y[i] = f16(float(q[i]) * steps[i / group]) (round to nearest even), the
+  // same bits in every variant. group > 0.
+  void (*dequant_i8_f16)(const int8_t* q, const float* steps, int64_t n, int group, uint16_t* y);
   // x[i] = exp(x[i] - max) in place; returns the sum (float).
   float (*exp_shift_sum)(float* x, int64_t n, float max);
   void (*silu_mul)(const float* gate, const float* up, int64_t n, float* out);

@@ -187,6 +187,10 @@ void F32ToF16(const float* x, int64_t n, uint16_t* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = FloatToHalf(x[i]);
 }
 
+void DequantI8F16(const int8_t* q, const float* steps, int64_t n, int group, uint16_t* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = FloatToHalf(static_cast<float>(q[i]) * steps[i / group]);
+}
+
 float ExpShiftSum(float* x, int64_t n, float max) {
   double sum = 0.0;
   for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - max));

@@ -20,6 +20,7 @@
   void QkF16(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s); \
   void PvF16(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc);            \
   void F32ToF16(const float* x, int64_t n, uint16_t* y);                                                              \
+  void DequantI8F16(const int8_t* q, const float* steps, int64_t n, int group, uint16_t* y);                          \
   float ExpShiftSum(float* x, int64_t n, float max);                                                                  \
   void SiluMul(const float* gate, const float* up, int64_t n, float* out);                                            \
   void Relu2Mul(const float* gate, const float* up, int64_t n, float* out);                                           \

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/fp16.h"
+#include "kernels/ref/matmul_ref.h"
 
 namespace bitfleet::kernels::ref {
 
@@ -92,15 +94,45 @@ int64_t ArgMaxRef(const float* x, int64_t n) {
   return best < 0 ? 0 : best;
 }
 
+void QuantizeKvGroupRef(const float* x, int n, int8_t* q, float* step) {
+  bool finite = true;
+  for (int i = 0; i < n; ++i) finite = finite && std::isfinite(x[i]);
+  if (!finite) {
+    std::fill(q, q + n, int8_t{0});
+    *step = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  float a = 0.0f;
+  ComputeAbsMaxRef(x, 1, static_cast<uint64_t>(n), &a);
+  *step = ActivationScale(a);
+  const float inv = ActivationInvScale(a);
+  for (int i = 0; i < n; ++i) q[i] = QuantizeActivationValue(x[i], inv);
+}
+
+float KvValueRef(const PagedKv& kv, bool is_k, uint64_t off) {
+  if (!kv.int8()) return HalfToFloat((is_k ? kv.k : kv.v)[off]);
+  const int8_t code = (is_k ? kv.k8 : kv.v8)[off];
+  const float step = (is_k ? kv.k_scale : kv.v_scale)[off / KvInt8Group(kv.head_dim)];
+  return HalfToFloat(FloatToHalf(static_cast<float>(code) * step));
+}
+
 void WriteKvRef(const PagedKv& kv, const int32_t* block_table, int pos0, int n_tokens, const float* k, const float* v) {
   const int row = kv.n_kv_heads * kv.head_dim;
+  const int group = KvInt8Group(kv.head_dim);
   for (int t = 0; t < n_tokens; ++t) {
     for (int g = 0; g < kv.n_kv_heads; ++g) {
       const uint64_t off = PagedKvOffset(kv, block_table, pos0 + t, g);
+      const int64_t src = int64_t{t} * row + g * kv.head_dim;
+      if (kv.int8()) {
+        for (int d = 0; d < kv.head_dim; d += group) {
+          QuantizeKvGroupRef(k + src + d, group, kv.k8 + off + d, kv.k_scale + (off + d) / group);
+          QuantizeKvGroupRef(v + src + d, group, kv.v8 + off + d, kv.v_scale + (off + d) / group);
+        }
+        continue;
+      }
       for (int d = 0; d < kv.head_dim; ++d) {
-        const int64_t src = int64_t{t} * row + g * kv.head_dim + d;
-        kv.k[off + d] = FloatToHalf(k[src]);
-        kv.v[off + d] = FloatToHalf(v[src]);
+        kv.k[off + d] = FloatToHalf(k[src + d]);
+        kv.v[off + d] = FloatToHalf(v[src + d]);
       }
     }
   }
@@ -119,9 +151,9 @@ void AttentionPagedRef(const float* q, int n_tokens, int n_heads, const PagedKv&
       const int g = h / group;
       double m = -INFINITY;
       for (int j = 0; j < n_ctx; ++j) {
-        const uint16_t* kj = kv.k + PagedKvOffset(kv, block_table, j, g);
+        const uint64_t kj = PagedKvOffset(kv, block_table, j, g);
         double s = 0.0;
-        for (int d = 0; d < hd; ++d) s += static_cast<double>(qh[d]) * HalfToFloat(kj[d]);
+        for (int d = 0; d < hd; ++d) s += static_cast<double>(qh[d]) * KvValueRef(kv, true, kj + d);
         p[j] = s * scale;
         m = std::max(m, p[j]);
       }
@@ -129,8 +161,8 @@ void AttentionPagedRef(const float* q, int n_tokens, int n_heads, const PagedKv&
       for (int j = 0; j < n_ctx; ++j) sum += (p[j] = std::exp(p[j] - m));
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int j = 0; j < n_ctx; ++j) {
-        const uint16_t* vj = kv.v + PagedKvOffset(kv, block_table, j, g);
-        for (int d = 0; d < hd; ++d) acc[d] += p[j] * HalfToFloat(vj[d]);
+        const uint64_t vj = PagedKvOffset(kv, block_table, j, g);
+        for (int d = 0; d < hd; ++d) acc[d] += p[j] * KvValueRef(kv, false, vj + d);
       }
       float* oh = out + (int64_t{t} * n_heads + h) * hd;
       for (int d = 0; d < hd; ++d) oh[d] = static_cast<float>(acc[d] / sum);

@@ -28,7 +28,7 @@ struct Stories {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
 };
 
-StatusOr<Stories> LoadStories(const std::string& type, int threads) {
+StatusOr<Stories> LoadStories(const std::string& type, int threads, cache::KvType kv_type = cache::KvType::kF16) {
   BF_ASSIGN_OR_RETURN(std::string path, Stories260kGguf(type));
   BF_ASSIGN_OR_RETURN(std::unique_ptr<gguf::GgufFile> file, gguf::GgufFile::Open(path));
   std::shared_ptr<const gguf::GgufFile> shared(std::move(file));
@@ -39,19 +39,23 @@ StatusOr<Stories> LoadStories(const std::string& type, int threads) {
   options.threads = threads;
   options.max_step_tokens = 64;
   options.max_logit_rows = 64;
+  options.kv_type = kv_type;
   BF_ASSIGN_OR_RETURN(s.runner, worker::ModelRunner::Create(shared, options));
   return s;
 }
 
 // Loads the model into `var` (a Stories&), skipping the test when the checkpoint is absent.
-#define LOAD_STORIES_OR_SKIP(var, type, threads)                             \
-  auto var##_or = LoadStories(type, threads);                                \
+#define LOAD_STORIES_OR_SKIP(var, ...)                                        \
+  auto var##_or = LoadStories(__VA_ARGS__);                                   \
   if (absl::IsNotFound(var##_or.status())) GTEST_SKIP() << var##_or.status(); \
   ASSERT_TRUE(var##_or.ok()) << var##_or.status();                           \
   Stories& var = *var##_or
 
-TEST(Stories260kTest, GreedyFromBosReproducesTheKnownStory) {
-  LOAD_STORIES_OR_SKIP(s, "f32", 2);
+// The greedy story from BOS under each KV cache type.
+class Stories260kKvTest : public ::testing::TestWithParam<cache::KvType> {};
+
+TEST_P(Stories260kKvTest, GreedyFromBosReproducesTheKnownStory) {
+  LOAD_STORIES_OR_SKIP(s, "f32", 2, GetParam());
   cache::BlockPool pool(s.runner->kv_blocks());
   worker::SequenceSession session(*s.runner, pool);
   worker::Sampler sampler(s.runner->n_vocab());
@@ -73,6 +77,11 @@ TEST(Stories260kTest, GreedyFromBosReproducesTheKnownStory) {
   }
   EXPECT_EQ(text.substr(0, sizeof(kKnownStory) - 1), kKnownStory) << text;
 }
+
+INSTANTIATE_TEST_SUITE_P(KvTypes, Stories260kKvTest, ::testing::Values(cache::KvType::kF16, cache::KvType::kInt8),
+                         [](const ::testing::TestParamInfo<cache::KvType>& info) {
+                           return std::string(cache::KvTypeName(info.param));
+                         });
 
 TEST(Stories260kTest, PerplexityOfTheFoxSentenceIsKnown) {
   for (int threads : {1, 3}) {
@@ -102,6 +111,25 @@ TEST(Stories260kTest, F16WeightsStayCloseToF32) {
   auto summary = worker::EvaluatePerplexity(*f16.runner, f32.runner.get(), *tokens, options);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_LT(summary->kld_mean, 1e-4);
+  EXPECT_GE(summary->top1_agreement, 0.97);
+  EXPECT_NEAR(summary->perplexity, summary->reference_perplexity, 0.01 * summary->reference_perplexity);
+}
+
+// The int8 KV cache against the f16 one on the same weights (head_dim 8: one step per row).
+TEST(Stories260kTest, Int8KvCacheStaysCloseToF16) {
+  LOAD_STORIES_OR_SKIP(int8, "f32", 2, cache::KvType::kInt8);
+  LOAD_STORIES_OR_SKIP(f16, "f32", 2);
+  auto tokens = f16.tokenizer->Encode(std::string(kFoxSentence) + " " + kKnownStory);
+  ASSERT_TRUE(tokens.ok());
+  worker::PerplexityOptions options;
+  options.ctx = static_cast<int>(tokens->size());
+  options.score_all = true;
+  auto summary = worker::EvaluatePerplexity(*int8.runner, f16.runner.get(), *tokens, options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  RecordProperty("kld_mean", std::to_string(summary->kld_mean));
+  RecordProperty("top1_agreement", std::to_string(summary->top1_agreement));
+  EXPECT_GT(summary->kld_mean, 0.0);
+  EXPECT_LT(summary->kld_mean, 1e-3);
   EXPECT_GE(summary->top1_agreement, 0.97);
   EXPECT_NEAR(summary->perplexity, summary->reference_perplexity, 0.01 * summary->reference_perplexity);
 }

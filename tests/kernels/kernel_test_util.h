@@ -66,13 +66,13 @@ class GuardedFloats {
   std::vector<float> buf_;
 };
 
-// The same for uint16 (f16 KV pools).
-class GuardedHalves {
+// The same for integer elements: f16 KV pools (uint16_t bits) and int8 KV pools.
+template <typename T, T kSentinel>
+class GuardedInts {
  public:
   static constexpr size_t kGuard = 61;
-  static constexpr uint16_t kSentinel = 0x7e5a;
-  explicit GuardedHalves(size_t n) : n_(n), buf_(n + 2 * kGuard, kSentinel) {}
-  uint16_t* data() { return buf_.data() + kGuard; }
+  explicit GuardedInts(size_t n) : n_(n), buf_(n + 2 * kGuard, kSentinel) {}
+  T* data() { return buf_.data() + kGuard; }
   bool Intact() const {
     for (size_t i = 0; i < kGuard; ++i) {
       if (buf_[i] != kSentinel || buf_[kGuard + n_ + i] != kSentinel) return false;
@@ -82,7 +82,9 @@ class GuardedHalves {
 
  private:
   size_t n_;
-  std::vector<uint16_t> buf_;
+  std::vector<T> buf_;
 };
+using GuardedHalves = GuardedInts<uint16_t, 0x7e5a>;
+using GuardedCodes = GuardedInts<int8_t, 0x5a>;
 
 }  // namespace bitfleet::kernels::testing

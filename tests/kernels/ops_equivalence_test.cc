@@ -2,6 +2,8 @@
 // Budgets as in docs/kernels.md ("Error budgets").
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -17,6 +19,7 @@ namespace bitfleet::kernels {
 namespace {
 
 using testing::GuardedFloats;
+using testing::GuardedCodes;
 using testing::GuardedHalves;
 
 constexpr int kShapes = 60;
@@ -175,35 +178,85 @@ TEST(OpsEquivalence, Rope) {
   }
 }
 
-// A paged KV cache with shuffled block ids and guards around both pools.
+// A paged KV cache (f16, or int8 with its steps) with shuffled block ids and guards around every
+// pool.
 struct KvFixture {
-  KvFixture(int n_kv_heads, int head_dim, int block_size, int n_pos, std::mt19937_64& rng)
+  KvFixture(int n_kv_heads, int head_dim, int block_size, int n_pos, std::mt19937_64& rng, bool int8 = false)
       : blocks((n_pos + block_size - 1) / block_size + 2),
-        k(static_cast<size_t>(blocks) * block_size * n_kv_heads * head_dim),
-        v(static_cast<size_t>(blocks) * block_size * n_kv_heads * head_dim) {
+        elems(static_cast<size_t>(blocks) * block_size * n_kv_heads * head_dim),
+        k(int8 ? 0 : elems),
+        v(int8 ? 0 : elems),
+        k8(int8 ? elems : 0),
+        v8(int8 ? elems : 0),
+        k_steps(int8 ? elems / KvInt8Group(head_dim) : 0),
+        v_steps(int8 ? elems / KvInt8Group(head_dim) : 0) {
     kv = PagedKv{k.data(), v.data(), block_size, n_kv_heads, head_dim, blocks};
+    if (int8) {
+      kv.k = kv.v = nullptr;
+      kv.k8 = k8.data();
+      kv.v8 = v8.data();
+      kv.k_scale = k_steps.data();
+      kv.v_scale = v_steps.data();
+    }
     for (int b = 0; b < blocks; ++b) table.push_back(b);
     std::shuffle(table.begin(), table.end(), rng);
   }
+  bool Intact() const {
+    return k.Intact() && v.Intact() && k8.Intact() && v8.Intact() && k_steps.Intact() && v_steps.Intact();
+  }
   int blocks;
+  size_t elems;
   GuardedHalves k;
   GuardedHalves v;
+  GuardedCodes k8;
+  GuardedCodes v8;
+  GuardedFloats k_steps;
+  GuardedFloats v_steps;
   PagedKv kv;
   std::vector<int32_t> table;
 };
 
+// Asserts that positions [0, n_pos) of `got` hold the same bits as `want` (same table): halves,
+// or codes and steps.
+void ExpectSameKv(const PagedKv& got, const PagedKv& want, const int32_t* table, int n_pos) {
+  const int group = KvInt8Group(want.head_dim);
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof(u));
+    return u;
+  };
+  for (int p = 0; p < n_pos; ++p) {
+    for (int g = 0; g < want.n_kv_heads; ++g) {
+      const uint64_t off = ref::PagedKvOffset(want, table, p, g);
+      for (int d = 0; d < want.head_dim; ++d) {
+        if (want.int8()) {
+          ASSERT_EQ(got.k8[off + d], want.k8[off + d]) << p << " " << g << " " << d;
+          ASSERT_EQ(got.v8[off + d], want.v8[off + d]) << p << " " << g << " " << d;
+          if (d % group == 0) {
+            ASSERT_EQ(bits(got.k_scale[(off + d) / group]), bits(want.k_scale[(off + d) / group]));
+            ASSERT_EQ(bits(got.v_scale[(off + d) / group]), bits(want.v_scale[(off + d) / group]));
+          }
+        } else {
+          ASSERT_EQ(got.k[off + d], want.k[off + d]) << p << " " << g << " " << d;
+          ASSERT_EQ(got.v[off + d], want.v[off + d]) << p << " " << g << " " << d;
+        }
+      }
+    }
+  }
+}
+
 // Random keys and values of positions [0, pos0 + n_tokens), queries of the last n_tokens
-// positions, and the reference attention over them in a paged cache (`want_kv`).
+// positions, and the reference attention over them in a paged cache (`want_kv`, f16 or int8).
 struct AttentionCase {
   AttentionCase(int n_kv_heads, int n_heads, int head_dim, int block_size, int pos0, int n_tokens, float q_sigma,
-                std::mt19937_64& rng)
+                std::mt19937_64& rng, bool int8 = false)
       : n_pos(pos0 + n_tokens),
         kv_row(static_cast<size_t>(n_kv_heads) * head_dim),
         keys(Normal(n_pos * kv_row, rng)),
         values(Normal(n_pos * kv_row, rng, 2.0f)),
         q(Normal(static_cast<size_t>(n_tokens) * n_heads * head_dim, rng, q_sigma)),
         scale(1.0f / std::sqrt(static_cast<float>(head_dim))),
-        want_kv(n_kv_heads, head_dim, block_size, n_pos, rng),
+        want_kv(n_kv_heads, head_dim, block_size, n_pos, rng, int8),
         want(q.size()) {
     for (float f : values) max_v = std::max(max_v, std::fabs(f));
     ref::WriteKvRef(want_kv.kv, want_kv.table.data(), 0, n_pos, keys.data(), values.data());
@@ -218,12 +271,15 @@ struct AttentionCase {
   std::vector<float> want;
 };
 
+// Both cache types: each variant writes the cache with the reference's bits, and attends over it
+// as the reference does.
 TEST(OpsEquivalence, WriteKvAndAttention) {
   std::mt19937_64 rng(4);
   ThreadPool pool2(2);
   ThreadPool pool3(3);
-  for (int i = 0; i < kShapes; ++i) {
-    ThreadPool& pool = i % 4 == 2 ? pool3 : pool2;
+  for (int i = 0; i < 2 * kShapes; ++i) {
+    const bool int8 = i % 2 == 1;
+    ThreadPool& pool = i % 8 >= 4 ? pool3 : pool2;
     // Every fifth shape has many KV heads (BitNet-700M: 16 × 1), so units cover ranges of
     // several KV heads.
     const int n_kv_heads = i % 5 == 4 ? RandInt(rng, 5, 20) : RandInt(rng, 1, 4);
@@ -236,8 +292,8 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
                                       : 64 * RandInt(rng, 1, 2);
     const int block_size = i % 4 == 0 ? 1 + RandInt(rng, 0, 31) : 16;
     const int pos0 = i % 3 == 1 ? 0 : RandInt(rng, 0, 300);
-    const int n_tokens = RandInt(rng, 1, i % 2 ? 24 : 3);
-    const AttentionCase c(n_kv_heads, n_heads, head_dim, block_size, pos0, n_tokens, 1.0f, rng);
+    const int n_tokens = RandInt(rng, 1, i % 4 >= 2 ? 24 : 3);
+    const AttentionCase c(n_kv_heads, n_heads, head_dim, block_size, pos0, n_tokens, 1.0f, rng, int8);
     const int n_pos = c.n_pos;
     const size_t kv_row = c.kv_row;
     const std::vector<float>& keys = c.keys;
@@ -246,32 +302,113 @@ TEST(OpsEquivalence, WriteKvAndAttention) {
     const KvFixture& want_kv = c.want_kv;
 
     for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
-      SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " heads " << n_heads << "/" << n_kv_heads
-                                        << " hd " << head_dim << " pos0 " << pos0 << " n " << n_tokens);
-      KvFixture got_kv(n_kv_heads, head_dim, block_size, n_pos, rng);
+      SCOPED_TRACE(::testing::Message() << k->name << (int8 ? " int8" : " f16") << " shape " << i << " heads "
+                                        << n_heads << "/" << n_kv_heads << " hd " << head_dim << " pos0 " << pos0
+                                        << " n " << n_tokens);
+      KvFixture got_kv(n_kv_heads, head_dim, block_size, n_pos, rng, int8);
       got_kv.table = want_kv.table;
       // Written in two calls: the prompt, then the new tokens (as prefill + decode do).
       cpu::WriteKvWith(*k, got_kv.kv, got_kv.table.data(), 0, pos0, keys.data(), values.data());
       cpu::WriteKvWith(*k, got_kv.kv, got_kv.table.data(), pos0, n_tokens, keys.data() + pos0 * kv_row,
                        values.data() + pos0 * kv_row);
-      ASSERT_TRUE(got_kv.k.Intact() && got_kv.v.Intact());
-      for (int p = 0; p < n_pos; ++p) {
-        for (int g = 0; g < n_kv_heads; ++g) {
-          const uint64_t off = ref::PagedKvOffset(got_kv.kv, got_kv.table.data(), p, g);
-          for (int d = 0; d < head_dim; ++d) {
-            ASSERT_EQ(got_kv.kv.k[off + d], want_kv.kv.k[off + d]);
-            ASSERT_EQ(got_kv.kv.v[off + d], want_kv.kv.v[off + d]);
-          }
-        }
-      }
-      const bool threaded = i % 2 == 0;
+      ASSERT_TRUE(got_kv.Intact());
+      ExpectSameKv(got_kv.kv, want_kv.kv, got_kv.table.data(), n_pos);
+      const bool threaded = i % 4 < 2;
       const int64_t per_thread = AttentionScratchFloats(pos0, n_tokens);
       GuardedFloats scratch(per_thread * (threaded ? pool.size() : 1));
       GuardedFloats out(q.size());
       cpu::AttentionPagedWith(*k, q.data(), n_tokens, n_heads, got_kv.kv, got_kv.table.data(), pos0, c.scale, out.data(),
                               scratch.data(), threaded ? &pool : nullptr);
-      ASSERT_TRUE(out.Intact() && scratch.Intact());
+      ASSERT_TRUE(out.Intact() && scratch.Intact() && got_kv.Intact());
       for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], c.want[j], kAttnRel * c.max_v) << j;
+    }
+  }
+}
+
+// What an int8 cache holds: each group's step is its absmax / 127 and every element reads back
+// within half a step (plus the f16 rounding of the value read); a group holding a NaN or an
+// infinity gets a NaN step and zero codes, and attention over that position is NaN (as an f16
+// cache holding the same row gives), in the reference and every variant.
+TEST(OpsEquivalence, Int8KvHoldsEachGroupWithinHalfAStep) {
+  std::mt19937_64 rng(15);
+  for (int head_dim : {8, 20, 32, 64, 96, 128}) {
+    const int n_kv_heads = 2;
+    const int n_pos = 40;
+    const int group = KvInt8Group(head_dim);
+    const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
+    std::vector<float> keys = Normal(n_pos * kv_row, rng, 3.0f);
+    std::vector<float> values = Normal(n_pos * kv_row, rng, 0.5f);
+    std::fill(keys.begin() + 3 * kv_row, keys.begin() + 3 * kv_row + group, 0.0f);  // an all-zero group
+    keys[5 * kv_row + 1] = 1000.0f;                                               // an outlier
+    values[7 * kv_row + 2] = std::numeric_limits<float>::quiet_NaN();            // position 7, KV head 0
+    keys[9 * kv_row + head_dim] = -std::numeric_limits<float>::infinity();       // position 9, KV head 1
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      SCOPED_TRACE(::testing::Message() << k->name << " hd " << head_dim);
+      KvFixture f(n_kv_heads, head_dim, 16, n_pos, rng, /*int8=*/true);
+      cpu::WriteKvWith(*k, f.kv, f.table.data(), 0, n_pos, keys.data(), values.data());
+      ASSERT_TRUE(f.Intact());
+      for (int p = 0; p < n_pos; ++p) {
+        for (int g = 0; g < n_kv_heads; ++g) {
+          const uint64_t off = ref::PagedKvOffset(f.kv, f.table.data(), p, g);
+          for (int d0 = 0; d0 < head_dim; d0 += group) {
+            for (const bool is_k : {true, false}) {
+              const float* x = (is_k ? keys.data() : values.data()) + p * kv_row + g * head_dim + d0;
+              const float step = (is_k ? f.kv.k_scale : f.kv.v_scale)[(off + d0) / group];
+              bool finite = true;
+              float absmax = 0.0f;
+              for (int d = 0; d < group; ++d) {
+                finite = finite && std::isfinite(x[d]);
+                absmax = std::max(absmax, std::fabs(x[d]));
+              }
+              if (!finite) {
+                ASSERT_TRUE(std::isnan(step)) << p << " " << g << " " << d0;
+                for (int d = 0; d < group; ++d) ASSERT_EQ((is_k ? f.kv.k8 : f.kv.v8)[off + d0 + d], 0);
+                continue;
+              }
+              ASSERT_EQ(step, absmax / 127.0f) << p << " " << g << " " << d0;
+              for (int d = 0; d < group; ++d) {
+                const float got = ref::KvValueRef(f.kv, is_k, off + d0 + d);
+                ASSERT_LE(std::fabs(got - x[d]), 0.5f * step + std::fabs(x[d]) / 1024.0f) << p << " " << d0 + d;
+              }
+            }
+          }
+        }
+      }
+      // One query token at position 12 (it sees positions 7 and 9) per head.
+      const int n_heads = 2 * n_kv_heads;
+      const std::vector<float> q = Normal(static_cast<size_t>(n_heads) * head_dim, rng);
+      std::vector<float> want(q.size()), got(q.size());
+      ref::AttentionPagedRef(q.data(), 1, n_heads, f.kv, f.table.data(), 12, 0.25f, want.data());
+      cpu::AttentionPagedWith(*k, q.data(), 1, n_heads, f.kv, f.table.data(), 12, 0.25f, got.data(), nullptr, nullptr);
+      // Heads 0 and 1 read KV head 0, whose V group 0 at position 7 is poisoned: those dims only.
+      // Heads 2 and 3 read KV head 1, whose K at position 9 is: every score, so every dim.
+      for (size_t j = 0; j < q.size(); ++j) {
+        const bool poisoned = j / head_dim >= 2 || static_cast<int>(j % head_dim) < group;
+        ASSERT_EQ(std::isnan(want[j]), poisoned) << j;
+        ASSERT_EQ(std::isnan(got[j]), poisoned) << j;
+      }
+    }
+  }
+}
+
+TEST(OpsEquivalence, Int8KvDequantizationIsBitExact) {
+  std::mt19937_64 rng(16);
+  for (int i = 0; i < 200; ++i) {
+    const int group = i % 3 == 0 ? RandInt(rng, 1, 40) : 16 * RandInt(rng, 1, 4);
+    const int n = group * RandInt(rng, 1, 5) - (i % 5 == 0 ? RandInt(rng, 0, group - 1) : 0);
+    std::vector<int8_t> q(n);
+    for (int8_t& c : q) c = static_cast<int8_t>(RandInt(rng, -128, 127));
+    std::vector<float> steps((n + group - 1) / group);
+    for (float& s : steps) s = std::ldexp(1.0f + static_cast<float>(rng() % 4096) / 4096.0f, RandInt(rng, -30, 12));
+    if (i % 7 == 0) steps[0] = std::numeric_limits<float>::quiet_NaN();
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      GuardedHalves got(n);
+      k->dequant_i8_f16(q.data(), steps.data(), n, group, got.data());
+      ASSERT_TRUE(got.Intact()) << k->name;
+      for (int j = 0; j < n; ++j) {
+        const uint16_t want = FloatToHalf(static_cast<float>(q[j]) * steps[j / group]);
+        ASSERT_EQ(got.data()[j], want) << k->name << " case " << i << " group " << group << " element " << j;
+      }
     }
   }
 }
@@ -283,7 +420,7 @@ TEST(OpsEquivalence, DecodeAttentionSplitsTheContext) {
   std::mt19937_64 rng(9);
   ThreadPool pool2(2);
   ThreadPool pool3(3);
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < 24; ++i) {
     ThreadPool& pool = i % 2 ? pool3 : pool2;
     const int n_kv_heads = i % 2 ? RandInt(rng, 8, 16) : RandInt(rng, 1, 5);
     const int group = i % 2 ? 1 : RandInt(rng, 1, 5);
@@ -291,9 +428,10 @@ TEST(OpsEquivalence, DecodeAttentionSplitsTheContext) {
     const int head_dim = i % 4 == 3 ? RandInt(rng, 1, 100) : 32 * RandInt(rng, 1, 4);
     const int block_size = i % 3 == 0 ? RandInt(rng, 1, 40) : 16;
     const int pos0 = i % 5 == 0 ? RandInt(rng, 63, 70) : RandInt(rng, 64, 2500);
-    const AttentionCase c(n_kv_heads, n_heads, head_dim, block_size, pos0, 1, 1.5f, rng);
+    const bool int8 = i % 3 == 2;
+    const AttentionCase c(n_kv_heads, n_heads, head_dim, block_size, pos0, 1, 1.5f, rng, int8);
     for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
-      SCOPED_TRACE(::testing::Message() << k->name << " case " << i << " heads " << n_heads << "/" << n_kv_heads
+      SCOPED_TRACE(::testing::Message() << k->name << (int8 ? " int8" : " f16") << " case " << i << " heads " << n_heads << "/" << n_kv_heads
                                         << " hd " << head_dim << " block " << block_size << " pos0 " << pos0);
       GuardedFloats scratch(AttentionScratchFloats(pos0, 1) * pool.size());
       GuardedFloats out(c.q.size());
@@ -335,9 +473,9 @@ TEST(OpsEquivalence, SharedPrefixDecodeAttentionEqualsEachSequence) {
     const int own_blocks = (max_own + block_size) / block_size;
     const int total_blocks = shared_blocks + n_seqs * own_blocks;
     const size_t kv_row = static_cast<size_t>(n_kv_heads) * head_dim;
-    GuardedHalves k_pool(static_cast<size_t>(total_blocks) * block_size * kv_row);
-    GuardedHalves v_pool(static_cast<size_t>(total_blocks) * block_size * kv_row);
-    const PagedKv kv{k_pool.data(), v_pool.data(), block_size, n_kv_heads, head_dim, total_blocks};
+    const bool int8 = i % 3 == 1;
+    KvFixture pools(n_kv_heads, head_dim, block_size, total_blocks * block_size, rng, int8);
+    const PagedKv& kv = pools.kv;
     std::vector<int32_t> ids(total_blocks);
     std::iota(ids.begin(), ids.end(), 0);
     std::shuffle(ids.begin(), ids.end(), rng);
@@ -369,15 +507,15 @@ TEST(OpsEquivalence, SharedPrefixDecodeAttentionEqualsEachSequence) {
       table_ptrs[s] = tables[s].data();
     }
     for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
-      SCOPED_TRACE(::testing::Message() << k->name << " case " << i << " heads " << n_heads << "/" << n_kv_heads
-                                        << " hd " << head_dim << " block " << block_size << " shared " << shared
-                                        << " sequences " << n_seqs);
+      SCOPED_TRACE(::testing::Message() << k->name << (int8 ? " int8" : " f16") << " case " << i << " heads "
+                                        << n_heads << "/" << n_kv_heads << " hd " << head_dim << " block "
+                                        << block_size << " shared " << shared << " sequences " << n_seqs);
       GuardedFloats out(q.size());
       std::vector<float*> out_ptrs(n_seqs);
       for (int s = 0; s < n_seqs; ++s) out_ptrs[s] = out.data() + s * q_row;
       cpu::AttentionSharedPrefixWith(*k, q_ptrs.data(), n_seqs, n_heads, kv, table_ptrs.data(), pos.data(), shared,
                                      scale, out_ptrs.data(), pool);
-      ASSERT_TRUE(out.Intact() && out.Written() && k_pool.Intact() && v_pool.Intact());
+      ASSERT_TRUE(out.Intact() && out.Written() && pools.Intact());
       for (size_t j = 0; j < q.size(); ++j) ASSERT_NEAR(out.data()[j], want[j], kAttnRel * max_v) << j;
     }
   }

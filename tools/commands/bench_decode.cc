@@ -130,12 +130,13 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
   if (!IsPrimaryRank()) return absl::OkStatus();
   const uint64_t bytes_per_token = runner.weight_stream_bytes_per_token();
   const model::ModelConfig& c = runner.config();
-  // KV cache bytes a decode step reads on this rank: every layer's f16 K and V rows of the
-  // step's context (its KV heads split over the TP ranks), averaged over the generated tokens
-  // (decode step i attends to prompt + i + 1 positions).
+  // KV cache bytes a decode step reads on this rank: every layer's K and V rows of the step's
+  // context (its KV heads split over the TP ranks; int8 steps included), averaged over the
+  // generated tokens (decode step i attends to prompt + i + 1 positions).
   const double mean_context = flags.prompt + (flags.gen + 1) / 2.0;
-  const double kv_bytes_per_token = static_cast<double>(c.n_layer) * mean_context * 2.0 *
-                                    (static_cast<double>(c.kv_dim()) / runner.tp_size()) * sizeof(uint16_t);
+  const double kv_bytes_per_token =
+      static_cast<double>(c.n_layer) * mean_context * 2.0 * (static_cast<double>(c.kv_dim()) / runner.tp_size()) *
+      cache::KvBytesPerElement(flags.placement.kv_type, static_cast<int>(c.head_dim));
   nlohmann::json out = {
       {"model", flags.model},
       {"name", c.name},
@@ -149,6 +150,7 @@ Status RunBenchDecode(const BenchDecodeFlags& flags) {
       {"gen_tok_s", gen},
       {"weight_bytes_per_token", bytes_per_token},
       {"effective_gb_s", bytes_per_token * gen / 1e9},
+      {"kv_type", cache::KvTypeName(flags.placement.kv_type)},
       {"kv_bytes_per_token", kv_bytes_per_token},
       // Everything a decode step streams from memory: weights plus the KV cache.
       {"effective_gb_s_with_kv", (static_cast<double>(bytes_per_token) + kv_bytes_per_token) * gen / 1e9},

@@ -30,13 +30,17 @@ int DefaultThreads();
 
 // Where an engine command runs its model: the device (--device) and, under mpirun, how long
 // a tensor-parallel collective may wait (--tp-timeout).
+// Also the KV cache's element type (--kv-type), which LoadModel passes to the runner.
 struct PlacementFlags {
   worker::RunnerDevice device = worker::RunnerDevice::kCpu;
   double timeout_s = 60;  // a collective that waits longer than this fails the whole group
+  cache::KvType kv_type = cache::KvType::kF16;
 };
 void AddPlacementFlags(CLI::App* cmd, PlacementFlags* flags);
 // --device cpu|cuda into `device` (also used by the serving commands).
 void AddDeviceFlag(CLI::App* cmd, worker::RunnerDevice* device);
+// --kv-type f16|int8 into `type` (also used by the serving commands).
+void AddKvTypeFlag(CLI::App* cmd, cache::KvType* type);
 
 // The tensor-parallel group of this process: an Open MPI communicator over all processes when
 // started by mpirun with more than one process (created on first call, lives until exit); null

@@ -43,7 +43,12 @@ Status RunEval(const EvalFlags& flags) {
   BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.placement));
   LoadedModel reference;
   if (!flags.reference.empty()) {
-    BF_ASSIGN_OR_RETURN(reference, LoadModel(flags.reference, options, /*with_tokenizer=*/false, flags.placement));
+    // The reference keeps an f16 KV cache: `--kv-type int8 --reference <the same file>` measures
+    // what the int8 cache costs.
+    PlacementFlags reference_placement = flags.placement;
+    reference_placement.kv_type = cache::KvType::kF16;
+    BF_ASSIGN_OR_RETURN(reference,
+                        LoadModel(flags.reference, options, /*with_tokenizer=*/false, reference_placement));
   }
   const bool primary = IsPrimaryRank();
   tokenizer::EncodeOptions encode;
@@ -71,6 +76,7 @@ Status RunEval(const EvalFlags& flags) {
   if (!primary) return absl::OkStatus();
   nlohmann::json out = {
       {"model", flags.model},
+      {"kv_type", cache::KvTypeName(flags.placement.kv_type)},
       {"text", flags.text_file},
       {"tp", model.runner->tp_size()},
       {"ctx", flags.ctx},
@@ -102,7 +108,9 @@ void RegisterEval(CLI::App& app, int* exit_code) {
       "eval", "Perplexity on a text file; with --reference also KL divergence and top-1 agreement (JSON on stdout)");
   cmd->add_option("-m,--model", flags->model, "GGUF model file")->required();
   cmd->add_option("--text", flags->text_file, "Text file to score")->required();
-  cmd->add_option("--reference", flags->reference, "Reference GGUF model (same vocabulary) for KL divergence");
+  cmd->add_option("--reference", flags->reference,
+                  "Reference GGUF model (same vocabulary) for KL divergence; it runs with an f16 KV cache, so the "
+                  "model file itself with --kv-type int8 measures the int8 cache");
   cmd->add_option("-c,--ctx", flags->ctx, "Tokens per chunk")->capture_default_str();
   cmd->add_option("--chunks", flags->chunks, "Evaluate at most this many chunks (0: all)")->capture_default_str();
   cmd->add_flag("--score-all", flags->score_all,

@@ -128,6 +128,8 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(s.kv_block_size),
       "--kv-blocks",
       std::to_string(w.kv_blocks),
+      "--kv-type",
+      cache::KvTypeName(w.kv_type),
       "--gpu-memory-utilization",
       absl::StrCat(w.gpu_memory_utilization),
       "--comm",

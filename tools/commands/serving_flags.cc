@@ -79,6 +79,7 @@ void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* op
 
 void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool with_context) {
   AddDeviceFlag(&cmd, &options->device);
+  AddKvTypeFlag(&cmd, &options->kv_type);
   cmd.add_option("-t,--threads", options->threads, "Compute threads per rank")->capture_default_str();
   cmd.add_option("--kv-blocks", options->kv_blocks,
                  "KV-cache blocks per rank (0: four full contexts, at most 16384 tokens; with --device cuda, "

@@ -42,6 +42,39 @@ TEST(KvStorageTest, LayersHaveDistinctZeroedPoolsOfTheRightSize) {
   EXPECT_NE((*storage)->Layer(0).k, (*storage)->Layer(1).k);
 }
 
+// int8: codes and one float step per group (32 elements, or the row when head_dim is not a
+// multiple of 32), both zeroed and writable to their last element.
+TEST(KvStorageTest, Int8PoolsHoldCodesAndSteps) {
+  for (const int head_dim : {8, 64}) {
+    KvStorageOptions o = Small();
+    o.head_dim = head_dim;
+    o.type = KvType::kInt8;
+    auto storage = KvStorage::Create(o);
+    ASSERT_TRUE(storage.ok()) << storage.status();
+    const size_t elems = size_t{5} * 4 * 2 * head_dim;
+    const size_t steps = elems / (head_dim == 64 ? 32 : head_dim);
+    EXPECT_EQ((*storage)->bytes(), 3u * 2 * (elems + steps * sizeof(float)));
+    for (int layer = 0; layer < 3; ++layer) {
+      kernels::PagedKv kv = (*storage)->Layer(layer);
+      ASSERT_TRUE(kv.int8());
+      EXPECT_EQ(kv.k, nullptr);
+      EXPECT_EQ(kv.v, nullptr);
+      ASSERT_NE(kv.k8, nullptr);
+      ASSERT_NE(kv.v8, nullptr);
+      ASSERT_NE(kv.k_scale, nullptr);
+      ASSERT_NE(kv.v_scale, nullptr);
+      for (size_t i = 0; i < elems; ++i) ASSERT_EQ(kv.k8[i] | kv.v8[i], 0);
+      for (size_t i = 0; i < steps; ++i) ASSERT_EQ(kv.k_scale[i] + kv.v_scale[i], 0.0f);
+      kv.k8[elems - 1] = kv.v8[elems - 1] = 1;
+      kv.k_scale[steps - 1] = kv.v_scale[steps - 1] = 1.0f;
+    }
+  }
+  EXPECT_STREQ(KvTypeName(KvType::kInt8), "int8");
+  EXPECT_EQ(ParseKvType("f16").value(), KvType::kF16);
+  EXPECT_EQ(ParseKvType("int8").value(), KvType::kInt8);
+  EXPECT_EQ(ParseKvType("fp8").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(KvStorageTest, RejectsBadOptions) {
   KvStorageOptions o = Small();
   o.num_blocks = 0;
@@ -51,7 +84,8 @@ TEST(KvStorageTest, RejectsBadOptions) {
   EXPECT_EQ(KvStorage::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
   o = Small();
   o.type = KvType::kInt8;
-  EXPECT_EQ(KvStorage::Create(o).status().code(), absl::StatusCode::kUnimplemented);
+  o.num_blocks = -1;
+  EXPECT_EQ(KvStorage::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
   o = Small();
   o.num_blocks = 1 << 30;
   o.block_size = 1 << 30;
