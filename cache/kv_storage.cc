@@ -34,12 +34,28 @@ StatusOr<uint64_t> KvLayerPoolElements(const KvStorageOptions& options) {
   return *elems;
 }
 
+namespace {
+
+// Bytes of one pool (K or V) of one layer holding `elems` elements, int8 steps included.
+uint64_t LayerPoolBytes(const KvStorageOptions& options, uint64_t elems) {
+  if (options.type != KvType::kInt8) return elems * sizeof(uint16_t);
+  return elems + elems / kernels::KvInt8Group(options.head_dim) * sizeof(float);
+}
+
+}  // namespace
+
+StatusOr<uint64_t> KvStorage::BytesFor(const KvStorageOptions& options) {
+  BF_ASSIGN_OR_RETURN(const uint64_t elems, KvLayerPoolElements(options));
+  // KvLayerPoolElements checked that 4 bytes per element (f16's K and V) of every layer fit.
+  return LayerPoolBytes(options, elems) * 2 * static_cast<uint64_t>(options.num_layers);
+}
+
 StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(const KvStorageOptions& options) {
   BF_ASSIGN_OR_RETURN(const uint64_t elems, KvLayerPoolElements(options));
   auto storage = std::unique_ptr<KvStorage>(new KvStorage(options));
   const bool int8 = options.type == KvType::kInt8;
   const uint64_t steps = int8 ? elems / kernels::KvInt8Group(options.head_dim) : 0;
-  storage->layer_pool_bytes_ = int8 ? elems + steps * sizeof(float) : elems * sizeof(uint16_t);
+  storage->layer_pool_bytes_ = LayerPoolBytes(options, elems);
   storage->layers_.resize(options.num_layers);
   for (LayerPools& pools : storage->layers_) {
     // calloc: large zeroed allocations come straight from the OS, committed on first touch.

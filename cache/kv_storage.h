@@ -52,6 +52,8 @@ class KvStorage {
   // INVALID_ARGUMENT for non-positive sizes, RESOURCE_EXHAUSTED when the allocation fails or
   // the size overflows.
   static StatusOr<std::unique_ptr<KvStorage>> Create(const KvStorageOptions& options);
+  // What Create would allocate (bytes() of the result), with Create's errors but allocating nothing.
+  static StatusOr<uint64_t> BytesFor(const KvStorageOptions& options);
 
   const KvStorageOptions& options() const { return options_; }
   int num_blocks() const { return options_.num_blocks; }

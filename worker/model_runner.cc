@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_format.h"
 #include "cache/block_table.h"
 #include "core/logging.h"
 #include "kernels/matmul.h"
@@ -58,8 +59,8 @@ Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* o) 
   if (o->kv_block_size < 1 || o->kv_block_size > 4096) {
     return absl::InvalidArgumentError(absl::StrCat("KV block size must be in [1, 4096], got ", o->kv_block_size));
   }
-  if (o->max_context < 0 || o->kv_blocks < 0) {
-    return absl::InvalidArgumentError("max_context and kv_blocks must be >= 0");
+  if (o->max_context < 0 || o->kv_blocks < 0 || o->kv_cache_bytes < 0) {
+    return absl::InvalidArgumentError("max_context, kv_blocks and kv_cache_bytes must be >= 0");
   }
   if (!(o->gpu_memory_utilization >= 0 && o->gpu_memory_utilization <= 1)) {
     return absl::InvalidArgumentError(
@@ -68,6 +69,24 @@ Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* o) 
   if (o->max_context == 0) o->max_context = config.n_ctx_train > 0 ? static_cast<int>(config.n_ctx_train) : 4096;
   if (o->kv_blocks == 0) o->kv_blocks = static_cast<int>(cache::BlocksForTokens(o->max_context, o->kv_block_size));
   return absl::OkStatus();
+}
+
+// The blocks of `kv` (its num_blocks ignored) that `budget` bytes hold, at most 2^24 (block ids
+// are int32); INVALID_ARGUMENT when they hold less than one max_context sequence.
+StatusOr<int> KvBlocksForBudget(cache::KvStorageOptions kv, int64_t budget, int max_context) {
+  kv.num_blocks = 1;
+  BF_ASSIGN_OR_RETURN(const uint64_t block_bytes, cache::KvStorage::BytesFor(kv));
+  const uint64_t fits = static_cast<uint64_t>(budget) / block_bytes;
+  const uint64_t context_blocks = static_cast<uint64_t>(cache::BlocksForTokens(max_context, kv.block_size));
+  if (fits < context_blocks) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a KV cache of %.1f MiB holds %d tokens (%s, %llu bytes per %d-token block on this rank), fewer than one "
+        "%d-token context: raise --kv-cache-mib or lower --ctx",
+        static_cast<double>(budget) / (1 << 20), static_cast<int>(fits * kv.block_size), cache::KvTypeName(kv.type),
+        static_cast<unsigned long long>(block_bytes), kv.block_size, max_context));
+  }
+  constexpr uint64_t kMaxBlocks = uint64_t{1} << 24;
+  return static_cast<int>(std::min(fits, kMaxBlocks));
 }
 
 Status CheckRunnerShapes(const model::ModelConfig& c) {
@@ -112,6 +131,18 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
   impl->dims_.n_head_kv = static_cast<int>(shard.kv_heads.size());
   impl->dims_.n_ff = static_cast<int>(shard.ffn.size());
 
+  cache::KvStorageOptions kv;
+  kv.num_layers = static_cast<int>(c.n_layer);
+  kv.n_kv_heads = impl->dims_.n_head_kv;
+  kv.head_dim = impl->dims_.head_dim;
+  kv.num_blocks = o.kv_blocks;
+  kv.block_size = o.kv_block_size;
+  kv.type = o.kv_type;
+  if (options.kv_blocks == 0 && options.kv_cache_bytes > 0) {  // before loading: a budget too small fails fast
+    BF_ASSIGN_OR_RETURN(kv.num_blocks, KvBlocksForBudget(kv, options.kv_cache_bytes, o.max_context));
+    impl->options_.kv_blocks = kv.num_blocks;
+  }
+
   namespace names = model::tensor_names;
   const uint64_t local_vocab = shard.vocab.size();
   BF_ASSIGN_OR_RETURN(impl->embedding_, TokenEmbedding::Load(f, *shard.Find(names::kTokenEmbd)));
@@ -128,13 +159,6 @@ StatusOr<std::unique_ptr<ModelRunnerImpl>> ModelRunnerImpl::Create(std::shared_p
     BF_ASSIGN_OR_RETURN(impl->layers_, LoadLlamaLayers(f, c, shard, impl->dims_, pool));
   }
 
-  cache::KvStorageOptions kv;
-  kv.num_layers = static_cast<int>(c.n_layer);
-  kv.n_kv_heads = impl->dims_.n_head_kv;
-  kv.head_dim = impl->dims_.head_dim;
-  kv.num_blocks = o.kv_blocks;
-  kv.block_size = o.kv_block_size;
-  kv.type = o.kv_type;
   BF_ASSIGN_OR_RETURN(impl->kv_, cache::KvStorage::Create(kv));
 
   impl->gather_ = o.gather_logits && tp > 1;

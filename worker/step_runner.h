@@ -40,6 +40,9 @@ struct RunnerOptions {
   // device's total memory, less what is in use once the weights and step buffers are loaded (as
   // vLLM's --gpu-memory-utilization). 0: off. Ignored by the CPU runner.
   double gpu_memory_utilization = 0;
+  // CPU runner with kv_blocks 0: the KV pool's memory budget in bytes (as many blocks of
+  // kv_type as fit; at least one max_context sequence, else INVALID_ARGUMENT). 0: off.
+  int64_t kv_cache_bytes = 0;
   cache::KvType kv_type = cache::KvType::kF16;
   // Peers of a tensor-parallel group; null: single rank. Not owned; must outlive the runner.
   sharding::Communicator* communicator = nullptr;

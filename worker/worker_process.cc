@@ -113,8 +113,17 @@ StatusOr<RunnerOptions> ResolveRunnerOptions(const WorkerOptions& o, const gguf:
   runner_options.max_step_sequences = o.max_step_sequences;
   runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence
   runner_options.device = o.device;
+  if (o.kv_cache_mib < 0) return absl::InvalidArgumentError("--kv-cache-mib must be >= 0");
+  if (o.kv_cache_mib > 0 && o.device == RunnerDevice::kCuda) {
+    return absl::InvalidArgumentError(
+        "--kv-cache-mib sizes a CPU runner's KV pool; with --device cuda, --gpu-memory-utilization (or --kv-blocks) "
+        "does");
+  }
   if (o.kv_blocks > 0) {
     runner_options.kv_blocks = o.kv_blocks;
+  } else if (o.kv_cache_mib > 0) {
+    runner_options.kv_blocks = 0;  // as many blocks as the budget holds (ModelRunner)
+    runner_options.kv_cache_bytes = int64_t{o.kv_cache_mib} << 20;
   } else if (o.device == RunnerDevice::kCuda) {
     // The device's memory decides: the pool takes what the weights and buffers leave.
     runner_options.kv_blocks = 0;

@@ -38,6 +38,7 @@ struct WorkerOptions {
   int kv_blocks = 0;    // 0: four full contexts, at most 16384 tokens (at least one context);
                         // with device kCuda, what gpu_memory_utilization leaves (RunnerOptions)
   double gpu_memory_utilization = 0.9;
+  int kv_cache_mib = 0;  // CPU, with kv_blocks 0: the KV pool's memory per rank (0: the default above)
   int kv_block_size = 16;
   cache::KvType kv_type = cache::KvType::kF16;  // int8: CPU runners only
   int max_step_tokens = 512;

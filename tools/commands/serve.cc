@@ -130,6 +130,8 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(w.kv_blocks),
       "--kv-type",
       cache::KvTypeName(w.kv_type),
+      "--kv-cache-mib",
+      std::to_string(w.kv_cache_mib),
       "--gpu-memory-utilization",
       absl::StrCat(w.gpu_memory_utilization),
       "--comm",

@@ -82,8 +82,13 @@ void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool wit
   AddKvTypeFlag(&cmd, &options->kv_type);
   cmd.add_option("-t,--threads", options->threads, "Compute threads per rank")->capture_default_str();
   cmd.add_option("--kv-blocks", options->kv_blocks,
-                 "KV-cache blocks per rank (0: four full contexts, at most 16384 tokens; with --device cuda, "
-                 "what --gpu-memory-utilization leaves after the weights)")
+                 "KV-cache blocks per rank (0: what --kv-cache-mib holds, else four full contexts, at most 16384 "
+                 "tokens; with --device cuda, what --gpu-memory-utilization leaves after the weights)")
+      ->capture_default_str();
+  cmd.add_option("--kv-cache-mib", options->kv_cache_mib,
+                 "CPU, with --kv-blocks 0: KV-cache memory per rank in MiB; the pool takes as many blocks of "
+                 "--kv-type as fit (0: the --kv-blocks default)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd.add_option("--gpu-memory-utilization", options->gpu_memory_utilization,
                  "With --device cuda and --kv-blocks 0: the fraction of the GPU's memory this rank may fill "

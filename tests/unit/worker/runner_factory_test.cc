@@ -4,6 +4,7 @@
 #include "worker/runner_factory.h"
 
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -68,6 +69,38 @@ TEST(RunnerFactoryTest, CpuDeviceBuildsTheCpuRunner) {
   ASSERT_TRUE(logits.ok()) << logits.status();
   ASSERT_EQ(logits->n_vocab(), r.n_vocab());
   for (float v : logits->Last(0)) ASSERT_TRUE(std::isfinite(v));
+}
+
+// A CPU KV budget (kv_blocks 0, kv_cache_bytes > 0) takes as many blocks of the cache type as fit:
+// the int8 cache holds 2 / 1.125 as many tokens in the same bytes as f16 (head_dim a multiple of
+// 32), or one per row step otherwise. A budget under one context is refused before loading.
+TEST(RunnerFactoryTest, KvCacheBudgetSetsTheBlockCount) {
+  auto file = TinyLlama();
+  ASSERT_NE(file, nullptr);
+  constexpr int64_t kBudget = int64_t{3} << 20;
+  std::map<cache::KvType, int> blocks;
+  for (const cache::KvType type : {cache::KvType::kF16, cache::KvType::kInt8}) {
+    RunnerOptions o = SmallOptions(RunnerDevice::kCpu);
+    o.kv_blocks = 0;
+    o.kv_cache_bytes = kBudget;
+    o.kv_type = type;
+    auto runner = CreateRunner(file, o);
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    const model::ModelConfig& c = (*runner)->config();
+    const double block_bytes = 2.0 * c.n_layer * o.kv_block_size * c.n_head_kv * c.head_dim *
+                               cache::KvBytesPerElement(type, static_cast<int>(c.head_dim));
+    EXPECT_EQ((*runner)->kv_blocks(), static_cast<int>(kBudget / static_cast<int64_t>(block_bytes)))
+        << cache::KvTypeName(type);
+    blocks[type] = (*runner)->kv_blocks();
+  }
+  EXPECT_GT(blocks[cache::KvType::kInt8], blocks[cache::KvType::kF16] * 3 / 2);
+
+  RunnerOptions small = SmallOptions(RunnerDevice::kCpu);
+  small.kv_blocks = 0;
+  small.kv_cache_bytes = 4096;
+  auto refused = CreateRunner(file, small);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_NE(std::string(refused.status().message()).find("--kv-cache-mib"), std::string::npos) << refused.status();
 }
 
 TEST(RunnerFactoryTest, CudaDeviceRunsOrSaysWhyNot) {
