@@ -1,5 +1,6 @@
 #include "coordinator/tls.h"
 
+#include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -33,6 +34,28 @@ Status FileError(const std::string& flag, const std::string& path, const std::st
   return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": ", what));
 }
 
+// "Nov 28 00:00:00 2026 GMT", OpenSSL's rendering of an ASN.1 time.
+std::string TimeText(const ASN1_TIME* time) {
+  std::unique_ptr<BIO, BioFree> bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || ASN1_TIME_print(bio.get(), time) != 1) return "an unreadable time";
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<size_t>(n));
+}
+
+// A certificate outside its validity period now: every client would refuse the handshake with
+// a message about the certificate, far from the operator, so the server refuses to start.
+Status CheckValidNow(const X509& cert, const std::string& flag, const std::string& path) {
+  if (X509_cmp_current_time(X509_get0_notAfter(&cert)) <= 0) {
+    return FileError(flag, path, absl::StrCat("the certificate expired on ", TimeText(X509_get0_notAfter(&cert))));
+  }
+  if (X509_cmp_current_time(X509_get0_notBefore(&cert)) >= 0) {
+    return FileError(flag, path,
+                     absl::StrCat("the certificate is not valid before ", TimeText(X509_get0_notBefore(&cert))));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Status CheckTlsFiles(const TlsFiles& files) {
@@ -48,6 +71,7 @@ Status CheckTlsFiles(const TlsFiles& files) {
   auto cert_bio = MemoryBio(cert_pem);
   std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassword, nullptr));
   if (cert == nullptr) return FileError("--tls-cert", files.cert_file, "holds no PEM certificate");
+  BF_RETURN_IF_ERROR(CheckValidNow(*cert, "--tls-cert", files.cert_file));
   auto key_bio = MemoryBio(key_pem);
   std::unique_ptr<EVP_PKEY, KeyFree> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassword, nullptr));
   if (key == nullptr) return FileError("--tls-key", files.key_file, "holds no unencrypted PEM private key");
@@ -59,6 +83,7 @@ Status CheckTlsFiles(const TlsFiles& files) {
     auto ca_bio = MemoryBio(ca_pem);
     std::unique_ptr<X509, X509Free> ca(PEM_read_bio_X509(ca_bio.get(), nullptr, NoPassword, nullptr));
     if (ca == nullptr) return FileError("--tls-client-ca", files.client_ca_file, "holds no PEM certificate");
+    BF_RETURN_IF_ERROR(CheckValidNow(*ca, "--tls-client-ca", files.client_ca_file));
   }
   return absl::OkStatus();
 }

@@ -22,7 +22,9 @@ struct TlsFiles {
 // INVALID_ARGUMENT naming the file and the problem: a certificate without its key or the other
 // way round, a client CA without a server certificate, a file that cannot be read or holds no
 // PEM certificate / key, an encrypted key (never a pass phrase prompt: the server has no
-// terminal to ask on), a key that does not belong to the certificate.
+// terminal to ask on), a key that does not belong to the certificate, a server certificate or
+// client CA certificate (the first of its file) that has expired or is not valid yet. Files are
+// read at start only: a rotated certificate takes a restart.
 Status CheckTlsFiles(const TlsFiles& files);
 
 // The gRPC server's credentials: TLS from `files` (checked first), insecure when none are set.

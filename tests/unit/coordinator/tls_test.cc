@@ -3,6 +3,9 @@
 // Certificates come from the openssl command at test time (skipped, saying so, without it).
 #include "coordinator/tls.h"
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -91,6 +94,49 @@ TEST(TlsFilesTest, IncompleteOrMismatchedFilesAreRefused) {
   refused({pki["server.pem"], pki["server.pem"], ""}, "no unencrypted PEM private key");
   refused({pki["server.pem"], pki["server.key"], pki["server.key"]}, "no PEM certificate");
   EXPECT_EQ(CheckTlsFiles({pki["missing.pem"], pki["server.key"], ""}).code(), absl::StatusCode::kNotFound);
+}
+
+// Writes a self-signed P-256 certificate valid from now + from_s to now + to_s seconds, and its
+// key (the openssl command cannot date a certificate in the past). False on any failure.
+bool WriteDatedCertificate(const std::string& cert_path, const std::string& key_path, long from_s, long to_s) {
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
+  if (key == nullptr || cert == nullptr) return false;
+  X509_NAME* name = X509_get_subject_name(cert.get());
+  const bool built =
+      X509_set_version(cert.get(), 2) == 1 && ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 7) == 1 &&
+      X509_gmtime_adj(X509_getm_notBefore(cert.get()), from_s) != nullptr &&
+      X509_gmtime_adj(X509_getm_notAfter(cert.get()), to_s) != nullptr && X509_set_pubkey(cert.get(), key.get()) == 1 &&
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("dated"), -1, -1,
+                                 0) == 1 &&
+      X509_set_issuer_name(cert.get(), name) == 1 && X509_sign(cert.get(), key.get(), EVP_sha256()) > 0;
+  if (!built) return false;
+  std::unique_ptr<FILE, decltype(&std::fclose)> cert_file(std::fopen(cert_path.c_str(), "w"), std::fclose);
+  std::unique_ptr<FILE, decltype(&std::fclose)> key_file(std::fopen(key_path.c_str(), "w"), std::fclose);
+  return cert_file != nullptr && key_file != nullptr && PEM_write_X509(cert_file.get(), cert.get()) == 1 &&
+         PEM_write_PrivateKey(key_file.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
+}
+
+// A server certificate or client CA outside its validity period refuses the start, saying when
+// it expired or from when it is valid; one valid now passes.
+TEST(TlsFilesTest, ExpiredOrNotYetValidCertificatesAreRefused) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("tls-dates-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const auto path = [&](const std::string& name) { return (dir / name).string(); };
+  ASSERT_TRUE(WriteDatedCertificate(path("expired.pem"), path("expired.key"), -2 * 86400, -86400));
+  ASSERT_TRUE(WriteDatedCertificate(path("future.pem"), path("future.key"), 86400, 2 * 86400));
+  ASSERT_TRUE(WriteDatedCertificate(path("now.pem"), path("now.key"), -60, 86400));
+  EXPECT_TRUE(CheckTlsFiles({path("now.pem"), path("now.key"), path("now.pem")}).ok());
+  const auto refused = [](const TlsFiles& files, const std::string& words) {
+    const Status status = CheckTlsFiles(files);
+    ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << words;
+    EXPECT_NE(std::string(status.message()).find(words), std::string::npos) << status;
+  };
+  refused({path("expired.pem"), path("expired.key"), ""}, "--tls-cert " + path("expired.pem") +
+                                                              ": the certificate expired on ");
+  refused({path("future.pem"), path("future.key"), ""}, "the certificate is not valid before ");
+  refused({path("now.pem"), path("now.key"), path("expired.pem")}, "--tls-client-ca " + path("expired.pem"));
+  fs::remove_all(dir);
 }
 
 // An encrypted key is refused, not met with OpenSSL's pass phrase prompt: the check runs in a
