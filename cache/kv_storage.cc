@@ -84,8 +84,8 @@ kernels::PagedKv KvStorage::Layer(int layer) const {
   if (options_.type == KvType::kInt8) {
     kv.k8 = static_cast<int8_t*>(pools.k.get());
     kv.v8 = static_cast<int8_t*>(pools.v.get());
-    kv.k_scale = static_cast<float*>(pools.k_steps.get());
-    kv.v_scale = static_cast<float*>(pools.v_steps.get());
+    kv.k_steps = static_cast<float*>(pools.k_steps.get());
+    kv.v_steps = static_cast<float*>(pools.v_steps.get());
   } else {
     kv.k = static_cast<uint16_t*>(pools.k.get());
     kv.v = static_cast<uint16_t*>(pools.v.get());

@@ -46,7 +46,7 @@ int64_t ArgMax(const float* x, int64_t n);
 // Two element types (docs/engine.md, "KV cache element types"):
 // - f16 (k, v set): IEEE half bits.
 // - int8 (k8, v8 set, k and v null; CPU only): the element at offset o is the f16 rounding of
-//   k8[o] * k_scale[o / KvInt8Group(head_dim)] (V alike). A group of KvInt8Group elements of one
+//   k8[o] * k_steps[o / KvInt8Group(head_dim)] (V alike). A group of KvInt8Group elements of one
 //   row shares its step absmax / 127, like Q8_0 blocks; a group holding a NaN or infinity has a
 //   NaN step, so a broken row poisons attention as it would in f16.
 struct PagedKv {
@@ -58,8 +58,8 @@ struct PagedKv {
   int num_blocks = 0;
   int8_t* k8 = nullptr;
   int8_t* v8 = nullptr;
-  float* k_scale = nullptr;
-  float* v_scale = nullptr;
+  float* k_steps = nullptr;
+  float* v_steps = nullptr;
 
   bool int8() const { return k8 != nullptr; }
 };

@@ -46,8 +46,8 @@ void PrefetchKv(const PagedKv& kv, const int32_t* block_table, int j0, int j1, i
     }
     if (kv.int8()) {
       const uint64_t step = off / KvInt8Group(kv.head_dim);
-      __builtin_prefetch(kv.k_scale + step, 0, 3);
-      __builtin_prefetch(kv.v_scale + step, 0, 3);
+      __builtin_prefetch(kv.k_steps + step, 0, 3);
+      __builtin_prefetch(kv.v_steps + step, 0, 3);
     }
   }
 }
@@ -76,8 +76,8 @@ KvRows ReadKvRows(const CpuKernels& k, const PagedKv& kv, const int32_t* block_t
   uint16_t* vb = buf + kKvRunHalves;
   for (int i = 0; i < n; ++i) {
     const uint64_t o = off + static_cast<uint64_t>(i) * stride;
-    k.dequant_i8_f16(kv.k8 + o, kv.k_scale + o / group, hd, group, kb + int64_t{i} * hd);
-    k.dequant_i8_f16(kv.v8 + o, kv.v_scale + o / group, hd, group, vb + int64_t{i} * hd);
+    k.dequant_i8_f16(kv.k8 + o, kv.k_steps + o / group, hd, group, kb + int64_t{i} * hd);
+    k.dequant_i8_f16(kv.v8 + o, kv.v_steps + o / group, hd, group, vb + int64_t{i} * hd);
   }
   return {kb, vb, hd};
 }
@@ -293,8 +293,8 @@ void WriteKvWith(const CpuKernels& k, const PagedKv& kv, const int32_t* block_ta
       const int64_t src = t * row + int64_t{g} * kv.head_dim;
       if (kv.int8()) {
         for (int d = 0; d < kv.head_dim; d += group) {
-          QuantizeKvGroup(k, kk + src + d, group, kv.k8 + off + d, kv.k_scale + (off + d) / group);
-          QuantizeKvGroup(k, v + src + d, group, kv.v8 + off + d, kv.v_scale + (off + d) / group);
+          QuantizeKvGroup(k, kk + src + d, group, kv.k8 + off + d, kv.k_steps + (off + d) / group);
+          QuantizeKvGroup(k, v + src + d, group, kv.v8 + off + d, kv.v_steps + (off + d) / group);
         }
         continue;
       }
@@ -415,8 +415,8 @@ PagedKv DequantizeContext(const CpuKernels& k, const PagedKv& kv, const int32_t*
   auto positions = [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const uint64_t off = ref::PagedKvOffset(kv, block_table, static_cast<int>(p), 0);
-      k.dequant_i8_f16(kv.k8 + off, kv.k_scale + off / group, row, group, kc + p * row);
-      k.dequant_i8_f16(kv.v8 + off, kv.v_scale + off / group, row, group, vc + p * row);
+      k.dequant_i8_f16(kv.k8 + off, kv.k_steps + off / group, row, group, kc + p * row);
+      k.dequant_i8_f16(kv.v8 + off, kv.v_steps + off / group, row, group, vc + p * row);
     }
   };
   if (pool == nullptr || pool->size() == 1) {

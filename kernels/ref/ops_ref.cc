@@ -112,7 +112,7 @@ void QuantizeKvGroupRef(const float* x, int n, int8_t* q, float* step) {
 float KvValueRef(const PagedKv& kv, bool is_k, uint64_t off) {
   if (!kv.int8()) return HalfToFloat((is_k ? kv.k : kv.v)[off]);
   const int8_t code = (is_k ? kv.k8 : kv.v8)[off];
-  const float step = (is_k ? kv.k_scale : kv.v_scale)[off / KvInt8Group(kv.head_dim)];
+  const float step = (is_k ? kv.k_steps : kv.v_steps)[off / KvInt8Group(kv.head_dim)];
   return HalfToFloat(FloatToHalf(static_cast<float>(code) * step));
 }
 
@@ -125,8 +125,8 @@ void WriteKvRef(const PagedKv& kv, const int32_t* block_table, int pos0, int n_t
       const int64_t src = int64_t{t} * row + g * kv.head_dim;
       if (kv.int8()) {
         for (int d = 0; d < kv.head_dim; d += group) {
-          QuantizeKvGroupRef(k + src + d, group, kv.k8 + off + d, kv.k_scale + (off + d) / group);
-          QuantizeKvGroupRef(v + src + d, group, kv.v8 + off + d, kv.v_scale + (off + d) / group);
+          QuantizeKvGroupRef(k + src + d, group, kv.k8 + off + d, kv.k_steps + (off + d) / group);
+          QuantizeKvGroupRef(v + src + d, group, kv.v8 + off + d, kv.v_steps + (off + d) / group);
         }
         continue;
       }

@@ -195,8 +195,8 @@ struct KvFixture {
       kv.k = kv.v = nullptr;
       kv.k8 = k8.data();
       kv.v8 = v8.data();
-      kv.k_scale = k_steps.data();
-      kv.v_scale = v_steps.data();
+      kv.k_steps = k_steps.data();
+      kv.v_steps = v_steps.data();
     }
     for (int b = 0; b < blocks; ++b) table.push_back(b);
     std::shuffle(table.begin(), table.end(), rng);
@@ -233,8 +233,8 @@ void ExpectSameKv(const PagedKv& got, const PagedKv& want, const int32_t* table,
           ASSERT_EQ(got.k8[off + d], want.k8[off + d]) << p << " " << g << " " << d;
           ASSERT_EQ(got.v8[off + d], want.v8[off + d]) << p << " " << g << " " << d;
           if (d % group == 0) {
-            ASSERT_EQ(bits(got.k_scale[(off + d) / group]), bits(want.k_scale[(off + d) / group]));
-            ASSERT_EQ(bits(got.v_scale[(off + d) / group]), bits(want.v_scale[(off + d) / group]));
+            ASSERT_EQ(bits(got.k_steps[(off + d) / group]), bits(want.k_steps[(off + d) / group]));
+            ASSERT_EQ(bits(got.v_steps[(off + d) / group]), bits(want.v_steps[(off + d) / group]));
           }
         } else {
           ASSERT_EQ(got.k[off + d], want.k[off + d]) << p << " " << g << " " << d;
@@ -353,7 +353,7 @@ TEST(OpsEquivalence, Int8KvHoldsEachGroupWithinHalfAStep) {
           for (int d0 = 0; d0 < head_dim; d0 += group) {
             for (const bool is_k : {true, false}) {
               const float* x = (is_k ? keys.data() : values.data()) + p * kv_row + g * head_dim + d0;
-              const float step = (is_k ? f.kv.k_scale : f.kv.v_scale)[(off + d0) / group];
+              const float step = (is_k ? f.kv.k_steps : f.kv.v_steps)[(off + d0) / group];
               bool finite = true;
               float absmax = 0.0f;
               for (int d = 0; d < group; ++d) {

@@ -61,12 +61,12 @@ TEST(KvStorageTest, Int8PoolsHoldCodesAndSteps) {
       EXPECT_EQ(kv.v, nullptr);
       ASSERT_NE(kv.k8, nullptr);
       ASSERT_NE(kv.v8, nullptr);
-      ASSERT_NE(kv.k_scale, nullptr);
-      ASSERT_NE(kv.v_scale, nullptr);
+      ASSERT_NE(kv.k_steps, nullptr);
+      ASSERT_NE(kv.v_steps, nullptr);
       for (size_t i = 0; i < elems; ++i) ASSERT_EQ(kv.k8[i] | kv.v8[i], 0);
-      for (size_t i = 0; i < steps; ++i) ASSERT_EQ(kv.k_scale[i] + kv.v_scale[i], 0.0f);
+      for (size_t i = 0; i < steps; ++i) ASSERT_EQ(kv.k_steps[i] + kv.v_steps[i], 0.0f);
       kv.k8[elems - 1] = kv.v8[elems - 1] = 1;
-      kv.k_scale[steps - 1] = kv.v_scale[steps - 1] = 1.0f;
+      kv.k_steps[steps - 1] = kv.v_steps[steps - 1] = 1.0f;
     }
   }
   EXPECT_STREQ(KvTypeName(KvType::kInt8), "int8");
