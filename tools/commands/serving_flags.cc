@@ -87,7 +87,7 @@ void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool wit
       ->capture_default_str();
   cmd.add_option("--kv-cache-mib", options->kv_cache_mib,
                  "CPU, with --kv-blocks 0: KV-cache memory per rank in MiB; the pool takes as many blocks of "
-                 "--kv-type as fit (0: the --kv-blocks default)")
+                 "--kv-type as fit (0: off; then --kv-blocks 0 means four full contexts)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd.add_option("--gpu-memory-utilization", options->gpu_memory_utilization,
