@@ -10,6 +10,7 @@
 
 #include "coordinator/api_service.h"
 #include "coordinator/control_service.h"
+#include "coordinator/health_service.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_metrics.h"
 #include "coordinator/metrics.h"
@@ -17,7 +18,6 @@
 #include "coordinator/step_codec.h"
 #include "core/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -55,6 +55,7 @@ struct CoordinatorServer::State final : public ReplicaObserver {
   std::unique_ptr<ControlService> control;  // null when the replicas run in this process
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<ApiService> api;
+  std::unique_ptr<HealthService> health;  // declared first: outlives the server that serves it
   std::unique_ptr<grpc::Server> api_server;
   std::unique_ptr<grpc::Server> control_server;
   std::unique_ptr<HttpMetricsServer> http;
@@ -79,13 +80,11 @@ struct CoordinatorServer::State final : public ReplicaObserver {
 
   // Publishes the health of every replica and of the whole server.
   void UpdateHealth() {
-    if (api_server == nullptr) return;
-    grpc::HealthCheckServiceInterface* health = api_server->GetHealthCheckService();
     if (health == nullptr) return;
     const bool serving = Serving();
-    health->SetServingStatus("", serving);
-    health->SetServingStatus(kInferenceService, serving);
-    for (int r = 0; r < options.replicas; ++r) health->SetServingStatus(ReplicaHealthName(r), ReplicaServing(r));
+    health->Set("", serving);
+    health->Set(kInferenceService, serving);
+    for (int r = 0; r < options.replicas; ++r) health->Set(ReplicaHealthName(r), ReplicaServing(r));
   }
 
   // Refreshes health every kHealthRefresh and whenever a replica comes or goes.
@@ -123,6 +122,7 @@ struct CoordinatorServer::State final : public ReplicaObserver {
     draining.store(true);
     StopHealth();
     UpdateHealth();
+    if (health) health->Shutdown();  // NOT_SERVING for good; ends the Watch streams
     if (http) http->Stop();
     // The scheduler first: it finishes every request, which lets the Generate handlers (gRPC
     // and HTTP) return.
@@ -247,22 +247,25 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   state->api = std::make_unique<ApiService>(api, *state->tokenizer, *state->scheduler, state->metrics,
                                             [raw] { return raw->ServingReplicas(); });
 
-  grpc::EnableDefaultHealthCheckService(true);
+  // Health is this process's own service (health_service.h): every name NOT_SERVING before the
+  // port listens. gRPC's default one would answer SERVING until first set, and must not be
+  // registered beside it.
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   {
+    std::vector<std::string> health_names = {"", kInferenceService};
+    for (int r = 0; r < options.replicas; ++r) health_names.push_back(ReplicaHealthName(r));
+    state->health = std::make_unique<HealthService>(health_names);
     grpc::ServerBuilder builder;
     BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, GrpcServerCredentials(options.tls));
     builder.AddListeningPort(options.listen, credentials, &state->api_port);
     builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
     builder.RegisterService(state->api.get());
+    builder.RegisterService(state->health.get());
     state->api_server = builder.BuildAndStart();
     if (state->api_server == nullptr || state->api_port == 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, " (client API)"));
     }
-    // gRPC's health service starts with the server-wide status SERVING: publish the real one
-    // (NOT_SERVING until a replica is ready) at once, not when the health thread first runs, or a
-    // client polling from start-up can see SERVING with no worker registered (seen in the
-    // multi-host test). A client can still slip into the microseconds before this call.
     state->UpdateHealth();
   }
   if (state->control != nullptr) {
