@@ -51,10 +51,12 @@ grpc::Status HealthService::Check(grpc::ServerContext*, const grpc::health::v1::
 
 grpc::Status HealthService::Watch(grpc::ServerContext* context, const grpc::health::v1::HealthCheckRequest* request,
                                   grpc::ServerWriter<HealthCheckResponse>* writer) {
-  uint64_t seen = 0;
   ServingStatus sent = HealthCheckResponse::UNKNOWN;
   absl::MutexLock lock(&mu_);
   while (true) {
+    // The version this status belongs to: a change made while the lock is released for the
+    // write below is then still seen as one.
+    const uint64_t seen = version_;
     const ServingStatus now = StatusLocked(request->service());
     if (now != sent) {
       HealthCheckResponse response;
@@ -64,9 +66,9 @@ grpc::Status HealthService::Watch(grpc::ServerContext* context, const grpc::heal
       const bool written = writer->Write(response);
       mu_.Lock();
       if (!written) return grpc::Status::OK;  // the client went away
+      continue;  // look again: the status may have changed during the write
     }
-    if (shut_down_) return grpc::Status::OK;
-    seen = version_;
+    if (shut_down_) return grpc::Status::OK;  // and NOT_SERVING, computed after it, was sent
     const auto changed = [this, seen]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return version_ != seen; };
     while (!context->IsCancelled() && !mu_.AwaitWithTimeout(absl::Condition(&changed), kWatchPoll)) {
     }

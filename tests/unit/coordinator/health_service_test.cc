@@ -50,6 +50,20 @@ class HealthServiceTest : public ::testing::Test {
     return {status.error_code(), response.status()};
   }
 
+  // A Watch of `name` on `context` (deadline 20 s).
+  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> StartWatch(const std::string& name,
+                                                                      grpc::ClientContext* context) {
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    HealthCheckRequest request;
+    request.set_service(name);
+    return stub_->Watch(context, request);
+  }
+  // The next status a watch reads, UNKNOWN when the stream ended.
+  static HealthCheckResponse::ServingStatus Next(grpc::ClientReader<HealthCheckResponse>& reader) {
+    HealthCheckResponse response;
+    return reader.Read(&response) ? response.status() : HealthCheckResponse::UNKNOWN;
+  }
+
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<Health::Stub> stub_;
@@ -71,40 +85,28 @@ TEST_F(HealthServiceTest, NamesStartNotServingAndFollowSet) {
 
 TEST_F(HealthServiceTest, WatchFollowsChangesUntilShutdown) {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  HealthCheckRequest request;
-  request.set_service("svc");
-  auto reader = stub_->Watch(&context, request);
-  HealthCheckResponse response;
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  auto reader = StartWatch("svc", &context);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::NOT_SERVING);
   health_->Set("svc", true);
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::SERVING);
   health_->Set("", true);  // another name: no message on this watch
   health_->Set("svc", false);
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::NOT_SERVING);
   health_->Set("svc", true);
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::SERVING);
   health_->Shutdown();
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
-  EXPECT_FALSE(reader->Read(&response));
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::UNKNOWN);  // the stream ended
   EXPECT_TRUE(reader->Finish().ok());
 }
 
 TEST_F(HealthServiceTest, WatchOfAnUnknownNameSaysSoAndEndsWhenTheClientCancels) {
   grpc::ClientContext context;
-  HealthCheckRequest request;
-  request.set_service("other");
-  auto reader = stub_->Watch(&context, request);
-  HealthCheckResponse response;
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
+  auto reader = StartWatch("other", &context);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::SERVICE_UNKNOWN);
   const auto start = std::chrono::steady_clock::now();
   context.TryCancel();
+  HealthCheckResponse response;
   EXPECT_FALSE(reader->Read(&response));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
