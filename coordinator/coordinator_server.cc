@@ -259,6 +259,9 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     grpc::ServerBuilder builder;
     BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, GrpcServerCredentials(options.tls));
     builder.AddListeningPort(options.listen, credentials, &state->api_port);
+    // No SO_REUSEPORT (gRPC's Linux default): a second server on a taken port would silently
+    // get a share of its connections instead of failing to start.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
     builder.RegisterService(state->api.get());
     builder.RegisterService(state->health.get());
@@ -271,6 +274,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (state->control != nullptr) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.control, grpc::InsecureServerCredentials(), &state->control_port);
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.RegisterService(state->control.get());
     state->control_server = builder.BuildAndStart();
     if (state->control_server == nullptr || state->control_port == 0) {

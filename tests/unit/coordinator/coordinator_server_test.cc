@@ -70,5 +70,19 @@ TEST_F(CoordinatorServerInProcessTest, ServesWithoutAControlEndpointOrWorkers) {
   (*server)->Shutdown();
 }
 
+// A port in use refuses the start (gRPC would otherwise bind it again with SO_REUSEPORT and take
+// a share of the first server's connections).
+TEST_F(CoordinatorServerInProcessTest, ATakenPortRefusesTheStart) {
+  auto first = CoordinatorServer::Start(options_, Executors(1, 16));
+  ASSERT_TRUE(first.ok()) << first.status();
+  CoordinatorServerOptions same_port = options_;
+  same_port.listen = "127.0.0.1:" + std::to_string((*first)->api_port());
+  auto second = CoordinatorServer::Start(same_port, Executors(1, 16));
+  ASSERT_EQ(second.status().code(), absl::StatusCode::kUnavailable) << second.status();
+  EXPECT_NE(std::string(second.status().message()).find("cannot listen on " + same_port.listen), std::string::npos)
+      << second.status();
+  (*first)->Shutdown();
+}
+
 }  // namespace
 }  // namespace bitfleet::coordinator
