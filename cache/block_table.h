@@ -15,6 +15,10 @@ namespace bitfleet::cache {
 // Blocks needed to hold `n_tokens` positions (ceil division); 0 for n_tokens <= 0.
 int64_t BlocksForTokens(int64_t n_tokens, int block_size);
 
+// The most blocks a runner sizes its pool to from a memory budget: block ids are int32, and
+// 2^24 blocks are far beyond any CPU's or device's memory.
+inline constexpr uint64_t kMaxKvPoolBlocks = uint64_t{1} << 24;
+
 class BlockTable {
  public:
   explicit BlockTable(int block_size) : block_size_(block_size) {}

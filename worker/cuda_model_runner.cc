@@ -104,8 +104,7 @@ StatusOr<int> KvBlocksForMemory(const cache::KvStorageOptions& kv, double utiliz
         kDeviceReserveBytes / gib,
         static_cast<int>(fits * kv.block_size), max_context));
   }
-  constexpr uint64_t kMaxBlocks = uint64_t{1} << 24;  // block ids are int32; far beyond any device
-  return static_cast<int>(std::min(fits, kMaxBlocks));
+  return static_cast<int>(std::min(fits, cache::kMaxKvPoolBlocks));
 }
 
 }  // namespace

@@ -71,8 +71,8 @@ Status ResolveRunnerOptions(const model::ModelConfig& config, RunnerOptions* o) 
   return absl::OkStatus();
 }
 
-// The blocks of `kv` (its num_blocks ignored) that `budget` bytes hold, at most 2^24 (block ids
-// are int32); INVALID_ARGUMENT when they hold less than one max_context sequence.
+// The blocks of `kv` (its num_blocks ignored) that `budget` bytes hold, at most
+// cache::kMaxKvPoolBlocks; INVALID_ARGUMENT when they hold less than one max_context sequence.
 StatusOr<int> KvBlocksForBudget(cache::KvStorageOptions kv, int64_t budget, int max_context) {
   kv.num_blocks = 1;
   BF_ASSIGN_OR_RETURN(const uint64_t block_bytes, cache::KvStorage::BytesFor(kv));
@@ -85,8 +85,7 @@ StatusOr<int> KvBlocksForBudget(cache::KvStorageOptions kv, int64_t budget, int 
         static_cast<double>(budget) / (1 << 20), static_cast<int>(fits * kv.block_size), cache::KvTypeName(kv.type),
         static_cast<unsigned long long>(block_bytes), kv.block_size, max_context));
   }
-  constexpr uint64_t kMaxBlocks = uint64_t{1} << 24;
-  return static_cast<int>(std::min(fits, kMaxBlocks));
+  return static_cast<int>(std::min(fits, cache::kMaxKvPoolBlocks));
 }
 
 Status CheckRunnerShapes(const model::ModelConfig& c) {

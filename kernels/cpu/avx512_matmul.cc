@@ -130,6 +130,15 @@ inline void TernaryTile(const WeightView& w, int64_t r, const ActView& x, int t0
 // without a convert and multiply per block, and the per-block scales are never read (6% fewer
 // bytes: decode streams 64 bytes per 256 weights instead of 68). Then y = s_r · step_t · (sum -
 // S_t), exactly sum w q before the two float multiplies.
+// Token t's activation sum over the whole row: the per-256 sums are exact integers held in
+// floats.
+inline int32_t TokenActivationSum(const ActView& x, int t) {
+  const uint64_t n256 = x.stride / 256;
+  float total = 0.0f;
+  for (uint64_t b = 0; b < n256; ++b) total += x.sums256[t * n256 + b];
+  return static_cast<int32_t>(total);
+}
+
 template <int RN, int TN>
 inline void TernaryTileUniform(const WeightView& w, int64_t r, const ActView& x, int t0, float* out) {
   const int8_t* a0 = x.q + t0 * x.stride;
@@ -154,12 +163,8 @@ inline void TernaryTileUniform(const WeightView& w, int64_t r, const ActView& x,
       }
     }
   }
-  const uint64_t n256 = x.stride / 256;
   for (int t = 0; t < TN; ++t) {
-    // The token's activation sum: the per-256 sums are exact integers held in floats.
-    float total = 0.0f;
-    for (uint64_t b = 0; b < n256; ++b) total += x.sums256[(t0 + t) * n256 + b];
-    const int32_t s_t = static_cast<int32_t>(total);
+    const int32_t s_t = TokenActivationSum(x, t0 + t);
     for (int i = 0; i < RN; ++i) {
       const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(acc0[i][t], acc1[i][t])) - s_t;
       out[(t0 + t) * w.rows + r + i] = static_cast<float>(sum) * w.row_scales[r + i] * ActScale(x, t0 + t);
@@ -215,11 +220,8 @@ inline void TernaryTileUniform2x8(const WeightView& w, int64_t r, const ActView&
   }
   alignas(64) int32_t sums[kRows * kTokens];
   _mm512_store_si512(sums, ReduceAdd16(acc));
-  const uint64_t n256 = x.stride / 256;
   for (int t = 0; t < kTokens; ++t) {
-    float total = 0.0f;  // the token's activation sum, as TernaryTileUniform forms it
-    for (uint64_t b = 0; b < n256; ++b) total += x.sums256[(t0 + t) * n256 + b];
-    const int32_t s_t = static_cast<int32_t>(total);
+    const int32_t s_t = TokenActivationSum(x, t0 + t);
     for (int i = 0; i < kRows; ++i) {
       out[(t0 + t) * w.rows + r + i] =
           static_cast<float>(sums[i * kTokens + t] - s_t) * w.row_scales[r + i] * ActScale(x, t0 + t);

@@ -63,6 +63,14 @@ struct KvRows {
   int64_t stride;  // elements from one key's row to the next
 };
 
+// Elements [off, off + n) of an int8 cache's K and V pools as f16 into k_out and v_out; off and
+// n are whole groups (KvInt8Group).
+void DequantKv(const CpuKernels& k, const PagedKv& kv, uint64_t off, int64_t n, uint16_t* k_out, uint16_t* v_out) {
+  const int group = KvInt8Group(kv.head_dim);
+  k.dequant_i8_f16(kv.k8 + off, kv.k_steps + off / group, n, group, k_out);
+  k.dequant_i8_f16(kv.v8 + off, kv.v_steps + off / group, n, group, v_out);
+}
+
 // An f16 cache's rows are read in place; an int8 cache's are dequantized into buf (2 ×
 // kKvRunHalves halves; n * head_dim <= kKvRunHalves).
 KvRows ReadKvRows(const CpuKernels& k, const PagedKv& kv, const int32_t* block_table, int j0, int n, int g,
@@ -71,13 +79,10 @@ KvRows ReadKvRows(const CpuKernels& k, const PagedKv& kv, const int32_t* block_t
   const int64_t stride = int64_t{kv.n_kv_heads} * kv.head_dim;
   if (!kv.int8()) return {kv.k + off, kv.v + off, stride};
   const int hd = kv.head_dim;
-  const int group = KvInt8Group(hd);
   uint16_t* kb = buf;
   uint16_t* vb = buf + kKvRunHalves;
   for (int i = 0; i < n; ++i) {
-    const uint64_t o = off + static_cast<uint64_t>(i) * stride;
-    k.dequant_i8_f16(kv.k8 + o, kv.k_steps + o / group, hd, group, kb + int64_t{i} * hd);
-    k.dequant_i8_f16(kv.v8 + o, kv.v_steps + o / group, hd, group, vb + int64_t{i} * hd);
+    DequantKv(k, kv, off + static_cast<uint64_t>(i) * stride, hd, kb + int64_t{i} * hd, vb + int64_t{i} * hd);
   }
   return {kb, vb, hd};
 }
@@ -406,7 +411,6 @@ constexpr int64_t kMaxContextCopyHalves = int64_t{1} << 25;
 PagedKv DequantizeContext(const CpuKernels& k, const PagedKv& kv, const int32_t* block_table, int n_pos,
                           std::vector<uint16_t>& buf, ThreadPool* pool) {
   const int hd = kv.head_dim;
-  const int group = KvInt8Group(hd);
   const int64_t row = int64_t{kv.n_kv_heads} * hd;  // one position, every KV head
   const int64_t half = n_pos * row;
   if (buf.size() < static_cast<size_t>(2 * half)) buf.resize(static_cast<size_t>(2 * half));
@@ -414,9 +418,7 @@ PagedKv DequantizeContext(const CpuKernels& k, const PagedKv& kv, const int32_t*
   uint16_t* vc = buf.data() + half;
   auto positions = [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const uint64_t off = ref::PagedKvOffset(kv, block_table, static_cast<int>(p), 0);
-      k.dequant_i8_f16(kv.k8 + off, kv.k_steps + off / group, row, group, kc + p * row);
-      k.dequant_i8_f16(kv.v8 + off, kv.v_steps + off / group, row, group, vc + p * row);
+      DequantKv(k, kv, ref::PagedKvOffset(kv, block_table, static_cast<int>(p), 0), row, kc + p * row, vc + p * row);
     }
   };
   if (pool == nullptr || pool->size() == 1) {
