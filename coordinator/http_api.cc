@@ -6,6 +6,7 @@
 
 #include "coordinator/chat_prompt.h"
 #include "coordinator/generate_call.h"
+#include "coordinator/http_connection.h"
 #include "coordinator/openai_protocol.h"
 #include "core/logging.h"
 #include "httplib.h"
@@ -59,9 +60,12 @@ class SseOutput final : public GenerateOutput {
   bool gone_ = false;
 };
 
-// A completion gathered for one JSON response.
+// A completion gathered for one JSON response; the client counts as gone once its connection
+// closes (a client timeout), so that the request stops taking steps for nobody.
 class BufferOutput final : public GenerateOutput {
  public:
+  explicit BufferOutput(const HttpConnection& connection) : connection_(connection) {}
+
   bool Write(const v1::GenerateResponse& message) override {
     text += message.text();
     if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
@@ -70,11 +74,14 @@ class BufferOutput final : public GenerateOutput {
     }
     return true;
   }
-  bool ClientGone() override { return false; }
+  bool ClientGone() override { return connection_.PeerGone(); }
 
   std::string text;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   v1::Usage usage;
+
+ private:
+  const HttpConnection& connection_;
 };
 
 }  // namespace
@@ -139,7 +146,13 @@ struct HttpApiServer::Handlers {
 
     if (!request->stream) {
       (*call)->MarkHeadersSent();
-      BufferOutput output;
+      const HttpConnection connection = HttpConnection::Find(http_request.local_addr, http_request.local_port,
+                                                             http_request.remote_addr, http_request.remote_port);
+      if (!connection.known()) {
+        log->debug("{}: connection from {}:{} not found; the request runs to its end if the client leaves", header.id,
+                   http_request.remote_addr, http_request.remote_port);
+      }
+      BufferOutput output(connection);
       const Status status = (*call)->Run(output);
       if (!status.ok()) return refuse(status);
       response.set_content(OpenAiCompletionBody(header, output.text, output.finish, output.usage), "application/json");

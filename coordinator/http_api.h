@@ -12,9 +12,9 @@
 // Content-Encoding (411 / 415 otherwise, before it is read: cpp-httplib would not bound it).
 // docs/protocol.md describes all of it.
 //
-// A streaming client that disconnects cancels its request (the sink stops being writable); a
-// non-streamed request runs to its end (cpp-httplib 0.11 cannot see a disconnect while the
-// handler waits), bounded by max_tokens and the context.
+// A client that disconnects cancels its request: a streaming one is seen at the sink (no longer
+// writable), a non-streamed one at its connection's socket (http_connection.h), both within the
+// call's cancel poll (20 ms).
 //
 // Threading: cpp-httplib runs each connection on a pool thread, which a completion blocks until
 // it ends: `threads` bounds the completions in flight over HTTP (the scheduler's admission queue

@@ -3,10 +3,18 @@
 // whole answer, and refusals carry their HTTP status and an OpenAI error object.
 #include "coordinator/http_api.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -235,6 +243,56 @@ TEST_F(HttpApiTest, DrainingAnswersServiceUnavailable) {
   auto health = client_->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 503);
+}
+
+// A non-streamed completion whose client leaves (a client timeout) stops taking steps: it is
+// cancelled and counted with status 499, long before its max_tokens. Each token of this replica
+// takes 20 ms, so the whole answer would take 4 s.
+TEST(HttpApiDisconnectTest, ANonStreamedCompletionEndsWhenItsClientLeaves) {
+  std::atomic<int> tokens{0};
+  testing::NextTokenFn slow = [&tokens, next = testing::HashNextToken(1000)](std::span<const int32_t> context) {
+    tokens.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return next(context);
+  };
+  CoordinatorServerOptions options;
+  options.metrics_host = "127.0.0.1";
+  options.metrics_port = 0;
+  auto server = testing::StartFakeServer(options, slow);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const auto started = tokens.load();
+
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>((*server)->http_port()));
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string body = R"({"prompt": "Hello world", "max_tokens": 200, "temperature": 0})";
+  const std::string http = absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                                        "Content-Type: application/json\r\nContent-Length: ", body.size(),
+                                        "\r\n\r\n", body);
+  ASSERT_EQ(send(fd, http.data(), http.size(), 0), static_cast<ssize_t>(http.size()));
+  const auto until = [](const std::function<bool()>& done) {
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (!done() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return done();
+  };
+  ASSERT_TRUE(until([&] { return tokens.load() >= started + 5; })) << "the request never started";
+  close(fd);
+
+  httplib::Client metrics("127.0.0.1", (*server)->metrics_port());
+  const std::string cancelled = R"(bitfleet_api_http_completions_total{endpoint="completions",status="499"} 1)";
+  EXPECT_TRUE(until([&] {
+    auto page = metrics.Get("/metrics");
+    return page && page->body.find(cancelled) != std::string::npos;
+  })) << "the completion was not cancelled";
+  const int at_end = tokens.load() - started;
+  EXPECT_LT(at_end, 100) << "the request ran on after its client left";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(tokens.load() - started, at_end) << "steps went on after the cancel";
+  (*server)->Shutdown();
 }
 
 // A server started with --api-keys: tenants "team-a" and "team-b".
