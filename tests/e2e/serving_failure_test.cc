@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
@@ -104,6 +106,7 @@ TEST(ServeFailureTest, SigtermDrainsInFlightRequestsAndExitsZero) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << served.process->Log();
   EXPECT_TRUE(WorkerPids(model).empty()) << "workers left behind";
+  EXPECT_FALSE(std::ifstream(served.ports_file).good()) << "its --ports-file outlived it";
 }
 
 // serve --in-process cannot restart its replica: a step that fails (BITFLEET_FAULT_INJECT
@@ -212,18 +215,20 @@ struct Cluster {
 // group and waits for SERVING.
 void StartCluster(const std::string& bin, const std::string& model, int tp, const std::string& name,
                   Cluster* cluster) {
-  const int port = FreePort();
-  const int control = FreePort();
   const std::string log = ::testing::TempDir() + "/" + name;
-  auto coordinator =
-      Process::Start({bin, "coordinator", "--model", model, "--listen", "127.0.0.1:" + std::to_string(port),
-                      "--control", "127.0.0.1:" + std::to_string(control), "--tp", std::to_string(tp), "--ctx", "512",
-                      "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "2000"},
-                     log + "-coordinator.log");
+  const std::string ports_file = log + ".ports.json";
+  std::remove(ports_file.c_str());
+  auto coordinator = Process::Start({bin, "coordinator", "--model", model, "--listen", "127.0.0.1:0", "--control",
+                                     "127.0.0.1:0", "--ports-file", ports_file, "--tp", std::to_string(tp), "--ctx",
+                                     "512", "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "2000"},
+                                    log + "-coordinator.log");
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   cluster->coordinator = std::move(*coordinator);
   Process& coord = *cluster->coordinator;
-  ASSERT_TRUE(WaitUntil([&] { return PortListening(port) || coord.Exited(); }, 30s));
+  auto ports = WaitForPortsFile(ports_file, coord, 30s);
+  ASSERT_TRUE(ports.ok()) << ports.status();
+  const int port = ports->api;
+  const int control = ports->control;
   cluster->client = std::make_unique<Client>("ipv4:127.0.0.1:" + std::to_string(port));
   Client& client = *cluster->client;
   grpc::Status health_call;

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from serving_test_util import free_port, skip
+from serving_test_util import skip, wait_ports
 
 try:
     import grpc
@@ -71,10 +71,10 @@ def run(binary, proto_dir, work):
     subprocess.run([binary, "synth", "--arch", "llama", "--preset", "tiny", "--type", "f16", "--seed", "3", "-o", model],
                    check=True, capture_output=True)
     tp = 2 if shutil.which("mpirun") else 1
-    port = free_port()
     log = open(os.path.join(work, "serve.log"), "w")
-    serve = subprocess.Popen([binary, "serve", "--model", model, "--tp", str(tp), "--port", str(port), "--threads", "1",
-                              "--ctx", "512", "--mpirun-args",
+    ports_file = os.path.join(work, "ports.json")
+    serve = subprocess.Popen([binary, "serve", "--model", model, "--tp", str(tp), "--port", "0", "--ports-file",
+                              ports_file, "--threads", "1", "--ctx", "512", "--mpirun-args",
                               "--bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo"],
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     failures = []
@@ -85,7 +85,13 @@ def run(binary, proto_dir, work):
             print(f"FAIL: {what}")
 
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        ports = wait_ports(ports_file, serve)
+        if ports is None:
+            log.flush()
+            print(open(log.name).read())
+            print("FAIL: serve wrote no ports file")
+            return 1
+        channel = grpc.insecure_channel(f"127.0.0.1:{ports['api']}")
         health_check = channel.unary_unary("/grpc.health.v1.Health/Check",
                                            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
                                            response_deserializer=health_pb2.HealthCheckResponse.FromString)

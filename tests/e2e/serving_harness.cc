@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -22,6 +23,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "model/gguf/gguf.h"
+#include "nlohmann/json.hpp"
 #include "model/tokenizer/gguf_vocab_loader.h"
 #include "tests/e2e/engine_test_assets.h"
 #include "worker/model_runner.h"
@@ -33,33 +35,6 @@ extern char** environ;
 namespace bitfleet::e2e {
 
 using Clock = std::chrono::steady_clock;
-
-bool PortListening(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    socklen_t len = sizeof(addr);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 StatusOr<std::unique_ptr<Process>> Process::Start(const std::vector<std::string>& argv, const std::string& log_path) {
   std::vector<char*> args;
@@ -350,14 +325,29 @@ std::string Served::Metrics() {
   return text.ok() ? *text : std::string();
 }
 
+StatusOr<ServerPorts> WaitForPortsFile(const std::string& path, Process& server, std::chrono::milliseconds timeout) {
+  const auto exists = [&] { return std::ifstream(path).good(); };
+  if (!WaitUntil([&] { return server.Exited() || exists(); }, timeout) || !exists()) {
+    return absl::InternalError(absl::StrCat("the server wrote no ", path, "; its log:\n", server.Log()));
+  }
+  std::ifstream in(path);
+  const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const auto port = [&](const char* name) {
+    return json.contains(name) && json[name].is_number_integer() ? json[name].get<int>() : -1;
+  };
+  ServerPorts ports{port("api"), port("http"), port("metrics"), port("control")};
+  if (ports.api <= 0) return absl::InternalError(absl::StrCat(path, " names no API port: ", json.dump()));
+  return ports;
+}
+
 StatusOr<std::unique_ptr<Served>> StartServe(const std::string& model, int tp, const std::string& log_name,
                                              const std::vector<std::string>& extra) {
   BF_ASSIGN_OR_RETURN(std::string bin, BitfleetBinary());
   if (tp > 1 && !HaveMpirun()) return absl::NotFoundError(kNoMpiGroups);
   auto served = std::make_unique<Served>();
   served->model = model;
-  served->port = FreePort();
-  served->metrics_port = FreePort();
+  const std::string ports_file = ::testing::TempDir() + "/" + log_name + ".ports.json";
+  std::remove(ports_file.c_str());
   std::vector<std::string> argv = {bin,
                                    "serve",
                                    "--model",
@@ -365,9 +355,11 @@ StatusOr<std::unique_ptr<Served>> StartServe(const std::string& model, int tp, c
                                    "--tp",
                                    std::to_string(tp),
                                    "--port",
-                                   std::to_string(served->port),
+                                   "0",
                                    "--metrics-port",
-                                   std::to_string(served->metrics_port),
+                                   "0",
+                                   "--ports-file",
+                                   ports_file,
                                    "--threads",
                                    "1",
                                    "--ctx",
@@ -380,9 +372,13 @@ StatusOr<std::unique_ptr<Served>> StartServe(const std::string& model, int tp, c
                                    "--bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   BF_ASSIGN_OR_RETURN(served->process, Process::Start(argv, ::testing::TempDir() + "/" + log_name + ".log"));
-  // Connect only once the port listens: a gRPC channel whose first attempts were refused can
-  // stay in a failed handshake for seconds (seen with gRPC 1.51).
-  WaitUntil([&] { return served->process->Exited() || PortListening(served->port); }, std::chrono::seconds(90));
+  // Connect only once the port listens (the file comes after the bind): a gRPC channel whose
+  // first attempts were refused can stay in a failed handshake for seconds (seen with gRPC 1.51).
+  BF_ASSIGN_OR_RETURN(const ServerPorts ports,
+                      WaitForPortsFile(ports_file, *served->process, std::chrono::seconds(90)));
+  served->port = ports.api;
+  served->metrics_port = ports.metrics;
+  served->ports_file = ports_file;
   served->client = std::make_unique<Client>("ipv4:127.0.0.1:" + std::to_string(served->port));
   const bool up = WaitUntil(
       [&] {

@@ -1,5 +1,5 @@
 // Helpers for the serving end-to-end tests: child processes (bitfleet serve / coordinator /
-// mpirun workers) with their logs in files, free loopback ports, a gRPC client for Generate and
+// mpirun workers) with their logs in files, the ports a server chose (--ports-file), a gRPC client for Generate and
 // grpc.health.v1, a minimal HTTP GET for /metrics, and in-process greedy decoding as the
 // reference the served tokens must equal.
 #pragma once
@@ -19,10 +19,6 @@
 
 namespace bitfleet::e2e {
 
-// A loopback port nobody listens on right now.
-int FreePort();
-// Whether something accepts TCP connections on loopback `port`.
-bool PortListening(int port);
 
 // A child process in its own process group; stdout and stderr go to `log_path`. Killed (whole
 // group, SIGKILL) on destruction if still running.
@@ -107,6 +103,18 @@ StatusOr<std::string> HttpGet(int port, const std::string& path);
 // Prometheus text, or NOT_FOUND.
 StatusOr<double> MetricValue(const std::string& text, const std::string& series);
 
+// The ports of a server started with port 0 flags and `--ports-file path`
+// (tools/commands/ports_file.h); -1 for one that is off.
+struct ServerPorts {
+  int api = -1;
+  int http = -1;
+  int metrics = -1;
+  int control = -1;
+};
+// Waits up to `timeout` for `path` to appear and parses it; INTERNAL with the server's log when
+// `server` exits first or the time runs out.
+StatusOr<ServerPorts> WaitForPortsFile(const std::string& path, Process& server, std::chrono::milliseconds timeout);
+
 // Pids of the `bitfleet worker` processes whose command line contains `marker` (mpirun
 // itself excluded).
 std::vector<pid_t> WorkerPids(const std::string& marker);
@@ -118,11 +126,12 @@ struct Served {
   std::string model;
   int port = 0;
   int metrics_port = 0;
+  std::string ports_file;  // its --ports-file, removed when it exits
   std::string Metrics();  // the /metrics text ("" when unreachable)
 };
 
 // Starts `bitfleet serve` on `model` at TP `tp` (1 thread per rank, context 512, fast
-// heartbeats; `extra` flags appended) and waits up to 90 s for SERVING. NOT_FOUND when the
+// heartbeats, API and metrics on ports it chooses; `extra` flags appended) and waits up to 90 s for SERVING. NOT_FOUND when the
 // binary or (for tp > 1) mpirun is missing: the caller skips. The log goes to the test temp
 // dir as `log_name`.log.
 StatusOr<std::unique_ptr<Served>> StartServe(const std::string& model, int tp, const std::string& log_name,

@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 
-from serving_test_util import free_port, skip
+from serving_test_util import skip, wait_ports
 
 try:
     import openai
@@ -46,13 +46,17 @@ def metric(port, series):
 
 class Server:
     def __init__(self, binary, model, work, tp, extra=(), api_key="unused"):
-        self.http_port, self.metrics_port = free_port(), free_port()
-        self.log = open(os.path.join(work, f"serve-{os.path.basename(model)}.log"), "w")
+        name = os.path.basename(model)
+        self.log = open(os.path.join(work, f"serve-{name}.log"), "w")
+        ports_file = os.path.join(work, f"ports-{name}.json")
         self.process = subprocess.Popen(
-            [binary, "serve", "--model", model, "--tp", str(tp), "--port", str(free_port()), "--threads", "1",
-             "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
+            [binary, "serve", "--model", model, "--tp", str(tp), "--port", "0", "--threads", "1",
+             "--http-port", "0", "--metrics-port", "0", "--ports-file", ports_file,
              "--mpirun-args", "--bind-to none --mca btl self,vader,tcp --mca btl_tcp_if_include lo", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        ports = wait_ports(ports_file, self.process, seconds=120) or {}
+        # Without ports (serve failed to start) wait_serving fails and the log says why.
+        self.http_port, self.metrics_port = ports.get("http"), ports.get("metrics")
         self.client = self.client_with(api_key)
 
     def client_with(self, api_key):
@@ -60,6 +64,8 @@ class Server:
                              timeout=120)
 
     def wait_serving(self, seconds=120):
+        if self.http_port is None:
+            return False
         deadline = time.time() + seconds
         while time.time() < deadline and self.process.poll() is None:
             try:

@@ -11,6 +11,7 @@
 #include "core/logging.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
+#include "tools/commands/ports_file.h"
 #include "tools/commands/serving_flags.h"
 #include "tools/commands/shutdown_signal.h"
 
@@ -21,6 +22,7 @@ struct CoordinatorFlags {
   coordinator::CoordinatorServerOptions server;
   ServingTimingFlags timing;
   double drain_timeout_s = 30;
+  std::string ports_file;
 };
 
 Status RunCoordinator(const CoordinatorFlags& flags) {
@@ -29,6 +31,7 @@ Status RunCoordinator(const CoordinatorFlags& flags) {
   options.timing = flags.timing.ToTiming();
   BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                       coordinator::CoordinatorServer::Start(options));
+  BF_ASSIGN_OR_RETURN(const PortsFile ports, PortsFile::Write(flags.ports_file, *server));
   int signal = 0;
   while ((signal = WaitForShutdownSignal(std::chrono::milliseconds(500))) == 0) {
   }
@@ -46,10 +49,12 @@ void RegisterCoordinator(CLI::App& app, int* exit_code) {
       "coordinator", "Serve the gRPC API and schedule requests onto registered `bitfleet worker` groups");
   cmd->add_option("-m,--model", flags->server.model, "GGUF model file (tokenizer and config are read; no weights)")
       ->required();
-  cmd->add_option("--listen", flags->server.listen, "Client API address (host:port)")->capture_default_str();
+  cmd->add_option("--listen", flags->server.listen, "Client API address (host:port; port 0: any free port, see --ports-file)")
+      ->capture_default_str();
   cmd->add_option("--control", flags->server.control, "Worker control address (host:port; internal, not for clients)")
       ->capture_default_str();
   AddClientApiFlags(*cmd, &flags->server);
+  AddPortsFileFlag(*cmd, &flags->ports_file);
   cmd->add_option("--tp", flags->server.tensor_parallel, "Ranks per replica (tensor-parallel degree)")
       ->capture_default_str();
   cmd->add_option("--replicas", flags->server.replicas, "Replicas (worker groups)")->capture_default_str();

@@ -33,6 +33,7 @@
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
 #include "tools/commands/gpu_placement.h"
+#include "tools/commands/ports_file.h"
 #include "tools/commands/serving_flags.h"
 #include "tools/commands/shutdown_signal.h"
 #include "tools/commands/worker_launcher.h"
@@ -56,6 +57,7 @@ struct ServeFlags {
   std::string mpirun = "mpirun";
   std::string mpirun_args = "--bind-to none";
   bool in_process = false;
+  std::string ports_file;
   // --device cuda with several replicas: each replica's CUDA_VISIBLE_DEVICES (gpu_placement.h).
   std::vector<std::string> replica_devices;
 };
@@ -346,6 +348,7 @@ Status Serve(ServeFlags flags) {
     local.push_back(std::move(executor));
     BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                         coordinator::CoordinatorServer::Start(flags.server, std::move(local)));
+    BF_ASSIGN_OR_RETURN(const PortsFile ports, PortsFile::Write(flags.ports_file, *server));
     const StuckStepWatchdog watchdog(replica);  // destroyed before the server: it reads the replica
     const Status status = WaitForShutdown(*server, replica, flags);
     DrainUntilDoneOrSignaled(*server, std::chrono::duration<double>(flags.drain_timeout_s));
@@ -355,6 +358,7 @@ Status Serve(ServeFlags flags) {
   }
   BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::CoordinatorServer> server,
                       coordinator::CoordinatorServer::Start(flags.server));
+  BF_ASSIGN_OR_RETURN(const PortsFile ports, PortsFile::Write(flags.ports_file, *server));
   std::vector<Replica> replicas(flags.server.replicas);
   Status status = absl::OkStatus();
   for (int i = 0; i < flags.server.replicas && status.ok(); ++i) {
@@ -391,7 +395,10 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   cmd->add_option("--replicas", flags->server.replicas, "Replicas (worker groups)")->capture_default_str();
   cmd->add_option("--host", flags->host, "Client API address to bind, gRPC and HTTP (0.0.0.0: every interface)")
       ->capture_default_str();
-  cmd->add_option("--port", flags->port, "Client API port (gRPC)")->capture_default_str();
+  cmd->add_option("--port", flags->port, "Client API port (gRPC; 0: any free port, see --ports-file)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  AddPortsFileFlag(*cmd, &flags->ports_file);
   AddClientApiFlags(*cmd, &flags->server);
   AddSchedulingFlags(*cmd, &flags->server);
   AddWorkerShapeFlags(*cmd, &flags->worker, /*with_context=*/false);

@@ -41,7 +41,7 @@ void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* opt
                  "HTTP API connections served at once (a streamed completion holds one until it ends)")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
-  cmd.add_option("--metrics-port", options->metrics_port, "HTTP port for /metrics and /health (-1: off)")
+  cmd.add_option("--metrics-port", options->metrics_port, "HTTP port for /metrics and /health (-1: off, 0: any free port)")
       ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
   // Loaded while the flags are parsed (once), so a bad file fails before any model is loaded.
