@@ -1,11 +1,16 @@
-// `bitfleet bench serve`: a closed-loop load generator against a bitfleet server. C client
-// threads each keep one Generate stream open until N requests are done. Prompts are token ids
+// `bitfleet bench serve`: a load generator against a bitfleet server. C client threads each keep
+// one Generate stream open until N requests are done: a closed loop (each stream sends its next
+// request when the last one ends) or, with --request-rate R, an open one: request i arrives at a
+// fixed time of a Poisson process of rate R (exponential gaps, from --seed) and is sent then, or
+// when a stream frees up if all C are busy (its wait before sending is reported apart from its
+// TTFT, which runs from the send). Prompts are token ids
 // (exact lengths): an optional shared prefix of P tokens (the agent-workload case: one long
 // system prompt, many streams) followed by per-request random tokens; generation runs greedy
 // with ignore_eos so every request produces exactly G tokens. Prints one JSON object.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -32,6 +37,7 @@ struct BenchServeFlags {
   int gen_len = 64;
   int shared_prefix = 0;
   uint64_t seed = 1;
+  double request_rate = 0;  // requests/s of the Poisson arrivals; 0: closed loop
   double wait_ready_s = 60;
   ClientSecurity security;
 };
@@ -45,6 +51,7 @@ struct RequestStats {
   uint32_t prompt_tokens = 0;
   uint32_t cached_tokens = 0;
   uint32_t completion_tokens = 0;
+  double send_delay_s = 0;  // open loop: from the request's arrival to its send
 };
 
 // splitmix64: deterministic prompts for a given --seed on every machine.
@@ -109,6 +116,20 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   return out;
 }
 
+// Open loop: request i's arrival time in seconds from the start, a Poisson process of `rate`
+// (exponential gaps by inversion of splitmix64 uniforms, so the same --seed gives the same times).
+std::vector<double> ArrivalTimes(uint64_t seed, double rate, int n) {
+  std::vector<double> at(n);
+  double t = 0;
+  for (int i = 0; i < n; ++i) {
+    // A uniform in (0, 1]: 53 random bits, plus one so that log never sees 0.
+    const double u = (static_cast<double>(Mix(seed * 0x2545f4914f6cdd1dull + i) >> 11) + 1.0) * 0x1.0p-53;
+    t += -std::log(u) / rate;
+    at[i] = t;
+  }
+  return at;
+}
+
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -146,20 +167,32 @@ int RunBenchServe(const BenchServeFlags& f) {
   }
   const int n_requests = f.requests > 0 ? f.requests : 4 * f.concurrency;
   std::vector<RequestStats> stats(n_requests);
+  const bool open_loop = f.request_rate > 0;
+  const std::vector<double> arrivals = open_loop ? ArrivalTimes(f.seed, f.request_rate, n_requests)
+                                                 : std::vector<double>();
   std::atomic<int> next{0};
   const Clock::time_point start = Clock::now();
   std::vector<std::thread> clients;
   for (int c = 0; c < f.concurrency; ++c) {
     clients.emplace_back([&] {
+      // Requests are taken in arrival order, so a free stream always sends the earliest waiting.
       for (int i = next.fetch_add(1); i < n_requests; i = next.fetch_add(1)) {
+        double delay = 0;
+        if (open_loop) {
+          const Clock::time_point arrival =
+              start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrivals[i]));
+          std::this_thread::sleep_until(arrival);
+          delay = std::chrono::duration<double>(Clock::now() - arrival).count();
+        }
         stats[i] = RunOne(*stub, f, info.vocab_size(), i);
+        stats[i].send_delay_s = delay;
       }
     });
   }
   for (auto& t : clients) t.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
 
-  std::vector<double> ttft, ttft_hit, ttft_cold, itl;
+  std::vector<double> ttft, ttft_hit, ttft_cold, itl, send_delay;
   uint64_t out_tokens = 0, prompt_tokens = 0, cached_tokens = 0;
   int errors = 0;
   std::string first_error;
@@ -171,6 +204,7 @@ int RunBenchServe(const BenchServeFlags& f) {
     ttft.push_back(s.ttft_s);
     (s.cached_tokens > 0 ? ttft_hit : ttft_cold).push_back(s.ttft_s);
     itl.insert(itl.end(), s.itl_s.begin(), s.itl_s.end());
+    send_delay.push_back(s.send_delay_s);
     out_tokens += s.completion_tokens;
     prompt_tokens += s.prompt_tokens;
     cached_tokens += s.cached_tokens;
@@ -187,8 +221,17 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["prompt_len"] = f.prompt_len;
   j["gen_len"] = f.gen_len;
   j["shared_prefix"] = f.shared_prefix;
+  if (open_loop) {
+    j["request_rate"] = f.request_rate;
+    j["last_arrival_s"] = arrivals.back();
+    j["send_delay_p50_ms"] = 1e3 * Percentile(send_delay, 0.5);
+    j["send_delay_p99_ms"] = 1e3 * Percentile(send_delay, 0.99);
+  } else {
+    j["request_rate"] = nullptr;  // closed loop
+  }
   j["wall_s"] = wall;
   j["requests_per_s"] = (n_requests - errors) / wall;
+  j["output_tokens"] = out_tokens;
   j["output_tok_s"] = out_tokens / wall;
   j["ttft_p50_ms"] = 1e3 * Percentile(ttft, 0.5);
   j["ttft_p99_ms"] = 1e3 * Percentile(ttft, 0.99);
@@ -217,7 +260,13 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
   cmd->add_option("--gen-len", f->gen_len, "Generated tokens per request")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--shared-prefix", f->shared_prefix, "Leading prompt tokens every request shares")
       ->check(CLI::Range(0, 1 << 20))->capture_default_str();
-  cmd->add_option("--seed", f->seed, "Seed of the generated prompts")->capture_default_str();
+  cmd->add_option("--request-rate", f->request_rate,
+                  "Open loop: requests arrive at this many per second (Poisson; -c bounds the streams open at "
+                  "once, arrivals beyond wait for one); 0: closed loop, each stream sends its next request when the "
+                  "last ends")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  cmd->add_option("--seed", f->seed, "Seed of the generated prompts (and of the arrival times)")->capture_default_str();
   cmd->add_option("--wait-ready", f->wait_ready_s, "Seconds to wait for health SERVING")->capture_default_str();
   cmd->callback([f, cmd, exit_code] {
     if (f->shared_prefix > f->prompt_len) {
