@@ -19,6 +19,9 @@
 namespace bitfleet::coordinator {
 
 // Sampling parameters as the workers apply them (see worker/sampler.h for the semantics).
+// The most alternatives StepSampling.top_logprobs may ask for (OpenAI's bound).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
 struct StepSampling {
   float temperature = 0.0f;
   int32_t top_k = 0;
@@ -29,6 +32,10 @@ struct StepSampling {
   float frequency_penalty = 0.0f;
   int32_t penalty_last_n = 64;
   uint64_t seed = 0;
+  // Return the sampled token's log probability (the model's raw distribution:
+  // worker/token_logprobs.h) and those of the top_logprobs most likely tokens (0..20).
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
 };
 
 struct SequencePlan {
@@ -56,9 +63,22 @@ struct StepPlan {
   std::vector<uint64_t> released_sequences;
 };
 
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+};
+
 struct SequenceResult {
+  SequenceResult() = default;
+  SequenceResult(uint64_t id, int32_t sampled) : sequence_id(id), token(sampled) {}
+
   uint64_t sequence_id = 0;
   int32_t token = -1;                  // sampled token, -1 when the plan said sample=false
+  // When the plan's sampling asked for logprobs: the sampled token's log probability and the
+  // top_logprobs most likely tokens', best first.
+  bool has_logprobs = false;
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top_logprobs;
 };
 
 struct StepResult {

@@ -169,6 +169,15 @@ Status GenerateCall::Run(GenerateOutput& output) {
       ++tokens_seen;
       if (stop.matched()) continue;  // tokens already in flight when the stop string appeared
       message.add_token_ids(event.token);
+      if (event.has_logprobs) {
+        v1::TokenLogprobs* logprobs = message.add_logprobs();
+        logprobs->set_logprob(event.logprob);
+        for (const TokenLogprob& top : event.top_logprobs) {
+          v1::TopLogprob* entry = logprobs->add_top();
+          entry->set_token_id(top.token);
+          entry->set_logprob(top.logprob);
+        }
+      }
       StatusOr<std::string> piece = decoder.Push(event.token);
       if (piece.ok()) message.mutable_text()->append(stop.Push(*piece));
       if (stop.matched()) Cancel(FinishReason::kStop);

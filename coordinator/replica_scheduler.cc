@@ -250,7 +250,7 @@ void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
       prefill_tokens_total_ += plan[i].n_tokens;
     }
     RegisterComputedBlocks(*seq);
-    if (sampled) HandleSample(seq, result->sequences[i].token);
+    if (sampled) HandleSample(seq, result->sequences[i]);
   }
 }
 
@@ -274,13 +274,14 @@ void ReplicaScheduler::RegisterComputedBlocks(Sequence& seq) {
   }
 }
 
-void ReplicaScheduler::HandleSample(Sequence* seq, int32_t token) {
+void ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled) {
+  const int32_t token = sampled.token;
   if (!seq->ignore_eos && end_of_generation_.contains(token)) {
     Finish(seq, FinishReason::kStop, absl::OkStatus());
     return;
   }
   seq->tokens.push_back(token);
-  observer_.OnToken(*seq, token);
+  observer_.OnToken(*seq, sampled);
   if (seq->generated() >= seq->max_tokens) Finish(seq, FinishReason::kLength, absl::OkStatus());
 }
 

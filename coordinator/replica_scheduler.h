@@ -29,7 +29,7 @@ class SequenceObserver {
   // `first`: the sequence's first admission (not a readmission after preemption).
   virtual void OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) = 0;
   virtual void OnPreempted(Sequence& seq) = 0;
-  virtual void OnToken(Sequence& seq, int32_t token) = 0;
+  virtual void OnToken(Sequence& seq, const SequenceResult& sampled) = 0;
   virtual void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) = 0;
 };
 
@@ -103,7 +103,7 @@ class ReplicaScheduler {
   void Admit(int32_t* budget);
   int32_t WatermarkBlocks() const;
   void RegisterComputedBlocks(Sequence& seq);
-  void HandleSample(Sequence* seq, int32_t token);
+  void HandleSample(Sequence* seq, const SequenceResult& sampled);
   void Finish(Sequence* seq, FinishReason reason, Status status);
   SequencePlan MakeSequencePlan(const Scheduled& entry) const;
   Status CheckResult(const StepResult& result) const;

@@ -47,6 +47,11 @@ struct RequestEvent {
   Kind kind = Kind::kToken;
   RequestId id = 0;
   int32_t token = -1;                          // kToken: the new token id
+  // kToken, when the request asked for logprobs (StepSampling): the token's log probability and
+  // the most likely tokens', best first.
+  bool has_logprobs = false;
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top_logprobs;
   FinishReason finish_reason = FinishReason::kNone;  // kFinished
   // kFinished: OK for kLength and kStop; CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE (replica
   // failed, drain timed out, scheduler stopped), INVALID_ARGUMENT or RESOURCE_EXHAUSTED

@@ -50,6 +50,13 @@ Status ValidateStepSampling(const StepSampling& s) {
   if (s.penalty_last_n < -1) {
     return absl::InvalidArgumentError(absl::StrCat("penalty_last_n must be >= -1, got ", s.penalty_last_n));
   }
+  if (s.top_logprobs < 0 || s.top_logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "], got ", s.top_logprobs));
+  }
+  if (s.top_logprobs > 0 && !s.logprobs) {
+    return absl::InvalidArgumentError("top_logprobs needs logprobs");
+  }
   return absl::OkStatus();
 }
 

@@ -147,7 +147,7 @@ class Scheduler : private SequenceObserver {
   // SequenceObserver (called under mu_).
   void OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) override;
   void OnPreempted(Sequence& seq) override;
-  void OnToken(Sequence& seq, int32_t token) override;
+  void OnToken(Sequence& seq, const SequenceResult& sampled) override;
   void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) override;
 
   const SchedulerOptions options_;

@@ -209,7 +209,7 @@ void Scheduler::OnPreempted(Sequence& seq) {
                              seq.replica, seq.tokens.size());
 }
 
-void Scheduler::OnToken(Sequence& seq, int32_t token) {
+void Scheduler::OnToken(Sequence& seq, const SequenceResult& sampled) {
   if (seq.generated() == 1) {
     metrics_.time_to_first_token->Observe(Seconds(now_ - seq.arrival));
     metrics_.prefill_time->Observe(Seconds(now_ - seq.admitted));
@@ -222,7 +222,12 @@ void Scheduler::OnToken(Sequence& seq, int32_t token) {
   RequestEvent event;
   event.kind = RequestEvent::Kind::kToken;
   event.id = seq.id;
-  event.token = token;
+  event.token = sampled.token;
+  if (sampled.has_logprobs) {
+    event.has_logprobs = true;
+    event.logprob = sampled.logprob;
+    event.top_logprobs = sampled.top_logprobs;
+  }
   events_.push_back({seq.sink, std::move(event)});
 }
 

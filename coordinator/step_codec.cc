@@ -1,5 +1,6 @@
 #include "coordinator/step_codec.h"
 
+#include <algorithm>
 #include <string>
 
 namespace bitfleet::coordinator {
@@ -15,6 +16,8 @@ void ToProto(const StepSampling& s, v1::StepSampling* out) {
   out->set_frequency_penalty(s.frequency_penalty);
   out->set_penalty_last_n(s.penalty_last_n);
   out->set_seed(s.seed);
+  out->set_logprobs(s.logprobs);
+  out->set_top_logprobs(s.top_logprobs);
 }
 
 StepSampling FromProto(const v1::StepSampling& s) {
@@ -28,6 +31,8 @@ StepSampling FromProto(const v1::StepSampling& s) {
   out.frequency_penalty = s.frequency_penalty();
   out.penalty_last_n = s.penalty_last_n();
   out.seed = s.seed();
+  out.logprobs = s.logprobs();
+  out.top_logprobs = s.top_logprobs();
   return out;
 }
 
@@ -79,6 +84,14 @@ void ToProto(const StepResult& result, v1::StepResult* out) {
     v1::SequenceResult* r = out->add_sequences();
     r->set_sequence_id(seq.sequence_id);
     r->set_token(seq.token);
+    if (seq.has_logprobs) {
+      r->set_has_logprobs(true);
+      r->set_logprob(seq.logprob);
+      for (const TokenLogprob& top : seq.top_logprobs) {
+        r->add_top_token_ids(top.token);
+        r->add_top_logprobs(top.logprob);
+      }
+    }
   }
 }
 
@@ -99,7 +112,15 @@ StepResult FromProto(const v1::StepResult& result) {
   out.step_id = result.step_id();
   out.sequences.reserve(result.sequences_size());
   for (const v1::SequenceResult& r : result.sequences()) {
-    out.sequences.push_back(SequenceResult{r.sequence_id(), r.token()});
+    SequenceResult seq{r.sequence_id(), r.token()};
+    if (r.has_logprobs()) {
+      seq.has_logprobs = true;
+      seq.logprob = r.logprob();
+      // Parallel lists of unequal length (a malformed result) keep their common part.
+      const int n = std::min(r.top_token_ids_size(), r.top_logprobs_size());
+      for (int k = 0; k < n; ++k) seq.top_logprobs.push_back({r.top_token_ids(k), r.top_logprobs(k)});
+    }
+    out.sequences.push_back(std::move(seq));
   }
   return out;
 }

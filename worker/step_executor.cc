@@ -8,6 +8,8 @@
 namespace bitfleet::worker {
 namespace {
 
+static_assert(kMaxTopLogprobs == coordinator::kMaxTopLogprobs, "one bound for the API and the worker");
+
 // More streams than this and the map is cleared (streams are rebuildable; released_sequences
 // normally keeps it small).
 constexpr size_t kMaxStreams = 16384;
@@ -45,6 +47,11 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
     if (!valid.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
+    }
+    if (seq.sampling.top_logprobs < 0 || seq.sampling.top_logprobs > kMaxTopLogprobs) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": top_logprobs ",
+                                                     seq.sampling.top_logprobs, " outside [0, ", kMaxTopLogprobs,
+                                                     "]"));
     }
     if (seq.sample_index > max_context) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": sample_index ",
@@ -97,6 +104,9 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
   const Clock::time_point forward_end = Clock::now();
   std::vector<int32_t> tokens;
   BF_RETURN_IF_ERROR(SampleAll(plan, logits, &tokens));
+  std::vector<TokenLogprobs> logprobs;
+  std::vector<size_t> logprob_rows;
+  BF_RETURN_IF_ERROR(LogprobsAll(plan, logits, tokens, &logprobs, &logprob_rows));
   // Per-step timings at debug level (where a request's latency goes: docs/perf.md).
   if (log_->should_log(spdlog::level::debug)) {
     const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
@@ -109,7 +119,32 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     result.sequences.push_back({plan.sequences[i].sequence_id, tokens[i]});
   }
+  for (size_t r = 0; r < logprob_rows.size(); ++r) {
+    coordinator::SequenceResult& seq = result.sequences[logprob_rows[r]];
+    seq.has_logprobs = true;
+    seq.logprob = logprobs[r].logprob;
+    for (const TopLogprob& top : logprobs[r].top) seq.top_logprobs.push_back({top.token, top.logprob});
+  }
   return result;
+}
+
+Status StepExecutor::LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits,
+                                 const std::vector<int32_t>& tokens, std::vector<TokenLogprobs>* out,
+                                 std::vector<size_t>* rows_of) {
+  std::vector<ShardedLogprobRow> rows;
+  for (size_t i = 0; i < plan.sequences.size(); ++i) {
+    const coordinator::SequencePlan& seq = plan.sequences[i];
+    if (!seq.sample || !seq.sampling.logprobs) continue;
+    rows.push_back({logits.Last(static_cast<int>(i)), tokens[i], seq.sampling.top_logprobs});
+    rows_of->push_back(i);
+  }
+  // Every rank runs the same plan, so all take the collective or none does.
+  if (rows.empty()) return absl::OkStatus();
+  if (distributed_ == nullptr) {
+    for (const ShardedLogprobRow& row : rows) out->push_back(ComputeLogprobs(row.logits, row.token, row.top_n));
+    return absl::OkStatus();
+  }
+  return ShardedLogprobs(runner_.communicator(), static_cast<int32_t>(runner_.vocab_slice().begin), rows, out);
 }
 
 Status StepExecutor::SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits,

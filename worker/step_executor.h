@@ -4,7 +4,8 @@
 //
 // Sampling: whole logit rows (TP=1, or a runner gathering logits) go through worker::Sampler;
 // vocabulary slices (TP>1) through worker::DistributedSampler, a collective over the runner's
-// communicator. Both follow worker/sampler.h exactly.
+// communicator. Both follow worker/sampler.h exactly. Log probabilities, for the sequences that
+// ask, come from worker/token_logprobs.h the same two ways.
 //
 // Reproducibility: the n-th token a sequence samples (plan.sample_index = n) uses the n-th
 // uniform draw of Rng(sampling.seed) — the same stream `bitfleet run` uses — whatever the batch,
@@ -28,6 +29,7 @@
 #include "worker/step_runner.h"
 #include "worker/rng.h"
 #include "worker/sampler.h"
+#include "worker/token_logprobs.h"
 
 namespace bitfleet::worker {
 
@@ -60,6 +62,10 @@ class StepExecutor {
   Rng& RngFor(const coordinator::SequencePlan& seq);
   // Fills tokens[i] for every plan sequence with sample set (-1 for the others).
   Status SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits, std::vector<int32_t>* tokens);
+  // The log probabilities of the sampled `tokens` of the sequences whose sampling asks for them
+  // (a collective under TP, taken by every rank or none): out[r] for plan sequence rows_of[r].
+  Status LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits, const std::vector<int32_t>& tokens,
+                     std::vector<TokenLogprobs>* out, std::vector<size_t>* rows_of);
 
   StepRunner& runner_;
   Sampler sampler_;

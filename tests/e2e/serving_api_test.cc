@@ -195,6 +195,13 @@ TEST_P(ServeApiTest, EveryValidationCaseIsInvalidArgument) {
     r = GreedyRequest({1, 2}, 4);
     r.set_prompt(std::string((1 << 20) + 1, 'a'));
     cases.emplace_back("over-long prompt", r);
+    r = GreedyRequest({1, 2}, 4);
+    r.set_logprobs(true);
+    r.set_top_logprobs(21);
+    cases.emplace_back("top_logprobs > 20", r);
+    r = GreedyRequest({1, 2}, 4);
+    r.set_top_logprobs(2);
+    cases.emplace_back("top_logprobs without logprobs", r);
   }
   for (const auto& [name, request] : cases) {
     const GenerateOutcome out = client().Generate(request, 10s);
@@ -209,6 +216,47 @@ TEST_P(ServeApiTest, EveryValidationCaseIsInvalidArgument) {
   // Bad requests harm nobody: the server still answers.
   const GenerateOutcome after = client().Generate(GreedyRequest({1, 2}, 4), 30s);
   EXPECT_TRUE(after.status.ok()) << after.status.error_code() << ": " << after.status.error_message();
+}
+
+// logprobs: one entry per generated token, the greedy token the most likely one, the values
+// those of the model's log-softmax computed in this process (TP 2 adds float rounding of the
+// split matmuls); a request without logprobs gets none.
+TEST_P(ServeApiTest, LogprobsAreTheModelsLogSoftmax) {
+  const std::vector<int32_t> prompt = {1, 5, 9, 2};
+  v1::GenerateRequest request = GreedyRequest(prompt, 12);
+  request.set_logprobs(true);
+  request.set_top_logprobs(3);
+  std::vector<v1::TokenLogprobs> got;
+  const GenerateOutcome out = client().Generate(request, 30s, [&](const v1::GenerateResponse& m) {
+    EXPECT_EQ(m.logprobs_size(), m.token_ids_size());
+    got.insert(got.end(), m.logprobs().begin(), m.logprobs().end());
+    return true;
+  });
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_EQ(got.size(), out.tokens.size());
+  auto want = ReferenceLogprobs(served_->model, prompt, out.tokens, 3);
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(testing::Message() << "token " << i);
+    ASSERT_EQ(got[i].top_size(), 3);
+    EXPECT_EQ(got[i].top(0).token_id(), out.tokens[i]);
+    EXPECT_EQ(got[i].logprob(), got[i].top(0).logprob());
+    EXPECT_LE(got[i].logprob(), 0.0f);
+    EXPECT_NEAR(got[i].logprob(), (*want)[i].logprob, 1e-3);
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_NEAR(got[i].top(k).logprob(), (*want)[i].top[k].logprob, 1e-3);
+      if (k > 0) {
+        EXPECT_LE(got[i].top(k).logprob(), got[i].top(k - 1).logprob());
+      }
+    }
+  }
+  int without = 0;
+  const GenerateOutcome plain = client().Generate(GreedyRequest(prompt, 4), 30s, [&](const v1::GenerateResponse& m) {
+    without += m.logprobs_size();
+    return true;
+  });
+  ASSERT_TRUE(plain.status.ok());
+  EXPECT_EQ(without, 0);
 }
 
 TEST_P(ServeApiTest, StopStringEndsTheStreamWithoutIt) {

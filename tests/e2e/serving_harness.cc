@@ -193,6 +193,28 @@ StatusOr<std::vector<int32_t>> GreedyReference(const std::string& model, const s
   return out;
 }
 
+StatusOr<std::vector<worker::TokenLogprobs>> ReferenceLogprobs(const std::string& model,
+                                                               const std::vector<int32_t>& prompt,
+                                                               const std::vector<int32_t>& tokens, int top_n) {
+  BF_ASSIGN_OR_RETURN(LoadedReference loaded, OpenReference(model));
+  worker::RunnerOptions options;
+  options.threads = 1;
+  options.max_step_sequences = 1;
+  options.max_logit_rows = 1;
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::ModelRunner> runner, worker::ModelRunner::Create(loaded.file, options));
+  cache::BlockPool pool(runner->kv_blocks());
+  worker::SequenceSession session(*runner, pool);
+  std::vector<worker::TokenLogprobs> out;
+  BF_ASSIGN_OR_RETURN(std::span<const float> logits, session.Append(prompt));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    out.push_back(worker::ComputeLogprobs(logits, tokens[i], top_n));
+    if (i + 1 < tokens.size()) {
+      BF_ASSIGN_OR_RETURN(logits, session.Append(std::span<const int32_t>(&tokens[i], 1)));
+    }
+  }
+  return out;
+}
+
 namespace {
 
 // The servers under test start while the client already polls: retry connecting every 100 ms,

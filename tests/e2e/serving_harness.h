@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/channel.h"
+#include "worker/token_logprobs.h"
 
 namespace bitfleet::e2e {
 
@@ -60,6 +61,11 @@ StatusOr<std::string> PrivateCopy(const std::string& model, const std::string& n
 // `prompt`, with `stop_at_eog` stopping before an end-of-generation token.
 StatusOr<std::vector<int32_t>> GreedyReference(const std::string& model, const std::vector<int32_t>& prompt, int n,
                                                bool stop_at_eog);
+// The log probabilities (worker/token_logprobs.h) of `tokens` following `prompt`, with the
+// `top_n` most likely tokens at each step, computed in this process.
+StatusOr<std::vector<worker::TokenLogprobs>> ReferenceLogprobs(const std::string& model,
+                                                               const std::vector<int32_t>& prompt,
+                                                               const std::vector<int32_t>& tokens, int top_n);
 // The model's tokenizer encoding of `text` (BOS as the vocabulary asks).
 StatusOr<std::vector<int32_t>> Encode(const std::string& model, const std::string& text);
 

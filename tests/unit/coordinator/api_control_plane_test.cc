@@ -446,6 +446,8 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   seq.sampling.frequency_penalty = -0.5f;
   seq.sampling.penalty_last_n = -1;
   seq.sampling.seed = 123456789012345ull;
+  seq.sampling.logprobs = true;
+  seq.sampling.top_logprobs = 5;
   seq.history = {8, 9};
   seq.sample_index = 17;
   plan.sequences.push_back(seq);
@@ -472,10 +474,15 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   EXPECT_EQ(b.sampling.frequency_penalty, -0.5f);
   EXPECT_EQ(b.sampling.penalty_last_n, -1);
   EXPECT_EQ(b.sampling.seed, 123456789012345ull);
+  EXPECT_TRUE(b.sampling.logprobs);
+  EXPECT_EQ(b.sampling.top_logprobs, 5);
   EXPECT_EQ(b.history, seq.history);
   EXPECT_EQ(b.sample_index, 17u);
 
   StepResult result{9, {{77, 1000}, {78, -1}}};
+  result.sequences[0].has_logprobs = true;
+  result.sequences[0].logprob = -0.25f;
+  result.sequences[0].top_logprobs = {{1000, -0.25f}, {3, -1.5f}};
   v1::StepResult wire_result;
   ToProto(result, &wire_result);
   EXPECT_TRUE(StatusOfResult(wire_result).ok());
@@ -484,6 +491,13 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   ASSERT_EQ(result_back.sequences.size(), 2u);
   EXPECT_EQ(result_back.sequences[1].sequence_id, 78u);
   EXPECT_EQ(result_back.sequences[1].token, -1);
+  EXPECT_FALSE(result_back.sequences[1].has_logprobs);
+  const SequenceResult& with_logprobs = result_back.sequences[0];
+  EXPECT_TRUE(with_logprobs.has_logprobs);
+  EXPECT_EQ(with_logprobs.logprob, -0.25f);
+  ASSERT_EQ(with_logprobs.top_logprobs.size(), 2u);
+  EXPECT_EQ(with_logprobs.top_logprobs[1].token, 3);
+  EXPECT_EQ(with_logprobs.top_logprobs[1].logprob, -1.5f);
 
   ErrorToProto(10, absl::ResourceExhaustedError("too many tokens"), &wire_result);
   const Status error = StatusOfResult(wire_result);
