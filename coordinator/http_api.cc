@@ -10,6 +10,7 @@
 #include "coordinator/openai_protocol.h"
 #include "core/logging.h"
 #include "httplib.h"
+#include "model/tokenizer/utf8.h"
 
 namespace bitfleet::coordinator {
 namespace {
@@ -23,16 +24,45 @@ void SendError(httplib::Response& response, const Status& status) {
   response.set_content(OpenAiErrorBody(status), "application/json");
 }
 
-// A completion streamed as server-sent events (`data: <chunk>`), one chunk per message.
+// The log probabilities of `message`'s tokens, with their texts (the tokens' bytes, special
+// tokens by name), appended to `out`.
+void AppendLogprobs(const tokenizer::Tokenizer& tokenizer, const v1::GenerateResponse& message,
+                    std::vector<OpenAiTokenLogprobs>* out) {
+  const auto bytes = [&](int32_t id) {
+    if (id < 0 || static_cast<size_t>(id) >= tokenizer.size()) return std::string();
+    return std::string(tokenizer.pieces().Piece(id, /*render_special=*/true));
+  };
+  const int n = std::min(message.token_ids_size(), message.logprobs_size());
+  for (int i = 0; i < n; ++i) {
+    const v1::TokenLogprobs& in = message.logprobs(i);
+    std::string raw = bytes(message.token_ids(i));
+    OpenAiTokenLogprobs entry{message.token_ids(i), tokenizer::SanitizeUtf8(raw), std::move(raw), in.logprob(), {}};
+    for (const v1::TopLogprob& top : in.top()) {
+      std::string top_raw = bytes(top.token_id());
+      entry.top.push_back({top.token_id(), tokenizer::SanitizeUtf8(top_raw), std::move(top_raw), top.logprob()});
+    }
+    out->push_back(std::move(entry));
+  }
+}
+
+// A completion streamed as server-sent events (`data: <chunk>`), one chunk per message. With
+// logprobs, a chunk carries those of the tokens since the previous chunk.
 class SseOutput final : public GenerateOutput {
  public:
-  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header) : sink_(sink), header_(header) {}
+  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header, const tokenizer::Tokenizer& tokenizer,
+            bool logprobs)
+      : sink_(sink), header_(header), tokenizer_(tokenizer), logprobs_(logprobs) {}
 
   bool Write(const v1::GenerateResponse& message) override {
     const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+    if (logprobs_) AppendLogprobs(tokenizer_, message, &pending_);
     // Token ids without complete text yet (a character split over tokens) make no chunk.
     if (message.text().empty() && !last && !first_) return true;
-    if (!Event(OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_))) return false;
+    const std::string chunk = OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_,
+                                              logprobs_ ? &pending_ : nullptr, text_offset_);
+    text_offset_ += OpenAiLogprobsLength(pending_);
+    pending_.clear();
+    if (!Event(chunk)) return false;
     first_ = false;
     if (last && header_.include_usage && !Event(OpenAiUsageChunkBody(header_, message.usage()))) return false;
     return true;
@@ -56,6 +86,10 @@ class SseOutput final : public GenerateOutput {
 
   httplib::DataSink& sink_;
   const OpenAiResponseHeader& header_;
+  const tokenizer::Tokenizer& tokenizer_;
+  const bool logprobs_;
+  std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
+  int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
   bool gone_ = false;
 };
@@ -64,10 +98,12 @@ class SseOutput final : public GenerateOutput {
 // closes (a client timeout), so that the request stops taking steps for nobody.
 class BufferOutput final : public GenerateOutput {
  public:
-  explicit BufferOutput(const HttpConnection& connection) : connection_(connection) {}
+  BufferOutput(const HttpConnection& connection, const tokenizer::Tokenizer& tokenizer)
+      : connection_(connection), tokenizer_(tokenizer) {}
 
   bool Write(const v1::GenerateResponse& message) override {
     text += message.text();
+    AppendLogprobs(tokenizer_, message, &logprobs);
     if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       finish = message.finish_reason();
       usage = message.usage();
@@ -79,9 +115,11 @@ class BufferOutput final : public GenerateOutput {
   std::string text;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   v1::Usage usage;
+  std::vector<OpenAiTokenLogprobs> logprobs;
 
  private:
   const HttpConnection& connection_;
+  const tokenizer::Tokenizer& tokenizer_;
 };
 
 }  // namespace
@@ -135,6 +173,7 @@ struct HttpApiServer::Handlers {
     header.model = options.limits.model_name;
     header.created = UnixSeconds();
     header.include_usage = request->include_usage;
+    const bool wants_logprobs = request->generate.logprobs();
     GenerateRequest& submitted = parsed->request;
     submitted.request_id = header.id;
     GenerateCallOptions call_options;
@@ -152,10 +191,12 @@ struct HttpApiServer::Handlers {
         log->debug("{}: connection from {}:{} not found; the request runs to its end if the client leaves", header.id,
                    http_request.remote_addr, http_request.remote_port);
       }
-      BufferOutput output(connection);
+      BufferOutput output(connection, tokenizer);
       const Status status = (*call)->Run(output);
       if (!status.ok()) return refuse(status);
-      response.set_content(OpenAiCompletionBody(header, output.text, output.finish, output.usage), "application/json");
+      response.set_content(OpenAiCompletionBody(header, output.text, output.finish, output.usage,
+                                                wants_logprobs ? &output.logprobs : nullptr),
+                           "application/json");
       Count(endpoint, 200);
       return;
     }
@@ -165,9 +206,9 @@ struct HttpApiServer::Handlers {
     std::shared_ptr<GenerateCall> shared = *std::move(call);
     response.set_header("Cache-Control", "no-cache");
     response.set_chunked_content_provider(
-        "text/event-stream", [this, shared, header, endpoint](size_t, httplib::DataSink& sink) {
+        "text/event-stream", [this, shared, header, endpoint, wants_logprobs](size_t, httplib::DataSink& sink) {
           shared->MarkHeadersSent();
-          SseOutput output(sink, header);
+          SseOutput output(sink, header, tokenizer, wants_logprobs);
           const Status status = shared->Run(output);
           output.Finish(status);
           Count(endpoint, status.ok() ? 200 : HttpStatusOf(status.code()));

@@ -1,10 +1,12 @@
 #include "coordinator/openai_protocol.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
 #include <utility>
 
+#include "coordinator/executor.h"
 #include "nlohmann/json.hpp"
 
 namespace bitfleet::coordinator {
@@ -191,12 +193,9 @@ Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
   BF_RETURN_IF_ERROR(Unsupported(body, "best_of", 1, "one choice per request"));
   BF_RETURN_IF_ERROR(Unsupported(body, "logit_bias", Json::object(), "no logit bias"));
   if (endpoint == OpenAiEndpoint::kCompletions) {
-    BF_RETURN_IF_ERROR(Unsupported(body, "logprobs", 0, "no log probabilities"));
     BF_RETURN_IF_ERROR(Unsupported(body, "echo", false, "the prompt is not echoed"));
     BF_RETURN_IF_ERROR(Unsupported(body, "suffix", "", "no insertion"));
   } else {
-    BF_RETURN_IF_ERROR(Unsupported(body, "logprobs", false, "no log probabilities"));
-    BF_RETURN_IF_ERROR(Unsupported(body, "top_logprobs", 0, "no log probabilities"));
     BF_RETURN_IF_ERROR(Unsupported(body, "tools", Json::array(), "no tool calls"));
     BF_RETURN_IF_ERROR(Unsupported(body, "functions", Json::array(), "no tool calls"));
     BF_RETURN_IF_ERROR(Unsupported(body, "tool_choice", "none", "no tool calls"));
@@ -308,6 +307,78 @@ class ShapeCheck {
   std::string error_;
 };
 
+// Completions: "logprobs": N, the chosen token's and the N most likely; chat: "logprobs": true,
+// with "top_logprobs": N. Null or absent: none.
+Status ReadLogprobs(OpenAiEndpoint endpoint, const Json& body, v1::GenerateRequest& out) {
+  const auto top = [&](const char* name) -> Status {
+    BF_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(body, name));
+    if (!n) return absl::OkStatus();
+    if (*n < 0 || *n > kMaxTopLogprobs) {
+      return FieldError(name, absl::StrCat("must be in [0, ", kMaxTopLogprobs, "]"));
+    }
+    out.set_top_logprobs(static_cast<uint32_t>(*n));
+    return absl::OkStatus();
+  };
+  if (endpoint == OpenAiEndpoint::kCompletions) {
+    if (Find(body, "logprobs") == nullptr) return absl::OkStatus();
+    out.set_logprobs(true);
+    return top("logprobs");
+  }
+  BF_ASSIGN_OR_RETURN(std::optional<bool> logprobs, Bool(body, "logprobs"));
+  out.set_logprobs(logprobs.value_or(false));
+  BF_RETURN_IF_ERROR(top("top_logprobs"));
+  if (out.top_logprobs() > 0 && !out.logprobs()) return FieldError("top_logprobs", "needs \"logprobs\": true");
+  return absl::OkStatus();
+}
+
+// Characters of valid UTF-8: the bytes that do not continue one.
+int64_t CodePoints(const std::string& text) {
+  return std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+}
+
+Json BytesJson(const std::string& token) {
+  Json bytes = Json::array();
+  for (unsigned char c : token) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
+Json LogprobsJson(OpenAiEndpoint endpoint, const std::vector<OpenAiTokenLogprobs>* entries, int64_t text_offset) {
+  if (entries == nullptr) return nullptr;
+  if (endpoint == OpenAiEndpoint::kChatCompletions) {
+    Json content = Json::array();
+    for (const OpenAiTokenLogprobs& e : *entries) {
+      Json top = Json::array();
+      for (const OpenAiTopLogprob& t : e.top) {
+        top.push_back(Json{{"token", t.token}, {"logprob", t.logprob}, {"bytes", BytesJson(t.bytes)}});
+      }
+      content.push_back(
+          Json{{"token", e.token}, {"logprob", e.logprob}, {"bytes", BytesJson(e.bytes)}, {"top_logprobs", top}});
+    }
+    return Json{{"content", std::move(content)}};
+  }
+  Json tokens = Json::array();
+  Json token_logprobs = Json::array();
+  Json top_logprobs = Json::array();
+  Json offsets = Json::array();
+  for (const OpenAiTokenLogprobs& e : *entries) {
+    tokens.push_back(e.token);
+    token_logprobs.push_back(e.logprob);
+    // By token text: two tokens spelled alike share a key, the more likely one's value stays.
+    Json top = Json::object();
+    for (const OpenAiTopLogprob& t : e.top) {
+      if (!top.contains(t.token)) top[t.token] = t.logprob;
+    }
+    if (!top.contains(e.token)) top[e.token] = e.logprob;
+    top_logprobs.push_back(std::move(top));
+    offsets.push_back(text_offset);
+    text_offset += CodePoints(e.token);
+  }
+  return Json{{"tokens", std::move(tokens)},
+              {"token_logprobs", std::move(token_logprobs)},
+              {"top_logprobs", std::move(top_logprobs)},
+              {"text_offset", std::move(offsets)}};
+}
+
 }  // namespace
 
 StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
@@ -337,6 +408,7 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   }
   BF_RETURN_IF_ERROR(ReadSampling(json, generate));
   BF_RETURN_IF_ERROR(ReadStop(json, generate));
+  BF_RETURN_IF_ERROR(ReadLogprobs(endpoint, json, generate));
   BF_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, Bool(json, "ignore_eos"));
   generate.set_ignore_eos(ignore_eos.value_or(false));
   BF_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(json, "stream"));
@@ -356,9 +428,12 @@ const char* OpenAiFinishReason(v1::FinishReason reason) {
 }
 
 std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::string& text,
-                                 v1::FinishReason finish, const v1::Usage& usage) {
+                                 v1::FinishReason finish, const v1::Usage& usage,
+                                 const std::vector<OpenAiTokenLogprobs>* logprobs) {
   const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
-  Json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  Json choice{{"index", 0},
+              {"logprobs", LogprobsJson(header.endpoint, logprobs, 0)},
+              {"finish_reason", FinishJson(finish)}};
   if (chat) {
     choice["message"] = Json{{"role", "assistant"}, {"content", text}};
   } else {
@@ -371,9 +446,11 @@ std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::
 }
 
 std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
-                            bool first) {
+                            bool first, const std::vector<OpenAiTokenLogprobs>* logprobs, int64_t text_offset) {
   const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
-  Json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  Json choice{{"index", 0},
+              {"logprobs", LogprobsJson(header.endpoint, logprobs, text_offset)},
+              {"finish_reason", FinishJson(finish)}};
   if (chat) {
     Json delta = Json::object();
     if (first) delta["role"] = "assistant";
@@ -386,6 +463,12 @@ std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::strin
   body["choices"] = Json::array({std::move(choice)});
   if (header.include_usage) body["usage"] = nullptr;
   return Dump(body);
+}
+
+int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries) {
+  int64_t n = 0;
+  for (const OpenAiTokenLogprobs& e : entries) n += CodePoints(e.token);
+  return n;
 }
 
 std::string OpenAiUsageChunkBody(const OpenAiResponseHeader& header, const v1::Usage& usage) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bitfleet/v1/inference.pb.h"
 #include "core/status.h"
@@ -27,8 +28,10 @@ struct OpenAiRequest {
 };
 
 // Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the
-// wrong type, and features this server does not offer (n or best_of other than 1, logprobs,
-// echo, suffix, logit_bias, tools, non-text message content, a response_format other than text).
+// wrong type, and features this server does not offer (n or best_of other than 1, echo, suffix,
+// logit_bias, tools, non-text message content, a response_format other than text). Log
+// probabilities: completions' "logprobs": N (0..20) and chat's "logprobs": true with
+// "top_logprobs": N (0..20) set GenerateRequest.logprobs / top_logprobs.
 // Unknown fields are ignored, as OpenAI's own clients send extra ones. Defaults follow OpenAI's:
 // temperature 1, max_tokens 16 for completions and the rest of the context for chat.
 StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body);
@@ -47,13 +50,40 @@ struct OpenAiResponseHeader {
 // "stop" (end of sequence, stop string) or "length".
 const char* OpenAiFinishReason(v1::FinishReason reason);
 
-// The whole (non-streamed) response: text_completion or chat.completion.
+// One generated token's log probabilities as the bodies show them. A token's bytes may be part
+// of a UTF-8 character: `token` is its text with such bytes as U+FFFD (valid UTF-8), `bytes` the
+// bytes themselves (chat's "bytes" lists them exactly).
+struct OpenAiTopLogprob {
+  int32_t token_id = -1;
+  std::string token;
+  std::string bytes;
+  float logprob = 0.0f;
+};
+struct OpenAiTokenLogprobs {
+  int32_t token_id = -1;
+  std::string token;
+  std::string bytes;
+  float logprob = 0.0f;
+  std::vector<OpenAiTopLogprob> top;  // best first
+};
+
+// The whole (non-streamed) response: text_completion or chat.completion. `logprobs` (null:
+// "logprobs": null) in the endpoint's format: completions' {tokens, token_logprobs,
+// top_logprobs (the top N and the chosen token, by token text), text_offset (characters into
+// the tokens' texts joined, which is the completion unless a character spans tokens)}, chat's
+// {content: [{token, logprob, bytes, top_logprobs: [...]}]}.
 std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::string& text,
-                                 v1::FinishReason finish, const v1::Usage& usage);
+                                 v1::FinishReason finish, const v1::Usage& usage,
+                                 const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr);
 // One streamed chunk (text_completion or chat.completion.chunk) carrying `text` and, when not
 // UNSPECIFIED, the finish reason. `first` adds the chat's assistant role to the delta.
+// `logprobs` as above, for this chunk's tokens, whose first starts `text_offset` characters into
+// the completion.
 std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
-                            bool first);
+                            bool first, const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr,
+                            int64_t text_offset = 0);
+// The characters `entries`' texts add to the completion (the next chunk's text_offset).
+int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries);
 // The last chunk under stream_options.include_usage: no choices, the usage.
 std::string OpenAiUsageChunkBody(const OpenAiResponseHeader& header, const v1::Usage& usage);
 // {"error": {"message", "type", "param", "code"}} for a failed status.

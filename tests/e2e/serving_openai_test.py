@@ -166,6 +166,19 @@ def run(binary, work):
             if p in alone:
                 check(out == alone[p], f"{p!r}: batched text {out!r} differs from its single-stream {alone[p]!r}")
 
+        # Log probabilities through the client's own models: the tokens spell the text, each
+        # value is a log probability, greedy picks the most likely token.
+        scored = complete("Hello world", logprobs=3)
+        lp = scored.choices[0].logprobs
+        check(lp is not None and len(lp.tokens) == 24, f"completion logprobs {lp}")
+        if lp is not None and len(lp.tokens) == 24:
+            check("".join(lp.tokens) == scored.choices[0].text, f"logprob tokens {lp.tokens} do not spell the text")
+            check(all(v <= 0 for v in lp.token_logprobs), f"token_logprobs {lp.token_logprobs}")
+            check(all(max(top.values()) == v for top, v in zip(lp.top_logprobs, lp.token_logprobs)),
+                  f"a greedy token that is not the most likely: {lp.top_logprobs}")
+            check(lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(24)],
+                  f"text_offset {lp.text_offset}")
+
         words = reference.split()
         if len(words) > 3:
             stopped = complete("Hello world", stop=[words[2]])
@@ -258,6 +271,14 @@ def chat_test(binary, work, check):
                     roles.append(choice.delta.role)
         check(streamed == answer, f"streamed chat {streamed!r} != {answer!r}")
         check(roles == ["assistant"], f"roles in the stream: {roles}")
+        scored = server.client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0,
+                                                       logprobs=True, top_logprobs=2)
+        content = scored.choices[0].logprobs.content if scored.choices[0].logprobs else []
+        check(len(content) == scored.usage.completion_tokens and content, f"chat logprobs {scored.choices[0]}")
+        check(bytes(b for e in content for b in e.bytes).decode() == scored.choices[0].message.content,
+              "chat logprob bytes do not spell the answer")
+        check(all(len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob == e.logprob <= 0 for e in content),
+              f"chat top_logprobs {content}")
     finally:
         code = server.stop()
         check(code == 0, f"serve (SmolLM2) exited {code} after SIGTERM")

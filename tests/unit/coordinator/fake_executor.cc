@@ -4,6 +4,8 @@
 
 namespace bitfleet::coordinator::testing {
 
+float FakeLogprob(int32_t token, int rank) { return -0.125f * static_cast<float>(rank) - 0.001f * (token % 50); }
+
 NextTokenFn HashNextToken(int32_t n_vocab) {
   return [n_vocab](std::span<const int32_t> context) {
     uint64_t h = 1469598103934665603ull;
@@ -132,6 +134,14 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
       token = next_(context);
     }
     result.sequences.push_back({seq.sequence_id, token});
+    if (seq.sample && seq.sampling.logprobs) {
+      SequenceResult& sampled = result.sequences.back();
+      sampled.has_logprobs = true;
+      sampled.logprob = FakeLogprob(token, 0);
+      for (int k = 0; k < seq.sampling.top_logprobs; ++k) {
+        sampled.top_logprobs.push_back({(token + k) % options_.n_vocab, FakeLogprob(token, k)});
+      }
+    }
     tokens_executed_ += static_cast<int64_t>(seq.tokens.size());
   }
   plans_.push_back(plan);

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "bitfleet/v1/inference.grpc.pb.h"
@@ -124,6 +125,106 @@ TEST_F(HttpApiTest, CompletionEqualsTheGrpcAnswer) {
   EXPECT_GT(body["usage"]["prompt_tokens"].get<int>(), 0);
   EXPECT_EQ(body["model"], server_->model_name());
   EXPECT_EQ(body["id"].get<std::string>().rfind("cmpl-", 0), 0u) << body["id"];
+}
+
+// The gRPC API's logprobs for a greedy prompt: (token ids, logprobs), each checked against the
+// fake replica's values (FakeLogprob), which the coordinator must pass through unchanged.
+std::pair<std::vector<int32_t>, std::vector<v1::TokenLogprobs>> GrpcLogprobs(int port, const std::string& prompt,
+                                                                             uint32_t max_tokens, uint32_t top) {
+  auto stub = v1::Inference::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::GenerateRequest request;
+  request.set_prompt(prompt);
+  request.set_max_tokens(max_tokens);
+  request.mutable_sampling()->set_temperature(0);
+  request.set_logprobs(true);
+  request.set_top_logprobs(top);
+  auto reader = stub->Generate(&context, request);
+  v1::GenerateResponse message;
+  std::vector<int32_t> ids;
+  std::vector<v1::TokenLogprobs> logprobs;
+  while (reader->Read(&message)) {
+    EXPECT_EQ(message.logprobs_size(), message.token_ids_size());
+    ids.insert(ids.end(), message.token_ids().begin(), message.token_ids().end());
+    logprobs.insert(logprobs.end(), message.logprobs().begin(), message.logprobs().end());
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  for (size_t i = 0; i < std::min(ids.size(), logprobs.size()); ++i) {
+    EXPECT_EQ(logprobs[i].logprob(), testing::FakeLogprob(ids[i], 0));
+    EXPECT_EQ(logprobs[i].top_size(), static_cast<int>(top));
+    for (int k = 0; k < logprobs[i].top_size(); ++k) {
+      EXPECT_EQ(logprobs[i].top(k).logprob(), testing::FakeLogprob(ids[i], k));
+    }
+  }
+  return {ids, logprobs};
+}
+
+// Completions' "logprobs": N: per token its text, log probability, a dict of the top N (and the
+// chosen token) by text, and its byte offset; the texts join to the completion, the values are
+// the gRPC API's. Streamed chunks carry the same entries, split as the text is.
+TEST_F(HttpApiTest, CompletionLogprobsInOpenAisLegacyFormat) {
+  const auto [ids, want] = GrpcLogprobs(server_->api_port(), "Hello world", 10, 2);
+  ASSERT_EQ(ids.size(), 10u);
+  auto response = Post("/v1/completions", R"({"prompt": "Hello world", "max_tokens": 10, "temperature": 0,
+      "logprobs": 2})");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  const Json body = Json::parse(response->body);
+  const Json& logprobs = body["choices"][0]["logprobs"];
+  ASSERT_EQ(logprobs["tokens"].size(), 10u) << logprobs.dump();
+  std::string joined;
+  int64_t characters = 0;  // text_offset counts characters
+  for (size_t i = 0; i < 10; ++i) {
+    const std::string token = logprobs["tokens"][i].get<std::string>();
+    EXPECT_EQ(logprobs["text_offset"][i], characters);
+    joined += token;
+    for (unsigned char c : token) characters += (c & 0xC0) != 0x80 ? 1 : 0;
+    EXPECT_EQ(logprobs["token_logprobs"][i].get<double>(), want[i].logprob());
+    const Json& top = logprobs["top_logprobs"][i];
+    EXPECT_GE(top.size(), 1u);
+    EXPECT_LE(top.size(), 3u);
+    EXPECT_EQ(top[token].get<double>(), want[i].logprob());
+  }
+  EXPECT_EQ(joined, body["choices"][0]["text"].get<std::string>());
+
+  auto streamed = Post("/v1/completions", R"({"prompt": "Hello world", "max_tokens": 10, "temperature": 0,
+      "logprobs": 2, "stream": true})");
+  ASSERT_TRUE(streamed);
+  ASSERT_EQ(streamed->status, 200) << streamed->body;
+  Json tokens = Json::array();
+  Json offsets = Json::array();
+  for (size_t at = 0; (at = streamed->body.find("data: {", at)) != std::string::npos;) {
+    const size_t end = streamed->body.find("\n\n", at);
+    const Json chunk = Json::parse(streamed->body.substr(at + 6, end - at - 6));
+    for (const Json& t : chunk["choices"][0]["logprobs"]["tokens"]) tokens.push_back(t);
+    for (const Json& o : chunk["choices"][0]["logprobs"]["text_offset"]) offsets.push_back(o);
+    at = end;
+  }
+  EXPECT_EQ(tokens, logprobs["tokens"]);
+  EXPECT_EQ(offsets, logprobs["text_offset"]);
+}
+
+// Bad logprobs values are 400s naming the field (chat's format is checked in
+// openai_protocol_test and, on a model with a chat template, in serving_openai_test.py).
+TEST_F(HttpApiTest, LogprobsRefusalsNameTheirField) {
+  const std::string messages = R"("messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6)";
+  for (const auto& [endpoint, extra, field] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/v1/chat/completions", R"("top_logprobs": 2)", "top_logprobs"},
+           {"/v1/chat/completions", R"("logprobs": true, "top_logprobs": 21)", "top_logprobs"},
+           {"/v1/chat/completions", R"("logprobs": 1)", "logprobs"},
+           {"/v1/completions", R"("logprobs": 21)", "logprobs"},
+           {"/v1/completions", R"("logprobs": -1)", "logprobs"},
+       }) {
+    const std::string request = endpoint == "/v1/completions"
+                                    ? R"({"prompt": "Hi", "max_tokens": 2, )" + extra + "}"
+                                    : "{" + messages + ", " + extra + "}";
+    auto refused = Post(endpoint, request);
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 400) << request << ": " << refused->body;
+    EXPECT_NE(refused->body.find("'" + field + "'"), std::string::npos) << refused->body;
+  }
 }
 
 TEST_F(HttpApiTest, StreamedChunksJoinToTheWholeAnswer) {

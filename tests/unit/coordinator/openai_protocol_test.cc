@@ -134,12 +134,10 @@ TEST(OpenAiRequestTest, BodiesTooDeepOrWithTooManyValuesAreRefusedBeforeTheyAreB
 TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Completion(R"({"prompt": "x", "n": 2})"), "'n' is not supported");
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
-  ExpectRefused(Completion(R"({"prompt": "x", "logprobs": 5})"), "'logprobs'");
   ExpectRefused(Completion(R"({"prompt": "x", "echo": true})"), "'echo'");
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
   ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": 100}})"), "'logit_bias'");
   ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
-  ExpectRefused(Chat(R"({"messages": [], "logprobs": true})"), "'logprobs'");
   ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_object"}})"), "'response_format'");
   // Their no-op values are fine.
   EXPECT_TRUE(Completion(R"({"prompt": "x", "n": 1, "best_of": 1, "echo": false, "logprobs": null})").ok());
@@ -178,6 +176,70 @@ TEST(OpenAiRequestTest, ChatMessagesBecomeTheChat) {
   ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})"),
                 "text parts only");
   ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": 7}]})"), "messages[0].content");
+}
+
+// Completions: "logprobs": N is the chosen token's and N alternatives; chat: "logprobs": true and
+// "top_logprobs": N. Out of range, of the wrong type or top_logprobs alone: refused by name.
+TEST(OpenAiRequestTest, LogprobsFields) {
+  auto none = Completion(R"({"prompt": "x", "logprobs": null})");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->generate.logprobs());
+  auto completion = Completion(R"({"prompt": "x", "logprobs": 5})");
+  ASSERT_TRUE(completion.ok()) << completion.status();
+  EXPECT_TRUE(completion->generate.logprobs());
+  EXPECT_EQ(completion->generate.top_logprobs(), 5u);
+  auto zero = Completion(R"({"prompt": "x", "logprobs": 0})");
+  ASSERT_TRUE(zero.ok());
+  EXPECT_TRUE(zero->generate.logprobs());
+  EXPECT_EQ(zero->generate.top_logprobs(), 0u);
+  auto chat = Chat(R"({"messages": [], "logprobs": true, "top_logprobs": 20})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_TRUE(chat->generate.logprobs());
+  EXPECT_EQ(chat->generate.top_logprobs(), 20u);
+  auto off = Chat(R"({"messages": [], "logprobs": false, "top_logprobs": 0})");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->generate.logprobs());
+  ExpectRefused(Completion(R"({"prompt": "x", "logprobs": 21})"), "'logprobs' must be in [0, 20]");
+  ExpectRefused(Completion(R"({"prompt": "x", "logprobs": true})"), "'logprobs' must be an integer");
+  ExpectRefused(Chat(R"({"messages": [], "logprobs": 2})"), "'logprobs' must be true or false");
+  ExpectRefused(Chat(R"({"messages": [], "top_logprobs": 2})"), "'top_logprobs' needs");
+  ExpectRefused(Chat(R"({"messages": [], "logprobs": true, "top_logprobs": -1})"), "'top_logprobs'");
+}
+
+// Both formats of the log probabilities: completions' parallel lists and top dict (which always
+// holds the chosen token), with byte offsets; chat's content entries with their bytes.
+TEST(OpenAiResponseTest, LogprobsInBothFormats) {
+  const std::vector<OpenAiTokenLogprobs> entries = {
+      {7, " a", " a", -0.5f, {{7, " a", " a", -0.5f}, {8, "b", "b", -1.5f}}},
+      {9, "\xEF\xBF\xBD", "\xc3", -2.0f, {{3, "é", "é", -0.25f}}},  // half of a character; not among the top
+  };
+  OpenAiResponseHeader header{OpenAiEndpoint::kCompletions, "cmpl-1", "tiny", 1};
+  const Json completion =
+      Json::parse(OpenAiCompletionBody(header, " a", v1::FINISH_REASON_LENGTH, v1::Usage(), &entries));
+  const Json& legacy = completion["choices"][0]["logprobs"];
+  EXPECT_EQ(legacy["tokens"], (Json{" a", "\xEF\xBF\xBD"}));
+  EXPECT_EQ(legacy["token_logprobs"], (Json{-0.5, -2.0}));
+  EXPECT_EQ(legacy["text_offset"], (Json{0, 2}));
+  EXPECT_EQ(legacy["top_logprobs"][0], (Json{{" a", -0.5}, {"b", -1.5}}));
+  EXPECT_EQ(legacy["top_logprobs"][1], (Json{{"é", -0.25}, {"\xEF\xBF\xBD", -2.0}}));
+  const Json chunk = Json::parse(OpenAiChunkBody(header, "", v1::FINISH_REASON_UNSPECIFIED, false, &entries, 10));
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["text_offset"], (Json{10, 12}));
+  EXPECT_EQ(OpenAiLogprobsLength(entries), 3);  // characters, not bytes
+  EXPECT_TRUE(Json::parse(OpenAiCompletionBody(header, "", v1::FINISH_REASON_LENGTH, v1::Usage()))["choices"][0]
+                  ["logprobs"]
+                      .is_null());
+
+  header.endpoint = OpenAiEndpoint::kChatCompletions;
+  const Json chat = Json::parse(OpenAiCompletionBody(header, " a", v1::FINISH_REASON_LENGTH, v1::Usage(), &entries));
+  const Json& content = chat["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], " a");
+  EXPECT_EQ(content[0]["logprob"], -0.5);
+  EXPECT_EQ(content[0]["bytes"], (Json{32, 97}));
+  EXPECT_EQ(content[0]["top_logprobs"][1], (Json{{"token", "b"}, {"logprob", -1.5}, {"bytes", Json{98}}}));
+  EXPECT_EQ(content[1]["bytes"], (Json{195}));
+  const Json chat_chunk = Json::parse(OpenAiChunkBody(header, "", v1::FINISH_REASON_UNSPECIFIED, false, &entries));
+  EXPECT_EQ(chat_chunk["choices"][0]["logprobs"]["content"].size(), 2u);
 }
 
 TEST(OpenAiResponseTest, WholeResponsesCarryTextFinishAndUsage) {
