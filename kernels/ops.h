@@ -29,6 +29,9 @@ void Rope(float* x, const int32_t* positions, int n_tokens, int n_heads, int hea
 
 // In place: x = softmax(x) over `n` values.
 void Softmax(float* x, int n);
+// In place: x[i] = exp(x[i] - max) over `n` values; returns their sum (float, summed lane-wise:
+// the softmax's normaliser, as Softmax computes it). NaN in, NaN out.
+float ExpShiftSum(float* x, int64_t n, float max);
 
 // FFN gates: out = act(gate) * up, act = SiLU or squared ReLU.
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);

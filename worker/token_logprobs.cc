@@ -5,11 +5,13 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/ops.h"
 
 namespace bitfleet::worker {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int64_t kSumBlock = 1024;
 
 // a ranks before b: the higher logit, ties to the lower id.
 bool Better(const TopLogprob& a, const TopLogprob& b) {
@@ -57,25 +59,41 @@ LogprobSlice Decode(const float* in) {
 
 LogprobSlice SummarizeSlice(std::span<const float> logits, int32_t vocab_begin, int32_t token, int top_n) {
   LogprobSlice slice;
+  const int64_t n = static_cast<int64_t>(logits.size());
+  // The largest logit, NaNs skipped (ArgMax's rule); -inf when there is none.
   slice.max = kNegInf;
-  for (float l : logits) slice.max = std::max(slice.max, l);  // a NaN l leaves max as it was
-  double sum = 0.0;
-  // All -inf (or empty): nothing contributes, and exp(-inf - -inf) would be NaN.
+  if (n > 0) slice.max = std::max(kNegInf, logits[kernels::ArgMax(logits.data(), n)]);
   if (slice.max != kNegInf) {
-    for (float l : logits) sum += std::exp(static_cast<double>(l) - slice.max);
+    // The vector exp of the softmax kernels, on a copy; float lanes within a block of
+    // kSumBlock, the blocks added in double (a whole row in float lanes would drift by ~1e-5 on
+    // a 49k vocabulary). A NaN logit makes the sum NaN.
+    thread_local std::vector<float> scratch;
+    scratch.assign(logits.begin(), logits.end());
+    double sum = 0.0;
+    for (int64_t b = 0; b < n; b += kSumBlock) {
+      sum += kernels::ExpShiftSum(scratch.data() + b, std::min<int64_t>(kSumBlock, n - b), slice.max);
+    }
+    slice.sum_exp = sum;
   } else {
-    for (float l : logits) sum += std::isnan(l) ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+    // Only -inf and NaN (or nothing): the -infs add nothing, a NaN poisons the row.
+    for (float l : logits) {
+      if (std::isnan(l)) slice.sum_exp = std::numeric_limits<double>::quiet_NaN();
+    }
   }
-  slice.sum_exp = sum;
   const int64_t local = static_cast<int64_t>(token) - vocab_begin;
   if (local >= 0 && local < static_cast<int64_t>(logits.size())) {
     slice.has_token = true;
     slice.token_logit = logits[local];
   }
+  if (top_n == 0) return slice;
   slice.top.reserve(top_n + 1);
-  for (size_t j = 0; j < logits.size(); ++j) {
-    if (std::isnan(logits[j])) continue;
+  // Ids rise along the scan, so once `top` is full only a strictly larger logit can enter it:
+  // one compare per logit (NaNs and -inf never enter).
+  float threshold = kNegInf;
+  for (int64_t j = 0; j < n; ++j) {
+    if (!(logits[j] > threshold)) continue;
     Offer(slice.top, top_n, {vocab_begin + static_cast<int32_t>(j), logits[j]});
+    if (static_cast<int>(slice.top.size()) == top_n) threshold = slice.top.back().logprob;
   }
   return slice;
 }

@@ -6,8 +6,9 @@
 // A row may be split over ranks (a vocab-parallel LM head): each rank summarizes its slice
 // (SummarizeSlice: max, sum of exponentials, the sampled token's logit if it holds it, its best
 // candidates), and the merge of all summaries gives the whole row's answer. Whole rows are the
-// one-slice case. The merge works in double and rounds once, so a split row differs from the
-// whole row by float rounding only (~1e-7 relative).
+// one-slice case. The sums of exponentials use the softmax kernels' vector exp, in float lanes
+// over blocks of 1024 added in double (a 49k-vocabulary row in ~0.1 ms, against ~0.5 ms for
+// exp in double); a log probability is within ~2e-6 of exact arithmetic in every CPU variant.
 #pragma once
 
 #include <cstdint>

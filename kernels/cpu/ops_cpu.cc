@@ -667,6 +667,8 @@ void Rope(float* x, const int32_t* positions, int n_tokens, int n_heads, int hea
 
 void Softmax(float* x, int n) { cpu::SoftmaxWith(cpu::ActiveKernels(), x, n); }
 
+float ExpShiftSum(float* x, int64_t n, float max) { return cpu::ActiveKernels().exp_shift_sum(x, n, max); }
+
 int64_t ArgMax(const float* x, int64_t n) { return cpu::ActiveKernels().arg_max(x, n); }
 
 void SiluMul(const float* gate, const float* up, int64_t n, float* out) {

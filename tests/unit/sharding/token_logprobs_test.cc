@@ -64,7 +64,7 @@ TEST(TokenLogprobsTest, WholeRowsEqualTheLogSoftmax) {
       const int32_t token = static_cast<int32_t>((seed * 7919) % n);
       const int top_n = static_cast<int>(seed * 5 % (kMaxTopLogprobs + 1));
       SCOPED_TRACE(testing::Message() << "n " << n << " seed " << seed << " top " << top_n);
-      ExpectMatches(ComputeLogprobs(logits, token, top_n), ReferenceLogprobs(logits, token, top_n), 2e-6);
+      ExpectMatches(ComputeLogprobs(logits, token, top_n), ReferenceLogprobs(logits, token, top_n), 3e-6);
     }
   }
 }
@@ -83,7 +83,7 @@ TEST(TokenLogprobsTest, ProbabilitiesSumToOneAndTiesGoToTheLowerId) {
   EXPECT_EQ(got.logprob, got.top[0].logprob);
   double mass = 0;
   for (int32_t t = 0; t < 50; ++t) mass += std::exp(ComputeLogprobs(logits, t, 0).logprob);
-  EXPECT_NEAR(mass, 1.0, 1e-6);
+  EXPECT_NEAR(mass, 1.0, 3e-6);
   // A one-token vocabulary is certain.
   EXPECT_EQ(ComputeLogprobs(std::vector<float>{-3.0f}, 0, 1).logprob, 0.0f);
 }
@@ -94,6 +94,9 @@ TEST(TokenLogprobsTest, ANanLogitPoisonsTheRow) {
   const TokenLogprobs got = ComputeLogprobs(logits, 3, 2);
   EXPECT_TRUE(std::isnan(got.logprob));
   for (const TopLogprob& t : got.top) EXPECT_NE(t.token, 17);
+  const std::vector<float> all_nan(8, std::numeric_limits<float>::quiet_NaN());
+  EXPECT_TRUE(std::isnan(ComputeLogprobs(all_nan, 0, 2).logprob));
+  EXPECT_TRUE(ComputeLogprobs(all_nan, 0, 2).top.empty());
 }
 
 // Slices of uneven widths, merged in order, give the whole row's answer.
@@ -109,7 +112,7 @@ TEST(TokenLogprobsTest, SplitRowsMergeToTheWholeRow) {
                                         static_cast<int32_t>(r.begin), token, 6));
       }
       SCOPED_TRACE(testing::Message() << parts << " parts, token " << token);
-      ExpectMatches(MergeSlices(slices, 6), ReferenceLogprobs(logits, token, 6), 2e-6);
+      ExpectMatches(MergeSlices(slices, 6), ReferenceLogprobs(logits, token, 6), 3e-6);
     }
   }
 }
@@ -143,7 +146,7 @@ TEST(TokenLogprobsTest, ShardedRowsGiveEveryRankTheWholeAnswer) {
       ASSERT_EQ(answers[rank].size(), 3u);
       for (int i = 0; i < 3; ++i) {
         SCOPED_TRACE(testing::Message() << "tp " << tp << " rank " << rank << " row " << i);
-        ExpectMatches(answers[rank][i], ReferenceLogprobs(rows[i], tokens[i], tops[i]), 2e-6);
+        ExpectMatches(answers[rank][i], ReferenceLogprobs(rows[i], tokens[i], tops[i]), 3e-6);
         EXPECT_EQ(answers[rank][i].logprob, answers[0][i].logprob) << "ranks disagree";
       }
     }
