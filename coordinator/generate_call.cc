@@ -117,6 +117,11 @@ void GenerateCall::Cancel(FinishReason reason) {
   scheduler_.Cancel(id_, reason).IgnoreError();  // NOT_FOUND: it finished meanwhile
 }
 
+std::string GenerateCall::TokenBytes(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= tokenizer_.size()) return std::string();
+  return std::string(tokenizer_.pieces().Piece(id, /*render_special=*/true));
+}
+
 Status GenerateCall::Run(GenerateOutput& output) {
   auto log = Logger("api");
   const Clock::time_point start = options_.parsed;
@@ -172,10 +177,12 @@ Status GenerateCall::Run(GenerateOutput& output) {
       if (event.has_logprobs) {
         v1::TokenLogprobs* logprobs = message.add_logprobs();
         logprobs->set_logprob(event.logprob);
+        logprobs->set_token(TokenBytes(event.token));
         for (const TokenLogprob& top : event.top_logprobs) {
           v1::TopLogprob* entry = logprobs->add_top();
           entry->set_token_id(top.token);
           entry->set_logprob(top.logprob);
+          entry->set_token(TokenBytes(top.token));
         }
       }
       StatusOr<std::string> piece = decoder.Push(event.token);

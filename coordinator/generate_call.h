@@ -98,6 +98,8 @@ class GenerateCall {
   size_t prompt_tokens() const { return prompt_tokens_; }
 
  private:
+  // A token's bytes for the logprobs (a leading space kept, special tokens by name).
+  std::string TokenBytes(int32_t id) const;
   struct EventQueue;
   GenerateCall(Scheduler& scheduler, const tokenizer::Tokenizer& tokenizer, GenerateCallOptions options);
   void Cancel(FinishReason reason);

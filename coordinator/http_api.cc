@@ -24,22 +24,14 @@ void SendError(httplib::Response& response, const Status& status) {
   response.set_content(OpenAiErrorBody(status), "application/json");
 }
 
-// The log probabilities of `message`'s tokens, with their texts (the tokens' bytes, special
-// tokens by name), appended to `out`.
-void AppendLogprobs(const tokenizer::Tokenizer& tokenizer, const v1::GenerateResponse& message,
-                    std::vector<OpenAiTokenLogprobs>* out) {
-  const auto bytes = [&](int32_t id) {
-    if (id < 0 || static_cast<size_t>(id) >= tokenizer.size()) return std::string();
-    return std::string(tokenizer.pieces().Piece(id, /*render_special=*/true));
-  };
+// The log probabilities of `message`'s tokens (their bytes from GenerateCall), appended to `out`.
+void AppendLogprobs(const v1::GenerateResponse& message, std::vector<OpenAiTokenLogprobs>* out) {
   const int n = std::min(message.token_ids_size(), message.logprobs_size());
   for (int i = 0; i < n; ++i) {
     const v1::TokenLogprobs& in = message.logprobs(i);
-    std::string raw = bytes(message.token_ids(i));
-    OpenAiTokenLogprobs entry{message.token_ids(i), tokenizer::SanitizeUtf8(raw), std::move(raw), in.logprob(), {}};
+    OpenAiTokenLogprobs entry{message.token_ids(i), tokenizer::SanitizeUtf8(in.token()), in.token(), in.logprob(), {}};
     for (const v1::TopLogprob& top : in.top()) {
-      std::string top_raw = bytes(top.token_id());
-      entry.top.push_back({top.token_id(), tokenizer::SanitizeUtf8(top_raw), std::move(top_raw), top.logprob()});
+      entry.top.push_back({top.token_id(), tokenizer::SanitizeUtf8(top.token()), top.token(), top.logprob()});
     }
     out->push_back(std::move(entry));
   }
@@ -49,13 +41,12 @@ void AppendLogprobs(const tokenizer::Tokenizer& tokenizer, const v1::GenerateRes
 // logprobs, a chunk carries those of the tokens since the previous chunk.
 class SseOutput final : public GenerateOutput {
  public:
-  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header, const tokenizer::Tokenizer& tokenizer,
-            bool logprobs)
-      : sink_(sink), header_(header), tokenizer_(tokenizer), logprobs_(logprobs) {}
+  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header, bool logprobs)
+      : sink_(sink), header_(header), logprobs_(logprobs) {}
 
   bool Write(const v1::GenerateResponse& message) override {
     const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-    if (logprobs_) AppendLogprobs(tokenizer_, message, &pending_);
+    if (logprobs_) AppendLogprobs(message, &pending_);
     // Token ids without complete text yet (a character split over tokens) make no chunk.
     if (message.text().empty() && !last && !first_) return true;
     const std::string chunk = OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_,
@@ -86,7 +77,6 @@ class SseOutput final : public GenerateOutput {
 
   httplib::DataSink& sink_;
   const OpenAiResponseHeader& header_;
-  const tokenizer::Tokenizer& tokenizer_;
   const bool logprobs_;
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
@@ -98,12 +88,11 @@ class SseOutput final : public GenerateOutput {
 // closes (a client timeout), so that the request stops taking steps for nobody.
 class BufferOutput final : public GenerateOutput {
  public:
-  BufferOutput(const HttpConnection& connection, const tokenizer::Tokenizer& tokenizer)
-      : connection_(connection), tokenizer_(tokenizer) {}
+  explicit BufferOutput(const HttpConnection& connection) : connection_(connection) {}
 
   bool Write(const v1::GenerateResponse& message) override {
     text += message.text();
-    AppendLogprobs(tokenizer_, message, &logprobs);
+    AppendLogprobs(message, &logprobs);
     if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       finish = message.finish_reason();
       usage = message.usage();
@@ -119,7 +108,6 @@ class BufferOutput final : public GenerateOutput {
 
  private:
   const HttpConnection& connection_;
-  const tokenizer::Tokenizer& tokenizer_;
 };
 
 }  // namespace
@@ -191,7 +179,7 @@ struct HttpApiServer::Handlers {
         log->debug("{}: connection from {}:{} not found; the request runs to its end if the client leaves", header.id,
                    http_request.remote_addr, http_request.remote_port);
       }
-      BufferOutput output(connection, tokenizer);
+      BufferOutput output(connection);
       const Status status = (*call)->Run(output);
       if (!status.ok()) return refuse(status);
       response.set_content(OpenAiCompletionBody(header, output.text, output.finish, output.usage,
@@ -208,7 +196,7 @@ struct HttpApiServer::Handlers {
     response.set_chunked_content_provider(
         "text/event-stream", [this, shared, header, endpoint, wants_logprobs](size_t, httplib::DataSink& sink) {
           shared->MarkHeadersSent();
-          SseOutput output(sink, header, tokenizer, wants_logprobs);
+          SseOutput output(sink, header, wants_logprobs);
           const Status status = shared->Run(output);
           output.Finish(status);
           Count(endpoint, status.ok() ? 200 : HttpStatusOf(status.code()));

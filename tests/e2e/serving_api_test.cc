@@ -11,7 +11,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "model/tokenizer/utf8.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/engine_test_assets.h"
 #include "tests/e2e/serving_harness.h"
 
@@ -250,6 +253,9 @@ TEST_P(ServeApiTest, LogprobsAreTheModelsLogSoftmax) {
       }
     }
   }
+  std::string joined;
+  for (const v1::TokenLogprobs& entry : got) joined += entry.token();
+  EXPECT_EQ(tokenizer::SanitizeUtf8(joined), out.text) << "the logprobs' token bytes do not spell the text";
   int without = 0;
   const GenerateOutcome plain = client().Generate(GreedyRequest(prompt, 4), 30s, [&](const v1::GenerateResponse& m) {
     without += m.logprobs_size();
@@ -257,6 +263,45 @@ TEST_P(ServeApiTest, LogprobsAreTheModelsLogSoftmax) {
   });
   ASSERT_TRUE(plain.status.ok());
   EXPECT_EQ(without, 0);
+}
+
+// `bitfleet generate` against the server: the greedy text of `bitfleet run`, and with
+// --logprobs one JSON line per token carrying the gRPC API's values.
+TEST_P(ServeApiTest, GenerateCommandPrintsTheTextOrTheLogprobs) {
+  auto bin = BitfleetBinary();
+  ASSERT_TRUE(bin.ok());
+  const std::string generate = absl::StrCat(ShellQuote(*bin), " generate --target 127.0.0.1:", served_->port,
+                                            " -p 'Hello world' -n 12 --temp 0");
+  const CommandResult text = RunCommand(generate + " 2>/dev/null");
+  ASSERT_EQ(text.exit_code, 0);
+  const CommandResult run = RunCommand(absl::StrCat(ShellQuote(*bin), " run -m ", ShellQuote(served_->model),
+                                                    " -p 'Hello world' -n 12 --temp 0 -t 1 2>/dev/null"));
+  ASSERT_EQ(run.exit_code, 0);
+  EXPECT_EQ(text.out, run.out);
+
+  const CommandResult scored = RunCommand(generate + " --logprobs 2 2>/dev/null");
+  ASSERT_EQ(scored.exit_code, 0);
+  auto ids = Encode(served_->model, "Hello world");
+  ASSERT_TRUE(ids.ok());
+  v1::GenerateRequest request = GreedyRequest(*ids, 12, /*ignore_eos=*/false);
+  request.set_logprobs(true);
+  request.set_top_logprobs(2);
+  std::vector<v1::TokenLogprobs> want;
+  const GenerateOutcome out = client().Generate(request, 30s, [&](const v1::GenerateResponse& m) {
+    want.insert(want.end(), m.logprobs().begin(), m.logprobs().end());
+    return true;
+  });
+  ASSERT_TRUE(out.status.ok());
+  std::vector<std::string> lines = absl::StrSplit(scored.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), out.tokens.size()) << scored.out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const nlohmann::json line = nlohmann::json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(line.is_discarded()) << lines[i];
+    EXPECT_EQ(line["id"], out.tokens[i]);
+    EXPECT_EQ(line["logprob"].get<double>(), want[i].logprob());
+    ASSERT_EQ(line["top"].size(), 2u);
+    EXPECT_EQ(line["top"][1]["id"], want[i].top(1).token_id());
+  }
 }
 
 TEST_P(ServeApiTest, StopStringEndsTheStreamWithoutIt) {

@@ -1,7 +1,9 @@
 // `bitfleet generate`: a streaming client of bitfleet.v1.Inference/Generate. Prints the text as
-// it arrives on stdout (or, with --tokens, the generated token ids on one line at the end) and
-// a summary on stderr. Failures print the gRPC status code and message; exit 2 for a bad
+// it arrives on stdout (or, with --tokens, the generated token ids on one line at the end; with
+// --logprobs N, one JSON line per generated token with its log probability and the N most
+// likely tokens') and a summary on stderr. Failures print the gRPC status code and message; exit 2 for a bad
 // request (INVALID_ARGUMENT, NOT_FOUND), 1 for anything else.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
 #include "tools/commands/grpc_client.h"
@@ -40,12 +43,29 @@ struct GenerateFlags {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool tokens = false;
+  int logprobs = -1;  // -1: off; else the alternatives per token
   double timeout_s = 0;
   double wait_ready_s = 0;
   ClientSecurity security;
   // Which sampling flags were given (the others take the server's defaults).
   std::vector<std::pair<CLI::Option*, std::function<void(v1::SamplingParams*)>>> sampling_options;
 };
+
+// --logprobs: one JSON object per generated token on stdout (bytes that are not UTF-8, part of
+// a character split over tokens, print as U+FFFD).
+void PrintLogprobs(const std::vector<int32_t>& ids, const std::vector<v1::TokenLogprobs>& logprobs) {
+  for (size_t i = 0; i < std::min(ids.size(), logprobs.size()); ++i) {
+    nlohmann::json line;
+    line["id"] = ids[i];
+    line["token"] = logprobs[i].token();
+    line["logprob"] = logprobs[i].logprob();
+    line["top"] = nlohmann::json::array();
+    for (const v1::TopLogprob& top : logprobs[i].top()) {
+      line["top"].push_back({{"id", top.token_id()}, {"token", top.token()}, {"logprob", top.logprob()}});
+    }
+    std::printf("%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
+}
 
 Status Generate(const GenerateFlags& flags) {
   BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(flags.security));
@@ -81,6 +101,11 @@ Status Generate(const GenerateFlags& flags) {
   }
   for (const std::string& stop : flags.stop) request.add_stop(stop);
   request.set_ignore_eos(flags.ignore_eos);
+  if (flags.logprobs >= 0) {
+    request.set_logprobs(true);
+    request.set_top_logprobs(static_cast<uint32_t>(flags.logprobs));
+  }
+  const bool print_text = !flags.tokens && flags.logprobs < 0;
 
   grpc::ClientContext context;
   AddApiKey(context, flags.security);
@@ -94,22 +119,29 @@ Status Generate(const GenerateFlags& flags) {
   auto reader = stub->Generate(&context, request);
   v1::GenerateResponse response;
   std::vector<int32_t> ids;
+  std::vector<v1::TokenLogprobs> logprobs;
   v1::GenerateResponse last;
   while (reader->Read(&response)) {
     if (!first_token && response.token_ids_size() > 0) first_token = Clock::now();
     ids.insert(ids.end(), response.token_ids().begin(), response.token_ids().end());
-    if (!flags.tokens && !response.text().empty()) {
+    logprobs.insert(logprobs.end(), response.logprobs().begin(), response.logprobs().end());
+    if (print_text && !response.text().empty()) {
       std::fwrite(response.text().data(), 1, response.text().size(), stdout);
       std::fflush(stdout);
     }
     if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = response;
   }
   const grpc::Status status = reader->Finish();
-  if (flags.tokens) {
-    for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
+  if (flags.logprobs >= 0) {
+    PrintLogprobs(ids, logprobs);
+    std::fflush(stdout);
+  } else {
+    if (flags.tokens) {
+      for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
+    }
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
   }
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
   if (!status.ok()) {
     return Status(coordinator::StatusCodeFromInt(status.error_code()),
                   absl::StrCat(DescribeGrpcStatus(status), " (after ", ids.size(), " tokens)"));
@@ -165,7 +197,13 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
               &v1::SamplingParams::set_seed);
   cmd->add_option("--stop", flags->stop, "Stop string (repeatable); not included in the output");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
-  cmd->add_flag("--tokens", flags->tokens, "Print the generated token ids instead of the text");
+  auto* tokens = cmd->add_flag("--tokens", flags->tokens, "Print the generated token ids instead of the text");
+  cmd->add_option("--logprobs", flags->logprobs,
+                  "Print, instead of the text, one JSON line per generated token: {\"id\", \"token\", "
+                  "\"logprob\", \"top\": [N most likely: {\"id\", \"token\", \"logprob\"}]} (the model's "
+                  "natural-log probabilities, before sampling's penalties and filters); N in 0..20")
+      ->check(CLI::Range(0, 20))
+      ->excludes(tokens);
   cmd->add_option("--timeout", flags->timeout_s, "Deadline for the whole call in seconds (0: none)");
   cmd->add_option("--wait-ready", flags->wait_ready_s, "First wait up to this many seconds for health SERVING");
   cmd->callback([flags, exit_code] {
