@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -167,8 +168,12 @@ StatusOr<std::vector<int32_t>> Encode(const std::string& model, const std::strin
   return loaded.tokenizer->Encode(text);
 }
 
-StatusOr<std::vector<int32_t>> GreedyReference(const std::string& model, const std::vector<int32_t>& prompt, int n,
-                                               bool stop_at_eog) {
+namespace {
+
+// Runs `model` in this process on one sequence: feeds `prompt`, then asks `next` with each
+// step's logits for the token to feed (nullopt: stop).
+using NextFn = std::function<std::optional<int32_t>(std::span<const float> logits, const tokenizer::Tokenizer&)>;
+Status WalkReference(const std::string& model, const std::vector<int32_t>& prompt, const NextFn& next) {
   BF_ASSIGN_OR_RETURN(LoadedReference loaded, OpenReference(model));
   worker::RunnerOptions options;
   options.threads = 1;
@@ -177,41 +182,46 @@ StatusOr<std::vector<int32_t>> GreedyReference(const std::string& model, const s
   BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::ModelRunner> runner, worker::ModelRunner::Create(loaded.file, options));
   cache::BlockPool pool(runner->kv_blocks());
   worker::SequenceSession session(*runner, pool);
-  worker::Sampler sampler(runner->n_vocab());
+  BF_ASSIGN_OR_RETURN(std::span<const float> logits, session.Append(prompt));
+  while (true) {
+    const std::optional<int32_t> token = next(logits, *loaded.tokenizer);
+    if (!token) return absl::OkStatus();
+    BF_ASSIGN_OR_RETURN(logits, session.Append(std::span<const int32_t>(&*token, 1)));
+  }
+}
+
+}  // namespace
+
+StatusOr<std::vector<int32_t>> GreedyReference(const std::string& model, const std::vector<int32_t>& prompt, int n,
+                                               bool stop_at_eog) {
+  std::optional<worker::Sampler> sampler;
   worker::SamplingParams greedy;
   greedy.temperature = 0;
   worker::Rng rng(0);
   std::vector<int32_t> out;
-  BF_ASSIGN_OR_RETURN(std::span<const float> logits, session.Append(prompt));
-  while (static_cast<int>(out.size()) < n) {
-    const int32_t token = sampler.Sample(logits, {}, greedy, rng);
-    if (stop_at_eog && loaded.tokenizer->IsEndOfGeneration(token)) break;
+  BF_RETURN_IF_ERROR(WalkReference(model, prompt, [&](std::span<const float> logits, const tokenizer::Tokenizer& t)
+                                                      -> std::optional<int32_t> {
+    if (static_cast<int>(out.size()) == n) return std::nullopt;
+    if (!sampler) sampler.emplace(static_cast<int32_t>(logits.size()));
+    const int32_t token = sampler->Sample(logits, {}, greedy, rng);
+    if (stop_at_eog && t.IsEndOfGeneration(token)) return std::nullopt;
     out.push_back(token);
-    if (static_cast<int>(out.size()) == n) break;
-    BF_ASSIGN_OR_RETURN(logits, session.Append(std::span<const int32_t>(&token, 1)));
-  }
+    if (static_cast<int>(out.size()) == n) return std::nullopt;
+    return token;
+  }));
   return out;
 }
 
 StatusOr<std::vector<worker::TokenLogprobs>> ReferenceLogprobs(const std::string& model,
                                                                const std::vector<int32_t>& prompt,
                                                                const std::vector<int32_t>& tokens, int top_n) {
-  BF_ASSIGN_OR_RETURN(LoadedReference loaded, OpenReference(model));
-  worker::RunnerOptions options;
-  options.threads = 1;
-  options.max_step_sequences = 1;
-  options.max_logit_rows = 1;
-  BF_ASSIGN_OR_RETURN(std::unique_ptr<worker::ModelRunner> runner, worker::ModelRunner::Create(loaded.file, options));
-  cache::BlockPool pool(runner->kv_blocks());
-  worker::SequenceSession session(*runner, pool);
   std::vector<worker::TokenLogprobs> out;
-  BF_ASSIGN_OR_RETURN(std::span<const float> logits, session.Append(prompt));
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    out.push_back(worker::ComputeLogprobs(logits, tokens[i], top_n));
-    if (i + 1 < tokens.size()) {
-      BF_ASSIGN_OR_RETURN(logits, session.Append(std::span<const int32_t>(&tokens[i], 1)));
-    }
-  }
+  BF_RETURN_IF_ERROR(WalkReference(model, prompt, [&](std::span<const float> logits, const tokenizer::Tokenizer&)
+                                                      -> std::optional<int32_t> {
+    if (out.size() == tokens.size()) return std::nullopt;
+    out.push_back(worker::ComputeLogprobs(logits, tokens[out.size()], top_n));
+    return out.size() < tokens.size() ? std::optional<int32_t>(tokens[out.size() - 1]) : std::nullopt;
+  }));
   return out;
 }
 

@@ -181,24 +181,17 @@ TEST(OpenAiRequestTest, ChatMessagesBecomeTheChat) {
 // Completions: "logprobs": N is the chosen token's and N alternatives; chat: "logprobs": true and
 // "top_logprobs": N. Out of range, of the wrong type or top_logprobs alone: refused by name.
 TEST(OpenAiRequestTest, LogprobsFields) {
-  auto none = Completion(R"({"prompt": "x", "logprobs": null})");
-  ASSERT_TRUE(none.ok());
-  EXPECT_FALSE(none->generate.logprobs());
-  auto completion = Completion(R"({"prompt": "x", "logprobs": 5})");
-  ASSERT_TRUE(completion.ok()) << completion.status();
-  EXPECT_TRUE(completion->generate.logprobs());
-  EXPECT_EQ(completion->generate.top_logprobs(), 5u);
-  auto zero = Completion(R"({"prompt": "x", "logprobs": 0})");
-  ASSERT_TRUE(zero.ok());
-  EXPECT_TRUE(zero->generate.logprobs());
-  EXPECT_EQ(zero->generate.top_logprobs(), 0u);
-  auto chat = Chat(R"({"messages": [], "logprobs": true, "top_logprobs": 20})");
-  ASSERT_TRUE(chat.ok()) << chat.status();
-  EXPECT_TRUE(chat->generate.logprobs());
-  EXPECT_EQ(chat->generate.top_logprobs(), 20u);
-  auto off = Chat(R"({"messages": [], "logprobs": false, "top_logprobs": 0})");
-  ASSERT_TRUE(off.ok());
-  EXPECT_FALSE(off->generate.logprobs());
+  // (parsed, expected logprobs, expected top_logprobs)
+  const auto expect = [](const StatusOr<OpenAiRequest>& parsed, bool logprobs, uint32_t top) {
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(parsed->generate.logprobs(), logprobs);
+    EXPECT_EQ(parsed->generate.top_logprobs(), top);
+  };
+  expect(Completion(R"({"prompt": "x", "logprobs": null})"), false, 0);
+  expect(Completion(R"({"prompt": "x", "logprobs": 5})"), true, 5);
+  expect(Completion(R"({"prompt": "x", "logprobs": 0})"), true, 0);
+  expect(Chat(R"({"messages": [], "logprobs": true, "top_logprobs": 20})"), true, 20);
+  expect(Chat(R"({"messages": [], "logprobs": false, "top_logprobs": 0})"), false, 0);
   ExpectRefused(Completion(R"({"prompt": "x", "logprobs": 21})"), "'logprobs' must be in [0, 20]");
   ExpectRefused(Completion(R"({"prompt": "x", "logprobs": true})"), "'logprobs' must be an integer");
   ExpectRefused(Chat(R"({"messages": [], "logprobs": 2})"), "'logprobs' must be true or false");
