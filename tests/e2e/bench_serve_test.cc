@@ -84,6 +84,16 @@ TEST_F(BenchServeTest, ClosedLoopCountsWhatTheServerDid) {
   EXPECT_GT(json["output_tok_s"].get<double>(), 0);
   EXPECT_GT(json["ttft_p50_ms"].get<double>(), 0);
   EXPECT_EQ(json["model"], "bitfleet-synth-llama-tiny");
+  EXPECT_TRUE(json["logprobs"].is_null());
+
+  // With --logprobs every request asks for them, and a reply without one per token is an error.
+  const auto [scored_code, scored_output] =
+      Bench({"-c", "2", "-n", "4", "--prompt-len", "12", "--gen-len", "5", "--logprobs", "3"}, "bench-logprobs");
+  ASSERT_EQ(scored_code, 0) << scored_output;
+  const Json scored = Parse(scored_output);
+  EXPECT_EQ(scored["errors"], 0);
+  EXPECT_EQ(scored["logprobs"], 3);
+  EXPECT_EQ(scored["output_tokens"], 20);
 }
 
 // Open loop at 40 requests/s: nothing is sent before its arrival, so the run lasts at least until

@@ -38,6 +38,7 @@ struct BenchServeFlags {
   int shared_prefix = 0;
   uint64_t seed = 1;
   double request_rate = 0;  // requests/s of the Poisson arrivals; 0: closed loop
+  int logprobs = -1;        // -1: off; else every request asks for logprobs with this many alternatives
   double wait_ready_s = 60;
   ClientSecurity security;
 };
@@ -83,15 +84,21 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   request.set_max_tokens(f.gen_len);
   request.set_ignore_eos(true);
   request.mutable_sampling()->set_temperature(0);
+  if (f.logprobs >= 0) {
+    request.set_logprobs(true);
+    request.set_top_logprobs(static_cast<uint32_t>(f.logprobs));
+  }
   grpc::ClientContext context;
   AddApiKey(context, f.security);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
   const Clock::time_point start = Clock::now();
   Clock::time_point last = start;
   bool first = true;
+  uint32_t logprob_entries = 0;
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
+    logprob_entries += static_cast<uint32_t>(response.logprobs_size());
     if (response.token_ids_size() == 0 && !response.has_usage()) continue;
     const Clock::time_point now = Clock::now();
     if (response.token_ids_size() > 0) {
@@ -113,6 +120,10 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   out.total_s = std::chrono::duration<double>(Clock::now() - start).count();
   out.ok = status.ok();
   if (!status.ok()) out.error = DescribeGrpcStatus(status);
+  if (out.ok && f.logprobs >= 0 && logprob_entries != out.completion_tokens) {
+    out.ok = false;
+    out.error = absl::StrCat(logprob_entries, " logprobs entries for ", out.completion_tokens, " tokens");
+  }
   return out;
 }
 
@@ -221,6 +232,7 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["prompt_len"] = f.prompt_len;
   j["gen_len"] = f.gen_len;
   j["shared_prefix"] = f.shared_prefix;
+  j["logprobs"] = f.logprobs >= 0 ? nlohmann::json(f.logprobs) : nlohmann::json(nullptr);
   if (open_loop) {
     j["request_rate"] = f.request_rate;
     j["last_arrival_s"] = arrivals.back();
@@ -267,6 +279,10 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   cmd->add_option("--seed", f->seed, "Seed of the generated prompts (and of the arrival times)")->capture_default_str();
+  cmd->add_option("--logprobs", f->logprobs,
+                  "Every request asks for its tokens' log probabilities and this many alternatives (0..20): "
+                  "measures their cost")
+      ->check(CLI::Range(0, 20));
   cmd->add_option("--wait-ready", f->wait_ready_s, "Seconds to wait for health SERVING")->capture_default_str();
   cmd->callback([f, cmd, exit_code] {
     if (f->shared_prefix > f->prompt_len) {
