@@ -37,29 +37,13 @@ void AppendLogprobs(const v1::GenerateResponse& message, std::vector<OpenAiToken
   }
 }
 
-// A completion streamed as server-sent events (`data: <chunk>`), one chunk per message. With
-// logprobs, a chunk carries those of the tokens since the previous chunk.
-class SseOutput final : public GenerateOutput {
+// Server-sent events (`data: <json>`) on one response's sink, shared by its choices.
+class SseStream {
  public:
-  SseOutput(httplib::DataSink& sink, const OpenAiResponseHeader& header, bool logprobs)
-      : sink_(sink), header_(header), logprobs_(logprobs) {}
+  explicit SseStream(httplib::DataSink& sink) : sink_(sink) {}
 
-  bool Write(const v1::GenerateResponse& message) override {
-    const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-    if (logprobs_) AppendLogprobs(message, &pending_);
-    // Token ids without complete text yet (a character split over tokens) make no chunk.
-    if (message.text().empty() && !last && !first_) return true;
-    const std::string chunk = OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_,
-                                              logprobs_ ? &pending_ : nullptr, text_offset_);
-    text_offset_ += OpenAiLogprobsLength(pending_);
-    pending_.clear();
-    if (!Event(chunk)) return false;
-    first_ = false;
-    if (last && header_.include_usage && !Event(OpenAiUsageChunkBody(header_, message.usage()))) return false;
-    return true;
-  }
-  bool ClientGone() override { return gone_ || !sink_.is_writable(); }
-
+  bool Event(const std::string& json) { return Send(absl::StrCat("data: ", json, "\n\n")); }
+  bool gone() { return gone_ || !sink_.is_writable(); }
   // Ends the stream: an error event for a failed call, then the terminator.
   void Finish(const Status& status) {
     if (!status.ok()) Event(OpenAiErrorBody(status));
@@ -68,7 +52,6 @@ class SseOutput final : public GenerateOutput {
   }
 
  private:
-  bool Event(const std::string& json) { return Send(absl::StrCat("data: ", json, "\n\n")); }
   bool Send(const std::string& bytes) {
     if (gone_) return false;
     gone_ = !sink_.write(bytes.data(), bytes.size());
@@ -76,12 +59,41 @@ class SseOutput final : public GenerateOutput {
   }
 
   httplib::DataSink& sink_;
+  bool gone_ = false;
+};
+
+// One choice of a streamed completion, one chunk per message. With logprobs, a chunk carries
+// those of the tokens since the previous chunk.
+class SseOutput final : public GenerateOutput {
+ public:
+  SseOutput(SseStream& stream, const OpenAiResponseHeader& header, bool logprobs, int index)
+      : stream_(stream), header_(header), logprobs_(logprobs), index_(index) {}
+
+  bool Write(const v1::GenerateResponse& message) override {
+    const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+    if (logprobs_) AppendLogprobs(message, &pending_);
+    if (last) usage = message.usage();
+    // Token ids without complete text yet (a character split over tokens) make no chunk.
+    if (message.text().empty() && !last && !first_) return true;
+    const std::string chunk = OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_,
+                                              logprobs_ ? &pending_ : nullptr, text_offset_, index_);
+    text_offset_ += OpenAiLogprobsLength(pending_);
+    pending_.clear();
+    first_ = false;
+    return stream_.Event(chunk);
+  }
+  bool ClientGone() override { return stream_.gone(); }
+
+  v1::Usage usage;  // from the last message
+
+ private:
+  SseStream& stream_;
   const OpenAiResponseHeader& header_;
   const bool logprobs_;
+  const int index_;
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
-  bool gone_ = false;
 };
 
 // A completion gathered for one JSON response; the client counts as gone once its connection
@@ -109,6 +121,21 @@ class BufferOutput final : public GenerateOutput {
  private:
   const HttpConnection& connection_;
 };
+
+// The usage of a request's choices (`n` per prompt, in prompt order): each prompt's tokens
+// counted once (its first choice's), completion tokens of every choice.
+v1::Usage SumUsage(const std::vector<v1::Usage>& usages, int n) {
+  v1::Usage sum;
+  for (size_t i = 0; i < usages.size(); ++i) {
+    if (i % static_cast<size_t>(n) == 0) {
+      sum.set_prompt_tokens(sum.prompt_tokens() + usages[i].prompt_tokens());
+      sum.set_cached_prompt_tokens(sum.cached_prompt_tokens() + usages[i].cached_prompt_tokens());
+    }
+    sum.set_completion_tokens(sum.completion_tokens() + usages[i].completion_tokens());
+  }
+  if (!usages.empty()) sum.set_seed(usages.front().seed());
+  return sum;
+}
 
 }  // namespace
 
@@ -151,9 +178,6 @@ struct HttpApiServer::Handlers {
     };
     StatusOr<OpenAiRequest> request = ParseOpenAiRequest(endpoint, http_request.body);
     if (!request.ok()) return refuse(request.status());
-    StatusOr<ParsedGenerate> parsed =
-        ParseGenerateRequest(request->generate, options.limits, tokenizer, chat.get(), RandomSeed());
-    if (!parsed.ok()) return refuse(parsed.status());
 
     OpenAiResponseHeader header;
     header.endpoint = endpoint;
@@ -162,43 +186,75 @@ struct HttpApiServer::Handlers {
     header.created = UnixSeconds();
     header.include_usage = request->include_usage;
     const bool wants_logprobs = request->generate.logprobs();
-    GenerateRequest& submitted = parsed->request;
-    submitted.request_id = header.id;
-    GenerateCallOptions call_options;
-    call_options.received = received;
-    call_options.parsed = Clock::now();
-    StatusOr<std::unique_ptr<GenerateCall>> call =
-        GenerateCall::Submit(scheduler, tokenizer, *std::move(parsed), *tenant, call_options);
-    if (!call.ok()) return refuse(call.status());
+    // Every choice is validated and admitted before any runs: a refusal of one (a bad prompt of
+    // a batch, a full queue) refuses the request, and the calls already admitted are destroyed,
+    // which cancels them.
+    std::vector<std::shared_ptr<GenerateCall>> calls;
+    const size_t n_choices = request->choices.size();
+    for (size_t i = 0; i < n_choices; ++i) {
+      StatusOr<ParsedGenerate> parsed =
+          ParseGenerateRequest(request->choices[i], options.limits, tokenizer, chat.get(), RandomSeed());
+      if (!parsed.ok()) {
+        return refuse(n_choices == 1 ? parsed.status()
+                                     : Status(parsed.status().code(), absl::StrCat("choice ", i, ": ",
+                                                                                   parsed.status().message())));
+      }
+      parsed->request.request_id = n_choices == 1 ? header.id : absl::StrCat(header.id, "/", i);
+      GenerateCallOptions call_options;
+      call_options.received = received;
+      call_options.parsed = Clock::now();
+      StatusOr<std::unique_ptr<GenerateCall>> call =
+          GenerateCall::Submit(scheduler, tokenizer, *std::move(parsed), *tenant, call_options);
+      if (!call.ok()) return refuse(call.status());
+      calls.push_back(*std::move(call));
+    }
 
     if (!request->stream) {
-      (*call)->MarkHeadersSent();
       const HttpConnection connection = HttpConnection::Find(http_request.local_addr, http_request.local_port,
                                                              http_request.remote_addr, http_request.remote_port);
       if (!connection.known()) {
         log->debug("{}: connection from {}:{} not found; the request runs to its end if the client leaves", header.id,
                    http_request.remote_addr, http_request.remote_port);
       }
-      BufferOutput output(connection);
-      const Status status = (*call)->Run(output);
-      if (!status.ok()) return refuse(status);
-      response.set_content(OpenAiCompletionBody(header, output.text, output.finish, output.usage,
-                                                wants_logprobs ? &output.logprobs : nullptr),
-                           "application/json");
+      // The choices run together in the scheduler; their events wait in their calls' queues
+      // while the earlier ones are read here.
+      std::vector<BufferOutput> outputs;
+      outputs.reserve(n_choices);
+      for (const std::shared_ptr<GenerateCall>& call : calls) {
+        call->MarkHeadersSent();
+        const Status status = call->Run(outputs.emplace_back(connection));
+        if (!status.ok()) return refuse(status);
+      }
+      std::vector<OpenAiChoice> choices;
+      for (const BufferOutput& out : outputs) {
+        choices.push_back({out.text, out.finish, wants_logprobs ? &out.logprobs : nullptr});
+      }
+      std::vector<v1::Usage> usages;
+      for (const BufferOutput& out : outputs) usages.push_back(out.usage);
+      response.set_content(OpenAiCompletionBody(header, choices, SumUsage(usages, request->n)), "application/json");
       Count(endpoint, 200);
       return;
     }
     // The provider runs after this handler returns, once the headers are out. cpp-httplib
-    // copies it, so the call is shared; a provider that never runs (the client left) drops the
-    // last reference, and the call cancels its request.
-    std::shared_ptr<GenerateCall> shared = *std::move(call);
+    // copies it, so the calls are shared; a provider that never runs (the client left) drops
+    // the last references, and the calls cancel their requests. The choices stream one after
+    // another (their chunks carry their index); later ones' tokens wait in their queues.
     response.set_header("Cache-Control", "no-cache");
     response.set_chunked_content_provider(
-        "text/event-stream", [this, shared, header, endpoint, wants_logprobs](size_t, httplib::DataSink& sink) {
-          shared->MarkHeadersSent();
-          SseOutput output(sink, header, wants_logprobs);
-          const Status status = shared->Run(output);
-          output.Finish(status);
+        "text/event-stream",
+        [this, calls, header, endpoint, wants_logprobs, n = request->n](size_t, httplib::DataSink& sink) {
+          SseStream stream(sink);
+          Status status = absl::OkStatus();
+          std::vector<v1::Usage> usages;
+          for (size_t i = 0; i < calls.size() && status.ok(); ++i) {
+            calls[i]->MarkHeadersSent();
+            SseOutput output(stream, header, wants_logprobs, static_cast<int>(i));
+            status = calls[i]->Run(output);
+            usages.push_back(output.usage);
+          }
+          // Calls not run (an earlier one failed) are cancelled when the provider is destroyed.
+          if (status.ok() && header.include_usage) stream.Event(OpenAiUsageChunkBody(header, SumUsage(usages, n)));
+          stream.Finish(status);
           Count(endpoint, status.ok() ? 200 : HttpStatusOf(status.code()));
           return true;
         });

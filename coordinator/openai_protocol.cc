@@ -119,29 +119,60 @@ Status ReadMaxTokens(const Json& body, const char* name, v1::GenerateRequest& ou
 }
 
 // A prompt: a string, token ids, or a batch of one of either (OpenAI's clients send lists).
-Status ReadPrompt(const Json& body, v1::GenerateRequest& out) {
-  const Json* prompt = Find(body, "prompt");
-  if (prompt == nullptr) return FieldError("prompt", "is required");
-  if (prompt->is_array() && prompt->size() == 1 && ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
-    prompt = &(*prompt)[0];
-  } else if (prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number()) {
-    return FieldError("prompt", "must be one prompt: this server does not batch prompts in one request");
-  }
-  if (prompt->is_string()) {
-    out.set_prompt(prompt->get<std::string>());
+// One prompt (`field` names it in errors): text or token ids, into `out`.
+Status ReadOnePrompt(const Json& prompt, const std::string& field, v1::GenerateRequest& out) {
+  if (prompt.is_string()) {
+    out.set_prompt(prompt.get<std::string>());
     return absl::OkStatus();
   }
-  if (!prompt->is_array()) return FieldError("prompt", "must be a string or an array of token ids");
-  if (prompt->empty()) return FieldError("prompt", "is empty");
+  if (!prompt.is_array()) return FieldError(field, "must be a string or an array of token ids");
+  if (prompt.empty()) return FieldError(field, "is empty");
   v1::TokenIds& ids = *out.mutable_prompt_tokens();
-  for (const Json& id : *prompt) {
-    if (!id.is_number_integer()) return FieldError("prompt", "must be a string or an array of token ids");
+  for (const Json& id : prompt) {
+    if (!id.is_number_integer()) return FieldError(field, "must be a string or an array of token ids");
     const int64_t value = id.get<int64_t>();
     // Out-of-vocabulary ids are refused by ParseGenerateRequest; keep them out of int32 range too.
-    if (value < 0 || value > std::numeric_limits<int32_t>::max()) return FieldError("prompt", "has a negative or huge token id");
+    if (value < 0 || value > std::numeric_limits<int32_t>::max()) return FieldError(field, "has a negative or huge token id");
     ids.add_ids(static_cast<int32_t>(value));
   }
   return absl::OkStatus();
+}
+
+// Completions' prompts: a string, an array of token ids, or an array of several of either (a
+// batch, one request per prompt); each with only its prompt set.
+StatusOr<std::vector<v1::GenerateRequest>> ReadPrompts(const Json& body) {
+  const Json* prompt = Find(body, "prompt");
+  if (prompt == nullptr) return FieldError("prompt", "is required");
+  std::vector<v1::GenerateRequest> prompts;
+  if (!prompt->is_array() || prompt->empty() || (*prompt)[0].is_number()) {
+    BF_RETURN_IF_ERROR(ReadOnePrompt(*prompt, "prompt", prompts.emplace_back()));
+    return prompts;
+  }
+  if (prompt->size() > static_cast<size_t>(kMaxOpenAiChoices)) {
+    return FieldError("prompt", absl::StrCat("holds ", prompt->size(), " prompts; at most ", kMaxOpenAiChoices,
+                                             " per request"));
+  }
+  for (size_t k = 0; k < prompt->size(); ++k) {
+    BF_RETURN_IF_ERROR(ReadOnePrompt((*prompt)[k], absl::StrCat("prompt[", k, "]"), prompts.emplace_back()));
+  }
+  return prompts;
+}
+
+// "n" (choices per prompt) and "best_of", which must equal it when given (the choices are not
+// ranked): at most kMaxOpenAiChoices choices in all.
+StatusOr<int> ReadChoices(const Json& body, size_t prompts) {
+  BF_ASSIGN_OR_RETURN(std::optional<int64_t> n, Integer(body, "n"));
+  const int64_t per_prompt = n.value_or(1);
+  if (per_prompt < 1) return FieldError("n", "must be at least 1");
+  if (per_prompt * static_cast<int64_t>(prompts) > kMaxOpenAiChoices) {
+    return FieldError("n", absl::StrCat("asks for ", per_prompt * static_cast<int64_t>(prompts), " choices (", prompts,
+                                        " prompt(s) × ", per_prompt, "); at most ", kMaxOpenAiChoices, " per request"));
+  }
+  BF_ASSIGN_OR_RETURN(std::optional<int64_t> best_of, Integer(body, "best_of"));
+  if (best_of && *best_of != 1 && *best_of != per_prompt) {
+    return FieldError("best_of", "is not supported other than 1 or equal to n (the choices are not ranked)");
+  }
+  return static_cast<int>(per_prompt);
 }
 
 // A message's content: a string, or an array of text parts (joined).
@@ -189,8 +220,6 @@ Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
 }
 
 Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
-  BF_RETURN_IF_ERROR(Unsupported(body, "n", 1, "one choice per request"));
-  BF_RETURN_IF_ERROR(Unsupported(body, "best_of", 1, "one choice per request"));
   BF_RETURN_IF_ERROR(Unsupported(body, "logit_bias", Json::object(), "no logit bias"));
   if (endpoint == OpenAiEndpoint::kCompletions) {
     BF_RETURN_IF_ERROR(Unsupported(body, "echo", false, "the prompt is not echoed"));
@@ -396,8 +425,9 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
     generate.set_model(model->get<std::string>());
   }
   bool has_max_tokens = false;
+  std::vector<v1::GenerateRequest> prompts(1);
   if (endpoint == OpenAiEndpoint::kCompletions) {
-    BF_RETURN_IF_ERROR(ReadPrompt(json, generate));
+    BF_ASSIGN_OR_RETURN(prompts, ReadPrompts(json));
     BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_tokens", generate, has_max_tokens));
     if (!has_max_tokens) generate.set_max_tokens(16);  // OpenAI's default for completions
   } else {
@@ -420,6 +450,15 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
     BF_ASSIGN_OR_RETURN(std::optional<bool> include_usage, Bool(*options, "include_usage"));
     out.include_usage = include_usage.value_or(false);
   }
+  BF_ASSIGN_OR_RETURN(out.n, ReadChoices(json, prompts.size()));
+  for (const v1::GenerateRequest& prompt : prompts) {
+    for (int j = 0; j < out.n; ++j) {
+      v1::GenerateRequest& choice = out.choices.emplace_back(generate);
+      choice.MergeFrom(prompt);  // the prompt (text or ids); nothing else is set in it
+      if (generate.sampling().has_seed()) choice.mutable_sampling()->set_seed(generate.sampling().seed() + j);
+    }
+  }
+  out.generate = out.choices.front();
   return out;
 }
 
@@ -427,28 +466,39 @@ const char* OpenAiFinishReason(v1::FinishReason reason) {
   return reason == v1::FINISH_REASON_LENGTH ? "length" : "stop";
 }
 
-std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::string& text,
-                                 v1::FinishReason finish, const v1::Usage& usage,
-                                 const std::vector<OpenAiTokenLogprobs>* logprobs) {
+std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::vector<OpenAiChoice>& choices,
+                                 const v1::Usage& usage) {
   const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
-  Json choice{{"index", 0},
-              {"logprobs", LogprobsJson(header.endpoint, logprobs, 0)},
-              {"finish_reason", FinishJson(finish)}};
-  if (chat) {
-    choice["message"] = Json{{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
+  Json array = Json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const OpenAiChoice& c = choices[i];
+    Json choice{{"index", i},
+                {"logprobs", LogprobsJson(header.endpoint, c.logprobs, 0)},
+                {"finish_reason", FinishJson(c.finish)}};
+    if (chat) {
+      choice["message"] = Json{{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    array.push_back(std::move(choice));
   }
   Json body = HeaderJson(header, chat ? "chat.completion" : "text_completion");
-  body["choices"] = Json::array({std::move(choice)});
+  body["choices"] = std::move(array);
   body["usage"] = UsageJson(usage);
   return Dump(body);
 }
 
+std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::string& text,
+                                 v1::FinishReason finish, const v1::Usage& usage,
+                                 const std::vector<OpenAiTokenLogprobs>* logprobs) {
+  return OpenAiCompletionBody(header, {OpenAiChoice{text, finish, logprobs}}, usage);
+}
+
 std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
-                            bool first, const std::vector<OpenAiTokenLogprobs>* logprobs, int64_t text_offset) {
+                            bool first, const std::vector<OpenAiTokenLogprobs>* logprobs, int64_t text_offset,
+                            int index) {
   const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
-  Json choice{{"index", 0},
+  Json choice{{"index", index},
               {"logprobs", LogprobsJson(header.endpoint, logprobs, text_offset)},
               {"finish_reason", FinishJson(finish)}};
   if (chat) {

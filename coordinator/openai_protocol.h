@@ -19,17 +19,27 @@ namespace bitfleet::coordinator {
 
 enum class OpenAiEndpoint { kCompletions, kChatCompletions };
 
+// The most choices one request may ask for: prompts (completions' batch) × n.
+inline constexpr int kMaxOpenAiChoices = 64;
+
 struct OpenAiRequest {
   OpenAiEndpoint endpoint = OpenAiEndpoint::kCompletions;
-  // model, prompt (text or token ids) or chat, max_tokens, sampling, stop, ignore_eos.
+  // The request of every choice, in OpenAI's index order: prompt by prompt (completions take a
+  // batch of prompts), n choices each. They differ only in the prompt and, when the body names
+  // a seed, in the seed: choice j of a prompt samples with seed + j.
+  std::vector<v1::GenerateRequest> choices;
+  // The first choice's request: model, prompt (text or token ids) or chat, max_tokens, sampling,
+  // stop, ignore_eos, logprobs.
   v1::GenerateRequest generate;
+  int n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
 };
 
 // Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the
-// wrong type, and features this server does not offer (n or best_of other than 1, echo, suffix,
-// logit_bias, tools, non-text message content, a response_format other than text). Log
+// wrong type, more than kMaxOpenAiChoices choices, and features this server does not offer
+// (best_of other than 1 or n, echo, suffix, logit_bias, tools, non-text message content, a
+// response_format other than text). Log
 // probabilities: completions' "logprobs": N (0..20) and chat's "logprobs": true with
 // "top_logprobs": N (0..20) set GenerateRequest.logprobs / top_logprobs.
 // Unknown fields are ignored, as OpenAI's own clients send extra ones. Defaults follow OpenAI's:
@@ -67,6 +77,15 @@ struct OpenAiTokenLogprobs {
   std::vector<OpenAiTopLogprob> top;  // best first
 };
 
+// One choice of a whole response.
+struct OpenAiChoice {
+  std::string text;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr;  // null: "logprobs": null
+};
+// The whole (non-streamed) response with `choices` (index = position) and their summed `usage`.
+std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::vector<OpenAiChoice>& choices,
+                                 const v1::Usage& usage);
 // The whole (non-streamed) response: text_completion or chat.completion. `logprobs` (null:
 // "logprobs": null) in the endpoint's format: completions' {tokens, token_logprobs,
 // top_logprobs (the top N and the chosen token, by token text), text_offset (characters into
@@ -76,12 +95,13 @@ std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::
                                  v1::FinishReason finish, const v1::Usage& usage,
                                  const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr);
 // One streamed chunk (text_completion or chat.completion.chunk) carrying `text` and, when not
-// UNSPECIFIED, the finish reason. `first` adds the chat's assistant role to the delta.
+// UNSPECIFIED, the finish reason, for choice `index`. `first` adds the chat's assistant role to
+// the delta.
 // `logprobs` as above, for this chunk's tokens, whose first starts `text_offset` characters into
 // the completion.
 std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
                             bool first, const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr,
-                            int64_t text_offset = 0);
+                            int64_t text_offset = 0, int index = 0);
 // The characters `entries`' texts add to the completion (the next chunk's text_offset).
 int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries);
 // The last chunk under stream_options.include_usage: no choices, the usage.

@@ -159,6 +159,7 @@ def run(binary, work):
 
         prompts = ["Hello world"] + [f"Story number {i} begins" for i in range(15)]
         alone = {p: complete(p).choices[0].text for p in prompts[1:4]}
+        alone_texts = alone
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             together = list(pool.map(lambda p: stream(p)[0], prompts))
         check(together[0] + "\n" == reference, "greedy text changed while 15 other streams shared the batch")
@@ -179,6 +180,20 @@ def run(binary, work):
             check(lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(24)],
                   f"text_offset {lp.text_offset}")
 
+        # n choices of one seed: choice j samples with seed + j (as a lone request with that seed
+        # does), so they differ; a batch of prompts answers each as it is answered alone.
+        several = complete("Once upon a time", n=3, seed=40, temperature=1.0, max_tokens=16)
+        texts = [c.text for c in sorted(several.choices, key=lambda c: c.index)]
+        check([c.index for c in several.choices] == [0, 1, 2], f"choice indices {[c.index for c in several.choices]}")
+        for j, text in enumerate(texts):
+            alone = complete("Once upon a time", seed=40 + j, temperature=1.0, max_tokens=16).choices[0].text
+            check(text == alone, f"choice {j} {text!r} != the lone request with seed {40 + j}: {alone!r}")
+        check(len(set(texts)) > 1, f"three sampled choices are all the same: {texts}")
+        batch = complete(["Hello world", "Story number 0 begins"])
+        check([c.text for c in batch.choices] == [whole.choices[0].text, alone_texts["Story number 0 begins"]],
+              f"batched prompts {[c.text for c in batch.choices]}")
+        check(batch.usage.completion_tokens == 48, f"batch usage {batch.usage}")
+
         words = reference.split()
         if len(words) > 3:
             stopped = complete("Hello world", stop=[words[2]])
@@ -186,7 +201,7 @@ def run(binary, work):
                   f"stop string {words[2]!r}: {stopped.choices[0]}")
 
         for what, call, error in [
-                ("n=2", lambda: complete("Hi", n=2), openai.BadRequestError),
+                ("n=65", lambda: complete("Hi", n=65), openai.BadRequestError),
                 ("temperature -1", lambda: complete("Hi", temperature=-1), openai.BadRequestError),
                 ("unknown model", lambda: client.completions.create(model="nope", prompt="Hi"), openai.NotFoundError),
                 ("chat without a template",
@@ -271,6 +286,9 @@ def chat_test(binary, work, check):
                     roles.append(choice.delta.role)
         check(streamed == answer, f"streamed chat {streamed!r} != {answer!r}")
         check(roles == ["assistant"], f"roles in the stream: {roles}")
+        pair = server.client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0, n=2)
+        check([c.message.content for c in pair.choices] == [answer, answer] and
+              [c.index for c in pair.choices] == [0, 1], f"chat n=2: {pair.choices}")
         scored = server.client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0,
                                                        logprobs=True, top_logprobs=2)
         content = scored.choices[0].logprobs.content if scored.choices[0].logprobs else []

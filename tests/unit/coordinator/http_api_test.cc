@@ -259,6 +259,51 @@ TEST_F(HttpApiTest, StreamedChunksJoinToTheWholeAnswer) {
   EXPECT_EQ(text, grpc_text);
 }
 
+// Batched prompts and n: one choice per (prompt, j), indexed prompt by prompt, each the answer
+// its prompt gets alone (greedy), usage counting each prompt once; streamed, the chunks carry
+// their choice's index and join to the same texts.
+TEST_F(HttpApiTest, BatchedPromptsAndSeveralChoices) {
+  const auto [hello, hello_tokens] = GrpcAnswer("Hello world", 6);
+  const auto [once, once_tokens] = GrpcAnswer("Once upon", 6);
+  const std::string body = R"({"prompt": ["Hello world", "Once upon"], "n": 2, "max_tokens": 6,
+      "temperature": 0})";
+  auto response = Post("/v1/completions", body);
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  const Json whole = Json::parse(response->body);
+  ASSERT_EQ(whole["choices"].size(), 4u);
+  const std::vector<std::string> want = {hello, hello, once, once};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(whole["choices"][i]["index"], i);
+    EXPECT_EQ(whole["choices"][i]["text"], want[i]) << "choice " << i;
+  }
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 24);
+  auto single = Post("/v1/completions", R"({"prompt": "Hello world", "max_tokens": 6, "temperature": 0})");
+  auto other = Post("/v1/completions", R"({"prompt": "Once upon", "max_tokens": 6, "temperature": 0})");
+  ASSERT_TRUE(single && other);
+  EXPECT_EQ(whole["usage"]["prompt_tokens"], Json::parse(single->body)["usage"]["prompt_tokens"].get<int>() +
+                                                 Json::parse(other->body)["usage"]["prompt_tokens"].get<int>());
+
+  auto streamed = Post("/v1/completions", R"({"prompt": ["Hello world", "Once upon"], "n": 2, "max_tokens": 6,
+      "temperature": 0, "stream": true, "stream_options": {"include_usage": true}})");
+  ASSERT_TRUE(streamed);
+  ASSERT_EQ(streamed->status, 200) << streamed->body;
+  std::vector<std::string> texts(4);
+  int usage_chunks = 0;
+  for (size_t at = 0; (at = streamed->body.find("data: {", at)) != std::string::npos;) {
+    const size_t end = streamed->body.find("\n\n", at);
+    const Json chunk = Json::parse(streamed->body.substr(at + 6, end - at - 6));
+    if (chunk["choices"].empty()) {
+      ++usage_chunks;
+      EXPECT_EQ(chunk["usage"]["completion_tokens"], 24);
+    }
+    for (const Json& choice : chunk["choices"]) texts[choice["index"].get<size_t>()] += choice["text"].get<std::string>();
+    at = end;
+  }
+  EXPECT_EQ(texts, want);
+  EXPECT_EQ(usage_chunks, 1);
+}
+
 TEST_F(HttpApiTest, RefusalsCarryTheirStatusAndAnOpenAiError) {
   const auto expect_error = [&](const httplib::Result& response, int status, const std::string& words) {
     ASSERT_TRUE(response);
@@ -269,7 +314,9 @@ TEST_F(HttpApiTest, RefusalsCarryTheirStatusAndAnOpenAiError) {
     EXPECT_NE(message.find(words), std::string::npos) << message;
   };
   expect_error(Post("/v1/completions", "{"), 400, "not valid JSON");
-  expect_error(Post("/v1/completions", R"({"prompt": "x", "n": 3})"), 400, "'n'");
+  expect_error(Post("/v1/completions", R"({"prompt": "x", "n": 65})"), 400, "'n'");
+  // One bad prompt of a batch refuses the request, naming it.
+  expect_error(Post("/v1/completions", R"({"prompt": [[1, 2], [1, 99999]], "max_tokens": 2})"), 400, "choice 1");
   expect_error(Post("/v1/completions", R"({"prompt": "x", "temperature": -1})"), 400, "temperature");
   expect_error(Post("/v1/completions", R"({"prompt": "x", "max_tokens": 100000})"), 400, "context");
   expect_error(Post("/v1/completions", R"({"prompt": "x", "model": "other"})"), 404, "other");

@@ -39,7 +39,7 @@ TEST(OpenAiRequestTest, CompletionDefaultsAreOpenAis) {
   EXPECT_FALSE(parsed->include_usage);
 }
 
-TEST(OpenAiRequestTest, PromptsAsTextTokenIdsOrABatchOfOne) {
+TEST(OpenAiRequestTest, PromptsAsTextTokenIdsOrABatch) {
   auto ids = Completion(R"({"prompt": [1, 2, 3]})");
   ASSERT_TRUE(ids.ok()) << ids.status();
   ASSERT_TRUE(ids->generate.has_prompt_tokens());
@@ -53,7 +53,26 @@ TEST(OpenAiRequestTest, PromptsAsTextTokenIdsOrABatchOfOne) {
   ASSERT_TRUE(one_ids.ok()) << one_ids.status();
   EXPECT_EQ(one_ids->generate.prompt_tokens().ids_size(), 2);
 
-  ExpectRefused(Completion(R"({"prompt": ["a", "b"]})"), "one prompt");
+  // A batch: one choice per prompt, n each, in prompt order; choice j of a seed uses seed + j.
+  auto batch = Completion(R"({"prompt": ["a", [5, 6]], "n": 2, "seed": 10, "max_tokens": 3})");
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->choices.size(), 4u);
+  EXPECT_EQ(batch->n, 2);
+  EXPECT_EQ(batch->choices[1].prompt(), "a");
+  EXPECT_EQ(batch->choices[2].prompt_tokens().ids(1), 6);
+  EXPECT_EQ(batch->choices[0].sampling().seed(), 10u);
+  EXPECT_EQ(batch->choices[1].sampling().seed(), 11u);
+  EXPECT_EQ(batch->choices[2].sampling().seed(), 10u);
+  EXPECT_EQ(batch->choices[3].max_tokens(), 3u);
+  auto unseeded = Completion(R"({"prompt": "a", "n": 2})");
+  ASSERT_TRUE(unseeded.ok());
+  EXPECT_FALSE(unseeded->choices[1].sampling().has_seed());  // the server picks one per choice
+  ExpectRefused(Completion(R"({"prompt": ["a", 5]})"), "'prompt[1]'");
+  ExpectRefused(Completion(R"({"prompt": ["a", []]})"), "'prompt[1]' is empty");
+  ExpectRefused(Completion(R"({"prompt": "a", "n": 0})"), "'n' must be at least 1");
+  ExpectRefused(Completion(R"({"prompt": ["a", "b", "c"], "n": 22})"), "66 choices");
+  ExpectRefused(Completion(R"({"prompt": "a", "n": 2, "best_of": 3})"), "'best_of'");
+  EXPECT_TRUE(Completion(R"({"prompt": "a", "n": 2, "best_of": 2})").ok());
   ExpectRefused(Completion(R"({"prompt": []})"), "empty");
   ExpectRefused(Completion(R"({"prompt": [1, -2]})"), "token id");
   ExpectRefused(Completion(R"({"prompt": [1, 2.5]})"), "token ids");
@@ -132,7 +151,6 @@ TEST(OpenAiRequestTest, BodiesTooDeepOrWithTooManyValuesAreRefusedBeforeTheyAreB
 }
 
 TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
-  ExpectRefused(Completion(R"({"prompt": "x", "n": 2})"), "'n' is not supported");
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
   ExpectRefused(Completion(R"({"prompt": "x", "echo": true})"), "'echo'");
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
