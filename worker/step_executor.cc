@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "core/logging.h"
 
@@ -140,11 +141,21 @@ Status StepExecutor::LogprobsAll(const coordinator::StepPlan& plan, const StepLo
   }
   // Every rank runs the same plan, so all take the collective or none does.
   if (rows.empty()) return absl::OkStatus();
+  // Rows in parallel, on a pool made at the first step with several: a CPU runner's thread
+  // count (its cores, idle between steps); a CUDA runner's host cores do nothing else, so up to 8.
+  if (logprob_pool_ == nullptr && rows.size() > 1) {
+    const RunnerOptions& options = runner_.options();
+    const int threads = options.device == RunnerDevice::kCuda
+                            ? std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 8)
+                            : options.threads;
+    if (threads > 1) logprob_pool_ = std::make_unique<ThreadPool>(threads);
+  }
   if (distributed_ == nullptr) {
-    for (const ShardedLogprobRow& row : rows) out->push_back(ComputeLogprobs(row.logits, row.token, row.top_n));
+    WholeRowLogprobs(rows, out, logprob_pool_.get());
     return absl::OkStatus();
   }
-  return ShardedLogprobs(runner_.communicator(), static_cast<int32_t>(runner_.vocab_slice().begin), rows, out);
+  return ShardedLogprobs(runner_.communicator(), static_cast<int32_t>(runner_.vocab_slice().begin), rows, out,
+                         logprob_pool_.get());
 }
 
 Status StepExecutor::SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits,

@@ -75,6 +75,7 @@ class StepExecutor {
   std::vector<std::vector<int32_t>> histories_;      // per sampled sequence: history + tokens
   std::vector<SamplingParams> params_;
   Rng unused_rng_;                                    // greedy rows never draw
+  std::unique_ptr<ThreadPool> logprob_pool_;          // the logprobs' rows in parallel
   int64_t steps_executed_ = 0;
   int64_t tokens_executed_ = 0;
   std::shared_ptr<spdlog::logger> log_;

@@ -124,8 +124,20 @@ TokenLogprobs ComputeLogprobs(std::span<const float> logits, int32_t token, int 
   return MergeSlices(std::span<const LogprobSlice>(&slice, 1), top_n);
 }
 
+void WholeRowLogprobs(std::span<const ShardedLogprobRow> rows, std::vector<TokenLogprobs>* out, ThreadPool* pool) {
+  out->assign(rows.size(), TokenLogprobs());
+  const auto compute = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) (*out)[i] = ComputeLogprobs(rows[i].logits, rows[i].token, rows[i].top_n);
+  };
+  if (pool != nullptr && rows.size() > 1) {
+    pool->ParallelForDynamic(static_cast<int64_t>(rows.size()), 1, compute);
+  } else {
+    compute(0, static_cast<int64_t>(rows.size()));
+  }
+}
+
 Status ShardedLogprobs(sharding::Communicator& comm, int32_t vocab_begin, std::span<const ShardedLogprobRow> rows,
-                       std::vector<TokenLogprobs>* out) {
+                       std::vector<TokenLogprobs>* out, ThreadPool* pool) {
   for (const ShardedLogprobRow& row : rows) {
     if (row.top_n < 0 || row.top_n > kMaxTopLogprobs) {
       return absl::InvalidArgumentError(absl::StrCat("top_logprobs ", row.top_n, " outside [0, ", kMaxTopLogprobs, "]"));
@@ -133,8 +145,15 @@ Status ShardedLogprobs(sharding::Communicator& comm, int32_t vocab_begin, std::s
   }
   const size_t ranks = static_cast<size_t>(comm.size());
   std::vector<float> send(rows.size() * kSliceFloats);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    Encode(SummarizeSlice(rows[i].logits, vocab_begin, rows[i].token, rows[i].top_n), &send[i * kSliceFloats]);
+  const auto summarize = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      Encode(SummarizeSlice(rows[i].logits, vocab_begin, rows[i].token, rows[i].top_n), &send[i * kSliceFloats]);
+    }
+  };
+  if (pool != nullptr && rows.size() > 1) {
+    pool->ParallelForDynamic(static_cast<int64_t>(rows.size()), 1, summarize);
+  } else {
+    summarize(0, static_cast<int64_t>(rows.size()));
   }
   std::vector<float> gathered(ranks * send.size());
   if (!send.empty()) BF_RETURN_IF_ERROR(comm.AllGather(send.data(), send.size() * sizeof(float), gathered.data()));

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/thread_pool.h"
 #include "sharding/communicator.h"
 
 namespace bitfleet::worker {
@@ -63,7 +64,13 @@ struct ShardedLogprobRow {
 // order): out[i] = the log probabilities of rows[i] over the whole vocabulary, identical on
 // every rank. INVALID_ARGUMENT for a top_n out of range (all ranks see the same rows, so all
 // fail alike); communicator errors pass through.
+// `pool` (optional) summarizes the rows in parallel.
 Status ShardedLogprobs(sharding::Communicator& comm, int32_t vocab_begin, std::span<const ShardedLogprobRow> rows,
-                       std::vector<TokenLogprobs>* out);
+                       std::vector<TokenLogprobs>* out, ThreadPool* pool = nullptr);
+
+// Whole rows (a communicator of one, or gathered logits): out[i] for rows[i], in parallel over
+// `pool` when given.
+void WholeRowLogprobs(std::span<const ShardedLogprobRow> rows, std::vector<TokenLogprobs>* out,
+                      ThreadPool* pool = nullptr);
 
 }  // namespace bitfleet::worker

@@ -117,6 +117,28 @@ TEST(TokenLogprobsTest, SplitRowsMergeToTheWholeRow) {
   }
 }
 
+// Rows summarized on a pool give exactly what one thread gives, whole or split.
+TEST(TokenLogprobsTest, APoolGivesTheSameAnswers) {
+  const int n = 5000;
+  std::vector<std::vector<float>> logits;
+  std::vector<ShardedLogprobRow> rows;
+  for (int i = 0; i < 13; ++i) logits.push_back(RandomLogits(70 + i, n));
+  for (int i = 0; i < 13; ++i) rows.push_back({logits[i], static_cast<int32_t>(i * 37), i % 6});
+  ThreadPool pool(3);
+  std::vector<TokenLogprobs> alone, pooled, sharded;
+  WholeRowLogprobs(rows, &alone);
+  WholeRowLogprobs(rows, &pooled, &pool);
+  sharding::FakeGroup one(1);
+  ASSERT_TRUE(ShardedLogprobs(*one.rank(0), 0, rows, &sharded, &pool).ok());
+  ASSERT_EQ(pooled.size(), rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(pooled[i].logprob, alone[i].logprob) << i;
+    ASSERT_EQ(pooled[i].top.size(), alone[i].top.size());
+    for (size_t k = 0; k < alone[i].top.size(); ++k) EXPECT_EQ(pooled[i].top[k].token, alone[i].top[k].token);
+    EXPECT_NEAR(sharded[i].logprob, alone[i].logprob, 1e-6) << i;  // sum_exp travels as a float
+  }
+}
+
 // The collective: every rank passes its slice of each row and gets the whole rows' answers.
 TEST(TokenLogprobsTest, ShardedRowsGiveEveryRankTheWholeAnswer) {
   const int n = 1000;
