@@ -140,12 +140,13 @@ int32_t ReplicaScheduler::WatermarkBlocks() const {
 
 void ReplicaScheduler::Admit(int32_t* budget) {
   const int32_t bs = config_.block_size;
-  while (!waiting_.empty() && *budget > 0 &&
+  auto next = waiting_.begin();
+  while (next != waiting_.end() && *budget > 0 &&
          static_cast<int32_t>(scheduled_.size()) < capacity_.max_step_sequences &&
          num_running() < capacity_.max_step_sequences) {
-    Sequence* seq = waiting_.begin()->second.get();
-    // Strict submission order: a head that cannot start now blocks the ones behind it, so a
-    // large request is never starved by a stream of small ones.
+    Sequence* seq = next->second.get();
+    // Strict submission order: a sequence that cannot start now for want of blocks blocks the
+    // ones behind it, so a large request is never starved by a stream of small ones.
     if (seq->preempted_this_step) break;
     int32_t max_cached_blocks = 0;
     if (config_.prefix_caching) {
@@ -154,12 +155,22 @@ void ReplicaScheduler::Admit(int32_t* budget) {
       if (static_cast<int32_t>(seq->block_hashes.size()) < max_cached_blocks) {
         const Status hashed = cache::ExtendBlockHashes(seq->hash_scope, seq->tokens, bs, &seq->block_hashes);
         if (!hashed.ok()) {
+          ++next;  // Finish takes it out of waiting_
           Finish(seq, FinishReason::kError, hashed);
           continue;
         }
       }
     }
     const cache::CachedPrefix prefix = blocks_.PlanCachedPrefix(seq->block_hashes, max_cached_blocks);
+    // A burst of requests on one long prompt (agents sharing a system prompt): the first one
+    // computes it, the others wait the few steps until its blocks are registered, then share
+    // them, instead of all computing the same prefix at once. Sequences behind a waiting one go
+    // ahead meanwhile: its wait ends within a few steps, and it comes first again at every
+    // admission.
+    if (prefix.blocks < max_cached_blocks && BlockInFlight(*seq, prefix.blocks)) {
+      ++next;
+      continue;
+    }
     const int32_t cached_tokens = prefix.blocks * bs;
     int32_t n = std::min<int32_t>(static_cast<int32_t>(seq->tokens.size()) - cached_tokens, *budget);
     if (config_.max_prefill_chunk > 0) n = std::min(n, config_.max_prefill_chunk);
@@ -167,7 +178,7 @@ void ReplicaScheduler::Admit(int32_t* budget) {
     if (needed > blocks_.num_allocatable() - prefix.revived - WatermarkBlocks()) break;
 
     const bool first = !seq->admitted_once;
-    auto node = waiting_.extract(seq->id);
+    auto node = waiting_.extract(next++);
     StatusOr<int32_t> attached = blocks_.AttachCachedPrefix(seq->id, seq->block_hashes, max_cached_blocks);
     Status status = attached.ok() ? blocks_.Grow(seq->id, cached_tokens + n) : attached.status();
     running_.insert(std::move(node));
@@ -182,6 +193,18 @@ void ReplicaScheduler::Admit(int32_t* budget) {
     scheduled_.push_back({seq, n, false});
     *budget -= n;
   }
+}
+
+bool ReplicaScheduler::BlockInFlight(const Sequence& seq, int32_t block) const {
+  const cache::BlockHash& hash = seq.block_hashes[block];
+  const int32_t end = (block + 1) * config_.block_size;
+  for (const auto& [id, other] : running_) {
+    if (other->num_computed < end && static_cast<int32_t>(other->block_hashes.size()) > block &&
+        other->block_hashes[block] == hash) {
+      return true;
+    }
+  }
+  return false;
 }
 
 SequencePlan ReplicaScheduler::MakeSequencePlan(const Scheduled& entry) const {

@@ -102,6 +102,9 @@ class ReplicaScheduler {
   void Preempt(Sequence* seq);
   void Admit(int32_t* budget);
   int32_t WatermarkBlocks() const;
+  // Whether a running sequence is computing full block `block` of `seq`'s prompt (the same
+  // chained hash), which `seq` can share once it is registered.
+  bool BlockInFlight(const Sequence& seq, int32_t block) const;
   void RegisterComputedBlocks(Sequence& seq);
   void HandleSample(Sequence* seq, const SequenceResult& sampled);
   void Finish(Sequence* seq, FinishReason reason, Status status);

@@ -187,6 +187,40 @@ TEST(SchedulerTest, SharesBlocksWithARunningSequence) {
   EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
 }
 
+// Four requests arriving together on one 40-token prefix (10 blocks) with 3 tokens each of their
+// own: the step budget would admit all four at once, but the first computes the prefix and the
+// others wait until its blocks are registered, then compute only their own tokens. A request of
+// another tenant (its hashes differ) does not wait.
+TEST(SchedulerTest, ABurstOnOnePrefixComputesItOnce) {
+  FakeExecutor executor({.kv_blocks = 128, .block_size = 4, .max_step_tokens = 256, .max_step_sequences = 8});
+  auto scheduler = MakeScheduler(TestOptions(), {&executor});
+  Collector collector;
+  const std::vector<int32_t> shared = MakePrompt(40, 7);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 4; ++i) {
+    prompts.push_back(shared);
+    const std::vector<int32_t> own = MakePrompt(3, 50 + i);
+    prompts.back().insert(prompts.back().end(), own.begin(), own.end());
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(collector, i, prompts[i], 4)).ok());
+  }
+  ASSERT_TRUE(scheduler->Submit(MakeRequest(collector, 4, prompts[0], 4, "another-tenant")).ok());
+  scheduler->RunIteration();
+  // The first step: the first request and the other tenant's, whole.
+  ASSERT_EQ(executor.plans().size(), 1u);
+  EXPECT_EQ(TokensIn(executor.plans()[0]), 43 + 43);
+  RunUntilIdle(*scheduler);
+  int32_t prefilled = 0;
+  for (int i = 0; i < 4; ++i) {
+    const Outcome out = collector.Get(i);
+    EXPECT_EQ(out.tokens, ExpectedTokens(HashNextToken(1000), prompts[i], 4)) << i;
+    EXPECT_EQ(out.usage.cached_prompt_tokens, i == 0 ? 0 : 40) << i;
+    prefilled += out.usage.prefilled_tokens;
+  }
+  EXPECT_EQ(prefilled, 43 + 3 * 3);
+  EXPECT_EQ(collector.Get(4).usage.cached_prompt_tokens, 0);
+  EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
+}
+
 TEST(SchedulerTest, TenantsWithDifferentSaltsShareNothing) {
   FakeExecutor executor({.kv_blocks = 64});
   auto scheduler = MakeScheduler(TestOptions(), {&executor});
