@@ -225,15 +225,16 @@ if [[ -x $carry/bin/bitfleet ]]; then
     BITFLEET_CUDA_FUSED_ROPE_KV=1 timeout 120 "$bf" --log-level warn bench decode --device cuda \
       -m "$work/small.gguf" --prompt 128 --gen 64 >"$out/runner_decode_rope_kv.json" 2>>"$log" \
       || { say "runner: bench decode (fused rope + kv) failed"; status=1; }
-    # name, concurrency, requests, prompt, generated, shared prefix: the CPU figures' settings
-    # (docs/perf.md), longer generations, and the prefix cache's TTFT (cold, then hits), with 76
-    # and with 16 tokens after the shared 1024 (what a hit costs besides its own prefill).
+    # name, concurrency, requests, prompt, generated, shared prefix[, bench flags]: the CPU
+    # figures' settings (docs/perf.md), longer generations, and the prefix cache's TTFT (cold,
+    # then hits), with 76 and with 16 tokens after the shared 1024 (what a hit costs besides its
+    # own prefill); then c16 with every request asking for logprobs (their host-side cost).
     specs=("c1 1 32 128 64 0" "c16 16 256 128 64 0" "c1_gen256 1 8 128 256 0" "c16_gen256 16 64 128 256 0"
-           "prefix 1 8 1100 16 1024" "prefix16 1 8 1040 16 1024")
+           "prefix 1 8 1100 16 1024" "prefix16 1 8 1040 16 1024" "c16_logprobs 16 256 128 64 0 --logprobs=5")
     # serve_specs PORT SUFFIX SERVE_FLAGS... -- SPEC...: one serve, then `bench serve` per spec
     # into runner_serve_NAME$SUFFIX.json.
     serve_specs() {
-      local port=$1 suffix=$2 flags=() spec name c n prompt gen prefix serve_pid
+      local port=$1 suffix=$2 flags=() spec name c n prompt gen prefix extra serve_pid
       shift 2
       while [[ $1 != -- ]]; do flags+=("$1"); shift; done
       shift
@@ -241,9 +242,11 @@ if [[ -x $carry/bin/bitfleet ]]; then
         >>"$log" 2>&1 &
       serve_pid=$!
       for spec in "$@"; do
-        read -r name c n prompt gen prefix <<<"$spec"
+        read -r name c n prompt gen prefix extra <<<"$spec"
+        # shellcheck disable=SC2086  # $extra: zero or more bench flags without spaces
         timeout 120 "$bf" --log-level warn bench serve --target "127.0.0.1:$port" --wait-ready 60 -c "$c" -n "$n" \
-          --prompt-len "$prompt" --gen-len "$gen" --shared-prefix "$prefix" >"$out/runner_serve_$name$suffix.json" \
+          --prompt-len "$prompt" --gen-len "$gen" --shared-prefix "$prefix" $extra \
+          >"$out/runner_serve_$name$suffix.json" \
           2>>"$log" || { say "runner: bench serve $name$suffix failed"; status=1; }
       done
       kill -INT "$serve_pid" 2>/dev/null
@@ -377,7 +380,7 @@ runner = {}
 serve_modes = (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV"),
                ("_inproc_spin", "--in-process, spin 2 ms"))
 serve_names = ["runner_serve_" + n + sfx for sfx, _ in serve_modes
-               for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16")]
+               for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16", "c16_logprobs")]
 for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv"] + serve_names:
     path = os.path.join(out, name + ".json")
     try:
@@ -397,7 +400,7 @@ if runner:
         rows.append(f"  with RoPE + KV write fused: prompt {rk.get('prompt_tok_s', 0):.0f} tok/s, "
                     f"decode {rk.get('gen_tok_s', 0):.0f} tok/s")
     for sfx, how in serve_modes:
-        for name in ("c1", "c16", "c1_gen256", "c16_gen256"):
+        for name in ("c1", "c16", "c1_gen256", "c16_gen256", "c16_logprobs"):
             r = runner.get(f"runner_serve_{name}{sfx}", {})
             if r:
                 rows.append(f"  serve ({how}) {name:11s} (prompt {r.get('prompt_len')}, gen {r.get('gen_len')}, "
