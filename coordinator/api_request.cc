@@ -125,4 +125,22 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
   return out;
 }
 
+StatusOr<std::vector<int32_t>> TokenizeText(const tokenizer::Tokenizer& tokenizer, const ApiLimits& limits,
+                                            std::string_view text, bool add_special) {
+  if (text.size() > limits.max_prompt_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text has ", text.size(), " bytes, limit ", limits.max_prompt_bytes));
+  }
+  tokenizer::EncodeOptions encode;
+  encode.add_special = add_special;
+  encode.max_input_bytes = limits.max_prompt_bytes;
+  return tokenizer.Encode(text, encode);
+}
+
+StatusOr<std::string> DetokenizeIds(const tokenizer::Tokenizer& tokenizer, std::span<const int32_t> ids) {
+  StatusOr<std::string> text = tokenizer.Decode(ids);
+  if (!text.ok()) return absl::InvalidArgumentError(std::string(text.status().message()));
+  return text;
+}
+
 }  // namespace bitfleet::coordinator

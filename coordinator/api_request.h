@@ -15,7 +15,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bitfleet/v1/inference.pb.h"
@@ -51,5 +53,12 @@ StepSampling SamplingFromProto(const v1::SamplingParams& params, uint64_t seed);
 StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, const ApiLimits& limits,
                                               const tokenizer::Tokenizer& tokenizer, const ChatPrompt* chat,
                                               uint64_t seed);
+
+// Tokenize, as both client APIs answer it: `text` encoded with `add_special` (BOS/EOS as the
+// vocabulary asks); INVALID_ARGUMENT over limits.max_prompt_bytes.
+StatusOr<std::vector<int32_t>> TokenizeText(const tokenizer::Tokenizer& tokenizer, const ApiLimits& limits,
+                                            std::string_view text, bool add_special);
+// Detokenize: INVALID_ARGUMENT for an id outside the vocabulary.
+StatusOr<std::string> DetokenizeIds(const tokenizer::Tokenizer& tokenizer, std::span<const int32_t> ids);
 
 }  // namespace bitfleet::coordinator

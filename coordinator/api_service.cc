@@ -99,15 +99,8 @@ grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::Genera
 grpc::Status ApiService::Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
                                   v1::TokenizeResponse* response) {
   if (StatusOr<Tenant> tenant = Authorize(*context); !tenant.ok()) return ToGrpcStatus(tenant.status());
-  if (request->text().size() > options_.limits.max_prompt_bytes) {
-    return grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("text has ", request->text().size(), " bytes, limit ", options_.limits.max_prompt_bytes));
-  }
-  tokenizer::EncodeOptions encode;
-  encode.add_special = request->has_add_special() ? request->add_special() : true;
-  encode.max_input_bytes = options_.limits.max_prompt_bytes;
-  StatusOr<std::vector<tokenizer::TokenId>> ids = tokenizer_.Encode(request->text(), encode);
+  StatusOr<std::vector<int32_t>> ids = TokenizeText(tokenizer_, options_.limits, request->text(),
+                                                    request->has_add_special() ? request->add_special() : true);
   if (!ids.ok()) return ToGrpcStatus(ids.status());
   response->mutable_token_ids()->Add(ids->begin(), ids->end());
   return grpc::Status::OK;
@@ -117,8 +110,8 @@ grpc::Status ApiService::Detokenize(grpc::ServerContext* context, const v1::Deto
                                     v1::DetokenizeResponse* response) {
   if (StatusOr<Tenant> tenant = Authorize(*context); !tenant.ok()) return ToGrpcStatus(tenant.status());
   const auto& ids = request->token_ids();
-  StatusOr<std::string> text = tokenizer_.Decode(std::span<const int32_t>(ids.data(), ids.size()));
-  if (!text.ok()) return ToGrpcStatus(absl::InvalidArgumentError(std::string(text.status().message())));
+  StatusOr<std::string> text = DetokenizeIds(tokenizer_, std::span<const int32_t>(ids.data(), ids.size()));
+  if (!text.ok()) return ToGrpcStatus(text.status());
   response->set_text(*std::move(text));
   return grpc::Status::OK;
 }

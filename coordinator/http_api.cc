@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "coordinator/api_request.h"
 #include "coordinator/chat_prompt.h"
 #include "coordinator/generate_call.h"
 #include "coordinator/http_connection.h"
@@ -158,6 +159,16 @@ struct HttpApiServer::Handlers {
     return std::nullopt;
   }
 
+  // POST /tokenize's ids: a prompt as Tokenize encodes it, or a chat as completions render it.
+  StatusOr<std::vector<int32_t>> Tokenize(const std::string& body) const {
+    BF_ASSIGN_OR_RETURN(OpenAiTokenizeRequest request, ParseOpenAiTokenize(body));
+    if (request.prompt) return TokenizeText(tokenizer, options.limits, *request.prompt, request.add_special);
+    if (chat == nullptr) {
+      return absl::FailedPreconditionError("the served model has no ChatML chat template: send a prompt instead");
+    }
+    return chat->Encode(*request.chat, tokenizer, options.limits.max_prompt_bytes);
+  }
+
   void Count(OpenAiEndpoint endpoint, int http_status) {
     metrics
         .AddCounter("bitfleet_api_http_completions_total", "OpenAI-compatible completions by endpoint and HTTP status",
@@ -290,6 +301,20 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   });
   server->Post("/v1/chat/completions", [handlers](const httplib::Request& request, httplib::Response& response) {
     handlers->Complete(OpenAiEndpoint::kChatCompletions, request, response);
+  });
+  // vLLM's token-counting extensions, for clients that fit prompts to the context.
+  server->Post("/tokenize", [handlers](const httplib::Request& request, httplib::Response& response) {
+    if (!handlers->Authorize(request, response)) return;
+    StatusOr<std::vector<int32_t>> ids = handlers->Tokenize(request.body);
+    if (!ids.ok()) return SendError(response, ids.status());
+    response.set_content(OpenAiTokenizeBody(*ids, handlers->options.limits.max_context), "application/json");
+  });
+  server->Post("/detokenize", [handlers](const httplib::Request& request, httplib::Response& response) {
+    if (!handlers->Authorize(request, response)) return;
+    StatusOr<std::vector<int32_t>> ids = ParseOpenAiDetokenize(request.body);
+    StatusOr<std::string> text = ids.ok() ? DetokenizeIds(handlers->tokenizer, *ids) : ids.status();
+    if (!text.ok()) return SendError(response, text.status());
+    response.set_content(OpenAiDetokenizeBody(*text), "application/json");
   });
   server->Get("/v1/models", [handlers](const httplib::Request& request, httplib::Response& response) {
     if (!handlers->Authorize(request, response)) return;

@@ -119,22 +119,31 @@ Status ReadMaxTokens(const Json& body, const char* name, v1::GenerateRequest& ou
 }
 
 // A prompt: a string, token ids, or a batch of one of either (OpenAI's clients send lists).
+// An array of token ids (`field` names it in errors, `what` says what it must be).
+StatusOr<std::vector<int32_t>> TokenIdArray(const Json& array, const std::string& field, const char* what) {
+  if (!array.is_array()) return FieldError(field, what);
+  std::vector<int32_t> ids;
+  for (const Json& id : array) {
+    if (!id.is_number_integer()) return FieldError(field, what);
+    const int64_t value = id.get<int64_t>();
+    // Out-of-vocabulary ids are refused later (validation, the tokenizer); keep them out of
+    // int32 range here.
+    if (value < 0 || value > std::numeric_limits<int32_t>::max()) return FieldError(field, "has a negative or huge token id");
+    ids.push_back(static_cast<int32_t>(value));
+  }
+  return ids;
+}
+
 // One prompt (`field` names it in errors): text or token ids, into `out`.
 Status ReadOnePrompt(const Json& prompt, const std::string& field, v1::GenerateRequest& out) {
   if (prompt.is_string()) {
     out.set_prompt(prompt.get<std::string>());
     return absl::OkStatus();
   }
-  if (!prompt.is_array()) return FieldError(field, "must be a string or an array of token ids");
-  if (prompt.empty()) return FieldError(field, "is empty");
-  v1::TokenIds& ids = *out.mutable_prompt_tokens();
-  for (const Json& id : prompt) {
-    if (!id.is_number_integer()) return FieldError(field, "must be a string or an array of token ids");
-    const int64_t value = id.get<int64_t>();
-    // Out-of-vocabulary ids are refused by ParseGenerateRequest; keep them out of int32 range too.
-    if (value < 0 || value > std::numeric_limits<int32_t>::max()) return FieldError(field, "has a negative or huge token id");
-    ids.add_ids(static_cast<int32_t>(value));
-  }
+  if (prompt.is_array() && prompt.empty()) return FieldError(field, "is empty");
+  BF_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                      TokenIdArray(prompt, field, "must be a string or an array of token ids"));
+  out.mutable_prompt_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
   return absl::OkStatus();
 }
 
@@ -336,6 +345,15 @@ class ShapeCheck {
   std::string error_;
 };
 
+// A request body as a JSON object: the shape check first (depth, value count), then the parse.
+StatusOr<Json> ParseBodyObject(std::string_view body) {
+  BF_RETURN_IF_ERROR(ShapeCheck::Run(body));
+  Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return absl::InvalidArgumentError("the request body is not valid JSON");
+  if (!json.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  return json;
+}
+
 // Completions: "logprobs": N, the chosen token's and the N most likely; chat: "logprobs": true,
 // with "top_logprobs": N. Null or absent: none.
 Status ReadLogprobs(OpenAiEndpoint endpoint, const Json& body, v1::GenerateRequest& out) {
@@ -411,10 +429,7 @@ Json LogprobsJson(OpenAiEndpoint endpoint, const std::vector<OpenAiTokenLogprobs
 }  // namespace
 
 StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body) {
-  BF_RETURN_IF_ERROR(ShapeCheck::Run(body));
-  const Json json = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) return absl::InvalidArgumentError("the request body is not valid JSON");
-  if (!json.is_object()) return absl::InvalidArgumentError("the request body must be a JSON object");
+  BF_ASSIGN_OR_RETURN(const Json json, ParseBodyObject(body));
   OpenAiRequest out;
   out.endpoint = endpoint;
   v1::GenerateRequest& generate = out.generate;
@@ -461,6 +476,40 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   out.generate = out.choices.front();
   return out;
 }
+
+StatusOr<OpenAiTokenizeRequest> ParseOpenAiTokenize(std::string_view body) {
+  BF_ASSIGN_OR_RETURN(const Json json, ParseBodyObject(body));
+  OpenAiTokenizeRequest out;
+  const Json* prompt = Find(json, "prompt");
+  const Json* messages = Find(json, "messages");
+  if ((prompt == nullptr) == (messages == nullptr)) {
+    return absl::InvalidArgumentError("send either 'prompt' (text) or 'messages' (a chat)");
+  }
+  if (prompt != nullptr) {
+    if (!prompt->is_string()) return FieldError("prompt", "must be a string");
+    out.prompt = prompt->get<std::string>();
+  } else {
+    v1::GenerateRequest chat;
+    BF_RETURN_IF_ERROR(ReadMessages(json, chat));
+    out.chat = chat.chat();
+  }
+  BF_ASSIGN_OR_RETURN(std::optional<bool> add_special, Bool(json, "add_special_tokens"));
+  out.add_special = add_special.value_or(true);
+  return out;
+}
+
+std::string OpenAiTokenizeBody(const std::vector<int32_t>& tokens, int32_t max_context) {
+  return Dump(Json{{"count", tokens.size()}, {"max_model_len", max_context}, {"tokens", tokens}});
+}
+
+StatusOr<std::vector<int32_t>> ParseOpenAiDetokenize(std::string_view body) {
+  BF_ASSIGN_OR_RETURN(const Json json, ParseBodyObject(body));
+  const Json* tokens = Find(json, "tokens");
+  if (tokens == nullptr) return FieldError("tokens", "is required");
+  return TokenIdArray(*tokens, "tokens", "must be an array of token ids");
+}
+
+std::string OpenAiDetokenizeBody(const std::string& text) { return Dump(Json{{"prompt", text}}); }
 
 const char* OpenAiFinishReason(v1::FinishReason reason) {
   return reason == v1::FINISH_REASON_LENGTH ? "length" : "stop";

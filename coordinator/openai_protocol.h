@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -56,6 +57,21 @@ struct OpenAiResponseHeader {
   // OpenAI's do (clients that read chunk.usage find the field).
   bool include_usage = false;
 };
+
+// POST /tokenize (vLLM's extension): {"prompt": text, "add_special_tokens": bool (default true)}
+// or {"messages": [...]} (a chat, rendered as chat completions render it).
+struct OpenAiTokenizeRequest {
+  std::optional<std::string> prompt;
+  std::optional<v1::ChatMessages> chat;
+  bool add_special = true;
+};
+StatusOr<OpenAiTokenizeRequest> ParseOpenAiTokenize(std::string_view body);
+// {"count", "max_model_len", "tokens"}.
+std::string OpenAiTokenizeBody(const std::vector<int32_t>& tokens, int32_t max_context);
+// POST /detokenize: {"tokens": [ids]}.
+StatusOr<std::vector<int32_t>> ParseOpenAiDetokenize(std::string_view body);
+// {"prompt": text}.
+std::string OpenAiDetokenizeBody(const std::string& text);
 
 // "stop" (end of sequence, stop string) or "length".
 const char* OpenAiFinishReason(v1::FinishReason reason);

@@ -208,6 +208,53 @@ TEST_F(HttpApiTest, CompletionLogprobsInOpenAisLegacyFormat) {
   EXPECT_EQ(offsets, logprobs["text_offset"]);
 }
 
+// POST /tokenize and /detokenize (vLLM's extensions): the gRPC API's Tokenize and Detokenize,
+// with the count and the context; bad bodies are 400s.
+TEST_F(HttpApiTest, TokenizeAndDetokenizeAnswerAsTheGrpcApi) {
+  auto stub = v1::Inference::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->api_port()), grpc::InsecureChannelCredentials()));
+  for (const bool add_special : {true, false}) {
+    grpc::ClientContext context;
+    v1::TokenizeRequest request;
+    request.set_text("Hello world, once upon a time");
+    request.set_add_special(add_special);
+    v1::TokenizeResponse want;
+    ASSERT_TRUE(stub->Tokenize(&context, request, &want).ok());
+    auto response = Post("/tokenize", absl::StrCat(R"({"prompt": "Hello world, once upon a time", )",
+                                                   R"("add_special_tokens": )", add_special ? "true" : "false", "}"));
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->status, 200) << response->body;
+    const Json body = Json::parse(response->body);
+    EXPECT_EQ(body["tokens"], Json(std::vector<int32_t>(want.token_ids().begin(), want.token_ids().end())));
+    EXPECT_EQ(body["count"], want.token_ids_size());
+    EXPECT_EQ(body["max_model_len"], server_->max_context());
+
+    auto back = Post("/detokenize", Json{{"tokens", body["tokens"]}}.dump());
+    ASSERT_TRUE(back);
+    ASSERT_EQ(back->status, 200) << back->body;
+    grpc::ClientContext detokenize_context;
+    v1::DetokenizeRequest ids;
+    ids.mutable_token_ids()->CopyFrom(want.token_ids());
+    v1::DetokenizeResponse text;
+    ASSERT_TRUE(stub->Detokenize(&detokenize_context, ids, &text).ok());
+    EXPECT_EQ(Json::parse(back->body)["prompt"], text.text());
+  }
+  for (const auto& [path, body, words] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"/tokenize", R"({})", "either 'prompt'"},
+           {"/tokenize", R"({"prompt": "x", "messages": []})", "either 'prompt'"},
+           {"/tokenize", R"({"prompt": 5})", "'prompt' must be a string"},
+           {"/tokenize", R"({"messages": [{"role": "user", "content": "hi"}]})", "chat template"},
+           {"/detokenize", R"({"tokens": [1, "a"]})", "'tokens'"},
+           {"/detokenize", R"({"tokens": [1, 99999]})", "99999"},
+           {"/detokenize", R"({})", "'tokens' is required"},
+       }) {
+    auto refused = Post(path, body);
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 400) << path << " " << body << ": " << refused->body;
+    EXPECT_NE(refused->body.find(words), std::string::npos) << refused->body;
+  }
+}
+
 // Bad logprobs values are 400s naming the field (chat's format is checked in
 // openai_protocol_test and, on a model with a chat template, in serving_openai_test.py).
 TEST_F(HttpApiTest, LogprobsRefusalsNameTheirField) {
@@ -514,6 +561,14 @@ TEST_F(HttpApiWithKeysTest, HttpCallsNeedAKeyButHealthDoesNot) {
   auto models = client_->Get("/v1/models");
   ASSERT_TRUE(models);
   EXPECT_EQ(models->status, 401);
+  for (const char* path : {"/tokenize", "/detokenize"}) {
+    auto refused = Post(path, R"({"prompt": "x", "tokens": [1]})");
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 401) << path;
+  }
+  auto tokenized = Post("/tokenize", R"({"prompt": "x"})", kKeyA);
+  ASSERT_TRUE(tokenized);
+  EXPECT_EQ(tokenized->status, 200) << tokenized->body;
   auto health = client_->Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
