@@ -1,12 +1,13 @@
 // libFuzzer target for the client APIs' own parsers (requests and key files are hostile input,
-// DESIGN.md §9): the OpenAI-compatible request bodies (openai_protocol.h) and the API key file
-// and bearer values (api_auth.h). The first input byte picks the parser (byte % 3), the rest is
-// its input.
+// DESIGN.md §9): the OpenAI-compatible request bodies, /tokenize and /detokenize bodies
+// (openai_protocol.h) and the API key file and bearer values (api_auth.h). The first input byte
+// picks the parser (byte % 5), the rest is its input.
 // Accepted requests are also rendered back through every response builder with their own text
 // (which may be invalid UTF-8). Nothing may crash, leak, throw or trip a sanitizer.
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "coordinator/api_auth.h"
 #include "coordinator/openai_protocol.h"
@@ -26,9 +27,25 @@ void FuzzRequest(OpenAiEndpoint endpoint, std::string_view body) {
   v1::Usage usage;
   usage.set_prompt_tokens(generate.max_tokens());
   OpenAiCompletionBody(header, text, v1::FINISH_REASON_LENGTH, usage);
-  OpenAiChunkBody(header, text, v1::FINISH_REASON_UNSPECIFIED, true);
+  std::vector<OpenAiChoice> choices;
+  const std::vector<OpenAiTokenLogprobs> logprobs = {{1, text, text, -1.0f, {{2, text, text, -2.0f}}}};
+  for (const v1::GenerateRequest& choice : parsed->choices) {
+    choices.push_back({choice.prompt(), v1::FINISH_REASON_STOP_STRING, choice.logprobs() ? &logprobs : nullptr});
+  }
+  OpenAiCompletionBody(header, choices, usage);
+  OpenAiChunkBody(header, text, v1::FINISH_REASON_UNSPECIFIED, true, &logprobs, 3, 1);
   OpenAiUsageChunkBody(header, usage);
   OpenAiModelsBody(generate.model(), 0, static_cast<int32_t>(generate.max_tokens()));
+}
+
+void FuzzTokenize(std::string_view body) {
+  StatusOr<OpenAiTokenizeRequest> parsed = ParseOpenAiTokenize(body);
+  if (!parsed.ok()) OpenAiErrorBody(parsed.status());
+}
+
+void FuzzDetokenize(std::string_view body) {
+  StatusOr<std::vector<int32_t>> ids = ParseOpenAiDetokenize(body);
+  if (ids.ok()) OpenAiTokenizeBody(*ids, 0);
 }
 
 void FuzzKeys(std::string_view input) {
@@ -47,15 +64,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bitfleet::coordinator;
   if (size == 0) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 5) {
     case 0:
       FuzzRequest(OpenAiEndpoint::kCompletions, rest);
       break;
     case 1:
       FuzzRequest(OpenAiEndpoint::kChatCompletions, rest);
       break;
-    default:
+    case 2:
       FuzzKeys(rest);
+      break;
+    case 3:
+      FuzzTokenize(rest);
+      break;
+    default:
+      FuzzDetokenize(rest);
       break;
   }
   return 0;
