@@ -196,7 +196,7 @@ struct HttpApiServer::Handlers {
     header.model = options.limits.model_name;
     header.created = UnixSeconds();
     header.include_usage = request->include_usage;
-    const bool wants_logprobs = request->generate.logprobs();
+    const bool wants_logprobs = request->generate().logprobs();
     // Every choice is validated and admitted before any runs: a refusal of one (a bad prompt of
     // a batch, a full queue) refuses the request, and the calls already admitted are destroyed,
     // which cancels them.
@@ -237,11 +237,11 @@ struct HttpApiServer::Handlers {
         if (!status.ok()) return refuse(status);
       }
       std::vector<OpenAiChoice> choices;
+      std::vector<v1::Usage> usages;
       for (const BufferOutput& out : outputs) {
         choices.push_back({out.text, out.finish, wants_logprobs ? &out.logprobs : nullptr});
+        usages.push_back(out.usage);
       }
-      std::vector<v1::Usage> usages;
-      for (const BufferOutput& out : outputs) usages.push_back(out.usage);
       response.set_content(OpenAiCompletionBody(header, choices, SumUsage(usages, request->n)), "application/json");
       Count(endpoint, 200);
       return;

@@ -118,7 +118,6 @@ Status ReadMaxTokens(const Json& body, const char* name, v1::GenerateRequest& ou
   return absl::OkStatus();
 }
 
-// A prompt: a string, token ids, or a batch of one of either (OpenAI's clients send lists).
 // An array of token ids (`field` names it in errors, `what` says what it must be).
 StatusOr<std::vector<int32_t>> TokenIdArray(const Json& array, const std::string& field, const char* what) {
   if (!array.is_array()) return FieldError(field, what);
@@ -432,7 +431,7 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   BF_ASSIGN_OR_RETURN(const Json json, ParseBodyObject(body));
   OpenAiRequest out;
   out.endpoint = endpoint;
-  v1::GenerateRequest& generate = out.generate;
+  v1::GenerateRequest generate;  // what every choice has in common
   BF_RETURN_IF_ERROR(RefuseUnsupported(endpoint, json));
   const Json* model = Find(json, "model");
   if (model != nullptr) {
@@ -473,7 +472,6 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
       if (generate.sampling().has_seed()) choice.mutable_sampling()->set_seed(generate.sampling().seed() + j);
     }
   }
-  out.generate = out.choices.front();
   return out;
 }
 

@@ -28,13 +28,14 @@ struct OpenAiRequest {
   // The request of every choice, in OpenAI's index order: prompt by prompt (completions take a
   // batch of prompts), n choices each. They differ only in the prompt and, when the body names
   // a seed, in the seed: choice j of a prompt samples with seed + j.
-  std::vector<v1::GenerateRequest> choices;
-  // The first choice's request: model, prompt (text or token ids) or chat, max_tokens, sampling,
-  // stop, ignore_eos, logprobs.
-  v1::GenerateRequest generate;
+  std::vector<v1::GenerateRequest> choices;  // at least one
   int n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+
+  // The first choice's request: model, prompt (text or token ids) or chat, max_tokens, sampling,
+  // stop, ignore_eos, logprobs.
+  const v1::GenerateRequest& generate() const { return choices.front(); }
 };
 
 // Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the

@@ -21,7 +21,7 @@ void FuzzRequest(OpenAiEndpoint endpoint, std::string_view body) {
     OpenAiErrorBody(parsed.status());
     return;
   }
-  const v1::GenerateRequest& generate = parsed->generate;
+  const v1::GenerateRequest& generate = parsed->generate();
   const std::string text = generate.prompt() + (generate.stop_size() > 0 ? generate.stop(0) : std::string());
   OpenAiResponseHeader header{endpoint, "cmpl-fuzz", generate.model(), 0};
   v1::Usage usage;

@@ -29,12 +29,12 @@ void ExpectRefused(const StatusOr<OpenAiRequest>& parsed, const std::string& wor
 TEST(OpenAiRequestTest, CompletionDefaultsAreOpenAis) {
   auto parsed = Completion(R"({"model": "m", "prompt": "Hello"})");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(parsed->generate.model(), "m");
-  EXPECT_EQ(parsed->generate.prompt(), "Hello");
-  EXPECT_EQ(parsed->generate.max_tokens(), 16u);
-  EXPECT_FALSE(parsed->generate.sampling().has_temperature());  // the server's default, 1.0
-  EXPECT_FALSE(parsed->generate.sampling().has_seed());
-  EXPECT_FALSE(parsed->generate.ignore_eos());
+  EXPECT_EQ(parsed->generate().model(), "m");
+  EXPECT_EQ(parsed->generate().prompt(), "Hello");
+  EXPECT_EQ(parsed->generate().max_tokens(), 16u);
+  EXPECT_FALSE(parsed->generate().sampling().has_temperature());  // the server's default, 1.0
+  EXPECT_FALSE(parsed->generate().sampling().has_seed());
+  EXPECT_FALSE(parsed->generate().ignore_eos());
   EXPECT_FALSE(parsed->stream);
   EXPECT_FALSE(parsed->include_usage);
 }
@@ -42,16 +42,16 @@ TEST(OpenAiRequestTest, CompletionDefaultsAreOpenAis) {
 TEST(OpenAiRequestTest, PromptsAsTextTokenIdsOrABatch) {
   auto ids = Completion(R"({"prompt": [1, 2, 3]})");
   ASSERT_TRUE(ids.ok()) << ids.status();
-  ASSERT_TRUE(ids->generate.has_prompt_tokens());
-  EXPECT_EQ(ids->generate.prompt_tokens().ids_size(), 3);
-  EXPECT_EQ(ids->generate.prompt_tokens().ids(2), 3);
+  ASSERT_TRUE(ids->generate().has_prompt_tokens());
+  EXPECT_EQ(ids->generate().prompt_tokens().ids_size(), 3);
+  EXPECT_EQ(ids->generate().prompt_tokens().ids(2), 3);
 
   auto one_text = Completion(R"({"prompt": ["Hi"]})");
   ASSERT_TRUE(one_text.ok()) << one_text.status();
-  EXPECT_EQ(one_text->generate.prompt(), "Hi");
+  EXPECT_EQ(one_text->generate().prompt(), "Hi");
   auto one_ids = Completion(R"({"prompt": [[7, 8]]})");
   ASSERT_TRUE(one_ids.ok()) << one_ids.status();
-  EXPECT_EQ(one_ids->generate.prompt_tokens().ids_size(), 2);
+  EXPECT_EQ(one_ids->generate().prompt_tokens().ids_size(), 2);
 
   // A batch: one choice per prompt, n each, in prompt order; choice j of a seed uses seed + j.
   auto batch = Completion(R"({"prompt": ["a", [5, 6]], "n": 2, "seed": 10, "max_tokens": 3})");
@@ -85,7 +85,7 @@ TEST(OpenAiRequestTest, SamplingFieldsMapOntoTheServersOwn) {
       "presence_penalty": 0.25, "frequency_penalty": -0.5, "repetition_penalty": 1.1, "seed": 18446744073709551615,
       "max_tokens": 7, "stop": ["a", "bc"], "ignore_eos": true, "user": "ignored", "unknown_field": {"x": 1}})");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  const v1::SamplingParams& s = parsed->generate.sampling();
+  const v1::SamplingParams& s = parsed->generate().sampling();
   ASSERT_TRUE(s.has_temperature());
   EXPECT_EQ(s.temperature(), 0.0f);
   EXPECT_EQ(s.top_p(), 0.5f);
@@ -96,22 +96,22 @@ TEST(OpenAiRequestTest, SamplingFieldsMapOntoTheServersOwn) {
   EXPECT_EQ(s.frequency_penalty(), -0.5f);
   EXPECT_EQ(s.repeat_penalty(), 1.1f);
   EXPECT_EQ(s.seed(), 18446744073709551615ull);
-  EXPECT_EQ(parsed->generate.max_tokens(), 7u);
-  ASSERT_EQ(parsed->generate.stop_size(), 2);
-  EXPECT_EQ(parsed->generate.stop(1), "bc");
-  EXPECT_TRUE(parsed->generate.ignore_eos());
+  EXPECT_EQ(parsed->generate().max_tokens(), 7u);
+  ASSERT_EQ(parsed->generate().stop_size(), 2);
+  EXPECT_EQ(parsed->generate().stop(1), "bc");
+  EXPECT_TRUE(parsed->generate().ignore_eos());
 
   auto single_stop = Completion(R"({"prompt": "x", "stop": "\n", "top_k": 40})");
   ASSERT_TRUE(single_stop.ok()) << single_stop.status();
-  ASSERT_EQ(single_stop->generate.stop_size(), 1);
-  EXPECT_EQ(single_stop->generate.stop(0), "\n");
-  EXPECT_EQ(single_stop->generate.sampling().top_k(), 40);
+  ASSERT_EQ(single_stop->generate().stop_size(), 1);
+  EXPECT_EQ(single_stop->generate().stop(0), "\n");
+  EXPECT_EQ(single_stop->generate().sampling().top_k(), 40);
 
   // Nulls are unset fields.
   auto nulls = Completion(R"({"prompt": "x", "temperature": null, "stop": null, "max_tokens": null, "n": null})");
   ASSERT_TRUE(nulls.ok()) << nulls.status();
-  EXPECT_FALSE(nulls->generate.sampling().has_temperature());
-  EXPECT_EQ(nulls->generate.max_tokens(), 16u);
+  EXPECT_FALSE(nulls->generate().sampling().has_temperature());
+  EXPECT_EQ(nulls->generate().max_tokens(), 16u);
 }
 
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
@@ -172,20 +172,20 @@ TEST(OpenAiRequestTest, ChatMessagesBecomeTheChat) {
       {"role": "user", "content": "Again", "name": "bob"}],
     "max_tokens": 9, "max_completion_tokens": 5, "stream": true, "stream_options": {"include_usage": true}})");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  const v1::ChatMessages& chat = parsed->generate.chat();
+  const v1::ChatMessages& chat = parsed->generate().chat();
   ASSERT_EQ(chat.messages_size(), 4);
   EXPECT_EQ(chat.messages(0).role(), "system");
   EXPECT_EQ(chat.messages(0).content(), "Be brief.");
   EXPECT_EQ(chat.messages(1).content(), "Hello, world");
   EXPECT_EQ(chat.messages(2).role(), "assistant");
   EXPECT_EQ(chat.messages(2).content(), "");
-  EXPECT_EQ(parsed->generate.max_tokens(), 5u);  // max_completion_tokens wins
+  EXPECT_EQ(parsed->generate().max_tokens(), 5u);  // max_completion_tokens wins
   EXPECT_TRUE(parsed->stream);
   EXPECT_TRUE(parsed->include_usage);
 
   auto unbounded = Chat(R"({"messages": [{"role": "user", "content": "hi"}]})");
   ASSERT_TRUE(unbounded.ok()) << unbounded.status();
-  EXPECT_EQ(unbounded->generate.max_tokens(), 0u);  // the rest of the context
+  EXPECT_EQ(unbounded->generate().max_tokens(), 0u);  // the rest of the context
 
   ExpectRefused(Chat(R"({"model": "m"})"), "'messages' is required");
   ExpectRefused(Chat(R"({"messages": {"role": "user"}})"), "'messages' must be an array");
@@ -202,8 +202,8 @@ TEST(OpenAiRequestTest, LogprobsFields) {
   // (parsed, expected logprobs, expected top_logprobs)
   const auto expect = [](const StatusOr<OpenAiRequest>& parsed, bool logprobs, uint32_t top) {
     ASSERT_TRUE(parsed.ok()) << parsed.status();
-    EXPECT_EQ(parsed->generate.logprobs(), logprobs);
-    EXPECT_EQ(parsed->generate.top_logprobs(), top);
+    EXPECT_EQ(parsed->generate().logprobs(), logprobs);
+    EXPECT_EQ(parsed->generate().top_logprobs(), top);
   };
   expect(Completion(R"({"prompt": "x", "logprobs": null})"), false, 0);
   expect(Completion(R"({"prompt": "x", "logprobs": 5})"), true, 5);
