@@ -55,6 +55,16 @@ LogprobSlice Decode(const float* in) {
   return slice;
 }
 
+// fn over rows [0, n): on `pool`, one row at a time to whichever thread is free, when there is
+// a pool and more than one row; else on this thread.
+void ForEachRow(ThreadPool* pool, size_t n, FunctionRef<void(int64_t, int64_t)> fn) {
+  if (pool != nullptr && n > 1) {
+    pool->ParallelForDynamic(static_cast<int64_t>(n), 1, fn);
+  } else {
+    fn(0, static_cast<int64_t>(n));
+  }
+}
+
 }  // namespace
 
 LogprobSlice SummarizeSlice(std::span<const float> logits, int32_t vocab_begin, int32_t token, int top_n) {
@@ -126,14 +136,9 @@ TokenLogprobs ComputeLogprobs(std::span<const float> logits, int32_t token, int 
 
 void WholeRowLogprobs(std::span<const ShardedLogprobRow> rows, std::vector<TokenLogprobs>* out, ThreadPool* pool) {
   out->assign(rows.size(), TokenLogprobs());
-  const auto compute = [&](int64_t begin, int64_t end) {
+  ForEachRow(pool, rows.size(), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) (*out)[i] = ComputeLogprobs(rows[i].logits, rows[i].token, rows[i].top_n);
-  };
-  if (pool != nullptr && rows.size() > 1) {
-    pool->ParallelForDynamic(static_cast<int64_t>(rows.size()), 1, compute);
-  } else {
-    compute(0, static_cast<int64_t>(rows.size()));
-  }
+  });
 }
 
 Status ShardedLogprobs(sharding::Communicator& comm, int32_t vocab_begin, std::span<const ShardedLogprobRow> rows,
@@ -145,16 +150,11 @@ Status ShardedLogprobs(sharding::Communicator& comm, int32_t vocab_begin, std::s
   }
   const size_t ranks = static_cast<size_t>(comm.size());
   std::vector<float> send(rows.size() * kSliceFloats);
-  const auto summarize = [&](int64_t begin, int64_t end) {
+  ForEachRow(pool, rows.size(), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       Encode(SummarizeSlice(rows[i].logits, vocab_begin, rows[i].token, rows[i].top_n), &send[i * kSliceFloats]);
     }
-  };
-  if (pool != nullptr && rows.size() > 1) {
-    pool->ParallelForDynamic(static_cast<int64_t>(rows.size()), 1, summarize);
-  } else {
-    summarize(0, static_cast<int64_t>(rows.size()));
-  }
+  });
   std::vector<float> gathered(ranks * send.size());
   if (!send.empty()) BF_RETURN_IF_ERROR(comm.AllGather(send.data(), send.size() * sizeof(float), gathered.data()));
   out->assign(rows.size(), TokenLogprobs());
