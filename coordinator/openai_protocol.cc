@@ -127,7 +127,9 @@ StatusOr<std::vector<int32_t>> TokenIdArray(const Json& array, const std::string
     const int64_t value = id.get<int64_t>();
     // Out-of-vocabulary ids are refused later (validation, the tokenizer); keep them out of
     // int32 range here.
-    if (value < 0 || value > std::numeric_limits<int32_t>::max()) return FieldError(field, "has a negative or huge token id");
+    if (value < 0 || value > std::numeric_limits<int32_t>::max()) {
+      return FieldError(field, "has a negative or huge token id");
+    }
     ids.push_back(static_cast<int32_t>(value));
   }
   return ids;

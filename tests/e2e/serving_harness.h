@@ -137,9 +137,9 @@ struct Served {
 };
 
 // Starts `bitfleet serve` on `model` at TP `tp` (1 thread per rank, context 512, fast
-// heartbeats, API and metrics on ports it chooses; `extra` flags appended) and waits up to 90 s for SERVING. NOT_FOUND when the
-// binary or (for tp > 1) mpirun is missing: the caller skips. The log goes to the test temp
-// dir as `log_name`.log.
+// heartbeats, API and metrics on ports it chooses; `extra` flags appended) and waits up to 90 s
+// for SERVING. NOT_FOUND when the binary or (for tp > 1) mpirun is missing: the caller skips.
+// The log goes to the test temp dir as `log_name`.log.
 StatusOr<std::unique_ptr<Served>> StartServe(const std::string& model, int tp, const std::string& log_name,
                                              const std::vector<std::string>& extra = {});
 

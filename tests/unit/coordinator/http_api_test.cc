@@ -347,7 +347,9 @@ TEST_F(HttpApiTest, BatchedPromptsAndSeveralChoices) {
       ++usage_chunks;
       EXPECT_EQ(chunk["usage"]["completion_tokens"], 24);
     }
-    for (const Json& choice : chunk["choices"]) texts[choice["index"].get<size_t>()] += choice["text"].get<std::string>();
+    for (const Json& choice : chunk["choices"]) {
+      texts[choice["index"].get<size_t>()] += choice["text"].get<std::string>();
+    }
     at = end;
   }
   EXPECT_EQ(texts, want);
