@@ -93,6 +93,7 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
   BF_RETURN_IF_ERROR(CheckStops(in.stop(), limits));
   request.sampling = SamplingFromProto(in.sampling(), seed);
   request.sampling.logprobs = in.logprobs();
+  request.prompt_logprobs = in.prompt_logprobs();
   // Clamped to int32 so that a huge value is refused by name below, not wrapped.
   request.sampling.top_logprobs = static_cast<int32_t>(std::min<uint32_t>(in.top_logprobs(), 1u << 30));
   BF_RETURN_IF_ERROR(ValidateStepSampling(request.sampling));

@@ -53,6 +53,12 @@ struct SequencePlan {
   // the n-th draw of the stream Rng(sampling.seed), so the same seed reproduces the same text
   // whatever the batch, and after a preemption or on another replica.
   uint64_t sample_index = 0;
+  // Prompt scoring (GenerateRequest::prompt_logprobs): the result's scored[j] is the log
+  // probability of score_tokens[j] under the logits at position start_pos + j (the token that
+  // follows tokens[j] in the prompt), with sampling.top_logprobs alternatives. At most
+  // tokens.size() entries; a plan with any makes the step return one logit row per token of this
+  // sequence, and such rows count against max_step_sequences like one row per other sequence.
+  std::vector<int32_t> score_tokens;
 };
 
 struct StepPlan {
@@ -68,6 +74,12 @@ struct TokenLogprob {
   float logprob = 0.0f;
 };
 
+// One scored position: a token's log probability and the most likely tokens', best first.
+struct ScoredToken {
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top_logprobs;
+};
+
 struct SequenceResult {
   SequenceResult() = default;
   SequenceResult(uint64_t id, int32_t sampled) : sequence_id(id), token(sampled) {}
@@ -79,6 +91,7 @@ struct SequenceResult {
   bool has_logprobs = false;
   float logprob = 0.0f;
   std::vector<TokenLogprob> top_logprobs;
+  std::vector<ScoredToken> scored;     // one per plan score_tokens entry
 };
 
 struct StepResult {
@@ -108,7 +121,9 @@ class Executor {
   virtual int32_t kv_blocks() const = 0;
   virtual int32_t kv_block_size() const = 0;
   virtual int32_t max_step_tokens() const = 0;      // new tokens per plan, summed over sequences
-  virtual int32_t max_step_sequences() const = 0;   // sequences per plan (each gets one logit row)
+  // Sequences per plan, and logit rows per plan (each sequence gets one; a scored one, one per
+  // token: SequencePlan::score_tokens).
+  virtual int32_t max_step_sequences() const = 0;
   virtual bool healthy() const = 0;
   // Changes whenever the replica's KV storage may have been lost (its group restarted and
   // registered again). The scheduler then forgets the replica's KV metadata and fails its

@@ -91,6 +91,7 @@ StatusOr<std::unique_ptr<GenerateCall>> GenerateCall::Submit(Scheduler& schedule
   request.tenant_salt = tenant.cache_salt;
   call->request_id_ = request.request_id;
   call->prompt_tokens_ = request.prompt.size();
+  if (request.prompt_logprobs) call->prompt_ = request.prompt;
   call->seed_ = request.sampling.seed;
   call->stop_ = std::move(parsed.stop);
   request.sink = [queue = call->queue_](const RequestEvent& event) { queue->Push(event); };
@@ -122,6 +123,19 @@ std::string GenerateCall::TokenBytes(int32_t id) const {
   return std::string(tokenizer_.pieces().Piece(id, /*render_special=*/true));
 }
 
+void GenerateCall::FillLogprobs(int32_t token, float logprob, std::span<const TokenLogprob> top,
+                                v1::TokenLogprobs* out) const {
+  out->set_logprob(logprob);
+  out->set_token(TokenBytes(token));
+  out->set_token_id(token);
+  for (const TokenLogprob& t : top) {
+    v1::TopLogprob* entry = out->add_top();
+    entry->set_token_id(t.token);
+    entry->set_logprob(t.logprob);
+    entry->set_token(TokenBytes(t.token));
+  }
+}
+
 Status GenerateCall::Run(GenerateOutput& output) {
   auto log = Logger("api");
   const Clock::time_point start = options_.parsed;
@@ -134,6 +148,8 @@ Status GenerateCall::Run(GenerateOutput& output) {
   StopMatcher stop(std::move(stop_));
   bool first_message = true;
   bool client_gone = false;
+  // The prompt's log probabilities, for the first message.
+  google::protobuf::RepeatedPtrField<v1::TokenLogprobs> prompt_logprobs;
   int64_t tokens_seen = 0;  // token events, streamed or not (the usage of a finish decided here)
   // The final message's usage (the cached prompt tokens come with the scheduler's finish only).
   auto set_usage = [&](v1::GenerateResponse& message, int64_t completion_tokens, int64_t cached_prompt_tokens) {
@@ -147,6 +163,7 @@ Status GenerateCall::Run(GenerateOutput& output) {
     if (client_gone) return;
     if (first_message) {
       message.set_request_id(request_id_);
+      message.mutable_prompt_logprobs()->Swap(&prompt_logprobs);
       first_message = false;
     }
     if (!output.Write(message)) {
@@ -171,20 +188,19 @@ Status GenerateCall::Run(GenerateOutput& output) {
         finished = &event;
         break;
       }
+      if (event.kind == RequestEvent::Kind::kPromptLogprobs) {
+        for (size_t j = 0; j < event.prompt_logprobs.size(); ++j) {
+          const size_t position = static_cast<size_t>(event.prompt_position) + j;
+          const ScoredToken& scored = event.prompt_logprobs[j];
+          const int32_t token = position < prompt_.size() ? prompt_[position] : -1;
+          FillLogprobs(token, scored.logprob, scored.top_logprobs, prompt_logprobs.Add());
+        }
+        continue;
+      }
       ++tokens_seen;
       if (stop.matched()) continue;  // tokens already in flight when the stop string appeared
       message.add_token_ids(event.token);
-      if (event.has_logprobs) {
-        v1::TokenLogprobs* logprobs = message.add_logprobs();
-        logprobs->set_logprob(event.logprob);
-        logprobs->set_token(TokenBytes(event.token));
-        for (const TokenLogprob& top : event.top_logprobs) {
-          v1::TopLogprob* entry = logprobs->add_top();
-          entry->set_token_id(top.token);
-          entry->set_logprob(top.logprob);
-          entry->set_token(TokenBytes(top.token));
-        }
-      }
+      if (event.has_logprobs) FillLogprobs(event.token, event.logprob, event.top_logprobs, message.add_logprobs());
       StatusOr<std::string> piece = decoder.Push(event.token);
       if (piece.ok()) message.mutable_text()->append(stop.Push(*piece));
       if (stop.matched()) Cancel(FinishReason::kStop);

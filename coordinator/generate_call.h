@@ -19,7 +19,9 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "bitfleet/v1/inference.pb.h"
 #include "coordinator/api_auth.h"
@@ -100,6 +102,8 @@ class GenerateCall {
  private:
   // A token's bytes for the logprobs (a leading space kept, special tokens by name).
   std::string TokenBytes(int32_t id) const;
+  // One log-probability entry: the token's, and its alternatives'.
+  void FillLogprobs(int32_t token, float logprob, std::span<const TokenLogprob> top, v1::TokenLogprobs* out) const;
   struct EventQueue;
   GenerateCall(Scheduler& scheduler, const tokenizer::Tokenizer& tokenizer, GenerateCallOptions options);
   void Cancel(FinishReason reason);
@@ -111,6 +115,7 @@ class GenerateCall {
   RequestId id_ = 0;
   std::string request_id_;
   size_t prompt_tokens_ = 0;
+  std::vector<int32_t> prompt_;  // kept only for the prompt's log probabilities
   uint64_t seed_ = 0;
   std::vector<std::string> stop_;
   Clock::time_point submitted_;

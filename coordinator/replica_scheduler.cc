@@ -56,18 +56,33 @@ void ReplicaScheduler::Reap(Clock::time_point now) {
   }
 }
 
-int32_t ReplicaScheduler::ChunkFor(const Sequence& seq, int32_t budget) const {
-  int32_t n = std::min(seq.pending(), budget);
+int32_t ReplicaScheduler::ChunkFor(const Sequence& seq, int32_t pending, const StepBudget& budget) const {
+  int32_t n = std::min(pending, budget.tokens);
   if (config_.max_prefill_chunk > 0) n = std::min(n, config_.max_prefill_chunk);
+  // A scored chunk returns one logit row per token.
+  if (seq.scoring()) n = std::min(n, budget.rows);
   return n;
+}
+
+int32_t ReplicaScheduler::ScoredTokens(const Sequence& seq, int32_t n) {
+  // Row j of the chunk scores the token at num_computed + j + 1, a prompt token.
+  if (!seq.scoring()) return 0;
+  return std::clamp(seq.prompt_len - 1 - seq.num_computed, 0, n);
+}
+
+ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget) {
+  const Scheduled entry{seq, n, decode, ScoredTokens(*seq, n)};
+  budget->tokens -= n;
+  budget->rows -= entry.rows();
+  return entry;
 }
 
 StepPlan ReplicaScheduler::BuildPlan() {
   StepPlan plan;
   scheduled_.clear();
   for (auto& [id, seq] : waiting_) seq->preempted_this_step = false;
-  int32_t budget = capacity_.max_step_tokens;
-  if (budget > 0 && capacity_.max_step_sequences > 0) {
+  StepBudget budget{capacity_.max_step_tokens, capacity_.max_step_sequences};
+  if (budget.tokens > 0 && budget.rows > 0) {
     // Decodes first (one token each keeps inter-token latency flat), then prefill chunks of
     // running sequences; both oldest first.
     std::vector<Sequence*> decodes;
@@ -78,12 +93,11 @@ StepPlan ReplicaScheduler::BuildPlan() {
     for (const std::vector<Sequence*>* group : {&decodes, &prefills}) {
       for (Sequence* seq : *group) {
         if (!running_.contains(seq->id)) continue;  // preempted earlier in this pass
-        if (budget <= 0 || static_cast<int32_t>(scheduled_.size()) >= capacity_.max_step_sequences) break;
-        const int32_t n = ChunkFor(*seq, budget);
+        if (budget.tokens <= 0 || budget.rows <= 0) break;
+        const int32_t n = ChunkFor(*seq, seq->pending(), budget);
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
-        scheduled_.push_back({seq, n, decode});
-        budget -= n;
+        scheduled_.push_back(Schedule(seq, n, decode, &budget));
       }
     }
     Admit(&budget);
@@ -96,7 +110,7 @@ StepPlan ReplicaScheduler::BuildPlan() {
   return plan;
 }
 
-bool ReplicaScheduler::ReserveOrPreempt(Sequence* seq, int32_t n, int32_t* budget) {
+bool ReplicaScheduler::ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* budget) {
   while (true) {
     const Status grown = blocks_.Grow(seq->id, static_cast<int64_t>(seq->num_computed) + n);
     if (grown.ok()) return true;
@@ -111,7 +125,8 @@ bool ReplicaScheduler::ReserveOrPreempt(Sequence* seq, int32_t n, int32_t* budge
     }
     auto it = std::find_if(scheduled_.begin(), scheduled_.end(), [&](const Scheduled& s) { return s.seq == victim; });
     if (it != scheduled_.end()) {
-      *budget += it->n_tokens;
+      budget->tokens += it->n_tokens;
+      budget->rows += it->rows();
       scheduled_.erase(it);
     }
     Preempt(victim);
@@ -138,11 +153,10 @@ int32_t ReplicaScheduler::WatermarkBlocks() const {
   return std::max<int32_t>(1, blocks_.num_blocks() / 100);
 }
 
-void ReplicaScheduler::Admit(int32_t* budget) {
+void ReplicaScheduler::Admit(StepBudget* budget) {
   const int32_t bs = config_.block_size;
   auto next = waiting_.begin();
-  while (next != waiting_.end() && *budget > 0 &&
-         static_cast<int32_t>(scheduled_.size()) < capacity_.max_step_sequences &&
+  while (next != waiting_.end() && budget->tokens > 0 && budget->rows > 0 &&
          num_running() < capacity_.max_step_sequences) {
     Sequence* seq = next->second.get();
     // Strict submission order: a sequence that cannot start now for want of blocks blocks the
@@ -160,6 +174,8 @@ void ReplicaScheduler::Admit(int32_t* budget) {
           continue;
         }
       }
+      // Positions whose logits score a prompt token must be computed, not found.
+      if (seq->scoring()) max_cached_blocks = std::min(max_cached_blocks, (seq->prompt_scored - 1) / bs);
     }
     const cache::CachedPrefix prefix = blocks_.PlanCachedPrefix(seq->block_hashes, max_cached_blocks);
     // A burst of requests on one long prompt (agents sharing a system prompt): the first one
@@ -172,8 +188,7 @@ void ReplicaScheduler::Admit(int32_t* budget) {
       continue;
     }
     const int32_t cached_tokens = prefix.blocks * bs;
-    int32_t n = std::min<int32_t>(static_cast<int32_t>(seq->tokens.size()) - cached_tokens, *budget);
-    if (config_.max_prefill_chunk > 0) n = std::min(n, config_.max_prefill_chunk);
+    const int32_t n = ChunkFor(*seq, static_cast<int32_t>(seq->tokens.size()) - cached_tokens, *budget);
     const int64_t needed = cache::BlocksForTokens(cached_tokens + n, bs) - prefix.blocks;
     if (needed > blocks_.num_allocatable() - prefix.revived - WatermarkBlocks()) break;
 
@@ -190,8 +205,7 @@ void ReplicaScheduler::Admit(int32_t* budget) {
     seq->admitted_once = true;
     if (first) seq->usage.cached_prompt_tokens = std::min(cached_tokens, seq->prompt_len);
     observer_.OnAdmitted(*seq, first, cached_tokens);
-    scheduled_.push_back({seq, n, false});
-    *budget -= n;
+    scheduled_.push_back(Schedule(seq, n, false, budget));
   }
 }
 
@@ -223,6 +237,8 @@ SequencePlan ReplicaScheduler::MakeSequencePlan(const Scheduled& entry) const {
     const int32_t window = seq.sampling.penalty_last_n < 0 ? before : std::min(before, seq.sampling.penalty_last_n);
     plan.history.assign(seq.tokens.begin() + (before - window), seq.tokens.begin() + before);
   }
+  const auto scored = seq.tokens.begin() + seq.num_computed + 1;
+  plan.score_tokens.assign(scored, scored + entry.n_scored);
   return plan;
 }
 
@@ -237,6 +253,10 @@ Status ReplicaScheduler::CheckResult(const StepResult& result) const {
     if (r.sequence_id != seq.id) {
       return absl::InternalError(
           absl::StrCat("replica ", index_, " answered sequence ", r.sequence_id, " in the place of ", seq.id));
+    }
+    if (r.scored.size() != static_cast<size_t>(scheduled_[i].n_scored)) {
+      return absl::InternalError(absl::StrCat("replica ", index_, " scored ", r.scored.size(), " tokens of sequence ",
+                                              seq.id, " for a plan of ", scheduled_[i].n_scored));
     }
     const bool sampled = seq.num_computed + scheduled_[i].n_tokens == static_cast<int32_t>(seq.tokens.size());
     if (sampled && (r.token < 0 || r.token >= config_.n_vocab)) {
@@ -267,6 +287,7 @@ void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
   for (size_t i = 0; i < plan.size(); ++i) {
     Sequence* seq = plan[i].seq;
     const bool sampled = seq->num_computed + plan[i].n_tokens == static_cast<int32_t>(seq->tokens.size());
+    if (plan[i].n_scored > 0) ReportScores(seq, result->sequences[i].scored);
     seq->num_computed += plan[i].n_tokens;
     if (!plan[i].decode) {
       seq->usage.prefilled_tokens += plan[i].n_tokens;
@@ -295,6 +316,16 @@ void ReplicaScheduler::RegisterComputedBlocks(Sequence& seq) {
   if (!registered.ok()) {
     Logger("scheduler")->warn("sequence {}: block registration failed: {}", seq.id, std::string(registered.message()));
   }
+}
+
+void ReplicaScheduler::ReportScores(Sequence* seq, std::span<const ScoredToken> scored) {
+  // scored[j] is prompt token num_computed + 1 + j; a recompute after a preemption may cover
+  // tokens reported already.
+  const int32_t first = seq->num_computed + 1;
+  const int32_t skip = std::max(0, seq->prompt_scored - first);
+  if (skip >= static_cast<int32_t>(scored.size())) return;
+  observer_.OnPromptLogprobs(*seq, first + skip, scored.subspan(static_cast<size_t>(skip)));
+  seq->prompt_scored = first + static_cast<int32_t>(scored.size());
 }
 
 void ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled) {

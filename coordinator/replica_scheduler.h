@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <unordered_set>
 #include <vector>
 
@@ -29,6 +30,9 @@ class SequenceObserver {
   // `first`: the sequence's first admission (not a readmission after preemption).
   virtual void OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) = 0;
   virtual void OnPreempted(Sequence& seq) = 0;
+  // Log probabilities of prompt tokens [first, first + scored.size()) of a sequence that asked
+  // for prompt_logprobs; each prompt token after the first is reported once, in order.
+  virtual void OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored) = 0;
   virtual void OnToken(Sequence& seq, const SequenceResult& sampled) = 0;
   virtual void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) = 0;
 };
@@ -92,20 +96,36 @@ class ReplicaScheduler {
   struct Scheduled {
     Sequence* seq;
     int32_t n_tokens;
-    bool decode;  // one generated token (not a prefill or recompute chunk)
+    bool decode;       // one generated token (not a prefill or recompute chunk)
+    int32_t n_scored;  // prompt tokens the chunk scores (SequencePlan::score_tokens)
+    // Logit rows the step returns for it.
+    int32_t rows() const { return n_scored > 0 ? n_tokens : 1; }
+  };
+  // What is left of one step's limits: new tokens, and logit rows (max_step_sequences).
+  struct StepBudget {
+    int32_t tokens;
+    int32_t rows;
   };
 
-  int32_t ChunkFor(const Sequence& seq, int32_t budget) const;
+  // Tokens of `seq`'s next chunk, out of `pending`, within the budget and the chunk cap.
+  int32_t ChunkFor(const Sequence& seq, int32_t pending, const StepBudget& budget) const;
+  // Prompt tokens a chunk of `n` tokens from seq.num_computed scores.
+  static int32_t ScoredTokens(const Sequence& seq, int32_t n);
+  // The plan entry for `n` tokens of `seq`, taken from the budget.
+  static Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget);
   // Grows `seq`'s table for `n` more tokens, preempting the newest running sequences as
   // needed. False when `seq` itself was preempted (or failed).
-  bool ReserveOrPreempt(Sequence* seq, int32_t n, int32_t* budget);
+  bool ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* budget);
   void Preempt(Sequence* seq);
-  void Admit(int32_t* budget);
+  void Admit(StepBudget* budget);
   int32_t WatermarkBlocks() const;
   // Whether a running sequence is computing full block `block` of `seq`'s prompt (the same
   // chained hash), which `seq` can share once it is registered.
   bool BlockInFlight(const Sequence& seq, int32_t block) const;
   void RegisterComputedBlocks(Sequence& seq);
+  // Hands the step's prompt scores of `seq` (computed from seq->num_computed) to the observer,
+  // the ones not reported before.
+  void ReportScores(Sequence* seq, std::span<const ScoredToken> scored);
   void HandleSample(Sequence* seq, const SequenceResult& sampled);
   void Finish(Sequence* seq, FinishReason reason, Status status);
   SequencePlan MakeSequencePlan(const Scheduled& entry) const;

@@ -40,10 +40,11 @@ struct RequestUsage {
   int32_t preemptions = 0;
 };
 
-// One event of a request's stream. A request gets zero or more kToken events, then exactly one
-// kFinished event, and nothing after it.
+// One event of a request's stream. A request gets zero or more kPromptLogprobs events (only
+// when it asks for them), zero or more kToken events, then exactly one kFinished event, and
+// nothing after it.
 struct RequestEvent {
-  enum class Kind { kToken, kFinished };
+  enum class Kind { kPromptLogprobs, kToken, kFinished };
   Kind kind = Kind::kToken;
   RequestId id = 0;
   int32_t token = -1;                          // kToken: the new token id
@@ -52,6 +53,12 @@ struct RequestEvent {
   bool has_logprobs = false;
   float logprob = 0.0f;
   std::vector<TokenLogprob> top_logprobs;
+  // kPromptLogprobs, when the request asked for prompt_logprobs: the log probabilities of prompt
+  // tokens [prompt_position, prompt_position + prompt_logprobs.size()), in order. Every prompt
+  // token but the first (which has no context) is reported exactly once, in chunks, before the
+  // request's first kToken event.
+  int32_t prompt_position = 0;
+  std::vector<ScoredToken> prompt_logprobs;
   FinishReason finish_reason = FinishReason::kNone;  // kFinished
   // kFinished: OK for kLength and kStop; CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE (replica
   // failed, drain timed out, scheduler stopped), INVALID_ARGUMENT or RESOURCE_EXHAUSTED
@@ -70,6 +77,10 @@ struct GenerateRequest {
   StepSampling sampling;
   int32_t max_tokens = 16;       // tokens to generate, >= 1
   bool ignore_eos = false;       // keep generating after an end-of-generation token
+  // Report the log probability of every prompt token after the first, with
+  // sampling.top_logprobs alternatives (kPromptLogprobs events). Those need the logits at every
+  // prompt position, so the prompt is computed in full, not taken from the prefix cache.
+  bool prompt_logprobs = false;
   // Prefix-sharing domain, derived server-side from the authenticated identity (DESIGN.md §6):
   // only requests with equal salts share cached KV blocks.
   std::string tenant_salt;

@@ -54,9 +54,6 @@ Status ValidateStepSampling(const StepSampling& s) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "], got ", s.top_logprobs));
   }
-  if (s.top_logprobs > 0 && !s.logprobs) {
-    return absl::InvalidArgumentError("top_logprobs needs logprobs");
-  }
   return absl::OkStatus();
 }
 
@@ -79,6 +76,9 @@ Status ValidateRequest(const GenerateRequest& request, const RequestLimits& limi
                                                    limits.max_context, " tokens"));
   }
   BF_RETURN_IF_ERROR(ValidateStepSampling(request.sampling));
+  if (request.sampling.top_logprobs > 0 && !request.sampling.logprobs && !request.prompt_logprobs) {
+    return absl::InvalidArgumentError("top_logprobs needs logprobs or prompt_logprobs");
+  }
   if (!request.sink) return absl::InvalidArgumentError("request without a sink");
   return absl::OkStatus();
 }

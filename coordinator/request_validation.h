@@ -22,7 +22,8 @@ struct RequestLimits {
 Status ValidateStepSampling(const StepSampling& sampling);
 
 // INVALID_ARGUMENT for an empty prompt, a token id outside the vocabulary, max_tokens < 1,
-// prompt + max_tokens beyond the context, bad sampling values or a missing sink.
+// prompt + max_tokens beyond the context, bad sampling values, top_logprobs without logprobs or
+// prompt_logprobs, or a missing sink.
 Status ValidateRequest(const GenerateRequest& request, const RequestLimits& limits);
 
 // True when the sampler needs the penalty history (a penalty is active and its window is not 0).

@@ -147,6 +147,7 @@ class Scheduler : private SequenceObserver {
   // SequenceObserver (called under mu_).
   void OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) override;
   void OnPreempted(Sequence& seq) override;
+  void OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored) override;
   void OnToken(Sequence& seq, const SequenceResult& sampled) override;
   void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) override;
 

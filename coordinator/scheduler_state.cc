@@ -197,6 +197,7 @@ void Scheduler::OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) {
   --queued_;
   seq.admitted = now_;
   metrics_.queue_time->Observe(Seconds(now_ - seq.arrival));
+  if (seq.prompt_logprobs) return;  // computes its prompt in full: no lookup
   metrics_.prefix_lookup_tokens->Increment(seq.prompt_len);
   metrics_.prefix_hit_tokens->Increment(std::min(cached_tokens, seq.prompt_len));
   const double looked_up = metrics_.prefix_lookup_tokens->value();
@@ -207,6 +208,15 @@ void Scheduler::OnPreempted(Sequence& seq) {
   metrics_.preemptions->Increment();
   Logger("scheduler")->debug("request {} ({}) preempted on replica {} after {} tokens", seq.id, seq.request_id,
                              seq.replica, seq.tokens.size());
+}
+
+void Scheduler::OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored) {
+  RequestEvent event;
+  event.kind = RequestEvent::Kind::kPromptLogprobs;
+  event.id = seq.id;
+  event.prompt_position = first;
+  event.prompt_logprobs.assign(scored.begin(), scored.end());
+  events_.push_back({seq.sink, std::move(event)});
 }
 
 void Scheduler::OnToken(Sequence& seq, const SequenceResult& sampled) {

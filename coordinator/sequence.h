@@ -34,6 +34,11 @@ struct Sequence {
   // generated blocks as they fill).
   std::vector<cache::BlockHash> block_hashes;
   int32_t num_computed = 0;     // tokens[0, num_computed) have KV in the replica's cache
+  // With prompt_logprobs: prompt tokens [1, prompt_scored) have had their log probabilities
+  // reported. Scoring token t needs the logits at position t - 1, so until prompt_scored reaches
+  // prompt_len no more than prompt_scored - 1 tokens may come from the prefix cache.
+  bool prompt_logprobs = false;
+  int32_t prompt_scored = 1;
 
   int replica = -1;
   bool admitted_once = false;
@@ -49,6 +54,8 @@ struct Sequence {
   int32_t generated() const { return static_cast<int32_t>(tokens.size()) - prompt_len; }
   // Tokens still to feed (1 for a sequence in decode).
   int32_t pending() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
+  // Whether prompt tokens remain to be scored.
+  bool scoring() const { return prompt_logprobs && prompt_scored < prompt_len; }
 };
 
 }  // namespace bitfleet::coordinator

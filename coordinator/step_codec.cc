@@ -52,6 +52,7 @@ void ToProto(const StepPlan& plan, v1::StepPlan* out) {
     ToProto(seq.sampling, p->mutable_sampling());
     p->mutable_history()->Add(seq.history.begin(), seq.history.end());
     p->set_sample_index(seq.sample_index);
+    p->mutable_score_tokens()->Add(seq.score_tokens.begin(), seq.score_tokens.end());
   }
   out->mutable_released_sequences()->Add(plan.released_sequences.begin(), plan.released_sequences.end());
 }
@@ -70,6 +71,7 @@ StepPlan FromProto(const v1::StepPlan& plan) {
     seq.sampling = FromProto(p.sampling());
     seq.history.assign(p.history().begin(), p.history().end());
     seq.sample_index = p.sample_index();
+    seq.score_tokens.assign(p.score_tokens().begin(), p.score_tokens().end());
     out.sequences.push_back(std::move(seq));
   }
   out.released_sequences.assign(plan.released_sequences().begin(), plan.released_sequences().end());
@@ -90,6 +92,14 @@ void ToProto(const StepResult& result, v1::StepResult* out) {
       for (const TokenLogprob& top : seq.top_logprobs) {
         r->add_top_token_ids(top.token);
         r->add_top_logprobs(top.logprob);
+      }
+    }
+    for (const ScoredToken& scored : seq.scored) {
+      v1::ScoredToken* s = r->add_scored();
+      s->set_logprob(scored.logprob);
+      for (const TokenLogprob& top : scored.top_logprobs) {
+        s->add_top_token_ids(top.token);
+        s->add_top_logprobs(top.logprob);
       }
     }
   }
@@ -119,6 +129,12 @@ StepResult FromProto(const v1::StepResult& result) {
       // Parallel lists of unequal length (a malformed result) keep their common part.
       const int n = std::min(r.top_token_ids_size(), r.top_logprobs_size());
       for (int k = 0; k < n; ++k) seq.top_logprobs.push_back({r.top_token_ids(k), r.top_logprobs(k)});
+    }
+    for (const v1::ScoredToken& s : r.scored()) {
+      ScoredToken scored{s.logprob(), {}};
+      const int n = std::min(s.top_token_ids_size(), s.top_logprobs_size());
+      for (int k = 0; k < n; ++k) scored.top_logprobs.push_back({s.top_token_ids(k), s.top_logprobs(k)});
+      seq.scored.push_back(std::move(scored));
     }
     out.sequences.push_back(std::move(seq));
   }

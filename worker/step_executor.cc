@@ -43,16 +43,28 @@ StepExecutor::StepExecutor(StepRunner& runner) : runner_(runner), sampler_(runne
 Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
   const uint64_t max_context = static_cast<uint64_t>(runner_.options().max_context);
   for (const coordinator::SequencePlan& seq : plan.sequences) {
+    if (seq.sample || !seq.score_tokens.empty()) {
+      if (seq.sampling.top_logprobs < 0 || seq.sampling.top_logprobs > kMaxTopLogprobs) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": top_logprobs ",
+                                                       seq.sampling.top_logprobs, " outside [0, ", kMaxTopLogprobs,
+                                                       "]"));
+      }
+    }
+    if (seq.score_tokens.size() > seq.tokens.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": ", seq.score_tokens.size(),
+                                                     " tokens to score in a chunk of ", seq.tokens.size()));
+    }
+    for (int32_t token : seq.score_tokens) {
+      if (token < 0 || token >= runner_.n_vocab()) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": token to score ", token,
+                                                       " outside the vocabulary of ", runner_.n_vocab()));
+      }
+    }
     if (!seq.sample) continue;
     const Status valid = ValidateSamplingParams(ToSamplingParams(seq.sampling));
     if (!valid.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
-    }
-    if (seq.sampling.top_logprobs < 0 || seq.sampling.top_logprobs > kMaxTopLogprobs) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": top_logprobs ",
-                                                     seq.sampling.top_logprobs, " outside [0, ", kMaxTopLogprobs,
-                                                     "]"));
     }
     if (seq.sample_index > max_context) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": sample_index ",
@@ -88,6 +100,7 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
     step.tokens = seq.tokens;
     step.start_pos = seq.start_pos;
     step.block_table = seq.block_table;
+    step.all_logits = !seq.score_tokens.empty();  // row j scores score_tokens[j]
     batch_.push_back(step);
   }
   using Clock = std::chrono::steady_clock;
@@ -106,7 +119,7 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
   std::vector<int32_t> tokens;
   BF_RETURN_IF_ERROR(SampleAll(plan, logits, &tokens));
   std::vector<TokenLogprobs> logprobs;
-  std::vector<size_t> logprob_rows;
+  std::vector<LogprobRowOf> logprob_rows;
   BF_RETURN_IF_ERROR(LogprobsAll(plan, logits, tokens, &logprobs, &logprob_rows));
   // Per-step timings at debug level (where a request's latency goes: docs/perf.md).
   if (log_->should_log(spdlog::level::debug)) {
@@ -121,23 +134,36 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
     result.sequences.push_back({plan.sequences[i].sequence_id, tokens[i]});
   }
   for (size_t r = 0; r < logprob_rows.size(); ++r) {
-    coordinator::SequenceResult& seq = result.sequences[logprob_rows[r]];
-    seq.has_logprobs = true;
-    seq.logprob = logprobs[r].logprob;
-    for (const TopLogprob& top : logprobs[r].top) seq.top_logprobs.push_back({top.token, top.logprob});
+    coordinator::SequenceResult& seq = result.sequences[logprob_rows[r].sequence];
+    std::vector<coordinator::TokenLogprob>* top = nullptr;
+    if (logprob_rows[r].scored < 0) {
+      seq.has_logprobs = true;
+      seq.logprob = logprobs[r].logprob;
+      top = &seq.top_logprobs;
+    } else {
+      // Rows come in score_tokens order (LogprobsAll).
+      seq.scored.push_back({logprobs[r].logprob, {}});
+      top = &seq.scored.back().top_logprobs;
+    }
+    for (const TopLogprob& t : logprobs[r].top) top->push_back({t.token, t.logprob});
   }
   return result;
 }
 
 Status StepExecutor::LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits,
                                  const std::vector<int32_t>& tokens, std::vector<TokenLogprobs>* out,
-                                 std::vector<size_t>* rows_of) {
+                                 std::vector<LogprobRowOf>* rows_of) {
   std::vector<ShardedLogprobRow> rows;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const coordinator::SequencePlan& seq = plan.sequences[i];
+    const int seq_index = static_cast<int>(i);
+    for (size_t j = 0; j < seq.score_tokens.size(); ++j) {
+      rows.push_back({logits.Row(seq_index, static_cast<int>(j)), seq.score_tokens[j], seq.sampling.top_logprobs});
+      rows_of->push_back({i, static_cast<int32_t>(j)});
+    }
     if (!seq.sample || !seq.sampling.logprobs) continue;
-    rows.push_back({logits.Last(static_cast<int>(i)), tokens[i], seq.sampling.top_logprobs});
-    rows_of->push_back(i);
+    rows.push_back({logits.Last(seq_index), tokens[i], seq.sampling.top_logprobs});
+    rows_of->push_back({i, -1});
   }
   // Every rank runs the same plan, so all take the collective or none does.
   if (rows.empty()) return absl::OkStatus();

@@ -5,7 +5,8 @@
 // Sampling: whole logit rows (TP=1, or a runner gathering logits) go through worker::Sampler;
 // vocabulary slices (TP>1) through worker::DistributedSampler, a collective over the runner's
 // communicator. Both follow worker/sampler.h exactly. Log probabilities, for the sequences that
-// ask, come from worker/token_logprobs.h the same two ways.
+// ask, come from worker/token_logprobs.h the same two ways: the sampled token's, and those of a
+// prompt chunk's score_tokens (the step then returns every row of that sequence).
 //
 // Reproducibility: the n-th token a sequence samples (plan.sample_index = n) uses the n-th
 // uniform draw of Rng(sampling.seed) — the same stream `bitfleet run` uses — whatever the batch,
@@ -62,10 +63,15 @@ class StepExecutor {
   Rng& RngFor(const coordinator::SequencePlan& seq);
   // Fills tokens[i] for every plan sequence with sample set (-1 for the others).
   Status SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits, std::vector<int32_t>* tokens);
-  // The log probabilities of the sampled `tokens` of the sequences whose sampling asks for them
-  // (a collective under TP, taken by every rank or none): out[r] for plan sequence rows_of[r].
+  struct LogprobRowOf {
+    size_t sequence;  // plan index
+    int32_t scored;   // index into its score_tokens, or -1 for the sampled token
+  };
+  // The log probabilities of every plan sequence's score_tokens and of the sampled `tokens` of
+  // those whose sampling asks for them (a collective under TP, taken by every rank or none):
+  // out[r] is row rows_of[r]; a sequence's scored rows come in score_tokens order.
   Status LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits, const std::vector<int32_t>& tokens,
-                     std::vector<TokenLogprobs>* out, std::vector<size_t>* rows_of);
+                     std::vector<TokenLogprobs>* out, std::vector<LogprobRowOf>* rows_of);
 
   StepRunner& runner_;
   Sampler sampler_;

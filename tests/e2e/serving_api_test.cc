@@ -265,6 +265,41 @@ TEST_P(ServeApiTest, LogprobsAreTheModelsLogSoftmax) {
   EXPECT_EQ(without, 0);
 }
 
+// prompt_logprobs: every prompt token after the first, in the first message, with the value the
+// model gives it after the tokens before it (computed here one token at a time, while the server
+// scores the prompt in chunks of its logit rows), even when the prompt is in the prefix cache.
+TEST_P(ServeApiTest, PromptLogprobsAreTheModelsLogSoftmaxOverThePrompt) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 150; ++i) prompt.push_back(3 + (i * 37) % 200);
+  const GenerateOutcome warm = client().Generate(GreedyRequest(prompt, 1), 30s);  // caches the prompt
+  ASSERT_TRUE(warm.status.ok()) << warm.status.error_message();
+  v1::GenerateRequest request = GreedyRequest(prompt, 3);
+  request.set_prompt_logprobs(true);
+  request.set_top_logprobs(2);
+  std::vector<v1::TokenLogprobs> got;
+  int messages = 0;
+  const GenerateOutcome out = client().Generate(request, 60s, [&](const v1::GenerateResponse& m) {
+    if (messages++ > 0) EXPECT_EQ(m.prompt_logprobs_size(), 0) << "prompt log probabilities after the first message";
+    got.insert(got.end(), m.prompt_logprobs().begin(), m.prompt_logprobs().end());
+    EXPECT_EQ(m.logprobs_size(), 0);
+    return true;
+  });
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  ASSERT_FALSE(out.tokens.empty());
+  EXPECT_EQ(out.tokens.front(), warm.tokens.front());
+  EXPECT_EQ(out.usage.cached_prompt_tokens(), 0u);
+  ASSERT_EQ(got.size(), prompt.size() - 1);
+  auto want = ReferenceLogprobs(served_->model, {prompt[0]}, std::vector<int32_t>(prompt.begin() + 1, prompt.end()), 2);
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(testing::Message() << "prompt token " << i + 1);
+    EXPECT_EQ(got[i].token_id(), prompt[i + 1]);
+    EXPECT_NEAR(got[i].logprob(), (*want)[i].logprob, 1e-3);
+    ASSERT_EQ(got[i].top_size(), 2);
+    for (int k = 0; k < 2; ++k) EXPECT_NEAR(got[i].top(k).logprob(), (*want)[i].top[k].logprob, 1e-3);
+  }
+}
+
 // `bitfleet generate` against the server: the greedy text of `bitfleet run`, and with
 // --logprobs one JSON line per token carrying the gRPC API's values.
 TEST_P(ServeApiTest, GenerateCommandPrintsTheTextOrTheLogprobs) {

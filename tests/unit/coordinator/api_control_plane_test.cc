@@ -450,6 +450,7 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   seq.sampling.top_logprobs = 5;
   seq.history = {8, 9};
   seq.sample_index = 17;
+  seq.score_tokens = {6};
   plan.sequences.push_back(seq);
   v1::StepPlan wire;
   ToProto(plan, &wire);
@@ -478,11 +479,13 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   EXPECT_EQ(b.sampling.top_logprobs, 5);
   EXPECT_EQ(b.history, seq.history);
   EXPECT_EQ(b.sample_index, 17u);
+  EXPECT_EQ(b.score_tokens, seq.score_tokens);
 
   StepResult result{9, {{77, 1000}, {78, -1}}};
   result.sequences[0].has_logprobs = true;
   result.sequences[0].logprob = -0.25f;
   result.sequences[0].top_logprobs = {{1000, -0.25f}, {3, -1.5f}};
+  result.sequences[0].scored = {{-2.5f, {{6, -0.5f}}}};
   v1::StepResult wire_result;
   ToProto(result, &wire_result);
   EXPECT_TRUE(StatusOfResult(wire_result).ok());
@@ -498,6 +501,12 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   ASSERT_EQ(with_logprobs.top_logprobs.size(), 2u);
   EXPECT_EQ(with_logprobs.top_logprobs[1].token, 3);
   EXPECT_EQ(with_logprobs.top_logprobs[1].logprob, -1.5f);
+  ASSERT_EQ(with_logprobs.scored.size(), 1u);
+  EXPECT_EQ(with_logprobs.scored[0].logprob, -2.5f);
+  ASSERT_EQ(with_logprobs.scored[0].top_logprobs.size(), 1u);
+  EXPECT_EQ(with_logprobs.scored[0].top_logprobs[0].token, 6);
+  EXPECT_EQ(with_logprobs.scored[0].top_logprobs[0].logprob, -0.5f);
+  EXPECT_TRUE(result_back.sequences[1].scored.empty());
 
   ErrorToProto(10, absl::ResourceExhaustedError("too many tokens"), &wire_result);
   const Status error = StatusOfResult(wire_result);

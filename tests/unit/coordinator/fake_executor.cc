@@ -4,16 +4,28 @@
 
 namespace bitfleet::coordinator::testing {
 
+namespace {
+
+uint64_t Fnv1a(std::span<const int32_t> context) {
+  uint64_t h = 1469598103934665603ull;
+  for (int32_t t : context) {
+    h ^= static_cast<uint32_t>(t);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
 float FakeLogprob(int32_t token, int rank) { return -0.125f * static_cast<float>(rank) - 0.001f * (token % 50); }
+
+float FakePromptLogprob(std::span<const int32_t> context, int32_t token) {
+  return -0.0625f * static_cast<float>(Fnv1a(context) % 64) - 0.001f * static_cast<float>(token % 50);
+}
 
 NextTokenFn HashNextToken(int32_t n_vocab) {
   return [n_vocab](std::span<const int32_t> context) {
-    uint64_t h = 1469598103934665603ull;
-    for (int32_t t : context) {
-      h ^= static_cast<uint32_t>(t);
-      h *= 1099511628211ull;
-    }
-    return static_cast<int32_t>(3 + h % static_cast<uint64_t>(n_vocab - 3));
+    return static_cast<int32_t>(3 + Fnv1a(context) % static_cast<uint64_t>(n_vocab - 3));
   };
 }
 
@@ -78,12 +90,15 @@ void FakeExecutor::WipeKv() {
 
 Status FakeExecutor::Validate(const StepPlan& plan) const {
   if (plan.sequences.empty()) return absl::InvalidArgumentError("empty plan");
-  if (static_cast<int32_t>(plan.sequences.size()) > options_.max_step_sequences) {
-    return absl::ResourceExhaustedError("too many sequences");
+  int64_t rows = 0;  // a scored sequence returns a logit row per token
+  for (const SequencePlan& seq : plan.sequences) {
+    rows += seq.score_tokens.empty() ? 1 : static_cast<int64_t>(seq.tokens.size());
   }
+  if (rows > options_.max_step_sequences) return absl::ResourceExhaustedError("too many logit rows");
   int64_t total = 0;
   for (const SequencePlan& seq : plan.sequences) {
     if (seq.tokens.empty()) return absl::InvalidArgumentError("sequence without tokens");
+    if (seq.score_tokens.size() > seq.tokens.size()) return absl::InvalidArgumentError("more scores than tokens");
     if (seq.start_pos < 0) return absl::InvalidArgumentError("negative start_pos");
     total += static_cast<int64_t>(seq.tokens.size());
     const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
@@ -119,10 +134,9 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
   StepResult result;
   result.step_id = plan.step_id;
   for (const SequencePlan& seq : plan.sequences) {
-    int32_t token = -1;
-    if (seq.sample) {
-      const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
-      std::vector<int32_t> context;
+    const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
+    std::vector<int32_t> context;  // read back through the block table
+    if (seq.sample || !seq.score_tokens.empty()) {
       for (int64_t pos = 0; pos < end; ++pos) {
         const int32_t t = slot(seq, pos);
         if (t < 0) {
@@ -131,9 +145,18 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
         }
         context.push_back(t);
       }
-      token = next_(context);
     }
+    const int32_t token = seq.sample ? next_(context) : -1;
     result.sequences.push_back({seq.sequence_id, token});
+    for (size_t j = 0; j < seq.score_tokens.size(); ++j) {
+      const int32_t scored = seq.score_tokens[j];
+      const std::span<const int32_t> before(context.data(), static_cast<size_t>(seq.start_pos) + j + 1);
+      ScoredToken entry{FakePromptLogprob(before, scored), {}};
+      for (int k = 0; k < seq.sampling.top_logprobs; ++k) {
+        entry.top_logprobs.push_back({(scored + k) % options_.n_vocab, FakeLogprob(scored, k)});
+      }
+      result.sequences.back().scored.push_back(std::move(entry));
+    }
     if (seq.sample && seq.sampling.logprobs) {
       SequenceResult& sampled = result.sequences.back();
       sampled.has_logprobs = true;

@@ -26,6 +26,9 @@ NextTokenFn HashNextToken(int32_t n_vocab);
 // The log probabilities a FakeExecutor reports for a sequence that asks: the sampled token ranks
 // first, and the k-th alternative is token + k (mod n_vocab) with FakeLogprob(token, k).
 float FakeLogprob(int32_t token, int rank);
+// The log probability a FakeExecutor reports for scoring `token` after `context` (read back
+// through the block table, so a wrong table changes it); its alternatives are as FakeLogprob's.
+float FakePromptLogprob(std::span<const int32_t> context, int32_t token);
 
 // What one request generates alone: apply `next` until max_tokens or an id in `eos`.
 std::vector<int32_t> ExpectedTokens(const NextTokenFn& next, std::vector<int32_t> prompt, int max_tokens,

@@ -308,6 +308,11 @@ TEST_F(SchedulerModelTest, StepExecutorRejectsABadPlanWithoutRunning) {
   plan.sequences[0].sample_index = 100000;  // beyond the context
   EXPECT_EQ(step.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
   plan.sequences[0].sample_index = 0;
+  plan.sequences[0].score_tokens = {6, 7, 8, 9};  // more than the chunk's tokens
+  EXPECT_EQ(step.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
+  plan.sequences[0].score_tokens = {6, -1};  // outside the vocabulary
+  EXPECT_EQ(step.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
+  plan.sequences[0].score_tokens = {};
   auto result = step.Execute(plan);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(result->sequences.size(), 1u);

@@ -19,28 +19,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-SchedulerOptions TestOptions(int32_t block_size = 4) {
-  SchedulerOptions options;
-  options.model_id = "fake-model";
-  options.n_vocab = 1000;
-  options.max_context = 512;
-  options.kv_block_size = block_size;
-  options.check_invariants = true;
-  return options;
-}
-
-std::unique_ptr<Scheduler> MakeScheduler(const SchedulerOptions& options, std::vector<Executor*> replicas) {
-  auto scheduler = Scheduler::Create(options, std::move(replicas));
-  EXPECT_TRUE(scheduler.ok()) << scheduler.status();
-  return scheduler.ok() ? std::move(*scheduler) : nullptr;
-}
-
-int64_t TokensIn(const StepPlan& plan) {
-  int64_t n = 0;
-  for (const SequencePlan& seq : plan.sequences) n += static_cast<int64_t>(seq.tokens.size());
-  return n;
-}
-
 TEST(SchedulerTest, BatchedGenerationEqualsEachRequestAlone) {
   FakeExecutor executor({.kv_blocks = 256, .block_size = 4, .max_step_tokens = 32, .max_step_sequences = 8});
   auto scheduler = MakeScheduler(TestOptions(), {&executor});

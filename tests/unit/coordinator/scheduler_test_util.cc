@@ -1,5 +1,7 @@
 #include "tests/unit/coordinator/scheduler_test_util.h"
 
+#include "gtest/gtest.h"
+
 namespace bitfleet::coordinator::testing {
 
 RequestSink Collector::Sink(int key) {
@@ -16,6 +18,14 @@ RequestSink Collector::Sink(int key) {
     }
     if (event.kind == RequestEvent::Kind::kToken) {
       o.tokens.push_back(event.token);
+      return;
+    }
+    if (event.kind == RequestEvent::Kind::kPromptLogprobs) {
+      if (!o.tokens.empty()) ++o.scores_after_tokens;
+      for (size_t j = 0; j < event.prompt_logprobs.size(); ++j) {
+        o.scored_positions.push_back(event.prompt_position + static_cast<int32_t>(j));
+        o.scored.push_back(event.prompt_logprobs[j]);
+      }
       return;
     }
     o.finished = true;
@@ -41,6 +51,28 @@ int Collector::finished() const {
 bool Collector::WaitFinished(int n, std::chrono::milliseconds timeout) const {
   std::unique_lock<std::mutex> lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return finished_ >= n; });
+}
+
+SchedulerOptions TestOptions(int32_t block_size) {
+  SchedulerOptions options;
+  options.model_id = "fake-model";
+  options.n_vocab = 1000;
+  options.max_context = 512;
+  options.kv_block_size = block_size;
+  options.check_invariants = true;
+  return options;
+}
+
+std::unique_ptr<Scheduler> MakeScheduler(const SchedulerOptions& options, std::vector<Executor*> replicas) {
+  auto scheduler = Scheduler::Create(options, std::move(replicas));
+  EXPECT_TRUE(scheduler.ok()) << scheduler.status();
+  return scheduler.ok() ? std::move(*scheduler) : nullptr;
+}
+
+int64_t TokensIn(const StepPlan& plan) {
+  int64_t n = 0;
+  for (const SequencePlan& seq : plan.sequences) n += static_cast<int64_t>(seq.tokens.size());
+  return n;
 }
 
 GenerateRequest MakeRequest(Collector& collector, int key, std::vector<int32_t> prompt, int max_tokens,

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -20,6 +21,10 @@ struct Outcome {
   Status status;
   RequestUsage usage;
   int events_after_finish = 0;  // must stay 0
+  // kPromptLogprobs events, flattened: the prompt position of each entry, and the entry.
+  std::vector<int32_t> scored_positions;
+  std::vector<ScoredToken> scored;
+  int scores_after_tokens = 0;  // kPromptLogprobs events after a kToken one: must stay 0
 };
 
 class Collector {
@@ -37,6 +42,14 @@ class Collector {
   std::map<int, Outcome> outcomes_;
   int finished_ = 0;
 };
+
+// Options for a scheduler over FakeExecutors: vocabulary 1000, context 512, invariants checked
+// after every step.
+SchedulerOptions TestOptions(int32_t block_size = 4);
+// Scheduler::Create, failing the test on an error (null then).
+std::unique_ptr<Scheduler> MakeScheduler(const SchedulerOptions& options, std::vector<Executor*> replicas);
+// New tokens in a plan, summed over its sequences.
+int64_t TokensIn(const StepPlan& plan);
 
 // Greedy request for `prompt` with `max_tokens`, reporting to collector key `key`.
 GenerateRequest MakeRequest(Collector& collector, int key, std::vector<int32_t> prompt, int max_tokens,
