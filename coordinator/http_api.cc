@@ -25,18 +25,58 @@ void SendError(httplib::Response& response, const Status& status) {
   response.set_content(OpenAiErrorBody(status), "application/json");
 }
 
+OpenAiTokenLogprobs ToOpenAi(const v1::TokenLogprobs& in) {
+  OpenAiTokenLogprobs entry{in.token_id(), tokenizer::SanitizeUtf8(in.token()), in.token(), in.logprob(), {}};
+  for (const v1::TopLogprob& top : in.top()) {
+    entry.top.push_back({top.token_id(), tokenizer::SanitizeUtf8(top.token()), top.token(), top.logprob()});
+  }
+  return entry;
+}
+
 // The log probabilities of `message`'s tokens (their bytes from GenerateCall), appended to `out`.
 void AppendLogprobs(const v1::GenerateResponse& message, std::vector<OpenAiTokenLogprobs>* out) {
   const int n = std::min(message.token_ids_size(), message.logprobs_size());
-  for (int i = 0; i < n; ++i) {
-    const v1::TokenLogprobs& in = message.logprobs(i);
-    OpenAiTokenLogprobs entry{message.token_ids(i), tokenizer::SanitizeUtf8(in.token()), in.token(), in.logprob(), {}};
-    for (const v1::TopLogprob& top : in.top()) {
-      entry.top.push_back({top.token_id(), tokenizer::SanitizeUtf8(top.token()), top.token(), top.logprob()});
-    }
-    out->push_back(std::move(entry));
-  }
+  for (int i = 0; i < n; ++i) out->push_back(ToOpenAi(message.logprobs(i)));
 }
+
+// What "echo" puts before a choice's completion: its prompt's text and, with log probabilities,
+// an entry per prompt token (the first one unscored; the others come with the first message).
+struct Echo {
+  std::string text;
+  OpenAiTokenLogprobs first;
+};
+
+// How one choice's messages become its text and log probabilities (shared by the streamed and
+// the whole response).
+class ChoiceText {
+ public:
+  ChoiceText(const Echo* echo, bool prompt_only) : echo_(echo), prompt_only_(prompt_only) {}
+
+  // Appends `message`'s share to `text` and `logprobs`.
+  void Add(const v1::GenerateResponse& message, std::string* text, std::vector<OpenAiTokenLogprobs>* logprobs) {
+    if (echo_ != nullptr && first_) {
+      *text += echo_->text;
+      logprobs->push_back(echo_->first);
+      for (const v1::TokenLogprobs& entry : message.prompt_logprobs()) logprobs->push_back(ToOpenAi(entry));
+    }
+    first_ = false;
+    if (prompt_only_) return;  // the one token the request ran for is not part of the answer
+    *text += message.text();
+    AppendLogprobs(message, logprobs);
+  }
+  // The finish reason and usage of the last message, as the answer reports them.
+  v1::FinishReason Finish(const v1::GenerateResponse& last, v1::Usage* usage) const {
+    *usage = last.usage();
+    if (!prompt_only_) return last.finish_reason();
+    usage->set_completion_tokens(0);
+    return v1::FINISH_REASON_LENGTH;
+  }
+
+ private:
+  const Echo* const echo_;
+  const bool prompt_only_;
+  bool first_ = true;
+};
 
 // Server-sent events (`data: <json>`) on one response's sink, shared by its choices.
 class SseStream {
@@ -67,17 +107,19 @@ class SseStream {
 // those of the tokens since the previous chunk.
 class SseOutput final : public GenerateOutput {
  public:
-  SseOutput(SseStream& stream, const OpenAiResponseHeader& header, bool logprobs, int index)
-      : stream_(stream), header_(header), logprobs_(logprobs), index_(index) {}
+  SseOutput(SseStream& stream, const OpenAiResponseHeader& header, bool logprobs, int index, ChoiceText choice)
+      : stream_(stream), header_(header), logprobs_(logprobs), index_(index), choice_(choice) {}
 
   bool Write(const v1::GenerateResponse& message) override {
     const bool last = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-    if (logprobs_) AppendLogprobs(message, &pending_);
-    if (last) usage = message.usage();
+    std::string text;
+    choice_.Add(message, &text, &pending_);
+    if (!logprobs_) pending_.clear();
+    const v1::FinishReason finish = last ? choice_.Finish(message, &usage) : v1::FINISH_REASON_UNSPECIFIED;
     // Token ids without complete text yet (a character split over tokens) make no chunk.
-    if (message.text().empty() && !last && !first_) return true;
-    const std::string chunk = OpenAiChunkBody(header_, message.text(), message.finish_reason(), first_,
-                                              logprobs_ ? &pending_ : nullptr, text_offset_, index_);
+    if (text.empty() && !last && !first_) return true;
+    const std::string chunk =
+        OpenAiChunkBody(header_, text, finish, first_, logprobs_ ? &pending_ : nullptr, text_offset_, index_);
     text_offset_ += OpenAiLogprobsLength(pending_);
     pending_.clear();
     first_ = false;
@@ -92,6 +134,7 @@ class SseOutput final : public GenerateOutput {
   const OpenAiResponseHeader& header_;
   const bool logprobs_;
   const int index_;
+  ChoiceText choice_;
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
@@ -101,15 +144,11 @@ class SseOutput final : public GenerateOutput {
 // closes (a client timeout), so that the request stops taking steps for nobody.
 class BufferOutput final : public GenerateOutput {
  public:
-  explicit BufferOutput(const HttpConnection& connection) : connection_(connection) {}
+  BufferOutput(const HttpConnection& connection, ChoiceText choice) : connection_(connection), choice_(choice) {}
 
   bool Write(const v1::GenerateResponse& message) override {
-    text += message.text();
-    AppendLogprobs(message, &logprobs);
-    if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-      finish = message.finish_reason();
-      usage = message.usage();
-    }
+    choice_.Add(message, &text, &logprobs);
+    if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = choice_.Finish(message, &usage);
     return true;
   }
   bool ClientGone() override { return connection_.PeerGone(); }
@@ -121,6 +160,7 @@ class BufferOutput final : public GenerateOutput {
 
  private:
   const HttpConnection& connection_;
+  ChoiceText choice_;
 };
 
 // The usage of a request's choices (`n` per prompt, in prompt order): each prompt's tokens
@@ -157,6 +197,19 @@ struct HttpApiServer::Handlers {
     SendError(response, tenant.status());
     response.set_header("WWW-Authenticate", "Bearer");
     return std::nullopt;
+  }
+
+  // The echo of a choice whose prompt is `prompt` (the request's text or ids) and encodes to `ids`.
+  StatusOr<Echo> MakeEcho(const v1::GenerateRequest& prompt, const std::vector<int32_t>& ids) const {
+    Echo echo;
+    if (prompt.input_case() == v1::GenerateRequest::kPrompt) {
+      echo.text = prompt.prompt();
+    } else {
+      BF_ASSIGN_OR_RETURN(echo.text, DetokenizeIds(tokenizer, ids));
+    }
+    const std::string piece(tokenizer.pieces().Piece(ids.front(), /*render_special=*/true));
+    echo.first = OpenAiTokenLogprobs{ids.front(), tokenizer::SanitizeUtf8(piece), piece, 0.0f, {}, /*scored=*/false};
+    return echo;
   }
 
   // POST /tokenize's ids: a prompt as Tokenize encodes it, or a chat as completions render it.
@@ -196,11 +249,16 @@ struct HttpApiServer::Handlers {
     header.model = options.limits.model_name;
     header.created = UnixSeconds();
     header.include_usage = request->include_usage;
-    const bool wants_logprobs = request->generate().logprobs();
+    const bool wants_logprobs = request->generate().logprobs() || request->generate().prompt_logprobs();
+    const bool prompt_only = request->prompt_only;
+    const auto choice_text = [prompt_only](const std::vector<Echo>& echoes, size_t i) {
+      return ChoiceText(echoes.empty() ? nullptr : &echoes[i], prompt_only);
+    };
     // Every choice is validated and admitted before any runs: a refusal of one (a bad prompt of
     // a batch, a full queue) refuses the request, and the calls already admitted are destroyed,
     // which cancels them.
     std::vector<std::shared_ptr<GenerateCall>> calls;
+    std::vector<Echo> echoes;  // per choice, with "echo"
     const size_t n_choices = request->choices.size();
     for (size_t i = 0; i < n_choices; ++i) {
       StatusOr<ParsedGenerate> parsed =
@@ -211,6 +269,11 @@ struct HttpApiServer::Handlers {
                                                                                    parsed.status().message())));
       }
       parsed->request.request_id = n_choices == 1 ? header.id : absl::StrCat(header.id, "/", i);
+      if (request->echo) {
+        StatusOr<Echo> echo = MakeEcho(request->choices[i], parsed->request.prompt);
+        if (!echo.ok()) return refuse(echo.status());
+        echoes.push_back(*std::move(echo));
+      }
       GenerateCallOptions call_options;
       call_options.received = received;
       call_options.parsed = Clock::now();
@@ -231,9 +294,9 @@ struct HttpApiServer::Handlers {
       // while the earlier ones are read here.
       std::vector<BufferOutput> outputs;
       outputs.reserve(n_choices);
-      for (const std::shared_ptr<GenerateCall>& call : calls) {
-        call->MarkHeadersSent();
-        const Status status = call->Run(outputs.emplace_back(connection));
+      for (size_t i = 0; i < calls.size(); ++i) {
+        calls[i]->MarkHeadersSent();
+        const Status status = calls[i]->Run(outputs.emplace_back(connection, choice_text(echoes, i)));
         if (!status.ok()) return refuse(status);
       }
       std::vector<OpenAiChoice> choices;
@@ -253,13 +316,14 @@ struct HttpApiServer::Handlers {
     response.set_header("Cache-Control", "no-cache");
     response.set_chunked_content_provider(
         "text/event-stream",
-        [this, calls, header, endpoint, wants_logprobs, n = request->n](size_t, httplib::DataSink& sink) {
+        [this, calls, echoes, choice_text, header, endpoint, wants_logprobs, n = request->n](size_t,
+                                                                                             httplib::DataSink& sink) {
           SseStream stream(sink);
           Status status = absl::OkStatus();
           std::vector<v1::Usage> usages;
           for (size_t i = 0; i < calls.size() && status.ok(); ++i) {
             calls[i]->MarkHeadersSent();
-            SseOutput output(stream, header, wants_logprobs, static_cast<int>(i));
+            SseOutput output(stream, header, wants_logprobs, static_cast<int>(i), choice_text(echoes, i));
             status = calls[i]->Run(output);
             usages.push_back(output.usage);
           }

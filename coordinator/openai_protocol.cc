@@ -232,9 +232,9 @@ Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
 Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
   BF_RETURN_IF_ERROR(Unsupported(body, "logit_bias", Json::object(), "no logit bias"));
   if (endpoint == OpenAiEndpoint::kCompletions) {
-    BF_RETURN_IF_ERROR(Unsupported(body, "echo", false, "the prompt is not echoed"));
     BF_RETURN_IF_ERROR(Unsupported(body, "suffix", "", "no insertion"));
   } else {
+    BF_RETURN_IF_ERROR(Unsupported(body, "echo", false, "completions echo their prompt; chat does not"));
     BF_RETURN_IF_ERROR(Unsupported(body, "tools", Json::array(), "no tool calls"));
     BF_RETURN_IF_ERROR(Unsupported(body, "functions", Json::array(), "no tool calls"));
     BF_RETURN_IF_ERROR(Unsupported(body, "tool_choice", "none", "no tool calls"));
@@ -410,6 +410,13 @@ Json LogprobsJson(OpenAiEndpoint endpoint, const std::vector<OpenAiTokenLogprobs
   Json offsets = Json::array();
   for (const OpenAiTokenLogprobs& e : *entries) {
     tokens.push_back(e.token);
+    offsets.push_back(text_offset);
+    text_offset += CodePoints(e.token);
+    if (!e.scored) {
+      token_logprobs.push_back(nullptr);
+      top_logprobs.push_back(nullptr);
+      continue;
+    }
     token_logprobs.push_back(e.logprob);
     // By token text: two tokens spelled alike share a key, the more likely one's value stays.
     Json top = Json::object();
@@ -418,8 +425,6 @@ Json LogprobsJson(OpenAiEndpoint endpoint, const std::vector<OpenAiTokenLogprobs
     }
     if (!top.contains(e.token)) top[e.token] = e.logprob;
     top_logprobs.push_back(std::move(top));
-    offsets.push_back(text_offset);
-    text_offset += CodePoints(e.token);
   }
   return Json{{"tokens", std::move(tokens)},
               {"token_logprobs", std::move(token_logprobs)},
@@ -444,8 +449,17 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   std::vector<v1::GenerateRequest> prompts(1);
   if (endpoint == OpenAiEndpoint::kCompletions) {
     BF_ASSIGN_OR_RETURN(prompts, ReadPrompts(json));
-    BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_tokens", generate, has_max_tokens));
-    if (!has_max_tokens) generate.set_max_tokens(16);  // OpenAI's default for completions
+    BF_ASSIGN_OR_RETURN(std::optional<bool> echo, Bool(json, "echo"));
+    out.echo = echo.value_or(false);
+    BF_ASSIGN_OR_RETURN(std::optional<int64_t> max_tokens, Integer(json, "max_tokens"));
+    if (max_tokens == 0) {
+      if (!out.echo) return FieldError("max_tokens", "must be at least 1 (0 only with \"echo\": true)");
+      out.prompt_only = true;
+      generate.set_max_tokens(1);
+    } else {
+      BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_tokens", generate, has_max_tokens));
+      if (!has_max_tokens) generate.set_max_tokens(16);  // OpenAI's default for completions
+    }
   } else {
     BF_RETURN_IF_ERROR(ReadMessages(json, generate));
     BF_RETURN_IF_ERROR(ReadMaxTokens(json, "max_completion_tokens", generate, has_max_tokens));
@@ -455,6 +469,10 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   BF_RETURN_IF_ERROR(ReadSampling(json, generate));
   BF_RETURN_IF_ERROR(ReadStop(json, generate));
   BF_RETURN_IF_ERROR(ReadLogprobs(endpoint, json, generate));
+  if (out.echo && generate.logprobs()) {
+    generate.set_prompt_logprobs(true);
+    generate.set_logprobs(!out.prompt_only);  // the token of a prompt-only answer is not shown
+  }
   BF_ASSIGN_OR_RETURN(std::optional<bool> ignore_eos, Bool(json, "ignore_eos"));
   generate.set_ignore_eos(ignore_eos.value_or(false));
   BF_ASSIGN_OR_RETURN(std::optional<bool> stream, Bool(json, "stream"));

@@ -32,6 +32,12 @@ struct OpenAiRequest {
   int n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  // Completions' "echo": each choice's text (and log probabilities, which then include the
+  // prompt's: GenerateRequest.prompt_logprobs) starts with its prompt.
+  bool echo = false;
+  // "max_tokens": 0 with echo: the prompt alone, scored, is the answer. The choices run with
+  // max_tokens 1 (a prompt's last position is computed anyway); that token is not shown.
+  bool prompt_only = false;
 
   // The first choice's request: model, prompt (text or token ids) or chat, max_tokens, sampling,
   // stop, ignore_eos, logprobs.
@@ -40,10 +46,10 @@ struct OpenAiRequest {
 
 // Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the
 // wrong type, more than kMaxOpenAiChoices choices, and features this server does not offer
-// (best_of other than 1 or n, echo, suffix, logit_bias, tools, non-text message content, a
-// response_format other than text). Log
-// probabilities: completions' "logprobs": N (0..20) and chat's "logprobs": true with
-// "top_logprobs": N (0..20) set GenerateRequest.logprobs / top_logprobs.
+// (best_of other than 1 or n, suffix, logit_bias, chat's echo, tools, non-text message content, a
+// response_format other than text). Log probabilities: completions' "logprobs": N (0..20) and
+// chat's "logprobs": true with "top_logprobs": N (0..20) set GenerateRequest.logprobs /
+// top_logprobs; completions' "echo": true with "logprobs" also sets prompt_logprobs.
 // Unknown fields are ignored, as OpenAI's own clients send extra ones. Defaults follow OpenAI's:
 // temperature 1, max_tokens 16 for completions and the rest of the context for chat.
 StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body);
@@ -92,6 +98,9 @@ struct OpenAiTokenLogprobs {
   std::string bytes;
   float logprob = 0.0f;
   std::vector<OpenAiTopLogprob> top;  // best first
+  // False for an echoed prompt's first token, which has no context: its token_logprobs and
+  // top_logprobs entries are null (completions only).
+  bool scored = true;
 };
 
 // One choice of a whole response.

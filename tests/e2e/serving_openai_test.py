@@ -180,6 +180,29 @@ def run(binary, work):
             check(lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(24)],
                   f"text_offset {lp.text_offset}")
 
+        # echo, as lm-evaluation-harness scores a text: the prompt's tokens first (the first one
+        # unscored), then the completion's, whose values are the ones the completion reported.
+        echoed = complete("Hello world", logprobs=3, echo=True)
+        prompt_only = complete("Hello world", logprobs=1, echo=True, max_tokens=0)
+        elp, plp = echoed.choices[0].logprobs, prompt_only.choices[0].logprobs
+        n_prompt = prompt_only.usage.prompt_tokens
+        check(echoed.choices[0].text == "Hello world" + scored.choices[0].text, f"echo text {echoed.choices[0].text!r}")
+        check(prompt_only.choices[0].text == "Hello world" and prompt_only.choices[0].finish_reason == "length"
+              and prompt_only.usage.completion_tokens == 0, f"max_tokens 0: {prompt_only}")
+        check(plp is not None and len(plp.tokens) == n_prompt and plp.token_logprobs[0] is None
+              and plp.top_logprobs[0] is None and all(v <= 0 for v in plp.token_logprobs[1:]),
+              f"prompt logprobs {plp}")
+        check(elp is not None and len(elp.tokens) == n_prompt + 24, f"echo logprobs {elp}")
+        if elp is not None and plp is not None and lp is not None and len(elp.tokens) == n_prompt + 24:
+            check(all(abs(a - b) < 1e-4 for a, b in zip(elp.token_logprobs[1:n_prompt], plp.token_logprobs[1:])),
+                  f"the prompt scored differently: {elp.token_logprobs[:n_prompt]} vs {plp.token_logprobs}")
+            check(elp.tokens[n_prompt:] == lp.tokens
+                  and all(abs(a - b) < 1e-4 for a, b in zip(elp.token_logprobs[n_prompt:], lp.token_logprobs)),
+                  f"echoed completion logprobs {elp.token_logprobs[n_prompt:]} != {lp.token_logprobs}")
+            continuation = zip(elp.top_logprobs[n_prompt:], elp.token_logprobs[n_prompt:])
+            check(all(max(top.values()) == v for top, v in continuation),
+                  "a greedy continuation token is not the most likely one")
+
         # n choices of one seed: choice j samples with seed + j (as a lone request with that seed
         # does), so they differ; a batch of prompts answers each as it is answered alone.
         several = complete("Once upon a time", n=3, seed=40, temperature=1.0, max_tokens=16)

@@ -28,9 +28,12 @@ void FuzzRequest(OpenAiEndpoint endpoint, std::string_view body) {
   usage.set_prompt_tokens(generate.max_tokens());
   OpenAiCompletionBody(header, text, v1::FINISH_REASON_LENGTH, usage);
   std::vector<OpenAiChoice> choices;
-  const std::vector<OpenAiTokenLogprobs> logprobs = {{1, text, text, -1.0f, {{2, text, text, -2.0f}}}};
+  // An echoed prompt's unscored first token, then a scored one.
+  const std::vector<OpenAiTokenLogprobs> logprobs = {{3, text, text, 0.0f, {}, /*scored=*/!parsed->echo},
+                                                     {1, text, text, -1.0f, {{2, text, text, -2.0f}}}};
   for (const v1::GenerateRequest& choice : parsed->choices) {
-    choices.push_back({choice.prompt(), v1::FINISH_REASON_STOP_STRING, choice.logprobs() ? &logprobs : nullptr});
+    const bool scored = choice.logprobs() || choice.prompt_logprobs();
+    choices.push_back({choice.prompt(), v1::FINISH_REASON_STOP_STRING, scored ? &logprobs : nullptr});
   }
   OpenAiCompletionBody(header, choices, usage);
   OpenAiChunkBody(header, text, v1::FINISH_REASON_UNSPECIFIED, true, &logprobs, 3, 1);

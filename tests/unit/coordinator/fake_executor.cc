@@ -153,7 +153,7 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
       const std::span<const int32_t> before(context.data(), static_cast<size_t>(seq.start_pos) + j + 1);
       ScoredToken entry{FakePromptLogprob(before, scored), {}};
       for (int k = 0; k < seq.sampling.top_logprobs; ++k) {
-        entry.top_logprobs.push_back({(scored + k) % options_.n_vocab, FakeLogprob(scored, k)});
+        entry.top_logprobs.push_back({(scored + k) % options_.n_vocab, entry.logprob - 0.125f * static_cast<float>(k)});
       }
       result.sequences.back().scored.push_back(std::move(entry));
     }

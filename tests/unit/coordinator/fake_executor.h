@@ -27,7 +27,8 @@ NextTokenFn HashNextToken(int32_t n_vocab);
 // first, and the k-th alternative is token + k (mod n_vocab) with FakeLogprob(token, k).
 float FakeLogprob(int32_t token, int rank);
 // The log probability a FakeExecutor reports for scoring `token` after `context` (read back
-// through the block table, so a wrong table changes it); its alternatives are as FakeLogprob's.
+// through the block table, so a wrong table changes it); its k-th alternative is token + k
+// (mod n_vocab), 0.125 k less likely.
 float FakePromptLogprob(std::span<const int32_t> context, int32_t token);
 
 // What one request generates alone: apply `next` until max_tokens or an id in `eos`.

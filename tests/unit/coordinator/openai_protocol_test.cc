@@ -152,7 +152,7 @@ TEST(OpenAiRequestTest, BodiesTooDeepOrWithTooManyValuesAreRefusedBeforeTheyAreB
 
 TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
-  ExpectRefused(Completion(R"({"prompt": "x", "echo": true})"), "'echo'");
+  ExpectRefused(Chat(R"({"messages": [], "echo": true})"), "'echo'");  // completions echo
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
   ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": 100}})"), "'logit_bias'");
   ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
@@ -215,6 +215,53 @@ TEST(OpenAiRequestTest, LogprobsFields) {
   ExpectRefused(Chat(R"({"messages": [], "logprobs": 2})"), "'logprobs' must be true or false");
   ExpectRefused(Chat(R"({"messages": [], "top_logprobs": 2})"), "'top_logprobs' needs");
   ExpectRefused(Chat(R"({"messages": [], "logprobs": true, "top_logprobs": -1})"), "'top_logprobs'");
+}
+
+// Completions' "echo": with "logprobs" the prompt is scored too; "max_tokens": 0 (echo only) runs
+// one token that is not shown, so its own log probability is not asked for.
+TEST(OpenAiRequestTest, EchoAndPromptOnlyAnswers) {
+  auto echo = Completion(R"({"prompt": "x", "echo": true, "logprobs": 3, "max_tokens": 5})");
+  ASSERT_TRUE(echo.ok()) << echo.status();
+  EXPECT_TRUE(echo->echo);
+  EXPECT_FALSE(echo->prompt_only);
+  EXPECT_TRUE(echo->generate().prompt_logprobs());
+  EXPECT_TRUE(echo->generate().logprobs());
+  EXPECT_EQ(echo->generate().top_logprobs(), 3u);
+  EXPECT_EQ(echo->generate().max_tokens(), 5u);
+
+  auto only = Completion(R"({"prompt": ["x", "y"], "echo": true, "logprobs": 0, "max_tokens": 0})");
+  ASSERT_TRUE(only.ok()) << only.status();
+  EXPECT_TRUE(only->prompt_only);
+  for (const v1::GenerateRequest& choice : only->choices) {
+    EXPECT_EQ(choice.max_tokens(), 1u);
+    EXPECT_TRUE(choice.prompt_logprobs());
+    EXPECT_FALSE(choice.logprobs());
+  }
+
+  auto text_only = Completion(R"({"prompt": "x", "echo": true})");
+  ASSERT_TRUE(text_only.ok()) << text_only.status();
+  EXPECT_TRUE(text_only->echo);
+  EXPECT_FALSE(text_only->generate().prompt_logprobs());
+  auto off = Completion(R"({"prompt": "x", "echo": false, "logprobs": 1})");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->generate().prompt_logprobs());
+
+  ExpectRefused(Completion(R"({"prompt": "x", "echo": 1})"), "'echo' must be true or false");
+  ExpectRefused(Completion(R"({"prompt": "x", "echo": false, "max_tokens": 0})"), "0 only with");
+}
+
+// An echoed prompt's first token has no context: null in token_logprobs and top_logprobs, still
+// counted in text_offset.
+TEST(OpenAiResponseTest, AnUnscoredPromptTokenIsNull) {
+  std::vector<OpenAiTokenLogprobs> entries = {{1, "<s>", "<s>", 0.0f, {}, /*scored=*/false},
+                                              {7, " a", " a", -0.5f, {{7, " a", " a", -0.5f}}}};
+  const OpenAiResponseHeader header{OpenAiEndpoint::kCompletions, "cmpl-1", "tiny", 1};
+  const Json body = Json::parse(OpenAiCompletionBody(header, " a", v1::FINISH_REASON_LENGTH, v1::Usage(), &entries));
+  const Json& legacy = body["choices"][0]["logprobs"];
+  EXPECT_EQ(legacy["tokens"], (Json{"<s>", " a"}));
+  EXPECT_EQ(legacy["token_logprobs"], (Json{nullptr, -0.5}));
+  EXPECT_EQ(legacy["top_logprobs"], (Json{nullptr, {{" a", -0.5}}}));
+  EXPECT_EQ(legacy["text_offset"], (Json{0, 3}));
 }
 
 // Both formats of the log probabilities: completions' parallel lists and top dict (which always
