@@ -28,6 +28,11 @@ double Percentile(const std::vector<double>& sorted, double fraction) {
   return (1 - w) * sorted[i] + w * sorted[std::min(i + 1, sorted.size() - 1)];
 }
 
+void EvalAccumulator::AddLogprob(double logprob) {
+  nll_sum_ -= logprob;
+  ++count_;
+}
+
 void EvalAccumulator::Add(std::span<const float> logits, int32_t next_token, std::span<const float> reference) {
   const int32_t top = LogSoftmax(logits, &log_probs_);
   nll_sum_ -= log_probs_[next_token];

@@ -34,6 +34,9 @@ class EvalAccumulator {
   // Scores one prediction: `logits` predicted `next_token`. `reference` (same vocabulary) adds
   // the KL and top-1 statistics; pass it for every token or for none.
   void Add(std::span<const float> logits, int32_t next_token, std::span<const float> reference = {});
+  // Scores one prediction whose log probability of the actual next token is known (a server's
+  // prompt log probabilities); no reference statistics.
+  void AddLogprob(double logprob);
   EvalSummary Summary() const;
 
  private:

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "core/status.h"
 #include "worker/eval_metrics.h"
@@ -24,6 +25,14 @@ struct PerplexityOptions {
   int32_t bos = -1;        // token replacing each chunk's first token; < 0: keep the text's
   int max_chunks = 0;      // 0: all
 };
+
+// The chunks the options cut `tokens` into (first tokens replaced by `bos`), in text order.
+// INVALID_ARGUMENT for ctx < 2 or fewer tokens than one chunk.
+StatusOr<std::vector<std::vector<int32_t>>> PerplexityChunks(std::span<const int32_t> tokens,
+                                                             const PerplexityOptions& options);
+// The first scored prediction of a chunk: predictions j in [FirstScored, ctx - 1) are scored,
+// prediction j being the logits after chunk[j], whose target is chunk[j + 1].
+int FirstScored(const PerplexityOptions& options);
 
 // Runs `model` (and `reference`, when not null; it must have the same vocabulary size) over
 // the chunks. Both runners need max_context >= ctx. `progress` (optional) gets (chunk done,

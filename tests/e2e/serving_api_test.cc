@@ -279,7 +279,9 @@ TEST_P(ServeApiTest, PromptLogprobsAreTheModelsLogSoftmaxOverThePrompt) {
   std::vector<v1::TokenLogprobs> got;
   int messages = 0;
   const GenerateOutcome out = client().Generate(request, 60s, [&](const v1::GenerateResponse& m) {
-    if (messages++ > 0) EXPECT_EQ(m.prompt_logprobs_size(), 0) << "prompt log probabilities after the first message";
+    if (messages++ > 0) {
+      EXPECT_EQ(m.prompt_logprobs_size(), 0) << "prompt log probabilities after the first message";
+    }
     got.insert(got.end(), m.prompt_logprobs().begin(), m.prompt_logprobs().end());
     EXPECT_EQ(m.logprobs_size(), 0);
     return true;
@@ -298,6 +300,35 @@ TEST_P(ServeApiTest, PromptLogprobsAreTheModelsLogSoftmaxOverThePrompt) {
     ASSERT_EQ(got[i].top_size(), 2);
     for (int k = 0; k < 2; ++k) EXPECT_NEAR(got[i].top(k).logprob(), (*want)[i].top[k].logprob, 1e-3);
   }
+}
+
+// `bitfleet eval --target`: the served model's perplexity through prompt_logprobs equals
+// `bitfleet eval -m` on the same file and chunks (float rounding apart: the server's values are
+// float, TP 2 splits the matmuls).
+TEST_P(ServeApiTest, EvalCommandScoresTheServedModelAsTheFile) {
+  auto bin = BitfleetBinary();
+  ASSERT_TRUE(bin.ok());
+  const std::string text = ShellQuote(E2eDataPath("quality_text.txt"));
+  const std::string eval = ShellQuote(*bin) + " --log-level error eval --text " + text;
+  const std::string cli = eval + " -c 64 --chunks 5 ";
+  const CommandResult served = RunCommand(cli + absl::StrCat("--target 127.0.0.1:", served_->port, " --concurrency 3"));
+  ASSERT_EQ(served.exit_code, 0) << served.out;
+  const CommandResult local = RunCommand(cli + "-m " + ShellQuote(served_->model) + " -t 1");
+  ASSERT_EQ(local.exit_code, 0) << local.out;
+  const auto got = nlohmann::json::parse(served.out);
+  const auto want = nlohmann::json::parse(local.out);
+  EXPECT_EQ(got["scored_tokens"], want["scored_tokens"]);
+  EXPECT_EQ(got["scored_tokens"].get<int>(), 5 * 31);
+  EXPECT_EQ(got["chunks"], 5);
+  EXPECT_EQ(got["tp"], GetParam().tp);
+  EXPECT_NEAR(got["nll_mean"].get<double>(), want["nll_mean"].get<double>(), 1e-4) << served.out << local.out;
+
+  const CommandResult both = RunCommand(cli + "-m x --target 127.0.0.1:1 2>&1");
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.out.find("not both"), std::string::npos) << both.out;
+  const CommandResult too_long = RunCommand(eval + absl::StrCat(" --target 127.0.0.1:", served_->port, " -c 600 2>&1"));
+  EXPECT_EQ(too_long.exit_code, 2);
+  EXPECT_NE(too_long.out.find("context holds 512"), std::string::npos) << too_long.out;
 }
 
 // `bitfleet generate` against the server: the greedy text of `bitfleet run`, and with

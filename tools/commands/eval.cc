@@ -2,7 +2,8 @@
 // divergence and top-1 agreement against a reference model (e.g. the f16 original of a
 // quantized file), as llama.cpp's perplexity tool defines them (worker/perplexity.h).
 // Prints one JSON object on stdout; progress goes to stderr. Under `mpirun -np N` the ranks
-// score as one tensor-parallel group (whole logit rows gathered) and rank 0 prints.
+// score as one tensor-parallel group (whole logit rows gathered) and rank 0 prints. With
+// --target instead of -m, the same perplexity of a served model (eval_served.h).
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
+#include "tools/commands/eval_served.h"
 #include "worker/perplexity.h"
 
 namespace bitfleet::tools {
@@ -20,6 +22,10 @@ namespace {
 
 struct EvalFlags {
   std::string model;
+  std::string target;
+  int concurrency = 8;
+  double wait_ready_s = 0;
+  ClientSecurity security;
   std::string reference;
   std::string text_file;
   int ctx = 512;
@@ -30,6 +36,24 @@ struct EvalFlags {
 };
 
 Status RunEval(const EvalFlags& flags) {
+  if (flags.model.empty() == flags.target.empty()) {
+    return absl::InvalidArgumentError("give a model file (-m) or a server (--target), not both");
+  }
+  if (!flags.target.empty()) {
+    if (!flags.reference.empty()) {
+      return absl::InvalidArgumentError("--reference needs the logits of both models: use -m, not --target");
+    }
+    ServedEvalOptions served;
+    served.target = flags.target;
+    served.text_file = flags.text_file;
+    served.perplexity.ctx = flags.ctx;
+    served.perplexity.score_all = flags.score_all;
+    served.perplexity.max_chunks = flags.chunks;
+    served.concurrency = flags.concurrency;
+    served.wait_ready_s = flags.wait_ready_s;
+    served.security = flags.security;
+    return RunServedEval(served);
+  }
   auto log = Logger("eval");
   BF_ASSIGN_OR_RETURN(std::string text, ReadFileToString(flags.text_file));
   worker::RunnerOptions options;
@@ -106,7 +130,14 @@ void RegisterEval(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<EvalFlags>();
   CLI::App* cmd = app.add_subcommand(
       "eval", "Perplexity on a text file; with --reference also KL divergence and top-1 agreement (JSON on stdout)");
-  cmd->add_option("-m,--model", flags->model, "GGUF model file")->required();
+  cmd->add_option("-m,--model", flags->model, "GGUF model file");
+  cmd->add_option("--target", flags->target,
+                  "Instead of -m: a bitfleet server (host:port) whose served model is scored through its gRPC API, "
+                  "with the same chunks, so the figure compares with -m's");
+  cmd->add_option("--concurrency", flags->concurrency, "With --target: chunks in flight at once")
+      ->capture_default_str();
+  cmd->add_option("--wait-ready", flags->wait_ready_s, "With --target: first wait up to this many seconds for SERVING");
+  AddClientSecurityFlags(*cmd, &flags->security);
   cmd->add_option("--text", flags->text_file, "Text file to score")->required();
   cmd->add_option("--reference", flags->reference,
                   "Reference GGUF model (same vocabulary) for KL divergence; it runs with an f16 KV cache, so the "
