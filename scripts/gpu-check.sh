@@ -17,7 +17,9 @@
 #                                         staged also the CUDA runner's end-to-end figures
 #                                         (runner_decode.json and runner_serve_*.json: `bench
 #                                         decode`, and `bench serve` against `serve --device
-#                                         cuda`, with a worker process and --in-process).
+#                                         cuda`, with a worker process and --in-process;
+#                                         runner_eval_*.json: the served model's perplexity
+#                                         against `eval -m`'s on the CPU).
 #
 # The GPU machine needs the NVIDIA driver, and libnccl.so.2 for the NCCL test (found in the
 # CUDA toolkit, the system paths or PyTorch's nvidia-nccl wheel); nothing is downloaded. The
@@ -262,12 +264,25 @@ if [[ -x $carry/bin/bitfleet ]]; then
     # much of the serving path is the kernel waking sleeping threads on this many-core machine.
     BITFLEET_SPIN_WAIT_US=2000 serve_specs 50155 _inproc_spin --in-process -- "${specs[0]}" "${specs[1]}" \
       "${specs[4]}"
+    # The served model's perplexity (`eval --target`: prompt log probabilities computed by the CUDA
+    # worker) against the file's on the CPU (`eval -m`): the same chunks, so the two agree up to
+    # the kernels' rounding. Into runner_eval_served.json and runner_eval_cpu.json.
+    text=$root/tests/e2e/data/quality_text.txt
+    timeout 120 "$bf" serve --device cuda --tp 1 -m "$work/small.gguf" --port 50156 >>"$log" 2>&1 &
+    serve_pid=$!
+    timeout 120 "$bf" --log-level warn eval --target 127.0.0.1:50156 --wait-ready 60 --text "$text" -c 256 --chunks 8 \
+      >"$out/runner_eval_served.json" 2>>"$log" || { say "runner: eval --target failed"; status=1; }
+    kill -INT "$serve_pid" 2>/dev/null
+    wait "$serve_pid" || { say "runner: serve (eval) exited $?"; status=1; }
+    timeout 180 "$bf" --log-level warn eval -m "$work/small.gguf" --text "$text" -c 256 --chunks 8 \
+      >"$out/runner_eval_cpu.json" 2>>"$log" || { say "runner: eval -m failed"; status=1; }
     # Where a prefix-cache hit's TTFT goes: the same prefix spec against a serve at debug level,
     # whose API logs each request's first-token timeline and whose worker logs each step's model
     # time (the figures above come from the serve at the default level); with workers, then
     # --in-process, into prefix_timeline$SUFFIX.txt.
     for mode in workers in_process; do
       suffix=$([[ $mode == in_process ]] && echo _inproc)
+      # shellcheck disable=SC2046  # unquoted: no argument at all for the workers mode
       timeout 120 "$bf" --log-level debug serve --device cuda --tp 1 -m "$work/small.gguf" --port 50152 \
         $([[ $mode == in_process ]] && echo --in-process) >"$work/serve_debug$suffix.log" 2>&1 &
       serve_pid=$!
@@ -381,7 +396,8 @@ serve_modes = (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", 
                ("_inproc_spin", "--in-process, spin 2 ms"))
 serve_names = ["runner_serve_" + n + sfx for sfx, _ in serve_modes
                for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16", "c16_logprobs")]
-for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv"] + serve_names:
+for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv", "runner_eval_served",
+             "runner_eval_cpu"] + serve_names:
     path = os.path.join(out, name + ".json")
     try:
         runner[name] = json.loads(open(path).read())
@@ -411,6 +427,12 @@ if runner:
             if one.get("output_tok_s") and sixteen.get("output_tok_s"):
                 rows.append(f"  ({how}) c=16 / c=1 output tok/s{g}: "
                             f"{sixteen['output_tok_s'] / one['output_tok_s']:.2f}x")
+    served, cpu = runner.get("runner_eval_served", {}), runner.get("runner_eval_cpu", {})
+    if served.get("nll_mean") is not None and cpu.get("nll_mean") is not None:
+        rows.append(f"  perplexity, {served.get('scored_tokens')} tokens: served by the CUDA worker "
+                    f"{served['perplexity']:.4f} ({served.get('prompt_tokens_per_s', 0):.0f} prompt tok/s), "
+                    f"eval -m on the CPU {cpu['perplexity']:.4f}; mean NLL differs by "
+                    f"{abs(served['nll_mean'] - cpu['nll_mean']):.2e}")
     for sfx, how in serve_modes:  # timelines exist for workers and --in-process
         tl_path = os.path.join(out, f"prefix_timeline{sfx}.txt")
         if not os.path.exists(tl_path):
