@@ -57,7 +57,7 @@ struct SequencePlan {
   // probability of score_tokens[j] under the logits at position start_pos + j (the token that
   // follows tokens[j] in the prompt), with sampling.top_logprobs alternatives. At most
   // tokens.size() entries; a plan with any makes the step return one logit row per token of this
-  // sequence, and such rows count against max_step_sequences like one row per other sequence.
+  // sequence, and such rows count against max_logit_rows() with one row per other sequence.
   std::vector<int32_t> score_tokens;
 };
 
@@ -121,9 +121,10 @@ class Executor {
   virtual int32_t kv_blocks() const = 0;
   virtual int32_t kv_block_size() const = 0;
   virtual int32_t max_step_tokens() const = 0;      // new tokens per plan, summed over sequences
-  // Sequences per plan, and logit rows per plan (each sequence gets one; a scored one, one per
-  // token: SequencePlan::score_tokens).
-  virtual int32_t max_step_sequences() const = 0;
+  virtual int32_t max_step_sequences() const = 0;   // sequences per plan
+  // Logit rows per plan: each sequence gets one, a scored one one per token
+  // (SequencePlan::score_tokens). At least max_step_sequences().
+  virtual int32_t max_logit_rows() const { return max_step_sequences(); }
   virtual bool healthy() const = 0;
   // Changes whenever the replica's KV storage may have been lost (its group restarted and
   // registered again). The scheduler then forgets the replica's KV metadata and fails its

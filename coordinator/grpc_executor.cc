@@ -45,6 +45,10 @@ int32_t GrpcExecutor::kv_blocks() const { return capacity().kv_blocks; }
 int32_t GrpcExecutor::kv_block_size() const { return capacity().kv_block_size; }
 int32_t GrpcExecutor::max_step_tokens() const { return capacity().max_step_tokens; }
 int32_t GrpcExecutor::max_step_sequences() const { return capacity().max_step_sequences; }
+int32_t GrpcExecutor::max_logit_rows() const {
+  const WorkerCapacity c = capacity();
+  return std::max(c.max_logit_rows, c.max_step_sequences);
+}
 
 WorkerCapacity GrpcExecutor::capacity() const {
   std::lock_guard lock(mu_);
@@ -111,6 +115,9 @@ StatusOr<bool> GrpcExecutor::Attach(int rank, const v1::Register& registration, 
   capacity_.max_step_tokens = MinPositive(capacity_.max_step_tokens, c.max_step_tokens());
   capacity_.max_step_sequences = MinPositive(capacity_.max_step_sequences, c.max_step_sequences());
   capacity_.max_context = MinPositive(capacity_.max_context, c.max_context());
+  // 0 from a worker that predates the field: its rows are its sequences.
+  capacity_.max_logit_rows =
+      MinPositive(capacity_.max_logit_rows, c.max_logit_rows() > 0 ? c.max_logit_rows() : c.max_step_sequences());
   slot.registered = true;
   const bool all = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->registered; });
   if (all && !ready_ && !failed_) {

@@ -57,6 +57,7 @@ struct WorkerCapacity {
   int32_t max_step_tokens = 0;
   int32_t max_step_sequences = 0;
   int32_t max_context = 0;
+  int32_t max_logit_rows = 0;
 };
 
 using ControlStream = grpc::ServerReaderWriterInterface<v1::CoordinatorMessage, v1::WorkerMessage>;
@@ -75,6 +76,7 @@ class GrpcExecutor final : public Executor {
   int32_t kv_block_size() const override;
   int32_t max_step_tokens() const override;
   int32_t max_step_sequences() const override;
+  int32_t max_logit_rows() const override;
   // Every rank attached and nothing failed.
   bool healthy() const override;
 

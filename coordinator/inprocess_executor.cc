@@ -24,6 +24,7 @@ InProcessExecutor::InProcessExecutor(std::unique_ptr<worker::StepRunner> runner,
       kv_block_size_(runner_->kv_block_size()),
       max_step_tokens_(runner_->options().max_step_tokens),
       max_step_sequences_(std::min(runner_->options().max_step_sequences, runner_->options().max_logit_rows)),
+      max_logit_rows_(runner_->options().max_logit_rows),
       step_timeout_(step_timeout) {}
 
 bool InProcessExecutor::stuck() const {

@@ -43,6 +43,7 @@ class InProcessExecutor final : public Executor {
   int32_t max_step_tokens() const override { return max_step_tokens_; }
   // The runner's sequence limit, capped by its logit rows (every sequence gets one row).
   int32_t max_step_sequences() const override { return max_step_sequences_; }
+  int32_t max_logit_rows() const override { return max_logit_rows_; }
   bool healthy() const override { return healthy_.load() && !stuck(); }
   // True while a step has run longer than the step timeout.
   bool stuck() const;
@@ -65,6 +66,7 @@ class InProcessExecutor final : public Executor {
   const int32_t kv_block_size_;
   const int32_t max_step_tokens_;
   const int32_t max_step_sequences_;
+  const int32_t max_logit_rows_;
   const std::chrono::milliseconds step_timeout_;
   // When the step in flight started (steady clock, nanoseconds since its epoch); 0 between steps.
   std::atomic<int64_t> step_started_ns_{0};

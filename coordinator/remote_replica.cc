@@ -43,6 +43,10 @@ int32_t RemoteReplica::max_step_sequences() const {
   auto e = current();
   return e ? e->max_step_sequences() : 0;
 }
+int32_t RemoteReplica::max_logit_rows() const {
+  auto e = current();
+  return e ? e->max_logit_rows() : 0;
+}
 
 bool RemoteReplica::healthy() const {
   std::shared_ptr<GrpcExecutor> executor;

@@ -81,7 +81,7 @@ StepPlan ReplicaScheduler::BuildPlan() {
   StepPlan plan;
   scheduled_.clear();
   for (auto& [id, seq] : waiting_) seq->preempted_this_step = false;
-  StepBudget budget{capacity_.max_step_tokens, capacity_.max_step_sequences};
+  StepBudget budget{capacity_.max_step_tokens, std::max(capacity_.max_logit_rows, capacity_.max_step_sequences)};
   if (budget.tokens > 0 && budget.rows > 0) {
     // Decodes first (one token each keeps inter-token latency flat), then prefill chunks of
     // running sequences; both oldest first.
@@ -93,7 +93,10 @@ StepPlan ReplicaScheduler::BuildPlan() {
     for (const std::vector<Sequence*>* group : {&decodes, &prefills}) {
       for (Sequence* seq : *group) {
         if (!running_.contains(seq->id)) continue;  // preempted earlier in this pass
-        if (budget.tokens <= 0 || budget.rows <= 0) break;
+        if (budget.tokens <= 0 || budget.rows <= 0 ||
+            static_cast<int32_t>(scheduled_.size()) >= capacity_.max_step_sequences) {
+          break;
+        }
         const int32_t n = ChunkFor(*seq, seq->pending(), budget);
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
@@ -157,6 +160,7 @@ void ReplicaScheduler::Admit(StepBudget* budget) {
   const int32_t bs = config_.block_size;
   auto next = waiting_.begin();
   while (next != waiting_.end() && budget->tokens > 0 && budget->rows > 0 &&
+         static_cast<int32_t>(scheduled_.size()) < capacity_.max_step_sequences &&
          num_running() < capacity_.max_step_sequences) {
     Sequence* seq = next->second.get();
     // Strict submission order: a sequence that cannot start now for want of blocks blocks the

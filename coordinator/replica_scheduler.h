@@ -49,6 +49,7 @@ struct ReplicaCapacity {
   int32_t kv_blocks = 0;
   int32_t max_step_tokens = 0;
   int32_t max_step_sequences = 0;
+  int32_t max_logit_rows = 0;  // at least max_step_sequences
   bool operator==(const ReplicaCapacity&) const = default;
 };
 
@@ -101,7 +102,7 @@ class ReplicaScheduler {
     // Logit rows the step returns for it.
     int32_t rows() const { return n_scored > 0 ? n_tokens : 1; }
   };
-  // What is left of one step's limits: new tokens, and logit rows (max_step_sequences).
+  // What is left of one step's limits: new tokens, and logit rows (max_logit_rows).
   struct StepBudget {
     int32_t tokens;
     int32_t rows;

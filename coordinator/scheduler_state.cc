@@ -24,6 +24,7 @@ void Scheduler::PollHealthLocked(ReplicaSlot& slot) {
     capacity.max_step_tokens = slot.executor->max_step_tokens();
     if (options_.max_step_tokens > 0) capacity.max_step_tokens = std::min(capacity.max_step_tokens, options_.max_step_tokens);
     capacity.max_step_sequences = slot.executor->max_step_sequences();
+    capacity.max_logit_rows = std::max(slot.executor->max_logit_rows(), capacity.max_step_sequences);
     const int32_t block_size = slot.executor->kv_block_size();
     const bool usable = block_size == options_.kv_block_size && capacity.kv_blocks > 0 &&
                         capacity.max_step_tokens > 0 && capacity.max_step_sequences > 0;
@@ -49,9 +50,10 @@ void Scheduler::PollHealthLocked(ReplicaSlot& slot) {
         // Fresh (or restarted) replica: its KV storage is empty, whatever we knew is stale.
         slot.incarnation = incarnation;
         slot.sched.Configure(capacity);
-        Logger("scheduler")->info("replica {} serving: {} KV blocks of {} tokens, {} tokens / {} sequences per step",
-                                  index, capacity.kv_blocks, block_size, capacity.max_step_tokens,
-                                  capacity.max_step_sequences);
+        Logger("scheduler")->info(
+            "replica {} serving: {} KV blocks of {} tokens, {} tokens / {} sequences / {} logit rows per step", index,
+            capacity.kv_blocks, block_size, capacity.max_step_tokens, capacity.max_step_sequences,
+            capacity.max_logit_rows);
       }
     }
   }

@@ -111,7 +111,7 @@ StatusOr<RunnerOptions> ResolveRunnerOptions(const WorkerOptions& o, const gguf:
   runner_options.kv_type = o.kv_type;
   runner_options.max_step_tokens = o.max_step_tokens;
   runner_options.max_step_sequences = o.max_step_sequences;
-  runner_options.max_logit_rows = o.max_step_sequences;  // one sampled row per sequence
+  runner_options.max_logit_rows = std::max(o.max_step_sequences, o.max_logit_rows);
   runner_options.device = o.device;
   if (o.kv_cache_mib < 0) return absl::InvalidArgumentError("--kv-cache-mib must be >= 0");
   if (o.kv_cache_mib > 0 && o.device == RunnerDevice::kCuda) {
@@ -219,6 +219,7 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::CreateRank(const WorkerO
   capacity->set_max_step_tokens(resolved.max_step_tokens);
   capacity->set_max_step_sequences(std::min(resolved.max_step_sequences, resolved.max_logit_rows));
   capacity->set_max_context(resolved.max_context);
+  capacity->set_max_logit_rows(resolved.max_logit_rows);
   r.set_host(HostName());
   r.set_pid(static_cast<int32_t>(getpid()));
   r.set_kernel_variant(state->runner->kernel_variant());

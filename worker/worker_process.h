@@ -43,6 +43,10 @@ struct WorkerOptions {
   cache::KvType kv_type = cache::KvType::kF16;  // int8: CPU runners only
   int max_step_tokens = 512;
   int max_step_sequences = 64;
+  // Logit rows one step may return: one per sequence, one per token of a scored prompt chunk
+  // (prompt log probabilities). Below max_step_sequences (0 included): max_step_sequences. Each
+  // row costs n_vocab floats of host (and, with CUDA, device) memory.
+  int max_logit_rows = 0;
   std::chrono::milliseconds connect_timeout{60000};
   std::chrono::milliseconds collective_timeout{60000};
   // ControlClientOptions::on_stuck_step: what to do when a step outlives the coordinator's

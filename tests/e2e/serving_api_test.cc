@@ -44,6 +44,9 @@ class ServeApiTest : public ::testing::TestWithParam<ServeMode> {
       model = PrivateCopy(*model, "serve-api-in-process");
       ASSERT_TRUE(model.ok()) << model.status();
       extra.push_back("--in-process");
+      // More logit rows than step sequences: prompts are scored in chunks of up to 96 tokens
+      // (the other modes: 64, their step sequences).
+      extra.insert(extra.end(), {"--max-logit-rows", "96"});
     }
     auto served = StartServe(*model, mode.tp, absl::StrCat("serve-api-", mode.Name()), extra);
     if (absl::IsNotFound(served.status())) GTEST_SKIP() << served.status();
@@ -291,6 +294,8 @@ TEST_P(ServeApiTest, PromptLogprobsAreTheModelsLogSoftmaxOverThePrompt) {
   EXPECT_EQ(out.tokens.front(), warm.tokens.front());
   EXPECT_EQ(out.usage.cached_prompt_tokens(), 0u);
   ASSERT_EQ(got.size(), prompt.size() - 1);
+  const std::string rows = GetParam().in_process ? "96 logit rows" : "64 logit rows";
+  EXPECT_NE(served_->process->Log().find(rows), std::string::npos) << "the scheduler does not plan with " << rows;
   auto want = ReferenceLogprobs(served_->model, {prompt[0]}, std::vector<int32_t>(prompt.begin() + 1, prompt.end()), 2);
   ASSERT_TRUE(want.ok()) << want.status();
   for (size_t i = 0; i < got.size(); ++i) {

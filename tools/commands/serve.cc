@@ -142,6 +142,8 @@ StatusOr<LaunchCommand> WorkerCommand(const ServeFlags& flags, int index, int co
       std::to_string(w.max_step_tokens),
       "--max-step-sequences",
       std::to_string(w.max_step_sequences),
+      "--max-logit-rows",
+      std::to_string(w.max_logit_rows),
   };
   command.argv.insert(command.argv.end(), worker.begin(), worker.end());
   if (index < static_cast<int>(flags.replica_devices.size())) {

@@ -99,6 +99,11 @@ void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool wit
       ->capture_default_str();
   cmd.add_option("--max-step-sequences", options->max_step_sequences, "Sequences one step may hold")
       ->capture_default_str();
+  cmd.add_option("--max-logit-rows", options->max_logit_rows,
+                 "Logit rows one step may return: one per sequence, one per prompt token a request asks to score "
+                 "(prompt log probabilities, OpenAI's echo); more rows score prompts in larger chunks, each row "
+                 "n_vocab floats of memory (0: --max-step-sequences)")
+      ->capture_default_str();
   if (with_context) {
     cmd.add_option("-c,--ctx", options->max_context, "Context length in tokens (0: the model's)")
         ->capture_default_str();

@@ -105,6 +105,7 @@ class ControlPlaneTest : public ::testing::Test {
     r.mutable_capacity()->set_max_step_tokens(64);
     r.mutable_capacity()->set_max_step_sequences(4);
     r.mutable_capacity()->set_max_context(128);
+    r.mutable_capacity()->set_max_logit_rows(48 - 8 * rank);
     return o;
   }
 
@@ -169,6 +170,7 @@ TEST_F(ControlPlaneTest, TwoRanksRegisterAndRunPlans) {
   EXPECT_EQ(replica().kv_blocks(), 8);  // the minimum over the ranks
   EXPECT_EQ(replica().kv_block_size(), 16);
   EXPECT_EQ(replica().max_step_sequences(), 4);
+  EXPECT_EQ(replica().max_logit_rows(), 40);
   for (uint64_t step = 1; step <= 5; ++step) {
     StatusOr<StepResult> result = replica().Execute(OnePlan(step));
     ASSERT_TRUE(result.ok()) << result.status();

@@ -94,7 +94,10 @@ Status FakeExecutor::Validate(const StepPlan& plan) const {
   for (const SequencePlan& seq : plan.sequences) {
     rows += seq.score_tokens.empty() ? 1 : static_cast<int64_t>(seq.tokens.size());
   }
-  if (rows > options_.max_step_sequences) return absl::ResourceExhaustedError("too many logit rows");
+  if (static_cast<int32_t>(plan.sequences.size()) > options_.max_step_sequences) {
+    return absl::ResourceExhaustedError("too many sequences");
+  }
+  if (rows > max_logit_rows()) return absl::ResourceExhaustedError("too many logit rows");
   int64_t total = 0;
   for (const SequencePlan& seq : plan.sequences) {
     if (seq.tokens.empty()) return absl::InvalidArgumentError("sequence without tokens");

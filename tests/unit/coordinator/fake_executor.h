@@ -41,6 +41,7 @@ struct FakeExecutorOptions {
   int32_t max_step_tokens = 32;
   int32_t max_step_sequences = 8;
   int32_t n_vocab = 1000;
+  int32_t max_logit_rows = 0;  // 0: max_step_sequences
 };
 
 class FakeExecutor final : public Executor {
@@ -54,6 +55,9 @@ class FakeExecutor final : public Executor {
   int32_t kv_block_size() const override { return options_.block_size; }
   int32_t max_step_tokens() const override { return options_.max_step_tokens; }
   int32_t max_step_sequences() const override { return options_.max_step_sequences; }
+  int32_t max_logit_rows() const override {
+    return options_.max_logit_rows > 0 ? options_.max_logit_rows : options_.max_step_sequences;
+  }
   bool healthy() const override;
   uint64_t incarnation() const override;
 

@@ -2,6 +2,7 @@
 // depend on the context it reads back through the block table (FakePromptLogprob): every prompt
 // token after the first is reported exactly once, in order, before the first generated token,
 // with the value its own context gives, however the prompt is chunked, cached or preempted.
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -95,6 +96,35 @@ TEST(SchedulerPromptLogprobsTest, APreemptedScoringRequestReportsNothingTwice) {
   EXPECT_EQ(out.tokens, ExpectedTokens(HashNextToken(1000), prompt, 4));
   ExpectPromptScored(out, prompt, 1);
   EXPECT_EQ(collector.Get(0).tokens, ExpectedTokens(HashNextToken(1000), older, 12));
+  EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
+}
+
+// A replica with more logit rows than sequences scores a prompt in larger chunks: the rows left
+// after one per other sequence, while a plan still holds at most max_step_sequences sequences.
+TEST(SchedulerPromptLogprobsTest, LogitRowsBoundTheScoredChunksAndSequencesThePlan) {
+  FakeExecutor executor({.kv_blocks = 64,
+                         .block_size = 4,
+                         .max_step_tokens = 64,
+                         .max_step_sequences = 4,
+                         .max_logit_rows = 20});
+  auto scheduler = MakeScheduler(TestOptions(), {&executor});
+  Collector collector;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(scheduler->Submit(MakeRequest(collector, i, MakePrompt(4, i), 30)).ok());
+  scheduler->RunIteration();  // the three prompts, admitted
+  const std::vector<int32_t> prompt = MakePrompt(50, 21);
+  ASSERT_TRUE(scheduler->Submit(ScoringRequest(collector, 3, prompt, 2, /*top=*/0)).ok());
+  RunUntilIdle(*scheduler);
+  const Outcome out = collector.Get(3);
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  ExpectPromptScored(out, prompt, 0);
+  size_t largest = 0;
+  for (const StepPlan& plan : executor.plans()) {
+    EXPECT_LE(plan.sequences.size(), 4u);
+    for (const SequencePlan& seq : plan.sequences) {
+      if (!seq.score_tokens.empty()) largest = std::max(largest, seq.tokens.size());
+    }
+  }
+  EXPECT_EQ(largest, 17u) << "the rows the three decoding sequences leave";
   EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
 }
 
