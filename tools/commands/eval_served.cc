@@ -65,13 +65,8 @@ Status RunServedEval(const ServedEvalOptions& options) {
   auto log = Logger("eval");
   if (options.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be at least 1");
   BF_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(options.text_file));
-  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(options.security));
-  std::shared_ptr<grpc::Channel> channel;
-  if (options.wait_ready_s > 0) {
-    BF_ASSIGN_OR_RETURN(channel, WaitForServing(options.target, options.wait_ready_s, credentials));
-  } else {
-    channel = grpc::CreateChannel(options.target, credentials);
-  }
+  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      OpenChannel(options.target, options.security, options.wait_ready_s));
   auto stub = v1::Inference::NewStub(channel);
 
   v1::ModelInfo info;

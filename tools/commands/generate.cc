@@ -68,13 +68,8 @@ void PrintLogprobs(const std::vector<int32_t>& ids, const std::vector<v1::TokenL
 }
 
 Status Generate(const GenerateFlags& flags) {
-  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(flags.security));
-  std::shared_ptr<grpc::Channel> channel;
-  if (flags.wait_ready_s > 0) {
-    BF_ASSIGN_OR_RETURN(channel, WaitForServing(flags.target, flags.wait_ready_s, credentials));
-  } else {
-    channel = grpc::CreateChannel(flags.target, credentials);
-  }
+  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      OpenChannel(flags.target, flags.security, flags.wait_ready_s));
   auto stub = v1::Inference::NewStub(channel);
 
   v1::GenerateRequest request;

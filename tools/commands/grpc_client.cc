@@ -83,4 +83,11 @@ StatusOr<std::shared_ptr<grpc::Channel>> WaitForServing(const std::string& targe
   }
 }
 
+StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const std::string& target, const ClientSecurity& security,
+                                                     double wait_ready_s) {
+  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, ChannelCredentialsFor(security));
+  if (wait_ready_s > 0) return WaitForServing(target, wait_ready_s, credentials);
+  return grpc::CreateChannel(target, credentials);
+}
+
 }  // namespace bitfleet::tools

@@ -39,5 +39,9 @@ std::string DescribeGrpcStatus(const grpc::Status& status);
 // opens. UNAVAILABLE naming the last answer on timeout.
 StatusOr<std::shared_ptr<grpc::Channel>> WaitForServing(const std::string& target, double seconds,
                                                         const std::shared_ptr<grpc::ChannelCredentials>& credentials);
+// A channel to `target` with `security`'s credentials; with wait_ready_s > 0, once the server
+// reports SERVING (WaitForServing).
+StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const std::string& target, const ClientSecurity& security,
+                                                     double wait_ready_s);
 
 }  // namespace bitfleet::tools

@@ -32,6 +32,12 @@ class HttpApiEchoTest : public HttpApiTest {
     Json text_offset = Json::array();
     Json last;
   };
+  // `request` (a JSON object without its closing brace) streamed, its chunks joined.
+  Joined Streamed(const std::string& request) {
+    auto response = Post("/v1/completions", request + R"(, "stream": true})");
+    EXPECT_TRUE(response && response->status == 200) << (response ? response->body : "no response");
+    return response ? JoinChunks(response->body) : Joined{};
+  }
   static Joined JoinChunks(const std::string& body) {
     Joined out;
     for (size_t at = 0; (at = body.find("data: {", at)) != std::string::npos;) {
@@ -82,10 +88,7 @@ TEST_F(HttpApiEchoTest, EchoPutsThePromptAndItsScoresBeforeTheCompletion) {
   EXPECT_EQ(body["usage"]["completion_tokens"], 4);
   EXPECT_EQ(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
 
-  auto streamed = Post("/v1/completions", request + R"(, "stream": true})");
-  ASSERT_TRUE(streamed);
-  ASSERT_EQ(streamed->status, 200) << streamed->body;
-  const Joined joined = JoinChunks(streamed->body);
+  const Joined joined = Streamed(request);
   EXPECT_EQ(joined.text, choice["text"]);
   EXPECT_EQ(joined.tokens, logprobs["tokens"]);
   EXPECT_EQ(joined.token_logprobs, logprobs["token_logprobs"]);
@@ -122,10 +125,7 @@ TEST_F(HttpApiEchoTest, MaxTokensZeroAnswersWithThePromptAlone) {
     EXPECT_GE(logprobs["top_logprobs"][t].size(), 2u);
   }
 
-  auto streamed = Post("/v1/completions", request + R"(, "stream": true})");
-  ASSERT_TRUE(streamed);
-  ASSERT_EQ(streamed->status, 200) << streamed->body;
-  const Joined joined = JoinChunks(streamed->body);
+  const Joined joined = Streamed(request);
   EXPECT_EQ(joined.text, choice["text"]);
   EXPECT_EQ(joined.token_logprobs, logprobs["token_logprobs"]);
   EXPECT_EQ(joined.last["choices"][0]["finish_reason"], "length");
