@@ -9,6 +9,7 @@
 #include "coordinator/generate_call.h"
 #include "coordinator/http_connection.h"
 #include "coordinator/openai_protocol.h"
+#include "coordinator/tls_reload.h"
 #include "core/logging.h"
 #include "httplib.h"
 #include "model/tokenizer/utf8.h"
@@ -187,6 +188,7 @@ struct HttpApiServer::Handlers {
   MetricsRegistry& metrics;
   std::unique_ptr<ChatPrompt> chat;
   int64_t started = UnixSeconds();
+  std::shared_ptr<TlsReloader> tls = nullptr;  // with TLS: the certificates handshakes get
   RequestIds request_ids{};
 
   // The caller's tenant (AuthorizeCall); answers 401 itself when the key is missing or unknown.
@@ -350,9 +352,9 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   std::unique_ptr<httplib::Server> server;
   const TlsFiles& tls = handlers->options.tls;
   if (tls.enabled()) {
-    BF_RETURN_IF_ERROR(CheckTlsFiles(tls));
-    auto https = std::make_unique<httplib::SSLServer>(
-        tls.cert_file.c_str(), tls.key_file.c_str(), tls.client_ca_file.empty() ? nullptr : tls.client_ca_file.c_str());
+    BF_ASSIGN_OR_RETURN(handlers->tls, TlsReloader::Create(tls));
+    TlsReloader* reloader = handlers->tls.get();
+    auto https = std::make_unique<httplib::SSLServer>([reloader](SSL_CTX& ctx) { return reloader->SetUp(ctx); });
     if (!https->is_valid()) return absl::InvalidArgumentError("the HTTP API could not load its TLS files");
     server = std::move(https);
   } else {

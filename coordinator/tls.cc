@@ -5,30 +5,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "coordinator/openssl_util.h"
 #include "core/read_file.h"
 #include "grpcpp/security/server_credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
 
 namespace bitfleet::coordinator {
 namespace {
-
-struct BioFree {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-struct X509Free {
-  void operator()(X509* cert) const { X509_free(cert); }
-};
-struct KeyFree {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-
-std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& pem) {
-  return std::unique_ptr<BIO, BioFree>(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-}
-
-// A PEM password callback that has no password: an encrypted key fails to load. Without one,
-// OpenSSL's default callback asks for a pass phrase on the terminal (or reads stdin), and the
-// server would wait there at start instead of naming the file.
-int NoPassword(char*, int, int, void*) { return 0; }
 
 Status FileError(const std::string& flag, const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": ", what));
@@ -91,6 +75,19 @@ Status CheckTlsFiles(const TlsFiles& files) {
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(const TlsFiles& files) {
   if (!files.enabled()) return grpc::InsecureServerCredentials();
   BF_RETURN_IF_ERROR(CheckTlsFiles(files));
+  const bool client_ca = !files.client_ca_file.empty();
+  if (files.reload_seconds > 0) {
+    // gRPC reads the files on its own thread every reload_seconds and switches to a new pair
+    // once it reads (a pair that does not load leaves the old one in use).
+    auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        files.key_file, files.cert_file, files.client_ca_file, static_cast<unsigned>(files.reload_seconds));
+    grpc::experimental::TlsServerCredentialsOptions options(provider);
+    options.watch_identity_key_cert_pairs();
+    if (client_ca) options.watch_root_certs();
+    options.set_cert_request_type(client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    return grpc::experimental::TlsServerCredentials(options);
+  }
   grpc::SslServerCredentialsOptions options(
       files.client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                                    : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);

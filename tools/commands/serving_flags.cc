@@ -62,6 +62,11 @@ void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* opt
   cmd.add_option("--tls-client-ca", options->tls.client_ca_file,
                  "PEM CA certificates: clients must present a certificate it signed (mutual TLS)")
       ->check(CLI::ExistingFile);
+  cmd.add_option("--tls-reload-seconds", options->tls.reload_seconds,
+                 "Look for changed TLS files this often and serve them once they load, without a restart (a "
+                 "rotated certificate; replace the files atomically); 0: read them at start only")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {
