@@ -1,7 +1,9 @@
 #include "coordinator/http_api.h"
 
 #include <chrono>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "coordinator/api_request.h"
@@ -79,16 +81,24 @@ class ChoiceText {
   bool first_ = true;
 };
 
-// Server-sent events (`data: <json>`) on one response's sink, shared by its choices.
+// Server-sent events (`data: <json>`) on one response's sink, shared by its choices, whose
+// threads write whole events in turn.
 class SseStream {
  public:
   explicit SseStream(httplib::DataSink& sink) : sink_(sink) {}
 
-  bool Event(const std::string& json) { return Send(absl::StrCat("data: ", json, "\n\n")); }
-  bool gone() { return gone_ || !sink_.is_writable(); }
+  bool Event(const std::string& json) {
+    std::lock_guard lock(mu_);
+    return Send(absl::StrCat("data: ", json, "\n\n"));
+  }
+  bool gone() {
+    std::lock_guard lock(mu_);
+    return gone_ || !sink_.is_writable();
+  }
   // Ends the stream: an error event for a failed call, then the terminator.
   void Finish(const Status& status) {
     if (!status.ok()) Event(OpenAiErrorBody(status));
+    std::lock_guard lock(mu_);
     Send("data: [DONE]\n\n");
     sink_.done();
   }
@@ -100,6 +110,7 @@ class SseStream {
     return !gone_;
   }
 
+  std::mutex mu_;
   httplib::DataSink& sink_;
   bool gone_ = false;
 };
@@ -313,23 +324,31 @@ struct HttpApiServer::Handlers {
     }
     // The provider runs after this handler returns, once the headers are out. cpp-httplib
     // copies it, so the calls are shared; a provider that never runs (the client left) drops
-    // the last references, and the calls cancel their requests. The choices stream one after
-    // another (their chunks carry their index); later ones' tokens wait in their queues.
+    // the last references, and the calls cancel their requests. The choices stream together,
+    // each on a thread of its own (the first on this one), their chunks interleaved as their
+    // tokens come and carrying their index.
     response.set_header("Cache-Control", "no-cache");
     response.set_chunked_content_provider(
         "text/event-stream",
         [this, calls, echoes, choice_text, header, endpoint, wants_logprobs, n = request->n](size_t,
                                                                                              httplib::DataSink& sink) {
           SseStream stream(sink);
-          Status status = absl::OkStatus();
-          std::vector<v1::Usage> usages;
-          for (size_t i = 0; i < calls.size() && status.ok(); ++i) {
+          std::vector<Status> statuses(calls.size());
+          std::vector<v1::Usage> usages(calls.size());
+          const auto run = [&](size_t i) {
             calls[i]->MarkHeadersSent();
             SseOutput output(stream, header, wants_logprobs, static_cast<int>(i), choice_text(echoes, i));
-            status = calls[i]->Run(output);
-            usages.push_back(output.usage);
+            statuses[i] = calls[i]->Run(output);
+            usages[i] = output.usage;
+          };
+          std::vector<std::thread> others;
+          for (size_t i = 1; i < calls.size(); ++i) others.emplace_back(run, i);
+          run(0);
+          for (std::thread& t : others) t.join();
+          Status status = absl::OkStatus();
+          for (const Status& s : statuses) {
+            if (status.ok()) status = s;
           }
-          // Calls not run (an earlier one failed) are cancelled when the provider is destroyed.
           if (status.ok() && header.include_usage) stream.Event(OpenAiUsageChunkBody(header, SumUsage(usages, n)));
           stream.Finish(status);
           Count(endpoint, status.ok() ? 200 : HttpStatusOf(status.code()));
