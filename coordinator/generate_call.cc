@@ -18,6 +18,10 @@ namespace {
 // After a cancel, how long Run waits for the scheduler's final event before giving up.
 constexpr std::chrono::seconds kCancelGrace{10};
 
+// A long prompt's log probabilities (20 alternatives: ~350 bytes a token) are spread over
+// messages of at most this many entries, well under gRPC clients' default 4 MiB message limit.
+constexpr int kPromptLogprobsPerMessage = 1024;
+
 v1::FinishReason ToProto(FinishReason reason, bool stop_string) {
   if (stop_string) return v1::FINISH_REASON_STOP_STRING;
   return reason == FinishReason::kStop ? v1::FINISH_REASON_END_OF_SEQUENCE : v1::FINISH_REASON_LENGTH;
@@ -148,8 +152,6 @@ Status GenerateCall::Run(GenerateOutput& output) {
   StopMatcher stop(std::move(stop_));
   bool first_message = true;
   bool client_gone = false;
-  // The prompt's log probabilities, for the first message.
-  google::protobuf::RepeatedPtrField<v1::TokenLogprobs> prompt_logprobs;
   int64_t tokens_seen = 0;  // token events, streamed or not (the usage of a finish decided here)
   // The final message's usage (the cached prompt tokens come with the scheduler's finish only).
   auto set_usage = [&](v1::GenerateResponse& message, int64_t completion_tokens, int64_t cached_prompt_tokens) {
@@ -163,7 +165,6 @@ Status GenerateCall::Run(GenerateOutput& output) {
     if (client_gone) return;
     if (first_message) {
       message.set_request_id(request_id_);
-      message.mutable_prompt_logprobs()->Swap(&prompt_logprobs);
       first_message = false;
     }
     if (!output.Write(message)) {
@@ -193,7 +194,11 @@ Status GenerateCall::Run(GenerateOutput& output) {
           const size_t position = static_cast<size_t>(event.prompt_position) + j;
           const ScoredToken& scored = event.prompt_logprobs[j];
           const int32_t token = position < prompt_.size() ? prompt_[position] : -1;
-          FillLogprobs(token, scored.logprob, scored.top_logprobs, prompt_logprobs.Add());
+          FillLogprobs(token, scored.logprob, scored.top_logprobs, message.add_prompt_logprobs());
+          if (message.prompt_logprobs_size() == kPromptLogprobsPerMessage) {
+            send(message);
+            message.Clear();
+          }
         }
         continue;
       }
@@ -205,8 +210,9 @@ Status GenerateCall::Run(GenerateOutput& output) {
       if (piece.ok()) message.mutable_text()->append(stop.Push(*piece));
       if (stop.matched()) Cancel(FinishReason::kStop);
     }
+    const bool any = message.token_ids_size() > 0 || message.prompt_logprobs_size() > 0;
     if (finished == nullptr) {
-      if (message.token_ids_size() > 0) send(message);
+      if (any) send(message);
       if (cancelled_at_ && Clock::now() - *cancelled_at_ > kCancelGrace) {
         ended_ = true;
         if (stop.matched() && !client_gone) {
@@ -232,7 +238,7 @@ Status GenerateCall::Run(GenerateOutput& output) {
     const RequestEvent& end = *finished;
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     if (!stop.matched() && !end.status.ok()) {
-      if (message.token_ids_size() > 0) send(message);
+      if (any) send(message);
       log->debug("{}: {} after {} tokens in {:.3f} s", request_id_, end.status.ToString(), end.usage.completion_tokens,
                  seconds);
       return end.status;

@@ -60,9 +60,10 @@ class ChoiceText {
     if (echo_ != nullptr && first_) {
       *text += echo_->text;
       logprobs->push_back(echo_->first);
-      for (const v1::TokenLogprobs& entry : message.prompt_logprobs()) logprobs->push_back(ToOpenAi(entry));
     }
     first_ = false;
+    // The prompt's scores (echo with logprobs), over the messages before the first token's.
+    for (const v1::TokenLogprobs& entry : message.prompt_logprobs()) logprobs->push_back(ToOpenAi(entry));
     if (prompt_only_) return;  // the one token the request ran for is not part of the answer
     *text += message.text();
     AppendLogprobs(message, logprobs);
