@@ -61,6 +61,26 @@ StatusOr<std::vector<float>> ScoreChunk(v1::Inference::Stub& stub, const ClientS
 
 }  // namespace
 
+std::vector<std::string_view> SplitForTokenize(std::string_view text, size_t max_bytes) {
+  std::vector<std::string_view> pieces;
+  while (text.size() > max_bytes) {
+    // The last newline within the limit that a non-space byte follows.
+    size_t cut = std::string_view::npos;
+    for (size_t i = max_bytes; i-- > 0;) {
+      const char next = text[i + 1];
+      if (text[i] == '\n' && next != ' ' && next != '\n' && next != '\t' && next != '\r') {
+        cut = i + 1;
+        break;
+      }
+    }
+    if (cut == std::string_view::npos) cut = max_bytes;  // no such newline: a hard cut
+    pieces.push_back(text.substr(0, cut));
+    text.remove_prefix(cut);
+  }
+  pieces.push_back(text);
+  return pieces;
+}
+
 Status RunServedEval(const ServedEvalOptions& options) {
   auto log = Logger("eval");
   if (options.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be at least 1");
@@ -84,16 +104,24 @@ Status RunServedEval(const ServedEvalOptions& options) {
                                                    " positions per sequence; the server's context holds ",
                                                    info.context_length()));
   }
+  // One Tokenize call takes at most 1 MiB: a longer text (wikitext-2's test set is 1.3 MB) goes
+  // in pieces, BOS (when the vocabulary adds one) put first by hand.
+  const std::vector<std::string_view> pieces = SplitForTokenize(text, kTokenizePieceBytes);
   std::vector<int32_t> tokens;
-  {
+  if (pieces.size() > 1) {
+    log->info("tokenizing {} bytes in {} pieces", text.size(), pieces.size());
+    if (info.has_bos_token_id()) tokens.push_back(info.bos_token_id());
+  }
+  for (size_t p = 0; p < pieces.size(); ++p) {
     grpc::ClientContext context;
     AddApiKey(context, options.security);
     v1::TokenizeRequest request;
-    request.set_text(text);
+    request.set_text(std::string(pieces[p]));
+    request.set_add_special(pieces.size() == 1);
     v1::TokenizeResponse response;
     const grpc::Status status = stub->Tokenize(&context, request, &response);
-    if (!status.ok()) return FromGrpc(status, absl::StrCat("Tokenize of ", options.text_file));
-    tokens.assign(response.token_ids().begin(), response.token_ids().end());
+    if (!status.ok()) return FromGrpc(status, absl::StrCat("Tokenize of ", options.text_file, " (piece ", p, ")"));
+    tokens.insert(tokens.end(), response.token_ids().begin(), response.token_ids().end());
   }
   BF_ASSIGN_OR_RETURN(const std::vector<std::vector<int32_t>> chunks, worker::PerplexityChunks(tokens, perplexity));
   log->info("{} ({}, TP {}): {} tokens, {} chunks of {}, scoring {} of each chunk, {} in flight", info.name(),
