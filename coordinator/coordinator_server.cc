@@ -157,6 +157,13 @@ CoordinatorServer::CoordinatorServer(std::unique_ptr<State> state) : state_(std:
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 
+int HttpThreadsFor(const CoordinatorServerOptions& options) {
+  constexpr int kStepSequencesPerReplica = 64;
+  const int64_t threads =
+      static_cast<int64_t>(options.max_queued_requests) + int64_t{kStepSequencesPerReplica} * options.replicas;
+  return static_cast<int>(std::clamp<int64_t>(threads, 1, 4096));
+}
+
 StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorServerOptions& options, std::vector<std::unique_ptr<Executor>> in_process) {
   auto log = Logger("coordinator");
@@ -293,7 +300,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     HttpApiOptions http;
     http.limits = api.limits;
     http.chat_template = state->chat_template;
-    http.threads = options.http_threads;
+    http.threads = options.http_threads > 0 ? options.http_threads : HttpThreadsFor(options);
     http.keys = keys;
     http.tls = options.tls;
     BF_ASSIGN_OR_RETURN(state->http_api,

@@ -37,7 +37,8 @@ struct CoordinatorServerOptions {
   std::string metrics_host = "0.0.0.0";
   int http_port = -1;                       // OpenAI-compatible HTTP API; -1: off, 0: any free port
   std::string http_host = "0.0.0.0";
-  int http_threads = 64;                    // HTTP connections served at once
+  // HTTP connections served at once; 0: HttpThreadsFor (every request the scheduler can hold).
+  int http_threads = 0;
   std::shared_ptr<const ApiKeys> api_keys;  // keys of both client APIs (api_auth.h); null: none
   TlsFiles tls;                             // TLS of both client APIs; none set: plaintext
   int tensor_parallel = 1;
@@ -49,6 +50,13 @@ struct CoordinatorServerOptions {
   bool prefix_caching = true;
   ControlTiming timing;
 };
+
+// The HTTP API's threads when options.http_threads is 0: a request holds one while it runs, so
+// enough for every request the scheduler can hold (the admission queue plus 64 running per
+// replica, the workers' default --max-step-sequences), at most 4096. With fewer, requests past
+// the threads waited unseen in cpp-httplib's queue instead of reaching the admission queue (and
+// its 429 when full), and a second replica's sequences stayed idle.
+int HttpThreadsFor(const CoordinatorServerOptions& options);
 
 class CoordinatorServer {
  public:

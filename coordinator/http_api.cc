@@ -426,8 +426,9 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
   });
   BF_ASSIGN_OR_RETURN(self->listener_, HttpListener::Start("HTTP API", host, port, std::move(server),
                                                           max_body_bytes));
-  Logger("http")->info("OpenAI-compatible API on {}://{}:{}/v1{}", tls.enabled() ? "https" : "http", host,
-                       self->listener_->port(), tls.client_ca_file.empty() ? "" : " (client certificates required)");
+  Logger("http")->info("OpenAI-compatible API on {}://{}:{}/v1{}, {} threads", tls.enabled() ? "https" : "http",
+                       host, self->listener_->port(),
+                       tls.client_ca_file.empty() ? "" : " (client certificates required)", threads);
   return self;
 }
 

@@ -38,8 +38,9 @@ void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* opt
       ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
   cmd.add_option("--http-threads", options->http_threads,
-                 "HTTP API connections served at once (a streamed completion holds one until it ends)")
-      ->check(CLI::Range(1, 4096))
+                 "HTTP API connections served at once (a completion holds one until it ends); 0: --max-queue + 64 "
+                 "per replica, every request the scheduler can hold")
+      ->check(CLI::Range(0, 4096))
       ->capture_default_str();
   cmd.add_option("--metrics-port", options->metrics_port, "HTTP port for /metrics and /health (-1: off, 0: any free port)")
       ->check(CLI::Range(-1, 65535))
