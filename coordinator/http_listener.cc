@@ -1,5 +1,7 @@
 #include "coordinator/http_listener.h"
 
+#include <sys/socket.h>
+
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -7,6 +9,11 @@
 
 namespace bitfleet::coordinator {
 namespace {
+
+// Connections the kernel completes before the accept loop takes them. cpp-httplib listens with 5:
+// a burst of connects past that (agents opening their streams at once) waited for SYN retries,
+// a second or more each. The kernel caps it at net.core.somaxconn (4096 on current Linux).
+constexpr int kListenBacklog = 1024;
 
 // Refuses, before the body is read, a request whose body has no bound (see the header comment).
 // OpenAI's clients, curl and Prometheus send a Content-Length and no Content-Encoding.
@@ -53,12 +60,26 @@ StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(const std::string& w
   httplib::Server& bound = *self->server_;
   bound.set_payload_max_length(max_body_bytes);
   bound.set_pre_routing_handler(RefuseUnboundedBodies);
+  // cpp-httplib's default options add SO_REUSEPORT, with which a second server binds a taken port
+  // and silently takes a share of its connections: SO_REUSEADDR only (a restart can bind over
+  // connections in TIME_WAIT), so a taken port fails the start. The socket is kept to raise the
+  // backlog once bound.
+  int listen_fd = -1;
+  bound.set_socket_options([&listen_fd](int sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd = sock;
+  });
   if (port == 0) {
     self->port_ = bound.bind_to_any_port(host);
     if (self->port_ <= 0) return absl::UnavailableError(absl::StrCat(what, ": cannot bind ", host, ":0"));
   } else {
     if (!bound.bind_to_port(host, port)) return absl::UnavailableError(absl::StrCat(what, ": cannot bind ", host, ":", port));
     self->port_ = port;
+  }
+  // Listening again on a listening socket changes only its backlog.
+  if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) {
+    return absl::UnavailableError(absl::StrCat(what, ": cannot listen on ", host, ":", self->port_));
   }
   HttpListener* raw = self.get();
   self->thread_ = std::thread([raw, &bound] {

@@ -84,5 +84,21 @@ TEST_F(CoordinatorServerInProcessTest, ATakenPortRefusesTheStart) {
   (*first)->Shutdown();
 }
 
+// The same for the HTTP API's port (cpp-httplib's default options bind with SO_REUSEPORT too).
+TEST_F(CoordinatorServerInProcessTest, ATakenHttpPortRefusesTheStart) {
+  options_.http_host = "127.0.0.1";
+  options_.http_port = 0;
+  auto first = CoordinatorServer::Start(options_, Executors(1, 16));
+  ASSERT_TRUE(first.ok()) << first.status();
+  CoordinatorServerOptions same_port = options_;
+  same_port.http_port = (*first)->http_port();
+  auto second = CoordinatorServer::Start(same_port, Executors(1, 16));
+  ASSERT_EQ(second.status().code(), absl::StatusCode::kUnavailable) << second.status();
+  EXPECT_NE(std::string(second.status().message()).find(absl::StrCat("cannot bind 127.0.0.1:", same_port.http_port)),
+            std::string::npos)
+      << second.status();
+  (*first)->Shutdown();
+}
+
 }  // namespace
 }  // namespace bitfleet::coordinator
