@@ -43,7 +43,8 @@ void AppendLogprobs(const v1::GenerateResponse& message, std::vector<OpenAiToken
 }
 
 // What "echo" puts before a choice's completion: its prompt's text and, with log probabilities,
-// an entry per prompt token (the first one unscored; the others come with the first message).
+// an entry per prompt token (the first one, unscored, kept here; the others come in the
+// messages before the first token's).
 struct Echo {
   std::string text;
   OpenAiTokenLogprobs first;
