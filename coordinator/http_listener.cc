@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <memory>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -64,11 +65,12 @@ StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(const std::string& w
   // and silently takes a share of its connections: SO_REUSEADDR only (a restart can bind over
   // connections in TIME_WAIT), so a taken port fails the start. The socket is kept to raise the
   // backlog once bound.
-  int listen_fd = -1;
-  bound.set_socket_options([&listen_fd](int sock) {
+  // (The server keeps the callback: it holds its own copy of where the socket goes.)
+  auto listen_fd = std::make_shared<int>(-1);
+  bound.set_socket_options([listen_fd](int sock) {
     const int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    listen_fd = sock;
+    *listen_fd = sock;
   });
   if (port == 0) {
     self->port_ = bound.bind_to_any_port(host);
@@ -78,7 +80,7 @@ StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(const std::string& w
     self->port_ = port;
   }
   // Listening again on a listening socket changes only its backlog.
-  if (listen_fd >= 0 && ::listen(listen_fd, kListenBacklog) != 0) {
+  if (*listen_fd >= 0 && ::listen(*listen_fd, kListenBacklog) != 0) {
     return absl::UnavailableError(absl::StrCat(what, ": cannot listen on ", host, ":", self->port_));
   }
   HttpListener* raw = self.get();
