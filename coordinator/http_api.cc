@@ -44,7 +44,7 @@ void AppendLogprobs(const v1::GenerateResponse& message, std::vector<OpenAiToken
 
 // What "echo" puts before a choice's completion: its prompt's text and, with log probabilities,
 // an entry per prompt token (the first one, unscored, kept here; the others come in the
-// messages before the first token's).
+// messages up to the first token's).
 struct Echo {
   std::string text;
   OpenAiTokenLogprobs first;
@@ -63,7 +63,7 @@ class ChoiceText {
       logprobs->push_back(echo_->first);
     }
     first_ = false;
-    // The prompt's scores (echo with logprobs), over the messages before the first token's.
+    // The prompt's scores (echo with logprobs), over the messages up to the first token's.
     for (const v1::TokenLogprobs& entry : message.prompt_logprobs()) logprobs->push_back(ToOpenAi(entry));
     if (prompt_only_) return;  // the one token the request ran for is not part of the answer
     *text += message.text();

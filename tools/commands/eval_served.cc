@@ -27,7 +27,8 @@ Status FromGrpc(const grpc::Status& status, const std::string& what) {
                 absl::StrCat(what, ": ", DescribeGrpcStatus(status)));
 }
 
-// The server's log probabilities of chunk[1..]: entry k is chunk[k + 1]'s, given chunk[0..k].
+// The server's log probabilities of chunk[1..] (over the messages up to the first token's):
+// entry k is chunk[k + 1]'s, given chunk[0..k].
 StatusOr<std::vector<float>> ScoreChunk(v1::Inference::Stub& stub, const ClientSecurity& security,
                                         const std::vector<int32_t>& chunk) {
   v1::GenerateRequest request;
