@@ -122,21 +122,21 @@ void GenerateCall::Cancel(FinishReason reason) {
   scheduler_.Cancel(id_, reason).IgnoreError();  // NOT_FOUND: it finished meanwhile
 }
 
-std::string GenerateCall::TokenBytes(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= tokenizer_.size()) return std::string();
-  return std::string(tokenizer_.pieces().Piece(id, /*render_special=*/true));
+std::string TokenBytes(const tokenizer::Tokenizer& tokenizer, int32_t id) {
+  if (id < 0 || static_cast<size_t>(id) >= tokenizer.size()) return std::string();
+  return std::string(tokenizer.pieces().Piece(id, /*render_special=*/true));
 }
 
 void GenerateCall::FillLogprobs(int32_t token, float logprob, std::span<const TokenLogprob> top,
                                 v1::TokenLogprobs* out) const {
   out->set_logprob(logprob);
-  out->set_token(TokenBytes(token));
+  out->set_token(TokenBytes(tokenizer_, token));
   out->set_token_id(token);
   for (const TokenLogprob& t : top) {
     v1::TopLogprob* entry = out->add_top();
     entry->set_token_id(t.token);
     entry->set_logprob(t.logprob);
-    entry->set_token(TokenBytes(t.token));
+    entry->set_token(TokenBytes(tokenizer_, t.token));
   }
 }
 

@@ -55,6 +55,10 @@ class RequestIds {
 StatusOr<Tenant> AuthorizeCall(const ApiKeys* keys, std::string_view authorization, const std::string& peer,
                                const char* api, MetricsRegistry& metrics);
 
+// A token's bytes as the log probabilities show them (a leading space kept, special tokens by
+// name); empty for an id outside the vocabulary.
+std::string TokenBytes(const tokenizer::Tokenizer& tokenizer, int32_t id);
+
 // Where a call's messages go.
 class GenerateOutput {
  public:
@@ -100,8 +104,6 @@ class GenerateCall {
   size_t prompt_tokens() const { return prompt_tokens_; }
 
  private:
-  // A token's bytes for the logprobs (a leading space kept, special tokens by name).
-  std::string TokenBytes(int32_t id) const;
   // One log-probability entry: the token's, and its alternatives'.
   void FillLogprobs(int32_t token, float logprob, std::span<const TokenLogprob> top, v1::TokenLogprobs* out) const;
   struct EventQueue;

@@ -222,7 +222,7 @@ struct HttpApiServer::Handlers {
     } else {
       BF_ASSIGN_OR_RETURN(echo.text, DetokenizeIds(tokenizer, ids));
     }
-    const std::string piece(tokenizer.pieces().Piece(ids.front(), /*render_special=*/true));
+    const std::string piece = TokenBytes(tokenizer, ids.front());
     echo.first = OpenAiTokenLogprobs{ids.front(), tokenizer::SanitizeUtf8(piece), piece, 0.0f, {}, /*scored=*/false};
     return echo;
   }
