@@ -8,6 +8,10 @@
 
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "coordinator/tls.h"
+#include "core/status.h"
 
 namespace bitfleet::coordinator {
 
@@ -29,5 +33,18 @@ inline std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& pem) {
 // OpenSSL's default callback asks for a pass phrase on the terminal (or reads stdin), and the
 // server would wait there at start instead of naming the file.
 inline int NoPassword(char*, int, int, void*) { return 0; }
+
+// TLS files read and checked (CheckTlsFiles's checks, which name the file and the problem): the
+// certificate chain, server certificate first; its key; the client CA certificates (none
+// without a client CA).
+struct TlsMaterial {
+  std::vector<std::unique_ptr<X509, X509Free>> chain;
+  std::unique_ptr<EVP_PKEY, KeyFree> key;
+  std::vector<std::unique_ptr<X509, X509Free>> client_cas;
+};
+// CheckTlsFiles's first checks: a certificate with its key, a client CA only with both.
+Status CheckTlsPairing(const TlsFiles& files);
+// Requires files.enabled() and CheckTlsPairing.
+StatusOr<TlsMaterial> ReadTlsFiles(const TlsFiles& files);
 
 }  // namespace bitfleet::coordinator

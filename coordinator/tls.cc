@@ -2,6 +2,7 @@
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -40,36 +41,53 @@ Status CheckValidNow(const X509& cert, const std::string& flag, const std::strin
   return absl::OkStatus();
 }
 
+// Every PEM certificate in `pem`, in order (none: empty).
+std::vector<std::unique_ptr<X509, X509Free>> ReadCertificates(const std::string& pem) {
+  std::vector<std::unique_ptr<X509, X509Free>> out;
+  auto bio = MemoryBio(pem);
+  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, NoPassword, nullptr)) out.emplace_back(cert);
+  ERR_clear_error();  // the end of the file reads as an error
+  return out;
+}
+
 }  // namespace
 
-Status CheckTlsFiles(const TlsFiles& files) {
+Status CheckTlsPairing(const TlsFiles& files) {
   if (files.cert_file.empty() != files.key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (!files.client_ca_file.empty() && files.cert_file.empty()) {
     return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
   }
+  return absl::OkStatus();
+}
+
+Status CheckTlsFiles(const TlsFiles& files) {
+  BF_RETURN_IF_ERROR(CheckTlsPairing(files));
   if (!files.enabled()) return absl::OkStatus();
+  return ReadTlsFiles(files).status();
+}
+
+StatusOr<TlsMaterial> ReadTlsFiles(const TlsFiles& files) {
+  TlsMaterial out;
   BF_ASSIGN_OR_RETURN(std::string cert_pem, ReadFileToString(files.cert_file));
   BF_ASSIGN_OR_RETURN(std::string key_pem, ReadFileToString(files.key_file));
-  auto cert_bio = MemoryBio(cert_pem);
-  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(cert_bio.get(), nullptr, NoPassword, nullptr));
-  if (cert == nullptr) return FileError("--tls-cert", files.cert_file, "holds no PEM certificate");
-  BF_RETURN_IF_ERROR(CheckValidNow(*cert, "--tls-cert", files.cert_file));
+  out.chain = ReadCertificates(cert_pem);
+  if (out.chain.empty()) return FileError("--tls-cert", files.cert_file, "holds no PEM certificate");
+  BF_RETURN_IF_ERROR(CheckValidNow(*out.chain.front(), "--tls-cert", files.cert_file));
   auto key_bio = MemoryBio(key_pem);
-  std::unique_ptr<EVP_PKEY, KeyFree> key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassword, nullptr));
-  if (key == nullptr) return FileError("--tls-key", files.key_file, "holds no unencrypted PEM private key");
-  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+  out.key.reset(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassword, nullptr));
+  if (out.key == nullptr) return FileError("--tls-key", files.key_file, "holds no unencrypted PEM private key");
+  if (X509_check_private_key(out.chain.front().get(), out.key.get()) != 1) {
     return FileError("--tls-key", files.key_file, absl::StrCat("is not the key of the certificate in ", files.cert_file));
   }
   if (!files.client_ca_file.empty()) {
     BF_ASSIGN_OR_RETURN(std::string ca_pem, ReadFileToString(files.client_ca_file));
-    auto ca_bio = MemoryBio(ca_pem);
-    std::unique_ptr<X509, X509Free> ca(PEM_read_bio_X509(ca_bio.get(), nullptr, NoPassword, nullptr));
-    if (ca == nullptr) return FileError("--tls-client-ca", files.client_ca_file, "holds no PEM certificate");
-    BF_RETURN_IF_ERROR(CheckValidNow(*ca, "--tls-client-ca", files.client_ca_file));
+    out.client_cas = ReadCertificates(ca_pem);
+    if (out.client_cas.empty()) return FileError("--tls-client-ca", files.client_ca_file, "holds no PEM certificate");
+    BF_RETURN_IF_ERROR(CheckValidNow(*out.client_cas.front(), "--tls-client-ca", files.client_ca_file));
   }
-  return absl::OkStatus();
+  return out;
 }
 
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcServerCredentials(const TlsFiles& files) {

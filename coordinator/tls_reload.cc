@@ -1,14 +1,10 @@
 #include "coordinator/tls_reload.h"
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <sys/stat.h>
-
-#include <vector>
 
 #include "coordinator/openssl_util.h"
 #include "core/logging.h"
-#include "core/read_file.h"
 
 namespace bitfleet::coordinator {
 
@@ -36,15 +32,6 @@ struct TlsReloader::Material {
 
 namespace {
 
-// Every PEM certificate in `pem`, in order (none: empty).
-std::vector<std::unique_ptr<X509, X509Free>> ReadCertificates(const std::string& pem) {
-  std::vector<std::unique_ptr<X509, X509Free>> out;
-  auto bio = MemoryBio(pem);
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, NoPassword, nullptr)) out.emplace_back(cert);
-  ERR_clear_error();  // the end of the file reads as an error
-  return out;
-}
-
 // The files' identity: a change of any of them (a rewrite, a rename over it, a swapped
 // symlink) changes it. "" when one cannot be stat'ed (in the middle of a swap).
 std::string FilesIdentity(const TlsFiles& files) {
@@ -62,25 +49,16 @@ std::string FilesIdentity(const TlsFiles& files) {
 }  // namespace
 
 StatusOr<std::shared_ptr<const TlsReloader::Material>> TlsReloader::Load(const TlsFiles& files) {
-  BF_RETURN_IF_ERROR(CheckTlsFiles(files));  // names the file and the problem
+  BF_ASSIGN_OR_RETURN(TlsMaterial read, ReadTlsFiles(files));  // CheckTlsFiles's checks, one read
   auto material = std::make_shared<Material>();
-  BF_ASSIGN_OR_RETURN(std::string cert_pem, ReadFileToString(files.cert_file));
-  std::vector<std::unique_ptr<X509, X509Free>> certs = ReadCertificates(cert_pem);
-  BF_ASSIGN_OR_RETURN(std::string key_pem, ReadFileToString(files.key_file));
-  auto key_bio = MemoryBio(key_pem);
-  material->key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassword, nullptr);
-  if (certs.empty() || material->key == nullptr) {
-    // The files changed between the check and this read: the next check tries again.
-    return absl::InvalidArgumentError(absl::StrCat(files.cert_file, " or ", files.key_file, " changed while read"));
-  }
-  material->leaf = certs.front().release();
+  material->key = read.key.release();
+  material->leaf = read.chain.front().release();
   material->chain = sk_X509_new_null();
-  for (size_t i = 1; i < certs.size(); ++i) sk_X509_push(material->chain, certs[i].release());
-  if (!files.client_ca_file.empty()) {
-    BF_ASSIGN_OR_RETURN(std::string ca_pem, ReadFileToString(files.client_ca_file));
+  for (size_t i = 1; i < read.chain.size(); ++i) sk_X509_push(material->chain, read.chain[i].release());
+  if (!read.client_cas.empty()) {
     material->store = X509_STORE_new();
     material->ca_names = sk_X509_NAME_new_null();
-    for (const auto& ca : ReadCertificates(ca_pem)) {
+    for (const auto& ca : read.client_cas) {
       X509_STORE_add_cert(material->store, ca.get());
       sk_X509_NAME_push(material->ca_names, X509_NAME_dup(X509_get_subject_name(ca.get())));
     }
@@ -93,6 +71,8 @@ TlsReloader::TlsReloader(const TlsFiles& files) : files_(files) {}
 TlsReloader::~TlsReloader() = default;
 
 StatusOr<std::shared_ptr<TlsReloader>> TlsReloader::Create(const TlsFiles& files) {
+  BF_RETURN_IF_ERROR(CheckTlsPairing(files));
+  if (!files.enabled()) return absl::InvalidArgumentError("TLS needs --tls-cert and --tls-key");
   std::shared_ptr<TlsReloader> reloader(new TlsReloader(files));
   reloader->identity_ = FilesIdentity(files);
   BF_ASSIGN_OR_RETURN(reloader->current_, Load(files));

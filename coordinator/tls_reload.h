@@ -43,7 +43,7 @@ class TlsReloader {
   struct Material;
   explicit TlsReloader(const TlsFiles& files);
 
-  // The files as they are now (CheckTlsFiles first).
+  // The files as they are now, read once and checked as CheckTlsFiles checks them.
   static StatusOr<std::shared_ptr<const Material>> Load(const TlsFiles& files);
   // The material to serve now: reloaded first when due and the files changed.
   std::shared_ptr<const Material> Current();
