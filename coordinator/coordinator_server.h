@@ -48,6 +48,7 @@ struct CoordinatorServerOptions {
   int max_queued_requests = 256;  // admission queue; beyond: RESOURCE_EXHAUSTED
   int max_step_tokens = 0;        // per-step token budget; 0: the workers' limit
   bool prefix_caching = true;
+  int prompt_score_cache_mib = 64;  // SchedulerOptions::prompt_score_cache_bytes, in MiB
   ControlTiming timing;
 };
 

@@ -1,6 +1,7 @@
 #include "coordinator/replica_scheduler.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "cache/block_table.h"
 #include "coordinator/request_validation.h"
@@ -15,11 +16,13 @@ bool RejectedPlan(const Status& status) {
 
 }  // namespace
 
-ReplicaScheduler::ReplicaScheduler(int index, const ReplicaConfig& config, SequenceObserver& observer)
+ReplicaScheduler::ReplicaScheduler(int index, const ReplicaConfig& config, SequenceObserver& observer,
+                                   PromptScoreCache* scores)
     : index_(index),
       config_(config),
       end_of_generation_(config.end_of_generation.begin(), config.end_of_generation.end()),
       observer_(observer),
+      score_cache_(config.prefix_caching ? scores : nullptr),
       blocks_(0, config.block_size) {}
 
 void ReplicaScheduler::Configure(const ReplicaCapacity& capacity) {
@@ -56,21 +59,30 @@ void ReplicaScheduler::Reap(Clock::time_point now) {
   }
 }
 
-int32_t ReplicaScheduler::ChunkFor(const Sequence& seq, int32_t pending, const StepBudget& budget) const {
-  int32_t n = std::min(pending, budget.tokens);
+int32_t ReplicaScheduler::ChunkFor(const Sequence& seq, int32_t from, const StepBudget& budget) const {
+  int32_t n = std::min(static_cast<int32_t>(seq.tokens.size()) - from, budget.tokens);
   if (config_.max_prefill_chunk > 0) n = std::min(n, config_.max_prefill_chunk);
-  // A scored chunk returns one logit row per token.
-  if (seq.scoring()) n = std::min(n, budget.rows);
+  if (seq.scoring()) {
+    // A scored chunk returns one logit row per token.
+    const int32_t known = ScoredAlready(seq, from);
+    n = known > 0 ? std::min(n, known) : std::min(n, budget.rows);
+  }
   return n;
 }
 
-int32_t ReplicaScheduler::ScoredTokens(const Sequence& seq, int32_t n) {
+int32_t ReplicaScheduler::ScoredAlready(const Sequence& seq, int32_t from) const {
+  const int32_t known = seq.prompt_scored - 1 - from;
+  return seq.scoring() && known >= config_.block_size ? known : 0;
+}
+
+int32_t ReplicaScheduler::ScoredTokens(const Sequence& seq, int32_t n) const {
   // Row j of the chunk scores the token at num_computed + j + 1, a prompt token.
-  if (!seq.scoring()) return 0;
+  if (!seq.scoring() || ScoredAlready(seq, seq.num_computed) > 0) return 0;
   return std::clamp(seq.prompt_len - 1 - seq.num_computed, 0, n);
 }
 
-ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget) {
+ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode,
+                                                       StepBudget* budget) const {
   const Scheduled entry{seq, n, decode, ScoredTokens(*seq, n)};
   budget->tokens -= n;
   budget->rows -= entry.rows();
@@ -97,7 +109,7 @@ StepPlan ReplicaScheduler::BuildPlan() {
             static_cast<int32_t>(scheduled_.size()) >= capacity_.max_step_sequences) {
           break;
         }
-        const int32_t n = ChunkFor(*seq, seq->pending(), budget);
+        const int32_t n = ChunkFor(*seq, seq->num_computed, budget);
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
         scheduled_.push_back(Schedule(seq, n, decode, &budget));
@@ -178,6 +190,15 @@ void ReplicaScheduler::Admit(StepBudget* budget) {
           continue;
         }
       }
+      if (seq->scoring()) {
+        ReportCachedScores(seq);
+        // Another request is scoring the block this one needs scores of next: its scores (and
+        // KV) will be cached within a few steps (the burst rule below, for scores).
+        if (ScoresInFlight(*seq)) {
+          ++next;
+          continue;
+        }
+      }
       // Positions whose logits score a prompt token must be computed, not found.
       if (seq->scoring()) max_cached_blocks = std::min(max_cached_blocks, (seq->prompt_scored - 1) / bs);
     }
@@ -192,7 +213,7 @@ void ReplicaScheduler::Admit(StepBudget* budget) {
       continue;
     }
     const int32_t cached_tokens = prefix.blocks * bs;
-    const int32_t n = ChunkFor(*seq, static_cast<int32_t>(seq->tokens.size()) - cached_tokens, *budget);
+    const int32_t n = ChunkFor(*seq, cached_tokens, *budget);
     const int64_t needed = cache::BlocksForTokens(cached_tokens + n, bs) - prefix.blocks;
     if (needed > blocks_.num_allocatable() - prefix.revived - WatermarkBlocks()) break;
 
@@ -328,8 +349,64 @@ void ReplicaScheduler::ReportScores(Sequence* seq, std::span<const ScoredToken> 
   const int32_t first = seq->num_computed + 1;
   const int32_t skip = std::max(0, seq->prompt_scored - first);
   if (skip >= static_cast<int32_t>(scored.size())) return;
-  observer_.OnPromptLogprobs(*seq, first + skip, scored.subspan(static_cast<size_t>(skip)));
+  const std::span<const ScoredToken> fresh = scored.subspan(static_cast<size_t>(skip));
+  observer_.OnPromptLogprobs(*seq, first + skip, fresh, /*from_cache=*/false);
+  KeepBlockScores(seq, first + skip, fresh);
   seq->prompt_scored = first + static_cast<int32_t>(scored.size());
+  if (!seq->scoring()) seq->block_scores = {};  // a partial last block is never kept
+}
+
+void ReplicaScheduler::KeepBlockScores(Sequence* seq, int32_t first, std::span<const ScoredToken> scored) {
+  if (score_cache_ == nullptr) return;
+  const int32_t bs = config_.block_size;
+  for (size_t i = 0; i < scored.size(); ++i) {
+    const int32_t token = first + static_cast<int32_t>(i);
+    seq->block_scores.push_back(scored[i]);
+    if ((token + 1) % bs != 0) continue;  // not the last token of its block
+    const int32_t block = token / bs;
+    // Reports start at a block's start (token 1 for block 0), so this holds the whole block.
+    const size_t whole = static_cast<size_t>(block == 0 ? bs - 1 : bs);
+    if (seq->block_scores.size() == whole && static_cast<size_t>(block) < seq->block_hashes.size()) {
+      score_cache_->Insert(seq->block_hashes[static_cast<size_t>(block)], seq->sampling.top_logprobs,
+                           std::move(seq->block_scores));
+    }
+    seq->block_scores.clear();
+  }
+}
+
+void ReplicaScheduler::ReportCachedScores(Sequence* seq) {
+  if (score_cache_ == nullptr) return;
+  const int32_t bs = config_.block_size;
+  while (seq->scoring()) {
+    const int32_t block = seq->prompt_scored / bs;
+    // Whole blocks only: a block's scores are kept whole, and a partly reported block is
+    // finished by computing it.
+    if (seq->prompt_scored != std::max(1, block * bs) || static_cast<size_t>(block) >= seq->block_hashes.size()) return;
+    std::optional<std::vector<ScoredToken>> scores =
+        score_cache_->Find(seq->block_hashes[static_cast<size_t>(block)], seq->sampling.top_logprobs);
+    if (!scores) return;
+    observer_.OnPromptLogprobs(*seq, seq->prompt_scored, *scores, /*from_cache=*/true);
+    seq->prompt_scored = (block + 1) * bs;
+  }
+}
+
+bool ReplicaScheduler::ScoresInFlight(const Sequence& seq) const {
+  if (score_cache_ == nullptr || !seq.scoring()) return false;
+  const int32_t bs = config_.block_size;
+  const int32_t block = seq.prompt_scored / bs;
+  if (seq.prompt_scored != std::max(1, block * bs) || static_cast<size_t>(block) >= seq.block_hashes.size()) {
+    return false;
+  }
+  const cache::BlockHash& hash = seq.block_hashes[static_cast<size_t>(block)];
+  for (const auto& [id, other] : running_) {
+    const std::vector<cache::BlockHash>& chain = other->block_hashes;
+    if (other->scoring() && other->prompt_scored < (block + 1) * bs &&
+        other->sampling.top_logprobs >= seq.sampling.top_logprobs && chain.size() > static_cast<size_t>(block) &&
+        chain[static_cast<size_t>(block)] == hash) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled) {

@@ -17,6 +17,7 @@
 
 #include "cache/block_manager.h"
 #include "coordinator/executor.h"
+#include "coordinator/prompt_score_cache.h"
 #include "coordinator/sequence.h"
 #include "core/status.h"
 
@@ -32,7 +33,9 @@ class SequenceObserver {
   virtual void OnPreempted(Sequence& seq) = 0;
   // Log probabilities of prompt tokens [first, first + scored.size()) of a sequence that asked
   // for prompt_logprobs; each prompt token after the first is reported once, in order.
-  virtual void OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored) = 0;
+  // `from_cache`: kept from an earlier request (PromptScoreCache), not computed by a step.
+  virtual void OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored,
+                                bool from_cache) = 0;
   virtual void OnToken(Sequence& seq, const SequenceResult& sampled) = 0;
   virtual void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) = 0;
 };
@@ -55,7 +58,10 @@ struct ReplicaCapacity {
 
 class ReplicaScheduler {
  public:
-  ReplicaScheduler(int index, const ReplicaConfig& config, SequenceObserver& observer);
+  // `scores` (optional, not owned, shared by the replicas; needs config.prefix_caching): where
+  // scored prompts keep and find the scores of their full blocks.
+  ReplicaScheduler(int index, const ReplicaConfig& config, SequenceObserver& observer,
+                   PromptScoreCache* scores = nullptr);
 
   int index() const { return index_; }
   // (Re)starts with a fresh block pool of the given capacity. Requires no sequences.
@@ -108,12 +114,17 @@ class ReplicaScheduler {
     int32_t rows;
   };
 
-  // Tokens of `seq`'s next chunk, out of `pending`, within the budget and the chunk cap.
-  int32_t ChunkFor(const Sequence& seq, int32_t pending, const StepBudget& budget) const;
+  // Tokens of `seq`'s next chunk, from position `from` (its computed or attached tokens), within
+  // the budget and the chunk cap.
+  int32_t ChunkFor(const Sequence& seq, int32_t from, const StepBudget& budget) const;
+  // Positions from `from` whose logits score prompt tokens reported already, when they are a
+  // block or more (a recompute after a preemption; cached scores without their KV): those go in
+  // unscored chunks of their own. Fewer are scored again and dropped, which saves a step. 0 if none.
+  int32_t ScoredAlready(const Sequence& seq, int32_t from) const;
   // Prompt tokens a chunk of `n` tokens from seq.num_computed scores.
-  static int32_t ScoredTokens(const Sequence& seq, int32_t n);
+  int32_t ScoredTokens(const Sequence& seq, int32_t n) const;
   // The plan entry for `n` tokens of `seq`, taken from the budget.
-  static Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget);
+  Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget) const;
   // Grows `seq`'s table for `n` more tokens, preempting the newest running sequences as
   // needed. False when `seq` itself was preempted (or failed).
   bool ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* budget);
@@ -127,6 +138,14 @@ class ReplicaScheduler {
   // Hands the step's prompt scores of `seq` (computed from seq->num_computed) to the observer,
   // the ones not reported before.
   void ReportScores(Sequence* seq, std::span<const ScoredToken> scored);
+  // Gathers reported scores of `seq` (prompt tokens from `first`) into whole blocks for the
+  // score cache.
+  void KeepBlockScores(Sequence* seq, int32_t first, std::span<const ScoredToken> scored);
+  // Reports the scores the cache holds for `seq`'s next whole blocks, in order.
+  void ReportCachedScores(Sequence* seq);
+  // Whether a running sequence is scoring the block `seq` needs scores of next (the same chained
+  // hash, as many alternatives or more), whose scores the cache will then hold.
+  bool ScoresInFlight(const Sequence& seq) const;
   void HandleSample(Sequence* seq, const SequenceResult& sampled);
   void Finish(Sequence* seq, FinishReason reason, Status status);
   SequencePlan MakeSequencePlan(const Scheduled& entry) const;
@@ -136,6 +155,7 @@ class ReplicaScheduler {
   const ReplicaConfig config_;
   const std::unordered_set<int32_t> end_of_generation_;
   SequenceObserver& observer_;
+  PromptScoreCache* const score_cache_;  // null: none
   ReplicaCapacity capacity_;
   cache::BlockManager blocks_;
   // Owned sequences by id (= age): the newest running sequence is running_.rbegin().

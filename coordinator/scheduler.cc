@@ -20,6 +20,9 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& o
   if (options.max_step_tokens < 0 || options.max_prefill_chunk < 0) {
     return absl::InvalidArgumentError("scheduler: negative step limit");
   }
+  if (options.prompt_score_cache_bytes < 0) {
+    return absl::InvalidArgumentError("scheduler: negative prompt score cache budget");
+  }
   if (replicas.empty()) return absl::InvalidArgumentError("scheduler: no replicas");
   for (Executor* executor : replicas) {
     if (executor == nullptr) return absl::InvalidArgumentError("scheduler: null executor");
@@ -35,7 +38,10 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::vector<Executor*> rep
     : options_(options),
       owned_registry_(options.metrics == nullptr ? std::make_unique<MetricsRegistry>() : nullptr),
       metrics_registry_(options.metrics != nullptr ? options.metrics : owned_registry_.get()),
-      metrics_(*metrics_registry_, static_cast<int>(replicas.size())) {
+      metrics_(*metrics_registry_, static_cast<int>(replicas.size())),
+      score_cache_(options.prefix_caching && options.prompt_score_cache_bytes > 0
+                       ? std::make_unique<PromptScoreCache>(options.prompt_score_cache_bytes)
+                       : nullptr) {
   ReplicaConfig config;
   config.block_size = options.kv_block_size;
   config.n_vocab = options.n_vocab;
@@ -44,7 +50,7 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::vector<Executor*> rep
   config.max_prefill_chunk = options.max_prefill_chunk;
   for (size_t i = 0; i < replicas.size(); ++i) {
     replicas_.push_back(std::make_unique<ReplicaSlot>(static_cast<int>(i), replicas[i], config,
-                                                      static_cast<SequenceObserver&>(*this)));
+                                                      static_cast<SequenceObserver&>(*this), score_cache_.get()));
   }
   now_ = Clock::now();
   rate_window_start_ = now_;

@@ -49,6 +49,9 @@ struct SchedulerOptions {
   int32_t max_step_tokens = 0;            // per-step token budget; 0: each executor's limit
   int32_t max_prefill_chunk = 0;          // longest prefill chunk; 0: the step budget
   bool prefix_caching = true;
+  // Budget of the prompt scores kept per block for later scored requests (PromptScoreCache);
+  // 0, or no prefix caching: none kept.
+  int64_t prompt_score_cache_bytes = int64_t{64} << 20;
   RouterOptions router;
   // Check the KV invariants after every step (tests): the first violation is logged and kept
   // (invariant_status()).
@@ -147,7 +150,7 @@ class Scheduler : private SequenceObserver {
   // SequenceObserver (called under mu_).
   void OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) override;
   void OnPreempted(Sequence& seq) override;
-  void OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored) override;
+  void OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored, bool from_cache) override;
   void OnToken(Sequence& seq, const SequenceResult& sampled) override;
   void OnFinished(std::unique_ptr<Sequence> seq, FinishReason reason, Status status) override;
 
@@ -155,6 +158,7 @@ class Scheduler : private SequenceObserver {
   std::unique_ptr<MetricsRegistry> owned_registry_;
   MetricsRegistry* metrics_registry_;
   SchedulerMetrics metrics_;
+  std::unique_ptr<PromptScoreCache> score_cache_;  // null: off; guarded by mu_
 
   mutable std::mutex mu_;
   std::condition_variable loop_cv_;   // wakes the loop: inbox, result, cancel, stop

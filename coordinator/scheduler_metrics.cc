@@ -12,6 +12,11 @@ SchedulerMetrics::SchedulerMetrics(MetricsRegistry& registry, int num_replicas) 
                                           "Prompt tokens found in the prefix cache (not recomputed)");
   prefix_hit_rate = registry.AddGauge("bitfleet_prefix_cache_hit_rate",
                                       "bitfleet_prefix_cache_hit_tokens_total / bitfleet_prefix_cache_lookup_tokens_total");
+  prompt_score_cache_hit_tokens =
+      registry.AddCounter("bitfleet_prompt_score_cache_hit_tokens_total",
+                          "Prompt log probabilities reported from the prompt score cache (not computed)");
+  prompt_score_cache_bytes =
+      registry.AddGauge("bitfleet_prompt_score_cache_bytes", "Memory the prompt score cache holds (estimated)");
   kv_evictions = registry.AddCounter("bitfleet_kv_evictions_total", "Cached KV blocks reallocated for new content");
   preemptions = registry.AddCounter("bitfleet_preemptions_total", "Sequences preempted because KV blocks ran out");
   time_to_first_token = registry.AddHistogram("bitfleet_time_to_first_token_seconds",

@@ -27,6 +27,8 @@ struct SchedulerMetrics {
   Counter* prefix_lookup_tokens;
   Counter* prefix_hit_tokens;
   Gauge* prefix_hit_rate;
+  Counter* prompt_score_cache_hit_tokens;
+  Gauge* prompt_score_cache_bytes;
   Counter* kv_evictions;
   Counter* preemptions;
   Histogram* time_to_first_token;

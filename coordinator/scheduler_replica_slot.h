@@ -12,8 +12,9 @@ namespace bitfleet::coordinator {
 // One replica: its scheduling state and the mailbox of its dispatch thread. Everything but
 // `executor` calls and `thread` is guarded by the scheduler's mu_.
 struct Scheduler::ReplicaSlot {
-  ReplicaSlot(int index, Executor* executor, const ReplicaConfig& config, SequenceObserver& observer)
-      : executor(executor), sched(index, config, observer) {}
+  ReplicaSlot(int index, Executor* executor, const ReplicaConfig& config, SequenceObserver& observer,
+              PromptScoreCache* scores)
+      : executor(executor), sched(index, config, observer, scores) {}
 
   Executor* executor;
   ReplicaScheduler sched;

@@ -186,6 +186,7 @@ void Scheduler::UpdateGaugesLocked() {
   }
   metrics_.queue_depth->Set(queued_);
   metrics_.running_sequences->Set(running);
+  if (score_cache_ != nullptr) metrics_.prompt_score_cache_bytes->Set(static_cast<double>(score_cache_->bytes()));
   const double elapsed = Seconds(now_ - rate_window_start_);
   if (elapsed >= 1.0) {
     metrics_.tokens_per_second->Set(rate_window_tokens_ / elapsed);
@@ -212,7 +213,9 @@ void Scheduler::OnPreempted(Sequence& seq) {
                              seq.replica, seq.tokens.size());
 }
 
-void Scheduler::OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored) {
+void Scheduler::OnPromptLogprobs(Sequence& seq, int32_t first, std::span<const ScoredToken> scored,
+                                 bool from_cache) {
+  if (from_cache) metrics_.prompt_score_cache_hit_tokens->Increment(static_cast<double>(scored.size()));
   RequestEvent event;
   event.kind = RequestEvent::Kind::kPromptLogprobs;
   event.id = seq.id;

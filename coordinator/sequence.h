@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/block_hash.h"
+#include "coordinator/executor.h"
 #include "coordinator/request.h"
 
 namespace bitfleet::coordinator {
@@ -39,6 +40,9 @@ struct Sequence {
   // prompt_len no more than prompt_scored - 1 tokens may come from the prefix cache.
   bool prompt_logprobs = false;
   int32_t prompt_scored = 1;
+  // Reported scores of the prompt tokens of the block that token prompt_scored is in, gathered
+  // for the PromptScoreCache until the block is whole (they may come over several chunks).
+  std::vector<ScoredToken> block_scores;
 
   int replica = -1;
   bool admitted_once = false;

@@ -306,6 +306,35 @@ TEST_P(ServeApiTest, PromptLogprobsAreTheModelsLogSoftmaxOverThePrompt) {
     ASSERT_EQ(got[i].top_size(), 2);
     for (int k = 0; k < 2; ++k) EXPECT_NEAR(got[i].top(k).logprob(), (*want)[i].top[k].logprob, 1e-3);
   }
+
+  // The same 120-token beginning with another ending (lm-eval's multiple-choice requests): the
+  // 7 whole blocks of 16 come from the prompt score cache, exactly the values above, and the
+  // first 6 blocks' KV is shared (token 112's score needs the logits at 111).
+  auto hits = [&] { return MetricValue(served_->Metrics(), "bitfleet_prompt_score_cache_hit_tokens_total"); };
+  const StatusOr<double> hits_before = hits();
+  ASSERT_TRUE(hits_before.ok()) << hits_before.status();
+  std::vector<int32_t> other(prompt.begin(), prompt.begin() + 120);
+  for (int i = 0; i < 30; ++i) other.push_back(3 + (i * 53) % 190);
+  request.mutable_prompt_tokens()->mutable_ids()->Clear();
+  request.mutable_prompt_tokens()->mutable_ids()->Add(other.begin(), other.end());
+  std::vector<v1::TokenLogprobs> again;
+  const GenerateOutcome repeat = client().Generate(request, 60s, [&](const v1::GenerateResponse& m) {
+    again.insert(again.end(), m.prompt_logprobs().begin(), m.prompt_logprobs().end());
+    return true;
+  });
+  ASSERT_TRUE(repeat.status.ok()) << repeat.status.error_message();
+  EXPECT_EQ(repeat.usage.cached_prompt_tokens(), 96u);
+  ASSERT_EQ(again.size(), other.size() - 1);
+  for (size_t i = 0; i < 111; ++i) {
+    EXPECT_EQ(again[i].logprob(), got[i].logprob()) << i;
+    EXPECT_EQ(again[i].top(1).token_id(), got[i].top(1).token_id()) << i;
+  }
+  const StatusOr<double> hits_after = hits();
+  ASSERT_TRUE(hits_after.ok()) << hits_after.status();
+  EXPECT_EQ(*hits_after - *hits_before, 111.0);
+  want = ReferenceLogprobs(served_->model, {other[0]}, std::vector<int32_t>(other.begin() + 1, other.end()), 2);
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (size_t i = 0; i < again.size(); ++i) EXPECT_NEAR(again[i].logprob(), (*want)[i].logprob, 1e-3) << i;
 }
 
 // `bitfleet eval --target`: the served model's perplexity through prompt_logprobs equals

@@ -6,7 +6,9 @@
 // TTFT, which runs from the send). Prompts are token ids
 // (exact lengths): an optional shared prefix of P tokens (the agent-workload case: one long
 // system prompt, many streams) followed by per-request random tokens; generation runs greedy
-// with ignore_eos so every request produces exactly G tokens. Prints one JSON object.
+// with ignore_eos so every request produces exactly G tokens. With --prompt-logprobs every
+// request also scores its prompt (lm-eval's requests; with --shared-prefix, its multiple-choice
+// ones). Prints one JSON object.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -39,6 +41,7 @@ struct BenchServeFlags {
   uint64_t seed = 1;
   double request_rate = 0;  // requests/s of the Poisson arrivals; 0: closed loop
   int logprobs = -1;        // -1: off; else every request asks for logprobs with this many alternatives
+  int prompt_logprobs = -1;  // -1: off; else every request scores its prompt with this many alternatives
   double wait_ready_s = 60;
   ClientSecurity security;
 };
@@ -88,6 +91,10 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
     request.set_logprobs(true);
     request.set_top_logprobs(static_cast<uint32_t>(f.logprobs));
   }
+  if (f.prompt_logprobs >= 0) {
+    request.set_prompt_logprobs(true);
+    request.set_top_logprobs(static_cast<uint32_t>(f.prompt_logprobs));
+  }
   grpc::ClientContext context;
   AddApiKey(context, f.security);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
@@ -95,10 +102,12 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   Clock::time_point last = start;
   bool first = true;
   uint32_t logprob_entries = 0;
+  uint32_t prompt_logprob_entries = 0;
   auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;
   while (reader->Read(&response)) {
     logprob_entries += static_cast<uint32_t>(response.logprobs_size());
+    prompt_logprob_entries += static_cast<uint32_t>(response.prompt_logprobs_size());
     if (response.token_ids_size() == 0 && !response.has_usage()) continue;
     const Clock::time_point now = Clock::now();
     if (response.token_ids_size() > 0) {
@@ -123,6 +132,11 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   if (out.ok && f.logprobs >= 0 && logprob_entries != out.completion_tokens) {
     out.ok = false;
     out.error = absl::StrCat(logprob_entries, " logprobs entries for ", out.completion_tokens, " tokens");
+  }
+  if (out.ok && f.prompt_logprobs >= 0 && prompt_logprob_entries + 1 != out.prompt_tokens) {
+    out.ok = false;
+    out.error = absl::StrCat(prompt_logprob_entries, " prompt_logprobs entries for ", out.prompt_tokens,
+                             " prompt tokens");
   }
   return out;
 }
@@ -233,6 +247,7 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["gen_len"] = f.gen_len;
   j["shared_prefix"] = f.shared_prefix;
   j["logprobs"] = f.logprobs >= 0 ? nlohmann::json(f.logprobs) : nlohmann::json(nullptr);
+  j["prompt_logprobs"] = f.prompt_logprobs >= 0 ? nlohmann::json(f.prompt_logprobs) : nlohmann::json(nullptr);
   if (open_loop) {
     j["request_rate"] = f.request_rate;
     j["last_arrival_s"] = arrivals.back();
@@ -245,6 +260,8 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["requests_per_s"] = (n_requests - errors) / wall;
   j["output_tokens"] = out_tokens;
   j["output_tok_s"] = out_tokens / wall;
+  j["prompt_tokens"] = prompt_tokens;
+  j["prompt_tok_s"] = prompt_tokens / wall;
   j["ttft_p50_ms"] = 1e3 * Percentile(ttft, 0.5);
   j["ttft_p99_ms"] = 1e3 * Percentile(ttft, 0.99);
   j["ttft_cold_p50_ms"] = 1e3 * Percentile(ttft_cold, 0.5);
@@ -283,10 +300,18 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
                   "Every request asks for its tokens' log probabilities and this many alternatives (0..20): "
                   "measures their cost")
       ->check(CLI::Range(0, 20));
+  cmd->add_option("--prompt-logprobs", f->prompt_logprobs,
+                  "Every request asks for its prompt tokens' log probabilities and this many alternatives (0..20), "
+                  "as lm-eval's scoring requests do; with --shared-prefix, its multiple-choice requests (one "
+                  "context, several endings)")
+      ->check(CLI::Range(0, 20));
   cmd->add_option("--wait-ready", f->wait_ready_s, "Seconds to wait for health SERVING")->capture_default_str();
   cmd->callback([f, cmd, exit_code] {
     if (f->shared_prefix > f->prompt_len) {
       throw CLI::ValidationError("--shared-prefix", "must not exceed --prompt-len");
+    }
+    if (f->logprobs >= 0 && f->prompt_logprobs >= 0 && f->logprobs != f->prompt_logprobs) {
+      throw CLI::ValidationError("--prompt-logprobs", "must equal --logprobs when both are given (one top_logprobs)");
     }
     (void)cmd;
     *exit_code = RunBenchServe(*f);

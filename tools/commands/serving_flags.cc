@@ -80,7 +80,14 @@ void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* op
   cmd.add_option("--step-token-budget", options->max_step_tokens,
                  "New tokens per step over all sequences (0: the workers' limit)")
       ->capture_default_str();
-  cmd.add_flag("!--no-prefix-cache", options->prefix_caching, "Do not share cached prompt prefixes");
+  cmd.add_flag("!--no-prefix-cache", options->prefix_caching,
+               "Do not share cached prompt prefixes (nor keep prompt scores: --prompt-score-cache-mib)");
+  cmd.add_option("--prompt-score-cache-mib", options->prompt_score_cache_mib,
+                 "Memory for the log probabilities of scored prompts (prompt_logprobs, OpenAI's echo), kept per KV "
+                 "block so a request repeating a scored prompt's beginning (lm-eval's multiple-choice contexts) "
+                 "reuses them and that prefix's KV; 0: off")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
 }
 
 void AddWorkerShapeFlags(CLI::App& cmd, worker::WorkerOptions* options, bool with_context) {

@@ -21,7 +21,7 @@ struct ServingTimingFlags {
 void AddTimingFlags(CLI::App& cmd, ServingTimingFlags* flags);
 
 // Coordinator scheduling: --ctx, --kv-block-size, --max-queue, --step-token-budget,
-// --no-prefix-cache.
+// --no-prefix-cache, --prompt-score-cache-mib.
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options);
 
 // The coordinator's client-facing flags: --http-port and --http-threads (the OpenAI-compatible

@@ -14,27 +14,6 @@
 namespace bitfleet::coordinator::testing {
 namespace {
 
-GenerateRequest ScoringRequest(Collector& collector, int key, const std::vector<int32_t>& prompt, int max_tokens,
-                               int top) {
-  GenerateRequest request = MakeRequest(collector, key, prompt, max_tokens);
-  request.prompt_logprobs = true;
-  request.sampling.top_logprobs = top;
-  return request;
-}
-
-// Every prompt token after the first, once, in order, with the fake's value for its context.
-void ExpectPromptScored(const Outcome& out, const std::vector<int32_t>& prompt, int top) {
-  ASSERT_EQ(out.scored_positions.size(), prompt.size() - 1);
-  EXPECT_EQ(out.scores_after_tokens, 0);
-  for (size_t t = 1; t < prompt.size(); ++t) {
-    ASSERT_EQ(out.scored_positions[t - 1], static_cast<int32_t>(t));
-    const ScoredToken& scored = out.scored[t - 1];
-    EXPECT_EQ(scored.logprob, FakePromptLogprob(std::span<const int32_t>(prompt.data(), t), prompt[t])) << t;
-    ASSERT_EQ(scored.top_logprobs.size(), static_cast<size_t>(top));
-    for (int k = 0; k < top; ++k) EXPECT_EQ(scored.top_logprobs[k].token, (prompt[t] + k) % 1000);
-  }
-}
-
 TEST(SchedulerPromptLogprobsTest, EveryPromptTokenIsScoredOnceAndTheCacheIsNotUsed) {
   FakeExecutor executor({.kv_blocks = 64, .block_size = 4, .max_step_tokens = 32, .max_step_sequences = 6});
   auto scheduler = MakeScheduler(TestOptions(), {&executor});

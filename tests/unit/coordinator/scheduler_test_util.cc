@@ -1,6 +1,7 @@
 #include "tests/unit/coordinator/scheduler_test_util.h"
 
 #include "gtest/gtest.h"
+#include "tests/unit/coordinator/fake_executor.h"
 
 namespace bitfleet::coordinator::testing {
 
@@ -84,6 +85,26 @@ GenerateRequest MakeRequest(Collector& collector, int key, std::vector<int32_t> 
   request.request_id = "req-" + std::to_string(key);
   request.sink = collector.Sink(key);
   return request;
+}
+
+GenerateRequest ScoringRequest(Collector& collector, int key, const std::vector<int32_t>& prompt, int max_tokens,
+                               int top, const std::string& salt) {
+  GenerateRequest request = MakeRequest(collector, key, prompt, max_tokens, salt);
+  request.prompt_logprobs = true;
+  request.sampling.top_logprobs = top;
+  return request;
+}
+
+void ExpectPromptScored(const Outcome& out, const std::vector<int32_t>& prompt, int top) {
+  ASSERT_EQ(out.scored_positions.size(), prompt.size() - 1);
+  EXPECT_EQ(out.scores_after_tokens, 0);
+  for (size_t t = 1; t < prompt.size(); ++t) {
+    ASSERT_EQ(out.scored_positions[t - 1], static_cast<int32_t>(t));
+    const ScoredToken& scored = out.scored[t - 1];
+    EXPECT_EQ(scored.logprob, FakePromptLogprob(std::span<const int32_t>(prompt.data(), t), prompt[t])) << t;
+    ASSERT_EQ(scored.top_logprobs.size(), static_cast<size_t>(top));
+    for (int k = 0; k < top; ++k) EXPECT_EQ(scored.top_logprobs[k].token, (prompt[t] + k) % 1000);
+  }
 }
 
 std::vector<int32_t> MakePrompt(int n, uint32_t seed, int32_t n_vocab) {

@@ -55,6 +55,13 @@ int64_t TokensIn(const StepPlan& plan);
 GenerateRequest MakeRequest(Collector& collector, int key, std::vector<int32_t> prompt, int max_tokens,
                             const std::string& salt = "tenant-a");
 
+// MakeRequest asking for the prompt's log probabilities with `top` alternatives.
+GenerateRequest ScoringRequest(Collector& collector, int key, const std::vector<int32_t>& prompt, int max_tokens,
+                               int top, const std::string& salt = "tenant-a");
+// Every prompt token after the first reported once, in order, before any generated token, with
+// the FakeExecutor's value for its context (FakePromptLogprob) and `top` alternatives.
+void ExpectPromptScored(const Outcome& out, const std::vector<int32_t>& prompt, int top);
+
 // Deterministic prompt of `n` tokens in [3, n_vocab).
 std::vector<int32_t> MakePrompt(int n, uint32_t seed, int32_t n_vocab = 1000);
 
