@@ -42,6 +42,10 @@ StepSampling SamplingFromProto(const v1::SamplingParams& p, uint64_t seed) {
   s.frequency_penalty = p.has_frequency_penalty() ? p.frequency_penalty() : 0.0f;
   s.penalty_last_n = p.has_penalty_last_n() ? p.penalty_last_n() : 64;
   s.seed = p.has_seed() ? p.seed() : seed;
+  // A proto map has no order: the plan carries the biases by ascending token.
+  for (const auto& [token, bias] : p.logit_bias()) s.logit_bias.push_back({token, bias});
+  std::sort(s.logit_bias.begin(), s.logit_bias.end(),
+            [](const TokenBias& a, const TokenBias& b) { return a.token < b.token; });
   return s;
 }
 
@@ -96,7 +100,7 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
   request.prompt_logprobs = in.prompt_logprobs();
   // Clamped to int32 so that a huge value is refused by name below, not wrapped.
   request.sampling.top_logprobs = static_cast<int32_t>(std::min<uint32_t>(in.top_logprobs(), 1u << 30));
-  BF_RETURN_IF_ERROR(ValidateStepSampling(request.sampling));
+  BF_RETURN_IF_ERROR(ValidateStepSampling(request.sampling, limits.n_vocab));
   if (in.max_tokens() > static_cast<uint32_t>(limits.max_context)) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens ", in.max_tokens(), " exceeds the context of ", limits.max_context, " tokens"));

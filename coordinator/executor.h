@@ -21,6 +21,15 @@ namespace bitfleet::coordinator {
 // Sampling parameters as the workers apply them (see worker/sampler.h for the semantics).
 // The most alternatives StepSampling.top_logprobs may ask for (OpenAI's bound).
 inline constexpr int32_t kMaxTopLogprobs = 20;
+// OpenAI's logit_bias: `bias` is added to the token's logit before the penalties and filters
+// (worker/sampler.h). At most kMaxLogitBias entries, each in [-kMaxLogitBiasValue, +].
+struct TokenBias {
+  int32_t token = 0;
+  float bias = 0.0f;
+  bool operator==(const TokenBias&) const = default;
+};
+inline constexpr int32_t kMaxLogitBias = 1024;
+inline constexpr float kMaxLogitBiasValue = 100.0f;
 
 struct StepSampling {
   float temperature = 0.0f;
@@ -36,6 +45,7 @@ struct StepSampling {
   // worker/token_logprobs.h) and those of the top_logprobs most likely tokens (0..20).
   bool logprobs = false;
   int32_t top_logprobs = 0;
+  std::vector<TokenBias> logit_bias;  // distinct tokens in ascending order
 };
 
 struct SequencePlan {

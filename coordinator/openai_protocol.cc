@@ -1,9 +1,11 @@
 #include "coordinator/openai_protocol.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <system_error>
 #include <utility>
 
 #include "coordinator/executor.h"
@@ -70,6 +72,30 @@ Status Unsupported(const Json& object, const char* name, const Json& no_op, cons
   return FieldError(name, absl::StrCat("is not supported (", what, ")"));
 }
 
+// OpenAI's logit_bias: {"<token id>": bias, ...}. Keys must be decimal token ids; values are
+// range-checked by the request validation, like the other sampling fields.
+Status ReadLogitBias(const Json& body, v1::SamplingParams& sampling) {
+  const Json* bias = Find(body, "logit_bias");
+  if (bias == nullptr) return absl::OkStatus();
+  if (!bias->is_object()) return FieldError("logit_bias", "must be an object of token ids to numbers");
+  for (const auto& [key, value] : bias->items()) {
+    int32_t token = 0;
+    const auto [end, error] = std::from_chars(key.data(), key.data() + key.size(), token);
+    if (key.empty() || error != std::errc() || end != key.data() + key.size()) {
+      return FieldError("logit_bias", absl::StrCat("key '", key, "' is not a token id"));
+    }
+    if (!value.is_number()) return FieldError("logit_bias", absl::StrCat("value of token ", key, " must be a number"));
+    const double v = value.get<double>();
+    if (!(std::fabs(v) <= std::numeric_limits<float>::max())) {
+      return FieldError("logit_bias", absl::StrCat("value of token ", key, " is out of range"));
+    }
+    if (!sampling.mutable_logit_bias()->insert({token, static_cast<float>(v)}).second) {
+      return FieldError("logit_bias", absl::StrCat("token ", token, " is given twice"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 Status ReadSampling(const Json& body, v1::GenerateRequest& out) {
   v1::SamplingParams& sampling = *out.mutable_sampling();
   BF_RETURN_IF_ERROR(CopyFloat(body, "temperature", [&](float v) { sampling.set_temperature(v); }));
@@ -84,6 +110,7 @@ Status ReadSampling(const Json& body, v1::GenerateRequest& out) {
     if (*top_k < -1 || *top_k > std::numeric_limits<int32_t>::max()) return FieldError("top_k", "is out of range");
     sampling.set_top_k(*top_k == -1 ? 0 : static_cast<int32_t>(*top_k));
   }
+  BF_RETURN_IF_ERROR(ReadLogitBias(body, sampling));
   const Json* seed = Find(body, "seed");
   if (seed != nullptr) {
     if (!seed->is_number_integer()) return FieldError("seed", "must be an integer");
@@ -230,7 +257,6 @@ Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
 }
 
 Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
-  BF_RETURN_IF_ERROR(Unsupported(body, "logit_bias", Json::object(), "no logit bias"));
   if (endpoint == OpenAiEndpoint::kCompletions) {
     BF_RETURN_IF_ERROR(Unsupported(body, "suffix", "", "no insertion"));
   } else {

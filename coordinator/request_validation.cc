@@ -27,7 +27,7 @@ const char* FinishReasonName(FinishReason reason) {
   return "";
 }
 
-Status ValidateStepSampling(const StepSampling& s) {
+Status ValidateStepSampling(const StepSampling& s, int32_t n_vocab) {
   if (!InRange(s.temperature, 0.0f, 100.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("temperature must be in [0, 100], got ", s.temperature));
   }
@@ -54,6 +54,23 @@ Status ValidateStepSampling(const StepSampling& s) {
     return absl::InvalidArgumentError(
         absl::StrCat("top_logprobs must be in [0, ", kMaxTopLogprobs, "], got ", s.top_logprobs));
   }
+  if (s.logit_bias.size() > static_cast<size_t>(kMaxLogitBias)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logit_bias has ", s.logit_bias.size(), " entries; at most ", kMaxLogitBias));
+  }
+  for (size_t i = 0; i < s.logit_bias.size(); ++i) {
+    const TokenBias& b = s.logit_bias[i];
+    if (b.token < 0 || b.token >= n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias token ", b.token, " is outside the vocabulary"));
+    }
+    if (i > 0 && b.token <= s.logit_bias[i - 1].token) {
+      return absl::InvalidArgumentError("logit_bias tokens must be distinct and in ascending order");
+    }
+    if (!InRange(b.bias, -kMaxLogitBiasValue, kMaxLogitBiasValue)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias of token ", b.token, " must be in [-100, 100], got ", b.bias));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -75,7 +92,7 @@ Status ValidateRequest(const GenerateRequest& request, const RequestLimits& limi
                                                    request.max_tokens, ") exceeds the context of ",
                                                    limits.max_context, " tokens"));
   }
-  BF_RETURN_IF_ERROR(ValidateStepSampling(request.sampling));
+  BF_RETURN_IF_ERROR(ValidateStepSampling(request.sampling, limits.n_vocab));
   if (request.sampling.top_logprobs > 0 && !request.sampling.logprobs && !request.prompt_logprobs) {
     return absl::InvalidArgumentError("top_logprobs needs logprobs or prompt_logprobs");
   }

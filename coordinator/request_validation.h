@@ -3,6 +3,7 @@
 // so a plan never fails because of one request's values.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 
 #include "coordinator/request.h"
@@ -17,9 +18,11 @@ struct RequestLimits {
 
 // INVALID_ARGUMENT naming the first bad field: non-finite values, temperature outside
 // [0, 100], top_k < 0, top_p outside (0, 1], min_p outside [0, 1], repeat_penalty outside
-// (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1. The ranges are
-// the workers' (worker::ValidateSamplingParams); a unit test keeps the two in step.
-Status ValidateStepSampling(const StepSampling& sampling);
+// (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1, logit_bias with
+// more than kMaxLogitBias entries, a value outside [-100, 100], a token outside [0, n_vocab) or
+// tokens not distinct and ascending. The ranges are the workers' (worker::ValidateSamplingParams);
+// a unit test keeps the two in step.
+Status ValidateStepSampling(const StepSampling& sampling, int32_t n_vocab = INT32_MAX);
 
 // INVALID_ARGUMENT for an empty prompt, a token id outside the vocabulary, max_tokens < 1,
 // prompt + max_tokens beyond the context, bad sampling values, top_logprobs without logprobs or

@@ -18,6 +18,11 @@ void ToProto(const StepSampling& s, v1::StepSampling* out) {
   out->set_seed(s.seed);
   out->set_logprobs(s.logprobs);
   out->set_top_logprobs(s.top_logprobs);
+  for (const TokenBias& b : s.logit_bias) {
+    v1::TokenBias* entry = out->add_logit_bias();
+    entry->set_token(b.token);
+    entry->set_bias(b.bias);
+  }
 }
 
 StepSampling FromProto(const v1::StepSampling& s) {
@@ -33,6 +38,7 @@ StepSampling FromProto(const v1::StepSampling& s) {
   out.seed = s.seed();
   out.logprobs = s.logprobs();
   out.top_logprobs = s.top_logprobs();
+  for (const v1::TokenBias& b : s.logit_bias()) out.logit_bias.push_back({b.token(), b.bias()});
   return out;
 }
 

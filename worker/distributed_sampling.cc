@@ -39,11 +39,15 @@ void DistributedSampler::Penalize(size_t i, const ShardedLogitsRow& row) {
   float* work = penalized_.data() + i * static_cast<size_t>(vocab_size_);
   std::copy(row.logits.begin(), row.logits.end(), work);
   const SamplingParams& p = *row.params;
+  // Same arithmetic as Sampler::ApplyPenalties, on the tokens of this slice: biases, penalties.
+  for (const LogitBias& b : p.logit_bias) {
+    const int64_t local = static_cast<int64_t>(b.token) - vocab_begin_;
+    if (local >= 0 && local < vocab_size_) work[local] += b.bias;
+  }
   const bool any_penalty = p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
   if (!any_penalty || p.penalty_last_n == 0 || row.history.empty()) return;
   size_t window = row.history.size();
   if (p.penalty_last_n > 0) window = std::min(window, static_cast<size_t>(p.penalty_last_n));
-  // Same arithmetic as Sampler::ApplyPenalties, on the tokens of this slice.
   for (int32_t token : row.history.subspan(row.history.size() - window)) {
     const int64_t local = static_cast<int64_t>(token) - vocab_begin_;
     if (local < 0 || local >= vocab_size_) continue;

@@ -13,7 +13,7 @@ bool InRange(float v, float lo, float hi) { return std::isfinite(v) && v >= lo &
 
 }  // namespace
 
-Status ValidateSamplingParams(const SamplingParams& p) {
+Status ValidateSamplingParams(const SamplingParams& p, int32_t n_vocab) {
   if (!InRange(p.temperature, 0.0f, 100.0f)) {
     return absl::InvalidArgumentError(absl::StrCat("temperature must be in [0, 100], got ", p.temperature));
   }
@@ -37,6 +37,23 @@ Status ValidateSamplingParams(const SamplingParams& p) {
   if (p.penalty_last_n < -1) {
     return absl::InvalidArgumentError(absl::StrCat("penalty_last_n must be >= -1, got ", p.penalty_last_n));
   }
+  if (p.logit_bias.size() > kMaxLogitBiasEntries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logit_bias has ", p.logit_bias.size(), " entries; at most ", kMaxLogitBiasEntries));
+  }
+  for (size_t i = 0; i < p.logit_bias.size(); ++i) {
+    const LogitBias& b = p.logit_bias[i];
+    if (b.token < 0 || b.token >= n_vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias token ", b.token, " is outside the vocabulary"));
+    }
+    if (i > 0 && b.token <= p.logit_bias[i - 1].token) {
+      return absl::InvalidArgumentError("logit_bias tokens must be distinct and in ascending order");
+    }
+    if (!InRange(b.bias, -kMaxLogitBiasMagnitude, kMaxLogitBiasMagnitude)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias of token ", b.token, " must be in [-100, 100], got ", b.bias));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -55,6 +72,9 @@ void Sampler::ApplyPenalties(std::span<const float> logits, std::span<const int3
   const size_t given = std::min(logits.size(), static_cast<size_t>(n_vocab_));
   std::copy(logits.begin(), logits.begin() + given, work_.begin());
   std::fill(work_.begin() + given, work_.end(), -INFINITY);
+  for (const LogitBias& b : params.logit_bias) {
+    if (b.token >= 0 && b.token < n_vocab_) work_[b.token] += b.bias;
+  }
   const bool any_penalty =
       params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
   if (!any_penalty || params.penalty_last_n == 0 || history.empty()) return;

@@ -1,6 +1,7 @@
 // Next-token sampling from one row of logits.
 //
 // Semantics (applied in this order, as llama.cpp's default sampler chain does):
+//  0. logit_bias: each listed token's logit += its bias (OpenAI's logit_bias).
 //  1. Penalties over the last `penalty_last_n` tokens of `history` (0: off, -1: all of it):
 //     repetition (CTRL): a seen token's logit is divided by repeat_penalty when positive and
 //     multiplied by it when negative; frequency: logit -= count * frequency_penalty;
@@ -18,6 +19,8 @@
 // state lives in the caller's Rng (one per sequence), so one Sampler serves many sequences.
 #pragma once
 
+#include <climits>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -27,6 +30,15 @@
 #include "worker/rng.h"
 
 namespace bitfleet::worker {
+
+struct LogitBias {
+  int32_t token = 0;
+  float bias = 0.0f;
+};
+
+// Bounds of SamplingParams::logit_bias (OpenAI's value range; a generous entry count).
+inline constexpr size_t kMaxLogitBiasEntries = 1024;
+inline constexpr float kMaxLogitBiasMagnitude = 100.0f;
 
 struct SamplingParams {
   float temperature = 1.0f;        // 0: greedy
@@ -38,14 +50,17 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;  // 0: off
   int32_t penalty_last_n = 64;     // history window for the penalties; 0: off, -1: all
   uint64_t seed = 0;
+  std::vector<LogitBias> logit_bias;  // distinct tokens in ascending order
 
   bool greedy() const { return temperature <= 0.0f; }
 };
 
 // INVALID_ARGUMENT naming the first bad field: non-finite values, temperature outside
 // [0, 100], top_k < 0, top_p outside (0, 1], min_p outside [0, 1], repeat_penalty outside
-// (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1.
-Status ValidateSamplingParams(const SamplingParams& params);
+// (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1, more than
+// kMaxLogitBiasEntries biases, a bias outside [-100, 100], bias tokens not distinct and ascending
+// or outside [0, n_vocab).
+Status ValidateSamplingParams(const SamplingParams& params, int32_t n_vocab = INT32_MAX);
 
 // A logit after the repetition, frequency and presence penalties for a token seen `count` (> 0)
 // times in the penalty window. The one formula of the single-rank and distributed samplers, so
@@ -74,7 +89,7 @@ class Sampler {
                                                       const SamplingParams& params);
 
  private:
-  // Copies logits into work_ and applies the penalties.
+  // Copies logits into work_ and applies the logit biases and the penalties.
   void ApplyPenalties(std::span<const float> logits, std::span<const int32_t> history, const SamplingParams& params);
   // Greedy choice over work_: the lowest id of the largest logit, NaNs skipped (kernels::ArgMax).
   int32_t ArgMax() const;

@@ -28,6 +28,8 @@ SamplingParams ToSamplingParams(const coordinator::StepSampling& s) {
   p.frequency_penalty = s.frequency_penalty;
   p.penalty_last_n = s.penalty_last_n;
   p.seed = s.seed;
+  p.logit_bias.reserve(s.logit_bias.size());
+  for (const coordinator::TokenBias& b : s.logit_bias) p.logit_bias.push_back({b.token, b.bias});
   return p;
 }
 
@@ -61,7 +63,7 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
       }
     }
     if (!seq.sample) continue;
-    const Status valid = ValidateSamplingParams(ToSamplingParams(seq.sampling));
+    const Status valid = ValidateSamplingParams(ToSamplingParams(seq.sampling), runner_.n_vocab());
     if (!valid.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));

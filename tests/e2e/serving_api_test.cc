@@ -268,6 +268,44 @@ TEST_P(ServeApiTest, LogprobsAreTheModelsLogSoftmax) {
   EXPECT_EQ(without, 0);
 }
 
+// logit_bias reaches the sampler on every rank (vocab-parallel sampling at TP 2): banning the
+// greedy first token gives the runner-up, boosting a token makes it the answer, and the reported
+// log probabilities stay the model's own.
+TEST_P(ServeApiTest, LogitBiasBansAndForcesTokens) {
+  const std::vector<int32_t> prompt = {1, 5, 9, 2};
+  v1::GenerateRequest request = GreedyRequest(prompt, 1);
+  request.set_logprobs(true);
+  request.set_top_logprobs(2);
+  const GenerateOutcome plain = client().Generate(request, 30s);
+  ASSERT_TRUE(plain.status.ok()) << plain.status.error_message();
+  ASSERT_EQ(plain.tokens.size(), 1u);
+  std::vector<v1::TokenLogprobs> top;
+  auto collect = [&](const v1::GenerateResponse& m) {
+    top.insert(top.end(), m.logprobs().begin(), m.logprobs().end());
+    return true;
+  };
+  (*request.mutable_sampling()->mutable_logit_bias())[plain.tokens[0]] = -100.0f;
+  const GenerateOutcome banned = client().Generate(request, 30s, collect);
+  ASSERT_TRUE(banned.status.ok()) << banned.status.error_message();
+  ASSERT_EQ(top.size(), 1u);
+  ASSERT_EQ(top[0].top_size(), 2);
+  EXPECT_EQ(top[0].top(0).token_id(), plain.tokens[0]) << "logprobs are the model's, before the bias";
+  EXPECT_EQ(banned.tokens.at(0), top[0].top(1).token_id()) << "the runner-up";
+
+  request.mutable_sampling()->clear_logit_bias();
+  const int32_t forced = 7 == plain.tokens[0] ? 8 : 7;
+  (*request.mutable_sampling()->mutable_logit_bias())[forced] = 100.0f;
+  request.set_max_tokens(4);
+  const GenerateOutcome boosted = client().Generate(request, 30s);
+  ASSERT_TRUE(boosted.status.ok()) << boosted.status.error_message();
+  EXPECT_EQ(boosted.tokens, std::vector<int32_t>(4, forced));
+
+  (*request.mutable_sampling()->mutable_logit_bias())[1 << 20] = 1.0f;
+  const GenerateOutcome refused = client().Generate(request, 30s);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.status.error_message().find("logit_bias token"), std::string::npos);
+}
+
 // prompt_logprobs: every prompt token after the first, in the first message, with the value the
 // model gives it after the tokens before it (computed here one token at a time, while the server
 // scores the prompt in chunks of its logit rows), even when the prompt is in the prefix cache.

@@ -17,6 +17,7 @@ Usage: serving_openai_test.py (BITFLEET_BIN in the environment).
 """
 import concurrent.futures
 import glob
+import json
 import os
 import re
 import shutil
@@ -202,6 +203,32 @@ def run(binary, work):
             continuation = zip(elp.top_logprobs[n_prompt:], elp.token_logprobs[n_prompt:])
             check(all(max(top.values()) == v for top, v in continuation),
                   "a greedy continuation token is not the most likely one")
+
+        # logit_bias: +100 forces a token (the answer is its text repeated, by the server's own
+        # /detokenize); -100 on the greedy first token makes the runner-up of its top_logprobs
+        # come first, while the reported log probabilities stay the model's.
+        auth = {"Content-Type": "application/json", "Authorization": f"Bearer {client.api_key}"}
+        detokenize = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/detokenize",
+                                            data=json.dumps({"tokens": [300] * 4}).encode(),
+                                            headers=auth)
+        want = json.loads(urllib.request.urlopen(detokenize, timeout=10).read())["prompt"]
+        forced = complete("Hello world", max_tokens=4, logit_bias={"300": 100})
+        check(forced.choices[0].text == want, f"logit_bias +100 on 300 gave {forced.choices[0].text!r}, not {want!r}")
+        first = complete("Hello world", max_tokens=1, logprobs=2).choices[0].logprobs
+        tokenized = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/tokenize",
+                                           data=json.dumps({"prompt": "Hello world" + first.tokens[0],
+                                                            "add_special_tokens": False}).encode(),
+                                           headers=auth)
+        greedy_id = json.loads(urllib.request.urlopen(tokenized, timeout=10).read())["tokens"][-1]
+        banned = complete("Hello world", max_tokens=1, logprobs=2, logit_bias={str(greedy_id): -100})
+        runner_up = sorted(first.top_logprobs[0].items(), key=lambda kv: -kv[1])[1][0]
+        check(banned.choices[0].text == runner_up,
+              f"greedy {first.tokens[0]!r} (id {greedy_id}) banned gave {banned.choices[0].text!r}, not {runner_up!r}")
+        try:
+            complete("Hello world", logit_bias={"5": 101})
+            check(False, "logit_bias 101 was accepted")
+        except openai.BadRequestError as e:
+            check("logit_bias" in str(e), f"logit_bias 101: {e}")
 
         # n choices of one seed: choice j samples with seed + j (as a lone request with that seed
         # does), so they differ; a batch of prompts answers each as it is answered alone.

@@ -23,6 +23,7 @@
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
 #include "tools/commands/grpc_client.h"
+#include "tools/commands/logit_bias_flag.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -47,6 +48,7 @@ struct GenerateFlags {
   double timeout_s = 0;
   double wait_ready_s = 0;
   ClientSecurity security;
+  std::vector<std::string> logit_bias;  // --logit-bias entries
   // Which sampling flags were given (the others take the server's defaults).
   std::vector<std::pair<CLI::Option*, std::function<void(v1::SamplingParams*)>>> sampling_options;
 };
@@ -91,6 +93,8 @@ Status Generate(const GenerateFlags& flags) {
     request.set_prompt(flags.prompt);
   }
   request.set_max_tokens(flags.max_tokens);
+  BF_ASSIGN_OR_RETURN(auto biases, ParseLogitBias(flags.logit_bias));
+  for (const auto& [token, bias] : biases) (*request.mutable_sampling()->mutable_logit_bias())[token] = bias;
   for (const auto& [option, apply] : flags.sampling_options) {
     if (option->count() > 0) apply(request.mutable_sampling());
   }
@@ -190,6 +194,7 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
               &v1::SamplingParams::set_penalty_last_n);
   AddSampling(*cmd, f, "-s,--seed", &f.seed, "Sampling seed (default: chosen by the server)",
               &v1::SamplingParams::set_seed);
+  AddLogitBiasFlag(*cmd, &flags->logit_bias);
   cmd->add_option("--stop", flags->stop, "Stop string (repeatable); not included in the output");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
   auto* tokens = cmd->add_flag("--tokens", flags->tokens, "Print the generated token ids instead of the text");

@@ -15,6 +15,7 @@
 #include "model/tokenizer/incremental_decoder.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
+#include "tools/commands/logit_bias_flag.h"
 #include "worker/distributed_sampling.h"
 #include "worker/sampler.h"
 #include "worker/sequence_session.h"
@@ -33,6 +34,7 @@ struct RunFlags {
   bool echo = false;
   bool ignore_eos = false;
   worker::SamplingParams sampling;
+  std::vector<std::string> logit_bias;  // --logit-bias entries
   PlacementFlags placement;
 };
 
@@ -63,8 +65,10 @@ StatusOr<std::vector<int32_t>> EncodePrompt(const RunFlags& flags, const LoadedM
   return ids;
 }
 
-Status Run(const RunFlags& flags) {
+Status Run(RunFlags flags) {
   auto log = Logger("run");
+  BF_ASSIGN_OR_RETURN(auto biases, ParseLogitBias(flags.logit_bias));
+  for (const auto& [token, bias] : biases) flags.sampling.logit_bias.push_back({token, bias});
   BF_RETURN_IF_ERROR(worker::ValidateSamplingParams(flags.sampling));
   if (flags.n_predict < 0) return absl::InvalidArgumentError("-n must be >= 0");
   worker::RunnerOptions options;
@@ -88,6 +92,7 @@ Status Run(const RunFlags& flags) {
   const bool primary = IsPrimaryRank();
   cache::BlockPool pool(runner.kv_blocks());
   worker::SequenceSession session(runner, pool);
+  BF_RETURN_IF_ERROR(worker::ValidateSamplingParams(flags.sampling, runner.n_vocab()));
   worker::Sampler sampler(runner.n_vocab());
   // Under TP each rank holds its vocabulary slice of the logits: sample collectively. Every
   // rank seeds the same Rng, so all draw the same numbers and pick the same tokens.
@@ -193,6 +198,7 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("--repeat-last-n", flags->sampling.penalty_last_n, "Penalty window in tokens (0: off, -1: all)")
       ->capture_default_str();
   cmd->add_option("-s,--seed", flags->sampling.seed, "Sampling seed (same seed, same text)")->capture_default_str();
+  AddLogitBiasFlag(*cmd, &flags->logit_bias);
   cmd->add_option("-t,--threads", flags->threads, "Threads (default: all hardware threads)");
   cmd->add_option("-c,--ctx", flags->ctx, "Context length in tokens (default: the model's)");
   cmd->add_flag("--echo", flags->echo, "Print the prompt before the completion");

@@ -450,6 +450,7 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   seq.sampling.seed = 123456789012345ull;
   seq.sampling.logprobs = true;
   seq.sampling.top_logprobs = 5;
+  seq.sampling.logit_bias = {{3, -100.0f}, {70000, 2.5f}};
   seq.history = {8, 9};
   seq.sample_index = 17;
   seq.score_tokens = {6};
@@ -479,6 +480,7 @@ TEST(StepCodecTest, PlansAndResultsSurviveTheWire) {
   EXPECT_EQ(b.sampling.seed, 123456789012345ull);
   EXPECT_TRUE(b.sampling.logprobs);
   EXPECT_EQ(b.sampling.top_logprobs, 5);
+  EXPECT_EQ(b.sampling.logit_bias, seq.sampling.logit_bias);
   EXPECT_EQ(b.history, seq.history);
   EXPECT_EQ(b.sample_index, 17u);
   EXPECT_EQ(b.score_tokens, seq.score_tokens);

@@ -77,6 +77,29 @@ TEST_F(ApiRequestTest, ExplicitSamplingValuesWin) {
   EXPECT_EQ(parsed->request.prompt, (std::vector<int32_t>{1, 5}));
 }
 
+TEST_F(ApiRequestTest, LogitBiasComesInTokenOrderAndWithinTheVocabulary) {
+  v1::GenerateRequest r = Tokens({1, 5});
+  auto& bias = *r.mutable_sampling()->mutable_logit_bias();
+  for (int32_t token : {9, 2, 7, 0}) bias[token] = static_cast<float>(token) - 4.0f;
+  auto parsed = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 42);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const std::vector<TokenBias> want = {{0, -4.0f}, {2, -2.0f}, {7, 3.0f}, {9, 5.0f}};
+  EXPECT_EQ(parsed->request.sampling.logit_bias, want);
+
+  v1::GenerateRequest outside = Tokens({1});
+  (*outside.mutable_sampling()->mutable_logit_bias())[limits_.n_vocab] = 1.0f;
+  ExpectError(outside, absl::StatusCode::kInvalidArgument, "logit_bias token");
+  v1::GenerateRequest negative = Tokens({1});
+  (*negative.mutable_sampling()->mutable_logit_bias())[-3] = 1.0f;
+  ExpectError(negative, absl::StatusCode::kInvalidArgument, "logit_bias token -3");
+  v1::GenerateRequest too_big = Tokens({1});
+  (*too_big.mutable_sampling()->mutable_logit_bias())[4] = 100.5f;
+  ExpectError(too_big, absl::StatusCode::kInvalidArgument, "must be in [-100, 100]");
+  v1::GenerateRequest too_many = Tokens({1});
+  for (int32_t t = 0; t <= kMaxLogitBias; ++t) (*too_many.mutable_sampling()->mutable_logit_bias())[t] = 1.0f;
+  ExpectError(too_many, absl::StatusCode::kInvalidArgument, "at most 1024");
+}
+
 TEST_F(ApiRequestTest, ZeroMaxTokensMeansTheRestOfTheContext) {
   auto parsed = ParseGenerateRequest(Tokens({1, 5, 6}, 0), limits_, *tokenizer_, nullptr, 1);
   ASSERT_TRUE(parsed.ok()) << parsed.status();

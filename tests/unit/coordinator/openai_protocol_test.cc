@@ -114,6 +114,27 @@ TEST(OpenAiRequestTest, SamplingFieldsMapOntoTheServersOwn) {
   EXPECT_EQ(nulls->generate().max_tokens(), 16u);
 }
 
+TEST(OpenAiRequestTest, LogitBiasMapsTokenIdsToBiases) {
+  auto parsed = Completion(R"({"prompt": "x", "logit_bias": {"50256": -100, "7": 2.5, "0": 100}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const auto& bias = parsed->generate().sampling().logit_bias();
+  ASSERT_EQ(bias.size(), 3u);
+  EXPECT_EQ(bias.at(50256), -100.0f);
+  EXPECT_EQ(bias.at(7), 2.5f);
+  EXPECT_EQ(bias.at(0), 100.0f);
+  EXPECT_TRUE(Chat(R"({"messages": [], "logit_bias": {"12": -1}})").ok());
+  EXPECT_TRUE(Completion(R"({"prompt": "x", "logit_bias": null})").ok());
+  EXPECT_TRUE(Completion(R"({"prompt": "x", "logit_bias": {}})").ok());
+  // Ranges and the vocabulary are the request validation's (ApiRequestTest); the shape is here.
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"a": 1}})"), "key 'a' is not a token id");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5 ": 1}})"), "key '5 ' is not a token id");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"99999999999": 1}})"), "is not a token id");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": "up"}})"), "value of token 5 must be a number");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": 1e39}})"), "value of token 5 is out of range");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": 1, "05": 2}})"), "token 5 is given twice");
+  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": [5]})"), "'logit_bias' must be an object");
+}
+
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
   // Past float's range (a double converted to float would be undefined behaviour).
@@ -154,7 +175,6 @@ TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
   ExpectRefused(Chat(R"({"messages": [], "echo": true})"), "'echo'");  // completions echo
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
-  ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": {"5": 100}})"), "'logit_bias'");
   ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
   ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_object"}})"), "'response_format'");
   // Their no-op values are fine.

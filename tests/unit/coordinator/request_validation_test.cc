@@ -42,6 +42,16 @@ TEST(RequestValidationTest, SamplingRangesMatchTheWorkers) {
     }
   }
   EXPECT_GT(checked, 100);
+
+  const std::vector<std::vector<TokenBias>> biases = {
+      {}, {{0, -100.0f}}, {{5, 100.0f}, {6, 0.0f}}, {{5, 100.01f}}, {{5, -inf}}, {{5, nan}}, {{-1, 1.0f}},
+      {{4, 1.0f}, {4, 2.0f}}, {{4, 1.0f}, {3, 2.0f}}, std::vector<TokenBias>(kMaxLogitBias + 1)};
+  for (size_t i = 0; i < biases.size(); ++i) {
+    StepSampling s;
+    s.logit_bias = biases[i];
+    EXPECT_EQ(ValidateStepSampling(s).ok(), worker::ValidateSamplingParams(worker::ToSamplingParams(s)).ok())
+        << "logit_bias case " << i;
+  }
 }
 
 TEST(RequestValidationTest, RejectsMalformedRequests) {

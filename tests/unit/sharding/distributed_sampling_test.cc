@@ -59,6 +59,15 @@ std::vector<SamplingParams> ParamSets() {
   sets.push_back(p);
   p.top_k = 0;  // penalties with top-p
   sets.push_back(p);
+  // logit_bias on tokens of every slice (ids 0, 333, 500, 999): a ban, a boost, small nudges.
+  for (float temperature : {0.0f, 0.9f}) {
+    p = SamplingParams{};
+    p.temperature = temperature;
+    p.top_k = temperature > 0 ? 20 : 0;
+    p.repeat_penalty = 1.2f;
+    p.logit_bias = {{0, 3.0f}, {333, -100.0f}, {500, 7.5f}, {999, 0.5f}};
+    sets.push_back(p);
+  }
   return sets;
 }
 

@@ -57,6 +57,51 @@ TEST(SamplerTest, ValidationNamesTheBadField) {
   EXPECT_FALSE(bad([](SamplingParams& p) { p.penalty_last_n = -2; }).ok());
   const Status s = bad([](SamplingParams& p) { p.top_p = 2; });
   EXPECT_NE(std::string(s.message()).find("top_p"), std::string::npos);
+
+  EXPECT_TRUE(bad([](SamplingParams& p) { p.logit_bias = {{0, -100.0f}, {7, 100.0f}}; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{3, 100.5f}}; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{3, NAN}}; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{5, 1.0f}, {5, 2.0f}}; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{6, 1.0f}, {5, 2.0f}}; }).ok());
+  EXPECT_FALSE(bad([](SamplingParams& p) {
+                 for (size_t t = 0; t <= kMaxLogitBiasEntries; ++t) p.logit_bias.push_back({static_cast<int32_t>(t), 1});
+               }).ok());
+  SamplingParams in_vocab;
+  in_vocab.logit_bias = {{9, 1.0f}};
+  EXPECT_TRUE(ValidateSamplingParams(in_vocab, 10).ok());
+  EXPECT_FALSE(ValidateSamplingParams(in_vocab, 9).ok());
+}
+
+// logit_bias adds to the logits before everything else: Sample and Distribution with a bias are
+// exactly those of the biased row without one, in every mode and with penalties.
+TEST(SamplerTest, LogitBiasIsAddedToTheLogitsFirst) {
+  Sampler sampler(6);
+  const std::vector<float> logits = {0.5f, 3.0f, -1.0f, 2.0f, 1.0f, 2.9f};
+  SamplingParams biased = Neutral(0.0f);
+  biased.logit_bias = {{1, -100.0f}, {2, 2.5f}, {4, 0.25f}};
+  std::vector<float> by_hand = logits;
+  by_hand[1] -= 100.0f;
+  by_hand[2] += 2.5f;
+  by_hand[4] += 0.25f;
+  SamplingParams plain = biased;
+  plain.logit_bias.clear();
+  Rng rng(0);
+  EXPECT_EQ(sampler.Sample(logits, {}, plain, rng), 1);
+  EXPECT_EQ(sampler.Sample(logits, {}, biased, rng), 5) << "the banned best token gives way to the next";
+  for (float temperature : {0.7f, 1.0f}) {
+    for (int top_k : {0, 3}) {
+      biased.temperature = plain.temperature = temperature;
+      biased.top_k = plain.top_k = top_k;
+      biased.repeat_penalty = plain.repeat_penalty = 1.5f;
+      const std::vector<int32_t> history = {2, 3};
+      EXPECT_EQ(sampler.Distribution(logits, history, biased), sampler.Distribution(by_hand, history, plain));
+      Rng a(11), b(11);
+      for (int i = 0; i < 20; ++i) {
+        EXPECT_EQ(sampler.Sample(logits, history, biased, a), sampler.Sample(by_hand, history, plain, b));
+      }
+    }
+  }
 }
 
 TEST(SamplerTest, GreedyTakesTheHighestLogitAndTheLowestIdOnTies) {
