@@ -96,20 +96,22 @@ Status MpiCommunicator::Wait(void* request_ptr, const char* what) {
   const auto deadline = start + timeout_;
   int done = 0;
   // Spin briefly for latency, then back off to yields and short sleeps so a waiting rank does
-  // not starve a peer that shares its core.
+  // not starve a peer that shares its core. The deadline is checked at every poll: an
+  // oversubscribed Open MPI yields inside MPI_Test, and on a loaded machine the first 20000
+  // polls could outlast the timeout (a hung peer then went unnoticed).
   for (int polls = 0;; ++polls) {
     int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) return MpiError(rc, what);
     if (done) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      g_group_broken.store(true);
+      return absl::DeadlineExceededError(absl::StrCat("rank ", rank_, ": ", what, " did not complete within ",
+                                                      timeout_.count(), " ms (a peer rank died, hung or is unreachable)"));
+    }
     if (polls < 1000) continue;
     if (polls < 20000) {
       std::this_thread::yield();
     } else {
-      if (std::chrono::steady_clock::now() > deadline) {
-        g_group_broken.store(true);
-        return absl::DeadlineExceededError(absl::StrCat("rank ", rank_, ": ", what, " did not complete within ",
-                                                        timeout_.count(), " ms (a peer rank died, hung or is unreachable)"));
-      }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
