@@ -126,6 +126,24 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
                                                    " tokens"));
   }
   request.ignore_eos = in.ignore_eos();
+  switch (in.response_format()) {
+    case v1::RESPONSE_FORMAT_TEXT:
+      break;
+    case v1::RESPONSE_FORMAT_JSON_OBJECT:
+      if (limits.json_vocabulary == nullptr) {
+        return absl::UnimplementedError("response_format JSON_OBJECT is not available on this server");
+      }
+      if (request.ignore_eos) {
+        return absl::InvalidArgumentError("response_format JSON_OBJECT ends with end-of-generation: not with ignore_eos");
+      }
+      request.constraint = std::make_shared<JsonConstraint>(limits.json_vocabulary);
+      if (MaskEmpty(request.constraint->AllowedTokens())) {
+        return absl::FailedPreconditionError("no token of this model's vocabulary can start a JSON object");
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown response_format ", static_cast<int>(in.response_format())));
+  }
   out.stop.assign(in.stop().begin(), in.stop().end());
   return out;
 }

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -22,6 +23,7 @@
 
 #include "bitfleet/v1/inference.pb.h"
 #include "coordinator/chat_prompt.h"
+#include "coordinator/json_constraint.h"
 #include "coordinator/request.h"
 #include "core/status.h"
 #include "model/tokenizer/tokenizer.h"
@@ -35,6 +37,8 @@ struct ApiLimits {
   size_t max_prompt_bytes = size_t{1} << 20;
   int max_stop_strings = 8;
   size_t max_stop_bytes = 256;
+  // The vocabulary response_format JSON_OBJECT masks with; null: such requests are refused.
+  std::shared_ptr<JsonVocabulary> json_vocabulary;
 };
 
 struct ParsedGenerate {

@@ -69,6 +69,9 @@ struct SequencePlan {
   // tokens.size() entries; a plan with any makes the step return one logit row per token of this
   // sequence, and such rows count against max_logit_rows() with one row per other sequence.
   std::vector<int32_t> score_tokens;
+  // Constrained decoding: the tokens the sample may take, one bit each (bit t % 64 of word
+  // t / 64, (n_vocab + 63) / 64 words, at least one set); empty: any token.
+  std::vector<uint64_t> allowed_tokens;
 };
 
 struct StepPlan {

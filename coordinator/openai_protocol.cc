@@ -96,6 +96,22 @@ Status ReadLogitBias(const Json& body, v1::SamplingParams& sampling) {
   return absl::OkStatus();
 }
 
+// response_format: {"type": "text"} (the default) or {"type": "json_object"}.
+Status ReadResponseFormat(const Json& body, v1::GenerateRequest& out) {
+  const Json* format = Find(body, "response_format");
+  if (format == nullptr) return absl::OkStatus();
+  const Json* type = format->is_object() ? Find(*format, "type") : nullptr;
+  if (type == nullptr || !type->is_string()) return FieldError("response_format", "must be an object with a 'type'");
+  const std::string name = type->get<std::string>();
+  if (name == "text") return absl::OkStatus();
+  if (name == "json_object") {
+    out.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
+    return absl::OkStatus();
+  }
+  if (name == "json_schema") return FieldError("response_format", "json_schema is not supported (json_object is)");
+  return FieldError("response_format", absl::StrCat("type '", name, "' is not one of text, json_object"));
+}
+
 Status ReadSampling(const Json& body, v1::GenerateRequest& out) {
   v1::SamplingParams& sampling = *out.mutable_sampling();
   BF_RETURN_IF_ERROR(CopyFloat(body, "temperature", [&](float v) { sampling.set_temperature(v); }));
@@ -264,7 +280,6 @@ Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
     BF_RETURN_IF_ERROR(Unsupported(body, "tools", Json::array(), "no tool calls"));
     BF_RETURN_IF_ERROR(Unsupported(body, "functions", Json::array(), "no tool calls"));
     BF_RETURN_IF_ERROR(Unsupported(body, "tool_choice", "none", "no tool calls"));
-    BF_RETURN_IF_ERROR(Unsupported(body, "response_format", Json{{"type", "text"}}, "text only"));
   }
   return absl::OkStatus();
 }
@@ -493,6 +508,7 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
     // Unset: 0, the rest of the context.
   }
   BF_RETURN_IF_ERROR(ReadSampling(json, generate));
+  BF_RETURN_IF_ERROR(ReadResponseFormat(json, generate));
   BF_RETURN_IF_ERROR(ReadStop(json, generate));
   BF_RETURN_IF_ERROR(ReadLogprobs(endpoint, json, generate));
   if (out.echo && generate.logprobs()) {

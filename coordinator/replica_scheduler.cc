@@ -262,6 +262,7 @@ SequencePlan ReplicaScheduler::MakeSequencePlan(const Scheduled& entry) const {
     const int32_t window = seq.sampling.penalty_last_n < 0 ? before : std::min(before, seq.sampling.penalty_last_n);
     plan.history.assign(seq.tokens.begin() + (before - window), seq.tokens.begin() + before);
   }
+  if (plan.sample && seq.constraint != nullptr) plan.allowed_tokens = seq.constraint->AllowedTokens();
   const auto scored = seq.tokens.begin() + seq.num_computed + 1;
   plan.score_tokens.assign(scored, scored + entry.n_scored);
   return plan;
@@ -411,13 +412,30 @@ bool ReplicaScheduler::ScoresInFlight(const Sequence& seq) const {
 
 void ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled) {
   const int32_t token = sampled.token;
+  if (seq->constraint != nullptr && !seq->constraint->Accept(token)) {
+    Finish(seq, FinishReason::kError,
+           absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", token,
+                                            ", which the request's response format does not allow")));
+    return;
+  }
   if (!seq->ignore_eos && end_of_generation_.contains(token)) {
     Finish(seq, FinishReason::kStop, absl::OkStatus());
     return;
   }
   seq->tokens.push_back(token);
   observer_.OnToken(*seq, sampled);
-  if (seq->generated() >= seq->max_tokens) Finish(seq, FinishReason::kLength, absl::OkStatus());
+  if (seq->generated() >= seq->max_tokens) {
+    Finish(seq, FinishReason::kLength, absl::OkStatus());
+  } else if (seq->constraint != nullptr && MaskEmpty(seq->constraint->AllowedTokens())) {
+    // No token may follow: a whole output ends as if the model had stopped; otherwise the
+    // vocabulary cannot spell what the format needs next.
+    if (seq->constraint->Complete()) {
+      Finish(seq, FinishReason::kStop, absl::OkStatus());
+    } else {
+      Finish(seq, FinishReason::kError,
+             absl::FailedPreconditionError("no token of the vocabulary continues the response format here"));
+    }
+  }
 }
 
 void ReplicaScheduler::Finish(Sequence* seq, FinishReason reason, Status status) {

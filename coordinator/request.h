@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "coordinator/executor.h"
+#include "coordinator/output_constraint.h"
 #include "core/status.h"
 
 namespace bitfleet::coordinator {
@@ -79,8 +80,11 @@ struct GenerateRequest {
   bool ignore_eos = false;       // keep generating after an end-of-generation token
   // Report the log probability of every prompt token after the first, with
   // sampling.top_logprobs alternatives (kPromptLogprobs events). Those need the logits at every
-  // prompt position, so the prompt is computed in full, not taken from the prefix cache.
+  // prompt position: the prefix cache's KV is shared only as far as the prompt score cache holds
+  // their values (docs/scheduler.md).
   bool prompt_logprobs = false;
+  // What the output may be (response_format json_object); null: anything. Not with ignore_eos.
+  std::shared_ptr<OutputConstraint> constraint;
   // Prefix-sharing domain, derived server-side from the authenticated identity (DESIGN.md §6):
   // only requests with equal salts share cached KV blocks.
   std::string tenant_salt;

@@ -96,6 +96,9 @@ Status ValidateRequest(const GenerateRequest& request, const RequestLimits& limi
   if (request.sampling.top_logprobs > 0 && !request.sampling.logprobs && !request.prompt_logprobs) {
     return absl::InvalidArgumentError("top_logprobs needs logprobs or prompt_logprobs");
   }
+  if (request.constraint != nullptr && request.ignore_eos) {
+    return absl::InvalidArgumentError("a response format needs the end-of-generation token: not with ignore_eos");
+  }
   if (!request.sink) return absl::InvalidArgumentError("request without a sink");
   return absl::OkStatus();
 }

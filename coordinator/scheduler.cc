@@ -80,6 +80,7 @@ StatusOr<RequestId> Scheduler::Submit(GenerateRequest request) {
   seq->max_tokens = request.max_tokens;
   seq->ignore_eos = request.ignore_eos;
   seq->prompt_logprobs = request.prompt_logprobs;
+  seq->constraint = std::move(request.constraint);
   seq->deadline = request.deadline;
   seq->tenant_id = std::move(request.tenant_id);
   seq->request_id = std::move(request.request_id);

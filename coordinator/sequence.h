@@ -43,6 +43,7 @@ struct Sequence {
   // Reported scores of the prompt tokens of the block that token prompt_scored is in, gathered
   // for the PromptScoreCache until the block is whole (they may come over several chunks).
   std::vector<ScoredToken> block_scores;
+  std::shared_ptr<OutputConstraint> constraint;  // null: unconstrained output
 
   int replica = -1;
   bool admitted_once = false;

@@ -56,6 +56,7 @@ void ToProto(const StepPlan& plan, v1::StepPlan* out) {
     p->mutable_block_table()->Add(seq.block_table.begin(), seq.block_table.end());
     p->set_sample(seq.sample);
     ToProto(seq.sampling, p->mutable_sampling());
+    p->mutable_allowed_tokens()->Add(seq.allowed_tokens.begin(), seq.allowed_tokens.end());
     p->mutable_history()->Add(seq.history.begin(), seq.history.end());
     p->set_sample_index(seq.sample_index);
     p->mutable_score_tokens()->Add(seq.score_tokens.begin(), seq.score_tokens.end());
@@ -75,6 +76,7 @@ StepPlan FromProto(const v1::StepPlan& plan) {
     seq.block_table.assign(p.block_table().begin(), p.block_table().end());
     seq.sample = p.sample();
     seq.sampling = FromProto(p.sampling());
+    seq.allowed_tokens.assign(p.allowed_tokens().begin(), p.allowed_tokens().end());
     seq.history.assign(p.history().begin(), p.history().end());
     seq.sample_index = p.sample_index();
     seq.score_tokens.assign(p.score_tokens().begin(), p.score_tokens().end());

@@ -44,6 +44,14 @@ void DistributedSampler::Penalize(size_t i, const ShardedLogitsRow& row) {
     const int64_t local = static_cast<int64_t>(b.token) - vocab_begin_;
     if (local >= 0 && local < vocab_size_) work[local] += b.bias;
   }
+  if (!p.allowed_tokens.empty()) {
+    for (int64_t local = 0; local < vocab_size_; ++local) {
+      const uint64_t t = static_cast<uint64_t>(vocab_begin_ + local);
+      if (t / 64 >= p.allowed_tokens.size() || (p.allowed_tokens[t / 64] >> (t % 64) & 1) == 0) {
+        work[local] = -INFINITY;
+      }
+    }
+  }
   const bool any_penalty = p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
   if (!any_penalty || p.penalty_last_n == 0 || row.history.empty()) return;
   size_t window = row.history.size();
@@ -89,7 +97,10 @@ int32_t DistributedSampler::DrawFromPrefix(size_t n, const SamplingParams& param
     cumulative += probs_[j];
     if (u < cumulative) return merged_[j].id;
   }
-  return merged_[n - 1].id;
+  // As Sampler: rounding left u above the total, the last candidate with any probability.
+  size_t last = n - 1;
+  while (last > 0 && !(probs_[last] > 0.0f)) --last;
+  return merged_[last].id;
 }
 
 void DistributedSampler::Resolve(size_t i, const ShardedLogitsRow& row, RowState& state, size_t row_offset,
@@ -125,7 +136,7 @@ void DistributedSampler::Resolve(size_t i, const ShardedLogitsRow& row, RowState
     int owner = -1;
     double before = 0.0;
     for (int r = 0; r < ranks; ++r) {
-      if (mass[r] == 0.0 && header(r).local_size == 0) continue;
+      if (!(mass[r] > 0.0)) continue;  // an empty slice, or one whose tokens are all masked
       const double next = before + mass[r] * inv_sum;
       owner = r;
       if (u < next) break;
@@ -136,14 +147,21 @@ void DistributedSampler::Resolve(size_t i, const ShardedLogitsRow& row, RowState
     if (owner != comm_.rank()) return;
     const float* w = Penalized(i);
     double cumulative = before;
-    state.token = vocab_begin_ + vocab_size_ - 1;  // rounding left u above the total: the last
+    // Rounding left u above the total: the last token with any probability, else (every one
+    // underflowed) the slice's best, which has a finite logit since its mass is not 0.
+    int32_t fallback = -1;
+    int32_t best = 0;
     for (int32_t j = 0; j < vocab_size_; ++j) {
-      cumulative += static_cast<float>(std::exp((w[j] - gmax) * inv_temp)) * inv_sum;
+      if (w[j] > w[best]) best = j;
+      const float p = static_cast<float>(std::exp((w[j] - gmax) * inv_temp)) * inv_sum;
+      if (p > 0.0f) fallback = j;
+      cumulative += p;
       if (u < cumulative) {
         state.token = vocab_begin_ + j;
-        break;
+        return;
       }
     }
+    state.token = vocab_begin_ + (fallback >= 0 ? fallback : best);
     return;
   }
 
@@ -288,7 +306,9 @@ Status DistributedSampler::SampleBatch(std::span<const ShardedLogitsRow> rows, s
       RowHeader h{-INFINITY, 0, 0, vocab_size_, 0.0};
       for (int32_t j = 0; j < vocab_size_; ++j) h.max = std::max(h.max, w[j]);
       const SamplingParams& p = *rows[i].params;
-      if (vocab_size_ > 0 && (s.mode == Mode::kFull || (s.mode == Mode::kPrefix && p.top_p < 1.0f))) {
+      // A slice whose tokens are all masked (-inf) has no mass (exp(-inf - -inf) would be NaN).
+      if (vocab_size_ > 0 && h.max > -INFINITY &&
+          (s.mode == Mode::kFull || (s.mode == Mode::kPrefix && p.top_p < 1.0f))) {
         // Softmax mass of the slice relative to its own max (tempered for kFull), rescaled to
         // the global max by the receivers.
         const float inv_temp = s.mode == Mode::kFull ? 1.0f / p.temperature : 1.0f;

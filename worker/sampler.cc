@@ -41,6 +41,17 @@ Status ValidateSamplingParams(const SamplingParams& p, int32_t n_vocab) {
     return absl::InvalidArgumentError(
         absl::StrCat("logit_bias has ", p.logit_bias.size(), " entries; at most ", kMaxLogitBiasEntries));
   }
+  if (!p.allowed_tokens.empty()) {
+    const size_t words = (static_cast<size_t>(n_vocab) + 63) / 64;
+    if (n_vocab != INT32_MAX && p.allowed_tokens.size() != words) {
+      return absl::InvalidArgumentError(absl::StrCat("allowed_tokens has ", p.allowed_tokens.size(),
+                                                     " words; the vocabulary of ", n_vocab, " needs ", words));
+    }
+    const int64_t bits = std::min<int64_t>(n_vocab, static_cast<int64_t>(p.allowed_tokens.size()) * 64);
+    bool any = false;
+    for (int64_t t = 0; t < bits && !any; ++t) any = (p.allowed_tokens[t / 64] >> (t % 64) & 1) != 0;
+    if (!any) return absl::InvalidArgumentError("allowed_tokens allows no token");
+  }
   for (size_t i = 0; i < p.logit_bias.size(); ++i) {
     const LogitBias& b = p.logit_bias[i];
     if (b.token < 0 || b.token >= n_vocab) {
@@ -74,6 +85,14 @@ void Sampler::ApplyPenalties(std::span<const float> logits, std::span<const int3
   std::fill(work_.begin() + given, work_.end(), -INFINITY);
   for (const LogitBias& b : params.logit_bias) {
     if (b.token >= 0 && b.token < n_vocab_) work_[b.token] += b.bias;
+  }
+  if (!params.allowed_tokens.empty()) {
+    for (int32_t t = 0; t < n_vocab_; ++t) {
+      const size_t word = static_cast<size_t>(t) / 64;
+      if (word >= params.allowed_tokens.size() || (params.allowed_tokens[word] >> (t % 64) & 1) == 0) {
+        work_[t] = -INFINITY;
+      }
+    }
   }
   const bool any_penalty =
       params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
@@ -161,7 +180,11 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
     cumulative += probs_[i];
     if (u < cumulative) return candidates_[i];
   }
-  return candidates_[n_candidates_ - 1];  // rounding left u above the total: take the last
+  // Rounding left u above the total: the last candidate that has any probability (a masked or
+  // -inf token never is one; the best candidate always has some).
+  size_t last = n_candidates_ - 1;
+  while (last > 0 && !(probs_[last] > 0.0f)) --last;
+  return candidates_[last];
 }
 
 std::vector<std::pair<int32_t, float>> Sampler::Distribution(std::span<const float> logits,

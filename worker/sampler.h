@@ -1,7 +1,8 @@
 // Next-token sampling from one row of logits.
 //
 // Semantics (applied in this order, as llama.cpp's default sampler chain does):
-//  0. logit_bias: each listed token's logit += its bias (OpenAI's logit_bias).
+//  0. logit_bias: each listed token's logit += its bias (OpenAI's logit_bias); then tokens outside
+//     allowed_tokens (constrained decoding, when given) get -inf.
 //  1. Penalties over the last `penalty_last_n` tokens of `history` (0: off, -1: all of it):
 //     repetition (CTRL): a seen token's logit is divided by repeat_penalty when positive and
 //     multiplied by it when negative; frequency: logit -= count * frequency_penalty;
@@ -51,6 +52,9 @@ struct SamplingParams {
   int32_t penalty_last_n = 64;     // history window for the penalties; 0: off, -1: all
   uint64_t seed = 0;
   std::vector<LogitBias> logit_bias;  // distinct tokens in ascending order
+  // Constrained decoding: token t may be sampled only if bit t % 64 of word t / 64 is set; empty:
+  // any token. Not owned: the caller keeps it alive across the call.
+  std::span<const uint64_t> allowed_tokens;
 
   bool greedy() const { return temperature <= 0.0f; }
 };
@@ -59,7 +63,8 @@ struct SamplingParams {
 // [0, 100], top_k < 0, top_p outside (0, 1], min_p outside [0, 1], repeat_penalty outside
 // (0, 10], presence/frequency penalties outside [-2, 2], penalty_last_n < -1, more than
 // kMaxLogitBiasEntries biases, a bias outside [-100, 100], bias tokens not distinct and ascending
-// or outside [0, n_vocab).
+// or outside [0, n_vocab), allowed_tokens not (n_vocab + 63) / 64 words (when n_vocab is given)
+// or allowing no token.
 Status ValidateSamplingParams(const SamplingParams& params, int32_t n_vocab = INT32_MAX);
 
 // A logit after the repetition, frequency and presence penalties for a token seen `count` (> 0)

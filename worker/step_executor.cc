@@ -63,7 +63,9 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
       }
     }
     if (!seq.sample) continue;
-    const Status valid = ValidateSamplingParams(ToSamplingParams(seq.sampling), runner_.n_vocab());
+    SamplingParams params = ToSamplingParams(seq.sampling);
+    params.allowed_tokens = seq.allowed_tokens;
+    const Status valid = ValidateSamplingParams(params, runner_.n_vocab());
     if (!valid.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
@@ -203,6 +205,7 @@ Status StepExecutor::SampleAll(const coordinator::StepPlan& plan, const StepLogi
     history.assign(seq.history.begin(), seq.history.end());
     history.insert(history.end(), seq.tokens.begin(), seq.tokens.end());
     params_.push_back(ToSamplingParams(seq.sampling));
+    params_.back().allowed_tokens = seq.allowed_tokens;  // the plan outlives this call
     row_of.push_back(i);
   }
   for (size_t r = 0; r < row_of.size(); ++r) {

@@ -230,6 +230,18 @@ def run(binary, work):
         except openai.BadRequestError as e:
             check("logit_bias" in str(e), f"logit_bias 101: {e}")
 
+        # response_format json_object on the random model, sampled: every choice starts an object,
+        # and one that ended by itself is a whole one.
+        shaped = complete("Hello world", n=4, seed=5, temperature=1.0, max_tokens=48,
+                          extra_body={"response_format": {"type": "json_object"}})  # vLLM's extension
+        for choice in shaped.choices:
+            check(choice.text.lstrip().startswith("{"), f"json_object choice {choice.text!r}")
+            if choice.finish_reason == "stop":
+                try:
+                    check(isinstance(json.loads(choice.text), dict), f"json_object choice {choice.text!r}")
+                except ValueError:
+                    check(False, f"a finished json_object choice is not JSON: {choice.text!r}")
+
         # n choices of one seed: choice j samples with seed + j (as a lone request with that seed
         # does), so they differ; a batch of prompts answers each as it is answered alone.
         several = complete("Once upon a time", n=3, seed=40, temperature=1.0, max_tokens=16)
@@ -347,6 +359,18 @@ def chat_test(binary, work, check):
               "chat logprob bytes do not spell the answer")
         check(all(len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob == e.logprob <= 0 for e in content),
               f"chat top_logprobs {content}")
+        # response_format json_object: the answer is one JSON object (unconstrained, this model
+        # wraps it in a Markdown fence and comments on it).
+        cat = [{"role": "user", "content": "Describe a cat as a JSON object with fields name, age and color."}]
+        formatted = server.client.chat.completions.create(model=name, messages=cat, max_tokens=120, temperature=0,
+                                                          response_format={"type": "json_object"})
+        text = formatted.choices[0].message.content
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        check(formatted.choices[0].finish_reason == "stop" and isinstance(parsed, dict) and "name" in parsed,
+              f"json_object answer {text!r} ({formatted.choices[0].finish_reason})")
     finally:
         code = server.stop()
         check(code == 0, f"serve (SmolLM2) exited {code} after SIGTERM")

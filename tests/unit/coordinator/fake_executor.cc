@@ -149,7 +149,19 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
         context.push_back(t);
       }
     }
-    const int32_t token = seq.sample ? next_(context) : -1;
+    int32_t token = seq.sample ? next_(context) : -1;
+    if (seq.sample && !seq.allowed_tokens.empty()) {
+      // Constrained: the first allowed token from the unconstrained choice on (a sampler's mask).
+      if (seq.allowed_tokens.size() != (static_cast<size_t>(options_.n_vocab) + 63) / 64) {
+        return absl::InvalidArgumentError("allowed_tokens does not cover the vocabulary");
+      }
+      const auto allowed = [&](int32_t t) {
+        return (seq.allowed_tokens[static_cast<size_t>(t) / 64] >> (t % 64) & 1) != 0;
+      };
+      int32_t tries = 0;
+      while (!allowed(token) && ++tries <= options_.n_vocab) token = (token + 1) % options_.n_vocab;
+      if (!allowed(token)) return absl::InvalidArgumentError("allowed_tokens allows no token");
+    }
     result.sequences.push_back({seq.sequence_id, token});
     for (size_t j = 0; j < seq.score_tokens.size(); ++j) {
       const int32_t scored = seq.score_tokens[j];

@@ -23,6 +23,8 @@ using NextTokenFn = std::function<int32_t(std::span<const int32_t> context)>;
 // FNV-1a of the context, folded into [3, n_vocab) (ids 0-2 stay free for EOS tests).
 NextTokenFn HashNextToken(int32_t n_vocab);
 
+// A constrained plan (SequencePlan::allowed_tokens) gets the first allowed token from that
+// choice on, in id order, wrapping around.
 // The log probabilities a FakeExecutor reports for a sequence that asks: the sampled token ranks
 // first, and the k-th alternative is token + k (mod n_vocab) with FakeLogprob(token, k).
 float FakeLogprob(int32_t token, int rank);

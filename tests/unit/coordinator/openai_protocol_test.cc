@@ -135,6 +135,18 @@ TEST(OpenAiRequestTest, LogitBiasMapsTokenIdsToBiases) {
   ExpectRefused(Completion(R"({"prompt": "x", "logit_bias": [5]})"), "'logit_bias' must be an object");
 }
 
+TEST(OpenAiRequestTest, ResponseFormatJsonObjectOnBothEndpoints) {
+  auto chat = Chat(R"({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->generate().response_format(), v1::RESPONSE_FORMAT_JSON_OBJECT);
+  auto completion = Completion(R"({"prompt": "x", "response_format": {"type": "json_object"}})");
+  ASSERT_TRUE(completion.ok()) << completion.status();
+  EXPECT_EQ(completion->generate().response_format(), v1::RESPONSE_FORMAT_JSON_OBJECT);
+  auto text = Completion(R"({"prompt": "x", "response_format": {"type": "text"}})");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->generate().response_format(), v1::RESPONSE_FORMAT_TEXT);
+}
+
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
   // Past float's range (a double converted to float would be undefined behaviour).
@@ -176,7 +188,10 @@ TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Chat(R"({"messages": [], "echo": true})"), "'echo'");  // completions echo
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
   ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
-  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_object"}})"), "'response_format'");
+  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_schema", "json_schema": {}}})"),
+                "json_schema is not supported (json_object is)");
+  ExpectRefused(Completion(R"({"prompt": "x", "response_format": {"type": "yaml"}})"), "'yaml' is not one of");
+  ExpectRefused(Completion(R"({"prompt": "x", "response_format": "json"})"), "'response_format' must be an object");
   // Their no-op values are fine.
   EXPECT_TRUE(Completion(R"({"prompt": "x", "n": 1, "best_of": 1, "echo": false, "logprobs": null})").ok());
   EXPECT_TRUE(Chat(R"({"messages": [], "n": 1, "tools": [], "tool_choice": "none", "logprobs": false,

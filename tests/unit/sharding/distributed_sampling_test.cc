@@ -68,6 +68,35 @@ std::vector<SamplingParams> ParamSets() {
     p.logit_bias = {{0, 3.0f}, {333, -100.0f}, {500, 7.5f}, {999, 0.5f}};
     sets.push_back(p);
   }
+  // Constrained decoding: every 7th token and a few others allowed, across every slice.
+  static const std::vector<uint64_t> allowed = [] {
+    std::vector<uint64_t> mask((kVocab + 63) / 64, 0);
+    for (int t = 0; t < kVocab; t += 7) mask[t / 64] |= uint64_t{1} << (t % 64);
+    for (int t : {1, 334, 998, 999}) mask[t / 64] |= uint64_t{1} << (t % 64);
+    return mask;
+  }();
+  for (float temperature : {0.0f, 1.1f}) {
+    p = SamplingParams{};
+    p.temperature = temperature;
+    p.top_p = 0.9f;
+    p.allowed_tokens = allowed;
+    sets.push_back(p);
+  }
+  // Only three tokens, all in the first slice: the other ranks' slices are wholly -inf (a JSON
+  // mask early in a document), in every mode.
+  static const std::vector<uint64_t> few = [] {
+    std::vector<uint64_t> mask((kVocab + 63) / 64, 0);
+    for (int t : {3, 5, 17}) mask[t / 64] |= uint64_t{1} << (t % 64);
+    return mask;
+  }();
+  for (int mode = 0; mode < 4; ++mode) {
+    p = SamplingParams{};
+    p.temperature = mode == 0 ? 0.0f : 1.0f;
+    if (mode == 2) p.top_k = 10;
+    if (mode == 3) p.top_p = 0.95f;
+    p.allowed_tokens = few;
+    sets.push_back(p);
+  }
   return sets;
 }
 

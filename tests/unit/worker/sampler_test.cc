@@ -73,6 +73,44 @@ TEST(SamplerTest, ValidationNamesTheBadField) {
   EXPECT_FALSE(ValidateSamplingParams(in_vocab, 9).ok());
 }
 
+// allowed_tokens (constrained decoding): the other tokens are never drawn, in any mode; the
+// distribution renormalizes over the allowed ones.
+TEST(SamplerTest, AllowedTokensMaskTheRest) {
+  Sampler sampler(70);  // two mask words
+  std::vector<float> logits(70, 0.0f);
+  for (int t = 0; t < 70; ++t) logits[t] = static_cast<float>(t % 7);
+  logits[66] = 5.5f;  // the best allowed one; tokens 6, 13, ... (6.0) are better but masked
+  const std::vector<uint64_t> allowed = {uint64_t{1} << 3 | uint64_t{1} << 8, uint64_t{1} << (66 - 64)};
+  SamplingParams p = Neutral(0.0f);
+  p.allowed_tokens = allowed;
+  Rng rng(3);
+  EXPECT_EQ(sampler.Sample(logits, {}, p, rng), 66);
+  p.temperature = 1.0f;
+  for (int i = 0; i < 200; ++i) {
+    const int32_t t = sampler.Sample(logits, {}, p, rng);
+    EXPECT_TRUE(t == 3 || t == 8 || t == 66) << t;
+  }
+  const auto dist = sampler.Distribution(logits, {}, p);
+  double mass = 0;
+  for (const auto& [token, prob] : dist) {
+    if (token == 3 || token == 8 || token == 66) {
+      mass += prob;
+    } else {
+      EXPECT_EQ(prob, 0.0f) << token;
+    }
+  }
+  EXPECT_NEAR(mass, 1.0, 1e-6);
+  // A boost cannot reach a masked token.
+  p.logit_bias = {{5, 100.0f}};
+  EXPECT_NE(sampler.Sample(logits, {}, p, rng), 5);
+
+  EXPECT_TRUE(ValidateSamplingParams(p, 70).ok());
+  EXPECT_FALSE(ValidateSamplingParams(p, 200).ok()) << "two words do not cover 200 tokens";
+  const std::vector<uint64_t> none = {0, uint64_t{1} << 10};  // bit 74: outside a vocabulary of 70
+  p.allowed_tokens = none;
+  EXPECT_FALSE(ValidateSamplingParams(p, 70).ok());
+}
+
 // logit_bias adds to the logits before everything else: Sample and Distribution with a bias are
 // exactly those of the biased row without one, in every mode and with penalties.
 TEST(SamplerTest, LogitBiasIsAddedToTheLogitsFirst) {

@@ -1,0 +1,110 @@
+// JsonState: every byte of a JSON object text is accepted and the document completes at its last
+// byte; the first byte that no JSON object text continues with is refused, leaving the state as
+// it was.
+#include "coordinator/json_grammar.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace bitfleet::coordinator {
+namespace {
+
+// Feeds `text`; returns the index of the first refused byte, or text.size() if all were taken.
+size_t Feed(JsonState& state, const std::string& text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const JsonState before = state;
+    if (!state.Advance(static_cast<uint8_t>(text[i]))) {
+      EXPECT_EQ(state, before) << "a refused byte changed the state";
+      return i;
+    }
+  }
+  return text.size();
+}
+
+TEST(JsonGrammarTest, ObjectTextsAreAcceptedAndCompleteAtTheirEnd) {
+  const std::string docs[] = {
+      "{}",
+      " \n{ }",
+      R"({"a":1})",
+      R"({"a": [1, -2.5e+3, 0, -0.0, 1E5, 3e-2, true, false, null, {"b": "x\"\\\/\b\f\n\r\t\u00e9 é 😀"}], "c": {}})",
+      R"({"nested": [[[]], [{}], {"k": [1, [2, [3]]]}]})",
+      R"({"": ""})",
+  };
+  for (const std::string& doc : docs) {
+    JsonState state;
+    for (size_t i = 0; i < doc.size(); ++i) {
+      ASSERT_FALSE(state.complete()) << doc << " complete before byte " << i;
+      ASSERT_TRUE(state.Advance(static_cast<uint8_t>(doc[i]))) << doc << ": byte " << i << " refused";
+    }
+    EXPECT_TRUE(state.complete()) << doc;
+  }
+}
+
+TEST(JsonGrammarTest, TheFirstImpossibleByteIsRefused) {
+  struct Case {
+    std::string text;
+    size_t refused_at;
+  };
+  const Case cases[] = {
+      {"[]", 0},                       // the top level is an object
+      {"\"a\"", 0},
+      {R"({"a":01})", 6},              // no leading zeros
+      {R"({"a":1.})", 7},              // a fraction needs a digit
+      {R"({"a":-})", 6},
+      {R"({"a":1e})", 7},
+      {R"({a:1})", 1},                 // keys are strings
+      {R"({"a" 1})", 5},
+      {R"({"a":tru})", 8},
+      {R"({"a":nul})", 8},
+      {R"({"a":1,})", 7},              // no trailing comma
+      {R"({"a":[1,]})", 8},
+      {R"({"a":[1})", 7},              // closes must match
+      {"{\"a\":\"x\ny\"}", 7},         // raw control characters
+      {R"({"a":"\x"})", 7},            // unknown escape
+      {R"({"a":"\u12G4"})", 10},
+      {"{\"a\":\"\xC3(\"}", 7},        // a UTF-8 continuation byte missing
+      {"{\"a\":\"\xFF\"}", 6},         // never a UTF-8 byte
+      {"{}x", 2},                      // nothing after the document
+      {"{} ", 2},
+      {R"({"a":1 2})", 7},
+  };
+  for (const Case& c : cases) {
+    JsonState state;
+    EXPECT_EQ(Feed(state, c.text), c.refused_at) << c.text;
+    EXPECT_EQ(state.complete(), c.text.starts_with("{}")) << c.text;
+  }
+}
+
+TEST(JsonGrammarTest, NestingIsBounded) {
+  JsonState deep;
+  const std::string opens = "{\"a\":" + std::string(JsonState::kMaxDepth - 1, '[');
+  EXPECT_EQ(Feed(deep, opens), opens.size());
+  EXPECT_FALSE(deep.Advance('['));  // a 33rd container
+  EXPECT_FALSE(deep.Advance('{'));
+  EXPECT_TRUE(deep.Advance(']'));
+}
+
+TEST(JsonGrammarTest, WhitespaceRunsAreBoundedAndResetByOtherBytes) {
+  JsonState state;
+  const std::string run(JsonState::kMaxWhitespaceRun, ' ');
+  EXPECT_EQ(Feed(state, run), run.size());
+  EXPECT_FALSE(state.Advance(' '));
+  const std::string doc = "{" + run + "\"a\"" + run + ":" + run + "1" + run + "}";
+  EXPECT_EQ(Feed(state, doc), doc.size());
+  EXPECT_TRUE(state.complete());
+}
+
+TEST(JsonGrammarTest, EqualStatesHashEqually) {
+  JsonState a, b;
+  Feed(a, R"({"x": [1, {"y": "ab)");
+  Feed(b, R"({"zz": [2, {"q": "c)");
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.Hash(), b.Hash());
+  JsonState c;
+  Feed(c, R"({"x": {"y": "ab)");
+  EXPECT_FALSE(a == c);
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator
