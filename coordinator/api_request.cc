@@ -134,7 +134,8 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
         return absl::UnimplementedError("response_format JSON_OBJECT is not available on this server");
       }
       if (request.ignore_eos) {
-        return absl::InvalidArgumentError("response_format JSON_OBJECT ends with end-of-generation: not with ignore_eos");
+        return absl::InvalidArgumentError(
+            "response_format JSON_OBJECT ends with end-of-generation: not with ignore_eos");
       }
       request.constraint = std::make_shared<JsonConstraint>(limits.json_vocabulary);
       if (MaskEmpty(request.constraint->AllowedTokens())) {
@@ -142,7 +143,8 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
       }
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown response_format ", static_cast<int>(in.response_format())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown response_format ", static_cast<int>(in.response_format())));
   }
   out.stop.assign(in.stop().begin(), in.stop().end());
   return out;

@@ -29,27 +29,43 @@ bool JsonVocabulary::IsEndOfGeneration(int32_t token) const {
 }
 
 void JsonVocabulary::Build() {
-  trie_.assign(1, Node{});
+  // The tokens sorted by their bytes list the trie in preorder: a token's node comes after its
+  // prefixes' and before any longer token that extends it. Each distinct prefix is one node.
+  std::vector<int32_t> order;
   for (int32_t token = 0; token < n_vocab(); ++token) {
-    const std::string& bytes = token_bytes_[static_cast<size_t>(token)];
-    if (bytes.empty() || IsEndOfGeneration(token)) continue;
-    int32_t node = 0;
-    for (char c : bytes) {
-      const uint8_t b = static_cast<uint8_t>(c);
-      auto& children = trie_[static_cast<size_t>(node)].children;
-      auto it = std::lower_bound(children.begin(), children.end(), b,
-                                 [](const std::pair<uint8_t, int32_t>& e, uint8_t v) { return e.first < v; });
-      if (it != children.end() && it->first == b) {
-        node = it->second;
-        continue;
-      }
-      const int32_t child = static_cast<int32_t>(trie_.size());
-      children.insert(it, {b, child});  // invalidated by the push_back below: not used after
-      trie_.push_back(Node{});
-      node = child;
-    }
-    trie_[static_cast<size_t>(node)].tokens.push_back(token);
+    if (!token_bytes_[static_cast<size_t>(token)].empty() && !IsEndOfGeneration(token)) order.push_back(token);
   }
+  std::stable_sort(order.begin(), order.end(), [this](int32_t a, int32_t b) {
+    return token_bytes_[static_cast<size_t>(a)] < token_bytes_[static_cast<size_t>(b)];
+  });
+  nodes_.clear();
+  node_tokens_.clear();
+  std::vector<int32_t> path;  // node index per depth - 1 along the current prefix
+  std::string previous;
+  for (int32_t token : order) {
+    const std::string& bytes = token_bytes_[static_cast<size_t>(token)];
+    size_t common = 0;
+    while (common < previous.size() && common < bytes.size() && previous[common] == bytes[common]) ++common;
+    // Nodes deeper than the shared prefix are finished: their subtrees end here.
+    for (size_t d = common; d < path.size(); ++d) {
+      nodes_[static_cast<size_t>(path[d])].subtree_end = static_cast<int32_t>(nodes_.size());
+    }
+    path.resize(common);
+    for (size_t d = common; d < bytes.size(); ++d) {
+      FlatNode node;
+      node.byte = static_cast<uint8_t>(bytes[d]);
+      node.depth = static_cast<int32_t>(d) + 1;
+      path.push_back(static_cast<int32_t>(nodes_.size()));
+      nodes_.push_back(node);
+    }
+    FlatNode& end = nodes_[static_cast<size_t>(path.back())];
+    if (end.tokens_end == end.tokens_begin) end.tokens_begin = static_cast<int32_t>(node_tokens_.size());
+    node_tokens_.push_back(token);  // tokens of one node are adjacent: equal bytes sort together
+    end.tokens_end = static_cast<int32_t>(node_tokens_.size());
+    max_depth_ = std::max(max_depth_, static_cast<int32_t>(bytes.size()));
+    previous = bytes;
+  }
+  for (int32_t index : path) nodes_[static_cast<size_t>(index)].subtree_end = static_cast<int32_t>(nodes_.size());
 }
 
 TokenMask JsonVocabulary::Walk(const JsonState& state) const {
@@ -60,18 +76,20 @@ TokenMask JsonVocabulary::Walk(const JsonState& state) const {
     }
     return mask;
   }
-  // Depth-first over the trie; each entry holds a node and the state after its bytes.
-  std::vector<std::pair<int32_t, JsonState>> stack;
-  stack.emplace_back(0, state);
-  while (!stack.empty()) {
-    const auto [node, at] = stack.back();
-    stack.pop_back();
-    for (const auto& [byte, child] : trie_[static_cast<size_t>(node)].children) {
-      JsonState next = at;
-      if (!next.Advance(byte)) continue;
-      for (int32_t token : trie_[static_cast<size_t>(child)].tokens) SetBit(mask, token);
-      if (!trie_[static_cast<size_t>(child)].children.empty()) stack.emplace_back(child, next);
+  // at[d]: the state after the first d bytes of the current node's path.
+  std::vector<JsonState> at(static_cast<size_t>(max_depth_) + 1);
+  at[0] = state;
+  const int32_t n = static_cast<int32_t>(nodes_.size());
+  for (int32_t i = 0; i < n;) {
+    const FlatNode& node = nodes_[static_cast<size_t>(i)];
+    JsonState& here = at[static_cast<size_t>(node.depth)];
+    here = at[static_cast<size_t>(node.depth) - 1];
+    if (!here.Advance(node.byte)) {
+      i = node.subtree_end;  // no token through this prefix
+      continue;
     }
+    for (int32_t k = node.tokens_begin; k < node.tokens_end; ++k) SetBit(mask, node_tokens_[static_cast<size_t>(k)]);
+    ++i;
   }
   return mask;
 }

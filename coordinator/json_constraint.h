@@ -2,9 +2,10 @@
 // (coordinator/json_grammar.h) followed by an end-of-generation token.
 //
 // JsonVocabulary indexes a tokenizer's token bytes once (a byte trie of every token that has
-// visible bytes; control tokens have none and are never allowed), and computes the allowed-token
-// mask of a grammar state by walking the trie with the state, pruning at the first byte the
-// grammar refuses. Masks are cached per state: JSON output revisits few states (inside a string
+// visible bytes, laid out in preorder; control tokens have none and are never allowed), and
+// computes the allowed-token mask of a grammar state by one pass over that array, advancing a
+// copy of the state per node and skipping a node's whole subtree at the first byte the grammar
+// refuses. Masks are cached per state: JSON output revisits few states (inside a string
 // at a given nesting, after a value, ...), so most steps find theirs. Thread-safe (the cache has
 // a lock): one vocabulary serves every request of a server.
 #pragma once
@@ -36,21 +37,29 @@ class JsonVocabulary {
   // The tokens whose bytes `state` accepts in full, and the end-of-generation tokens once the
   // document is complete.
   std::shared_ptr<const TokenMask> Allowed(const JsonState& state);
+  // Allowed's work without its cache: the trie walk (`bench json-mask` times it).
+  TokenMask Walk(const JsonState& state) const;
   // The same, by trying every token's bytes in turn (the reference the trie walk is tested
   // against).
   TokenMask AllowedByScan(const JsonState& state) const;
 
  private:
-  struct Node {
-    std::vector<std::pair<uint8_t, int32_t>> children;  // (byte, node index), ascending bytes
-    std::vector<int32_t> tokens;                        // tokens whose bytes end here
+  // A trie node other than the root, in preorder: the byte of its edge, its depth (1 for the
+  // root's children), where its subtree ends, and the tokens whose bytes end here.
+  struct FlatNode {
+    uint8_t byte = 0;
+    int32_t depth = 0;
+    int32_t subtree_end = 0;  // index past its last descendant
+    int32_t tokens_begin = 0;  // into node_tokens_
+    int32_t tokens_end = 0;
   };
   void Build();
-  TokenMask Walk(const JsonState& state) const;
 
   std::vector<std::string> token_bytes_;
   std::vector<int32_t> end_of_generation_;
-  std::vector<Node> trie_;  // node 0: the root
+  std::vector<FlatNode> nodes_;
+  std::vector<int32_t> node_tokens_;
+  int32_t max_depth_ = 0;
 
   struct StateHash {
     size_t operator()(const JsonState& s) const { return s.Hash(); }

@@ -12,6 +12,7 @@ void RegisterBench(CLI::App& app, int* exit_code) {
   RegisterBenchKernels(*bench, exit_code);
   RegisterBenchTokenizer(*bench, exit_code);
   RegisterBenchServe(*bench, exit_code);
+  RegisterBenchJsonMask(*bench, exit_code);
 }
 
 }  // namespace bitfleet::tools

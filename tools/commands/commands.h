@@ -21,6 +21,8 @@ void RegisterBenchKernels(CLI::App& bench, int* exit_code);
 void RegisterBenchTokenizer(CLI::App& bench, int* exit_code);
 // `bench serve`: load generator against a running server (gRPC client).
 void RegisterBenchServe(CLI::App& bench, int* exit_code);
+// `bench json-mask`: JSON mode's mask cost on a vocabulary (bench_json_mask.cc).
+void RegisterBenchJsonMask(CLI::App& bench, int* exit_code);
 // `tokenize` (tools/commands/tokenize.cc).
 void RegisterTokenize(CLI::App& app, int* exit_code);
 // `bench gpu` (tools/commands/bench_gpu.cc; CUDA builds, standalone binary bitfleet-bench-gpu).

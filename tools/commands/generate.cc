@@ -36,6 +36,7 @@ struct GenerateFlags {
   std::string prompt;
   std::string prompt_tokens;
   bool chat = false;
+  bool json = false;  // response_format JSON_OBJECT
   std::string system;
   uint32_t max_tokens = 128;
   float temperature = 0, top_p = 1, min_p = 0, repeat_penalty = 1, presence_penalty = 0, frequency_penalty = 0;
@@ -93,6 +94,7 @@ Status Generate(const GenerateFlags& flags) {
     request.set_prompt(flags.prompt);
   }
   request.set_max_tokens(flags.max_tokens);
+  if (flags.json) request.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
   BF_ASSIGN_OR_RETURN(auto biases, ParseLogitBias(flags.logit_bias));
   for (const auto& [token, bias] : biases) (*request.mutable_sampling()->mutable_logit_bias())[token] = bias;
   for (const auto& [option, apply] : flags.sampling_options) {
@@ -195,6 +197,9 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   AddSampling(*cmd, f, "-s,--seed", &f.seed, "Sampling seed (default: chosen by the server)",
               &v1::SamplingParams::set_seed);
   AddLogitBiasFlag(*cmd, &flags->logit_bias);
+  cmd->add_flag("--json", flags->json,
+                "The answer must be one JSON object: the server masks sampling to it (response_format "
+                "json_object); it ends with the object, or unfinished at -n");
   cmd->add_option("--stop", flags->stop, "Stop string (repeatable); not included in the output");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
   auto* tokens = cmd->add_flag("--tokens", flags->tokens, "Print the generated token ids instead of the text");

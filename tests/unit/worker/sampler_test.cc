@@ -65,7 +65,9 @@ TEST(SamplerTest, ValidationNamesTheBadField) {
   EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{5, 1.0f}, {5, 2.0f}}; }).ok());
   EXPECT_FALSE(bad([](SamplingParams& p) { p.logit_bias = {{6, 1.0f}, {5, 2.0f}}; }).ok());
   EXPECT_FALSE(bad([](SamplingParams& p) {
-                 for (size_t t = 0; t <= kMaxLogitBiasEntries; ++t) p.logit_bias.push_back({static_cast<int32_t>(t), 1});
+                 for (size_t t = 0; t <= kMaxLogitBiasEntries; ++t) {
+                   p.logit_bias.push_back({static_cast<int32_t>(t), 1});
+                 }
                }).ok());
   SamplingParams in_vocab;
   in_vocab.logit_bias = {{9, 1.0f}};
