@@ -8,7 +8,8 @@
 // system prompt, many streams) followed by per-request random tokens; generation runs greedy
 // with ignore_eos so every request produces exactly G tokens. With --prompt-logprobs every
 // request also scores its prompt (lm-eval's requests; with --shared-prefix, its multiple-choice
-// ones). Prints one JSON object.
+// ones); with --json it asks for one JSON object (and may then end before G tokens). Prints one
+// JSON object.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -42,6 +43,7 @@ struct BenchServeFlags {
   double request_rate = 0;  // requests/s of the Poisson arrivals; 0: closed loop
   int logprobs = -1;        // -1: off; else every request asks for logprobs with this many alternatives
   int prompt_logprobs = -1;  // -1: off; else every request scores its prompt with this many alternatives
+  bool json = false;         // every request asks for response_format JSON_OBJECT
   double wait_ready_s = 60;
   ClientSecurity security;
 };
@@ -85,7 +87,9 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   const std::vector<int32_t> prompt = MakePrompt(f, vocab, index);
   request.mutable_prompt_tokens()->mutable_ids()->Add(prompt.begin(), prompt.end());
   request.set_max_tokens(f.gen_len);
-  request.set_ignore_eos(true);
+  // JSON mode ends at the object's close, so it cannot ignore end-of-generation.
+  request.set_ignore_eos(!f.json);
+  if (f.json) request.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
   request.mutable_sampling()->set_temperature(0);
   if (f.logprobs >= 0) {
     request.set_logprobs(true);
@@ -248,6 +252,7 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["shared_prefix"] = f.shared_prefix;
   j["logprobs"] = f.logprobs >= 0 ? nlohmann::json(f.logprobs) : nlohmann::json(nullptr);
   j["prompt_logprobs"] = f.prompt_logprobs >= 0 ? nlohmann::json(f.prompt_logprobs) : nlohmann::json(nullptr);
+  j["json"] = f.json;
   if (open_loop) {
     j["request_rate"] = f.request_rate;
     j["last_arrival_s"] = arrivals.back();
@@ -305,6 +310,9 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
                   "as lm-eval's scoring requests do; with --shared-prefix, its multiple-choice requests (one "
                   "context, several endings)")
       ->check(CLI::Range(0, 20));
+  cmd->add_flag("--json", f->json,
+                "Every request asks for a JSON object (response_format json_object; no ignore_eos, so a "
+                "request may end before --gen-len): measures the cost of the token masks");
   cmd->add_option("--wait-ready", f->wait_ready_s, "Seconds to wait for health SERVING")->capture_default_str();
   cmd->callback([f, cmd, exit_code] {
     if (f->shared_prefix > f->prompt_len) {
