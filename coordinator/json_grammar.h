@@ -20,7 +20,8 @@ namespace bitfleet::coordinator {
 class JsonState {
  public:
   static constexpr int kMaxDepth = 32;
-  static constexpr int kMaxWhitespaceRun = 32;
+  // 64: room for a newline and 4-space indentation 15 levels deep.
+  static constexpr int kMaxWhitespaceRun = 64;
 
   // Takes one more byte; false (and the state unchanged) if no JSON object text continues so.
   bool Advance(uint8_t byte);

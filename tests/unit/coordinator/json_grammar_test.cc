@@ -41,6 +41,25 @@ TEST(JsonGrammarTest, ObjectTextsAreAcceptedAndCompleteAtTheirEnd) {
   }
 }
 
+// Pretty-printed with 4-space indentation 12 levels deep (a newline and 48 spaces in a row).
+TEST(JsonGrammarTest, DeepPrettyPrintingFits) {
+  const int depth = 12;
+  std::string doc = "{";
+  for (int d = 1; d <= depth; ++d) {
+    doc.push_back('\n');
+    doc.append(static_cast<size_t>(4 * d), ' ');
+    doc.append(d < depth ? "\"k\": {" : "\"k\": 1");
+  }
+  for (int d = depth - 1; d >= 0; --d) {
+    doc.push_back('\n');
+    doc.append(static_cast<size_t>(4 * d), ' ');
+    doc.push_back('}');
+  }
+  JsonState state;
+  EXPECT_EQ(Feed(state, doc), doc.size());
+  EXPECT_TRUE(state.complete());
+}
+
 TEST(JsonGrammarTest, TheFirstImpossibleByteIsRefused) {
   struct Case {
     std::string text;
