@@ -1,7 +1,8 @@
 // libFuzzer target for the client APIs' own parsers (requests and key files are hostile input,
 // DESIGN.md §9): the OpenAI-compatible request bodies, /tokenize and /detokenize bodies
-// (openai_protocol.h) and the API key file and bearer values (api_auth.h). The first input byte
-// picks the parser (byte % 5), the rest is its input.
+// (openai_protocol.h), the API key file and bearer values (api_auth.h), and JSON mode's byte
+// grammar (json_grammar.h: it decides which tokens a sampler may draw). The first input byte
+// picks the target (byte % 6), the rest is its input.
 // Accepted requests are also rendered back through every response builder with their own text
 // (which may be invalid UTF-8). Nothing may crash, leak, throw or trip a sanitizer.
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "coordinator/api_auth.h"
+#include "coordinator/json_grammar.h"
 #include "coordinator/openai_protocol.h"
 
 namespace bitfleet::coordinator {
@@ -60,6 +62,19 @@ void FuzzKeys(std::string_view input) {
   (*keys)->Authenticate(input.substr(split + 1)).IgnoreError();
 }
 
+// Bytes fed to the JSON grammar. Its contract, checked as a crash: a refused byte leaves the
+// state as it was, a complete document refuses every byte, equal states hash equally.
+void FuzzJsonGrammar(std::string_view input) {
+  JsonState state;
+  for (char c : input) {
+    const JsonState before = state;
+    const bool complete = state.complete();
+    const bool taken = state.Advance(static_cast<uint8_t>(c));
+    if (complete && taken) __builtin_trap();
+    if (!taken && !(state == before && state.Hash() == before.Hash())) __builtin_trap();
+  }
+}
+
 }  // namespace
 }  // namespace bitfleet::coordinator
 
@@ -67,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bitfleet::coordinator;
   if (size == 0) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 5) {
+  switch (data[0] % 6) {
     case 0:
       FuzzRequest(OpenAiEndpoint::kCompletions, rest);
       break;
@@ -79,6 +94,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 3:
       FuzzTokenize(rest);
+      break;
+    case 5:
+      FuzzJsonGrammar(rest);
       break;
     default:
       FuzzDetokenize(rest);
