@@ -200,7 +200,9 @@ void Scheduler::OnAdmitted(Sequence& seq, bool first, int32_t cached_tokens) {
   --queued_;
   seq.admitted = now_;
   metrics_.queue_time->Observe(Seconds(now_ - seq.arrival));
-  if (seq.prompt_logprobs) return;  // computes its prompt in full: no lookup
+  // A scored request attaches only the KV its kept scores cover (counted by the prompt score
+  // cache's own metric): left out of the hit rate, which measures prefix lookups.
+  if (seq.prompt_logprobs) return;
   metrics_.prefix_lookup_tokens->Increment(seq.prompt_len);
   metrics_.prefix_hit_tokens->Increment(std::min(cached_tokens, seq.prompt_len));
   const double looked_up = metrics_.prefix_lookup_tokens->value();
