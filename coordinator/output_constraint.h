@@ -9,15 +9,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/bit_set.h"
+
 namespace bitfleet::coordinator {
 
 // A set of token ids as bits: token t is bit t % 64 of word t / 64.
 using TokenMask = std::vector<uint64_t>;
 
-inline bool MaskHas(const TokenMask& mask, int32_t token) {
-  const size_t word = static_cast<size_t>(token) / 64;
-  return token >= 0 && word < mask.size() && (mask[word] >> (token % 64) & 1) != 0;
-}
+inline bool MaskHas(const TokenMask& mask, int32_t token) { return BitIsSet(mask, token); }
 
 inline bool MaskEmpty(const TokenMask& mask) {
   for (uint64_t word : mask) {

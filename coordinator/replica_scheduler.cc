@@ -375,29 +375,29 @@ void ReplicaScheduler::KeepBlockScores(Sequence* seq, int32_t first, std::span<c
   }
 }
 
+int32_t ReplicaScheduler::NextScoreBlock(const Sequence& seq) const {
+  if (score_cache_ == nullptr || !seq.scoring()) return -1;
+  const int32_t block = seq.prompt_scored / config_.block_size;
+  // Whole blocks only: a block's scores are kept whole, and a partly reported block is finished
+  // by computing it.
+  if (seq.prompt_scored != std::max(1, block * config_.block_size)) return -1;
+  return static_cast<size_t>(block) < seq.block_hashes.size() ? block : -1;
+}
+
 void ReplicaScheduler::ReportCachedScores(Sequence* seq) {
-  if (score_cache_ == nullptr) return;
-  const int32_t bs = config_.block_size;
-  while (seq->scoring()) {
-    const int32_t block = seq->prompt_scored / bs;
-    // Whole blocks only: a block's scores are kept whole, and a partly reported block is
-    // finished by computing it.
-    if (seq->prompt_scored != std::max(1, block * bs) || static_cast<size_t>(block) >= seq->block_hashes.size()) return;
+  for (int32_t block = NextScoreBlock(*seq); block >= 0; block = NextScoreBlock(*seq)) {
     std::optional<std::vector<ScoredToken>> scores =
         score_cache_->Find(seq->block_hashes[static_cast<size_t>(block)], seq->sampling.top_logprobs);
     if (!scores) return;
     observer_.OnPromptLogprobs(*seq, seq->prompt_scored, *scores, /*from_cache=*/true);
-    seq->prompt_scored = (block + 1) * bs;
+    seq->prompt_scored = (block + 1) * config_.block_size;
   }
 }
 
 bool ReplicaScheduler::ScoresInFlight(const Sequence& seq) const {
-  if (score_cache_ == nullptr || !seq.scoring()) return false;
+  const int32_t block = NextScoreBlock(seq);
+  if (block < 0) return false;
   const int32_t bs = config_.block_size;
-  const int32_t block = seq.prompt_scored / bs;
-  if (seq.prompt_scored != std::max(1, block * bs) || static_cast<size_t>(block) >= seq.block_hashes.size()) {
-    return false;
-  }
   const cache::BlockHash& hash = seq.block_hashes[static_cast<size_t>(block)];
   for (const auto& [id, other] : running_) {
     const std::vector<cache::BlockHash>& chain = other->block_hashes;

@@ -141,6 +141,9 @@ class ReplicaScheduler {
   // Gathers reported scores of `seq` (prompt tokens from `first`) into whole blocks for the
   // score cache.
   void KeepBlockScores(Sequence* seq, int32_t first, std::span<const ScoredToken> scored);
+  // The prompt block whose kept scores `seq` can take next: the block its next unreported token
+  // starts, when that block is hashed (whole in the prompt) and a score cache exists; else -1.
+  int32_t NextScoreBlock(const Sequence& seq) const;
   // Reports the scores the cache holds for `seq`'s next whole blocks, in order.
   void ReportCachedScores(Sequence* seq);
   // Whether a running sequence is scoring the block `seq` needs scores of next (the same chained

@@ -39,19 +39,8 @@ void DistributedSampler::Penalize(size_t i, const ShardedLogitsRow& row) {
   float* work = penalized_.data() + i * static_cast<size_t>(vocab_size_);
   std::copy(row.logits.begin(), row.logits.end(), work);
   const SamplingParams& p = *row.params;
-  // Same arithmetic as Sampler::ApplyPenalties, on the tokens of this slice: biases, penalties.
-  for (const LogitBias& b : p.logit_bias) {
-    const int64_t local = static_cast<int64_t>(b.token) - vocab_begin_;
-    if (local >= 0 && local < vocab_size_) work[local] += b.bias;
-  }
-  if (!p.allowed_tokens.empty()) {
-    for (int64_t local = 0; local < vocab_size_; ++local) {
-      const uint64_t t = static_cast<uint64_t>(vocab_begin_ + local);
-      if (t / 64 >= p.allowed_tokens.size() || (p.allowed_tokens[t / 64] >> (t % 64) & 1) == 0) {
-        work[local] = -INFINITY;
-      }
-    }
-  }
+  // Same arithmetic as Sampler::ApplyPenalties, on the tokens of this slice: biases, mask, penalties.
+  ApplyBiasAndMask(std::span<float>(work, static_cast<size_t>(vocab_size_)), vocab_begin_, p);
   const bool any_penalty = p.repeat_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
   if (!any_penalty || p.penalty_last_n == 0 || row.history.empty()) return;
   size_t window = row.history.size();

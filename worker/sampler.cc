@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/bit_set.h"
 #include "kernels/ops.h"
 
 namespace bitfleet::worker {
@@ -49,7 +50,7 @@ Status ValidateSamplingParams(const SamplingParams& p, int32_t n_vocab) {
     }
     const int64_t bits = std::min<int64_t>(n_vocab, static_cast<int64_t>(p.allowed_tokens.size()) * 64);
     bool any = false;
-    for (int64_t t = 0; t < bits && !any; ++t) any = (p.allowed_tokens[t / 64] >> (t % 64) & 1) != 0;
+    for (int64_t t = 0; t < bits && !any; ++t) any = BitIsSet(p.allowed_tokens, t);
     if (!any) return absl::InvalidArgumentError("allowed_tokens allows no token");
   }
   for (size_t i = 0; i < p.logit_bias.size(); ++i) {
@@ -68,6 +69,18 @@ Status ValidateSamplingParams(const SamplingParams& p, int32_t n_vocab) {
   return absl::OkStatus();
 }
 
+void ApplyBiasAndMask(std::span<float> slice, int64_t vocab_begin, const SamplingParams& params) {
+  const int64_t size = static_cast<int64_t>(slice.size());
+  for (const LogitBias& b : params.logit_bias) {
+    const int64_t local = b.token - vocab_begin;
+    if (local >= 0 && local < size) slice[static_cast<size_t>(local)] += b.bias;
+  }
+  if (params.allowed_tokens.empty()) return;
+  for (int64_t local = 0; local < size; ++local) {
+    if (!BitIsSet(params.allowed_tokens, vocab_begin + local)) slice[static_cast<size_t>(local)] = -INFINITY;
+  }
+}
+
 Sampler::Sampler(int32_t n_vocab)
     : n_vocab_(std::max<int32_t>(1, n_vocab)),
       work_(n_vocab_),
@@ -83,17 +96,7 @@ void Sampler::ApplyPenalties(std::span<const float> logits, std::span<const int3
   const size_t given = std::min(logits.size(), static_cast<size_t>(n_vocab_));
   std::copy(logits.begin(), logits.begin() + given, work_.begin());
   std::fill(work_.begin() + given, work_.end(), -INFINITY);
-  for (const LogitBias& b : params.logit_bias) {
-    if (b.token >= 0 && b.token < n_vocab_) work_[b.token] += b.bias;
-  }
-  if (!params.allowed_tokens.empty()) {
-    for (int32_t t = 0; t < n_vocab_; ++t) {
-      const size_t word = static_cast<size_t>(t) / 64;
-      if (word >= params.allowed_tokens.size() || (params.allowed_tokens[word] >> (t % 64) & 1) == 0) {
-        work_[t] = -INFINITY;
-      }
-    }
-  }
+  ApplyBiasAndMask(work_, 0, params);
   const bool any_penalty =
       params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
   if (!any_penalty || params.penalty_last_n == 0 || history.empty()) return;

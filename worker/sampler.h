@@ -67,6 +67,11 @@ struct SamplingParams {
 // or allowing no token.
 Status ValidateSamplingParams(const SamplingParams& params, int32_t n_vocab = INT32_MAX);
 
+// Step 0 of the semantics above on a vocabulary slice: `slice[j]` is token vocab_begin + j's
+// logit. The one code of the single-rank sampler (the whole row) and the distributed one (each
+// rank's slice), so they pick the same tokens.
+void ApplyBiasAndMask(std::span<float> slice, int64_t vocab_begin, const SamplingParams& params);
+
 // A logit after the repetition, frequency and presence penalties for a token seen `count` (> 0)
 // times in the penalty window. The one formula of the single-rank and distributed samplers, so
 // they pick the same tokens.

@@ -1,6 +1,7 @@
 #include "tests/unit/coordinator/fake_executor.h"
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/output_constraint.h"
 
 namespace bitfleet::coordinator::testing {
 
@@ -155,9 +156,7 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
       if (seq.allowed_tokens.size() != (static_cast<size_t>(options_.n_vocab) + 63) / 64) {
         return absl::InvalidArgumentError("allowed_tokens does not cover the vocabulary");
       }
-      const auto allowed = [&](int32_t t) {
-        return (seq.allowed_tokens[static_cast<size_t>(t) / 64] >> (t % 64) & 1) != 0;
-      };
+      const auto allowed = [&](int32_t t) { return MaskHas(seq.allowed_tokens, t); };
       int32_t tries = 0;
       while (!allowed(token) && ++tries <= options_.n_vocab) token = (token + 1) % options_.n_vocab;
       if (!allowed(token)) return absl::InvalidArgumentError("allowed_tokens allows no token");
