@@ -29,6 +29,42 @@ Status CheckStops(const google::protobuf::RepeatedPtrField<std::string>& stops, 
   return absl::OkStatus();
 }
 
+// response_format's constraint: null for text.
+StatusOr<std::shared_ptr<OutputConstraint>> ResponseConstraint(const v1::GenerateRequest& in,
+                                                               const ApiLimits& limits) {
+  const bool schema = in.response_format() == v1::RESPONSE_FORMAT_JSON_SCHEMA;
+  if (!in.json_schema().empty() && !schema) {
+    return absl::InvalidArgumentError("json_schema is given, but response_format is not JSON_SCHEMA");
+  }
+  if (in.response_format() == v1::RESPONSE_FORMAT_TEXT) return std::shared_ptr<OutputConstraint>();
+  if (!schema && in.response_format() != v1::RESPONSE_FORMAT_JSON_OBJECT) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown response_format ", static_cast<int>(in.response_format())));
+  }
+  const char* name = schema ? "JSON_SCHEMA" : "JSON_OBJECT";
+  if (limits.json_grammars == nullptr) {
+    return absl::UnimplementedError(absl::StrCat("response_format ", name, " is not available on this server"));
+  }
+  if (in.ignore_eos()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("response_format ", name, " ends with end-of-generation: not with ignore_eos"));
+  }
+  if (schema && in.json_schema().empty()) {
+    return absl::InvalidArgumentError("response_format JSON_SCHEMA needs json_schema");
+  }
+  std::shared_ptr<JsonGrammar> grammar;
+  if (schema) {
+    BF_ASSIGN_OR_RETURN(grammar, limits.json_grammars->ForSchema(in.json_schema()));
+  } else {
+    grammar = limits.json_grammars->AnyObject();
+  }
+  auto constraint = std::make_shared<JsonConstraint>(std::move(grammar));
+  if (MaskEmpty(constraint->AllowedTokens())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no token of this model's vocabulary can start the response_format ", name, "'s text"));
+  }
+  return std::shared_ptr<OutputConstraint>(std::move(constraint));
+}
+
 }  // namespace
 
 StepSampling SamplingFromProto(const v1::SamplingParams& p, uint64_t seed) {
@@ -126,26 +162,7 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
                                                    " tokens"));
   }
   request.ignore_eos = in.ignore_eos();
-  switch (in.response_format()) {
-    case v1::RESPONSE_FORMAT_TEXT:
-      break;
-    case v1::RESPONSE_FORMAT_JSON_OBJECT:
-      if (limits.json_vocabulary == nullptr) {
-        return absl::UnimplementedError("response_format JSON_OBJECT is not available on this server");
-      }
-      if (request.ignore_eos) {
-        return absl::InvalidArgumentError(
-            "response_format JSON_OBJECT ends with end-of-generation: not with ignore_eos");
-      }
-      request.constraint = std::make_shared<JsonConstraint>(limits.json_vocabulary);
-      if (MaskEmpty(request.constraint->AllowedTokens())) {
-        return absl::FailedPreconditionError("no token of this model's vocabulary can start a JSON object");
-      }
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown response_format ", static_cast<int>(in.response_format())));
-  }
+  BF_ASSIGN_OR_RETURN(request.constraint, ResponseConstraint(in, limits));
   out.stop.assign(in.stop().begin(), in.stop().end());
   return out;
 }

@@ -37,8 +37,9 @@ struct ApiLimits {
   size_t max_prompt_bytes = size_t{1} << 20;
   int max_stop_strings = 8;
   size_t max_stop_bytes = 256;
-  // The vocabulary response_format JSON_OBJECT masks with; null: such requests are refused.
-  std::shared_ptr<JsonVocabulary> json_vocabulary;
+  // The grammars response_format JSON_OBJECT / JSON_SCHEMA mask with; null: such requests are
+  // refused.
+  std::shared_ptr<JsonGrammars> json_grammars;
 };
 
 struct ParsedGenerate {

@@ -68,23 +68,24 @@ void JsonVocabulary::Build() {
   for (int32_t index : path) nodes_[static_cast<size_t>(index)].subtree_end = static_cast<int32_t>(nodes_.size());
 }
 
+void JsonVocabulary::AddEndOfGeneration(const JsonState& state, TokenMask& mask) const {
+  if (!state.complete()) return;
+  for (int32_t token : end_of_generation_) {
+    if (token >= 0 && token < n_vocab()) SetBit(mask, token);
+  }
+}
+
 TokenMask JsonVocabulary::Walk(const JsonState& state) const {
   TokenMask mask((static_cast<size_t>(n_vocab()) + 63) / 64, 0);
-  if (state.complete()) {
-    for (int32_t token : end_of_generation_) {
-      if (token >= 0 && token < n_vocab()) SetBit(mask, token);
-    }
-    return mask;
-  }
+  AddEndOfGeneration(state, mask);
   // at[d]: the state after the first d bytes of the current node's path.
-  std::vector<JsonState> at(static_cast<size_t>(max_depth_) + 1);
-  at[0] = state;
+  std::vector<JsonState> at(static_cast<size_t>(max_depth_) + 1, state);
   const int32_t n = static_cast<int32_t>(nodes_.size());
   for (int32_t i = 0; i < n;) {
     const FlatNode& node = nodes_[static_cast<size_t>(i)];
     JsonState& here = at[static_cast<size_t>(node.depth)];
     here = at[static_cast<size_t>(node.depth) - 1];
-    if (!here.Advance(node.byte)) {
+    if (!here.AdvanceOrSpoil(node.byte)) {
       i = node.subtree_end;  // no token through this prefix
       continue;
     }
@@ -96,13 +97,10 @@ TokenMask JsonVocabulary::Walk(const JsonState& state) const {
 
 TokenMask JsonVocabulary::AllowedByScan(const JsonState& state) const {
   TokenMask mask((static_cast<size_t>(n_vocab()) + 63) / 64, 0);
+  AddEndOfGeneration(state, mask);
   for (int32_t token = 0; token < n_vocab(); ++token) {
-    if (IsEndOfGeneration(token)) {
-      if (state.complete()) SetBit(mask, token);
-      continue;
-    }
     const std::string& bytes = token_bytes_[static_cast<size_t>(token)];
-    if (bytes.empty()) continue;
+    if (IsEndOfGeneration(token) || bytes.empty()) continue;
     JsonState s = state;
     bool ok = true;
     for (char c : bytes) ok = ok && s.Advance(static_cast<uint8_t>(c));
@@ -111,28 +109,66 @@ TokenMask JsonVocabulary::AllowedByScan(const JsonState& state) const {
   return mask;
 }
 
-std::shared_ptr<const TokenMask> JsonVocabulary::Allowed(const JsonState& state) {
+JsonGrammar::JsonGrammar(std::shared_ptr<const JsonVocabulary> vocabulary, std::shared_ptr<const JsonSchema> schema,
+                         size_t cache_bytes)
+    : vocabulary_(std::move(vocabulary)),
+      schema_(std::move(schema)),
+      max_cached_masks_(std::max<size_t>(16, cache_bytes / std::max<size_t>(1, vocabulary_->mask_bytes()))) {}
+
+std::shared_ptr<const TokenMask> JsonGrammar::Allowed(const JsonState& state) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto found = cache_.find(state);
     if (found != cache_.end()) return found->second;
   }
-  auto mask = std::make_shared<const TokenMask>(Walk(state));
+  auto mask = std::make_shared<const TokenMask>(vocabulary_->Walk(state));
   std::lock_guard<std::mutex> lock(mu_);
-  if (cache_.size() >= kMaxCachedMasks) cache_.clear();  // rare: a new working set builds again
+  if (cache_.size() >= max_cached_masks_) cache_.clear();  // rare: a new working set builds again
   cache_.emplace(state, mask);
   return mask;
 }
 
+std::shared_ptr<const JsonVocabulary> JsonGrammars::VocabularyLocked() {
+  if (vocabulary_ == nullptr) vocabulary_ = std::make_shared<const JsonVocabulary>(*tokenizer_);
+  return vocabulary_;
+}
+
+std::shared_ptr<JsonGrammar> JsonGrammars::AnyObject() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (any_object_ == nullptr) {
+    any_object_ = std::make_shared<JsonGrammar>(VocabularyLocked(), JsonSchema::AnyObject(), kObjectCacheBytes);
+  }
+  return any_object_;
+}
+
+StatusOr<std::shared_ptr<JsonGrammar>> JsonGrammars::ForSchema(std::string_view text) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = schemas_.begin(); it != schemas_.end(); ++it) {
+      if (it->first != text) continue;
+      schemas_.splice(schemas_.begin(), schemas_, it);
+      return schemas_.front().second;
+    }
+  }
+  // Compiled outside the lock: a large schema does not hold up other requests.
+  BF_ASSIGN_OR_RETURN(std::shared_ptr<const JsonSchema> schema, JsonSchema::Compile(text));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto grammar = std::make_shared<JsonGrammar>(VocabularyLocked(), std::move(schema), kSchemaCacheBytes);
+  schemas_.emplace_front(std::string(text), grammar);
+  if (schemas_.size() > kMaxSchemas) schemas_.pop_back();
+  return grammar;
+}
+
 const TokenMask& JsonConstraint::AllowedTokens() {
-  if (allowed_ == nullptr) allowed_ = vocabulary_->Allowed(state_);
+  if (allowed_ == nullptr) allowed_ = grammar_->Allowed(state_);
   return *allowed_;
 }
 
 bool JsonConstraint::Accept(int32_t token) {
   if (!MaskHas(AllowedTokens(), token)) return false;
-  if (!vocabulary_->IsEndOfGeneration(token)) {
-    for (char c : vocabulary_->token_bytes(token)) {
+  const JsonVocabulary& vocabulary = grammar_->vocabulary();
+  if (!vocabulary.IsEndOfGeneration(token)) {
+    for (char c : vocabulary.token_bytes(token)) {
       if (!state_.Advance(static_cast<uint8_t>(c))) return false;  // cannot happen: the mask allowed it
     }
   }

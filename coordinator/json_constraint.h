@@ -1,24 +1,30 @@
-// response_format json_object: constrains a request's output to one JSON object
-// (coordinator/json_grammar.h) followed by an end-of-generation token.
+// response_format json_object / json_schema: constrains a request's output to one JSON document
+// (coordinator/json_grammar.h: any object, or a schema's values) followed by an
+// end-of-generation token.
 //
 // JsonVocabulary indexes a tokenizer's token bytes once (a byte trie of every token that has
 // visible bytes, laid out in preorder; control tokens have none and are never allowed), and
 // computes the allowed-token mask of a grammar state by one pass over that array, advancing a
 // copy of the state per node and skipping a node's whole subtree at the first byte the grammar
-// refuses. Masks are cached per state: JSON output revisits few states (inside a string
-// at a given nesting, after a value, ...), so most steps find theirs. Thread-safe (the cache has
-// a lock): one vocabulary serves every request of a server.
+// refuses. JsonGrammar caches masks per state: JSON output revisits few states (inside a
+// string at a given nesting, after a value, ...), so most steps find theirs. One vocabulary
+// serves every request of a server.
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
 #include "coordinator/json_grammar.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/output_constraint.h"
+#include "core/status.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace bitfleet::coordinator {
@@ -33,11 +39,10 @@ class JsonVocabulary {
   int32_t n_vocab() const { return static_cast<int32_t>(token_bytes_.size()); }
   const std::string& token_bytes(int32_t token) const { return token_bytes_[static_cast<size_t>(token)]; }
   bool IsEndOfGeneration(int32_t token) const;
+  size_t mask_bytes() const { return (static_cast<size_t>(n_vocab()) + 63) / 64 * sizeof(uint64_t); }
 
-  // The tokens whose bytes `state` accepts in full, and the end-of-generation tokens once the
-  // document is complete.
-  std::shared_ptr<const TokenMask> Allowed(const JsonState& state);
-  // Allowed's work without its cache: the trie walk (`bench json-mask` times it).
+  // The tokens whose bytes `state` accepts in full, and the end-of-generation tokens when the
+  // document is complete: the trie walk.
   TokenMask Walk(const JsonState& state) const;
   // The same, by trying every token's bytes in turn (the reference the trie walk is tested
   // against).
@@ -54,25 +59,71 @@ class JsonVocabulary {
     int32_t tokens_end = 0;
   };
   void Build();
+  void AddEndOfGeneration(const JsonState& state, TokenMask& mask) const;
 
   std::vector<std::string> token_bytes_;
   std::vector<int32_t> end_of_generation_;
   std::vector<FlatNode> nodes_;
   std::vector<int32_t> node_tokens_;
   int32_t max_depth_ = 0;
+};
 
+// A schema over a vocabulary, with its masks cached per state (thread-safe: requests with the
+// same schema share one).
+class JsonGrammar {
+ public:
+  JsonGrammar(std::shared_ptr<const JsonVocabulary> vocabulary, std::shared_ptr<const JsonSchema> schema,
+              size_t cache_bytes);
+
+  JsonState Start() const { return JsonState(schema_.get()); }
+  const JsonVocabulary& vocabulary() const { return *vocabulary_; }
+  // vocabulary().Walk(state), cached.
+  std::shared_ptr<const TokenMask> Allowed(const JsonState& state);
+
+ private:
   struct StateHash {
     size_t operator()(const JsonState& s) const { return s.Hash(); }
   };
-  static constexpr size_t kMaxCachedMasks = 4096;
+  std::shared_ptr<const JsonVocabulary> vocabulary_;
+  std::shared_ptr<const JsonSchema> schema_;
+  size_t max_cached_masks_;
   std::mutex mu_;
   std::unordered_map<JsonState, std::shared_ptr<const TokenMask>, StateHash> cache_;
+};
+
+// A server's grammars: the vocabulary index (built on first use: a server whose clients never
+// ask for JSON does not pay for it), json_object's grammar, and the latest schemas compiled
+// (by their text: agents send the same schema with every request). Thread-safe.
+class JsonGrammars {
+ public:
+  // Masks cached per grammar; schemas kept.
+  static constexpr size_t kObjectCacheBytes = 32u << 20;
+  static constexpr size_t kSchemaCacheBytes = 8u << 20;
+  static constexpr size_t kMaxSchemas = 16;
+
+  // Indexes `tokenizer` (which must outlive this) on first use.
+  explicit JsonGrammars(const tokenizer::Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  explicit JsonGrammars(std::shared_ptr<const JsonVocabulary> vocabulary) : vocabulary_(std::move(vocabulary)) {}
+
+  std::shared_ptr<JsonGrammar> AnyObject();
+  // INVALID_ARGUMENT for a schema json_schema.h refuses.
+  StatusOr<std::shared_ptr<JsonGrammar>> ForSchema(std::string_view text);
+
+ private:
+  std::shared_ptr<const JsonVocabulary> VocabularyLocked();
+
+  std::mutex mu_;
+  const tokenizer::Tokenizer* tokenizer_ = nullptr;
+  std::shared_ptr<const JsonVocabulary> vocabulary_;
+  std::shared_ptr<JsonGrammar> any_object_;
+  std::list<std::pair<std::string, std::shared_ptr<JsonGrammar>>> schemas_;  // most recent first
 };
 
 // One request's constraint.
 class JsonConstraint final : public OutputConstraint {
  public:
-  explicit JsonConstraint(std::shared_ptr<JsonVocabulary> vocabulary) : vocabulary_(std::move(vocabulary)) {}
+  explicit JsonConstraint(std::shared_ptr<JsonGrammar> grammar)
+      : grammar_(std::move(grammar)), state_(grammar_->Start()) {}
 
   const TokenMask& AllowedTokens() override;
   bool Accept(int32_t token) override;
@@ -80,7 +131,7 @@ class JsonConstraint final : public OutputConstraint {
   const JsonState& state() const { return state_; }
 
  private:
-  std::shared_ptr<JsonVocabulary> vocabulary_;
+  std::shared_ptr<JsonGrammar> grammar_;
   JsonState state_;
   std::shared_ptr<const TokenMask> allowed_;  // of state_, when computed
 };

@@ -1,32 +1,51 @@
-// A byte-at-a-time JSON recognizer (RFC 8259) for constrained decoding: JsonState::Advance
-// accepts a byte only if the bytes so far stay a prefix of some JSON text whose top-level value
-// is an object (OpenAI's response_format json_object), so a sampler masked by it can always
-// finish a valid document.
+// A byte-at-a-time JSON recognizer (RFC 8259) for constrained decoding, driven by a compiled
+// JSON Schema (json_schema.h): JsonState::Advance accepts a byte only if the bytes so far stay a
+// prefix of some JSON text the schema's generated subset holds, and from every state it leaves
+// some way to finish (a sampler masked by it can always end with a valid document). The default
+// schema is any JSON object (OpenAI's response_format json_object).
 //
 // Beyond the RFC, to keep a masked model from running away: containers nest at most kMaxDepth
-// deep, and at most kMaxWhitespaceRun whitespace bytes may follow one another outside strings.
-// Strings hold well-formed UTF-8 (no overlong forms or surrogates checked: leading and
-// continuation bytes only) and no raw control characters.
+// deep (a schema's required nesting is checked to fit at compile time, optional nesting at
+// run time), at most kMaxWhitespaceRun whitespace bytes may follow one another outside
+// strings, and numbers have at most kMaxIntegerDigits / kMaxExponentDigits digits. Strings hold well-formed UTF-8 (RFC 3629), no raw control characters, and \u surrogate escapes only in pairs
+// (parsers such as nlohmann's refuse a lone one).
 //
 // The state is small and trivially copyable (the mask search copies it per trie node) and
-// comparable (masks are cached per state).
+// comparable (masks are cached per state; states of one schema compare, fields that no longer
+// matter are reset so that equal futures compare equal).
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
+
+#include "coordinator/json_schema.h"
 
 namespace bitfleet::coordinator {
 
 class JsonState {
  public:
-  static constexpr int kMaxDepth = 32;
+  static constexpr int kMaxDepth = JsonSchema::kMaxDepth;
   // 64: room for a newline and 4-space indentation 15 levels deep.
   static constexpr int kMaxWhitespaceRun = 64;
+  // Numbers stay within a double's range (parsers such as nlohmann's refuse 1e400): at most 20
+  // digits before the point (2^64 has 20) and 2 in the exponent.
+  static constexpr int kMaxIntegerDigits = 20;
+  static constexpr int kMaxExponentDigits = 2;
 
-  // Takes one more byte; false (and the state unchanged) if no JSON object text continues so.
+  // Any JSON object.
+  JsonState();
+  // Values of `schema`, which must outlive the state.
+  explicit JsonState(const JsonSchema* schema);
+
+  // Takes one more byte; false (and the state unchanged) if no text of the schema continues so.
   bool Advance(uint8_t byte);
-  // The top-level object has closed: the text is a whole document.
-  bool complete() const { return mode_ == Mode::kDone; }
+  // Advance without keeping the state on a refusal: it is then unusable until assigned again
+  // (the trie walk, which overwrites it anyway, saves a copy per node).
+  bool AdvanceOrSpoil(uint8_t byte) { return Step(byte); }
+  // The text so far is a whole document (more bytes may still be taken: a number at the top
+  // level may go on).
+  bool complete() const;
 
   bool operator==(const JsonState&) const = default;
   // A hash of the whole state (mask cache key).
@@ -34,41 +53,79 @@ class JsonState {
 
  private:
   enum class Mode : uint8_t {
-    kStart,        // before the top-level object: whitespace, then '{'
-    kValue,        // a value is expected (after ':' or ',' in an array, or '[')
-    kValueOrEnd,   // after '[': a value or ']'
-    kKeyOrEnd,     // after '{': a key string or '}'
-    kKey,          // after ',' in an object: a key string
-    kColon,        // after a key
-    kCommaOrEnd,   // after a value inside a container: ',' or the container's close
-    kString,       // inside a string (key or value: in_key_)
-    kEscape,       // after '\' in a string
-    kUnicode,      // inside \uXXXX (hex_left_ digits to go)
-    kNumber,       // inside a number (number_ sub-state)
-    kLiteral,      // inside true / false / null (literal_, literal_pos_)
-    kDone,         // the top-level object closed
+    kValue,      // a value of value_node_ is expected (after ':', or at the start)
+    kContainer,  // between the tokens of the innermost open container: its frame's phase says what
+    kKey,        // inside a declared property's key (candidates_, pos_)
+    kString,     // inside a string (a value of scalar_node_, or a free key: in_key_)
+    kEscape,     // after '\' in a string
+    kUnicode,    // inside \uXXXX (hex_left_ digits to go)
+    kNumber,     // inside a number (number_)
+    kLiteral,    // inside one of scalar_node_'s literals (literals_[lo_] matched to pos_)
+    kDone,       // the top-level value is finished
   };
+  // Where a container is: after its open bracket, after a ',', after a key, after a value.
+  enum class Phase : uint8_t { kFirst, kNext, kColon, kAfter };
   // Number sub-states, by what was read last.
   enum class Num : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpInt };
 
-  // What a finished value leaves: ',' or a close inside a container, done at the top.
-  void ValueDone();
-  bool StartValue(uint8_t byte);
-  bool Close(uint8_t byte);
-  bool StringByte(uint8_t byte);
-  bool NumberByte(uint8_t byte);
-  bool Whitespace(uint8_t byte);
+  struct Frame {
+    uint16_t node = 0;
+    Phase phase = Phase::kFirst;
+    uint8_t unused = 0;
+    // kObject: properties [0, count) are behind; kArray: items started (kept only when the
+    // array has bounds, saturating).
+    uint16_t count = 0;
+    bool operator==(const Frame&) const = default;
+  };
 
-  Mode mode_ = Mode::kStart;
+  const JsonSchema::Node& Node(uint16_t id) const { return schema_->node(id); }
+  bool Fits(int32_t node) const { return depth_ + Node(static_cast<uint16_t>(node)).min_depth <= kMaxDepth; }
+  Frame& Top() { return stack_[depth_ - 1]; }
+
+  bool Step(uint8_t byte);
+  bool Whitespace(uint8_t byte);
+  // A value of `node` (through its union) beginning with `byte`.
+  bool StartValue(int32_t node, uint8_t byte);
+  bool ContainerByte(uint8_t byte);
+  bool ObjectByte(uint8_t byte);
+  bool MapByte(uint8_t byte);
+  bool ArrayByte(uint8_t byte);
+  bool Close();
+  // The declared properties a key may name next: bits over the top object's properties.
+  uint64_t KeyCandidates() const;
+  bool KeyByte(uint8_t byte);
+  bool StringByte(uint8_t byte);
+  bool EscapeByte(uint8_t byte);
+  bool UnicodeByte(uint8_t byte);
+  bool NumberByte(uint8_t byte);
+  bool LiteralByte(uint8_t byte);
+  // A literal's text is matched in full: finish the value unless a longer literal goes on.
+  bool LiteralCanEnd() const;
+  bool NumberCanEnd() const;
+  // What a finished value leaves: its container's next phase, or done at the top.
+  void ValueDone();
+  bool StringLimited() const;
+
+  const JsonSchema* schema_;
+  Mode mode_ = Mode::kValue;
   Num number_ = Num::kMinus;
   bool in_key_ = false;
-  uint8_t literal_ = 0;       // 0 true, 1 false, 2 null
-  uint8_t literal_pos_ = 0;   // bytes of it matched
   uint8_t hex_left_ = 0;
+  // Surrogate escapes: kFirstD (this \u escape began with d), kHigh (it is d800..dbff),
+  // kLowNext (one was: the next character must be a \u escape of dc00..dfff).
+  static constexpr uint8_t kFirstD = 1, kHigh = 2, kLowNext = 4;
+  uint8_t surrogate_ = 0;
   uint8_t utf8_left_ = 0;     // continuation bytes the current character still needs
+  uint8_t utf8_first_ = 0;    // a leading byte whose next byte has a narrower range (E0 ED F0 F4)
   uint8_t whitespace_run_ = 0;
   uint8_t depth_ = 0;
-  std::array<uint8_t, kMaxDepth> stack_{};  // '{' or '[' per open container
+  uint16_t value_node_ = 0;   // kValue: the schema node expected
+  uint16_t scalar_node_ = 0;  // kString / kNumber / kLiteral: the node being written
+  uint16_t chars_ = 0;        // characters of a bounded string so far; digits of a number's part
+  uint16_t pos_ = 0;          // kKey / kLiteral: bytes matched
+  uint32_t lo_ = 0;           // kLiteral: the first literal the bytes so far begin
+  uint64_t candidates_ = 0;   // kKey: the properties whose key the bytes so far begin
+  std::array<Frame, kMaxDepth> stack_{};
 };
 
 }  // namespace bitfleet::coordinator

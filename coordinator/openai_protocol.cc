@@ -96,8 +96,11 @@ Status ReadLogitBias(const Json& body, v1::SamplingParams& sampling) {
   return absl::OkStatus();
 }
 
-// response_format: {"type": "text"} (the default) or {"type": "json_object"}.
-Status ReadResponseFormat(const Json& body, v1::GenerateRequest& out) {
+// response_format: {"type": "text"} (the default), {"type": "json_object"} or
+// {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}}. The
+// schema is taken from `raw` parsed again keeping key order: properties are generated in the
+// order the client listed them (the body's parse sorts keys).
+Status ReadResponseFormat(const Json& body, std::string_view raw, v1::GenerateRequest& out) {
   const Json* format = Find(body, "response_format");
   if (format == nullptr) return absl::OkStatus();
   const Json* type = format->is_object() ? Find(*format, "type") : nullptr;
@@ -108,8 +111,31 @@ Status ReadResponseFormat(const Json& body, v1::GenerateRequest& out) {
     out.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
     return absl::OkStatus();
   }
-  if (name == "json_schema") return FieldError("response_format", "json_schema is not supported (json_object is)");
-  return FieldError("response_format", absl::StrCat("type '", name, "' is not one of text, json_object"));
+  if (name != "json_schema") {
+    return FieldError("response_format", absl::StrCat("type '", name, "' is not one of text, json_object, json_schema"));
+  }
+  const Json* spec = Find(*format, "json_schema");
+  if (spec == nullptr || !spec->is_object()) {
+    return FieldError("response_format", "of type json_schema needs a 'json_schema' object");
+  }
+  const Json* schema_name = Find(*spec, "name");
+  if (schema_name != nullptr && !schema_name->is_string()) return FieldError("json_schema.name", "must be a string");
+  const Json* strict = Find(*spec, "strict");
+  if (strict != nullptr && !strict->is_boolean()) return FieldError("json_schema.strict", "must be true or false");
+  out.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  if (Find(*spec, "schema") == nullptr) {
+    out.set_json_schema("{}");  // no schema: any JSON value
+    return absl::OkStatus();
+  }
+  const auto ordered = nlohmann::ordered_json::parse(raw.begin(), raw.end(), nullptr, /*allow_exceptions=*/false);
+  const nlohmann::ordered_json* schema = &ordered;
+  for (const char* key : {"response_format", "json_schema", "schema"}) {
+    auto it = schema->is_object() ? schema->find(key) : schema->end();
+    if (it == schema->end()) return absl::InternalError("the request body parsed differently the second time");
+    schema = &*it;
+  }
+  out.set_json_schema(schema->dump());
+  return absl::OkStatus();
 }
 
 Status ReadSampling(const Json& body, v1::GenerateRequest& out) {
@@ -508,7 +534,7 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
     // Unset: 0, the rest of the context.
   }
   BF_RETURN_IF_ERROR(ReadSampling(json, generate));
-  BF_RETURN_IF_ERROR(ReadResponseFormat(json, generate));
+  BF_RETURN_IF_ERROR(ReadResponseFormat(json, body, generate));
   BF_RETURN_IF_ERROR(ReadStop(json, generate));
   BF_RETURN_IF_ERROR(ReadLogprobs(endpoint, json, generate));
   if (out.echo && generate.logprobs()) {

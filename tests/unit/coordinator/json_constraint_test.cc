@@ -1,6 +1,7 @@
-// JsonVocabulary and JsonConstraint: the trie walk's masks equal a scan of every token (the
-// scalar reference) along random constrained generations, the masks allow exactly what keeps the
-// output a JSON object prefix, and a constrained output ends as a whole document.
+// JsonVocabulary, JsonGrammars and JsonConstraint: the trie walk's masks equal a scan of every
+// token (the scalar reference) along random constrained generations, for any object and for
+// schemas; the masks allow exactly what keeps the output a JSON object prefix; a constrained
+// output ends as a whole document (of its schema); grammars are shared by schema text.
 #include "coordinator/json_constraint.h"
 
 #include <random>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/unit/coordinator/json_schema_oracle.h"
 
 namespace bitfleet::coordinator {
 namespace {
@@ -32,33 +34,109 @@ std::vector<std::string> Vocabulary() {
 
 bool Has(const TokenMask& mask, int32_t token) { return MaskHas(mask, token); }
 
-TEST(JsonConstraintTest, TheTrieWalkEqualsAScanOfEveryTokenAlongRandomGenerations) {
-  auto vocab = std::make_shared<JsonVocabulary>(Vocabulary(), std::vector<int32_t>{kEos});
+std::shared_ptr<const JsonVocabulary> TestVocabulary() {
+  return std::make_shared<JsonVocabulary>(Vocabulary(), std::vector<int32_t>{kEos});
+}
+
+// Random constrained generations of `runs` outputs, at most `steps` tokens each; every mask is
+// checked against the scan. Returns the finished outputs.
+std::vector<std::string> Generate(const std::shared_ptr<JsonGrammar>& grammar, int runs, int steps, int* states) {
+  const JsonVocabulary& vocab = grammar->vocabulary();
   std::mt19937 rng(7);
-  int states = 0, finished = 0;
-  for (int run = 0; run < 300; ++run) {
-    JsonConstraint constraint(vocab);
+  std::vector<std::string> finished;
+  for (int run = 0; run < runs; ++run) {
+    JsonConstraint constraint(grammar);
     std::string text;
-    for (int step = 0; step < 60; ++step) {
+    for (int step = 0; step < steps; ++step) {
       const TokenMask& allowed = constraint.AllowedTokens();
-      ASSERT_EQ(allowed, vocab->AllowedByScan(constraint.state())) << "after " << text;
-      ++states;
+      EXPECT_EQ(allowed, vocab.AllowedByScan(constraint.state())) << "after " << text;
+      ++*states;
       std::vector<int32_t> choices;
-      for (int32_t t = 0; t < vocab->n_vocab(); ++t) {
+      for (int32_t t = 0; t < vocab.n_vocab(); ++t) {
         if (Has(allowed, t)) choices.push_back(t);
       }
-      ASSERT_FALSE(choices.empty()) << "nothing continues " << text;
-      const int32_t token = choices[rng() % choices.size()];
-      ASSERT_TRUE(constraint.Accept(token));
+      EXPECT_FALSE(choices.empty()) << "nothing continues " << text;
+      if (choices.empty()) break;
+      // The end as soon as it is allowed, half of the time: outputs finish.
+      int32_t token = choices[rng() % choices.size()];
+      if (Has(allowed, kEos) && rng() % 2 == 0) token = kEos;
+      EXPECT_TRUE(constraint.Accept(token));
       if (token == kEos) {
-        ++finished;
+        EXPECT_TRUE(constraint.Complete());
+        finished.push_back(text);
         break;
       }
-      text += vocab->token_bytes(token);
+      text += vocab.token_bytes(token);
     }
   }
+  return finished;
+}
+
+TEST(JsonConstraintTest, TheTrieWalkEqualsAScanOfEveryTokenAlongRandomGenerations) {
+  JsonGrammars grammars(TestVocabulary());
+  int states = 0;
+  const std::vector<std::string> finished = Generate(grammars.AnyObject(), 300, 60, &states);
   EXPECT_GT(states, 3000);
-  EXPECT_GT(finished, 0);
+  EXPECT_GT(finished.size(), 0u);
+}
+
+// With schemas: the walk still equals the scan, and what finishes validates.
+TEST(JsonConstraintTest, SchemaOutputsValidate) {
+  JsonGrammars grammars(TestVocabulary());
+  const char* schemas[] = {
+      R"({"type": "object", "properties": {"name": {"type": "string", "maxLength": 4}, "age": {"type": "integer"},)"
+      R"( "tags": {"type": "array", "items": {"enum": ["a", "b", 12]}, "maxItems": 2}}, "required": ["name", "age"]})",
+      R"({"type": "array", "items": {"type": ["number", "null"]}, "minItems": 1})",
+      R"({"anyOf": [{"type": "integer"}, {"type": "boolean"}]})",
+      "{}",
+  };
+  for (const char* text : schemas) {
+    StatusOr<std::shared_ptr<JsonGrammar>> grammar = grammars.ForSchema(text);
+    ASSERT_TRUE(grammar.ok()) << grammar.status();
+    int states = 0;
+    const std::vector<std::string> finished = Generate(*grammar, 150, 80, &states);
+    EXPECT_GT(finished.size(), 20u) << text;
+    for (const std::string& doc : finished) EXPECT_TRUE(testing::ValidatesAgainst(doc, text)) << text << "\n" << doc;
+  }
+}
+
+TEST(JsonConstraintTest, GrammarsAreSharedBySchemaTextAndRefusalsNamed) {
+  JsonGrammars grammars(TestVocabulary());
+  const std::string schema = R"({"type": "integer"})";
+  StatusOr<std::shared_ptr<JsonGrammar>> a = grammars.ForSchema(schema);
+  StatusOr<std::shared_ptr<JsonGrammar>> b = grammars.ForSchema(schema);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->get(), b->get());
+  EXPECT_EQ(grammars.AnyObject().get(), grammars.AnyObject().get());
+  // Past kMaxSchemas others, the first is compiled again.
+  for (size_t i = 0; i < JsonGrammars::kMaxSchemas; ++i) {
+    ASSERT_TRUE(grammars.ForSchema(R"({"const": )" + std::to_string(i) + "}").ok());
+  }
+  StatusOr<std::shared_ptr<JsonGrammar>> c = grammars.ForSchema(schema);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(a->get(), c->get());
+  StatusOr<std::shared_ptr<JsonGrammar>> bad = grammars.ForSchema(R"({"type": "string", "pattern": "x"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A top-level number is complete while it may still go on: the end is allowed beside digits.
+TEST(JsonConstraintTest, ATopLevelNumberMayEndOrGoOn) {
+  const std::vector<std::string> v = Vocabulary();
+  auto index = [&](const std::string& piece) {
+    return static_cast<int32_t>(std::find(v.begin(), v.end(), piece) - v.begin());
+  };
+  JsonGrammars grammars(TestVocabulary());
+  StatusOr<std::shared_ptr<JsonGrammar>> grammar = grammars.ForSchema(R"({"type": "integer"})");
+  ASSERT_TRUE(grammar.ok());
+  JsonConstraint constraint(*grammar);
+  EXPECT_FALSE(Has(constraint.AllowedTokens(), kEos));
+  ASSERT_TRUE(constraint.Accept(index("12")));
+  const TokenMask& allowed = constraint.AllowedTokens();
+  EXPECT_TRUE(Has(allowed, kEos));
+  EXPECT_TRUE(Has(allowed, index("5")));
+  EXPECT_FALSE(Has(allowed, index("1.5")));
+  EXPECT_FALSE(Has(allowed, index(" ")));
 }
 
 TEST(JsonConstraintTest, MasksFollowTheGrammar) {
@@ -67,7 +145,8 @@ TEST(JsonConstraintTest, MasksFollowTheGrammar) {
     return static_cast<int32_t>(std::find(v.begin(), v.end(), piece) - v.begin());
   };
   auto vocab = std::make_shared<JsonVocabulary>(v, std::vector<int32_t>{kEos});
-  JsonConstraint constraint(vocab);
+  JsonGrammars grammars(vocab);
+  JsonConstraint constraint(grammars.AnyObject());
   const TokenMask& start = constraint.AllowedTokens();
   for (const char* ok : {"{", "{\"", " ", "\n", "{}"}) EXPECT_TRUE(Has(start, index(ok))) << ok;
   for (const char* no : {"}", "[", "\"", "1", "true", "\xC3"}) EXPECT_FALSE(Has(start, index(no))) << no;

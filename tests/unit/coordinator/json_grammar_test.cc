@@ -87,6 +87,12 @@ TEST(JsonGrammarTest, TheFirstImpossibleByteIsRefused) {
       {"{}x", 2},                      // nothing after the document
       {"{} ", 2},
       {R"({"a":1 2})", 7},
+      {R"({"a":123456789012345678901})", 25},  // numbers stay within a double's range
+      {R"({"a":-1.5e123})", 12},
+      {"{\"a\":\"\xE0\x80\x80\"}", 7},  // UTF-8: an overlong form
+      {"{\"a\":\"\xED\xA0\x80\"}", 7},  // an encoded surrogate
+      {"{\"a\":\"\xF4\x90\x80\x80\"}", 7},  // past U+10FFFF
+      {"{\"a\":\"\xC1\xBF\"}", 6},
   };
   for (const Case& c : cases) {
     JsonState state;

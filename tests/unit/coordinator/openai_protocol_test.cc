@@ -147,6 +147,28 @@ TEST(OpenAiRequestTest, ResponseFormatJsonObjectOnBothEndpoints) {
   EXPECT_EQ(text->generate().response_format(), v1::RESPONSE_FORMAT_TEXT);
 }
 
+// json_schema: the schema goes on as JSON text in the client's key order (properties are
+// generated in that order), whatever order the body's parse keeps.
+TEST(OpenAiRequestTest, ResponseFormatJsonSchemaKeepsTheSchemasKeyOrder) {
+  auto chat = Chat(R"({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema",
+      "json_schema": {"name": "person", "strict": true, "schema": {"type": "object",
+      "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}, "required": ["zeta", "alpha"]}}}})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->generate().response_format(), v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  EXPECT_EQ(chat->generate().json_schema(),
+            R"({"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}},)"
+            R"("required":["zeta","alpha"]})");
+  auto no_schema = Completion(R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a"}}})");
+  ASSERT_TRUE(no_schema.ok()) << no_schema.status();
+  EXPECT_EQ(no_schema->generate().json_schema(), "{}");  // any JSON value
+  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_schema"}})"),
+                "of type json_schema needs a 'json_schema' object");
+  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_schema", "json_schema": {"name": 3}}})"),
+                "'json_schema.name' must be a string");
+  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_schema", "json_schema": {"strict": 1}}})"),
+                "'json_schema.strict' must be true or false");
+}
+
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
   // Past float's range (a double converted to float would be undefined behaviour).
@@ -188,9 +210,7 @@ TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Chat(R"({"messages": [], "echo": true})"), "'echo'");  // completions echo
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
   ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
-  ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_schema", "json_schema": {}}})"),
-                "json_schema is not supported (json_object is)");
-  ExpectRefused(Completion(R"({"prompt": "x", "response_format": {"type": "yaml"}})"), "'yaml' is not one of");
+  ExpectRefused(Completion(R"({"prompt": "x", "response_format": {"type": "yaml"}})"), "'yaml' is not one of text, json_object, json_schema");
   ExpectRefused(Completion(R"({"prompt": "x", "response_format": "json"})"), "'response_format' must be an object");
   // Their no-op values are fine.
   EXPECT_TRUE(Completion(R"({"prompt": "x", "n": 1, "best_of": 1, "echo": false, "logprobs": null})").ok());

@@ -1,0 +1,98 @@
+// A JSON Schema compiled for constrained decoding (response_format json_schema): a graph of
+// nodes that JsonState (json_grammar.h) walks byte by byte, so that every output the mask lets
+// through validates against the schema. docs/protocol.md lists the subset; in short:
+//
+//   type (one or a list), properties / required / additionalProperties, items / minItems /
+//   maxItems, minLength / maxLength, enum, const, anyOf / oneOf, allOf with one member, $ref to
+//   "#" or a JSON pointer in the document ($defs, definitions; recursion allowed), and the
+//   annotations (title, description, default, examples, format, ...), which do not constrain.
+//
+// What the decoder generates is a subset of what the schema accepts, chosen to keep the state
+// small and the choice deterministic:
+//   - declared properties appear in the schema's order; optional ones may be left out; no other
+//     property is generated (additionalProperties is honoured only for objects that declare no
+//     properties);
+//   - values are written as the text the schema's constants dump to (enum / const, compactly);
+//   - "integer" has no fraction or exponent;
+//   - anyOf / oneOf alternatives must differ in their first byte ('{', '[', '"', a number, true,
+//     false, null), so that the first byte picks one (then oneOf and anyOf mean the same);
+//   - strings with a length bound count characters as code points and refuse \u surrogate
+//     escapes (raw UTF-8 is taken), so that the count is the validator's.
+// Assertions outside the subset (pattern, minimum, multipleOf, uniqueItems: true, ...) are
+// refused by name rather than ignored: a schema is either enforced or refused.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace bitfleet::coordinator {
+
+class JsonSchema {
+ public:
+  // JsonState's nesting bound (containers open at once); a schema that cannot be satisfied
+  // within it is refused.
+  static constexpr int kMaxDepth = 32;
+  static constexpr uint32_t kUnbounded = 0xFFFF;  // counts saturate here (uint16 in the state)
+  static constexpr size_t kMaxSchemaBytes = 256 * 1024;
+  static constexpr size_t kMaxNodes = 8192;
+  static constexpr size_t kMaxProperties = 64;  // per object: the state keeps a candidate bit each
+
+  enum class Kind : uint8_t {
+    kObject,    // declared properties, in order
+    kMap,       // any keys; values of `child`
+    kArray,     // items of `child`, `min`..`max` of them
+    kString,    // `min`..`max` characters
+    kNumber,
+    kInteger,
+    kLiterals,  // one of `literals`
+    kUnion,     // by first byte: `by_first`
+  };
+  // What a value's first byte says it is (the union dispatch).
+  enum FirstByte : uint8_t { kOpenObject, kOpenArray, kQuote, kNumeral, kTrue, kFalse, kNull, kFirstBytes };
+
+  struct Property {
+    std::string key;  // the key as JSON text, quotes included
+    int32_t value = -1;
+    bool required = false;
+  };
+  struct Node {
+    Kind kind = Kind::kUnion;
+    std::vector<Property> properties;  // kObject
+    int32_t child = -1;                // kMap: value schema; kArray: item schema
+    uint32_t min = 0;                  // kArray: items; kString: characters
+    uint32_t max = kUnbounded;
+    std::vector<std::string> literals;  // kLiterals: compact JSON texts, sorted, distinct
+    std::array<int32_t, kFirstBytes> by_first{};  // kUnion: the node a first byte selects, or -1
+    // Containers a value of this node needs open at once to be finished (the object or array
+    // itself included; 0 for scalars). Larger than kMaxDepth: it cannot be finished at all.
+    int32_t min_depth = 0;
+  };
+
+  // Compiles a schema given as JSON text. INVALID_ARGUMENT naming the place (a JSON pointer into
+  // the schema) and the reason for text that is not JSON, keywords outside the subset, a $ref
+  // that does not resolve, alternatives that share a first byte, or a schema no value satisfies
+  // within kMaxDepth levels.
+  static StatusOr<std::shared_ptr<const JsonSchema>> Compile(std::string_view text);
+  // Any JSON object (response_format json_object).
+  static std::shared_ptr<const JsonSchema> AnyObject();
+
+  int32_t root() const { return root_; }
+  const Node& node(int32_t id) const { return nodes_[static_cast<size_t>(id)]; }
+  size_t size() const { return nodes_.size(); }
+  static FirstByte ClassOf(uint8_t byte);
+  // The node a value starting with `byte` is, through unions; -1 if the schema has none.
+  int32_t Resolve(int32_t id, uint8_t byte) const;
+
+ private:
+  friend class JsonSchemaCompiler;
+  std::vector<Node> nodes_;
+  int32_t root_ = 0;
+};
+
+}  // namespace bitfleet::coordinator
