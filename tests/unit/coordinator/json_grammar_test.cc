@@ -6,21 +6,12 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "tests/unit/coordinator/json_schema_oracle.h"
 
 namespace bitfleet::coordinator {
 namespace {
 
-// Feeds `text`; returns the index of the first refused byte, or text.size() if all were taken.
-size_t Feed(JsonState& state, const std::string& text) {
-  for (size_t i = 0; i < text.size(); ++i) {
-    const JsonState before = state;
-    if (!state.Advance(static_cast<uint8_t>(text[i]))) {
-      EXPECT_EQ(state, before) << "a refused byte changed the state";
-      return i;
-    }
-  }
-  return text.size();
-}
+using testing::Feed;
 
 TEST(JsonGrammarTest, ObjectTextsAreAcceptedAndCompleteAtTheirEnd) {
   const std::string docs[] = {

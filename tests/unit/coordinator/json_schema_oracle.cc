@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "gtest/gtest.h"
+
 namespace bitfleet::coordinator::testing {
 namespace {
 
@@ -127,6 +129,17 @@ bool ValidatesAgainst(std::string_view document, std::string_view schema) {
   const Json root = Json::parse(schema.begin(), schema.end(), nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded() || root.is_discarded()) return false;
   return Valid(value, root, root);
+}
+
+size_t Feed(JsonState& state, const std::string& text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const JsonState before = state;
+    if (!state.Advance(static_cast<uint8_t>(text[i]))) {
+      EXPECT_EQ(state, before) << "a refused byte changed the state";
+      return i;
+    }
+  }
+  return text.size();
 }
 
 }  // namespace bitfleet::coordinator::testing

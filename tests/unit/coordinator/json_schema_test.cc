@@ -15,22 +15,12 @@
 namespace bitfleet::coordinator {
 namespace {
 
+using testing::Feed;
+
 std::shared_ptr<const JsonSchema> MustCompile(const std::string& text) {
   StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(text);
   EXPECT_TRUE(schema.ok()) << text << ": " << schema.status();
   return schema.ok() ? *schema : nullptr;
-}
-
-// Feeds `text`; returns the index of the first refused byte, or text.size() if all were taken.
-size_t Feed(JsonState& state, const std::string& text) {
-  for (size_t i = 0; i < text.size(); ++i) {
-    const JsonState before = state;
-    if (!state.Advance(static_cast<uint8_t>(text[i]))) {
-      EXPECT_EQ(state, before) << "a refused byte changed the state";
-      return i;
-    }
-  }
-  return text.size();
 }
 
 // Shaped like what pydantic writes for a model (OpenAI's client sends such schemas).
