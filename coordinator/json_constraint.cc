@@ -75,22 +75,35 @@ void JsonVocabulary::AddEndOfGeneration(const JsonState& state, TokenMask& mask)
   }
 }
 
-TokenMask JsonVocabulary::Walk(const JsonState& state) const {
-  TokenMask mask((static_cast<size_t>(n_vocab()) + 63) / 64, 0);
-  AddEndOfGeneration(state, mask);
+template <typename State, typename Step>
+void JsonVocabulary::WalkTrie(const State& start, Step step, TokenMask& mask) const {
   // at[d]: the state after the first d bytes of the current node's path.
-  std::vector<JsonState> at(static_cast<size_t>(max_depth_) + 1, state);
+  std::vector<State> at(static_cast<size_t>(max_depth_) + 1, start);
   const int32_t n = static_cast<int32_t>(nodes_.size());
   for (int32_t i = 0; i < n;) {
     const FlatNode& node = nodes_[static_cast<size_t>(i)];
-    JsonState& here = at[static_cast<size_t>(node.depth)];
+    State& here = at[static_cast<size_t>(node.depth)];
     here = at[static_cast<size_t>(node.depth) - 1];
-    if (!here.AdvanceOrSpoil(node.byte)) {
+    if (!step(here, node.byte)) {
       i = node.subtree_end;  // no token through this prefix
       continue;
     }
     for (int32_t k = node.tokens_begin; k < node.tokens_end; ++k) SetBit(mask, node_tokens_[static_cast<size_t>(k)]);
     ++i;
+  }
+}
+
+TokenMask JsonVocabulary::Walk(const JsonState& state) const {
+  TokenMask mask((static_cast<size_t>(n_vocab()) + 63) / 64, 0);
+  AddEndOfGeneration(state, mask);
+  if (const JsonPath* path = state.single()) {
+    // One path that no byte splits (most states): walked as a path, the smaller copy.
+    WalkTrie(*path, [](JsonPath& p, uint8_t byte) {
+      JsonPath::Choice choice;
+      return p.Step(byte, choice);
+    }, mask);
+  } else {
+    WalkTrie(state, [](JsonState& s, uint8_t byte) { return s.AdvanceOrSpoil(byte); }, mask);
   }
   return mask;
 }
@@ -103,7 +116,7 @@ TokenMask JsonVocabulary::AllowedByScan(const JsonState& state) const {
     if (IsEndOfGeneration(token) || bytes.empty()) continue;
     JsonState s = state;
     bool ok = true;
-    for (char c : bytes) ok = ok && s.Advance(static_cast<uint8_t>(c));
+    for (char c : bytes) ok = ok && s.AdvanceOrSpoil(static_cast<uint8_t>(c));  // s is dropped if refused
     if (ok) SetBit(mask, token);
   }
   return mask;

@@ -60,6 +60,9 @@ class JsonVocabulary {
   };
   void Build();
   void AddEndOfGeneration(const JsonState& state, TokenMask& mask) const;
+  // Sets the tokens whose every byte `step` takes from `start` (State: JsonPath or JsonState).
+  template <typename State, typename Step>
+  void WalkTrie(const State& start, Step step, TokenMask& mask) const;
 
   std::vector<std::string> token_bytes_;
   std::vector<int32_t> end_of_generation_;

@@ -1,7 +1,9 @@
 #include "coordinator/json_grammar.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -25,12 +27,26 @@ bool SortsBefore(std::string_view text, std::string_view prefix, uint8_t byte) {
 
 }  // namespace
 
-JsonState::JsonState() : JsonState(JsonSchema::AnyObject().get()) {}
+JsonPath::JsonPath(const JsonSchema* schema)
+    : schema_(schema),
+      mode_(Mode::kValue),
+      number_(Num::kMinus),
+      in_key_(false),
+      hex_left_(0),
+      surrogate_(0),
+      utf8_left_(0),
+      utf8_first_(0),
+      whitespace_run_(0),
+      depth_(0),
+      value_node_(static_cast<uint16_t>(schema->root())),
+      scalar_node_(0),
+      chars_(0),
+      pos_(0),
+      lo_(0),
+      candidates_(0),
+      stack_() {}
 
-JsonState::JsonState(const JsonSchema* schema)
-    : schema_(schema), value_node_(static_cast<uint16_t>(schema->root())) {}
-
-uint64_t JsonState::Hash() const {
+uint64_t JsonPath::Hash() const {
   // FNV-1a over the fields (the stack only up to the depth: frames above it are zero).
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](uint64_t v, int bytes) {
@@ -59,29 +75,22 @@ uint64_t JsonState::Hash() const {
   return h;
 }
 
-bool JsonState::complete() const {
+bool JsonPath::complete() const {
   if (mode_ == Mode::kDone) return true;
   if (depth_ != 0) return false;
   return (mode_ == Mode::kNumber && NumberCanEnd()) || (mode_ == Mode::kLiteral && LiteralCanEnd());
 }
 
-bool JsonState::Advance(uint8_t byte) {
-  const JsonState before = *this;
-  if (Step(byte)) return true;
-  *this = before;
-  return false;
-}
-
-bool JsonState::Step(uint8_t byte) {
+bool JsonPath::Step(uint8_t byte, Choice& choice) {
   switch (mode_) {
     case Mode::kValue:
       if (IsWhitespace(byte)) return Whitespace(byte);
       whitespace_run_ = 0;
-      return StartValue(value_node_, byte);
+      return StartValue(value_node_, byte, choice);
     case Mode::kContainer:
       if (IsWhitespace(byte)) return Whitespace(byte);
       whitespace_run_ = 0;
-      return ContainerByte(byte);
+      return ContainerByte(byte, choice);
     case Mode::kKey:
       return KeyByte(byte);
     case Mode::kString:
@@ -91,22 +100,22 @@ bool JsonState::Step(uint8_t byte) {
     case Mode::kUnicode:
       return UnicodeByte(byte);
     case Mode::kNumber:
-      return NumberByte(byte);
+      return NumberByte(byte, choice);
     case Mode::kLiteral:
-      return LiteralByte(byte);
+      return LiteralByte(byte, choice);
     case Mode::kDone:
       return false;
   }
   return false;
 }
 
-bool JsonState::Whitespace(uint8_t) {
+bool JsonPath::Whitespace(uint8_t) {
   if (whitespace_run_ >= kMaxWhitespaceRun) return false;
   ++whitespace_run_;
   return true;
 }
 
-void JsonState::ValueDone() {
+void JsonPath::ValueDone() {
   if (depth_ == 0) {
     mode_ = Mode::kDone;
   } else {
@@ -121,9 +130,12 @@ void JsonState::ValueDone() {
   candidates_ = 0;
 }
 
-bool JsonState::StartValue(int32_t node, uint8_t byte) {
-  const int32_t id = schema_->Resolve(node, byte);
-  if (id < 0 || !Fits(id)) return false;
+bool JsonPath::StartValue(int32_t node, uint8_t byte, Choice& choice) {
+  const std::span<const int32_t> alternatives = schema_->Resolve(node, byte);
+  if (alternatives.empty()) return false;
+  choice.alternatives = static_cast<uint8_t>(alternatives.size());
+  const int32_t id = alternatives[std::min<size_t>(choice.take, alternatives.size() - 1)];
+  if (!Fits(id)) return false;
   const JsonSchema::Node& n = Node(static_cast<uint16_t>(id));
   value_node_ = 0;
   switch (n.kind) {
@@ -152,27 +164,27 @@ bool JsonState::StartValue(int32_t node, uint8_t byte) {
       scalar_node_ = static_cast<uint16_t>(id);
       lo_ = 0;
       pos_ = 0;
-      return LiteralByte(byte);
+      return LiteralByte(byte, choice);
     case Kind::kUnion:
       break;  // Resolve returns no union
   }
   return false;
 }
 
-bool JsonState::ContainerByte(uint8_t byte) {
+bool JsonPath::ContainerByte(uint8_t byte, Choice& choice) {
   switch (Node(Top().node).kind) {
     case Kind::kObject:
       return ObjectByte(byte);
     case Kind::kMap:
       return MapByte(byte);
     case Kind::kArray:
-      return ArrayByte(byte);
+      return ArrayByte(byte, choice);
     default:
       return false;
   }
 }
 
-uint64_t JsonState::KeyCandidates() const {
+uint64_t JsonPath::KeyCandidates() const {
   const Frame& f = stack_[depth_ - 1];
   const std::vector<JsonSchema::Property>& properties = Node(f.node).properties;
   uint64_t bits = 0;
@@ -183,7 +195,7 @@ uint64_t JsonState::KeyCandidates() const {
   return bits;
 }
 
-bool JsonState::ObjectByte(uint8_t byte) {
+bool JsonPath::ObjectByte(uint8_t byte) {
   Frame& f = Top();
   const std::vector<JsonSchema::Property>& properties = Node(f.node).properties;
   const auto required_left = [&] {
@@ -218,7 +230,7 @@ bool JsonState::ObjectByte(uint8_t byte) {
   return false;
 }
 
-bool JsonState::KeyByte(uint8_t byte) {
+bool JsonPath::KeyByte(uint8_t byte) {
   Frame& f = Top();
   const std::vector<JsonSchema::Property>& properties = Node(f.node).properties;
   uint64_t next = 0;
@@ -242,7 +254,7 @@ bool JsonState::KeyByte(uint8_t byte) {
   return true;
 }
 
-bool JsonState::MapByte(uint8_t byte) {
+bool JsonPath::MapByte(uint8_t byte) {
   Frame& f = Top();
   const int32_t child = Node(f.node).child;
   switch (f.phase) {
@@ -270,7 +282,7 @@ bool JsonState::MapByte(uint8_t byte) {
   return false;
 }
 
-bool JsonState::ArrayByte(uint8_t byte) {
+bool JsonPath::ArrayByte(uint8_t byte, Choice& choice) {
   Frame& f = Top();
   const JsonSchema::Node& n = Node(f.node);
   const bool bounded = n.min > 0 || n.max != JsonSchema::kUnbounded;
@@ -282,7 +294,7 @@ bool JsonState::ArrayByte(uint8_t byte) {
       if (f.count >= n.max) return false;
       if (bounded) ++f.count;
       f.phase = Phase::kAfter;
-      return StartValue(n.child, byte);
+      return StartValue(n.child, byte, choice);
     case Phase::kAfter:
       if (byte != ',' || f.count >= n.max || !Fits(n.child)) return false;
       f.phase = Phase::kNext;
@@ -293,19 +305,19 @@ bool JsonState::ArrayByte(uint8_t byte) {
   return false;
 }
 
-bool JsonState::Close() {
+bool JsonPath::Close() {
   stack_[--depth_] = Frame{};
   ValueDone();
   return true;
 }
 
-bool JsonState::StringLimited() const {
+bool JsonPath::StringLimited() const {
   if (in_key_) return false;
   const JsonSchema::Node& n = Node(scalar_node_);
   return n.min > 0 || n.max != JsonSchema::kUnbounded;
 }
 
-bool JsonState::StringByte(uint8_t byte) {
+bool JsonPath::StringByte(uint8_t byte) {
   if (utf8_left_ > 0) {
     // RFC 3629: no overlong forms, no encoded surrogates, nothing past U+10FFFF.
     uint8_t lo = 0x80, hi = 0xBF;
@@ -364,7 +376,7 @@ bool JsonState::StringByte(uint8_t byte) {
   return true;
 }
 
-bool JsonState::EscapeByte(uint8_t byte) {
+bool JsonPath::EscapeByte(uint8_t byte) {
   if ((surrogate_ & kLowNext) != 0 && byte != 'u') return false;
   if (byte == 'u') {
     mode_ = Mode::kUnicode;
@@ -376,7 +388,7 @@ bool JsonState::EscapeByte(uint8_t byte) {
   return true;
 }
 
-bool JsonState::UnicodeByte(uint8_t byte) {
+bool JsonPath::UnicodeByte(uint8_t byte) {
   if (!IsHex(byte)) return false;
   // Surrogate escapes come in pairs: \uD800-\uDBFF, then at once \uDC00-\uDFFF.
   const bool low_expected = (surrogate_ & kLowNext) != 0;
@@ -398,11 +410,11 @@ bool JsonState::UnicodeByte(uint8_t byte) {
   return true;
 }
 
-bool JsonState::NumberCanEnd() const {
+bool JsonPath::NumberCanEnd() const {
   return number_ == Num::kZero || number_ == Num::kInt || number_ == Num::kFrac || number_ == Num::kExpInt;
 }
 
-bool JsonState::NumberByte(uint8_t byte) {
+bool JsonPath::NumberByte(uint8_t byte, Choice& choice) {
   const bool digit = IsDigit(byte);
   const bool integer = Node(scalar_node_).kind == Kind::kInteger;
   // chars_ counts the digits of the integer part, then of the exponent (kept within bounds).
@@ -450,16 +462,16 @@ bool JsonState::NumberByte(uint8_t byte) {
       }
       // The number ends here; the byte belongs to what follows it.
       ValueDone();
-      return Step(byte);
+      return Step(byte, choice);
   }
   return false;
 }
 
-bool JsonState::LiteralCanEnd() const {
+bool JsonPath::LiteralCanEnd() const {
   return pos_ == Node(scalar_node_).literals[lo_].size();
 }
 
-bool JsonState::LiteralByte(uint8_t byte) {
+bool JsonPath::LiteralByte(uint8_t byte, Choice& choice) {
   const std::vector<std::string>& literals = Node(scalar_node_).literals;
   const std::string_view prefix = std::string_view(literals[lo_]).substr(0, pos_);
   // The literals that begin with the bytes so far are adjacent from lo_; the first of them that
@@ -481,7 +493,7 @@ bool JsonState::LiteralByte(uint8_t byte) {
     // A literal matched in full (a number, as 1 against 10) ends here: the byte follows it.
     if (pos_ == 0 || !LiteralCanEnd()) return false;
     ValueDone();
-    return Step(byte);
+    return Step(byte, choice);
   }
   lo_ = static_cast<uint32_t>(i);
   ++pos_;
@@ -490,6 +502,91 @@ bool JsonState::LiteralByte(uint8_t byte) {
     if (!longer_follows) ValueDone();
   }
   return true;
+}
+
+JsonState::JsonState() : JsonState(JsonSchema::AnyObject().get()) {}
+
+JsonState::JsonState(const JsonSchema* schema) : size_(1) {
+  paths_[0] = JsonPath(schema);
+  hashes_[0] = paths_[0].Hash();
+}
+
+JsonState& JsonState::operator=(const JsonState& other) {
+  size_ = other.size_;
+  std::copy(other.paths_.begin(), other.paths_.begin() + size_, paths_.begin());
+  std::copy(other.hashes_.begin(), other.hashes_.begin() + size_, hashes_.begin());
+  return *this;
+}
+
+bool JsonState::operator==(const JsonState& other) const {
+  if (size_ == 1 && other.size_ == 1) return paths_[0] == other.paths_[0];  // hashes_ may be stale (below)
+  return size_ == other.size_ && std::equal(hashes_.begin(), hashes_.begin() + size_, other.hashes_.begin()) &&
+         std::equal(paths_.begin(), paths_.begin() + size_, other.paths_.begin());
+}
+
+uint64_t JsonState::Hash() const {
+  if (size_ == 1) return paths_[0].Hash();
+  uint64_t h = 1469598103934665603ull;
+  for (uint8_t i = 0; i < size_; ++i) h = (h ^ hashes_[i]) * 1099511628211ull;
+  return h;
+}
+
+bool JsonState::complete() const {
+  for (uint8_t i = 0; i < size_; ++i) {
+    if (paths_[i].complete()) return true;
+  }
+  return false;
+}
+
+void JsonState::Add(const JsonPath& path) {
+  if (size_ == kMaxPaths) return;
+  const uint64_t hash = path.Hash();
+  for (uint8_t i = 0; i < size_; ++i) {
+    if (hashes_[i] == hash && paths_[i] == path) return;
+  }
+  // Kept in the order of their hashes, so that equal sets compare equal.
+  uint8_t at = size_;
+  while (at > 0 && hashes_[at - 1] > hash) {
+    paths_[at] = paths_[at - 1];
+    hashes_[at] = hashes_[at - 1];
+    --at;
+  }
+  paths_[at] = path;
+  hashes_[at] = hash;
+  ++size_;
+}
+
+bool JsonState::AdvanceOrSpoil(uint8_t byte) {
+  if (size_ == 1) {
+    // The common case: one path, stepped in place (a single path's hash is computed when asked).
+    JsonPath::Choice choice;
+    if (!paths_[0].schema()->ambiguous()) return paths_[0].Step(byte, choice);
+    const JsonPath before = paths_[0];
+    const bool ok = paths_[0].Step(byte, choice);
+    if (choice.alternatives <= 1) return ok;
+    paths_[0] = before;  // the byte begins a value like several alternatives: follow each
+  }
+  // Scratch for the next paths (per thread: masks may be computed on several).
+  thread_local JsonState next{Empty{}};
+  next.size_ = 0;
+  for (uint8_t i = 0; i < size_; ++i) {
+    for (uint8_t take = 0;; ++take) {
+      JsonPath path = paths_[i];
+      JsonPath::Choice choice{take, 0};
+      if (path.Step(byte, choice)) next.Add(path);
+      if (take + 1 >= choice.alternatives) break;
+    }
+  }
+  if (next.size_ == 0) return false;
+  *this = next;
+  return true;
+}
+
+bool JsonState::Advance(uint8_t byte) {
+  const JsonState before = *this;
+  if (AdvanceOrSpoil(byte)) return true;
+  *this = before;
+  return false;
 }
 
 }  // namespace bitfleet::coordinator

@@ -93,7 +93,8 @@ bool LiteralHasType(const Json& value, const std::string& type) {
 
 // Compiles one document. Every schema location (a JSON pointer) becomes one node, made before
 // its children so that a $ref back to it (recursion) finds it; $ref, allOf of one and type
-// lists become unions, which Finish flattens into first-byte tables.
+// lists become unions, which Finish flattens into first-byte tables (literal alternatives
+// merged; others that begin alike listed side by side).
 class JsonSchemaCompiler {
  public:
   explicit JsonSchemaCompiler(const Json& document) : document_(document) {}
@@ -107,6 +108,11 @@ class JsonSchemaCompiler {
                                           "its own schema?)"));
     }
     auto schema = std::make_shared<JsonSchema>();
+    for (const JsonSchema::Node& node : nodes_) {
+      for (const JsonSchema::Alternatives& alternatives : node.by_first) {
+        schema->ambiguous_ = schema->ambiguous_ || alternatives.size > 1;
+      }
+    }
     schema->nodes_ = std::move(nodes_);
     schema->root_ = root;
     return std::shared_ptr<const JsonSchema>(std::move(schema));
@@ -115,8 +121,8 @@ class JsonSchemaCompiler {
  private:
   int32_t NewNode(Kind kind) {
     JsonSchema::Node node;
+    node.id = static_cast<int32_t>(nodes_.size());
     node.kind = kind;
-    node.by_first.fill(-1);
     nodes_.push_back(std::move(node));
     return static_cast<int32_t>(nodes_.size()) - 1;
   }
@@ -227,6 +233,7 @@ class JsonSchemaCompiler {
       members.push_back(member);
     } else if (schema.contains("anyOf") || schema.contains("oneOf")) {
       const char* keyword = schema.contains("anyOf") ? "anyOf" : "oneOf";
+      if (std::string_view(keyword) == "oneOf") one_of_.push_back(id);
       if (schema.contains("anyOf") && schema.contains("oneOf")) {
         return SchemaError(pointer, "'anyOf' beside 'oneOf' is not supported");
       }
@@ -483,20 +490,20 @@ class JsonSchemaCompiler {
         std::erase_if(leaves, [this](int32_t leaf) { return At(leaf).kind == Kind::kLiterals; });
         leaves.push_back(node);
       }
-      std::array<int32_t, JsonSchema::kFirstBytes> table;
-      table.fill(-1);
+      std::array<JsonSchema::Alternatives, JsonSchema::kFirstBytes> table{};
       for (int32_t leaf : leaves) {
         for (JsonSchema::FirstByte first : FirstBytes(At(leaf))) {
-          if (table[first] >= 0 && table[first] != leaf) {
-            return SchemaError(pointer_of(id), "alternatives begin with the same byte: bitfleet needs each anyOf / "
-                                               "oneOf / type alternative to start differently ('{', '[', '\"', a "
-                                               "number, true, false, null)");
+          JsonSchema::Alternatives& alternatives = table[first];
+          if (alternatives.size == JsonSchema::kMaxAlternatives) {
+            return SchemaError(pointer_of(id), absl::StrCat("more than ", JsonSchema::kMaxAlternatives,
+                                                            " alternatives begin with the same kind of byte"));
           }
-          table[first] = leaf;
+          alternatives.ids[alternatives.size++] = leaf;
         }
       }
       At(id).by_first = table;
     }
+    for (int32_t id : one_of_) BF_RETURN_IF_ERROR(CheckExclusive(id));
     // min_depth: a fixpoint from "cannot finish", lowered until nothing changes.
     for (JsonSchema::Node& node : nodes_) node.min_depth = kInfiniteDepth;
     for (bool changed = true; changed;) {
@@ -508,6 +515,68 @@ class JsonSchemaCompiler {
           changed = true;
         }
       }
+    }
+    return absl::OkStatus();
+  }
+
+  // The constants a node admits when it admits nothing else (a literals node, or a union of
+  // one), else null.
+  const std::vector<std::string>* ConstantsOf(int32_t id) {
+    const JsonSchema::Node* node = &At(id);
+    if (node->kind == Kind::kUnion) {
+      int32_t only = -1;
+      for (const JsonSchema::Alternatives& alternatives : node->by_first) {
+        for (uint8_t i = 0; i < alternatives.size; ++i) {
+          if (only >= 0 && alternatives.ids[i] != only) return nullptr;
+          only = alternatives.ids[i];
+        }
+      }
+      if (only < 0) return nullptr;
+      node = &At(only);
+    }
+    return node->kind == Kind::kLiterals ? &node->literals : nullptr;
+  }
+
+  // oneOf: a value must match exactly one alternative. Alternatives that begin differently are
+  // exclusive; objects that begin alike must all require a property whose constants differ.
+  Status CheckExclusive(int32_t id) {
+    // The same alternative twice (through two references) matches every value twice.
+    std::set<int32_t> seen_leaves;
+    for (int32_t member : members_[id]) {
+      std::vector<int32_t> visiting, leaves;
+      BF_RETURN_IF_ERROR(Leaves(member, visiting, leaves));
+      for (int32_t leaf : leaves) {
+        if (!seen_leaves.insert(leaf).second) {
+          return SchemaError(pointer_of(id), "oneOf alternatives overlap (one is listed twice)");
+        }
+      }
+    }
+    for (const JsonSchema::Alternatives& alternatives : At(id).by_first) {
+      if (alternatives.size < 2) continue;
+      const std::string refusal = "oneOf alternatives that begin alike must be objects told apart by a required "
+                                  "property of different constants (or use anyOf)";
+      const JsonSchema::Node& first = At(alternatives.ids[0]);
+      if (first.kind != Kind::kObject) return SchemaError(pointer_of(id), refusal);
+      bool told_apart = false;
+      for (const JsonSchema::Property& candidate : first.properties) {
+        std::set<std::string> seen;
+        bool all = true;
+        for (uint8_t i = 0; i < alternatives.size && all; ++i) {
+          const JsonSchema::Node& object = At(alternatives.ids[i]);
+          if (object.kind != Kind::kObject) return SchemaError(pointer_of(id), refusal);
+          auto it = std::find_if(object.properties.begin(), object.properties.end(),
+                                 [&](const JsonSchema::Property& p) { return p.key == candidate.key; });
+          const std::vector<std::string>* constants =
+              it != object.properties.end() && it->required ? ConstantsOf(it->value) : nullptr;
+          all = constants != nullptr;
+          for (size_t k = 0; all && k < constants->size(); ++k) all = seen.insert((*constants)[k]).second;
+        }
+        if (all) {
+          told_apart = true;
+          break;
+        }
+      }
+      if (!told_apart) return SchemaError(pointer_of(id), refusal);
     }
     return absl::OkStatus();
   }
@@ -554,8 +623,8 @@ class JsonSchemaCompiler {
         return std::min(kInfiniteDepth, 1 + (node.min > 0 ? depth(node.child) : 0));
       case Kind::kUnion: {
         int32_t best = kInfiniteDepth;
-        for (int32_t leaf : node.by_first) {
-          if (leaf >= 0) best = std::min(best, depth(leaf));
+        for (const JsonSchema::Alternatives& alternatives : node.by_first) {
+          for (uint8_t i = 0; i < alternatives.size; ++i) best = std::min(best, depth(alternatives.ids[i]));
         }
         return best;
       }
@@ -568,6 +637,7 @@ class JsonSchemaCompiler {
   std::vector<JsonSchema::Node> nodes_;
   std::map<std::string, int32_t> by_pointer_;
   std::map<int32_t, std::vector<int32_t>> members_;  // union node -> its alternatives
+  std::vector<int32_t> one_of_;                      // unions written as oneOf
   int32_t any_ = -1;
 };
 
@@ -590,11 +660,12 @@ JsonSchema::FirstByte JsonSchema::ClassOf(uint8_t byte) {
   }
 }
 
-int32_t JsonSchema::Resolve(int32_t id, uint8_t byte) const {
+std::span<const int32_t> JsonSchema::Resolve(int32_t id, uint8_t byte) const {
   const Node& n = node(id);
-  if (n.kind != Kind::kUnion) return id;
+  if (n.kind != Kind::kUnion) return std::span<const int32_t>(&n.id, 1);
   const FirstByte first = ClassOf(byte);
-  return first == kFirstBytes ? -1 : n.by_first[first];
+  if (first == kFirstBytes) return {};
+  return std::span<const int32_t>(n.by_first[first].ids.data(), n.by_first[first].size);
 }
 
 StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(std::string_view text) {

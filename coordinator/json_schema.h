@@ -14,8 +14,10 @@
 //     properties);
 //   - values are written as the text the schema's constants dump to (enum / const, compactly);
 //   - "integer" has no fraction or exponent;
-//   - anyOf / oneOf alternatives must differ in their first byte ('{', '[', '"', a number, true,
-//     false, null), so that the first byte picks one (then oneOf and anyOf mean the same);
+//   - anyOf / oneOf alternatives that begin alike (two objects) are followed side by side
+//     (JsonState keeps one path per alternative still possible, at most 8); oneOf needs them to be
+//     exclusive: alternatives that begin differently are, objects that begin alike must differ
+//     in the constants of a property they all require (a discriminator such as "type");
 //   - strings with a length bound count characters as code points and refuse \u surrogate
 //     escapes (raw UTF-8 is taken), so that the count is the validator's.
 // Assertions outside the subset (pattern, minimum, multipleOf, uniqueItems: true, ...) are
@@ -25,6 +27,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +45,7 @@ class JsonSchema {
   static constexpr size_t kMaxSchemaBytes = 256 * 1024;
   static constexpr size_t kMaxNodes = 8192;
   static constexpr size_t kMaxProperties = 64;  // per object: the state keeps a candidate bit each
+  static constexpr size_t kMaxAlternatives = 8;  // of a union that begin with one kind of byte
 
   enum class Kind : uint8_t {
     kObject,    // declared properties, in order
@@ -61,14 +65,20 @@ class JsonSchema {
     int32_t value = -1;
     bool required = false;
   };
+  // The nodes a value may be that begin with one kind of byte.
+  struct Alternatives {
+    std::array<int32_t, kMaxAlternatives> ids{};
+    uint8_t size = 0;
+  };
   struct Node {
+    int32_t id = 0;
     Kind kind = Kind::kUnion;
     std::vector<Property> properties;  // kObject
     int32_t child = -1;                // kMap: value schema; kArray: item schema
     uint32_t min = 0;                  // kArray: items; kString: characters
     uint32_t max = kUnbounded;
     std::vector<std::string> literals;  // kLiterals: compact JSON texts, sorted, distinct
-    std::array<int32_t, kFirstBytes> by_first{};  // kUnion: the node a first byte selects, or -1
+    std::array<Alternatives, kFirstBytes> by_first{};  // kUnion: the leaves a first byte selects
     // Containers a value of this node needs open at once to be finished (the object or array
     // itself included; 0 for scalars). Larger than kMaxDepth: it cannot be finished at all.
     int32_t min_depth = 0;
@@ -83,16 +93,20 @@ class JsonSchema {
   static std::shared_ptr<const JsonSchema> AnyObject();
 
   int32_t root() const { return root_; }
+  // Whether some union has alternatives that begin alike (a state may then hold several paths).
+  bool ambiguous() const { return ambiguous_; }
   const Node& node(int32_t id) const { return nodes_[static_cast<size_t>(id)]; }
   size_t size() const { return nodes_.size(); }
   static FirstByte ClassOf(uint8_t byte);
-  // The node a value starting with `byte` is, through unions; -1 if the schema has none.
-  int32_t Resolve(int32_t id, uint8_t byte) const;
+  // The nodes (none a union) a value of node `id` starting with `byte` may be: the node itself
+  // unless it is a union; empty if none.
+  std::span<const int32_t> Resolve(int32_t id, uint8_t byte) const;
 
  private:
   friend class JsonSchemaCompiler;
   std::vector<Node> nodes_;
   int32_t root_ = 0;
+  bool ambiguous_ = false;
 };
 
 }  // namespace bitfleet::coordinator

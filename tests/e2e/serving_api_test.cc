@@ -345,36 +345,46 @@ TEST_P(ServeApiTest, JsonObjectOutputsStayJson) {
 // answer is a prefix of a document of the schema, and a finished one validates (an independent
 // validator's judgement); a schema outside the subset is refused by name.
 TEST_P(ServeApiTest, JsonSchemaOutputsValidate) {
-  const std::string schema = R"({"type": "object", "additionalProperties": false,
-      "properties": {"name": {"type": "string", "maxLength": 6}, "age": {"type": "integer"},
-                     "tags": {"type": "array", "items": {"enum": ["a", "b", 7]}, "maxItems": 2},
-                     "ok": {"type": ["boolean", "null"]}},
-      "required": ["name", "age", "tags"]})";
-  StatusOr<std::shared_ptr<const coordinator::JsonSchema>> compiled = coordinator::JsonSchema::Compile(schema);
-  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  // Plain properties; then objects that begin alike (followed side by side in the grammar).
+  const std::string schemas[] = {
+      R"({"type": "object", "additionalProperties": false,
+          "properties": {"name": {"type": "string", "maxLength": 6}, "age": {"type": "integer"},
+                         "tags": {"type": "array", "items": {"enum": ["a", "b", 7]}, "maxItems": 2},
+                         "ok": {"type": ["boolean", "null"]}},
+          "required": ["name", "age", "tags"]})",
+      R"({"type": "array", "maxItems": 3, "items": {"anyOf": [
+          {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer"}},
+           "required": ["kind", "lives"]},
+          {"type": "object", "properties": {"kind": {"const": "dog"}, "name": {"type": "string", "maxLength": 4}},
+           "required": ["kind", "name"]}]}})",
+  };
   int whole = 0;
-  for (uint64_t seed = 1; seed <= 6; ++seed) {
-    v1::GenerateRequest request = GreedyRequest({1, 5, 9, 2}, 64, /*ignore_eos=*/false);
-    request.mutable_sampling()->set_temperature(1.0f);
-    request.mutable_sampling()->set_seed(seed);
-    request.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
-    request.set_json_schema(schema);
-    const GenerateOutcome out = client().Generate(request, 60s);
-    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
-    coordinator::JsonState state(compiled->get());
-    for (size_t i = 0; i < out.text.size(); ++i) {
-      ASSERT_TRUE(state.Advance(static_cast<uint8_t>(out.text[i]))) << "seed " << seed << ": byte " << i << " of "
-                                                                     << out.text;
-    }
-    if (out.finish == v1::FINISH_REASON_END_OF_SEQUENCE) {
-      EXPECT_TRUE(state.complete()) << out.text;
-      EXPECT_TRUE(coordinator::testing::ValidatesAgainst(out.text, schema)) << out.text;
-      ++whole;
-    } else {
-      EXPECT_EQ(out.finish, v1::FINISH_REASON_LENGTH);
+  for (const std::string& schema : schemas) {
+    StatusOr<std::shared_ptr<const coordinator::JsonSchema>> compiled = coordinator::JsonSchema::Compile(schema);
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    for (uint64_t seed = 1; seed <= 4; ++seed) {
+      v1::GenerateRequest request = GreedyRequest({1, 5, 9, 2}, 64, /*ignore_eos=*/false);
+      request.mutable_sampling()->set_temperature(1.0f);
+      request.mutable_sampling()->set_seed(seed);
+      request.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+      request.set_json_schema(schema);
+      const GenerateOutcome out = client().Generate(request, 60s);
+      ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+      coordinator::JsonState state(compiled->get());
+      for (size_t i = 0; i < out.text.size(); ++i) {
+        ASSERT_TRUE(state.Advance(static_cast<uint8_t>(out.text[i]))) << "seed " << seed << ": byte " << i << " of "
+                                                                       << out.text;
+      }
+      if (out.finish == v1::FINISH_REASON_END_OF_SEQUENCE) {
+        EXPECT_TRUE(state.complete()) << out.text;
+        EXPECT_TRUE(coordinator::testing::ValidatesAgainst(out.text, schema)) << out.text;
+        ++whole;
+      } else {
+        EXPECT_EQ(out.finish, v1::FINISH_REASON_LENGTH);
+      }
     }
   }
-  std::printf("JSON_SCHEMA: %d of 6 sampled answers finished within 64 tokens\n", whole);
+  std::printf("JSON_SCHEMA: %d of 8 sampled answers finished within 64 tokens\n", whole);
 
   v1::GenerateRequest refused = GreedyRequest({1, 5}, 8, /*ignore_eos=*/false);
   refused.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);

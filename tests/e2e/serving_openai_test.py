@@ -56,6 +56,24 @@ def structured_cat():
     return Cat
 
 
+def structured_shelter():
+    """A pydantic model whose items are a Union of two models (anyOf of objects), or None."""
+    cat = structured_cat()
+    if cat is None:
+        return None
+    import typing
+    import pydantic
+
+    class Dog(pydantic.BaseModel):
+        breed: str = pydantic.Field(max_length=12)
+        good: bool
+
+    class Shelter(pydantic.BaseModel):
+        animals: typing.List[typing.Union[cat, Dog]] = pydantic.Field(max_length=2)
+
+    return Shelter
+
+
 def metric(port, series):
     """The value of the first sample of `series` ("name{labels}") on /metrics, 0 when absent."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -267,18 +285,19 @@ def run(binary, work):
         cat_schema = structured_cat()
         if cat_schema is not None:
             from openai.lib._pydantic import to_strict_json_schema
-            response_format = {"type": "json_schema",
-                               "json_schema": {"name": "Cat", "strict": True, "schema": to_strict_json_schema(cat_schema)}}
-            shaped = complete("Hello world", n=4, seed=5, temperature=1.0, max_tokens=64,
-                              extra_body={"response_format": response_format})
-            for choice in shaped.choices:
-                if choice.finish_reason == "stop":
-                    try:
-                        cat_schema.model_validate_json(choice.text)
-                    except Exception as error:  # pydantic.ValidationError
-                        check(False, f"a finished json_schema choice does not validate: {choice.text!r}: {error}")
-                else:
-                    check(choice.text.lstrip().startswith("{"), f"json_schema choice {choice.text!r}")
+            for model in (cat_schema, structured_shelter()):  # the second's items are a Union of models
+                response_format = {"type": "json_schema", "json_schema": {
+                    "name": model.__name__, "strict": True, "schema": to_strict_json_schema(model)}}
+                shaped = complete("Hello world", n=4, seed=5, temperature=1.0, max_tokens=64,
+                                  extra_body={"response_format": response_format})
+                for choice in shaped.choices:
+                    if choice.finish_reason == "stop":
+                        try:
+                            model.model_validate_json(choice.text)
+                        except Exception as error:  # pydantic.ValidationError
+                            check(False, f"a finished json_schema choice does not validate: {choice.text!r}: {error}")
+                    else:
+                        check(choice.text.lstrip().startswith("{"), f"json_schema choice {choice.text!r}")
             try:
                 complete("Hello world", extra_body={"response_format": {
                     "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}})
