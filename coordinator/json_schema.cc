@@ -17,7 +17,8 @@ using Json = nlohmann::ordered_json;
 using Kind = JsonSchema::Kind;
 
 constexpr int kMaxSchemaNesting = 64;
-constexpr int32_t kInfiniteDepth = 1 << 20;
+// min_depth past the bound: such a value cannot be finished within JsonSchema::kMaxDepth.
+constexpr int32_t kTooDeep = JsonSchema::kMaxDepth + 1;
 
 // Keywords that constrain values in ways the decoder does not enforce: refused, never ignored.
 const std::set<std::string, std::less<>> kUnsupported = {
@@ -165,7 +166,10 @@ class JsonSchemaCompiler {
   StatusOr<int32_t> CompileAt(const std::string& pointer, int nesting) {
     auto found = by_pointer_.find(pointer);
     if (found != by_pointer_.end()) return found->second;
-    if (nesting > kMaxSchemaNesting) return SchemaError(pointer, "schemas nest too deeply");
+    if (nesting > kMaxSchemaNesting) {
+      return SchemaError(pointer, absl::StrCat("schemas nest (through properties, items and $ref) deeper than ",
+                                               kMaxSchemaNesting));
+    }
     if (nodes_.size() >= JsonSchema::kMaxNodes) {
       return SchemaError(pointer, absl::StrCat("the schema needs more than ", JsonSchema::kMaxNodes, " nodes"));
     }
@@ -239,7 +243,9 @@ class JsonSchemaCompiler {
       }
       BF_RETURN_IF_ERROR(OnlyAnnotationsBeside(schema, pointer, keyword));
       const Json& list = schema.at(keyword);
-      if (!list.is_array() || list.empty()) return SchemaError(pointer, absl::StrCat("'", keyword, "' must be a non-empty array"));
+      if (!list.is_array() || list.empty()) {
+        return SchemaError(pointer, absl::StrCat("'", keyword, "' must be a non-empty array"));
+      }
       for (size_t i = 0; i < list.size(); ++i) {
         BF_ASSIGN_OR_RETURN(int32_t member, CompileAt(absl::StrCat(pointer, "/", keyword, "/", i), nesting + 1));
         members.push_back(member);
@@ -504,17 +510,25 @@ class JsonSchemaCompiler {
       At(id).by_first = table;
     }
     for (int32_t id : one_of_) BF_RETURN_IF_ERROR(CheckExclusive(id));
-    // min_depth: a fixpoint from "cannot finish", lowered until nothing changes.
-    for (JsonSchema::Node& node : nodes_) node.min_depth = kInfiniteDepth;
-    for (bool changed = true; changed;) {
-      changed = false;
-      for (JsonSchema::Node& node : nodes_) {
-        const int32_t depth = MinDepth(node);
-        if (depth < node.min_depth) {
-          node.min_depth = depth;
-          changed = true;
-        }
-      }
+    // min_depth: from "too deep" for every node, lowered until nothing changes; a node lowered
+    // sends the nodes that read it back to the queue. Values stop at kTooDeep, so each node is
+    // lowered at most kTooDeep + 1 times: bounded work whatever the schema.
+    std::vector<std::vector<int32_t>> readers(nodes_.size());
+    for (const JsonSchema::Node& node : nodes_) {
+      for (int32_t child : Reads(node)) readers[static_cast<size_t>(child)].push_back(node.id);
+    }
+    std::vector<int32_t> queue;
+    for (JsonSchema::Node& node : nodes_) {
+      node.min_depth = kTooDeep;
+      queue.push_back(node.id);
+    }
+    while (!queue.empty()) {
+      JsonSchema::Node& node = At(queue.back());
+      queue.pop_back();
+      const int32_t depth = MinDepth(node);
+      if (depth >= node.min_depth) continue;
+      node.min_depth = depth;
+      for (int32_t reader : readers[static_cast<size_t>(node.id)]) queue.push_back(reader);
     }
     return absl::OkStatus();
   }
@@ -607,6 +621,29 @@ class JsonSchemaCompiler {
     return {};
   }
 
+  // The nodes whose min_depth MinDepth(node) reads.
+  static std::vector<int32_t> Reads(const JsonSchema::Node& node) {
+    std::vector<int32_t> out;
+    switch (node.kind) {
+      case Kind::kObject:
+        for (const JsonSchema::Property& p : node.properties) {
+          if (p.required) out.push_back(p.value);
+        }
+        break;
+      case Kind::kArray:
+        if (node.min > 0) out.push_back(node.child);
+        break;
+      case Kind::kUnion:
+        for (const JsonSchema::Alternatives& alternatives : node.by_first) {
+          out.insert(out.end(), alternatives.ids.begin(), alternatives.ids.begin() + alternatives.size);
+        }
+        break;
+      default:
+        break;
+    }
+    return out;
+  }
+
   int32_t MinDepth(const JsonSchema::Node& node) {
     const auto depth = [this](int32_t id) { return At(id).min_depth; };
     switch (node.kind) {
@@ -615,14 +652,14 @@ class JsonSchemaCompiler {
         for (const JsonSchema::Property& p : node.properties) {
           if (p.required) deepest = std::max(deepest, depth(p.value));
         }
-        return std::min(kInfiniteDepth, 1 + deepest);
+        return std::min(kTooDeep, 1 + deepest);
       }
       case Kind::kMap:
         return 1;
       case Kind::kArray:
-        return std::min(kInfiniteDepth, 1 + (node.min > 0 ? depth(node.child) : 0));
+        return std::min(kTooDeep, 1 + (node.min > 0 ? depth(node.child) : 0));
       case Kind::kUnion: {
-        int32_t best = kInfiniteDepth;
+        int32_t best = kTooDeep;
         for (const JsonSchema::Alternatives& alternatives : node.by_first) {
           for (uint8_t i = 0; i < alternatives.size; ++i) best = std::min(best, depth(alternatives.ids[i]));
         }

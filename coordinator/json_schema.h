@@ -80,7 +80,7 @@ class JsonSchema {
     std::vector<std::string> literals;  // kLiterals: compact JSON texts, sorted, distinct
     std::array<Alternatives, kFirstBytes> by_first{};  // kUnion: the leaves a first byte selects
     // Containers a value of this node needs open at once to be finished (the object or array
-    // itself included; 0 for scalars). Larger than kMaxDepth: it cannot be finished at all.
+    // itself included; 0 for scalars). kMaxDepth + 1: it cannot be finished within the bound.
     int32_t min_depth = 0;
   };
 

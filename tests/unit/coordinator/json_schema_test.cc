@@ -224,7 +224,12 @@ TEST(JsonSchemaTest, SchemasOutsideTheSubsetAreRefusedByNameAndPlace) {
       {R"({"type": "array", "items": [{}]})", "tuples"},
       {R"({"enum": ["a"], "minLength": 1})", "'minLength' beside 'enum' or 'const'"},
   };
-  for (const auto& [text, message] : cases) {
+  std::string chain = R"({"$ref": "#/$defs/d0", "$defs": {)";
+  for (int i = 0; i < 70; ++i) chain += "\"d" + std::to_string(i) + "\": {\"$ref\": \"#/$defs/d" + std::to_string(i + 1) + "\"}, ";
+  chain += R"("d70": {"type": "integer"}}})";
+  std::vector<std::pair<std::string, std::string>> all(std::begin(cases), std::end(cases));
+  all.emplace_back(chain, "schemas nest (through properties, items and $ref) deeper than 64");
+  for (const auto& [text, message] : all) {
     StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(text);
     ASSERT_FALSE(schema.ok()) << text;
     EXPECT_EQ(schema.status().code(), absl::StatusCode::kInvalidArgument);
