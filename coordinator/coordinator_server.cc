@@ -247,7 +247,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   api.limits.model_name = state->model_name;
   api.limits.n_vocab = static_cast<int32_t>(state->config.n_vocab);
   api.limits.max_context = state->max_context;
-  api.limits.json_grammars = std::make_shared<JsonGrammars>(state->tokenizer.get());
+  api.limits.json_grammars = std::make_shared<JsonGrammars>(state->tokenizer.get(), &state->metrics);
   api.architecture = state->config.arch_name;
   api.chat_template = state->chat_template;
   api.tensor_parallel = options.tensor_parallel;

@@ -1,6 +1,7 @@
 #include "coordinator/json_constraint.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 namespace bitfleet::coordinator {
@@ -122,19 +123,47 @@ TokenMask JsonVocabulary::AllowedByScan(const JsonState& state) const {
   return mask;
 }
 
+JsonGrammarMetrics::JsonGrammarMetrics(MetricsRegistry& registry)
+    : schemas_compiled(registry.AddCounter("bitfleet_json_schemas_compiled_total",
+                                           "response_format json_schema texts compiled (not found kept)")),
+      schemas_refused(registry.AddCounter("bitfleet_json_schemas_refused_total",
+                                          "response_format json_schema texts refused (outside the subset)")),
+      schema_hits(registry.AddCounter("bitfleet_json_schema_cache_hits_total",
+                                      "json_schema requests whose schema was kept compiled")),
+      masks_computed(registry.AddCounter("bitfleet_json_masks_computed_total",
+                                         "JSON mode token masks computed (a new grammar state)")),
+      mask_seconds(registry.AddCounter("bitfleet_json_mask_seconds_total",
+                                       "Time spent computing JSON mode token masks (mostly on the scheduler thread)")),
+      mask_hits(registry.AddCounter("bitfleet_json_mask_cache_hits_total", "JSON mode token masks found cached")) {}
+
+namespace {
+void Count(Counter* counter, double value = 1) {
+  if (counter != nullptr) counter->Increment(value);
+}
+}  // namespace
+
 JsonGrammar::JsonGrammar(std::shared_ptr<const JsonVocabulary> vocabulary, std::shared_ptr<const JsonSchema> schema,
-                         size_t cache_bytes)
+                         size_t cache_bytes, std::shared_ptr<const JsonGrammarMetrics> metrics)
     : vocabulary_(std::move(vocabulary)),
       schema_(std::move(schema)),
-      max_cached_masks_(std::max<size_t>(16, cache_bytes / std::max<size_t>(1, vocabulary_->mask_bytes()))) {}
+      max_cached_masks_(std::max<size_t>(16, cache_bytes / std::max<size_t>(1, vocabulary_->mask_bytes()))),
+      metrics_(std::move(metrics)) {}
 
 std::shared_ptr<const TokenMask> JsonGrammar::Allowed(const JsonState& state) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto found = cache_.find(state);
-    if (found != cache_.end()) return found->second;
+    if (found != cache_.end()) {
+      if (metrics_ != nullptr) Count(metrics_->mask_hits);
+      return found->second;
+    }
   }
+  const auto start = std::chrono::steady_clock::now();
   auto mask = std::make_shared<const TokenMask>(vocabulary_->Walk(state));
+  if (metrics_ != nullptr) {
+    Count(metrics_->masks_computed);
+    Count(metrics_->mask_seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (cache_.size() >= max_cached_masks_) cache_.clear();  // rare: a new working set builds again
   cache_.emplace(state, mask);
@@ -149,7 +178,8 @@ std::shared_ptr<const JsonVocabulary> JsonGrammars::VocabularyLocked() {
 std::shared_ptr<JsonGrammar> JsonGrammars::AnyObject() {
   std::lock_guard<std::mutex> lock(mu_);
   if (any_object_ == nullptr) {
-    any_object_ = std::make_shared<JsonGrammar>(VocabularyLocked(), JsonSchema::AnyObject(), kObjectCacheBytes);
+    any_object_ =
+        std::make_shared<JsonGrammar>(VocabularyLocked(), JsonSchema::AnyObject(), kObjectCacheBytes, metrics_);
   }
   return any_object_;
 }
@@ -160,13 +190,16 @@ StatusOr<std::shared_ptr<JsonGrammar>> JsonGrammars::ForSchema(std::string_view 
     for (auto it = schemas_.begin(); it != schemas_.end(); ++it) {
       if (it->first != text) continue;
       schemas_.splice(schemas_.begin(), schemas_, it);
+      Count(metrics_->schema_hits);
       return schemas_.front().second;
     }
   }
   // Compiled outside the lock: a large schema does not hold up other requests.
-  BF_ASSIGN_OR_RETURN(std::shared_ptr<const JsonSchema> schema, JsonSchema::Compile(text));
+  StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(text);
+  Count(schema.ok() ? metrics_->schemas_compiled : metrics_->schemas_refused);
+  if (!schema.ok()) return schema.status();
   std::lock_guard<std::mutex> lock(mu_);
-  auto grammar = std::make_shared<JsonGrammar>(VocabularyLocked(), std::move(schema), kSchemaCacheBytes);
+  auto grammar = std::make_shared<JsonGrammar>(VocabularyLocked(), *std::move(schema), kSchemaCacheBytes, metrics_);
   schemas_.emplace_front(std::string(text), grammar);
   if (schemas_.size() > kMaxSchemas) schemas_.pop_back();
   return grammar;

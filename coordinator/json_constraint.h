@@ -23,6 +23,7 @@
 
 #include "coordinator/json_grammar.h"
 #include "coordinator/json_schema.h"
+#include "coordinator/metrics.h"
 #include "coordinator/output_constraint.h"
 #include "core/status.h"
 #include "model/tokenizer/tokenizer.h"
@@ -71,12 +72,26 @@ class JsonVocabulary {
   int32_t max_depth_ = 0;
 };
 
+// What JSON mode costs, on /metrics (null members: not counted).
+struct JsonGrammarMetrics {
+  // Registers bitfleet_json_* series in `registry`.
+  explicit JsonGrammarMetrics(MetricsRegistry& registry);
+  JsonGrammarMetrics() = default;
+
+  Counter* schemas_compiled = nullptr;  // schema texts compiled (a miss of the kept ones)
+  Counter* schemas_refused = nullptr;   // schema texts refused
+  Counter* schema_hits = nullptr;       // requests whose schema was kept compiled
+  Counter* masks_computed = nullptr;    // trie walks (a mask cache miss), on the scheduler thread mostly
+  Counter* mask_seconds = nullptr;      // their time
+  Counter* mask_hits = nullptr;         // masks found cached
+};
+
 // A schema over a vocabulary, with its masks cached per state (thread-safe: requests with the
 // same schema share one).
 class JsonGrammar {
  public:
   JsonGrammar(std::shared_ptr<const JsonVocabulary> vocabulary, std::shared_ptr<const JsonSchema> schema,
-              size_t cache_bytes);
+              size_t cache_bytes, std::shared_ptr<const JsonGrammarMetrics> metrics = nullptr);
 
   JsonState Start() const { return JsonState(schema_.get()); }
   const JsonVocabulary& vocabulary() const { return *vocabulary_; }
@@ -90,6 +105,7 @@ class JsonGrammar {
   std::shared_ptr<const JsonVocabulary> vocabulary_;
   std::shared_ptr<const JsonSchema> schema_;
   size_t max_cached_masks_;
+  std::shared_ptr<const JsonGrammarMetrics> metrics_;  // may be null
   std::mutex mu_;
   std::unordered_map<JsonState, std::shared_ptr<const TokenMask>, StateHash> cache_;
 };
@@ -104,9 +120,13 @@ class JsonGrammars {
   static constexpr size_t kSchemaCacheBytes = 8u << 20;
   static constexpr size_t kMaxSchemas = 16;
 
-  // Indexes `tokenizer` (which must outlive this) on first use.
-  explicit JsonGrammars(const tokenizer::Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
-  explicit JsonGrammars(std::shared_ptr<const JsonVocabulary> vocabulary) : vocabulary_(std::move(vocabulary)) {}
+  // Indexes `tokenizer` (which must outlive this) on first use; counts into `registry` if given.
+  explicit JsonGrammars(const tokenizer::Tokenizer* tokenizer, MetricsRegistry* registry = nullptr)
+      : tokenizer_(tokenizer),
+        metrics_(std::make_shared<const JsonGrammarMetrics>(registry != nullptr ? JsonGrammarMetrics(*registry)
+                                                                                : JsonGrammarMetrics())) {}
+  explicit JsonGrammars(std::shared_ptr<const JsonVocabulary> vocabulary)
+      : metrics_(std::make_shared<const JsonGrammarMetrics>()), vocabulary_(std::move(vocabulary)) {}
 
   std::shared_ptr<JsonGrammar> AnyObject();
   // INVALID_ARGUMENT for a schema json_schema.h refuses.
@@ -117,6 +137,7 @@ class JsonGrammars {
 
   std::mutex mu_;
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
+  std::shared_ptr<const JsonGrammarMetrics> metrics_;  // shared with the grammars (requests may outlive this)
   std::shared_ptr<const JsonVocabulary> vocabulary_;
   std::shared_ptr<JsonGrammar> any_object_;
   std::list<std::pair<std::string, std::shared_ptr<JsonGrammar>>> schemas_;  // most recent first

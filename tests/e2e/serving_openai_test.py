@@ -304,6 +304,13 @@ def run(binary, work):
                 check(False, "a json_schema with 'pattern' was accepted")
             except openai.BadRequestError as e:
                 check("'pattern' is not supported" in str(e), f"json_schema with pattern: {e}")
+            # /metrics: two schemas compiled (each kept for its n choices), one refused, masks computed.
+            counts = {name: metric(server.metrics_port, f"bitfleet_json_{name}_total")
+                      for name in ("schemas_compiled", "schemas_refused", "schema_cache_hits", "masks_computed",
+                                   "mask_seconds")}
+            check(counts["schemas_compiled"] == 2 and counts["schemas_refused"] == 1 and
+                  counts["schema_cache_hits"] >= 6 and counts["masks_computed"] > 0 and counts["mask_seconds"] > 0,
+                  f"JSON mode metrics {counts}")
 
         # n choices of one seed: choice j samples with seed + j (as a lone request with that seed
         # does), so they differ; a batch of prompts answers each as it is answered alone.
