@@ -58,9 +58,9 @@ StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, 
   if (!has_system && !default_system_.empty()) turn("system", default_system_);
   for (int i = 0; i < chat.messages_size(); ++i) {
     const v1::ChatMessage& m = chat.messages(i);
-    if (m.role() != "system" && m.role() != "user" && m.role() != "assistant") {
+    if (m.role() != "system" && m.role() != "user" && m.role() != "assistant" && m.role() != "tool") {
       return absl::InvalidArgumentError(
-          absl::StrCat("chat.messages[", i, "].role is '", m.role(), "'; use system, user or assistant"));
+          absl::StrCat("chat.messages[", i, "].role is '", m.role(), "'; use system, user, assistant or tool"));
     }
     turn(m.role(), m.content());
     if (rendered > max_bytes) {

@@ -130,6 +130,11 @@ class SseOutput final : public GenerateOutput {
     choice_.Add(message, &text, &pending_);
     if (!logprobs_) pending_.clear();
     const v1::FinishReason finish = last ? choice_.Finish(message, &usage) : v1::FINISH_REASON_UNSPECIFIED;
+    if (header_.tools != nullptr) {
+      // A forced tool call is sent whole, once the answer is.
+      call_text_ += text;
+      return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
+    }
     // Token ids without complete text yet (a character split over tokens) make no chunk.
     if (text.empty() && !last && !first_) return true;
     const std::string chunk =
@@ -150,6 +155,7 @@ class SseOutput final : public GenerateOutput {
   const int index_;
   ChoiceText choice_;
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
+  std::string call_text_;                     // a forced tool call's answer so far
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
 };
@@ -264,6 +270,7 @@ struct HttpApiServer::Handlers {
     header.model = options.limits.model_name;
     header.created = UnixSeconds();
     header.include_usage = request->include_usage;
+    if (request->tools) header.tools = std::make_shared<const OpenAiTools>(*request->tools);
     const bool wants_logprobs = request->generate().logprobs() || request->generate().prompt_logprobs();
     const bool prompt_only = request->prompt_only;
     const auto choice_text = [prompt_only](const std::vector<Echo>& echoes, size_t i) {

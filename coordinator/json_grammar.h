@@ -9,8 +9,9 @@
 // Beyond the RFC, to keep a masked model from running away: containers nest at most kMaxDepth
 // deep (a schema's required nesting is checked to fit at compile time, optional nesting at
 // run time), at most kMaxWhitespaceRun whitespace bytes may follow one another outside
-// strings, and numbers have at most kMaxIntegerDigits / kMaxExponentDigits digits. Strings hold well-formed UTF-8 (RFC 3629), no raw control characters, and \u surrogate escapes only in pairs
-// (parsers such as nlohmann's refuse a lone one).
+// strings, and numbers have at most kMaxIntegerDigits / kMaxExponentDigits digits. Strings hold
+// well-formed UTF-8 (RFC 3629), no raw control characters, and \u surrogate escapes only in
+// pairs (parsers such as nlohmann's refuse a lone one).
 //
 // A path is small and trivially copyable (the mask search copies the state per trie node) and
 // comparable (masks are cached per state; states of one schema compare, fields that no longer

@@ -488,7 +488,9 @@ class JsonSchemaCompiler {
       }
       if (literal_leaves.size() > 1) {
         std::vector<std::string> merged;
-        for (int32_t leaf : literal_leaves) merged.insert(merged.end(), At(leaf).literals.begin(), At(leaf).literals.end());
+        for (int32_t leaf : literal_leaves) {
+          merged.insert(merged.end(), At(leaf).literals.begin(), At(leaf).literals.end());
+        }
         std::sort(merged.begin(), merged.end());
         merged.erase(std::unique(merged.begin(), merged.end()), merged.end());
         const int32_t node = NewNode(Kind::kLiterals);

