@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "coordinator/executor.h"
+#include "coordinator/openai_json.h"
 #include "nlohmann/json.hpp"
 
 namespace bitfleet::coordinator {
@@ -16,17 +17,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-Status FieldError(const std::string& field, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat("'", field, "' ", what));
-}
-
-// The field, or null when it is absent or JSON null (OpenAI's clients send nulls for unset
-// fields).
-const Json* Find(const Json& object, const char* name) {
-  auto it = object.find(name);
-  if (it == object.end() || it->is_null()) return nullptr;
-  return &*it;
-}
+const Json* Find(const Json& object, const char* name) { return FindField(object, name); }
 
 StatusOr<std::optional<double>> Number(const Json& object, const char* name) {
   const Json* value = Find(object, name);

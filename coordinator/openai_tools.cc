@@ -4,6 +4,7 @@
 #include <cctype>
 #include <utility>
 
+#include "coordinator/openai_json.h"
 #include "nlohmann/json.hpp"
 
 namespace bitfleet::coordinator {
@@ -12,16 +13,7 @@ namespace {
 // Ordered: parameters are generated in the order the client lists them.
 using Json = nlohmann::ordered_json;
 
-Status FieldError(const std::string& field, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat("'", field, "' ", what));
-}
-
-const Json* Find(const Json& object, const char* name) {
-  if (!object.is_object()) return nullptr;
-  auto it = object.find(name);
-  if (it == object.end() || it->is_null()) return nullptr;
-  return &*it;
-}
+const Json* Find(const Json& object, const char* name) { return FindField(object, name); }
 
 bool ValidName(const std::string& name) {
   return !name.empty() && name.size() <= 64 &&
