@@ -199,6 +199,9 @@ StatusOr<std::shared_ptr<JsonGrammar>> JsonGrammars::ForSchema(std::string_view 
   Count(schema.ok() ? metrics_->schemas_compiled : metrics_->schemas_refused);
   if (!schema.ok()) return schema.status();
   std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [kept_text, kept] : schemas_) {
+    if (kept_text == text) return kept;  // compiled meanwhile by another request
+  }
   auto grammar = std::make_shared<JsonGrammar>(VocabularyLocked(), *std::move(schema), kSchemaCacheBytes, metrics_);
   schemas_.emplace_front(std::string(text), grammar);
   if (schemas_.size() > kMaxSchemas) schemas_.pop_back();

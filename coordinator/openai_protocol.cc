@@ -569,7 +569,9 @@ StatusOr<OpenAiRequest> ParseOpenAiRequest(OpenAiEndpoint endpoint, std::string_
   }
   BF_RETURN_IF_ERROR(ReadSampling(json, generate));
   BF_RETURN_IF_ERROR(ReadResponseFormat(json, body, generate));
-  if (endpoint == OpenAiEndpoint::kChatCompletions) {
+  // The tools are read from the body again (keeping key order) only when there are some.
+  const bool tools = Find(json, "tools") != nullptr || Find(json, "tool_choice") != nullptr;
+  if (endpoint == OpenAiEndpoint::kChatCompletions && tools) {
     BF_ASSIGN_OR_RETURN(out.tools, ReadOpenAiTools(body));
     if (out.tools) BF_RETURN_IF_ERROR(ApplyTools(*out.tools, generate));
   }
