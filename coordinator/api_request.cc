@@ -32,7 +32,8 @@ Status CheckStops(const google::protobuf::RepeatedPtrField<std::string>& stops, 
 // response_format's constraint: null for text.
 StatusOr<std::shared_ptr<OutputConstraint>> ResponseConstraint(const v1::GenerateRequest& in,
                                                                const ApiLimits& limits) {
-  const bool schema = in.response_format() == v1::RESPONSE_FORMAT_JSON_SCHEMA;
+  const bool or_text = in.response_format() == v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT;
+  const bool schema = in.response_format() == v1::RESPONSE_FORMAT_JSON_SCHEMA || or_text;
   if (!in.json_schema().empty() && !schema) {
     return absl::InvalidArgumentError("json_schema is given, but response_format is not JSON_SCHEMA");
   }
@@ -40,7 +41,7 @@ StatusOr<std::shared_ptr<OutputConstraint>> ResponseConstraint(const v1::Generat
   if (!schema && in.response_format() != v1::RESPONSE_FORMAT_JSON_OBJECT) {
     return absl::InvalidArgumentError(absl::StrCat("unknown response_format ", static_cast<int>(in.response_format())));
   }
-  const char* name = schema ? "JSON_SCHEMA" : "JSON_OBJECT";
+  const char* name = or_text ? "JSON_SCHEMA_OR_TEXT" : schema ? "JSON_SCHEMA" : "JSON_OBJECT";
   if (limits.json_grammars == nullptr) {
     return absl::UnimplementedError(absl::StrCat("response_format ", name, " is not available on this server"));
   }
@@ -49,7 +50,7 @@ StatusOr<std::shared_ptr<OutputConstraint>> ResponseConstraint(const v1::Generat
         absl::StrCat("response_format ", name, " ends with end-of-generation: not with ignore_eos"));
   }
   if (schema && in.json_schema().empty()) {
-    return absl::InvalidArgumentError("response_format JSON_SCHEMA needs json_schema");
+    return absl::InvalidArgumentError(absl::StrCat("response_format ", name, " needs json_schema"));
   }
   std::shared_ptr<JsonGrammar> grammar;
   if (schema) {
@@ -57,12 +58,17 @@ StatusOr<std::shared_ptr<OutputConstraint>> ResponseConstraint(const v1::Generat
   } else {
     grammar = limits.json_grammars->AnyObject();
   }
-  auto constraint = std::make_shared<JsonConstraint>(std::move(grammar));
+  std::shared_ptr<OutputConstraint> constraint;
+  if (or_text) {
+    constraint = std::make_shared<JsonOrTextConstraint>(std::move(grammar));
+  } else {
+    constraint = std::make_shared<JsonConstraint>(std::move(grammar));
+  }
   if (MaskEmpty(constraint->AllowedTokens())) {
     return absl::FailedPreconditionError(
         absl::StrCat("no token of this model's vocabulary can start the response_format ", name, "'s text"));
   }
-  return std::shared_ptr<OutputConstraint>(std::move(constraint));
+  return constraint;
 }
 
 }  // namespace

@@ -130,10 +130,14 @@ class SseOutput final : public GenerateOutput {
     choice_.Add(message, &text, &pending_);
     if (!logprobs_) pending_.clear();
     const v1::FinishReason finish = last ? choice_.Finish(message, &usage) : v1::FINISH_REASON_UNSPECIFIED;
-    if (header_.tools != nullptr) {
-      // A forced tool call is sent whole, once the answer is.
+    if (header_.tools != nullptr && !text_answer_) {
+      // A tool call is sent whole, once the answer is. Under tool_choice auto an answer that
+      // begins with anything but '{' is text: what was held goes out, and the rest streams.
       call_text_ += text;
-      return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
+      const size_t first = call_text_.find_first_not_of(" \t\n\r");
+      text_answer_ = header_.tools->automatic && first != std::string::npos && call_text_[first] != '{';
+      if (!text_answer_) return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
+      text = std::move(call_text_);
     }
     // Token ids without complete text yet (a character split over tokens) make no chunk.
     if (text.empty() && !last && !first_) return true;
@@ -155,7 +159,8 @@ class SseOutput final : public GenerateOutput {
   const int index_;
   ChoiceText choice_;
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
-  std::string call_text_;                     // a forced tool call's answer so far
+  std::string call_text_;                     // a tool call's answer so far
+  bool text_answer_ = false;                  // tool_choice auto, answered in text
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
 };

@@ -225,4 +225,58 @@ bool JsonConstraint::Accept(int32_t token) {
   return true;
 }
 
+const TokenMask& JsonGrammar::AllTokens() {
+  TextStarts();
+  return all_tokens_;
+}
+
+const TokenMask& JsonGrammar::TextStarts() {
+  std::call_once(text_once_, [this] {
+    const JsonVocabulary& vocabulary = *vocabulary_;
+    all_tokens_.assign((static_cast<size_t>(vocabulary.n_vocab()) + 63) / 64, 0);
+    text_starts_ = all_tokens_;
+    const JsonState start = Start();
+    for (int32_t token = 0; token < vocabulary.n_vocab(); ++token) {
+      SetBit(all_tokens_, token);
+      const std::string& bytes = vocabulary.token_bytes(token);
+      const size_t first = bytes.find_first_not_of(" \t\n\r");
+      if (first == std::string::npos || vocabulary.IsEndOfGeneration(token)) continue;
+      JsonState value = start;
+      if (!value.Advance(static_cast<uint8_t>(bytes[first]))) SetBit(text_starts_, token);
+    }
+  });
+  return text_starts_;
+}
+
+const TokenMask& JsonOrTextConstraint::AllowedTokens() {
+  switch (mode_) {
+    case Mode::kText:
+      return grammar_->AllTokens();
+    case Mode::kJson:
+      return json_.AllowedTokens();
+    case Mode::kUndecided:
+      break;
+  }
+  const TokenMask& value = json_.AllowedTokens();
+  const TokenMask& text = grammar_->TextStarts();
+  undecided_.resize(value.size());
+  for (size_t i = 0; i < value.size(); ++i) undecided_[i] = value[i] | text[i];
+  return undecided_;
+}
+
+bool JsonOrTextConstraint::Accept(int32_t token) {
+  if (mode_ == Mode::kText) return true;
+  if (mode_ == Mode::kJson) return json_.Accept(token);
+  if (!MaskHas(AllowedTokens(), token)) return false;
+  const std::string& bytes = grammar_->vocabulary().token_bytes(token);
+  const bool whitespace = bytes.find_first_not_of(" \t\n\r") == std::string::npos;
+  if (MaskHas(grammar_->TextStarts(), token)) {
+    mode_ = Mode::kText;
+    return true;
+  }
+  if (!json_.Accept(token)) return false;  // cannot happen: the mask allowed it
+  if (!whitespace) mode_ = Mode::kJson;
+  return true;
+}
+
 }  // namespace bitfleet::coordinator

@@ -97,6 +97,11 @@ class JsonGrammar {
   const JsonVocabulary& vocabulary() const { return *vocabulary_; }
   // vocabulary().Walk(state), cached.
   std::shared_ptr<const TokenMask> Allowed(const JsonState& state);
+  // Every token (free text).
+  const TokenMask& AllTokens();
+  // The tokens that begin free text rather than a value: their first byte after any whitespace
+  // is one no value of the schema begins with.
+  const TokenMask& TextStarts();
 
  private:
   struct StateHash {
@@ -108,6 +113,8 @@ class JsonGrammar {
   std::shared_ptr<const JsonGrammarMetrics> metrics_;  // may be null
   std::mutex mu_;
   std::unordered_map<JsonState, std::shared_ptr<const TokenMask>, StateHash> cache_;
+  std::once_flag text_once_;
+  TokenMask all_tokens_, text_starts_;
 };
 
 // A server's grammars: the vocabulary index (built on first use: a server whose clients never
@@ -143,7 +150,7 @@ class JsonGrammars {
   std::list<std::pair<std::string, std::shared_ptr<JsonGrammar>>> schemas_;  // most recent first
 };
 
-// One request's constraint.
+// One request's constraint: a value of the grammar.
 class JsonConstraint final : public OutputConstraint {
  public:
   explicit JsonConstraint(std::shared_ptr<JsonGrammar> grammar)
@@ -158,6 +165,28 @@ class JsonConstraint final : public OutputConstraint {
   std::shared_ptr<JsonGrammar> grammar_;
   JsonState state_;
   std::shared_ptr<const TokenMask> allowed_;  // of state_, when computed
+};
+
+// One request's constraint: free text, or a value of the grammar when the answer begins like
+// one (its first byte after any whitespace). Undecided while only whitespace came; then either
+// unconstrained or the grammar's.
+class JsonOrTextConstraint final : public OutputConstraint {
+ public:
+  explicit JsonOrTextConstraint(std::shared_ptr<JsonGrammar> grammar)
+      : grammar_(grammar), json_(std::move(grammar)) {}
+
+  const TokenMask& AllowedTokens() override;
+  bool Accept(int32_t token) override;
+  bool Complete() const override { return mode_ == Mode::kText || (mode_ == Mode::kJson && json_.Complete()); }
+  // Whether the answer turned out to be a value (else text, or undecided).
+  bool json() const { return mode_ == Mode::kJson; }
+
+ private:
+  enum class Mode { kUndecided, kText, kJson };
+  std::shared_ptr<JsonGrammar> grammar_;
+  JsonConstraint json_;
+  Mode mode_ = Mode::kUndecided;
+  TokenMask undecided_;  // the grammar's mask with the text starts, while undecided
 };
 
 }  // namespace bitfleet::coordinator

@@ -290,9 +290,10 @@ StatusOr<std::vector<OpenAiToolCall>> ReadToolCalls(const Json& message, size_t 
 // the system message (one is added when the conversation has none).
 Status ApplyTools(const OpenAiTools& tools, v1::GenerateRequest& generate) {
   if (generate.response_format() != v1::RESPONSE_FORMAT_TEXT) {
-    return FieldError("response_format", "cannot be combined with a forced tool call (the call has its own shape)");
+    return FieldError("response_format", "cannot be combined with tools (a call has its own shape)");
   }
-  generate.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  generate.set_response_format(tools.automatic ? v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT
+                                               : v1::RESPONSE_FORMAT_JSON_SCHEMA);
   generate.set_json_schema(ToolCallSchema(tools));
   auto& messages = *generate.mutable_chat()->mutable_messages();
   if (messages.empty() || messages.Get(0).role() != "system") {

@@ -85,8 +85,8 @@ StatusOr<std::optional<OpenAiTools>> ReadOpenAiTools(std::string_view body) {
   const Json* parallel = Find(json, "parallel_tool_calls");
   if (parallel != nullptr && !parallel->is_boolean()) return FieldError("parallel_tool_calls", "must be true or false");
   if (choice == nullptr || *choice == Json("auto")) {
-    return FieldError("tool_choice", "auto (the default with tools) is not supported: telling a call from text needs "
-                                     "a model-specific format; use \"required\" or name a function");
+    out.automatic = true;
+    return std::optional<OpenAiTools>(std::move(out));
   }
   if (*choice == Json("none")) return std::optional<OpenAiTools>();
   if (*choice == Json("required")) return std::optional<OpenAiTools>(std::move(out));
@@ -94,8 +94,8 @@ StatusOr<std::optional<OpenAiTools>> ReadOpenAiTools(std::string_view body) {
   const Json* name = named != nullptr ? Find(*named, "name") : nullptr;
   if (Find(*choice, "type") == nullptr || *Find(*choice, "type") != Json("function") || name == nullptr ||
       !name->is_string()) {
-    return FieldError("tool_choice", "must be \"none\", \"required\" or {\"type\": \"function\", \"function\": "
-                                     "{\"name\": ...}}");
+    return FieldError("tool_choice", "must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                                     "\"function\": {\"name\": ...}}");
   }
   auto it = std::find_if(out.functions.begin(), out.functions.end(),
                          [&](const OpenAiFunction& f) { return f.name == name->get<std::string>(); });
@@ -130,11 +130,17 @@ std::string ToolCallSchema(const OpenAiTools& tools) {
 }
 
 std::string ToolsPrompt(const OpenAiTools& tools) {
-  std::string text = tools.named ? absl::StrCat("Call the function ", tools.functions.front().name,
-                                                ": answer with its arguments as a JSON object.\n\nFunction:\n")
-                                 : std::string("Call one of these functions: answer with a JSON object "
-                                               "{\"name\": <function name>, \"arguments\": <its arguments>}.\n\n"
-                                               "Functions:\n");
+  std::string text;
+  if (tools.named) {
+    text = absl::StrCat("Call the function ", tools.functions.front().name,
+                        ": answer with its arguments as a JSON object.\n\nFunction:\n");
+  } else if (tools.automatic) {
+    text = "You may call one of these functions. To call one, answer with only a JSON object {\"name\": "
+           "<function name>, \"arguments\": <its arguments>}; otherwise answer in text.\n\nFunctions:\n";
+  } else {
+    text = "Call one of these functions: answer with a JSON object {\"name\": <function name>, \"arguments\": "
+           "<its arguments>}.\n\nFunctions:\n";
+  }
   for (const OpenAiFunction& f : tools.functions) {
     Json line = Json::object();
     line["name"] = f.name;

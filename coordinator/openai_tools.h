@@ -1,11 +1,10 @@
-// OpenAI's tool calls on /v1/chat/completions, as a forced call: with tool_choice "required" or
-// a named function, the answer is constrained (response_format json_schema, json_schema.h) to a
-// call of one of the request's functions with arguments of its "parameters" schema, and comes
-// back as the message's tool_calls. The functions are shown to the model in the system message.
-//
-// tool_choice "auto" (OpenAI's default when tools are given) is refused: telling a call from text
-// needs a model-specific call format, which a model-agnostic server cannot assume. "none" ignores
-// the tools. docs/protocol.md, "Tool calls".
+// OpenAI's tool calls on /v1/chat/completions. With tool_choice "required" or a named function
+// the answer is constrained (response_format json_schema, json_schema.h) to a call of one of the
+// request's functions with arguments of its "parameters" schema; with "auto" (the default when
+// tools are given) it is free text or, when it begins with '{', such a call (JSON_SCHEMA_OR_TEXT):
+// a model-agnostic call format, which the system message, listing the functions, asks for. A
+// call comes back as the message's tool_calls. "none" ignores the tools. docs/protocol.md,
+// "Tool calls".
 #pragma once
 
 #include <optional>
@@ -29,6 +28,8 @@ struct OpenAiTools {
   // tool_choice named one function: the answer is its arguments alone. Else it is
   // {"name": ..., "arguments": {...}}.
   bool named = false;
+  // tool_choice auto: the answer may be text instead.
+  bool automatic = false;
 };
 
 struct OpenAiToolCall {
@@ -37,12 +38,12 @@ struct OpenAiToolCall {
 };
 
 // Reads a chat body's "tools", "tool_choice" and "parallel_tool_calls" (`body` is the raw text:
-// parameters keep the client's key order). nullopt: no call is forced (no tools, or tool_choice
-// "none"). INVALID_ARGUMENT naming the field for malformed tools, an unknown named function, or
-// tool_choice "auto".
+// parameters keep the client's key order). nullopt: no call may be made (no tools, or
+// tool_choice "none"). INVALID_ARGUMENT naming the field for malformed tools or an unknown named
+// function.
 StatusOr<std::optional<OpenAiTools>> ReadOpenAiTools(std::string_view body);
 
-// The JSON Schema (text) an answer that makes the call must validate against.
+// The JSON Schema (text) an answer that makes a call must validate against.
 std::string ToolCallSchema(const OpenAiTools& tools);
 
 // What the system message tells the model: the functions and the answer's shape.

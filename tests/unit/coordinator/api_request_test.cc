@@ -223,6 +223,17 @@ TEST_F(ApiRequestTest, ResponseFormats) {
   EXPECT_FALSE(MaskHas(schema->request.constraint->AllowedTokens(), 2 + '{' - 1));
   r.set_json_schema(R"({"type": "string", "pattern": "x"})");
   ExpectError(r, absl::StatusCode::kInvalidArgument, "json_schema at #: 'pattern' is not supported");
+  // A value or text: '[' begins the value; 'x' text.
+  r.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT);
+  r.set_json_schema(R"({"type": "array"})");
+  auto or_text = ParseGenerateRequest(r, limits_, *tokenizer_, nullptr, 7);
+  ASSERT_TRUE(or_text.ok()) << or_text.status();
+  EXPECT_TRUE(MaskHas(or_text->request.constraint->AllowedTokens(), 2 + '[' - 1));
+  EXPECT_TRUE(MaskHas(or_text->request.constraint->AllowedTokens(), 2 + 'x' - 1));
+  EXPECT_FALSE(MaskHas(or_text->request.constraint->AllowedTokens(), 1)) << "end of generation before an answer";
+  r.clear_json_schema();
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "response_format JSON_SCHEMA_OR_TEXT needs json_schema");
+  r.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
   r.set_json_schema(R"({"type": "array"})");
   r.set_ignore_eos(true);
   ExpectError(r, absl::StatusCode::kInvalidArgument, "JSON_SCHEMA ends with end-of-generation: not with ignore_eos");

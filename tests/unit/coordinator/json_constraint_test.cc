@@ -171,5 +171,44 @@ TEST(JsonConstraintTest, MasksFollowTheGrammar) {
   EXPECT_TRUE(constraint.Accept(kEos));
 }
 
+// Call or text (tool_choice auto): undecided while only whitespace came, then free text or the
+// grammar's value, by the first byte.
+TEST(JsonConstraintTest, JsonOrTextFollowsTheFirstByte) {
+  const std::vector<std::string> v = Vocabulary();
+  auto index = [&](const std::string& piece) {
+    return static_cast<int32_t>(std::find(v.begin(), v.end(), piece) - v.begin());
+  };
+  JsonGrammars grammars(TestVocabulary());
+  StatusOr<std::shared_ptr<JsonGrammar>> grammar =
+      grammars.ForSchema(R"({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]})");
+  ASSERT_TRUE(grammar.ok());
+
+  JsonOrTextConstraint text(*grammar);
+  const TokenMask& start = text.AllowedTokens();
+  for (const char* ok : {"{\"", "{", " ", "\n", "name", " age", "true", "1", "\xC3", "}", "[{"}) {
+    EXPECT_TRUE(Has(start, index(ok))) << ok;
+  }
+  EXPECT_FALSE(Has(start, index("{}"))) << "begins like the value, which cannot go on so";
+  EXPECT_FALSE(Has(start, kEos)) << "an empty answer";
+  EXPECT_FALSE(Has(start, 0)) << "a control token";
+  EXPECT_FALSE(text.Complete());
+  ASSERT_TRUE(text.Accept(index("\n")));  // still undecided
+  EXPECT_FALSE(text.json());
+  EXPECT_FALSE(Has(text.AllowedTokens(), index("{}")));
+  ASSERT_TRUE(text.Accept(index(" age")));  // text
+  EXPECT_TRUE(text.Complete());
+  for (int32_t t = 0; t < static_cast<int32_t>(v.size()); ++t) EXPECT_TRUE(Has(text.AllowedTokens(), t)) << t;
+  EXPECT_TRUE(text.Accept(index("{}")));
+
+  JsonOrTextConstraint call(*grammar);
+  ASSERT_TRUE(call.Accept(index(" ")));
+  ASSERT_TRUE(call.Accept(index("{\"")));
+  EXPECT_TRUE(call.json());
+  EXPECT_FALSE(call.Complete());
+  EXPECT_FALSE(Has(call.AllowedTokens(), index("age"))) << "the grammar's keys only";
+  EXPECT_TRUE(Has(call.AllowedTokens(), index("name")));
+  EXPECT_FALSE(call.Accept(index("a")));
+}
+
 }  // namespace
 }  // namespace bitfleet::coordinator

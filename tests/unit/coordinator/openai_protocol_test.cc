@@ -170,8 +170,8 @@ TEST(OpenAiRequestTest, ResponseFormatJsonSchemaKeepsTheSchemasKeyOrder) {
                 "'json_schema.strict' must be true or false");
 }
 
-// Tools: a forced call becomes a json_schema constraint and a system message listing the
-// functions; "auto" is refused by name; earlier calls and tool results go back into the chat.
+// Tools: a call becomes a json_schema constraint (or, under "auto", a call-or-text one) and a
+// system message listing the functions; earlier calls and tool results go back into the chat.
 TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   const std::string tools = R"("tools": [
       {"type": "function", "function": {"name": "weather", "description": "Weather in a city",
@@ -217,8 +217,15 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   EXPECT_FALSE(none->tools.has_value());
   EXPECT_EQ(none->generate().response_format(), v1::RESPONSE_FORMAT_TEXT);
 
-  ExpectRefused(Chat(R"({"messages": [], )" + tools + "}"), "'tool_choice' auto (the default with tools) is not");
-  ExpectRefused(Chat(R"({"messages": [], )" + tools + R"(, "tool_choice": "auto"})"), "'tool_choice' auto");
+  // auto (also the default with tools): a call or text.
+  for (const std::string& choice : {std::string(), std::string(R"(, "tool_choice": "auto")")}) {
+    auto automatic = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + choice + "}");
+    ASSERT_TRUE(automatic.ok()) << automatic.status();
+    EXPECT_TRUE(automatic->tools->automatic);
+    EXPECT_EQ(automatic->generate().response_format(), v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT);
+    EXPECT_EQ(automatic->generate().json_schema(), generate.json_schema());
+    EXPECT_TRUE(automatic->generate().chat().messages(0).content().starts_with("You may call one of these"));
+  }
   ExpectRefused(
       Chat(R"({"messages": [], )" + tools + R"(, "tool_choice": {"type": "function", "function": {"name": "x"}}})"),
       "'tool_choice' names 'x', which 'tools' lacks");
@@ -228,7 +235,7 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
                 "'tools[0].function.name' must be");
   ExpectRefused(Chat(R"({"messages": [], )" + tools +
                      R"(, "tool_choice": "required", "response_format": {"type": "json_object"}})"),
-                "cannot be combined with a forced tool call");
+                "cannot be combined with tools");
 
   // An earlier call and its result, as the conversation continues.
   auto later = Chat(R"({"messages": [{"role": "user", "content": "hi"},
