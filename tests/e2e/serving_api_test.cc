@@ -386,6 +386,40 @@ TEST_P(ServeApiTest, JsonSchemaOutputsValidate) {
   }
   std::printf("JSON_SCHEMA: %d of 8 sampled answers finished within 64 tokens\n", whole);
 
+  // JSON_SCHEMA_OR_TEXT: an answer whose first byte after whitespace begins a value is one (a
+  // prefix of one, whole when it ended by itself); any other is text. Even seeds force '{' (it
+  // is then allowed only where the schema takes it), odd ones run free.
+  StatusOr<std::shared_ptr<const coordinator::JsonSchema>> compiled = coordinator::JsonSchema::Compile(schemas[0]);
+  ASSERT_TRUE(compiled.ok());
+  const auto brace = Encode(served_->model, "{");
+  ASSERT_TRUE(brace.ok() && !brace->empty());
+  int values = 0, texts = 0;
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    v1::GenerateRequest request = GreedyRequest({1, 5, 9, 2}, 48, /*ignore_eos=*/false);
+    request.mutable_sampling()->set_temperature(1.0f);
+    request.mutable_sampling()->set_seed(seed);
+    if (seed % 2 == 0) (*request.mutable_sampling()->mutable_logit_bias())[brace->back()] = 100.0f;
+    request.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT);
+    request.set_json_schema(schemas[0]);
+    const GenerateOutcome out = client().Generate(request, 60s);
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    const size_t first = out.text.find_first_not_of(" \t\n\r");
+    if (first == std::string::npos || out.text[first] != '{') {
+      ++texts;
+      continue;
+    }
+    ++values;
+    coordinator::JsonState state(compiled->get());
+    for (size_t i = 0; i < out.text.size(); ++i) {
+      ASSERT_TRUE(state.Advance(static_cast<uint8_t>(out.text[i]))) << "seed " << seed << ": " << out.text;
+    }
+    if (out.finish == v1::FINISH_REASON_END_OF_SEQUENCE) {
+      EXPECT_TRUE(state.complete()) << out.text;
+    }
+  }
+  std::printf("JSON_SCHEMA_OR_TEXT: %d values, %d texts of 8\n", values, texts);
+  EXPECT_EQ(values, 4) << "the answers that '{' was forced to begin";
+
   v1::GenerateRequest refused = GreedyRequest({1, 5}, 8, /*ignore_eos=*/false);
   refused.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
   refused.set_json_schema(R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})");
