@@ -54,7 +54,7 @@ StatusOr<std::shared_ptr<OutputConstraint>> ResponseConstraint(const v1::Generat
   }
   std::shared_ptr<JsonGrammar> grammar;
   if (schema) {
-    BF_ASSIGN_OR_RETURN(grammar, limits.json_grammars->ForSchema(in.json_schema()));
+    BF_ASSIGN_OR_RETURN(grammar, limits.json_grammars->ForSchema(in.json_schema(), in.json_schema_best_effort()));
   } else {
     grammar = limits.json_grammars->AnyObject();
   }

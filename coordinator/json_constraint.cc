@@ -184,26 +184,28 @@ std::shared_ptr<JsonGrammar> JsonGrammars::AnyObject() {
   return any_object_;
 }
 
-StatusOr<std::shared_ptr<JsonGrammar>> JsonGrammars::ForSchema(std::string_view text) {
+StatusOr<std::shared_ptr<JsonGrammar>> JsonGrammars::ForSchema(std::string_view text, bool best_effort) {
+  std::string key(1, best_effort ? 'b' : 's');
+  key.append(text);
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = schemas_.begin(); it != schemas_.end(); ++it) {
-      if (it->first != text) continue;
+      if (it->first != key) continue;
       schemas_.splice(schemas_.begin(), schemas_, it);
       Count(metrics_->schema_hits);
       return schemas_.front().second;
     }
   }
   // Compiled outside the lock: a large schema does not hold up other requests.
-  StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(text);
+  StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(text, best_effort);
   Count(schema.ok() ? metrics_->schemas_compiled : metrics_->schemas_refused);
   if (!schema.ok()) return schema.status();
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [kept_text, kept] : schemas_) {
-    if (kept_text == text) return kept;  // compiled meanwhile by another request
+  for (const auto& [kept_key, kept] : schemas_) {
+    if (kept_key == key) return kept;  // compiled meanwhile by another request
   }
   auto grammar = std::make_shared<JsonGrammar>(VocabularyLocked(), *std::move(schema), kSchemaCacheBytes, metrics_);
-  schemas_.emplace_front(std::string(text), grammar);
+  schemas_.emplace_front(key, grammar);
   if (schemas_.size() > kMaxSchemas) schemas_.pop_back();
   return grammar;
 }

@@ -136,8 +136,8 @@ class JsonGrammars {
       : metrics_(std::make_shared<const JsonGrammarMetrics>()), vocabulary_(std::move(vocabulary)) {}
 
   std::shared_ptr<JsonGrammar> AnyObject();
-  // INVALID_ARGUMENT for a schema json_schema.h refuses.
-  StatusOr<std::shared_ptr<JsonGrammar>> ForSchema(std::string_view text);
+  // INVALID_ARGUMENT for a schema json_schema.h refuses (JsonSchema::Compile's best_effort).
+  StatusOr<std::shared_ptr<JsonGrammar>> ForSchema(std::string_view text, bool best_effort = false);
 
  private:
   std::shared_ptr<const JsonVocabulary> VocabularyLocked();
@@ -147,7 +147,8 @@ class JsonGrammars {
   std::shared_ptr<const JsonGrammarMetrics> metrics_;  // shared with the grammars (requests may outlive this)
   std::shared_ptr<const JsonVocabulary> vocabulary_;
   std::shared_ptr<JsonGrammar> any_object_;
-  std::list<std::pair<std::string, std::shared_ptr<JsonGrammar>>> schemas_;  // most recent first
+  // Most recent first, by the schema's text after a byte for best effort ('b') or not ('s').
+  std::list<std::pair<std::string, std::shared_ptr<JsonGrammar>>> schemas_;
 };
 
 // One request's constraint: a value of the grammar.

@@ -98,7 +98,7 @@ bool LiteralHasType(const Json& value, const std::string& type) {
 // merged; others that begin alike listed side by side).
 class JsonSchemaCompiler {
  public:
-  explicit JsonSchemaCompiler(const Json& document) : document_(document) {}
+  JsonSchemaCompiler(const Json& document, bool best_effort) : document_(document), best_effort_(best_effort) {}
 
   StatusOr<std::shared_ptr<const JsonSchema>> Run() {
     BF_ASSIGN_OR_RETURN(int32_t root, CompileAt("", 0));
@@ -191,11 +191,17 @@ class JsonSchemaCompiler {
     return any_;
   }
 
+  // Keywords that constrain nothing here: annotations, and under best effort the assertions
+  // outside the subset.
+  bool Ignored(const std::string& key) const {
+    return kAnnotations.count(key) > 0 || (best_effort_ && (kUnsupported.count(key) > 0 || key == "uniqueItems"));
+  }
+
   // Keywords beside $ref / anyOf / allOf must not constrain (their meaning would be an
   // intersection, outside the subset).
-  static Status OnlyAnnotationsBeside(const Json& schema, const std::string& pointer, std::string_view keyword) {
+  Status OnlyAnnotationsBeside(const Json& schema, const std::string& pointer, std::string_view keyword) const {
     for (const auto& [key, value] : schema.items()) {
-      if (key == keyword || kAnnotations.count(key) > 0) continue;
+      if (key == keyword || Ignored(key)) continue;
       return SchemaError(pointer, absl::StrCat("'", key, "' beside '", std::string(keyword), "' is not supported"));
     }
     return absl::OkStatus();
@@ -210,6 +216,7 @@ class JsonSchemaCompiler {
     }
     if (!schema.is_object()) return SchemaError(pointer, "a schema must be an object or a boolean");
     for (const auto& [key, value] : schema.items()) {
+      if (best_effort_) break;  // assertions outside the subset are not enforced
       if (kUnsupported.count(key) > 0) return SchemaError(pointer, absl::StrCat("'", key, "' is not supported"));
       if (key == "uniqueItems" && value != Json(false)) {
         return SchemaError(pointer, "'uniqueItems' is not supported");
@@ -304,7 +311,7 @@ class JsonSchemaCompiler {
   StatusOr<int32_t> CompileLiterals(const Json& schema, const std::string& pointer,
                                     const std::vector<std::string>& types) {
     for (const auto& [key, value] : schema.items()) {
-      if (key == "enum" || key == "const" || key == "type" || kAnnotations.count(key) > 0) continue;
+      if (key == "enum" || key == "const" || key == "type" || Ignored(key)) continue;
       return SchemaError(pointer, absl::StrCat("'", key, "' beside 'enum' or 'const' is not supported"));
     }
     auto e = schema.find("enum");
@@ -511,7 +518,9 @@ class JsonSchemaCompiler {
       }
       At(id).by_first = table;
     }
-    for (int32_t id : one_of_) BF_RETURN_IF_ERROR(CheckExclusive(id));
+    if (!best_effort_) {
+      for (int32_t id : one_of_) BF_RETURN_IF_ERROR(CheckExclusive(id));
+    }
     // min_depth: from "too deep" for every node, lowered until nothing changes; a node lowered
     // sends the nodes that read it back to the queue. Values stop at kTooDeep, so each node is
     // lowered at most kTooDeep + 1 times: bounded work whatever the schema.
@@ -673,6 +682,7 @@ class JsonSchemaCompiler {
   }
 
   const Json& document_;
+  const bool best_effort_;
   std::vector<JsonSchema::Node> nodes_;
   std::map<std::string, int32_t> by_pointer_;
   std::map<int32_t, std::vector<int32_t>> members_;  // union node -> its alternatives
@@ -707,7 +717,7 @@ std::span<const int32_t> JsonSchema::Resolve(int32_t id, uint8_t byte) const {
   return std::span<const int32_t>(n.by_first[first].ids.data(), n.by_first[first].size);
 }
 
-StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(std::string_view text) {
+StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(std::string_view text, bool best_effort) {
   if (text.size() > kMaxSchemaBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("json_schema has ", text.size(), " bytes, limit ", kMaxSchemaBytes));
@@ -717,7 +727,7 @@ StatusOr<std::shared_ptr<const JsonSchema>> JsonSchema::Compile(std::string_view
   }
   const Json document = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) return absl::InvalidArgumentError("json_schema is not valid JSON");
-  return JsonSchemaCompiler(document).Run();
+  return JsonSchemaCompiler(document, best_effort).Run();
 }
 
 std::shared_ptr<const JsonSchema> JsonSchema::AnyObject() {

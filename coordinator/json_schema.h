@@ -18,10 +18,12 @@
 //     (JsonState keeps one path per alternative still possible, at most 8); oneOf needs them to be
 //     exclusive: alternatives that begin differently are, objects that begin alike must differ
 //     in the constants of a property they all require (a discriminator such as "type");
-//   - strings with a length bound count characters as code points and refuse \u surrogate
-//     escapes (raw UTF-8 is taken), so that the count is the validator's.
+//   - strings with a length bound count characters as code points (a \u surrogate pair is one),
+//     as validators count them.
 // Assertions outside the subset (pattern, minimum, multipleOf, uniqueItems: true, ...) are
-// refused by name rather than ignored: a schema is either enforced or refused.
+// refused by name rather than ignored: a schema is either enforced or refused. Best effort
+// (OpenAI's "strict": false) ignores them instead, and takes oneOf as anyOf: what is generated
+// then holds the subset's constraints only.
 #pragma once
 
 #include <array>
@@ -85,10 +87,11 @@ class JsonSchema {
   };
 
   // Compiles a schema given as JSON text. INVALID_ARGUMENT naming the place (a JSON pointer into
-  // the schema) and the reason for text that is not JSON, keywords outside the subset, a $ref
-  // that does not resolve, alternatives that share a first byte, or a schema no value satisfies
-  // within kMaxDepth levels.
-  static StatusOr<std::shared_ptr<const JsonSchema>> Compile(std::string_view text);
+  // the schema) and the reason for text that is not JSON, assertion keywords outside the subset
+  // (unless `best_effort`), structures outside it (tuples, allOf of several, keywords beside
+  // $ref), a $ref that does not resolve, a oneOf that is not exclusive (unless `best_effort`),
+  // or a schema no value satisfies within kMaxDepth levels.
+  static StatusOr<std::shared_ptr<const JsonSchema>> Compile(std::string_view text, bool best_effort = false);
   // Any JSON object (response_format json_object).
   static std::shared_ptr<const JsonSchema> AnyObject();
 

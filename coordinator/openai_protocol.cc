@@ -115,6 +115,8 @@ Status ReadResponseFormat(const Json& body, std::string_view raw, v1::GenerateRe
   const Json* strict = Find(*spec, "strict");
   if (strict != nullptr && !strict->is_boolean()) return FieldError("json_schema.strict", "must be true or false");
   out.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
+  // OpenAI's default is not strict: keywords outside the subset are then ignored, not refused.
+  out.set_json_schema_best_effort(strict == nullptr || !strict->get<bool>());
   if (Find(*spec, "schema") == nullptr) {
     out.set_json_schema("{}");  // no schema: any JSON value
     return absl::OkStatus();
@@ -295,6 +297,8 @@ Status ApplyTools(const OpenAiTools& tools, v1::GenerateRequest& generate) {
   generate.set_response_format(tools.automatic ? v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT
                                                : v1::RESPONSE_FORMAT_JSON_SCHEMA);
   generate.set_json_schema(ToolCallSchema(tools));
+  generate.set_json_schema_best_effort(!std::all_of(tools.functions.begin(), tools.functions.end(),
+                                                    [](const OpenAiFunction& f) { return f.strict; }));
   auto& messages = *generate.mutable_chat()->mutable_messages();
   if (messages.empty() || messages.Get(0).role() != "system") {
     messages.Add()->set_role("system");

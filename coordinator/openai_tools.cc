@@ -52,6 +52,9 @@ Status ReadFunction(const Json& tool, size_t index, OpenAiFunction& out) {
     if (!description->is_string()) return FieldError(field + ".function.description", "must be a string");
     out.description = description->get<std::string>();
   }
+  const Json* strict = Find(*function, "strict");
+  if (strict != nullptr && !strict->is_boolean()) return FieldError(field + ".function.strict", "must be true or false");
+  out.strict = strict != nullptr && strict->get<bool>();
   const Json* parameters = Find(*function, "parameters");
   if (parameters != nullptr && !parameters->is_object()) {
     return FieldError(field + ".function.parameters", "must be a JSON Schema object");

@@ -20,6 +20,9 @@ struct OpenAiFunction {
   std::string name;         // [A-Za-z0-9_-], 1..64 characters
   std::string description;  // may be empty
   std::string parameters;   // a JSON Schema as JSON text, in the client's key order
+  // OpenAI's "strict" (default false): parameters' keywords outside the subset are refused
+  // rather than ignored (the call's schema is strict only when every function's is).
+  bool strict = false;
 };
 
 // A call the answer must be.

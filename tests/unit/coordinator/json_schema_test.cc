@@ -242,6 +242,29 @@ TEST(JsonSchemaTest, SchemasOutsideTheSubsetAreRefusedByNameAndPlace) {
   }
 }
 
+// Best effort (OpenAI's "strict": false): assertions outside the subset are ignored, oneOf is
+// anyOf; structures outside it are still refused.
+TEST(JsonSchemaTest, BestEffortIgnoresAssertionsOutsideTheSubset) {
+  const std::pair<const char*, std::string> cases[] = {
+      {R"({"type": "string", "pattern": "a+", "format": "email"})", "\"b\""},
+      {R"({"type": "integer", "minimum": 0, "maximum": 9})", "12"},
+      {R"({"type": "array", "uniqueItems": true, "items": {"type": "integer"}})", "[1, 1]"},
+      {R"({"$ref": "#/$defs/n", "minimum": 1, "$defs": {"n": {"type": "number"}}})", "0.5"},
+      {R"({"oneOf": [{"type": "integer"}, {"type": "number"}]})", "7"},
+  };
+  for (const auto& [text, document] : cases) {
+    EXPECT_FALSE(JsonSchema::Compile(text).ok()) << text;
+    StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(text, /*best_effort=*/true);
+    ASSERT_TRUE(schema.ok()) << text << ": " << schema.status();
+    JsonState state(schema->get());
+    EXPECT_EQ(Feed(state, document), document.size()) << text;
+    EXPECT_TRUE(state.complete()) << text;
+  }
+  for (const char* text : {R"({"type": "array", "items": [{}]})", R"({"allOf": [{}, {}]})", R"({"$ref": "#/x"})"}) {
+    EXPECT_FALSE(JsonSchema::Compile(text, /*best_effort=*/true).ok()) << text;
+  }
+}
+
 // Random walks over bytes: from every state some byte continues (or the document is complete),
 // and every finished document validates. Leaning towards closing bytes as the text grows keeps
 // the walks finite.

@@ -159,6 +159,11 @@ TEST(OpenAiRequestTest, ResponseFormatJsonSchemaKeepsTheSchemasKeyOrder) {
   EXPECT_EQ(chat->generate().json_schema(),
             R"({"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"integer"}},)"
             R"("required":["zeta","alpha"]})");
+  EXPECT_FALSE(chat->generate().json_schema_best_effort()) << "strict: true";
+  auto lenient = Chat(R"({"messages": [], "response_format": {"type": "json_schema",
+      "json_schema": {"name": "n", "schema": {"type": "string"}}}})");
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  EXPECT_TRUE(lenient->generate().json_schema_best_effort()) << "OpenAI's default: not strict";
   auto no_schema = Completion(R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a"}}})");
   ASSERT_TRUE(no_schema.ok()) << no_schema.status();
   EXPECT_EQ(no_schema->generate().json_schema(), "{}");  // any JSON value
@@ -182,6 +187,7 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   ASSERT_TRUE(required.ok()) << required.status();
   ASSERT_TRUE(required->tools.has_value());
   EXPECT_FALSE(required->tools->named);
+  EXPECT_TRUE(required->generate().json_schema_best_effort()) << "no function is strict";
   const v1::GenerateRequest& generate = required->generate();
   EXPECT_EQ(generate.response_format(), v1::RESPONSE_FORMAT_JSON_SCHEMA);
   EXPECT_EQ(generate.json_schema(),
@@ -211,6 +217,11 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   EXPECT_TRUE(named->tools->named);
   EXPECT_EQ(named->generate().json_schema(), named->tools->functions[0].parameters);
   EXPECT_TRUE(named->generate().chat().messages(0).content().starts_with("Be brief.\n\nCall the function weather"));
+
+  auto strict = Chat(R"({"messages": [], "tool_choice": "required", "tools": [{"type": "function",
+      "function": {"name": "f", "strict": true, "parameters": {"type": "object"}}}]})");
+  ASSERT_TRUE(strict.ok()) << strict.status();
+  EXPECT_FALSE(strict->generate().json_schema_best_effort()) << "every function strict";
 
   auto none = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + R"(, "tool_choice": "none"})");
   ASSERT_TRUE(none.ok()) << none.status();
