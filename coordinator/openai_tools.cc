@@ -53,7 +53,9 @@ Status ReadFunction(const Json& tool, size_t index, OpenAiFunction& out) {
     out.description = description->get<std::string>();
   }
   const Json* strict = Find(*function, "strict");
-  if (strict != nullptr && !strict->is_boolean()) return FieldError(field + ".function.strict", "must be true or false");
+  if (strict != nullptr && !strict->is_boolean()) {
+    return FieldError(field + ".function.strict", "must be true or false");
+  }
   out.strict = strict != nullptr && strict->get<bool>();
   const Json* parameters = Find(*function, "parameters");
   if (parameters != nullptr && !parameters->is_object()) {

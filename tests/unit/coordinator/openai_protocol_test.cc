@@ -164,7 +164,8 @@ TEST(OpenAiRequestTest, ResponseFormatJsonSchemaKeepsTheSchemasKeyOrder) {
       "json_schema": {"name": "n", "schema": {"type": "string"}}}})");
   ASSERT_TRUE(lenient.ok()) << lenient.status();
   EXPECT_TRUE(lenient->generate().json_schema_best_effort()) << "OpenAI's default: not strict";
-  auto no_schema = Completion(R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a"}}})");
+  auto no_schema =
+      Completion(R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "a"}}})");
   ASSERT_TRUE(no_schema.ok()) << no_schema.status();
   EXPECT_EQ(no_schema->generate().json_schema(), "{}");  // any JSON value
   ExpectRefused(Chat(R"({"messages": [], "response_format": {"type": "json_schema"}})"),
@@ -183,7 +184,8 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
        "parameters": {"type": "object", "properties": {"zcity": {"type": "string"}, "aunit": {"$ref": "#/$defs/u"}},
                       "required": ["zcity"], "$defs": {"u": {"enum": ["c", "f"]}}}}},
       {"type": "function", "function": {"name": "now"}}])";
-  auto required = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + R"(, "tool_choice": "required"})");
+  auto required =
+      Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + R"(, "tool_choice": "required"})");
   ASSERT_TRUE(required.ok()) << required.status();
   ASSERT_TRUE(required->tools.has_value());
   EXPECT_FALSE(required->tools->named);
@@ -344,8 +346,10 @@ TEST(OpenAiRequestTest, FeaturesThisServerLacksAreRefusedNotIgnored) {
   ExpectRefused(Completion(R"({"prompt": "x", "best_of": 3})"), "'best_of'");
   ExpectRefused(Chat(R"({"messages": [], "echo": true})"), "'echo'");  // completions echo
   ExpectRefused(Completion(R"({"prompt": "x", "suffix": "end"})"), "'suffix'");
-  ExpectRefused(Chat(R"({"messages": [], "functions": [{"name": "f"}]})"), "'functions' is not supported (use 'tools')");
-  ExpectRefused(Completion(R"({"prompt": "x", "response_format": {"type": "yaml"}})"), "'yaml' is not one of text, json_object, json_schema");
+  ExpectRefused(Chat(R"({"messages": [], "functions": [{"name": "f"}]})"),
+                "'functions' is not supported (use 'tools')");
+  ExpectRefused(Completion(R"({"prompt": "x", "response_format": {"type": "yaml"}})"),
+                "'yaml' is not one of text, json_object, json_schema");
   ExpectRefused(Completion(R"({"prompt": "x", "response_format": "json"})"), "'response_format' must be an object");
   // Their no-op values are fine.
   EXPECT_TRUE(Completion(R"({"prompt": "x", "n": 1, "best_of": 1, "echo": false, "logprobs": null})").ok());
