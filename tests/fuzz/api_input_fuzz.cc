@@ -92,13 +92,15 @@ void FuzzJsonBytes(JsonState state, std::string_view input) {
   }
 }
 
-// A schema (the input up to its last newline) compiled, then the bytes after it fed to its
-// grammar.
+// A schema (the input up to its last newline) compiled strictly and as best effort, then the
+// bytes after it fed to each grammar.
 void FuzzJsonSchema(std::string_view input) {
   const size_t split = input.rfind('\n');
-  StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(input.substr(0, split));
-  if (!schema.ok() || split == std::string_view::npos) return;
-  FuzzJsonBytes(JsonState(schema->get()), input.substr(split + 1));
+  for (bool best_effort : {false, true}) {
+    StatusOr<std::shared_ptr<const JsonSchema>> schema = JsonSchema::Compile(input.substr(0, split), best_effort);
+    if (!schema.ok() || split == std::string_view::npos) continue;
+    FuzzJsonBytes(JsonState(schema->get()), input.substr(split + 1));
+  }
 }
 
 }  // namespace
