@@ -22,11 +22,11 @@
 
 #include "CLI/CLI.hpp"
 #include "bitfleet/v1/inference.grpc.pb.h"
-#include "core/read_file.h"
 #include "grpcpp/client_context.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
 #include "tools/commands/grpc_client.h"
+#include "tools/commands/response_format_flags.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -44,9 +44,8 @@ struct BenchServeFlags {
   double request_rate = 0;  // requests/s of the Poisson arrivals; 0: closed loop
   int logprobs = -1;        // -1: off; else every request asks for logprobs with this many alternatives
   int prompt_logprobs = -1;  // -1: off; else every request scores its prompt with this many alternatives
-  bool json = false;         // every request asks for response_format JSON_OBJECT
-  std::string json_schema;   // a file: every request asks for response_format JSON_SCHEMA with it
-  std::string json_schema_text;
+  ResponseFormatFlags format;            // what every request asks for
+  v1::GenerateRequest format_request;  // its fields, the schema file read once
   double wait_ready_s = 60;
   ClientSecurity security;
 };
@@ -90,13 +89,8 @@ RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_
   const std::vector<int32_t> prompt = MakePrompt(f, vocab, index);
   request.mutable_prompt_tokens()->mutable_ids()->Add(prompt.begin(), prompt.end());
   request.set_max_tokens(f.gen_len);
-  // JSON mode ends at the document's close, so it cannot ignore end-of-generation.
-  request.set_ignore_eos(!f.json && f.json_schema.empty());
-  if (f.json) request.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
-  if (!f.json_schema.empty()) {
-    request.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
-    request.set_json_schema(f.json_schema_text);
-  }
+  request.set_ignore_eos(!f.format.constrained());
+  request.MergeFrom(f.format_request);
   request.mutable_sampling()->set_temperature(0);
   if (f.logprobs >= 0) {
     request.set_logprobs(true);
@@ -259,8 +253,8 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["shared_prefix"] = f.shared_prefix;
   j["logprobs"] = f.logprobs >= 0 ? nlohmann::json(f.logprobs) : nlohmann::json(nullptr);
   j["prompt_logprobs"] = f.prompt_logprobs >= 0 ? nlohmann::json(f.prompt_logprobs) : nlohmann::json(nullptr);
-  j["json"] = f.json;
-  j["json_schema"] = f.json_schema.empty() ? nlohmann::json(nullptr) : nlohmann::json(f.json_schema);
+  j["json"] = f.format.json;
+  j["json_schema"] = f.format.schema_file.empty() ? nlohmann::json(nullptr) : nlohmann::json(f.format.schema_file);
   if (open_loop) {
     j["request_rate"] = f.request_rate;
     j["last_arrival_s"] = arrivals.back();
@@ -318,14 +312,7 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
                   "as lm-eval's scoring requests do; with --shared-prefix, its multiple-choice requests (one "
                   "context, several endings)")
       ->check(CLI::Range(0, 20));
-  cmd->add_flag("--json", f->json,
-                "Every request asks for a JSON object (response_format json_object; no ignore_eos, so a "
-                "request may end before --gen-len): measures the cost of the token masks");
-  cmd->add_option("--json-schema", f->json_schema,
-                  "Every request asks for a JSON value of the JSON Schema in this file (response_format "
-                  "json_schema; may end before --gen-len)")
-      ->check(CLI::ExistingFile)
-      ->excludes("--json");
+  AddResponseFormatFlags(*cmd, &f->format);  // every request asks for it: the cost of the token masks
   cmd->add_option("--wait-ready", f->wait_ready_s, "Seconds to wait for health SERVING")->capture_default_str();
   cmd->callback([f, cmd, exit_code] {
     if (f->shared_prefix > f->prompt_len) {
@@ -335,11 +322,9 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
       throw CLI::ValidationError("--prompt-logprobs", "must equal --logprobs when both are given (one top_logprobs)");
     }
     (void)cmd;
-    if (!f->json_schema.empty()) {
-      StatusOr<std::string> text = ReadFileToString(f->json_schema);
-      if (!text.ok()) throw CLI::ValidationError("--json-schema", std::string(text.status().message()));
-      f->json_schema_text = *std::move(text);
-    }
+    StatusOr<v1::GenerateRequest> format = ResponseFormatRequest(f->format);
+    if (!format.ok()) throw CLI::ValidationError("--json-schema", std::string(format.status().message()));
+    f->format_request = *std::move(format);
     *exit_code = RunBenchServe(*f);
   });
 }

@@ -15,7 +15,6 @@
 #include "bitfleet/v1/inference.grpc.pb.h"
 #include "coordinator/step_codec.h"
 #include "core/logging.h"
-#include "core/read_file.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -24,6 +23,7 @@
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
 #include "tools/commands/grpc_client.h"
+#include "tools/commands/response_format_flags.h"
 #include "tools/commands/logit_bias_flag.h"
 
 namespace bitfleet::tools {
@@ -37,8 +37,7 @@ struct GenerateFlags {
   std::string prompt;
   std::string prompt_tokens;
   bool chat = false;
-  bool json = false;  // response_format JSON_OBJECT
-  std::string json_schema;  // a file: response_format JSON_SCHEMA
+  ResponseFormatFlags format;
   std::string system;
   uint32_t max_tokens = 128;
   float temperature = 0, top_p = 1, min_p = 0, repeat_penalty = 1, presence_penalty = 0, frequency_penalty = 0;
@@ -96,12 +95,8 @@ Status Generate(const GenerateFlags& flags) {
     request.set_prompt(flags.prompt);
   }
   request.set_max_tokens(flags.max_tokens);
-  if (flags.json) request.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
-  if (!flags.json_schema.empty()) {
-    BF_ASSIGN_OR_RETURN(std::string schema, ReadFileToString(flags.json_schema));
-    request.set_response_format(v1::RESPONSE_FORMAT_JSON_SCHEMA);
-    request.set_json_schema(std::move(schema));
-  }
+  BF_ASSIGN_OR_RETURN(const v1::GenerateRequest format, ResponseFormatRequest(flags.format));
+  request.MergeFrom(format);
   BF_ASSIGN_OR_RETURN(auto biases, ParseLogitBias(flags.logit_bias));
   for (const auto& [token, bias] : biases) (*request.mutable_sampling()->mutable_logit_bias())[token] = bias;
   for (const auto& [option, apply] : flags.sampling_options) {
@@ -204,14 +199,7 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   AddSampling(*cmd, f, "-s,--seed", &f.seed, "Sampling seed (default: chosen by the server)",
               &v1::SamplingParams::set_seed);
   AddLogitBiasFlag(*cmd, &flags->logit_bias);
-  cmd->add_flag("--json", flags->json,
-                "The answer must be one JSON object: the server masks sampling to it (response_format "
-                "json_object); it ends with the object, or unfinished at -n");
-  cmd->add_option("--json-schema", flags->json_schema,
-                  "The answer must be a JSON value of the JSON Schema in this file (response_format json_schema; "
-                  "docs/protocol.md lists the keywords enforced; properties come in the file's order)")
-      ->check(CLI::ExistingFile)
-      ->excludes("--json");
+  AddResponseFormatFlags(*cmd, &flags->format);
   cmd->add_option("--stop", flags->stop, "Stop string (repeatable); not included in the output");
   cmd->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after an end-of-generation token");
   auto* tokens = cmd->add_flag("--tokens", flags->tokens, "Print the generated token ids instead of the text");
