@@ -9,6 +9,11 @@ namespace {
 
 void SetBit(TokenMask& mask, int32_t token) { mask[static_cast<size_t>(token) / 64] |= uint64_t{1} << (token % 64); }
 
+// A counter of JsonGrammarMetrics, which may be unset.
+void Count(Counter* counter, double value = 1) {
+  if (counter != nullptr) counter->Increment(value);
+}
+
 }  // namespace
 
 JsonVocabulary::JsonVocabulary(const tokenizer::Tokenizer& tokenizer) {
@@ -136,12 +141,6 @@ JsonGrammarMetrics::JsonGrammarMetrics(MetricsRegistry& registry)
                                        "Time spent computing JSON mode token masks (mostly on the scheduler thread)")),
       mask_hits(registry.AddCounter("bitfleet_json_mask_cache_hits_total", "JSON mode token masks found cached")) {}
 
-namespace {
-void Count(Counter* counter, double value = 1) {
-  if (counter != nullptr) counter->Increment(value);
-}
-}  // namespace
-
 JsonGrammar::JsonGrammar(std::shared_ptr<const JsonVocabulary> vocabulary, std::shared_ptr<const JsonSchema> schema,
                          size_t cache_bytes, std::shared_ptr<const JsonGrammarMetrics> metrics)
     : vocabulary_(std::move(vocabulary)),
@@ -154,7 +153,7 @@ std::shared_ptr<const TokenMask> JsonGrammar::Allowed(const JsonState& state) {
     std::lock_guard<std::mutex> lock(mu_);
     auto found = cache_.find(state);
     if (found != cache_.end()) {
-      if (metrics_ != nullptr) Count(metrics_->mask_hits);
+      if (metrics_ != nullptr) Count(metrics_->mask_hits);  // metrics_ is null in tests
       return found->second;
     }
   }
