@@ -24,6 +24,11 @@ if ! .venv/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
   .venv/bin/pip install -q grpcio==1.85.3 grpcio-tools==1.85.1 \
     || echo "bitfleet: grpcio unavailable; the Python client test will skip" >&2
 fi
+# Python's Jinja2, the reference the chat-template interpreter is checked against
+# (tests/unit/model/chat/chat_template_oracle_test.py). Optional: without it that test skips.
+if ! .venv/bin/python -c "import jinja2" 2>/dev/null; then
+  .venv/bin/pip install -q jinja2==3.1.6 || echo "bitfleet: jinja2 unavailable; the chat template oracle test will skip" >&2
+fi
 # OpenAI's own Python client, for the HTTP API's tests (tests/e2e/serving_openai_test.py).
 # Optional: without it that test skips and says why.
 if ! .venv/bin/python -c "import openai" 2>/dev/null; then

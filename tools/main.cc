@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   bitfleet::tools::RegisterEval(app, &exit_code);
   bitfleet::tools::RegisterBench(app, &exit_code);
   bitfleet::tools::RegisterTokenize(app, &exit_code);
+  bitfleet::tools::RegisterChatTemplate(app, &exit_code);
   bitfleet::tools::RegisterServe(app, &exit_code);
   bitfleet::tools::RegisterCoordinator(app, &exit_code);
   bitfleet::tools::RegisterWorker(app, &exit_code);

@@ -23,6 +23,8 @@ void RegisterBenchTokenizer(CLI::App& bench, int* exit_code);
 void RegisterBenchServe(CLI::App& bench, int* exit_code);
 // `bench json-mask`: JSON mode's mask cost on a vocabulary (bench_json_mask.cc).
 void RegisterBenchJsonMask(CLI::App& bench, int* exit_code);
+// `chat-template`: renders a conversation with a chat template (tools/commands/chat_template.cc).
+void RegisterChatTemplate(CLI::App& app, int* exit_code);
 // `tokenize` (tools/commands/tokenize.cc).
 void RegisterTokenize(CLI::App& app, int* exit_code);
 // `bench gpu` (tools/commands/bench_gpu.cc; CUDA builds, standalone binary bitfleet-bench-gpu).
