@@ -128,7 +128,7 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
     }
     case v1::GenerateRequest::kChat: {
       if (chat == nullptr) {
-        return absl::FailedPreconditionError("the served model has no ChatML chat template: send a prompt instead");
+        return absl::FailedPreconditionError(limits.chat_unavailable);
       }
       if (in.chat().messages().empty()) return absl::InvalidArgumentError("empty prompt: chat has no messages");
       break;  // rendered and tokenized below, after the cheap checks

@@ -4,7 +4,7 @@
 //
 // Checks, in order (the first failure is returned, with a message naming the field):
 //   NOT_FOUND         model names another model than the served one
-//   FAILED_PRECONDITION  a chat for a model without a ChatML template
+//   FAILED_PRECONDITION  a chat for a model without a usable chat template
 //   INVALID_ARGUMENT  no prompt; empty prompt; prompt text over max_prompt_bytes; a token id
 //                     outside the vocabulary; a chat without messages or with an unknown role;
 //                     more than max_stop_strings stop strings, an empty
@@ -40,6 +40,10 @@ struct ApiLimits {
   // The grammars response_format JSON_OBJECT / JSON_SCHEMA mask with; null: such requests are
   // refused.
   std::shared_ptr<JsonGrammars> json_grammars;
+  // The model's chat template (chat_prompt.h) that `chat` inputs are rendered with; null when
+  // chats cannot be served, and then `chat_unavailable` is what such requests are told.
+  std::shared_ptr<const ChatPrompt> chat;
+  std::string chat_unavailable = "the served model has no chat template: send a prompt instead";
 };
 
 struct ParsedGenerate {
@@ -54,7 +58,8 @@ StepSampling SamplingFromProto(const v1::SamplingParams& params, uint64_t seed);
 
 // Validates `in` (see the header comment) and tokenizes a text prompt with `tokenizer`
 // (BOS/EOS as the vocabulary asks, special tokens written in the text are plain text) or a chat
-// with `chat` (null: the model has no ChatML template, and a chat is FAILED_PRECONDITION).
+// with `chat` (limits.chat; null: the model has no usable chat template, and a chat is
+// FAILED_PRECONDITION with limits.chat_unavailable).
 StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, const ApiLimits& limits,
                                               const tokenizer::Tokenizer& tokenizer, const ChatPrompt* chat,
                                               uint64_t seed);

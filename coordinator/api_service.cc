@@ -44,8 +44,7 @@ ApiService::ApiService(ApiServiceOptions options, const tokenizer::Tokenizer& to
       tokenizer_(tokenizer),
       scheduler_(scheduler),
       metrics_(metrics),
-      ready_replicas_(std::move(ready_replicas)),
-      chat_(ChatPrompt::FromTemplate(options_.chat_template)) {}
+      ready_replicas_(std::move(ready_replicas)) {}
 
 StatusOr<Tenant> ApiService::Authorize(const grpc::ServerContext& context) {
   const auto& metadata = context.client_metadata();
@@ -71,7 +70,7 @@ grpc::Status ApiService::Generate(grpc::ServerContext* context, const v1::Genera
     return ToGrpcStatus(tenant.status());
   }
   StatusOr<ParsedGenerate> parsed =
-      ParseGenerateRequest(*request, options_.limits, tokenizer_, chat_.get(), RandomSeed());
+      ParseGenerateRequest(*request, options_.limits, tokenizer_, options_.limits.chat.get(), RandomSeed());
   if (!parsed.ok()) {
     Logger("api")->debug("rejected Generate from {}: {}", context->peer(), parsed.status().ToString());
     CountGenerate(parsed.status());

@@ -33,7 +33,6 @@ namespace bitfleet::coordinator {
 struct ApiServiceOptions {
   ApiLimits limits;
   std::string architecture;   // for GetModelInfo
-  std::string chat_template;  // tokenizer.chat_template ("" when the model has none)
   int tensor_parallel = 1;
   int replicas = 1;
   // API keys every call must carry (api_auth.h); null: no authentication, every request is the
@@ -70,7 +69,6 @@ class ApiService final : public v1::Inference::Service {
   Scheduler& scheduler_;
   MetricsRegistry& metrics_;
   const std::function<int()> ready_replicas_;
-  const std::unique_ptr<ChatPrompt> chat_;  // null: no ChatML template
   RequestIds request_ids_;
 };
 

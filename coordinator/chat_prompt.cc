@@ -3,103 +3,171 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace bitfleet::coordinator {
 namespace {
 
-constexpr std::string_view kStart = "<|im_start|>";
-constexpr std::string_view kEnd = "<|im_end|>";
+using OrderedJson = nlohmann::ordered_json;
 
-// One stretch of the rendered prompt: template markup (special tokens allowed) or content.
-struct Piece {
-  std::string text;
-  bool markup = false;
-};
+// A conversation past this many messages per byte of prompt allowance is refused by its count
+// before anything is rendered: no template renders a message in fewer bytes.
+constexpr size_t kMinBytesPerMessage = 8;
+
+std::string TokenText(const tokenizer::Vocab& vocab, tokenizer::TokenId id) {
+  return id >= 0 && static_cast<size_t>(id) < vocab.tokens.size() ? vocab.tokens[static_cast<size_t>(id)] : "";
+}
+
+// U+10FFFD - k in UTF-8: the private-use code points markers are made of.
+std::string PrivateUse(uint32_t k) {
+  const uint32_t cp = 0x10FFFD - k;
+  std::string out;
+  out += static_cast<char>(0xF0 | (cp >> 18));
+  out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+  out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+  out += static_cast<char>(0x80 | (cp & 0x3F));
+  return out;
+}
 
 }  // namespace
 
-std::unique_ptr<ChatPrompt> ChatPrompt::FromTemplate(const std::string& chat_template) {
-  if (chat_template.find(kStart) == std::string::npos) return nullptr;
-  auto prompt = std::unique_ptr<ChatPrompt>(new ChatPrompt());
-  // A literal default system turn: '<|im_start|>system\n...<|im_end|>' (the newline may be
-  // written as the two characters \n inside the template's string literal).
-  for (std::string_view newline : {"\n", "\\n"}) {
-    const std::string head = absl::StrCat(std::string(kStart), "system", std::string(newline));
-    const size_t begin = chat_template.find(head);
-    if (begin == std::string::npos) continue;
-    const size_t text_begin = begin + head.size();
-    const size_t text_end = chat_template.find(kEnd, text_begin);
-    if (text_end != std::string::npos)
-      prompt->default_system_ = chat_template.substr(text_begin, text_end - text_begin);
-    break;
+v1::ChatMessages OneTurnChat(const std::string& system, const std::string& user) {
+  v1::ChatMessages chat;
+  if (!system.empty()) {
+    v1::ChatMessage* m = chat.add_messages();
+    m->set_role("system");
+    m->set_content(system);
   }
-  return prompt;
+  v1::ChatMessage* m = chat.add_messages();
+  m->set_role("user");
+  m->set_content(user);
+  return chat;
 }
 
-StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
-                                                  size_t max_bytes) const {
+ChatPrompt::ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Vocab& vocab)
+    : template_(std::move(chat_template)),
+      specials_(vocab),
+      bos_text_(TokenText(vocab, vocab.special.bos)),
+      eos_text_(TokenText(vocab, vocab.special.eos)) {}
+
+StatusOr<std::unique_ptr<ChatPrompt>> ChatPrompt::Create(const std::string& chat_template,
+                                                         const tokenizer::Tokenizer& tokenizer) {
+  if (chat_template.empty()) return absl::FailedPreconditionError("the chat template is empty");
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<chat::ChatTemplate> parsed, chat::ChatTemplate::Parse(chat_template));
+  return std::unique_ptr<ChatPrompt>(new ChatPrompt(std::move(parsed), tokenizer.vocab()));
+}
+
+Status ChatPrompt::CheckMessages(const v1::ChatMessages& chat, size_t max_bytes) const {
   if (chat.messages().empty()) return absl::InvalidArgumentError("chat has no messages");
-  // Each message renders to at least its markup, so a count check bounds the work before any
-  // string is built, and the running size stops a long chat at the first piece past the limit.
-  const size_t markup_bytes = kStart.size() + kEnd.size() + std::string_view("user\n\n").size();
-  if (static_cast<size_t>(chat.messages_size()) > max_bytes / markup_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chat has ", chat.messages_size(), " messages; their markup alone exceeds ", max_bytes, " bytes"));
+  if (static_cast<size_t>(chat.messages_size()) > max_bytes / kMinBytesPerMessage) {
+    return absl::InvalidArgumentError(absl::StrCat("chat has ", chat.messages_size(), " messages; at most ",
+                                                   max_bytes / kMinBytesPerMessage, " fit in the prompt limit of ",
+                                                   max_bytes, " bytes"));
   }
-  std::vector<Piece> pieces;
-  size_t rendered = 0;
-  auto turn = [&pieces, &rendered](const std::string& role, const std::string& content) {
-    pieces.push_back({absl::StrCat(std::string(kStart), role, "\n"), true});
-    pieces.push_back({content, false});
-    pieces.push_back({absl::StrCat(std::string(kEnd), "\n"), true});
-    for (size_t i = pieces.size() - 3; i < pieces.size(); ++i) rendered += pieces[i].text.size();
-  };
-  bool has_system = false;
-  for (const v1::ChatMessage& m : chat.messages()) has_system = has_system || m.role() == "system";
-  if (!has_system && !default_system_.empty()) turn("system", default_system_);
+  size_t bytes = 0;
   for (int i = 0; i < chat.messages_size(); ++i) {
     const v1::ChatMessage& m = chat.messages(i);
     if (m.role() != "system" && m.role() != "user" && m.role() != "assistant" && m.role() != "tool") {
       return absl::InvalidArgumentError(
           absl::StrCat("chat.messages[", i, "].role is '", m.role(), "'; use system, user, assistant or tool"));
     }
-    turn(m.role(), m.content());
-    if (rendered > max_bytes) {
+    bytes += m.content().size();
+    if (bytes > max_bytes) {
       return absl::InvalidArgumentError(absl::StrCat("chat renders to more than ", max_bytes, " bytes (limit)"));
     }
   }
-  pieces.push_back({absl::StrCat(std::string(kStart), "assistant\n"), true});
+  return absl::OkStatus();
+}
 
-  std::string whole;
-  for (const Piece& p : pieces) whole += p.text;
-  if (whole.size() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("chat renders to ", whole.size(), " bytes, limit ", max_bytes));
+StatusOr<std::string> ChatPrompt::RenderJson(const OrderedJson& messages, size_t max_bytes) const {
+  chat::ChatRenderOptions options;
+  options.bos_token = bos_text_;
+  options.eos_token = eos_text_;
+  options.max_output_bytes = max_bytes;
+  return template_->Render(OrderedJson{{"messages", messages}}, options);
+}
+
+StatusOr<std::string> ChatPrompt::Render(const v1::ChatMessages& chat, size_t max_bytes) const {
+  BF_RETURN_IF_ERROR(CheckMessages(chat, max_bytes));
+  OrderedJson messages = OrderedJson::array();
+  for (const v1::ChatMessage& m : chat.messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  return RenderJson(messages, max_bytes);
+}
+
+StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
+                                                  size_t max_bytes) const {
+  BF_RETURN_IF_ERROR(CheckMessages(chat, max_bytes));
+  // A marker code point no content contains (there are 64 to choose from; a conversation holding
+  // all of them is refused rather than encoded unsafely).
+  std::string mark;
+  for (uint32_t k = 0; k < 64 && mark.empty(); ++k) {
+    std::string candidate = PrivateUse(k);
+    bool used = false;
+    for (const v1::ChatMessage& m : chat.messages()) used = used || m.content().find(candidate) != std::string::npos;
+    if (!used) mark = std::move(candidate);
   }
+  if (mark.empty()) return absl::InvalidArgumentError("chat contents use every private-use marker code point");
+
+  // Contents with special-token text replaced by mark + index + mark.
+  std::vector<std::string> hidden;  // the replaced texts, by index
+  OrderedJson messages = OrderedJson::array();
+  std::vector<tokenizer::Fragment> fragments;
+  for (const v1::ChatMessage& m : chat.messages()) {
+    fragments.clear();
+    specials_.Partition(m.content(), tokenizer::SpecialTokenParsing::kAll, &fragments);
+    std::string content;
+    for (const tokenizer::Fragment& f : fragments) {
+      const std::string_view text = f.range.Of(m.content());
+      if (f.token == tokenizer::kNoToken) {
+        content += text;
+      } else {
+        absl::StrAppend(&content, mark, hidden.size(), mark);
+        hidden.emplace_back(text);
+      }
+    }
+    messages.push_back({{"role", m.role()}, {"content", std::move(content)}});
+  }
+  BF_ASSIGN_OR_RETURN(std::string text, RenderJson(messages, max_bytes));
+
   tokenizer::EncodeOptions markup;
   markup.special_tokens = tokenizer::SpecialTokenParsing::kAll;
   markup.max_input_bytes = max_bytes;
+  // The vocabulary's BOS, unless the template printed it already.
+  markup.add_special = bos_text_.empty() || !tokenizer.vocab().add_bos || text.rfind(bos_text_, 0) != 0;
+  if (hidden.empty()) return tokenizer.Encode(text, markup);
+
   tokenizer::EncodeOptions plain;
+  plain.add_special = false;
   plain.max_input_bytes = max_bytes;
-  // Would any content parse differently with special tokens on? Then it holds a forged marker.
-  bool forged = false;
-  for (const Piece& p : pieces) {
-    if (p.markup || p.text.empty()) continue;
-    plain.add_special = false;
-    markup.add_special = false;
-    BF_ASSIGN_OR_RETURN(std::vector<int32_t> as_plain, tokenizer.Encode(p.text, plain));
-    BF_ASSIGN_OR_RETURN(std::vector<int32_t> as_markup, tokenizer.Encode(p.text, markup));
-    if (as_plain != as_markup) {
-      forged = true;
-      break;
-    }
-  }
-  markup.add_special = true;
-  if (!forged) return tokenizer.Encode(whole, markup);
   std::vector<int32_t> ids;
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    tokenizer::EncodeOptions options = pieces[i].markup ? markup : plain;
-    options.add_special = i == 0;  // BOS (if the vocabulary wants one) once, at the start
-    BF_ASSIGN_OR_RETURN(std::vector<int32_t> part, tokenizer.Encode(pieces[i].text, options));
+  const auto append = [&](std::string_view piece, const tokenizer::EncodeOptions& options) -> Status {
+    if (piece.empty() && !options.add_special) return absl::OkStatus();
+    BF_ASSIGN_OR_RETURN(std::vector<int32_t> part, tokenizer.Encode(piece, options));
     ids.insert(ids.end(), part.begin(), part.end());
+    markup.add_special = false;  // BOS once, at the start
+    return absl::OkStatus();
+  };
+  const std::string_view rendered = text;
+  size_t pos = 0;
+  while (true) {
+    const size_t open = rendered.find(mark, pos);
+    BF_RETURN_IF_ERROR(append(rendered.substr(pos, open == std::string_view::npos ? open : open - pos), markup));
+    if (open == std::string_view::npos) break;
+    const size_t digits = open + mark.size();
+    const size_t close = rendered.find(mark, digits);
+    size_t index = 0;
+    bool valid = close != std::string_view::npos && close > digits && close - digits <= 9;
+    for (size_t i = digits; valid && i < close; ++i) {
+      valid = rendered[i] >= '0' && rendered[i] <= '9';
+      index = index * 10 + static_cast<size_t>(rendered[i] - '0');
+    }
+    if (!valid || index >= hidden.size()) {
+      return absl::InvalidArgumentError(
+          "the chat template cuts or alters message contents that hold special-token text, so they cannot be "
+          "encoded safely; remove the special-token text from the messages");
+    }
+    BF_RETURN_IF_ERROR(append(hidden[index], plain));
+    pos = close + mark.size();
   }
   return ids;
 }

@@ -1,14 +1,18 @@
-// Server-side rendering of a Generate request's `chat` messages with the model's ChatML template
-// (DESIGN.md §8), the same text `bitfleet run --chat` builds:
-//   [<|im_start|>system\n{system}<|im_end|>\n] (<|im_start|>{role}\n{content}<|im_end|>\n)...
-//   <|im_start|>assistant\n
-// where {system} is the first system message, else the template's default system text (the one
-// SmolLM2-style templates write literally), else no system turn.
+// Server-side rendering of a Generate request's `chat` messages with the model's chat template
+// (GGUF tokenizer.chat_template, or the operator's --chat-template file), rendered as Hugging
+// Face's apply_chat_template renders it (model/chat/chat_template.h): `messages` as
+// [{"role", "content"}, ...], add_generation_prompt true, bos_token / eos_token the vocabulary's
+// BOS / EOS text. `bitfleet run --chat` renders through the same class.
 //
-// Encoding keeps clients from forging control tokens: the template's own markers are special
-// tokens, message contents never are. When no content contains text that would parse as a
-// special token, the whole rendered text is encoded at once (exactly `run --chat`'s tokens);
-// otherwise each piece is encoded on its own, contents as plain text.
+// Encoding keeps clients from forging control tokens: text that would parse as a special token
+// is special only where the template wrote it. Special-token text inside a message's content is
+// swapped for a private-use marker before rendering (so the template's own string operations,
+// strip and the like, act as they would on the real text) and encoded as plain text afterwards;
+// the rest of the rendered text is encoded with special tokens recognised. A conversation whose
+// contents hold no such text is encoded in one piece, exactly as the rendered text.
+//
+// BOS: when the rendered text already begins with the BOS text (most templates print
+// bos_token), the vocabulary's own BOS is not added again.
 //
 // Immutable after construction; thread-safe.
 #pragma once
@@ -20,24 +24,42 @@
 
 #include "bitfleet/v1/inference.pb.h"
 #include "core/status.h"
+#include "model/chat/chat_template.h"
+#include "model/tokenizer/special_tokens.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace bitfleet::coordinator {
 
 class ChatPrompt {
  public:
-  // From the model's tokenizer.chat_template; null when it is not ChatML (no <|im_start|>).
-  static std::unique_ptr<ChatPrompt> FromTemplate(const std::string& chat_template);
+  // Parses `chat_template` for `tokenizer`'s vocabulary. INVALID_ARGUMENT (naming the line) for
+  // a template outside the supported Jinja subset; FAILED_PRECONDITION for an empty one.
+  static StatusOr<std::unique_ptr<ChatPrompt>> Create(const std::string& chat_template,
+                                                      const tokenizer::Tokenizer& tokenizer);
 
-  // Renders and encodes `chat`. INVALID_ARGUMENT for no messages, an unknown role, or rendered
-  // text over `max_bytes`.
+  // Renders and encodes `chat` with `tokenizer` (the one given to Create). INVALID_ARGUMENT for
+  // no messages, an unknown role, a conversation the template refuses (its message kept), or
+  // rendered text over `max_bytes`.
   StatusOr<std::vector<int32_t>> Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
                                         size_t max_bytes) const;
 
-  const std::string& default_system() const { return default_system_; }
+  // The rendered text alone, special-token text in contents left as it is (`run --chat`, where
+  // the operator writes the prompt, and tests).
+  StatusOr<std::string> Render(const v1::ChatMessages& chat, size_t max_bytes) const;
 
  private:
-  std::string default_system_;
+  ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Vocab& vocab);
+
+  Status CheckMessages(const v1::ChatMessages& chat, size_t max_bytes) const;
+  StatusOr<std::string> RenderJson(const nlohmann::ordered_json& messages, size_t max_bytes) const;
+
+  std::unique_ptr<chat::ChatTemplate> template_;
+  tokenizer::SpecialTokenMatcher specials_;
+  std::string bos_text_;
+  std::string eos_text_;
 };
+
+// A conversation of one optional system message and one user message (`run --chat`).
+v1::ChatMessages OneTurnChat(const std::string& system, const std::string& user);
 
 }  // namespace bitfleet::coordinator

@@ -17,6 +17,7 @@
 #include "coordinator/scheduler.h"
 #include "coordinator/step_codec.h"
 #include "core/logging.h"
+#include "core/read_file.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -40,12 +41,47 @@ constexpr auto kShutdownGrace = std::chrono::milliseconds(500);
 
 std::string ReplicaHealthName(int replica) { return absl::StrCat(kInferenceService, "/replica-", replica); }
 
+// Sets limits->chat (or limits->chat_unavailable) from the operator's template file, else the
+// model's template. Errors only for the operator's file: a model's own template that cannot be
+// used leaves the prompt inputs served and chats refused with the reason.
+Status SetUpChat(const std::string& file, const std::string& model_template, const tokenizer::Tokenizer& tokenizer,
+                 ApiLimits* limits) {
+  auto log = Logger("coordinator");
+  std::string text = model_template;
+  if (!file.empty()) {
+    BF_ASSIGN_OR_RETURN(text, ReadFileToString(file));
+    auto prompt = ChatPrompt::Create(text, tokenizer);
+    if (!prompt.ok()) return Status(prompt.status().code(), absl::StrCat(file, ": ", prompt.status().message()));
+    limits->chat = std::move(*prompt);
+    log->info("chat template: {} ({} bytes)", file, text.size());
+    return absl::OkStatus();
+  }
+  if (text.empty()) {
+    limits->chat_unavailable =
+        "the served model has no chat template (tokenizer.chat_template): send a prompt, or serve it with "
+        "--chat-template FILE";
+    log->warn("the model has no chat template: chat requests will be refused (serve with --chat-template FILE)");
+    return absl::OkStatus();
+  }
+  auto prompt = ChatPrompt::Create(text, tokenizer);
+  if (!prompt.ok()) {
+    limits->chat_unavailable =
+        absl::StrCat("the served model's chat template cannot be used (", prompt.status().message(),
+                     "): send a prompt, or serve it with --chat-template FILE");
+    log->warn("chat requests will be refused: the model's {}", std::string(prompt.status().message()));
+    return absl::OkStatus();
+  }
+  limits->chat = std::move(*prompt);
+  log->info("chat template: the model's ({} bytes)", text.size());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct CoordinatorServer::State final : public ReplicaObserver {
   CoordinatorServerOptions options;
   std::string model_name;
-  std::string chat_template;
+  std::string chat_template;  // the model's tokenizer.chat_template ("" when it has none)
   model::ModelConfig config;
   int32_t max_context = 0;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
@@ -249,7 +285,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   api.limits.max_context = state->max_context;
   api.limits.json_grammars = std::make_shared<JsonGrammars>(state->tokenizer.get(), &state->metrics);
   api.architecture = state->config.arch_name;
-  api.chat_template = state->chat_template;
+  BF_RETURN_IF_ERROR(SetUpChat(options.chat_template_file, state->chat_template, *state->tokenizer, &api.limits));
   api.tensor_parallel = options.tensor_parallel;
   api.replicas = options.replicas;
   State* raw = state.get();
@@ -301,7 +337,6 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (options.http_port >= 0) {
     HttpApiOptions http;
     http.limits = api.limits;
-    http.chat_template = state->chat_template;
     http.threads = options.http_threads > 0 ? options.http_threads : HttpThreadsFor(options);
     http.keys = keys;
     http.tls = options.tls;

@@ -49,6 +49,10 @@ struct CoordinatorServerOptions {
   int max_step_tokens = 0;        // per-step token budget; 0: the workers' limit
   bool prefix_caching = true;
   int prompt_score_cache_mib = 64;  // SchedulerOptions::prompt_score_cache_bytes, in MiB
+  // A Jinja chat template file used instead of the model's tokenizer.chat_template ("": the
+  // model's). One that cannot be read or parsed fails Start; a model's own that cannot be parsed
+  // only leaves chats refused, with the reason.
+  std::string chat_template_file;
   ControlTiming timing;
 };
 

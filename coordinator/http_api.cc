@@ -210,7 +210,6 @@ struct HttpApiServer::Handlers {
   const tokenizer::Tokenizer& tokenizer;
   Scheduler& scheduler;
   MetricsRegistry& metrics;
-  std::unique_ptr<ChatPrompt> chat;
   int64_t started = UnixSeconds();
   std::shared_ptr<TlsReloader> tls = nullptr;  // with TLS: the certificates handshakes get
   RequestIds request_ids{};
@@ -242,10 +241,8 @@ struct HttpApiServer::Handlers {
   StatusOr<std::vector<int32_t>> Tokenize(const std::string& body) const {
     BF_ASSIGN_OR_RETURN(OpenAiTokenizeRequest request, ParseOpenAiTokenize(body));
     if (request.prompt) return TokenizeText(tokenizer, options.limits, *request.prompt, request.add_special);
-    if (chat == nullptr) {
-      return absl::FailedPreconditionError("the served model has no ChatML chat template: send a prompt instead");
-    }
-    return chat->Encode(*request.chat, tokenizer, options.limits.max_prompt_bytes);
+    if (options.limits.chat == nullptr) return absl::FailedPreconditionError(options.limits.chat_unavailable);
+    return options.limits.chat->Encode(*request.chat, tokenizer, options.limits.max_prompt_bytes);
   }
 
   void Count(OpenAiEndpoint endpoint, int http_status) {
@@ -289,7 +286,7 @@ struct HttpApiServer::Handlers {
     const size_t n_choices = request->choices.size();
     for (size_t i = 0; i < n_choices; ++i) {
       StatusOr<ParsedGenerate> parsed =
-          ParseGenerateRequest(request->choices[i], options.limits, tokenizer, chat.get(), RandomSeed());
+          ParseGenerateRequest(request->choices[i], options.limits, tokenizer, options.limits.chat.get(), RandomSeed());
       if (!parsed.ok()) {
         return refuse(n_choices == 1 ? parsed.status()
                                      : Status(parsed.status().code(), absl::StrCat("choice ", i, ": ",
@@ -378,8 +375,7 @@ StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const std::string&
                                                               HealthFn serving) {
   if (options.threads < 1) return absl::InvalidArgumentError("the HTTP API needs at least one thread");
   std::unique_ptr<HttpApiServer> self(new HttpApiServer());
-  std::unique_ptr<ChatPrompt> chat = ChatPrompt::FromTemplate(options.chat_template);
-  self->handlers_.reset(new Handlers{std::move(options), tokenizer, scheduler, metrics, std::move(chat)});
+  self->handlers_.reset(new Handlers{std::move(options), tokenizer, scheduler, metrics});
   Handlers* handlers = self->handlers_.get();
 
   std::unique_ptr<httplib::Server> server;

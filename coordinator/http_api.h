@@ -38,7 +38,6 @@ namespace bitfleet::coordinator {
 
 struct HttpApiOptions {
   ApiLimits limits;
-  std::string chat_template;  // tokenizer.chat_template ("" when the model has none)
   int threads = 64;           // connections served at once
   size_t max_body_bytes = size_t{4} << 20;  // larger bodies: 413
   // API keys (api_auth.h) for every route but /health; null: none, the anonymous tenant.

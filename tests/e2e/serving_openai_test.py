@@ -347,8 +347,9 @@ def run(binary, work):
             try:
                 call()
                 check(False, f"{what} was accepted")
-            except error:
-                pass
+            except error as e:
+                if what == "chat without a template":
+                    check("--chat-template" in str(e), f"the refusal does not say how to serve chats: {e}")
             except openai.APIError as other:
                 check(False, f"{what} raised {type(other).__name__}: {other}")
         try:
@@ -380,11 +381,49 @@ def run(binary, work):
         print(server.tail())
         return 1
 
+    operator_template_test(binary, work, check, os.path.join(work, "tiny.gguf"))
     chat_checked = chat_test(binary, work, check)
     if failures:
         return 1
     print(f"OK: openai client against bitfleet serve (TP={tp}){'; chat on SmolLM2' if chat_checked else ''}")
     return 0
+
+
+def operator_template_test(binary, work, check, model):
+    """A model without a chat template served with `--chat-template FILE`: a chat is the text that
+    template renders (its /tokenize equals the rendered text's), and completes."""
+    # Its own file name: the server's log and ports file are named after the model's.
+    templated = os.path.join(work, "tiny-templated.gguf")
+    shutil.copyfile(model, templated)
+    template = os.path.join(work, "turns.jinja")
+    with open(template, "w") as f:
+        f.write("{%- for m in messages %}\n"
+                "  {{- m.role | upper }}: {{ m.content | trim }}\n"
+                "{% endfor %}\n"
+                "{%- if add_generation_prompt %}ASSISTANT:{% endif %}\n")
+    server = Server(binary, templated, work, 1, ["--in-process", "--ctx", "512", "--chat-template", template])
+    try:
+        if not server.wait_serving():
+            check(False, "serve --chat-template never became SERVING")
+            print(server.tail())
+            return
+        messages = [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "Hi there"}]
+
+        def tokenize(body):
+            request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/tokenize",
+                                             data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+            return json.loads(urllib.request.urlopen(request, timeout=10).read())["tokens"]
+
+        rendered = "SYSTEM: Be brief.\nUSER: Hi there\nASSISTANT:"
+        check(tokenize({"messages": messages}) == tokenize({"prompt": rendered}),
+              "a chat under --chat-template is not the text the template renders")
+        name = server.client.models.list().data[0].id
+        answer = server.client.chat.completions.create(model=name, messages=messages, max_tokens=4, temperature=0)
+        check(answer.usage.completion_tokens == 4 and answer.choices[0].message.role == "assistant",
+              f"chat under --chat-template: {answer}")
+    finally:
+        code = server.stop()
+        check(code == 0, f"serve --chat-template exited {code} after SIGTERM")
 
 
 def chat_test(binary, work, check):

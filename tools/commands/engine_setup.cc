@@ -150,24 +150,11 @@ StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text) {
   return ids;
 }
 
-StatusOr<std::string> RenderChatMl(const std::string& chat_template, const std::string& system,
-                                   const std::string& user) {
-  constexpr std::string_view kStart = "<|im_start|>";
-  constexpr std::string_view kEnd = "<|im_end|>";
-  // The server's ChatML reader: the same template check and default system text (the one
-  // SmolLM2-style templates write literally), so `run --chat` and Generate render alike.
-  const std::unique_ptr<coordinator::ChatPrompt> prompt = coordinator::ChatPrompt::FromTemplate(chat_template);
-  if (prompt == nullptr) {
-    return absl::FailedPreconditionError("the model's chat template is not ChatML (no <|im_start|>)");
-  }
-  const std::string& system_text = system.empty() ? prompt->default_system() : system;
-  std::string out;
-  if (!system_text.empty()) {
-    absl::StrAppend(&out, std::string(kStart), "system\n", system_text, std::string(kEnd), "\n");
-  }
-  absl::StrAppend(&out, std::string(kStart), "user\n", user, std::string(kEnd), "\n");
-  absl::StrAppend(&out, std::string(kStart), "assistant\n");
-  return out;
+StatusOr<std::vector<int32_t>> EncodeChat(const std::string& chat_template, const tokenizer::Tokenizer& tokenizer,
+                                          const std::string& system, const std::string& user) {
+  BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::ChatPrompt> prompt,
+                      coordinator::ChatPrompt::Create(chat_template, tokenizer));
+  return prompt->Encode(coordinator::OneTurnChat(system, user), tokenizer, tokenizer::kMaxEncodeBytesLimit);
 }
 
 }  // namespace bitfleet::tools

@@ -1,6 +1,6 @@
 // Shared plumbing of the engine commands (run, logits, eval, bench decode): loading a model
 // file into a StepRunner (CPU or CUDA, by --device) and its tokenizer, exit codes for Status
-// errors, token-list parsing and the ChatML prompt rendering used by `run --chat`.
+// errors, token-list parsing and the chat encoding used by `run --chat`.
 //
 // Tensor parallelism: started by mpirun with N > 1 processes (`mpirun -np N bitfleet run ...`),
 // every process is one rank of a TP group of N over Open MPI; LoadModel gives each runner its
@@ -72,11 +72,10 @@ int ReportError(const std::string& module, const Status& status);
 // else or on a value outside int32.
 StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text);
 
-// Renders a one-turn ChatML conversation ("<|im_start|>role\ncontent<|im_end|>\n" per message,
-// then "<|im_start|>assistant\n"). An empty `system` takes the default system message that
-// `chat_template` (tokenizer.chat_template) writes literally, if any. FAILED_PRECONDITION when
-// the template is not ChatML (no <|im_start|>).
-StatusOr<std::string> RenderChatMl(const std::string& chat_template, const std::string& system,
-                                   const std::string& user);
+// Encodes a one-turn conversation (a system message unless `system` is empty, then `user`)
+// with `chat_template`, exactly as the server encodes that chat (coordinator/chat_prompt.h): the
+// template's own default system message applies when `system` is empty.
+StatusOr<std::vector<int32_t>> EncodeChat(const std::string& chat_template, const tokenizer::Tokenizer& tokenizer,
+                                          const std::string& system, const std::string& user);
 
 }  // namespace bitfleet::tools

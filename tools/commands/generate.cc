@@ -82,7 +82,7 @@ Status Generate(const GenerateFlags& flags) {
     BF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(flags.prompt_tokens));
     request.mutable_prompt_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
   } else if (flags.chat) {
-    // The server renders the conversation with the model's ChatML template.
+    // The server renders the conversation with the model's chat template.
     if (!flags.system.empty()) {
       v1::ChatMessage* system = request.mutable_chat()->add_messages();
       system->set_role("system");
@@ -178,7 +178,7 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   auto* ids = cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as token ids (\"1,2,3\")");
   prompt->excludes(ids);
   cmd->add_flag("--chat", flags->chat,
-                "Send the prompt as a user message; the server applies the model's ChatML chat template");
+                "Send the prompt as a user message; the server applies the model's chat template");
   cmd->add_option("--system", flags->system, "System message for --chat (default: the template's own, if any)");
   cmd->add_option("-n,--max-tokens", flags->max_tokens, "Tokens to generate (0: until the context is full)")
       ->capture_default_str();

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "cache/block_pool.h"
 #include "core/logging.h"
+#include "core/read_file.h"
 #include "model/tokenizer/incremental_decoder.h"
 #include "tools/commands/commands.h"
 #include "tools/commands/engine_setup.h"
@@ -27,6 +28,7 @@ struct RunFlags {
   std::string model;
   std::string prompt;
   std::string system;
+  std::string chat_template;  // --chat-template FILE
   int n_predict = 128;
   int threads = 0;
   int ctx = 0;
@@ -42,20 +44,25 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 StatusOr<std::vector<int32_t>> EncodePrompt(const RunFlags& flags, const LoadedModel& model) {
-  tokenizer::EncodeOptions encode;
-  std::string text = flags.prompt;
+  std::vector<int32_t> ids;
   if (flags.chat) {
-    auto chat_template = model.file->GetString("tokenizer.chat_template");
-    if (!chat_template.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "--chat needs the model's chat template: ", std::string(chat_template.status().message())));
+    std::string chat_template;
+    if (!flags.chat_template.empty()) {
+      BF_ASSIGN_OR_RETURN(chat_template, ReadFileToString(flags.chat_template));
+    } else {
+      auto from_model = model.file->GetString("tokenizer.chat_template");
+      if (!from_model.ok()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("--chat needs a chat template (the model has none: give --chat-template FILE): ",
+                         std::string(from_model.status().message())));
+      }
+      chat_template = *from_model;
     }
-    BF_ASSIGN_OR_RETURN(text, RenderChatMl(*chat_template, flags.system, flags.prompt));
-    // The rendered template's control tokens (<|im_start|>, ...) must become tokens, as
-    // llama.cpp tokenizes templates; the prompt comes from the operator running this command.
-    encode.special_tokens = tokenizer::SpecialTokenParsing::kAll;
+    // The server's rendering and encoding of the same conversation (coordinator/chat_prompt.h).
+    BF_ASSIGN_OR_RETURN(ids, EncodeChat(chat_template, *model.tokenizer, flags.system, flags.prompt));
+  } else {
+    BF_ASSIGN_OR_RETURN(ids, model.tokenizer->Encode(flags.prompt));
   }
-  BF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, model.tokenizer->Encode(text, encode));
   if (ids.empty()) {
     if (model.tokenizer->bos() == tokenizer::kNoToken) {
       return absl::InvalidArgumentError("empty prompt and the vocabulary has no BOS token to start from");
@@ -183,8 +190,13 @@ void RegisterRun(CLI::App& app, int* exit_code) {
   cmd->add_option("-m,--model", flags->model, "GGUF model file")->required();
   cmd->add_option("-p,--prompt", flags->prompt, "Prompt text (empty: start from BOS)");
   cmd->add_option("-n,--n-predict", flags->n_predict, "Tokens to generate")->capture_default_str();
-  cmd->add_flag("--chat", flags->chat, "Wrap the prompt in the model's ChatML chat template (tokenizer.chat_template)");
-  cmd->add_option("--system", flags->system, "System message for --chat (default: the template's own, if any)");
+  cmd->add_flag("--chat", flags->chat,
+                "Send the prompt as a user message, rendered with the model's chat template (tokenizer.chat_template) "
+                "as serve renders chat requests");
+  cmd->add_option("--chat-template", flags->chat_template,
+                  "Jinja chat template file for --chat instead of the model's")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--system", flags->system, "System message for --chat (none: the template's default, if it has one)");
   cmd->add_option("--temp", flags->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
   cmd->add_option("--top-k", flags->sampling.top_k, "Top-k (0: off)")->capture_default_str();
   cmd->add_option("--top-p", flags->sampling.top_p, "Top-p (1: off)")->capture_default_str();

@@ -68,6 +68,11 @@ void AddClientApiFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* opt
                  "rotated certificate; replace the files atomically); 0: read them at start only")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd.add_option("--chat-template", options->chat_template_file,
+                 "Jinja chat template file to render chat requests with, instead of the model's "
+                 "tokenizer.chat_template (for models without one, or to fix one; check it with `bitfleet "
+                 "chat-template --template FILE`)")
+      ->check(CLI::ExistingFile);
 }
 
 void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* options) {

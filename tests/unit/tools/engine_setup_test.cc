@@ -1,6 +1,11 @@
 #include "tools/commands/engine_setup.h"
 
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "gtest/gtest.h"
+#include "tests/unit/model/tokenizer/test_vocabs.h"
 
 namespace bitfleet::tools {
 namespace {
@@ -22,28 +27,50 @@ TEST(ParseTokenListTest, RejectsAnythingElse) {
   EXPECT_FALSE(ParseTokenList("99999999999").ok());
 }
 
-TEST(RenderChatMlTest, UsesTheTemplatesDefaultSystemMessage) {
-  // SmolLM2-135M-Instruct's tokenizer.chat_template.
-  const std::string smol =
-      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
-      "'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-      "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-      "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-  auto text = RenderChatMl(smol, "", "Hi?");
-  ASSERT_TRUE(text.ok());
-  EXPECT_EQ(*text,
-            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-            "<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n");
-  text = RenderChatMl(smol, "Be brief.", "Hi?");
-  ASSERT_TRUE(text.ok());
-  EXPECT_EQ(*text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n");
+// A ChatML vocabulary: the test BPE vocabulary plus the two turn markers as control tokens.
+std::unique_ptr<tokenizer::Tokenizer> ChatMlTokenizer() {
+  tokenizer::Vocab vocab = tokenizer::testing::MakeBpeVocab();
+  tokenizer::InferTokenTypes(&vocab);
+  for (const char* marker : {"<|im_start|>", "<|im_end|>"}) {
+    vocab.tokens.push_back(marker);
+    vocab.types.push_back(tokenizer::TokenType::kControl);
+  }
+  return tokenizer::testing::MakeTokenizer(std::move(vocab));
 }
 
-TEST(RenderChatMlTest, PlainChatMlWithoutDefaultSystem) {
-  auto text = RenderChatMl("{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'}}", "", "x");
-  ASSERT_TRUE(text.ok());
-  EXPECT_EQ(*text, "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(RenderChatMl("{{ bos_token }}[INST]", "", "x").status().code(), absl::StatusCode::kFailedPrecondition);
+std::string Rendered(const tokenizer::Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
+  auto text = tokenizer.Decode(ids, {.render_special = true});
+  return text.ok() ? *text : std::string(text.status().message());
+}
+
+TEST(EncodeChatTest, UsesTheTemplatesDefaultSystemMessage) {
+  // Shaped like SmolLM2-135M-Instruct's tokenizer.chat_template.
+  const std::string smol =
+      "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+      "'<|im_start|>system\nYou are a helpful bot<|im_end|>\n' }}"
+      "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+      "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+  auto tokenizer = ChatMlTokenizer();
+  auto ids = EncodeChat(smol, *tokenizer, "", "Hi?");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(Rendered(*tokenizer, *ids),
+            "<|im_start|>system\nYou are a helpful bot<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  ids = EncodeChat(smol, *tokenizer, "Be brief.", "Hi?");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(Rendered(*tokenizer, *ids),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(EncodeChatTest, AnyTemplateOfTheSubsetAndClearErrorsOtherwise) {
+  auto tokenizer = ChatMlTokenizer();
+  auto ids = EncodeChat("{% for m in messages %}[{{ m.role|upper }}] {{ m.content }}\n{% endfor %}[ASSISTANT]",
+                        *tokenizer, "", "x");
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(Rendered(*tokenizer, *ids), "[USER] x\n[ASSISTANT]");
+  auto bad = EncodeChat("{% for m in messages %}{{ m.content }}", *tokenizer, "", "x");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(bad.status().message()).find("endfor"), std::string::npos) << bad.status();
 }
 
 }  // namespace
