@@ -131,6 +131,11 @@ StatusOr<ParsedGenerate> ParseGenerateRequest(const v1::GenerateRequest& in, con
         return absl::FailedPreconditionError(limits.chat_unavailable);
       }
       if (in.chat().messages().empty()) return absl::InvalidArgumentError("empty prompt: chat has no messages");
+      if (in.chat().continue_final_message() && in.response_format() != v1::RESPONSE_FORMAT_TEXT) {
+        // The constraint would start mid-answer, where the JSON it describes has begun already.
+        return absl::InvalidArgumentError(
+            "continue_final_message cannot be combined with a JSON response_format or tools");
+      }
       break;  // rendered and tokenized below, after the cheap checks
     }
     default:

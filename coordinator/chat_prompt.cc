@@ -57,14 +57,14 @@ StatusOr<std::unique_ptr<ChatPrompt>> ChatPrompt::Create(const std::string& chat
   return std::unique_ptr<ChatPrompt>(new ChatPrompt(std::move(parsed), tokenizer.vocab()));
 }
 
-Status ChatPrompt::CheckMessages(const v1::ChatMessages& chat, size_t max_bytes) const {
+StatusOr<OrderedJson> ChatPrompt::CheckChat(const v1::ChatMessages& chat, size_t max_bytes) const {
   if (chat.messages().empty()) return absl::InvalidArgumentError("chat has no messages");
   if (static_cast<size_t>(chat.messages_size()) > max_bytes / kMinBytesPerMessage) {
     return absl::InvalidArgumentError(absl::StrCat("chat has ", chat.messages_size(), " messages; at most ",
                                                    max_bytes / kMinBytesPerMessage, " fit in the prompt limit of ",
                                                    max_bytes, " bytes"));
   }
-  size_t bytes = 0;
+  size_t bytes = chat.template_kwargs().size();
   for (int i = 0; i < chat.messages_size(); ++i) {
     const v1::ChatMessage& m = chat.messages(i);
     if (m.role() != "system" && m.role() != "user" && m.role() != "assistant" && m.role() != "tool") {
@@ -76,27 +76,76 @@ Status ChatPrompt::CheckMessages(const v1::ChatMessages& chat, size_t max_bytes)
       return absl::InvalidArgumentError(absl::StrCat("chat renders to more than ", max_bytes, " bytes (limit)"));
     }
   }
-  return absl::OkStatus();
+  if (chat.continue_final_message()) {
+    if (chat.messages(chat.messages_size() - 1).role() != "assistant") {
+      return absl::InvalidArgumentError("continue_final_message needs the last message to be the assistant's");
+    }
+    if (chat.has_add_generation_prompt() && chat.add_generation_prompt()) {
+      return absl::InvalidArgumentError("continue_final_message and add_generation_prompt cannot both be true");
+    }
+  }
+  OrderedJson variables = OrderedJson::object();
+  if (!chat.template_kwargs().empty()) {
+    variables = OrderedJson::parse(chat.template_kwargs(), nullptr, false);
+    if (variables.is_discarded() || !variables.is_object()) {
+      return absl::InvalidArgumentError("chat.template_kwargs must be a JSON object");
+    }
+    for (const char* reserved : {"messages", "add_generation_prompt", "bos_token", "eos_token"}) {
+      if (variables.contains(reserved)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chat.template_kwargs cannot set '", reserved, "' (the server sets it)"));
+      }
+    }
+  }
+  return variables;
 }
 
-StatusOr<std::string> ChatPrompt::RenderJson(const OrderedJson& messages, size_t max_bytes) const {
+StatusOr<std::string> ChatPrompt::RenderWith(const v1::ChatMessages& chat, OrderedJson variables,
+                                             const std::vector<std::string>& contents, size_t max_bytes) const {
+  OrderedJson messages = OrderedJson::array();
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    messages.push_back({{"role", chat.messages(i).role()}, {"content", contents[static_cast<size_t>(i)]}});
+  }
+  variables["messages"] = std::move(messages);
   chat::ChatRenderOptions options;
+  options.add_generation_prompt =
+      chat.has_add_generation_prompt() ? chat.add_generation_prompt() : !chat.continue_final_message();
   options.bos_token = bos_text_;
   options.eos_token = eos_text_;
   options.max_output_bytes = max_bytes;
-  return template_->Render(OrderedJson{{"messages", messages}}, options);
+  BF_ASSIGN_OR_RETURN(std::string text, template_->Render(variables, options));
+  if (!chat.continue_final_message()) return text;
+  // As Hugging Face does: the text ends after the last place the final content (else the
+  // content without its surrounding whitespace) appears.
+  const std::string& final_content = contents.back();
+  size_t at = text.rfind(final_content);
+  size_t length = final_content.size();
+  if (at == std::string::npos) {
+    const size_t first = final_content.find_first_not_of(" \t\n\r");
+    const size_t last = final_content.find_last_not_of(" \t\n\r");
+    const std::string stripped = first == std::string::npos ? "" : final_content.substr(first, last - first + 1);
+    at = text.rfind(stripped);
+    length = stripped.size();
+  }
+  if (at == std::string::npos) {
+    return absl::InvalidArgumentError(
+        "continue_final_message: the chat template does not write the final message's content as it is, so "
+        "the prompt cannot end after it");
+  }
+  text.resize(at + length);
+  return text;
 }
 
 StatusOr<std::string> ChatPrompt::Render(const v1::ChatMessages& chat, size_t max_bytes) const {
-  BF_RETURN_IF_ERROR(CheckMessages(chat, max_bytes));
-  OrderedJson messages = OrderedJson::array();
-  for (const v1::ChatMessage& m : chat.messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
-  return RenderJson(messages, max_bytes);
+  BF_ASSIGN_OR_RETURN(OrderedJson variables, CheckChat(chat, max_bytes));
+  std::vector<std::string> contents;
+  for (const v1::ChatMessage& m : chat.messages()) contents.push_back(m.content());
+  return RenderWith(chat, std::move(variables), contents, max_bytes);
 }
 
 StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
                                                   size_t max_bytes) const {
-  BF_RETURN_IF_ERROR(CheckMessages(chat, max_bytes));
+  BF_ASSIGN_OR_RETURN(OrderedJson variables, CheckChat(chat, max_bytes));
   // A marker code point no content contains (there are 64 to choose from; a conversation holding
   // all of them is refused rather than encoded unsafely).
   std::string mark;
@@ -110,7 +159,7 @@ StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, 
 
   // Contents with special-token text replaced by mark + index + mark.
   std::vector<std::string> hidden;  // the replaced texts, by index
-  OrderedJson messages = OrderedJson::array();
+  std::vector<std::string> contents;
   std::vector<tokenizer::Fragment> fragments;
   for (const v1::ChatMessage& m : chat.messages()) {
     fragments.clear();
@@ -125,9 +174,9 @@ StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, 
         hidden.emplace_back(text);
       }
     }
-    messages.push_back({{"role", m.role()}, {"content", std::move(content)}});
+    contents.push_back(std::move(content));
   }
-  BF_ASSIGN_OR_RETURN(std::string text, RenderJson(messages, max_bytes));
+  BF_ASSIGN_OR_RETURN(std::string text, RenderWith(chat, std::move(variables), contents, max_bytes));
 
   tokenizer::EncodeOptions markup;
   markup.special_tokens = tokenizer::SpecialTokenParsing::kAll;

@@ -14,6 +14,10 @@
 // BOS: when the rendered text already begins with the BOS text (most templates print
 // bos_token), the vocabulary's own BOS is not added again.
 //
+// ChatMessages' options act as Hugging Face's (and vLLM's) of the same names:
+// add_generation_prompt, continue_final_message (the text ends right after the last message's
+// content, found where the template wrote it) and template_kwargs (extra template variables).
+//
 // Immutable after construction; thread-safe.
 #pragma once
 
@@ -38,8 +42,8 @@ class ChatPrompt {
                                                       const tokenizer::Tokenizer& tokenizer);
 
   // Renders and encodes `chat` with `tokenizer` (the one given to Create). INVALID_ARGUMENT for
-  // no messages, an unknown role, a conversation the template refuses (its message kept), or
-  // rendered text over `max_bytes`.
+  // no messages, an unknown role, bad template options, a conversation the template refuses
+  // (its message kept), or rendered text over `max_bytes`.
   StatusOr<std::vector<int32_t>> Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
                                         size_t max_bytes) const;
 
@@ -50,8 +54,12 @@ class ChatPrompt {
  private:
   ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Vocab& vocab);
 
-  Status CheckMessages(const v1::ChatMessages& chat, size_t max_bytes) const;
-  StatusOr<std::string> RenderJson(const nlohmann::ordered_json& messages, size_t max_bytes) const;
+  // Checks `chat` and returns its template variables (template_kwargs, parsed).
+  StatusOr<nlohmann::ordered_json> CheckChat(const v1::ChatMessages& chat, size_t max_bytes) const;
+  // Renders `chat` with `contents` in place of its messages' contents (as they are, or with
+  // special-token text swapped for markers) and its options applied.
+  StatusOr<std::string> RenderWith(const v1::ChatMessages& chat, nlohmann::ordered_json variables,
+                                   const std::vector<std::string>& contents, size_t max_bytes) const;
 
   std::unique_ptr<chat::ChatTemplate> template_;
   tokenizer::SpecialTokenMatcher specials_;

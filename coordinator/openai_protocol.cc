@@ -336,6 +336,16 @@ Status ReadMessages(const Json& body, v1::GenerateRequest& out) {
     added.set_role(std::move(name));
     added.set_content(std::move(content));
   }
+  // The chat template's options, as vLLM names them.
+  BF_ASSIGN_OR_RETURN(std::optional<bool> generation_prompt, Bool(body, "add_generation_prompt"));
+  if (generation_prompt.has_value()) chat.set_add_generation_prompt(*generation_prompt);
+  BF_ASSIGN_OR_RETURN(std::optional<bool> continue_final, Bool(body, "continue_final_message"));
+  chat.set_continue_final_message(continue_final.value_or(false));
+  const Json* kwargs = Find(body, "chat_template_kwargs");
+  if (kwargs != nullptr && !kwargs->is_null()) {
+    if (!kwargs->is_object()) return FieldError("chat_template_kwargs", "must be an object");
+    chat.set_template_kwargs(kwargs->dump());
+  }
   return absl::OkStatus();
 }
 

@@ -417,6 +417,16 @@ def operator_template_test(binary, work, check, model):
         rendered = "SYSTEM: Be brief.\nUSER: Hi there\nASSISTANT:"
         check(tokenize({"messages": messages}) == tokenize({"prompt": rendered}),
               "a chat under --chat-template is not the text the template renders")
+        # vLLM's fields: a prefilled answer the model continues, and no generation prompt.
+        prefill = messages + [{"role": "assistant", "content": "Sure, "}]
+        check(tokenize({"messages": prefill, "continue_final_message": True, "add_generation_prompt": False}) ==
+              tokenize({"prompt": rendered + " Sure,"}), "continue_final_message: the prompt does not end in the answer")
+        check(tokenize({"messages": messages, "add_generation_prompt": False}) ==
+              tokenize({"prompt": rendered[:-len("ASSISTANT:")]}), "add_generation_prompt false still opens a turn")
+        continued = server.client.chat.completions.create(
+            model=server.client.models.list().data[0].id, messages=prefill, max_tokens=3, temperature=0,
+            extra_body={"continue_final_message": True, "add_generation_prompt": False})
+        check(continued.usage.completion_tokens == 3, f"a continued answer: {continued}")
         name = server.client.models.list().data[0].id
         answer = server.client.chat.completions.create(model=name, messages=messages, max_tokens=4, temperature=0)
         check(answer.usage.completion_tokens == 4 and answer.choices[0].message.role == "assistant",

@@ -13,6 +13,7 @@
 
 #include "CLI/CLI.hpp"
 #include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/chat_prompt.h"
 #include "coordinator/step_codec.h"
 #include "core/logging.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -39,6 +40,7 @@ struct GenerateFlags {
   bool chat = false;
   ResponseFormatFlags format;
   std::string system;
+  std::string prefill;  // --prefill: the answer's beginning (continue_final_message)
   uint32_t max_tokens = 128;
   float temperature = 0, top_p = 1, min_p = 0, repeat_penalty = 1, presence_penalty = 0, frequency_penalty = 0;
   int32_t top_k = 0, penalty_last_n = 64;
@@ -83,14 +85,13 @@ Status Generate(const GenerateFlags& flags) {
     request.mutable_prompt_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
   } else if (flags.chat) {
     // The server renders the conversation with the model's chat template.
-    if (!flags.system.empty()) {
-      v1::ChatMessage* system = request.mutable_chat()->add_messages();
-      system->set_role("system");
-      system->set_content(flags.system);
+    *request.mutable_chat() = coordinator::OneTurnChat(flags.system, flags.prompt);
+    if (!flags.prefill.empty()) {
+      v1::ChatMessage* answer = request.mutable_chat()->add_messages();
+      answer->set_role("assistant");
+      answer->set_content(flags.prefill);
+      request.mutable_chat()->set_continue_final_message(true);
     }
-    v1::ChatMessage* user = request.mutable_chat()->add_messages();
-    user->set_role("user");
-    user->set_content(flags.prompt);
   } else {
     request.set_prompt(flags.prompt);
   }
@@ -109,6 +110,7 @@ Status Generate(const GenerateFlags& flags) {
     request.set_top_logprobs(static_cast<uint32_t>(flags.logprobs));
   }
   const bool print_text = !flags.tokens && flags.logprobs < 0;
+  if (print_text && !flags.prefill.empty()) std::fwrite(flags.prefill.data(), 1, flags.prefill.size(), stdout);
 
   grpc::ClientContext context;
   AddApiKey(context, flags.security);
@@ -177,9 +179,13 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   auto* prompt = cmd->add_option("-p,--prompt", flags->prompt, "Prompt text");
   auto* ids = cmd->add_option("--prompt-tokens", flags->prompt_tokens, "Prompt as token ids (\"1,2,3\")");
   prompt->excludes(ids);
-  cmd->add_flag("--chat", flags->chat,
+  auto* chat = cmd->add_flag("--chat", flags->chat,
                 "Send the prompt as a user message; the server applies the model's chat template");
   cmd->add_option("--system", flags->system, "System message for --chat (default: the template's own, if any)");
+  cmd->add_option("--prefill", flags->prefill,
+                  "With --chat: the answer's beginning, which the model continues (continue_final_message); printed "
+                  "before the continuation")
+      ->needs(chat);
   cmd->add_option("-n,--max-tokens", flags->max_tokens, "Tokens to generate (0: until the context is full)")
       ->capture_default_str();
   GenerateFlags& f = *flags;

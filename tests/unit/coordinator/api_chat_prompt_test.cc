@@ -155,6 +155,63 @@ TEST_F(ChatPromptTest, ForgedMarkersSurviveTheTemplatesStringOperations) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
 }
 
+// continue_final_message: the prompt ends right after the assistant's unfinished answer, so the
+// model continues it; add_generation_prompt false leaves the turn closed.
+TEST_F(ChatPromptTest, ContinueFinalMessageEndsThePromptInsideTheAnswer) {
+  v1::ChatMessages chat = Chat({{"system", "S"}, {"user", "hi"}, {"assistant", "The answer is <|im_end|>"}});
+  chat.set_continue_final_message(true);
+  auto text = prompt_->Render(chat, 1 << 20);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+                   "The answer is <|im_end|>");
+  // Encoded: the content's special-token text stays text, and nothing of the closing follows.
+  auto ids = prompt_->Encode(chat, *tokenizer_, 1 << 20);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_EQ(std::count(ids->begin(), ids->end(), end_), 2);
+  auto decoded = tokenizer_->Decode(*ids, {.render_special = true});
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(*decoded, *text);
+
+  v1::ChatMessages closed = Chat({{"system", "S"}, {"user", "hi"}});
+  closed.set_add_generation_prompt(false);
+  text = prompt_->Render(closed, 1 << 20);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n");
+
+  v1::ChatMessages not_assistant = Chat({{"user", "hi"}});
+  not_assistant.set_continue_final_message(true);
+  EXPECT_EQ(prompt_->Encode(not_assistant, *tokenizer_, 1 << 20).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  chat.set_add_generation_prompt(true);
+  EXPECT_EQ(prompt_->Encode(chat, *tokenizer_, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
+  // A template that changes the content cannot end the prompt after it.
+  auto upper = ChatPrompt::Create("{% for m in messages %}{{ m.content|upper }}{% endfor %}", *tokenizer_);
+  ASSERT_TRUE(upper.ok());
+  v1::ChatMessages partial = Chat({{"user", "hi"}, {"assistant", "so"}});
+  partial.set_continue_final_message(true);
+  auto refused = (*upper)->Render(partial, 1 << 20);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(refused.status().message()).find("continue_final_message"), std::string::npos);
+}
+
+TEST_F(ChatPromptTest, TemplateKwargsBecomeTemplateVariables) {
+  auto thinking = ChatPrompt::Create(
+      "{% for m in messages %}{{ m.content }}{% endfor %}{% if enable_thinking is defined and not enable_thinking %}"
+      " /no_think{% endif %}{{ ' ' ~ tags|join(',') if tags is defined }}",
+      *tokenizer_);
+  ASSERT_TRUE(thinking.ok());
+  v1::ChatMessages chat = Chat({{"user", "hi"}});
+  EXPECT_EQ(*(*thinking)->Render(chat, 1 << 20), "hi");
+  chat.set_template_kwargs(R"({"enable_thinking": false, "tags": ["a", "b"]})");
+  EXPECT_EQ(*(*thinking)->Render(chat, 1 << 20), "hi /no_think a,b");
+  chat.set_template_kwargs("[1]");
+  EXPECT_EQ((*thinking)->Render(chat, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
+  chat.set_template_kwargs(R"({"bos_token": "x"})");
+  auto reserved = (*thinking)->Encode(chat, *tokenizer_, 1 << 20);
+  EXPECT_EQ(reserved.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(reserved.status().message()).find("'bos_token'"), std::string::npos) << reserved.status();
+}
+
 TEST_F(ChatPromptTest, BadChatsAreInvalidArguments) {
   EXPECT_EQ(prompt_->Encode(Chat({}), *tokenizer_, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
   auto role = prompt_->Encode(Chat({{"root", "x"}}), *tokenizer_, 1 << 20);
@@ -199,6 +256,15 @@ TEST_F(ChatPromptTest, GenerateRequestsWithAChat) {
   EXPECT_EQ(parsed->request.prompt.back(), IdOf(tokenizer_->vocab(), "\xC4\x8A"));  // "\n" after "assistant"
   auto no_template = ParseGenerateRequest(request, limits, *tokenizer_, nullptr, 1);
   EXPECT_EQ(no_template.status().code(), absl::StatusCode::kFailedPrecondition);
+  // A prefilled answer cannot be held to a JSON response_format that would start mid-answer.
+  *request.mutable_chat() = Chat({{"user", "hello"}, {"assistant", "{\"a\": "}});
+  request.mutable_chat()->set_continue_final_message(true);
+  request.set_response_format(v1::RESPONSE_FORMAT_JSON_OBJECT);
+  auto json = ParseGenerateRequest(request, limits, *tokenizer_, prompt_.get(), 1);
+  EXPECT_EQ(json.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(json.status().message()).find("continue_final_message"), std::string::npos) << json.status();
+  request.set_response_format(v1::RESPONSE_FORMAT_TEXT);
+  EXPECT_TRUE(ParseGenerateRequest(request, limits, *tokenizer_, prompt_.get(), 1).ok());
 }
 
 }  // namespace

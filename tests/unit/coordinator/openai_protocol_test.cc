@@ -390,6 +390,35 @@ TEST(OpenAiRequestTest, ChatMessagesBecomeTheChat) {
   ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": 7}]})"), "messages[0].content");
 }
 
+// vLLM's chat-template fields: add_generation_prompt, continue_final_message (a prefilled
+// answer) and chat_template_kwargs, carried to the chat; /tokenize reads them too.
+TEST(OpenAiRequestTest, ChatTemplateOptions) {
+  auto plain = Chat(R"({"messages": [{"role": "user", "content": "hi"}]})");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->generate().chat().has_add_generation_prompt());
+  EXPECT_FALSE(plain->generate().chat().continue_final_message());
+  EXPECT_EQ(plain->generate().chat().template_kwargs(), "");
+  auto parsed = Chat(R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure,"}],
+      "add_generation_prompt": false, "continue_final_message": true,
+      "chat_template_kwargs": {"enable_thinking": false, "tags": ["a"]}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::ChatMessages& chat = parsed->generate().chat();
+  EXPECT_TRUE(chat.has_add_generation_prompt());
+  EXPECT_FALSE(chat.add_generation_prompt());
+  EXPECT_TRUE(chat.continue_final_message());
+  EXPECT_EQ(Json::parse(chat.template_kwargs()), Json::parse(R"({"enable_thinking": false, "tags": ["a"]})"));
+  auto tokenize = ParseOpenAiTokenize(
+      R"({"messages": [{"role": "user", "content": "hi"}], "add_generation_prompt": false,
+          "chat_template_kwargs": {"x": 1}})");
+  ASSERT_TRUE(tokenize.ok()) << tokenize.status();
+  EXPECT_FALSE(tokenize->chat->add_generation_prompt());
+  EXPECT_EQ(tokenize->chat->template_kwargs(), R"({"x":1})");
+  ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": [1]})"),
+                "'chat_template_kwargs' must be an object");
+  ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": "hi"}], "continue_final_message": "yes"})"),
+                "continue_final_message");
+}
+
 // Completions: "logprobs": N is the chosen token's and N alternatives; chat: "logprobs": true and
 // "top_logprobs": N. Out of range, of the wrong type or top_logprobs alone: refused by name.
 TEST(OpenAiRequestTest, LogprobsFields) {
