@@ -283,11 +283,103 @@ Value FloatFilter(const Value& v, const CallArgs& args) {
   return result_default;
 }
 
+// Jinja's sort key: the item (or its `attribute`), strings lower-cased unless case-sensitive.
+Value SortKey(const Value& item, const Value* attribute, bool case_sensitive) {
+  Value key = attribute != nullptr ? Attribute(item, attribute->Str()) : item;
+  if (!case_sensitive && key.is_string()) return Value::String(MapCase(key.string(), false));
+  return key;
+}
+
+bool FlagArg(const CallArgs& args, size_t index, std::string_view name) {
+  const Value* v = OptionalArg(args, index, name);
+  return v != nullptr && v->Truthy();
+}
+
+// sort(reverse, case_sensitive, attribute), stable as Python's sorted().
+Value SortFilter(const Value& seq, const CallArgs& args) {
+  const bool reverse = FlagArg(args, 0, "reverse");
+  const bool case_sensitive = FlagArg(args, 1, "case_sensitive");
+  const Value* attribute = OptionalArg(args, 2, "attribute");
+  ValueList items = Iterate(seq);
+  std::vector<std::pair<Value, size_t>> keyed;
+  for (size_t i = 0; i < items.size(); ++i) keyed.emplace_back(SortKey(items[i], attribute, case_sensitive), i);
+  std::stable_sort(keyed.begin(), keyed.end(), [reverse](const auto& a, const auto& b) {
+    return reverse ? Less(b.first, a.first) : Less(a.first, b.first);
+  });
+  ValueList out;
+  for (const auto& [key, i] : keyed) out.push_back(items[i]);
+  return Value::List(std::move(out));
+}
+
+// dictsort(case_sensitive, by='key', reverse): the (key, value) pairs, sorted.
+Value DictSortFilter(const Value& dict, const CallArgs& args) {
+  if (!dict.is_dict()) Fail(absl::StrCat("dictsort needs a mapping, got ", dict.TypeName()));
+  const bool case_sensitive = FlagArg(args, 0, "case_sensitive");
+  const Value* by = OptionalArg(args, 1, "by");
+  const bool by_value = by != nullptr && by->Str() == "value";
+  if (by != nullptr && !by_value && by->Str() != "key") Fail("dictsort's 'by' must be 'key' or 'value'");
+  const bool reverse = FlagArg(args, 2, "reverse");
+  ValueList pairs;
+  for (const auto& [k, v] : dict.dict()) pairs.push_back(Value::List({Value::String(k), v}, true));
+  std::vector<std::pair<Value, size_t>> keyed;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    keyed.emplace_back(SortKey(pairs[i].list()[by_value ? 1 : 0], nullptr, case_sensitive), i);
+  }
+  std::stable_sort(keyed.begin(), keyed.end(), [reverse](const auto& a, const auto& b) {
+    return reverse ? Less(b.first, a.first) : Less(a.first, b.first);
+  });
+  ValueList out;
+  for (const auto& [key, i] : keyed) out.push_back(pairs[i]);
+  return Value::List(std::move(out));
+}
+
+// unique(case_sensitive, attribute): first occurrences, in order.
+Value UniqueFilter(const Value& seq, const CallArgs& args) {
+  const bool case_sensitive = FlagArg(args, 0, "case_sensitive");
+  const Value* attribute = OptionalArg(args, 1, "attribute");
+  ValueList out;
+  ValueList seen;
+  for (const Value& item : Iterate(seq)) {
+    Value key = SortKey(item, attribute, case_sensitive);
+    bool repeated = false;
+    for (const Value& s : seen) repeated = repeated || Equal(s, key);
+    if (repeated) continue;
+    seen.push_back(std::move(key));
+    out.push_back(item);
+  }
+  return Value::List(std::move(out));
+}
+
+// min / max(case_sensitive, attribute); Undefined for an empty sequence.
+Value ExtremeFilter(const Value& seq, const CallArgs& args, bool max) {
+  const bool case_sensitive = FlagArg(args, 0, "case_sensitive");
+  const Value* attribute = OptionalArg(args, 1, "attribute");
+  Value best;
+  Value best_key;
+  for (const Value& item : Iterate(seq)) {
+    Value key = SortKey(item, attribute, case_sensitive);
+    if (best.is_undefined() || (max ? Less(best_key, key) : Less(key, best_key))) {
+      best = item;
+      best_key = std::move(key);
+    }
+  }
+  return best;
+}
+
+// sum(attribute, start=0).
+Value SumFilter(const Value& seq, const CallArgs& args) {
+  const Value* attribute = OptionalArg(args, 0, "attribute");
+  const Value* start = OptionalArg(args, 1, "start");
+  Value total = start != nullptr ? *start : Value::Int(0);
+  for (const Value& item : Iterate(seq)) total = BinaryOp("+", total, attribute ? Attribute(item, attribute->Str()) : item);
+  return total;
+}
+
 constexpr std::string_view kFilters[] = {
-    "abs",   "capitalize", "count",   "d",       "default", "first",     "float",  "indent",
-    "int",   "items",      "join",    "last",    "length",  "list",      "lower",  "map",
-    "reject", "rejectattr", "replace", "reverse", "safe",    "select",    "selectattr", "string",
-    "title", "tojson",     "trim",    "upper",
+    "abs",    "capitalize", "count", "d",      "default", "dictsort", "first",  "float",      "indent",
+    "int",    "items",      "join",  "last",   "length",  "list",     "lower",  "map",        "max",
+    "min",    "reject",     "rejectattr", "replace", "reverse", "safe", "select", "selectattr", "sort",
+    "string", "sum",        "title", "tojson", "trim",    "unique",   "upper",
 };
 
 constexpr std::string_view kTests[] = {
@@ -666,6 +758,11 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
   if (name == "selectattr" || name == "rejectattr") return SelectFilter(v, args, true, name == "selectattr");
   if (name == "select" || name == "reject") return SelectFilter(v, args, false, name == "select");
   if (name == "map") return MapFilter(v, args);
+  if (name == "sort") return SortFilter(v, args);
+  if (name == "dictsort") return DictSortFilter(v, args);
+  if (name == "unique") return UniqueFilter(v, args);
+  if (name == "min" || name == "max") return ExtremeFilter(v, args, name == "max");
+  if (name == "sum") return SumFilter(v, args);
   Fail(absl::StrCat("unknown filter '", std::string(name), "'"));
 }
 

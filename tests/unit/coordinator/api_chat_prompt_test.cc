@@ -62,9 +62,9 @@ TEST_F(ChatPromptTest, TemplatesOutsideTheSubsetAreRefusedWhenLoaded) {
   EXPECT_EQ(empty.status().code(), absl::StatusCode::kFailedPrecondition);
   auto unclosed = ChatPrompt::Create("{% for m in messages %}{{ m.content }}", *tokenizer_);
   EXPECT_EQ(unclosed.status().code(), absl::StatusCode::kInvalidArgument);
-  auto filter = ChatPrompt::Create("{{ messages|dictsort }}", *tokenizer_);
+  auto filter = ChatPrompt::Create("{{ messages|groupby('role') }}", *tokenizer_);
   EXPECT_EQ(filter.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(filter.status().message()).find("'dictsort' is not supported"), std::string::npos)
+  EXPECT_NE(std::string(filter.status().message()).find("'groupby' is not supported"), std::string::npos)
       << filter.status();
 }
 
