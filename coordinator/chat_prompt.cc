@@ -13,6 +13,8 @@ using OrderedJson = nlohmann::ordered_json;
 // A conversation past this many messages per byte of prompt allowance is refused by its count
 // before anything is rendered: no template renders a message in fewer bytes.
 constexpr size_t kMinBytesPerMessage = 8;
+// template_kwargs nest at most this deep (the template's values allow 64).
+constexpr int kMaxKwargsDepth = 32;
 
 std::string TokenText(const tokenizer::Vocab& vocab, tokenizer::TokenId id) {
   return id >= 0 && static_cast<size_t>(id) < vocab.tokens.size() ? vocab.tokens[static_cast<size_t>(id)] : "";
@@ -27,6 +29,81 @@ std::string PrivateUse(uint32_t k) {
   out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
   out += static_cast<char>(0x80 | (cp & 0x3F));
   return out;
+}
+
+// Swaps the special-token text in client strings for mark + index + mark, keeping what it
+// replaced (by index) for the encoder to put back as plain text.
+class Hider {
+ public:
+  // A mark (a private-use code point) none of `texts` contains; 64 are tried, and strings holding
+  // all of them are refused rather than encoded unsafely.
+  static StatusOr<Hider> Create(const std::vector<const std::string*>& texts,
+                                const tokenizer::SpecialTokenMatcher& specials) {
+    for (uint32_t k = 0; k < 64; ++k) {
+      std::string candidate = PrivateUse(k);
+      bool used = false;
+      for (const std::string* t : texts) used = used || t->find(candidate) != std::string::npos;
+      if (!used) return Hider(std::move(candidate), specials);
+    }
+    return absl::InvalidArgumentError("the chat uses every private-use marker code point");
+  }
+
+  std::string Hide(const std::string& text) {
+    fragments_.clear();
+    specials_->Partition(text, tokenizer::SpecialTokenParsing::kAll, &fragments_);
+    std::string out;
+    for (const tokenizer::Fragment& f : fragments_) {
+      const std::string_view piece = f.range.Of(text);
+      if (f.token == tokenizer::kNoToken) {
+        out += piece;
+      } else {
+        absl::StrAppend(&out, mark_, hidden_.size(), mark_);
+        hidden_.emplace_back(piece);
+      }
+    }
+    return out;
+  }
+
+  const std::string& mark() const { return mark_; }
+  const std::vector<std::string>& hidden() const { return hidden_; }
+
+ private:
+  Hider(std::string mark, const tokenizer::SpecialTokenMatcher& specials)
+      : mark_(std::move(mark)), specials_(&specials) {}
+
+  std::string mark_;
+  const tokenizer::SpecialTokenMatcher* specials_;
+  std::vector<std::string> hidden_;
+  std::vector<tokenizer::Fragment> fragments_;
+};
+
+// The strings of a JSON value, keys included (template_kwargs: nesting checked in CheckChat).
+void CollectStrings(const OrderedJson& j, std::vector<const std::string*>* out) {
+  if (j.is_string()) out->push_back(j.get_ptr<const std::string*>());
+  if (j.is_object()) {
+    for (const auto& [key, item] : j.get_ref<const OrderedJson::object_t&>()) {
+      out->push_back(&key);
+      CollectStrings(item, out);
+    }
+  } else if (j.is_array()) {
+    for (const auto& item : j) CollectStrings(item, out);
+  }
+}
+
+// `j` with its strings, keys included, passed through `hider`.
+void HideStrings(Hider& hider, OrderedJson* j) {
+  if (j->is_string()) {
+    *j = hider.Hide(j->get<std::string>());
+  } else if (j->is_object()) {
+    OrderedJson hidden = OrderedJson::object();
+    for (auto& [key, item] : j->items()) {
+      HideStrings(hider, &item);
+      hidden[hider.Hide(key)] = std::move(item);
+    }
+    *j = std::move(hidden);
+  } else if (j->is_array()) {
+    for (auto& item : *j) HideStrings(hider, &item);
+  }
 }
 
 }  // namespace
@@ -86,7 +163,19 @@ StatusOr<OrderedJson> ChatPrompt::CheckChat(const v1::ChatMessages& chat, size_t
   }
   OrderedJson variables = OrderedJson::object();
   if (!chat.template_kwargs().empty()) {
-    variables = OrderedJson::parse(chat.template_kwargs(), nullptr, false);
+    // The parser is iterative; nesting is bounded here so that what walks the value may recurse.
+    bool too_deep = false;
+    variables = OrderedJson::parse(
+        chat.template_kwargs(),
+        [&too_deep](int depth, OrderedJson::parse_event_t, OrderedJson&) {
+          too_deep = too_deep || depth > kMaxKwargsDepth;
+          return !too_deep;
+        },
+        false);
+    if (too_deep) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chat.template_kwargs nests deeper than ", kMaxKwargsDepth, " levels"));
+    }
     if (variables.is_discarded() || !variables.is_object()) {
       return absl::InvalidArgumentError("chat.template_kwargs must be a JSON object");
     }
@@ -146,37 +235,17 @@ StatusOr<std::string> ChatPrompt::Render(const v1::ChatMessages& chat, size_t ma
 StatusOr<std::vector<int32_t>> ChatPrompt::Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
                                                   size_t max_bytes) const {
   BF_ASSIGN_OR_RETURN(OrderedJson variables, CheckChat(chat, max_bytes));
-  // A marker code point no content contains (there are 64 to choose from; a conversation holding
-  // all of them is refused rather than encoded unsafely).
-  std::string mark;
-  for (uint32_t k = 0; k < 64 && mark.empty(); ++k) {
-    std::string candidate = PrivateUse(k);
-    bool used = false;
-    for (const v1::ChatMessage& m : chat.messages()) used = used || m.content().find(candidate) != std::string::npos;
-    if (!used) mark = std::move(candidate);
-  }
-  if (mark.empty()) return absl::InvalidArgumentError("chat contents use every private-use marker code point");
-
-  // Contents with special-token text replaced by mark + index + mark.
-  std::vector<std::string> hidden;  // the replaced texts, by index
+  // Every client string the template may print: message contents and template_kwargs' strings.
+  std::vector<const std::string*> texts;
+  for (const v1::ChatMessage& m : chat.messages()) texts.push_back(&m.content());
+  CollectStrings(variables, &texts);
+  BF_ASSIGN_OR_RETURN(Hider hider, Hider::Create(texts, specials_));
   std::vector<std::string> contents;
-  std::vector<tokenizer::Fragment> fragments;
-  for (const v1::ChatMessage& m : chat.messages()) {
-    fragments.clear();
-    specials_.Partition(m.content(), tokenizer::SpecialTokenParsing::kAll, &fragments);
-    std::string content;
-    for (const tokenizer::Fragment& f : fragments) {
-      const std::string_view text = f.range.Of(m.content());
-      if (f.token == tokenizer::kNoToken) {
-        content += text;
-      } else {
-        absl::StrAppend(&content, mark, hidden.size(), mark);
-        hidden.emplace_back(text);
-      }
-    }
-    contents.push_back(std::move(content));
-  }
+  for (const v1::ChatMessage& m : chat.messages()) contents.push_back(hider.Hide(m.content()));
+  HideStrings(hider, &variables);
   BF_ASSIGN_OR_RETURN(std::string text, RenderWith(chat, std::move(variables), contents, max_bytes));
+  const std::vector<std::string>& hidden = hider.hidden();
+  const std::string& mark = hider.mark();
 
   tokenizer::EncodeOptions markup;
   markup.special_tokens = tokenizer::SpecialTokenParsing::kAll;

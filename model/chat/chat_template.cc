@@ -15,7 +15,10 @@ using jinja::JinjaError;
 using jinja::Node;
 using jinja::Value;
 
-Value FromJson(const nlohmann::ordered_json& j) {
+Value FromJson(const nlohmann::ordered_json& j, int depth) {
+  if (depth > jinja::kMaxValueDepth) {
+    throw JinjaError{absl::StrCat("template variables nest more than ", jinja::kMaxValueDepth, " deep")};
+  }
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:
       return Value::None();
@@ -32,12 +35,12 @@ Value FromJson(const nlohmann::ordered_json& j) {
       return Value::String(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       jinja::ValueList items;
-      for (const auto& item : j) items.push_back(FromJson(item));
+      for (const auto& item : j) items.push_back(FromJson(item, depth + 1));
       return Value::List(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
       jinja::ValueDict entries;
-      for (const auto& [key, item] : j.items()) entries.emplace_back(key, FromJson(item));
+      for (const auto& [key, item] : j.items()) entries.emplace_back(key, FromJson(item, depth + 1));
       return Value::Dict(std::move(entries));
     }
     default:
@@ -91,26 +94,26 @@ StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Parse(const std::string& s
 StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& variables,
                                            const ChatRenderOptions& options) const {
   if (!variables.is_object()) return absl::InvalidArgumentError("chat template variables must be a JSON object");
-  jinja::ValueDict globals = {
-      {"add_generation_prompt", Value::Bool(options.add_generation_prompt)},
-      {"bos_token", Value::String(options.bos_token)},
-      {"eos_token", Value::String(options.eos_token)},
-  };
-  for (const auto& [key, item] : variables.items()) {
-    Value value = FromJson(item);
-    bool replaced = false;
-    for (auto& [name, existing] : globals) {
-      if (name == key) {
-        existing = value;
-        replaced = true;
-      }
-    }
-    if (!replaced) globals.emplace_back(key, std::move(value));
-  }
   jinja::RenderLimits limits;
   limits.max_output_bytes = options.max_output_bytes;
   limits.max_steps = options.max_steps;
   try {
+    jinja::ValueDict globals = {
+        {"add_generation_prompt", Value::Bool(options.add_generation_prompt)},
+        {"bos_token", Value::String(options.bos_token)},
+        {"eos_token", Value::String(options.eos_token)},
+    };
+    for (const auto& [key, item] : variables.items()) {
+      Value value = FromJson(item, 0);
+      bool replaced = false;
+      for (auto& [name, existing] : globals) {
+        if (name == key) {
+          existing = value;
+          replaced = true;
+        }
+      }
+      if (!replaced) globals.emplace_back(key, std::move(value));
+    }
     return jinja::Render(*program_, globals, limits);
   } catch (const JinjaError& e) {
     if (e.raised) return absl::InvalidArgumentError(absl::StrCat("the chat template refused the conversation: ", e.message));

@@ -14,8 +14,6 @@
 namespace bitfleet::chat::jinja {
 namespace {
 
-thread_local size_t string_limit = 0;
-
 [[noreturn]] void Fail(std::string message) { throw JinjaError{std::move(message)}; }
 
 // ---- argument helpers ----
@@ -390,14 +388,6 @@ constexpr std::string_view kTests[] = {
 };
 
 }  // namespace
-
-void SetStringLimit(size_t max_bytes) { string_limit = max_bytes; }
-
-void CheckStringSize(size_t bytes) {
-  if (string_limit > 0 && bytes > string_limit) {
-    Fail(absl::StrCat("the template built a string of more than ", string_limit, " bytes (the render's limit)"));
-  }
-}
 
 bool IsKnownFilter(std::string_view name) {
   return std::find(std::begin(kFilters), std::end(kFilters), name) != std::end(kFilters);

@@ -35,9 +35,4 @@ ValueList Iterate(const Value& value);
 // Python's len(): code points of a string, items of a list or dict.
 size_t Length(const Value& value);
 
-// Refuses strings longer than the render's output limit (set per render; 0: none), so that a
-// template cannot build unbounded text off the output path ('x' * 10**9, repeated joins).
-void SetStringLimit(size_t max_bytes);
-void CheckStringSize(size_t bytes);
-
 }  // namespace bitfleet::chat::jinja

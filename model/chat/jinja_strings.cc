@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "model/chat/jinja_builtins.h"  // CheckStringSize
 
 namespace bitfleet::chat::jinja {
 namespace {

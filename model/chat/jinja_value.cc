@@ -8,6 +8,26 @@
 #include "absl/strings/str_cat.h"
 
 namespace bitfleet::chat::jinja {
+namespace {
+
+thread_local size_t string_limit = 0;
+
+void CheckDepth(int depth) {
+  if (depth > kMaxValueDepth) {
+    throw JinjaError{absl::StrCat("values nested more than ", kMaxValueDepth, " deep (or a namespace holding itself)")};
+  }
+}
+
+}  // namespace
+
+void SetStringLimit(size_t max_bytes) { string_limit = max_bytes; }
+
+void CheckStringSize(size_t bytes) {
+  if (string_limit > 0 && bytes > string_limit) {
+    throw JinjaError{absl::StrCat("the template built a string of more than ", string_limit,
+                                  " bytes (the render's limit)")};
+  }
+}
 
 const Value* CallArgs::Get(size_t index, std::string_view name) const {
   if (index < positional.size()) return &positional[index];
@@ -242,46 +262,65 @@ std::string Value::Str() const {
 }
 
 std::string Value::Repr() const {
+  std::string out;
+  AppendRepr(0, &out);
+  return out;
+}
+
+void Value::AppendRepr(int depth, std::string* out) const {
+  CheckDepth(depth);
+  CheckStringSize(out->size());
   switch (kind_) {
     case Kind::kUndefined:
-      return "";
+      return;
     case Kind::kNone:
-      return "None";
+      *out += "None";
+      return;
     case Kind::kBool:
-      return bool_ ? "True" : "False";
+      *out += bool_ ? "True" : "False";
+      return;
     case Kind::kInt:
-      return absl::StrCat(int_);
+      absl::StrAppend(out, int_);
+      return;
     case Kind::kFloat:
-      return FloatRepr(float_);
+      *out += FloatRepr(float_);
+      return;
     case Kind::kString:
-      return StringRepr(*string_);
+      *out += StringRepr(*string_);
+      return;
     case Kind::kList: {
-      std::string out = tuple_ ? "(" : "[";
+      *out += tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
-        if (i > 0) out += ", ";
-        out += (*list_)[i].Repr();
+        if (i > 0) *out += ", ";
+        (*list_)[i].AppendRepr(depth + 1, out);
       }
-      if (tuple_ && list_->size() == 1) out += ",";
-      return out + (tuple_ ? ")" : "]");
+      if (tuple_ && list_->size() == 1) *out += ",";
+      *out += tuple_ ? ")" : "]";
+      return;
     }
     case Kind::kDict:
     case Kind::kNamespace: {
-      std::string out = kind_ == Kind::kNamespace ? "<Namespace {" : "{";
+      *out += kind_ == Kind::kNamespace ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [key, value] : *dict_) {
-        if (!first) out += ", ";
+        if (!first) *out += ", ";
         first = false;
-        absl::StrAppend(&out, StringRepr(key), ": ", value.Repr());
+        absl::StrAppend(out, StringRepr(key), ": ");
+        value.AppendRepr(depth + 1, out);
       }
-      return out + (kind_ == Kind::kNamespace ? "}>" : "}");
+      *out += kind_ == Kind::kNamespace ? "}>" : "}";
+      return;
     }
     case Kind::kCallable:
-      return absl::StrCat("<function ", *string_, ">");
+      absl::StrAppend(out, "<function ", *string_, ">");
+      return;
   }
-  return "";
 }
 
-bool Equal(const Value& a, const Value& b) {
+namespace {
+
+bool EqualAt(const Value& a, const Value& b, int depth) {
+  CheckDepth(depth);
   using K = Value::Kind;
   if (a.is_number() && b.is_number()) {
     if (a.kind() == K::kFloat || b.kind() == K::kFloat) return a.number() == b.number();
@@ -297,7 +336,7 @@ bool Equal(const Value& a, const Value& b) {
     case K::kList: {
       if (a.is_tuple() != b.is_tuple() || a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
-        if (!Equal(a.list()[i], b.list()[i])) return false;
+        if (!EqualAt(a.list()[i], b.list()[i], depth + 1)) return false;
       }
       return true;
     }
@@ -305,16 +344,17 @@ bool Equal(const Value& a, const Value& b) {
       if (a.dict().size() != b.dict().size()) return false;
       for (const auto& [key, value] : a.dict()) {
         const Value* other = b.Find(key);
-        if (other == nullptr || !Equal(value, *other)) return false;
+        if (other == nullptr || !EqualAt(value, *other, depth + 1)) return false;
       }
       return true;
     }
     default:
-      return &a == &b;
+      return a.SameObject(b);
   }
 }
 
-bool Less(const Value& a, const Value& b) {
+bool LessAt(const Value& a, const Value& b, int depth) {
+  CheckDepth(depth);
   if (a.is_number() && b.is_number()) {
     if (a.kind() == Value::Kind::kFloat || b.kind() == Value::Kind::kFloat) return a.number() < b.number();
     return a.integer() < b.integer();
@@ -324,15 +364,14 @@ bool Less(const Value& a, const Value& b) {
     const ValueList& x = a.list();
     const ValueList& y = b.list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-      if (Less(x[i], y[i])) return true;
-      if (Less(y[i], x[i])) return false;
+      if (LessAt(x[i], y[i], depth + 1)) return true;
+      if (LessAt(y[i], x[i], depth + 1)) return false;
     }
     return x.size() < y.size();
   }
   throw JinjaError{absl::StrCat("'<' not supported between instances of '", a.TypeName(), "' and '", b.TypeName(), "'")};
 }
 
-namespace {
 
 void JsonString(std::string_view s, std::string* out) {
   *out += '"';
@@ -373,6 +412,8 @@ void JsonString(std::string_view s, std::string* out) {
 }
 
 void AppendJson(const Value& value, int indent, int depth, std::string* out) {
+  CheckDepth(depth);
+  CheckStringSize(out->size());
   using K = Value::Kind;
   const auto newline = [&](int level) {
     *out += '\n';
@@ -442,6 +483,9 @@ void AppendJson(const Value& value, int indent, int depth, std::string* out) {
 }
 
 }  // namespace
+
+bool Equal(const Value& a, const Value& b) { return EqualAt(a, b, 0); }
+bool Less(const Value& a, const Value& b) { return LessAt(a, b, 0); }
 
 std::string ToJson(const Value& value, int indent) {
   std::string out;

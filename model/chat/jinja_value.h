@@ -88,10 +88,16 @@ class Value {
   std::string Str() const;
   // Python's repr().
   std::string Repr() const;
+  // Namespaces and functions: whether both are the same object (Python's `is`).
+  bool SameObject(const Value& other) const {
+    return kind_ == other.kind_ && dict_ == other.dict_ && callable_ == other.callable_;
+  }
   // Python's type name, for error messages ("str", "list", "NoneType", "undefined", ...).
   const char* TypeName() const;
 
  private:
+  void AppendRepr(int depth, std::string* out) const;
+
   Kind kind_ = Kind::kUndefined;
   bool bool_ = false;
   bool tuple_ = false;
@@ -103,8 +109,18 @@ class Value {
   std::shared_ptr<const Callable> callable_;
 };
 
+// Refuses strings longer than the render's output limit (set per render and thread; 0: none), so
+// that a template cannot build unbounded text off the output path ('x' * 10**9, repeated joins,
+// the repr or JSON of a huge list).
+void SetStringLimit(size_t max_bytes);
+void CheckStringSize(size_t bytes);
+
+// Values nest at most this deep where they are walked (printing, JSON, comparison, conversion
+// from a request's JSON): a namespace can hold itself, and request JSON can nest deeply.
+inline constexpr int kMaxValueDepth = 64;
+
 // Python's ==, including 1 == 1.0 == True and deep equality of containers; Undefined equals
-// only Undefined.
+// only Undefined; namespaces and functions equal only themselves.
 bool Equal(const Value& a, const Value& b);
 // Python's <: numbers, strings (by code point), lists and tuples lexicographically; raises for
 // anything else.

@@ -142,6 +142,15 @@ TEST(ChatTemplateTest, LimitsBoundHostileTemplates) {
   EXPECT_TRUE(Contains(Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), "nest more than 64"));
   EXPECT_TRUE(Contains(Render("{{" + std::string(5000, '(') + "1" + std::string(5000, ')') + "}}"), "nesting too deep"));
   EXPECT_TRUE(Contains(Render("{{ 2 ** 64 }}"), "integer overflow"));
+  // A namespace holding itself, printed or compared; a huge repr stopped as it grows.
+  EXPECT_TRUE(Contains(Render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}"), "nested more than 64"));
+  EXPECT_TRUE(Contains(Render("{% set a = namespace() %}{% set a.x = [a] %}{{ a.x == [a] }}"), "True"));
+  EXPECT_TRUE(Contains(Render("{% set s = 'x' * 900 %}{{ [s] * 50000 }}", small), "more than 1000 bytes"));
+  EXPECT_TRUE(Contains(Render("{{ ([[1]] * 10) | tojson }}", small), "[[1], [1]"));
+  // Variables nested past the bound are refused, not walked.
+  Json deep = Json::array();
+  for (int i = 0; i < 100; ++i) deep = Json::array({deep});
+  EXPECT_TRUE(Contains(Render("{{ x | length }}", {}, Json{{"x", deep}}), "nest more than 64")) << Render("{{ x }}", {}, Json{{"x", deep}});
 }
 
 // One parsed template rendered from several threads at once (the server's HTTP and gRPC
