@@ -125,7 +125,7 @@ grpc::Status ApiService::GetModelInfo(grpc::ServerContext* context, const v1::Ge
   response->set_tensor_parallel(static_cast<uint32_t>(options_.tensor_parallel));
   response->set_replicas(static_cast<uint32_t>(options_.replicas));
   response->set_ready_replicas(static_cast<uint32_t>(ready_replicas_ ? ready_replicas_() : 0));
-  for (tokenizer::TokenId id : tokenizer_.end_of_generation()) response->add_end_of_generation_ids(id);
+  for (int32_t id : options_.end_of_generation) response->add_end_of_generation_ids(id);
   if (tokenizer_.vocab().add_bos && tokenizer_.bos() != tokenizer::kNoToken) {
     response->set_bos_token_id(tokenizer_.bos());
   }

@@ -33,6 +33,7 @@ namespace bitfleet::coordinator {
 struct ApiServiceOptions {
   ApiLimits limits;
   std::string architecture;   // for GetModelInfo
+  std::vector<int32_t> end_of_generation;  // for GetModelInfo (sorted)
   int tensor_parallel = 1;
   int replicas = 1;
   // API keys every call must carry (api_auth.h); null: no authentication, every request is the

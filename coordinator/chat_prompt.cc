@@ -131,7 +131,41 @@ StatusOr<std::unique_ptr<ChatPrompt>> ChatPrompt::Create(const std::string& chat
                                                          const tokenizer::Tokenizer& tokenizer) {
   if (chat_template.empty()) return absl::FailedPreconditionError("the chat template is empty");
   BF_ASSIGN_OR_RETURN(std::unique_ptr<chat::ChatTemplate> parsed, chat::ChatTemplate::Parse(chat_template));
-  return std::unique_ptr<ChatPrompt>(new ChatPrompt(std::move(parsed), tokenizer.vocab()));
+  auto prompt = std::unique_ptr<ChatPrompt>(new ChatPrompt(std::move(parsed), tokenizer.vocab()));
+  prompt->FindTurnEnd(tokenizer.vocab());
+  return prompt;
+}
+
+void ChatPrompt::FindTurnEnd(const tokenizer::Vocab& vocab) {
+  constexpr std::string_view kAnswer = "Probe answer 7f3a";
+  // Some templates need a system message first, some refuse one: both are tried.
+  for (bool with_system : {false, true}) {
+    v1::ChatMessages probe = OneTurnChat(with_system ? "Probe system" : "", "Probe question");
+    v1::ChatMessage* answer = probe.add_messages();
+    answer->set_role("assistant");
+    answer->set_content(std::string(kAnswer));
+    probe.set_add_generation_prompt(false);
+    StatusOr<std::string> text = Render(probe, 1 << 16);
+    if (!text.ok()) continue;
+    const size_t at = text->rfind(kAnswer);
+    if (at == std::string::npos) return;
+    std::vector<tokenizer::Fragment> fragments;
+    const std::string_view after = std::string_view(*text).substr(at + kAnswer.size());
+    specials_.Partition(after, tokenizer::SpecialTokenParsing::kAll, &fragments);
+    for (const tokenizer::Fragment& f : fragments) {
+      if (f.token == tokenizer::kNoToken) {
+        // Whitespace may come first ("answer\n<|end|>"); any other text means no token ends it.
+        if (f.range.Of(after).find_first_not_of(" \t\r\n") != std::string_view::npos) return;
+        continue;
+      }
+      const tokenizer::TokenType type = vocab.types[static_cast<size_t>(f.token)];
+      if (type == tokenizer::TokenType::kControl || type == tokenizer::TokenType::kUserDefined) {
+        turn_end_tokens_.push_back(f.token);
+      }
+      return;
+    }
+    return;
+  }
 }
 
 StatusOr<OrderedJson> ChatPrompt::CheckChat(const v1::ChatMessages& chat, size_t max_bytes) const {

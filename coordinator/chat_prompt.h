@@ -47,12 +47,20 @@ class ChatPrompt {
   StatusOr<std::vector<int32_t>> Encode(const v1::ChatMessages& chat, const tokenizer::Tokenizer& tokenizer,
                                         size_t max_bytes) const;
 
-  // The rendered text alone, special-token text in contents left as it is (`run --chat`, where
-  // the operator writes the prompt, and tests).
+  // The rendered text alone, special-token text in contents left as it is (tests, and checking
+  // what a template writes).
   StatusOr<std::string> Render(const v1::ChatMessages& chat, size_t max_bytes) const;
+
+  // The special token the template writes right after an assistant's answer (found at Create by
+  // rendering a probe conversation): it ends the assistant's turn, so generation stops on it like
+  // on EOS. Empty when the template writes none (or text) there. For families whose end-of-turn
+  // token is not among the vocabulary's EOS / well-known ones.
+  const std::vector<int32_t>& turn_end_tokens() const { return turn_end_tokens_; }
 
  private:
   ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Vocab& vocab);
+  // Sets turn_end_tokens_ from a probe conversation.
+  void FindTurnEnd(const tokenizer::Vocab& vocab);
 
   // Checks `chat` and returns its template variables (template_kwargs, parsed).
   StatusOr<nlohmann::ordered_json> CheckChat(const v1::ChatMessages& chat, size_t max_bytes) const;
@@ -65,6 +73,7 @@ class ChatPrompt {
   tokenizer::SpecialTokenMatcher specials_;
   std::string bos_text_;
   std::string eos_text_;
+  std::vector<int32_t> turn_end_tokens_;
 };
 
 // A conversation of one optional system message and one user message (`run --chat`).

@@ -259,12 +259,27 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     }
   }
 
+  ApiLimits limits;
+  BF_RETURN_IF_ERROR(SetUpChat(options.chat_template_file, state->chat_template, *state->tokenizer, &limits));
+  // Generation ends at the vocabulary's end-of-generation tokens and at the one the chat
+  // template ends an assistant's turn with.
+  std::vector<int32_t> end_of_generation = state->tokenizer->end_of_generation();
+  if (limits.chat != nullptr) {
+    for (int32_t id : limits.chat->turn_end_tokens()) {
+      if (std::find(end_of_generation.begin(), end_of_generation.end(), id) != end_of_generation.end()) continue;
+      end_of_generation.push_back(id);
+      log->info("the chat template ends a turn with {} (id {}): it ends generation too",
+                state->tokenizer->vocab().tokens[static_cast<size_t>(id)], id);
+    }
+  }
+  std::sort(end_of_generation.begin(), end_of_generation.end());
+
   SchedulerOptions sched;
   sched.model_id = absl::StrCat(state->model_name, "/", identity.file_bytes());
   sched.n_vocab = static_cast<int32_t>(state->config.n_vocab);
   sched.max_context = state->max_context;
   sched.kv_block_size = options.kv_block_size;
-  sched.end_of_generation = state->tokenizer->end_of_generation();
+  sched.end_of_generation = end_of_generation;
   sched.max_queued_requests = options.max_queued_requests;
   sched.max_step_tokens = options.max_step_tokens;
   sched.prefix_caching = options.prefix_caching;
@@ -280,12 +295,13 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   ApiServiceOptions api;
   api.keys = keys;
+  api.limits = std::move(limits);
+  api.end_of_generation = end_of_generation;
   api.limits.model_name = state->model_name;
   api.limits.n_vocab = static_cast<int32_t>(state->config.n_vocab);
   api.limits.max_context = state->max_context;
   api.limits.json_grammars = std::make_shared<JsonGrammars>(state->tokenizer.get(), &state->metrics);
   api.architecture = state->config.arch_name;
-  BF_RETURN_IF_ERROR(SetUpChat(options.chat_template_file, state->chat_template, *state->tokenizer, &api.limits));
   api.tensor_parallel = options.tensor_parallel;
   api.replicas = options.replicas;
   State* raw = state.get();

@@ -242,6 +242,26 @@ TEST_F(ChatPromptTest, TemplateKwargsCannotForgeControlTokens) {
   EXPECT_NE(std::string(refused.status().message()).find("nests deeper"), std::string::npos) << refused.status();
 }
 
+// The token a template closes an assistant's turn with ends generation (the server adds it to
+// the vocabulary's end-of-generation set): found by rendering a probe conversation.
+TEST_F(ChatPromptTest, TheTemplatesEndOfTurnTokenIsFound) {
+  EXPECT_EQ(prompt_->turn_end_tokens(), std::vector<int32_t>{end_});
+  // After whitespace; and a template that needs a system message first.
+  auto spaced = ChatPrompt::Create(
+      "{% if messages[0].role != 'system' %}{{ raise_exception('system first') }}{% endif %}"
+      "{% for m in messages %}{{ m.role }}: {{ m.content }}\n<|im_start|>\n{% endfor %}",
+      *tokenizer_);
+  ASSERT_TRUE(spaced.ok());
+  EXPECT_EQ((*spaced)->turn_end_tokens(), std::vector<int32_t>{start_});
+  // Text after the answer, or a template that fails on any probe: none.
+  auto text = ChatPrompt::Create("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}", *tokenizer_);
+  ASSERT_TRUE(text.ok());
+  EXPECT_TRUE((*text)->turn_end_tokens().empty());
+  auto failing = ChatPrompt::Create("{{ raise_exception('never') }}", *tokenizer_);
+  ASSERT_TRUE(failing.ok());
+  EXPECT_TRUE((*failing)->turn_end_tokens().empty());
+}
+
 TEST_F(ChatPromptTest, BadChatsAreInvalidArguments) {
   EXPECT_EQ(prompt_->Encode(Chat({}), *tokenizer_, 1 << 20).status().code(), absl::StatusCode::kInvalidArgument);
   auto role = prompt_->Encode(Chat({{"root", "x"}}), *tokenizer_, 1 << 20);
