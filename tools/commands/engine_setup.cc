@@ -151,9 +151,11 @@ StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text) {
 }
 
 StatusOr<std::vector<int32_t>> EncodeChat(const std::string& chat_template, const tokenizer::Tokenizer& tokenizer,
-                                          const std::string& system, const std::string& user) {
+                                          const std::string& system, const std::string& user,
+                                          std::vector<int32_t>* turn_end) {
   BF_ASSIGN_OR_RETURN(std::unique_ptr<coordinator::ChatPrompt> prompt,
                       coordinator::ChatPrompt::Create(chat_template, tokenizer));
+  if (turn_end != nullptr) *turn_end = prompt->turn_end_tokens();
   return prompt->Encode(coordinator::OneTurnChat(system, user), tokenizer, tokenizer::kMaxEncodeBytesLimit);
 }
 

@@ -74,8 +74,10 @@ StatusOr<std::vector<int32_t>> ParseTokenList(const std::string& text);
 
 // Encodes a one-turn conversation (a system message unless `system` is empty, then `user`)
 // with `chat_template`, exactly as the server encodes that chat (coordinator/chat_prompt.h): the
-// template's own default system message applies when `system` is empty.
+// template's own default system message applies when `system` is empty. `turn_end`, when given,
+// receives the token the template ends an assistant's turn with (ChatPrompt::turn_end_tokens).
 StatusOr<std::vector<int32_t>> EncodeChat(const std::string& chat_template, const tokenizer::Tokenizer& tokenizer,
-                                          const std::string& system, const std::string& user);
+                                          const std::string& system, const std::string& user,
+                                          std::vector<int32_t>* turn_end = nullptr);
 
 }  // namespace bitfleet::tools

@@ -2,6 +2,7 @@
 // completion to stdout as it is produced (whole UTF-8 characters only) and prints prompt and
 // generation speed to stderr. Under `mpirun -np N` the N processes are one tensor-parallel
 // group: each holds a shard, all step and sample together (DistributedSampler), rank 0 prints.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -43,7 +44,9 @@ struct RunFlags {
 using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-StatusOr<std::vector<int32_t>> EncodePrompt(const RunFlags& flags, const LoadedModel& model) {
+// The prompt's ids; with --chat, `turn_end` gets the token the template ends a turn with.
+StatusOr<std::vector<int32_t>> EncodePrompt(const RunFlags& flags, const LoadedModel& model,
+                                            std::vector<int32_t>* turn_end) {
   std::vector<int32_t> ids;
   if (flags.chat) {
     std::string chat_template;
@@ -59,7 +62,7 @@ StatusOr<std::vector<int32_t>> EncodePrompt(const RunFlags& flags, const LoadedM
       chat_template = *from_model;
     }
     // The server's rendering and encoding of the same conversation (coordinator/chat_prompt.h).
-    BF_ASSIGN_OR_RETURN(ids, EncodeChat(chat_template, *model.tokenizer, flags.system, flags.prompt));
+    BF_ASSIGN_OR_RETURN(ids, EncodeChat(chat_template, *model.tokenizer, flags.system, flags.prompt, turn_end));
   } else {
     BF_ASSIGN_OR_RETURN(ids, model.tokenizer->Encode(flags.prompt));
   }
@@ -86,7 +89,8 @@ Status Run(RunFlags flags) {
   BF_ASSIGN_OR_RETURN(LoadedModel model, LoadModel(flags.model, options, /*with_tokenizer=*/true, flags.placement));
   worker::StepRunner& runner = *model.runner;
   const int ctx = runner.options().max_context;
-  BF_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, EncodePrompt(flags, model));
+  std::vector<int32_t> turn_end;  // as the server, generation also ends at the template's end of turn
+  BF_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, EncodePrompt(flags, model, &turn_end));
   if (static_cast<int>(prompt.size()) >= ctx) {
     return absl::InvalidArgumentError(
         absl::StrCat("prompt has ", prompt.size(), " tokens; the context holds ", ctx, " (raise --ctx)"));
@@ -134,7 +138,8 @@ Status Run(RunFlags flags) {
     } else {
       token = sampler.Sample(logits, history, flags.sampling, rng);
     }
-    if (!flags.ignore_eos && model.tokenizer->IsEndOfGeneration(token)) {
+    const bool ends_turn = std::find(turn_end.begin(), turn_end.end(), token) != turn_end.end();
+    if (!flags.ignore_eos && (model.tokenizer->IsEndOfGeneration(token) || ends_turn)) {
       stop = "end of generation";
       break;
     }

@@ -51,8 +51,11 @@ TEST(EncodeChatTest, UsesTheTemplatesDefaultSystemMessage) {
       "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
       "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
   auto tokenizer = ChatMlTokenizer();
-  auto ids = EncodeChat(smol, *tokenizer, "", "Hi?");
+  std::vector<int32_t> turn_end;
+  auto ids = EncodeChat(smol, *tokenizer, "", "Hi?", &turn_end);
   ASSERT_TRUE(ids.ok()) << ids.status();
+  // `run --chat` stops where the server would: at the template's end of turn too.
+  EXPECT_EQ(turn_end, std::vector<int32_t>{tokenizer::testing::IdOf(tokenizer->vocab(), "<|im_end|>")});
   EXPECT_EQ(Rendered(*tokenizer, *ids),
             "<|im_start|>system\nYou are a helpful bot<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n"
             "<|im_start|>assistant\n");
