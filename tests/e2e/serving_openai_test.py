@@ -96,6 +96,7 @@ class Server:
         ports = wait_ports(ports_file, self.process, seconds=120) or {}
         # Without ports (serve failed to start) wait_serving fails and the log says why.
         self.http_port, self.metrics_port = ports.get("http"), ports.get("metrics")
+        self.api_port = ports.get("api")
         self.client = self.client_with(api_key)
 
     def client_with(self, api_key):
@@ -427,6 +428,17 @@ def operator_template_test(binary, work, check, model):
             model=server.client.models.list().data[0].id, messages=prefill, max_tokens=3, temperature=0,
             extra_body={"continue_final_message": True, "add_generation_prompt": False})
         check(continued.usage.completion_tokens == 3, f"a continued answer: {continued}")
+        # `generate --interactive`: each line a user message sent with the conversation so far.
+        chat = subprocess.run([binary, "generate", "--target", f"127.0.0.1:{server.api_port}", "--interactive",
+                               "--system", "Be brief.", "-n", "3", "--temp", "0", "--ignore-eos"],
+                              input="Hi there\nAnd again\n/reset\nHi there\n", capture_output=True, text=True,
+                              timeout=120)
+        turns = [[int(n) for n in re.findall(r"(\d+) prompt tokens .*?(\d+) generated", line)[0]]
+                 for line in chat.stderr.splitlines() if line.startswith("finish:")]
+        check(chat.returncode == 0 and len(turns) == 3, f"generate --interactive: {chat.returncode} {chat.stderr}")
+        if len(turns) == 3:
+            check(turns[1][0] > turns[0][0] + turns[0][1], f"the second turn did not carry the first: {turns}")
+            check(turns[2][0] == turns[0][0], f"/reset did not forget the conversation: {turns}")
         name = server.client.models.list().data[0].id
         answer = server.client.chat.completions.create(model=name, messages=messages, max_tokens=4, temperature=0)
         check(answer.usage.completion_tokens == 4 and answer.choices[0].message.role == "assistant",

@@ -1,11 +1,15 @@
-// `bitfleet generate`: a streaming client of bitfleet.v1.Inference/Generate. Prints the text as
+// `bitfleet generate`: a streaming client of bitfleet.v1.Inference/Generate (with --interactive, a
+// conversation read from stdin, one message per line). Prints the text as
 // it arrives on stdout (or, with --tokens, the generated token ids on one line at the end; with
 // --logprobs N, one JSON line per generated token with its log probability and the N most
 // likely tokens') and a summary on stderr. Failures print the gRPC status code and message; exit 2 for a bad
 // request (INVALID_ARGUMENT, NOT_FOUND), 1 for anything else.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -41,6 +45,7 @@ struct GenerateFlags {
   ResponseFormatFlags format;
   std::string system;
   std::string prefill;  // --prefill: the answer's beginning (continue_final_message)
+  bool interactive = false;  // --interactive: a conversation from stdin
   uint32_t max_tokens = 128;
   float temperature = 0, top_p = 1, min_p = 0, repeat_penalty = 1, presence_penalty = 0, frequency_penalty = 0;
   int32_t top_k = 0, penalty_last_n = 64;
@@ -73,14 +78,14 @@ void PrintLogprobs(const std::vector<int32_t>& ids, const std::vector<v1::TokenL
   }
 }
 
-Status Generate(const GenerateFlags& flags) {
-  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
-                      OpenChannel(flags.target, flags.security, flags.wait_ready_s));
-  auto stub = v1::Inference::NewStub(channel);
-
+// The request the flags describe: its input from --prompt, --prompt-tokens or --chat (with
+// --interactive, a chat whose messages the conversation fills in).
+StatusOr<v1::GenerateRequest> BuildRequest(const GenerateFlags& flags) {
   v1::GenerateRequest request;
   request.set_model(flags.model);
-  if (!flags.prompt_tokens.empty()) {
+  if (flags.interactive) {
+    request.mutable_chat();
+  } else if (!flags.prompt_tokens.empty()) {
     BF_ASSIGN_OR_RETURN(std::vector<int32_t> ids, ParseTokenList(flags.prompt_tokens));
     request.mutable_prompt_tokens()->mutable_ids()->Add(ids.begin(), ids.end());
   } else if (flags.chat) {
@@ -109,9 +114,14 @@ Status Generate(const GenerateFlags& flags) {
     request.set_logprobs(true);
     request.set_top_logprobs(static_cast<uint32_t>(flags.logprobs));
   }
-  const bool print_text = !flags.tokens && flags.logprobs < 0;
-  if (print_text && !flags.prefill.empty()) std::fwrite(flags.prefill.data(), 1, flags.prefill.size(), stdout);
+  return request;
+}
 
+// One Generate call: the text streams to stdout as it comes (or, with --tokens / --logprobs,
+// the ids / JSON lines at the end), the summary goes to stderr; returns the generated text.
+StatusOr<std::string> Stream(v1::Inference::Stub& stub, const v1::GenerateRequest& request,
+                             const GenerateFlags& flags) {
+  const bool print_text = !flags.tokens && flags.logprobs < 0;
   grpc::ClientContext context;
   AddApiKey(context, flags.security);
   if (flags.timeout_s > 0) {
@@ -121,8 +131,9 @@ Status Generate(const GenerateFlags& flags) {
   }
   const Clock::time_point start = Clock::now();
   std::optional<Clock::time_point> first_token;
-  auto reader = stub->Generate(&context, request);
+  auto reader = stub.Generate(&context, request);
   v1::GenerateResponse response;
+  std::string text;
   std::vector<int32_t> ids;
   std::vector<v1::TokenLogprobs> logprobs;
   v1::GenerateResponse last;
@@ -130,6 +141,7 @@ Status Generate(const GenerateFlags& flags) {
     if (!first_token && response.token_ids_size() > 0) first_token = Clock::now();
     ids.insert(ids.end(), response.token_ids().begin(), response.token_ids().end());
     logprobs.insert(logprobs.end(), response.logprobs().begin(), response.logprobs().end());
+    text += response.text();
     if (print_text && !response.text().empty()) {
       std::fwrite(response.text().data(), 1, response.text().size(), stdout);
       std::fflush(stdout);
@@ -158,7 +170,67 @@ Status Generate(const GenerateFlags& flags) {
                "finish: %s; %u prompt tokens (%u cached), %u generated; first token %.3f s, total %.3f s; seed %llu\n",
                v1::FinishReason_Name(last.finish_reason()).c_str(), usage.prompt_tokens(), usage.cached_prompt_tokens(),
                usage.completion_tokens(), ttft, total, static_cast<unsigned long long>(usage.seed()));
+  return text;
+}
+
+// --interactive: a conversation read from stdin, one user message per line, each answer
+// streamed and kept in the history the next request sends (the server's prefix cache makes the
+// repeated history cheap). "/reset" forgets the conversation, "/system TEXT" starts a new one
+// with that system message, "/exit" or the end of input ends. A refused turn is reported and
+// left out of the history.
+Status Converse(v1::Inference::Stub& stub, const GenerateFlags& flags) {
+  BF_ASSIGN_OR_RETURN(v1::GenerateRequest request, BuildRequest(flags));
+  const bool terminal = isatty(STDIN_FILENO) != 0;
+  std::string system = flags.system;
+  v1::ChatMessages history = coordinator::OneTurnChat(system, "");
+  history.mutable_messages()->RemoveLast();  // the system message alone, if any
+  if (terminal) {
+    std::fprintf(stderr, "Chat with %s: one message per line; /reset, /system TEXT, /exit (or Ctrl-D).\n",
+                 flags.target.c_str());
+  }
+  std::string line = flags.prompt;  // a first message given with --prompt
+  bool have_line = !line.empty();
+  while (true) {
+    if (!have_line) {
+      if (terminal) std::fputs("> ", stderr);
+      if (!std::getline(std::cin, line)) break;
+    }
+    have_line = false;
+    if (line == "/exit") break;
+    if (line == "/reset" || line.rfind("/system ", 0) == 0) {
+      if (line != "/reset") system = line.substr(std::string("/system ").size());
+      history = coordinator::OneTurnChat(system, "");
+      history.mutable_messages()->RemoveLast();
+      continue;
+    }
+    if (line.empty()) continue;
+    *request.mutable_chat() = history;
+    v1::ChatMessage* user = request.mutable_chat()->add_messages();
+    user->set_role("user");
+    user->set_content(line);
+    StatusOr<std::string> answer = Stream(stub, request, flags);
+    if (!answer.ok()) {
+      std::fprintf(stderr, "bitfleet generate: %s\n", std::string(answer.status().message()).c_str());
+      continue;
+    }
+    *history.add_messages() = *user;
+    v1::ChatMessage* reply = history.add_messages();
+    reply->set_role("assistant");
+    reply->set_content(*answer);
+  }
   return absl::OkStatus();
+}
+
+Status Generate(const GenerateFlags& flags) {
+  BF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      OpenChannel(flags.target, flags.security, flags.wait_ready_s));
+  auto stub = v1::Inference::NewStub(channel);
+  if (flags.interactive) return Converse(*stub, flags);
+  BF_ASSIGN_OR_RETURN(const v1::GenerateRequest request, BuildRequest(flags));
+  if (!flags.tokens && flags.logprobs < 0 && !flags.prefill.empty()) {
+    std::fwrite(flags.prefill.data(), 1, flags.prefill.size(), stdout);
+  }
+  return Stream(*stub, request, flags).status();
 }
 
 template <typename T>
@@ -182,10 +254,15 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
   auto* chat = cmd->add_flag("--chat", flags->chat,
                 "Send the prompt as a user message; the server applies the model's chat template");
   cmd->add_option("--system", flags->system, "System message for --chat (default: the template's own, if any)");
-  cmd->add_option("--prefill", flags->prefill,
+  auto* prefill = cmd->add_option("--prefill", flags->prefill,
                   "With --chat: the answer's beginning, which the model continues (continue_final_message); printed "
                   "before the continuation")
       ->needs(chat);
+  auto* interactive = cmd->add_flag(
+      "-i,--interactive", flags->interactive,
+      "Chat: one user message per line of stdin, each answer streamed and kept in the conversation the "
+      "next message is sent with (--prompt: the first message; /reset, /system TEXT, /exit)");
+  interactive->excludes(ids)->excludes(prefill);
   cmd->add_option("-n,--max-tokens", flags->max_tokens, "Tokens to generate (0: until the context is full)")
       ->capture_default_str();
   GenerateFlags& f = *flags;
@@ -214,7 +291,9 @@ void RegisterGenerate(CLI::App& app, int* exit_code) {
                   "\"logprob\", \"top\": [N most likely: {\"id\", \"token\", \"logprob\"}]} (the model's "
                   "natural-log probabilities, before sampling's penalties and filters); N in 0..20")
       ->check(CLI::Range(0, 20))
-      ->excludes(tokens);
+      ->excludes(tokens)
+      ->excludes(interactive);
+  tokens->excludes(interactive);
   cmd->add_option("--timeout", flags->timeout_s, "Deadline for the whole call in seconds (0: none)");
   cmd->add_option("--wait-ready", flags->wait_ready_s, "First wait up to this many seconds for health SERVING");
   cmd->callback([flags, exit_code] {
