@@ -116,7 +116,9 @@ StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& variabl
     }
     return jinja::Render(*program_, globals, limits);
   } catch (const JinjaError& e) {
-    if (e.raised) return absl::InvalidArgumentError(absl::StrCat("the chat template refused the conversation: ", e.message));
+    if (e.raised) {
+      return absl::InvalidArgumentError(absl::StrCat("the chat template refused the conversation: ", e.message));
+    }
     return absl::InvalidArgumentError(absl::StrCat("chat template: ", e.message));
   }
 }

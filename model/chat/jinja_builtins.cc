@@ -171,7 +171,8 @@ double FloorMod(double a, double b) {
 }
 
 [[noreturn]] void Unsupported(std::string_view op, const Value& a, const Value& b) {
-  Fail(absl::StrCat("unsupported operand type(s) for ", std::string(op), ": '", a.TypeName(), "' and '", b.TypeName(), "'"));
+  Fail(absl::StrCat("unsupported operand type(s) for ", std::string(op), ": '", a.TypeName(), "' and '",
+                    b.TypeName(), "'"));
 }
 
 // ---- filters ----
@@ -369,7 +370,9 @@ Value SumFilter(const Value& seq, const CallArgs& args) {
   const Value* attribute = OptionalArg(args, 0, "attribute");
   const Value* start = OptionalArg(args, 1, "start");
   Value total = start != nullptr ? *start : Value::Int(0);
-  for (const Value& item : Iterate(seq)) total = BinaryOp("+", total, attribute ? Attribute(item, attribute->Str()) : item);
+  for (const Value& item : Iterate(seq)) {
+    total = BinaryOp("+", total, attribute != nullptr ? Attribute(item, attribute->Str()) : item);
+  }
   return total;
 }
 
@@ -685,7 +688,8 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
   if (name == "length" || name == "count") return Value::Int(static_cast<int64_t>(Length(v)));
   if (name == "tojson") {
     const Value* indent = OptionalArg(args, 0, "indent");
-    std::string json = ToJson(v, indent == nullptr ? -1 : static_cast<int>(std::clamp<int64_t>(IntArg(indent, -1), -1, 64)));
+    const int width = indent == nullptr ? -1 : static_cast<int>(std::clamp<int64_t>(IntArg(indent, -1), -1, 64));
+    std::string json = ToJson(v, width);
     CheckStringSize(json.size());
     return Value::String(std::move(json));
   }

@@ -337,8 +337,8 @@ class Interpreter {
       case Expr::Kind::kSlice: {
         Value object = Eval(*e.children[0]);
         Value parts[3];
-        for (int i = 0; i < 3; ++i) {
-          if (e.children[static_cast<size_t>(i) + 1] != nullptr) parts[i] = Eval(*e.children[static_cast<size_t>(i) + 1]);
+        for (size_t i = 0; i < 3; ++i) {
+          if (e.children[i + 1] != nullptr) parts[i] = Eval(*e.children[i + 1]);
         }
         return Slice(object, parts[0], parts[1], parts[2]);
       }

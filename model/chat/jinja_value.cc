@@ -369,7 +369,8 @@ bool LessAt(const Value& a, const Value& b, int depth) {
     }
     return x.size() < y.size();
   }
-  throw JinjaError{absl::StrCat("'<' not supported between instances of '", a.TypeName(), "' and '", b.TypeName(), "'")};
+  throw JinjaError{absl::StrCat("'<' not supported between instances of '", a.TypeName(), "' and '", b.TypeName(),
+                                "'")};
 }
 
 

@@ -67,7 +67,8 @@ OrderedJson RenderCase(const std::string& line) {
   options.add_generation_prompt = c.value("add_generation_prompt", true);
   options.bos_token = c.value("bos_token", "");
   options.eos_token = c.value("eos_token", "");
-  OrderedJson variables = c.contains("variables") && c["variables"].is_object() ? c["variables"] : OrderedJson::object();
+  OrderedJson variables = OrderedJson::object();
+  if (c.contains("variables") && c["variables"].is_object()) variables = c["variables"];
   variables["messages"] = c.contains("messages") ? c["messages"] : OrderedJson::array();
   auto text = (*parsed)->Render(variables, options);
   if (!text.ok()) return OrderedJson{{"error", std::string(text.status().message())}};
@@ -142,10 +143,12 @@ void RegisterChatTemplate(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "chat-template",
       "Render a conversation with a chat template, as serve renders chat requests (to check a template)");
-  auto* model = cmd->add_option("--model,-m", flags->model, "GGUF model: its tokenizer.chat_template, BOS and EOS text");
+  auto* model =
+      cmd->add_option("--model,-m", flags->model, "GGUF model: its tokenizer.chat_template, BOS and EOS text");
   auto* file = cmd->add_option("--template", flags->template_file, "A Jinja chat template file instead of a model's");
   auto* jsonl = cmd->add_option("--jsonl", flags->jsonl,
-                                "Render each line's case ({\"template\", \"messages\", ...}); one JSON result per line");
+                                "Render each line's case ({\"template\", \"messages\", ...}); one JSON result "
+                                "per line");
   model->excludes(file);
   jsonl->excludes(model)->excludes(file);
   cmd->add_option("--messages", flags->messages, "JSON array of {\"role\", \"content\"} messages ('-': stdin)")

@@ -23,7 +23,8 @@ Json Messages() {
 }
 
 // Renders `source` with Messages(); the error's message when it fails.
-std::string Render(const std::string& source, const ChatRenderOptions& options = {}, const Json& variables = Messages()) {
+std::string Render(const std::string& source, const ChatRenderOptions& options = {},
+                   const Json& variables = Messages()) {
   auto parsed = ChatTemplate::Parse(source);
   if (!parsed.ok()) return "PARSE: " + std::string(parsed.status().message());
   auto text = (*parsed)->Render(variables, options);
@@ -112,7 +113,8 @@ TEST(ChatTemplateTest, RaisedExceptionsAndTypeErrorsAreErrors) {
   EXPECT_TRUE(Contains(raised, "Conversation roles must alternate")) << raised;
   EXPECT_TRUE(Contains(Render("{{ 'a' + 1 }}"), "unsupported operand")) << Render("{{ 'a' + 1 }}");
   EXPECT_TRUE(Contains(Render("{{ missing.attr }}"), "undefined"));
-  EXPECT_TRUE(Contains(Render("\n\n{{ messages[0].content + none }}"), "template line 3")) << Render("\n\n{{ 1 + none }}");
+  const std::string third_line = Render("\n\n{{ messages[0].content + none }}");
+  EXPECT_TRUE(Contains(third_line, "template line 3")) << third_line;
 }
 
 TEST(ChatTemplateTest, ConstructsOutsideTheSubsetAreRefusedWhenParsed) {
@@ -133,14 +135,16 @@ TEST(ChatTemplateTest, LimitsBoundHostileTemplates) {
   small.max_output_bytes = 1000;
   EXPECT_TRUE(Contains(Render("{% for i in range(2000) %}x{% endfor %}", small), "exceeds 1000 bytes"));
   EXPECT_TRUE(Contains(Render("{% set s = 'x' * 5000 %}", small), "more than 1000 bytes"));
-  EXPECT_TRUE(Contains(Render("{% set ns = namespace(s='ab') %}{% for i in range(20) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+  EXPECT_TRUE(Contains(Render("{% set ns = namespace(s='ab') %}{% for i in range(20) %}"
+                              "{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
                               small),
                        "more than 1000 bytes"));
   EXPECT_TRUE(Contains(Render("{% for i in range(100000) %}{% for j in range(100) %}{% endfor %}{% endfor %}"),
                        "steps"));
   EXPECT_TRUE(Contains(Render("{{ range(1000000) | length }}"), "range too big"));
   EXPECT_TRUE(Contains(Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), "nest more than 64"));
-  EXPECT_TRUE(Contains(Render("{{" + std::string(5000, '(') + "1" + std::string(5000, ')') + "}}"), "nesting too deep"));
+  const std::string parens = "{{" + std::string(5000, '(') + "1" + std::string(5000, ')') + "}}";
+  EXPECT_TRUE(Contains(Render(parens), "nesting too deep"));
   EXPECT_TRUE(Contains(Render("{{ 2 ** 64 }}"), "integer overflow"));
   // A namespace holding itself, printed or compared; a huge repr stopped as it grows.
   EXPECT_TRUE(Contains(Render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}"), "nested more than 64"));
@@ -150,7 +154,8 @@ TEST(ChatTemplateTest, LimitsBoundHostileTemplates) {
   // Variables nested past the bound are refused, not walked.
   Json deep = Json::array();
   for (int i = 0; i < 100; ++i) deep = Json::array({deep});
-  EXPECT_TRUE(Contains(Render("{{ x | length }}", {}, Json{{"x", deep}}), "nest more than 64")) << Render("{{ x }}", {}, Json{{"x", deep}});
+  const std::string too_deep = Render("{{ x | length }}", {}, Json{{"x", deep}});
+  EXPECT_TRUE(Contains(too_deep, "nest more than 64")) << too_deep;
 }
 
 // One parsed template rendered from several threads at once (the server's HTTP and gRPC
