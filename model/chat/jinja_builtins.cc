@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -294,20 +295,25 @@ bool FlagArg(const CallArgs& args, size_t index, std::string_view name) {
   return v != nullptr && v->Truthy();
 }
 
-// sort(reverse, case_sensitive, attribute), stable as Python's sorted().
-Value SortFilter(const Value& seq, const CallArgs& args) {
-  const bool reverse = FlagArg(args, 0, "reverse");
-  const bool case_sensitive = FlagArg(args, 1, "case_sensitive");
-  const Value* attribute = OptionalArg(args, 2, "attribute");
-  ValueList items = Iterate(seq);
+// `items` ordered by `key` of each, stable as Python's sorted() (reversed: still stable).
+Value SortedBy(const ValueList& items, const std::function<Value(const Value&)>& key, bool reverse) {
   std::vector<std::pair<Value, size_t>> keyed;
-  for (size_t i = 0; i < items.size(); ++i) keyed.emplace_back(SortKey(items[i], attribute, case_sensitive), i);
+  for (size_t i = 0; i < items.size(); ++i) keyed.emplace_back(key(items[i]), i);
   std::stable_sort(keyed.begin(), keyed.end(), [reverse](const auto& a, const auto& b) {
     return reverse ? Less(b.first, a.first) : Less(a.first, b.first);
   });
   ValueList out;
-  for (const auto& [key, i] : keyed) out.push_back(items[i]);
+  for (const auto& [k, i] : keyed) out.push_back(items[i]);
   return Value::List(std::move(out));
+}
+
+// sort(reverse, case_sensitive, attribute).
+Value SortFilter(const Value& seq, const CallArgs& args) {
+  const bool reverse = FlagArg(args, 0, "reverse");
+  const bool case_sensitive = FlagArg(args, 1, "case_sensitive");
+  const Value* attribute = OptionalArg(args, 2, "attribute");
+  return SortedBy(
+      Iterate(seq), [&](const Value& item) { return SortKey(item, attribute, case_sensitive); }, reverse);
 }
 
 // dictsort(case_sensitive, by='key', reverse): the (key, value) pairs, sorted.
@@ -320,16 +326,9 @@ Value DictSortFilter(const Value& dict, const CallArgs& args) {
   const bool reverse = FlagArg(args, 2, "reverse");
   ValueList pairs;
   for (const auto& [k, v] : dict.dict()) pairs.push_back(Value::List({Value::String(k), v}, true));
-  std::vector<std::pair<Value, size_t>> keyed;
-  for (size_t i = 0; i < pairs.size(); ++i) {
-    keyed.emplace_back(SortKey(pairs[i].list()[by_value ? 1 : 0], nullptr, case_sensitive), i);
-  }
-  std::stable_sort(keyed.begin(), keyed.end(), [reverse](const auto& a, const auto& b) {
-    return reverse ? Less(b.first, a.first) : Less(a.first, b.first);
-  });
-  ValueList out;
-  for (const auto& [key, i] : keyed) out.push_back(pairs[i]);
-  return Value::List(std::move(out));
+  return SortedBy(
+      pairs, [&](const Value& pair) { return SortKey(pair.list()[by_value ? 1 : 0], nullptr, case_sensitive); },
+      reverse);
 }
 
 // unique(case_sensitive, attribute): first occurrences, in order.
