@@ -686,9 +686,29 @@ Value ApplyFilter(std::string_view name, const Value& v, const CallArgs& args) {
   }
   if (name == "length" || name == "count") return Value::Int(static_cast<int64_t>(Length(v)));
   if (name == "tojson") {
-    const Value* indent = OptionalArg(args, 0, "indent");
-    const int width = indent == nullptr ? -1 : static_cast<int>(std::clamp<int64_t>(IntArg(indent, -1), -1, 64));
-    std::string json = ToJson(v, width);
+    // Hugging Face's signature: tojson(x, ensure_ascii=False, indent=None, separators=None,
+    // sort_keys=False).
+    JsonFormat format;
+    const Value* ensure_ascii = OptionalArg(args, 0, "ensure_ascii");
+    format.ensure_ascii = ensure_ascii != nullptr && ensure_ascii->Truthy();
+    const Value* indent = OptionalArg(args, 1, "indent");
+    if (indent != nullptr && !indent->is_none()) {
+      format.indent = indent->is_string() ? -2 : static_cast<int>(std::clamp<int64_t>(IntArg(indent, -1), -1, 64));
+      if (format.indent == -2) Fail("tojson: a string indent is not supported");
+      format.indent = std::max(format.indent, 0);  // Python: a negative indent still breaks lines
+    }
+    const Value* separators = OptionalArg(args, 2, "separators");
+    if (separators != nullptr && !separators->is_none()) {
+      if (!separators->is_list() || separators->list().size() != 2 || !separators->list()[0].is_string() ||
+          !separators->list()[1].is_string()) {
+        Fail("tojson: separators must be a pair of strings");
+      }
+      format.item_separator = separators->list()[0].string();
+      format.key_separator = separators->list()[1].string();
+    }
+    const Value* sort_keys = OptionalArg(args, 3, "sort_keys");
+    format.sort_keys = sort_keys != nullptr && sort_keys->Truthy();
+    std::string json = ToJson(v, format);
     CheckStringSize(json.size());
     return Value::String(std::move(json));
   }

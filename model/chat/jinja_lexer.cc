@@ -51,20 +51,12 @@ class Lexer {
       }
       const char type = src_[open + 1];  // '{', '%' or '#'
       const char sign = open + 2 < src_.size() ? src_[open + 2] : '\0';
-      if (sign == '-') {
-        text = RStrip(text);
-      } else if (sign != '+' && type != '{') {
-        // lstrip_blocks: only whitespace between the line's start and the tag.
-        const size_t line_start = text.rfind('\n') + 1;  // npos + 1 == 0
-        if (line_start > 0 || line_starting) {
-          std::string_view tail = text.substr(line_start);
-          if (!tail.empty() && RStrip(tail).empty()) text = text.substr(0, line_start);
-        }
-      }
-      Emit(TokenKind::kText, std::string(text), text_line);
+      Emit(TokenKind::kText, std::string(ControlLeft(text, sign, type != '{', line_starting)), text_line);
       pos_ = open + 2 + (sign == '-' || sign == '+' ? 1 : 0);
       if (type == '#') {
         line_starting = SkipComment();
+      } else if (type == '%' && AtRaw()) {
+        line_starting = LexRaw();
       } else {
         line_starting = LexTag(type == '{');
       }
@@ -74,6 +66,74 @@ class Lexer {
   }
 
  private:
+  // The text before a tag opened with `sign` ('-', '+' or none): `-` strips all whitespace
+  // before it; for block and comment tags lstrip_blocks drops the spaces and tabs between the
+  // line's start and the tag (`line_starting`: the text began a line).
+  static std::string_view ControlLeft(std::string_view text, char sign, bool block, bool line_starting) {
+    if (sign == '-') return RStrip(text);
+    if (sign == '+' || !block) return text;
+    const size_t line_start = text.rfind('\n') + 1;  // npos + 1 == 0
+    if (line_start > 0 || line_starting) {
+      const std::string_view tail = text.substr(line_start);
+      if (!tail.empty() && RStrip(tail).empty()) return text.substr(0, line_start);
+    }
+    return text;
+  }
+
+  // Skips whitespace and then `word` from `*at`; false (and `*at` unchanged) when it is not there.
+  bool SkipWord(size_t* at, std::string_view word) const {
+    size_t i = *at;
+    while (i < src_.size() && IsSpace(src_[i])) ++i;
+    if (src_.substr(i, word.size()) != word) return false;
+    *at = i + word.size();
+    return true;
+  }
+
+  // After `{%` and its sign: whether the tag is `raw` (a block of literal text).
+  bool AtRaw() const {
+    size_t at = pos_;
+    if (!SkipWord(&at, "raw")) return false;
+    size_t close = at;
+    return SkipWord(&close, "-%}") || SkipWord(&close, "%}");
+  }
+
+  // `{% raw %}...{% endraw %}`: the text between is emitted as it is. As in Jinja, `-` controls
+  // whitespace on both tags and the endraw tag takes trim_blocks and lstrip_blocks; the raw tag's
+  // `%}` does not take trim_blocks.
+  bool LexRaw() {
+    SkipWord(&pos_, "raw");
+    const size_t open_end = pos_;
+    const bool strip = SkipWord(&pos_, "-%}");
+    if (!strip) SkipWord(&pos_, "%}");
+    CountLines(src_.substr(open_end, pos_ - open_end));
+    const bool raw_line_starting = AfterClose(strip, false, true);
+    for (size_t from = pos_;;) {
+      const size_t open = src_.find("{%", from);
+      if (open == std::string_view::npos) Fail("missing {% endraw %}");
+      const char sign = open + 2 < src_.size() ? src_[open + 2] : '\0';
+      size_t at = open + 2 + (sign == '-' || sign == '+' ? 1 : 0);
+      if (!SkipWord(&at, "endraw")) {
+        from = open + 2;
+        continue;
+      }
+      char close_sign = '\0';
+      if (SkipWord(&at, "-%}")) {
+        close_sign = '-';
+      } else if (SkipWord(&at, "+%}")) {
+        close_sign = '+';
+      } else if (!SkipWord(&at, "%}")) {
+        from = open + 2;
+        continue;
+      }
+      const std::string_view data = src_.substr(pos_, open - pos_);
+      const int data_line = line_;
+      CountLines(src_.substr(pos_, at - pos_));
+      Emit(TokenKind::kText, std::string(ControlLeft(data, sign, true, raw_line_starting)), data_line);
+      pos_ = at;
+      return AfterClose(close_sign == '-', true, close_sign == '+');
+    }
+  }
+
   size_t FindOpener(size_t from) const {
     for (size_t i = from; i + 1 < src_.size(); ++i) {
       if (src_[i] == '{' && (src_[i + 1] == '{' || src_[i + 1] == '%' || src_[i + 1] == '#')) return i;

@@ -1,5 +1,6 @@
 #include "model/chat/jinja_value.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -374,9 +375,31 @@ bool LessAt(const Value& a, const Value& b, int depth) {
 }
 
 
-void JsonString(std::string_view s, std::string* out) {
+void AppendEscape(uint32_t unit, std::string* out) {
+  char hex[8];
+  std::snprintf(hex, sizeof(hex), "\\u%04x", unit);
+  *out += hex;
+}
+
+void JsonString(std::string_view s, bool ensure_ascii, std::string* out) {
   *out += '"';
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (ensure_ascii && c >= 0x80) {
+      // One UTF-8 sequence as Python escapes its code point (a stray byte as itself).
+      size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      n = std::min(n, s.size() - i);
+      uint32_t cp = n == 1 ? c : c & (0x7F >> n);
+      for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+      if (cp >= 0x10000) {
+        AppendEscape(0xD800 + ((cp - 0x10000) >> 10), out);
+        AppendEscape(0xDC00 + ((cp - 0x10000) & 0x3FF), out);
+      } else {
+        AppendEscape(cp, out);
+      }
+      i += n - 1;
+      continue;
+    }
     switch (c) {
       case '"':
         *out += "\\\"";
@@ -401,9 +424,7 @@ void JsonString(std::string_view s, std::string* out) {
         break;
       default:
         if (c < 0x20) {
-          char hex[8];
-          std::snprintf(hex, sizeof(hex), "\\u%04x", c);
-          *out += hex;
+          AppendEscape(c, out);
         } else {
           *out += static_cast<char>(c);
         }
@@ -412,14 +433,18 @@ void JsonString(std::string_view s, std::string* out) {
   *out += '"';
 }
 
-void AppendJson(const Value& value, int indent, int depth, std::string* out) {
+void AppendJson(const Value& value, const JsonFormat& format, int depth, std::string* out) {
   CheckDepth(depth);
   CheckStringSize(out->size());
   using K = Value::Kind;
+  const int indent = format.indent;
   const auto newline = [&](int level) {
     *out += '\n';
     out->append(static_cast<size_t>(indent) * static_cast<size_t>(level), ' ');
   };
+  const std::string item_separator =
+      !format.item_separator.empty() ? format.item_separator : indent >= 0 ? "," : ", ";
+  const std::string key_separator = !format.key_separator.empty() ? format.key_separator : ": ";
   switch (value.kind()) {
     case K::kNone:
       *out += "null";
@@ -442,7 +467,7 @@ void AppendJson(const Value& value, int indent, int depth, std::string* out) {
       return;
     }
     case K::kString:
-      JsonString(value.string(), out);
+      JsonString(value.string(), format.ensure_ascii, out);
       return;
     case K::kList: {
       if (value.list().empty()) {
@@ -451,9 +476,9 @@ void AppendJson(const Value& value, int indent, int depth, std::string* out) {
       }
       *out += '[';
       for (size_t i = 0; i < value.list().size(); ++i) {
-        if (i > 0) *out += indent >= 0 ? "," : ", ";
+        if (i > 0) *out += item_separator;
         if (indent >= 0) newline(depth + 1);
-        AppendJson(value.list()[i], indent, depth + 1, out);
+        AppendJson(value.list()[i], format, depth + 1, out);
       }
       if (indent >= 0) newline(depth);
       *out += ']';
@@ -465,14 +490,18 @@ void AppendJson(const Value& value, int indent, int depth, std::string* out) {
         return;
       }
       *out += '{';
-      bool first = true;
-      for (const auto& [key, item] : value.dict()) {
-        if (!first) *out += indent >= 0 ? "," : ", ";
-        first = false;
+      std::vector<const std::pair<std::string, Value>*> entries;
+      for (const auto& entry : value.dict()) entries.push_back(&entry);
+      if (format.sort_keys) {
+        std::stable_sort(entries.begin(), entries.end(),
+                         [](const auto* a, const auto* b) { return a->first < b->first; });
+      }
+      for (size_t i = 0; i < entries.size(); ++i) {
+        if (i > 0) *out += item_separator;
         if (indent >= 0) newline(depth + 1);
-        JsonString(key, out);
-        *out += ": ";
-        AppendJson(item, indent, depth + 1, out);
+        JsonString(entries[i]->first, format.ensure_ascii, out);
+        *out += key_separator;
+        AppendJson(entries[i]->second, format, depth + 1, out);
       }
       if (indent >= 0) newline(depth);
       *out += '}';
@@ -488,9 +517,9 @@ void AppendJson(const Value& value, int indent, int depth, std::string* out) {
 bool Equal(const Value& a, const Value& b) { return EqualAt(a, b, 0); }
 bool Less(const Value& a, const Value& b) { return LessAt(a, b, 0); }
 
-std::string ToJson(const Value& value, int indent) {
+std::string ToJson(const Value& value, const JsonFormat& format) {
   std::string out;
-  AppendJson(value, indent, 0, &out);
+  AppendJson(value, format, 0, &out);
   return out;
 }
 

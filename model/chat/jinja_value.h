@@ -131,8 +131,14 @@ bool Less(const Value& a, const Value& b);
 std::string FloatRepr(double d);
 std::string StringRepr(std::string_view s);
 
-// json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=False), as Hugging Face's
-// `tojson` filter calls it. indent < 0: one line with ", " and ": " separators.
-std::string ToJson(const Value& value, int indent);
+// json.dumps's options, as Hugging Face's `tojson` filter passes them (its defaults here).
+struct JsonFormat {
+  int indent = -1;             // < 0: one line
+  std::string item_separator;  // "": Python's default (", " on one line, "," indented)
+  std::string key_separator;   // "": ": "
+  bool sort_keys = false;
+  bool ensure_ascii = false;  // true: non-ASCII as \uXXXX escapes (surrogate pairs past U+FFFF)
+};
+std::string ToJson(const Value& value, const JsonFormat& format = {});
 
 }  // namespace bitfleet::chat::jinja

@@ -57,6 +57,9 @@ TEST(ChatTemplateTest, WhitespaceControlAsHuggingFaceRendersTemplates) {
   EXPECT_EQ(Render("x\n  {%+ if true %}y{% endif +%}\nz"), "x\n  y\nz");
   EXPECT_EQ(Render("{{ 'v' }}\n{# note #}\n  {{- 'w' }}"), "v\nw");
   EXPECT_EQ(Render("a\r\nb\r\n"), "a\nb");
+  EXPECT_EQ(Render("{% raw %}{{ x }} {% if %}{% endraw %}|{%- raw -%}\n  y  \n{%- endraw %}\nz"),
+            "{{ x }} {% if %}|yz");
+  EXPECT_TRUE(Contains(Render("{% raw %}never closed"), "missing {% endraw %}"));
 }
 
 TEST(ChatTemplateTest, PrintsValuesAsPythonDoes) {
@@ -69,6 +72,8 @@ TEST(ChatTemplateTest, PrintsValuesAsPythonDoes) {
   EXPECT_EQ(Render("{{ {'a': [1, 2.5, 'é\"\\n'], 'b': none, 'c': true} | tojson }}"),
             "{\"a\": [1, 2.5, \"é\\\"\\n\"], \"b\": null, \"c\": true}");
   EXPECT_EQ(Render("{{ {'a': [1, {}]} | tojson(indent=2) }}"), "{\n  \"a\": [\n    1,\n    {}\n  ]\n}");
+  EXPECT_EQ(Render("{{ {'b': 'é😀', 'a': [1]} | tojson(true, separators=(',', ':'), sort_keys=true) }}"),
+            "{\"a\":[1],\"b\":\"\\u00e9\\ud83d\\ude00\"}");
 }
 
 TEST(ChatTemplateTest, OperatorsTestsAndFiltersOfTheSubset) {
