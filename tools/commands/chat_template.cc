@@ -1,11 +1,12 @@
 // `bitfleet chat-template`: renders a conversation with a chat template, exactly as `serve`
 // renders chat requests, so a template can be checked before a model is served with it.
 //
-//   bitfleet chat-template --model M.gguf [--messages FILE] [--tools FILE] [--no-generation-prompt]
+//   bitfleet chat-template --model M.gguf [--messages FILE] [--tools FILE] [--no-generation-prompt] [--ids]
 //   bitfleet chat-template --template FILE [--bos TEXT] [--eos TEXT] [--messages FILE] ...
 //   bitfleet chat-template --jsonl FILE
 //
-// --messages is a JSON array of {"role", "content"} objects ("-" or absent: stdin). --jsonl
+// --messages is a JSON array of {"role", "content"} objects ("-" or absent: stdin). --ids prints
+// the token ids the server would send instead of the text (and the end-of-turn token). --jsonl
 // renders many cases, one JSON object per line ({"template", "messages",
 // "add_generation_prompt", "bos_token", "eos_token", "variables"}), and writes one line per
 // case, {"text": ...} or {"error": ...}; the differential tests against Python's Jinja use it.
@@ -19,6 +20,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "coordinator/chat_prompt.h"
 #include "core/read_file.h"
 #include "model/chat/chat_template.h"
 #include "model/gguf/gguf.h"
@@ -41,6 +43,7 @@ struct ChatTemplateFlags {
   std::string bos;
   std::string eos;
   bool no_generation_prompt = false;
+  bool ids = false;  // --ids: the token ids the server would send, not the text
 };
 
 StatusOr<std::string> ReadText(const std::string& path) {
@@ -75,6 +78,41 @@ OrderedJson RenderCase(const std::string& line) {
   return OrderedJson{{"text", *text}};
 }
 
+// --ids: the conversation encoded as the server encodes it (coordinator/chat_prompt.h: special
+// tokens only where the template writes them, BOS once), ids on stdout; the template's end of
+// turn on stderr.
+int PrintIds(const std::string& source, const tokenizer::Tokenizer& tokenizer, const OrderedJson& messages,
+             bool add_generation_prompt) {
+  auto prompt = coordinator::ChatPrompt::Create(source, tokenizer);
+  if (!prompt.ok()) {
+    std::fprintf(stderr, "bitfleet chat-template: %s\n", std::string(prompt.status().message()).c_str());
+    return 1;
+  }
+  v1::ChatMessages chat;
+  for (const OrderedJson& m : messages) {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+        !m["content"].is_string()) {
+      std::fprintf(stderr, "bitfleet chat-template: --ids needs messages of string role and content\n");
+      return 2;
+    }
+    v1::ChatMessage* added = chat.add_messages();
+    added->set_role(m["role"].get<std::string>());
+    added->set_content(m["content"].get<std::string>());
+  }
+  chat.set_add_generation_prompt(add_generation_prompt);
+  auto ids = (*prompt)->Encode(chat, tokenizer, tokenizer::kMaxEncodeBytesLimit);
+  if (!ids.ok()) {
+    std::fprintf(stderr, "bitfleet chat-template: %s\n", std::string(ids.status().message()).c_str());
+    return 1;
+  }
+  for (size_t i = 0; i < ids->size(); ++i) std::printf("%s%d", i > 0 ? " " : "", (*ids)[i]);
+  std::printf("\n");
+  for (int32_t id : (*prompt)->turn_end_tokens()) {
+    std::fprintf(stderr, "end of turn: %s (id %d)\n", tokenizer.vocab().tokens[static_cast<size_t>(id)].c_str(), id);
+  }
+  return 0;
+}
+
 int RunJsonl(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -96,6 +134,7 @@ int Run(const ChatTemplateFlags& flags) {
     return code;
   };
   std::string source;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;  // with --model
   chat::ChatRenderOptions options;
   options.add_generation_prompt = !flags.no_generation_prompt;
   options.bos_token = flags.bos;
@@ -108,12 +147,13 @@ int Run(const ChatTemplateFlags& flags) {
     source = *text;
     auto tok = tokenizer::LoadTokenizerFromGguf(flags.model);
     if (!tok.ok()) return fail(2, tok.status());
-    const auto& tokens = (*tok)->vocab().tokens;
+    tokenizer = std::move(*tok);
+    const auto& tokens = tokenizer->vocab().tokens;
     const auto text_of = [&tokens](tokenizer::TokenId id) {
       return id >= 0 && static_cast<size_t>(id) < tokens.size() ? tokens[static_cast<size_t>(id)] : std::string();
     };
-    if (flags.bos.empty()) options.bos_token = text_of((*tok)->bos());
-    if (flags.eos.empty()) options.eos_token = text_of((*tok)->eos());
+    if (flags.bos.empty()) options.bos_token = text_of(tokenizer->bos());
+    if (flags.eos.empty()) options.eos_token = text_of(tokenizer->eos());
   } else {
     auto text = ReadText(flags.template_file);
     if (!text.ok()) return fail(2, text.status());
@@ -124,6 +164,7 @@ int Run(const ChatTemplateFlags& flags) {
   auto messages = ReadJson(flags.messages);
   if (!messages.ok()) return fail(2, messages.status());
   if (!messages->is_array()) return fail(2, absl::InvalidArgumentError("--messages must hold a JSON array"));
+  if (flags.ids) return PrintIds(source, *tokenizer, *messages, options.add_generation_prompt);
   OrderedJson variables = {{"messages", *messages}};
   if (!flags.tools.empty()) {
     auto tools = ReadJson(flags.tools);
@@ -158,6 +199,11 @@ void RegisterChatTemplate(CLI::App& app, int* exit_code) {
   cmd->add_option("--eos", flags->eos, "eos_token text (default: the model's EOS token)");
   cmd->add_flag("--no-generation-prompt", flags->no_generation_prompt,
                 "add_generation_prompt = false (no opening of the assistant's turn)");
+  cmd->add_flag("--ids", flags->ids,
+                "Print the token ids the server would send for this conversation (special tokens only where the "
+                "template writes them, BOS once) and, on stderr, the token that ends a turn")
+      ->needs(model)
+      ->excludes("--tools");
   cmd->callback([flags, exit_code] {
     if (flags->model.empty() && flags->template_file.empty() && flags->jsonl.empty()) {
       throw CLI::ValidationError("chat-template", "one of --model, --template or --jsonl is required");
