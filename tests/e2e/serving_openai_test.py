@@ -418,6 +418,14 @@ def operator_template_test(binary, work, check, model):
         rendered = "SYSTEM: Be brief.\nUSER: Hi there\nASSISTANT:"
         check(tokenize({"messages": messages}) == tokenize({"prompt": rendered}),
               "a chat under --chat-template is not the text the template renders")
+        # `bitfleet chat-template --ids` encodes a conversation exactly as the server does.
+        conversation = os.path.join(work, "conversation.json")
+        with open(conversation, "w") as f:
+            json.dump(messages, f)
+        ids = subprocess.run([binary, "chat-template", "-m", templated, "--template", template, "--messages",
+                              conversation, "--ids"], capture_output=True, text=True, timeout=60)
+        check(ids.returncode == 0 and [int(t) for t in ids.stdout.split()] == tokenize({"messages": messages}),
+              f"chat-template --ids {ids.stdout!r} {ids.stderr!r} differs from the server's /tokenize")
         # vLLM's fields: a prefilled answer the model continues, and no generation prompt.
         prefill = messages + [{"role": "assistant", "content": "Sure, "}]
         check(tokenize({"messages": prefill, "continue_final_message": True, "add_generation_prompt": False}) ==

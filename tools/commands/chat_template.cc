@@ -139,12 +139,19 @@ int Run(const ChatTemplateFlags& flags) {
   options.add_generation_prompt = !flags.no_generation_prompt;
   options.bos_token = flags.bos;
   options.eos_token = flags.eos;
-  if (!flags.model.empty()) {
-    auto file = gguf::GgufFile::Open(flags.model);
-    if (!file.ok()) return fail(2, file.status());
-    auto text = (*file)->GetString("tokenizer.chat_template");
-    if (!text.ok()) return fail(1, absl::FailedPreconditionError(flags.model + " has no tokenizer.chat_template"));
+  if (!flags.template_file.empty()) {
+    auto text = ReadText(flags.template_file);
+    if (!text.ok()) return fail(2, text.status());
     source = *text;
+  }
+  if (!flags.model.empty()) {
+    if (flags.template_file.empty()) {  // else --template replaces the model's, as serve's --chat-template
+      auto file = gguf::GgufFile::Open(flags.model);
+      if (!file.ok()) return fail(2, file.status());
+      auto text = (*file)->GetString("tokenizer.chat_template");
+      if (!text.ok()) return fail(1, absl::FailedPreconditionError(flags.model + " has no tokenizer.chat_template"));
+      source = *text;
+    }
     auto tok = tokenizer::LoadTokenizerFromGguf(flags.model);
     if (!tok.ok()) return fail(2, tok.status());
     tokenizer = std::move(*tok);
@@ -154,10 +161,6 @@ int Run(const ChatTemplateFlags& flags) {
     };
     if (flags.bos.empty()) options.bos_token = text_of(tokenizer->bos());
     if (flags.eos.empty()) options.eos_token = text_of(tokenizer->eos());
-  } else {
-    auto text = ReadText(flags.template_file);
-    if (!text.ok()) return fail(2, text.status());
-    source = *text;
   }
   auto parsed = chat::ChatTemplate::Parse(source);
   if (!parsed.ok()) return fail(1, parsed.status());
@@ -184,13 +187,14 @@ void RegisterChatTemplate(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "chat-template",
       "Render a conversation with a chat template, as serve renders chat requests (to check a template)");
-  auto* model =
-      cmd->add_option("--model,-m", flags->model, "GGUF model: its tokenizer.chat_template, BOS and EOS text");
-  auto* file = cmd->add_option("--template", flags->template_file, "A Jinja chat template file instead of a model's");
+  auto* model = cmd->add_option("--model,-m", flags->model,
+                                 "GGUF model: its tokenizer.chat_template (unless --template), BOS and EOS text");
+  auto* file = cmd->add_option("--template", flags->template_file,
+                               "A Jinja chat template file (with --model: instead of the model's, as serve's "
+                               "--chat-template)");
   auto* jsonl = cmd->add_option("--jsonl", flags->jsonl,
                                 "Render each line's case ({\"template\", \"messages\", ...}); one JSON result "
                                 "per line");
-  model->excludes(file);
   jsonl->excludes(model)->excludes(file);
   cmd->add_option("--messages", flags->messages, "JSON array of {\"role\", \"content\"} messages ('-': stdin)")
       ->capture_default_str();
