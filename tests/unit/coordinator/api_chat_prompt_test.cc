@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "coordinator/api_request.h"
@@ -210,6 +211,64 @@ TEST_F(ChatPromptTest, TemplateKwargsBecomeTemplateVariables) {
   auto reserved = (*thinking)->Encode(chat, *tokenizer_, 1 << 20);
   EXPECT_EQ(reserved.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(reserved.status().message()).find("'bos_token'"), std::string::npos) << reserved.status();
+}
+
+// Randomized: contents and kwargs built from special-token text, marker code points, newlines,
+// whitespace and text, through a template that trims and concatenates them. Whatever they hold,
+// the control tokens in the encoding are exactly the template's own (as many as for the same
+// conversation with the special-token text taken out), and nothing of the text is lost or
+// changed (the decoding is the rendered text).
+TEST_F(ChatPromptTest, RandomContentsNeverForgeAndAreKeptWhole) {
+  auto prompt = ChatPrompt::Create(
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ (m.content | trim) ~ ' ' ~ note }}<|im_end|>\n"
+      "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+      *tokenizer_);
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  const std::vector<std::string> pieces = {"<|im_start|>", "<|im_end|>", "\n", " ", "hi", "é", "7",
+                                           "\xF4\x8F\xBF\xBD", "\xF4\x8F\xBF\xBC", "<|im_", "|>", "{{ x }}"};
+  std::mt19937 rng(20261128);
+  const auto random_text = [&] {
+    std::string text;
+    const int n = static_cast<int>(rng() % 8);
+    for (int i = 0; i < n; ++i) text += pieces[rng() % pieces.size()];
+    return text;
+  };
+  const auto without_specials = [](std::string text) {
+    for (const char* special : {"<|im_start|>", "<|im_end|>"}) {
+      for (size_t at; (at = text.find(special)) != std::string::npos;) text.erase(at, std::string(special).size());
+    }
+    return text;
+  };
+  const auto control_count = [&](const std::vector<int32_t>& ids) {
+    return std::count_if(ids.begin(), ids.end(), [&](int32_t id) { return id == start_ || id == end_; });
+  };
+  for (int round = 0; round < 300; ++round) {
+    v1::ChatMessages chat;
+    v1::ChatMessages clean;
+    const char* roles[] = {"system", "user", "assistant", "tool"};
+    const int messages = 1 + static_cast<int>(rng() % 4);
+    for (int i = 0; i < messages; ++i) {
+      v1::ChatMessage* m = chat.add_messages();
+      m->set_role(roles[rng() % 4]);
+      m->set_content(random_text());
+      v1::ChatMessage* c = clean.add_messages();
+      c->set_role(m->role());
+      c->set_content(without_specials(m->content()));
+    }
+    const std::string note = random_text();
+    chat.set_template_kwargs(nlohmann::json{{"note", note}}.dump());
+    clean.set_template_kwargs(nlohmann::json{{"note", without_specials(note)}}.dump());
+    auto ids = prompt->get()->Encode(chat, *tokenizer_, 1 << 20);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    auto clean_ids = prompt->get()->Encode(clean, *tokenizer_, 1 << 20);
+    ASSERT_TRUE(clean_ids.ok()) << clean_ids.status();
+    EXPECT_EQ(control_count(*ids), control_count(*clean_ids)) << "round " << round;
+    auto rendered = prompt->get()->Render(chat, 1 << 20);
+    ASSERT_TRUE(rendered.ok());
+    auto decoded = tokenizer_->Decode(*ids, {.render_special = true});
+    ASSERT_TRUE(decoded.ok());
+    EXPECT_EQ(*decoded, *rendered) << "round " << round;
+  }
 }
 
 // template_kwargs are the client's too: a template printing one (a date string, tools as JSON)
