@@ -131,12 +131,12 @@ class SseOutput final : public GenerateOutput {
     if (!logprobs_) pending_.clear();
     const v1::FinishReason finish = last ? choice_.Finish(message, &usage) : v1::FINISH_REASON_UNSPECIFIED;
     if (header_.tools != nullptr && !text_answer_) {
-      // A tool call is sent whole, once the answer is. Under tool_choice auto an answer that
-      // begins with anything but '{' is text: what was held goes out, and the rest streams.
+      // Under tool_choice auto an answer that begins with anything but '{' is text: what was
+      // held goes out, and the rest streams.
       call_text_ += text;
       const size_t first = call_text_.find_first_not_of(" \t\n\r");
       text_answer_ = header_.tools->automatic && first != std::string::npos && call_text_[first] != '{';
-      if (!text_answer_) return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
+      if (!text_answer_) return StreamCall(finish, last);
       text = std::move(call_text_);
     }
     // Token ids without complete text yet (a character split over tokens) make no chunk.
@@ -153,6 +153,26 @@ class SseOutput final : public GenerateOutput {
   v1::Usage usage;  // from the last message
 
  private:
+  // A tool call streams as OpenAI's do: a chunk that opens it once its name is known, then its
+  // arguments' text as it grows. An answer that ends before its arguments begin (cut short)
+  // goes out whole at the end, as content when it is not a call.
+  bool StreamCall(v1::FinishReason finish, bool last) {
+    if (!head_) head_ = FindToolCallHead(*header_.tools, call_text_);
+    if (!head_) return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
+    if (!opened_) {
+      if (!stream_.Event(OpenAiToolCallHeadChunkBody(header_, head_->name, index_))) return false;
+      opened_ = true;
+    }
+    const size_t begin = head_->arguments_begin + arguments_sent_;
+    const size_t end = std::max(begin, ToolCallArgumentsEnd(*header_.tools, call_text_, *head_, last));
+    const std::string piece = call_text_.substr(begin, end - begin);
+    arguments_sent_ += piece.size();
+    if (piece.empty() && !last) return true;
+    const bool complete = last && finish == v1::FINISH_REASON_END_OF_SEQUENCE &&
+                          ParseToolCall(*header_.tools, call_text_).has_value();
+    return stream_.Event(OpenAiToolCallArgumentsChunkBody(header_, piece, finish, complete, index_));
+  }
+
   SseStream& stream_;
   const OpenAiResponseHeader& header_;
   const bool logprobs_;
@@ -161,6 +181,9 @@ class SseOutput final : public GenerateOutput {
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
   std::string call_text_;                     // a tool call's answer so far
   bool text_answer_ = false;                  // tool_choice auto, answered in text
+  std::optional<ToolCallHead> head_;          // the call's name, where its arguments begin
+  bool opened_ = false;                       // the call's first chunk is out
+  size_t arguments_sent_ = 0;                 // bytes of the arguments already sent
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
 };

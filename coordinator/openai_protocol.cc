@@ -737,6 +737,35 @@ std::string OpenAiToolCallChunkBody(const OpenAiResponseHeader& header, const st
   return Dump(body);
 }
 
+std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, const std::string& name, int index) {
+  Json call{{"index", 0},
+            {"id", absl::StrCat("call_", header.id, "_", index)},
+            {"type", "function"},
+            {"function", Json{{"name", name}, {"arguments", ""}}}};
+  Json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  choice["delta"] = Json{{"role", "assistant"}, {"content", nullptr}, {"tool_calls", Json::array({std::move(call)})}};
+  Json body = HeaderJson(header, "chat.completion.chunk");
+  body["choices"] = Json::array({std::move(choice)});
+  if (header.include_usage) body["usage"] = nullptr;
+  return Dump(body);
+}
+
+std::string OpenAiToolCallArgumentsChunkBody(const OpenAiResponseHeader& header, const std::string& arguments,
+                                             v1::FinishReason finish, bool complete, int index) {
+  Json choice{{"index", index}, {"logprobs", nullptr}};
+  choice["finish_reason"] =
+      finish == v1::FINISH_REASON_UNSPECIFIED ? Json(nullptr) : complete ? Json("tool_calls") : FinishJson(finish);
+  choice["delta"] = Json::object();
+  if (!arguments.empty()) {
+    choice["delta"]["tool_calls"] =
+        Json::array({Json{{"index", 0}, {"function", Json{{"arguments", arguments}}}}});
+  }
+  Json body = HeaderJson(header, "chat.completion.chunk");
+  body["choices"] = Json::array({std::move(choice)});
+  if (header.include_usage) body["usage"] = nullptr;
+  return Dump(body);
+}
+
 int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries) {
   int64_t n = 0;
   for (const OpenAiTokenLogprobs& e : entries) n += CodePoints(e.token);

@@ -139,11 +139,18 @@ std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::
 std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish,
                             bool first, const std::vector<OpenAiTokenLogprobs>* logprobs = nullptr,
                             int64_t text_offset = 0, int index = 0);
-// A streamed forced tool call (header.tools), sent whole once the answer is: one chunk whose delta
-// has the role and the tool_calls, finish_reason "tool_calls" (as content, with its finish
-// reason, when `text` is not a whole call).
+// A streamed tool call (header.tools) sent whole once the answer is (one that ended before its
+// arguments began): one chunk whose delta has the role and the tool_calls, finish_reason
+// "tool_calls" (as content, with its finish reason, when `text` is not a whole call).
 std::string OpenAiToolCallChunkBody(const OpenAiResponseHeader& header, const std::string& text,
                                     v1::FinishReason finish, int index);
+// A streamed tool call as it is generated: the first chunk opens it (the role, the call's id,
+// type and function name, empty arguments); the next ones carry pieces of its arguments' JSON
+// text; the last one also the finish reason ("tool_calls" when `complete`, the answer being a
+// whole call, else the request's own, e.g. "length").
+std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, const std::string& name, int index);
+std::string OpenAiToolCallArgumentsChunkBody(const OpenAiResponseHeader& header, const std::string& arguments,
+                                             v1::FinishReason finish, bool complete, int index);
 // The characters `entries`' texts add to the completion (the next chunk's text_offset).
 int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries);
 // The last chunk under stream_options.include_usage: no choices, the usage.

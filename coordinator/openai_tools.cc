@@ -170,6 +170,52 @@ std::optional<OpenAiToolCall> ParseToolCall(const OpenAiTools& tools, std::strin
   return OpenAiToolCall{name->get<std::string>(), dump(*arguments)};
 }
 
+std::optional<ToolCallHead> FindToolCallHead(const OpenAiTools& tools, std::string_view text) {
+  size_t i = 0;
+  const auto space = [&] {
+    while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) ++i;
+  };
+  const auto expect = [&](std::string_view s) {
+    space();
+    if (text.substr(i, s.size()) != s) return false;
+    i += s.size();
+    return true;
+  };
+  if (tools.named) {
+    space();
+    if (i == text.size()) return std::nullopt;
+    return ToolCallHead{tools.functions.front().name, i};
+  }
+  if (!expect("{") || !expect("\"name\"") || !expect(":")) return std::nullopt;
+  space();
+  if (i == text.size() || text[i] != '"') return std::nullopt;
+  size_t close = i + 1;
+  while (close < text.size() && text[close] != '"') close += text[close] == '\\' ? 2 : 1;
+  if (close >= text.size()) return std::nullopt;
+  const Json name = Json::parse(text.substr(i, close + 1 - i), nullptr, /*allow_exceptions=*/false);
+  if (!name.is_string()) return std::nullopt;
+  i = close + 1;
+  if (!expect(",") || !expect("\"arguments\"") || !expect(":")) return std::nullopt;
+  space();
+  if (i == text.size()) return std::nullopt;
+  return ToolCallHead{name.get<std::string>(), i};
+}
+
+size_t ToolCallArgumentsEnd(const OpenAiTools& tools, std::string_view text, const ToolCallHead& head,
+                            bool finished) {
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  size_t end = text.size();
+  while (end > head.arguments_begin && is_space(text[end - 1])) --end;
+  if (tools.named) return end;
+  if (finished) {
+    if (end > head.arguments_begin && text[end - 1] == '}') --end;  // the call object's
+    while (end > head.arguments_begin && is_space(text[end - 1])) --end;
+    return end;
+  }
+  while (end > head.arguments_begin && (is_space(text[end - 1]) || text[end - 1] == '}')) --end;
+  return end;
+}
+
 std::string ToolCallsAsText(const std::vector<OpenAiToolCall>& calls) {
   std::string text;
   for (const OpenAiToolCall& call : calls) {

@@ -55,6 +55,21 @@ std::string ToolsPrompt(const OpenAiTools& tools);
 // The call a finished answer makes; nullopt when `text` is not a whole call (a truncated answer).
 std::optional<OpenAiToolCall> ParseToolCall(const OpenAiTools& tools, std::string_view text);
 
+// Streaming a call's arguments as they are generated: the function's name and where its
+// arguments begin in an answer constrained to ToolCallSchema(tools) (the name first, then the
+// arguments, in the schema's order), once the answer has reached them; nullopt before.
+struct ToolCallHead {
+  std::string name;
+  size_t arguments_begin = 0;
+};
+std::optional<ToolCallHead> FindToolCallHead(const OpenAiTools& tools, std::string_view text);
+
+// How far the arguments' text can be sent: the whole answer (`finished`) ends them at their last
+// character (before the call object's closing brace); a growing one holds back its trailing
+// whitespace and, unless the arguments are the whole answer, closing braces (one may be the call
+// object's).
+size_t ToolCallArgumentsEnd(const OpenAiTools& tools, std::string_view text, const ToolCallHead& head, bool finished);
+
 // How an earlier assistant turn's tool_calls (the body's "arguments" strings) are written back
 // into the conversation: as the answer that made them ({"name", "arguments"} per call, one per
 // line).

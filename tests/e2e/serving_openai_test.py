@@ -560,9 +560,14 @@ def chat_test(binary, work, check):
             streamed = server.client.chat.completions.create(model=name, messages=ask, tools=tools,
                                                              tool_choice=tool_choice, temperature=0, max_tokens=64,
                                                              stream=True)
+            # As OpenAI streams a call: a first delta with its id and name, then its arguments in
+            # pieces that add up to the JSON of the whole call's.
             deltas = [c for chunk in streamed for c in (chunk.choices[0].delta.tool_calls or []) if chunk.choices]
-            check([(d.function.name, d.function.arguments) for d in deltas] ==
-                  [(call.function.name, call.function.arguments)], f"streamed tool call {deltas} against {call}")
+            pieces = "".join(d.function.arguments or "" for d in deltas if d.function)
+            check(deltas and deltas[0].id and deltas[0].function.name == call.function.name and
+                  all(d.index == 0 and d.id is None and d.function.name is None for d in deltas[1:]) and
+                  len(deltas) > 2 and json.loads(pieces) == json.loads(call.function.arguments),
+                  f"streamed tool call {deltas} against {call}")
         answered = server.client.chat.completions.create(model=name, max_tokens=24, temperature=0, messages=ask + [
             {"role": "assistant", "content": None, "tool_calls": [
                 {"id": call.id, "type": "function",

@@ -306,6 +306,58 @@ TEST(OpenAiResponseTest, ForcedToolCallAnswersAreToolCalls) {
   EXPECT_EQ(named["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], R"({"zcity":"Oslo"})");
 }
 
+// A streamed call: its head (name, where the arguments begin) is found once the answer reaches
+// the arguments, and the pieces released as the answer grows (byte by byte here) add up to
+// exactly the arguments' text: a trailing '}' is held back until it cannot be the call
+// object's, even inside a string.
+TEST(OpenAiResponseTest, StreamedToolCallArgumentsAddUpToTheArguments) {
+  OpenAiTools tools;
+  tools.functions.push_back({"we\"ather", "", R"({"type":"object"})"});
+  tools.functions.push_back({"now", "", R"({"type":"object"})"});
+  const auto stream = [&](const std::string& answer, std::string* name) {
+    std::optional<ToolCallHead> head;
+    std::string sent;
+    for (size_t n = 1; n <= answer.size(); ++n) {
+      const std::string_view prefix = std::string_view(answer).substr(0, n);
+      if (!head) head = FindToolCallHead(tools, prefix);
+      if (!head) continue;
+      const size_t begin = head->arguments_begin + sent.size();
+      const size_t end = std::max(begin, ToolCallArgumentsEnd(tools, prefix, *head, n == answer.size()));
+      sent += std::string(prefix.substr(begin, end - begin));
+    }
+    if (head) *name = head->name;
+    return sent;
+  };
+  std::string name;
+  const std::string answer = R"( {"name": "we\"ather",  "arguments": {"a": {"b": "}}"}, "c": [1, {}]} } )";
+  EXPECT_EQ(stream(answer, &name), R"({"a": {"b": "}}"}, "c": [1, {}]})");
+  EXPECT_EQ(name, "we\"ather");
+  EXPECT_FALSE(FindToolCallHead(tools, R"({"name": "now", "arguments":)").has_value());  // not begun
+  EXPECT_FALSE(FindToolCallHead(tools, R"({"name": "n)").has_value());
+  tools.named = true;
+  name.clear();
+  EXPECT_EQ(stream(R"({"q": "}"} )", &name), R"({"q": "}"})");
+  EXPECT_EQ(name, "we\"ather");
+
+  OpenAiResponseHeader header{OpenAiEndpoint::kChatCompletions, "chatcmpl-7", "tiny", 1};
+  header.tools = std::make_shared<const OpenAiTools>(tools);
+  const Json head = Json::parse(OpenAiToolCallHeadChunkBody(header, "now", 1));
+  EXPECT_EQ(head["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["id"], "call_chatcmpl-7_1");
+  EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "now");
+  EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "");
+  EXPECT_TRUE(head["choices"][0]["finish_reason"].is_null());
+  const Json piece = Json::parse(
+      OpenAiToolCallArgumentsChunkBody(header, R"({"q": )", v1::FINISH_REASON_UNSPECIFIED, false, 1));
+  EXPECT_EQ(piece["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], R"({"q": )");
+  EXPECT_FALSE(piece["choices"][0]["delta"]["tool_calls"][0].contains("id"));
+  const Json done = Json::parse(OpenAiToolCallArgumentsChunkBody(header, "", v1::FINISH_REASON_END_OF_SEQUENCE, true, 1));
+  EXPECT_EQ(done["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_FALSE(done["choices"][0]["delta"].contains("tool_calls"));
+  const Json cut = Json::parse(OpenAiToolCallArgumentsChunkBody(header, "1", v1::FINISH_REASON_LENGTH, false, 1));
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "length");
+}
+
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
   ExpectRefused(Completion(R"({"prompt": "x", "temperature": "hot"})"), "'temperature' must be a number");
   // Past float's range (a double converted to float would be undefined behaviour).
