@@ -351,7 +351,8 @@ TEST(OpenAiResponseTest, StreamedToolCallArgumentsAddUpToTheArguments) {
       OpenAiToolCallArgumentsChunkBody(header, R"({"q": )", v1::FINISH_REASON_UNSPECIFIED, false, 1));
   EXPECT_EQ(piece["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], R"({"q": )");
   EXPECT_FALSE(piece["choices"][0]["delta"]["tool_calls"][0].contains("id"));
-  const Json done = Json::parse(OpenAiToolCallArgumentsChunkBody(header, "", v1::FINISH_REASON_END_OF_SEQUENCE, true, 1));
+  const Json done =
+      Json::parse(OpenAiToolCallArgumentsChunkBody(header, "", v1::FINISH_REASON_END_OF_SEQUENCE, true, 1));
   EXPECT_EQ(done["choices"][0]["finish_reason"], "tool_calls");
   EXPECT_FALSE(done["choices"][0]["delta"].contains("tool_calls"));
   const Json cut = Json::parse(OpenAiToolCallArgumentsChunkBody(header, "1", v1::FINISH_REASON_LENGTH, false, 1));
