@@ -126,6 +126,8 @@ grpc::Status ApiService::GetModelInfo(grpc::ServerContext* context, const v1::Ge
   response->set_replicas(static_cast<uint32_t>(options_.replicas));
   response->set_ready_replicas(static_cast<uint32_t>(ready_replicas_ ? ready_replicas_() : 0));
   for (int32_t id : options_.end_of_generation) response->add_end_of_generation_ids(id);
+  response->set_chat(options_.limits.chat != nullptr);
+  if (options_.limits.chat == nullptr) response->set_chat_unavailable(options_.limits.chat_unavailable);
   if (tokenizer_.vocab().add_bos && tokenizer_.bos() != tokenizer::kNoToken) {
     response->set_bos_token_id(tokenizer_.bos());
   }

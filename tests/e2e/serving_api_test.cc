@@ -626,6 +626,9 @@ TEST_P(ServeApiTest, HealthTokenizeDetokenizeAndModelInfo) {
   EXPECT_EQ(info.ready_replicas(), 1u);
   EXPECT_GT(info.vocab_size(), 0u);
   EXPECT_FALSE(info.name().empty());
+  // The synthetic model has no chat template: chats are not served, and the info says why.
+  EXPECT_FALSE(info.chat());
+  EXPECT_NE(info.chat_unavailable().find("--chat-template"), std::string::npos) << info.chat_unavailable();
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, ServeApiTest,

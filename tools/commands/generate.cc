@@ -180,6 +180,16 @@ StatusOr<std::string> Stream(v1::Inference::Stub& stub, const v1::GenerateReques
 // left out of the history.
 Status Converse(v1::Inference::Stub& stub, const GenerateFlags& flags) {
   BF_ASSIGN_OR_RETURN(v1::GenerateRequest request, BuildRequest(flags));
+  {  // A server that serves no chats says so (and why) before anything is typed.
+    grpc::ClientContext context;
+    AddApiKey(context, flags.security);
+    v1::ModelInfo info;
+    const grpc::Status status = stub.GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+    if (!status.ok()) {
+      return Status(coordinator::StatusCodeFromInt(status.error_code()), DescribeGrpcStatus(status));
+    }
+    if (!info.chat()) return absl::FailedPreconditionError(info.chat_unavailable());
+  }
   const bool terminal = isatty(STDIN_FILENO) != 0;
   std::string system = flags.system;
   v1::ChatMessages history = coordinator::OneTurnChat(system, "");
