@@ -15,8 +15,6 @@
 namespace bitfleet::chat::jinja {
 namespace {
 
-[[noreturn]] void Fail(std::string message) { throw JinjaError{std::move(message)}; }
-
 // ---- argument helpers ----
 
 const Value& Arg(const CallArgs& args, size_t index, std::string_view name, std::string_view what) {

@@ -16,8 +16,6 @@ namespace {
 // Jinja's sandbox refuses ranges longer than this.
 constexpr int64_t kMaxRange = 100'000;
 
-[[noreturn]] void Fail(std::string message) { throw JinjaError{std::move(message)}; }
-
 Value RangeFunction(const CallArgs& args) {
   if (!args.keyword.empty() || args.positional.empty() || args.positional.size() > 3) {
     Fail("range() takes 1 to 3 positional arguments");

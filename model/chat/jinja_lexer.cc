@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "model/chat/jinja_value.h"
+#include "model/tokenizer/utf8.h"
 
 namespace bitfleet::chat::jinja {
 namespace {
@@ -14,24 +15,6 @@ bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
 std::string_view RStrip(std::string_view s) {
   while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
   return s;
-}
-
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    *out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    *out += static_cast<char>(0xC0 | (cp >> 6));
-    *out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    *out += static_cast<char>(0xE0 | (cp >> 12));
-    *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    *out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    *out += static_cast<char>(0xF0 | (cp >> 18));
-    *out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    *out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 class Lexer {
@@ -324,7 +307,7 @@ class Lexer {
                                                       : absl::ascii_tolower(static_cast<unsigned char>(h)) - 'a' + 10);
           }
           if (cp > 0x10FFFF) Fail("escape past U+10FFFF in a string literal");
-          AppendUtf8(cp, &value);
+          tokenizer::AppendUtf8(cp, &value);
           i += width;
           break;
         }
@@ -334,7 +317,7 @@ class Lexer {
             for (int k = 0; k < 2 && i < rest.size() && rest[i] >= '0' && rest[i] <= '7'; ++k, ++i) {
               cp = cp * 8 + static_cast<uint32_t>(rest[i] - '0');
             }
-            AppendUtf8(cp, &value);
+            tokenizer::AppendUtf8(cp, &value);
           } else {
             value += '\\';
             value += e;

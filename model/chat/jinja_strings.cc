@@ -3,11 +3,10 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "model/tokenizer/utf8.h"
 
 namespace bitfleet::chat::jinja {
 namespace {
-
-[[noreturn]] void Fail(std::string message) { throw JinjaError{std::move(message)}; }
 
 // Byte length of the UTF-8 sequence starting with `lead` (1 for stray bytes).
 
@@ -50,10 +49,7 @@ std::string CaseChar(std::string_view c, bool upper) {
   if (!upper && cp == 0x178) mapped = 0xFF;
   if (mapped == cp) return std::string(c);
   std::string out;
-  if (mapped < 0x800) {
-    out += static_cast<char>(0xC0 | (mapped >> 6));
-    out += static_cast<char>(0x80 | (mapped & 0x3F));
-  }
+  tokenizer::AppendUtf8(mapped, &out);
   return out;
 }
 

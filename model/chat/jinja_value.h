@@ -28,6 +28,9 @@ struct JinjaError {
   bool raised = false;  // by the template's raise_exception(message)
 };
 
+// Throws JinjaError{message}.
+[[noreturn]] inline void Fail(std::string message) { throw JinjaError{std::move(message)}; }
+
 class Value;
 using ValueList = std::vector<Value>;
 using ValueDict = std::vector<std::pair<std::string, Value>>;
