@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "model/tokenizer/utf8.h"
 
 namespace bitfleet::coordinator {
 namespace {
@@ -22,12 +23,8 @@ std::string TokenText(const tokenizer::Vocab& vocab, tokenizer::TokenId id) {
 
 // U+10FFFD - k in UTF-8: the private-use code points markers are made of.
 std::string PrivateUse(uint32_t k) {
-  const uint32_t cp = 0x10FFFD - k;
   std::string out;
-  out += static_cast<char>(0xF0 | (cp >> 18));
-  out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-  out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-  out += static_cast<char>(0x80 | (cp & 0x3F));
+  tokenizer::AppendUtf8(0x10FFFD - k, &out);
   return out;
 }
 
@@ -121,17 +118,17 @@ v1::ChatMessages OneTurnChat(const std::string& system, const std::string& user)
   return chat;
 }
 
-ChatPrompt::ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Vocab& vocab)
+ChatPrompt::ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Tokenizer& tokenizer)
     : template_(std::move(chat_template)),
-      specials_(vocab),
-      bos_text_(TokenText(vocab, vocab.special.bos)),
-      eos_text_(TokenText(vocab, vocab.special.eos)) {}
+      specials_(tokenizer.special_tokens()),
+      bos_text_(TokenText(tokenizer.vocab(), tokenizer.bos())),
+      eos_text_(TokenText(tokenizer.vocab(), tokenizer.eos())) {}
 
 StatusOr<std::unique_ptr<ChatPrompt>> ChatPrompt::Create(const std::string& chat_template,
                                                          const tokenizer::Tokenizer& tokenizer) {
   if (chat_template.empty()) return absl::FailedPreconditionError("the chat template is empty");
   BF_ASSIGN_OR_RETURN(std::unique_ptr<chat::ChatTemplate> parsed, chat::ChatTemplate::Parse(chat_template));
-  auto prompt = std::unique_ptr<ChatPrompt>(new ChatPrompt(std::move(parsed), tokenizer.vocab()));
+  auto prompt = std::unique_ptr<ChatPrompt>(new ChatPrompt(std::move(parsed), tokenizer));
   prompt->FindTurnEnd(tokenizer.vocab());
   return prompt;
 }

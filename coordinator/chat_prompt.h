@@ -36,8 +36,9 @@ namespace bitfleet::coordinator {
 
 class ChatPrompt {
  public:
-  // Parses `chat_template` for `tokenizer`'s vocabulary. INVALID_ARGUMENT (naming the line) for
-  // a template outside the supported Jinja subset; FAILED_PRECONDITION for an empty one.
+  // Parses `chat_template` for `tokenizer`'s vocabulary; `tokenizer` must outlive the prompt.
+  // INVALID_ARGUMENT (naming the line) for a template outside the supported Jinja subset;
+  // FAILED_PRECONDITION for an empty one.
   static StatusOr<std::unique_ptr<ChatPrompt>> Create(const std::string& chat_template,
                                                       const tokenizer::Tokenizer& tokenizer);
 
@@ -58,7 +59,7 @@ class ChatPrompt {
   const std::vector<int32_t>& turn_end_tokens() const { return turn_end_tokens_; }
 
  private:
-  ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Vocab& vocab);
+  ChatPrompt(std::unique_ptr<chat::ChatTemplate> chat_template, const tokenizer::Tokenizer& tokenizer);
   // Sets turn_end_tokens_ from a probe conversation.
   void FindTurnEnd(const tokenizer::Vocab& vocab);
 
@@ -70,7 +71,7 @@ class ChatPrompt {
                                    const std::vector<std::string>& contents, size_t max_bytes) const;
 
   std::unique_ptr<chat::ChatTemplate> template_;
-  tokenizer::SpecialTokenMatcher specials_;
+  const tokenizer::SpecialTokenMatcher& specials_;  // the tokenizer's
   std::string bos_text_;
   std::string eos_text_;
   std::vector<int32_t> turn_end_tokens_;

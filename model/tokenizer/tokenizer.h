@@ -77,6 +77,8 @@ class Tokenizer {
   // What DecodeOptions::strip_leading_space means when unset.
   bool strips_leading_space_by_default() const;
   const PieceTable& pieces() const { return *pieces_; }
+  // The trie Encode finds special-token text with (for callers that partition text themselves).
+  const SpecialTokenMatcher& special_tokens() const { return *specials_; }
 
  private:
   Tokenizer() = default;
