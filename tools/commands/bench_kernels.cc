@@ -46,6 +46,7 @@ struct BenchKernelsFlags {
   double min_time = 0.3;              // seconds per measurement
   // Decode attention shapes HEADSxKV_HEADSxHEAD_DIMxCONTEXT: the 2B model's, BitNet-700M's.
   std::vector<std::string> attention = {"20x5x128x1024", "16x16x96x256"};
+  std::vector<std::string> kv_types = {"f16", "int8"};  // the attention's KV cache elements
   bool hot = false;
   bool json_document = false;
 };
@@ -183,10 +184,11 @@ void Emit(const BenchKernelsFlags& flags, json& document, const json& record) {
 }
 
 // Decode attention (one query token) over `context` cached positions in 16-position blocks, as
-// the engine lays them out (kernels/ops.h). Each call uses the next of several layers' caches,
-// together larger than the cold-bytes bound unless --hot, as the decode step does (it visits 24
-// or more layers between two visits of one cache). gb_s: f16 K and V bytes read per second.
-Status BenchAttention(const BenchKernelsFlags& flags, const std::string& shape,
+// the engine lays them out (kernels/ops.h), with the cache's elements f16 or int8 (one step per
+// KvInt8Group). Each call uses the next of several layers' caches, together larger than the
+// cold-bytes bound unless --hot, as the decode step does (it visits 24 or more layers between
+// two visits of one cache). gb_s: the cache's K and V bytes (steps included) read per second.
+Status BenchAttention(const BenchKernelsFlags& flags, const std::string& shape, bool int8,
                       const std::vector<const kernels::cpu::CpuKernels*>& variants, ThreadPool& pool, json& document) {
   int heads = 0, kv_heads = 0, head_dim = 0, ctx = 0;
   char x1 = 0, x2 = 0, x3 = 0;
@@ -198,14 +200,33 @@ Status BenchAttention(const BenchKernelsFlags& flags, const std::string& shape,
   }
   constexpr int kBlock = 16;
   const int blocks = (ctx + kBlock - 1) / kBlock;
+  const int group = kernels::KvInt8Group(head_dim);
   const uint64_t layer_elems = static_cast<uint64_t>(blocks) * kBlock * kv_heads * head_dim;
-  const uint64_t layer_bytes = 2 * layer_elems * sizeof(uint16_t);
+  const uint64_t elem_bytes = int8 ? 1 : sizeof(uint16_t);
+  const uint64_t layer_bytes = 2 * layer_elems * elem_bytes + (int8 ? 2 * layer_elems / group * sizeof(float) : 0);
   const uint64_t n_layers = flags.hot ? 1 : std::clamp<uint64_t>(kColdBytes / 4 / layer_bytes + 1, 1, 256);
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> bits(0x3000, 0x3c00);  // halves in [0.125, 1]
-  std::vector<uint16_t> k_pool(layer_elems * n_layers), v_pool(layer_elems * n_layers);
-  for (uint16_t& h : k_pool) h = static_cast<uint16_t>(bits(rng));
-  for (uint16_t& h : v_pool) h = static_cast<uint16_t>(bits(rng));
+  std::uniform_int_distribution<int> codes(-127, 127);
+  std::uniform_real_distribution<float> steps(0.001f, 0.01f);
+  std::vector<uint16_t> k_pool, v_pool;
+  std::vector<int8_t> k8_pool, v8_pool;
+  std::vector<float> k_steps, v_steps;
+  if (int8) {
+    k8_pool.resize(layer_elems * n_layers);
+    v8_pool.resize(layer_elems * n_layers);
+    for (int8_t& c : k8_pool) c = static_cast<int8_t>(codes(rng));
+    for (int8_t& c : v8_pool) c = static_cast<int8_t>(codes(rng));
+    k_steps.resize(layer_elems / group * n_layers);
+    v_steps.resize(k_steps.size());
+    for (float& f : k_steps) f = steps(rng);
+    for (float& f : v_steps) f = steps(rng);
+  } else {
+    k_pool.resize(layer_elems * n_layers);
+    v_pool.resize(layer_elems * n_layers);
+    for (uint16_t& h : k_pool) h = static_cast<uint16_t>(bits(rng));
+    for (uint16_t& h : v_pool) h = static_cast<uint16_t>(bits(rng));
+  }
   std::vector<int32_t> table(blocks);
   // Blocks in a shuffled order, as a long-running pool hands them out.
   for (int i = 0; i < blocks; ++i) table[i] = i;
@@ -215,16 +236,26 @@ Status BenchAttention(const BenchKernelsFlags& flags, const std::string& shape,
   for (const auto* k : variants) {
     uint64_t layer = 0;
     const double s = TimePerCall(flags.min_time, [&] {
-      const kernels::PagedKv kv{k_pool.data() + layer * layer_elems, v_pool.data() + layer * layer_elems, kBlock,
-                                kv_heads, head_dim, blocks};
+      kernels::PagedKv kv{nullptr, nullptr, kBlock, kv_heads, head_dim, blocks};
+      if (int8) {
+        kv.k8 = k8_pool.data() + layer * layer_elems;
+        kv.v8 = v8_pool.data() + layer * layer_elems;
+        kv.k_steps = k_steps.data() + layer * layer_elems / group;
+        kv.v_steps = v_steps.data() + layer * layer_elems / group;
+      } else {
+        kv.k = k_pool.data() + layer * layer_elems;
+        kv.v = v_pool.data() + layer * layer_elems;
+      }
       kernels::cpu::AttentionPagedWith(*k, q.data(), 1, heads, kv, table.data(), ctx - 1, 0.088f, att.data(),
                                        scratch.data(), &pool);
       layer = (layer + 1) % n_layers;
     });
-    const double kv_bytes = 2.0 * static_cast<double>(ctx) * kv_heads * head_dim * sizeof(uint16_t);
+    const double kv_bytes = static_cast<double>(ctx) * kv_heads * head_dim *
+                            (2.0 * static_cast<double>(elem_bytes) + (int8 ? 2.0 * sizeof(float) / group : 0.0));
     Emit(flags, document,
          {{"kernel", "attention_decode"},
           {"variant", k->name},
+          {"kv_type", int8 ? "int8" : "f16"},
           {"heads", heads},
           {"kv_heads", kv_heads},
           {"head_dim", head_dim},
@@ -334,7 +365,9 @@ Status RunBenchKernels(const BenchKernelsFlags& flags) {
 
   for (const std::string& shape : flags.attention) {
     if (shape == "none") continue;  // matmuls (or the roofline) only
-    BF_RETURN_IF_ERROR(BenchAttention(flags, shape, variants, pool, document));
+    for (const std::string& kv_type : flags.kv_types) {
+      BF_RETURN_IF_ERROR(BenchAttention(flags, shape, kv_type == "int8", variants, pool, document));
+    }
   }
   if (flags.json_document) std::printf("%s\n", document.dump(2).c_str());
   return absl::OkStatus();
@@ -354,6 +387,10 @@ void RegisterBenchKernels(CLI::App& bench, int* exit_code) {
   cmd->add_option("--min-time", flags->min_time, "Seconds per measurement")->capture_default_str();
   cmd->add_option("--attention", flags->attention, "Decode attention shapes HEADSxKV_HEADSxHEAD_DIMxCONTEXT (none: no attention)")
       ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--kv-types", flags->kv_types, "KV cache element types of the attention shapes")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"f16", "int8"}))
       ->capture_default_str();
   cmd->add_flag("--hot", flags->hot, "Reuse one weight copy (cache-resident) instead of cycling cold copies");
   cmd->add_flag("--json", flags->json_document, "Print one JSON document at the end instead of JSON lines");
