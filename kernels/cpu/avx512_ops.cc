@@ -101,12 +101,50 @@ inline void HorizontalSums(const __m512* v, float* out) {
   for (; k < N; ++k) out[k] = _mm512_reduce_add_ps(v[k]);
 }
 
+// Where the attention helpers below read K or V rows: an f16 cache's rows in place, or an int8
+// cache's codes converted on the fly into exactly the halves DequantI8F16 writes (code × step
+// rounded to f16, masked lanes +0), so both sources give the same bits. Load: 16 elements of row
+// j from d, lanes outside m zero; Load16: all 16.
+struct HalfRows {
+  const uint16_t* base;
+  int64_t stride;  // elements from one row to the next
+
+  __m512 Load(int64_t j, int d, __mmask16 m) const {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + j * stride + d));
+  }
+  __m512 Load16(int64_t j, int d) const {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + j * stride + d)));
+  }
+};
+
+struct Int8Rows {
+  const int8_t* base;
+  const float* steps;   // row 0's
+  int64_t stride;       // elements from one row to the next
+  int64_t step_stride;  // steps from one row to the next
+  int step_shift;       // element d uses step d >> step_shift of its row (d is a multiple of 16)
+
+  // group is KvInt8Group(hd): 32, or the whole row (then every d < hd shifts to step 0).
+  Int8Rows(const int8_t* b, const float* s, int64_t st, int group, int hd)
+      : base(b), steps(s), stride(st), step_stride(st / group), step_shift(group == hd ? 30 : __builtin_ctz(group)) {}
+
+  __m512 Convert(__m128i codes, int64_t j, int d, __mmask16 m) const {
+    const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
+    const __m512 x = _mm512_maskz_mul_ps(m, f, _mm512_set1_ps(steps[j * step_stride + (d >> step_shift)]));
+    return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  __m512 Load(int64_t j, int d, __mmask16 m) const { return Convert(_mm_maskz_loadu_epi8(m, base + j * stride + d), j, d, m); }
+  __m512 Load16(int64_t j, int d) const {
+    const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + j * stride + d));
+    return Convert(codes, j, d, static_cast<__mmask16>(0xffff));
+  }
+};
+
 // Scores of NQ query heads against KJ consecutive keys: the KJ × NQ dot products are
 // independent accumulator chains (a single chain per key would wait on FMA latency), and each
 // key row is converted once for all NQ heads.
-template <int NQ, int KJ>
-inline void QkTile(const float* q, int hd, const uint16_t* k, int64_t k_stride, int j, float scale, float* s,
-                   int s_stride) {
+template <int NQ, int KJ, typename Rows>
+inline void QkTile(const float* q, int hd, const Rows& k, int j, float scale, float* s, int s_stride) {
   __m512 acc[KJ][NQ];
   for (int jj = 0; jj < KJ; ++jj) {
     for (int i = 0; i < NQ; ++i) acc[jj][i] = _mm512_setzero_ps();
@@ -116,7 +154,7 @@ inline void QkTile(const float* q, int hd, const uint16_t* k, int64_t k_stride, 
     __m512 qv[NQ];
     for (int i = 0; i < NQ; ++i) qv[i] = _mm512_maskz_loadu_ps(m, q + i * hd + d);
     for (int jj = 0; jj < KJ; ++jj) {
-      const __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + (j + jj) * k_stride + d));
+      const __m512 kv = k.Load(j + jj, d, m);
       for (int i = 0; i < NQ; ++i) acc[jj][i] = _mm512_fmadd_ps(qv[i], kv, acc[jj][i]);
     }
   }
@@ -129,21 +167,19 @@ inline void QkTile(const float* q, int hd, const uint16_t* k, int64_t k_stride, 
 
 // NQ heads' scores against all n_keys keys, four keys at a time (two for 3-4 heads: register
 // budget), then the leftover keys one by one.
-template <int NQ>
-inline void QkPass(const float* q, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s,
-                   int s_stride) {
+template <int NQ, typename Rows>
+inline void QkPass(const float* q, int hd, const Rows& k, int n_keys, float scale, float* s, int s_stride) {
   constexpr int kKeys = NQ <= 2 ? 4 : 2;
   int j = 0;
-  for (; j + kKeys <= n_keys; j += kKeys) QkTile<NQ, kKeys>(q, hd, k, k_stride, j, scale, s, s_stride);
-  for (; j < n_keys; ++j) QkTile<NQ, 1>(q, hd, k, k_stride, j, scale, s, s_stride);
+  for (; j + kKeys <= n_keys; j += kKeys) QkTile<NQ, kKeys>(q, hd, k, j, scale, s, s_stride);
+  for (; j < n_keys; ++j) QkTile<NQ, 1>(q, hd, k, j, scale, s, s_stride);
 }
 
 // acc (NQ heads × hd) += p × V over dims [d0, d0 + 16 D): the NQ × D accumulators stay in
 // registers across all keys, each V row slice is converted once for the NQ heads, and the
 // NQ × D FMAs per key are independent chains. `m` masks the last vector (head_dim tails).
-template <int NQ, int D>
-inline void PvSlab(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, int d0,
-                   __mmask16 m, float* acc) {
+template <int NQ, int D, typename Rows>
+inline void PvSlab(const float* p, int p_stride, int n_keys, const Rows& v, int hd, int d0, __mmask16 m, float* acc) {
   __m512 a[NQ][D];
   for (int i = 0; i < NQ; ++i) {
     for (int x = 0; x < D; ++x) {
@@ -152,11 +188,10 @@ inline void PvSlab(const float* p, int p_stride, int n_keys, const uint16_t* v, 
     }
   }
   for (int j = 0; j < n_keys; ++j) {
-    const uint16_t* vj = v + j * v_stride + d0;
     __m512 vv[D];
     for (int x = 0; x < D; ++x) {
       const __mmask16 mx = x == D - 1 ? m : static_cast<__mmask16>(0xffff);
-      vv[x] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mx, vj + 16 * x));
+      vv[x] = v.Load(j, d0 + 16 * x, mx);
     }
     for (int i = 0; i < NQ; ++i) {
       const __m512 pj = _mm512_set1_ps(p[i * p_stride + j]);
@@ -199,14 +234,9 @@ inline void FmaRow4(__m512 p, const Row4& v, Row4& r) {
   r.x3 = _mm512_fmadd_ps(p, v.x3, r.x3);
 }
 
-inline __m512 LoadF16x16(const uint16_t* h) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
-}
-
 // NQ (1..4) heads' accumulators over one whole 64-dim slab; the heads past NQ are not touched.
-template <int NQ>
-inline void PvSlabRows64(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd,
-                         int d0, float* acc) {
+template <int NQ, typename Rows>
+inline void PvSlabRows64(const float* p, int p_stride, int n_keys, const Rows& v, int hd, int d0, float* acc) {
   static_assert(NQ >= 1 && NQ <= 4);
   float* a0 = acc + d0;
   float* a1 = acc + (NQ > 1 ? hd : 0) + d0;
@@ -214,8 +244,7 @@ inline void PvSlabRows64(const float* p, int p_stride, int n_keys, const uint16_
   float* a3 = acc + (NQ > 3 ? 3 * hd : 0) + d0;
   Row4 c0 = LoadRow4(a0), c1 = LoadRow4(a1), c2 = LoadRow4(a2), c3 = LoadRow4(a3);
   for (int j = 0; j < n_keys; ++j) {
-    const uint16_t* vj = v + j * v_stride + d0;
-    const Row4 vr{LoadF16x16(vj), LoadF16x16(vj + 16), LoadF16x16(vj + 32), LoadF16x16(vj + 48)};
+    const Row4 vr{v.Load16(j, d0), v.Load16(j, d0 + 16), v.Load16(j, d0 + 32), v.Load16(j, d0 + 48)};
     FmaRow4(_mm512_set1_ps(p[j]), vr, c0);
     if (NQ > 1) FmaRow4(_mm512_set1_ps(p[p_stride + j]), vr, c1);
     if (NQ > 2) FmaRow4(_mm512_set1_ps(p[2 * p_stride + j]), vr, c2);
@@ -229,49 +258,66 @@ inline void PvSlabRows64(const float* p, int p_stride, int n_keys, const uint16_
 
 // All of head_dim for NQ heads, in slabs of up to 64 dims (4 vectors: NQ × 4 accumulators and
 // 4 V vectors fit the 32 registers for NQ <= 4).
-template <int NQ>
-inline void PvPass(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
+template <int NQ, typename Rows>
+inline void PvPass(const float* p, int p_stride, int n_keys, const Rows& v, int hd, float* acc) {
   int d0 = 0;
-  for (; d0 + 64 <= hd; d0 += 64) {
-    PvSlabRows64<NQ>(p, p_stride, n_keys, v, v_stride, hd, d0, acc);
-  }
+  for (; d0 + 64 <= hd; d0 += 64) PvSlabRows64<NQ>(p, p_stride, n_keys, v, hd, d0, acc);
   const int left = hd - d0;
   if (left <= 0) return;
   const __mmask16 m = TailMask(left - (left - 1) / 16 * 16);
   switch ((left + 15) / 16) {
     case 4:
-      PvSlab<NQ, 4>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      PvSlab<NQ, 4>(p, p_stride, n_keys, v, hd, d0, m, acc);
       break;
     case 3:
-      PvSlab<NQ, 3>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      PvSlab<NQ, 3>(p, p_stride, n_keys, v, hd, d0, m, acc);
       break;
     case 2:
-      PvSlab<NQ, 2>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      PvSlab<NQ, 2>(p, p_stride, n_keys, v, hd, d0, m, acc);
       break;
     default:
-      PvSlab<NQ, 1>(p, p_stride, n_keys, v, v_stride, hd, d0, m, acc);
+      PvSlab<NQ, 1>(p, p_stride, n_keys, v, hd, d0, m, acc);
       break;
+  }
+}
+
+// Both sources of rows through the same passes (four heads at a time).
+template <typename Rows>
+void Qk(const float* q, int nq, int hd, const Rows& k, int n_keys, float scale, float* s) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* qi = q + i0 * hd;
+    float* si = s + i0 * n_keys;
+    WithCountUpTo4(nq - i0, [&](auto rows) { QkPass<decltype(rows)::value>(qi, hd, k, n_keys, scale, si, n_keys); });
+  }
+}
+
+template <typename Rows>
+void Pv(const float* p, int nq, int n_keys, const Rows& v, int hd, float* acc) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* pi = p + i0 * n_keys;
+    float* ai = acc + i0 * hd;
+    WithCountUpTo4(nq - i0, [&](auto rows) { PvPass<decltype(rows)::value>(pi, n_keys, n_keys, v, hd, ai); });
   }
 }
 
 }  // namespace
 
 void QkF16(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s) {
-  for (int i0 = 0; i0 < nq; i0 += 4) {
-    const float* qi = q + i0 * hd;
-    float* si = s + i0 * n_keys;
-    WithCountUpTo4(nq - i0, [&](auto rows) {
-      QkPass<decltype(rows)::value>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
-    });
-  }
+  Qk(q, nq, hd, HalfRows{k, k_stride}, n_keys, scale, s);
 }
 
 void PvF16(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
-  for (int i0 = 0; i0 < nq; i0 += 4) {
-    const float* pi = p + i0 * n_keys;
-    float* ai = acc + i0 * hd;
-    WithCountUpTo4(nq - i0, [&](auto rows) { PvPass<decltype(rows)::value>(pi, n_keys, n_keys, v, v_stride, hd, ai); });
-  }
+  Pv(p, nq, n_keys, HalfRows{v, v_stride}, hd, acc);
+}
+
+void QkI8(const float* q, int nq, int hd, const int8_t* k, const float* k_steps, int64_t k_stride, int group,
+          int n_keys, float scale, float* s) {
+  Qk(q, nq, hd, Int8Rows(k, k_steps, k_stride, group, hd), n_keys, scale, s);
+}
+
+void PvI8(const float* p, int nq, int n_keys, const int8_t* v, const float* v_steps, int64_t v_stride, int group,
+          int hd, float* acc) {
+  Pv(p, nq, n_keys, Int8Rows(v, v_steps, v_stride, group, hd), hd, acc);
 }
 
 void F32ToF16(const float* x, int64_t n, uint16_t* y) {

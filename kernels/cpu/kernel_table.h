@@ -120,6 +120,15 @@ struct CpuKernels {
   // updated as AttendRange does. hd % 16 == 0 and hd <= 256.
   void (*attend_run)(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
                      int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
+  // qk_f16 and pv_f16 on an int8 cache's rows in place, or null (then the rows are dequantized
+  // into a buffer first): codes `*_stride` elements apart, each row's steps `*_stride / group`
+  // apart (element d of a row uses its row's step d / group; group is KvInt8Group(hd)). The
+  // results are bit for bit those of dequant_i8_f16 followed by qk_f16 / pv_f16 of the same
+  // variant: every element is read as the f16 rounding of code × step.
+  void (*qk_i8)(const float* q, int nq, int hd, const int8_t* k, const float* k_steps, int64_t k_stride, int group,
+                int n_keys, float scale, float* s);
+  void (*pv_i8)(const float* p, int nq, int n_keys, const int8_t* v, const float* v_steps, int64_t v_stride,
+                int group, int hd, float* acc);
   // ---- AMX operands (null in variants without AMX) ----
   // Copies q (n_tokens × stride, stride a multiple of 256) into tile order: for token tile tt
   // (tokens 16 tt .. 16 tt + 15, missing tokens zero) and 64-column chunk kc, a 16 × 64-byte

@@ -87,8 +87,52 @@ KvRows ReadKvRows(const CpuKernels& k, const PagedKv& kv, const int32_t* block_t
   return {kb, vb, hd};
 }
 
-// The most keys of one run AttendRange or a tile may read at once from `kv`.
-int KvRunCap(const PagedKv& kv) { return kv.int8() ? std::max(1, kKvRunHalves / kv.head_dim) : kv.block_size; }
+// Whether the variant reads an int8 cache's rows in place (qk_i8 / pv_i8) instead of through a
+// dequantized buffer.
+bool Int8InPlace(const CpuKernels& k, const PagedKv& kv) { return kv.int8() && k.qk_i8 != nullptr; }
+
+// The most keys of one run AttendRange may read at once from `kv`: a paged block's, or what the
+// dequantization buffer holds.
+int KvRunCap(const CpuKernels& k, const PagedKv& kv) {
+  return kv.int8() && !Int8InPlace(k, kv) ? std::max(1, kKvRunHalves / kv.head_dim) : kv.block_size;
+}
+
+// Keys [j0, j0 + n) of KV head g (one paged block's run) for the per-token path: the scores of a
+// query group against them and the probabilities' sum of their values, on the rows in place
+// (f16, or int8 with qk_i8 / pv_i8) or on an int8 run dequantized into buf (2 × kKvRunHalves
+// halves; n * head_dim <= kKvRunHalves). Both give the same bits.
+class KvRun {
+ public:
+  KvRun(const CpuKernels& k, const PagedKv& kv, const int32_t* block_table, int j0, int n, int g, uint16_t* buf)
+      : k_(k), kv_(kv), n_(n), off_(ref::PagedKvOffset(kv, block_table, j0, g)) {
+    if (!Int8InPlace(k, kv)) rows_ = ReadKvRows(k, kv, block_table, j0, n, g, buf);
+  }
+
+  // s[i * n + j] = scale * q_i · K_j for the nq heads of q (nq × head_dim).
+  void Scores(const float* q, int nq, float scale, float* s) const {
+    const int hd = kv_.head_dim;
+    if (!Int8InPlace(k_, kv_)) return k_.qk_f16(q, nq, hd, rows_.k, rows_.stride, n_, scale, s);
+    const int group = KvInt8Group(hd);
+    k_.qk_i8(q, nq, hd, kv_.k8 + off_, kv_.k_steps + off_ / group, Stride(), group, n_, scale, s);
+  }
+
+  // acc[i * head_dim + d] += Σ_j p[i * n + j] · V_j[d].
+  void AddValues(const float* p, int nq, float* acc) const {
+    const int hd = kv_.head_dim;
+    if (!Int8InPlace(k_, kv_)) return k_.pv_f16(p, nq, n_, rows_.v, rows_.stride, hd, acc);
+    const int group = KvInt8Group(hd);
+    k_.pv_i8(p, nq, n_, kv_.v8 + off_, kv_.v_steps + off_ / group, Stride(), group, hd, acc);
+  }
+
+ private:
+  int64_t Stride() const { return int64_t{kv_.n_kv_heads} * kv_.head_dim; }
+
+  const CpuKernels& k_;
+  const PagedKv& kv_;
+  int n_;
+  uint64_t off_;
+  KvRows rows_{};
+};
 
 // Running online-softmax state of the heads of one unit: per head the max score m, the sum
 // of exp(score - m), and the accumulator Σ exp(score - m) · V (head_dim floats).
@@ -113,8 +157,8 @@ void AttendRange(const CpuKernels& k, const float* q, const AttnUnit& u, int gro
   const int hd = kv.head_dim;
   const int nq = u.i1 - u.i0;
   float s[kAttnFloats];
-  uint16_t kv_buf[2 * kKvRunHalves];  // int8 caches: the run dequantized
-  const int chunk_cap = std::min(std::max(1, kAttnFloats / nq), KvRunCap(kv));
+  uint16_t kv_buf[2 * kKvRunHalves];  // int8 caches without qk_i8: the run dequantized
+  const int chunk_cap = std::min(std::max(1, kAttnFloats / nq), KvRunCap(k, kv));
   auto chunk_end = [&](int j0) {
     return j0 + std::min({kv.block_size - j0 % kv.block_size, j_end - j0, chunk_cap});
   };
@@ -133,8 +177,8 @@ void AttendRange(const CpuKernels& k, const float* q, const AttnUnit& u, int gro
     for (int g = u.g0; g < u.g1; ++g) {
       const int h = (g - u.g0) * nq;  // first of this KV head's heads within the unit
       const float* qg = q + (int64_t{g} * group + u.i0) * hd;
-      const KvRows rows = ReadKvRows(k, kv, block_table, j0, n, g, kv_buf);
-      k.qk_f16(qg, nq, hd, rows.k, rows.stride, n, scale, s);
+      const KvRun run(k, kv, block_table, j0, n, g, kv_buf);
+      run.Scores(qg, nq, scale, s);
       for (int i = 0; i < nq; ++i) {
         float* si = s + i * n;
         const float chunk_max = *std::max_element(si, si + n);
@@ -146,7 +190,7 @@ void AttendRange(const CpuKernels& k, const float* q, const AttnUnit& u, int gro
         }
         st.l[h + i] += k.exp_shift_sum(si, n, st.m[h + i]);
       }
-      k.pv_f16(s, nq, n, rows.v, rows.stride, hd, st.acc + h * hd);
+      run.AddValues(s, nq, st.acc + h * hd);
     }
     j0 = j1;
   }

@@ -36,6 +36,11 @@ namespace avx512 {
 // The attend_run entry of kernels/cpu/kernel_table.h (avx512_attention.cc).
 void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
                int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
+// The qk_i8 / pv_i8 entries (avx512_ops.cc).
+void QkI8(const float* q, int nq, int hd, const int8_t* k, const float* k_steps, int64_t k_stride, int group,
+          int n_keys, float scale, float* s);
+void PvI8(const float* p, int nq, int n_keys, const int8_t* v, const float* v_steps, int64_t v_stride, int group,
+          int hd, float* acc);
 }  // namespace avx512
 // The amx variant: avx512's functions except these batch matmuls and the tile copy.
 namespace amx {

@@ -569,6 +569,59 @@ TEST(OpsEquivalence, AttentionScoreAndValueHelpers) {
   }
 }
 
+// qk_i8 / pv_i8 read an int8 cache's rows in place; they must give the bits of the rows
+// dequantized (dequant_i8_f16) and read by qk_f16 / pv_f16, whose accuracy the test above checks.
+// Both kinds of group (32, and the whole row of a head_dim that is no multiple of 32), strided
+// rows, steps from subnormal to overflowing halves, and NaN steps.
+TEST(OpsEquivalence, Int8KvAttentionHelpersMatchDequantizedRows) {
+  std::mt19937_64 rng(17);
+  const auto same_bits = [](float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; };
+  int checked = 0;
+  for (int i = 0; i < 3 * kShapes; ++i) {
+    const int nq = RandInt(rng, 1, 9);
+    const int hd = i % 3 == 0 ? RandInt(rng, 1, 160) : 32 * RandInt(rng, 1, 5);
+    const int group = KvInt8Group(hd);
+    const int n_keys = RandInt(rng, 1, 40);
+    const int64_t stride = int64_t{hd} * RandInt(rng, 1, 4);  // rows of several KV heads
+    const std::vector<float> q = Normal(static_cast<size_t>(nq) * hd, rng);
+    const size_t n = static_cast<size_t>(n_keys) * stride;
+    std::vector<int8_t> k8(n), v8(n);
+    for (int8_t& c : k8) c = static_cast<int8_t>(RandInt(rng, -128, 127));
+    for (int8_t& c : v8) c = static_cast<int8_t>(RandInt(rng, -128, 127));
+    std::vector<float> k_steps(n / group), v_steps(n / group);
+    for (std::vector<float>* steps : {&k_steps, &v_steps}) {
+      for (float& f : *steps) f = std::ldexp(1.0f + static_cast<float>(rng() % 4096) / 4096.0f, RandInt(rng, -24, -4));
+      if (i % 9 == 0) (*steps)[RandInt(rng, 0, static_cast<int>(steps->size()) - 1)] = std::ldexp(1.0f, 10);
+      if (i % 11 == 0) (*steps)[RandInt(rng, 0, static_cast<int>(steps->size()) - 1)] = NAN;
+    }
+    const std::vector<float> p = Normal(static_cast<size_t>(nq) * n_keys, rng);
+    const std::vector<float> acc0 = Normal(static_cast<size_t>(nq) * hd, rng);
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      if (k->qk_i8 == nullptr) continue;
+      SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " nq " << nq << " hd " << hd << " keys "
+                                        << n_keys << " stride " << stride);
+      std::vector<uint16_t> kh(n), vh(n);
+      k->dequant_i8_f16(k8.data(), k_steps.data(), static_cast<int64_t>(n), group, kh.data());
+      k->dequant_i8_f16(v8.data(), v_steps.data(), static_cast<int64_t>(n), group, vh.data());
+      std::vector<float> want_s(static_cast<size_t>(nq) * n_keys);
+      k->qk_f16(q.data(), nq, hd, kh.data(), stride, n_keys, 0.125f, want_s.data());
+      GuardedFloats s(want_s.size());
+      k->qk_i8(q.data(), nq, hd, k8.data(), k_steps.data(), stride, group, n_keys, 0.125f, s.data());
+      ASSERT_TRUE(s.Intact() && s.Written());
+      for (size_t j = 0; j < want_s.size(); ++j) ASSERT_TRUE(same_bits(s.data()[j], want_s[j])) << j;
+      std::vector<float> want_acc(acc0);
+      k->pv_f16(p.data(), nq, n_keys, vh.data(), stride, hd, want_acc.data());
+      GuardedFloats acc(acc0.size());
+      std::copy(acc0.begin(), acc0.end(), acc.data());
+      k->pv_i8(p.data(), nq, n_keys, v8.data(), v_steps.data(), stride, group, hd, acc.data());
+      ASSERT_TRUE(acc.Intact());
+      for (size_t j = 0; j < want_acc.size(); ++j) ASSERT_TRUE(same_bits(acc.data()[j], want_acc[j])) << j;
+      ++checked;
+    }
+  }
+  if (checked == 0) GTEST_SKIP() << "no variant this CPU runs reads int8 rows in place (AVX-512 does)";
+}
+
 TEST(OpsEquivalence, F16ConversionIsBitExact) {
   std::mt19937_64 rng(5);
   std::vector<float> x;
