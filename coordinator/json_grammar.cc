@@ -120,7 +120,15 @@ void JsonPath::ValueDone() {
     mode_ = Mode::kDone;
   } else {
     mode_ = Mode::kContainer;
-    Top().phase = Phase::kAfter;
+    Frame& f = Top();
+    f.phase = Phase::kAfter;
+    const JsonSchema::Node& n = Node(f.node);
+    if (n.kind == Kind::kTagged) {
+      // Its only property's value, a constant (literals_[lo_]), names the object that goes on,
+      // past that object's first property.
+      f.node = static_cast<uint16_t>(n.tagged[lo_]);
+      f.count = 1;
+    }
   }
   number_ = Num::kMinus;
   in_key_ = false;
@@ -142,6 +150,7 @@ bool JsonPath::StartValue(int32_t node, uint8_t byte, Choice& choice) {
     case Kind::kObject:
     case Kind::kMap:
     case Kind::kArray:
+    case Kind::kTagged:
       if (byte != (n.kind == Kind::kArray ? '[' : '{')) return false;
       stack_[depth_++] = Frame{static_cast<uint16_t>(id), Phase::kFirst, 0, 0};
       mode_ = Mode::kContainer;
@@ -174,6 +183,7 @@ bool JsonPath::StartValue(int32_t node, uint8_t byte, Choice& choice) {
 bool JsonPath::ContainerByte(uint8_t byte, Choice& choice) {
   switch (Node(Top().node).kind) {
     case Kind::kObject:
+    case Kind::kTagged:  // until its first property's value names the object
       return ObjectByte(byte);
     case Kind::kMap:
       return MapByte(byte);

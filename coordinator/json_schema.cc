@@ -505,6 +505,7 @@ class JsonSchemaCompiler {
         std::erase_if(leaves, [this](int32_t leaf) { return At(leaf).kind == Kind::kLiterals; });
         leaves.push_back(node);
       }
+      TagObjects(leaves);
       std::array<JsonSchema::Alternatives, JsonSchema::kFirstBytes> table{};
       for (int32_t leaf : leaves) {
         for (JsonSchema::FirstByte first : FirstBytes(At(leaf))) {
@@ -542,6 +543,43 @@ class JsonSchemaCompiler {
       for (int32_t reader : readers[static_cast<size_t>(node.id)]) queue.push_back(reader);
     }
     return absl::OkStatus();
+  }
+
+  // A union's object leaves, when every one's first declared property is the same required key
+  // whose value is one string constant, different in each (a discriminator written first, as a
+  // tool call's "name"), become one kTagged node: a value is then one path until the constant
+  // is read and names its object, instead of a path per object (at most kMaxAlternatives).
+  void TagObjects(std::vector<int32_t>& leaves) {
+    std::string key;
+    std::vector<std::pair<std::string, int32_t>> tags;  // constant, object
+    for (int32_t leaf : leaves) {
+      const JsonSchema::Node& node = At(leaf);
+      if (node.kind == Kind::kMap) return;  // another object beginning alike
+      if (node.kind != Kind::kObject) continue;
+      if (node.properties.empty() || !node.properties[0].required) return;
+      if (!tags.empty() && node.properties[0].key != key) return;
+      key = node.properties[0].key;
+      // Through unions by their members: their tables may not be filled yet.
+      std::vector<int32_t> visiting, values;
+      if (!Leaves(node.properties[0].value, visiting, values).ok() || values.size() != 1) return;
+      const JsonSchema::Node& value = At(values[0]);
+      if (value.kind != Kind::kLiterals || value.literals.size() != 1 || !value.literals[0].starts_with('"')) return;
+      tags.emplace_back(value.literals[0], leaf);
+    }
+    if (tags.size() < 2) return;
+    std::sort(tags.begin(), tags.end());
+    for (size_t i = 1; i < tags.size(); ++i) {
+      if (tags[i].first == tags[i - 1].first) return;  // two objects of one constant
+    }
+    const int32_t constants = NewNode(Kind::kLiterals);
+    const int32_t tagged = NewNode(Kind::kTagged);
+    for (const auto& [text, object] : tags) {
+      At(constants).literals.push_back(text);
+      At(tagged).tagged.push_back(object);
+    }
+    At(tagged).properties.push_back(JsonSchema::Property{key, constants, true});
+    std::erase_if(leaves, [this](int32_t leaf) { return At(leaf).kind == Kind::kObject; });
+    leaves.push_back(tagged);
   }
 
   // The constants a node admits when it admits nothing else (a literals node, or a union of
@@ -610,6 +648,7 @@ class JsonSchemaCompiler {
     switch (node.kind) {
       case Kind::kObject:
       case Kind::kMap:
+      case Kind::kTagged:
         return {JsonSchema::kOpenObject};
       case Kind::kArray:
         return {JsonSchema::kOpenArray};
@@ -649,6 +688,9 @@ class JsonSchemaCompiler {
           out.insert(out.end(), alternatives.ids.begin(), alternatives.ids.begin() + alternatives.size);
         }
         break;
+      case Kind::kTagged:
+        out = node.tagged;
+        break;
       default:
         break;
     }
@@ -675,6 +717,13 @@ class JsonSchemaCompiler {
           for (uint8_t i = 0; i < alternatives.size; ++i) best = std::min(best, depth(alternatives.ids[i]));
         }
         return best;
+      }
+      case Kind::kTagged: {
+        // The deepest object's: the constant may name any of them, and whichever it names must
+        // still be finishable (JsonPath::Fits is asked once, at the '{').
+        int32_t deepest = 0;
+        for (int32_t object : node.tagged) deepest = std::max(deepest, depth(object));
+        return deepest;
       }
       default:
         return 0;

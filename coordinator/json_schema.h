@@ -18,6 +18,9 @@
 //     (JsonState keeps one path per alternative still possible, at most 8); oneOf needs them to be
 //     exclusive: alternatives that begin differently are, objects that begin alike must differ
 //     in the constants of a property they all require (a discriminator such as "type");
+//   - objects whose first declared property is the same required key with a different string
+//     constant in each (a tool call's "name") are followed as one object until that constant
+//     names the alternative (kTagged), however many there are;
 //   - strings with a length bound count characters as code points (a \u surrogate pair is one),
 //     as validators count them.
 // Assertions outside the subset (pattern, minimum, multipleOf, uniqueItems: true, ...) are
@@ -58,6 +61,8 @@ class JsonSchema {
     kInteger,
     kLiterals,  // one of `literals`
     kUnion,     // by first byte: `by_first`
+    kTagged,    // objects told apart by their first property: `properties` holds it alone (its
+                // value: the string constants, sorted), `tagged` the object each one names
   };
   // What a value's first byte says it is (the union dispatch).
   enum FirstByte : uint8_t { kOpenObject, kOpenArray, kQuote, kNumeral, kTrue, kFalse, kNull, kFirstBytes };
@@ -81,6 +86,7 @@ class JsonSchema {
     uint32_t max = kUnbounded;
     std::vector<std::string> literals;  // kLiterals: compact JSON texts, sorted, distinct
     std::array<Alternatives, kFirstBytes> by_first{};  // kUnion: the leaves a first byte selects
+    std::vector<int32_t> tagged;  // kTagged: per constant of properties[0].value, its object
     // Containers a value of this node needs open at once to be finished (the object or array
     // itself included; 0 for scalars). kMaxDepth + 1: it cannot be finished within the bound.
     int32_t min_depth = 0;

@@ -568,6 +568,23 @@ def chat_test(binary, work, check):
                   all(d.index == 0 and d.id is None and d.function.name is None for d in deltas[1:]) and
                   len(deltas) > 2 and json.loads(pieces) == json.loads(call.function.arguments),
                   f"streamed tool call {deltas} against {call}")
+        # An agent's many tools (more than the 8 alternatives a schema may follow side by side):
+        # the call names one of them and its arguments are that one's.
+        many = tools + [{"type": "function", "function": {
+                            "name": f"lookup_{i}",
+                            "parameters": {"type": "object", "additionalProperties": False, "required": [f"key_{i}"],
+                                           "properties": {f"key_{i}": {"type": "integer"}}}}} for i in range(10)]
+        wide = server.client.chat.completions.create(model=name, messages=ask, tools=many, tool_choice="required",
+                                                     temperature=0, max_tokens=64)
+        wide_calls = wide.choices[0].message.tool_calls or []
+        by_name = {t["function"]["name"]: t["function"]["parameters"] for t in many}
+        if wide_calls and wide_calls[0].function.name in by_name:
+            wide_arguments = json.loads(wide_calls[0].function.arguments)
+            parameters = by_name[wide_calls[0].function.name]
+            check(set(parameters["required"]) <= set(wide_arguments) <= set(parameters["properties"]),
+                  f"a call among 12 tools has another tool's arguments: {wide_calls[0]}")
+        check(wide.choices[0].finish_reason == "tool_calls" and len(wide_calls) == 1 and
+              wide_calls[0].function.name in by_name, f"a call among 12 tools: {wide.choices[0]}")
         answered = server.client.chat.completions.create(model=name, max_tokens=24, temperature=0, messages=ask + [
             {"role": "assistant", "content": None, "tool_calls": [
                 {"id": call.id, "type": "function",

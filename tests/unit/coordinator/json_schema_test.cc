@@ -63,6 +63,25 @@ const std::string kAnyOfPets =
     R"( {"$ref": "#/$defs/fish"}, {"type": "string", "maxLength": 2}, {"enum": ["long value"]}, {"type": "integer"},)"
     R"( {"type": "number"}]}})";
 
+// n objects told apart by their first property, {"name": const, "arguments": ...}, the shape of
+// an OpenAI tool call (coordinator/openai_tools.h), with arguments that differ per object: f<i>
+// takes {"a<i>": integer}, every third also an optional string "s" and every fifth nested
+// arrays.
+std::string TaggedCalls(int n, const char* keyword = "anyOf") {
+  std::string text = std::string(R"({")") + keyword + R"(": [)";
+  for (int i = 0; i < n; ++i) {
+    const std::string a = "a" + std::to_string(i);
+    std::string arguments = R"({"type": "object", "properties": {")" + a + R"(": {"type": "integer"})";
+    if (i % 3 == 0) arguments += R"(, "s": {"type": "string", "maxLength": 4})";
+    if (i % 5 == 0) arguments += R"(, "m": {"type": "array", "items": {"type": "array", "items": {"type": "null"}}})";
+    arguments += R"(}, "required": [")" + a + R"("], "additionalProperties": false})";
+    text += (i ? ", " : "") + std::string(R"({"type": "object", "properties": {"name": {"const": "f)") +
+            std::to_string(i) + R"("}, "arguments": )" + arguments +
+            R"(}, "required": ["name", "arguments"], "additionalProperties": false})";
+  }
+  return text + "]}";
+}
+
 TEST(JsonSchemaTest, DocumentsOfTheSchemaAreAcceptedAndCompleteAtTheirEnd) {
   struct Case {
     const char* schema;
@@ -281,6 +300,8 @@ TEST(JsonSchemaTest, RandomWalksNeverStickAndEndInValidDocuments) {
       R"( "c": {"type": "array", "items": {"$ref": "#"}}}, "required": ["b"]})",
       kOneOfPets,
       kAnyOfPets,
+      TaggedCalls(20),
+      R"({"type": "array", "items": )" + TaggedCalls(12, "oneOf") + "}",
   };
   std::mt19937 rng(11);
   for (const std::string& text : schemas) {
@@ -315,6 +336,78 @@ TEST(JsonSchemaTest, RandomWalksNeverStickAndEndInValidDocuments) {
     }
     EXPECT_EQ(finished, runs);
   }
+}
+
+// Objects told apart by a first property of string constants (tool calls by "name") are one
+// path however many there are, and each constant admits only its own object's properties.
+TEST(JsonSchemaTest, ObjectsToldApartByTheirFirstPropertyAreFollowedAsOne) {
+  for (const char* keyword : {"anyOf", "oneOf"}) {
+    const std::string text = TaggedCalls(40, keyword);
+    auto schema = MustCompile(text);
+    ASSERT_NE(schema, nullptr);
+    EXPECT_FALSE(schema->ambiguous()) << "one path, not one per object";
+    for (int i : {0, 7, 8, 9, 15, 39}) {
+      const std::string a = "a" + std::to_string(i);
+      const std::string doc = R"({"name": "f)" + std::to_string(i) + R"(", "arguments": {")" + a + R"(": 12}})";
+      JsonState state(schema.get());
+      EXPECT_EQ(Feed(state, doc), doc.size()) << doc;
+      EXPECT_TRUE(state.complete()) << doc;
+      EXPECT_EQ(state.paths(), 1);
+      EXPECT_TRUE(testing::ValidatesAgainst(doc, text)) << doc;
+      // Another function's argument after this name is refused at its first differing byte.
+      const std::string other = R"({"name": "f)" + std::to_string(i) + R"(", "arguments": {"a)";
+      JsonState wrong(schema.get());
+      ASSERT_EQ(Feed(wrong, other), other.size());
+      std::string digits = std::to_string(i);  // another function's key: the last digit changed
+      digits.back() = static_cast<char>('0' + (digits.back() - '0' + 1) % 10);
+      EXPECT_EQ(Feed(wrong, digits), digits.size() - 1) << other << digits;
+    }
+    // Names no object has, a missing name, a name that only begins like one.
+    for (const std::string& prefix : {std::string(R"({"name": "g)"), std::string(R"({"arguments)"),
+                                      std::string(R"({"name": "f40)"), std::string(R"({"name": "f3", "s)")}) {
+      JsonState state(schema.get());
+      EXPECT_LT(Feed(state, prefix), prefix.size()) << prefix;
+    }
+    // f1 (an object) and f10..f19 share the bytes "f1: the quote decides.
+    JsonState one(schema.get());
+    ASSERT_EQ(Feed(one, R"({"name": "f1")"), 13u);
+    EXPECT_EQ(Feed(one, R"(, "arguments": {"a1": 1}})"), 25u);
+    EXPECT_TRUE(one.complete());
+  }
+  // Nesting: a tagged object is begun only where the deepest of its objects still fits (the
+  // constant, read later, may name that one). f1's arguments need three objects.
+  const std::string nested =
+      R"({"anyOf": [{"type": "array", "items": {"$ref": "#"}},)"
+      R"( {"type": "object", "properties": {"name": {"const": "f0"}, "arguments": {"type": "object"}},)"
+      R"( "required": ["name", "arguments"]},)"
+      R"( {"type": "object", "properties": {"name": {"const": "f1"}, "arguments": {"type": "object", "properties":)"
+      R"( {"x": {"type": "object", "properties": {"y": {"type": "object", "properties": {"z": {"type": "null"}},)"
+      R"( "required": ["z"]}}, "required": ["y"]}}, "required": ["x"]}}, "required": ["name", "arguments"]}]})";
+  auto deep = MustCompile(nested);
+  ASSERT_NE(deep, nullptr);
+  EXPECT_FALSE(deep->ambiguous());
+  const std::string call = R"({"name": "f1", "arguments": {"x": {"y": {"z": null}}}})";
+  JsonState fits(deep.get());
+  const std::string at28 = std::string(28, '[') + call + std::string(28, ']');
+  EXPECT_EQ(Feed(fits, at28), at28.size());
+  EXPECT_TRUE(fits.complete());
+  JsonState too_deep(deep.get());
+  ASSERT_EQ(Feed(too_deep, std::string(29, '[')), 29u);
+  EXPECT_FALSE(too_deep.Advance('{')) << "f1 would not fit at 33";
+  EXPECT_TRUE(too_deep.Advance(']'));
+  // Not told apart by a constant first (an enum of two for one object, a key that differs, a
+  // constant listed twice): followed side by side as before, and more than 8 are refused.
+  const std::string two_constants = R"({"anyOf": [{"type": "object", "properties": {"k": {"enum": ["a", "b"]}},)"
+                                    R"( "required": ["k"]}, {"type": "object", "properties": {"k": {"const": "c"}},)"
+                                    R"( "required": ["k"]}]})";
+  EXPECT_TRUE(MustCompile(two_constants)->ambiguous());
+  std::string twice = TaggedCalls(3);
+  twice.replace(twice.find(R"("f2")"), 4, R"("f1")");
+  EXPECT_TRUE(MustCompile(twice)->ambiguous());
+  std::string mixed = TaggedCalls(9);
+  mixed.replace(mixed.find(R"("name")"), 6, R"("nom")");
+  mixed.replace(mixed.find(R"("required": ["name")"), 18, R"("required": ["nom")");
+  EXPECT_FALSE(JsonSchema::Compile(mixed).ok()) << "nine objects not told apart";
 }
 
 TEST(JsonSchemaTest, OptionalNestingStopsWhereItCouldNotFinish) {

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/json_grammar.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -261,6 +262,38 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   EXPECT_EQ(chat.messages(1).content(), R"({"name":"weather","arguments":{"zcity":"Paris","aunit":"c"}})");
   EXPECT_EQ(chat.messages(2).role(), "tool");
   EXPECT_EQ(chat.messages(2).content(), "12 C");
+}
+
+// Agents offer dozens of functions: the call's schema (an anyOf of one object per function) is
+// followed as one path told apart by the name, not one path per function (at most 8 of those).
+TEST(OpenAiRequestTest, ManyToolsMakeOneCallSchema) {
+  std::string tools = R"("tools": [)";
+  for (int i = 0; i < 40; ++i) {
+    tools += absl::StrCat(i ? ", " : "", R"({"type": "function", "function": {"name": "tool_)", i,
+                          R"(", "parameters": {"type": "object", "properties": {"x)", i,
+                          R"(": {"type": "integer"}}, "required": ["x)", i, R"("]}}})");
+  }
+  tools += "]";
+  for (const char* choice : {"required", "auto"}) {
+    auto request = Chat(absl::StrCat(R"({"messages": [{"role": "user", "content": "hi"}], )", tools,
+                                     R"(, "tool_choice": ")", choice, R"("})"));
+    ASSERT_TRUE(request.ok()) << request.status();
+    StatusOr<std::shared_ptr<const JsonSchema>> schema =
+        JsonSchema::Compile(request->generate().json_schema(), request->generate().json_schema_best_effort());
+    ASSERT_TRUE(schema.ok()) << schema.status();
+    EXPECT_FALSE((*schema)->ambiguous());
+    for (int i : {0, 9, 39}) {
+      JsonState state(schema->get());
+      const std::string call = absl::StrCat(R"({"name": "tool_)", i, R"(", "arguments": {"x)", i, R"(": 7}})");
+      for (char c : call) ASSERT_TRUE(state.Advance(static_cast<uint8_t>(c))) << call << " at " << c;
+      EXPECT_TRUE(state.complete());
+      JsonState wrong(schema->get());
+      const std::string mismatched = absl::StrCat(R"({"name": "tool_)", i, R"(", "arguments": {"x)", i + 1);
+      size_t taken = 0;
+      while (taken < mismatched.size() && wrong.Advance(static_cast<uint8_t>(mismatched[taken]))) ++taken;
+      EXPECT_LT(taken, mismatched.size()) << "tool_" << i << " takes no x" << i + 1;
+    }
+  }
 }
 
 // The answer to a forced call comes back as tool_calls (whole and streamed); one cut short stays
