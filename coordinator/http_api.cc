@@ -131,11 +131,12 @@ class SseOutput final : public GenerateOutput {
     if (!logprobs_) pending_.clear();
     const v1::FinishReason finish = last ? choice_.Finish(message, &usage) : v1::FINISH_REASON_UNSPECIFIED;
     if (header_.tools != nullptr && !text_answer_) {
-      // Under tool_choice auto an answer that begins with anything but '{' is text: what was
-      // held goes out, and the rest streams.
+      // Under tool_choice auto an answer that does not begin like a call is text: what was held
+      // goes out, and the rest streams.
       call_text_ += text;
       const size_t first = call_text_.find_first_not_of(" \t\n\r");
-      text_answer_ = header_.tools->automatic && first != std::string::npos && call_text_[first] != '{';
+      text_answer_ = header_.tools->automatic && first != std::string::npos &&
+                     !BeginsToolCall(*header_.tools, call_text_[first]);
       if (!text_answer_) return StreamCall(finish, last);
       text = std::move(call_text_);
     }
@@ -153,24 +154,25 @@ class SseOutput final : public GenerateOutput {
   v1::Usage usage;  // from the last message
 
  private:
-  // A tool call streams as OpenAI's do: a chunk that opens it once its name is known, then its
-  // arguments' text as it grows. An answer that ends before its arguments begin (cut short)
-  // goes out whole at the end, as content when it is not a call.
+  // Tool calls stream as OpenAI's do: a chunk opens each once its name is known, then its
+  // arguments' text follows as it grows; a last chunk carries the finish reason. An answer that
+  // ends before a call began (cut short) goes out whole at the end, as content when it is not
+  // a call.
   bool StreamCall(v1::FinishReason finish, bool last) {
-    if (!head_) head_ = FindToolCallHead(*header_.tools, call_text_);
-    if (!head_) return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
-    if (!opened_) {
-      if (!stream_.Event(OpenAiToolCallHeadChunkBody(header_, head_->name, index_))) return false;
-      opened_ = true;
+    if (!calls_) calls_.emplace(*header_.tools);
+    const std::vector<ToolCallStream::Delta> deltas = calls_->Update(call_text_, last);
+    if (!calls_->opened()) return !last || stream_.Event(OpenAiToolCallChunkBody(header_, call_text_, finish, index_));
+    for (const ToolCallStream::Delta& d : deltas) {
+      const std::string chunk =
+          d.opens ? OpenAiToolCallHeadChunkBody(header_, d.name, index_, d.call)
+                  : OpenAiToolCallArgumentsChunkBody(header_, d.arguments, v1::FINISH_REASON_UNSPECIFIED, false,
+                                                     index_, d.call);
+      if (!stream_.Event(chunk)) return false;
     }
-    const size_t begin = head_->arguments_begin + arguments_sent_;
-    const size_t end = std::max(begin, ToolCallArgumentsEnd(*header_.tools, call_text_, *head_, last));
-    const std::string piece = call_text_.substr(begin, end - begin);
-    arguments_sent_ += piece.size();
-    if (piece.empty() && !last) return true;
-    const bool complete = last && finish == v1::FINISH_REASON_END_OF_SEQUENCE &&
-                          ParseToolCall(*header_.tools, call_text_).has_value();
-    return stream_.Event(OpenAiToolCallArgumentsChunkBody(header_, piece, finish, complete, index_));
+    if (!last) return true;
+    const bool complete =
+        finish == v1::FINISH_REASON_END_OF_SEQUENCE && ParseToolCalls(*header_.tools, call_text_).has_value();
+    return stream_.Event(OpenAiToolCallArgumentsChunkBody(header_, "", finish, complete, index_, 0));
   }
 
   SseStream& stream_;
@@ -181,9 +183,7 @@ class SseOutput final : public GenerateOutput {
   std::vector<OpenAiTokenLogprobs> pending_;  // of tokens not in a chunk yet
   std::string call_text_;                     // a tool call's answer so far
   bool text_answer_ = false;                  // tool_choice auto, answered in text
-  std::optional<ToolCallHead> head_;          // the call's name, where its arguments begin
-  bool opened_ = false;                       // the call's first chunk is out
-  size_t arguments_sent_ = 0;                 // bytes of the arguments already sent
+  std::optional<ToolCallStream> calls_;       // the answer's calls, once it is one
   int64_t text_offset_ = 0;                   // characters of the tokens already sent
   bool first_ = true;
 };

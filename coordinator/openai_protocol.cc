@@ -659,18 +659,21 @@ const char* OpenAiFinishReason(v1::FinishReason reason) {
 namespace {
 
 // A forced call's answer as `field` ("message" or "delta") of `choice`: tool_calls, no content,
-// finish_reason "tool_calls"; left as content when the answer is not a whole call.
-void AddToolCall(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish, int index,
-                 Json& choice, const char* field) {
+// finish_reason "tool_calls"; left as content when the answer is not whole calls.
+void AddToolCalls(const OpenAiResponseHeader& header, const std::string& text, v1::FinishReason finish, int index,
+                  Json& choice, const char* field) {
   if (finish != v1::FINISH_REASON_END_OF_SEQUENCE) return;
-  const std::optional<OpenAiToolCall> call = ParseToolCall(*header.tools, text);
-  if (!call) return;
+  const std::optional<std::vector<OpenAiToolCall>> calls = ParseToolCalls(*header.tools, text);
+  if (!calls) return;
   choice[field]["content"] = nullptr;
-  Json function{{"name", call->name}, {"arguments", call->arguments}};
-  choice[field]["tool_calls"] = Json::array({Json{{"index", 0},
-                                                  {"id", absl::StrCat("call_", header.id, "_", index)},
-                                                  {"type", "function"},
-                                                  {"function", std::move(function)}}});
+  Json array = Json::array();
+  for (size_t k = 0; k < calls->size(); ++k) {
+    array.push_back(Json{{"index", k},
+                         {"id", ToolCallId(header, index, static_cast<int>(k))},
+                         {"type", "function"},
+                         {"function", Json{{"name", (*calls)[k].name}, {"arguments", (*calls)[k].arguments}}}});
+  }
+  choice[field]["tool_calls"] = std::move(array);
   choice["finish_reason"] = "tool_calls";
 }
 
@@ -687,7 +690,7 @@ std::string OpenAiCompletionBody(const OpenAiResponseHeader& header, const std::
                 {"finish_reason", FinishJson(c.finish)}};
     if (chat) {
       choice["message"] = Json{{"role", "assistant"}, {"content", c.text}};
-      if (header.tools != nullptr) AddToolCall(header, c.text, c.finish, static_cast<int>(i), choice, "message");
+      if (header.tools != nullptr) AddToolCalls(header, c.text, c.finish, static_cast<int>(i), choice, "message");
     } else {
       choice["text"] = c.text;
     }
@@ -730,16 +733,21 @@ std::string OpenAiToolCallChunkBody(const OpenAiResponseHeader& header, const st
                                     v1::FinishReason finish, int index) {
   Json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", FinishJson(finish)}};
   choice["delta"] = Json{{"role", "assistant"}, {"content", text}};
-  if (header.tools != nullptr) AddToolCall(header, text, finish, index, choice, "delta");
+  if (header.tools != nullptr) AddToolCalls(header, text, finish, index, choice, "delta");
   Json body = HeaderJson(header, "chat.completion.chunk");
   body["choices"] = Json::array({std::move(choice)});
   if (header.include_usage) body["usage"] = nullptr;
   return Dump(body);
 }
 
-std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, const std::string& name, int index) {
-  Json call{{"index", 0},
-            {"id", absl::StrCat("call_", header.id, "_", index)},
+std::string ToolCallId(const OpenAiResponseHeader& header, int index, int call_index) {
+  return absl::StrCat("call_", header.id, "_", index, "_", call_index);
+}
+
+std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, const std::string& name, int index,
+                                        int call_index) {
+  Json call{{"index", call_index},
+            {"id", ToolCallId(header, index, call_index)},
             {"type", "function"},
             {"function", Json{{"name", name}, {"arguments", ""}}}};
   Json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
@@ -751,14 +759,14 @@ std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, cons
 }
 
 std::string OpenAiToolCallArgumentsChunkBody(const OpenAiResponseHeader& header, const std::string& arguments,
-                                             v1::FinishReason finish, bool complete, int index) {
+                                             v1::FinishReason finish, bool complete, int index, int call_index) {
   Json choice{{"index", index}, {"logprobs", nullptr}};
   choice["finish_reason"] =
       finish == v1::FINISH_REASON_UNSPECIFIED ? Json(nullptr) : complete ? Json("tool_calls") : FinishJson(finish);
   choice["delta"] = Json::object();
   if (!arguments.empty()) {
     choice["delta"]["tool_calls"] =
-        Json::array({Json{{"index", 0}, {"function", Json{{"arguments", arguments}}}}});
+        Json::array({Json{{"index", call_index}, {"function", Json{{"arguments", arguments}}}}});
   }
   Json body = HeaderJson(header, "chat.completion.chunk");
   body["choices"] = Json::array({std::move(choice)});

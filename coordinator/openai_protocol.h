@@ -144,13 +144,17 @@ std::string OpenAiChunkBody(const OpenAiResponseHeader& header, const std::strin
 // "tool_calls" (as content, with its finish reason, when `text` is not a whole call).
 std::string OpenAiToolCallChunkBody(const OpenAiResponseHeader& header, const std::string& text,
                                     v1::FinishReason finish, int index);
-// A streamed tool call as it is generated: the first chunk opens it (the role, the call's id,
-// type and function name, empty arguments); the next ones carry pieces of its arguments' JSON
-// text; the last one also the finish reason ("tool_calls" when `complete`, the answer being a
-// whole call, else the request's own, e.g. "length").
-std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, const std::string& name, int index);
+// A streamed tool call as it is generated: the first chunk opens call `call_index` of choice
+// `index` (the role, the call's id, type and function name, empty arguments); the next ones
+// carry pieces of its arguments' JSON text; the last one of the answer also the finish reason
+// ("tool_calls" when `complete`, the answer being whole calls, else the request's own, e.g.
+// "length").
+std::string OpenAiToolCallHeadChunkBody(const OpenAiResponseHeader& header, const std::string& name, int index,
+                                        int call_index);
 std::string OpenAiToolCallArgumentsChunkBody(const OpenAiResponseHeader& header, const std::string& arguments,
-                                             v1::FinishReason finish, bool complete, int index);
+                                             v1::FinishReason finish, bool complete, int index, int call_index);
+// The id of call `call_index` of choice `index`: "call_<response id>_<choice>_<call>".
+std::string ToolCallId(const OpenAiResponseHeader& header, int index, int call_index);
 // The characters `entries`' texts add to the completion (the next chunk's text_offset).
 int64_t OpenAiLogprobsLength(const std::vector<OpenAiTokenLogprobs>& entries);
 // The last chunk under stream_options.include_usage: no choices, the usage.

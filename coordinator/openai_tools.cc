@@ -89,6 +89,10 @@ StatusOr<std::optional<OpenAiTools>> ReadOpenAiTools(std::string_view body) {
   }
   const Json* parallel = Find(json, "parallel_tool_calls");
   if (parallel != nullptr && !parallel->is_boolean()) return FieldError("parallel_tool_calls", "must be true or false");
+  // Off unless asked for (OpenAI's default is on): in this call format a model not trained for
+  // it tends to go on adding calls to the array until max_tokens (SmolLM2-135M did, offered a
+  // dozen functions), where one call would have been useful.
+  out.parallel = parallel != nullptr && parallel->get<bool>();
   if (choice == nullptr || *choice == Json("auto")) {
     out.automatic = true;
     return std::optional<OpenAiTools>(std::move(out));
@@ -109,19 +113,21 @@ StatusOr<std::optional<OpenAiTools>> ReadOpenAiTools(std::string_view body) {
   }
   OpenAiTools one;
   one.functions.push_back(*it);
-  one.named = true;
+  one.named = true;  // one call of it: never parallel
   return std::optional<OpenAiTools>(std::move(one));
 }
 
 std::string ToolCallSchema(const OpenAiTools& tools) {
   if (tools.named) return tools.functions.front().parameters;
-  // {"anyOf": [{"name": const, "arguments": parameters}, ...]}: objects that begin alike, told
-  // apart by the name (json_schema.h follows them side by side).
+  // {"anyOf": [{"name": const, "arguments": parameters}, ...]}: objects told apart by the name
+  // (json_schema.h follows them as one until the name is read). With parallel calls they sit in
+  // $defs, and the answer is one of them or an array of them.
+  const std::string base = tools.parallel ? "/$defs/call" : "";
   Json alternatives = Json::array();
   for (size_t i = 0; i < tools.functions.size(); ++i) {
     const OpenAiFunction& f = tools.functions[i];
     Json parameters = Json::parse(f.parameters, nullptr, /*allow_exceptions=*/false);
-    Rebase(parameters, absl::StrCat("/anyOf/", i, "/properties/arguments"));
+    Rebase(parameters, absl::StrCat(base, "/anyOf/", i, "/properties/arguments"));
     Json call = Json::object();
     call["type"] = "object";
     call["properties"] = Json::object();
@@ -131,20 +137,28 @@ std::string ToolCallSchema(const OpenAiTools& tools) {
     call["additionalProperties"] = false;
     alternatives.push_back(std::move(call));
   }
-  return Json{{"anyOf", std::move(alternatives)}}.dump();
+  if (!tools.parallel) return Json{{"anyOf", std::move(alternatives)}}.dump();
+  Json schema = Json::object();
+  schema["anyOf"] = Json::array({Json{{"$ref", "#/$defs/call"}},
+                                 Json{{"type", "array"}, {"items", Json{{"$ref", "#/$defs/call"}}}, {"minItems", 1}}});
+  schema["$defs"] = Json{{"call", Json{{"anyOf", std::move(alternatives)}}}};
+  return schema.dump();
 }
 
 std::string ToolsPrompt(const OpenAiTools& tools) {
+  constexpr char kCall[] = "a JSON object {\"name\": <function name>, \"arguments\": <its arguments>}";
+  constexpr char kSeveral[] = ", or a JSON array of such objects to make several calls at once";
   std::string text;
   if (tools.named) {
     text = absl::StrCat("Call the function ", tools.functions.front().name,
                         ": answer with its arguments as a JSON object.\n\nFunction:\n");
   } else if (tools.automatic) {
-    text = "You may call one of these functions. To call one, answer with only a JSON object {\"name\": "
-           "<function name>, \"arguments\": <its arguments>}; otherwise answer in text.\n\nFunctions:\n";
+    text = absl::StrCat("You may call these functions. To call one, answer with only ", kCall,
+                        tools.parallel ? kSeveral : "", "; otherwise answer in text.\n\nFunctions:\n");
   } else {
-    text = "Call one of these functions: answer with a JSON object {\"name\": <function name>, \"arguments\": "
-           "<its arguments>}.\n\nFunctions:\n";
+    text = absl::StrCat(tools.parallel ? "Call one or more of these functions: answer with " :
+                                         "Call one of these functions: answer with ",
+                        kCall, tools.parallel ? kSeveral : "", ".\n\nFunctions:\n");
   }
   for (const OpenAiFunction& f : tools.functions) {
     Json line = Json::object();
@@ -156,78 +170,218 @@ std::string ToolsPrompt(const OpenAiTools& tools) {
   return text;
 }
 
-std::optional<OpenAiToolCall> ParseToolCall(const OpenAiTools& tools, std::string_view text) {
+bool BeginsToolCall(const OpenAiTools& tools, char first) {
+  return first == '{' || (first == '[' && tools.parallel && !tools.named);
+}
+
+std::optional<std::vector<OpenAiToolCall>> ParseToolCalls(const OpenAiTools& tools, std::string_view text) {
   const Json json = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return std::nullopt;
   const auto dump = [](const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); };
   if (tools.named) {
     if (!json.is_object()) return std::nullopt;
-    return OpenAiToolCall{tools.functions.front().name, dump(json)};
+    return std::vector<OpenAiToolCall>{{tools.functions.front().name, dump(json)}};
   }
-  const Json* name = Find(json, "name");
-  const Json* arguments = Find(json, "arguments");
-  if (name == nullptr || !name->is_string() || arguments == nullptr) return std::nullopt;
-  return OpenAiToolCall{name->get<std::string>(), dump(*arguments)};
+  const auto call = [&](const Json& object) -> std::optional<OpenAiToolCall> {
+    const Json* name = Find(object, "name");
+    const Json* arguments = Find(object, "arguments");
+    if (name == nullptr || !name->is_string() || arguments == nullptr) return std::nullopt;
+    return OpenAiToolCall{name->get<std::string>(), dump(*arguments)};
+  };
+  std::vector<OpenAiToolCall> calls;
+  if (json.is_array() && tools.parallel) {
+    for (const Json& item : json) {
+      std::optional<OpenAiToolCall> one = call(item);
+      if (!one) return std::nullopt;
+      calls.push_back(std::move(*one));
+    }
+    if (calls.empty()) return std::nullopt;
+    return calls;
+  }
+  std::optional<OpenAiToolCall> one = call(json);
+  if (!one) return std::nullopt;
+  calls.push_back(std::move(*one));
+  return calls;
 }
 
-std::optional<ToolCallHead> FindToolCallHead(const OpenAiTools& tools, std::string_view text) {
-  size_t i = 0;
-  const auto space = [&] {
-    while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) ++i;
-  };
-  const auto expect = [&](std::string_view s) {
-    space();
-    if (text.substr(i, s.size()) != s) return false;
-    i += s.size();
-    return true;
-  };
-  if (tools.named) {
-    space();
-    if (i == text.size()) return std::nullopt;
-    return ToolCallHead{tools.functions.front().name, i};
-  }
-  if (!expect("{") || !expect("\"name\"") || !expect(":")) return std::nullopt;
-  space();
-  if (i == text.size() || text[i] != '"') return std::nullopt;
-  size_t close = i + 1;
-  while (close < text.size() && text[close] != '"') close += text[close] == '\\' ? 2 : 1;
-  if (close >= text.size()) return std::nullopt;
-  const Json name = Json::parse(text.substr(i, close + 1 - i), nullptr, /*allow_exceptions=*/false);
-  if (!name.is_string()) return std::nullopt;
-  i = close + 1;
-  if (!expect(",") || !expect("\"arguments\"") || !expect(":")) return std::nullopt;
-  space();
-  if (i == text.size()) return std::nullopt;
-  return ToolCallHead{name.get<std::string>(), i};
+namespace {
+
+bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+size_t SkipJsonSpace(std::string_view text, size_t i) {
+  while (i < text.size() && IsJsonSpace(text[i])) ++i;
+  return i;
 }
 
-size_t ToolCallArgumentsEnd(const OpenAiTools& tools, std::string_view text, const ToolCallHead& head,
-                            bool finished) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  size_t end = text.size();
-  while (end > head.arguments_begin && is_space(text[end - 1])) --end;
-  if (tools.named) return end;
-  if (finished) {
-    if (end > head.arguments_begin && text[end - 1] == '}') --end;  // the call object's
-    while (end > head.arguments_begin && is_space(text[end - 1])) --end;
-    return end;
+// Reads `token` at text[i] after whitespace: 1 and i past it, 0 when the text ends first, -1
+// when something else is there.
+int Expect(std::string_view text, size_t& i, std::string_view token) {
+  const size_t at = SkipJsonSpace(text, i);
+  const size_t n = std::min(token.size(), text.size() - std::min(at, text.size()));
+  if (text.substr(at, n) != token.substr(0, n)) return -1;
+  if (n < token.size()) return 0;
+  i = at + token.size();
+  return 1;
+}
+
+}  // namespace
+
+bool ToolCallStream::ScanArguments(std::string_view text) {
+  if (scan_ == arguments_begin_ && scan_ < text.size()) {
+    const char first = text[scan_];
+    if (first != '{' && first != '[' && first != '"') {
+      depth_ = -1;  // a scalar: it ends at the first delimiter
+    }
   }
-  while (end > head.arguments_begin && (is_space(text[end - 1]) || text[end - 1] == '}')) --end;
-  return end;
+  while (scan_ < text.size()) {
+    const char c = text[scan_];
+    if (depth_ < 0) {
+      if (IsJsonSpace(c) || c == ',' || c == '}' || c == ']') return true;
+    } else if (in_string_) {
+      if (escape_) {
+        escape_ = false;
+      } else if (c == '\\') {
+        escape_ = true;
+      } else if (c == '"') {
+        in_string_ = false;
+        if (depth_ == 0) {
+          ++scan_;
+          return true;
+        }
+      }
+    } else if (c == '"') {
+      in_string_ = true;
+    } else if (c == '{' || c == '[') {
+      ++depth_;
+    } else if (c == '}' || c == ']') {
+      ++scan_;
+      if (--depth_ == 0) return true;
+      continue;
+    }
+    ++scan_;
+  }
+  return false;
+}
+
+std::vector<ToolCallStream::Delta> ToolCallStream::Update(std::string_view text, bool finished) {
+  std::vector<Delta> out;
+  const auto open = [&](std::string name, size_t arguments_begin) {
+    out.push_back(Delta{calls_, true, std::move(name), ""});
+    ++calls_;
+    arguments_begin_ = sent_ = scan_ = arguments_begin;
+    depth_ = 0;
+    in_string_ = escape_ = false;
+    phase_ = Phase::kArguments;
+  };
+  const auto send = [&](size_t end) {
+    if (end > sent_) out.push_back(Delta{calls_ - 1, false, "", std::string(text.substr(sent_, end - sent_))});
+    sent_ = std::max(sent_, end);
+  };
+  for (;;) {
+    switch (phase_) {
+      case Phase::kStart: {
+        const size_t i = SkipJsonSpace(text, pos_);
+        if (i == text.size()) return out;
+        if (tools_.named) {
+          open(tools_.functions.front().name, i);
+        } else {
+          array_ = text[i] == '[' && tools_.parallel;
+          pos_ = array_ ? i + 1 : i;
+          phase_ = Phase::kHead;
+        }
+        break;
+      }
+      case Phase::kHead: {
+        size_t i = pos_;
+        int got = 1;
+        for (std::string_view token : {"{", "\"name\"", ":"}) {
+          if (got == 1) got = Expect(text, i, token);
+        }
+        if (got == 1) {
+          i = SkipJsonSpace(text, i);
+          if (i == text.size()) return out;
+          if (text[i] != '"') {
+            got = -1;
+          } else {
+            size_t close = i + 1;
+            while (close < text.size() && text[close] != '"') close += text[close] == '\\' ? 2 : 1;
+            if (close >= text.size()) return out;
+            const Json name = Json::parse(text.substr(i, close + 1 - i), nullptr, /*allow_exceptions=*/false);
+            i = close + 1;
+            for (std::string_view token : {",", "\"arguments\"", ":"}) {
+              if (got == 1) got = Expect(text, i, token);
+            }
+            if (got == 1) {
+              i = SkipJsonSpace(text, i);
+              if (i == text.size()) return out;
+              if (!name.is_string()) {
+                got = -1;
+              } else {
+                open(name.get<std::string>(), i);
+                break;
+              }
+            }
+          }
+        }
+        if (got == 0) return out;
+        phase_ = Phase::kDone;  // not a call's head: the constraint makes that impossible
+        break;
+      }
+      case Phase::kArguments: {
+        if (ScanArguments(text)) {
+          send(scan_);
+          pos_ = scan_;
+          phase_ = tools_.named ? Phase::kDone : Phase::kTail;
+          break;
+        }
+        size_t end = text.size();
+        if (!finished) {
+          while (end > sent_ && IsJsonSpace(text[end - 1])) --end;
+        }
+        send(end);
+        return out;
+      }
+      case Phase::kTail: {
+        size_t i = pos_;
+        const int closed = Expect(text, i, "}");
+        if (closed != 1) {
+          if (closed < 0) phase_ = Phase::kDone;
+          if (closed == 0) return out;
+          break;
+        }
+        if (!array_) {
+          phase_ = Phase::kDone;
+          break;
+        }
+        size_t after = i;
+        if (Expect(text, after, ",") == 1) {
+          pos_ = after;
+          phase_ = Phase::kHead;
+          break;
+        }
+        const size_t j = SkipJsonSpace(text, i);
+        if (j == text.size()) return out;
+        phase_ = Phase::kDone;  // ']' or, impossibly, anything else
+        break;
+      }
+      case Phase::kDone:
+        return out;
+    }
+  }
 }
 
 std::string ToolCallsAsText(const std::vector<OpenAiToolCall>& calls) {
-  std::string text;
+  Json all = Json::array();
   for (const OpenAiToolCall& call : calls) {
     Json arguments = Json::parse(call.arguments, nullptr, /*allow_exceptions=*/false);
     if (arguments.is_discarded()) arguments = call.arguments;  // not JSON: kept as the string it was
-    Json line = Json::object();
-    line["name"] = call.name;
-    line["arguments"] = std::move(arguments);
-    if (!text.empty()) text += "\n";
-    text += line.dump(-1, ' ', false, Json::error_handler_t::replace);
+    Json object = Json::object();
+    object["name"] = call.name;
+    object["arguments"] = std::move(arguments);
+    all.push_back(std::move(object));
   }
-  return text;
+  const Json& answer = all.size() == 1 ? all[0] : all;
+  return answer.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace bitfleet::coordinator

@@ -1,10 +1,12 @@
 // OpenAI's tool calls on /v1/chat/completions. With tool_choice "required" or a named function
 // the answer is constrained (response_format json_schema, json_schema.h) to a call of one of the
 // request's functions with arguments of its "parameters" schema; with "auto" (the default when
-// tools are given) it is free text or, when it begins with '{', such a call (JSON_SCHEMA_OR_TEXT):
-// a model-agnostic call format, which the system message, listing the functions, asks for. A
-// call comes back as the message's tool_calls. "none" ignores the tools. docs/protocol.md,
-// "Tool calls".
+// tools are given) it is free text or, when it begins like a call, calls (JSON_SCHEMA_OR_TEXT):
+// a model-agnostic call format, which the system message, listing the functions, asks for. With
+// parallel_tool_calls true (off by default here) an answer may make several calls at once, as a
+// JSON array of call objects. Calls come back as the message's tool_calls. "none" ignores the
+// tools.
+// docs/protocol.md, "Tool calls".
 #pragma once
 
 #include <optional>
@@ -33,6 +35,9 @@ struct OpenAiTools {
   bool named = false;
   // tool_choice auto: the answer may be text instead.
   bool automatic = false;
+  // parallel_tool_calls (ReadOpenAiTools: false unless the body says true; never with `named`):
+  // the answer may also be a JSON array of one or more call objects.
+  bool parallel = false;
 };
 
 struct OpenAiToolCall {
@@ -52,27 +57,58 @@ std::string ToolCallSchema(const OpenAiTools& tools);
 // What the system message tells the model: the functions and the answer's shape.
 std::string ToolsPrompt(const OpenAiTools& tools);
 
-// The call a finished answer makes; nullopt when `text` is not a whole call (a truncated answer).
-std::optional<OpenAiToolCall> ParseToolCall(const OpenAiTools& tools, std::string_view text);
+// Whether an answer under tool_choice auto whose first byte after whitespace is `first` makes
+// calls ('{', or '[' with parallel calls) rather than text.
+bool BeginsToolCall(const OpenAiTools& tools, char first);
 
-// Streaming a call's arguments as they are generated: the function's name and where its
-// arguments begin in an answer constrained to ToolCallSchema(tools) (the name first, then the
-// arguments, in the schema's order), once the answer has reached them; nullopt before.
-struct ToolCallHead {
-  std::string name;
-  size_t arguments_begin = 0;
+// The calls a finished answer makes, in order; nullopt when `text` is not whole calls (a
+// truncated answer).
+std::optional<std::vector<OpenAiToolCall>> ParseToolCalls(const OpenAiTools& tools, std::string_view text);
+
+// Streams the calls of an answer constrained to ToolCallSchema(tools) as it grows: a call opens
+// once its name is known (the schema orders the name first), then its arguments' text follows
+// in pieces, the model's own spacing kept; joined, one call's pieces are exactly its arguments'
+// JSON text. Trailing whitespace is held back until more text shows whether the arguments go on.
+class ToolCallStream {
+ public:
+  struct Delta {
+    int call = 0;          // index among the answer's calls
+    bool opens = false;    // the call's first delta: `name` is set
+    std::string name;
+    std::string arguments;  // a piece of the arguments' text (may be empty when opening)
+  };
+
+  explicit ToolCallStream(const OpenAiTools& tools) : tools_(tools) {}
+
+  // The answer so far (each call the whole text, grown); `finished`: it is whole, so what was
+  // held back goes out (a call cut short sends what its arguments have). Returns the new deltas.
+  std::vector<Delta> Update(std::string_view text, bool finished);
+  // Some call has opened.
+  bool opened() const { return calls_ > 0; }
+
+ private:
+  enum class Phase { kStart, kHead, kArguments, kTail, kDone };
+  // Advances the scan of the current call's arguments over text[scan_, end); true once the
+  // value is whole (scan_ then its end).
+  bool ScanArguments(std::string_view text);
+
+  const OpenAiTools& tools_;
+  Phase phase_ = Phase::kStart;
+  bool array_ = false;       // the calls are in a JSON array
+  int calls_ = 0;            // calls opened
+  size_t pos_ = 0;           // where the next head or tail is parsed from
+  size_t arguments_begin_ = 0;
+  size_t sent_ = 0;          // the current call's arguments sent, up to this offset
+  // The scan of the current arguments' value.
+  size_t scan_ = 0;
+  int depth_ = 0;
+  bool in_string_ = false;
+  bool escape_ = false;
 };
-std::optional<ToolCallHead> FindToolCallHead(const OpenAiTools& tools, std::string_view text);
-
-// How far the arguments' text can be sent: the whole answer (`finished`) ends them at their last
-// character (before the call object's closing brace); a growing one holds back its trailing
-// whitespace and, unless the arguments are the whole answer, closing braces (one may be the call
-// object's).
-size_t ToolCallArgumentsEnd(const OpenAiTools& tools, std::string_view text, const ToolCallHead& head, bool finished);
 
 // How an earlier assistant turn's tool_calls (the body's "arguments" strings) are written back
-// into the conversation: as the answer that made them ({"name", "arguments"} per call, one per
-// line).
+// into the conversation: as the answer that made them ({"name", "arguments"}; several as a JSON
+// array of those).
 std::string ToolCallsAsText(const std::vector<OpenAiToolCall>& calls);
 
 }  // namespace bitfleet::coordinator

@@ -585,6 +585,32 @@ def chat_test(binary, work, check):
                   f"a call among 12 tools has another tool's arguments: {wide_calls[0]}")
         check(wide.choices[0].finish_reason == "tool_calls" and len(wide_calls) == 1 and
               wide_calls[0].function.name in by_name, f"a call among 12 tools: {wide.choices[0]}")
+        # parallel_tool_calls: the answer may be an array of calls. Whatever this model makes of
+        # it, the stream must carry the same calls as the whole answer: per call index, an opening
+        # delta with the name, then pieces that join to its arguments.
+        two_cities = [{"role": "user", "content": "What is the weather in Paris and in London?"}]
+        whole = server.client.chat.completions.create(model=name, messages=two_cities, tools=tools,
+                                                      tool_choice="required", parallel_tool_calls=True,
+                                                      temperature=0, max_tokens=96)
+        parts = {}
+        finish = None
+        for chunk in server.client.chat.completions.create(model=name, messages=two_cities, tools=tools,
+                                                           tool_choice="required", parallel_tool_calls=True,
+                                                           temperature=0, max_tokens=96, stream=True):
+            if not chunk.choices:
+                continue
+            finish = chunk.choices[0].finish_reason or finish
+            for d in chunk.choices[0].delta.tool_calls or []:
+                entry = parts.setdefault(d.index, {"name": None, "arguments": ""})
+                if d.function and d.function.name:
+                    entry["name"] = d.function.name
+                entry["arguments"] += (d.function.arguments or "") if d.function else ""
+        check(finish == whole.choices[0].finish_reason, f"parallel calls: stream ended {finish}, whole {whole}")
+        if whole.choices[0].finish_reason == "tool_calls":
+            got = [(parts[i]["name"], json.loads(parts[i]["arguments"])) for i in sorted(parts)]
+            want = [(c.function.name, json.loads(c.function.arguments)) for c in whole.choices[0].message.tool_calls]
+            check(got == want and sorted(parts) == list(range(len(want))),
+                  f"parallel calls streamed {got} against {want}")
         answered = server.client.chat.completions.create(model=name, max_tokens=24, temperature=0, messages=ask + [
             {"role": "assistant", "content": None, "tool_calls": [
                 {"id": call.id, "type": "function",

@@ -16,6 +16,7 @@
 #include "coordinator/json_grammar.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/openai_protocol.h"
+#include "coordinator/openai_tools.h"
 
 namespace bitfleet::coordinator {
 namespace {
@@ -34,6 +35,15 @@ void FuzzRequest(OpenAiEndpoint endpoint, std::string_view body) {
     header.tools = std::make_shared<const OpenAiTools>(*parsed->tools);
     OpenAiToolCallChunkBody(header, text, v1::FINISH_REASON_END_OF_SEQUENCE, 0);
     OpenAiCompletionBody(header, generate.json_schema(), v1::FINISH_REASON_END_OF_SEQUENCE, v1::Usage());
+    // The same text streamed as calls, one byte more at a time: pieces stay inside the text and
+    // calls open in order.
+    ToolCallStream stream(*header.tools);
+    int calls = 0;
+    for (size_t n = 1; n <= text.size() && n <= 4096; ++n) {
+      for (const ToolCallStream::Delta& d : stream.Update(std::string_view(text).substr(0, n), n == text.size())) {
+        if (d.opens ? d.call != calls++ : d.call != calls - 1 || d.arguments.size() > n) __builtin_trap();
+      }
+    }
   }
   v1::Usage usage;
   usage.set_prompt_tokens(generate.max_tokens());

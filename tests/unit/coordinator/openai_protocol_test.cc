@@ -2,6 +2,8 @@
 // mapping, every refusal) and the response bodies read back as JSON.
 #include "coordinator/openai_protocol.h"
 
+#include <functional>
+#include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -190,6 +192,7 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   ASSERT_TRUE(required.ok()) << required.status();
   ASSERT_TRUE(required->tools.has_value());
   EXPECT_FALSE(required->tools->named);
+  EXPECT_FALSE(required->tools->parallel) << "off unless asked for";
   EXPECT_TRUE(required->generate().json_schema_best_effort()) << "no function is strict";
   const v1::GenerateRequest& generate = required->generate();
   EXPECT_EQ(generate.response_format(), v1::RESPONSE_FORMAT_JSON_SCHEMA);
@@ -231,14 +234,41 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   EXPECT_FALSE(none->tools.has_value());
   EXPECT_EQ(none->generate().response_format(), v1::RESPONSE_FORMAT_TEXT);
 
-  // auto (also the default with tools): a call or text.
+  // auto (also the default with tools): a call or text; with parallel calls, one call or an
+  // array of one or more.
   for (const std::string& choice : {std::string(), std::string(R"(, "tool_choice": "auto")")}) {
-    auto automatic = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + choice + "}");
+    auto automatic = Chat(R"({"messages": [{"role": "user", "content": "hi"}], )" + tools + choice +
+                          R"(, "parallel_tool_calls": true})");
     ASSERT_TRUE(automatic.ok()) << automatic.status();
     EXPECT_TRUE(automatic->tools->automatic);
+    EXPECT_TRUE(automatic->tools->parallel);
     EXPECT_EQ(automatic->generate().response_format(), v1::RESPONSE_FORMAT_JSON_SCHEMA_OR_TEXT);
-    EXPECT_EQ(automatic->generate().json_schema(), generate.json_schema());
-    EXPECT_TRUE(automatic->generate().chat().messages(0).content().starts_with("You may call one of these"));
+    EXPECT_EQ(automatic->generate().json_schema(),
+              R"({"anyOf":[{"$ref":"#/$defs/call"},{"type":"array","items":{"$ref":"#/$defs/call"},"minItems":1}],)"
+              R"("$defs":{"call":{"anyOf":[{"type":"object","properties":{"name":{"const":"weather"},"arguments":)"
+              R"({"type":"object","properties":{"zcity":{"type":"string"},"aunit":{"$ref":)"
+              R"("#/$defs/call/anyOf/0/properties/arguments/$defs/u"}},"required":["zcity"],"$defs":{"u":{"enum":)"
+              R"(["c","f"]}}}},"required":["name","arguments"],"additionalProperties":false},{"type":"object",)"
+              R"("properties":{"name":{"const":"now"},"arguments":{"type":"object","additionalProperties":false}},)"
+              R"("required":["name","arguments"],"additionalProperties":false}]}}})");
+    EXPECT_TRUE(automatic->generate().chat().messages(0).content().starts_with(
+        "You may call these functions. To call one, answer with only a JSON object"));
+    EXPECT_NE(automatic->generate().chat().messages(0).content().find("or a JSON array of such objects"),
+              std::string::npos);
+    StatusOr<std::shared_ptr<const JsonSchema>> parallel = JsonSchema::Compile(automatic->generate().json_schema());
+    ASSERT_TRUE(parallel.ok()) << parallel.status();
+    for (const std::string& answer :
+         {std::string(R"({"name": "now", "arguments": {}})"),
+          std::string(R"([{"name": "weather", "arguments": {"zcity": "Oslo", "aunit": "c"}}, {"name": "now", )"
+                      R"("arguments": {}}])"),
+          std::string(R"([{"name": "now", "arguments": {}}])")}) {
+      JsonState state(parallel->get());
+      for (char c : answer) ASSERT_TRUE(state.Advance(static_cast<uint8_t>(c))) << answer << " at " << c;
+      EXPECT_TRUE(state.complete()) << answer;
+    }
+    JsonState empty(parallel->get());
+    EXPECT_TRUE(empty.Advance('['));
+    EXPECT_FALSE(empty.Advance(']')) << "at least one call";
   }
   ExpectRefused(
       Chat(R"({"messages": [], )" + tools + R"(, "tool_choice": {"type": "function", "function": {"name": "x"}}})"),
@@ -262,6 +292,13 @@ TEST(OpenAiRequestTest, ForcedToolCallsConstrainTheAnswer) {
   EXPECT_EQ(chat.messages(1).content(), R"({"name":"weather","arguments":{"zcity":"Paris","aunit":"c"}})");
   EXPECT_EQ(chat.messages(2).role(), "tool");
   EXPECT_EQ(chat.messages(2).content(), "12 C");
+  // Parallel calls go back as the array that made them.
+  auto two = Chat(R"({"messages": [{"role": "assistant", "content": null, "tool_calls": [
+      {"id": "a", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+      {"id": "b", "type": "function", "function": {"name": "weather", "arguments": "{\"zcity\": \"Rome\"}"}}]}]})");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->generate().chat().messages(0).content(),
+            R"([{"name":"now","arguments":{}},{"name":"weather","arguments":{"zcity":"Rome"}}])");
 }
 
 // Agents offer dozens of functions: the call's schema (an anyOf of one object per function) is
@@ -310,7 +347,7 @@ TEST(OpenAiResponseTest, ForcedToolCallAnswersAreToolCalls) {
   const Json& choice = whole["choices"][0];
   EXPECT_EQ(choice["finish_reason"], "tool_calls");
   EXPECT_TRUE(choice["message"]["content"].is_null());
-  EXPECT_EQ(choice["message"]["tool_calls"][0]["id"], "call_chatcmpl-7_0");
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["id"], "call_chatcmpl-7_0_0");
   EXPECT_EQ(choice["message"]["tool_calls"][0]["type"], "function");
   EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["name"], "weather");
   EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["arguments"], R"({"zcity":"Paris"})");
@@ -330,6 +367,27 @@ TEST(OpenAiResponseTest, ForcedToolCallAnswersAreToolCalls) {
   EXPECT_EQ(truncated["choices"][0]["message"]["content"], cut);
   EXPECT_FALSE(truncated["choices"][0]["message"].contains("tool_calls"));
 
+  // Parallel calls: an array answer is every call, in order, each with its own index and id.
+  const std::string array = R"([{"name": "now", "arguments": {}}, {"name": "weather", "arguments": {"zcity": "R"}}])";
+  const Json not_parallel =
+      Json::parse(OpenAiCompletionBody(header, array, v1::FINISH_REASON_END_OF_SEQUENCE, v1::Usage()));
+  EXPECT_FALSE(not_parallel["choices"][0]["message"].contains("tool_calls")) << "parallel calls were not allowed";
+  tools.parallel = true;
+  header.tools = std::make_shared<const OpenAiTools>(tools);
+  const Json parallel =
+      Json::parse(OpenAiCompletionBody(header, array, v1::FINISH_REASON_END_OF_SEQUENCE, v1::Usage()));
+  const Json& calls = parallel["choices"][0]["message"]["tool_calls"];
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["function"]["name"], "now");
+  EXPECT_EQ(calls[1]["index"], 1);
+  EXPECT_EQ(calls[1]["id"], "call_chatcmpl-7_0_1");
+  EXPECT_EQ(calls[1]["function"]["arguments"], R"({"zcity":"R"})");
+  EXPECT_EQ(parallel["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_FALSE(ParseToolCalls(tools, "[]").has_value());
+  EXPECT_FALSE(ParseToolCalls(tools, R"([{"name": "now", "arguments": {}}, 1])").has_value());
+
+  tools.parallel = false;
   tools.named = true;
   tools.functions.resize(1);
   header.tools = std::make_shared<const OpenAiTools>(tools);
@@ -339,57 +397,173 @@ TEST(OpenAiResponseTest, ForcedToolCallAnswersAreToolCalls) {
   EXPECT_EQ(named["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], R"({"zcity":"Oslo"})");
 }
 
-// A streamed call: its head (name, where the arguments begin) is found once the answer reaches
-// the arguments, and the pieces released as the answer grows (byte by byte here) add up to
-// exactly the arguments' text: a trailing '}' is held back until it cannot be the call
-// object's, even inside a string.
+// Streamed calls: each opens once its name is known, and the pieces released as the answer grows
+// (byte by byte, and in random pieces) add up to exactly that call's arguments' text: braces
+// and brackets inside strings, escapes, whitespace between and after the calls.
 TEST(OpenAiResponseTest, StreamedToolCallArgumentsAddUpToTheArguments) {
   OpenAiTools tools;
   tools.functions.push_back({"we\"ather", "", R"({"type":"object"})"});
   tools.functions.push_back({"now", "", R"({"type":"object"})"});
-  const auto stream = [&](const std::string& answer, std::string* name) {
-    std::optional<ToolCallHead> head;
-    std::string sent;
-    for (size_t n = 1; n <= answer.size(); ++n) {
-      const std::string_view prefix = std::string_view(answer).substr(0, n);
-      if (!head) head = FindToolCallHead(tools, prefix);
-      if (!head) continue;
-      const size_t begin = head->arguments_begin + sent.size();
-      const size_t end = std::max(begin, ToolCallArgumentsEnd(tools, prefix, *head, n == answer.size()));
-      sent += std::string(prefix.substr(begin, end - begin));
-    }
-    if (head) *name = head->name;
-    return sent;
+  struct Call {
+    std::string name;
+    std::string arguments;
   };
-  std::string name;
-  const std::string answer = R"( {"name": "we\"ather",  "arguments": {"a": {"b": "}}"}, "c": [1, {}]} } )";
-  EXPECT_EQ(stream(answer, &name), R"({"a": {"b": "}}"}, "c": [1, {}]})");
-  EXPECT_EQ(name, "we\"ather");
-  EXPECT_FALSE(FindToolCallHead(tools, R"({"name": "now", "arguments":)").has_value());  // not begun
-  EXPECT_FALSE(FindToolCallHead(tools, R"({"name": "n)").has_value());
+  // Feeds `answer` in pieces of 1..max_piece bytes; checks the deltas' order and indices.
+  std::mt19937 rng(3);
+  const auto stream = [&](const std::string& answer, size_t max_piece, bool finish = true) {
+    ToolCallStream splitter(tools);
+    std::vector<Call> calls;
+    for (size_t n = 0; n < answer.size();) {
+      n = std::min(answer.size(), n + 1 + rng() % max_piece);
+      for (const ToolCallStream::Delta& d : splitter.Update(std::string_view(answer).substr(0, n),
+                                                            finish && n == answer.size())) {
+        if (d.opens) {
+          EXPECT_EQ(d.call, static_cast<int>(calls.size()));
+          EXPECT_TRUE(d.arguments.empty());
+          calls.push_back({d.name, ""});
+        } else {
+          EXPECT_EQ(d.call + 1, static_cast<int>(calls.size())) << "a piece of an earlier call";
+          EXPECT_FALSE(d.arguments.empty());
+          if (!calls.empty()) calls.back().arguments += d.arguments;
+        }
+      }
+    }
+    return calls;
+  };
+  const std::string one = R"( {"name": "we\"ather",  "arguments": {"a": {"b": "}}"}, "c": [1, {}]} } )";
+  for (size_t piece : {1, 3, 16}) {
+    const std::vector<Call> calls = stream(one, piece);
+    ASSERT_EQ(calls.size(), 1u);
+    EXPECT_EQ(calls[0].name, "we\"ather");
+    EXPECT_EQ(calls[0].arguments, R"({"a": {"b": "}}"}, "c": [1, {}]})");
+  }
+  // Not begun: nothing opens.
+  EXPECT_TRUE(stream(R"({"name": "now", "arguments":)", 1, false).empty());
+  EXPECT_TRUE(stream(R"({"name": "n)", 1, false).empty());
+  // Cut short: what the arguments have, trailing whitespace held back until the end.
+  const std::vector<Call> cut = stream(R"({"name": "now", "arguments": {"q": "a b )", 1, false);
+  ASSERT_EQ(cut.size(), 1u);
+  EXPECT_EQ(cut[0].arguments, R"({"q": "a b)");
+  EXPECT_EQ(stream(R"({"name": "now", "arguments": {"q": "a b )", 1, true)[0].arguments, R"({"q": "a b )");
+
+  // An array of calls, only with parallel calls.
+  const std::string several = " [ {\"name\": \"now\", \"arguments\": {\"x\": \"]}\\\"[\"}},\n"
+                              "{\"name\":\"we\\\"ather\",\"arguments\":{}} , {\"name\": \"now\", "
+                              "\"arguments\": {\"y\": [[], {\"z\": 2}]}} ] ";
+  EXPECT_TRUE(stream(several, 1).empty()) << "an array is no call without parallel calls";
+  tools.parallel = true;
+  for (size_t piece : {1, 2, 7, 64}) {
+    const std::vector<Call> calls = stream(several, piece);
+    ASSERT_EQ(calls.size(), 3u) << piece;
+    EXPECT_EQ(calls[0].name, "now");
+    EXPECT_EQ(calls[0].arguments, R"({"x": "]}\"["})");
+    EXPECT_EQ(calls[1].name, "we\"ather");
+    EXPECT_EQ(calls[1].arguments, "{}");
+    EXPECT_EQ(calls[2].arguments, R"({"y": [[], {"z": 2}]})");
+  }
+  EXPECT_EQ(stream(one, 4).size(), 1u) << "one call object with parallel calls allowed";
+  tools.parallel = false;
+
   tools.named = true;
-  name.clear();
-  EXPECT_EQ(stream(R"({"q": "}"} )", &name), R"({"q": "}"})");
-  EXPECT_EQ(name, "we\"ather");
+  const std::vector<Call> named = stream(R"({"q": "}"} )", 1);
+  ASSERT_EQ(named.size(), 1u);
+  EXPECT_EQ(named[0].name, "we\"ather");
+  EXPECT_EQ(named[0].arguments, R"({"q": "}"})");
 
   OpenAiResponseHeader header{OpenAiEndpoint::kChatCompletions, "chatcmpl-7", "tiny", 1};
   header.tools = std::make_shared<const OpenAiTools>(tools);
-  const Json head = Json::parse(OpenAiToolCallHeadChunkBody(header, "now", 1));
+  const Json head = Json::parse(OpenAiToolCallHeadChunkBody(header, "now", 1, 2));
   EXPECT_EQ(head["choices"][0]["delta"]["role"], "assistant");
-  EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["id"], "call_chatcmpl-7_1");
+  EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["id"], "call_chatcmpl-7_1_2");
+  EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["index"], 2);
   EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "now");
   EXPECT_EQ(head["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "");
   EXPECT_TRUE(head["choices"][0]["finish_reason"].is_null());
   const Json piece = Json::parse(
-      OpenAiToolCallArgumentsChunkBody(header, R"({"q": )", v1::FINISH_REASON_UNSPECIFIED, false, 1));
+      OpenAiToolCallArgumentsChunkBody(header, R"({"q": )", v1::FINISH_REASON_UNSPECIFIED, false, 1, 2));
   EXPECT_EQ(piece["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], R"({"q": )");
+  EXPECT_EQ(piece["choices"][0]["delta"]["tool_calls"][0]["index"], 2);
   EXPECT_FALSE(piece["choices"][0]["delta"]["tool_calls"][0].contains("id"));
   const Json done =
-      Json::parse(OpenAiToolCallArgumentsChunkBody(header, "", v1::FINISH_REASON_END_OF_SEQUENCE, true, 1));
+      Json::parse(OpenAiToolCallArgumentsChunkBody(header, "", v1::FINISH_REASON_END_OF_SEQUENCE, true, 1, 0));
   EXPECT_EQ(done["choices"][0]["finish_reason"], "tool_calls");
   EXPECT_FALSE(done["choices"][0]["delta"].contains("tool_calls"));
-  const Json cut = Json::parse(OpenAiToolCallArgumentsChunkBody(header, "1", v1::FINISH_REASON_LENGTH, false, 1));
-  EXPECT_EQ(cut["choices"][0]["finish_reason"], "length");
+  const Json cut_chunk =
+      Json::parse(OpenAiToolCallArgumentsChunkBody(header, "1", v1::FINISH_REASON_LENGTH, false, 1, 0));
+  EXPECT_EQ(cut_chunk["choices"][0]["finish_reason"], "length");
+}
+
+// Random answers (one call or arrays of calls, arguments of nested values with quotes, escapes
+// and brackets inside strings, dumped compactly or indented, random whitespace around) split at
+// random: every call opens in order with its name and its pieces join to exactly its arguments'
+// text.
+TEST(OpenAiResponseTest, RandomStreamedCallsAddUpToTheirArguments) {
+  std::mt19937 rng(29);
+  const std::vector<std::string> alphabet = {"a", "b", " ", "\"", "\\", "{", "}", "[", "]", ",", ":", "\n",
+                                             "\u00e9"};
+  const auto random_string = [&] {
+    std::string out;
+    for (int i = static_cast<int>(rng() % 6); i > 0; --i) out += alphabet[rng() % alphabet.size()];
+    return out;
+  };
+  std::function<Json(int)> value = [&](int depth) -> Json {
+    switch (depth > 3 ? rng() % 4 : rng() % 6) {
+      case 0: return Json(random_string());
+      case 1: return Json(static_cast<int>(rng() % 1000) - 500);
+      case 2: return Json(rng() % 2 == 0);
+      case 3: return Json(nullptr);
+      case 4: {
+        Json array = Json::array();
+        for (int i = static_cast<int>(rng() % 3); i > 0; --i) array.push_back(value(depth + 1));
+        return array;
+      }
+      default: {
+        Json object = Json::object();
+        for (int i = static_cast<int>(rng() % 3); i > 0; --i) object[random_string()] = value(depth + 1);
+        return object;
+      }
+    }
+  };
+  const auto space = [&] { return std::string(rng() % 3, " \n"[rng() % 2]); };
+  OpenAiTools tools;
+  tools.functions.push_back({"f", "", R"({"type":"object"})"});
+  tools.functions.push_back({"g_2", "", R"({"type":"object"})"});
+  tools.parallel = true;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n_calls = 1 + static_cast<int>(rng() % 3);
+    const bool array = n_calls > 1 || rng() % 2 == 0;
+    std::vector<std::pair<std::string, std::string>> want;  // name, arguments text
+    std::string answer = space() + (array ? "[" + space() : "");
+    for (int c = 0; c < n_calls; ++c) {
+      Json arguments = Json::object();
+      for (int i = static_cast<int>(rng() % 4); i > 0; --i) arguments[random_string()] = value(1);
+      const int indent = static_cast<int>(rng() % 3) - 1;
+      const std::string text = arguments.dump(indent);
+      const std::string name = tools.functions[rng() % 2].name;
+      want.emplace_back(name, text);
+      if (c > 0) answer += space() + "," + space();
+      answer += "{" + space() + "\"name\"" + space() + ":" + space() + "\"" + name + "\"" + space() + "," + space() +
+                "\"arguments\"" + space() + ":" + space() + text + space() + "}";
+    }
+    answer += space() + (array ? "]" + space() : "");
+    ToolCallStream stream(tools);
+    std::vector<std::pair<std::string, std::string>> got;
+    for (size_t n = 0; n < answer.size();) {
+      n = std::min(answer.size(), n + 1 + rng() % 9);
+      for (const ToolCallStream::Delta& d : stream.Update(std::string_view(answer).substr(0, n), n == answer.size())) {
+        if (d.opens) {
+          ASSERT_EQ(d.call, static_cast<int>(got.size())) << answer;
+          got.emplace_back(d.name, "");
+        } else {
+          ASSERT_EQ(d.call + 1, static_cast<int>(got.size())) << answer;
+          got.back().second += d.arguments;
+        }
+      }
+    }
+    ASSERT_EQ(got, want) << answer;
+    ASSERT_TRUE(ParseToolCalls(tools, answer).has_value()) << answer;
+    EXPECT_EQ(ParseToolCalls(tools, answer)->size(), want.size());
+  }
 }
 
 TEST(OpenAiRequestTest, WrongTypesAndRangesNameTheField) {
