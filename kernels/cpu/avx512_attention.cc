@@ -10,6 +10,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu/avx512_exp.h"
+#include "kernels/cpu/avx512_kv_rows.h"
 #include "kernels/cpu/avx512_transpose.h"
 #include "kernels/cpu/variant_fns.h"
 
@@ -21,10 +22,6 @@ constexpr int kMaxHeadDim = 256;
 
 inline __mmask16 FirstLanes(int n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1);
-}
-
-inline __m512 LoadHalf16(const uint16_t* h) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
 }
 
 // Scores of four query rows (q0..q3, hd floats each) against the run: four independent chains
@@ -119,23 +116,21 @@ inline void AccumulateFour(const float* p, int rows, const float* vf, int hd, in
   }
 }
 
-}  // namespace
-
-void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
-               int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc) {
+// AttendRun over rows of either source (avx512_kv_rows.h).
+template <typename Rows>
+void AttendRunOn(const float* q, int n_rows, int hd, const int32_t* limit, const Rows& k, const Rows& v, int j0,
+                 int n_keys, float scale, float* m, float* l, float* acc) {
   alignas(64) float kt[kMaxHeadDim * kRunKeys];  // kt[d * 16 + j] = K[j][d]
   alignas(64) float vf[kRunKeys * kMaxHeadDim];  // vf[j * hd + d] = V[j][d]
   alignas(64) float p[4 * kRunKeys];
   for (int d = 0; d < hd; d += 16) {
     __m512i rows[16];
-    for (int j = 0; j < 16; ++j) {
-      rows[j] = j < n_keys ? _mm512_castps_si512(LoadHalf16(k + j * kv_stride + d)) : _mm512_setzero_si512();
-    }
+    for (int j = 0; j < 16; ++j) rows[j] = j < n_keys ? _mm512_castps_si512(k.Load16(j, d)) : _mm512_setzero_si512();
     Transpose16(rows);
     for (int i = 0; i < 16; ++i) _mm512_store_si512(kt + (d + i) * kRunKeys, rows[i]);
   }
   for (int j = 0; j < n_keys; ++j) {
-    for (int d = 0; d < hd; d += 16) _mm512_store_ps(vf + j * hd + d, LoadHalf16(v + j * kv_stride + d));
+    for (int d = 0; d < hd; d += 16) _mm512_store_ps(vf + j * hd + d, v.Load16(j, d));
   }
   for (int r0 = 0; r0 < n_rows; r0 += 4) {
     const int rows = n_rows - r0 < 4 ? n_rows - r0 : 4;
@@ -157,6 +152,20 @@ void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const u
     }
     if (active > 0) AccumulateFour(p, rows, vf, hd, n_keys, acc + r0 * hd);
   }
+}
+
+}  // namespace
+
+void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
+               int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc) {
+  AttendRunOn(q, n_rows, hd, limit, HalfRows{k, kv_stride}, HalfRows{v, kv_stride}, j0, n_keys, scale, m, l, acc);
+}
+
+void AttendRunI8(const float* q, int n_rows, int hd, const int32_t* limit, const int8_t* k, const float* k_steps,
+                 const int8_t* v, const float* v_steps, int64_t kv_stride, int group, int j0, int n_keys, float scale,
+                 float* m, float* l, float* acc) {
+  AttendRunOn(q, n_rows, hd, limit, Int8Rows(k, k_steps, kv_stride, group, hd), Int8Rows(v, v_steps, kv_stride, group, hd),
+              j0, n_keys, scale, m, l, acc);
 }
 
 }  // namespace bitfleet::kernels::cpu::avx512

@@ -5,6 +5,7 @@
 #include "kernels/cpu/arg_max_lanes.h"
 #include "kernels/cpu/count_dispatch.h"
 #include "kernels/cpu/avx512_exp.h"
+#include "kernels/cpu/avx512_kv_rows.h"
 
 #include "kernels/cpu/variant_fns.h"
 
@@ -100,45 +101,6 @@ inline void HorizontalSums(const __m512* v, float* out) {
   for (; k + 4 <= N; k += 4) _mm_storeu_ps(out + k, Sum4(v[k], v[k + 1], v[k + 2], v[k + 3]));
   for (; k < N; ++k) out[k] = _mm512_reduce_add_ps(v[k]);
 }
-
-// Where the attention helpers below read K or V rows: an f16 cache's rows in place, or an int8
-// cache's codes converted on the fly into exactly the halves DequantI8F16 writes (code × step
-// rounded to f16, masked lanes +0), so both sources give the same bits. Load: 16 elements of row
-// j from d, lanes outside m zero; Load16: all 16.
-struct HalfRows {
-  const uint16_t* base;
-  int64_t stride;  // elements from one row to the next
-
-  __m512 Load(int64_t j, int d, __mmask16 m) const {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + j * stride + d));
-  }
-  __m512 Load16(int64_t j, int d) const {
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + j * stride + d)));
-  }
-};
-
-struct Int8Rows {
-  const int8_t* base;
-  const float* steps;   // row 0's
-  int64_t stride;       // elements from one row to the next
-  int64_t step_stride;  // steps from one row to the next
-  int step_shift;       // element d uses step d >> step_shift of its row (d is a multiple of 16)
-
-  // group is KvInt8Group(hd): 32, or the whole row (then every d < hd shifts to step 0).
-  Int8Rows(const int8_t* b, const float* s, int64_t st, int group, int hd)
-      : base(b), steps(s), stride(st), step_stride(st / group), step_shift(group == hd ? 30 : __builtin_ctz(group)) {}
-
-  __m512 Convert(__m128i codes, int64_t j, int d, __mmask16 m) const {
-    const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
-    const __m512 x = _mm512_maskz_mul_ps(m, f, _mm512_set1_ps(steps[j * step_stride + (d >> step_shift)]));
-    return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-  __m512 Load(int64_t j, int d, __mmask16 m) const { return Convert(_mm_maskz_loadu_epi8(m, base + j * stride + d), j, d, m); }
-  __m512 Load16(int64_t j, int d) const {
-    const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + j * stride + d));
-    return Convert(codes, j, d, static_cast<__mmask16>(0xffff));
-  }
-};
 
 // Scores of NQ query heads against KJ consecutive keys: the KJ × NQ dot products are
 // independent accumulator chains (a single chain per key would wait on FMA latency), and each

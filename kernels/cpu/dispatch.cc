@@ -17,29 +17,29 @@ namespace bitfleet::kernels::cpu {
 namespace {
 
 // `ns` supplies every function, except the quantized matmuls, which come from `qns`, and those
-// below AVX-512 leaves null: the prefill attention run `run`, the int8 cache's in-place
-// attention `qk8` / `pv8`, and the AMX tile copy `tile` (null without AMX). Aggregate
+// below AVX-512 leaves null: the prefill attention run `run` (`run8` on an int8 cache), the int8
+// cache's in-place attention `qk8` / `pv8`, and the AMX tile copy `tile` (null without AMX). Aggregate
 // initialization keeps the tables constant-initialized (usable from any static initializer).
-#define BITFLEET_CPU_TABLE_FROM(ns, qns, run, qk8, pv8, tile, variant, name)                                    \
+#define BITFLEET_CPU_TABLE_FROM(ns, qns, run, run8, qk8, pv8, tile, variant, name)                              \
   CpuKernels {                                                                                                 \
     variant, name, ns::AbsMax, ns::QuantizeRow, qns::MatMulTernary, qns::MatMulQ4_0, qns::MatMulQ4_1,          \
         qns::MatMulQ8_0, ns::MatMulF32, ns::MatMulF16, ns::MatMulBf16, ns::SumSquares, ns::ScaleMul, ns::QkF16, \
         ns::PvF16, ns::F32ToF16, ns::DequantI8F16, ns::ExpShiftSum, ns::SiluMul, ns::Relu2Mul, ns::ArgMax,     \
-        run, qk8, pv8, tile                                                                                    \
+        run, run8, qk8, pv8, tile                                                                              \
   }
 #define BITFLEET_CPU_TABLE(ns, variant, name) \
-  BITFLEET_CPU_TABLE_FROM(ns, ns, nullptr, nullptr, nullptr, nullptr, variant, name)
+  BITFLEET_CPU_TABLE_FROM(ns, ns, nullptr, nullptr, nullptr, nullptr, nullptr, variant, name)
 
 const CpuKernels kScalarTable = BITFLEET_CPU_TABLE(scalar, CpuVariant::kScalar, "scalar");
 #if defined(BITFLEET_KERNELS_X86)
 const CpuKernels kAvx2Table = BITFLEET_CPU_TABLE(avx2, CpuVariant::kAvx2, "avx2");
 const CpuKernels kAvx512Table =
-    BITFLEET_CPU_TABLE_FROM(avx512, avx512, avx512::AttendRun, avx512::QkI8, avx512::PvI8, nullptr,
-                            CpuVariant::kAvx512Vnni, "avx512vnni");
+    BITFLEET_CPU_TABLE_FROM(avx512, avx512, avx512::AttendRun, avx512::AttendRunI8, avx512::QkI8, avx512::PvI8,
+                            nullptr, CpuVariant::kAvx512Vnni, "avx512vnni");
 // avx512vnni plus the AMX batch matmuls.
 const CpuKernels kAmxTable =
-    BITFLEET_CPU_TABLE_FROM(avx512, amx, avx512::AttendRun, avx512::QkI8, avx512::PvI8, amx::TileActivations,
-                            CpuVariant::kAmx, "amx");
+    BITFLEET_CPU_TABLE_FROM(avx512, amx, avx512::AttendRun, avx512::AttendRunI8, avx512::QkI8, avx512::PvI8,
+                            amx::TileActivations, CpuVariant::kAmx, "amx");
 
 // AMX needs the CPU features, the OS enabling the tile state in XCR0, and (Linux) this process
 // asking for permission to use it (arch_prctl ARCH_REQ_XCOMP_PERM; the kernel then grows each

@@ -36,6 +36,10 @@ namespace avx512 {
 // The attend_run entry of kernels/cpu/kernel_table.h (avx512_attention.cc).
 void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
                int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
+// The attend_run_i8 entry (avx512_attention.cc).
+void AttendRunI8(const float* q, int n_rows, int hd, const int32_t* limit, const int8_t* k, const float* k_steps,
+                 const int8_t* v, const float* v_steps, int64_t kv_stride, int group, int j0, int n_keys, float scale,
+                 float* m, float* l, float* acc);
 // The qk_i8 / pv_i8 entries (avx512_ops.cc).
 void QkI8(const float* q, int nq, int hd, const int8_t* k, const float* k_steps, int64_t k_stride, int group,
           int n_keys, float scale, float* s);

@@ -622,6 +622,75 @@ TEST(OpsEquivalence, Int8KvAttentionHelpersMatchDequantizedRows) {
   if (checked == 0) GTEST_SKIP() << "no variant this CPU runs reads int8 rows in place (AVX-512 does)";
 }
 
+// Attention over an int8 cache gives exactly the bits of attention over an f16 cache holding its
+// dequantized rows (dequant_i8_f16), in every variant and on every path: decode per token and
+// split over threads, prefill per token and in tiles, and decode of sequences sharing a prefix,
+// with paged blocks of any size. The in-place kernels (qk_i8, pv_i8, attend_run_i8) are what
+// make this hold where they exist; elsewhere the rows are dequantized first.
+TEST(OpsEquivalence, Int8CacheAttentionEqualsItsDequantizedRows) {
+  std::mt19937_64 rng(19);
+  ThreadPool pool(2);
+  const auto same_bits = [](float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; };
+  for (int i = 0; i < kShapes; ++i) {
+    const int n_kv_heads = RandInt(rng, 1, 4);
+    const int group = RandInt(rng, 1, 5);
+    const int n_heads = n_kv_heads * group;
+    const int head_dim = i % 3 == 0 ? RandInt(rng, 1, 100) : i % 3 == 1 ? 16 * RandInt(rng, 1, 9) : 64;
+    const int block_size = i % 2 == 0 ? RandInt(rng, 1, 24) : 16;
+    const int pos0 = RandInt(rng, 0, 200);
+    const int n_tokens = i % 4 == 0 ? RandInt(rng, 4, 20) : i % 4 == 1 ? 2 : 1;
+    const int n_pos = pos0 + n_tokens;
+    KvFixture i8(n_kv_heads, head_dim, block_size, n_pos, rng, /*int8=*/true);
+    KvFixture f16(n_kv_heads, head_dim, block_size, n_pos, rng);
+    f16.table = i8.table;
+    const std::vector<float> keys = Normal(static_cast<size_t>(n_pos) * n_kv_heads * head_dim, rng);
+    const std::vector<float> values = Normal(keys.size(), rng, 2.0f);
+    const std::vector<float> q = Normal(static_cast<size_t>(n_tokens) * n_heads * head_dim, rng);
+    ref::WriteKvRef(i8.kv, i8.table.data(), 0, n_pos, keys.data(), values.data());
+    const int kv_group = KvInt8Group(head_dim);
+    for (int p = 0; p < n_pos; ++p) {
+      for (int g = 0; g < n_kv_heads; ++g) {
+        const uint64_t off = ref::PagedKvOffset(i8.kv, i8.table.data(), p, g);
+        const cpu::CpuKernels& scalar = cpu::ScalarKernels();
+        scalar.dequant_i8_f16(i8.kv.k8 + off, i8.kv.k_steps + off / kv_group, head_dim, kv_group, f16.kv.k + off);
+        scalar.dequant_i8_f16(i8.kv.v8 + off, i8.kv.v_steps + off / kv_group, head_dim, kv_group, f16.kv.v + off);
+      }
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    for (const cpu::CpuKernels* k : testing::VariantsToTest()) {
+      for (ThreadPool* threads : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        SCOPED_TRACE(::testing::Message() << k->name << " shape " << i << " heads " << n_heads << "/" << n_kv_heads
+                                          << " hd " << head_dim << " block " << block_size << " pos0 " << pos0
+                                          << " n " << n_tokens << (threads ? " pool" : ""));
+        std::vector<float> want(q.size()), got(q.size());
+        cpu::AttentionPagedWith(*k, q.data(), n_tokens, n_heads, f16.kv, f16.table.data(), pos0, scale, want.data(),
+                                nullptr, threads);
+        cpu::AttentionPagedWith(*k, q.data(), n_tokens, n_heads, i8.kv, i8.table.data(), pos0, scale, got.data(),
+                                nullptr, threads);
+        for (size_t j = 0; j < q.size(); ++j) ASSERT_TRUE(same_bits(got[j], want[j])) << j;
+        if (n_tokens < 2) continue;
+        // The tokens as sequences of their own that share the first pos0 + 1 positions.
+        std::vector<const float*> qs(n_tokens);
+        std::vector<float*> want_out(n_tokens), got_out(n_tokens);
+        std::vector<const int32_t*> tables(n_tokens, i8.table.data());
+        std::vector<int32_t> positions(n_tokens);
+        const int64_t row = int64_t{n_heads} * head_dim;
+        for (int t = 0; t < n_tokens; ++t) {
+          qs[t] = q.data() + t * row;
+          want_out[t] = want.data() + t * row;
+          got_out[t] = got.data() + t * row;
+          positions[t] = pos0 + t;
+        }
+        cpu::AttentionSharedPrefixWith(*k, qs.data(), n_tokens, n_heads, f16.kv, tables.data(), positions.data(),
+                                       pos0 + 1, scale, want_out.data(), threads);
+        cpu::AttentionSharedPrefixWith(*k, qs.data(), n_tokens, n_heads, i8.kv, tables.data(), positions.data(),
+                                       pos0 + 1, scale, got_out.data(), threads);
+        for (size_t j = 0; j < q.size(); ++j) ASSERT_TRUE(same_bits(got[j], want[j])) << "shared prefix " << j;
+      }
+    }
+  }
+}
+
 TEST(OpsEquivalence, F16ConversionIsBitExact) {
   std::mt19937_64 rng(5);
   std::vector<float> x;
