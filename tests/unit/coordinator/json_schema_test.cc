@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/json_grammar.h"
 #include "gtest/gtest.h"
 #include "tests/unit/coordinator/json_schema_oracle.h"
@@ -70,14 +71,14 @@ const std::string kAnyOfPets =
 std::string TaggedCalls(int n, const char* keyword = "anyOf") {
   std::string text = std::string(R"({")") + keyword + R"(": [)";
   for (int i = 0; i < n; ++i) {
-    const std::string a = "a" + std::to_string(i);
-    std::string arguments = R"({"type": "object", "properties": {")" + a + R"(": {"type": "integer"})";
+    const std::string a = absl::StrCat("a", i);
+    std::string arguments = absl::StrCat(R"({"type": "object", "properties": {")", a, R"(": {"type": "integer"})");
     if (i % 3 == 0) arguments += R"(, "s": {"type": "string", "maxLength": 4})";
     if (i % 5 == 0) arguments += R"(, "m": {"type": "array", "items": {"type": "array", "items": {"type": "null"}}})";
-    arguments += R"(}, "required": [")" + a + R"("], "additionalProperties": false})";
-    text += (i ? ", " : "") + std::string(R"({"type": "object", "properties": {"name": {"const": "f)") +
-            std::to_string(i) + R"("}, "arguments": )" + arguments +
-            R"(}, "required": ["name", "arguments"], "additionalProperties": false})";
+    arguments += absl::StrCat(R"(}, "required": [")", a, R"("], "additionalProperties": false})");
+    if (i > 0) text += ", ";
+    text += absl::StrCat(R"({"type": "object", "properties": {"name": {"const": "f)", i, R"("}, "arguments": )",
+                         arguments, R"(}, "required": ["name", "arguments"], "additionalProperties": false})");
   }
   return text + "]}";
 }
@@ -301,7 +302,7 @@ TEST(JsonSchemaTest, RandomWalksNeverStickAndEndInValidDocuments) {
       kOneOfPets,
       kAnyOfPets,
       TaggedCalls(20),
-      R"({"type": "array", "items": )" + TaggedCalls(12, "oneOf") + "}",
+      absl::StrCat(R"({"type": "array", "items": )", TaggedCalls(12, "oneOf"), "}"),
   };
   std::mt19937 rng(11);
   for (const std::string& text : schemas) {
@@ -347,15 +348,15 @@ TEST(JsonSchemaTest, ObjectsToldApartByTheirFirstPropertyAreFollowedAsOne) {
     ASSERT_NE(schema, nullptr);
     EXPECT_FALSE(schema->ambiguous()) << "one path, not one per object";
     for (int i : {0, 7, 8, 9, 15, 39}) {
-      const std::string a = "a" + std::to_string(i);
-      const std::string doc = R"({"name": "f)" + std::to_string(i) + R"(", "arguments": {")" + a + R"(": 12}})";
+      const std::string a = absl::StrCat("a", i);
+      const std::string doc = absl::StrCat(R"({"name": "f)", i, R"(", "arguments": {")", a, R"(": 12}})");
       JsonState state(schema.get());
       EXPECT_EQ(Feed(state, doc), doc.size()) << doc;
       EXPECT_TRUE(state.complete()) << doc;
       EXPECT_EQ(state.paths(), 1);
       EXPECT_TRUE(testing::ValidatesAgainst(doc, text)) << doc;
       // Another function's argument after this name is refused at its first differing byte.
-      const std::string other = R"({"name": "f)" + std::to_string(i) + R"(", "arguments": {"a)";
+      const std::string other = absl::StrCat(R"({"name": "f)", i, R"(", "arguments": {"a)");
       JsonState wrong(schema.get());
       ASSERT_EQ(Feed(wrong, other), other.size());
       std::string digits = std::to_string(i);  // another function's key: the last digit changed

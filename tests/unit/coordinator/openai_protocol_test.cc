@@ -533,7 +533,8 @@ TEST(OpenAiResponseTest, RandomStreamedCallsAddUpToTheirArguments) {
     const int n_calls = 1 + static_cast<int>(rng() % 3);
     const bool array = n_calls > 1 || rng() % 2 == 0;
     std::vector<std::pair<std::string, std::string>> want;  // name, arguments text
-    std::string answer = space() + (array ? "[" + space() : "");
+    std::string answer = space();
+    if (array) answer += absl::StrCat("[", space());
     for (int c = 0; c < n_calls; ++c) {
       Json arguments = Json::object();
       for (int i = static_cast<int>(rng() % 4); i > 0; --i) arguments[random_string()] = value(1);
@@ -541,11 +542,12 @@ TEST(OpenAiResponseTest, RandomStreamedCallsAddUpToTheirArguments) {
       const std::string text = arguments.dump(indent);
       const std::string name = tools.functions[rng() % 2].name;
       want.emplace_back(name, text);
-      if (c > 0) answer += space() + "," + space();
-      answer += "{" + space() + "\"name\"" + space() + ":" + space() + "\"" + name + "\"" + space() + "," + space() +
-                "\"arguments\"" + space() + ":" + space() + text + space() + "}";
+      if (c > 0) answer += absl::StrCat(space(), ",", space());
+      answer += absl::StrCat("{", space(), "\"name\"", space(), ":", space(), "\"", name, "\"", space(), ",",
+                             space(), "\"arguments\"", space(), ":", space(), text, space(), "}");
     }
-    answer += space() + (array ? "]" + space() : "");
+    answer += space();
+    if (array) answer += absl::StrCat("]", space());
     ToolCallStream stream(tools);
     std::vector<std::pair<std::string, std::string>> got;
     for (size_t n = 0; n < answer.size();) {
