@@ -318,6 +318,10 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_RETURN_IF_ERROR(ResolveRunnerOptions(c, &impl->options_));
   const RunnerOptions& o = impl->options_;
   if (o.kv_type != cache::KvType::kF16) return absl::UnimplementedError("the CUDA runner keeps an f16 KV cache only");
+  if (c.qkv_bias) {
+    return absl::UnimplementedError(absl::StrCat("the CUDA runner does not add ", c.arch_name,
+                                                 "'s attention biases yet: run this model with --device cpu"));
+  }
   BF_ASSIGN_OR_RETURN(impl->plan_, sharding::ShardPlan::Create(c, f, tp));
   impl->shard_ = &impl->plan_.rank(rank);
   const sharding::RankShard& shard = *impl->shard_;

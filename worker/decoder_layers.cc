@@ -32,6 +32,26 @@ uint64_t DecoderLayers::resident_bytes() const {
   return total;
 }
 
+Status LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shard, uint32_t layer, LayerWeights& w) {
+  namespace names = model::tensor_names;
+  const std::pair<const char*, const char*> pairs[] = {
+      {names::kAttnQ, names::kAttnQBias}, {names::kAttnK, names::kAttnKBias}, {names::kAttnV, names::kAttnVBias}};
+  std::vector<float>* out[] = {&w.q_bias, &w.k_bias, &w.v_bias};
+  for (int i = 0; i < 3; ++i) {
+    const std::string weight = names::Layer(layer, pairs[i].first);
+    const sharding::TensorSlice* slice = shard.Find(weight);
+    if (slice == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor ", weight));
+    // A bias is small: read it whole, keep the rows of the rank's slice (KV heads that are not
+    // a contiguous run give several ranges, in local order).
+    BF_ASSIGN_OR_RETURN(std::vector<float> all, LoadVector(file, names::Layer(layer, pairs[i].second), slice->rows));
+    out[i]->clear();
+    for (const sharding::Range& r : slice->row_ranges) {
+      out[i]->insert(out[i]->end(), all.begin() + r.begin, all.begin() + r.end);
+    }
+  }
+  return absl::OkStatus();
+}
+
 StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,
                                          const std::string& name, uint64_t cols, uint64_t rows, ThreadPool* pool) {
   const sharding::TensorSlice* slice = shard.Find(name);

@@ -24,6 +24,8 @@ struct LayerWeights {
   std::vector<float> ffn_sub_norm;   // BitNet: RMSNorm over the FFN hidden state (n_ff)
   Projection wq, wk, wv, wo;
   Projection w_gate, w_up, w_down;
+  // Qwen2: added to the Q, K and V projections' outputs (this rank's rows); empty without.
+  std::vector<float> q_bias, k_bias, v_bias;
 
   uint64_t stream_bytes() const;
   uint64_t resident_bytes() const;
@@ -35,6 +37,10 @@ struct LayerWeights {
 // `pool`, when given, repacks the matrices on its threads.
 StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const sharding::RankShard& shard,
                                               const ModelDims& dims, uint32_t layer, ThreadPool* pool = nullptr);
+
+// Loads layer `layer`'s attn_q / attn_k / attn_v biases into `w`: of each, the elements of the
+// rows this rank holds of its projection (the shard plan's rows of attn_q.weight, ...).
+Status LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shard, uint32_t layer, LayerWeights& w);
 
 // The rank's slice of matrix `name`, checked to be `cols` × `rows` locally (GGUF [cols, rows]).
 StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,

@@ -239,12 +239,28 @@ Status SubNorm(StepContext& ctx, const std::vector<float>& weight, const float* 
   return absl::OkStatus();
 }
 
+namespace {
+
+// row[i] += bias[i] over the bias's length (one token's projection output).
+void AddBias(const std::vector<float>& bias, float* row) {
+  for (size_t i = 0; i < bias.size(); ++i) row[i] += bias[i];
+}
+
+}  // namespace
+
 void SelfAttention(StepContext& ctx, const LayerWeights& w, int layer) {
   const ModelDims& d = ctx.dims;
   StepScratch& s = ctx.s;
   if (const Projection* first = FirstQuantized({&w.wq, &w.wk, &w.wv})) QuantizeInput(ctx, *first);
   ProjectColumns(ctx, {{&w.wq, s.q.data()}, {&w.wk, s.k.data()}, {&w.wv, s.v.data()}});
   ForTokenRanges(ctx, [&](int t0, int t1) {
+    if (!w.q_bias.empty()) {  // Qwen2: biases before RoPE
+      for (int t = t0; t < t1; ++t) {
+        AddBias(w.q_bias, s.q.data() + int64_t{t} * d.q_dim());
+        AddBias(w.k_bias, s.k.data() + int64_t{t} * d.kv_dim());
+        AddBias(w.v_bias, s.v.data() + int64_t{t} * d.kv_dim());
+      }
+    }
     const int32_t* positions = s.positions.data() + t0;
     kernels::Rope(s.q.data() + int64_t{t0} * d.q_dim(), positions, t1 - t0, d.n_head, d.head_dim, d.rope_dim,
                   d.rope_freq_base, d.rope_neox);

@@ -2,7 +2,8 @@
 //   h = x + Wo · Attn(RoPE(Wq n), RoPE(Wk n), Wv n),   n = RmsNorm(x) * attn_norm
 //   y = h + Wdown · (act(Wgate m) ⊙ Wup m),           m = RmsNorm(h) * ffn_norm
 // The activation comes from the config (SiLU for llama). Optional per-projection scales are
-// honoured like in BitNet files.
+// honoured like in BitNet files. Qwen2 is this layer with biases added to Wq n, Wk n and Wv n
+// (before RoPE) and NEOX RoPE (ModelDims).
 #include "worker/decoder_layers.h"
 #include "worker/layer_ops.h"
 
@@ -39,6 +40,7 @@ StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& f
   layers.reserve(config.n_layer);
   for (uint32_t i = 0; i < config.n_layer; ++i) {
     BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i, pool));
+    if (config.qkv_bias) BF_RETURN_IF_ERROR(LoadQkvBiases(file, shard, i, w));
     layers.push_back(std::move(w));
   }
   return std::unique_ptr<DecoderLayers>(new LlamaLayers(std::move(layers)));

@@ -199,7 +199,17 @@ const std::vector<std::string>& tensor_names::ProjectionSuffixes() {
   return kSuffixes;
 }
 
-std::string_view ArchEnumName(Arch arch) { return arch == Arch::kLlama ? "llama" : "bitnet"; }
+std::string_view ArchEnumName(Arch arch) {
+  switch (arch) {
+    case Arch::kLlama:
+      return "llama";
+    case Arch::kBitnet:
+      return "bitnet";
+    case Arch::kQwen2:
+      return "qwen2";
+  }
+  return "?";
+}
 
 std::string_view ActivationName(Activation activation) {
   return activation == Activation::kSilu ? "silu" : "relu2";
@@ -219,9 +229,10 @@ StatusOr<Activation> ParseActivation(std::string_view name) {
 StatusOr<Arch> ParseArch(std::string_view arch_name) {
   if (arch_name == "llama") return Arch::kLlama;
   if (arch_name == "bitnet" || arch_name == "bitnet-b1.58") return Arch::kBitnet;
+  if (arch_name == "qwen2") return Arch::kQwen2;
   return absl::InvalidArgumentError(
       absl::StrCat("model key ", keys::kArchitecture, ": architecture '", Str(arch_name),
-                   "' is not supported (bitfleet runs llama, bitnet, bitnet-b1.58)"));
+                   "' is not supported (bitfleet runs llama, bitnet, bitnet-b1.58, qwen2)"));
 }
 
 StatusOr<ModelConfig> ReadModelConfig(const gguf::GgufFile& file) {
@@ -271,9 +282,11 @@ StatusOr<ModelConfig> ReadModelConfig(const gguf::GgufFile& file) {
   BF_ASSIGN_OR_RETURN(config.n_vocab, ReadVocab(file, arch));
   BF_ASSIGN_OR_RETURN(config.activation, ReadActivation(file, arch));
 
-  // The llama converters permute Q/K into consecutive pairs; the bitnet ones keep HF's halves.
+  // The llama converters permute Q/K into consecutive pairs; the bitnet and qwen2 ones keep HF's
+  // halves.
   config.rope_type = config.arch == Arch::kLlama ? RopeType::kNorm : RopeType::kNeox;
   config.has_sub_norms = config.arch == Arch::kBitnet;
+  config.qkv_bias = config.arch == Arch::kQwen2;
   config.tied_embeddings = file.FindTensor(tensor_names::kOutput) == nullptr;
 
   BF_RETURN_IF_ERROR(ValidateModelConfig(config));
@@ -318,7 +331,7 @@ void WriteModelConfig(const ModelConfig& config, gguf::GgufWriter& writer) {
   std::string arch = config.arch_name;
   StatusOr<Arch> parsed = ParseArch(arch);
   if (!parsed.ok() || *parsed != config.arch) {
-    arch = config.arch == Arch::kLlama ? "llama"
+    arch = config.arch != Arch::kBitnet ? std::string(ArchEnumName(config.arch))
            : config.activation == Activation::kRelu2 ? "bitnet-b1.58"
                                                       : "bitnet";
   }
@@ -354,6 +367,7 @@ uint64_t ParameterCount(const ModelConfig& config) {
                        + embd * kv_dim * 2            // attn_k, attn_v
                        + embd * ff * 3;               // ffn_gate, ffn_up, ffn_down
   if (config.has_sub_norms) per_layer += q_dim + ff;  // attn_sub_norm, ffn_sub_norm
+  if (config.qkv_bias) per_layer += q_dim + 2 * kv_dim;  // attn_q/k/v.bias
   const uint64_t embedding = uint64_t{config.n_vocab} * embd;
   return embedding * (config.tied_embeddings ? 1 : 2) + embd + per_layer * config.n_layer;
 }

@@ -13,15 +13,17 @@
 
 namespace bitfleet::model {
 
-enum class Arch { kLlama, kBitnet };
+// kQwen2: llama's layer with biases on the Q, K and V projections and NEOX RoPE (Qwen2 and
+// Qwen2.5, llama.cpp's "qwen2").
+enum class Arch { kLlama, kBitnet, kQwen2 };
 // Feed-forward activation applied to the gate before it multiplies the up projection:
 // SiLU (llama, the older "bitnet" arch) or squared ReLU, relu(x)^2 (BitNet b1.58 2B4T,
 // "bitnet-b1.58").
 enum class Activation { kSilu, kRelu2 };
 // RoPE pairing, as llama.cpp's rope types. kNorm rotates consecutive pairs (x[2i], x[2i+1])
 // (LLAMA_ROPE_TYPE_NORM: the llama arch, whose converters permute HF Q/K weights into this
-// order). kNeox rotates (x[i], x[i + rope_dim/2]) (LLAMA_ROPE_TYPE_NEOX: "bitnet" and
-// "bitnet-b1.58", whose converters keep the HF order).
+// order). kNeox rotates (x[i], x[i + rope_dim/2]) (LLAMA_ROPE_TYPE_NEOX: "bitnet",
+// "bitnet-b1.58" and "qwen2", whose converters keep the HF order).
 enum class RopeType { kNorm, kNeox };
 
 struct ModelConfig {
@@ -43,6 +45,7 @@ struct ModelConfig {
   Activation activation = Activation::kSilu;
   bool tied_embeddings = false;     // no output.weight: the LM head reuses token_embd.weight
   bool has_sub_norms = false;       // BitNet attn_sub_norm / ffn_sub_norm
+  bool qkv_bias = false;            // Qwen2: attn_q.bias, attn_k.bias, attn_v.bias added to the projections
 
   // Width of the concatenated query heads (rows of attn_q) and of the K/V heads.
   uint32_t q_dim() const { return n_head * head_dim; }
@@ -103,6 +106,9 @@ inline constexpr char kAttnK[] = "attn_k.weight";
 inline constexpr char kAttnV[] = "attn_v.weight";
 inline constexpr char kAttnOutput[] = "attn_output.weight";
 inline constexpr char kAttnSubNorm[] = "attn_sub_norm.weight";  // BitNet
+inline constexpr char kAttnQBias[] = "attn_q.bias";  // Qwen2: F32, one per output row
+inline constexpr char kAttnKBias[] = "attn_k.bias";
+inline constexpr char kAttnVBias[] = "attn_v.bias";
 inline constexpr char kFfnNorm[] = "ffn_norm.weight";
 inline constexpr char kFfnGate[] = "ffn_gate.weight";
 inline constexpr char kFfnUp[] = "ffn_up.weight";
@@ -118,13 +124,13 @@ std::string Layer(uint32_t layer, const std::string& suffix);
 }  // namespace tensor_names
 
 // Names used in metadata and on the command line.
-std::string_view ArchEnumName(Arch arch);             // "llama" | "bitnet"
+std::string_view ArchEnumName(Arch arch);             // "llama" | "bitnet" | "qwen2"
 std::string_view ActivationName(Activation activation);  // "silu" | "relu2"
 std::string_view RopeTypeName(RopeType rope_type);       // "norm" | "neox"
 // Accepts "silu" (also "swish", "swiglu") and "relu2" (also "relu_squared", "relu_sqr").
 StatusOr<Activation> ParseActivation(std::string_view name);
 
-// Maps general.architecture to an Arch: "llama", "bitnet", "bitnet-b1.58".
+// Maps general.architecture to an Arch: "llama", "bitnet", "bitnet-b1.58", "qwen2".
 StatusOr<Arch> ParseArch(std::string_view arch_name);
 
 // Reads the hyperparameters of a llama / bitnet / bitnet-b1.58 file; every error is

@@ -15,7 +15,7 @@ namespace bitfleet::model {
 namespace {
 
 enum class Role {
-  kNorm,    // 1-D RMSNorm weight: F32, as llama.cpp's converters always store them
+  kNorm,    // 1-D RMSNorm weight or bias: F32, as llama.cpp's converters always store them
   kMatrix,  // 2-D weight: any float or block-quantized weight type
   kScale,   // optional per-tensor scale of a BitNet projection: one F32
 };
@@ -118,6 +118,11 @@ Status ValidateTensors(const ModelConfig& config, const gguf::GgufFile& file) {
     for (const Matrix& m : matrices) {
       BF_RETURN_IF_ERROR(Require(file, tn::Layer(layer, m.suffix), {m.in, m.out}, Role::kMatrix));
       BF_RETURN_IF_ERROR(CheckIfPresent(file, tn::Layer(layer, tn::ScaleOf(m.suffix)), {1}, Role::kScale));
+    }
+    if (config.qkv_bias) {
+      BF_RETURN_IF_ERROR(Require(file, tn::Layer(layer, tn::kAttnQBias), {q_dim}, Role::kNorm));
+      BF_RETURN_IF_ERROR(Require(file, tn::Layer(layer, tn::kAttnKBias), {kv_dim}, Role::kNorm));
+      BF_RETURN_IF_ERROR(Require(file, tn::Layer(layer, tn::kAttnVBias), {kv_dim}, Role::kNorm));
     }
     if (config.has_sub_norms) {
       // attn_sub_norm normalizes the attention output (width q_dim, which equals n_embd in

@@ -64,7 +64,7 @@ StatusOr<ArchChoice> ParseSynthArch(std::string_view name) {
   StatusOr<model::Arch> arch = model::ParseArch(lower);
   if (!arch.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown architecture '", std::string(name),
-                                                   "' (expected llama, bitnet or bitnet-b1.58)"));
+                                                   "' (expected llama, bitnet, bitnet-b1.58 or qwen2)"));
   }
   return ArchChoice{*arch, lower};
 }
@@ -87,10 +87,11 @@ model::ModelConfig PresetConfig(const ArchChoice& arch, Preset preset) {
   config.rope_freq_base = shape.rope_base;
   config.rms_eps = 1e-5f;
   const bool bitnet = arch.arch == model::Arch::kBitnet;
-  // As ReadModelConfig derives them: the bitnet converters keep HF's (NEOX) RoPE order, and
-  // both published BitNet b1.58 families tie the LM head to the embedding.
-  config.rope_type = bitnet ? model::RopeType::kNeox : model::RopeType::kNorm;
+  // As ReadModelConfig derives them: the bitnet and qwen2 converters keep HF's (NEOX) RoPE
+  // order, and both published BitNet b1.58 families tie the LM head to the embedding.
+  config.rope_type = arch.arch == model::Arch::kLlama ? model::RopeType::kNorm : model::RopeType::kNeox;
   config.has_sub_norms = bitnet;
+  config.qkv_bias = arch.arch == model::Arch::kQwen2;
   config.tied_embeddings = bitnet;
   config.activation = arch.name == "bitnet-b1.58" ? model::Activation::kRelu2 : model::Activation::kSilu;
   return config;

@@ -24,15 +24,17 @@ const char* PresetName(Preset preset);
 // An architecture as named on the command line and written to general.architecture.
 struct ArchChoice {
   model::Arch arch = model::Arch::kLlama;
-  std::string name;  // "llama", "bitnet" or "bitnet-b1.58"
+  std::string name;  // "llama", "bitnet", "bitnet-b1.58" or "qwen2"
 };
 
-// Parses "llama" | "bitnet" | "bitnet-b1.58" (case-insensitive); InvalidArgument otherwise.
+// Parses "llama" | "bitnet" | "bitnet-b1.58" | "qwen2" (case-insensitive); InvalidArgument
+// otherwise.
 StatusOr<ArchChoice> ParseSynthArch(std::string_view name);
 
 // The preset's hyperparameters for `arch`. Fills every field as the reference implementations
 // run the architecture: "llama" and "bitnet" (1bitLLM) use SiLU, "bitnet-b1.58" (2B4T) squared
-// ReLU; bitnet models have sub-norms, NEOX RoPE and an LM head tied to the embedding.
+// ReLU; bitnet models have sub-norms, NEOX RoPE and an LM head tied to the embedding; qwen2
+// models Q/K/V biases and NEOX RoPE.
 model::ModelConfig PresetConfig(const ArchChoice& arch, Preset preset);
 
 // Sets the FFN activation. For the bitnet family the architecture name follows it ("bitnet" for

@@ -26,6 +26,12 @@ class Planner {
     Add(std::move(name), {size}, TensorRole::kVector, WeightKind::kNorm, 0.0);
   }
 
+  // A projection's bias (Qwen2's Q/K/V): F32 like the norms, Gaussian values large enough that
+  // a forward pass that dropped them would show.
+  void Bias(std::string name, uint64_t size) {
+    Add(std::move(name), {size}, TensorRole::kVector, WeightKind::kGaussian, 0.5);
+  }
+
   // A matrix of `rows` rows of `row_elems` (fan-in) elements. `residual` projections add into
   // the residual stream and are scaled down by sqrt(2 n_layer), as in GPT-2.
   void Matrix(std::string name, uint64_t row_elems, uint64_t rows, bool residual) {
@@ -80,6 +86,11 @@ StatusOr<std::vector<SynthTensor>> PlanSynthTensors(const SynthOptions& options)
     plan.Matrix(layer("attn_q.weight"), c.n_embd, q_dim, false);
     plan.Matrix(layer("attn_k.weight"), c.n_embd, kv_dim, false);
     plan.Matrix(layer("attn_v.weight"), c.n_embd, kv_dim, false);
+    if (c.qkv_bias) {
+      plan.Bias(layer(names::kAttnQBias), q_dim);
+      plan.Bias(layer(names::kAttnKBias), kv_dim);
+      plan.Bias(layer(names::kAttnVBias), kv_dim);
+    }
     if (c.has_sub_norms) plan.Vector(layer("attn_sub_norm.weight"), q_dim);
     plan.Matrix(layer("attn_output.weight"), q_dim, c.n_embd, true);
     plan.Vector(layer("ffn_norm.weight"), c.n_embd);

@@ -91,6 +91,7 @@ Json ConfigToJson(const model::ModelConfig& c) {
               {"activation", std::string(model::ActivationName(c.activation))},
               {"tied_embeddings", c.tied_embeddings},
               {"sub_norms", c.has_sub_norms},
+              {"qkv_bias", c.qkv_bias},
               {"parameters", model::ParameterCount(c)}};
 }
 
@@ -308,11 +309,11 @@ void PrintText(const Json& r) {
                 m["n_vocab"].get<uint32_t>(), m["n_embd"].get<uint32_t>(), m["n_layer"].get<uint32_t>(),
                 m["n_head"].get<uint32_t>(), m["n_head_kv"].get<uint32_t>(), m["head_dim"].get<uint32_t>(),
                 m["n_ff"].get<uint32_t>(), m["n_ctx_train"].get<uint32_t>());
-    std::printf("  rope %s (dim %u, base %g), rms eps %g, activation %s, embeddings %s%s\n",
+    std::printf("  rope %s (dim %u, base %g), rms eps %g, activation %s, embeddings %s%s%s\n",
                 m["rope_type"].get<std::string>().c_str(), m["rope_dim"].get<uint32_t>(),
                 m["rope_freq_base"].get<double>(), m["rms_eps"].get<double>(),
                 m["activation"].get<std::string>().c_str(), m["tied_embeddings"].get<bool>() ? "tied" : "untied",
-                m["sub_norms"].get<bool>() ? ", sub-norms" : "");
+                m["sub_norms"].get<bool>() ? ", sub-norms" : "", m["qkv_bias"].get<bool>() ? ", Q/K/V biases" : "");
     std::printf("  parameters %llu\n", static_cast<unsigned long long>(m["parameters"].get<uint64_t>()));
     std::printf("tensor check  %s\n", r["tensor_check"].get<std::string>().c_str());
   } else {

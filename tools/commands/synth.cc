@@ -95,7 +95,8 @@ void RegisterSynth(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "synth", "Write a random model (seeded, identical on every machine) with a tokenizer, for tests and benchmarks");
   cmd->add_option("-o,--output", flags->output, "Output GGUF file")->required();
-  cmd->add_option("--arch", flags->arch, "llama | bitnet (SiLU, as 1bitLLM) | bitnet-b1.58 (squared ReLU, as 2B4T)")
+  cmd->add_option("--arch", flags->arch,
+                  "llama | bitnet (SiLU, as 1bitLLM) | bitnet-b1.58 (squared ReLU, as 2B4T) | qwen2 (Q/K/V biases)")
       ->capture_default_str()
       ->check(StatusValidator([](const std::string& s) { return synth::ParseSynthArch(s); }, "ARCH"));
   cmd->add_option("--preset", flags->preset,

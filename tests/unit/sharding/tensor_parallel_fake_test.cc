@@ -22,6 +22,13 @@ TEST(TensorParallelFakeTest, Tp3ReplicatesKvHeadsPerQueryHead) {
   ExpectTpMatchesSingleRank(SpecFor("llama", DType::kF16, 3), 3, MakeCpuRunner, "");
 }
 
+// Qwen2's Q/K/V biases follow their projections' rows: split at TP=2, and at TP=3 the replicated
+// KV slots (several row ranges per rank) take the biases of the KV heads they hold.
+TEST(TensorParallelFakeTest, Qwen2BiasesAtTp2And3) {
+  ExpectTpMatchesSingleRank(TinySpec("qwen2", DType::kF32), 2, MakeCpuRunner, "");
+  ExpectTpMatchesSingleRank(SpecFor("qwen2", DType::kF16, 3), 3, MakeCpuRunner, "");
+}
+
 TEST(TensorParallelFakeTest, BitnetTernaryAtTp4) {
   ExpectTpMatchesSingleRank(SpecFor("bitnet-b1.58", DType::kI2_S, 4), 4, MakeCpuRunner, "");
 }

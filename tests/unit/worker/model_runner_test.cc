@@ -88,6 +88,7 @@ TEST_P(RunnerReferenceTest, MatchesNaiveForwardPass) {
 INSTANTIATE_TEST_SUITE_P(
     Models, RunnerReferenceTest,
     ::testing::Values(ReferenceCase{"llama", DType::kF32, 2e-4}, ReferenceCase{"bitnet", DType::kF32, 2e-4},
+                      ReferenceCase{"qwen2", DType::kF32, 2e-4}, ReferenceCase{"qwen2", DType::kQ4_0, 6e-2},
                       ReferenceCase{"bitnet-b1.58", DType::kF32, 2e-4}, ReferenceCase{"llama", DType::kF16, 2e-4},
                       ReferenceCase{"llama", DType::kQ8_0, 6e-2}, ReferenceCase{"llama", DType::kQ4_0, 6e-2},
                       ReferenceCase{"llama", DType::kQ4_1, 6e-2}, ReferenceCase{"bitnet", DType::kTQ2_0, 6e-2},

@@ -77,6 +77,11 @@ StatusOr<NaiveTransformer> NaiveTransformer::Load(const gguf::GgufFile& file, co
       BF_ASSIGN_OR_RETURN(l.attn_sub_norm, LoadFloats(file, name("attn_sub_norm.weight")));
       BF_ASSIGN_OR_RETURN(l.ffn_sub_norm, LoadFloats(file, name("ffn_sub_norm.weight")));
     }
+    if (file.FindTensor(name("attn_q.bias")) != nullptr) {
+      BF_ASSIGN_OR_RETURN(l.q_bias, LoadFloats(file, name("attn_q.bias")));
+      BF_ASSIGN_OR_RETURN(l.k_bias, LoadFloats(file, name("attn_k.bias")));
+      BF_ASSIGN_OR_RETURN(l.v_bias, LoadFloats(file, name("attn_v.bias")));
+    }
     BF_ASSIGN_OR_RETURN(l.wq, LoadMatrix(file, name("attn_q.weight"), options));
     BF_ASSIGN_OR_RETURN(l.wk, LoadMatrix(file, name("attn_k.weight"), options));
     BF_ASSIGN_OR_RETURN(l.wv, LoadMatrix(file, name("attn_v.weight"), options));
@@ -133,6 +138,9 @@ std::vector<float> NaiveTransformer::Forward(const std::vector<int32_t>& tokens)
       l.wq.Apply(xn, qs[t]);
       l.wk.Apply(xn, ks[t]);
       l.wv.Apply(xn, vs[t]);
+      for (size_t i = 0; i < l.q_bias.size(); ++i) qs[t][i] += l.q_bias[i];
+      for (size_t i = 0; i < l.k_bias.size(); ++i) ks[t][i] += l.k_bias[i];
+      for (size_t i = 0; i < l.v_bias.size(); ++i) vs[t][i] += l.v_bias[i];
       Rope(qs[t], nh, t);
       Rope(ks[t], nkv, t);
       for (double& v : ks[t]) v = f16(v);

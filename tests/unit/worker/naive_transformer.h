@@ -1,4 +1,4 @@
-// An independent, deliberately plain float reference of the llama / BitNet forward pass for
+// An independent, deliberately plain float reference of the llama / BitNet / Qwen2 forward pass for
 // tests: every weight dequantized to float up front, full causal attention recomputed from
 // scratch for the whole token list (no cache, no batching), sums in double. The engine
 // properties it can model on purpose: the f16 KV cache (K and V are rounded to f16 as stored,
@@ -40,6 +40,7 @@ class NaiveTransformer {
   };
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm;
+    std::vector<float> q_bias, k_bias, v_bias;  // empty unless the file has them (Qwen2)
     Matrix wq, wk, wv, wo, gate, up, down;
   };
   static StatusOr<Matrix> LoadMatrix(const gguf::GgufFile& file, const std::string& name, const Options& options);

@@ -40,14 +40,16 @@ void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.activation, b.activation);
   EXPECT_EQ(a.tied_embeddings, b.tied_embeddings);
   EXPECT_EQ(a.has_sub_norms, b.has_sub_norms);
+  EXPECT_EQ(a.qkv_bias, b.qkv_bias);
+  EXPECT_EQ(a.rope_type, b.rope_type);
 }
 
 std::string Key(const char* suffix, const std::string& arch = "llama") { return keys::ArchKey(arch, suffix); }
 
 TEST(ModelConfigTest, RoundTripsEveryArchitecture) {
-  for (const char* arch_name : {"llama", "bitnet", "bitnet-b1.58"}) {
+  for (const char* arch_name : {"llama", "bitnet", "bitnet-b1.58", "qwen2"}) {
     SCOPED_TRACE(arch_name);
-    ModelConfig config = TinyConfig(std::string(arch_name) == "llama" ? Arch::kLlama : Arch::kBitnet);
+    ModelConfig config = TinyConfig(*ParseArch(arch_name));
     config.arch_name = arch_name;
     config.rope_freq_base = 500000.0f;
     config.rms_eps = 1e-6f;
@@ -317,6 +319,9 @@ TEST(ModelConfigTest, ParameterCount) {
   EXPECT_EQ(ParameterCount(c), 32 * 16 + 16 + 2 * per_layer);
   c.has_sub_norms = true;
   EXPECT_EQ(ParameterCount(c), 32 * 16 + 16 + 2 * (per_layer + 16 + 24));
+  c.has_sub_norms = false;
+  c.qkv_bias = true;
+  EXPECT_EQ(ParameterCount(c), 32 * 16 + 16 + 2 * (per_layer + 16 + 8 + 8));
 }
 
 TEST(ModelConfigTest, NamesAndParsers) {
@@ -324,6 +329,8 @@ TEST(ModelConfigTest, NamesAndParsers) {
   EXPECT_EQ(*ParseActivation("swiglu"), Activation::kSilu);
   EXPECT_FALSE(ParseActivation("").ok());
   EXPECT_EQ(*ParseArch("bitnet-b1.58"), Arch::kBitnet);
+  EXPECT_EQ(*ParseArch("qwen2"), Arch::kQwen2);
+  EXPECT_EQ(ArchEnumName(Arch::kQwen2), "qwen2");
   EXPECT_FALSE(ParseArch("bitnet-25").ok());
   EXPECT_EQ(tensor_names::Layer(3, tensor_names::kAttnQ), "blk.3.attn_q.weight");
   EXPECT_EQ(tensor_names::ScaleOf(tensor_names::kFfnDown), "ffn_down.scale");

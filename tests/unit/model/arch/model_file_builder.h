@@ -13,11 +13,11 @@
 
 namespace bitfleet::model::testing {
 
-// A tiny valid config of either architecture.
+// A tiny valid config of an architecture.
 inline ModelConfig TinyConfig(Arch arch) {
   ModelConfig c;
   c.arch = arch;
-  c.arch_name = arch == Arch::kLlama ? "llama" : "bitnet-b1.58";
+  c.arch_name = arch == Arch::kLlama ? "llama" : arch == Arch::kQwen2 ? "qwen2" : "bitnet-b1.58";
   c.name = "tiny";
   c.n_vocab = 32;
   c.n_embd = 16;
@@ -29,8 +29,9 @@ inline ModelConfig TinyConfig(Arch arch) {
   c.head_dim = 4;
   c.rope_dim = 4;
   c.rope_type = arch == Arch::kLlama ? RopeType::kNorm : RopeType::kNeox;
-  c.activation = arch == Arch::kLlama ? Activation::kSilu : Activation::kRelu2;
+  c.activation = arch == Arch::kBitnet ? Activation::kRelu2 : Activation::kSilu;
   c.has_sub_norms = arch == Arch::kBitnet;
+  c.qkv_bias = arch == Arch::kQwen2;
   c.tied_embeddings = false;
   return c;
 }
@@ -57,6 +58,11 @@ inline std::vector<TensorSpec> ExpectedTensors(const ModelConfig& c) {
     out.push_back({tn::Layer(l, tn::kFfnGate), {e, ff}});
     out.push_back({tn::Layer(l, tn::kFfnUp), {e, ff}});
     out.push_back({tn::Layer(l, tn::kFfnDown), {ff, e}});
+    if (c.qkv_bias) {
+      out.push_back({tn::Layer(l, tn::kAttnQBias), {q}});
+      out.push_back({tn::Layer(l, tn::kAttnKBias), {kv}});
+      out.push_back({tn::Layer(l, tn::kAttnVBias), {kv}});
+    }
     if (c.has_sub_norms) {
       out.push_back({tn::Layer(l, tn::kAttnSubNorm), {q}});
       out.push_back({tn::Layer(l, tn::kFfnSubNorm), {ff}});

@@ -25,7 +25,7 @@ std::string Problem(const ModelConfig& config, const BuiltFile& built) {
 }
 
 TEST(ValidateTensorsTest, CompleteModelsPass) {
-  for (Arch arch : {Arch::kLlama, Arch::kBitnet}) {
+  for (Arch arch : {Arch::kLlama, Arch::kBitnet, Arch::kQwen2}) {
     for (bool tied : {false, true}) {
       ModelConfig config = TinyConfig(arch);
       config.tied_embeddings = tied;
@@ -55,7 +55,7 @@ TEST(ValidateTensorsTest, TokenizerSizeMustMatchTheEmbedding) {
 }
 
 TEST(ValidateTensorsTest, EveryExpectedTensorIsRequired) {
-  for (Arch arch : {Arch::kLlama, Arch::kBitnet}) {
+  for (Arch arch : {Arch::kLlama, Arch::kBitnet, Arch::kQwen2}) {
     ModelConfig config = TinyConfig(arch);
     for (const TensorSpec& spec : testing::ExpectedTensors(config)) {
       SCOPED_TRACE(spec.name);

@@ -256,7 +256,7 @@ TEST(SynthTest, NamesParseWithClearErrors) {
   auto arch = ParseSynthArch("gpt2");
   ASSERT_FALSE(arch.ok());
   EXPECT_EQ(std::string(arch.status().message()),
-            "unknown architecture 'gpt2' (expected llama, bitnet or bitnet-b1.58)");
+            "unknown architecture 'gpt2' (expected llama, bitnet, bitnet-b1.58 or qwen2)");
   auto type = quantize::ParseWeightType("q5_k");
   ASSERT_FALSE(type.ok());
   EXPECT_EQ(std::string(type.status().message()),
