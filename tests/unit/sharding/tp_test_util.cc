@@ -65,6 +65,7 @@ std::vector<ModelSpec> MatrixFor(int tp) {
       specs.push_back(SpecFor(arch, type, tp));
     }
   }
+  specs.push_back(SpecFor("qwen2", DType::kQ4_0, tp));  // its biases follow the projections' rows
   return specs;
 }
 

@@ -20,7 +20,7 @@
 namespace bitfleet::tp_testing {
 
 struct ModelSpec {
-  std::string arch;  // "llama" | "bitnet" | "bitnet-b1.58"
+  std::string arch;  // "llama" | "bitnet" | "bitnet-b1.58" | "qwen2"
   DType type = DType::kF32;
   uint32_t n_embd = 256;
   uint32_t n_head = 4;
@@ -42,7 +42,8 @@ ModelSpec TinySpec(const std::string& arch, DType type);
 // TP=3 twelve heads over four KV heads (KV heads replicated with one slot per query head).
 ModelSpec SpecFor(const std::string& arch, DType type, int tp);
 
-// The llama and bitnet models of every type of the equivalence matrix at `tp`.
+// The llama and bitnet models of every type of the equivalence matrix at `tp`, and a qwen2 one
+// (Q4_0).
 std::vector<ModelSpec> MatrixFor(int tp);
 
 // Writes the model into `dir` once (a later call with the same spec reuses the file; synthesis
