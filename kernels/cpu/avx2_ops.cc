@@ -143,70 +143,119 @@ void ScaleMul(const float* x, const float* w, float s, int64_t n, float* y) {
 
 namespace {
 
-inline __m256 LoadHalf8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
+// Where QkPass / PvPass read K or V rows: an f16 cache's rows in place, or an int8 cache's codes
+// converted as read into exactly the halves DequantI8F16 writes (code × step rounded to f16), so
+// both give the same bits. Load8: 8 elements of row j from d (a multiple of 8); One: element e.
+struct HalfRows {
+  const uint16_t* base;
+  int64_t stride;  // elements from one row to the next
+
+  __m256 Load8(int64_t j, int d) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + j * stride + d)));
+  }
+  float One(int64_t j, int e) const { return HalfToFloat1(base[j * stride + e]); }
+};
+
+struct Int8Rows {
+  const int8_t* base;
+  const float* steps;   // row 0's
+  int64_t stride;       // elements from one row to the next
+  int64_t step_stride;  // steps from one row to the next
+  int step_shift;       // element d uses step d >> step_shift of its row
+
+  // group is KvInt8Group(hd): 32, or the whole row (then every d < hd shifts to step 0).
+  Int8Rows(const int8_t* b, const float* s, int64_t st, int group, int hd)
+      : base(b), steps(s), stride(st), step_stride(st / group), step_shift(group == hd ? 30 : __builtin_ctz(group)) {}
+
+  float Step(int64_t j, int d) const { return steps[j * step_stride + (d >> step_shift)]; }
+  __m256 Load8(int64_t j, int d) const {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(base + j * stride + d));
+    const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_set1_ps(Step(j, d)));
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  float One(int64_t j, int e) const {
+    const float x = static_cast<float>(base[j * stride + e]) * Step(j, e);
+    return HalfToFloat1(static_cast<uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT), 0)));
+  }
+};
 
 // Up to four query heads against each key: the key row is converted once per pass.
-template <int NQ>
-inline void QkPass(const float* q, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s,
-                   int s_stride) {
+template <int NQ, typename Rows>
+inline void QkPass(const float* q, int hd, const Rows& k, int n_keys, float scale, float* s, int s_stride) {
   for (int j = 0; j < n_keys; ++j) {
-    const uint16_t* kj = k + j * k_stride;
     __m256 acc[NQ];
     for (int i = 0; i < NQ; ++i) acc[i] = _mm256_setzero_ps();
     int d = 0;
     for (; d + 8 <= hd; d += 8) {
-      const __m256 kv = LoadHalf8(kj + d);
+      const __m256 kv = k.Load8(j, d);
       for (int i = 0; i < NQ; ++i) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + i * hd + d), kv, acc[i]);
     }
     for (int i = 0; i < NQ; ++i) {
       float dot = Hsum(acc[i]);
-      for (int e = d; e < hd; ++e) dot += q[i * hd + e] * HalfToFloat1(kj[e]);
+      for (int e = d; e < hd; ++e) dot += q[i * hd + e] * k.One(j, e);
       s[i * s_stride + j] = scale * dot;
     }
   }
 }
 
 // Up to four heads' accumulators for 8 dims stay in registers across the keys.
-template <int NQ>
-inline void PvPass(const float* p, int p_stride, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
+template <int NQ, typename Rows>
+inline void PvPass(const float* p, int p_stride, int n_keys, const Rows& v, int hd, float* acc) {
   int d = 0;
   for (; d + 8 <= hd; d += 8) {
     __m256 a[NQ];
     for (int i = 0; i < NQ; ++i) a[i] = _mm256_loadu_ps(acc + i * hd + d);
     for (int j = 0; j < n_keys; ++j) {
-      const __m256 vv = LoadHalf8(v + j * v_stride + d);
+      const __m256 vv = v.Load8(j, d);
       for (int i = 0; i < NQ; ++i) a[i] = _mm256_fmadd_ps(_mm256_set1_ps(p[i * p_stride + j]), vv, a[i]);
     }
     for (int i = 0; i < NQ; ++i) _mm256_storeu_ps(acc + i * hd + d, a[i]);
   }
   for (; d < hd; ++d) {
     for (int j = 0; j < n_keys; ++j) {
-      const float vj = HalfToFloat1(v[j * v_stride + d]);
+      const float vj = v.One(j, d);
       for (int i = 0; i < NQ; ++i) acc[i * hd + d] += p[i * p_stride + j] * vj;
     }
+  }
+}
+
+// Both sources of rows through the same passes (four heads at a time).
+template <typename Rows>
+void Qk(const float* q, int nq, int hd, const Rows& k, int n_keys, float scale, float* s) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* qi = q + i0 * hd;
+    float* si = s + i0 * n_keys;
+    WithCountUpTo4(nq - i0, [&](auto rows) { QkPass<decltype(rows)::value>(qi, hd, k, n_keys, scale, si, n_keys); });
+  }
+}
+
+template <typename Rows>
+void Pv(const float* p, int nq, int n_keys, const Rows& v, int hd, float* acc) {
+  for (int i0 = 0; i0 < nq; i0 += 4) {
+    const float* pi = p + i0 * n_keys;
+    float* ai = acc + i0 * hd;
+    WithCountUpTo4(nq - i0, [&](auto rows) { PvPass<decltype(rows)::value>(pi, n_keys, n_keys, v, hd, ai); });
   }
 }
 
 }  // namespace
 
 void QkF16(const float* q, int nq, int hd, const uint16_t* k, int64_t k_stride, int n_keys, float scale, float* s) {
-  for (int i0 = 0; i0 < nq; i0 += 4) {
-    const float* qi = q + i0 * hd;
-    float* si = s + i0 * n_keys;
-    WithCountUpTo4(nq - i0, [&](auto rows) {
-      QkPass<decltype(rows)::value>(qi, hd, k, k_stride, n_keys, scale, si, n_keys);
-    });
-  }
+  Qk(q, nq, hd, HalfRows{k, k_stride}, n_keys, scale, s);
 }
 
 void PvF16(const float* p, int nq, int n_keys, const uint16_t* v, int64_t v_stride, int hd, float* acc) {
-  for (int i0 = 0; i0 < nq; i0 += 4) {
-    const float* pi = p + i0 * n_keys;
-    float* ai = acc + i0 * hd;
-    WithCountUpTo4(nq - i0, [&](auto rows) { PvPass<decltype(rows)::value>(pi, n_keys, n_keys, v, v_stride, hd, ai); });
-  }
+  Pv(p, nq, n_keys, HalfRows{v, v_stride}, hd, acc);
+}
+
+void QkI8(const float* q, int nq, int hd, const int8_t* k, const float* k_steps, int64_t k_stride, int group,
+          int n_keys, float scale, float* s) {
+  Qk(q, nq, hd, Int8Rows(k, k_steps, k_stride, group, hd), n_keys, scale, s);
+}
+
+void PvI8(const float* p, int nq, int n_keys, const int8_t* v, const float* v_steps, int64_t v_stride, int group,
+          int hd, float* acc) {
+  Pv(p, nq, n_keys, Int8Rows(v, v_steps, v_stride, group, hd), hd, acc);
 }
 
 void F32ToF16(const float* x, int64_t n, uint16_t* y) {

@@ -17,8 +17,8 @@ namespace bitfleet::kernels::cpu {
 namespace {
 
 // `ns` supplies every function, except the quantized matmuls, which come from `qns`, and those
-// below AVX-512 leaves null: the prefill attention run `run` (`run8` on an int8 cache), the int8
-// cache's in-place attention `qk8` / `pv8`, and the AMX tile copy `tile` (null without AMX). Aggregate
+// a variant may lack (null): the prefill attention run `run` (`run8` on an int8 cache; AVX-512),
+// the int8 cache's in-place attention `qk8` / `pv8` (AVX2 and up), and the AMX tile copy `tile`. Aggregate
 // initialization keeps the tables constant-initialized (usable from any static initializer).
 #define BITFLEET_CPU_TABLE_FROM(ns, qns, run, run8, qk8, pv8, tile, variant, name)                              \
   CpuKernels {                                                                                                 \
@@ -32,7 +32,8 @@ namespace {
 
 const CpuKernels kScalarTable = BITFLEET_CPU_TABLE(scalar, CpuVariant::kScalar, "scalar");
 #if defined(BITFLEET_KERNELS_X86)
-const CpuKernels kAvx2Table = BITFLEET_CPU_TABLE(avx2, CpuVariant::kAvx2, "avx2");
+const CpuKernels kAvx2Table =
+    BITFLEET_CPU_TABLE_FROM(avx2, avx2, nullptr, nullptr, avx2::QkI8, avx2::PvI8, nullptr, CpuVariant::kAvx2, "avx2");
 const CpuKernels kAvx512Table =
     BITFLEET_CPU_TABLE_FROM(avx512, avx512, avx512::AttendRun, avx512::AttendRunI8, avx512::QkI8, avx512::PvI8,
                             nullptr, CpuVariant::kAvx512Vnni, "avx512vnni");

@@ -46,6 +46,13 @@ void QkI8(const float* q, int nq, int hd, const int8_t* k, const float* k_steps,
 void PvI8(const float* p, int nq, int n_keys, const int8_t* v, const float* v_steps, int64_t v_stride, int group,
           int hd, float* acc);
 }  // namespace avx512
+// The qk_i8 / pv_i8 entries of the avx2 variant (avx2_ops.cc).
+namespace avx2 {
+void QkI8(const float* q, int nq, int hd, const int8_t* k, const float* k_steps, int64_t k_stride, int group,
+          int n_keys, float scale, float* s);
+void PvI8(const float* p, int nq, int n_keys, const int8_t* v, const float* v_steps, int64_t v_stride, int group,
+          int hd, float* acc);
+}  // namespace avx2
 // The amx variant: avx512's functions except these batch matmuls and the tile copy.
 namespace amx {
 void MatMulTernary(const WeightView& w, int64_t r0, int64_t r1, const ActView& x, float* out);
