@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/arg_max_lanes.h"
 #include "kernels/cpu/count_dispatch.h"
+#include "kernels/cpu/kv_int8_rows.h"
 #include "kernels/cpu/variant_fns.h"
 
 namespace bitfleet::kernels::cpu::avx2 {
@@ -156,26 +157,18 @@ struct HalfRows {
   float One(int64_t j, int e) const { return HalfToFloat1(base[j * stride + e]); }
 };
 
-struct Int8Rows {
-  const int8_t* base;
-  const float* steps;   // row 0's
-  int64_t stride;       // elements from one row to the next
-  int64_t step_stride;  // steps from one row to the next
-  int step_shift;       // element d uses step d >> step_shift of its row
+struct Int8Rows : Int8RowSteps {
+  using Int8RowSteps::Int8RowSteps;
 
-  // group is KvInt8Group(hd): 32, or the whole row (then every d < hd shifts to step 0).
-  Int8Rows(const int8_t* b, const float* s, int64_t st, int group, int hd)
-      : base(b), steps(s), stride(st), step_stride(st / group), step_shift(group == hd ? 30 : __builtin_ctz(group)) {}
-
-  float Step(int64_t j, int d) const { return steps[j * step_stride + (d >> step_shift)]; }
   __m256 Load8(int64_t j, int d) const {
-    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(base + j * stride + d));
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(Codes(j, d)));
     const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_set1_ps(Step(j, d)));
     return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
   float One(int64_t j, int e) const {
-    const float x = static_cast<float>(base[j * stride + e]) * Step(j, e);
-    return HalfToFloat1(static_cast<uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT), 0)));
+    const float x = static_cast<float>(*Codes(j, e)) * Step(j, e);
+    const __m128i half = _mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT);
+    return HalfToFloat1(static_cast<uint16_t>(_mm_extract_epi16(half, 0)));
   }
 };
 

@@ -164,8 +164,9 @@ void AttendRun(const float* q, int n_rows, int hd, const int32_t* limit, const u
 void AttendRunI8(const float* q, int n_rows, int hd, const int32_t* limit, const int8_t* k, const float* k_steps,
                  const int8_t* v, const float* v_steps, int64_t kv_stride, int group, int j0, int n_keys, float scale,
                  float* m, float* l, float* acc) {
-  AttendRunOn(q, n_rows, hd, limit, Int8Rows(k, k_steps, kv_stride, group, hd), Int8Rows(v, v_steps, kv_stride, group, hd),
-              j0, n_keys, scale, m, l, acc);
+  const Int8Rows k_rows(k, k_steps, kv_stride, group, hd);
+  const Int8Rows v_rows(v, v_steps, kv_stride, group, hd);
+  AttendRunOn(q, n_rows, hd, limit, k_rows, v_rows, j0, n_keys, scale, m, l, acc);
 }
 
 }  // namespace bitfleet::kernels::cpu::avx512

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/kv_int8_rows.h"
+
 namespace bitfleet::kernels::cpu {
 namespace {
 
@@ -27,27 +29,17 @@ struct HalfRows {
   }
 };
 
-struct Int8Rows {
-  const int8_t* base;
-  const float* steps;   // row 0's
-  int64_t stride;       // elements from one row to the next
-  int64_t step_stride;  // steps from one row to the next
-  int step_shift;       // element d uses step d >> step_shift of its row
-
-  // group is KvInt8Group(hd): 32, or the whole row (then every d < hd shifts to step 0).
-  Int8Rows(const int8_t* b, const float* s, int64_t st, int group, int hd)
-      : base(b), steps(s), stride(st), step_stride(st / group), step_shift(group == hd ? 30 : __builtin_ctz(group)) {}
+struct Int8Rows : Int8RowSteps {
+  using Int8RowSteps::Int8RowSteps;
 
   __m512 Convert(__m128i codes, int64_t j, int d, __mmask16 m) const {
     const __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
-    const __m512 x = _mm512_maskz_mul_ps(m, f, _mm512_set1_ps(steps[j * step_stride + (d >> step_shift)]));
+    const __m512 x = _mm512_maskz_mul_ps(m, f, _mm512_set1_ps(Step(j, d)));
     return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
-  __m512 Load(int64_t j, int d, __mmask16 m) const {
-    return Convert(_mm_maskz_loadu_epi8(m, base + j * stride + d), j, d, m);
-  }
+  __m512 Load(int64_t j, int d, __mmask16 m) const { return Convert(_mm_maskz_loadu_epi8(m, Codes(j, d)), j, d, m); }
   __m512 Load16(int64_t j, int d) const {
-    const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + j * stride + d));
+    const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(Codes(j, d)));
     return Convert(codes, j, d, static_cast<__mmask16>(0xffff));
   }
 };
