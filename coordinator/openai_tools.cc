@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <initializer_list>
 #include <utility>
 
 #include "coordinator/openai_json.h"
@@ -224,6 +225,34 @@ int Expect(std::string_view text, size_t& i, std::string_view token) {
   return 1;
 }
 
+// How far a call object's head, {"name": "<name>", "arguments": , has come in text from i.
+enum class Head { kMore, kNotACall, kFound };
+Head ReadHead(std::string_view text, size_t i, std::string* name, size_t* arguments_begin) {
+  const auto tokens = [&](std::initializer_list<std::string_view> list) {
+    for (std::string_view token : list) {
+      const int got = Expect(text, i, token);
+      if (got != 1) return got == 0 ? Head::kMore : Head::kNotACall;
+    }
+    return Head::kFound;
+  };
+  if (const Head head = tokens({"{", "\"name\"", ":"}); head != Head::kFound) return head;
+  i = SkipJsonSpace(text, i);
+  if (i == text.size()) return Head::kMore;
+  if (text[i] != '"') return Head::kNotACall;
+  size_t close = i + 1;
+  while (close < text.size() && text[close] != '"') close += text[close] == '\\' ? 2 : 1;
+  if (close >= text.size()) return Head::kMore;
+  const Json parsed = Json::parse(text.substr(i, close + 1 - i), nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_string()) return Head::kNotACall;
+  i = close + 1;
+  if (const Head head = tokens({",", "\"arguments\"", ":"}); head != Head::kFound) return head;
+  i = SkipJsonSpace(text, i);
+  if (i == text.size()) return Head::kMore;  // the arguments' first byte is not here yet
+  *name = parsed.get<std::string>();
+  *arguments_begin = i;
+  return Head::kFound;
+}
+
 }  // namespace
 
 bool ToolCallStream::ScanArguments(std::string_view text) {
@@ -292,39 +321,15 @@ std::vector<ToolCallStream::Delta> ToolCallStream::Update(std::string_view text,
         break;
       }
       case Phase::kHead: {
-        size_t i = pos_;
-        int got = 1;
-        for (std::string_view token : {"{", "\"name\"", ":"}) {
-          if (got == 1) got = Expect(text, i, token);
+        std::string name;
+        size_t arguments_begin = 0;
+        const Head head = ReadHead(text, pos_, &name, &arguments_begin);
+        if (head == Head::kMore) return out;
+        if (head == Head::kFound) {
+          open(std::move(name), arguments_begin);
+        } else {
+          phase_ = Phase::kDone;  // not a call's head: the constraint makes that impossible
         }
-        if (got == 1) {
-          i = SkipJsonSpace(text, i);
-          if (i == text.size()) return out;
-          if (text[i] != '"') {
-            got = -1;
-          } else {
-            size_t close = i + 1;
-            while (close < text.size() && text[close] != '"') close += text[close] == '\\' ? 2 : 1;
-            if (close >= text.size()) return out;
-            const Json name = Json::parse(text.substr(i, close + 1 - i), nullptr, /*allow_exceptions=*/false);
-            i = close + 1;
-            for (std::string_view token : {",", "\"arguments\"", ":"}) {
-              if (got == 1) got = Expect(text, i, token);
-            }
-            if (got == 1) {
-              i = SkipJsonSpace(text, i);
-              if (i == text.size()) return out;
-              if (!name.is_string()) {
-                got = -1;
-              } else {
-                open(name.get<std::string>(), i);
-                break;
-              }
-            }
-          }
-        }
-        if (got == 0) return out;
-        phase_ = Phase::kDone;  // not a call's head: the constraint makes that impossible
         break;
       }
       case Phase::kArguments: {
