@@ -120,9 +120,9 @@ struct CpuKernels {
   // updated as AttendRange does. hd % 16 == 0 and hd <= 256.
   void (*attend_run)(const float* q, int n_rows, int hd, const int32_t* limit, const uint16_t* k, const uint16_t* v,
                      int64_t kv_stride, int j0, int n_keys, float scale, float* m, float* l, float* acc);
-  // attend_run on an int8 cache's rows in place (null without attend_run, or then the context
-  // is dequantized first): codes and steps as qk_i8 reads them; the same bits as attend_run on
-  // the rows dequant_i8_f16 writes.
+  // attend_run on an int8 cache's rows in place (null without attend_run; without it an int8
+  // prefill takes the per-token path): codes and steps as qk_i8 reads them; the same bits as
+  // attend_run on the rows dequant_i8_f16 writes.
   void (*attend_run_i8)(const float* q, int n_rows, int hd, const int32_t* limit, const int8_t* k,
                         const float* k_steps, const int8_t* v, const float* v_steps, int64_t kv_stride, int group,
                         int j0, int n_keys, float scale, float* m, float* l, float* acc);

@@ -360,7 +360,6 @@ void WriteKvWith(const CpuKernels& k, const PagedKv& kv, const int32_t* block_ta
 constexpr int kMinTileTokens = 4;
 constexpr int kMaxTileRows = 32;
 constexpr int kMaxTileHeadDim = 256;
-static_assert(16 * kMaxTileHeadDim <= kKvRunHalves, "a tile's run of an int8 cache fits its buffer");
 
 // One thread's state of a tile unit: up to kMaxTileRows query rows with their online-softmax
 // state and causal limits.
@@ -370,7 +369,6 @@ struct TileState {
   float m[kMaxTileRows];
   float l[kMaxTileRows];
   int32_t limit[kMaxTileRows];
-  uint16_t kv[2 * kKvRunHalves];  // int8 caches: the run dequantized
 };
 
 // This thread's TileState (allocated on its first use).
@@ -381,32 +379,32 @@ TileState& ThreadTileState() {
 }
 
 // Folds positions [0, n_keys) of KV head g into every row of st (rows query rows, all allowed
-// those positions by st.limit), one paged-block run of at most 16 keys at a time.
+// those positions by st.limit), one paged-block run of at most 16 keys at a time, the rows read
+// in place (an int8 cache's through attend_run_i8).
 void AttendTileRuns(const CpuKernels& k, const PagedKv& kv, const int32_t* block_table, int g, int rows, int n_keys,
                     float scale, TileState& st) {
-  const bool in_place = kv.int8() && k.attend_run_i8 != nullptr;
   const int group = KvInt8Group(kv.head_dim);
+  const int64_t stride = int64_t{kv.n_kv_heads} * kv.head_dim;
   for (int j0 = 0; j0 < n_keys;) {
-    // kMaxTileHeadDim * 16 <= kKvRunHalves: an int8 cache's runs need no further cap.
     const int n = std::min({kv.block_size - j0 % kv.block_size, n_keys - j0, 16});
-    if (in_place) {
-      const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, g);
+    const uint64_t off = ref::PagedKvOffset(kv, block_table, j0, g);
+    if (kv.int8()) {
       k.attend_run_i8(st.q, rows, kv.head_dim, st.limit, kv.k8 + off, kv.k_steps + off / group, kv.v8 + off,
-                      kv.v_steps + off / group, int64_t{kv.n_kv_heads} * kv.head_dim, group, j0, n, scale, st.m,
-                      st.l, st.acc);
-      j0 += n;
-      continue;
+                      kv.v_steps + off / group, stride, group, j0, n, scale, st.m, st.l, st.acc);
+    } else {
+      k.attend_run(st.q, rows, kv.head_dim, st.limit, kv.k + off, kv.v + off, stride, j0, n, scale, st.m, st.l,
+                   st.acc);
     }
-    const KvRows kv_rows = ReadKvRows(k, kv, block_table, j0, n, g, st.kv);
-    k.attend_run(st.q, rows, kv.head_dim, st.limit, kv_rows.k, kv_rows.v, kv_rows.stride, j0, n, scale, st.m, st.l,
-                 st.acc);
     j0 += n;
   }
 }
 
-bool TilesApply(const CpuKernels& k, int n_tokens, int group, int hd) {
-  return k.attend_run != nullptr && n_tokens >= kMinTileTokens && group <= kMaxTileRows && hd % 16 == 0 &&
-         hd <= kMaxTileHeadDim;
+// Whether prefill (or shared-prefix decode) takes the tiles: the variant has the run kernel for
+// the cache's element type, and the shape fits a tile.
+bool TilesApply(const CpuKernels& k, const PagedKv& kv, int n_tokens, int group) {
+  const int hd = kv.head_dim;
+  const bool has_run = kv.int8() ? k.attend_run_i8 != nullptr : k.attend_run != nullptr;
+  return has_run && n_tokens >= kMinTileTokens && group <= kMaxTileRows && hd % 16 == 0 && hd <= kMaxTileHeadDim;
 }
 
 void AttendTiles(const CpuKernels& k, const float* q, int n_tokens, int n_heads, const PagedKv& kv,
@@ -455,35 +453,6 @@ void AttendTiles(const CpuKernels& k, const float* q, int n_tokens, int n_heads,
   }
 }
 
-// The most halves (K and V together) a prefill copies an int8 cache's context into: 64 MiB.
-// Longer contexts dequantize each run per tile instead.
-constexpr int64_t kMaxContextCopyHalves = int64_t{1} << 25;
-
-// An int8 cache's positions [0, n_pos) of one sequence, dequantized into `buf` as one f16 block:
-// the returned view's block 0 (table {0}) holds them. Prefill tiles of a variant without
-// attend_run_i8 then read each row as f16 instead of dequantizing it into a buffer once per tile
-// (measured: 15% of a 2048-token SmolLM2 prefill).
-PagedKv DequantizeContext(const CpuKernels& k, const PagedKv& kv, const int32_t* block_table, int n_pos,
-                          std::vector<uint16_t>& buf, ThreadPool* pool) {
-  const int hd = kv.head_dim;
-  const int64_t row = int64_t{kv.n_kv_heads} * hd;  // one position, every KV head
-  const int64_t half = n_pos * row;
-  if (buf.size() < static_cast<size_t>(2 * half)) buf.resize(static_cast<size_t>(2 * half));
-  uint16_t* kc = buf.data();
-  uint16_t* vc = buf.data() + half;
-  auto positions = [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      DequantKv(k, kv, ref::PagedKvOffset(kv, block_table, static_cast<int>(p), 0), row, kc + p * row, vc + p * row);
-    }
-  };
-  if (pool == nullptr || pool->size() == 1) {
-    positions(0, n_pos);
-  } else {
-    pool->ParallelFor(n_pos, 16, positions);
-  }
-  return PagedKv{kc, vc, n_pos, kv.n_kv_heads, hd, 1};
-}
-
 void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n_heads, const PagedKv& kv,
                         const int32_t* block_table, int pos0, float scale, float* out, float* scratch,
                         ThreadPool* pool) {
@@ -503,15 +472,7 @@ void AttentionPagedWith(const CpuKernels& k, const float* q, int n_tokens, int n
     AttendSplitContext(k, q, n_heads, kv, block_table, n_ctx, scale, out, splits, *pool);
     return;
   }
-  if (TilesApply(k, n_tokens, group, hd)) {
-    const int n_pos = pos0 + n_tokens;
-    if (kv.int8() && k.attend_run_i8 == nullptr && 2 * int64_t{n_pos} * kv.n_kv_heads * hd <= kMaxContextCopyHalves) {
-      thread_local std::vector<uint16_t> context;
-      const PagedKv copy = DequantizeContext(k, kv, block_table, n_pos, context, pool);
-      const int32_t one_block = 0;
-      AttendTiles(k, q, n_tokens, n_heads, copy, &one_block, pos0, scale, out, pool);
-      return;
-    }
+  if (TilesApply(k, kv, n_tokens, group)) {
     AttendTiles(k, q, n_tokens, n_heads, kv, block_table, pos0, scale, out, pool);
     return;
   }
@@ -567,7 +528,7 @@ void AttentionSharedPrefixWith(const CpuKernels& k, const float* const* q, int n
   const int group = n_heads / n_kv;
   int shared = shared_positions;
   for (int i = 0; i < n_seqs; ++i) shared = std::min(shared, pos[i] + 1);
-  if (n_seqs < 2 || shared < 1 || !TilesApply(k, kMinTileTokens, group, hd) || group * hd > kAttnFloats) {
+  if (n_seqs < 2 || shared < 1 || !TilesApply(k, kv, kMinTileTokens, group) || group * hd > kAttnFloats) {
     for (int i = 0; i < n_seqs; ++i) {
       AttentionPagedWith(k, q[i], 1, n_heads, kv, tables[i], pos[i], scale, out[i], nullptr, pool);
     }
