@@ -283,6 +283,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   sched.max_queued_requests = options.max_queued_requests;
   sched.max_step_tokens = options.max_step_tokens;
   sched.prefix_caching = options.prefix_caching;
+  sched.speculative = options.speculative;
   sched.prompt_score_cache_bytes = int64_t{options.prompt_score_cache_mib} << 20;
   sched.metrics = &state->metrics;
   BF_ASSIGN_OR_RETURN(state->scheduler, Scheduler::Create(sched, executors));

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "coordinator/api_auth.h"
+#include "coordinator/draft_proposer.h"
 #include "coordinator/executor.h"
 #include "coordinator/grpc_executor.h"
 #include "coordinator/request.h"
@@ -48,6 +49,7 @@ struct CoordinatorServerOptions {
   int max_queued_requests = 256;  // admission queue; beyond: RESOURCE_EXHAUSTED
   int max_step_tokens = 0;        // per-step token budget; 0: the workers' limit
   bool prefix_caching = true;
+  DraftOptions speculative;       // speculative decoding by prompt lookup (max_tokens 0: off)
   int prompt_score_cache_mib = 64;  // SchedulerOptions::prompt_score_cache_bytes, in MiB
   // A Jinja chat template file used instead of the model's tokenizer.chat_template ("": the
   // model's). One that cannot be read or parsed fails Start; a model's own that cannot be parsed

@@ -72,6 +72,14 @@ struct SequencePlan {
   // Constrained decoding: the tokens the sample may take, one bit each (bit t % 64 of word
   // t / 64, (n_vocab + 63) / 64 words, at least one set); empty: any token.
   std::vector<uint64_t> allowed_tokens;
+  // Speculative decoding (docs/scheduler.md): the last draft_tokens of `tokens` are a guess at
+  // what the sequence generates next. The step then samples after each of the last
+  // draft_tokens + 1 tokens (one logit row each): SequenceResult::token after the last real
+  // token, draft_samples[i] after draft i, the i-th with sample_index + i + 1 and a penalty
+  // history running through the tokens fed before it. Each sample is exactly what a step fed up
+  // to that token would draw, so the coordinator keeps draft i while it equals the sample before
+  // it. Requires sample, no score_tokens, no allowed_tokens, no logprobs.
+  int32_t draft_tokens = 0;
 };
 
 struct StepPlan {
@@ -105,6 +113,7 @@ struct SequenceResult {
   float logprob = 0.0f;
   std::vector<TokenLogprob> top_logprobs;
   std::vector<ScoredToken> scored;     // one per plan score_tokens entry
+  std::vector<int32_t> draft_samples;  // one per plan draft token: the sample after it
 };
 
 struct StepResult {
@@ -136,7 +145,8 @@ class Executor {
   virtual int32_t max_step_tokens() const = 0;      // new tokens per plan, summed over sequences
   virtual int32_t max_step_sequences() const = 0;   // sequences per plan
   // Logit rows per plan: each sequence gets one, a scored one one per token
-  // (SequencePlan::score_tokens). At least max_step_sequences().
+  // (SequencePlan::score_tokens), a drafting one one per draft more. At least
+  // max_step_sequences().
   virtual int32_t max_logit_rows() const { return max_step_sequences(); }
   virtual bool healthy() const = 0;
   // Changes whenever the replica's KV storage may have been lost (its group restarted and

@@ -81,12 +81,31 @@ int32_t ReplicaScheduler::ScoredTokens(const Sequence& seq, int32_t n) const {
   return std::clamp(seq.prompt_len - 1 - seq.num_computed, 0, n);
 }
 
-ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode,
-                                                       StepBudget* budget) const {
-  const Scheduled entry{seq, n, decode, ScoredTokens(*seq, n)};
-  budget->tokens -= n;
+ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget,
+                                                       std::vector<int32_t> draft) const {
+  Scheduled entry{seq, n, decode, ScoredTokens(*seq, n), std::move(draft)};
+  budget->tokens -= entry.tokens();
   budget->rows -= entry.rows();
   return entry;
+}
+
+std::vector<int32_t> ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left,
+                                                const StepBudget& budget) {
+  const DraftOptions& options = config_.draft;
+  if (options.max_tokens <= 0 || decodes > options.max_batch) return {};
+  // Drafts are sampled like any token, but the coordinator must check each one: a constraint's
+  // mask, a token's log probability or prompt scores are per position.
+  if (seq->constraint != nullptr || seq->sampling.logprobs || seq->scoring()) return {};
+  // Kept drafts and the sample after them are generated tokens: stay within max_tokens (and so
+  // within the context the request was admitted for).
+  const int32_t limit = std::min({options.max_tokens, seq->max_tokens - seq->generated() - 1,
+                                  budget.tokens - decodes_left, budget.rows - decodes_left});
+  std::vector<int32_t> draft;
+  ProposeDraft(seq->tokens, options, limit, &draft);
+  if (draft.empty()) return draft;
+  const int64_t positions = static_cast<int64_t>(seq->num_computed) + 1 + static_cast<int64_t>(draft.size());
+  if (!blocks_.Grow(seq->id, positions).ok()) draft.clear();  // all or nothing; the decode goes on without
+  return draft;
 }
 
 StepPlan ReplicaScheduler::BuildPlan() {
@@ -102,6 +121,7 @@ StepPlan ReplicaScheduler::BuildPlan() {
     for (auto& [id, seq] : running_) {
       (seq->pending() == 1 && seq->generated() > 0 ? decodes : prefills).push_back(seq.get());
     }
+    int32_t decodes_left = static_cast<int32_t>(decodes.size());
     for (const std::vector<Sequence*>* group : {&decodes, &prefills}) {
       for (Sequence* seq : *group) {
         if (!running_.contains(seq->id)) continue;  // preempted earlier in this pass
@@ -112,7 +132,9 @@ StepPlan ReplicaScheduler::BuildPlan() {
         const int32_t n = ChunkFor(*seq, seq->num_computed, budget);
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
-        scheduled_.push_back(Schedule(seq, n, decode, &budget));
+        std::vector<int32_t> draft;
+        if (decode) draft = DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget);
+        scheduled_.push_back(Schedule(seq, n, decode, &budget, std::move(draft)));
       }
     }
     Admit(&budget);
@@ -140,7 +162,7 @@ bool ReplicaScheduler::ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* bu
     }
     auto it = std::find_if(scheduled_.begin(), scheduled_.end(), [&](const Scheduled& s) { return s.seq == victim; });
     if (it != scheduled_.end()) {
-      budget->tokens += it->n_tokens;
+      budget->tokens += it->tokens();
       budget->rows += it->rows();
       scheduled_.erase(it);
     }
@@ -252,6 +274,8 @@ SequencePlan ReplicaScheduler::MakeSequencePlan(const Scheduled& entry) const {
   plan.sequence_id = seq.id;
   plan.start_pos = seq.num_computed;
   plan.tokens.assign(seq.tokens.begin() + seq.num_computed, seq.tokens.begin() + seq.num_computed + entry.n_tokens);
+  plan.tokens.insert(plan.tokens.end(), entry.draft.begin(), entry.draft.end());
+  plan.draft_tokens = static_cast<int32_t>(entry.draft.size());
   std::span<const int32_t> table = blocks_.Table(seq.id);
   plan.block_table.assign(table.begin(), table.end());
   plan.sample = seq.num_computed + entry.n_tokens == static_cast<int32_t>(seq.tokens.size());
@@ -285,6 +309,17 @@ Status ReplicaScheduler::CheckResult(const StepResult& result) const {
                                               seq.id, " for a plan of ", scheduled_[i].n_scored));
     }
     const bool sampled = seq.num_computed + scheduled_[i].n_tokens == static_cast<int32_t>(seq.tokens.size());
+    if (r.draft_samples.size() != scheduled_[i].draft.size()) {
+      return absl::InternalError(absl::StrCat("replica ", index_, " sampled after ", r.draft_samples.size(),
+                                              " drafts of sequence ", seq.id, " for a plan of ",
+                                              scheduled_[i].draft.size()));
+    }
+    for (int32_t token : r.draft_samples) {
+      if (token < 0 || token >= config_.n_vocab) {
+        return absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", token, " after a draft of sequence ",
+                                                seq.id, ", outside the vocabulary of ", config_.n_vocab));
+      }
+    }
     if (sampled && (r.token < 0 || r.token >= config_.n_vocab)) {
       return absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", r.token, " for sequence ", seq.id,
                                               ", outside the vocabulary of ", config_.n_vocab));
@@ -319,9 +354,34 @@ void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
       seq->usage.prefilled_tokens += plan[i].n_tokens;
       prefill_tokens_total_ += plan[i].n_tokens;
     }
+    if (!sampled) {
+      RegisterComputedBlocks(*seq);
+      continue;
+    }
+    const SequenceResult& r = result->sequences[i];
+    int32_t kept = 0;
+    if (!KeepDrafts(seq, plan[i].draft, r, &kept)) continue;  // finished
     RegisterComputedBlocks(*seq);
-    if (sampled) HandleSample(seq, result->sequences[i]);
+    HandleSample(seq, kept == 0 ? r : SequenceResult(r.sequence_id, r.draft_samples[static_cast<size_t>(kept - 1)]));
   }
+}
+
+bool ReplicaScheduler::KeepDrafts(Sequence* seq, const std::vector<int32_t>& draft, const SequenceResult& result,
+                                  int32_t* kept) {
+  draft_tokens_total_ += static_cast<int64_t>(draft.size());
+  // Draft j was fed where the sample before it goes: when they are equal, the step computed
+  // exactly what generating that token would have, and the sample after draft j is the next
+  // token. The first difference ends it; what was computed after it is dropped (its KV lies
+  // past num_computed and gets overwritten).
+  for (size_t j = 0; j < draft.size(); ++j) {
+    const int32_t sample = j == 0 ? result.token : result.draft_samples[j - 1];
+    if (sample != draft[j]) break;
+    ++accepted_draft_tokens_total_;
+    if (!HandleSample(seq, j == 0 ? result : SequenceResult(result.sequence_id, sample))) return false;
+    ++seq->num_computed;
+    ++*kept;
+  }
+  return true;
 }
 
 void ReplicaScheduler::RegisterComputedBlocks(Sequence& seq) {
@@ -410,23 +470,25 @@ bool ReplicaScheduler::ScoresInFlight(const Sequence& seq) const {
   return false;
 }
 
-void ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled) {
+bool ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled) {
   const int32_t token = sampled.token;
   if (seq->constraint != nullptr && !seq->constraint->Accept(token)) {
     Finish(seq, FinishReason::kError,
            absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", token,
                                             ", which the request's response format does not allow")));
-    return;
+    return false;
   }
   if (!seq->ignore_eos && end_of_generation_.contains(token)) {
     Finish(seq, FinishReason::kStop, absl::OkStatus());
-    return;
+    return false;
   }
   seq->tokens.push_back(token);
   observer_.OnToken(*seq, sampled);
   if (seq->generated() >= seq->max_tokens) {
     Finish(seq, FinishReason::kLength, absl::OkStatus());
-  } else if (seq->constraint != nullptr && MaskEmpty(seq->constraint->AllowedTokens())) {
+    return false;
+  }
+  if (seq->constraint != nullptr && MaskEmpty(seq->constraint->AllowedTokens())) {
     // No token may follow: a whole output ends as if the model had stopped; otherwise the
     // vocabulary cannot spell what the format needs next.
     if (seq->constraint->Complete()) {
@@ -435,7 +497,9 @@ void ReplicaScheduler::HandleSample(Sequence* seq, const SequenceResult& sampled
       Finish(seq, FinishReason::kError,
              absl::FailedPreconditionError("no token of the vocabulary continues the response format here"));
     }
+    return false;
   }
+  return true;
 }
 
 void ReplicaScheduler::Finish(Sequence* seq, FinishReason reason, Status status) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cache/block_manager.h"
+#include "coordinator/draft_proposer.h"
 #include "coordinator/executor.h"
 #include "coordinator/prompt_score_cache.h"
 #include "coordinator/sequence.h"
@@ -46,6 +47,7 @@ struct ReplicaConfig {
   std::vector<int32_t> end_of_generation;
   bool prefix_caching = true;
   int32_t max_prefill_chunk = 0;  // 0: the step budget
+  DraftOptions draft;             // speculative decoding (draft.max_tokens 0: off)
 };
 
 struct ReplicaCapacity {
@@ -94,6 +96,10 @@ class ReplicaScheduler {
   const cache::BlockManager& blocks() const { return blocks_; }
   // Tokens fed as prefill (prompt chunks and recomputes) since construction.
   int64_t prefill_tokens_total() const { return prefill_tokens_total_; }
+  // Speculative decoding since construction: draft tokens fed, and those the model generated
+  // (kept; each saved a step).
+  int64_t draft_tokens_total() const { return draft_tokens_total_; }
+  int64_t accepted_draft_tokens_total() const { return accepted_draft_tokens_total_; }
 
   // The block manager's invariants, plus: every running sequence has a table covering its
   // computed tokens, no waiting sequence holds blocks.
@@ -102,11 +108,13 @@ class ReplicaScheduler {
  private:
   struct Scheduled {
     Sequence* seq;
-    int32_t n_tokens;
+    int32_t n_tokens;  // of seq->tokens, from num_computed
     bool decode;       // one generated token (not a prefill or recompute chunk)
     int32_t n_scored;  // prompt tokens the chunk scores (SequencePlan::score_tokens)
-    // Logit rows the step returns for it.
-    int32_t rows() const { return n_scored > 0 ? n_tokens : 1; }
+    std::vector<int32_t> draft;  // guessed tokens fed after the decode token
+    // Tokens the step feeds for it, and logit rows it returns.
+    int32_t tokens() const { return n_tokens + static_cast<int32_t>(draft.size()); }
+    int32_t rows() const { return n_scored > 0 ? n_tokens : 1 + static_cast<int32_t>(draft.size()); }
   };
   // What is left of one step's limits: new tokens, and logit rows (max_logit_rows).
   struct StepBudget {
@@ -123,8 +131,13 @@ class ReplicaScheduler {
   int32_t ScoredAlready(const Sequence& seq, int32_t from) const;
   // Prompt tokens a chunk of `n` tokens from seq.num_computed scores.
   int32_t ScoredTokens(const Sequence& seq, int32_t n) const;
-  // The plan entry for `n` tokens of `seq`, taken from the budget.
-  Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget) const;
+  // The plan entry for `n` tokens of `seq` (and `draft` after them), taken from the budget.
+  Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget,
+                     std::vector<int32_t> draft = {}) const;
+  // The draft for decoding `seq` in this step (empty: none), leaving a token and a row of the
+  // budget for each of the `decodes_left` decodes still to schedule (`seq`'s included), with
+  // its blocks reserved: a draft never preempts.
+  std::vector<int32_t> DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget);
   // Grows `seq`'s table for `n` more tokens, preempting the newest running sequences as
   // needed. False when `seq` itself was preempted (or failed).
   bool ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* budget);
@@ -149,7 +162,11 @@ class ReplicaScheduler {
   // Whether a running sequence is scoring the block `seq` needs scores of next (the same chained
   // hash, as many alternatives or more), whose scores the cache will then hold.
   bool ScoresInFlight(const Sequence& seq) const;
-  void HandleSample(Sequence* seq, const SequenceResult& sampled);
+  // Takes one sampled token; false when it finished the sequence (then gone).
+  bool HandleSample(Sequence* seq, const SequenceResult& sampled);
+  // Takes the samples of a drafting step up to the first draft the model did not generate,
+  // counting each kept draft as computed; `kept` says how many. False when the sequence finished.
+  bool KeepDrafts(Sequence* seq, const std::vector<int32_t>& draft, const SequenceResult& result, int32_t* kept);
   void Finish(Sequence* seq, FinishReason reason, Status status);
   SequencePlan MakeSequencePlan(const Scheduled& entry) const;
   Status CheckResult(const StepResult& result) const;
@@ -168,6 +185,8 @@ class ReplicaScheduler {
   std::vector<uint64_t> released_;         // for the next plan's released_sequences
   uint64_t next_step_id_ = 1;
   int64_t prefill_tokens_total_ = 0;
+  int64_t draft_tokens_total_ = 0;
+  int64_t accepted_draft_tokens_total_ = 0;
 };
 
 }  // namespace bitfleet::coordinator

@@ -20,6 +20,9 @@ StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const SchedulerOptions& o
   if (options.max_step_tokens < 0 || options.max_prefill_chunk < 0) {
     return absl::InvalidArgumentError("scheduler: negative step limit");
   }
+  if (const char* error = DraftOptionsError(options.speculative); *error != '\0') {
+    return absl::InvalidArgumentError(absl::StrCat("scheduler: speculative decoding: ", error));
+  }
   if (options.prompt_score_cache_bytes < 0) {
     return absl::InvalidArgumentError("scheduler: negative prompt score cache budget");
   }
@@ -48,6 +51,7 @@ Scheduler::Scheduler(const SchedulerOptions& options, std::vector<Executor*> rep
   config.end_of_generation = options.end_of_generation;
   config.prefix_caching = options.prefix_caching;
   config.max_prefill_chunk = options.max_prefill_chunk;
+  config.draft = options.speculative;
   for (size_t i = 0; i < replicas.size(); ++i) {
     replicas_.push_back(std::make_unique<ReplicaSlot>(static_cast<int>(i), replicas[i], config,
                                                       static_cast<SequenceObserver&>(*this), score_cache_.get()));
@@ -335,6 +339,8 @@ SchedulerStats Scheduler::Stats() const {
     r.waiting = slot->sched.num_waiting();
     r.blocks = slot->sched.blocks().Counts();
     r.evictions = slot->sched.blocks().evictions();
+    r.draft_tokens = slot->sched.draft_tokens_total();
+    r.accepted_draft_tokens = slot->sched.accepted_draft_tokens_total();
     stats.replicas.push_back(r);
   }
   return stats;

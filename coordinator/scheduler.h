@@ -48,6 +48,7 @@ struct SchedulerOptions {
   int32_t max_queued_requests = 256;      // accepted, not yet admitted; more: RESOURCE_EXHAUSTED
   int32_t max_step_tokens = 0;            // per-step token budget; 0: each executor's limit
   int32_t max_prefill_chunk = 0;          // longest prefill chunk; 0: the step budget
+  DraftOptions speculative;               // speculative decoding by prompt lookup (max_tokens 0: off)
   bool prefix_caching = true;
   // Budget of the prompt scores kept per block for later scored requests (PromptScoreCache);
   // 0, or no prefix caching: none kept.
@@ -68,6 +69,8 @@ struct ReplicaStats {
   int32_t waiting = 0;
   cache::BlockCounts blocks;
   int64_t evictions = 0;
+  int64_t draft_tokens = 0;           // speculative decoding: drafts fed
+  int64_t accepted_draft_tokens = 0;  // and kept
 };
 
 struct SchedulerStats {

@@ -37,6 +37,10 @@ SchedulerMetrics::SchedulerMetrics(MetricsRegistry& registry, int num_replicas) 
   generated_tokens = registry.AddCounter("bitfleet_generated_tokens_total", "Tokens generated (streamed)");
   prefill_tokens = registry.AddCounter("bitfleet_prefill_tokens_total",
                                        "Tokens fed through the model as prefill, including recomputes");
+  draft_tokens = registry.AddCounter("bitfleet_speculative_draft_tokens_total",
+                                     "Draft tokens fed by speculative decoding (--speculative-tokens)");
+  accepted_draft_tokens = registry.AddCounter("bitfleet_speculative_accepted_tokens_total",
+                                              "Draft tokens the model generated too (kept: each saved a step)");
   tokens_per_second =
       registry.AddGauge("bitfleet_generated_tokens_per_second", "Generated tokens per second over the last seconds");
   steps = registry.AddCounter("bitfleet_steps_total", "Steps executed, all replicas");

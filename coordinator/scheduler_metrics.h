@@ -39,6 +39,8 @@ struct SchedulerMetrics {
   Histogram* step_duration;
   Counter* generated_tokens;
   Counter* prefill_tokens;
+  Counter* draft_tokens;
+  Counter* accepted_draft_tokens;
   Gauge* tokens_per_second;
   Counter* steps;
   std::vector<ReplicaMetrics> replicas;

@@ -23,6 +23,8 @@ struct Scheduler::ReplicaSlot {
   uint64_t incarnation = 0;        // of the executor when the replica was configured
   int64_t evictions_seen = 0;      // for the eviction counter's delta
   int64_t prefill_tokens_seen = 0;
+  int64_t draft_tokens_seen = 0;
+  int64_t accepted_draft_tokens_seen = 0;
 
   std::thread thread;
   std::condition_variable cv;      // wakes the dispatch thread

@@ -183,6 +183,12 @@ void Scheduler::UpdateGaugesLocked() {
     const int64_t prefilled = slot.sched.prefill_tokens_total();
     metrics_.prefill_tokens->Increment(static_cast<double>(prefilled - slot.prefill_tokens_seen));
     slot.prefill_tokens_seen = prefilled;
+    const int64_t drafted = slot.sched.draft_tokens_total();
+    metrics_.draft_tokens->Increment(static_cast<double>(drafted - slot.draft_tokens_seen));
+    slot.draft_tokens_seen = drafted;
+    const int64_t accepted = slot.sched.accepted_draft_tokens_total();
+    metrics_.accepted_draft_tokens->Increment(static_cast<double>(accepted - slot.accepted_draft_tokens_seen));
+    slot.accepted_draft_tokens_seen = accepted;
   }
   metrics_.queue_depth->Set(queued_);
   metrics_.running_sequences->Set(running);

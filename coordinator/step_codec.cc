@@ -60,6 +60,7 @@ void ToProto(const StepPlan& plan, v1::StepPlan* out) {
     p->mutable_history()->Add(seq.history.begin(), seq.history.end());
     p->set_sample_index(seq.sample_index);
     p->mutable_score_tokens()->Add(seq.score_tokens.begin(), seq.score_tokens.end());
+    p->set_draft_tokens(seq.draft_tokens);
   }
   out->mutable_released_sequences()->Add(plan.released_sequences.begin(), plan.released_sequences.end());
 }
@@ -80,6 +81,7 @@ StepPlan FromProto(const v1::StepPlan& plan) {
     seq.history.assign(p.history().begin(), p.history().end());
     seq.sample_index = p.sample_index();
     seq.score_tokens.assign(p.score_tokens().begin(), p.score_tokens().end());
+    seq.draft_tokens = p.draft_tokens();
     out.sequences.push_back(std::move(seq));
   }
   out.released_sequences.assign(plan.released_sequences().begin(), plan.released_sequences().end());
@@ -110,6 +112,7 @@ void ToProto(const StepResult& result, v1::StepResult* out) {
         s->add_top_logprobs(top.logprob);
       }
     }
+    r->mutable_draft_samples()->Add(seq.draft_samples.begin(), seq.draft_samples.end());
   }
 }
 
@@ -144,6 +147,7 @@ StepResult FromProto(const v1::StepResult& result) {
       for (int k = 0; k < n; ++k) scored.top_logprobs.push_back({s.top_token_ids(k), s.top_logprobs(k)});
       seq.scored.push_back(std::move(scored));
     }
+    seq.draft_samples.assign(r.draft_samples().begin(), r.draft_samples().end());
     out.sequences.push_back(std::move(seq));
   }
   return out;

@@ -62,6 +62,15 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
                                                        " outside the vocabulary of ", runner_.n_vocab()));
       }
     }
+    if (seq.draft_tokens < 0 || static_cast<size_t>(seq.draft_tokens) >= std::max<size_t>(seq.tokens.size(), 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": ", seq.draft_tokens,
+                                                     " draft tokens in a chunk of ", seq.tokens.size()));
+    }
+    if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || !seq.allowed_tokens.empty() ||
+                                 seq.sampling.logprobs)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", seq.sequence_id, ": draft tokens need a sampled step without scores, allowed tokens or logprobs"));
+    }
     if (!seq.sample) continue;
     SamplingParams params = ToSamplingParams(seq.sampling);
     params.allowed_tokens = seq.allowed_tokens;
@@ -70,7 +79,7 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
       return absl::InvalidArgumentError(
           absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
     }
-    if (seq.sample_index > max_context) {
+    if (seq.sample_index + static_cast<uint64_t>(seq.draft_tokens) > max_context) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": sample_index ",
                                                      seq.sample_index, " beyond the context of ", max_context));
     }
@@ -104,7 +113,8 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
     step.tokens = seq.tokens;
     step.start_pos = seq.start_pos;
     step.block_table = seq.block_table;
-    step.all_logits = !seq.score_tokens.empty();  // row j scores score_tokens[j]
+    // Row j scores score_tokens[j]; a drafting sequence samples its last draft_tokens + 1 rows.
+    step.all_logits = !seq.score_tokens.empty() || seq.draft_tokens > 0;
     batch_.push_back(step);
   }
   using Clock = std::chrono::steady_clock;
@@ -120,22 +130,19 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
   tokens_executed_ += step_tokens;
 
   const Clock::time_point forward_end = Clock::now();
-  std::vector<int32_t> tokens;
-  BF_RETURN_IF_ERROR(SampleAll(plan, logits, &tokens));
+  coordinator::StepResult result;
+  result.step_id = plan.step_id;
+  for (const coordinator::SequencePlan& seq : plan.sequences) result.sequences.push_back({seq.sequence_id, -1});
+  BF_RETURN_IF_ERROR(SampleAll(plan, logits, &result));
   std::vector<TokenLogprobs> logprobs;
   std::vector<LogprobRowOf> logprob_rows;
-  BF_RETURN_IF_ERROR(LogprobsAll(plan, logits, tokens, &logprobs, &logprob_rows));
+  BF_RETURN_IF_ERROR(LogprobsAll(plan, logits, result, &logprobs, &logprob_rows));
   // Per-step timings at debug level (where a request's latency goes: docs/perf.md).
   if (log_->should_log(spdlog::level::debug)) {
     const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
     log_->debug("step {}: {} sequences, {} tokens, positions up to {}: model {:.3f} ms, sampling {:.3f} ms",
                 plan.step_id, plan.sequences.size(), step_tokens, end_pos, ms(forward_end - begin),
                 ms(Clock::now() - forward_end));
-  }
-  coordinator::StepResult result;
-  result.step_id = plan.step_id;
-  for (size_t i = 0; i < plan.sequences.size(); ++i) {
-    result.sequences.push_back({plan.sequences[i].sequence_id, tokens[i]});
   }
   for (size_t r = 0; r < logprob_rows.size(); ++r) {
     coordinator::SequenceResult& seq = result.sequences[logprob_rows[r].sequence];
@@ -155,7 +162,7 @@ StatusOr<coordinator::StepResult> StepExecutor::Execute(const coordinator::StepP
 }
 
 Status StepExecutor::LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits,
-                                 const std::vector<int32_t>& tokens, std::vector<TokenLogprobs>* out,
+                                 const coordinator::StepResult& sampled, std::vector<TokenLogprobs>* out,
                                  std::vector<LogprobRowOf>* rows_of) {
   std::vector<ShardedLogprobRow> rows;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
@@ -166,7 +173,7 @@ Status StepExecutor::LogprobsAll(const coordinator::StepPlan& plan, const StepLo
       rows_of->push_back({i, static_cast<int32_t>(j)});
     }
     if (!seq.sample || !seq.sampling.logprobs) continue;
-    rows.push_back({logits.Last(seq_index), tokens[i], seq.sampling.top_logprobs});
+    rows.push_back({logits.Last(seq_index), sampled.sequences[i].token, seq.sampling.top_logprobs});
     rows_of->push_back({i, -1});
   }
   // Every rank runs the same plan, so all take the collective or none does.
@@ -189,40 +196,75 @@ Status StepExecutor::LogprobsAll(const coordinator::StepPlan& plan, const StepLo
 }
 
 Status StepExecutor::SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits,
-                               std::vector<int32_t>* tokens) {
-  tokens->assign(plan.sequences.size(), -1);
-  // Penalty history: the plan's window before this step's tokens, then those tokens.
-  size_t n_sampled = 0;
-  for (const coordinator::SequencePlan& seq : plan.sequences) n_sampled += seq.sample ? 1 : 0;
-  if (histories_.size() < n_sampled) histories_.resize(n_sampled);
-  params_.clear();
-  std::vector<ShardedLogitsRow> rows;
-  std::vector<size_t> row_of;  // plan index of each sampled row
+                               coordinator::StepResult* result) {
+  // One sample row per sampled sequence, plus one per draft token: row j of a sequence with d
+  // drafts reads the logits after token n - d - 1 + j (n tokens fed), with the penalty history
+  // through that token and the stream draw sample_index + j.
+  struct SampleRow {
+    size_t sequence;  // plan index
+    int32_t draft;    // 0: the sequence's token; j > 0: draft_samples[j - 1]
+  };
+  std::vector<SampleRow> sample_rows;
+  size_t n_drafts = 0;
   for (size_t i = 0; i < plan.sequences.size(); ++i) {
     const coordinator::SequencePlan& seq = plan.sequences[i];
     if (!seq.sample) continue;
-    std::vector<int32_t>& history = histories_[row_of.size()];
-    history.assign(seq.history.begin(), seq.history.end());
-    history.insert(history.end(), seq.tokens.begin(), seq.tokens.end());
-    params_.push_back(ToSamplingParams(seq.sampling));
-    params_.back().allowed_tokens = seq.allowed_tokens;  // the plan outlives this call
-    row_of.push_back(i);
+    for (int32_t j = 0; j <= seq.draft_tokens; ++j) sample_rows.push_back({i, j});
+    n_drafts += static_cast<size_t>(seq.draft_tokens);
+    result->sequences[i].draft_samples.assign(static_cast<size_t>(seq.draft_tokens), -1);
   }
-  for (size_t r = 0; r < row_of.size(); ++r) {
-    const size_t i = row_of[r];
-    const SamplingParams& params = params_[r];
-    Rng& rng = params.greedy() ? unused_rng_ : RngFor(plan.sequences[i]);
-    if (distributed_ == nullptr) {
-      (*tokens)[i] = sampler_.Sample(logits.Last(static_cast<int>(i)), histories_[r], params, rng);
+  if (histories_.size() < sample_rows.size()) histories_.resize(sample_rows.size());
+  params_.clear();
+  params_.reserve(sample_rows.size());  // rows point into it
+  draft_rngs_.clear();
+  draft_rngs_.reserve(n_drafts);        // and into this
+  std::vector<Rng*> rngs(sample_rows.size(), &unused_rng_);
+  for (size_t r = 0; r < sample_rows.size(); ++r) {
+    const coordinator::SequencePlan& seq = plan.sequences[sample_rows[r].sequence];
+    const int32_t j = sample_rows[r].draft;
+    const size_t fed = seq.tokens.size() - static_cast<size_t>(seq.draft_tokens - j);
+    std::vector<int32_t>& history = histories_[r];
+    history.assign(seq.history.begin(), seq.history.end());
+    history.insert(history.end(), seq.tokens.begin(), seq.tokens.begin() + static_cast<std::ptrdiff_t>(fed));
+    if (j == 0) {
+      params_.push_back(ToSamplingParams(seq.sampling));
+      params_.back().allowed_tokens = seq.allowed_tokens;  // the plan outlives this call
     } else {
-      rows.push_back({logits.Last(static_cast<int>(i)), histories_[r], &params, &rng});
+      params_.push_back(params_.back());  // rows of one sequence are adjacent
+    }
+    if (params_.back().greedy()) continue;
+    if (j == 0) {
+      rngs[r] = &RngFor(seq);
+    } else {
+      // The draw after the previous row's, taken before any row draws.
+      draft_rngs_.push_back(*rngs[r - 1]);
+      draft_rngs_.back().Next();
+      rngs[r] = &draft_rngs_.back();
     }
   }
-  if (distributed_ != nullptr && !rows.empty()) {
-    std::vector<int32_t> sampled(rows.size(), -1);
-    BF_RETURN_IF_ERROR(distributed_->SampleBatch(rows, sampled));
-    for (size_t r = 0; r < row_of.size(); ++r) (*tokens)[row_of[r]] = sampled[r];
+  auto store = [&](size_t r, int32_t token) {
+    coordinator::SequenceResult& out = result->sequences[sample_rows[r].sequence];
+    const int32_t j = sample_rows[r].draft;
+    (j == 0 ? out.token : out.draft_samples[static_cast<size_t>(j - 1)]) = token;
+  };
+  auto row_logits = [&](size_t r) {
+    const int i = static_cast<int>(sample_rows[r].sequence);
+    const int32_t drafts = plan.sequences[sample_rows[r].sequence].draft_tokens;
+    return logits.Row(i, logits.rows(i) - 1 - drafts + sample_rows[r].draft);
+  };
+  if (distributed_ == nullptr) {
+    for (size_t r = 0; r < sample_rows.size(); ++r) {
+      store(r, sampler_.Sample(row_logits(r), histories_[r], params_[r], *rngs[r]));
+    }
+    return absl::OkStatus();
   }
+  if (sample_rows.empty()) return absl::OkStatus();
+  std::vector<ShardedLogitsRow> rows;
+  rows.reserve(sample_rows.size());
+  for (size_t r = 0; r < sample_rows.size(); ++r) rows.push_back({row_logits(r), histories_[r], &params_[r], rngs[r]});
+  std::vector<int32_t> sampled(rows.size(), -1);
+  BF_RETURN_IF_ERROR(distributed_->SampleBatch(rows, sampled));
+  for (size_t r = 0; r < sample_rows.size(); ++r) store(r, sampled[r]);
   return absl::OkStatus();
 }
 

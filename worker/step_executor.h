@@ -12,7 +12,8 @@
 // uniform draw of Rng(sampling.seed) — the same stream `bitfleet run` uses — whatever the batch,
 // preemptions or replica. The executor keeps each sequence's stream positioned for its next
 // sample; after a gap (a preemption, another replica, a lost entry) it reseeds and skips ahead.
-// plan.released_sequences drops streams of finished sequences.
+// plan.released_sequences drops streams of finished sequences. A drafting sequence
+// (SequencePlan::draft_tokens) samples once per draft more, each with the next draw.
 //
 // Thread-safety: one Execute at a time (the runner's contract). The runner must outlive this.
 #pragma once
@@ -61,8 +62,9 @@ class StepExecutor {
   Status Validate(const coordinator::StepPlan& plan) const;
   // The stream of `seq`, positioned at its sample_index.
   Rng& RngFor(const coordinator::SequencePlan& seq);
-  // Fills tokens[i] for every plan sequence with sample set (-1 for the others).
-  Status SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits, std::vector<int32_t>* tokens);
+  // Fills the token (and draft_samples) of every result sequence whose plan samples; `result`
+  // holds one entry per plan sequence, token -1.
+  Status SampleAll(const coordinator::StepPlan& plan, const StepLogits& logits, coordinator::StepResult* result);
   struct LogprobRowOf {
     size_t sequence;  // plan index
     int32_t scored;   // index into its score_tokens, or -1 for the sampled token
@@ -70,7 +72,8 @@ class StepExecutor {
   // The log probabilities of every plan sequence's score_tokens and of the sampled `tokens` of
   // those whose sampling asks for them (a collective under TP, taken by every rank or none):
   // out[r] is row rows_of[r]; a sequence's scored rows come in score_tokens order.
-  Status LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits, const std::vector<int32_t>& tokens,
+  Status LogprobsAll(const coordinator::StepPlan& plan, const StepLogits& logits,
+                     const coordinator::StepResult& sampled,
                      std::vector<TokenLogprobs>* out, std::vector<LogprobRowOf>* rows_of);
 
   StepRunner& runner_;
@@ -78,7 +81,8 @@ class StepExecutor {
   std::unique_ptr<DistributedSampler> distributed_;  // when rows are vocabulary slices
   std::unordered_map<uint64_t, SequenceRng> rngs_;
   std::vector<SequenceStep> batch_;
-  std::vector<std::vector<int32_t>> histories_;      // per sampled sequence: history + tokens
+  std::vector<std::vector<int32_t>> histories_;      // per sample row: history + tokens fed up to it
+  std::vector<Rng> draft_rngs_;                       // the streams of draft rows, each one draw on
   std::vector<SamplingParams> params_;
   Rng unused_rng_;                                    // greedy rows never draw
   std::unique_ptr<ThreadPool> logprob_pool_;          // the logprobs' rows in parallel

@@ -87,6 +87,26 @@ void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* op
       ->capture_default_str();
   cmd.add_flag("!--no-prefix-cache", options->prefix_caching,
                "Do not share cached prompt prefixes (nor keep prompt scores: --prompt-score-cache-mib)");
+  cmd.add_option("--speculative-tokens", options->speculative.max_tokens,
+                 "Speculative decoding by prompt lookup: feed up to this many draft tokens after a decoding "
+                 "sequence's token, copied from where its last tokens occurred before in its prompt or output; the "
+                 "model keeps those it would have generated (same samples, seeds included), so one step can give "
+                 "several tokens. Pays off where outputs repeat their context (code edits, JSON, quotes) and the "
+                 "step's weight reads bound it (few streams); 0: off")
+      ->check(CLI::Range(0, coordinator::kMaxDraftTokens))
+      ->capture_default_str();
+  cmd.add_option("--speculative-ngram-max", options->speculative.max_ngram,
+                 "Longest tail of a sequence looked up for a draft (the longest one found wins)")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  cmd.add_option("--speculative-ngram-min", options->speculative.min_ngram, "Shortest tail looked up for a draft")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  cmd.add_option("--speculative-max-batch", options->speculative.max_batch,
+                 "Draft only while at most this many sequences decode in a step (larger batches are bound by "
+                 "arithmetic, where rejected drafts cost what they compute)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--prompt-score-cache-mib", options->prompt_score_cache_mib,
                  "Memory for the log probabilities of scored prompts (prompt_logprobs, OpenAI's echo), kept per KV "
                  "block so a request repeating a scored prompt's beginning (lm-eval's multiple-choice contexts) "

@@ -91,9 +91,9 @@ void FakeExecutor::WipeKv() {
 
 Status FakeExecutor::Validate(const StepPlan& plan) const {
   if (plan.sequences.empty()) return absl::InvalidArgumentError("empty plan");
-  int64_t rows = 0;  // a scored sequence returns a logit row per token
+  int64_t rows = 0;  // a scored sequence returns a logit row per token, a drafting one one per draft more
   for (const SequencePlan& seq : plan.sequences) {
-    rows += seq.score_tokens.empty() ? 1 : static_cast<int64_t>(seq.tokens.size());
+    rows += seq.score_tokens.empty() ? 1 + seq.draft_tokens : static_cast<int64_t>(seq.tokens.size());
   }
   if (static_cast<int32_t>(plan.sequences.size()) > options_.max_step_sequences) {
     return absl::ResourceExhaustedError("too many sequences");
@@ -104,6 +104,13 @@ Status FakeExecutor::Validate(const StepPlan& plan) const {
     if (seq.tokens.empty()) return absl::InvalidArgumentError("sequence without tokens");
     if (seq.score_tokens.size() > seq.tokens.size()) return absl::InvalidArgumentError("more scores than tokens");
     if (seq.start_pos < 0) return absl::InvalidArgumentError("negative start_pos");
+    if (seq.draft_tokens < 0 || static_cast<size_t>(seq.draft_tokens) >= seq.tokens.size()) {
+      return absl::InvalidArgumentError("draft_tokens outside [0, tokens)");
+    }
+    if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || !seq.allowed_tokens.empty() ||
+                                 seq.sampling.logprobs)) {
+      return absl::InvalidArgumentError("draft tokens on a plan that scores, constrains or asks for logprobs");
+    }
     total += static_cast<int64_t>(seq.tokens.size());
     const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
     if (static_cast<int64_t>(seq.block_table.size()) * options_.block_size < end) {
@@ -150,7 +157,9 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
         context.push_back(t);
       }
     }
-    int32_t token = seq.sample ? next_(context) : -1;
+    // A drafting sequence samples after its last real token and after each draft.
+    const size_t drafts = static_cast<size_t>(seq.draft_tokens);
+    int32_t token = seq.sample ? next_(std::span<const int32_t>(context).first(context.size() - drafts)) : -1;
     if (seq.sample && !seq.allowed_tokens.empty()) {
       // Constrained: the first allowed token from the unconstrained choice on (a sampler's mask).
       if (seq.allowed_tokens.size() != (static_cast<size_t>(options_.n_vocab) + 63) / 64) {
@@ -162,6 +171,10 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
       if (!allowed(token)) return absl::InvalidArgumentError("allowed_tokens allows no token");
     }
     result.sequences.push_back({seq.sequence_id, token});
+    for (size_t j = 1; j <= drafts; ++j) {
+      result.sequences.back().draft_samples.push_back(
+          next_(std::span<const int32_t>(context).first(context.size() - drafts + j)));
+    }
     for (size_t j = 0; j < seq.score_tokens.size(); ++j) {
       const int32_t scored = seq.score_tokens[j];
       const std::span<const int32_t> before(context.data(), static_cast<size_t>(seq.start_pos) + j + 1);

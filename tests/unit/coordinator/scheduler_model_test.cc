@@ -70,7 +70,8 @@ class TpGroupExecutor final : public Executor {
     for (size_t r = 0; r < tp; ++r) {
       BF_RETURN_IF_ERROR(results[r].status());
       for (size_t i = 0; i < plan.sequences.size(); ++i) {
-        if (results[r]->sequences[i].token != results[0]->sequences[i].token) {
+        if (results[r]->sequences[i].token != results[0]->sequences[i].token ||
+            results[r]->sequences[i].draft_samples != results[0]->sequences[i].draft_samples) {
           return absl::InternalError("ranks sampled different tokens");
         }
       }
@@ -289,6 +290,120 @@ TEST_F(SchedulerModelTest, TensorParallelReplicaGeneratesWhatOneRankDoes) {
   ExpectAloneOutputs(cases);  // the references run at TP=1
 }
 
+// Speculative decoding (--speculative-tokens): whatever the drafts, every token is the one the
+// request samples alone (greedy, seeded, penalized), at TP 1 and 2.
+SchedulerOptions SpeculativeOptions() {
+  SchedulerOptions options = ModelOptions();
+  options.speculative = {.max_tokens = 4, .max_ngram = 3, .min_ngram = 1, .max_batch = 8};
+  return options;
+}
+
+std::vector<Case> SpeculativeCases() {
+  StepSampling penalized = Seeded(41);
+  penalized.repeat_penalty = 1.2f;
+  penalized.presence_penalty = 0.4f;
+  penalized.frequency_penalty = 0.3f;  // counts: a draft in a row's history before its time changes them
+  penalized.penalty_last_n = 12;
+  StepSampling greedy_penalized;
+  greedy_penalized.frequency_penalty = 1.0f;
+  greedy_penalized.penalty_last_n = -1;
+  std::vector<int32_t> repetitive;
+  for (int i = 0; i < 30; ++i) repetitive.push_back(40 + i % 5);
+  StepSampling hot = Seeded(42);
+  hot.temperature = 0.3f;
+  return {{MakePrompt(13, 700, kVocab), 40, Greedy()},
+          {repetitive, 40, Greedy()},
+          {repetitive, 30, hot},
+          {MakePrompt(21, 701, kVocab), 30, Seeded(43)},
+          {repetitive, 24, penalized},
+          {repetitive, 30, greedy_penalized}};
+}
+
+TEST_F(SchedulerModelTest, SpeculativeDecodingKeepsEveryTokenExact) {
+  auto executor = MakeExecutor(128);
+  ASSERT_NE(executor, nullptr);
+  auto scheduler = Scheduler::Create(SpeculativeOptions(), {executor.get()});
+  ASSERT_TRUE(scheduler.ok()) << scheduler.status();
+  const std::vector<Case> cases = SpeculativeCases();
+  SubmitAll(**scheduler, cases, 0, cases.size());
+  RunUntilIdle(**scheduler);
+  ExpectAloneOutputs(cases);
+  const ReplicaStats stats = (*scheduler)->Stats().replicas[0];
+  EXPECT_GT(stats.accepted_draft_tokens, 0) << stats.draft_tokens << " drafts fed";
+  EXPECT_TRUE((*scheduler)->invariant_status().ok()) << (*scheduler)->invariant_status();
+}
+
+TEST_F(SchedulerModelTest, SpeculativeDecodingAtTensorParallelTwo) {
+  auto executor = TpGroupExecutor::Create(2, 128);
+  ASSERT_TRUE(executor.ok()) << executor.status();
+  auto scheduler = Scheduler::Create(SpeculativeOptions(), {executor->get()});
+  ASSERT_TRUE(scheduler.ok());
+  const std::vector<Case> cases = SpeculativeCases();
+  SubmitAll(**scheduler, cases, 0, cases.size());
+  RunUntilIdle(**scheduler);
+  ExpectAloneOutputs(cases);
+  EXPECT_GT((*scheduler)->Stats().replicas[0].accepted_draft_tokens, 0);
+}
+
+// The worker's side, draft by draft: a drafting step's samples equal those of steps that feed
+// the same tokens without drafts (sample_index, penalty history and RNG draw each), whatever the
+// model would have generated.
+TEST_F(SchedulerModelTest, DraftSamplesEqualStepsFedWithoutDrafts) {
+  StepSampling penalized;
+  penalized.repeat_penalty = 1.3f;
+  penalized.presence_penalty = 0.5f;
+  penalized.frequency_penalty = 2.0f;
+  penalized.penalty_last_n = 8;
+  StepSampling sampled = Seeded(51);
+  sampled.frequency_penalty = 1.5f;
+  sampled.penalty_last_n = -1;
+  const std::vector<int32_t> prompt = MakePrompt(10, 710, kVocab);
+  // Drafts the model likes (its greedy text, then that text's first token again): each one
+  // counted in a row's penalties before its time would change that row's sample.
+  std::vector<int32_t> draft = RunAlone(*reference_, prompt, 4, Greedy());
+  draft.push_back(draft[0]);
+  const uint64_t first_index = 5;
+  for (const StepSampling& sampling : {Greedy(), penalized, sampled, Seeded(52)}) {
+    auto runner = TinyRunner(32);
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    worker::StepExecutor step(**runner);
+    auto run = [&](uint64_t id, std::vector<int32_t> tokens, int32_t start, std::vector<int32_t> history,
+                   int32_t drafts, uint64_t sample_index, bool sample) {
+      SequencePlan seq;
+      seq.sequence_id = id;
+      seq.tokens = std::move(tokens);
+      seq.start_pos = start;
+      seq.block_table = {static_cast<int32_t>(2 * id), static_cast<int32_t>(2 * id + 1)};
+      seq.sample = sample;
+      seq.sampling = sampling;
+      seq.history = std::move(history);
+      seq.sample_index = sample_index;
+      seq.draft_tokens = drafts;
+      StepPlan plan;
+      plan.step_id = id;
+      plan.sequences.push_back(std::move(seq));
+      auto result = step.Execute(plan);
+      EXPECT_TRUE(result.ok()) << result.status();
+      return result.ok() ? result->sequences[0] : SequenceResult{};
+    };
+    // Sequence 0: the prompt but its last token, then that token and the drafts in one step.
+    run(0, std::vector<int32_t>(prompt.begin(), prompt.end() - 1), 0, {}, 0, 0, false);
+    std::vector<int32_t> tokens = {prompt.back()};
+    tokens.insert(tokens.end(), draft.begin(), draft.end());
+    const SequenceResult drafting =
+        run(0, tokens, 9, std::vector<int32_t>(prompt.begin(), prompt.end() - 1), 5, first_index, true);
+    ASSERT_EQ(drafting.draft_samples.size(), draft.size());
+    // Sequence 1 + j: the prompt and drafts [0, j) fed whole, one sample.
+    for (size_t j = 0; j <= draft.size(); ++j) {
+      std::vector<int32_t> context = prompt;
+      context.insert(context.end(), draft.begin(), draft.begin() + static_cast<std::ptrdiff_t>(j));
+      const int32_t alone = run(1 + j, context, 0, {}, 0, first_index + j, true).token;
+      EXPECT_EQ(j == 0 ? drafting.token : drafting.draft_samples[j - 1], alone)
+          << "sample after draft " << j << ", temperature " << sampling.temperature;
+    }
+  }
+}
+
 TEST_F(SchedulerModelTest, StepExecutorRejectsABadPlanWithoutRunning) {
   auto runner = TinyRunner(16);
   ASSERT_TRUE(runner.ok());
@@ -313,6 +428,13 @@ TEST_F(SchedulerModelTest, StepExecutorRejectsABadPlanWithoutRunning) {
   plan.sequences[0].score_tokens = {6, -1};  // outside the vocabulary
   EXPECT_EQ(step.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
   plan.sequences[0].score_tokens = {};
+  plan.sequences[0].draft_tokens = 3;  // all of the chunk: no real token to sample after
+  EXPECT_EQ(step.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
+  plan.sequences[0].draft_tokens = 1;
+  plan.sequences[0].sampling.logprobs = true;  // drafts are not reported with log probabilities
+  EXPECT_EQ(step.Execute(plan).status().code(), absl::StatusCode::kInvalidArgument);
+  plan.sequences[0].sampling.logprobs = false;
+  plan.sequences[0].draft_tokens = 0;
   auto result = step.Execute(plan);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(result->sequences.size(), 1u);

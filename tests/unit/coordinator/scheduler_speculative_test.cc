@@ -1,0 +1,281 @@
+// Speculative decoding by prompt lookup: the draft proposer, and the scheduler feeding drafts to
+// the fake executor (fake_executor.h), which samples after each draft from the context it reads
+// back through the block table. Every text must equal what the request generates alone without
+// drafts: a draft kept that the model did not generate, a rejected draft's KV counted as
+// computed, or a token lost at a rejection changes it.
+#include <memory>
+#include <set>
+
+#include "coordinator/draft_proposer.h"
+#include "coordinator/output_constraint.h"
+#include "coordinator/scheduler.h"
+#include "gtest/gtest.h"
+#include "tests/unit/coordinator/fake_executor.h"
+#include "tests/unit/coordinator/scheduler_test_util.h"
+
+namespace bitfleet::coordinator::testing {
+namespace {
+
+std::vector<int32_t> Draft(const std::vector<int32_t>& tokens, int32_t max_tokens, int32_t min_ngram = 2,
+                           int32_t max_ngram = 3) {
+  DraftOptions options{.max_tokens = max_tokens, .max_ngram = max_ngram, .min_ngram = min_ngram};
+  std::vector<int32_t> draft = {99};  // replaced, never appended to
+  ProposeDraft(tokens, options, max_tokens, &draft);
+  return draft;
+}
+
+TEST(DraftProposerTest, CopiesWhatFollowedTheLatestEarlierOccurrence) {
+  // The tail (7, 8) occurs at 1 and at 5: the latest, at 5, is followed by 4, 5.
+  EXPECT_EQ(Draft({6, 7, 8, 1, 2, 7, 8, 4, 5, 7, 8}, 4), (std::vector<int32_t>{4, 5, 7, 8}));
+  EXPECT_EQ(Draft({6, 7, 8, 1, 2, 7, 8, 4, 5, 7, 8}, 2), (std::vector<int32_t>{4, 5}));
+  // A match near the end gives what follows it, however short.
+  EXPECT_EQ(Draft({1, 2, 3, 1, 2, 3, 1, 2}, 5), (std::vector<int32_t>{3, 1, 2}));
+  EXPECT_EQ(Draft({5, 5, 5}, 4), (std::vector<int32_t>{5}));
+}
+
+TEST(DraftProposerTest, TheLongestMatchingTailWins) {
+  // Tail 3: (1, 2, 3) at 0, followed by 10. Tail 2 alone would take the later (2, 3) at 5 (20).
+  const std::vector<int32_t> tokens = {1, 2, 3, 10, 9, 2, 3, 20, 1, 2, 3};
+  EXPECT_EQ(Draft(tokens, 1), (std::vector<int32_t>{10}));
+  EXPECT_EQ(Draft(tokens, 1, 2, 2), (std::vector<int32_t>{20}));
+}
+
+TEST(DraftProposerTest, NothingWithoutAMatchOrBudget) {
+  EXPECT_TRUE(Draft({1, 2, 3, 4, 5}, 4).empty());
+  EXPECT_TRUE(Draft({1, 2, 1, 2}, 0).empty());
+  EXPECT_TRUE(Draft({}, 4).empty());
+  EXPECT_TRUE(Draft({7}, 4).empty());
+  // (3, 4) occurs only as the tail itself; the single token 4 occurred before.
+  EXPECT_TRUE(Draft({4, 9, 3, 4}, 4).empty());
+  EXPECT_EQ(Draft({4, 9, 3, 4}, 4, 1), (std::vector<int32_t>{9, 3, 4}));
+}
+
+TEST(DraftProposerTest, OptionErrors) {
+  EXPECT_STREQ(DraftOptionsError(DraftOptions{}), "");
+  EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_tokens = -1}), "");
+  EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_tokens = kMaxDraftTokens + 1}), "");
+  EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_ngram = 2, .min_ngram = 3}), "");
+  EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_ngram = 3, .min_ngram = 0}), "");
+  EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_batch = 0}), "");
+}
+
+// A model whose text mostly repeats itself with period `period` (what drafts guess right) and
+// otherwise, one time in five, takes the context's hash (where they fail).
+NextTokenFn RepetitiveNext(size_t period) {
+  return [period, hash = HashNextToken(1000)](std::span<const int32_t> context) {
+    const int32_t h = hash(context);
+    return context.size() < period || h % 5 == 0 ? h : context[context.size() - period];
+  };
+}
+
+SchedulerOptions SpeculativeOptions(int32_t max_tokens = 4, int32_t max_batch = 8) {
+  SchedulerOptions options = TestOptions();
+  options.speculative = {.max_tokens = max_tokens, .max_ngram = 3, .min_ngram = 2, .max_batch = max_batch};
+  return options;
+}
+
+struct SpecRun {
+  std::vector<Outcome> outcomes;
+  std::vector<StepPlan> plans;
+  SchedulerStats stats;
+  Status invariants;
+  std::string metrics;
+};
+
+// Runs `prompts` (max_tokens each) on one fake replica under `options`, the first `first_batch`
+// at once and the rest after two iterations (they join running batches).
+SpecRun RunAll(const SchedulerOptions& options, const FakeExecutorOptions& replica, const NextTokenFn& next,
+           const std::vector<std::vector<int32_t>>& prompts, const std::vector<int>& max_tokens,
+           size_t first_batch) {
+  FakeExecutor executor(replica, next);
+  auto scheduler = MakeScheduler(options, {&executor});
+  Collector collector;
+  SpecRun run;
+  if (scheduler == nullptr) return run;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (i == first_batch) {
+      for (int it = 0; it < 2; ++it) scheduler->RunIteration();
+    }
+    EXPECT_TRUE(scheduler->Submit(MakeRequest(collector, static_cast<int>(i), prompts[i], max_tokens[i])).ok());
+  }
+  RunUntilIdle(*scheduler);
+  for (size_t i = 0; i < prompts.size(); ++i) run.outcomes.push_back(collector.Get(static_cast<int>(i)));
+  run.plans = executor.plans();
+  run.stats = scheduler->Stats();
+  run.invariants = scheduler->invariant_status();
+  run.metrics = scheduler->RenderPrometheus();
+  return run;
+}
+
+std::vector<std::vector<int32_t>> RepetitivePrompts(int n, int length) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < n; ++i) prompts.push_back(MakePrompt(length, 700 + i));
+  return prompts;
+}
+
+TEST(SchedulerSpeculativeTest, DraftsLeaveEveryTextAsGeneratedAlone) {
+  const NextTokenFn next = RepetitiveNext(6);
+  const std::vector<std::vector<int32_t>> prompts = RepetitivePrompts(6, 9);
+  const std::vector<int> max_tokens = {40, 25, 33, 17, 48, 29};
+  const FakeExecutorOptions replica{.kv_blocks = 256, .block_size = 4, .max_step_tokens = 32, .max_step_sequences = 8};
+  const SpecRun plain = RunAll(TestOptions(), replica, next, prompts, max_tokens, 3);
+  const SpecRun spec = RunAll(SpeculativeOptions(), replica, next, prompts, max_tokens, 3);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const Outcome& o = spec.outcomes[i];
+    ASSERT_TRUE(o.finished) << i;
+    EXPECT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.reason, FinishReason::kLength);
+    EXPECT_EQ(o.tokens, ExpectedTokens(next, prompts[i], max_tokens[i])) << "request " << i;
+    EXPECT_EQ(o.tokens, plain.outcomes[i].tokens) << "request " << i;
+    EXPECT_EQ(o.usage.completion_tokens, max_tokens[i]);
+    EXPECT_EQ(o.events_after_finish, 0);
+  }
+  EXPECT_TRUE(spec.invariants.ok()) << spec.invariants;
+  EXPECT_EQ(spec.stats.replicas[0].blocks.used, 0);
+  const ReplicaStats& r = spec.stats.replicas[0];
+  EXPECT_GT(r.accepted_draft_tokens, 0);
+  EXPECT_LT(r.accepted_draft_tokens, r.draft_tokens) << "the model's noise should reject some drafts";
+  EXPECT_LT(spec.plans.size(), plain.plans.size()) << "kept drafts save steps";
+  EXPECT_EQ(plain.stats.replicas[0].draft_tokens, 0);
+  bool drafted = false;
+  for (const StepPlan& plan : spec.plans) {
+    int64_t rows = 0;
+    for (const SequencePlan& seq : plan.sequences) {
+      EXPECT_LE(seq.draft_tokens, 4);
+      EXPECT_TRUE(seq.draft_tokens == 0 || seq.tokens.size() == static_cast<size_t>(seq.draft_tokens) + 1)
+          << "drafts ride on decodes only";
+      rows += 1 + seq.draft_tokens;
+      drafted |= seq.draft_tokens > 0;
+    }
+    EXPECT_LE(TokensIn(plan), 32);
+    EXPECT_LE(rows, 8) << "a drafting sequence takes a logit row per draft";
+  }
+  EXPECT_TRUE(drafted);
+  EXPECT_NE(spec.metrics.find("bitfleet_speculative_draft_tokens_total " + std::to_string(r.draft_tokens)),
+            std::string::npos);
+  EXPECT_NE(spec.metrics.find("bitfleet_speculative_accepted_tokens_total " + std::to_string(r.accepted_draft_tokens)),
+            std::string::npos);
+}
+
+TEST(SchedulerSpeculativeTest, KeptDraftsStopAtMaxTokensAndAtTheEndToken) {
+  constexpr int32_t kEos = 2;
+  // The prompt holds the end token, so drafts carry it: the output copies it and stops there.
+  std::vector<int32_t> with_end = MakePrompt(5, 30);
+  with_end.push_back(kEos);
+  for (int i = 0; i < 6; ++i) with_end.push_back(with_end[static_cast<size_t>(i)]);
+  // Always the period: every draft is right, so only max_tokens and the end token stop a run.
+  const size_t period = 6;
+  const NextTokenFn next = [period](std::span<const int32_t> context) { return context[context.size() - period]; };
+  const FakeExecutorOptions replica{.kv_blocks = 64, .block_size = 4, .max_step_tokens = 32, .max_step_sequences = 8};
+  SchedulerOptions options = SpeculativeOptions(8);
+  options.end_of_generation = {kEos};
+  const std::vector<std::vector<int32_t>> prompts = {MakePrompt(12, 31), MakePrompt(12, 32), with_end};
+  const std::vector<int> max_tokens = {3, 11, 40};
+  const SpecRun run = RunAll(options, replica, next, prompts, max_tokens, 3);
+  ASSERT_EQ(run.outcomes.size(), 3u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(run.outcomes[i].reason, FinishReason::kLength);
+    EXPECT_EQ(run.outcomes[i].tokens, ExpectedTokens(next, prompts[i], max_tokens[i]));
+    EXPECT_EQ(run.outcomes[i].usage.completion_tokens, max_tokens[i]);
+  }
+  EXPECT_EQ(run.outcomes[2].reason, FinishReason::kStop);
+  EXPECT_EQ(run.outcomes[2].tokens, ExpectedTokens(next, prompts[2], 40, {kEos}));
+  EXPECT_EQ(run.outcomes[2].tokens.size(), 5u);
+  for (const StepPlan& plan : run.plans) {
+    for (const SequencePlan& seq : plan.sequences) {
+      // Drafts never reach past max_tokens: the last sample comes after them.
+      const uint64_t limit = seq.sequence_id == 1 ? 3 : seq.sequence_id == 2 ? 11 : 40;
+      EXPECT_LT(seq.sample_index + static_cast<uint64_t>(seq.draft_tokens), limit);
+    }
+  }
+  EXPECT_GT(run.stats.replicas[0].accepted_draft_tokens, 0);
+  EXPECT_EQ(run.stats.replicas[0].accepted_draft_tokens, run.stats.replicas[0].draft_tokens);
+  EXPECT_TRUE(run.invariants.ok()) << run.invariants;
+}
+
+TEST(SchedulerSpeculativeTest, ATinyPoolKeepsOutputsExact) {
+  // 12 blocks of 4 = 48 positions for four requests of up to 42 positions: preemptions, and
+  // drafts that find no free block (they are dropped, never preempt).
+  const NextTokenFn next = RepetitiveNext(5);
+  const std::vector<std::vector<int32_t>> prompts = RepetitivePrompts(4, 10);
+  const std::vector<int> max_tokens = {32, 32, 32, 32};
+  const SpecRun run = RunAll(SpeculativeOptions(), {.kv_blocks = 12, .block_size = 4, .max_step_tokens = 32}, next,
+                         prompts, max_tokens, 4);
+  int preemptions = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(run.outcomes[i].finished);
+    EXPECT_TRUE(run.outcomes[i].status.ok()) << run.outcomes[i].status;
+    EXPECT_EQ(run.outcomes[i].tokens, ExpectedTokens(next, prompts[i], max_tokens[i])) << "request " << i;
+    preemptions += run.outcomes[i].usage.preemptions;
+  }
+  EXPECT_GT(preemptions, 0);
+  EXPECT_GT(run.stats.replicas[0].accepted_draft_tokens, 0);
+  EXPECT_TRUE(run.invariants.ok()) << run.invariants;
+  EXPECT_EQ(run.stats.replicas[0].blocks.used, 0);
+}
+
+// Allows every token: a constrained request whose text is the unconstrained one.
+class AllowAll final : public OutputConstraint {
+ public:
+  const TokenMask& AllowedTokens() override { return mask_; }
+  bool Complete() const override { return true; }
+  bool Accept(int32_t) override { return true; }
+
+ private:
+  TokenMask mask_ = TokenMask(1000 / 64 + 1, ~uint64_t{0});
+};
+
+TEST(SchedulerSpeculativeTest, NoDraftsForLogprobsConstraintsOrLargeBatches) {
+  const NextTokenFn next = RepetitiveNext(4);
+  FakeExecutor executor({.kv_blocks = 256, .block_size = 4, .max_step_tokens = 64, .max_step_sequences = 8}, next);
+  auto scheduler = MakeScheduler(SpeculativeOptions(4, /*max_batch=*/3), {&executor});
+  ASSERT_NE(scheduler, nullptr);
+  Collector collector;
+  const std::vector<std::vector<int32_t>> prompts = RepetitivePrompts(5, 8);
+  GenerateRequest logprobs = MakeRequest(collector, 0, prompts[0], 24);
+  logprobs.sampling.logprobs = true;
+  ASSERT_TRUE(scheduler->Submit(std::move(logprobs)).ok());
+  GenerateRequest constrained = MakeRequest(collector, 1, prompts[1], 24);
+  constrained.constraint = std::make_shared<AllowAll>();
+  ASSERT_TRUE(scheduler->Submit(std::move(constrained)).ok());
+  RunUntilIdle(*scheduler);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(collector.Get(i).tokens, ExpectedTokens(next, prompts[static_cast<size_t>(i)], 24)) << i;
+  }
+  EXPECT_EQ(scheduler->Stats().replicas[0].draft_tokens, 0);
+
+  // Five decoding at once is over max_batch 3: no drafts until two have finished.
+  const std::vector<int> lengths = {6, 9, 30, 30, 30};
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(collector, 10 + i, prompts[static_cast<size_t>(i)], lengths[i])).ok());
+  }
+  RunUntilIdle(*scheduler);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(collector.Get(10 + i).tokens, ExpectedTokens(next, prompts[static_cast<size_t>(i)], lengths[i])) << i;
+  }
+  bool drafted = false;
+  for (const StepPlan& plan : executor.plans()) {
+    int decodes = 0, drafts = 0;
+    for (const SequencePlan& seq : plan.sequences) {
+      decodes += seq.sample_index > 0 ? 1 : 0;
+      drafts += seq.draft_tokens;
+    }
+    if (decodes > 3) EXPECT_EQ(drafts, 0) << "step " << plan.step_id << " drafts with " << decodes << " decodes";
+    drafted |= drafts > 0;
+  }
+  EXPECT_TRUE(drafted) << "three decodes or fewer should draft";
+  EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
+}
+
+TEST(SchedulerSpeculativeTest, CreateRejectsBadDraftOptions) {
+  FakeExecutor executor({});
+  SchedulerOptions options = TestOptions();
+  options.speculative.min_ngram = 4;  // above max_ngram 3
+  auto scheduler = Scheduler::Create(options, {&executor});
+  ASSERT_FALSE(scheduler.ok());
+  EXPECT_EQ(scheduler.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(scheduler.status().message().find("n-gram"), std::string_view::npos) << scheduler.status();
+}
+
+}  // namespace
+}  // namespace bitfleet::coordinator::testing
