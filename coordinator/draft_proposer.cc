@@ -14,7 +14,30 @@ const char* DraftOptionsError(const DraftOptions& options) {
   }
   if (options.max_ngram > 16) return "the longest n-gram must be <= 16";
   if (options.max_batch < 1) return "the drafting batch limit must be >= 1";
+  if (!(options.min_keep_chance >= 0.0f && options.min_keep_chance <= 1.0f)) {
+    return "the least chance of keeping a draft token must be in [0, 1]";
+  }
   return "";
+}
+
+int32_t DraftAcceptance::Worth(int32_t available, float min_chance) const {
+  const float p = chance();
+  float reach = 1.0f;
+  int32_t n = 0;
+  while (n < available) {
+    reach *= p;
+    if (reach < min_chance) break;
+    ++n;
+  }
+  return n;
+}
+
+void DraftAcceptance::Record(int32_t tried, int32_t kept) {
+  if (tried <= 0) return;
+  // Evidence k steps old weighs 0.8^k: about a tenth after ten steps.
+  constexpr float kDecay = 0.8f;
+  kept_ = kept_ * kDecay + static_cast<float>(kept);
+  tried_ = tried_ * kDecay + static_cast<float>(tried);
 }
 
 void ProposeDraft(std::span<const int32_t> tokens, const DraftOptions& options, int32_t max_tokens,
@@ -30,9 +53,13 @@ void ProposeDraft(std::span<const int32_t> tokens, const DraftOptions& options, 
     for (int64_t start = size - n - 1; start >= 0; --start) {
       if (tokens[static_cast<size_t>(start + n - 1)] != tail.back()) continue;
       if (!std::equal(tail.begin(), tail.end(), tokens.begin() + start)) continue;
+      // What followed the match, and past the end what the draft itself says: a match `period`
+      // tokens back means the text repeats with that period ("a a a" drafts "a a a a", not "a").
       const int64_t from = start + n;
-      const int64_t end = std::min(size, from + max_tokens);
-      draft->assign(tokens.begin() + from, tokens.begin() + end);
+      for (int64_t i = 0; i < max_tokens; ++i) {
+        const int64_t at = from + i;
+        draft->push_back(at < size ? tokens[static_cast<size_t>(at)] : (*draft)[static_cast<size_t>(at - size)]);
+      }
       return;
     }
   }

@@ -90,7 +90,8 @@ ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n,
 }
 
 std::vector<int32_t> ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left,
-                                                const StepBudget& budget) {
+                                                const StepBudget& budget, int32_t* probe) {
+  *probe = -1;
   const DraftOptions& options = config_.draft;
   if (options.max_tokens <= 0 || decodes > options.max_batch) return {};
   // Drafts are sampled like any token, but the coordinator must check each one: a constraint's
@@ -103,6 +104,12 @@ std::vector<int32_t> ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, 
   std::vector<int32_t> draft;
   ProposeDraft(seq->tokens, options, limit, &draft);
   if (draft.empty()) return draft;
+  const int32_t first = draft[0];
+  draft.resize(static_cast<size_t>(seq->drafts.Worth(static_cast<int32_t>(draft.size()), options.min_keep_chance)));
+  if (draft.empty()) {
+    *probe = first;  // not worth feeding now; whether the model generates it still counts
+    return draft;
+  }
   const int64_t positions = static_cast<int64_t>(seq->num_computed) + 1 + static_cast<int64_t>(draft.size());
   if (!blocks_.Grow(seq->id, positions).ok()) draft.clear();  // all or nothing; the decode goes on without
   return draft;
@@ -133,8 +140,10 @@ StepPlan ReplicaScheduler::BuildPlan() {
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
         std::vector<int32_t> draft;
-        if (decode) draft = DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget);
+        int32_t probe = -1;
+        if (decode) draft = DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget, &probe);
         scheduled_.push_back(Schedule(seq, n, decode, &budget, std::move(draft)));
+        scheduled_.back().probe = probe;
       }
     }
     Admit(&budget);
@@ -359,6 +368,7 @@ void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
       continue;
     }
     const SequenceResult& r = result->sequences[i];
+    if (plan[i].probe >= 0) seq->drafts.Record(1, r.token == plan[i].probe ? 1 : 0);
     int32_t kept = 0;
     if (!KeepDrafts(seq, plan[i].draft, r, &kept)) continue;  // finished
     RegisterComputedBlocks(*seq);
@@ -368,15 +378,18 @@ void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
 
 bool ReplicaScheduler::KeepDrafts(Sequence* seq, const std::vector<int32_t>& draft, const SequenceResult& result,
                                   int32_t* kept) {
-  draft_tokens_total_ += static_cast<int64_t>(draft.size());
   // Draft j was fed where the sample before it goes: when they are equal, the step computed
   // exactly what generating that token would have, and the sample after draft j is the next
   // token. The first difference ends it; what was computed after it is dropped (its KV lies
   // past num_computed and gets overwritten).
-  for (size_t j = 0; j < draft.size(); ++j) {
-    const int32_t sample = j == 0 ? result.token : result.draft_samples[j - 1];
-    if (sample != draft[j]) break;
-    ++accepted_draft_tokens_total_;
+  auto sample_before = [&](size_t j) { return j == 0 ? result.token : result.draft_samples[j - 1]; };
+  size_t right = 0;
+  while (right < draft.size() && sample_before(right) == draft[right]) ++right;
+  draft_tokens_total_ += static_cast<int64_t>(draft.size());
+  accepted_draft_tokens_total_ += static_cast<int64_t>(right);
+  seq->drafts.Record(static_cast<int32_t>(right < draft.size() ? right + 1 : right), static_cast<int32_t>(right));
+  for (size_t j = 0; j < right; ++j) {
+    const int32_t sample = sample_before(j);
     if (!HandleSample(seq, j == 0 ? result : SequenceResult(result.sequence_id, sample))) return false;
     ++seq->num_computed;
     ++*kept;

@@ -112,6 +112,7 @@ class ReplicaScheduler {
     bool decode;       // one generated token (not a prefill or recompute chunk)
     int32_t n_scored;  // prompt tokens the chunk scores (SequencePlan::score_tokens)
     std::vector<int32_t> draft;  // guessed tokens fed after the decode token
+    int32_t probe = -1;          // a draft's first token not fed (DraftAcceptance), or -1
     // Tokens the step feeds for it, and logit rows it returns.
     int32_t tokens() const { return n_tokens + static_cast<int32_t>(draft.size()); }
     int32_t rows() const { return n_scored > 0 ? n_tokens : 1 + static_cast<int32_t>(draft.size()); }
@@ -136,8 +137,10 @@ class ReplicaScheduler {
                      std::vector<int32_t> draft = {}) const;
   // The draft for decoding `seq` in this step (empty: none), leaving a token and a row of the
   // budget for each of the `decodes_left` decodes still to schedule (`seq`'s included), with
-  // its blocks reserved: a draft never preempts.
-  std::vector<int32_t> DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget);
+  // its blocks reserved: a draft never preempts. `probe`: the first token of a draft found but
+  // not worth feeding (-1 if none), to be checked against the sample.
+  std::vector<int32_t> DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget,
+                                int32_t* probe);
   // Grows `seq`'s table for `n` more tokens, preempting the newest running sequences as
   // needed. False when `seq` itself was preempted (or failed).
   bool ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* budget);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/block_hash.h"
+#include "coordinator/draft_proposer.h"
 #include "coordinator/executor.h"
 #include "coordinator/request.h"
 
@@ -44,6 +45,7 @@ struct Sequence {
   // for the PromptScoreCache until the block is whole (they may come over several chunks).
   std::vector<ScoredToken> block_scores;
   std::shared_ptr<OutputConstraint> constraint;  // null: unconstrained output
+  DraftAcceptance drafts;  // speculative decoding: how this sequence's drafts fare
 
   int replica = -1;
   bool admitted_once = false;

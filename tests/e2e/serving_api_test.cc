@@ -26,11 +26,15 @@ namespace {
 using namespace std::chrono_literals;
 using Health = grpc::health::v1::HealthCheckResponse;
 
-// How the replica runs: TP ranks launched by serve, or the model in serve's own process.
+// How the replica runs: TP ranks launched by serve, or the model in serve's own process; with
+// speculative decoding (every draft fed whole) or without.
 struct ServeMode {
   int tp = 1;
   bool in_process = false;
-  std::string Name() const { return in_process ? "in_process" : absl::StrCat("tp", tp); }
+  bool speculative = false;
+  std::string Name() const {
+    return absl::StrCat(in_process ? "in_process" : absl::StrCat("tp", tp), speculative ? "_speculative" : "");
+  }
 };
 
 class ServeApiTest : public ::testing::TestWithParam<ServeMode> {
@@ -49,6 +53,9 @@ class ServeApiTest : public ::testing::TestWithParam<ServeMode> {
       // More logit rows than step sequences: prompts are scored in chunks of up to 96 tokens
       // (the other modes: 64, their step sequences).
       extra.insert(extra.end(), {"--max-logit-rows", "96"});
+    }
+    if (mode.speculative) {
+      extra.insert(extra.end(), {"--speculative-tokens", "4", "--speculative-min-chance", "0"});
     }
     auto served = StartServe(*model, mode.tp, absl::StrCat("serve-api-", mode.Name()), extra);
     if (absl::IsNotFound(served.status())) GTEST_SKIP() << served.status();
@@ -631,8 +638,27 @@ TEST_P(ServeApiTest, HealthTokenizeDetokenizeAndModelInfo) {
   EXPECT_NE(info.chat_unavailable().find("--chat-template"), std::string::npos) << info.chat_unavailable();
 }
 
+// Speculative decoding changes no token: every greedy reference above holds with drafts fed
+// through the control plane to two ranks.
+TEST_P(ServeApiTest, SpeculativeDraftsAreKeptWhereTheModelRepeats) {
+  if (!GetParam().speculative) GTEST_SKIP() << "speculative decoding is off in this mode";
+  std::vector<int32_t> prompt;
+  for (int j = 0; j < 24; ++j) prompt.push_back(100 + j % 6);
+  std::vector<std::vector<int32_t>> expected;
+  GreedyReferences({prompt}, 48, &expected);
+  if (HasFatalFailure()) return;
+  const GenerateOutcome out = client().Generate(GreedyRequest(prompt, 48), 60s);
+  ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+  EXPECT_EQ(out.tokens, expected[0]);
+  const std::string metrics = served_->Metrics();
+  const size_t at = metrics.find("\nbitfleet_speculative_accepted_tokens_total ");
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_GT(std::stod(metrics.substr(at + 44)), 0.0) << metrics.substr(at, 60);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, ServeApiTest,
-                         ::testing::Values(ServeMode{1, false}, ServeMode{2, false}, ServeMode{1, true}),
+                         ::testing::Values(ServeMode{1, false}, ServeMode{2, false}, ServeMode{1, true},
+                                           ServeMode{2, false, true}),
                          [](const auto& info) { return info.param.Name(); });
 
 TEST(ServeStoriesTest, Stories260kAtTp2AnswersTheKnownOpening) {

@@ -9,19 +9,25 @@
 // with ignore_eos so every request produces exactly G tokens. With --prompt-logprobs every
 // request also scores its prompt (lm-eval's requests; with --shared-prefix, its multiple-choice
 // ones); with --json it asks for one JSON object, with --json-schema F for a value of the
-// schema in F (and may then end before G tokens). Prints one JSON object.
+// schema in F (and may then end before G tokens). With --prompt-file every request sends that
+// text instead (raw, or with --chat as one user message) and ends at the model's end of
+// generation or G tokens: a real workload's decode, the case for --speculative-tokens. Prints one
+// JSON object.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "bitfleet/v1/inference.grpc.pb.h"
+#include "coordinator/chat_prompt.h"
 #include "grpcpp/client_context.h"
 #include "nlohmann/json.hpp"
 #include "tools/commands/commands.h"
@@ -44,6 +50,9 @@ struct BenchServeFlags {
   double request_rate = 0;  // requests/s of the Poisson arrivals; 0: closed loop
   int logprobs = -1;        // -1: off; else every request asks for logprobs with this many alternatives
   int prompt_logprobs = -1;  // -1: off; else every request scores its prompt with this many alternatives
+  std::string prompt_file;  // "": generated token prompts
+  bool chat = false;        // --prompt-file's text as one user message
+  std::string prompt_text;  // --prompt-file's contents, read once
   ResponseFormatFlags format;            // what every request asks for
   v1::GenerateRequest format_request;  // its fields, the schema file read once
   double wait_ready_s = 60;
@@ -86,10 +95,16 @@ std::vector<int32_t> MakePrompt(const BenchServeFlags& f, uint32_t vocab, int in
 RequestStats RunOne(v1::Inference::Stub& stub, const BenchServeFlags& f, uint32_t vocab, int index) {
   RequestStats out;
   v1::GenerateRequest request;
-  const std::vector<int32_t> prompt = MakePrompt(f, vocab, index);
-  request.mutable_prompt_tokens()->mutable_ids()->Add(prompt.begin(), prompt.end());
+  if (f.prompt_file.empty()) {
+    const std::vector<int32_t> prompt = MakePrompt(f, vocab, index);
+    request.mutable_prompt_tokens()->mutable_ids()->Add(prompt.begin(), prompt.end());
+  } else if (f.chat) {
+    *request.mutable_chat() = coordinator::OneTurnChat("", f.prompt_text);
+  } else {
+    request.set_prompt(f.prompt_text);
+  }
   request.set_max_tokens(f.gen_len);
-  request.set_ignore_eos(!f.format.constrained());
+  request.set_ignore_eos(!f.format.constrained() && f.prompt_file.empty());
   request.MergeFrom(f.format_request);
   request.mutable_sampling()->set_temperature(0);
   if (f.logprobs >= 0) {
@@ -190,7 +205,7 @@ int RunBenchServe(const BenchServeFlags& f) {
       return 1;
     }
   }
-  if (static_cast<uint64_t>(f.prompt_len) + f.gen_len > info.context_length()) {
+  if (f.prompt_file.empty() && static_cast<uint64_t>(f.prompt_len) + f.gen_len > info.context_length()) {
     std::fprintf(stderr, "bitfleet bench serve: --prompt-len + --gen-len (%d) exceeds the served context (%u)\n",
                  f.prompt_len + f.gen_len, info.context_length());
     return 2;
@@ -248,9 +263,14 @@ int RunBenchServe(const BenchServeFlags& f) {
   j["requests"] = n_requests;
   j["errors"] = errors;
   if (errors > 0) j["first_error"] = first_error;
-  j["prompt_len"] = f.prompt_len;
+  if (f.prompt_file.empty()) {
+    j["prompt_len"] = f.prompt_len;
+    j["shared_prefix"] = f.shared_prefix;
+  } else {
+    j["prompt_file"] = f.prompt_file;
+    j["chat"] = f.chat;
+  }
   j["gen_len"] = f.gen_len;
-  j["shared_prefix"] = f.shared_prefix;
   j["logprobs"] = f.logprobs >= 0 ? nlohmann::json(f.logprobs) : nlohmann::json(nullptr);
   j["prompt_logprobs"] = f.prompt_logprobs >= 0 ? nlohmann::json(f.prompt_logprobs) : nlohmann::json(nullptr);
   j["json"] = f.format.json;
@@ -303,6 +323,11 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
   cmd->add_option("--seed", f->seed, "Seed of the generated prompts (and of the arrival times)")->capture_default_str();
+  cmd->add_option("--prompt-file", f->prompt_file,
+                  "Every request sends this file's text as its prompt (instead of --prompt-len random tokens) and "
+                  "ends at the model's end of generation or --gen-len: a real workload's decode")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--chat", f->chat, "With --prompt-file: send the text as one user message (the model's chat template)");
   cmd->add_option("--logprobs", f->logprobs,
                   "Every request asks for its tokens' log probabilities and this many alternatives (0..20): "
                   "measures their cost")
@@ -320,6 +345,15 @@ void RegisterBenchServe(CLI::App& bench, int* exit_code) {
     }
     if (f->logprobs >= 0 && f->prompt_logprobs >= 0 && f->logprobs != f->prompt_logprobs) {
       throw CLI::ValidationError("--prompt-logprobs", "must equal --logprobs when both are given (one top_logprobs)");
+    }
+    if (f->chat && f->prompt_file.empty()) throw CLI::ValidationError("--chat", "needs --prompt-file");
+    if (!f->prompt_file.empty()) {
+      std::ifstream in(f->prompt_file, std::ios::binary);
+      std::ostringstream text;
+      text << in.rdbuf();
+      if (!in && !in.eof()) throw CLI::ValidationError("--prompt-file", "cannot be read");
+      f->prompt_text = text.str();
+      if (f->prompt_text.empty()) throw CLI::ValidationError("--prompt-file", "is empty");
     }
     (void)cmd;
     StatusOr<v1::GenerateRequest> format = ResponseFormatRequest(f->format);

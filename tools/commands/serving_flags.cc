@@ -107,6 +107,13 @@ void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* op
                  "arithmetic, where rejected drafts cost what they compute)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd.add_option("--speculative-min-chance", options->speculative.min_keep_chance,
+                 "Feed a draft's i-th token only while the sequence's recent drafts say it is kept with at least "
+                 "this chance: about what one more token costs as a share of a decode step (0.35 on AVX-512 CPUs "
+                 "with Q4 models; lower it on GPUs, where a few more tokens cost almost nothing); 0: every draft "
+                 "whole")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd.add_option("--prompt-score-cache-mib", options->prompt_score_cache_mib,
                  "Memory for the log probabilities of scored prompts (prompt_logprobs, OpenAI's echo), kept per KV "
                  "block so a request repeating a scored prompt's beginning (lm-eval's multiple-choice contexts) "

@@ -294,7 +294,7 @@ TEST_F(SchedulerModelTest, TensorParallelReplicaGeneratesWhatOneRankDoes) {
 // request samples alone (greedy, seeded, penalized), at TP 1 and 2.
 SchedulerOptions SpeculativeOptions() {
   SchedulerOptions options = ModelOptions();
-  options.speculative = {.max_tokens = 4, .max_ngram = 3, .min_ngram = 1, .max_batch = 8};
+  options.speculative = {.max_tokens = 4, .max_ngram = 3, .min_ngram = 1, .max_batch = 8, .min_keep_chance = 0.0f};
   return options;
 }
 

@@ -28,9 +28,10 @@ TEST(DraftProposerTest, CopiesWhatFollowedTheLatestEarlierOccurrence) {
   // The tail (7, 8) occurs at 1 and at 5: the latest, at 5, is followed by 4, 5.
   EXPECT_EQ(Draft({6, 7, 8, 1, 2, 7, 8, 4, 5, 7, 8}, 4), (std::vector<int32_t>{4, 5, 7, 8}));
   EXPECT_EQ(Draft({6, 7, 8, 1, 2, 7, 8, 4, 5, 7, 8}, 2), (std::vector<int32_t>{4, 5}));
-  // A match near the end gives what follows it, however short.
-  EXPECT_EQ(Draft({1, 2, 3, 1, 2, 3, 1, 2}, 5), (std::vector<int32_t>{3, 1, 2}));
-  EXPECT_EQ(Draft({5, 5, 5}, 4), (std::vector<int32_t>{5}));
+  // A match near the end continues with its period.
+  EXPECT_EQ(Draft({1, 2, 3, 1, 2, 3, 1, 2}, 5), (std::vector<int32_t>{3, 1, 2, 3, 1}));
+  EXPECT_EQ(Draft({5, 5, 5}, 4), (std::vector<int32_t>{5, 5, 5, 5}));
+  EXPECT_EQ(Draft({9, 4, 6, 9, 4}, 5), (std::vector<int32_t>{6, 9, 4, 6, 9}));
 }
 
 TEST(DraftProposerTest, TheLongestMatchingTailWins) {
@@ -47,7 +48,7 @@ TEST(DraftProposerTest, NothingWithoutAMatchOrBudget) {
   EXPECT_TRUE(Draft({7}, 4).empty());
   // (3, 4) occurs only as the tail itself; the single token 4 occurred before.
   EXPECT_TRUE(Draft({4, 9, 3, 4}, 4).empty());
-  EXPECT_EQ(Draft({4, 9, 3, 4}, 4, 1), (std::vector<int32_t>{9, 3, 4}));
+  EXPECT_EQ(Draft({4, 9, 3, 4}, 4, 1), (std::vector<int32_t>{9, 3, 4, 9}));
 }
 
 TEST(DraftProposerTest, OptionErrors) {
@@ -57,6 +58,25 @@ TEST(DraftProposerTest, OptionErrors) {
   EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_ngram = 2, .min_ngram = 3}), "");
   EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_ngram = 3, .min_ngram = 0}), "");
   EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_batch = 0}), "");
+}
+
+TEST(DraftAcceptanceTest, FeedsWhatItsRecordIsWorth) {
+  DraftAcceptance acceptance;
+  EXPECT_FLOAT_EQ(acceptance.chance(), 0.5f);
+  EXPECT_EQ(acceptance.Worth(4, 0.35f), 1) << "a new sequence tries one token (0.5, then 0.25)";
+  EXPECT_EQ(acceptance.Worth(4, 0.0f), 4);
+  EXPECT_EQ(acceptance.Worth(0, 0.0f), 0);
+  for (int i = 0; i < 10; ++i) acceptance.Record(4, 4);
+  EXPECT_GT(acceptance.chance(), 0.9f);
+  EXPECT_EQ(acceptance.Worth(4, 0.35f), 4);
+  EXPECT_EQ(acceptance.Worth(3, 0.35f), 3);
+  for (int i = 0; i < 20; ++i) acceptance.Record(1, 0);  // the text changed: every guess wrong
+  EXPECT_LT(acceptance.chance(), 0.1f);
+  EXPECT_EQ(acceptance.Worth(4, 0.35f), 0);
+  for (int i = 0; i < 10; ++i) acceptance.Record(1, 1);  // probes right again
+  EXPECT_EQ(acceptance.Worth(4, 0.35f), 4);
+  acceptance.Record(0, 0);  // nothing tried: no change
+  EXPECT_EQ(acceptance.Worth(4, 0.35f), 4);
 }
 
 // A model whose text mostly repeats itself with period `period` (what drafts guess right) and
@@ -70,7 +90,8 @@ NextTokenFn RepetitiveNext(size_t period) {
 
 SchedulerOptions SpeculativeOptions(int32_t max_tokens = 4, int32_t max_batch = 8) {
   SchedulerOptions options = TestOptions();
-  options.speculative = {.max_tokens = max_tokens, .max_ngram = 3, .min_ngram = 2, .max_batch = max_batch};
+  options.speculative = {
+      .max_tokens = max_tokens, .max_ngram = 3, .min_ngram = 2, .max_batch = max_batch, .min_keep_chance = 0.0f};
   return options;
 }
 
@@ -212,6 +233,45 @@ TEST(SchedulerSpeculativeTest, ATinyPoolKeepsOutputsExact) {
   EXPECT_GT(run.stats.replicas[0].accepted_draft_tokens, 0);
   EXPECT_TRUE(run.invariants.ok()) << run.invariants;
   EXPECT_EQ(run.stats.replicas[0].blocks.used, 0);
+}
+
+TEST(SchedulerSpeculativeTest, DraftsStopWhereTheyFailAndComeBackWhereTheyHit) {
+  // Three symbols at random for the first 60 generated tokens (every short tail recurs, its
+  // continuation is right one time in three), then a period of 7 (every draft right).
+  const size_t prompt_len = 12;
+  const NextTokenFn next = [hash = HashNextToken(1000)](std::span<const int32_t> context) {
+    if (context.size() < prompt_len + 60) return 3 + hash(context) % 3;
+    return context[context.size() - 7];
+  };
+  const std::vector<std::vector<int32_t>> prompts = {MakePrompt(12, 900), MakePrompt(12, 901)};
+  const std::vector<int> max_tokens = {120, 120};
+  const FakeExecutorOptions replica{.kv_blocks = 256, .block_size = 4, .max_step_tokens = 32, .max_step_sequences = 8};
+  SchedulerOptions adaptive = SpeculativeOptions();
+  adaptive.speculative.min_keep_chance = 0.35f;
+  const SpecRun always = RunAll(SpeculativeOptions(), replica, next, prompts, max_tokens, 2);
+  const SpecRun run = RunAll(adaptive, replica, next, prompts, max_tokens, 2);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(run.outcomes[i].tokens, ExpectedTokens(next, prompts[i], max_tokens[i])) << i;
+    EXPECT_EQ(always.outcomes[i].tokens, run.outcomes[i].tokens) << i;
+  }
+  int64_t random_phase = 0, always_random_phase = 0, repeating_phase = 0;
+  for (const SpecRun* r : {&run, &always}) {
+    for (const StepPlan& plan : r->plans) {
+      for (const SequencePlan& seq : plan.sequences) {
+        if (seq.sample_index > 0 && seq.sample_index < 60) {
+          (r == &run ? random_phase : always_random_phase) += seq.draft_tokens;
+        } else if (r == &run && seq.sample_index >= 70) {
+          repeating_phase += seq.draft_tokens;
+        }
+      }
+    }
+  }
+  EXPECT_GT(always_random_phase, 100);
+  EXPECT_LT(random_phase * 4, always_random_phase) << "drafts that fail two times in three should mostly stop";
+  EXPECT_GT(repeating_phase, 50) << "probes should bring the drafts back once the text repeats";
+  const SpecRun plain = RunAll(TestOptions(), replica, next, prompts, max_tokens, 2);
+  EXPECT_LT(run.plans.size() + 30, plain.plans.size()) << "the repeating half should still save steps";
+  EXPECT_TRUE(run.invariants.ok()) << run.invariants;
 }
 
 // Allows every token: a constrained request whose text is the unconstrained one.
