@@ -256,7 +256,12 @@ if [[ -x $carry/bin/bitfleet ]]; then
     }
     serve_specs 50151 "" -- "${specs[@]}"
     # The same model run by serve itself (--in-process: no worker process, no control stream).
-    serve_specs 50153 _inproc --in-process -- "${specs[0]}" "${specs[1]}" "${specs[4]}" "${specs[5]}"
+    serve_specs 50153 _inproc --in-process -- "${specs[0]}" "${specs[1]}" "${specs[2]}" "${specs[4]}" "${specs[5]}"
+    # And that with speculative decoding (drafts by prompt lookup; the synthetic model's greedy
+    # text falls into loops, which drafts guess): whether a GPU step with 5 tokens per sequence
+    # costs as little as its weight reads suggest. The chance threshold is lowered for a GPU.
+    serve_specs 50157 _inproc_spec --in-process --speculative-tokens 4 --speculative-min-chance 0.05 -- \
+      "${specs[0]}" "${specs[2]}"
     # And that with RoPE + KV write fused (off by default until measured): its effect on serving.
     BITFLEET_CUDA_FUSED_ROPE_KV=1 serve_specs 50154 _inproc_ropekv --in-process -- "${specs[0]}" "${specs[1]}" \
       "${specs[4]}"
@@ -393,7 +398,7 @@ if os.path.exists(path):
 runner = {}
 # The serve runs of the runner section: file suffix, and how serve ran.
 serve_modes = (("", "workers"), ("_inproc", "--in-process"), ("_inproc_ropekv", "--in-process, fused RoPE+KV"),
-               ("_inproc_spin", "--in-process, spin 2 ms"))
+               ("_inproc_spin", "--in-process, spin 2 ms"), ("_inproc_spec", "--in-process, speculative 4"))
 serve_names = ["runner_serve_" + n + sfx for sfx, _ in serve_modes
                for n in ("c1", "c16", "c1_gen256", "c16_gen256", "prefix", "prefix16", "c16_logprobs")]
 for name in ["runner_decode", "runner_decode_unfused", "runner_decode_rope_kv", "runner_eval_served",
