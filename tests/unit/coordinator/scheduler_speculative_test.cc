@@ -3,8 +3,11 @@
 // back through the block table. Every text must equal what the request generates alone without
 // drafts: a draft kept that the model did not generate, a rejected draft's KV counted as
 // computed, or a token lost at a rejection changes it.
+#include <map>
 #include <memory>
+#include <random>
 #include <set>
+#include <unordered_set>
 
 #include "coordinator/draft_proposer.h"
 #include "coordinator/output_constraint.h"
@@ -272,6 +275,100 @@ TEST(SchedulerSpeculativeTest, DraftsStopWhereTheyFailAndComeBackWhereTheyHit) {
   const SpecRun plain = RunAll(TestOptions(), replica, next, prompts, max_tokens, 2);
   EXPECT_LT(run.plans.size() + 30, plain.plans.size()) << "the repeating half should still save steps";
   EXPECT_TRUE(run.invariants.ok()) << run.invariants;
+}
+
+TEST(SchedulerSpeculativeTest, DraftsNeverCrowdOutAnotherDecode) {
+  // Four streams decoding under a 6-token budget: drafts get what is left after a token for
+  // every decode, so each stream is in every step from its first to its last.
+  const NextTokenFn next = RepetitiveNext(3);
+  const std::vector<std::vector<int32_t>> prompts = RepetitivePrompts(4, 1);
+  const std::vector<int> max_tokens = {30, 30, 30, 30};
+  const SpecRun run = RunAll(SpeculativeOptions(), {.kv_blocks = 128, .block_size = 4, .max_step_tokens = 6}, next,
+                             prompts, max_tokens, 4);
+  std::map<uint64_t, std::vector<uint64_t>> steps_of;
+  int64_t drafts = 0;
+  for (const StepPlan& plan : run.plans) {
+    for (const SequencePlan& seq : plan.sequences) {
+      steps_of[seq.sequence_id].push_back(plan.step_id);
+      drafts += seq.draft_tokens;
+    }
+  }
+  ASSERT_EQ(steps_of.size(), 4u);
+  for (const auto& [id, steps] : steps_of) {
+    EXPECT_EQ(steps.back() - steps.front() + 1, steps.size()) << "sequence " << id << " skipped a step";
+  }
+  EXPECT_GT(drafts, 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(run.outcomes[i].tokens, ExpectedTokens(next, prompts[i], max_tokens[i])) << i;
+  }
+}
+
+// Random configurations: budgets that cut drafts short, pools that preempt, end tokens inside
+// drafts, requests joining and leaving, cancellations, two replicas. Every finished text must be
+// the request's text alone, or a prefix of it for a cancelled one; the invariants must hold.
+TEST(SchedulerSpeculativeTest, RandomConfigurationsKeepEveryTextExact) {
+  constexpr int32_t kEos = 2;
+  std::mt19937 rng(20261128);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int round = 0; round < 40; ++round) {
+    const size_t period = static_cast<size_t>(uniform(2, 9));
+    const int noise = uniform(2, 12);  // one token in `noise` from the hash
+    const NextTokenFn next = [period, noise, hash = HashNextToken(1000)](std::span<const int32_t> context) {
+      const int32_t h = hash(context);
+      if (context.size() < period || h % noise == 0) return h % 97 == 0 ? kEos : h;
+      return context[context.size() - period];
+    };
+    const int block_size = uniform(1, 3) * 2;
+    const int largest = (30 + 40 + block_size - 1) / block_size;  // blocks of the largest request
+    FakeExecutorOptions replica{.kv_blocks = uniform(largest, 3 * largest), .block_size = block_size,
+                                .max_step_tokens = uniform(4, 40), .max_step_sequences = uniform(1, 8)};
+    replica.max_logit_rows = uniform(replica.max_step_sequences, 12);
+    FakeExecutor a(replica, next), b(replica, next);
+    SchedulerOptions options = TestOptions(block_size);
+    options.end_of_generation = {kEos};
+    options.speculative = {.max_tokens = uniform(1, 8), .max_ngram = uniform(2, 4), .min_ngram = 1,
+                           .max_batch = uniform(1, 8), .min_keep_chance = uniform(0, 1) == 0 ? 0.0f : 0.35f};
+    auto scheduler = MakeScheduler(options, {&a, &b});
+    ASSERT_NE(scheduler, nullptr);
+    Collector collector;
+    const int n = uniform(1, 10);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<int> max_tokens;
+    std::vector<RequestId> ids;
+    for (int i = 0; i < n; ++i) {
+      prompts.push_back(MakePrompt(uniform(1, 30), static_cast<uint32_t>(1000 * round + i)));
+      max_tokens.push_back(uniform(1, 40));
+      GenerateRequest request = MakeRequest(collector, i, prompts.back(), max_tokens.back());
+      request.ignore_eos = uniform(0, 3) == 0;
+      auto id = scheduler->Submit(std::move(request));
+      ASSERT_TRUE(id.ok()) << id.status();
+      ids.push_back(*id);
+      for (int it = uniform(0, 2); it > 0; --it) scheduler->RunIteration();
+    }
+    const int cancelled = uniform(0, 2) == 0 ? uniform(0, n - 1) : -1;
+    for (int it = uniform(0, 4); it > 0; --it) scheduler->RunIteration();
+    if (cancelled >= 0) scheduler->Cancel(ids[static_cast<size_t>(cancelled)], FinishReason::kCancelled).IgnoreError();
+    RunUntilIdle(*scheduler);
+    for (int i = 0; i < n; ++i) {
+      const Outcome o = collector.Get(i);
+      ASSERT_TRUE(o.finished) << "round " << round << " request " << i;
+      EXPECT_EQ(o.events_after_finish, 0);
+      const std::unordered_set<int32_t> eos =
+          (o.reason == FinishReason::kLength && o.tokens.size() == static_cast<size_t>(max_tokens[i]))
+              ? std::unordered_set<int32_t>{}
+              : std::unordered_set<int32_t>{kEos};
+      std::vector<int32_t> want = ExpectedTokens(next, prompts[i], max_tokens[i], eos);
+      if (i == cancelled && o.reason == FinishReason::kCancelled) {
+        ASSERT_LE(o.tokens.size(), want.size()) << "round " << round << " request " << i;
+        want.resize(o.tokens.size());
+      } else {
+        EXPECT_TRUE(o.status.ok()) << "round " << round << " request " << i << ": " << o.status;
+      }
+      EXPECT_EQ(o.tokens, want) << "round " << round << " request " << i;
+    }
+    EXPECT_TRUE(scheduler->invariant_status().ok()) << "round " << round << ": " << scheduler->invariant_status();
+    for (const ReplicaStats& r : scheduler->Stats().replicas) EXPECT_EQ(r.blocks.used, 0) << "round " << round;
+  }
 }
 
 // Allows every token: a constrained request whose text is the unconstrained one.
