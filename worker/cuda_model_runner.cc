@@ -46,6 +46,7 @@ struct DeviceProjection {
 
 struct DeviceLayer {
   kc::DeviceBuffer attn_norm, ffn_norm, attn_sub_norm, ffn_sub_norm;  // sub-norms: BitNet only
+  kc::DeviceBuffer q_bias, k_bias, v_bias;                              // Qwen2 only
   DeviceProjection wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -318,10 +319,6 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
   BF_RETURN_IF_ERROR(ResolveRunnerOptions(c, &impl->options_));
   const RunnerOptions& o = impl->options_;
   if (o.kv_type != cache::KvType::kF16) return absl::UnimplementedError("the CUDA runner keeps an f16 KV cache only");
-  if (c.qkv_bias) {
-    return absl::UnimplementedError(absl::StrCat("the CUDA runner does not add ", c.arch_name,
-                                                 "'s attention biases yet: run this model with --device cpu"));
-  }
   BF_ASSIGN_OR_RETURN(impl->plan_, sharding::ShardPlan::Create(c, f, tp));
   impl->shard_ = &impl->plan_.rank(rank);
   const sharding::RankShard& shard = *impl->shard_;
@@ -364,6 +361,12 @@ StatusOr<std::unique_ptr<CudaModelRunnerImpl>> CudaModelRunnerImpl::Create(std::
     if (impl->bitnet_) {
       BF_ASSIGN_OR_RETURN(L.attn_sub_norm, vec(names::kAttnSubNorm, d.q_dim()));
       BF_ASSIGN_OR_RETURN(L.ffn_sub_norm, vec(names::kFfnSubNorm, d.n_ff));
+    }
+    if (c.qkv_bias) {
+      BF_ASSIGN_OR_RETURN(const QkvBiases biases, LoadQkvBiases(f, shard, i));
+      BF_ASSIGN_OR_RETURN(L.q_bias, UploadFloats(biases.q));
+      BF_ASSIGN_OR_RETURN(L.k_bias, UploadFloats(biases.k));
+      BF_ASSIGN_OR_RETURN(L.v_bias, UploadFloats(biases.v));
     }
     BF_ASSIGN_OR_RETURN(L.wq, mat(names::kAttnQ, d.n_embd, d.q_dim()));
     BF_ASSIGN_OR_RETURN(L.wk, mat(names::kAttnK, d.n_embd, d.kv_dim()));
@@ -609,6 +612,11 @@ Status CudaModelRunnerImpl::Layer(int l, int n, const kc::PagedKvBatch& kv_batch
                                   n, d.n_embd));
   }
   *pending_add = false;
+  if (config_.qkv_bias) {  // Qwen2: before RoPE and the KV write, as on the CPU
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRowBias(q_.as<float>(), L.q_bias.as<float>(), n, d.q_dim(), s), "q bias"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRowBias(k_.as<float>(), L.k_bias.as<float>(), n, d.kv_dim(), s), "k bias"));
+    BF_RETURN_IF_ERROR(Cuda(kc::LaunchAddRowBias(v_.as<float>(), L.v_bias.as<float>(), n, d.kv_dim(), s), "v bias"));
+  }
 
   const kernels::PagedKv kv = kv_->Layer(l);
   if (fused_rope_kv_) {

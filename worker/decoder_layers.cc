@@ -32,11 +32,12 @@ uint64_t DecoderLayers::resident_bytes() const {
   return total;
 }
 
-Status LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shard, uint32_t layer, LayerWeights& w) {
+StatusOr<QkvBiases> LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shard, uint32_t layer) {
   namespace names = model::tensor_names;
   const std::pair<const char*, const char*> pairs[] = {
       {names::kAttnQ, names::kAttnQBias}, {names::kAttnK, names::kAttnKBias}, {names::kAttnV, names::kAttnVBias}};
-  std::vector<float>* out[] = {&w.q_bias, &w.k_bias, &w.v_bias};
+  QkvBiases biases;
+  std::vector<float>* out[] = {&biases.q, &biases.k, &biases.v};
   for (int i = 0; i < 3; ++i) {
     const std::string weight = names::Layer(layer, pairs[i].first);
     const sharding::TensorSlice* slice = shard.Find(weight);
@@ -49,7 +50,7 @@ Status LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shar
       out[i]->insert(out[i]->end(), all.begin() + r.begin, all.begin() + r.end);
     }
   }
-  return absl::OkStatus();
+  return biases;
 }
 
 StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,

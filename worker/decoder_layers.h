@@ -38,9 +38,12 @@ struct LayerWeights {
 StatusOr<LayerWeights> LoadCommonLayerWeights(const gguf::GgufFile& file, const sharding::RankShard& shard,
                                               const ModelDims& dims, uint32_t layer, ThreadPool* pool = nullptr);
 
-// Loads layer `layer`'s attn_q / attn_k / attn_v biases into `w`: of each, the elements of the
-// rows this rank holds of its projection (the shard plan's rows of attn_q.weight, ...).
-Status LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shard, uint32_t layer, LayerWeights& w);
+// Layer `layer`'s attn_q / attn_k / attn_v biases (Qwen2) as this rank holds them: of each, the
+// elements of the rows it holds of the projection (the shard plan's rows of attn_q.weight, ...).
+struct QkvBiases {
+  std::vector<float> q, k, v;
+};
+StatusOr<QkvBiases> LoadQkvBiases(const gguf::GgufFile& file, const sharding::RankShard& shard, uint32_t layer);
 
 // The rank's slice of matrix `name`, checked to be `cols` × `rows` locally (GGUF [cols, rows]).
 StatusOr<Projection> LoadShardProjection(const gguf::GgufFile& file, const sharding::RankShard& shard,

@@ -40,7 +40,12 @@ StatusOr<std::unique_ptr<DecoderLayers>> LoadLlamaLayers(const gguf::GgufFile& f
   layers.reserve(config.n_layer);
   for (uint32_t i = 0; i < config.n_layer; ++i) {
     BF_ASSIGN_OR_RETURN(LayerWeights w, LoadCommonLayerWeights(file, shard, dims, i, pool));
-    if (config.qkv_bias) BF_RETURN_IF_ERROR(LoadQkvBiases(file, shard, i, w));
+    if (config.qkv_bias) {
+      BF_ASSIGN_OR_RETURN(QkvBiases biases, LoadQkvBiases(file, shard, i));
+      w.q_bias = std::move(biases.q);
+      w.k_bias = std::move(biases.k);
+      w.v_bias = std::move(biases.v);
+    }
     layers.push_back(std::move(w));
   }
   return std::unique_ptr<DecoderLayers>(new LlamaLayers(std::move(layers)));

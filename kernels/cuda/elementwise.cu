@@ -1,5 +1,5 @@
 // Elementwise FFN gates (SiLU, squared ReLU) and the residual add, grid-stride over n values;
-// the projection scale; the row gather of the logit rows.
+// the projection scale; the row bias (Qwen2's Q/K/V biases); the row gather of the logit rows.
 #include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/device_util.cuh"
 #include "kernels/cuda/ops_launch.h"
@@ -50,6 +50,15 @@ __global__ void __launch_bounds__(kThreads) ScaleKernel(float* x, int64_t n, flo
   }
 }
 
+// x[t, i] += bias[i], grid-stride over n_tokens × dim values.
+__global__ void __launch_bounds__(kThreads) AddRowBiasKernel(float* x, const float* bias, int64_t n, int dim) {
+  AllowDependentLaunch();
+  WaitForPrerequisiteGrids();
+  for (int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x; i < n; i += int64_t{gridDim.x} * kThreads) {
+    x[i] = __fadd_rn(x[i], bias[i % dim]);
+  }
+}
+
 // Block r copies row rows[r] of src to row r of dst.
 __global__ void __launch_bounds__(kThreads) GatherRowsKernel(const float* src, const int32_t* rows, int64_t row_floats,
                                                              float* dst) {
@@ -86,6 +95,16 @@ cudaError_t LaunchRelu2Mul(const float* gate, const float* up, int64_t n, float*
 }
 cudaError_t LaunchAdd(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream) {
   return Launch<Op::kAdd>(a, b, n, out, stream);
+}
+
+cudaError_t LaunchAddRowBias(float* x, const float* bias, int n_tokens, int dim, cudaStream_t stream) {
+  if (n_tokens < 0 || dim <= 0) return cudaErrorInvalidValue;
+  const int64_t n = int64_t{n_tokens} * dim;
+  if (n == 0) return cudaSuccess;
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  return LaunchDependent(AddRowBiasKernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), stream, x, bias, n,
+                         dim);
 }
 
 }  // namespace bitfleet::kernels::cuda

@@ -51,6 +51,9 @@ cudaError_t LaunchRope(float* x, const int32_t* positions, int n_tokens, int n_h
 cudaError_t LaunchSiluMul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t LaunchRelu2Mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t LaunchAdd(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
+// x[t, i] += bias[i] for n_tokens rows of dim (one rounded sum each, as on the CPU): a
+// projection's bias (Qwen2's Q, K and V). INVALID_VALUE for dim <= 0 or n_tokens < 0.
+cudaError_t LaunchAddRowBias(float* x, const float* bias, int n_tokens, int dim, cudaStream_t stream);
 // x *= scale in place (one rounded product: a projection's per-tensor scale, as on the CPU).
 cudaError_t LaunchScale(float* x, int64_t n, float scale, cudaStream_t stream);
 // dst row r = src row rows[r] for r < n_rows (rows of row_floats floats; `rows` in device

@@ -185,6 +185,7 @@ TEST(CudaModelRunnerTest, MatchesTheCpuRunnerOnEveryArchitecture) {
   CheckModel("llama", DType::kF16);
   CheckModel("llama", DType::kQ4_0);
   CheckModel("llama", DType::kQ8_0);
+  CheckModel("qwen2", DType::kQ4_0);  // Q/K/V biases
   CheckModel("bitnet", DType::kTQ2_0, ::testing::TempDir() + "/bitnet_scaled.gguf");
 }
 

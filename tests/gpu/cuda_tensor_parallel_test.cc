@@ -43,7 +43,6 @@ void ExpectTpMatchesOneDevice(const ModelSpec& spec, int tp) {
 TEST(CudaTensorParallelTest, EveryTypeAtTp2MatchesOneRank) {
   BF_REQUIRE_GPU();
   for (const ModelSpec& spec : MatrixFor(2)) {
-    if (spec.arch == "qwen2") continue;  // the CUDA runner refuses its biases (docs/cuda.md)
     ExpectTpMatchesOneDevice(spec, 2);
     if (HasFatalFailure()) return;  // the first model that breaks says enough
   }

@@ -146,6 +146,26 @@ TEST(OpsCudaTest, GatesAndAdd) {
   }
 }
 
+TEST(OpsCudaTest, AddRowBiasAddsTheBiasToEveryRowExactly) {
+  BF_REQUIRE_GPU();
+  std::mt19937_64 rng(13);
+  for (int iter = 0; iter < kShapes; ++iter) {
+    const int n_tokens = static_cast<int>(rng() % 70);
+    const int dim = 1 + static_cast<int>(rng() % 3000);
+    const size_t n = static_cast<size_t>(std::max(n_tokens, 1)) * dim;
+    const std::vector<float> x = RandomFloats(n, rng, 3.0f);
+    const std::vector<float> bias = RandomFloats(static_cast<size_t>(dim), rng);
+    DeviceArray<float> x_dev(x), bias_dev(bias);
+    BF_ASSERT_LAUNCH(LaunchAddRowBias(x_dev.get(), bias_dev.get(), n_tokens, dim, nullptr));
+    const std::vector<float> got = x_dev.ToHost();
+    std::vector<float> want = x;
+    for (int t = 0; t < n_tokens; ++t) {
+      for (int i = 0; i < dim; ++i) want[static_cast<size_t>(t) * dim + i] += bias[i];
+    }
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float))) << n_tokens << " x " << dim;
+  }
+}
+
 TEST(OpsCudaTest, GatherRowsCopiesTheNamedRowsExactly) {
   BF_REQUIRE_GPU();
   std::mt19937_64 rng(11);
@@ -179,6 +199,8 @@ TEST(OpsCudaTest, RejectsBadShapes) {
   EXPECT_EQ(cudaSuccess, LaunchSiluMul(nullptr, nullptr, 0, nullptr, nullptr));
   EXPECT_EQ(cudaErrorInvalidValue, LaunchGatherRows(nullptr, nullptr, -1, 4, nullptr, nullptr));
   EXPECT_EQ(cudaSuccess, LaunchGatherRows(nullptr, nullptr, 0, 4, nullptr, nullptr));
+  EXPECT_EQ(cudaErrorInvalidValue, LaunchAddRowBias(nullptr, nullptr, 1, 0, nullptr));
+  EXPECT_EQ(cudaSuccess, LaunchAddRowBias(nullptr, nullptr, 0, 8, nullptr));
 }
 
 // The fused norm + quantization launchers against the unfused sequence they replace (Add or
