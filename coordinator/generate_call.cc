@@ -152,7 +152,10 @@ Status GenerateCall::Run(GenerateOutput& output) {
   StopMatcher stop(std::move(stop_));
   bool first_message = true;
   bool client_gone = false;
-  int64_t tokens_seen = 0;  // token events, streamed or not (the usage of a finish decided here)
+  // Tokens streamed: all of them, or those up to the one completing a stop string. The usage of a
+  // stop-string finish counts these, not the scheduler's count, which includes tokens generated
+  // after the stop appeared (a step in flight, kept speculative drafts) that nobody received.
+  int64_t tokens_streamed = 0;
   // The final message's usage (the cached prompt tokens come with the scheduler's finish only).
   auto set_usage = [&](v1::GenerateResponse& message, int64_t completion_tokens, int64_t cached_prompt_tokens) {
     v1::Usage* usage = message.mutable_usage();
@@ -202,8 +205,8 @@ Status GenerateCall::Run(GenerateOutput& output) {
         }
         continue;
       }
-      ++tokens_seen;
       if (stop.matched()) continue;  // tokens already in flight when the stop string appeared
+      ++tokens_streamed;
       message.add_token_ids(event.token);
       if (event.has_logprobs) FillLogprobs(event.token, event.logprob, event.top_logprobs, message.add_logprobs());
       StatusOr<std::string> piece = decoder.Push(event.token);
@@ -223,7 +226,7 @@ Status GenerateCall::Run(GenerateOutput& output) {
                     kCancelGrace.count());
           v1::GenerateResponse last;
           last.set_finish_reason(v1::FINISH_REASON_STOP_STRING);
-          set_usage(last, tokens_seen, 0);
+          set_usage(last, tokens_streamed, 0);
           send(last);
           return client_gone ? gone_status() : absl::OkStatus();
         }
@@ -248,7 +251,7 @@ Status GenerateCall::Run(GenerateOutput& output) {
       message.mutable_text()->append(stop.Flush());
     }
     message.set_finish_reason(ToProto(end.finish_reason, stop.matched()));
-    set_usage(message, end.usage.completion_tokens, end.usage.cached_prompt_tokens);
+    set_usage(message, stop.matched() ? tokens_streamed : end.usage.completion_tokens, end.usage.cached_prompt_tokens);
     send(message);
     log->debug("{}: {} prompt + {} generated tokens in {:.3f} s, finish {}", request_id_, prompt_tokens_,
                end.usage.completion_tokens, seconds, v1::FinishReason_Name(message.finish_reason()));

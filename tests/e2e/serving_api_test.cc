@@ -591,6 +591,9 @@ TEST_P(ServeApiTest, StopStringEndsTheStreamWithoutIt) {
   EXPECT_EQ(out.finish, v1::FINISH_REASON_STOP_STRING);
   EXPECT_EQ(out.text, full.text.substr(0, cut));
   EXPECT_LE(out.tokens.size(), full.tokens.size());
+  // The usage counts the tokens up to the one that completed the stop string, not those the
+  // scheduler generated after it (a step in flight, or kept drafts) and nobody received.
+  EXPECT_EQ(out.usage.completion_tokens(), out.tokens.size());
 }
 
 TEST_P(ServeApiTest, HealthTokenizeDetokenizeAndModelInfo) {
