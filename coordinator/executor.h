@@ -78,7 +78,9 @@ struct SequencePlan {
   // token, draft_samples[i] after draft i, the i-th with sample_index + i + 1 and a penalty
   // history running through the tokens fed before it. Each sample is exactly what a step fed up
   // to that token would draw, so the coordinator keeps draft i while it equals the sample before
-  // it. Requires sample, no score_tokens, no allowed_tokens, no logprobs.
+  // it. Requires sample, no score_tokens, no logprobs; allowed_tokens, if any, then holds one
+  // mask per sample (draft_tokens + 1 of them, end to end: the one after the last real token,
+  // then the one after each draft).
   int32_t draft_tokens = 0;
 };
 

@@ -160,6 +160,7 @@ class JsonConstraint final : public OutputConstraint {
   const TokenMask& AllowedTokens() override;
   bool Accept(int32_t token) override;
   bool Complete() const override { return state_.complete(); }
+  std::unique_ptr<OutputConstraint> Clone() const override { return std::make_unique<JsonConstraint>(*this); }
   const JsonState& state() const { return state_; }
 
  private:
@@ -179,6 +180,7 @@ class JsonOrTextConstraint final : public OutputConstraint {
   const TokenMask& AllowedTokens() override;
   bool Accept(int32_t token) override;
   bool Complete() const override { return mode_ == Mode::kText || (mode_ == Mode::kJson && json_.Complete()); }
+  std::unique_ptr<OutputConstraint> Clone() const override { return std::make_unique<JsonOrTextConstraint>(*this); }
   // Whether the answer turned out to be a value (else text, or undecided).
   bool json() const { return mode_ == Mode::kJson; }
 

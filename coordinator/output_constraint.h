@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/bit_set.h"
@@ -37,6 +38,9 @@ class OutputConstraint {
   // Takes the sampled token. False when AllowedTokens did not allow it (the output is then
   // broken: the caller ends the request with an error).
   virtual bool Accept(int32_t token) = 0;
+  // A copy in the same state, which speculative decoding walks through a draft to get the mask of
+  // every position; null when the constraint cannot be copied (its requests then get no drafts).
+  virtual std::unique_ptr<OutputConstraint> Clone() const { return nullptr; }
 };
 
 }  // namespace bitfleet::coordinator

@@ -83,36 +83,59 @@ int32_t ReplicaScheduler::ScoredTokens(const Sequence& seq, int32_t n) const {
 
 ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget,
                                                        std::vector<int32_t> draft) const {
-  Scheduled entry{seq, n, decode, ScoredTokens(*seq, n), std::move(draft)};
+  Scheduled entry{seq, n, decode, ScoredTokens(*seq, n), std::move(draft), {}, -1};
   budget->tokens -= entry.tokens();
   budget->rows -= entry.rows();
   return entry;
 }
 
-std::vector<int32_t> ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left,
-                                                const StepBudget& budget, int32_t* probe) {
-  *probe = -1;
+void ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget,
+                                Scheduled* entry) {
   const DraftOptions& options = config_.draft;
-  if (options.max_tokens <= 0 || decodes > options.max_batch) return {};
-  // Drafts are sampled like any token, but the coordinator must check each one: a constraint's
-  // mask, a token's log probability or prompt scores are per position.
-  if (seq->constraint != nullptr || seq->sampling.logprobs || seq->scoring()) return {};
+  if (options.max_tokens <= 0 || decodes > options.max_batch) return;
+  // A token's log probability and prompt scores are reported per position, for tokens the
+  // request keeps: not for drafts.
+  if (seq->sampling.logprobs || seq->scoring()) return;
   // Kept drafts and the sample after them are generated tokens: stay within max_tokens (and so
   // within the context the request was admitted for).
   const int32_t limit = std::min({options.max_tokens, seq->max_tokens - seq->generated() - 1,
                                   budget.tokens - decodes_left, budget.rows - decodes_left});
-  std::vector<int32_t> draft;
+  std::vector<int32_t>& draft = entry->draft;
   ProposeDraft(seq->tokens, options, limit, &draft);
-  if (draft.empty()) return draft;
+  if (draft.empty()) return;
   const int32_t first = draft[0];
   draft.resize(static_cast<size_t>(seq->drafts.Worth(static_cast<int32_t>(draft.size()), options.min_keep_chance)));
   if (draft.empty()) {
-    *probe = first;  // not worth feeding now; whether the model generates it still counts
-    return draft;
+    entry->probe = first;  // not worth feeding now; whether the model generates it still counts
+    return;
   }
+  if (seq->constraint != nullptr && !ConstrainDraft(*seq->constraint, entry)) return;
   const int64_t positions = static_cast<int64_t>(seq->num_computed) + 1 + static_cast<int64_t>(draft.size());
-  if (!blocks_.Grow(seq->id, positions).ok()) draft.clear();  // all or nothing; the decode goes on without
-  return draft;
+  if (!blocks_.Grow(seq->id, positions).ok()) {  // all or nothing; the decode goes on without
+    draft.clear();
+    entry->draft_masks.clear();
+  }
+}
+
+bool ReplicaScheduler::ConstrainDraft(const OutputConstraint& constraint, Scheduled* entry) const {
+  std::vector<int32_t>& draft = entry->draft;
+  std::unique_ptr<OutputConstraint> trial = constraint.Clone();
+  size_t kept = 0;
+  if (trial != nullptr) {
+    // The draft up to its first token the constraint refuses, or after which nothing may follow
+    // (the sample there must end the output) or the end of generation (whose Accept ends it).
+    for (; kept < draft.size(); ++kept) {
+      const int32_t token = draft[kept];
+      if (end_of_generation_.contains(token) || !MaskHas(trial->AllowedTokens(), token) || !trial->Accept(token)) {
+        break;
+      }
+      const TokenMask& next = trial->AllowedTokens();
+      if (MaskEmpty(next)) break;
+      entry->draft_masks.insert(entry->draft_masks.end(), next.begin(), next.end());
+    }
+  }
+  draft.resize(kept);
+  return kept > 0;
 }
 
 StepPlan ReplicaScheduler::BuildPlan() {
@@ -139,11 +162,11 @@ StepPlan ReplicaScheduler::BuildPlan() {
         const int32_t n = ChunkFor(*seq, seq->num_computed, budget);
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
-        std::vector<int32_t> draft;
-        int32_t probe = -1;
-        if (decode) draft = DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget, &probe);
-        scheduled_.push_back(Schedule(seq, n, decode, &budget, std::move(draft)));
-        scheduled_.back().probe = probe;
+        Scheduled drafting{seq, n, decode, 0, {}, {}, -1};
+        if (decode) DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget, &drafting);
+        scheduled_.push_back(Schedule(seq, n, decode, &budget, std::move(drafting.draft)));
+        scheduled_.back().draft_masks = std::move(drafting.draft_masks);
+        scheduled_.back().probe = drafting.probe;
       }
     }
     Admit(&budget);
@@ -295,7 +318,11 @@ SequencePlan ReplicaScheduler::MakeSequencePlan(const Scheduled& entry) const {
     const int32_t window = seq.sampling.penalty_last_n < 0 ? before : std::min(before, seq.sampling.penalty_last_n);
     plan.history.assign(seq.tokens.begin() + (before - window), seq.tokens.begin() + before);
   }
-  if (plan.sample && seq.constraint != nullptr) plan.allowed_tokens = seq.constraint->AllowedTokens();
+  if (plan.sample && seq.constraint != nullptr) {
+    plan.allowed_tokens = seq.constraint->AllowedTokens();
+    // A drafting sequence's later samples: the mask after each draft, in order.
+    plan.allowed_tokens.insert(plan.allowed_tokens.end(), entry.draft_masks.begin(), entry.draft_masks.end());
+  }
   const auto scored = seq.tokens.begin() + seq.num_computed + 1;
   plan.score_tokens.assign(scored, scored + entry.n_scored);
   return plan;

@@ -112,7 +112,9 @@ class ReplicaScheduler {
     bool decode;       // one generated token (not a prefill or recompute chunk)
     int32_t n_scored;  // prompt tokens the chunk scores (SequencePlan::score_tokens)
     std::vector<int32_t> draft;  // guessed tokens fed after the decode token
-    int32_t probe = -1;          // a draft's first token not fed (DraftAcceptance), or -1
+    // A constrained sequence's masks after each draft token (draft.size() masks, end to end).
+    std::vector<uint64_t> draft_masks;
+    int32_t probe = -1;  // a draft's first token not fed (DraftAcceptance), or -1
     // Tokens the step feeds for it, and logit rows it returns.
     int32_t tokens() const { return n_tokens + static_cast<int32_t>(draft.size()); }
     int32_t rows() const { return n_scored > 0 ? n_tokens : 1 + static_cast<int32_t>(draft.size()); }
@@ -135,12 +137,14 @@ class ReplicaScheduler {
   // The plan entry for `n` tokens of `seq` (and `draft` after them), taken from the budget.
   Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget,
                      std::vector<int32_t> draft = {}) const;
-  // The draft for decoding `seq` in this step (empty: none), leaving a token and a row of the
-  // budget for each of the `decodes_left` decodes still to schedule (`seq`'s included), with
-  // its blocks reserved: a draft never preempts. `probe`: the first token of a draft found but
-  // not worth feeding (-1 if none), to be checked against the sample.
-  std::vector<int32_t> DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget,
-                                int32_t* probe);
+  // Sets entry->draft (empty: none) for decoding `seq` in this step, leaving a token and a row of
+  // the budget for each of the `decodes_left` decodes still to schedule (`seq`'s included), with
+  // its blocks reserved (a draft never preempts) and, under a constraint, its masks; or
+  // entry->probe, the first token of a draft found but not worth feeding, for DraftAcceptance.
+  void DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget, Scheduled* entry);
+  // Cuts entry->draft to what `constraint` allows (walking a copy of it through the draft) and
+  // fills entry->draft_masks; false when nothing is left.
+  bool ConstrainDraft(const OutputConstraint& constraint, Scheduled* entry) const;
   // Grows `seq`'s table for `n` more tokens, preempting the newest running sequences as
   // needed. False when `seq` itself was preempted (or failed).
   bool ReserveOrPreempt(Sequence* seq, int32_t n, StepBudget* budget);

@@ -66,18 +66,26 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": ", seq.draft_tokens,
                                                      " draft tokens in a chunk of ", seq.tokens.size()));
     }
-    if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || !seq.allowed_tokens.empty() ||
-                                 seq.sampling.logprobs)) {
+    if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || seq.sampling.logprobs)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", seq.sequence_id, ": draft tokens need a sampled step without scores, allowed tokens or logprobs"));
+          "sequence ", seq.sequence_id, ": draft tokens need a sampled step without scores or logprobs"));
+    }
+    const size_t mask_words = (static_cast<size_t>(runner_.n_vocab()) + 63) / 64;
+    if (seq.draft_tokens > 0 && !seq.allowed_tokens.empty() &&
+        seq.allowed_tokens.size() != mask_words * static_cast<size_t>(seq.draft_tokens + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": allowed_tokens has ",
+                                                     seq.allowed_tokens.size(), " words for ", seq.draft_tokens + 1,
+                                                     " samples of ", mask_words));
     }
     if (!seq.sample) continue;
     SamplingParams params = ToSamplingParams(seq.sampling);
-    params.allowed_tokens = seq.allowed_tokens;
-    const Status valid = ValidateSamplingParams(params, runner_.n_vocab());
-    if (!valid.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
+    for (int32_t j = 0; j <= seq.draft_tokens; ++j) {
+      params.allowed_tokens = RowMask(seq, j);
+      const Status valid = ValidateSamplingParams(params, runner_.n_vocab());
+      if (!valid.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sequence ", seq.sequence_id, ": ", std::string(valid.message())));
+      }
     }
     if (seq.sample_index + static_cast<uint64_t>(seq.draft_tokens) > max_context) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": sample_index ",
@@ -85,6 +93,12 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
     }
   }
   return absl::OkStatus();
+}
+
+std::span<const uint64_t> StepExecutor::RowMask(const coordinator::SequencePlan& seq, int32_t row) const {
+  if (seq.draft_tokens == 0 || seq.allowed_tokens.empty()) return seq.allowed_tokens;
+  const size_t words = seq.allowed_tokens.size() / static_cast<size_t>(seq.draft_tokens + 1);
+  return std::span<const uint64_t>(seq.allowed_tokens).subspan(static_cast<size_t>(row) * words, words);
 }
 
 Rng& StepExecutor::RngFor(const coordinator::SequencePlan& seq) {
@@ -228,10 +242,10 @@ Status StepExecutor::SampleAll(const coordinator::StepPlan& plan, const StepLogi
     history.insert(history.end(), seq.tokens.begin(), seq.tokens.begin() + static_cast<std::ptrdiff_t>(fed));
     if (j == 0) {
       params_.push_back(ToSamplingParams(seq.sampling));
-      params_.back().allowed_tokens = seq.allowed_tokens;  // the plan outlives this call
     } else {
       params_.push_back(params_.back());  // rows of one sequence are adjacent
     }
+    params_.back().allowed_tokens = RowMask(seq, j);  // the plan outlives this call
     if (params_.back().greedy()) continue;
     if (j == 0) {
       rngs[r] = &RngFor(seq);

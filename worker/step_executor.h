@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -60,6 +61,9 @@ class StepExecutor {
   };
 
   Status Validate(const coordinator::StepPlan& plan) const;
+  // The allowed-token mask of sample row `row` of `seq` (0: after its last real token, i: after
+  // draft i): a drafting constrained plan carries one per row, end to end; empty: any token.
+  std::span<const uint64_t> RowMask(const coordinator::SequencePlan& seq, int32_t row) const;
   // The stream of `seq`, positioned at its sample_index.
   Rng& RngFor(const coordinator::SequencePlan& seq);
   // Fills the token (and draft_samples) of every result sequence whose plan samples; `result`

@@ -107,9 +107,12 @@ Status FakeExecutor::Validate(const StepPlan& plan) const {
     if (seq.draft_tokens < 0 || static_cast<size_t>(seq.draft_tokens) >= seq.tokens.size()) {
       return absl::InvalidArgumentError("draft_tokens outside [0, tokens)");
     }
-    if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || !seq.allowed_tokens.empty() ||
-                                 seq.sampling.logprobs)) {
-      return absl::InvalidArgumentError("draft tokens on a plan that scores, constrains or asks for logprobs");
+    if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || seq.sampling.logprobs)) {
+      return absl::InvalidArgumentError("draft tokens on a plan that scores or asks for logprobs");
+    }
+    const size_t words = (static_cast<size_t>(options_.n_vocab) + 63) / 64;
+    if (!seq.allowed_tokens.empty() && seq.allowed_tokens.size() != words * (1 + seq.draft_tokens)) {
+      return absl::InvalidArgumentError("allowed_tokens is not one mask per sample");
     }
     total += static_cast<int64_t>(seq.tokens.size());
     const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
@@ -157,23 +160,30 @@ StatusOr<StepResult> FakeExecutor::Execute(const StepPlan& plan) {
         context.push_back(t);
       }
     }
-    // A drafting sequence samples after its last real token and after each draft.
+    // A drafting sequence samples after its last real token and after each draft (row j).
     const size_t drafts = static_cast<size_t>(seq.draft_tokens);
-    int32_t token = seq.sample ? next_(std::span<const int32_t>(context).first(context.size() - drafts)) : -1;
-    if (seq.sample && !seq.allowed_tokens.empty()) {
+    const size_t words = (static_cast<size_t>(options_.n_vocab) + 63) / 64;
+    auto sample = [&](size_t row) -> StatusOr<int32_t> {
+      int32_t token = next_(std::span<const int32_t>(context).first(context.size() - drafts + row));
+      if (seq.allowed_tokens.empty()) return token;
       // Constrained: the first allowed token from the unconstrained choice on (a sampler's mask).
-      if (seq.allowed_tokens.size() != (static_cast<size_t>(options_.n_vocab) + 63) / 64) {
-        return absl::InvalidArgumentError("allowed_tokens does not cover the vocabulary");
-      }
-      const auto allowed = [&](int32_t t) { return MaskHas(seq.allowed_tokens, t); };
+      const TokenMask mask(seq.allowed_tokens.begin() + row * words, seq.allowed_tokens.begin() + (row + 1) * words);
       int32_t tries = 0;
-      while (!allowed(token) && ++tries <= options_.n_vocab) token = (token + 1) % options_.n_vocab;
-      if (!allowed(token)) return absl::InvalidArgumentError("allowed_tokens allows no token");
+      while (!MaskHas(mask, token) && ++tries <= options_.n_vocab) token = (token + 1) % options_.n_vocab;
+      if (!MaskHas(mask, token)) return absl::InvalidArgumentError("allowed_tokens allows no token");
+      return token;
+    };
+    int32_t token = -1;
+    if (seq.sample) {
+      StatusOr<int32_t> first = sample(0);
+      if (!first.ok()) return first.status();
+      token = *first;
     }
     result.sequences.push_back({seq.sequence_id, token});
     for (size_t j = 1; j <= drafts; ++j) {
-      result.sequences.back().draft_samples.push_back(
-          next_(std::span<const int32_t>(context).first(context.size() - drafts + j)));
+      StatusOr<int32_t> after = sample(j);
+      if (!after.ok()) return after.status();
+      result.sequences.back().draft_samples.push_back(*after);
     }
     for (size_t j = 0; j < seq.score_tokens.size(); ++j) {
       const int32_t scored = seq.score_tokens[j];

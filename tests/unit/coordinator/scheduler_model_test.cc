@@ -3,11 +3,13 @@
 // SequenceSession with the `bitfleet run` sampling loop (Sampler + Rng(seed)): batching,
 // chunked prefill, prefix reuse and preemption may not change a single token.
 #include <memory>
+#include <random>
 #include <thread>
 #include <vector>
 
 #include "cache/block_pool.h"
 #include "coordinator/inprocess_executor.h"
+#include "coordinator/output_constraint.h"
 #include "coordinator/scheduler.h"
 #include "gtest/gtest.h"
 #include "sharding/fake_communicator.h"
@@ -363,12 +365,23 @@ TEST_F(SchedulerModelTest, DraftSamplesEqualStepsFedWithoutDrafts) {
   std::vector<int32_t> draft = RunAlone(*reference_, prompt, 4, Greedy());
   draft.push_back(draft[0]);
   const uint64_t first_index = 5;
-  for (const StepSampling& sampling : {Greedy(), penalized, sampled, Seeded(52)}) {
+  // Constrained decoding's masks, one per sample row: random halves of the vocabulary.
+  std::mt19937_64 mask_rng(53);
+  std::vector<std::vector<uint64_t>> masks(draft.size() + 1, std::vector<uint64_t>(kVocab / 64));
+  for (auto& mask : masks) {
+    for (uint64_t& word : mask) word = mask_rng();
+  }
+  struct Variant {
+    StepSampling sampling;
+    bool masked;
+  };
+  for (const auto& [sampling, masked] : {Variant{Greedy(), false}, Variant{penalized, false}, Variant{sampled, false},
+                                         Variant{Seeded(52), false}, Variant{Greedy(), true}, Variant{sampled, true}}) {
     auto runner = TinyRunner(32);
     ASSERT_TRUE(runner.ok()) << runner.status();
     worker::StepExecutor step(**runner);
     auto run = [&](uint64_t id, std::vector<int32_t> tokens, int32_t start, std::vector<int32_t> history,
-                   int32_t drafts, uint64_t sample_index, bool sample) {
+                   int32_t drafts, uint64_t sample_index, bool sample, std::vector<uint64_t> allowed = {}) {
       SequencePlan seq;
       seq.sequence_id = id;
       seq.tokens = std::move(tokens);
@@ -379,6 +392,7 @@ TEST_F(SchedulerModelTest, DraftSamplesEqualStepsFedWithoutDrafts) {
       seq.history = std::move(history);
       seq.sample_index = sample_index;
       seq.draft_tokens = drafts;
+      seq.allowed_tokens = std::move(allowed);
       StepPlan plan;
       plan.step_id = id;
       plan.sequences.push_back(std::move(seq));
@@ -390,16 +404,22 @@ TEST_F(SchedulerModelTest, DraftSamplesEqualStepsFedWithoutDrafts) {
     run(0, std::vector<int32_t>(prompt.begin(), prompt.end() - 1), 0, {}, 0, 0, false);
     std::vector<int32_t> tokens = {prompt.back()};
     tokens.insert(tokens.end(), draft.begin(), draft.end());
-    const SequenceResult drafting =
-        run(0, tokens, 9, std::vector<int32_t>(prompt.begin(), prompt.end() - 1), 5, first_index, true);
+    std::vector<uint64_t> all_masks;
+    for (const auto& mask : masks) all_masks.insert(all_masks.end(), mask.begin(), mask.end());
+    const SequenceResult drafting = run(0, tokens, 9, std::vector<int32_t>(prompt.begin(), prompt.end() - 1), 5,
+                                        first_index, true, masked ? all_masks : std::vector<uint64_t>{});
     ASSERT_EQ(drafting.draft_samples.size(), draft.size());
     // Sequence 1 + j: the prompt and drafts [0, j) fed whole, one sample.
     for (size_t j = 0; j <= draft.size(); ++j) {
       std::vector<int32_t> context = prompt;
       context.insert(context.end(), draft.begin(), draft.begin() + static_cast<std::ptrdiff_t>(j));
-      const int32_t alone = run(1 + j, context, 0, {}, 0, first_index + j, true).token;
+      const int32_t alone =
+          run(1 + j, context, 0, {}, 0, first_index + j, true, masked ? masks[j] : std::vector<uint64_t>{}).token;
       EXPECT_EQ(j == 0 ? drafting.token : drafting.draft_samples[j - 1], alone)
-          << "sample after draft " << j << ", temperature " << sampling.temperature;
+          << "sample after draft " << j << ", temperature " << sampling.temperature << (masked ? ", masked" : "");
+      if (masked) {
+        EXPECT_TRUE(MaskHas(masks[j], alone)) << "sample after draft " << j;
+      }
     }
   }
 }

@@ -371,7 +371,8 @@ TEST(SchedulerSpeculativeTest, RandomConfigurationsKeepEveryTextExact) {
   }
 }
 
-// Allows every token: a constrained request whose text is the unconstrained one.
+// Allows every token: a constrained request whose text is the unconstrained one. It cannot be
+// copied (no Clone), so its requests get no drafts.
 class AllowAll final : public OutputConstraint {
  public:
   const TokenMask& AllowedTokens() override { return mask_; }
@@ -417,10 +418,78 @@ TEST(SchedulerSpeculativeTest, NoDraftsForLogprobsConstraintsOrLargeBatches) {
       decodes += seq.sample_index > 0 ? 1 : 0;
       drafts += seq.draft_tokens;
     }
-    if (decodes > 3) EXPECT_EQ(drafts, 0) << "step " << plan.step_id << " drafts with " << decodes << " decodes";
+    if (decodes > 3) {
+      EXPECT_EQ(drafts, 0) << "step " << plan.step_id << " drafts with " << decodes << " decodes";
+    }
     drafted |= drafts > 0;
   }
   EXPECT_TRUE(drafted) << "three decodes or fewer should draft";
+  EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
+}
+
+// The k-th generated token must be k modulo 3 (a mask that changes at every position); copied
+// by Clone, so drafts are walked through it.
+class ResidueConstraint final : public OutputConstraint {
+ public:
+  const TokenMask& AllowedTokens() override {
+    mask_.assign(1000 / 64 + 1, 0);
+    for (int32_t t = accepted_ % 3; t < 1000; t += 3) mask_[t / 64] |= uint64_t{1} << (t % 64);
+    return mask_;
+  }
+  bool Complete() const override { return true; }
+  bool Accept(int32_t token) override {
+    if (token % 3 != accepted_ % 3) return false;
+    ++accepted_;
+    return true;
+  }
+  std::unique_ptr<OutputConstraint> Clone() const override { return std::make_unique<ResidueConstraint>(*this); }
+
+ private:
+  int accepted_ = 0;
+  TokenMask mask_;
+};
+
+// What the fake executor generates for `prompt` under ResidueConstraint: the first token from
+// the model's choice on with the position's residue.
+std::vector<int32_t> ResidueExpected(const NextTokenFn& next, std::vector<int32_t> context, int max_tokens) {
+  std::vector<int32_t> out;
+  for (int k = 0; k < max_tokens; ++k) {
+    int32_t token = next(context);
+    while (token % 3 != k % 3) token = (token + 1) % 1000;
+    out.push_back(token);
+    context.push_back(token);
+  }
+  return out;
+}
+
+TEST(SchedulerSpeculativeTest, ConstrainedDraftsCarryAMaskPerPosition) {
+  // Period 6 keeps each position's residue (6 is a multiple of 3): the output repeats and its
+  // drafts pass the constraint; the prompt's own tokens mostly do not.
+  const NextTokenFn next = RepetitiveNext(6);
+  FakeExecutor executor({.kv_blocks = 256, .block_size = 4, .max_step_tokens = 32, .max_step_sequences = 8}, next);
+  auto scheduler = MakeScheduler(SpeculativeOptions(), {&executor});
+  ASSERT_NE(scheduler, nullptr);
+  Collector collector;
+  const std::vector<std::vector<int32_t>> prompts = RepetitivePrompts(3, 9);
+  for (int i = 0; i < 3; ++i) {
+    GenerateRequest request = MakeRequest(collector, i, prompts[static_cast<size_t>(i)], 40);
+    request.constraint = std::make_shared<ResidueConstraint>();
+    ASSERT_TRUE(scheduler->Submit(std::move(request)).ok());
+  }
+  RunUntilIdle(*scheduler);
+  for (int i = 0; i < 3; ++i) {
+    const Outcome o = collector.Get(i);
+    EXPECT_TRUE(o.status.ok()) << o.status;
+    EXPECT_EQ(o.tokens, ResidueExpected(next, prompts[static_cast<size_t>(i)], 40)) << i;
+  }
+  const ReplicaStats stats = scheduler->Stats().replicas[0];
+  EXPECT_GT(stats.accepted_draft_tokens, 20) << stats.draft_tokens << " drafted";
+  for (const StepPlan& plan : executor.plans()) {
+    for (const SequencePlan& seq : plan.sequences) {
+      if (!seq.sample) continue;
+      EXPECT_EQ(seq.allowed_tokens.size(), (1000 / 64 + 1) * static_cast<size_t>(1 + seq.draft_tokens));
+    }
+  }
   EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
 }
 
