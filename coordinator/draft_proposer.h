@@ -9,10 +9,9 @@
 #include <span>
 #include <vector>
 
-namespace bitfleet::coordinator {
+#include "coordinator/executor.h"
 
-// The longest draft a step may carry (each draft token costs a logit row).
-inline constexpr int32_t kMaxDraftTokens = 16;
+namespace bitfleet::coordinator {
 
 struct DraftOptions {
   int32_t max_tokens = 0;  // longest draft; 0: speculative decoding off

@@ -48,6 +48,10 @@ struct StepSampling {
   std::vector<TokenBias> logit_bias;  // distinct tokens in ascending order
 };
 
+// The most draft tokens one sequence plan may carry (speculative decoding; each costs a logit
+// row): what workers accept and the bound of --speculative-tokens.
+inline constexpr int32_t kMaxDraftTokens = 16;
+
 struct SequencePlan {
   uint64_t sequence_id = 0;            // stable for the life of the request (RNG stream key)
   std::vector<int32_t> tokens;         // new tokens: a prefill chunk or one decode token
@@ -150,6 +154,9 @@ class Executor {
   // (SequencePlan::score_tokens), a drafting one one per draft more. At least
   // max_step_sequences().
   virtual int32_t max_logit_rows() const { return max_step_sequences(); }
+  // Draft tokens one sequence plan may carry (SequencePlan::draft_tokens); 0: none (the default,
+  // for executors whose workers predate speculative decoding).
+  virtual int32_t max_draft_tokens() const { return 0; }
   virtual bool healthy() const = 0;
   // Changes whenever the replica's KV storage may have been lost (its group restarted and
   // registered again). The scheduler then forgets the replica's KV metadata and fails its

@@ -49,6 +49,7 @@ int32_t GrpcExecutor::max_logit_rows() const {
   const WorkerCapacity c = capacity();
   return std::max(c.max_logit_rows, c.max_step_sequences);
 }
+int32_t GrpcExecutor::max_draft_tokens() const { return std::max(capacity().max_draft_tokens, 0); }
 
 WorkerCapacity GrpcExecutor::capacity() const {
   std::lock_guard lock(mu_);
@@ -118,6 +119,9 @@ StatusOr<bool> GrpcExecutor::Attach(int rank, const v1::Register& registration, 
   // 0 from a worker that predates the field: its rows are its sequences.
   capacity_.max_logit_rows =
       MinPositive(capacity_.max_logit_rows, c.max_logit_rows() > 0 ? c.max_logit_rows() : c.max_step_sequences());
+  // 0 from a worker that predates the field (or any rank that takes none): no drafts at all.
+  const int32_t drafts = std::max(c.max_draft_tokens(), 0);
+  capacity_.max_draft_tokens = capacity_.max_draft_tokens < 0 ? drafts : std::min(capacity_.max_draft_tokens, drafts);
   slot.registered = true;
   const bool all = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->registered; });
   if (all && !ready_ && !failed_) {

@@ -58,6 +58,7 @@ struct WorkerCapacity {
   int32_t max_step_sequences = 0;
   int32_t max_context = 0;
   int32_t max_logit_rows = 0;
+  int32_t max_draft_tokens = -1;  // -1 until a rank registers; 0 if any rank takes no drafts
 };
 
 using ControlStream = grpc::ServerReaderWriterInterface<v1::CoordinatorMessage, v1::WorkerMessage>;
@@ -77,6 +78,7 @@ class GrpcExecutor final : public Executor {
   int32_t max_step_tokens() const override;
   int32_t max_step_sequences() const override;
   int32_t max_logit_rows() const override;
+  int32_t max_draft_tokens() const override;
   // Every rank attached and nothing failed.
   bool healthy() const override;
 

@@ -44,6 +44,7 @@ class InProcessExecutor final : public Executor {
   // The runner's sequence limit, capped by its logit rows (every sequence gets one row).
   int32_t max_step_sequences() const override { return max_step_sequences_; }
   int32_t max_logit_rows() const override { return max_logit_rows_; }
+  int32_t max_draft_tokens() const override { return kMaxDraftTokens; }
   bool healthy() const override { return healthy_.load() && !stuck(); }
   // True while a step has run longer than the step timeout.
   bool stuck() const;

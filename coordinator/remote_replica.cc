@@ -43,6 +43,11 @@ int32_t RemoteReplica::max_step_sequences() const {
   auto e = current();
   return e ? e->max_step_sequences() : 0;
 }
+int32_t RemoteReplica::max_draft_tokens() const {
+  auto e = current();
+  return e ? e->max_draft_tokens() : 0;
+}
+
 int32_t RemoteReplica::max_logit_rows() const {
   auto e = current();
   return e ? e->max_logit_rows() : 0;

@@ -37,6 +37,7 @@ class RemoteReplica final : public Executor {
   int32_t max_step_tokens() const override;
   int32_t max_step_sequences() const override;
   int32_t max_logit_rows() const override;
+  int32_t max_draft_tokens() const override;
   bool healthy() const override;
   // Counts the incarnations created so far: the scheduler also forgets the replica's KV
   // metadata when it changes, a second guard beside the failure latch.

@@ -98,7 +98,7 @@ void ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_
   if (seq->sampling.logprobs || seq->scoring()) return;
   // Kept drafts and the sample after them are generated tokens: stay within max_tokens (and so
   // within the context the request was admitted for).
-  const int32_t limit = std::min({options.max_tokens, seq->max_tokens - seq->generated() - 1,
+  const int32_t limit = std::min({options.max_tokens, capacity_.max_draft_tokens, seq->max_tokens - seq->generated() - 1,
                                   budget.tokens - decodes_left, budget.rows - decodes_left});
   std::vector<int32_t>& draft = entry->draft;
   ProposeDraft(seq->tokens, options, limit, &draft);

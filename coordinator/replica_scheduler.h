@@ -55,6 +55,7 @@ struct ReplicaCapacity {
   int32_t max_step_tokens = 0;
   int32_t max_step_sequences = 0;
   int32_t max_logit_rows = 0;  // at least max_step_sequences
+  int32_t max_draft_tokens = 0;  // per sequence plan; 0: no speculative decoding here
   bool operator==(const ReplicaCapacity&) const = default;
 };
 

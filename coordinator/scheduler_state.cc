@@ -25,6 +25,7 @@ void Scheduler::PollHealthLocked(ReplicaSlot& slot) {
     if (options_.max_step_tokens > 0) capacity.max_step_tokens = std::min(capacity.max_step_tokens, options_.max_step_tokens);
     capacity.max_step_sequences = slot.executor->max_step_sequences();
     capacity.max_logit_rows = std::max(slot.executor->max_logit_rows(), capacity.max_step_sequences);
+    capacity.max_draft_tokens = slot.executor->max_draft_tokens();
     const int32_t block_size = slot.executor->kv_block_size();
     const bool usable = block_size == options_.kv_block_size && capacity.kv_blocks > 0 &&
                         capacity.max_step_tokens > 0 && capacity.max_step_sequences > 0;
@@ -51,9 +52,10 @@ void Scheduler::PollHealthLocked(ReplicaSlot& slot) {
         slot.incarnation = incarnation;
         slot.sched.Configure(capacity);
         Logger("scheduler")->info(
-            "replica {} serving: {} KV blocks of {} tokens, {} tokens / {} sequences / {} logit rows per step", index,
-            capacity.kv_blocks, block_size, capacity.max_step_tokens, capacity.max_step_sequences,
-            capacity.max_logit_rows);
+            "replica {} serving: {} KV blocks of {} tokens, {} tokens / {} sequences / {} logit rows per step, "
+            "drafts of up to {} tokens",
+            index, capacity.kv_blocks, block_size, capacity.max_step_tokens, capacity.max_step_sequences,
+            capacity.max_logit_rows, capacity.max_draft_tokens);
       }
     }
   }

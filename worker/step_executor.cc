@@ -62,7 +62,8 @@ Status StepExecutor::Validate(const coordinator::StepPlan& plan) const {
                                                        " outside the vocabulary of ", runner_.n_vocab()));
       }
     }
-    if (seq.draft_tokens < 0 || static_cast<size_t>(seq.draft_tokens) >= std::max<size_t>(seq.tokens.size(), 1)) {
+    if (seq.draft_tokens < 0 || seq.draft_tokens > coordinator::kMaxDraftTokens ||
+        static_cast<size_t>(seq.draft_tokens) >= std::max<size_t>(seq.tokens.size(), 1)) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.sequence_id, ": ", seq.draft_tokens,
                                                      " draft tokens in a chunk of ", seq.tokens.size()));
     }

@@ -220,6 +220,7 @@ StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::CreateRank(const WorkerO
   capacity->set_max_step_sequences(std::min(resolved.max_step_sequences, resolved.max_logit_rows));
   capacity->set_max_context(resolved.max_context);
   capacity->set_max_logit_rows(resolved.max_logit_rows);
+  capacity->set_max_draft_tokens(coordinator::kMaxDraftTokens);
   r.set_host(HostName());
   r.set_pid(static_cast<int32_t>(getpid()));
   r.set_kernel_variant(state->runner->kernel_variant());

@@ -104,8 +104,9 @@ Status FakeExecutor::Validate(const StepPlan& plan) const {
     if (seq.tokens.empty()) return absl::InvalidArgumentError("sequence without tokens");
     if (seq.score_tokens.size() > seq.tokens.size()) return absl::InvalidArgumentError("more scores than tokens");
     if (seq.start_pos < 0) return absl::InvalidArgumentError("negative start_pos");
-    if (seq.draft_tokens < 0 || static_cast<size_t>(seq.draft_tokens) >= seq.tokens.size()) {
-      return absl::InvalidArgumentError("draft_tokens outside [0, tokens)");
+    if (seq.draft_tokens < 0 || static_cast<size_t>(seq.draft_tokens) >= seq.tokens.size() ||
+        seq.draft_tokens > options_.max_draft_tokens) {
+      return absl::InvalidArgumentError("draft_tokens outside [0, tokens) or beyond the replica's limit");
     }
     if (seq.draft_tokens > 0 && (!seq.sample || !seq.score_tokens.empty() || seq.sampling.logprobs)) {
       return absl::InvalidArgumentError("draft tokens on a plan that scores or asks for logprobs");

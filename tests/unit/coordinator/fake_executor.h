@@ -44,6 +44,7 @@ struct FakeExecutorOptions {
   int32_t max_step_sequences = 8;
   int32_t n_vocab = 1000;
   int32_t max_logit_rows = 0;  // 0: max_step_sequences
+  int32_t max_draft_tokens = kMaxDraftTokens;
 };
 
 class FakeExecutor final : public Executor {
@@ -60,6 +61,7 @@ class FakeExecutor final : public Executor {
   int32_t max_logit_rows() const override {
     return options_.max_logit_rows > 0 ? options_.max_logit_rows : options_.max_step_sequences;
   }
+  int32_t max_draft_tokens() const override { return options_.max_draft_tokens; }
   bool healthy() const override;
   uint64_t incarnation() const override;
 

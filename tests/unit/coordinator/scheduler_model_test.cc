@@ -84,6 +84,7 @@ class TpGroupExecutor final : public Executor {
   int32_t kv_block_size() const override { return runners_[0]->kv_block_size(); }
   int32_t max_step_tokens() const override { return runners_[0]->options().max_step_tokens; }
   int32_t max_step_sequences() const override { return runners_[0]->options().max_step_sequences; }
+  int32_t max_draft_tokens() const override { return kMaxDraftTokens; }
   bool healthy() const override { return true; }
 
  private:

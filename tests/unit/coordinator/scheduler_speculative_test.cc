@@ -493,6 +493,26 @@ TEST(SchedulerSpeculativeTest, ConstrainedDraftsCarryAMaskPerPosition) {
   EXPECT_TRUE(scheduler->invariant_status().ok()) << scheduler->invariant_status();
 }
 
+TEST(SchedulerSpeculativeTest, AReplicasDraftLimitCapsItsDrafts) {
+  // Workers that predate speculative decoding register no draft capacity (0): no drafts there;
+  // one that takes 2 gets at most 2 whatever --speculative-tokens says.
+  const NextTokenFn next = RepetitiveNext(4);
+  const std::vector<std::vector<int32_t>> prompts = RepetitivePrompts(2, 8);
+  const std::vector<int> max_tokens = {30, 30};
+  for (int32_t limit : {0, 2}) {
+    const SpecRun run = RunAll(SpeculativeOptions(8), {.kv_blocks = 128, .block_size = 4, .max_draft_tokens = limit},
+                               next, prompts, max_tokens, 2);
+    int32_t longest = 0;
+    for (const StepPlan& plan : run.plans) {
+      for (const SequencePlan& seq : plan.sequences) longest = std::max(longest, seq.draft_tokens);
+    }
+    EXPECT_EQ(longest, limit) << "replica limit " << limit;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(run.outcomes[i].tokens, ExpectedTokens(next, prompts[i], max_tokens[i])) << i;
+    }
+  }
+}
+
 TEST(SchedulerSpeculativeTest, CreateRejectsBadDraftOptions) {
   FakeExecutor executor({});
   SchedulerOptions options = TestOptions();
