@@ -98,8 +98,9 @@ void ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_
   if (seq->sampling.logprobs || seq->scoring()) return;
   // Kept drafts and the sample after them are generated tokens: stay within max_tokens (and so
   // within the context the request was admitted for).
-  const int32_t limit = std::min({options.max_tokens, capacity_.max_draft_tokens, seq->max_tokens - seq->generated() - 1,
-                                  budget.tokens - decodes_left, budget.rows - decodes_left});
+  const int32_t limit = std::min({options.max_tokens, capacity_.max_draft_tokens,
+                                  seq->max_tokens - seq->generated() - 1, budget.tokens - decodes_left,
+                                  budget.rows - decodes_left});
   std::vector<int32_t>& draft = entry->draft;
   ProposeDraft(seq->tokens, options, limit, &draft);
   if (draft.empty()) return;
@@ -352,8 +353,9 @@ Status ReplicaScheduler::CheckResult(const StepResult& result) const {
     }
     for (int32_t token : r.draft_samples) {
       if (token < 0 || token >= config_.n_vocab) {
-        return absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", token, " after a draft of sequence ",
-                                                seq.id, ", outside the vocabulary of ", config_.n_vocab));
+        return absl::InternalError(absl::StrCat("replica ", index_, " sampled token ", token,
+                                                " after a draft of sequence ", seq.id, ", outside the vocabulary of ",
+                                                config_.n_vocab));
       }
     }
     if (sampled && (r.token < 0 || r.token >= config_.n_vocab)) {
