@@ -40,26 +40,38 @@ void DraftAcceptance::Record(int32_t tried, int32_t kept) {
   tried_ = tried_ * kDecay + static_cast<float>(tried);
 }
 
+int64_t LatestEarlierMatch(std::span<const int32_t> tokens, int64_t n) {
+  const int64_t size = static_cast<int64_t>(tokens.size());
+  if (n < 1 || size < n + 1) return -1;
+  const std::span<const int32_t> tail = tokens.subspan(static_cast<size_t>(size - n));
+  // Latest first: what the sequence did most recently is the likeliest to repeat. A match must
+  // end before the last token so that at least one token follows it.
+  for (int64_t start = size - n - 1; start >= 0; --start) {
+    if (tokens[static_cast<size_t>(start + n - 1)] != tail.back()) continue;
+    if (std::equal(tail.begin(), tail.end(), tokens.begin() + start)) return start;
+  }
+  return -1;
+}
+
+void DraftFrom(std::span<const int32_t> tokens, int64_t from, int32_t max_tokens, std::vector<int32_t>* draft) {
+  // What followed the match, and past the end what the draft itself says: a match `period`
+  // tokens back means the text repeats with that period ("a a a" drafts "a a a a", not "a").
+  const int64_t size = static_cast<int64_t>(tokens.size());
+  draft->clear();
+  for (int64_t i = 0; i < max_tokens; ++i) {
+    const int64_t at = from + i;
+    draft->push_back(at < size ? tokens[static_cast<size_t>(at)] : (*draft)[static_cast<size_t>(at - size)]);
+  }
+}
+
 void ProposeDraft(std::span<const int32_t> tokens, const DraftOptions& options, int32_t max_tokens,
                   std::vector<int32_t>* draft) {
   draft->clear();
-  const int64_t size = static_cast<int64_t>(tokens.size());
   if (max_tokens <= 0) return;
   for (int64_t n = options.max_ngram; n >= options.min_ngram; --n) {
-    if (size < n + 1) continue;
-    const std::span<const int32_t> tail = tokens.subspan(static_cast<size_t>(size - n));
-    // Latest first: what the sequence did most recently is the likeliest to repeat. A match must
-    // end before the last token so that at least one token follows it.
-    for (int64_t start = size - n - 1; start >= 0; --start) {
-      if (tokens[static_cast<size_t>(start + n - 1)] != tail.back()) continue;
-      if (!std::equal(tail.begin(), tail.end(), tokens.begin() + start)) continue;
-      // What followed the match, and past the end what the draft itself says: a match `period`
-      // tokens back means the text repeats with that period ("a a a" drafts "a a a a", not "a").
-      const int64_t from = start + n;
-      for (int64_t i = 0; i < max_tokens; ++i) {
-        const int64_t at = from + i;
-        draft->push_back(at < size ? tokens[static_cast<size_t>(at)] : (*draft)[static_cast<size_t>(at - size)]);
-      }
+    const int64_t start = LatestEarlierMatch(tokens, n);
+    if (start >= 0) {
+      DraftFrom(tokens, start + n, max_tokens, draft);
       return;
     }
   }

@@ -59,4 +59,10 @@ const char* DraftOptionsError(const DraftOptions& options);
 void ProposeDraft(std::span<const int32_t> tokens, const DraftOptions& options, int32_t max_tokens,
                   std::vector<int32_t>* draft);
 
+// The pieces of ProposeDraft (DraftIndex shares them): where the latest occurrence of the last
+// n tokens starts among those that end before the last token (-1: none), by a scan from the end;
+// and the `max_tokens` tokens from position `from` on, continued with period size - from.
+int64_t LatestEarlierMatch(std::span<const int32_t> tokens, int64_t n);
+void DraftFrom(std::span<const int32_t> tokens, int64_t from, int32_t max_tokens, std::vector<int32_t>* draft);
+
 }  // namespace bitfleet::coordinator

@@ -102,7 +102,7 @@ void ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_
                                   seq->max_tokens - seq->generated() - 1, budget.tokens - decodes_left,
                                   budget.rows - decodes_left});
   std::vector<int32_t>& draft = entry->draft;
-  ProposeDraft(seq->tokens, options, limit, &draft);
+  seq->draft_index.Propose(seq->tokens, options, limit, &draft);
   if (draft.empty()) return;
   const int32_t first = draft[0];
   draft.resize(static_cast<size_t>(seq->drafts.Worth(static_cast<int32_t>(draft.size()), options.min_keep_chance)));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cache/block_hash.h"
+#include "coordinator/draft_index.h"
 #include "coordinator/draft_proposer.h"
 #include "coordinator/executor.h"
 #include "coordinator/request.h"
@@ -46,6 +47,7 @@ struct Sequence {
   std::vector<ScoredToken> block_scores;
   std::shared_ptr<OutputConstraint> constraint;  // null: unconstrained output
   DraftAcceptance drafts;  // speculative decoding: how this sequence's drafts fare
+  DraftIndex draft_index;  // and where its drafts come from (indexed once it is long)
 
   int replica = -1;
   bool admitted_once = false;

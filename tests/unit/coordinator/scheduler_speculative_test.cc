@@ -9,6 +9,7 @@
 #include <set>
 #include <unordered_set>
 
+#include "coordinator/draft_index.h"
 #include "coordinator/draft_proposer.h"
 #include "coordinator/output_constraint.h"
 #include "coordinator/scheduler.h"
@@ -61,6 +62,41 @@ TEST(DraftProposerTest, OptionErrors) {
   EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_ngram = 2, .min_ngram = 3}), "");
   EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_ngram = 3, .min_ngram = 0}), "");
   EXPECT_STRNE(DraftOptionsError(DraftOptions{.max_batch = 0}), "");
+}
+
+// The index against the scan it replaces, as random sequences grow token by token (sometimes
+// several at once): small alphabets (many matches, tails that recur), n-gram ranges, draft
+// lengths, and hashes narrowed to 3 bits so that most hits collide and must be checked.
+TEST(DraftIndexTest, ProposesExactlyWhatTheScanDoes) {
+  std::mt19937 rng(7);
+  int64_t drafts = 0;
+  for (int round = 0; round < 24; ++round) {
+    const int alphabet = 2 + static_cast<int>(rng() % 40);
+    const int32_t min_n = 1 + static_cast<int32_t>(rng() % 3);
+    const int32_t max_n = min_n + static_cast<int32_t>(rng() % 3);
+    const DraftOptions options{.max_tokens = 8, .max_ngram = max_n, .min_ngram = min_n};
+    // Indexed a few positions per call: the scan answers until the index has caught up.
+    DraftIndex index(/*scan_below=*/static_cast<size_t>(rng() % 64), /*index_per_call=*/1 + rng() % 8,
+                     round % 2 == 0 ? 0x7 : ~uint64_t{0});
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> want, got;
+    for (int i = 0; i < 700; ++i) {
+      // Stretches copied from earlier, as generated text does, between random tokens.
+      for (int k = rng() % 4 == 0 ? 3 : 1; k > 0; --k) {
+        if (!tokens.empty() && rng() % 3 == 0) {
+          tokens.push_back(tokens[rng() % tokens.size()]);
+        } else {
+          tokens.push_back(static_cast<int32_t>(rng() % alphabet));
+        }
+      }
+      const int32_t max_tokens = static_cast<int32_t>(rng() % 6);
+      ProposeDraft(tokens, options, max_tokens, &want);
+      index.Propose(tokens, options, max_tokens, &got);
+      ASSERT_EQ(got, want) << "round " << round << " at " << tokens.size() << " tokens";
+      drafts += want.empty() ? 0 : 1;
+    }
+  }
+  EXPECT_GT(drafts, 1000);
 }
 
 TEST(DraftAcceptanceTest, FeedsWhatItsRecordIsWorth) {
