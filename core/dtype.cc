@@ -31,6 +31,21 @@ constexpr std::array<DTypeInfo, 13> kTypes = {{
 
 std::span<const DTypeInfo> AllDTypes() { return kTypes; }
 
+const char* UnsupportedGgmlTypeName(uint32_t id) {
+  // ggml's type ids (GGUF's tensor types) that bitfleet has no codec for; 4 and 5 were removed
+  // from ggml (the old Q4_2 / Q4_3).
+  static constexpr std::array<std::pair<uint32_t, const char*>, 21> kNames = {{
+      {6, "q5_0"},     {7, "q5_1"},     {9, "q8_1"},     {10, "q2_K"},   {11, "q3_K"},    {12, "q4_K"},
+      {13, "q5_K"},    {14, "q6_K"},    {15, "q8_K"},    {16, "iq2_xxs"}, {17, "iq2_xs"}, {18, "iq3_xxs"},
+      {19, "iq1_s"},   {20, "iq4_nl"},  {21, "iq3_s"},   {22, "iq2_s"},   {23, "iq4_xs"}, {27, "i64"},
+      {29, "iq1_m"},   {39, "mxfp4"},   {4, "q4_2 (removed from ggml)"},
+  }};
+  for (const auto& [type_id, name] : kNames) {
+    if (type_id == id) return name;
+  }
+  return nullptr;
+}
+
 const DTypeInfo* FindDType(uint32_t id) {
   for (const auto& t : kTypes) {
     if (static_cast<uint32_t>(t.type) == id) return &t;

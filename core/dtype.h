@@ -40,6 +40,9 @@ std::span<const DTypeInfo> AllDTypes();
 
 // Looks up a type by its GGUF id; nullptr for ids bitfleet does not know.
 const DTypeInfo* FindDType(uint32_t id);
+// The name of a ggml type id that bitfleet does not read ("q4_K", "iq4_xs", ...), or nullptr
+// for an id ggml does not define either: for error messages that say what a file holds.
+const char* UnsupportedGgmlTypeName(uint32_t id);
 // Looks up a type by name, case-insensitive ("TQ2_0", "q4_0", ...).
 const DTypeInfo* FindDTypeByName(std::string_view name);
 

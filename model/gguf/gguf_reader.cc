@@ -167,7 +167,18 @@ StatusOr<TensorInfo> Parser::ReadTensorInfo(uint64_t index) {
   auto type_id = cursor_.Read<uint32_t>("tensor type");
   if (!type_id.ok()) return Annotate(type_id.status(), context);
   const DTypeInfo* dtype = FindDType(*type_id);
-  if (dtype == nullptr) return FormatError(absl::StrCat(context, "unknown tensor type id ", *type_id));
+  if (dtype == nullptr) {
+    if (const char* name = UnsupportedGgmlTypeName(*type_id)) {
+      // A real file of a type bitfleet has no kernels for (most int4 GGUFs are k-quants):
+      // say which, and what to do about it.
+      return FormatError(absl::StrCat(
+          context, "type ", name, " (ggml type id ", *type_id,
+          ") is not supported: bitfleet reads f32, f16, bf16, q8_0, q4_0, q4_1, tq1_0, tq2_0 and i2_s; "
+          "requantize the original model to one of those (llama.cpp's llama-quantize --allow-requantize "
+          "... Q8_0 or Q4_0, or from the f16/bf16 GGUF)"));
+    }
+    return FormatError(absl::StrCat(context, "unknown tensor type id ", *type_id));
+  }
   info.type = dtype->type;
   auto size = TensorBytes(info.type, info.shape[0], elements);
   if (!size.ok()) return Annotate(size.status(), context);

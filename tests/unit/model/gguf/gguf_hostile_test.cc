@@ -110,6 +110,9 @@ std::vector<HostileCase> Cases() {
        [](RawFile& f) { f.tensors[0].dims = {uint64_t{1} << 62, 2}; },
        {"tensor 'a'", "element count overflows"}},
       {"UnknownTensorType", [](RawFile& f) { f.tensors[1].type = 99; }, {"tensor 'b'", "unknown tensor type id 99"}},
+      // A k-quant (most int4 GGUFs): named, with what to do instead.
+      {"KQuantTensorType", [](RawFile& f) { f.tensors[1].type = 12; },
+       {"tensor 'b'", "type q4_K (ggml type id 12) is not supported", "llama-quantize"}},
       {"PartialBlock", [](RawFile& f) { f.tensors[1].dims = {16}; }, {"tensor 'b'", "q8_0 block"}},
       {"I2sPartialBlock",
        [](RawFile& f) { f.tensors[1].type = static_cast<uint32_t>(DType::kI2_S); f.tensors[1].dims = {64}; },
