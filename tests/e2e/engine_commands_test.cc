@@ -72,6 +72,17 @@ TEST_F(EngineCommandsTest, RunRejectsBadInput) {
             2);
 }
 
+// Speculative flags that contradict each other stop serve and coordinator at parsing, with the
+// reason, before a model loads (the file here does not even exist).
+TEST_F(EngineCommandsTest, ServeRejectsContradictorySpeculativeFlagsBeforeLoading) {
+  for (const std::string command : {"serve -m /nonexistent.gguf --speculative-ngram-min 4",
+                                    "coordinator --model /nonexistent.gguf --speculative-ngram-max 1"}) {
+    const CommandResult r = Bitfleet(command + " 2>&1");
+    EXPECT_EQ(r.exit_code, 105) << command << ": " << r.out;  // CLI11's validation error
+    EXPECT_NE(r.out.find("the n-gram lengths must satisfy 1 <= min <= max"), std::string::npos) << r.out;
+  }
+}
+
 // --device cuda: on a machine with a GPU (and a CUDA build) the same greedy story as the CPU;
 // elsewhere a failure that says why, never a silent fallback to the CPU.
 TEST_F(EngineCommandsTest, RunOnCudaTellsTheStoryOrSaysWhyNot) {

@@ -114,6 +114,12 @@ void AddSchedulingFlags(CLI::App& cmd, coordinator::CoordinatorServerOptions* op
                  "whole")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
+  // The speculative flags together (one alone is range-checked above), before any model loads.
+  cmd.parse_complete_callback([options] {
+    if (const char* error = coordinator::DraftOptionsError(options->speculative); *error != '\0') {
+      throw CLI::ValidationError("--speculative-*", error);
+    }
+  });
   cmd.add_option("--prompt-score-cache-mib", options->prompt_score_cache_mib,
                  "Memory for the log probabilities of scored prompts (prompt_logprobs, OpenAI's echo), kept per KV "
                  "block so a request repeating a scored prompt's beginning (lm-eval's multiple-choice contexts) "
