@@ -1,5 +1,6 @@
 #include "model/chat/jinja_interpreter.h"
 
+#include <algorithm>
 #include <ctime>
 #include <limits>
 #include <utility>
@@ -77,6 +78,12 @@ Value StrftimeNow(const CallArgs& args) {
 class Interpreter {
  public:
   explicit Interpreter(const RenderLimits& limits) : limits_(limits) {}
+  // `{% set ns.x = ns %}` (or through a list or another namespace) makes a cycle of shared
+  // pointers that would outlive the render: empty every namespace assigned to. No value of the
+  // render escapes it (the result is text), so none is observed half-empty.
+  ~Interpreter() {
+    for (const Value& ns : assigned_namespaces_) ns.DropAttributes();
+  }
 
   std::string Run(const NodeList& program, const ValueDict& variables) {
     SetStringLimit(limits_.max_output_bytes);
@@ -180,7 +187,11 @@ class Interpreter {
       case Node::Kind::kSet: {
         Value value = Eval(*node.expr);
         if (!node.attribute.empty()) {
-          Lookup(node.targets[0]).SetAttribute(node.attribute, std::move(value));
+          const Value target = Lookup(node.targets[0]);
+          target.SetAttribute(node.attribute, std::move(value));
+          const bool known = std::any_of(assigned_namespaces_.begin(), assigned_namespaces_.end(),
+                                         [&](const Value& ns) { return ns.SameObject(target); });
+          if (!known) assigned_namespaces_.push_back(target);
         } else {
           Assign(node.targets, value);
         }
@@ -417,6 +428,7 @@ class Interpreter {
   std::string* out_ = nullptr;
   int64_t steps_ = 0;
   int call_depth_ = 0;
+  std::vector<Value> assigned_namespaces_;  // each once, emptied by the destructor
 };
 
 }  // namespace

@@ -131,6 +131,10 @@ const Value* Value::Find(std::string_view key) const {
   return nullptr;
 }
 
+void Value::DropAttributes() const {
+  if (kind_ == Kind::kNamespace) dict_->clear();
+}
+
 void Value::SetAttribute(const std::string& key, Value value) const {
   if (kind_ != Kind::kNamespace) {
     throw JinjaError{absl::StrCat("cannot assign attribute '", key, "' on a ", TypeName(), " (only a namespace)")};

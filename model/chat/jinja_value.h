@@ -85,6 +85,10 @@ class Value {
   const Value* Find(std::string_view key) const;
   // Sets a namespace attribute (namespaces are shared: every copy sees it).
   void SetAttribute(const std::string& key, Value value) const;
+  // Removes every attribute of a namespace (nothing for other kinds). An attribute may hold the
+  // namespace itself, directly or through lists and other namespaces: a reference cycle that
+  // only this breaks (the interpreter does, for the namespaces it assigned to, after a render).
+  void DropAttributes() const;
 
   bool Truthy() const;
   // Python's str(): strings as they are, True / None, reprs inside containers; Undefined → "".
