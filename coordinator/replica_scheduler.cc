@@ -401,7 +401,12 @@ void ReplicaScheduler::ApplyResult(const StatusOr<StepResult>& result) {
     int32_t kept = 0;
     if (!KeepDrafts(seq, plan[i].draft, r, &kept)) continue;  // finished
     RegisterComputedBlocks(*seq);
-    HandleSample(seq, kept == 0 ? r : SequenceResult(r.sequence_id, r.draft_samples[static_cast<size_t>(kept - 1)]));
+    // The sample after the last kept draft (a ternary would copy `r`, logprobs and all).
+    if (kept == 0) {
+      HandleSample(seq, r);
+    } else {
+      HandleSample(seq, SequenceResult(r.sequence_id, r.draft_samples[static_cast<size_t>(kept - 1)]));
+    }
   }
 }
 
@@ -418,8 +423,9 @@ bool ReplicaScheduler::KeepDrafts(Sequence* seq, const std::vector<int32_t>& dra
   accepted_draft_tokens_total_ += static_cast<int64_t>(right);
   seq->drafts.Record(static_cast<int32_t>(right < draft.size() ? right + 1 : right), static_cast<int32_t>(right));
   for (size_t j = 0; j < right; ++j) {
-    const int32_t sample = sample_before(j);
-    if (!HandleSample(seq, j == 0 ? result : SequenceResult(result.sequence_id, sample))) return false;
+    const bool going =
+        j == 0 ? HandleSample(seq, result) : HandleSample(seq, SequenceResult(result.sequence_id, sample_before(j)));
+    if (!going) return false;
     ++seq->num_computed;
     ++*kept;
   }
