@@ -81,12 +81,14 @@ int32_t ReplicaScheduler::ScoredTokens(const Sequence& seq, int32_t n) const {
   return std::clamp(seq.prompt_len - 1 - seq.num_computed, 0, n);
 }
 
-ReplicaScheduler::Scheduled ReplicaScheduler::Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget,
-                                                       std::vector<int32_t> draft) const {
-  Scheduled entry{seq, n, decode, ScoredTokens(*seq, n), std::move(draft), {}, -1};
+ReplicaScheduler::Scheduled ReplicaScheduler::Entry(Sequence* seq, int32_t n, bool decode) const {
+  return Scheduled{seq, n, decode, ScoredTokens(*seq, n), {}, {}, -1};
+}
+
+void ReplicaScheduler::Schedule(Scheduled entry, StepBudget* budget) {
   budget->tokens -= entry.tokens();
   budget->rows -= entry.rows();
-  return entry;
+  scheduled_.push_back(std::move(entry));
 }
 
 void ReplicaScheduler::DraftFor(Sequence* seq, int32_t decodes, int32_t decodes_left, const StepBudget& budget,
@@ -163,11 +165,9 @@ StepPlan ReplicaScheduler::BuildPlan() {
         const int32_t n = ChunkFor(*seq, seq->num_computed, budget);
         const bool decode = group == &decodes;
         if (!ReserveOrPreempt(seq, n, &budget)) continue;
-        Scheduled drafting{seq, n, decode, 0, {}, {}, -1};
-        if (decode) DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget, &drafting);
-        scheduled_.push_back(Schedule(seq, n, decode, &budget, std::move(drafting.draft)));
-        scheduled_.back().draft_masks = std::move(drafting.draft_masks);
-        scheduled_.back().probe = drafting.probe;
+        Scheduled entry = Entry(seq, n, decode);
+        if (decode) DraftFor(seq, static_cast<int32_t>(decodes.size()), decodes_left--, budget, &entry);
+        Schedule(std::move(entry), &budget);
       }
     }
     Admit(&budget);
@@ -285,7 +285,7 @@ void ReplicaScheduler::Admit(StepBudget* budget) {
     seq->admitted_once = true;
     if (first) seq->usage.cached_prompt_tokens = std::min(cached_tokens, seq->prompt_len);
     observer_.OnAdmitted(*seq, first, cached_tokens);
-    scheduled_.push_back(Schedule(seq, n, false, budget));
+    Schedule(Entry(seq, n, false), budget);
   }
 }
 

@@ -135,9 +135,10 @@ class ReplicaScheduler {
   int32_t ScoredAlready(const Sequence& seq, int32_t from) const;
   // Prompt tokens a chunk of `n` tokens from seq.num_computed scores.
   int32_t ScoredTokens(const Sequence& seq, int32_t n) const;
-  // The plan entry for `n` tokens of `seq` (and `draft` after them), taken from the budget.
-  Scheduled Schedule(Sequence* seq, int32_t n, bool decode, StepBudget* budget,
-                     std::vector<int32_t> draft = {}) const;
+  // The plan entry for `n` tokens of `seq`, without a draft.
+  Scheduled Entry(Sequence* seq, int32_t n, bool decode) const;
+  // Adds `entry` (with its draft, if any) to the plan in flight, taken from the budget.
+  void Schedule(Scheduled entry, StepBudget* budget);
   // Sets entry->draft (empty: none) for decoding `seq` in this step, leaving a token and a row of
   // the budget for each of the `decodes_left` decodes still to schedule (`seq`'s included), with
   // its blocks reserved (a draft never preempts) and, under a constraint, its masks; or
