@@ -13,6 +13,12 @@ namespace {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// Adds to `counter` what a replica's running total gained since `seen`, and remembers it.
+void AddGain(Counter* counter, int64_t total, int64_t* seen) {
+  counter->Increment(static_cast<double>(total - *seen));
+  *seen = total;
+}
+
 }  // namespace
 
 void Scheduler::PollHealthLocked(ReplicaSlot& slot) {
@@ -179,18 +185,11 @@ void Scheduler::UpdateGaugesLocked() {
     m.running->Set(slot.sched.num_running());
     m.waiting->Set(slot.sched.num_waiting());
     running += slot.sched.num_running();
-    const int64_t evictions = slot.sched.blocks().evictions();
-    metrics_.kv_evictions->Increment(static_cast<double>(evictions - slot.evictions_seen));
-    slot.evictions_seen = evictions;
-    const int64_t prefilled = slot.sched.prefill_tokens_total();
-    metrics_.prefill_tokens->Increment(static_cast<double>(prefilled - slot.prefill_tokens_seen));
-    slot.prefill_tokens_seen = prefilled;
-    const int64_t drafted = slot.sched.draft_tokens_total();
-    metrics_.draft_tokens->Increment(static_cast<double>(drafted - slot.draft_tokens_seen));
-    slot.draft_tokens_seen = drafted;
-    const int64_t accepted = slot.sched.accepted_draft_tokens_total();
-    metrics_.accepted_draft_tokens->Increment(static_cast<double>(accepted - slot.accepted_draft_tokens_seen));
-    slot.accepted_draft_tokens_seen = accepted;
+    AddGain(metrics_.kv_evictions, slot.sched.blocks().evictions(), &slot.evictions_seen);
+    AddGain(metrics_.prefill_tokens, slot.sched.prefill_tokens_total(), &slot.prefill_tokens_seen);
+    AddGain(metrics_.draft_tokens, slot.sched.draft_tokens_total(), &slot.draft_tokens_seen);
+    AddGain(metrics_.accepted_draft_tokens, slot.sched.accepted_draft_tokens_total(),
+            &slot.accepted_draft_tokens_seen);
   }
   metrics_.queue_depth->Set(queued_);
   metrics_.running_sequences->Set(running);
